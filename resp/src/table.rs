@@ -1,0 +1,254 @@
+//! The command table: every command HyperCache serves, with Redis 7's arity, flags, key positions
+//! and docs. It drives the generic arity check, `COMMAND COUNT/INFO/DOCS/LIST`, and key extraction.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+/// One command (or subcommand) as `COMMAND INFO` describes it.
+#[derive(Debug)]
+pub struct CommandSpec {
+    /// Lower-case name (`get`, or `setname` for a subcommand).
+    pub name: &'static str,
+    /// Full name used in error texts: `get`, `client|setname`.
+    pub fullname: &'static str,
+    /// Redis arity: N means exactly N arguments (name included), -N at least N.
+    pub arity: i32,
+    /// Flags such as `write`, `readonly`, `fast`, `denyoom`, `no_auth`.
+    pub flags: &'static [&'static str],
+    /// Position of the first key (0 if none).
+    pub first_key: i32,
+    /// Position of the last key (-1: the last argument).
+    pub last_key: i32,
+    /// Step between keys.
+    pub step: i32,
+    /// ACL categories (`@read`, `@string`, ...).
+    pub acl: &'static [&'static str],
+    /// Docs group (`string`, `generic`, `connection`, `server`).
+    pub group: &'static str,
+    /// First Redis version with the command.
+    pub since: &'static str,
+    /// One-line summary.
+    pub summary: &'static str,
+    /// Subcommands of a container command (CLIENT, CONFIG, ...).
+    pub subcommands: &'static [CommandSpec],
+}
+
+impl CommandSpec {
+    /// Whether `argc` arguments (the command name, and for a subcommand the parent's, included) fit
+    /// the arity.
+    pub fn arity_ok(&self, argc: usize) -> bool {
+        let a = self.arity;
+        if a >= 0 {
+            argc == a as usize
+        } else {
+            argc >= (-a) as usize
+        }
+    }
+
+    /// Whether the command has `flag`.
+    pub fn has_flag(&self, flag: &str) -> bool {
+        self.flags.contains(&flag)
+    }
+
+    /// The subcommand named `name` (any case).
+    pub fn subcommand(&self, name: &[u8]) -> Option<&'static CommandSpec> {
+        self.subcommands.iter().find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+    }
+}
+
+macro_rules! spec {
+    ($name:literal, $full:expr, $arity:expr, [$($f:literal),*], $fk:expr, $lk:expr, $st:expr,
+     [$($acl:literal),*], $group:literal, $since:literal, $summary:literal, $subs:expr) => {
+        CommandSpec {
+            name: $name, fullname: $full, arity: $arity, flags: &[$($f),*], first_key: $fk,
+            last_key: $lk, step: $st, acl: &[$($acl),*], group: $group, since: $since,
+            summary: $summary, subcommands: $subs,
+        }
+    };
+}
+
+macro_rules! cmd {
+    ($name:literal, $arity:expr, [$($f:literal),*], $fk:expr, $lk:expr, $st:expr, [$($acl:literal),*],
+     $group:literal, $since:literal, $summary:literal) => {
+        spec!($name, $name, $arity, [$($f),*], $fk, $lk, $st, [$($acl),*], $group, $since, $summary, &[])
+    };
+}
+
+macro_rules! sub {
+    ($parent:literal, $name:literal, $arity:expr, [$($f:literal),*], [$($acl:literal),*],
+     $since:literal, $summary:literal) => {
+        spec!($name, concat!($parent, "|", $name), $arity, [$($f),*], 0, 0, 0, [$($acl),*], "server",
+              $since, $summary, &[])
+    };
+}
+
+static OBJECT_SUBS: &[CommandSpec] = &[
+    spec!("encoding", "object|encoding", 3, ["readonly"], 2, 2, 1, ["@keyspace", "@read", "@slow"], "generic", "2.2.3", "Returns the internal encoding of a Redis object.", &[]),
+    spec!("freq", "object|freq", 3, ["readonly"], 2, 2, 1, ["@keyspace", "@read", "@slow"], "generic", "4.0.0", "Returns the logarithmic access frequency counter of a Redis object.", &[]),
+    spec!("idletime", "object|idletime", 3, ["readonly"], 2, 2, 1, ["@keyspace", "@read", "@slow"], "generic", "2.2.3", "Returns the time since the last access to a Redis object.", &[]),
+    spec!("refcount", "object|refcount", 3, ["readonly"], 2, 2, 1, ["@keyspace", "@read", "@slow"], "generic", "2.2.3", "Returns the reference count of a value of a key.", &[]),
+    spec!("help", "object|help", 2, ["loading", "stale"], 0, 0, 0, ["@keyspace", "@slow"], "generic", "6.2.0", "Returns helpful text about the different subcommands.", &[]),
+];
+
+static CLIENT_SUBS: &[CommandSpec] = &[
+    sub!("client", "id", 2, ["noscript", "loading", "stale"], ["@slow", "@connection"], "5.0.0", "Returns the unique client ID of the connection."),
+    sub!("client", "setname", 3, ["noscript", "loading", "stale"], ["@slow", "@connection"], "2.6.9", "Sets the connection name."),
+    sub!("client", "getname", 2, ["noscript", "loading", "stale"], ["@slow", "@connection"], "2.6.9", "Returns the name of the connection."),
+    sub!("client", "info", 2, ["noscript", "loading", "stale"], ["@slow", "@connection"], "6.2.0", "Returns information about the connection."),
+    sub!("client", "list", -2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous", "@connection"], "2.4.0", "Lists open connections."),
+    sub!("client", "kill", -3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous", "@connection"], "2.4.0", "Terminates open connections."),
+    sub!("client", "setinfo", 4, ["noscript", "loading", "stale"], ["@slow", "@connection"], "7.2.0", "Sets information specific to the client or connection."),
+    sub!("client", "no-evict", 3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous", "@connection"], "7.0.0", "Sets the client eviction mode of the connection."),
+    sub!("client", "reply", 3, ["noscript", "loading", "stale"], ["@slow", "@connection"], "3.2.0", "Instructs the server whether to reply to commands."),
+    sub!("client", "help", 2, ["loading", "stale"], ["@slow", "@connection"], "5.0.0", "Returns helpful text about the different subcommands."),
+];
+
+static COMMAND_SUBS: &[CommandSpec] = &[
+    sub!("command", "count", 2, ["loading", "stale"], ["@slow", "@connection"], "2.8.13", "Returns a count of commands."),
+    sub!("command", "info", -2, ["loading", "stale"], ["@slow", "@connection"], "2.8.13", "Returns information about one, multiple or all commands."),
+    sub!("command", "docs", -2, ["loading", "stale"], ["@slow", "@connection"], "7.0.0", "Returns documentary information about one, multiple or all commands."),
+    sub!("command", "list", -2, ["loading", "stale"], ["@slow", "@connection"], "7.0.0", "Returns a list of command names."),
+    sub!("command", "getkeys", -3, ["loading", "stale"], ["@slow", "@connection"], "2.8.13", "Extracts the key names from an arbitrary command."),
+    sub!("command", "help", 2, ["loading", "stale"], ["@slow", "@connection"], "5.0.0", "Returns helpful text about the different subcommands."),
+];
+
+static CONFIG_SUBS: &[CommandSpec] = &[
+    sub!("config", "get", -3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.0.0", "Returns the effective values of configuration parameters."),
+    sub!("config", "set", -4, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.0.0", "Sets configuration parameters in-flight."),
+    sub!("config", "resetstat", 2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.0.0", "Resets the server's statistics."),
+    sub!("config", "rewrite", 2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.8.0", "Persists the effective configuration to file."),
+    sub!("config", "help", 2, ["loading", "stale"], ["@slow"], "5.0.0", "Returns helpful text about the different subcommands."),
+];
+
+static LATENCY_SUBS: &[CommandSpec] = &[
+    sub!("latency", "latest", 2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.8.13", "Returns the latest latency samples for all events."),
+    sub!("latency", "history", 3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.8.13", "Returns timestamp-latency samples for an event."),
+    sub!("latency", "reset", -2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.8.13", "Resets the latency data for one or more events."),
+    sub!("latency", "doctor", 2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.8.13", "Returns a human-readable latency analysis report."),
+    sub!("latency", "help", 2, ["loading", "stale"], ["@slow"], "2.8.13", "Returns helpful text about the different subcommands."),
+];
+
+static SLOWLOG_SUBS: &[CommandSpec] = &[
+    sub!("slowlog", "get", -2, ["admin", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.2.12", "Returns the slow log's entries."),
+    sub!("slowlog", "len", 2, ["admin", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.2.12", "Returns the number of entries in the slow log."),
+    sub!("slowlog", "reset", 2, ["admin", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.2.12", "Clears all entries from the slow log."),
+    sub!("slowlog", "help", 2, ["loading", "stale"], ["@slow"], "6.2.0", "Show helpful text about the different subcommands"),
+];
+
+static MEMORY_SUBS: &[CommandSpec] = &[
+    spec!("usage", "memory|usage", -3, ["readonly"], 2, 2, 1, ["@read", "@slow"], "server", "4.0.0", "Estimates the memory usage of a key.", &[]),
+    sub!("memory", "stats", 2, [], ["@slow"], "4.0.0", "Returns details about memory usage."),
+    sub!("memory", "doctor", 2, [], ["@slow"], "4.0.0", "Outputs a memory problems report."),
+    sub!("memory", "help", 2, ["loading", "stale"], ["@slow"], "4.0.0", "Returns helpful text about the different subcommands."),
+];
+
+/// Every top-level command, in the order `COMMAND` lists them.
+pub static COMMANDS: &[CommandSpec] = &[
+    // strings
+    cmd!("get", 2, ["readonly", "fast"], 1, 1, 1, ["@read", "@string", "@fast"], "string", "1.0.0", "Returns the string value of a key."),
+    cmd!("set", -3, ["write", "denyoom"], 1, 1, 1, ["@write", "@string", "@slow"], "string", "1.0.0", "Sets the string value of a key, ignoring its type. The key is created if it doesn't exist."),
+    cmd!("setnx", 3, ["write", "denyoom", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "1.0.0", "Set the string value of a key only when the key doesn't exist."),
+    cmd!("setex", 4, ["write", "denyoom"], 1, 1, 1, ["@write", "@string", "@slow"], "string", "2.0.0", "Sets the string value and expiration time of a key. Creates the key if it doesn't exist."),
+    cmd!("psetex", 4, ["write", "denyoom"], 1, 1, 1, ["@write", "@string", "@slow"], "string", "2.6.0", "Sets both string value and expiration time in milliseconds of a key. The key is created if it doesn't exist."),
+    cmd!("getset", 3, ["write", "denyoom", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "1.0.0", "Returns the previous string value of a key after setting it to a new value."),
+    cmd!("getdel", 2, ["write", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "6.2.0", "Returns the string value of a key after deleting the key."),
+    cmd!("getex", -2, ["write", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "6.2.0", "Returns the string value of a key after setting its expiration time."),
+    cmd!("mget", -2, ["readonly", "fast"], 1, -1, 1, ["@read", "@string", "@fast"], "string", "1.0.0", "Atomically returns the string values of one or more keys."),
+    cmd!("mset", -3, ["write", "denyoom"], 1, -1, 2, ["@write", "@string", "@slow"], "string", "1.0.1", "Atomically creates or modifies the string values of one or more keys."),
+    cmd!("msetnx", -3, ["write", "denyoom"], 1, -1, 2, ["@write", "@string", "@slow"], "string", "1.0.1", "Atomically modifies the string values of one or more keys only when all keys don't exist."),
+    cmd!("incr", 2, ["write", "denyoom", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "1.0.0", "Increments the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("decr", 2, ["write", "denyoom", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "1.0.0", "Decrements the integer value of a key by one. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("incrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "1.0.0", "Increments the integer value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("decrby", 3, ["write", "denyoom", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "1.0.0", "Decrements a number from the integer value of a key. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("incrbyfloat", 3, ["write", "denyoom", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "2.6.0", "Increment the floating point value of a key by a number. Uses 0 as initial value if the key doesn't exist."),
+    cmd!("append", 3, ["write", "denyoom", "fast"], 1, 1, 1, ["@write", "@string", "@fast"], "string", "2.0.0", "Appends a string to the value of a key. Creates the key if it doesn't exist."),
+    cmd!("strlen", 2, ["readonly", "fast"], 1, 1, 1, ["@read", "@string", "@fast"], "string", "2.2.0", "Returns the length of a string value."),
+    cmd!("getrange", 4, ["readonly"], 1, 1, 1, ["@read", "@string", "@slow"], "string", "2.4.0", "Returns a substring of the string stored at a key."),
+    cmd!("setrange", 4, ["write", "denyoom"], 1, 1, 1, ["@write", "@string", "@slow"], "string", "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."),
+    cmd!("substr", 4, ["readonly"], 1, 1, 1, ["@read", "@string", "@slow"], "string", "1.0.0", "Returns a substring from a string value."),
+    // keyspace
+    cmd!("del", -2, ["write"], 1, -1, 1, ["@keyspace", "@write", "@slow"], "generic", "1.0.0", "Deletes one or more keys."),
+    cmd!("unlink", -2, ["write", "fast"], 1, -1, 1, ["@keyspace", "@write", "@fast"], "generic", "4.0.0", "Asynchronously deletes one or more keys."),
+    cmd!("exists", -2, ["readonly", "fast"], 1, -1, 1, ["@keyspace", "@read", "@fast"], "generic", "1.0.0", "Determines whether one or more keys exist."),
+    cmd!("touch", -2, ["readonly", "fast"], 1, -1, 1, ["@keyspace", "@read", "@fast"], "generic", "3.2.1", "Returns the number of existing keys out of those specified after updating the time they were last accessed."),
+    cmd!("type", 2, ["readonly", "fast"], 1, 1, 1, ["@keyspace", "@read", "@fast"], "generic", "1.0.0", "Determines the type of value stored at a key."),
+    cmd!("expire", -3, ["write", "fast"], 1, 1, 1, ["@keyspace", "@write", "@fast"], "generic", "1.0.0", "Sets the expiration time of a key in seconds."),
+    cmd!("pexpire", -3, ["write", "fast"], 1, 1, 1, ["@keyspace", "@write", "@fast"], "generic", "2.6.0", "Sets the expiration time of a key in milliseconds."),
+    cmd!("expireat", -3, ["write", "fast"], 1, 1, 1, ["@keyspace", "@write", "@fast"], "generic", "1.2.0", "Sets the expiration time of a key to a Unix timestamp."),
+    cmd!("pexpireat", -3, ["write", "fast"], 1, 1, 1, ["@keyspace", "@write", "@fast"], "generic", "2.6.0", "Sets the expiration time of a key to a Unix milliseconds timestamp."),
+    cmd!("ttl", 2, ["readonly", "fast"], 1, 1, 1, ["@keyspace", "@read", "@fast"], "generic", "1.0.0", "Returns the expiration time in seconds of a key."),
+    cmd!("pttl", 2, ["readonly", "fast"], 1, 1, 1, ["@keyspace", "@read", "@fast"], "generic", "2.6.0", "Returns the expiration time in milliseconds of a key."),
+    cmd!("expiretime", 2, ["readonly", "fast"], 1, 1, 1, ["@keyspace", "@read", "@fast"], "generic", "7.0.0", "Returns the expiration time of a key as a Unix timestamp."),
+    cmd!("pexpiretime", 2, ["readonly", "fast"], 1, 1, 1, ["@keyspace", "@read", "@fast"], "generic", "7.0.0", "Returns the expiration time of a key as a Unix milliseconds timestamp."),
+    cmd!("persist", 2, ["write", "fast"], 1, 1, 1, ["@keyspace", "@write", "@fast"], "generic", "2.2.0", "Removes the expiration time of a key."),
+    cmd!("keys", 2, ["readonly"], 0, 0, 0, ["@keyspace", "@read", "@slow", "@dangerous"], "generic", "1.0.0", "Returns all key names that match a pattern."),
+    cmd!("scan", -2, ["readonly"], 0, 0, 0, ["@keyspace", "@read", "@slow"], "generic", "2.8.0", "Iterates over the key names in the database."),
+    cmd!("randomkey", 1, ["readonly"], 0, 0, 0, ["@keyspace", "@read", "@slow"], "generic", "1.0.0", "Returns a random key name from the database."),
+    cmd!("rename", 3, ["write"], 1, 2, 1, ["@keyspace", "@write", "@slow"], "generic", "1.0.0", "Renames a key and overwrites the destination."),
+    cmd!("renamenx", 3, ["write", "fast"], 1, 2, 1, ["@keyspace", "@write", "@fast"], "generic", "1.0.0", "Renames a key only when the target key name doesn't exist."),
+    cmd!("copy", -3, ["write", "denyoom"], 1, 2, 1, ["@keyspace", "@write", "@slow"], "generic", "6.2.0", "Copies the value of a key to a new key."),
+    cmd!("dbsize", 1, ["readonly", "fast"], 0, 0, 0, ["@keyspace", "@read", "@fast"], "server", "1.0.0", "Returns the number of keys in the database."),
+    cmd!("flushdb", -1, ["write"], 0, 0, 0, ["@keyspace", "@write", "@slow", "@dangerous"], "server", "1.0.0", "Remove all keys from the current database."),
+    cmd!("flushall", -1, ["write"], 0, 0, 0, ["@keyspace", "@write", "@slow", "@dangerous"], "server", "1.0.0", "Removes all keys from all databases."),
+    spec!("object", "object", -2, [], 0, 0, 0, ["@slow"], "generic", "2.2.3", "A container for object introspection commands.", OBJECT_SUBS),
+    // connection
+    cmd!("ping", -1, ["fast"], 0, 0, 0, ["@fast", "@connection"], "connection", "1.0.0", "Returns the server's liveliness response."),
+    cmd!("echo", 2, ["fast"], 0, 0, 0, ["@fast", "@connection"], "connection", "1.0.0", "Returns the given string."),
+    cmd!("hello", -1, ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], 0, 0, 0, ["@fast", "@connection"], "connection", "6.0.0", "Handshakes with the Redis server."),
+    cmd!("auth", -2, ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], 0, 0, 0, ["@fast", "@connection"], "connection", "1.0.0", "Authenticates the connection."),
+    cmd!("select", 2, ["loading", "stale", "fast"], 0, 0, 0, ["@keyspace", "@fast"], "connection", "1.0.0", "Changes the selected database."),
+    cmd!("quit", -1, ["allow_busy", "noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, ["@fast", "@connection"], "connection", "1.0.0", "Closes the connection."),
+    cmd!("reset", 1, ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], 0, 0, 0, ["@fast", "@connection"], "connection", "6.2.0", "Resets the connection."),
+    spec!("client", "client", -2, [], 0, 0, 0, ["@slow"], "connection", "2.4.0", "A container for client connection commands.", CLIENT_SUBS),
+    // server
+    spec!("command", "command", -1, ["loading", "stale"], 0, 0, 0, ["@slow", "@connection"], "server", "2.8.13", "Returns detailed information about all commands.", COMMAND_SUBS),
+    spec!("config", "config", -2, [], 0, 0, 0, ["@slow"], "server", "2.0.0", "A container for server configuration commands.", CONFIG_SUBS),
+    cmd!("info", -1, ["loading", "stale"], 0, 0, 0, ["@slow", "@dangerous"], "server", "1.0.0", "Returns information and statistics about the server."),
+    cmd!("time", 1, ["loading", "stale", "fast"], 0, 0, 0, ["@fast"], "server", "2.6.0", "Returns the server time."),
+    cmd!("shutdown", -1, ["admin", "noscript", "loading", "stale", "no_multi", "allow_busy"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the Redis server."),
+    spec!("latency", "latency", -2, [], 0, 0, 0, ["@slow"], "server", "2.8.13", "A container for latency diagnostics commands.", LATENCY_SUBS),
+    spec!("slowlog", "slowlog", -2, [], 0, 0, 0, ["@slow"], "server", "2.2.12", "A container for slow log commands.", SLOWLOG_SUBS),
+    spec!("memory", "memory", -2, [], 0, 0, 0, ["@slow"], "server", "4.0.0", "A container for memory diagnostics commands.", MEMORY_SUBS),
+    cmd!("debug", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "server", "1.0.0", "A container for debugging commands."),
+];
+
+fn index() -> &'static HashMap<&'static str, &'static CommandSpec> {
+    static INDEX: OnceLock<HashMap<&'static str, &'static CommandSpec>> = OnceLock::new();
+    INDEX.get_or_init(|| COMMANDS.iter().map(|c| (c.name, c)).collect())
+}
+
+/// Finds a command by name, in any case, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    let mut buf = [0u8; 16];
+    if name.len() > buf.len() {
+        return None;
+    }
+    for (d, s) in buf.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    let lower = std::str::from_utf8(&buf[..name.len()]).ok()?;
+    index().get(lower).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lookup_ignores_case() {
+        assert_eq!(lookup(b"GeT").unwrap().name, "get");
+        assert!(lookup(b"nosuchcommand").is_none());
+        assert!(lookup(b"averyveryverylongcommandname").is_none());
+        assert_eq!(lookup(b"CLIENT").unwrap().subcommand(b"SetName").unwrap().fullname, "client|setname");
+    }
+
+    #[test]
+    fn names_are_unique_and_lowercase() {
+        let mut seen = std::collections::HashSet::new();
+        for c in COMMANDS {
+            assert!(seen.insert(c.name), "duplicate {}", c.name);
+            assert_eq!(c.name, c.name.to_ascii_lowercase());
+            assert!(c.name.len() <= 16);
+        }
+    }
+}
