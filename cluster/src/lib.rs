@@ -1,1 +1,28 @@
-//! placeholder
+//! # hypercache-cluster
+//!
+//! The data and the distributed logic of HyperCache, as pure code: no sockets, no tasks, no clock
+//! reads, no global RNG. Time comes in as an argument, randomness as an injected RNG.
+//!
+//! ## Layout
+//! - [`slot`]: CRC16 key slots with hash tags (Redis Cluster's function).
+//! - [`version`]: hybrid-logical-clock versions with origin tie-break (last write wins).
+//! - [`entry`]: one stored value and its bookkeeping.
+//! - [`op`]: the semantics of every key command as a pure function of the current entry.
+//! - [`store`]: per-slot maps with counts and digests, multi-key operations, SCAN, expiry cycle.
+//! - [`glob`]: Redis's glob matcher (KEYS, SCAN MATCH).
+//! - [`float`]: INCRBYFLOAT's long-double arithmetic.
+//!
+//! ## Promises
+//! - An expired key is never visible, whether or not it has been reclaimed yet.
+//! - Per-slot digests always equal the XOR of `hash(key, version)` over the slot's entries.
+
+pub mod entry;
+pub mod float;
+pub mod glob;
+pub mod op;
+pub mod slot;
+pub mod store;
+pub mod version;
+
+pub use op::{Ctx, Op, OpError, Outcome};
+pub use store::{Store, StoreConfig};

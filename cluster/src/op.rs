@@ -1,0 +1,546 @@
+//! Operations: what a key command does to one entry, as a pure function of the current entry.
+//!
+//! [`apply`] takes the entry (already checked for expiry: a missing key is `None`) and returns the
+//! [`Effect`] on the store and the [`Outcome`] for the client. Read-modify-write commands are
+//! therefore serialized by whoever holds the entry (the slot lock on one node, the coordinator in a
+//! cluster), and replicas only ever receive resulting values.
+
+use bytes::Bytes;
+
+use crate::entry::{hypercache_num::parse_i64, EncodingHint, Entry};
+use crate::float::{incr_by_float, FloatError};
+
+/// The condition of a `SET`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SetCond {
+    /// Always.
+    #[default]
+    Always,
+    /// `NX`: only if the key does not exist.
+    IfMissing,
+    /// `XX`: only if it does.
+    IfExists,
+}
+
+/// What a write does to the key's expiry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpiryChange {
+    /// Remove any expiry (plain `SET`, `GETEX PERSIST`).
+    #[default]
+    Clear,
+    /// Keep the current expiry (`SET KEEPTTL`, or `GETEX` with no option).
+    Keep,
+    /// Expire at this unix millisecond (already validated as positive).
+    At(u64),
+}
+
+/// The condition of an `EXPIRE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ExpireCond {
+    /// Always.
+    #[default]
+    Always,
+    /// `NX`: only if the key has no expiry.
+    Nx,
+    /// `XX`: only if it has one.
+    Xx,
+    /// `GT`: only if the new expiry is later (no expiry counts as infinite).
+    Gt,
+    /// `LT`: only if the new expiry is earlier (no expiry counts as infinite).
+    Lt,
+}
+
+/// One operation on one key.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Op<'a> {
+    /// `GET`
+    Get,
+    /// `SET` and its relatives (`SETNX`, `SETEX`, `PSETEX`, `GETSET`).
+    Set {
+        /// New value.
+        value: &'a [u8],
+        /// `NX`/`XX`.
+        cond: SetCond,
+        /// `EX`/`PX`/`EXAT`/`PXAT`/`KEEPTTL`.
+        expiry: ExpiryChange,
+        /// `GET`: reply with the old value.
+        get: bool,
+    },
+    /// `GETDEL`
+    GetDel,
+    /// `GETEX`: `Keep` leaves the expiry, `Clear` is `PERSIST`, `At(ms)` sets it (a time in the
+    /// past deletes the key after reading it).
+    GetEx(ExpiryChange),
+    /// `INCRBY` (and `INCR`, `DECR`, `DECRBY`).
+    IncrBy(i64),
+    /// `INCRBYFLOAT`, with the increment as the client sent it.
+    IncrByFloat(&'a [u8]),
+    /// `APPEND`
+    Append(&'a [u8]),
+    /// `STRLEN`
+    Strlen,
+    /// `GETRANGE start end`
+    GetRange(i64, i64),
+    /// `SETRANGE offset value` (offset already checked non-negative).
+    SetRange(u64, &'a [u8]),
+    /// `DEL`/`UNLINK` of one key.
+    Del,
+    /// `EXISTS` of one key (does not touch the access time).
+    Exists,
+    /// `TOUCH` of one key.
+    Touch,
+    /// `TYPE`
+    Type,
+    /// `EXPIRE` family with the absolute deadline in unix ms (may be in the past or negative).
+    Expire {
+        /// Absolute deadline, unix ms.
+        at: i64,
+        /// NX/XX/GT/LT.
+        cond: ExpireCond,
+    },
+    /// `TTL` (`ms == false`) or `PTTL`.
+    Ttl {
+        /// Milliseconds rather than seconds.
+        ms: bool,
+    },
+    /// `EXPIRETIME` or `PEXPIRETIME`.
+    ExpireTime {
+        /// Milliseconds rather than seconds.
+        ms: bool,
+    },
+    /// `PERSIST`
+    Persist,
+    /// `OBJECT ENCODING`
+    ObjectEncoding,
+    /// `OBJECT IDLETIME` (seconds since last access).
+    ObjectIdleTime,
+    /// `OBJECT REFCOUNT`
+    ObjectRefcount,
+}
+
+impl Op<'_> {
+    /// Whether the operation counts as an access for LRU bookkeeping (Redis's lookups without
+    /// `LOOKUP_NOTOUCH`).
+    pub fn touches(&self) -> bool {
+        !matches!(
+            self,
+            Op::Exists
+                | Op::Type
+                | Op::Ttl { .. }
+                | Op::ExpireTime { .. }
+                | Op::ObjectEncoding
+                | Op::ObjectIdleTime
+                | Op::ObjectRefcount
+        )
+    }
+}
+
+/// Context an operation runs in: time and limits, passed in rather than read.
+#[derive(Debug, Clone, Copy)]
+pub struct Ctx {
+    /// Current unix time in ms.
+    pub now: u64,
+    /// Current LRU clock (unix seconds, wrapping at 2^32).
+    pub lru: u32,
+    /// Longest value a write may produce (`proto-max-bulk-len`).
+    pub max_len: u64,
+}
+
+impl Ctx {
+    /// A context at `now` (unix ms) with Redis's default 512 MB value limit.
+    pub fn at(now: u64) -> Ctx {
+        Ctx { now, lru: (now / 1000) as u32, max_len: 512 * 1024 * 1024 }
+    }
+}
+
+/// An operation's error, turned into Redis's text by the server edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum OpError {
+    /// The value is not an integer (INCR family). Nothing changed.
+    #[error("ERR value is not an integer or out of range")]
+    NotInteger,
+    /// The result would leave the `i64` range. Nothing changed.
+    #[error("ERR increment or decrement would overflow")]
+    Overflow,
+    /// The value or increment is not a float. Nothing changed.
+    #[error("ERR value is not a valid float")]
+    NotFloat,
+    /// INCRBYFLOAT's result is NaN or infinite. Nothing changed.
+    #[error("ERR increment would produce NaN or Infinity")]
+    NanOrInfinity,
+    /// The value would exceed `proto-max-bulk-len`. Nothing changed.
+    #[error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")]
+    TooLong,
+}
+
+/// What an operation answers.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// `+OK`
+    Ok,
+    /// Null bulk string.
+    Nil,
+    /// An integer.
+    Int(i64),
+    /// A bulk string.
+    Value(Bytes),
+    /// A status reply (`TYPE`'s `string`/`none`).
+    Status(&'static str),
+    /// A bulk string from static text (`OBJECT ENCODING`).
+    Text(&'static str),
+    /// An error; nothing changed.
+    Err(OpError),
+}
+
+/// What an operation did to the store.
+#[derive(Debug)]
+pub enum Effect {
+    /// Nothing changed (beyond the access time).
+    None,
+    /// The key was missing and now holds this entry.
+    Created(Entry),
+    /// The existing entry was changed in place (value and/or expiry).
+    Modified,
+    /// The key is to be removed.
+    Deleted,
+}
+
+fn value_of(e: Option<&mut Entry>) -> Outcome {
+    match e {
+        Some(e) => Outcome::Value(Bytes::copy_from_slice(&e.value)),
+        None => Outcome::Nil,
+    }
+}
+
+fn int_value(e: &Option<&mut Entry>) -> Result<i64, OpError> {
+    match e {
+        Some(e) => parse_i64(&e.value).ok_or(OpError::NotInteger),
+        None => Ok(0),
+    }
+}
+
+/// Writes `value` with `expire_at` over `cur`, or creates it.
+fn put(cur: Option<&mut Entry>, value: Vec<u8>, expire_at: u64, enc: EncodingHint, ctx: &Ctx) -> Effect {
+    match cur {
+        Some(e) => {
+            e.value = value;
+            e.expire_at = expire_at;
+            e.enc = enc;
+            e.access = ctx.lru;
+            Effect::Modified
+        }
+        None => Effect::Created(Entry::new(value, expire_at, ctx.lru, enc)),
+    }
+}
+
+/// Applies `op` to the key's current live entry (`None` if missing or expired).
+pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Outcome) {
+    if op.touches() {
+        if let Some(e) = cur.as_deref_mut() {
+            e.access = ctx.lru;
+        }
+    }
+    match *op {
+        Op::Get => (Effect::None, value_of(cur)),
+        Op::Set { value, cond, expiry, get } => {
+            let old = if get { value_of(cur.as_deref_mut()) } else { Outcome::Ok };
+            let allowed = match cond {
+                SetCond::Always => true,
+                SetCond::IfMissing => cur.is_none(),
+                SetCond::IfExists => cur.is_some(),
+            };
+            if !allowed {
+                return (Effect::None, if get { old } else { Outcome::Nil });
+            }
+            let expire_at = match expiry {
+                ExpiryChange::Clear => 0,
+                ExpiryChange::Keep => cur.as_ref().map_or(0, |e| e.expire_at),
+                ExpiryChange::At(t) => t,
+            };
+            if let ExpiryChange::At(t) = expiry {
+                if t < ctx.now {
+                    // Redis writes it and it is gone at once; the reply is as if it was set.
+                    let eff = if cur.is_some() { Effect::Deleted } else { Effect::None };
+                    return (eff, old);
+                }
+            }
+            (put(cur, value.to_vec(), expire_at, EncodingHint::Auto, ctx), old)
+        }
+        Op::GetDel => match cur {
+            Some(e) => (Effect::Deleted, Outcome::Value(Bytes::copy_from_slice(&e.value))),
+            None => (Effect::None, Outcome::Nil),
+        },
+        Op::GetEx(change) => {
+            let Some(e) = cur else { return (Effect::None, Outcome::Nil) };
+            let out = Outcome::Value(Bytes::copy_from_slice(&e.value));
+            match change {
+                ExpiryChange::Keep => (Effect::None, out),
+                ExpiryChange::Clear if e.expire_at == 0 => (Effect::None, out),
+                ExpiryChange::Clear => {
+                    e.expire_at = 0;
+                    (Effect::Modified, out)
+                }
+                ExpiryChange::At(t) if t <= ctx.now => (Effect::Deleted, out),
+                ExpiryChange::At(t) => {
+                    e.expire_at = t;
+                    (Effect::Modified, out)
+                }
+            }
+        }
+        Op::IncrBy(by) => {
+            let v = match int_value(&cur) {
+                Ok(v) => v,
+                Err(err) => return (Effect::None, Outcome::Err(err)),
+            };
+            let Some(n) = v.checked_add(by) else {
+                return (Effect::None, Outcome::Err(OpError::Overflow));
+            };
+            let expire_at = cur.as_ref().map_or(0, |e| e.expire_at);
+            let text = itoa::Buffer::new().format(n).as_bytes().to_vec();
+            (put(cur, text, expire_at, EncodingHint::Auto, ctx), Outcome::Int(n))
+        }
+        Op::IncrByFloat(by) => {
+            let current = cur.as_ref().map(|e| &e.value[..]);
+            match incr_by_float(current, by) {
+                Ok(text) => {
+                    let expire_at = cur.as_ref().map_or(0, |e| e.expire_at);
+                    let out = Outcome::Value(Bytes::copy_from_slice(&text));
+                    (put(cur, text, expire_at, EncodingHint::NoInt, ctx), out)
+                }
+                Err(FloatError::NotFloat) => (Effect::None, Outcome::Err(OpError::NotFloat)),
+                Err(FloatError::NanOrInfinity) => (Effect::None, Outcome::Err(OpError::NanOrInfinity)),
+            }
+        }
+        Op::Append(more) => match cur {
+            None => {
+                if more.len() as u64 > ctx.max_len {
+                    return (Effect::None, Outcome::Err(OpError::TooLong));
+                }
+                let n = more.len() as i64;
+                (Effect::Created(Entry::new(more.to_vec(), 0, ctx.lru, EncodingHint::Auto)), Outcome::Int(n))
+            }
+            Some(e) => {
+                if (e.value.len() + more.len()) as u64 > ctx.max_len {
+                    return (Effect::None, Outcome::Err(OpError::TooLong));
+                }
+                e.value.extend_from_slice(more);
+                e.enc = EncodingHint::Raw;
+                (Effect::Modified, Outcome::Int(e.value.len() as i64))
+            }
+        },
+        Op::Strlen => (Effect::None, Outcome::Int(cur.map_or(0, |e| e.value.len() as i64))),
+        Op::GetRange(start, end) => {
+            let v: &[u8] = cur.as_ref().map_or(&[], |e| &e.value[..]);
+            (Effect::None, Outcome::Value(Bytes::copy_from_slice(range(v, start, end))))
+        }
+        Op::SetRange(offset, patch) => {
+            let need = offset.saturating_add(patch.len() as u64);
+            match cur {
+                None => {
+                    if patch.is_empty() {
+                        return (Effect::None, Outcome::Int(0));
+                    }
+                    if need > ctx.max_len {
+                        return (Effect::None, Outcome::Err(OpError::TooLong));
+                    }
+                    let mut v = vec![0u8; offset as usize];
+                    v.extend_from_slice(patch);
+                    let n = v.len() as i64;
+                    (Effect::Created(Entry::new(v, 0, ctx.lru, EncodingHint::Raw)), Outcome::Int(n))
+                }
+                Some(e) => {
+                    if patch.is_empty() {
+                        return (Effect::None, Outcome::Int(e.value.len() as i64));
+                    }
+                    if need > ctx.max_len {
+                        return (Effect::None, Outcome::Err(OpError::TooLong));
+                    }
+                    let need = need as usize;
+                    if e.value.len() < need {
+                        e.value.resize(need, 0);
+                    }
+                    e.value[offset as usize..need].copy_from_slice(patch);
+                    e.enc = EncodingHint::Raw;
+                    (Effect::Modified, Outcome::Int(e.value.len() as i64))
+                }
+            }
+        }
+        Op::Del => match cur {
+            Some(_) => (Effect::Deleted, Outcome::Int(1)),
+            None => (Effect::None, Outcome::Int(0)),
+        },
+        Op::Exists | Op::Touch => (Effect::None, Outcome::Int(i64::from(cur.is_some()))),
+        Op::Type => (Effect::None, Outcome::Status(if cur.is_some() { "string" } else { "none" })),
+        Op::Expire { at, cond } => {
+            let Some(e) = cur else { return (Effect::None, Outcome::Int(0)) };
+            let current = e.expire_at;
+            let ok = match cond {
+                ExpireCond::Always => true,
+                ExpireCond::Nx => current == 0,
+                ExpireCond::Xx => current != 0,
+                ExpireCond::Gt => current != 0 && at > current as i64,
+                ExpireCond::Lt => current == 0 || at < current as i64,
+            };
+            if !ok {
+                return (Effect::None, Outcome::Int(0));
+            }
+            if at <= ctx.now as i64 {
+                return (Effect::Deleted, Outcome::Int(1));
+            }
+            e.expire_at = at as u64;
+            (Effect::Modified, Outcome::Int(1))
+        }
+        Op::Ttl { ms } => {
+            let out = match cur {
+                None => -2,
+                Some(e) if e.expire_at == 0 => -1,
+                Some(e) => {
+                    let left = e.expire_at.saturating_sub(ctx.now) as i64;
+                    if ms {
+                        left
+                    } else {
+                        (left + 500) / 1000
+                    }
+                }
+            };
+            (Effect::None, Outcome::Int(out))
+        }
+        Op::ExpireTime { ms } => {
+            let out = match cur {
+                None => -2,
+                Some(e) if e.expire_at == 0 => -1,
+                Some(e) if ms => e.expire_at as i64,
+                Some(e) => (e.expire_at / 1000) as i64,
+            };
+            (Effect::None, Outcome::Int(out))
+        }
+        Op::Persist => match cur {
+            Some(e) if e.expire_at != 0 => {
+                e.expire_at = 0;
+                (Effect::Modified, Outcome::Int(1))
+            }
+            _ => (Effect::None, Outcome::Int(0)),
+        },
+        Op::ObjectEncoding => match cur {
+            Some(e) => (Effect::None, Outcome::Text(e.encoding())),
+            None => (Effect::None, Outcome::Nil),
+        },
+        Op::ObjectIdleTime => match cur {
+            Some(e) => (Effect::None, Outcome::Int(i64::from(ctx.lru.wrapping_sub(e.access)))),
+            None => (Effect::None, Outcome::Nil),
+        },
+        Op::ObjectRefcount => match cur {
+            // Redis shares the objects of integers below 10000 (OBJ_SHARED_INTEGERS), which report
+            // INT_MAX as their reference count.
+            Some(e) if e.encoding() == "int" && parse_i64(&e.value).is_some_and(|n| (0..10000).contains(&n)) => {
+                (Effect::None, Outcome::Int(i64::from(i32::MAX)))
+            }
+            Some(_) => (Effect::None, Outcome::Int(1)),
+            None => (Effect::None, Outcome::Nil),
+        },
+    }
+}
+
+/// Redis's GETRANGE arithmetic.
+fn range(v: &[u8], mut start: i64, mut end: i64) -> &[u8] {
+    let len = v.len() as i64;
+    if start < 0 && end < 0 && start > end {
+        return &[];
+    }
+    if start < 0 {
+        start += len;
+    }
+    if end < 0 {
+        end += len;
+    }
+    start = start.max(0);
+    end = end.max(0);
+    if end >= len {
+        end = len - 1;
+    }
+    if start > end || len == 0 {
+        return &[];
+    }
+    &v[start as usize..=end as usize]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(op: Op<'_>, e: &mut Option<Entry>) -> Outcome {
+        let ctx = Ctx::at(1_000_000);
+        let (eff, out) = apply(&op, e.as_mut(), &ctx);
+        match eff {
+            Effect::Created(n) => *e = Some(n),
+            Effect::Deleted => *e = None,
+            Effect::None | Effect::Modified => {}
+        }
+        out
+    }
+
+    #[test]
+    fn incr_and_overflow() {
+        let mut e = None;
+        assert_eq!(run(Op::IncrBy(5), &mut e), Outcome::Int(5));
+        assert_eq!(run(Op::IncrBy(i64::MAX), &mut e), Outcome::Err(OpError::Overflow));
+        assert_eq!(run(Op::Get, &mut e), Outcome::Value(Bytes::from("5")));
+        let mut e = Some(Entry::new(b"1.5".to_vec(), 0, 0, EncodingHint::Auto));
+        assert_eq!(run(Op::IncrBy(1), &mut e), Outcome::Err(OpError::NotInteger));
+    }
+
+    #[test]
+    fn set_conditions_and_get() {
+        let mut e = None;
+        let set = |v: &'static [u8], cond, get| Op::Set { value: v, cond, expiry: ExpiryChange::Clear, get };
+        assert_eq!(run(set(b"a", SetCond::IfExists, false), &mut e), Outcome::Nil);
+        assert_eq!(run(set(b"a", SetCond::IfMissing, true), &mut e), Outcome::Nil);
+        assert_eq!(run(set(b"b", SetCond::IfMissing, true), &mut e), Outcome::Value(Bytes::from("a")));
+        assert_eq!(run(set(b"c", SetCond::Always, false), &mut e), Outcome::Ok);
+        assert_eq!(e.unwrap().value, b"c");
+    }
+
+    #[test]
+    fn getrange_matches_redis() {
+        assert_eq!(range(b"This is a string", 0, 3), b"This");
+        assert_eq!(range(b"This is a string", -3, -1), b"ing");
+        assert_eq!(range(b"This is a string", 0, -1), b"This is a string");
+        assert_eq!(range(b"This is a string", 10, 100), b"string");
+        assert_eq!(range(b"abc", -1, -2), b"");
+        assert_eq!(range(b"", 0, -1), b"");
+        assert_eq!(range(b"abc", 5, 10), b"");
+    }
+
+    #[test]
+    fn expire_conditions() {
+        let mut e = Some(Entry::new(b"v".to_vec(), 0, 0, EncodingHint::Auto));
+        let exp = |at, cond| Op::Expire { at, cond };
+        assert_eq!(run(exp(2_000_000, ExpireCond::Gt), &mut e), Outcome::Int(0));
+        assert_eq!(run(exp(2_000_000, ExpireCond::Lt), &mut e), Outcome::Int(1));
+        assert_eq!(run(exp(3_000_000, ExpireCond::Nx), &mut e), Outcome::Int(0));
+        assert_eq!(run(exp(3_000_000, ExpireCond::Gt), &mut e), Outcome::Int(1));
+        assert_eq!(run(Op::Ttl { ms: false }, &mut e), Outcome::Int(2000));
+        assert_eq!(run(exp(5, ExpireCond::Always), &mut e), Outcome::Int(1));
+        assert!(e.is_none(), "a deadline in the past deletes the key");
+    }
+
+    #[test]
+    fn setrange_pads_and_limits() {
+        let mut e = None;
+        assert_eq!(run(Op::SetRange(3, b"x"), &mut e), Outcome::Int(4));
+        assert_eq!(e.as_ref().unwrap().value, b"\0\0\0x");
+        assert_eq!(run(Op::SetRange(1 << 40, b"x"), &mut e), Outcome::Err(OpError::TooLong));
+        assert_eq!(run(Op::SetRange(0, b""), &mut e), Outcome::Int(4));
+    }
+
+    #[test]
+    fn encodings() {
+        let enc = |v: &[u8], h| Entry::new(v.to_vec(), 0, 0, h).encoding();
+        assert_eq!(enc(b"123", EncodingHint::Auto), "int");
+        assert_eq!(enc(b"0123", EncodingHint::Auto), "embstr");
+        assert_eq!(enc(&[b'a'; 44], EncodingHint::Auto), "embstr");
+        assert_eq!(enc(&[b'a'; 45], EncodingHint::Auto), "raw");
+        assert_eq!(enc(b"5200", EncodingHint::NoInt), "embstr");
+        assert_eq!(enc(b"ab", EncodingHint::Raw), "raw");
+    }
+}
