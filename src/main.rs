@@ -1,1 +1,79 @@
-fn main() {}
+//! `hypercache`: start a node. With no arguments it serves on 127.0.0.1:6379 with built-in
+//! defaults; see `--help` and docs/configuration.md.
+
+use std::process::ExitCode;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hypercache::config::{Config, LogFormat, PARAMS};
+use hypercache::server;
+use hypercache::state::Shared;
+use tracing_subscriber::EnvFilter;
+
+fn usage() -> String {
+    let mut s = String::from(
+        "hypercache: a Redis-compatible, Dynamo-style distributed cache\n\n\
+         Usage: hypercache [--config FILE] [--SETTING VALUE ...]\n\n\
+         Every setting can also come from the TOML file (same names) or from the environment as\n\
+         HYPERCACHE_<NAME> (upper case, '-' as '_'). Flags win over the environment, which wins\n\
+         over the file. Settings and defaults:\n",
+    );
+    let d = Config::default();
+    for p in PARAMS.iter().filter(|p| !matches!(p.name, "databases" | "save" | "appendonly")) {
+        s.push_str(&format!("  --{:<28} default: {}\n", p.name, (p.get)(&d)));
+    }
+    s
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        print!("{}", usage());
+        return ExitCode::SUCCESS;
+    }
+    if args.iter().any(|a| a == "--version" || a == "-v") {
+        println!("hypercache {} (redis {})", env!("CARGO_PKG_VERSION"), hypercache::REDIS_VERSION);
+        return ExitCode::SUCCESS;
+    }
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let config = match Config::load(&args, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hypercache: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = EnvFilter::new(&config.log_level);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    if config.log_format == LogFormat::Json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("hypercache: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        let listener = match tokio::net::TcpListener::bind((config.bind.as_str(), config.port)).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::error!(component = "server", bind = %config.bind, port = config.port, error = %e, "cannot listen");
+                return ExitCode::FAILURE;
+            }
+        };
+        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let shared = Shared::new(config);
+        shared.port.store(listener.local_addr().map_or(0, |a| u64::from(a.port())), Ordering::Relaxed);
+        tokio::spawn(server::expiry_task(shared.clone()));
+        tokio::spawn(server::signals(shared.clone()));
+        tracing::info!(component = "server", node_id = %addr, addr = %addr, version = env!("CARGO_PKG_VERSION"), "ready to accept connections");
+        server::run(listener, shared, Duration::from_secs(5)).await;
+        tracing::info!(component = "server", node_id = %addr, "stopped");
+        ExitCode::SUCCESS
+    })
+}

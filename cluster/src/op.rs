@@ -34,20 +34,17 @@ pub enum ExpiryChange {
     At(u64),
 }
 
-/// The condition of an `EXPIRE`.
+/// The conditions of an `EXPIRE` (Redis checks each given flag in turn).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum ExpireCond {
-    /// Always.
-    #[default]
-    Always,
+pub struct ExpireCond {
     /// `NX`: only if the key has no expiry.
-    Nx,
+    pub nx: bool,
     /// `XX`: only if it has one.
-    Xx,
-    /// `GT`: only if the new expiry is later (no expiry counts as infinite).
-    Gt,
-    /// `LT`: only if the new expiry is earlier (no expiry counts as infinite).
-    Lt,
+    pub xx: bool,
+    /// `GT`: only if the new expiry is later (no expiry counts as infinite, so this fails).
+    pub gt: bool,
+    /// `LT`: only if the new expiry is earlier (no expiry counts as infinite, so this passes).
+    pub lt: bool,
 }
 
 /// One operation on one key.
@@ -374,13 +371,10 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
         Op::Expire { at, cond } => {
             let Some(e) = cur else { return (Effect::None, Outcome::Int(0)) };
             let current = e.expire_at;
-            let ok = match cond {
-                ExpireCond::Always => true,
-                ExpireCond::Nx => current == 0,
-                ExpireCond::Xx => current != 0,
-                ExpireCond::Gt => current != 0 && at > current as i64,
-                ExpireCond::Lt => current == 0 || at < current as i64,
-            };
+            let ok = !(cond.nx && current != 0)
+                && !(cond.xx && current == 0)
+                && !(cond.gt && (current == 0 || at <= current as i64))
+                && !(cond.lt && current != 0 && at >= current as i64);
             if !ok {
                 return (Effect::None, Outcome::Int(0));
             }
@@ -515,12 +509,17 @@ mod tests {
     fn expire_conditions() {
         let mut e = Some(Entry::new(b"v".to_vec(), 0, 0, EncodingHint::Auto));
         let exp = |at, cond| Op::Expire { at, cond };
-        assert_eq!(run(exp(2_000_000, ExpireCond::Gt), &mut e), Outcome::Int(0));
-        assert_eq!(run(exp(2_000_000, ExpireCond::Lt), &mut e), Outcome::Int(1));
-        assert_eq!(run(exp(3_000_000, ExpireCond::Nx), &mut e), Outcome::Int(0));
-        assert_eq!(run(exp(3_000_000, ExpireCond::Gt), &mut e), Outcome::Int(1));
+        let gt = ExpireCond { gt: true, ..Default::default() };
+        let lt = ExpireCond { lt: true, ..Default::default() };
+        let nx = ExpireCond { nx: true, ..Default::default() };
+        let xx_lt = ExpireCond { xx: true, lt: true, ..Default::default() };
+        assert_eq!(run(exp(2_000_000, gt), &mut e), Outcome::Int(0));
+        assert_eq!(run(exp(2_000_000, xx_lt), &mut e), Outcome::Int(0));
+        assert_eq!(run(exp(2_000_000, lt), &mut e), Outcome::Int(1));
+        assert_eq!(run(exp(3_000_000, nx), &mut e), Outcome::Int(0));
+        assert_eq!(run(exp(3_000_000, gt), &mut e), Outcome::Int(1));
         assert_eq!(run(Op::Ttl { ms: false }, &mut e), Outcome::Int(2000));
-        assert_eq!(run(exp(5, ExpireCond::Always), &mut e), Outcome::Int(1));
+        assert_eq!(run(exp(5, ExpireCond::default()), &mut e), Outcome::Int(1));
         assert!(e.is_none(), "a deadline in the past deletes the key");
     }
 

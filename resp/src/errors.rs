@@ -52,7 +52,7 @@ pub const OBJECT_FREQ_NOT_LFU: &str = "ERR An LFU maxmemory policy is not select
 /// OBJECT IDLETIME under an LFU policy.
 pub const OBJECT_IDLE_LFU: &str = "ERR An LFU maxmemory policy is selected, idle time not tracked. Please note that when switching between policies at runtime LRU and LFU data will take some time to adjust.";
 /// DEBUG, which Redis disables by default.
-pub const DEBUG_DISABLED: &str = "ERR DEBUG command not allowed. If the enable-debug-command option is set to \"no\" (the default), you can't use this command. Otherwise, you need to set the option in the configuration file and restart the server.";
+pub const DEBUG_DISABLED: &str = "ERR DEBUG command not allowed. If the enable-debug-command option is set to \"local\", you can run it from a local connection, otherwise you need to set this option in the configuration file, and then restart the server.";
 
 /// `ERR wrong number of arguments for '<name>' command`, where name is the command's full
 /// lower-case name (`get`, `client|setname`).

@@ -1,0 +1,101 @@
+//! A counting global allocator: `used_memory` in INFO is what the allocator really holds, not an
+//! estimate. Each allocation adds its size to a counter and each free subtracts it.
+//!
+//! The counter is sharded by a per-thread index so that two threads allocating at once do not
+//! fight over one cache line; reading sums the shards.
+#![allow(unsafe_code)]
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
+
+const SHARDS: usize = 16;
+
+#[repr(align(64))]
+struct Shard(AtomicIsize);
+
+/// The process allocator: the system allocator plus a byte count.
+pub struct Counting {
+    shards: [Shard; SHARDS],
+}
+
+static NEXT_SHARD: AtomicUsize = AtomicUsize::new(0);
+
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn shard() -> usize {
+    SHARD
+        .try_with(|s| {
+            let mut v = s.get();
+            if v == usize::MAX {
+                v = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+                s.set(v);
+            }
+            v
+        })
+        .unwrap_or(0)
+}
+
+impl Counting {
+    /// A counter at zero.
+    pub const fn new() -> Counting {
+        Counting { shards: [const { Shard(AtomicIsize::new(0)) }; SHARDS] }
+    }
+
+    /// Bytes currently allocated through this allocator.
+    pub fn allocated(&self) -> usize {
+        self.shards.iter().map(|s| s.0.load(Ordering::Relaxed)).sum::<isize>().max(0) as usize
+    }
+
+    fn add(&self, n: isize) {
+        self.shards[shard()].0.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+impl Default for Counting {
+    fn default() -> Self {
+        Counting::new()
+    }
+}
+
+// SAFETY: every call is forwarded unchanged to `System`; the counter is only bookkeeping.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc(layout) };
+        if !p.is_null() {
+            self.add(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        let p = unsafe { System.alloc_zeroed(layout) };
+        if !p.is_null() {
+            self.add(layout.size() as isize);
+        }
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        unsafe { System.dealloc(ptr, layout) };
+        self.add(-(layout.size() as isize));
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let p = unsafe { System.realloc(ptr, layout, new_size) };
+        if !p.is_null() {
+            self.add(new_size as isize - layout.size() as isize);
+        }
+        p
+    }
+}
+
+/// Resident set size of this process in bytes, from /proc (0 where unavailable).
+pub fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .map_or(0, |pages| pages * 4096)
+}

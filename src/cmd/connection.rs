@@ -1,0 +1,387 @@
+//! Connection commands: PING, ECHO, HELLO, AUTH, SELECT, QUIT, RESET, CLIENT.
+
+use bytes::Bytes;
+use hypercache_resp::{errors, num, Frame, Protocol};
+
+use super::{err, err_owned, help, int_arg, verbatim};
+use crate::session::{ReplyMode, Session};
+
+/// # Format
+/// `PING [message]`
+pub(super) fn ping(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if a.len() > 2 {
+        return err_owned(errors::wrong_arity("ping"));
+    }
+    Some(match a.get(1) {
+        Some(m) => Frame::Bulk(m.clone()),
+        None => Frame::simple("PONG"),
+    })
+}
+
+/// # Format
+/// `ECHO message`
+pub(super) fn echo(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    Some(Frame::Bulk(a[1].clone()))
+}
+
+/// Checks a password for `user` against `requirepass`.
+fn check_password(s: &Session, user: &[u8], pass: &[u8]) -> bool {
+    let required = s.shared.config.read().requirepass.clone();
+    if user != b"default" {
+        return false;
+    }
+    // With no password configured the default user accepts any password.
+    required.is_empty() || required.as_bytes() == pass
+}
+
+/// # Format
+/// `AUTH [username] password`
+pub(super) fn auth(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if a.len() > 3 {
+        return err(errors::SYNTAX);
+    }
+    if a.len() == 2 && s.shared.config.read().requirepass.is_empty() {
+        return err(errors::AUTH_NOT_CONFIGURED);
+    }
+    let (user, pass) = if a.len() == 3 { (&a[1][..], &a[2][..]) } else { (&b"default"[..], &a[1][..]) };
+    if check_password(s, user, pass) {
+        s.authed = true;
+        Some(Frame::ok())
+    } else {
+        err(errors::WRONGPASS)
+    }
+}
+
+fn valid_name(name: &[u8]) -> bool {
+    name.iter().all(|&c| (b'!'..=b'~').contains(&c))
+}
+
+/// # Format
+/// `HELLO [protover [AUTH username password] [SETNAME clientname]]`
+pub(super) fn hello(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let mut proto = None;
+    if a.len() >= 2 {
+        match num::parse_i64(&a[1]) {
+            None => return err("ERR Protocol version is not an integer or out of range"),
+            Some(v) if !(2..=3).contains(&v) => return err(errors::NOPROTO),
+            Some(v) => proto = Some(v),
+        }
+    }
+    let (mut auth, mut name) = (None, None);
+    let mut i = 2;
+    while i < a.len() {
+        let more = a.len() - i - 1;
+        if a[i].eq_ignore_ascii_case(b"auth") && more >= 2 {
+            auth = Some((a[i + 1].clone(), a[i + 2].clone()));
+            i += 3;
+        } else if a[i].eq_ignore_ascii_case(b"setname") && more >= 1 {
+            name = Some(a[i + 1].clone());
+            i += 2;
+        } else {
+            let mut e = b"ERR Syntax error in HELLO option '".to_vec();
+            e.extend_from_slice(&errors::sanitize(&a[i]));
+            e.push(b'\'');
+            return err_owned(e);
+        }
+    }
+    if let Some((user, pass)) = auth {
+        if !check_password(s, &user, &pass) {
+            return err(errors::WRONGPASS);
+        }
+        s.authed = true;
+    }
+    if !s.authed {
+        return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
+    }
+    if let Some(n) = name {
+        if !valid_name(&n) {
+            return err(errors::CLIENT_NAME_CHARS);
+        }
+        s.handle.meta.lock().name = String::from_utf8_lossy(&n).into_owned();
+    }
+    if let Some(v) = proto {
+        s.proto = if v == 3 { Protocol::Resp3 } else { Protocol::Resp2 };
+        s.handle.meta.lock().resp = v as u8;
+    }
+    let proto_num = if s.proto == Protocol::Resp3 { 3 } else { 2 };
+    let kv = |k: &'static str, v: Frame| (Frame::Bulk(Bytes::from_static(k.as_bytes())), v);
+    Some(Frame::Map(vec![
+        kv("server", Frame::bulk(b"redis")),
+        kv("version", Frame::bulk(crate::REDIS_VERSION.as_bytes())),
+        kv("proto", Frame::Integer(proto_num)),
+        kv("id", Frame::Integer(s.handle.id as i64)),
+        kv("mode", Frame::bulk(b"standalone")),
+        kv("role", Frame::bulk(b"master")),
+        kv("modules", Frame::Array(vec![])),
+    ]))
+}
+
+/// # Format
+/// `SELECT index`
+pub(super) fn select(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    match int_arg(&a[1]) {
+        Ok(db) if i32::try_from(db).is_err() => err(errors::NOT_INTEGER),
+        Ok(0) => Some(Frame::ok()),
+        Ok(_) => err(errors::DB_OUT_OF_RANGE),
+        Err(e) => e,
+    }
+}
+
+/// # Format
+/// `QUIT`
+pub(super) fn quit(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    s.close_after = true;
+    Some(Frame::ok())
+}
+
+/// # Format
+/// `RESET`
+pub(super) fn reset(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    s.proto = Protocol::Resp2;
+    s.reply_mode = ReplyMode::On;
+    s.authed = s.shared.config.read().requirepass.is_empty();
+    {
+        let mut m = s.handle.meta.lock();
+        m.name.clear();
+        m.resp = 2;
+        m.no_evict = false;
+    }
+    Some(Frame::simple("RESET"))
+}
+
+/// # Format
+/// `CLIENT ID|SETNAME|GETNAME|INFO|LIST|KILL|SETINFO|NO-EVICT|REPLY|HELP ...`
+pub(super) fn client(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let sub = a[1].to_ascii_lowercase();
+    match sub.as_slice() {
+        b"id" => Some(Frame::Integer(s.handle.id as i64)),
+        b"setname" => {
+            if !valid_name(&a[2]) {
+                return err(errors::CLIENT_NAME_CHARS);
+            }
+            s.handle.meta.lock().name = String::from_utf8_lossy(&a[2]).into_owned();
+            Some(Frame::ok())
+        }
+        b"getname" => {
+            let name = s.handle.meta.lock().name.clone();
+            Some(if name.is_empty() { Frame::Null } else { Frame::Bulk(name.into()) })
+        }
+        b"info" => Some(verbatim(s.handle.info_line() + "\n")),
+        b"list" => client_list(s, a),
+        b"kill" => client_kill(s, a),
+        b"setinfo" => {
+            let attr = a[2].to_ascii_lowercase();
+            if !valid_name(&a[3]) && !a[3].is_empty() {
+                let mut e = b"ERR ".to_vec();
+                e.extend_from_slice(&a[2]);
+                e.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
+                return err_owned(errors::sanitize(&e));
+            }
+            let value = String::from_utf8_lossy(&a[3]).into_owned();
+            let mut m = s.handle.meta.lock();
+            match attr.as_slice() {
+                b"lib-name" => m.lib_name = value,
+                b"lib-ver" => m.lib_ver = value,
+                _ => {
+                    let mut e = b"ERR Unrecognized option '".to_vec();
+                    e.extend_from_slice(&a[2]);
+                    e.push(b'\'');
+                    return err_owned(errors::sanitize(&e));
+                }
+            }
+            Some(Frame::ok())
+        }
+        b"no-evict" => {
+            let on = if a[2].eq_ignore_ascii_case(b"on") {
+                true
+            } else if a[2].eq_ignore_ascii_case(b"off") {
+                false
+            } else {
+                return err(errors::SYNTAX);
+            };
+            s.handle.meta.lock().no_evict = on;
+            Some(Frame::ok())
+        }
+        b"reply" => {
+            let m = a[2].to_ascii_lowercase();
+            match m.as_slice() {
+                b"on" => {
+                    s.reply_mode = ReplyMode::On;
+                    Some(Frame::ok())
+                }
+                b"off" => {
+                    s.reply_mode = ReplyMode::Off;
+                    None
+                }
+                b"skip" => {
+                    // SKIP itself gets no reply, and neither does the next command.
+                    if s.reply_mode == ReplyMode::On {
+                        s.reply_mode = ReplyMode::Skip;
+                    }
+                    None
+                }
+                _ => err(errors::SYNTAX),
+            }
+        }
+        _ => help(
+            "CLIENT",
+            &[
+                "GETNAME",
+                "    Return the name of the current connection.",
+                "ID",
+                "    Return the ID of the current connection.",
+                "INFO",
+                "    Return information about the current client connection.",
+                "KILL <ip:port>",
+                "    Kill connection made from <ip:port>.",
+                "KILL <option> <value> [<option> <value> [...]]",
+                "    Kill connections. Options are:",
+                "    * ADDR (<ip:port>|<unixsocket>:0)",
+                "      Kill connections made from the specified address",
+                "    * LADDR (<ip:port>|<unixsocket>:0)",
+                "      Kill connections made to specified local address",
+                "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+                "      Kill connections by type.",
+                "    * USER <username>",
+                "      Kill connections authenticated by <username>.",
+                "    * SKIPME (YES|NO)",
+                "      Skip killing current connection (default: yes).",
+                "    * ID <client-id>",
+                "      Kill connections by client id.",
+                "    * MAXAGE <maxage>",
+                "      Kill connections older than the specified age.",
+                "LIST [options ...]",
+                "    Return information about client connections. Options:",
+                "    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)",
+                "      Return clients of specified type.",
+                "NO-EVICT (ON|OFF)",
+                "    Protect current client connection from eviction.",
+                "REPLY (ON|OFF|SKIP)",
+                "    Control the replies sent to the current connection.",
+                "SETNAME <name>",
+                "    Assign the name <name> to the current connection.",
+                "SETINFO <LIB-NAME|LIB-VER> <value>",
+                "    Set client meta attr. Options are:",
+                "    * LIB-NAME: the client lib name.",
+                "    * LIB-VER: the client lib version.",
+            ],
+        ),
+    }
+}
+
+fn client_list(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let mut ids: Option<Vec<u64>> = None;
+    let mut i = 2;
+    while i < a.len() {
+        if a[i].eq_ignore_ascii_case(b"type") && i + 1 < a.len() {
+            let t = a[i + 1].to_ascii_lowercase();
+            match t.as_slice() {
+                b"normal" => {}
+                b"master" | b"replica" | b"slave" | b"pubsub" => ids = Some(Vec::new()),
+                _ => {
+                    let mut e = b"ERR Unknown client type '".to_vec();
+                    e.extend_from_slice(&a[i + 1]);
+                    e.push(b'\'');
+                    return err_owned(errors::sanitize(&e));
+                }
+            }
+            i += 2;
+        } else if a[i].eq_ignore_ascii_case(b"id") && i + 1 < a.len() {
+            let mut list = Vec::new();
+            for raw in &a[i + 1..] {
+                match num::parse_i64(raw) {
+                    Some(id) if id > 0 => list.push(id as u64),
+                    _ => return err("ERR Invalid client ID"),
+                }
+            }
+            ids = Some(list);
+            i = a.len();
+        } else {
+            return err(errors::SYNTAX);
+        }
+    }
+    let clients = s.shared.clients.lock();
+    let mut handles: Vec<_> = clients.values().cloned().collect();
+    drop(clients);
+    handles.sort_by_key(|h| h.id);
+    let mut out = String::new();
+    for h in handles {
+        if ids.as_ref().is_some_and(|ids| !ids.contains(&h.id)) {
+            continue;
+        }
+        out.push_str(&h.info_line());
+        out.push('\n');
+    }
+    Some(verbatim(out))
+}
+
+fn client_kill(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let clients: Vec<_> = s.shared.clients.lock().values().cloned().collect();
+    if a.len() == 3 {
+        // Old form: CLIENT KILL addr:port.
+        let target = String::from_utf8_lossy(&a[2]).into_owned();
+        return match clients.iter().find(|h| h.addr.to_string() == target) {
+            Some(h) => {
+                if h.id == s.handle.id {
+                    s.close_after = true;
+                } else {
+                    h.kill();
+                }
+                Some(Frame::ok())
+            }
+            None => err(errors::NO_SUCH_CLIENT),
+        };
+    }
+    if a.len() % 2 != 0 {
+        return err(errors::SYNTAX);
+    }
+    let (mut id, mut addr, mut laddr, mut skipme, mut maxage, mut none) = (None, None, None, true, None, false);
+    for pair in a[2..].chunks(2) {
+        let (k, v) = (pair[0].to_ascii_lowercase(), &pair[1]);
+        let text = String::from_utf8_lossy(v).into_owned();
+        match k.as_slice() {
+            b"id" => match num::parse_i64(v) {
+                Some(n) if n > 0 => id = Some(n as u64),
+                _ => return err("ERR client-id should be greater than 0"),
+            },
+            b"addr" => addr = Some(text),
+            b"laddr" => laddr = Some(text),
+            b"type" => match text.to_ascii_lowercase().as_str() {
+                "normal" => {}
+                "master" | "replica" | "slave" | "pubsub" => none = true,
+                _ => return err_owned(format!("ERR Unknown client type '{text}'")),
+            },
+            b"user" => none |= text != "default",
+            b"skipme" => match text.to_ascii_lowercase().as_str() {
+                "yes" => skipme = true,
+                "no" => skipme = false,
+                _ => return err(errors::SYNTAX),
+            },
+            b"maxage" => match num::parse_i64(v) {
+                Some(n) if n >= 0 => maxage = Some(n as u64),
+                _ => return err(errors::NOT_INTEGER),
+            },
+            _ => return err(errors::SYNTAX),
+        }
+    }
+    let mut killed = 0;
+    for h in clients {
+        let me = h.id == s.handle.id;
+        if none
+            || (skipme && me)
+            || id.is_some_and(|i| i != h.id)
+            || addr.as_ref().is_some_and(|x| *x != h.addr.to_string())
+            || laddr.as_ref().is_some_and(|x| *x != h.laddr.to_string())
+            || maxage.is_some_and(|m| h.created.elapsed().as_secs() < m)
+        {
+            continue;
+        }
+        if me {
+            s.close_after = true;
+        } else {
+            h.kill();
+        }
+        killed += 1;
+    }
+    Some(Frame::Integer(killed))
+}

@@ -1,0 +1,176 @@
+//! Command handlers, one function per command, grouped by family (a file per family rather than
+//! per command: most handlers are a few lines that translate arguments into a store operation).
+//!
+//! A handler receives the whole argument list (arity already checked, authentication done) and
+//! returns the reply, or `None` when the command sends no reply at all.
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
+use bytes::Bytes;
+use hypercache_cluster::{OpError, Outcome};
+use hypercache_resp::table::{self, CommandSpec};
+use hypercache_resp::{errors, num, Frame};
+
+use crate::session::Session;
+
+mod connection;
+mod keys;
+mod server;
+mod strings;
+
+/// A command implementation.
+pub(crate) type Handler = fn(&mut Session, &[Bytes]) -> Option<Frame>;
+
+fn handlers() -> &'static [(&'static str, Handler)] {
+    &[
+        ("get", strings::get),
+        ("set", strings::set),
+        ("setnx", strings::setnx),
+        ("setex", strings::setex),
+        ("psetex", strings::psetex),
+        ("getset", strings::getset),
+        ("getdel", strings::getdel),
+        ("getex", strings::getex),
+        ("mget", strings::mget),
+        ("mset", strings::mset),
+        ("msetnx", strings::msetnx),
+        ("incr", strings::incr),
+        ("decr", strings::decr),
+        ("incrby", strings::incrby),
+        ("decrby", strings::decrby),
+        ("incrbyfloat", strings::incrbyfloat),
+        ("append", strings::append),
+        ("strlen", strings::strlen),
+        ("getrange", strings::getrange),
+        ("substr", strings::getrange),
+        ("setrange", strings::setrange),
+        ("del", keys::del),
+        ("unlink", keys::del),
+        ("exists", keys::exists),
+        ("touch", keys::touch),
+        ("type", keys::type_),
+        ("expire", keys::expire),
+        ("pexpire", keys::pexpire),
+        ("expireat", keys::expireat),
+        ("pexpireat", keys::pexpireat),
+        ("ttl", keys::ttl),
+        ("pttl", keys::pttl),
+        ("expiretime", keys::expiretime),
+        ("pexpiretime", keys::pexpiretime),
+        ("persist", keys::persist),
+        ("keys", keys::keys),
+        ("scan", keys::scan),
+        ("randomkey", keys::randomkey),
+        ("rename", keys::rename),
+        ("renamenx", keys::renamenx),
+        ("copy", keys::copy),
+        ("dbsize", keys::dbsize),
+        ("flushdb", keys::flush),
+        ("flushall", keys::flush),
+        ("object", keys::object),
+        ("ping", connection::ping),
+        ("echo", connection::echo),
+        ("hello", connection::hello),
+        ("auth", connection::auth),
+        ("select", connection::select),
+        ("quit", connection::quit),
+        ("reset", connection::reset),
+        ("client", connection::client),
+        ("command", server::command),
+        ("config", server::config),
+        ("info", server::info),
+        ("time", server::time),
+        ("shutdown", server::shutdown),
+        ("latency", server::latency),
+        ("slowlog", server::slowlog),
+        ("debug", server::debug),
+    ]
+}
+
+type Index = HashMap<&'static str, (&'static CommandSpec, Handler)>;
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let map: Index = handlers()
+            .iter()
+            .map(|(name, h)| {
+                let spec = table::lookup(name.as_bytes()).unwrap_or_else(|| panic!("{name} missing from the table"));
+                (*name, (spec, *h))
+            })
+            .collect();
+        assert_eq!(map.len(), table::COMMANDS.len(), "every table entry has a handler");
+        map
+    })
+}
+
+/// Finds a command (any case) and its handler.
+pub(crate) fn lookup(name: &[u8]) -> Option<(&'static CommandSpec, Handler)> {
+    let mut buf = [0u8; 16];
+    if name.len() > buf.len() {
+        return None;
+    }
+    for (d, s) in buf.iter_mut().zip(name) {
+        *d = s.to_ascii_lowercase();
+    }
+    let lower = std::str::from_utf8(&buf[..name.len()]).ok()?;
+    index().get(lower).copied()
+}
+
+/// An error reply from static text.
+pub(crate) fn err(msg: &'static str) -> Option<Frame> {
+    Some(Frame::error(msg))
+}
+
+/// An error reply from owned text.
+pub(crate) fn err_owned(msg: impl Into<Vec<u8>>) -> Option<Frame> {
+    Some(Frame::Error(Bytes::from(msg.into())))
+}
+
+/// Parses an integer argument with Redis's rules.
+pub(crate) fn int_arg(b: &[u8]) -> Result<i64, Option<Frame>> {
+    num::parse_i64(b).ok_or_else(|| err(errors::NOT_INTEGER))
+}
+
+/// The reply for an operation's outcome.
+pub(crate) fn reply(o: Outcome) -> Frame {
+    match o {
+        Outcome::Ok => Frame::ok(),
+        Outcome::Nil => Frame::Null,
+        Outcome::Int(i) => Frame::Integer(i),
+        Outcome::Value(v) => Frame::Bulk(v),
+        Outcome::Status(s) => Frame::simple(s),
+        Outcome::Text(s) => Frame::Bulk(Bytes::from_static(s.as_bytes())),
+        Outcome::Err(e) => op_error(e),
+    }
+}
+
+/// The reply for an operation's error.
+pub(crate) fn op_error(e: OpError) -> Frame {
+    let text: &'static str = match e {
+        OpError::NotInteger => errors::NOT_INTEGER,
+        OpError::Overflow => errors::OVERFLOW,
+        OpError::NotFloat => errors::NOT_FLOAT,
+        OpError::NanOrInfinity => errors::NAN_OR_INF,
+        OpError::TooLong => errors::STRING_TOO_LONG,
+    };
+    Frame::error(text)
+}
+
+/// Text replies Redis sends as verbatim strings in RESP3 (INFO, CLIENT INFO, CLIENT LIST).
+pub(crate) fn verbatim(text: String) -> Frame {
+    Frame::Verbatim { format: *b"txt", text: Bytes::from(text) }
+}
+
+/// A HELP reply: one status line per entry.
+pub(crate) fn help(cmd: &str, lines: &[&str]) -> Option<Frame> {
+    let mut out = vec![Frame::Simple(Bytes::from(format!(
+        "{} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
+        cmd
+    )))];
+    out.extend(lines.iter().map(|l| Frame::Simple(Bytes::copy_from_slice(l.as_bytes()))));
+    out.push(Frame::simple("HELP"));
+    out.push(Frame::simple("    Print this help."));
+    Some(Frame::Array(out))
+}

@@ -1,0 +1,504 @@
+//! Server commands: COMMAND, CONFIG, INFO, TIME, SHUTDOWN, LATENCY, SLOWLOG, DEBUG.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hypercache_resp::table::{self, CommandSpec};
+use hypercache_resp::{errors, num, Frame};
+
+use super::{err, err_owned, help, verbatim};
+use crate::config::{param, PARAMS};
+use crate::session::Session;
+use crate::state::Shared;
+
+fn status_set(items: &[&'static str]) -> Frame {
+    Frame::Set(items.iter().map(|s| Frame::simple(s)).collect())
+}
+
+fn command_info(c: &CommandSpec) -> Frame {
+    let key_specs = if c.first_key > 0 {
+        let kv = |k: &'static str, v: Frame| (Frame::bulk(k.as_bytes()), v);
+        vec![Frame::Map(vec![
+            kv("flags", status_set(if c.has_flag("write") { &["RW", "UPDATE"] } else { &["RO", "ACCESS"] })),
+            kv(
+                "begin_search",
+                Frame::Map(vec![
+                    kv("type", Frame::bulk(b"index")),
+                    kv("spec", Frame::Map(vec![kv("index", Frame::Integer(i64::from(c.first_key)))])),
+                ]),
+            ),
+            kv(
+                "find_keys",
+                Frame::Map(vec![
+                    kv("type", Frame::bulk(b"range")),
+                    kv(
+                        "spec",
+                        Frame::Map(vec![
+                            kv("lastkey", Frame::Integer(if c.last_key < 0 { -1 } else { i64::from(c.last_key - c.first_key) })),
+                            kv("keystep", Frame::Integer(i64::from(c.step))),
+                            kv("limit", Frame::Integer(0)),
+                        ]),
+                    ),
+                ]),
+            ),
+        ])]
+    } else {
+        vec![]
+    };
+    Frame::Array(vec![
+        Frame::bulk(c.fullname.as_bytes()),
+        Frame::Integer(i64::from(c.arity)),
+        status_set(c.flags),
+        Frame::Integer(i64::from(c.first_key)),
+        Frame::Integer(i64::from(c.last_key)),
+        Frame::Integer(i64::from(c.step)),
+        status_set(c.acl),
+        Frame::Set(vec![]),
+        Frame::Array(key_specs),
+        Frame::Array(c.subcommands.iter().map(command_info).collect()),
+    ])
+}
+
+fn command_docs(c: &CommandSpec) -> Frame {
+    let kv = |k: &'static str, v: Frame| (Frame::bulk(k.as_bytes()), v);
+    let mut m = vec![
+        kv("summary", Frame::bulk(c.summary.as_bytes())),
+        kv("since", Frame::bulk(c.since.as_bytes())),
+        kv("group", Frame::bulk(c.group.as_bytes())),
+    ];
+    if !c.subcommands.is_empty() {
+        m.push(kv(
+            "subcommands",
+            Frame::Map(c.subcommands.iter().map(|s| (Frame::bulk(s.fullname.as_bytes()), command_docs(s))).collect()),
+        ));
+    }
+    Frame::Map(m)
+}
+
+/// Keys of a command line according to its spec (COMMAND GETKEYS).
+fn keys_of(spec: &CommandSpec, args: &[Bytes]) -> Vec<Frame> {
+    if spec.first_key <= 0 {
+        return vec![];
+    }
+    let last = if spec.last_key < 0 { args.len() as i32 + spec.last_key } else { spec.last_key };
+    let mut out = vec![];
+    let mut i = spec.first_key;
+    while i <= last && (i as usize) < args.len() {
+        out.push(Frame::Bulk(args[i as usize].clone()));
+        i += spec.step.max(1);
+    }
+    out
+}
+
+/// # Format
+/// `COMMAND [COUNT | INFO [name ...] | DOCS [name ...] | LIST | GETKEYS command [arg ...] | HELP]`
+pub(super) fn command(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if a.len() == 1 {
+        return Some(Frame::Array(table::COMMANDS.iter().map(command_info).collect()));
+    }
+    let sub = a[1].to_ascii_lowercase();
+    match sub.as_slice() {
+        b"count" => Some(Frame::Integer(table::COMMANDS.len() as i64)),
+        b"info" => {
+            if a.len() == 2 {
+                return Some(Frame::Array(table::COMMANDS.iter().map(command_info).collect()));
+            }
+            Some(Frame::Array(
+                a[2..].iter().map(|n| table::lookup(n).map_or(Frame::NullArray, command_info)).collect(),
+            ))
+        }
+        b"docs" => {
+            let pick: Vec<&CommandSpec> = if a.len() == 2 {
+                table::COMMANDS.iter().collect()
+            } else {
+                a[2..].iter().filter_map(|n| table::lookup(n)).collect()
+            };
+            Some(Frame::Map(pick.into_iter().map(|c| (Frame::bulk(c.name.as_bytes()), command_docs(c))).collect()))
+        }
+        b"list" => {
+            if a.len() != 2 {
+                return err(errors::SYNTAX);
+            }
+            Some(Frame::Array(table::COMMANDS.iter().map(|c| Frame::bulk(c.name.as_bytes())).collect()))
+        }
+        b"getkeys" => {
+            let Some(spec) = table::lookup(&a[2]) else {
+                return err("ERR Invalid command specified");
+            };
+            if !spec.arity_ok(a.len() - 2) {
+                return err("ERR Invalid number of arguments specified for command");
+            }
+            let keys = keys_of(spec, &a[2..]);
+            if keys.is_empty() {
+                return err("ERR The command has no key arguments");
+            }
+            Some(Frame::Array(keys))
+        }
+        _ => help(
+            "COMMAND",
+            &[
+                "(no subcommand)",
+                "    Return details about all Redis commands.",
+                "COUNT",
+                "    Return the total number of commands in this Redis server.",
+                "LIST",
+                "    Return a list of all commands in this Redis server.",
+                "INFO [<command-name> ...]",
+                "    Return details about multiple Redis commands.",
+                "    If no command names are given, documentation details for all",
+                "    commands are returned.",
+                "DOCS [<command-name> ...]",
+                "    Return documentation details about multiple Redis commands.",
+                "    If no command names are given, documentation details for all",
+                "    commands are returned.",
+                "GETKEYS <full-command>",
+                "    Return the keys from a full Redis command.",
+            ],
+        ),
+    }
+}
+
+/// # Format
+/// `CONFIG GET parameter [parameter ...]`, `CONFIG SET parameter value [parameter value ...]`,
+/// `CONFIG RESETSTAT`, `CONFIG HELP`
+pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let sub = a[1].to_ascii_lowercase();
+    match sub.as_slice() {
+        b"get" => {
+            let c = s.shared.config.read();
+            let mut out: Vec<(Frame, Frame)> = Vec::new();
+            let mut seen = std::collections::HashSet::new();
+            for pat in &a[2..] {
+                let is_glob = pat.iter().any(|b| matches!(b, b'*' | b'?' | b'['));
+                if !is_glob {
+                    let name = String::from_utf8_lossy(pat).to_ascii_lowercase();
+                    if let Some(p) = param(&name).filter(|p| p.name == name) {
+                        if seen.insert(p.name) {
+                            out.push((Frame::Bulk(pat.clone()), Frame::Bulk((p.get)(&c).into())));
+                        }
+                    }
+                    continue;
+                }
+                for p in PARAMS {
+                    let lower = pat.to_ascii_lowercase();
+                    if hypercache_cluster::glob::matches(&lower, p.name.as_bytes()) && seen.insert(p.name) {
+                        out.push((Frame::bulk(p.name.as_bytes()), Frame::Bulk((p.get)(&c).into())));
+                    }
+                }
+            }
+            Some(Frame::Map(out))
+        }
+        b"set" => {
+            if a.len() % 2 != 0 {
+                return err(errors::SYNTAX);
+            }
+            let mut next = s.shared.config.read().clone();
+            let mut seen = std::collections::HashSet::new();
+            for pair in a[2..].chunks(2) {
+                let given = String::from_utf8_lossy(&pair[0]).into_owned();
+                let Some(p) = param(&given).filter(|p| p.name == given.to_ascii_lowercase()) else {
+                    return err_owned(format!("ERR Unknown option or number of arguments for CONFIG SET - '{given}'"));
+                };
+                let fail = |why: &str| err_owned(format!("ERR CONFIG SET failed (possibly related to argument '{given}') - {why}"));
+                if !seen.insert(p.name) {
+                    return fail("duplicate parameter");
+                }
+                if !p.runtime {
+                    return fail("can't set immutable config");
+                }
+                if let Err(r) = p.apply(&mut next, &String::from_utf8_lossy(&pair[1])) {
+                    return fail(&r.0);
+                }
+            }
+            *s.shared.config.write() = next;
+            s.shared.config_gen.fetch_add(1, Ordering::Release);
+            s.refresh_config();
+            Some(Frame::ok())
+        }
+        b"resetstat" => {
+            let st = &s.shared.stats;
+            for c in [
+                &st.commands_processed,
+                &st.connections_received,
+                &st.rejected_connections,
+                &st.net_input_bytes,
+                &st.net_output_bytes,
+                &st.keyspace_hits,
+                &st.keyspace_misses,
+                &st.protocol_errors,
+            ] {
+                c.store(0, Ordering::Relaxed);
+            }
+            Some(Frame::ok())
+        }
+        _ => help(
+            "CONFIG",
+            &[
+                "GET <pattern>",
+                "    Return parameters matching the glob-like <pattern> and their values.",
+                "SET <directive> <value>",
+                "    Set the configuration <directive> to <value>.",
+                "RESETSTAT",
+                "    Reset statistics reported by the INFO command.",
+            ],
+        ),
+    }
+}
+
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the parenthesised command name; utime and stime are the 14th and 15th.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0) / 100.0;
+    (tick(12), tick(11))
+}
+
+fn human(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.2}G", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.2}M", b / (1024.0 * 1024.0))
+    } else if b >= 1024.0 {
+        format!("{:.2}K", b / 1024.0)
+    } else {
+        format!("{bytes}B")
+    }
+}
+
+/// The INFO text for the requested sections (Redis's layout: `# Section` headers, `key:value`
+/// lines, CRLF line ends, a blank line between sections).
+pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
+    const DEFAULT: &[&str] =
+        &["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "cluster", "keyspace"];
+    let all = sections.is_empty()
+        || sections.iter().any(|s| matches!(s.as_str(), "all" | "everything" | "default"));
+    let want = |name: &str| all || sections.iter().any(|s| s == name);
+    let mut out = String::new();
+    let c = shared.config.read().clone();
+    let st = &shared.stats;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    for &section in DEFAULT {
+        if !want(section) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str("\r\n");
+        }
+        let mut s = String::new();
+        let mut line = |k: &str, v: &dyn std::fmt::Display| {
+            let _ = write!(s, "{k}:{v}\r\n");
+        };
+        match section {
+            "server" => {
+                let up = shared.started.elapsed().as_secs();
+                line("redis_version", &crate::REDIS_VERSION);
+                line("hypercache_version", &env!("CARGO_PKG_VERSION"));
+                line("redis_mode", &"standalone");
+                line("os", &std::env::consts::OS);
+                line("arch_bits", &64);
+                line("process_id", &std::process::id());
+                line("tcp_port", &shared.port.load(Ordering::Relaxed));
+                line("server_time_usec", &SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros()));
+                line("uptime_in_seconds", &up);
+                line("uptime_in_days", &(up / 86400));
+                line("hz", &c.hz);
+                line("executable", &std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default());
+                line("config_file", &c.config_file.clone().unwrap_or_default());
+            }
+            "clients" => {
+                line("connected_clients", &shared.clients.lock().len());
+                line("maxclients", &c.maxclients);
+                line("blocked_clients", &0);
+            }
+            "memory" => {
+                let used = crate::ALLOC.allocated() as u64;
+                let rss = crate::alloc::rss_bytes();
+                line("used_memory", &used);
+                line("used_memory_human", &human(used));
+                line("used_memory_rss", &rss);
+                line("used_memory_rss_human", &human(rss));
+                line("maxmemory", &0);
+                line("maxmemory_human", &"0B");
+                line("maxmemory_policy", &"noeviction");
+                line("mem_fragmentation_ratio", &format!("{:.2}", if used > 0 { rss as f64 / used as f64 } else { 0.0 }));
+                line("mem_allocator", &"libc");
+            }
+            "persistence" => {
+                line("loading", &0);
+                line("rdb_changes_since_last_save", &0);
+                line("rdb_bgsave_in_progress", &0);
+                line("aof_enabled", &0);
+            }
+            "stats" => {
+                let store = shared.store.stats();
+                line("total_connections_received", &load(&st.connections_received));
+                line("total_commands_processed", &load(&st.commands_processed));
+                line("total_net_input_bytes", &load(&st.net_input_bytes));
+                line("total_net_output_bytes", &load(&st.net_output_bytes));
+                line("rejected_connections", &load(&st.rejected_connections));
+                line("expired_keys", &store.expired);
+                line("evicted_keys", &0);
+                line("keyspace_hits", &load(&st.keyspace_hits));
+                line("keyspace_misses", &load(&st.keyspace_misses));
+                line("total_error_replies", &0);
+                line("protocol_errors", &load(&st.protocol_errors));
+            }
+            "replication" => {
+                line("role", &"master");
+                line("connected_slaves", &0);
+            }
+            "cpu" => {
+                let (sys, user) = cpu_seconds();
+                line("used_cpu_sys", &format!("{sys:.6}"));
+                line("used_cpu_user", &format!("{user:.6}"));
+            }
+            "cluster" => line("cluster_enabled", &0),
+            "keyspace" => {
+                let store = shared.store.stats();
+                if store.keys > 0 {
+                    line("db0", &format!("keys={},expires={},avg_ttl=0", store.keys, store.volatile));
+                }
+            }
+            _ => {}
+        }
+        let title = {
+            let mut t = section.to_string();
+            t[..1].make_ascii_uppercase();
+            if section == "cpu" {
+                t = "CPU".into();
+            }
+            t
+        };
+        let _ = write!(out, "# {title}\r\n{s}");
+    }
+    out
+}
+
+/// # Format
+/// `INFO [section [section ...]]`
+pub(super) fn info(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let sections: Vec<String> = a[1..].iter().map(|x| String::from_utf8_lossy(x).to_ascii_lowercase()).collect();
+    Some(verbatim(info_text(&s.shared, &sections)))
+}
+
+/// # Format
+/// `TIME`
+pub(super) fn time(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    Some(Frame::Array(vec![
+        Frame::Bulk(d.as_secs().to_string().into()),
+        Frame::Bulk(d.subsec_micros().to_string().into()),
+    ]))
+}
+
+/// # Format
+/// `SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE] [ABORT]`
+pub(super) fn shutdown(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    for opt in &a[1..] {
+        match opt.to_ascii_lowercase().as_slice() {
+            b"nosave" | b"save" | b"now" | b"force" => {}
+            b"abort" => return err("ERR No shutdown in progress."),
+            _ => return err(errors::SYNTAX),
+        }
+    }
+    tracing::warn!(component = "server", "SHUTDOWN requested by a client, stopping");
+    s.shared.trigger_shutdown();
+    s.close_after = true;
+    None
+}
+
+/// # Format
+/// `LATENCY LATEST | HISTORY event | RESET [event ...] | DOCTOR | HELP`
+pub(super) fn latency(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    match a[1].to_ascii_lowercase().as_slice() {
+        // The latency monitor is off (Redis's default, latency-monitor-threshold 0): no samples.
+        b"latest" | b"history" => Some(Frame::Array(vec![])),
+        b"reset" => Some(Frame::Integer(0)),
+        b"doctor" => Some(verbatim(
+            "I'm sorry, Dave, I can't do that. Latency monitoring is disabled in this Redis instance. \
+             You may use \"CONFIG SET latency-monitor-threshold <milliseconds>.\" in order to enable it. \
+             If we weren't in a deep space mission I'd suggest to take a look at https://redis.io/topics/latency-monitor.\n"
+                .to_string(),
+        )),
+        _ => help(
+            "LATENCY",
+            &[
+                "DOCTOR",
+                "    Return a human readable latency analysis report.",
+                "HISTORY <event>",
+                "    Return time-latency samples for the <event> class.",
+                "LATEST",
+                "    Return the latest latency samples for all events.",
+                "RESET [<event> ...]",
+                "    Reset latency data of one or more <event> classes.",
+                "    (default: reset all data for all event classes)",
+            ],
+        ),
+    }
+}
+
+/// # Format
+/// `SLOWLOG GET [count] | LEN | RESET | HELP`
+pub(super) fn slowlog(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    match a[1].to_ascii_lowercase().as_slice() {
+        b"get" => {
+            if a.len() > 3 {
+                return err("ERR unknown subcommand or wrong number of arguments for 'GET'. Try SLOWLOG HELP.");
+            }
+            let count = match a.get(2) {
+                None => 10,
+                Some(raw) => match num::parse_i64(raw) {
+                    Some(-1) => usize::MAX,
+                    Some(n) if n >= 0 => n as usize,
+                    _ => return err("ERR count should be greater than or equal to -1"),
+                },
+            };
+            let log = s.shared.slowlog.lock();
+            Some(Frame::Array(
+                log.entries
+                    .iter()
+                    .take(count)
+                    .map(|e| {
+                        Frame::Array(vec![
+                            Frame::Integer(e.id as i64),
+                            Frame::Integer(e.at as i64),
+                            Frame::Integer(e.micros as i64),
+                            Frame::Array(e.args.iter().cloned().map(Frame::Bulk).collect()),
+                            Frame::Bulk(e.addr.clone().into()),
+                            Frame::Bulk(e.name.clone().into()),
+                        ])
+                    })
+                    .collect(),
+            ))
+        }
+        b"len" => Some(Frame::Integer(s.shared.slowlog.lock().entries.len() as i64)),
+        b"reset" => {
+            s.shared.slowlog.lock().entries.clear();
+            Some(Frame::ok())
+        }
+        _ => help(
+            "SLOWLOG",
+            &[
+                "GET [<count>]",
+                "    Return top <count> entries from the slowlog (default: 10, -1 mean all).",
+                "    Entries are made of:",
+                "    id, timestamp, time in microseconds, arguments array, client IP and port,",
+                "    client name",
+                "LEN",
+                "    Return the length of the slowlog.",
+                "RESET",
+                "    Reset the slowlog.",
+            ],
+        ),
+    }
+}
+
+/// # Format
+/// `DEBUG subcommand [arg ...]`: refused, as Redis does by default.
+pub(super) fn debug(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    err(errors::DEBUG_DISABLED)
+}

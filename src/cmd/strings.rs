@@ -1,0 +1,283 @@
+//! String commands.
+
+use bytes::Bytes;
+use hypercache_cluster::op::{ExpiryChange, SetCond};
+use hypercache_cluster::{Op, Outcome};
+use hypercache_resp::{errors, Frame};
+
+use super::{err, err_owned, int_arg, op_error, reply};
+use crate::session::Session;
+use crate::state::Stats;
+
+fn read(s: &Session, key: &[u8]) -> Outcome {
+    let o = s.shared.store.apply(key, &Op::Get, &s.ctx());
+    let counter = if o == Outcome::Nil { &s.shared.stats.keyspace_misses } else { &s.shared.stats.keyspace_hits };
+    Stats::add(counter, 1);
+    o
+}
+
+/// # Format
+/// `GET key`
+pub(super) fn get(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    Some(reply(read(s, &a[1])))
+}
+
+/// Expiry options shared by SET and GETEX.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unit {
+    Ex,
+    Px,
+    ExAt,
+    PxAt,
+}
+
+/// Converts an expiry argument into an absolute unix ms time, with Redis's checks and error.
+fn deadline(raw: &[u8], unit: Unit, now: u64, cmd: &str) -> Result<u64, Option<Frame>> {
+    let v = int_arg(raw)?;
+    let invalid = || err_owned(errors::invalid_expire(cmd));
+    if v <= 0 || (matches!(unit, Unit::Ex | Unit::ExAt) && v > i64::MAX / 1000) {
+        return Err(invalid());
+    }
+    let mut ms = if matches!(unit, Unit::Ex | Unit::ExAt) { v * 1000 } else { v };
+    if matches!(unit, Unit::Ex | Unit::Px) {
+        ms = ms.checked_add(now as i64).ok_or_else(invalid)?;
+    }
+    Ok(ms as u64)
+}
+
+struct SetOpts<'a> {
+    cond: SetCond,
+    get: bool,
+    keepttl: bool,
+    persist: bool,
+    expire: Option<(Unit, &'a [u8])>,
+}
+
+/// Redis's `parseExtendedStringArgumentsOrReply`: same acceptance rules, same errors.
+fn parse_opts(args: &[Bytes], set: bool) -> Result<SetOpts<'_>, Option<Frame>> {
+    let mut o = SetOpts { cond: SetCond::Always, get: false, keepttl: false, persist: false, expire: None };
+    let mut j = 0;
+    while j < args.len() {
+        let opt = &args[j][..];
+        let next = args.get(j + 1);
+        let is = |s: &str| opt.eq_ignore_ascii_case(s.as_bytes());
+        let has_expire = o.expire.is_some();
+        if set && is("nx") && o.cond != SetCond::IfExists {
+            o.cond = SetCond::IfMissing;
+        } else if set && is("xx") && o.cond != SetCond::IfMissing {
+            o.cond = SetCond::IfExists;
+        } else if set && is("get") {
+            o.get = true;
+        } else if set && is("keepttl") && !o.persist && !has_expire {
+            o.keepttl = true;
+        } else if !set && is("persist") && !has_expire && !o.keepttl {
+            o.persist = true;
+        } else if let (Some(unit), Some(n)) = (
+            [("ex", Unit::Ex), ("px", Unit::Px), ("exat", Unit::ExAt), ("pxat", Unit::PxAt)]
+                .iter()
+                .find(|(name, _)| is(name))
+                .map(|(_, u)| *u),
+            next,
+        ) {
+            // The same unit may repeat (the last wins); mixing units is a syntax error.
+            if o.keepttl || o.persist || o.expire.is_some_and(|(u, _)| u != unit) {
+                return Err(err(errors::SYNTAX));
+            }
+            o.expire = Some((unit, &n[..]));
+            j += 1;
+        } else {
+            return Err(err(errors::SYNTAX));
+        }
+        j += 1;
+    }
+    Ok(o)
+}
+
+/// # Format
+/// `SET key value [NX | XX] [GET] [EX seconds | PX milliseconds | EXAT unix-time-seconds | PXAT unix-time-milliseconds | KEEPTTL]`
+pub(super) fn set(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let o = match parse_opts(&a[3..], true) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    let ctx = s.ctx();
+    let expiry = match o.expire {
+        Some((unit, raw)) => match deadline(raw, unit, ctx.now, "set") {
+            Ok(t) => ExpiryChange::At(t),
+            Err(e) => return e,
+        },
+        None if o.keepttl => ExpiryChange::Keep,
+        None => ExpiryChange::Clear,
+    };
+    let op = Op::Set { value: &a[2], cond: o.cond, expiry, get: o.get };
+    Some(reply(s.shared.store.apply(&a[1], &op, &ctx)))
+}
+
+/// # Format
+/// `SETNX key value`
+pub(super) fn setnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let op = Op::Set { value: &a[2], cond: SetCond::IfMissing, expiry: ExpiryChange::Clear, get: false };
+    let done = s.shared.store.apply(&a[1], &op, &s.ctx()) == Outcome::Ok;
+    Some(Frame::Integer(i64::from(done)))
+}
+
+fn set_with_expiry(s: &mut Session, a: &[Bytes], unit: Unit, cmd: &str) -> Option<Frame> {
+    let ctx = s.ctx();
+    let at = match deadline(&a[2], unit, ctx.now, cmd) {
+        Ok(t) => t,
+        Err(e) => return e,
+    };
+    let op = Op::Set { value: &a[3], cond: SetCond::Always, expiry: ExpiryChange::At(at), get: false };
+    Some(reply(s.shared.store.apply(&a[1], &op, &ctx)))
+}
+
+/// # Format
+/// `SETEX key seconds value`
+pub(super) fn setex(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    set_with_expiry(s, a, Unit::Ex, "setex")
+}
+
+/// # Format
+/// `PSETEX key milliseconds value`
+pub(super) fn psetex(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    set_with_expiry(s, a, Unit::Px, "psetex")
+}
+
+/// # Format
+/// `GETSET key value`
+pub(super) fn getset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let op = Op::Set { value: &a[2], cond: SetCond::Always, expiry: ExpiryChange::Clear, get: true };
+    Some(reply(s.shared.store.apply(&a[1], &op, &s.ctx())))
+}
+
+/// # Format
+/// `GETDEL key`
+pub(super) fn getdel(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    Some(reply(s.shared.store.apply(&a[1], &Op::GetDel, &s.ctx())))
+}
+
+/// # Format
+/// `GETEX key [EX seconds | PX milliseconds | EXAT unix-time-seconds | PXAT unix-time-milliseconds | PERSIST]`
+pub(super) fn getex(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let o = match parse_opts(&a[2..], false) {
+        Ok(o) => o,
+        Err(e) => return e,
+    };
+    let ctx = s.ctx();
+    let change = match o.expire {
+        Some((unit, raw)) => match deadline(raw, unit, ctx.now, "getex") {
+            Ok(t) => ExpiryChange::At(t),
+            Err(e) => return e,
+        },
+        None if o.persist => ExpiryChange::Clear,
+        None => ExpiryChange::Keep,
+    };
+    Some(reply(s.shared.store.apply(&a[1], &Op::GetEx(change), &ctx)))
+}
+
+/// # Format
+/// `MGET key [key ...]`
+pub(super) fn mget(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    Some(Frame::Array(a[1..].iter().map(|k| reply(read(s, k))).collect()))
+}
+
+fn pairs(a: &[Bytes]) -> Vec<(&[u8], &[u8])> {
+    a[1..].chunks_exact(2).map(|p| (&p[0][..], &p[1][..])).collect()
+}
+
+/// # Format
+/// `MSET key value [key value ...]`
+pub(super) fn mset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if a.len() % 2 == 0 {
+        return err_owned(errors::wrong_arity("mset"));
+    }
+    s.shared.store.mset(&pairs(a), false, &s.ctx());
+    Some(Frame::ok())
+}
+
+/// # Format
+/// `MSETNX key value [key value ...]`
+pub(super) fn msetnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if a.len() % 2 == 0 {
+        return err_owned(errors::wrong_arity("msetnx"));
+    }
+    let done = s.shared.store.mset(&pairs(a), true, &s.ctx());
+    Some(Frame::Integer(i64::from(done)))
+}
+
+fn incr_by(s: &mut Session, key: &[u8], by: i64) -> Option<Frame> {
+    Some(reply(s.shared.store.apply(key, &Op::IncrBy(by), &s.ctx())))
+}
+
+/// # Format
+/// `INCR key`
+pub(super) fn incr(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    incr_by(s, &a[1], 1)
+}
+
+/// # Format
+/// `DECR key`
+pub(super) fn decr(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    incr_by(s, &a[1], -1)
+}
+
+/// # Format
+/// `INCRBY key increment`
+pub(super) fn incrby(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    match int_arg(&a[2]) {
+        Ok(by) => incr_by(s, &a[1], by),
+        Err(e) => e,
+    }
+}
+
+/// # Format
+/// `DECRBY key decrement`
+pub(super) fn decrby(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    match int_arg(&a[2]) {
+        Ok(i64::MIN) => err("ERR decrement would overflow"),
+        Ok(by) => incr_by(s, &a[1], -by),
+        Err(e) => e,
+    }
+}
+
+/// # Format
+/// `INCRBYFLOAT key increment`
+pub(super) fn incrbyfloat(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    Some(reply(s.shared.store.apply(&a[1], &Op::IncrByFloat(&a[2]), &s.ctx())))
+}
+
+/// # Format
+/// `APPEND key value`
+pub(super) fn append(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    Some(reply(s.shared.store.apply(&a[1], &Op::Append(&a[2]), &s.ctx())))
+}
+
+/// # Format
+/// `STRLEN key`
+pub(super) fn strlen(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    Some(reply(s.shared.store.apply(&a[1], &Op::Strlen, &s.ctx())))
+}
+
+/// # Format
+/// `GETRANGE key start end` (also `SUBSTR`)
+pub(super) fn getrange(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let (start, end) = match (int_arg(&a[2]), int_arg(&a[3])) {
+        (Ok(x), Ok(y)) => (x, y),
+        (Err(e), _) | (_, Err(e)) => return e,
+    };
+    Some(reply(s.shared.store.apply(&a[1], &Op::GetRange(start, end), &s.ctx())))
+}
+
+/// # Format
+/// `SETRANGE key offset value`
+pub(super) fn setrange(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let offset = match int_arg(&a[2]) {
+        Ok(o) if o < 0 => return err(errors::OFFSET_OUT_OF_RANGE),
+        Ok(o) => o as u64,
+        Err(e) => return e,
+    };
+    match s.shared.store.apply(&a[1], &Op::SetRange(offset, &a[3]), &s.ctx()) {
+        Outcome::Err(e) => Some(op_error(e)),
+        o => Some(reply(o)),
+    }
+}

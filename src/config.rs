@@ -1,0 +1,374 @@
+//! Node configuration: one plain struct, every field documented with its unit, range and default.
+//!
+//! Each setting has one name (Redis's where Redis has it) used everywhere: as a flag `--name`, as a
+//! TOML key in `--config FILE` (`name` or `name_with_underscores`), as an environment variable
+//! `HYPERCACHE_NAME_IN_CAPITALS`, and in `CONFIG GET/SET` for those that can change at runtime.
+//! Precedence, lowest first: built-in defaults, the file, the environment, flags.
+
+use std::fmt;
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The node's settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Address to listen on for clients. Default `127.0.0.1`.
+    pub bind: String,
+    /// Client port, 0..=65535 (0 picks a free port). Default 6379.
+    pub port: u16,
+    /// Password of the default user; empty means none. Runtime-settable.
+    pub requirepass: String,
+    /// Most simultaneous client connections, 1..=4294967295. Default 10000. Runtime-settable.
+    pub maxclients: u64,
+    /// Close a client idle for this many seconds; 0 never. 0..=2147483647. Runtime-settable.
+    pub timeout: u64,
+    /// `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
+    pub log_level: String,
+    /// `text` or `json`. Default `text`.
+    pub log_format: LogFormat,
+    /// Largest bulk argument, bytes (Redis units accepted: `512mb`). >= 1 MB. Default 512 MB.
+    pub proto_max_bulk_len: u64,
+    /// Most arguments in one request, 1..=2147483647. Default 2147483647 (Redis 7's limit).
+    pub proto_max_multibulk_len: u64,
+    /// Longest inline request or header line, bytes, 1 KB..=1 GB. Default 64 KB (Redis's fixed value).
+    pub proto_max_inline_len: u64,
+    /// Most bytes buffered for one client's pending request, >= 1 MB. Default 1 GB.
+    pub client_query_buffer_limit: u64,
+    /// Log commands slower than this many microseconds; -1 disables, 0 logs all. Default 10000.
+    pub slowlog_log_slower_than: i64,
+    /// Entries kept in the slow log. Default 128.
+    pub slowlog_max_len: u64,
+    /// Background task frequency (active expiry cycles per second), 1..=500. Default 10.
+    pub hz: u64,
+    /// The config file this node started from, if any (reported by INFO).
+    pub config_file: Option<String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            bind: "127.0.0.1".into(),
+            port: 6379,
+            requirepass: String::new(),
+            maxclients: 10000,
+            timeout: 0,
+            log_level: "info".into(),
+            log_format: LogFormat::Text,
+            proto_max_bulk_len: 512 * 1024 * 1024,
+            proto_max_multibulk_len: i32::MAX as u64,
+            proto_max_inline_len: 64 * 1024,
+            client_query_buffer_limit: 1024 * 1024 * 1024,
+            slowlog_log_slower_than: 10_000,
+            slowlog_max_len: 128,
+            hz: 10,
+            config_file: None,
+        }
+    }
+}
+
+/// A setting that could not be applied. The text names the setting and what it accepts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    /// No setting has this name.
+    Unknown(String),
+    /// The value does not parse or is out of range: (setting, value, what is accepted).
+    Invalid(&'static str, String, String),
+    /// The setting cannot change while the node runs.
+    NotRuntime(&'static str),
+    /// Anything else (unreadable file, bad TOML, missing flag value).
+    Other(String),
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Unknown(n) => write!(f, "unknown setting '{n}' (see docs/configuration.md)"),
+            ConfigError::Invalid(n, v, why) => write!(f, "invalid value '{v}' for '{n}': {why}"),
+            ConfigError::NotRuntime(n) => write!(f, "'{n}' cannot be changed at runtime"),
+            ConfigError::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// How a setting's value is read and checked.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// An integer in `min..=max`.
+    Int(i64, i64),
+    /// A byte size with Redis units (`1k`=1000, `1kb`=1024, `mb`, `gb`), in `min..=max`.
+    Memory(u64, u64),
+    /// Free text.
+    Str,
+    /// One of the listed words.
+    Enum(&'static [&'static str]),
+}
+
+/// One setting: its name, kind, whether CONFIG SET may change it, and how to read and write it.
+pub struct Param {
+    /// Name, Redis-style with dashes.
+    pub name: &'static str,
+    /// Value kind and range.
+    pub kind: Kind,
+    /// Whether `CONFIG SET` may change it.
+    pub runtime: bool,
+    /// Current value as `CONFIG GET` prints it.
+    pub get: fn(&Config) -> String,
+    /// Stores an already validated value.
+    set: fn(&mut Config, Value),
+}
+
+/// A validated value.
+#[derive(Debug, Clone)]
+enum Value {
+    Int(i64),
+    Str(String),
+}
+
+impl Value {
+    fn int(&self) -> i64 {
+        match self {
+            Value::Int(i) => *i,
+            Value::Str(_) => 0,
+        }
+    }
+    fn text(self) -> String {
+        match self {
+            Value::Str(s) => s,
+            Value::Int(i) => i.to_string(),
+        }
+    }
+}
+
+macro_rules! p {
+    ($name:literal, $kind:expr, $rt:expr, |$c:ident| $get:expr, |$c2:ident, $v:ident| $set:expr) => {
+        Param { name: $name, kind: $kind, runtime: $rt, get: |$c| $get, set: |$c2, $v| $set }
+    };
+}
+
+/// Every setting.
+pub static PARAMS: &[Param] = &[
+    p!("bind", Kind::Str, false, |c| c.bind.clone(), |c, v| c.bind = v.text()),
+    p!("port", Kind::Int(0, 65535), false, |c| c.port.to_string(), |c, v| c.port = v.int() as u16),
+    p!("requirepass", Kind::Str, true, |c| c.requirepass.clone(), |c, v| c.requirepass = v.text()),
+    p!("maxclients", Kind::Int(1, 4294967295), true, |c| c.maxclients.to_string(), |c, v| c.maxclients = v.int() as u64),
+    p!("timeout", Kind::Int(0, 2147483647), true, |c| c.timeout.to_string(), |c, v| c.timeout = v.int() as u64),
+    p!("log-level", Kind::Enum(&["error", "warn", "info", "debug", "trace"]), false, |c| c.log_level.clone(), |c, v| c.log_level = v.text()),
+    p!("log-format", Kind::Enum(&["text", "json"]), false,
+        |c| if c.log_format == LogFormat::Json { "json".into() } else { "text".into() },
+        |c, v| c.log_format = if v.text() == "json" { LogFormat::Json } else { LogFormat::Text }),
+    p!("proto-max-bulk-len", Kind::Memory(1024 * 1024, i64::MAX as u64), true, |c| c.proto_max_bulk_len.to_string(), |c, v| c.proto_max_bulk_len = v.int() as u64),
+    p!("proto-max-multibulk-len", Kind::Int(1, 2147483647), true, |c| c.proto_max_multibulk_len.to_string(), |c, v| c.proto_max_multibulk_len = v.int() as u64),
+    p!("proto-max-inline-len", Kind::Memory(1024, 1024 * 1024 * 1024), true, |c| c.proto_max_inline_len.to_string(), |c, v| c.proto_max_inline_len = v.int() as u64),
+    p!("client-query-buffer-limit", Kind::Memory(1024 * 1024, i64::MAX as u64), true, |c| c.client_query_buffer_limit.to_string(), |c, v| c.client_query_buffer_limit = v.int() as u64),
+    p!("slowlog-log-slower-than", Kind::Int(-1, i64::MAX), true, |c| c.slowlog_log_slower_than.to_string(), |c, v| c.slowlog_log_slower_than = v.int()),
+    p!("slowlog-max-len", Kind::Int(0, i64::MAX), true, |c| c.slowlog_max_len.to_string(), |c, v| c.slowlog_max_len = v.int() as u64),
+    p!("hz", Kind::Int(1, 500), true, |c| c.hz.to_string(), |c, v| c.hz = v.int() as u64),
+    // Read-only facts some clients ask for: one database, no persistence.
+    p!("databases", Kind::Int(1, 1), false, |_c| "1".into(), |_c, _v| ()),
+    p!("save", Kind::Str, false, |_c| String::new(), |_c, _v| ()),
+    p!("appendonly", Kind::Enum(&["no"]), false, |_c| "no".into(), |_c, _v| ()),
+];
+
+/// Finds a setting by name, case-insensitively, accepting `_` for `-`.
+pub fn param(name: &str) -> Option<&'static Param> {
+    let norm = name.to_ascii_lowercase().replace('_', "-");
+    PARAMS.iter().find(|p| p.name == norm)
+}
+
+/// Parses Redis's memory units: `100`, `1k` (1000), `1kb` (1024), `m`, `mb`, `g`, `gb`.
+pub fn parse_memory(s: &str) -> Option<u64> {
+    let l = s.to_ascii_lowercase();
+    let (num, mul) = [("gb", 1u64 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("g", 1_000_000_000), ("m", 1_000_000), ("k", 1000), ("b", 1)]
+        .iter()
+        .find_map(|(suf, m)| l.strip_suffix(suf).map(|n| (n, *m)))
+        .unwrap_or((&l, 1));
+    if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    num.parse::<u64>().ok()?.checked_mul(mul)
+}
+
+/// Why a value was rejected, in CONFIG SET's words (Redis 7).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected(pub String);
+
+impl Param {
+    fn check(&self, raw: &str) -> Result<Value, Rejected> {
+        match self.kind {
+            Kind::Int(min, max) => {
+                let v: i64 = raw
+                    .parse()
+                    .ok()
+                    .filter(|_| !raw.starts_with('+') && !raw.starts_with(' '))
+                    .ok_or_else(|| Rejected("argument couldn't be parsed into an integer".into()))?;
+                if v < min || v > max {
+                    return Err(Rejected(format!("argument must be between {min} and {max} inclusive")));
+                }
+                Ok(Value::Int(v))
+            }
+            Kind::Memory(min, max) => {
+                let v = parse_memory(raw).ok_or_else(|| Rejected("argument must be a memory value".into()))?;
+                if v < min || v > max {
+                    return Err(Rejected(format!("argument must be between {min} and {max} inclusive")));
+                }
+                Ok(Value::Int(v as i64))
+            }
+            Kind::Str => Ok(Value::Str(raw.to_string())),
+            Kind::Enum(words) => {
+                let l = raw.to_ascii_lowercase();
+                if words.contains(&l.as_str()) {
+                    Ok(Value::Str(l))
+                } else {
+                    Err(Rejected("argument(s) must be one of the following: ".to_string() + &words.join(", ")))
+                }
+            }
+        }
+    }
+
+    /// Validates and stores `raw`.
+    pub fn apply(&self, c: &mut Config, raw: &str) -> Result<(), Rejected> {
+        let v = self.check(raw)?;
+        (self.set)(c, v);
+        Ok(())
+    }
+
+    fn accepted(&self) -> String {
+        match self.kind {
+            Kind::Int(min, max) => format!("an integer from {min} to {max}"),
+            Kind::Memory(min, _) => format!("a byte size such as 512mb or 1gb, at least {min} bytes"),
+            Kind::Str => "text".into(),
+            Kind::Enum(w) => format!("one of: {}", w.join(", ")),
+        }
+    }
+}
+
+impl Config {
+    /// Sets `name` from startup input (file, environment or flag).
+    pub fn set(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
+        let p = param(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
+        if matches!(p.name, "databases" | "save" | "appendonly") {
+            return Err(ConfigError::Unknown(name.to_string()));
+        }
+        p.apply(self, raw).map_err(|_| ConfigError::Invalid(p.name, raw.to_string(), p.accepted()))
+    }
+
+    /// Builds the configuration from the command line (without the program name) and the
+    /// environment, reading `--config FILE` first if given.
+    pub fn load(args: &[String], env: &[(String, String)]) -> Result<Config, ConfigError> {
+        let mut flags = Vec::new();
+        let mut file = None;
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            let Some(name) = a.strip_prefix("--") else {
+                return Err(ConfigError::Other(format!("unexpected argument '{a}': settings are given as --name value")));
+            };
+            let (name, value) = match name.split_once('=') {
+                Some((n, v)) => (n.to_string(), v.to_string()),
+                None => {
+                    let v = it.next().ok_or_else(|| ConfigError::Other(format!("--{name} needs a value")))?;
+                    (name.to_string(), v.clone())
+                }
+            };
+            if name == "config" {
+                file = Some(value);
+            } else {
+                flags.push((name, value));
+            }
+        }
+        let mut c = Config::default();
+        if let Some(path) = &file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ConfigError::Other(format!("cannot read config file '{path}': {e}")))?;
+            let table: toml::Table =
+                text.parse().map_err(|e| ConfigError::Other(format!("config file '{path}' is not valid TOML: {e}")))?;
+            for (k, v) in table {
+                let raw = match v {
+                    toml::Value::String(s) => s,
+                    toml::Value::Integer(i) => i.to_string(),
+                    toml::Value::Boolean(b) => if b { "yes" } else { "no" }.to_string(),
+                    other => return Err(ConfigError::Other(format!("config file '{path}': '{k}' has an unsupported value {other}"))),
+                };
+                c.set(&k, &raw)?;
+            }
+            c.config_file = Some(path.clone());
+        }
+        for (k, v) in env {
+            if let Some(name) = k.strip_prefix("HYPERCACHE_") {
+                if name == "CONFIG" {
+                    continue;
+                }
+                c.set(name, v)?;
+            }
+        }
+        for (k, v) in flags {
+            c.set(&k, &v)?;
+        }
+        Ok(c)
+    }
+
+    /// The request parser's limits for these settings.
+    pub fn limits(&self) -> hypercache_resp::Limits {
+        hypercache_resp::Limits {
+            max_bulk_len: self.proto_max_bulk_len,
+            max_multibulk_len: self.proto_max_multibulk_len,
+            max_inline_len: self.proto_max_inline_len as usize,
+            max_query_buffer: self.client_query_buffer_limit.min(usize::MAX as u64) as usize,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn flags_env_and_precedence() {
+        let env = vec![("HYPERCACHE_PORT".to_string(), "7000".to_string()), ("HYPERCACHE_TIMEOUT".into(), "5".into())];
+        let c = Config::load(&s(&["--port", "7001", "--maxclients=20"]), &env).unwrap();
+        assert_eq!(c.port, 7001);
+        assert_eq!(c.timeout, 5);
+        assert_eq!(c.maxclients, 20);
+    }
+
+    #[test]
+    fn invalid_values_name_the_setting() {
+        let e = Config::load(&s(&["--port", "abc"]), &[]).unwrap_err().to_string();
+        assert!(e.contains("'port'") && e.contains("0 to 65535"), "{e}");
+        let e = Config::load(&s(&["--log-format", "xml"]), &[]).unwrap_err().to_string();
+        assert!(e.contains("text, json"), "{e}");
+        let e = Config::load(&s(&["--nope", "1"]), &[]).unwrap_err().to_string();
+        assert!(e.contains("unknown setting 'nope'"), "{e}");
+    }
+
+    #[test]
+    fn memory_units() {
+        assert_eq!(parse_memory("512mb"), Some(512 << 20));
+        assert_eq!(parse_memory("1k"), Some(1000));
+        assert_eq!(parse_memory("2GB"), Some(2 << 30));
+        assert_eq!(parse_memory("12"), Some(12));
+        assert_eq!(parse_memory("x"), None);
+        assert_eq!(parse_memory("-1"), None);
+    }
+
+    #[test]
+    fn toml_file() {
+        let dir = std::env::temp_dir().join(format!("hc-config-test-{}", std::process::id()));
+        std::fs::write(&dir, "port = 7100\nrequirepass = \"s3cret\"\nproto_max_bulk_len = \"2mb\"\n").unwrap();
+        let c = Config::load(&s(&["--config", dir.to_str().unwrap()]), &[]).unwrap();
+        std::fs::remove_file(&dir).ok();
+        assert_eq!((c.port, c.requirepass.as_str(), c.proto_max_bulk_len), (7100, "s3cret", 2 << 20));
+    }
+}

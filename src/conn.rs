@@ -1,0 +1,131 @@
+//! One client connection: the only code that owns a client socket. Reads bytes, parses every
+//! complete request in the buffer, runs them in order, and writes all their replies with one
+//! write (pipelining), then reads again.
+
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use hypercache_resp::{request, Frame, Protocol};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+use crate::session::Session;
+use crate::state::{ClientHandle, ClientMeta, Shared, Stats};
+
+/// Smallest free space kept in the read buffer before a read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Buffers larger than this are released after use rather than kept for the next request.
+const KEEP_BUFFER: usize = 1024 * 1024;
+
+/// Registers the client, serves it until it leaves, is killed, idles out or the node stops, then
+/// unregisters it.
+pub async fn serve(shared: Arc<Shared>, mut socket: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    let _ = socket.set_nodelay(true);
+    let (Ok(addr), Ok(laddr)) = (socket.peer_addr(), socket.local_addr()) else { return };
+    let id = shared.next_client_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let handle = Arc::new(ClientHandle {
+        id,
+        addr,
+        laddr,
+        fd: i64::from(socket.as_raw_fd()),
+        created: Instant::now(),
+        meta: parking_lot::Mutex::new(ClientMeta { resp: 2, ..Default::default() }),
+        killed: Default::default(),
+        kill_notify: Default::default(),
+    });
+    shared.clients.lock().insert(id, handle.clone());
+    let mut session = Session::new(shared.clone(), handle.clone());
+    let reason = run(&mut session, &mut socket, &mut shutdown).await;
+    tracing::debug!(component = "server", client_id = id, reason, "client closed");
+    shared.clients.lock().remove(&id);
+}
+
+async fn run(s: &mut Session, socket: &mut TcpStream, shutdown: &mut watch::Receiver<bool>) -> &'static str {
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut need = 0usize;
+    loop {
+        if *shutdown.borrow() {
+            return "shutdown";
+        }
+        // Grow towards what a partly received request needs, a bounded step at a time.
+        let want = need.saturating_sub(rbuf.len()).clamp(READ_CHUNK, KEEP_BUFFER);
+        if rbuf.capacity() - rbuf.len() < want {
+            rbuf.reserve(want);
+        }
+        let idle = (s.timeout > 0).then(|| Duration::from_secs(s.timeout));
+        let read = tokio::select! {
+            r = socket.read_buf(&mut rbuf) => r,
+            _ = shutdown.changed() => return "shutdown",
+            _ = s.handle.kill_notify.notified() => return "killed",
+            _ = sleep_opt(idle) => return "idle timeout",
+        };
+        match read {
+            Ok(0) => return "eof",
+            Ok(n) => Stats::add(&s.shared.stats.net_input_bytes, n as u64),
+            Err(_) => return "read error",
+        }
+        s.refresh_config();
+        let mut close = false;
+        loop {
+            match request::parse(&mut rbuf, &s.limits, s.parser_authenticated(), Some(&mut need)) {
+                Ok(Some(req)) => {
+                    need = 0;
+                    if req.args.is_empty() {
+                        continue;
+                    }
+                    s.run(&req.args, &mut wbuf);
+                    if s.close_after {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    Stats::add(&s.shared.stats.protocol_errors, 1);
+                    tracing::info!(component = "server", client_id = s.handle.id, error = %e, "protocol error, closing client");
+                    if let Some(text) = e.reply_text() {
+                        Frame::Error(text.into()).encode(Protocol::Resp2, &mut wbuf);
+                    }
+                    close = true;
+                    break;
+                }
+            }
+        }
+        if !wbuf.is_empty() {
+            if socket.write_all(&wbuf).await.is_err() {
+                return "write error";
+            }
+            Stats::add(&s.shared.stats.net_output_bytes, wbuf.len() as u64);
+            wbuf.clear();
+            if wbuf.capacity() > KEEP_BUFFER {
+                wbuf = BytesMut::with_capacity(READ_CHUNK);
+            }
+        }
+        if close {
+            return "closed by command or protocol error";
+        }
+        if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
+            rbuf = BytesMut::with_capacity(READ_CHUNK);
+        }
+        if s.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
+            return "killed";
+        }
+    }
+}
+
+async fn sleep_opt(d: Option<Duration>) {
+    match d {
+        Some(d) => tokio::time::sleep(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Refuses a connection over `maxclients` with Redis's error, then closes it.
+pub async fn refuse(mut socket: TcpStream) {
+    let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
+    let _ = socket.shutdown().await;
+}

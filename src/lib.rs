@@ -1,0 +1,32 @@
+//! # hypercache
+//!
+//! The server binary's IO edge: the tokio runtime, the client listener and connections, the
+//! configuration, logging, and the glue between `hypercache-resp` (bytes and commands) and
+//! `hypercache-cluster` (the store and its semantics).
+//!
+//! ## Layout
+//! - [`config`]: settings from defaults, file, environment and flags.
+//! - [`server`]: accept loop, connection limit, background expiry, signals, shutdown.
+//! - [`conn`]: one client socket: read, parse, run, write once per read.
+//! - [`session`]: per-connection state and command dispatch (arity, auth, slow log).
+//! - `cmd`: the command handlers, grouped by family.
+//! - [`state`]: what all connections share (store, live config, clients, counters).
+//! - [`alloc`]: the counting allocator behind `used_memory`.
+
+pub mod alloc;
+mod cmd;
+pub mod config;
+pub mod conn;
+pub mod server;
+pub mod session;
+pub mod state;
+
+/// The Redis version whose behaviour HyperCache reproduces; reported as `redis_version` by INFO and
+/// `version` by HELLO, because clients gate features on it.
+pub const REDIS_VERSION: &str = "7.0.15";
+
+/// The process allocator: counts bytes so INFO can report `used_memory` exactly.
+#[global_allocator]
+pub static ALLOC: alloc::Counting = alloc::Counting::new();
+
+

@@ -1,0 +1,97 @@
+//! The node's lifecycle: accept loop with a connection limit, background tasks, and shutdown that
+//! lets every connection write its in-flight replies before closing.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+
+use crate::conn;
+use crate::state::{now_ms, Shared, Stats};
+
+/// Most time the active expiry may spend per cycle, as Redis's 25% of a 100 ms tick.
+const EXPIRE_CYCLE_BUDGET: Duration = Duration::from_millis(25);
+/// Entries examined per expiry step before checking the time budget again.
+const EXPIRE_STEP_ENTRIES: usize = 2_000;
+
+/// Serves clients from `listener` until `shared.shutdown` fires, then waits (up to `grace`) for
+/// open connections to finish their in-flight replies.
+pub async fn run(listener: TcpListener, shared: Arc<Shared>, grace: Duration) {
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut conns = JoinSet::new();
+    let mut backoff = Duration::from_millis(5);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => {
+                    backoff = Duration::from_millis(5);
+                    Stats::add(&shared.stats.connections_received, 1);
+                    let max = shared.config.read().maxclients as usize;
+                    if shared.clients.lock().len() >= max {
+                        Stats::add(&shared.stats.rejected_connections, 1);
+                        conns.spawn(conn::refuse(socket));
+                        continue;
+                    }
+                    conns.spawn(conn::serve(shared.clone(), socket, shared.shutdown.subscribe()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and similar: wait and retry rather than spin.
+                    tracing::warn!(component = "server", error = %e, "accept failed; backing off");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            },
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let deadline = tokio::time::sleep(grace);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            next = conns.join_next() => if next.is_none() { break },
+            _ = &mut deadline => {
+                tracing::warn!(component = "server", open = conns.len(), "connections still open after the grace period; closing them");
+                conns.abort_all();
+                break;
+            }
+        }
+    }
+}
+
+/// Reclaims expired keys in the background, `hz` times a second, with bounded work per cycle;
+/// a cycle that keeps finding expired keys continues until its time budget is spent.
+pub async fn expiry_task(shared: Arc<Shared>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        let hz = shared.config.read().hz.max(1);
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(1000 / hz)) => {}
+            _ = shutdown.changed() => return,
+        }
+        let started = Instant::now();
+        loop {
+            let r = shared.store.expire_cycle(now_ms(), EXPIRE_STEP_ENTRIES);
+            // Stop when this step found few expired keys (under 10%), or the budget is spent.
+            if r.examined == 0 || r.expired * 10 < r.examined || started.elapsed() > EXPIRE_CYCLE_BUDGET {
+                break;
+            }
+        }
+    }
+}
+
+/// Resolves when SIGINT or SIGTERM arrives, or the node is stopped by other means.
+pub async fn signals(shared: Arc<Shared>) {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let mut shutdown = shared.shutdown.subscribe();
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::warn!(component = "server", "SIGINT received, stopping"),
+        _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {
+            tracing::warn!(component = "server", "SIGTERM received, stopping")
+        }
+        _ = shutdown.changed() => return,
+    }
+    shared.trigger_shutdown();
+}

@@ -1,0 +1,186 @@
+//! Per-connection state and command dispatch: lookup, arity, authentication, slow log, replies.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use hypercache_cluster::Ctx;
+use hypercache_resp::table::CommandSpec;
+use hypercache_resp::{errors, Frame, Limits, Protocol};
+
+use crate::cmd::{self, Handler};
+use crate::state::{now_ms, ClientHandle, Shared, SlowEntry, Stats};
+
+/// CLIENT REPLY mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplyMode {
+    /// Replies are sent.
+    On,
+    /// No replies until CLIENT REPLY ON.
+    Off,
+    /// The next command's reply is dropped.
+    Skip,
+}
+
+/// One client's connection state.
+pub struct Session {
+    /// Node state.
+    pub shared: Arc<Shared>,
+    /// This client's registry entry.
+    pub handle: Arc<ClientHandle>,
+    /// RESP2 or RESP3.
+    pub proto: Protocol,
+    /// Whether AUTH succeeded (or no password is required).
+    pub authed: bool,
+    /// CLIENT REPLY state.
+    pub reply_mode: ReplyMode,
+    /// Close the connection once the current replies are written (QUIT, killed itself).
+    pub close_after: bool,
+    /// Parser limits, refreshed when the configuration changes.
+    pub limits: Limits,
+    /// `proto-max-bulk-len`, the largest value a write may build.
+    pub max_len: u64,
+    /// Idle timeout in seconds (0: none).
+    pub timeout: u64,
+    /// Configuration generation the cached fields come from.
+    config_gen: u64,
+    /// Slow-log threshold in microseconds (-1: off).
+    slowlog_threshold: i64,
+}
+
+impl Session {
+    /// A new session for a registered client.
+    pub fn new(shared: Arc<Shared>, handle: Arc<ClientHandle>) -> Session {
+        let mut s = Session {
+            shared,
+            handle,
+            proto: Protocol::Resp2,
+            authed: false,
+            reply_mode: ReplyMode::On,
+            close_after: false,
+            limits: Limits::default(),
+            max_len: 0,
+            timeout: 0,
+            config_gen: u64::MAX,
+            slowlog_threshold: -1,
+        };
+        s.refresh_config();
+        s.authed = s.shared.config.read().requirepass.is_empty();
+        s
+    }
+
+    /// Reloads cached settings if CONFIG SET changed any.
+    pub fn refresh_config(&mut self) {
+        let gen = self.shared.config_gen.load(Ordering::Acquire);
+        if gen == self.config_gen {
+            return;
+        }
+        let c = self.shared.config.read();
+        self.limits = c.limits();
+        self.max_len = c.proto_max_bulk_len;
+        self.timeout = c.timeout;
+        self.slowlog_threshold = c.slowlog_log_slower_than;
+        self.config_gen = gen;
+    }
+
+    /// Whether the parser may relax its pre-authentication limits.
+    pub fn parser_authenticated(&self) -> bool {
+        self.authed
+    }
+
+    /// The operation context at the current time.
+    pub fn ctx(&self) -> Ctx {
+        let now = now_ms();
+        Ctx { now, lru: (now / 1000) as u32, max_len: self.max_len }
+    }
+
+    /// Runs one request and appends its reply (if any) to `out`.
+    pub fn run(&mut self, args: &[Bytes], out: &mut BytesMut) {
+        let started = Instant::now();
+        let (frame, spec) = self.dispatch(args);
+        let elapsed = started.elapsed();
+        Stats::add(&self.shared.stats.commands_processed, 1);
+        if let Some(spec) = spec {
+            {
+                let mut m = self.handle.meta.lock();
+                m.last_cmd = spec.fullname;
+                m.last_active = Some(started);
+            }
+            let micros = elapsed.as_micros() as u64;
+            if self.slowlog_threshold >= 0 && micros >= self.slowlog_threshold as u64 {
+                self.slowlog(args, spec, micros);
+            }
+        }
+        let Some(frame) = frame else { return };
+        match self.reply_mode {
+            ReplyMode::On => frame.encode(self.proto, out),
+            ReplyMode::Off => {}
+            ReplyMode::Skip => self.reply_mode = ReplyMode::On,
+        }
+    }
+
+    fn slowlog(&self, args: &[Bytes], spec: &CommandSpec, micros: u64) {
+        let max = self.shared.config.read().slowlog_max_len as usize;
+        let redact = matches!(spec.name, "auth" | "hello" | "config");
+        let mut trimmed: Vec<Bytes> = Vec::new();
+        let argc = args.len().min(32);
+        for (j, a) in args.iter().take(argc).enumerate() {
+            if argc == 32 && j == 31 && args.len() > 32 {
+                trimmed.push(format!("... ({} more arguments)", args.len() - 31).into());
+            } else if redact && j > 0 && (spec.name != "config" || is_sensitive_config(args, j)) {
+                trimmed.push(Bytes::from_static(b"(redacted)"));
+            } else if a.len() > 128 {
+                let mut s = a[..128].to_vec();
+                s.extend_from_slice(format!("... ({} more bytes)", a.len() - 128).as_bytes());
+                trimmed.push(s.into());
+            } else {
+                trimmed.push(a.clone());
+            }
+        }
+        let name = self.handle.meta.lock().name.clone();
+        let mut log = self.shared.slowlog.lock();
+        let id = log.next_id;
+        log.next_id += 1;
+        log.entries.push_front(SlowEntry {
+            id,
+            at: now_ms() / 1000,
+            micros,
+            args: trimmed,
+            addr: self.handle.addr.to_string(),
+            name,
+        });
+        log.entries.truncate(max);
+    }
+
+    /// Finds and runs the handler. Returns the reply (None for no reply at all, as for
+    /// `CLIENT REPLY OFF`) and the command spec when the command exists.
+    fn dispatch(&mut self, args: &[Bytes]) -> (Option<Frame>, Option<&'static CommandSpec>) {
+        let Some((spec, handler)) = cmd::lookup(&args[0]) else {
+            return (Some(Frame::Error(errors::unknown_command(args).into())), None);
+        };
+        let mut effective = spec;
+        if !spec.subcommands.is_empty() && args.len() >= 2 {
+            match spec.subcommand(&args[1]) {
+                Some(sub) => effective = sub,
+                None => {
+                    let e = errors::unknown_subcommand(&args[1], spec.name);
+                    return (Some(Frame::Error(e.into())), Some(spec));
+                }
+            }
+        }
+        if !effective.arity_ok(args.len()) {
+            return (Some(Frame::Error(errors::wrong_arity(effective.fullname).into())), Some(effective));
+        }
+        if !self.authed && !effective.has_flag("no_auth") {
+            return (Some(Frame::error(errors::NOAUTH)), Some(effective));
+        }
+        let reply = (handler as Handler)(self, args);
+        (reply, Some(effective))
+    }
+}
+
+fn is_sensitive_config(args: &[Bytes], j: usize) -> bool {
+    // CONFIG SET requirepass <secret>: redact the value after the name.
+    j >= 3 && args[j - 1].eq_ignore_ascii_case(b"requirepass")
+}

@@ -1,0 +1,200 @@
+//! State shared by every connection of a node: the store, the live configuration, the client
+//! registry, counters and the slow log.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use hypercache_cluster::{Store, StoreConfig};
+use parking_lot::{Mutex, RwLock};
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
+use tokio::sync::{watch, Notify};
+
+use crate::config::Config;
+
+/// Current unix time in milliseconds.
+pub fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Counters reported by INFO stats.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections_received: AtomicU64,
+    /// Connections refused at `maxclients`.
+    pub rejected_connections: AtomicU64,
+    /// Commands executed.
+    pub commands_processed: AtomicU64,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+    /// Reads that found their key.
+    pub keyspace_hits: AtomicU64,
+    /// Reads that did not.
+    pub keyspace_misses: AtomicU64,
+    /// Protocol errors (connections closed for malformed input).
+    pub protocol_errors: AtomicU64,
+}
+
+impl Stats {
+    /// Adds `n` to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// What CLIENT LIST shows about a connection and what may change while it lives.
+#[derive(Debug, Default, Clone)]
+pub struct ClientMeta {
+    /// CLIENT SETNAME.
+    pub name: String,
+    /// CLIENT SETINFO LIB-NAME.
+    pub lib_name: String,
+    /// CLIENT SETINFO LIB-VER.
+    pub lib_ver: String,
+    /// Full name of the last command (`client|list`).
+    pub last_cmd: &'static str,
+    /// Protocol version, 2 or 3.
+    pub resp: u8,
+    /// Last time a command ran.
+    pub last_active: Option<Instant>,
+    /// CLIENT NO-EVICT.
+    pub no_evict: bool,
+}
+
+/// A registered connection.
+#[derive(Debug)]
+pub struct ClientHandle {
+    /// CLIENT ID.
+    pub id: u64,
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Local address.
+    pub laddr: SocketAddr,
+    /// File descriptor (for CLIENT LIST).
+    pub fd: i64,
+    /// When it connected.
+    pub created: Instant,
+    /// Mutable facts.
+    pub meta: Mutex<ClientMeta>,
+    /// Set by CLIENT KILL; the connection closes when it sees it.
+    pub killed: AtomicBool,
+    /// Wakes the connection task when killed.
+    pub kill_notify: Notify,
+}
+
+impl ClientHandle {
+    /// Marks the client for closing and wakes its task.
+    pub fn kill(&self) {
+        self.killed.store(true, Ordering::Relaxed);
+        self.kill_notify.notify_one();
+    }
+
+    /// The CLIENT LIST / CLIENT INFO line (without the trailing newline).
+    pub fn info_line(&self) -> String {
+        let m = self.meta.lock();
+        let now = Instant::now();
+        let idle = m.last_active.map_or(now - self.created, |t| now - t).as_secs();
+        format!(
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+             qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+             cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+            self.id,
+            self.addr,
+            self.laddr,
+            self.fd,
+            m.name,
+            (now - self.created).as_secs(),
+            idle,
+            if m.last_cmd.is_empty() { "NULL" } else { m.last_cmd },
+            m.resp.max(2),
+            m.lib_name,
+            m.lib_ver,
+        )
+    }
+}
+
+/// One slow-log entry.
+#[derive(Debug, Clone)]
+pub struct SlowEntry {
+    /// Increasing id.
+    pub id: u64,
+    /// Unix seconds when the command ran.
+    pub at: u64,
+    /// Duration in microseconds.
+    pub micros: u64,
+    /// Arguments, trimmed as Redis trims them.
+    pub args: Vec<Bytes>,
+    /// Client address.
+    pub addr: String,
+    /// Client name.
+    pub name: String,
+}
+
+/// The slow log.
+#[derive(Debug, Default)]
+pub struct SlowLog {
+    /// Newest first.
+    pub entries: VecDeque<SlowEntry>,
+    /// Next id.
+    pub next_id: u64,
+}
+
+/// Everything a node's connections share.
+pub struct Shared {
+    /// The data.
+    pub store: Store,
+    /// Live configuration (CONFIG SET writes it).
+    pub config: RwLock<Config>,
+    /// Bumped on every CONFIG SET so connections refresh their cached limits.
+    pub config_gen: AtomicU64,
+    /// Connected clients by id.
+    pub clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+    /// Next client id.
+    pub next_client_id: AtomicU64,
+    /// Counters.
+    pub stats: Stats,
+    /// Slow log.
+    pub slowlog: Mutex<SlowLog>,
+    /// Process start.
+    pub started: Instant,
+    /// Randomness for RANDOMKEY (seeded from the OS once at startup; tests of the store inject
+    /// their own seed).
+    pub rng: Mutex<SmallRng>,
+    /// Set to true to stop the node.
+    pub shutdown: watch::Sender<bool>,
+    /// The port actually bound.
+    pub port: AtomicU64,
+}
+
+impl Shared {
+    /// Builds the shared state for `config`.
+    pub fn new(config: Config) -> Arc<Shared> {
+        let seed = SmallRng::from_os_rng().next_u64();
+        let (shutdown, _) = watch::channel(false);
+        Arc::new(Shared {
+            store: Store::new(StoreConfig { hash_seed: seed, origin: 0 }),
+            config: RwLock::new(config),
+            config_gen: AtomicU64::new(0),
+            clients: Mutex::new(HashMap::new()),
+            next_client_id: AtomicU64::new(1),
+            stats: Stats::default(),
+            slowlog: Mutex::new(SlowLog::default()),
+            started: Instant::now(),
+            rng: Mutex::new(SmallRng::seed_from_u64(seed.rotate_left(7))),
+            shutdown,
+            port: AtomicU64::new(0),
+        })
+    }
+
+    /// Asks every task of the node to stop.
+    pub fn trigger_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+}
