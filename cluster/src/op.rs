@@ -404,7 +404,8 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
                 None => -2,
                 Some(e) if e.expire_at == 0 => -1,
                 Some(e) if ms => e.expire_at as i64,
-                Some(e) => (e.expire_at / 1000) as i64,
+                // Redis rounds to the nearest second.
+                Some(e) => ((e.expire_at + 500) / 1000) as i64,
             };
             (Effect::None, Outcome::Int(out))
         }

@@ -67,15 +67,22 @@ pub(super) fn hello(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             Some(v) => proto = Some(v),
         }
     }
-    let (mut auth, mut name) = (None, None);
+    // Redis applies AUTH and SETNAME as it reads them, so an error in a later option leaves the
+    // earlier ones in effect.
     let mut i = 2;
     while i < a.len() {
         let more = a.len() - i - 1;
         if a[i].eq_ignore_ascii_case(b"auth") && more >= 2 {
-            auth = Some((a[i + 1].clone(), a[i + 2].clone()));
+            if !check_password(s, &a[i + 1], &a[i + 2]) {
+                return err(errors::WRONGPASS);
+            }
+            s.authed = true;
             i += 3;
         } else if a[i].eq_ignore_ascii_case(b"setname") && more >= 1 {
-            name = Some(a[i + 1].clone());
+            if !valid_name(&a[i + 1]) {
+                return err(errors::CLIENT_NAME_CHARS);
+            }
+            s.handle.meta.lock().name = String::from_utf8_lossy(&a[i + 1]).into_owned();
             i += 2;
         } else {
             let mut e = b"ERR Syntax error in HELLO option '".to_vec();
@@ -84,20 +91,8 @@ pub(super) fn hello(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             return err_owned(e);
         }
     }
-    if let Some((user, pass)) = auth {
-        if !check_password(s, &user, &pass) {
-            return err(errors::WRONGPASS);
-        }
-        s.authed = true;
-    }
     if !s.authed {
         return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
-    }
-    if let Some(n) = name {
-        if !valid_name(&n) {
-            return err(errors::CLIENT_NAME_CHARS);
-        }
-        s.handle.meta.lock().name = String::from_utf8_lossy(&n).into_owned();
     }
     if let Some(v) = proto {
         s.proto = if v == 3 { Protocol::Resp3 } else { Protocol::Resp2 };

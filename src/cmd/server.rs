@@ -106,7 +106,7 @@ pub(super) fn command(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 return Some(Frame::Array(table::COMMANDS.iter().map(command_info).collect()));
             }
             Some(Frame::Array(
-                a[2..].iter().map(|n| table::lookup(n).map_or(Frame::NullArray, command_info)).collect(),
+                a[2..].iter().map(|n| table::lookup(n).map_or(Frame::Null, command_info)).collect(),
             ))
         }
         b"docs" => {
