@@ -58,12 +58,24 @@ fn parse(c: &mut Criterion) {
         inline.extend_from_slice(format!("GET key:{i:04}\r\n").as_bytes());
     }
     // The inputs are what they claim to be.
-    assert_eq!(parse_all(&mut BytesMut::from(&multibulk[..]), &limits), PIPELINE);
-    assert_eq!(parse_all(&mut BytesMut::from(&inline[..]), &limits), PIPELINE);
+    assert_eq!(
+        parse_all(&mut BytesMut::from(&multibulk[..]), &limits),
+        PIPELINE
+    );
+    assert_eq!(
+        parse_all(&mut BytesMut::from(&inline[..]), &limits),
+        PIPELINE
+    );
 
     let mut g = c.benchmark_group("parse");
-    for (name, input) in [("multibulk_set_16x100B", &multibulk), ("inline_get_16", &inline)] {
-        g.throughput(Throughput::ElementsAndBytes { elements: PIPELINE as u64, bytes: input.len() as u64 });
+    for (name, input) in [
+        ("multibulk_set_16x100B", &multibulk),
+        ("inline_get_16", &inline),
+    ] {
+        g.throughput(Throughput::ElementsAndBytes {
+            elements: PIPELINE as u64,
+            bytes: input.len() as u64,
+        });
         g.bench_function(name, |b| {
             b.iter_batched_ref(
                 || BytesMut::from(&input[..]),
@@ -77,14 +89,23 @@ fn parse(c: &mut Criterion) {
 
 fn encode(c: &mut Criterion) {
     let proto = Protocol::Resp2;
-    let bulks: Vec<Frame> = (0..PIPELINE).map(|_| Frame::Bulk(Bytes::from(vec![b'v'; VALUE_LEN]))).collect();
-    let array = Frame::Array((0..100).map(|i| Frame::Bulk(Bytes::from(format!("key:{i:012}")))).collect());
+    let bulks: Vec<Frame> = (0..PIPELINE)
+        .map(|_| Frame::Bulk(Bytes::from(vec![b'v'; VALUE_LEN])))
+        .collect();
+    let array = Frame::Array(
+        (0..100)
+            .map(|i| Frame::Bulk(Bytes::from(format!("key:{i:012}"))))
+            .collect(),
+    );
     let bulk_len: usize = bulks.iter().map(|f| f.to_bytes(proto).len()).sum();
     let array_len = array.to_bytes(proto).len();
 
     let mut g = c.benchmark_group("encode");
     let mut out = BytesMut::with_capacity(16 * 1024);
-    g.throughput(Throughput::ElementsAndBytes { elements: PIPELINE as u64, bytes: bulk_len as u64 });
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: PIPELINE as u64,
+        bytes: bulk_len as u64,
+    });
     g.bench_function("bulk_16x100B", |b| {
         b.iter(|| {
             out.clear();
@@ -94,7 +115,10 @@ fn encode(c: &mut Criterion) {
             black_box(out.len())
         })
     });
-    g.throughput(Throughput::ElementsAndBytes { elements: 100, bytes: array_len as u64 });
+    g.throughput(Throughput::ElementsAndBytes {
+        elements: 100,
+        bytes: array_len as u64,
+    });
     g.bench_function("array_100x16B", |b| {
         b.iter(|| {
             out.clear();

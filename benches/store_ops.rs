@@ -48,7 +48,12 @@ fn key(prefix: &str, i: usize) -> Vec<u8> {
 }
 
 fn set(value: &[u8]) -> Op<'_> {
-    Op::Set { value, cond: SetCond::Always, expiry: ExpiryChange::Clear, get: false }
+    Op::Set {
+        value,
+        cond: SetCond::Always,
+        expiry: ExpiryChange::Clear,
+        get: false,
+    }
 }
 
 struct Fixture {
@@ -64,7 +69,10 @@ struct Fixture {
 }
 
 fn fixture() -> Fixture {
-    let store = Store::new(StoreConfig { hash_seed: 0x5eed, origin: 1 });
+    let store = Store::new(StoreConfig {
+        hash_seed: 0x5eed,
+        origin: 1,
+    });
     let ctx = Ctx::at(NOW);
     let value = vec![b'v'; VALUE_LEN];
     let mut rng = SmallRng::seed_from_u64(42);
@@ -80,7 +88,14 @@ fn fixture() -> Fixture {
     counters.shuffle(&mut rng);
     let misses = (0..KEYS).map(|i| key("mis:", i)).collect();
     assert_eq!(store.len(), (KEYS + COUNTERS) as u64);
-    Fixture { store, ctx, hits, misses, counters, value }
+    Fixture {
+        store,
+        ctx,
+        hits,
+        misses,
+        counters,
+        value,
+    }
 }
 
 /// Benchmarks `op(key)` applied to `keys` in turn.
@@ -103,8 +118,14 @@ fn bench_keys<'k>(
 
 fn single(c: &mut Criterion, fx: &Fixture) {
     // The ops do what their names say.
-    assert!(matches!(fx.store.apply(&fx.hits[0], &Op::Get, &fx.ctx), Outcome::Value(_)));
-    assert_eq!(fx.store.apply(&fx.misses[0], &Op::Get, &fx.ctx), Outcome::Nil);
+    assert!(matches!(
+        fx.store.apply(&fx.hits[0], &Op::Get, &fx.ctx),
+        Outcome::Value(_)
+    ));
+    assert_eq!(
+        fx.store.apply(&fx.misses[0], &Op::Get, &fx.ctx),
+        Outcome::Nil
+    );
 
     let mut g = c.benchmark_group("single");
     g.throughput(Throughput::Elements(1));
@@ -119,12 +140,19 @@ fn single(c: &mut Criterion, fx: &Fixture) {
 /// One thread's pre-generated work: (key index, is a SET).
 fn sequence(seed: u64) -> Vec<(u32, bool)> {
     let mut rng = SmallRng::seed_from_u64(seed);
-    (0..SEQ_LEN).map(|_| (rng.random_range(0..KEYS as u32), rng.random_bool(0.5))).collect()
+    (0..SEQ_LEN)
+        .map(|_| (rng.random_range(0..KEYS as u32), rng.random_bool(0.5)))
+        .collect()
 }
 
 /// Runs `iters * OPS_PER_ITER` ops on each of `seqs.len()` threads and returns the wall time from
 /// the moment all threads are released until the last one finishes.
-fn run_threads(fx: &Fixture, seqs: &[Vec<(u32, bool)>], hot_key: Option<&[u8]>, iters: u64) -> Duration {
+fn run_threads(
+    fx: &Fixture,
+    seqs: &[Vec<(u32, bool)>],
+    hot_key: Option<&[u8]>,
+    iters: u64,
+) -> Duration {
     let ops = (iters * OPS_PER_ITER) as usize;
     let barrier = Barrier::new(seqs.len() + 1);
     std::thread::scope(|s| {
@@ -136,7 +164,11 @@ fn run_threads(fx: &Fixture, seqs: &[Vec<(u32, bool)>], hot_key: Option<&[u8]>, 
                 for n in 0..ops {
                     let (idx, is_set) = seq[n & (SEQ_LEN - 1)];
                     let k = hot_key.unwrap_or(&fx.hits[idx as usize]);
-                    let op = if is_set || hot_key.is_some() { set(value) } else { Op::Get };
+                    let op = if is_set || hot_key.is_some() {
+                        set(value)
+                    } else {
+                        Op::Get
+                    };
                     black_box(fx.store.apply(k, &op, &fx.ctx));
                 }
             });
@@ -160,7 +192,9 @@ fn contention(c: &mut Criterion, fx: &Fixture) {
     }
     g.throughput(Throughput::Elements(2 * OPS_PER_ITER));
     let hot = fx.hits[0].clone();
-    g.bench_function("2_threads_hot_key", |b| b.iter_custom(|iters| run_threads(fx, &seqs, Some(&hot), iters)));
+    g.bench_function("2_threads_hot_key", |b| {
+        b.iter_custom(|iters| run_threads(fx, &seqs, Some(&hot), iters))
+    });
     g.finish();
 }
 

@@ -41,12 +41,18 @@ fn shard() -> usize {
 impl Counting {
     /// A counter at zero.
     pub const fn new() -> Counting {
-        Counting { shards: [const { Shard(AtomicIsize::new(0)) }; SHARDS] }
+        Counting {
+            shards: [const { Shard(AtomicIsize::new(0)) }; SHARDS],
+        }
     }
 
     /// Bytes currently allocated through this allocator.
     pub fn allocated(&self) -> usize {
-        self.shards.iter().map(|s| s.0.load(Ordering::Relaxed)).sum::<isize>().max(0) as usize
+        self.shards
+            .iter()
+            .map(|s| s.0.load(Ordering::Relaxed))
+            .sum::<isize>()
+            .max(0) as usize
     }
 
     fn add(&self, n: isize) {
@@ -96,6 +102,10 @@ unsafe impl GlobalAlloc for Counting {
 pub fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/statm")
         .ok()
-        .and_then(|s| s.split_whitespace().nth(1).and_then(|p| p.parse::<u64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .nth(1)
+                .and_then(|p| p.parse::<u64>().ok())
+        })
         .map_or(0, |pages| pages * 4096)
 }

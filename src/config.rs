@@ -89,7 +89,9 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::Unknown(n) => write!(f, "unknown setting '{n}' (see docs/configuration.md)"),
+            ConfigError::Unknown(n) => {
+                write!(f, "unknown setting '{n}' (see docs/configuration.md)")
+            }
             ConfigError::Invalid(n, v, why) => write!(f, "invalid value '{v}' for '{n}': {why}"),
             ConfigError::NotRuntime(n) => write!(f, "'{n}' cannot be changed at runtime"),
             ConfigError::Other(s) => f.write_str(s),
@@ -150,32 +152,136 @@ impl Value {
 
 macro_rules! p {
     ($name:literal, $kind:expr, $rt:expr, |$c:ident| $get:expr, |$c2:ident, $v:ident| $set:expr) => {
-        Param { name: $name, kind: $kind, runtime: $rt, get: |$c| $get, set: |$c2, $v| $set }
+        Param {
+            name: $name,
+            kind: $kind,
+            runtime: $rt,
+            get: |$c| $get,
+            set: |$c2, $v| $set,
+        }
     };
 }
 
 /// Every setting.
 pub static PARAMS: &[Param] = &[
-    p!("bind", Kind::Str, false, |c| c.bind.clone(), |c, v| c.bind = v.text()),
-    p!("port", Kind::Int(0, 65535), false, |c| c.port.to_string(), |c, v| c.port = v.int() as u16),
-    p!("requirepass", Kind::Str, true, |c| c.requirepass.clone(), |c, v| c.requirepass = v.text()),
-    p!("maxclients", Kind::Int(1, 4294967295), true, |c| c.maxclients.to_string(), |c, v| c.maxclients = v.int() as u64),
-    p!("timeout", Kind::Int(0, 2147483647), true, |c| c.timeout.to_string(), |c, v| c.timeout = v.int() as u64),
-    p!("log-level", Kind::Enum(&["error", "warn", "info", "debug", "trace"]), false, |c| c.log_level.clone(), |c, v| c.log_level = v.text()),
-    p!("log-format", Kind::Enum(&["text", "json"]), false,
-        |c| if c.log_format == LogFormat::Json { "json".into() } else { "text".into() },
-        |c, v| c.log_format = if v.text() == "json" { LogFormat::Json } else { LogFormat::Text }),
-    p!("proto-max-bulk-len", Kind::Memory(1024 * 1024, i64::MAX as u64), true, |c| c.proto_max_bulk_len.to_string(), |c, v| c.proto_max_bulk_len = v.int() as u64),
-    p!("proto-max-multibulk-len", Kind::Int(1, 2147483647), true, |c| c.proto_max_multibulk_len.to_string(), |c, v| c.proto_max_multibulk_len = v.int() as u64),
-    p!("proto-max-inline-len", Kind::Memory(1024, 1024 * 1024 * 1024), true, |c| c.proto_max_inline_len.to_string(), |c, v| c.proto_max_inline_len = v.int() as u64),
-    p!("client-query-buffer-limit", Kind::Memory(1024 * 1024, i64::MAX as u64), true, |c| c.client_query_buffer_limit.to_string(), |c, v| c.client_query_buffer_limit = v.int() as u64),
-    p!("slowlog-log-slower-than", Kind::Int(-1, i64::MAX), true, |c| c.slowlog_log_slower_than.to_string(), |c, v| c.slowlog_log_slower_than = v.int()),
-    p!("slowlog-max-len", Kind::Int(0, i64::MAX), true, |c| c.slowlog_max_len.to_string(), |c, v| c.slowlog_max_len = v.int() as u64),
-    p!("hz", Kind::Int(1, 500), true, |c| c.hz.to_string(), |c, v| c.hz = v.int() as u64),
+    p!("bind", Kind::Str, false, |c| c.bind.clone(), |c, v| c
+        .bind =
+        v.text()),
+    p!(
+        "port",
+        Kind::Int(0, 65535),
+        false,
+        |c| c.port.to_string(),
+        |c, v| c.port = v.int() as u16
+    ),
+    p!(
+        "requirepass",
+        Kind::Str,
+        true,
+        |c| c.requirepass.clone(),
+        |c, v| c.requirepass = v.text()
+    ),
+    p!(
+        "maxclients",
+        Kind::Int(1, 4294967295),
+        true,
+        |c| c.maxclients.to_string(),
+        |c, v| c.maxclients = v.int() as u64
+    ),
+    p!(
+        "timeout",
+        Kind::Int(0, 2147483647),
+        true,
+        |c| c.timeout.to_string(),
+        |c, v| c.timeout = v.int() as u64
+    ),
+    p!(
+        "log-level",
+        Kind::Enum(&["error", "warn", "info", "debug", "trace"]),
+        false,
+        |c| c.log_level.clone(),
+        |c, v| c.log_level = v.text()
+    ),
+    p!(
+        "log-format",
+        Kind::Enum(&["text", "json"]),
+        false,
+        |c| if c.log_format == LogFormat::Json {
+            "json".into()
+        } else {
+            "text".into()
+        },
+        |c, v| c.log_format = if v.text() == "json" {
+            LogFormat::Json
+        } else {
+            LogFormat::Text
+        }
+    ),
+    p!(
+        "proto-max-bulk-len",
+        Kind::Memory(1024 * 1024, i64::MAX as u64),
+        true,
+        |c| c.proto_max_bulk_len.to_string(),
+        |c, v| c.proto_max_bulk_len = v.int() as u64
+    ),
+    p!(
+        "proto-max-multibulk-len",
+        Kind::Int(1, 2147483647),
+        true,
+        |c| c.proto_max_multibulk_len.to_string(),
+        |c, v| c.proto_max_multibulk_len = v.int() as u64
+    ),
+    p!(
+        "proto-max-inline-len",
+        Kind::Memory(1024, 1024 * 1024 * 1024),
+        true,
+        |c| c.proto_max_inline_len.to_string(),
+        |c, v| c.proto_max_inline_len = v.int() as u64
+    ),
+    p!(
+        "client-query-buffer-limit",
+        Kind::Memory(1024 * 1024, i64::MAX as u64),
+        true,
+        |c| c.client_query_buffer_limit.to_string(),
+        |c, v| c.client_query_buffer_limit = v.int() as u64
+    ),
+    p!(
+        "slowlog-log-slower-than",
+        Kind::Int(-1, i64::MAX),
+        true,
+        |c| c.slowlog_log_slower_than.to_string(),
+        |c, v| c.slowlog_log_slower_than = v.int()
+    ),
+    p!(
+        "slowlog-max-len",
+        Kind::Int(0, i64::MAX),
+        true,
+        |c| c.slowlog_max_len.to_string(),
+        |c, v| c.slowlog_max_len = v.int() as u64
+    ),
+    p!(
+        "hz",
+        Kind::Int(1, 500),
+        true,
+        |c| c.hz.to_string(),
+        |c, v| c.hz = v.int() as u64
+    ),
     // Read-only facts some clients ask for: one database, no persistence.
-    p!("databases", Kind::Int(1, 1), false, |_c| "1".into(), |_c, _v| ()),
+    p!(
+        "databases",
+        Kind::Int(1, 1),
+        false,
+        |_c| "1".into(),
+        |_c, _v| ()
+    ),
     p!("save", Kind::Str, false, |_c| String::new(), |_c, _v| ()),
-    p!("appendonly", Kind::Enum(&["no"]), false, |_c| "no".into(), |_c, _v| ()),
+    p!(
+        "appendonly",
+        Kind::Enum(&["no"]),
+        false,
+        |_c| "no".into(),
+        |_c, _v| ()
+    ),
 ];
 
 /// Finds a setting by name, case-insensitively, accepting `_` for `-`.
@@ -187,10 +293,18 @@ pub fn param(name: &str) -> Option<&'static Param> {
 /// Parses Redis's memory units: `100`, `1k` (1000), `1kb` (1024), `m`, `mb`, `g`, `gb`.
 pub fn parse_memory(s: &str) -> Option<u64> {
     let l = s.to_ascii_lowercase();
-    let (num, mul) = [("gb", 1u64 << 30), ("mb", 1 << 20), ("kb", 1 << 10), ("g", 1_000_000_000), ("m", 1_000_000), ("k", 1000), ("b", 1)]
-        .iter()
-        .find_map(|(suf, m)| l.strip_suffix(suf).map(|n| (n, *m)))
-        .unwrap_or((&l, 1));
+    let (num, mul) = [
+        ("gb", 1u64 << 30),
+        ("mb", 1 << 20),
+        ("kb", 1 << 10),
+        ("g", 1_000_000_000),
+        ("m", 1_000_000),
+        ("k", 1000),
+        ("b", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| l.strip_suffix(suf).map(|n| (n, *m)))
+    .unwrap_or((&l, 1));
     if num.is_empty() || !num.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
@@ -209,16 +323,23 @@ impl Param {
                     .parse()
                     .ok()
                     .filter(|_| !raw.starts_with('+') && !raw.starts_with(' '))
-                    .ok_or_else(|| Rejected("argument couldn't be parsed into an integer".into()))?;
+                    .ok_or_else(|| {
+                        Rejected("argument couldn't be parsed into an integer".into())
+                    })?;
                 if v < min || v > max {
-                    return Err(Rejected(format!("argument must be between {min} and {max} inclusive")));
+                    return Err(Rejected(format!(
+                        "argument must be between {min} and {max} inclusive"
+                    )));
                 }
                 Ok(Value::Int(v))
             }
             Kind::Memory(min, max) => {
-                let v = parse_memory(raw).ok_or_else(|| Rejected("argument must be a memory value".into()))?;
+                let v = parse_memory(raw)
+                    .ok_or_else(|| Rejected("argument must be a memory value".into()))?;
                 if v < min || v > max {
-                    return Err(Rejected(format!("argument must be between {min} and {max} inclusive")));
+                    return Err(Rejected(format!(
+                        "argument must be between {min} and {max} inclusive"
+                    )));
                 }
                 Ok(Value::Int(v as i64))
             }
@@ -228,7 +349,10 @@ impl Param {
                 if words.contains(&l.as_str()) {
                     Ok(Value::Str(l))
                 } else {
-                    Err(Rejected("argument(s) must be one of the following: ".to_string() + &words.join(", ")))
+                    Err(Rejected(
+                        "argument(s) must be one of the following: ".to_string()
+                            + &words.join(", "),
+                    ))
                 }
             }
         }
@@ -244,7 +368,9 @@ impl Param {
     fn accepted(&self) -> String {
         match self.kind {
             Kind::Int(min, max) => format!("an integer from {min} to {max}"),
-            Kind::Memory(min, _) => format!("a byte size such as 512mb or 1gb, at least {min} bytes"),
+            Kind::Memory(min, _) => {
+                format!("a byte size such as 512mb or 1gb, at least {min} bytes")
+            }
             Kind::Str => "text".into(),
             Kind::Enum(w) => format!("one of: {}", w.join(", ")),
         }
@@ -258,7 +384,8 @@ impl Config {
         if matches!(p.name, "databases" | "save" | "appendonly") {
             return Err(ConfigError::Unknown(name.to_string()));
         }
-        p.apply(self, raw).map_err(|_| ConfigError::Invalid(p.name, raw.to_string(), p.accepted()))
+        p.apply(self, raw)
+            .map_err(|_| ConfigError::Invalid(p.name, raw.to_string(), p.accepted()))
     }
 
     /// Builds the configuration from the command line (without the program name) and the
@@ -269,12 +396,16 @@ impl Config {
         let mut it = args.iter();
         while let Some(a) = it.next() {
             let Some(name) = a.strip_prefix("--") else {
-                return Err(ConfigError::Other(format!("unexpected argument '{a}': settings are given as --name value")));
+                return Err(ConfigError::Other(format!(
+                    "unexpected argument '{a}': settings are given as --name value"
+                )));
             };
             let (name, value) = match name.split_once('=') {
                 Some((n, v)) => (n.to_string(), v.to_string()),
                 None => {
-                    let v = it.next().ok_or_else(|| ConfigError::Other(format!("--{name} needs a value")))?;
+                    let v = it
+                        .next()
+                        .ok_or_else(|| ConfigError::Other(format!("--{name} needs a value")))?;
                     (name.to_string(), v.clone())
                 }
             };
@@ -286,16 +417,22 @@ impl Config {
         }
         let mut c = Config::default();
         if let Some(path) = &file {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ConfigError::Other(format!("cannot read config file '{path}': {e}")))?;
-            let table: toml::Table =
-                text.parse().map_err(|e| ConfigError::Other(format!("config file '{path}' is not valid TOML: {e}")))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Other(format!("cannot read config file '{path}': {e}"))
+            })?;
+            let table: toml::Table = text.parse().map_err(|e| {
+                ConfigError::Other(format!("config file '{path}' is not valid TOML: {e}"))
+            })?;
             for (k, v) in table {
                 let raw = match v {
                     toml::Value::String(s) => s,
                     toml::Value::Integer(i) => i.to_string(),
                     toml::Value::Boolean(b) => if b { "yes" } else { "no" }.to_string(),
-                    other => return Err(ConfigError::Other(format!("config file '{path}': '{k}' has an unsupported value {other}"))),
+                    other => {
+                        return Err(ConfigError::Other(format!(
+                            "config file '{path}': '{k}' has an unsupported value {other}"
+                        )))
+                    }
                 };
                 c.set(&k, &raw)?;
             }
@@ -336,7 +473,10 @@ mod tests {
 
     #[test]
     fn flags_env_and_precedence() {
-        let env = vec![("HYPERCACHE_PORT".to_string(), "7000".to_string()), ("HYPERCACHE_TIMEOUT".into(), "5".into())];
+        let env = vec![
+            ("HYPERCACHE_PORT".to_string(), "7000".to_string()),
+            ("HYPERCACHE_TIMEOUT".into(), "5".into()),
+        ];
         let c = Config::load(&s(&["--port", "7001", "--maxclients=20"]), &env).unwrap();
         assert_eq!(c.port, 7001);
         assert_eq!(c.timeout, 5);
@@ -345,11 +485,17 @@ mod tests {
 
     #[test]
     fn invalid_values_name_the_setting() {
-        let e = Config::load(&s(&["--port", "abc"]), &[]).unwrap_err().to_string();
+        let e = Config::load(&s(&["--port", "abc"]), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("'port'") && e.contains("0 to 65535"), "{e}");
-        let e = Config::load(&s(&["--log-format", "xml"]), &[]).unwrap_err().to_string();
+        let e = Config::load(&s(&["--log-format", "xml"]), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("text, json"), "{e}");
-        let e = Config::load(&s(&["--nope", "1"]), &[]).unwrap_err().to_string();
+        let e = Config::load(&s(&["--nope", "1"]), &[])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("unknown setting 'nope'"), "{e}");
     }
 
@@ -366,9 +512,16 @@ mod tests {
     #[test]
     fn toml_file() {
         let dir = std::env::temp_dir().join(format!("hc-config-test-{}", std::process::id()));
-        std::fs::write(&dir, "port = 7100\nrequirepass = \"s3cret\"\nproto_max_bulk_len = \"2mb\"\n").unwrap();
+        std::fs::write(
+            &dir,
+            "port = 7100\nrequirepass = \"s3cret\"\nproto_max_bulk_len = \"2mb\"\n",
+        )
+        .unwrap();
         let c = Config::load(&s(&["--config", dir.to_str().unwrap()]), &[]).unwrap();
         std::fs::remove_file(&dir).ok();
-        assert_eq!((c.port, c.requirepass.as_str(), c.proto_max_bulk_len), (7100, "s3cret", 2 << 20));
+        assert_eq!(
+            (c.port, c.requirepass.as_str(), c.proto_max_bulk_len),
+            (7100, "s3cret", 2 << 20)
+        );
     }
 }

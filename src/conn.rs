@@ -22,28 +22,48 @@ const KEEP_BUFFER: usize = 1024 * 1024;
 
 /// Registers the client, serves it until it leaves, is killed, idles out or the node stops, then
 /// unregisters it.
-pub async fn serve(shared: Arc<Shared>, mut socket: TcpStream, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(
+    shared: Arc<Shared>,
+    mut socket: TcpStream,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let _ = socket.set_nodelay(true);
-    let (Ok(addr), Ok(laddr)) = (socket.peer_addr(), socket.local_addr()) else { return };
-    let id = shared.next_client_id.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (Ok(addr), Ok(laddr)) = (socket.peer_addr(), socket.local_addr()) else {
+        return;
+    };
+    let id = shared
+        .next_client_id
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let handle = Arc::new(ClientHandle {
         id,
         addr,
         laddr,
         fd: i64::from(socket.as_raw_fd()),
         created: Instant::now(),
-        meta: parking_lot::Mutex::new(ClientMeta { resp: 2, ..Default::default() }),
+        meta: parking_lot::Mutex::new(ClientMeta {
+            resp: 2,
+            ..Default::default()
+        }),
         killed: Default::default(),
         kill_notify: Default::default(),
     });
     shared.clients.lock().insert(id, handle.clone());
     let mut session = Session::new(shared.clone(), handle.clone());
     let reason = run(&mut session, &mut socket, &mut shutdown).await;
-    tracing::debug!(component = "server", client_id = id, reason, "client closed");
+    tracing::debug!(
+        component = "server",
+        client_id = id,
+        reason,
+        "client closed"
+    );
     shared.clients.lock().remove(&id);
 }
 
-async fn run(s: &mut Session, socket: &mut TcpStream, shutdown: &mut watch::Receiver<bool>) -> &'static str {
+async fn run(
+    s: &mut Session,
+    socket: &mut TcpStream,
+    shutdown: &mut watch::Receiver<bool>,
+) -> &'static str {
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
     let mut need = 0usize;
@@ -52,7 +72,9 @@ async fn run(s: &mut Session, socket: &mut TcpStream, shutdown: &mut watch::Rece
             return "shutdown";
         }
         // Grow towards what a partly received request needs, a bounded step at a time.
-        let want = need.saturating_sub(rbuf.len()).clamp(READ_CHUNK, KEEP_BUFFER);
+        let want = need
+            .saturating_sub(rbuf.len())
+            .clamp(READ_CHUNK, KEEP_BUFFER);
         if rbuf.capacity() - rbuf.len() < want {
             rbuf.reserve(want);
         }
@@ -71,7 +93,12 @@ async fn run(s: &mut Session, socket: &mut TcpStream, shutdown: &mut watch::Rece
         s.refresh_config();
         let mut close = false;
         loop {
-            match request::parse(&mut rbuf, &s.limits, s.parser_authenticated(), Some(&mut need)) {
+            match request::parse(
+                &mut rbuf,
+                &s.limits,
+                s.parser_authenticated(),
+                Some(&mut need),
+            ) {
                 Ok(Some(req)) => {
                     need = 0;
                     if req.args.is_empty() {
@@ -126,6 +153,8 @@ async fn sleep_opt(d: Option<Duration>) {
 
 /// Refuses a connection over `maxclients` with Redis's error, then closes it.
 pub async fn refuse(mut socket: TcpStream) {
-    let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
+    let _ = socket
+        .write_all(b"-ERR max number of clients reached\r\n")
+        .await;
     let _ = socket.shutdown().await;
 }

@@ -28,5 +28,3 @@ pub const REDIS_VERSION: &str = "7.0.15";
 /// The process allocator: counts bytes so INFO can report `used_memory` exactly.
 #[global_allocator]
 pub static ALLOC: alloc::Counting = alloc::Counting::new();
-
-

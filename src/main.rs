@@ -19,7 +19,10 @@ fn usage() -> String {
          over the file. Settings and defaults:\n",
     );
     let d = Config::default();
-    for p in PARAMS.iter().filter(|p| !matches!(p.name, "databases" | "save" | "appendonly")) {
+    for p in PARAMS
+        .iter()
+        .filter(|p| !matches!(p.name, "databases" | "save" | "appendonly"))
+    {
         s.push_str(&format!("  --{:<28} default: {}\n", p.name, (p.get)(&d)));
     }
     s
@@ -32,7 +35,11 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     if args.iter().any(|a| a == "--version" || a == "-v") {
-        println!("hypercache {} (redis {})", env!("CARGO_PKG_VERSION"), hypercache::REDIS_VERSION);
+        println!(
+            "hypercache {} (redis {})",
+            env!("CARGO_PKG_VERSION"),
+            hypercache::REDIS_VERSION
+        );
         return ExitCode::SUCCESS;
     }
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -45,13 +52,19 @@ fn main() -> ExitCode {
     };
     let filter = EnvFilter::new(&config.log_level);
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
     if config.log_format == LogFormat::Json {
         builder.json().init();
     } else {
         builder.init();
     }
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("hypercache: cannot start the runtime: {e}");

@@ -75,7 +75,10 @@ pub async fn expiry_task(shared: Arc<Shared>) {
         loop {
             let r = shared.store.expire_cycle(now_ms(), EXPIRE_STEP_ENTRIES);
             // Stop when this step found few expired keys (under 10%), or the budget is spent.
-            if r.examined == 0 || r.expired * 10 < r.examined || started.elapsed() > EXPIRE_CYCLE_BUDGET {
+            if r.examined == 0
+                || r.expired * 10 < r.examined
+                || started.elapsed() > EXPIRE_CYCLE_BUDGET
+            {
                 break;
             }
         }

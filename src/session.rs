@@ -92,7 +92,11 @@ impl Session {
     /// The operation context at the current time.
     pub fn ctx(&self) -> Ctx {
         let now = now_ms();
-        Ctx { now, lru: (now / 1000) as u32, max_len: self.max_len }
+        Ctx {
+            now,
+            lru: (now / 1000) as u32,
+            max_len: self.max_len,
+        }
     }
 
     /// Runs one request and appends its reply (if any) to `out`.
@@ -157,7 +161,10 @@ impl Session {
     /// `CLIENT REPLY OFF`) and the command spec when the command exists.
     fn dispatch(&mut self, args: &[Bytes]) -> (Option<Frame>, Option<&'static CommandSpec>) {
         let Some((spec, handler)) = cmd::lookup(&args[0]) else {
-            return (Some(Frame::Error(errors::unknown_command(args).into())), None);
+            return (
+                Some(Frame::Error(errors::unknown_command(args).into())),
+                None,
+            );
         };
         let mut effective = spec;
         if !spec.subcommands.is_empty() && args.len() >= 2 {
@@ -170,7 +177,10 @@ impl Session {
             }
         }
         if !effective.arity_ok(args.len()) {
-            return (Some(Frame::Error(errors::wrong_arity(effective.fullname).into())), Some(effective));
+            return (
+                Some(Frame::Error(errors::wrong_arity(effective.fullname).into())),
+                Some(effective),
+            );
         }
         if !self.authed && !effective.has_flag("no_auth") {
             return (Some(Frame::error(errors::NOAUTH)), Some(effective));

@@ -18,7 +18,9 @@ use crate::config::Config;
 
 /// Current unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Counters reported by INFO stats.
@@ -100,7 +102,10 @@ impl ClientHandle {
     pub fn info_line(&self) -> String {
         let m = self.meta.lock();
         let now = Instant::now();
-        let idle = m.last_active.map_or(now - self.created, |t| now - t).as_secs();
+        let idle = m
+            .last_active
+            .map_or(now - self.created, |t| now - t)
+            .as_secs();
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
              qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
@@ -179,7 +184,10 @@ impl Shared {
         let seed = SmallRng::from_os_rng().next_u64();
         let (shutdown, _) = watch::channel(false);
         Arc::new(Shared {
-            store: Store::new(StoreConfig { hash_seed: seed, origin: 0 }),
+            store: Store::new(StoreConfig {
+                hash_seed: seed,
+                origin: 0,
+            }),
             config: RwLock::new(config),
             config_gen: AtomicU64::new(0),
             clients: Mutex::new(HashMap::new()),

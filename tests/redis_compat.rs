@@ -51,7 +51,11 @@ fn start(name: &'static str, command: impl Fn(u16) -> Command) -> Server {
             ),
             Err(e) => panic!("cannot start {name} ({cmd:?}): {e}"),
         };
-        let mut server = Server { name, child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+        let mut server = Server {
+            name,
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
         match wait_ready(&mut server) {
             Ok(()) => return server,
             Err(e) => last_error = e,
@@ -65,13 +69,19 @@ fn wait_ready(server: &mut Server) -> Result<(), String> {
     let deadline = Instant::now() + READY_TIMEOUT;
     loop {
         if let Ok(Some(status)) = server.child.try_wait() {
-            return Err(format!("{} exited with {status} before answering PING", server.name));
+            return Err(format!(
+                "{} exited with {status} before answering PING",
+                server.name
+            ));
         }
         if ping(server.addr) {
             return Ok(());
         }
         if Instant::now() >= deadline {
-            return Err(format!("no +PONG from {} at {} within {READY_TIMEOUT:?}", server.name, server.addr));
+            return Err(format!(
+                "no +PONG from {} at {} within {READY_TIMEOUT:?}",
+                server.name, server.addr
+            ));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -92,7 +102,10 @@ fn redis_server() -> Server {
     if let Ok(out) = Command::new("redis-server").arg("--version").output() {
         let version = String::from_utf8_lossy(&out.stdout);
         if !version.contains("v=7.0.") {
-            eprintln!("warning: the corpus was written against Redis 7.0; found {}", version.trim());
+            eprintln!(
+                "warning: the corpus was written against Redis 7.0; found {}",
+                version.trim()
+            );
         }
     }
     start("redis-server", |port| {
@@ -109,8 +122,15 @@ fn redis_server() -> Server {
 fn hypercache() -> Server {
     start("hypercache", |port| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hypercache"));
-        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"])
-            .stdin(Stdio::null());
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .stdin(Stdio::null());
         cmd
     })
 }
@@ -125,14 +145,23 @@ fn corpus_matches_redis() {
     let known = KnownDifferences::load(&compat_dir().join("KNOWN_DIFFERENCES.md"))
         .unwrap_or_else(|e| panic!("{e}"));
     for e in known.unmatched(&cases) {
-        eprintln!("STALE known-differences entry `{}` (line {}): no such case or step", e.key(), e.line);
+        eprintln!(
+            "STALE known-differences entry `{}` (line {}): no such case or step",
+            e.key(),
+            e.line
+        );
     }
     let redis = redis_server();
     let candidate = hypercache();
-    let report = compare(redis.addr, candidate.addr, &cases, &known).unwrap_or_else(|e| panic!("{e}"));
+    let report =
+        compare(redis.addr, candidate.addr, &cases, &known).unwrap_or_else(|e| panic!("{e}"));
     // Known differences and stale entries are printed too; only unexpected ones fail.
     eprintln!("{report}");
-    assert!(report.compared > 1000, "only {} steps compared", report.compared);
+    assert!(
+        report.compared > 1000,
+        "only {} steps compared",
+        report.compared
+    );
     assert_eq!(
         report.failed(),
         0,
@@ -153,7 +182,12 @@ fn runner_detects_differences_against_real_redis() {
     assert_eq!(report.compared, 2);
     let keys: Vec<_> = report.unexpected().map(|d| d.key()).collect();
     assert_eq!(keys, ["t.txt:ids:1"], "{report}");
-    assert!(report.to_string().contains("DIFF t.txt:ids:1 (line 2): CLIENT ID"), "{report}");
+    assert!(
+        report
+            .to_string()
+            .contains("DIFF t.txt:ids:1 (line 2): CLIENT ID"),
+        "{report}"
+    );
 
     let known = KnownDifferences::parse(
         "- `t.txt:ids:1` — every connection has its own id\n- `t:ids:2` — PING never differs\n",

@@ -22,20 +22,41 @@ fn strings_through_a_real_client() {
     let _: () = c.set(b"bin\x00key\r\n", &big).unwrap();
     assert_eq!(c.get::<_, Vec<u8>>(b"bin\x00key\r\n").unwrap(), big);
     let got: Vec<Option<String>> = c.mget(&["greeting", "missing", "n"]).unwrap();
-    assert_eq!(got, vec![Some("hello world".into()), None, Some("42".into())]);
+    assert_eq!(
+        got,
+        vec![Some("hello world".into()), None, Some("42".into())]
+    );
     let err = c.incr::<_, _, i64>("greeting", 1).unwrap_err();
-    assert!(err.to_string().contains("value is not an integer or out of range"), "{err}");
+    assert!(
+        err.to_string()
+            .contains("value is not an integer or out of range"),
+        "{err}"
+    );
 }
 
 #[test]
 fn expiry_is_exact_and_reclaimed_in_the_background() {
     let s = Server::start(&["--hz", "50"]);
     let mut c = s.conn();
-    let _: () = redis::cmd("SET").arg("k").arg("v").arg("PX").arg(150).query(&mut c).unwrap();
-    assert_eq!(c.get::<_, Option<String>>("k").unwrap().as_deref(), Some("v"));
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .arg("PX")
+        .arg(150)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(
+        c.get::<_, Option<String>>("k").unwrap().as_deref(),
+        Some("v")
+    );
     let mut pipe = redis::pipe();
     for i in 0..2000 {
-        pipe.cmd("SET").arg(format!("vol{i}")).arg("x").arg("PX").arg(100).ignore();
+        pipe.cmd("SET")
+            .arg(format!("vol{i}"))
+            .arg("x")
+            .arg("PX")
+            .arg(100)
+            .ignore();
     }
     let _: () = pipe.query(&mut c).unwrap();
     std::thread::sleep(Duration::from_millis(200));
@@ -71,7 +92,8 @@ fn pipelines_answer_in_order_in_one_batch() {
     }
     // Raw pipeline with an error in the middle: every reply arrives, in order.
     let mut raw = s.raw();
-    raw.write_all(b"PING\r\nSET a 1\r\nINCR a\r\nNOSUCH x\r\nGET a\r\n").unwrap();
+    raw.write_all(b"PING\r\nSET a 1\r\nINCR a\r\nNOSUCH x\r\nGET a\r\n")
+        .unwrap();
     let want = b"+PONG\r\n+OK\r\n:2\r\n-ERR unknown command 'NOSUCH', with args beginning with: 'x' \r\n$1\r\n2\r\n";
     assert_eq!(read_exactly(&mut raw, want.len()), want.to_vec());
 }
@@ -86,7 +108,8 @@ fn resp3_after_hello_3() {
     std::thread::sleep(Duration::from_millis(100));
     let mut sink = [0u8; 4096];
     let _ = std::io::Read::read(&mut raw, &mut sink);
-    raw.write_all(b"GET missing\r\nSET f 1.5\r\nINCRBYFLOAT f 1\r\nCONFIG GET timeout\r\n").unwrap();
+    raw.write_all(b"GET missing\r\nSET f 1.5\r\nINCRBYFLOAT f 1\r\nCONFIG GET timeout\r\n")
+        .unwrap();
     let want = b"_\r\n+OK\r\n$3\r\n2.5\r\n%1\r\n$7\r\ntimeout\r\n$1\r\n0\r\n";
     assert_eq!(read_exactly(&mut raw, want.len()), want.to_vec());
     // The redis crate speaks RESP3 too.
@@ -100,7 +123,8 @@ fn resp3_after_hello_3() {
 fn requirepass_gates_everything_but_auth() {
     let s = Server::start(&["--requirepass", "s3cret"]);
     let mut raw = s.raw();
-    raw.write_all(b"GET a\r\nAUTH nope\r\nAUTH s3cret\r\nGET a\r\n").unwrap();
+    raw.write_all(b"GET a\r\nAUTH nope\r\nAUTH s3cret\r\nGET a\r\n")
+        .unwrap();
     let want = b"-NOAUTH Authentication required.\r\n-WRONGPASS invalid username-password pair or user is disabled.\r\n+OK\r\n$-1\r\n";
     assert_eq!(read_exactly(&mut raw, want.len()), want.to_vec());
     // Before AUTH, requests are limited as Redis limits them.
@@ -119,16 +143,32 @@ fn requirepass_gates_everything_but_auth() {
 fn protocol_limits_and_errors_close_only_the_offender() {
     let s = Server::start(&["--proto-max-bulk-len", "1mb"]);
     let cases: &[(&[u8], &[u8])] = &[
-        (b"*1\r\n$2000000\r\n", b"-ERR Protocol error: invalid bulk length\r\n"),
-        (b"*abc\r\n", b"-ERR Protocol error: invalid multibulk length\r\n"),
-        (b"*1\r\nX\r\n", b"-ERR Protocol error: expected '$', got 'X'\r\n"),
-        (b"SET \"a b\r\n", b"-ERR Protocol error: unbalanced quotes in request\r\n"),
+        (
+            b"*1\r\n$2000000\r\n",
+            b"-ERR Protocol error: invalid bulk length\r\n",
+        ),
+        (
+            b"*abc\r\n",
+            b"-ERR Protocol error: invalid multibulk length\r\n",
+        ),
+        (
+            b"*1\r\nX\r\n",
+            b"-ERR Protocol error: expected '$', got 'X'\r\n",
+        ),
+        (
+            b"SET \"a b\r\n",
+            b"-ERR Protocol error: unbalanced quotes in request\r\n",
+        ),
     ];
     for (input, reply) in cases {
         let mut raw = s.raw();
         raw.write_all(input).unwrap();
         assert_eq!(read_exactly(&mut raw, reply.len()), reply.to_vec());
-        assert!(is_closed(&mut raw), "closed after {:?}", String::from_utf8_lossy(input));
+        assert!(
+            is_closed(&mut raw),
+            "closed after {:?}",
+            String::from_utf8_lossy(input)
+        );
     }
     // An inline line over 64 KB.
     let mut raw = s.raw();
@@ -147,9 +187,12 @@ fn query_buffer_limit_closes_without_reply() {
     let mut req = b"*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$3000000\r\n".to_vec();
     req.extend(vec![b'x'; 1_200_000]);
     let _ = raw.write_all(&req);
-    assert!(read_exactly(&mut raw, 1).is_empty(), "no reply, just a close");
+    assert!(
+        read_exactly(&mut raw, 1).is_empty(),
+        "no reply, just a close"
+    );
     let mut c = s.conn();
-    assert_eq!(c.exists::<_, bool>("k").unwrap(), false);
+    assert!(!c.exists::<_, bool>("k").unwrap());
 }
 
 #[test]
@@ -175,7 +218,13 @@ fn client_disconnecting_mid_pipeline_leaves_a_prefix_applied() {
         let mut raw = s.raw();
         let mut buf = Vec::new();
         for i in 0..5000 {
-            buf.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n${}\r\nk{i}\r\n$1\r\nv\r\n", format!("k{i}").len()).as_bytes());
+            buf.extend_from_slice(
+                format!(
+                    "*3\r\n$3\r\nSET\r\n${}\r\nk{i}\r\n$1\r\nv\r\n",
+                    format!("k{i}").len()
+                )
+                .as_bytes(),
+            );
         }
         buf.extend_from_slice(b"*3\r\n$3\r\nSET\r\n$4\r\nhalf");
         raw.write_all(&buf).unwrap();
@@ -186,7 +235,10 @@ fn client_disconnecting_mid_pipeline_leaves_a_prefix_applied() {
     let n: usize = redis::cmd("DBSIZE").query(&mut c).unwrap();
     assert!(n <= 5000);
     for i in 0..n {
-        assert!(c.exists::<_, bool>(format!("k{i}")).unwrap(), "k{i} missing: commands run in order");
+        assert!(
+            c.exists::<_, bool>(format!("k{i}")).unwrap(),
+            "k{i} missing: commands run in order"
+        );
     }
     assert!(!c.exists::<_, bool>("half").unwrap());
 }
@@ -207,11 +259,23 @@ fn client_kill_and_client_list() {
     let s = Server::start(&[]);
     let mut victim = s.conn();
     let id: i64 = redis::cmd("CLIENT").arg("ID").query(&mut victim).unwrap();
-    let _: () = redis::cmd("CLIENT").arg("SETNAME").arg("victim").query(&mut victim).unwrap();
+    let _: () = redis::cmd("CLIENT")
+        .arg("SETNAME")
+        .arg("victim")
+        .query(&mut victim)
+        .unwrap();
     let mut admin = s.conn();
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
-    assert!(list.contains(&format!("id={id} ")) && list.contains("name=victim"), "{list}");
-    let killed: i64 = redis::cmd("CLIENT").arg("KILL").arg("ID").arg(id).query(&mut admin).unwrap();
+    assert!(
+        list.contains(&format!("id={id} ")) && list.contains("name=victim"),
+        "{list}"
+    );
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(id)
+        .query(&mut admin)
+        .unwrap();
     assert_eq!(killed, 1);
     assert!(redis::cmd("PING").query::<String>(&mut victim).is_err());
 }
@@ -231,7 +295,11 @@ fn shutdown_writes_pending_replies_then_exits() {
     let mut raw = s.raw();
     raw.write_all(b"SET a 1\r\nGET a\r\nSHUTDOWN\r\n").unwrap();
     let want = b"+OK\r\n$1\r\n1\r\n";
-    assert_eq!(read_exactly(&mut raw, want.len() + 10), want.to_vec(), "replies, then EOF");
+    assert_eq!(
+        read_exactly(&mut raw, want.len() + 10),
+        want.to_vec(),
+        "replies, then EOF"
+    );
     assert!(s.wait_exit(Duration::from_secs(10)));
     assert!(s.child.wait().unwrap().success());
 }
@@ -254,12 +322,18 @@ fn invalid_settings_stop_startup_with_a_clear_message() {
         (vec!["--maxclients", "0"], "'maxclients'"),
         (vec!["--bogus", "1"], "unknown setting 'bogus'"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_hypercache")).args(&args).output().unwrap();
+        let out = Command::new(env!("CARGO_BIN_EXE_hypercache"))
+            .args(&args)
+            .output()
+            .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(needle), "{args:?}: {err}");
     }
-    let out = Command::new(env!("CARGO_BIN_EXE_hypercache")).env("HYPERCACHE_TIMEOUT", "-5").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hypercache"))
+        .env("HYPERCACHE_TIMEOUT", "-5")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("'timeout'"));
 }
@@ -285,11 +359,20 @@ fn settings_from_environment_and_file() {
         assert!(Instant::now() < deadline, "did not start");
         std::thread::sleep(Duration::from_millis(20));
     };
-    let got: Vec<String> = redis::cmd("CONFIG").arg("GET").arg("maxclients").arg("timeout").arg("slowlog-max-len").query(&mut conn).unwrap();
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxclients")
+        .arg("timeout")
+        .arg("slowlog-max-len")
+        .query(&mut conn)
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     std::fs::remove_file(&file).ok();
-    assert_eq!(got, vec!["maxclients", "77", "timeout", "30", "slowlog-max-len", "5"]);
+    assert_eq!(
+        got,
+        vec!["maxclients", "77", "timeout", "30", "slowlog-max-len", "5"]
+    );
 }
 
 #[test]
@@ -312,13 +395,27 @@ fn concurrent_increments_from_many_clients_sum_exactly() {
 fn config_set_changes_limits_at_runtime() {
     let s = Server::start(&[]);
     let mut c = s.conn();
-    let _: () = redis::cmd("CONFIG").arg("SET").arg("proto-max-bulk-len").arg("1mb").query(&mut c).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("proto-max-bulk-len")
+        .arg("1mb")
+        .query(&mut c)
+        .unwrap();
     let mut raw = s.raw();
     raw.write_all(b"*2\r\n$4\r\nECHO\r\n$1048577\r\n").unwrap();
     let want = b"-ERR Protocol error: invalid bulk length\r\n";
     assert_eq!(read_exactly(&mut raw, want.len()), want.to_vec());
-    let err = redis::cmd("CONFIG").arg("SET").arg("maxclients").arg("0").query::<()>(&mut c).unwrap_err();
-    assert!(err.to_string().contains("argument must be between 1 and 4294967295 inclusive"), "{err}");
+    let err = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxclients")
+        .arg("0")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("argument must be between 1 and 4294967295 inclusive"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -327,12 +424,26 @@ fn slowlog_records_slow_commands() {
     let mut c = s.conn();
     let _: () = redis::cmd("SLOWLOG").arg("RESET").query(&mut c).unwrap();
     let _: () = c.set("k", "v".repeat(200)).unwrap();
-    let entries: Vec<Value> = redis::cmd("SLOWLOG").arg("GET").arg(1).query(&mut c).unwrap();
-    let Value::Array(e) = &entries[0] else { panic!("{entries:?}") };
-    let Value::Array(args) = &e[3] else { panic!("{e:?}") };
+    let entries: Vec<Value> = redis::cmd("SLOWLOG")
+        .arg("GET")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    let Value::Array(e) = &entries[0] else {
+        panic!("{entries:?}")
+    };
+    let Value::Array(args) = &e[3] else {
+        panic!("{e:?}")
+    };
     assert_eq!(args[0], Value::BulkString(b"SET".to_vec()));
-    let Value::BulkString(v) = &args[2] else { panic!() };
-    assert!(String::from_utf8_lossy(v).ends_with("... (72 more bytes)"), "{}", String::from_utf8_lossy(v));
+    let Value::BulkString(v) = &args[2] else {
+        panic!()
+    };
+    assert!(
+        String::from_utf8_lossy(v).ends_with("... (72 more bytes)"),
+        "{}",
+        String::from_utf8_lossy(v)
+    );
 }
 
 fn redis_tool(name: &str) -> String {
@@ -359,14 +470,24 @@ fn redis_cli_interactive_and_pipe_mode() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(b"SET name hypercache\nGET name\nINCR n\nTTL name\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"SET name hypercache\nGET name\nINCR n\nTTL name\n")
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "OK\nhypercache\n1\n-1\n");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "OK\nhypercache\n1\n-1\n"
+    );
     // --pipe mode (mass insertion) with 10,000 commands.
     let mut proto = Vec::new();
     for i in 0..10_000 {
         let k = format!("pk{i}");
-        proto.extend_from_slice(format!("*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n$2\r\nvv\r\n", k.len()).as_bytes());
+        proto.extend_from_slice(
+            format!("*3\r\n$3\r\nSET\r\n${}\r\n{k}\r\n$2\r\nvv\r\n", k.len()).as_bytes(),
+        );
     }
     let mut child = Command::new(&cli)
         .args(["-h", "127.0.0.1", "-p", &port, "--pipe"])
@@ -377,7 +498,10 @@ fn redis_cli_interactive_and_pipe_mode() {
     child.stdin.take().unwrap().write_all(&proto).unwrap();
     let out = child.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success() && text.contains("errors: 0, replies: 10000"), "{text}");
+    assert!(
+        out.status.success() && text.contains("errors: 0, replies: 10000"),
+        "{text}"
+    );
     let mut c = s.conn();
     // name, n, and the 10,000 piped keys.
     assert_eq!(redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap(), 10_002);
@@ -387,13 +511,28 @@ fn redis_cli_interactive_and_pipe_mode() {
 fn redis_benchmark_runs_against_it() {
     let s = Server::start(&[]);
     let out = Command::new(redis_tool("redis-benchmark"))
-        .args(["-h", "127.0.0.1", "-p", &s.addr.port().to_string(), "-t", "set,get,incr,mset", "-n", "2000", "-c", "10", "-q"])
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &s.addr.port().to_string(),
+            "-t",
+            "set,get,incr,mset",
+            "-n",
+            "2000",
+            "-c",
+            "10",
+            "-q",
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     for t in ["SET", "GET", "INCR", "MSET"] {
-        assert!(text.contains(&format!("{t}:")) || text.contains(t), "{t} missing in {text}");
+        assert!(
+            text.contains(&format!("{t}:")) || text.contains(t),
+            "{t} missing in {text}"
+        );
     }
     assert!(!text.to_lowercase().contains("error"), "{text}");
 }

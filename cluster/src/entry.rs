@@ -35,7 +35,13 @@ pub struct Entry {
 impl Entry {
     /// A new entry.
     pub fn new(value: Vec<u8>, expire_at: u64, access: u32, enc: EncodingHint) -> Entry {
-        Entry { value, version: Version::default(), expire_at, access, enc }
+        Entry {
+            value,
+            version: Version::default(),
+            expire_at,
+            access,
+            enc,
+        }
     }
 
     /// Whether the entry has expired at `now` (unix ms). Redis treats a key as gone once
@@ -66,7 +72,11 @@ pub(crate) mod hypercache_num {
         if s == b"0" {
             return Some(0);
         }
-        let (neg, digits) = if s[0] == b'-' { (true, &s[1..]) } else { (false, s) };
+        let (neg, digits) = if s[0] == b'-' {
+            (true, &s[1..])
+        } else {
+            (false, s)
+        };
         if !matches!(digits.first(), Some(b'1'..=b'9')) {
             return None;
         }

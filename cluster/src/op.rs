@@ -146,7 +146,11 @@ pub struct Ctx {
 impl Ctx {
     /// A context at `now` (unix ms) with Redis's default 512 MB value limit.
     pub fn at(now: u64) -> Ctx {
-        Ctx { now, lru: (now / 1000) as u32, max_len: 512 * 1024 * 1024 }
+        Ctx {
+            now,
+            lru: (now / 1000) as u32,
+            max_len: 512 * 1024 * 1024,
+        }
     }
 }
 
@@ -217,7 +221,13 @@ fn int_value(e: &Option<&mut Entry>) -> Result<i64, OpError> {
 }
 
 /// Writes `value` with `expire_at` over `cur`, or creates it.
-fn put(cur: Option<&mut Entry>, value: Vec<u8>, expire_at: u64, enc: EncodingHint, ctx: &Ctx) -> Effect {
+fn put(
+    cur: Option<&mut Entry>,
+    value: Vec<u8>,
+    expire_at: u64,
+    enc: EncodingHint,
+    ctx: &Ctx,
+) -> Effect {
     match cur {
         Some(e) => {
             e.value = value;
@@ -239,8 +249,17 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
     }
     match *op {
         Op::Get => (Effect::None, value_of(cur)),
-        Op::Set { value, cond, expiry, get } => {
-            let old = if get { value_of(cur.as_deref_mut()) } else { Outcome::Ok };
+        Op::Set {
+            value,
+            cond,
+            expiry,
+            get,
+        } => {
+            let old = if get {
+                value_of(cur.as_deref_mut())
+            } else {
+                Outcome::Ok
+            };
             let allowed = match cond {
                 SetCond::Always => true,
                 SetCond::IfMissing => cur.is_none(),
@@ -257,18 +276,30 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
             if let ExpiryChange::At(t) = expiry {
                 if t < ctx.now {
                     // Redis writes it and it is gone at once; the reply is as if it was set.
-                    let eff = if cur.is_some() { Effect::Deleted } else { Effect::None };
+                    let eff = if cur.is_some() {
+                        Effect::Deleted
+                    } else {
+                        Effect::None
+                    };
                     return (eff, old);
                 }
             }
-            (put(cur, value.to_vec(), expire_at, EncodingHint::Auto, ctx), old)
+            (
+                put(cur, value.to_vec(), expire_at, EncodingHint::Auto, ctx),
+                old,
+            )
         }
         Op::GetDel => match cur {
-            Some(e) => (Effect::Deleted, Outcome::Value(Bytes::copy_from_slice(&e.value))),
+            Some(e) => (
+                Effect::Deleted,
+                Outcome::Value(Bytes::copy_from_slice(&e.value)),
+            ),
             None => (Effect::None, Outcome::Nil),
         },
         Op::GetEx(change) => {
-            let Some(e) = cur else { return (Effect::None, Outcome::Nil) };
+            let Some(e) = cur else {
+                return (Effect::None, Outcome::Nil);
+            };
             let out = Outcome::Value(Bytes::copy_from_slice(&e.value));
             match change {
                 ExpiryChange::Keep => (Effect::None, out),
@@ -294,7 +325,10 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
             };
             let expire_at = cur.as_ref().map_or(0, |e| e.expire_at);
             let text = itoa::Buffer::new().format(n).as_bytes().to_vec();
-            (put(cur, text, expire_at, EncodingHint::Auto, ctx), Outcome::Int(n))
+            (
+                put(cur, text, expire_at, EncodingHint::Auto, ctx),
+                Outcome::Int(n),
+            )
         }
         Op::IncrByFloat(by) => {
             let current = cur.as_ref().map(|e| &e.value[..]);
@@ -305,7 +339,9 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
                     (put(cur, text, expire_at, EncodingHint::NoInt, ctx), out)
                 }
                 Err(FloatError::NotFloat) => (Effect::None, Outcome::Err(OpError::NotFloat)),
-                Err(FloatError::NanOrInfinity) => (Effect::None, Outcome::Err(OpError::NanOrInfinity)),
+                Err(FloatError::NanOrInfinity) => {
+                    (Effect::None, Outcome::Err(OpError::NanOrInfinity))
+                }
             }
         }
         Op::Append(more) => match cur {
@@ -314,7 +350,10 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
                     return (Effect::None, Outcome::Err(OpError::TooLong));
                 }
                 let n = more.len() as i64;
-                (Effect::Created(Entry::new(more.to_vec(), 0, ctx.lru, EncodingHint::Auto)), Outcome::Int(n))
+                (
+                    Effect::Created(Entry::new(more.to_vec(), 0, ctx.lru, EncodingHint::Auto)),
+                    Outcome::Int(n),
+                )
             }
             Some(e) => {
                 if (e.value.len() + more.len()) as u64 > ctx.max_len {
@@ -325,10 +364,16 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
                 (Effect::Modified, Outcome::Int(e.value.len() as i64))
             }
         },
-        Op::Strlen => (Effect::None, Outcome::Int(cur.map_or(0, |e| e.value.len() as i64))),
+        Op::Strlen => (
+            Effect::None,
+            Outcome::Int(cur.map_or(0, |e| e.value.len() as i64)),
+        ),
         Op::GetRange(start, end) => {
             let v: &[u8] = cur.as_ref().map_or(&[], |e| &e.value[..]);
-            (Effect::None, Outcome::Value(Bytes::copy_from_slice(range(v, start, end))))
+            (
+                Effect::None,
+                Outcome::Value(Bytes::copy_from_slice(range(v, start, end))),
+            )
         }
         Op::SetRange(offset, patch) => {
             let need = offset.saturating_add(patch.len() as u64);
@@ -343,7 +388,10 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
                     let mut v = vec![0u8; offset as usize];
                     v.extend_from_slice(patch);
                     let n = v.len() as i64;
-                    (Effect::Created(Entry::new(v, 0, ctx.lru, EncodingHint::Raw)), Outcome::Int(n))
+                    (
+                        Effect::Created(Entry::new(v, 0, ctx.lru, EncodingHint::Raw)),
+                        Outcome::Int(n),
+                    )
                 }
                 Some(e) => {
                     if patch.is_empty() {
@@ -367,14 +415,21 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
             None => (Effect::None, Outcome::Int(0)),
         },
         Op::Exists | Op::Touch => (Effect::None, Outcome::Int(i64::from(cur.is_some()))),
-        Op::Type => (Effect::None, Outcome::Status(if cur.is_some() { "string" } else { "none" })),
+        Op::Type => (
+            Effect::None,
+            Outcome::Status(if cur.is_some() { "string" } else { "none" }),
+        ),
         Op::Expire { at, cond } => {
-            let Some(e) = cur else { return (Effect::None, Outcome::Int(0)) };
+            let Some(e) = cur else {
+                return (Effect::None, Outcome::Int(0));
+            };
             let current = e.expire_at;
-            let ok = !(cond.nx && current != 0)
-                && !(cond.xx && current == 0)
-                && !(cond.gt && (current == 0 || at <= current as i64))
-                && !(cond.lt && current != 0 && at >= current as i64);
+            let has_ttl = current != 0;
+            let refused = (cond.nx && has_ttl)
+                || (cond.xx && !has_ttl)
+                || (cond.gt && (!has_ttl || at <= current as i64))
+                || (cond.lt && has_ttl && at >= current as i64);
+            let ok = !refused;
             if !ok {
                 return (Effect::None, Outcome::Int(0));
             }
@@ -421,13 +476,19 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
             None => (Effect::None, Outcome::Nil),
         },
         Op::ObjectIdleTime => match cur {
-            Some(e) => (Effect::None, Outcome::Int(i64::from(ctx.lru.wrapping_sub(e.access)))),
+            Some(e) => (
+                Effect::None,
+                Outcome::Int(i64::from(ctx.lru.wrapping_sub(e.access))),
+            ),
             None => (Effect::None, Outcome::Nil),
         },
         Op::ObjectRefcount => match cur {
             // Redis shares the objects of integers below 10000 (OBJ_SHARED_INTEGERS), which report
             // INT_MAX as their reference count.
-            Some(e) if e.encoding() == "int" && parse_i64(&e.value).is_some_and(|n| (0..10000).contains(&n)) => {
+            Some(e)
+                if e.encoding() == "int"
+                    && parse_i64(&e.value).is_some_and(|n| (0..10000).contains(&n)) =>
+            {
                 (Effect::None, Outcome::Int(i64::from(i32::MAX)))
             }
             Some(_) => (Effect::None, Outcome::Int(1)),
@@ -478,19 +539,39 @@ mod tests {
     fn incr_and_overflow() {
         let mut e = None;
         assert_eq!(run(Op::IncrBy(5), &mut e), Outcome::Int(5));
-        assert_eq!(run(Op::IncrBy(i64::MAX), &mut e), Outcome::Err(OpError::Overflow));
+        assert_eq!(
+            run(Op::IncrBy(i64::MAX), &mut e),
+            Outcome::Err(OpError::Overflow)
+        );
         assert_eq!(run(Op::Get, &mut e), Outcome::Value(Bytes::from("5")));
         let mut e = Some(Entry::new(b"1.5".to_vec(), 0, 0, EncodingHint::Auto));
-        assert_eq!(run(Op::IncrBy(1), &mut e), Outcome::Err(OpError::NotInteger));
+        assert_eq!(
+            run(Op::IncrBy(1), &mut e),
+            Outcome::Err(OpError::NotInteger)
+        );
     }
 
     #[test]
     fn set_conditions_and_get() {
         let mut e = None;
-        let set = |v: &'static [u8], cond, get| Op::Set { value: v, cond, expiry: ExpiryChange::Clear, get };
-        assert_eq!(run(set(b"a", SetCond::IfExists, false), &mut e), Outcome::Nil);
-        assert_eq!(run(set(b"a", SetCond::IfMissing, true), &mut e), Outcome::Nil);
-        assert_eq!(run(set(b"b", SetCond::IfMissing, true), &mut e), Outcome::Value(Bytes::from("a")));
+        let set = |v: &'static [u8], cond, get| Op::Set {
+            value: v,
+            cond,
+            expiry: ExpiryChange::Clear,
+            get,
+        };
+        assert_eq!(
+            run(set(b"a", SetCond::IfExists, false), &mut e),
+            Outcome::Nil
+        );
+        assert_eq!(
+            run(set(b"a", SetCond::IfMissing, true), &mut e),
+            Outcome::Nil
+        );
+        assert_eq!(
+            run(set(b"b", SetCond::IfMissing, true), &mut e),
+            Outcome::Value(Bytes::from("a"))
+        );
         assert_eq!(run(set(b"c", SetCond::Always, false), &mut e), Outcome::Ok);
         assert_eq!(e.unwrap().value, b"c");
     }
@@ -510,10 +591,23 @@ mod tests {
     fn expire_conditions() {
         let mut e = Some(Entry::new(b"v".to_vec(), 0, 0, EncodingHint::Auto));
         let exp = |at, cond| Op::Expire { at, cond };
-        let gt = ExpireCond { gt: true, ..Default::default() };
-        let lt = ExpireCond { lt: true, ..Default::default() };
-        let nx = ExpireCond { nx: true, ..Default::default() };
-        let xx_lt = ExpireCond { xx: true, lt: true, ..Default::default() };
+        let gt = ExpireCond {
+            gt: true,
+            ..Default::default()
+        };
+        let lt = ExpireCond {
+            lt: true,
+            ..Default::default()
+        };
+        let nx = ExpireCond {
+            nx: true,
+            ..Default::default()
+        };
+        let xx_lt = ExpireCond {
+            xx: true,
+            lt: true,
+            ..Default::default()
+        };
         assert_eq!(run(exp(2_000_000, gt), &mut e), Outcome::Int(0));
         assert_eq!(run(exp(2_000_000, xx_lt), &mut e), Outcome::Int(0));
         assert_eq!(run(exp(2_000_000, lt), &mut e), Outcome::Int(1));
@@ -529,7 +623,10 @@ mod tests {
         let mut e = None;
         assert_eq!(run(Op::SetRange(3, b"x"), &mut e), Outcome::Int(4));
         assert_eq!(e.as_ref().unwrap().value, b"\0\0\0x");
-        assert_eq!(run(Op::SetRange(1 << 40, b"x"), &mut e), Outcome::Err(OpError::TooLong));
+        assert_eq!(
+            run(Op::SetRange(1 << 40, b"x"), &mut e),
+            Outcome::Err(OpError::TooLong)
+        );
         assert_eq!(run(Op::SetRange(0, b""), &mut e), Outcome::Int(4));
     }
 

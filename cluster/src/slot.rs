@@ -14,7 +14,11 @@ static CRC16_TABLE: [u16; 256] = {
         let mut crc = (i as u16) << 8;
         let mut j = 0;
         while j < 8 {
-            crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
             j += 1;
         }
         table[i] = crc;
@@ -25,8 +29,9 @@ static CRC16_TABLE: [u16; 256] = {
 
 /// CRC16-CCITT (XMODEM), Redis Cluster's checksum.
 pub fn crc16(data: &[u8]) -> u16 {
-    data.iter()
-        .fold(0u16, |crc, &b| (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)])
+    data.iter().fold(0u16, |crc, &b| {
+        (crc << 8) ^ CRC16_TABLE[usize::from((crc >> 8) as u8 ^ b)]
+    })
 }
 
 /// The slot of `key`: if the key has a non-empty `{...}` section, only that part is hashed.

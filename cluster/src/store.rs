@@ -86,7 +86,12 @@ impl Store {
         let slots = (0..SLOTS)
             .map(|_| {
                 Mutex::new(SlotData {
-                    map: HashMap::with_hasher(ahash::RandomState::with_seeds(seed, !seed, seed.rotate_left(17), 0x9e37_79b9)),
+                    map: HashMap::with_hasher(ahash::RandomState::with_seeds(
+                        seed,
+                        !seed,
+                        seed.rotate_left(17),
+                        0x9e37_79b9,
+                    )),
                     digest: 0,
                     volatile: 0,
                 })
@@ -109,7 +114,10 @@ impl Store {
     }
 
     fn next_version(&self, now: u64) -> Version {
-        Version { hlc: self.clock.tick(now), origin: self.origin }
+        Version {
+            hlc: self.clock.tick(now),
+            origin: self.origin,
+        }
     }
 
     fn lock(&self, slot: Slot) -> MutexGuard<'_, SlotData> {
@@ -209,7 +217,9 @@ impl Store {
         key: &[u8],
     ) -> &'g mut SlotData {
         let slot = key_slot(key);
-        let i = guards.binary_search_by_key(&slot, |(s, _)| *s).expect("slot locked");
+        let i = guards
+            .binary_search_by_key(&slot, |(s, _)| *s)
+            .expect("slot locked");
         &mut guards[i].1
     }
 
@@ -229,7 +239,12 @@ impl Store {
         for (k, v) in pairs {
             let s = Self::guard_for(&mut guards, k);
             self.remove(s, k);
-            self.insert(s, k, Entry::new(v.to_vec(), 0, ctx.lru, EncodingHint::Auto), ctx.now);
+            self.insert(
+                s,
+                k,
+                Entry::new(v.to_vec(), 0, ctx.lru, EncodingHint::Auto),
+                ctx.now,
+            );
         }
         true
     }
@@ -286,7 +301,13 @@ impl Store {
         out
     }
 
-    fn collect_slot(&self, slot: Slot, pattern: Option<&[u8]>, ctx: &Ctx, out: &mut Vec<Bytes>) -> usize {
+    fn collect_slot(
+        &self,
+        slot: Slot,
+        pattern: Option<&[u8]>,
+        ctx: &Ctx,
+        out: &mut Vec<Bytes>,
+    ) -> usize {
         // Redis treats a lone `*` as "everything" without running the matcher (which would not
         // match the empty key).
         let pattern = pattern.filter(|p| *p != b"*");
@@ -303,7 +324,13 @@ impl Store {
     /// iteration is over); each step returns whole slots until it has looked at about `count`
     /// keys, so a key present for the whole iteration is returned exactly once, and the cursor
     /// means the same on every node of a cluster.
-    pub fn scan(&self, cursor: u64, pattern: Option<&[u8]>, count: usize, ctx: &Ctx) -> (u64, Vec<Bytes>) {
+    pub fn scan(
+        &self,
+        cursor: u64,
+        pattern: Option<&[u8]>,
+        count: usize,
+        ctx: &Ctx,
+    ) -> (u64, Vec<Bytes>) {
         let mut out = Vec::new();
         let mut slot = cursor.min(SLOTS as u64) as usize;
         let mut seen = 0;
@@ -324,9 +351,16 @@ impl Store {
         for i in 0..SLOTS {
             let slot = ((start + i) % SLOTS) as Slot;
             let s = self.lock(slot);
-            let live: Vec<&Box<[u8]>> = s.map.iter().filter(|(_, e)| !e.is_expired(ctx.now)).map(|(k, _)| k).collect();
+            let live: Vec<&Box<[u8]>> = s
+                .map
+                .iter()
+                .filter(|(_, e)| !e.is_expired(ctx.now))
+                .map(|(k, _)| k)
+                .collect();
             if !live.is_empty() {
-                return Some(Bytes::copy_from_slice(live[rng.random_range(0..live.len())]));
+                return Some(Bytes::copy_from_slice(
+                    live[rng.random_range(0..live.len())],
+                ));
             }
         }
         None
@@ -345,7 +379,8 @@ impl Store {
             let n = s.map.len() as u64;
             let old = std::mem::replace(&mut s.map, HashMap::with_hasher(hasher));
             self.keys.fetch_sub(n, Ordering::Relaxed);
-            self.volatile.fetch_sub(s.volatile as u64, Ordering::Relaxed);
+            self.volatile
+                .fetch_sub(s.volatile as u64, Ordering::Relaxed);
             s.volatile = 0;
             s.digest = 0;
             dropped.push(old);
@@ -365,8 +400,12 @@ impl Store {
             let mut s = self.lock(slot as Slot);
             if s.volatile > 0 {
                 r.examined += s.map.len();
-                let dead: Vec<Box<[u8]>> =
-                    s.map.iter().filter(|(_, e)| e.is_expired(now)).map(|(k, _)| k.clone()).collect();
+                let dead: Vec<Box<[u8]>> = s
+                    .map
+                    .iter()
+                    .filter(|(_, e)| e.is_expired(now))
+                    .map(|(k, _)| k.clone())
+                    .collect();
                 for k in dead {
                     self.remove(&mut s, &k);
                     r.expired += 1;
@@ -409,7 +448,9 @@ impl Store {
     /// Recomputes a slot's digest from its entries (tests check it equals the maintained one).
     pub fn slot_digest_recomputed(&self, slot: Slot) -> u64 {
         let s = self.lock(slot);
-        s.map.iter().fold(0, |d, (k, e)| d ^ entry_hash(k, &e.version))
+        s.map
+            .iter()
+            .fold(0, |d, (k, e)| d ^ entry_hash(k, &e.version))
     }
 }
 
@@ -420,11 +461,19 @@ mod tests {
     use rand::SeedableRng;
 
     fn store() -> Store {
-        Store::new(StoreConfig { hash_seed: 7, origin: 1 })
+        Store::new(StoreConfig {
+            hash_seed: 7,
+            origin: 1,
+        })
     }
 
     fn set<'a>(v: &'a [u8], expiry: ExpiryChange) -> Op<'a> {
-        Op::Set { value: v, cond: SetCond::Always, expiry, get: false }
+        Op::Set {
+            value: v,
+            cond: SetCond::Always,
+            expiry,
+            get: false,
+        }
     }
 
     #[test]
@@ -433,14 +482,28 @@ mod tests {
         let ctx = Ctx::at(1000);
         st.apply(b"a", &set(b"1", ExpiryChange::At(1500)), &ctx);
         st.apply(b"b", &set(b"2", ExpiryChange::Clear), &ctx);
-        assert_eq!(st.stats(), StoreStats { keys: 2, volatile: 1, expired: 0 });
+        assert_eq!(
+            st.stats(),
+            StoreStats {
+                keys: 2,
+                volatile: 1,
+                expired: 0
+            }
+        );
         let later = Ctx::at(1501);
         assert_eq!(st.apply(b"a", &Op::Get, &later), Outcome::Nil);
         assert_eq!(st.stats().expired, 1);
         st.apply(b"c", &set(b"3", ExpiryChange::At(1600)), &later);
         let r = st.expire_cycle(1601, 1_000_000);
         assert_eq!(r.expired, 1);
-        assert_eq!(st.stats(), StoreStats { keys: 1, volatile: 0, expired: 2 });
+        assert_eq!(
+            st.stats(),
+            StoreStats {
+                keys: 1,
+                volatile: 0,
+                expired: 2
+            }
+        );
     }
 
     #[test]
@@ -468,7 +531,11 @@ mod tests {
         let st = store();
         let ctx = Ctx::at(1000);
         for i in 0..1000 {
-            st.apply(format!("k{i}").as_bytes(), &set(b"v", ExpiryChange::Clear), &ctx);
+            st.apply(
+                format!("k{i}").as_bytes(),
+                &set(b"v", ExpiryChange::Clear),
+                &ctx,
+            );
         }
         let mut seen = std::collections::HashMap::new();
         let (mut cursor, mut steps) = (0, 0);
@@ -477,7 +544,11 @@ mod tests {
             for k in keys {
                 *seen.entry(k).or_insert(0) += 1;
             }
-            st.apply(format!("new{steps}").as_bytes(), &set(b"v", ExpiryChange::Clear), &ctx);
+            st.apply(
+                format!("new{steps}").as_bytes(),
+                &set(b"v", ExpiryChange::Clear),
+                &ctx,
+            );
             steps += 1;
             cursor = next;
             if cursor == 0 || steps > 20_000 {
@@ -496,9 +567,19 @@ mod tests {
         assert!(st.mset(&[(b"a", b"1"), (b"b", b"2")], true, &ctx));
         assert!(!st.mset(&[(b"c", b"3"), (b"b", b"2")], true, &ctx));
         assert_eq!(st.apply(b"c", &Op::Exists, &ctx), Outcome::Int(0));
-        st.apply(b"a", &Op::Expire { at: 5000, cond: Default::default() }, &ctx);
+        st.apply(
+            b"a",
+            &Op::Expire {
+                at: 5000,
+                cond: Default::default(),
+            },
+            &ctx,
+        );
         assert_eq!(st.rename(b"a", b"z", false, &ctx), Ok(true));
-        assert_eq!(st.apply(b"z", &Op::Ttl { ms: true }, &ctx), Outcome::Int(4000));
+        assert_eq!(
+            st.apply(b"z", &Op::Ttl { ms: true }, &ctx),
+            Outcome::Int(4000)
+        );
         assert_eq!(st.rename(b"nope", b"z", false, &ctx), Err(()));
     }
 

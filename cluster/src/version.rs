@@ -38,7 +38,10 @@ impl Hlc {
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
             let next = if phys > cur { phys } else { cur + 1 };
-            match self.last.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            match self
+                .last
+                .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
+            {
                 Ok(_) => return next,
                 Err(actual) => cur = actual,
             }
@@ -65,7 +68,14 @@ mod tests {
         assert!(d > b);
         c.observe((5000 << 16) + 7);
         assert!(c.tick(1000) > (5000 << 16) + 7);
-        assert_eq!(Version { hlc: c.tick(6000), origin: 0 }.millis(), 6000);
+        assert_eq!(
+            Version {
+                hlc: c.tick(6000),
+                origin: 0
+            }
+            .millis(),
+            6000
+        );
     }
 
     #[test]

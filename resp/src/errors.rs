@@ -36,7 +36,8 @@ pub const INVALID_CURSOR: &str = "ERR invalid cursor";
 /// HELLO with an unsupported protocol version.
 pub const NOPROTO: &str = "NOPROTO unsupported protocol version";
 /// EXPIRE with both NX and XX/GT/LT.
-pub const EXPIRE_NX_AND_OTHERS: &str = "ERR NX and XX, GT or LT options at the same time are not compatible";
+pub const EXPIRE_NX_AND_OTHERS: &str =
+    "ERR NX and XX, GT or LT options at the same time are not compatible";
 /// EXPIRE with both GT and LT.
 pub const EXPIRE_GT_AND_LT: &str = "ERR GT and LT options at the same time are not compatible";
 /// A quorum write that could not reach its consistency level.
@@ -44,7 +45,8 @@ pub const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
 /// Writes refused under `maxmemory` with `noeviction`.
 pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 /// CLIENT SETNAME with a space or newline.
-pub const CLIENT_NAME_CHARS: &str = "ERR Client names cannot contain spaces, newlines or special characters.";
+pub const CLIENT_NAME_CHARS: &str =
+    "ERR Client names cannot contain spaces, newlines or special characters.";
 /// CLIENT KILL that matched nobody.
 pub const NO_SUCH_CLIENT: &str = "ERR No such client";
 /// OBJECT FREQ when the policy is not LFU.
@@ -102,7 +104,9 @@ fn cstr(b: &[u8], max: usize) -> &[u8] {
 
 /// Replaces CR and LF with spaces so an error stays one protocol line, as Redis does.
 pub fn sanitize(b: &[u8]) -> Vec<u8> {
-    b.iter().map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c }).collect()
+    b.iter()
+        .map(|&c| if c == b'\r' || c == b'\n' { b' ' } else { c })
+        .collect()
 }
 
 #[cfg(test)]
@@ -112,7 +116,10 @@ mod tests {
 
     #[test]
     fn unknown_command_text() {
-        let args: Vec<Bytes> = ["foo", "a", "b c"].iter().map(|s| Bytes::from(*s)).collect();
+        let args: Vec<Bytes> = ["foo", "a", "b c"]
+            .iter()
+            .map(|s| Bytes::from(*s))
+            .collect();
         assert_eq!(
             String::from_utf8(unknown_command(&args)).unwrap(),
             "ERR unknown command 'foo', with args beginning with: 'a' 'b c' "

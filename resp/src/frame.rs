@@ -171,7 +171,11 @@ pub struct DecodeLimits {
 
 impl Default for DecodeLimits {
     fn default() -> Self {
-        DecodeLimits { max_bulk_len: 512 * 1024 * 1024, max_elements: 1 << 24, max_depth: 64 }
+        DecodeLimits {
+            max_bulk_len: 512 * 1024 * 1024,
+            max_elements: 1 << 24,
+            max_depth: 64,
+        }
     }
 }
 
@@ -215,7 +219,9 @@ fn read_line<'a>(buf: &'a [u8], pos: &mut usize) -> Option<&'a [u8]> {
 fn read_int(buf: &[u8], pos: &mut usize) -> Result<Option<i64>, DecodeError> {
     match read_line(buf, pos) {
         None => Ok(None),
-        Some(l) => crate::num::parse_i64(l).map(Some).ok_or(DecodeError::InvalidNumber),
+        Some(l) => crate::num::parse_i64(l)
+            .map(Some)
+            .ok_or(DecodeError::InvalidNumber),
     }
 }
 
@@ -352,7 +358,10 @@ mod tests {
                 any::<bool>().prop_map(Frame::Boolean),
                 "-?[0-9]{1,5}\\.[0-9]{1,5}".prop_map(|s| Frame::Double(s.into_bytes().into())),
                 "-?[0-9]{1,30}".prop_map(|s| Frame::BigNumber(s.into_bytes().into())),
-                text().prop_map(|t| Frame::Verbatim { format: *b"txt", text: t }),
+                text().prop_map(|t| Frame::Verbatim {
+                    format: *b"txt",
+                    text: t
+                }),
             ]
             .boxed()
         } else {
@@ -368,7 +377,9 @@ mod tests {
                 ]
                 .boxed()
             } else {
-                proptest::collection::vec(inner, 0..8).prop_map(Frame::Array).boxed()
+                proptest::collection::vec(inner, 0..8)
+                    .prop_map(Frame::Array)
+                    .boxed()
             }
         })
     }
@@ -410,15 +421,24 @@ mod tests {
         assert_eq!(&Frame::Null.to_bytes(Protocol::Resp2)[..], b"$-1\r\n");
         assert_eq!(&Frame::NullArray.to_bytes(Protocol::Resp2)[..], b"*-1\r\n");
         assert_eq!(&Frame::Null.to_bytes(Protocol::Resp3)[..], b"_\r\n");
-        assert_eq!(&Frame::Boolean(true).to_bytes(Protocol::Resp2)[..], b":1\r\n");
+        assert_eq!(
+            &Frame::Boolean(true).to_bytes(Protocol::Resp2)[..],
+            b":1\r\n"
+        );
     }
 
     #[test]
     fn nesting_limit() {
         let deep = b"*1\r\n*1\r\n*1\r\n:1\r\n";
-        let l = DecodeLimits { max_depth: 2, ..Default::default() };
+        let l = DecodeLimits {
+            max_depth: 2,
+            ..Default::default()
+        };
         assert_eq!(decode(deep, &l), Err(DecodeError::TooDeep));
-        let l = DecodeLimits { max_depth: 3, ..Default::default() };
+        let l = DecodeLimits {
+            max_depth: 3,
+            ..Default::default()
+        };
         assert!(decode(deep, &l).unwrap().is_some());
     }
 }

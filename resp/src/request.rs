@@ -126,9 +126,14 @@ pub fn check(buf: &[u8], limits: &Limits, authenticated: bool) -> Result<Check, 
         None => Check::Incomplete { need: 1 },
         Some(b'*') => check_multibulk(buf, limits, authenticated)?,
         Some(_) => match find(buf, 0, b'\n') {
-            Some(nl) => Check::Complete { len: nl + 1, multibulk: false },
+            Some(nl) => Check::Complete {
+                len: nl + 1,
+                multibulk: false,
+            },
             None if buf.len() > limits.max_inline_len => return Err(ProtocolError::TooBigInline),
-            None => Check::Incomplete { need: buf.len() + 1 },
+            None => Check::Incomplete {
+                need: buf.len() + 1,
+            },
         },
     };
     if let Check::Incomplete { .. } = out {
@@ -156,9 +161,15 @@ fn header(
     }
 }
 
-fn check_multibulk(buf: &[u8], limits: &Limits, authenticated: bool) -> Result<Check, ProtocolError> {
+fn check_multibulk(
+    buf: &[u8],
+    limits: &Limits,
+    authenticated: bool,
+) -> Result<Check, ProtocolError> {
     let Some((n, mut pos)) = header(buf, 0, limits, ProtocolError::TooBigMultibulkCount)? else {
-        return Ok(Check::Incomplete { need: buf.len() + 1 });
+        return Ok(Check::Incomplete {
+            need: buf.len() + 1,
+        });
     };
     let n = match n {
         Some(n) if n <= limits.max_multibulk_len.min(i32::MAX as u64) as i64 => n,
@@ -172,7 +183,9 @@ fn check_multibulk(buf: &[u8], limits: &Limits, authenticated: bool) -> Result<C
             return Ok(Check::Incomplete { need: pos + 1 });
         }
         let Some((len, after)) = header(buf, pos, limits, ProtocolError::TooBigBulkCount)? else {
-            return Ok(Check::Incomplete { need: buf.len() + 1 });
+            return Ok(Check::Incomplete {
+                need: buf.len() + 1,
+            });
         };
         if buf[pos] != b'$' {
             return Err(ProtocolError::ExpectedDollar(buf[pos]));
@@ -190,7 +203,10 @@ fn check_multibulk(buf: &[u8], limits: &Limits, authenticated: bool) -> Result<C
         }
         pos = end;
     }
-    Ok(Check::Complete { len: pos, multibulk: true })
+    Ok(Check::Complete {
+        len: pos,
+        multibulk: true,
+    })
 }
 
 /// Takes the first complete request off `buf`. `Ok(None)` means more bytes are needed; the buffer
@@ -208,20 +224,28 @@ pub fn parse(
             }
             Ok(None)
         }
-        Check::Complete { len, multibulk: true } => {
+        Check::Complete {
+            len,
+            multibulk: true,
+        } => {
             let frame = buf.split_to(len).freeze();
             let mut req = Request::default();
             parse_multibulk(&frame, &mut req.args);
             Ok(Some(req))
         }
-        Check::Complete { len, multibulk: false } => {
+        Check::Complete {
+            len,
+            multibulk: false,
+        } => {
             let line = buf.split_to(len);
             let mut l = &line[..len - 1];
             if l.last() == Some(&b'\r') {
                 l = &l[..l.len() - 1];
             }
             let args = crate::args::split_args(l).map_err(|_| ProtocolError::UnbalancedQuotes)?;
-            Ok(Some(Request { args: args.into_iter().map(Bytes::from).collect() }))
+            Ok(Some(Request {
+                args: args.into_iter().map(Bytes::from).collect(),
+            }))
         }
     }
 }
@@ -271,11 +295,15 @@ mod tests {
 
     #[test]
     fn multibulk_and_inline() {
-        let got = parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\nSET a \"b c\"\n\r\n*0\r\n").unwrap();
+        let got =
+            parse_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\nSET a \"b c\"\n\r\n*0\r\n").unwrap();
         assert_eq!(got.len(), 5);
         assert_eq!(got[0], vec![b"GET".to_vec(), b"a".to_vec()]);
         assert_eq!(got[1], vec![b"PING".to_vec()]);
-        assert_eq!(got[2], vec![b"SET".to_vec(), b"a".to_vec(), b"b c".to_vec()]);
+        assert_eq!(
+            got[2],
+            vec![b"SET".to_vec(), b"a".to_vec(), b"b c".to_vec()]
+        );
         assert!(got[3].is_empty() && got[4].is_empty());
     }
 
@@ -285,8 +313,14 @@ mod tests {
             (b"*abc\r\n", "ERR Protocol error: invalid multibulk length"),
             (b"*1\r\n$-5\r\n", "ERR Protocol error: invalid bulk length"),
             (b"*1\r\nX1\r\n", "ERR Protocol error: expected '$', got 'X'"),
-            (b"SET \"a\r\n", "ERR Protocol error: unbalanced quotes in request"),
-            (b"*1\r\n$536870913\r\n", "ERR Protocol error: invalid bulk length"),
+            (
+                b"SET \"a\r\n",
+                "ERR Protocol error: unbalanced quotes in request",
+            ),
+            (
+                b"*1\r\n$536870913\r\n",
+                "ERR Protocol error: invalid bulk length",
+            ),
         ];
         for (input, text) in cases {
             let e = parse_all(input).unwrap_err();
@@ -315,10 +349,16 @@ mod tests {
 
     #[test]
     fn query_buffer_limit() {
-        let limits = Limits { max_query_buffer: 100, ..Limits::default() };
+        let limits = Limits {
+            max_query_buffer: 100,
+            ..Limits::default()
+        };
         let mut buf = BytesMut::from(&b"*1\r\n$1000\r\n"[..]);
         buf.extend_from_slice(&[b'x'; 200]);
-        assert_eq!(parse(&mut buf, &limits, true, None), Err(ProtocolError::QueryBufferLimit));
+        assert_eq!(
+            parse(&mut buf, &limits, true, None),
+            Err(ProtocolError::QueryBufferLimit)
+        );
     }
 
     proptest! {

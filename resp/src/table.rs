@@ -52,7 +52,9 @@ impl CommandSpec {
 
     /// The subcommand named `name` (any case).
     pub fn subcommand(&self, name: &[u8]) -> Option<&'static CommandSpec> {
-        self.subcommands.iter().find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
+        self.subcommands
+            .iter()
+            .find(|s| s.name.as_bytes().eq_ignore_ascii_case(name))
     }
 }
 
@@ -83,57 +85,353 @@ macro_rules! sub {
 }
 
 static OBJECT_SUBS: &[CommandSpec] = &[
-    spec!("encoding", "object|encoding", 3, ["readonly"], 2, 2, 1, ["@keyspace", "@read", "@slow"], "generic", "2.2.3", "Returns the internal encoding of a Redis object.", &[]),
-    spec!("freq", "object|freq", 3, ["readonly"], 2, 2, 1, ["@keyspace", "@read", "@slow"], "generic", "4.0.0", "Returns the logarithmic access frequency counter of a Redis object.", &[]),
-    spec!("idletime", "object|idletime", 3, ["readonly"], 2, 2, 1, ["@keyspace", "@read", "@slow"], "generic", "2.2.3", "Returns the time since the last access to a Redis object.", &[]),
-    spec!("refcount", "object|refcount", 3, ["readonly"], 2, 2, 1, ["@keyspace", "@read", "@slow"], "generic", "2.2.3", "Returns the reference count of a value of a key.", &[]),
-    spec!("help", "object|help", 2, ["loading", "stale"], 0, 0, 0, ["@keyspace", "@slow"], "generic", "6.2.0", "Returns helpful text about the different subcommands.", &[]),
+    spec!(
+        "encoding",
+        "object|encoding",
+        3,
+        ["readonly"],
+        2,
+        2,
+        1,
+        ["@keyspace", "@read", "@slow"],
+        "generic",
+        "2.2.3",
+        "Returns the internal encoding of a Redis object.",
+        &[]
+    ),
+    spec!(
+        "freq",
+        "object|freq",
+        3,
+        ["readonly"],
+        2,
+        2,
+        1,
+        ["@keyspace", "@read", "@slow"],
+        "generic",
+        "4.0.0",
+        "Returns the logarithmic access frequency counter of a Redis object.",
+        &[]
+    ),
+    spec!(
+        "idletime",
+        "object|idletime",
+        3,
+        ["readonly"],
+        2,
+        2,
+        1,
+        ["@keyspace", "@read", "@slow"],
+        "generic",
+        "2.2.3",
+        "Returns the time since the last access to a Redis object.",
+        &[]
+    ),
+    spec!(
+        "refcount",
+        "object|refcount",
+        3,
+        ["readonly"],
+        2,
+        2,
+        1,
+        ["@keyspace", "@read", "@slow"],
+        "generic",
+        "2.2.3",
+        "Returns the reference count of a value of a key.",
+        &[]
+    ),
+    spec!(
+        "help",
+        "object|help",
+        2,
+        ["loading", "stale"],
+        0,
+        0,
+        0,
+        ["@keyspace", "@slow"],
+        "generic",
+        "6.2.0",
+        "Returns helpful text about the different subcommands.",
+        &[]
+    ),
 ];
 
 static CLIENT_SUBS: &[CommandSpec] = &[
-    sub!("client", "id", 2, ["noscript", "loading", "stale"], ["@slow", "@connection"], "5.0.0", "Returns the unique client ID of the connection."),
-    sub!("client", "setname", 3, ["noscript", "loading", "stale"], ["@slow", "@connection"], "2.6.9", "Sets the connection name."),
-    sub!("client", "getname", 2, ["noscript", "loading", "stale"], ["@slow", "@connection"], "2.6.9", "Returns the name of the connection."),
-    sub!("client", "info", 2, ["noscript", "loading", "stale"], ["@slow", "@connection"], "6.2.0", "Returns information about the connection."),
-    sub!("client", "list", -2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous", "@connection"], "2.4.0", "Lists open connections."),
-    sub!("client", "kill", -3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous", "@connection"], "2.4.0", "Terminates open connections."),
-    sub!("client", "setinfo", 4, ["noscript", "loading", "stale"], ["@slow", "@connection"], "7.2.0", "Sets information specific to the client or connection."),
-    sub!("client", "no-evict", 3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous", "@connection"], "7.0.0", "Sets the client eviction mode of the connection."),
-    sub!("client", "reply", 3, ["noscript", "loading", "stale"], ["@slow", "@connection"], "3.2.0", "Instructs the server whether to reply to commands."),
-    sub!("client", "help", 2, ["loading", "stale"], ["@slow", "@connection"], "5.0.0", "Returns helpful text about the different subcommands."),
+    sub!(
+        "client",
+        "id",
+        2,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "5.0.0",
+        "Returns the unique client ID of the connection."
+    ),
+    sub!(
+        "client",
+        "setname",
+        3,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "2.6.9",
+        "Sets the connection name."
+    ),
+    sub!(
+        "client",
+        "getname",
+        2,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "2.6.9",
+        "Returns the name of the connection."
+    ),
+    sub!(
+        "client",
+        "info",
+        2,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "6.2.0",
+        "Returns information about the connection."
+    ),
+    sub!(
+        "client",
+        "list",
+        -2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous", "@connection"],
+        "2.4.0",
+        "Lists open connections."
+    ),
+    sub!(
+        "client",
+        "kill",
+        -3,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous", "@connection"],
+        "2.4.0",
+        "Terminates open connections."
+    ),
+    sub!(
+        "client",
+        "setinfo",
+        4,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "7.2.0",
+        "Sets information specific to the client or connection."
+    ),
+    sub!(
+        "client",
+        "no-evict",
+        3,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous", "@connection"],
+        "7.0.0",
+        "Sets the client eviction mode of the connection."
+    ),
+    sub!(
+        "client",
+        "reply",
+        3,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "3.2.0",
+        "Instructs the server whether to reply to commands."
+    ),
+    sub!(
+        "client",
+        "help",
+        2,
+        ["loading", "stale"],
+        ["@slow", "@connection"],
+        "5.0.0",
+        "Returns helpful text about the different subcommands."
+    ),
 ];
 
 static COMMAND_SUBS: &[CommandSpec] = &[
-    sub!("command", "count", 2, ["loading", "stale"], ["@slow", "@connection"], "2.8.13", "Returns a count of commands."),
-    sub!("command", "info", -2, ["loading", "stale"], ["@slow", "@connection"], "2.8.13", "Returns information about one, multiple or all commands."),
-    sub!("command", "docs", -2, ["loading", "stale"], ["@slow", "@connection"], "7.0.0", "Returns documentary information about one, multiple or all commands."),
-    sub!("command", "list", -2, ["loading", "stale"], ["@slow", "@connection"], "7.0.0", "Returns a list of command names."),
-    sub!("command", "getkeys", -3, ["loading", "stale"], ["@slow", "@connection"], "2.8.13", "Extracts the key names from an arbitrary command."),
-    sub!("command", "help", 2, ["loading", "stale"], ["@slow", "@connection"], "5.0.0", "Returns helpful text about the different subcommands."),
+    sub!(
+        "command",
+        "count",
+        2,
+        ["loading", "stale"],
+        ["@slow", "@connection"],
+        "2.8.13",
+        "Returns a count of commands."
+    ),
+    sub!(
+        "command",
+        "info",
+        -2,
+        ["loading", "stale"],
+        ["@slow", "@connection"],
+        "2.8.13",
+        "Returns information about one, multiple or all commands."
+    ),
+    sub!(
+        "command",
+        "docs",
+        -2,
+        ["loading", "stale"],
+        ["@slow", "@connection"],
+        "7.0.0",
+        "Returns documentary information about one, multiple or all commands."
+    ),
+    sub!(
+        "command",
+        "list",
+        -2,
+        ["loading", "stale"],
+        ["@slow", "@connection"],
+        "7.0.0",
+        "Returns a list of command names."
+    ),
+    sub!(
+        "command",
+        "getkeys",
+        -3,
+        ["loading", "stale"],
+        ["@slow", "@connection"],
+        "2.8.13",
+        "Extracts the key names from an arbitrary command."
+    ),
+    sub!(
+        "command",
+        "help",
+        2,
+        ["loading", "stale"],
+        ["@slow", "@connection"],
+        "5.0.0",
+        "Returns helpful text about the different subcommands."
+    ),
 ];
 
 static CONFIG_SUBS: &[CommandSpec] = &[
-    sub!("config", "get", -3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.0.0", "Returns the effective values of configuration parameters."),
-    sub!("config", "set", -4, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.0.0", "Sets configuration parameters in-flight."),
-    sub!("config", "resetstat", 2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.0.0", "Resets the server's statistics."),
-    sub!("config", "help", 2, ["loading", "stale"], ["@slow"], "5.0.0", "Returns helpful text about the different subcommands."),
+    sub!(
+        "config",
+        "get",
+        -3,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.0.0",
+        "Returns the effective values of configuration parameters."
+    ),
+    sub!(
+        "config",
+        "set",
+        -4,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.0.0",
+        "Sets configuration parameters in-flight."
+    ),
+    sub!(
+        "config",
+        "resetstat",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.0.0",
+        "Resets the server's statistics."
+    ),
+    sub!(
+        "config",
+        "help",
+        2,
+        ["loading", "stale"],
+        ["@slow"],
+        "5.0.0",
+        "Returns helpful text about the different subcommands."
+    ),
 ];
 
 static LATENCY_SUBS: &[CommandSpec] = &[
-    sub!("latency", "latest", 2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.8.13", "Returns the latest latency samples for all events."),
-    sub!("latency", "history", 3, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.8.13", "Returns timestamp-latency samples for an event."),
-    sub!("latency", "reset", -2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.8.13", "Resets the latency data for one or more events."),
-    sub!("latency", "doctor", 2, ["admin", "noscript", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.8.13", "Returns a human-readable latency analysis report."),
-    sub!("latency", "help", 2, ["loading", "stale"], ["@slow"], "2.8.13", "Returns helpful text about the different subcommands."),
+    sub!(
+        "latency",
+        "latest",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.8.13",
+        "Returns the latest latency samples for all events."
+    ),
+    sub!(
+        "latency",
+        "history",
+        3,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.8.13",
+        "Returns timestamp-latency samples for an event."
+    ),
+    sub!(
+        "latency",
+        "reset",
+        -2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.8.13",
+        "Resets the latency data for one or more events."
+    ),
+    sub!(
+        "latency",
+        "doctor",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.8.13",
+        "Returns a human-readable latency analysis report."
+    ),
+    sub!(
+        "latency",
+        "help",
+        2,
+        ["loading", "stale"],
+        ["@slow"],
+        "2.8.13",
+        "Returns helpful text about the different subcommands."
+    ),
 ];
 
 static SLOWLOG_SUBS: &[CommandSpec] = &[
-    sub!("slowlog", "get", -2, ["admin", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.2.12", "Returns the slow log's entries."),
-    sub!("slowlog", "len", 2, ["admin", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.2.12", "Returns the number of entries in the slow log."),
-    sub!("slowlog", "reset", 2, ["admin", "loading", "stale"], ["@admin", "@slow", "@dangerous"], "2.2.12", "Clears all entries from the slow log."),
-    sub!("slowlog", "help", 2, ["loading", "stale"], ["@slow"], "6.2.0", "Show helpful text about the different subcommands"),
+    sub!(
+        "slowlog",
+        "get",
+        -2,
+        ["admin", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.2.12",
+        "Returns the slow log's entries."
+    ),
+    sub!(
+        "slowlog",
+        "len",
+        2,
+        ["admin", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.2.12",
+        "Returns the number of entries in the slow log."
+    ),
+    sub!(
+        "slowlog",
+        "reset",
+        2,
+        ["admin", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "2.2.12",
+        "Clears all entries from the slow log."
+    ),
+    sub!(
+        "slowlog",
+        "help",
+        2,
+        ["loading", "stale"],
+        ["@slow"],
+        "6.2.0",
+        "Show helpful text about the different subcommands"
+    ),
 ];
-
 
 /// Every top-level command, in the order `COMMAND` lists them.
 pub static COMMANDS: &[CommandSpec] = &[
@@ -231,7 +529,14 @@ mod tests {
         assert_eq!(lookup(b"GeT").unwrap().name, "get");
         assert!(lookup(b"nosuchcommand").is_none());
         assert!(lookup(b"averyveryverylongcommandname").is_none());
-        assert_eq!(lookup(b"CLIENT").unwrap().subcommand(b"SetName").unwrap().fullname, "client|setname");
+        assert_eq!(
+            lookup(b"CLIENT")
+                .unwrap()
+                .subcommand(b"SetName")
+                .unwrap()
+                .fullname,
+            "client|setname"
+        );
     }
 
     #[test]

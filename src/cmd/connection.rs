@@ -43,7 +43,11 @@ pub(super) fn auth(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a.len() == 2 && s.shared.config.read().requirepass.is_empty() {
         return err(errors::AUTH_NOT_CONFIGURED);
     }
-    let (user, pass) = if a.len() == 3 { (&a[1][..], &a[2][..]) } else { (&b"default"[..], &a[1][..]) };
+    let (user, pass) = if a.len() == 3 {
+        (&a[1][..], &a[2][..])
+    } else {
+        (&b"default"[..], &a[1][..])
+    };
     if check_password(s, user, pass) {
         s.authed = true;
         Some(Frame::ok())
@@ -95,7 +99,11 @@ pub(super) fn hello(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return err("NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time");
     }
     if let Some(v) = proto {
-        s.proto = if v == 3 { Protocol::Resp3 } else { Protocol::Resp2 };
+        s.proto = if v == 3 {
+            Protocol::Resp3
+        } else {
+            Protocol::Resp2
+        };
         s.handle.meta.lock().resp = v as u8;
     }
     let proto_num = if s.proto == Protocol::Resp3 { 3 } else { 2 };
@@ -159,14 +167,25 @@ pub(super) fn client(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         }
         b"getname" => {
             let name = s.handle.meta.lock().name.clone();
-            Some(if name.is_empty() { Frame::Null } else { Frame::Bulk(name.into()) })
+            Some(if name.is_empty() {
+                Frame::Null
+            } else {
+                Frame::Bulk(name.into())
+            })
         }
         b"info" => Some(verbatim(s.handle.info_line() + "\n")),
         b"list" => client_list(s, a),
         b"kill" => client_kill(s, a),
         b"setinfo" => {
+            // Redis 7.2's order: the attribute name first, then the value's characters.
             let attr = a[2].to_ascii_lowercase();
-            if !valid_name(&a[3]) && !a[3].is_empty() {
+            if attr != b"lib-name" && attr != b"lib-ver" {
+                let mut e = b"ERR Unrecognized option '".to_vec();
+                e.extend_from_slice(&a[2]);
+                e.push(b'\'');
+                return err_owned(errors::sanitize(&e));
+            }
+            if !valid_name(&a[3]) {
                 let mut e = b"ERR ".to_vec();
                 e.extend_from_slice(&a[2]);
                 e.extend_from_slice(b" cannot contain spaces, newlines or special characters.");
@@ -174,15 +193,10 @@ pub(super) fn client(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             }
             let value = String::from_utf8_lossy(&a[3]).into_owned();
             let mut m = s.handle.meta.lock();
-            match attr.as_slice() {
-                b"lib-name" => m.lib_name = value,
-                b"lib-ver" => m.lib_ver = value,
-                _ => {
-                    let mut e = b"ERR Unrecognized option '".to_vec();
-                    e.extend_from_slice(&a[2]);
-                    e.push(b'\'');
-                    return err_owned(errors::sanitize(&e));
-                }
+            if attr == b"lib-name" {
+                m.lib_name = value;
+            } else {
+                m.lib_ver = value;
             }
             Some(Frame::ok())
         }
@@ -327,10 +341,11 @@ fn client_kill(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             None => err(errors::NO_SUCH_CLIENT),
         };
     }
-    if a.len() % 2 != 0 {
+    if !a.len().is_multiple_of(2) {
         return err(errors::SYNTAX);
     }
-    let (mut id, mut addr, mut laddr, mut skipme, mut maxage, mut none) = (None, None, None, true, None, false);
+    let (mut id, mut addr, mut laddr, mut skipme, mut maxage, mut none) =
+        (None, None, None, true, None, false);
     for pair in a[2..].chunks(2) {
         let (k, v) = (pair[0].to_ascii_lowercase(), &pair[1]);
         let text = String::from_utf8_lossy(v).into_owned();

@@ -45,7 +45,13 @@ pub(super) fn type_(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 }
 
 /// The EXPIRE family: `base` is added to the argument (now for relative forms, 0 for absolute).
-fn expire_generic(s: &mut Session, a: &[Bytes], seconds: bool, relative: bool, cmd: &str) -> Option<Frame> {
+fn expire_generic(
+    s: &mut Session,
+    a: &[Bytes],
+    seconds: bool,
+    relative: bool,
+    cmd: &str,
+) -> Option<Frame> {
     let (mut nx, mut xx, mut gt, mut lt) = (false, false, false, false);
     for opt in &a[3..] {
         match opt.to_ascii_lowercase().as_slice() {
@@ -73,7 +79,7 @@ fn expire_generic(s: &mut Session, a: &[Bytes], seconds: bool, relative: bool, c
     };
     let invalid = || err_owned(errors::invalid_expire(cmd));
     if seconds {
-        if when > i64::MAX / 1000 || when < i64::MIN / 1000 {
+        if !(i64::MIN / 1000..=i64::MAX / 1000).contains(&when) {
             return invalid();
         }
         when *= 1000;
@@ -84,7 +90,11 @@ fn expire_generic(s: &mut Session, a: &[Bytes], seconds: bool, relative: bool, c
         return invalid();
     }
     when += base;
-    Some(reply(s.shared.store.apply(&a[1], &Op::Expire { at: when, cond }, &ctx)))
+    Some(reply(s.shared.store.apply(
+        &a[1],
+        &Op::Expire { at: when, cond },
+        &ctx,
+    )))
 }
 
 /// # Format
@@ -114,25 +124,41 @@ pub(super) fn pexpireat(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `TTL key`
 pub(super) fn ttl(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::Ttl { ms: false }, &s.ctx())))
+    Some(reply(s.shared.store.apply(
+        &a[1],
+        &Op::Ttl { ms: false },
+        &s.ctx(),
+    )))
 }
 
 /// # Format
 /// `PTTL key`
 pub(super) fn pttl(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::Ttl { ms: true }, &s.ctx())))
+    Some(reply(s.shared.store.apply(
+        &a[1],
+        &Op::Ttl { ms: true },
+        &s.ctx(),
+    )))
 }
 
 /// # Format
 /// `EXPIRETIME key`
 pub(super) fn expiretime(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::ExpireTime { ms: false }, &s.ctx())))
+    Some(reply(s.shared.store.apply(
+        &a[1],
+        &Op::ExpireTime { ms: false },
+        &s.ctx(),
+    )))
 }
 
 /// # Format
 /// `PEXPIRETIME key`
 pub(super) fn pexpiretime(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::ExpireTime { ms: true }, &s.ctx())))
+    Some(reply(s.shared.store.apply(
+        &a[1],
+        &Op::ExpireTime { ms: true },
+        &s.ctx(),
+    )))
 }
 
 /// # Format
@@ -176,7 +202,9 @@ fn parse_cursor(raw: &[u8]) -> Option<u64> {
 /// # Format
 /// `SCAN cursor [MATCH pattern] [COUNT count] [TYPE type]`
 pub(super) fn scan(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    let Some(cursor) = parse_cursor(&a[1]) else { return err(errors::INVALID_CURSOR) };
+    let Some(cursor) = parse_cursor(&a[1]) else {
+        return err(errors::INVALID_CURSOR);
+    };
     let (mut pattern, mut count, mut type_ok) = (None, 10usize, true);
     let mut i = 2;
     while i < a.len() {
@@ -299,25 +327,23 @@ pub(super) fn object(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 _ => Some(Frame::Null),
             };
         }
-        _ => {
-            return help(
-                "OBJECT",
-                &[
-                    "ENCODING <key>",
-                    "    Return the kind of internal representation used in order to store the value",
-                    "    associated with a <key>.",
-                    "FREQ <key>",
-                    "    Return the access frequency index of the <key>. The returned integer is",
-                    "    proportional to the logarithm of the recent access frequency of the key.",
-                    "IDLETIME <key>",
-                    "    Return the idle time of the <key>, that is the approximated number of",
-                    "    seconds elapsed since the last access to the key.",
-                    "REFCOUNT <key>",
-                    "    Return the number of references of the value associated with the specified",
-                    "    <key>.",
-                ],
-            )
-        }
+        _ => return help(
+            "OBJECT",
+            &[
+                "ENCODING <key>",
+                "    Return the kind of internal representation used in order to store the value",
+                "    associated with a <key>.",
+                "FREQ <key>",
+                "    Return the access frequency index of the <key>. The returned integer is",
+                "    proportional to the logarithm of the recent access frequency of the key.",
+                "IDLETIME <key>",
+                "    Return the idle time of the <key>, that is the approximated number of",
+                "    seconds elapsed since the last access to the key.",
+                "REFCOUNT <key>",
+                "    Return the number of references of the value associated with the specified",
+                "    <key>.",
+            ],
+        ),
     };
     Some(reply(s.shared.store.apply(&a[2], &op, &s.ctx())))
 }

@@ -96,11 +96,16 @@ fn index() -> &'static Index {
         let map: Index = handlers()
             .iter()
             .map(|(name, h)| {
-                let spec = table::lookup(name.as_bytes()).unwrap_or_else(|| panic!("{name} missing from the table"));
+                let spec = table::lookup(name.as_bytes())
+                    .unwrap_or_else(|| panic!("{name} missing from the table"));
                 (*name, (spec, *h))
             })
             .collect();
-        assert_eq!(map.len(), table::COMMANDS.len(), "every table entry has a handler");
+        assert_eq!(
+            map.len(),
+            table::COMMANDS.len(),
+            "every table entry has a handler"
+        );
         map
     })
 }
@@ -160,7 +165,10 @@ pub(crate) fn op_error(e: OpError) -> Frame {
 
 /// Text replies Redis sends as verbatim strings in RESP3 (INFO, CLIENT INFO, CLIENT LIST).
 pub(crate) fn verbatim(text: String) -> Frame {
-    Frame::Verbatim { format: *b"txt", text: Bytes::from(text) }
+    Frame::Verbatim {
+        format: *b"txt",
+        text: Bytes::from(text),
+    }
 }
 
 /// A HELP reply: one status line per entry.
@@ -169,7 +177,11 @@ pub(crate) fn help(cmd: &str, lines: &[&str]) -> Option<Frame> {
         "{} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
         cmd
     )))];
-    out.extend(lines.iter().map(|l| Frame::Simple(Bytes::copy_from_slice(l.as_bytes()))));
+    out.extend(
+        lines
+            .iter()
+            .map(|l| Frame::Simple(Bytes::copy_from_slice(l.as_bytes()))),
+    );
     out.push(Frame::simple("HELP"));
     out.push(Frame::simple("    Print this help."));
     Some(Frame::Array(out))

@@ -21,12 +21,22 @@ fn command_info(c: &CommandSpec) -> Frame {
     let key_specs = if c.first_key > 0 {
         let kv = |k: &'static str, v: Frame| (Frame::bulk(k.as_bytes()), v);
         vec![Frame::Map(vec![
-            kv("flags", status_set(if c.has_flag("write") { &["RW", "UPDATE"] } else { &["RO", "ACCESS"] })),
+            kv(
+                "flags",
+                status_set(if c.has_flag("write") {
+                    &["RW", "UPDATE"]
+                } else {
+                    &["RO", "ACCESS"]
+                }),
+            ),
             kv(
                 "begin_search",
                 Frame::Map(vec![
                     kv("type", Frame::bulk(b"index")),
-                    kv("spec", Frame::Map(vec![kv("index", Frame::Integer(i64::from(c.first_key)))])),
+                    kv(
+                        "spec",
+                        Frame::Map(vec![kv("index", Frame::Integer(i64::from(c.first_key)))]),
+                    ),
                 ]),
             ),
             kv(
@@ -36,7 +46,14 @@ fn command_info(c: &CommandSpec) -> Frame {
                     kv(
                         "spec",
                         Frame::Map(vec![
-                            kv("lastkey", Frame::Integer(if c.last_key < 0 { -1 } else { i64::from(c.last_key - c.first_key) })),
+                            kv(
+                                "lastkey",
+                                Frame::Integer(if c.last_key < 0 {
+                                    -1
+                                } else {
+                                    i64::from(c.last_key - c.first_key)
+                                }),
+                            ),
                             kv("keystep", Frame::Integer(i64::from(c.step))),
                             kv("limit", Frame::Integer(0)),
                         ]),
@@ -71,7 +88,12 @@ fn command_docs(c: &CommandSpec) -> Frame {
     if !c.subcommands.is_empty() {
         m.push(kv(
             "subcommands",
-            Frame::Map(c.subcommands.iter().map(|s| (Frame::bulk(s.fullname.as_bytes()), command_docs(s))).collect()),
+            Frame::Map(
+                c.subcommands
+                    .iter()
+                    .map(|s| (Frame::bulk(s.fullname.as_bytes()), command_docs(s)))
+                    .collect(),
+            ),
         ));
     }
     Frame::Map(m)
@@ -82,7 +104,11 @@ fn keys_of(spec: &CommandSpec, args: &[Bytes]) -> Vec<Frame> {
     if spec.first_key <= 0 {
         return vec![];
     }
-    let last = if spec.last_key < 0 { args.len() as i32 + spec.last_key } else { spec.last_key };
+    let last = if spec.last_key < 0 {
+        args.len() as i32 + spec.last_key
+    } else {
+        spec.last_key
+    };
     let mut out = vec![];
     let mut i = spec.first_key;
     while i <= last && (i as usize) < args.len() {
@@ -96,17 +122,24 @@ fn keys_of(spec: &CommandSpec, args: &[Bytes]) -> Vec<Frame> {
 /// `COMMAND [COUNT | INFO [name ...] | DOCS [name ...] | LIST | GETKEYS command [arg ...] | HELP]`
 pub(super) fn command(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a.len() == 1 {
-        return Some(Frame::Array(table::COMMANDS.iter().map(command_info).collect()));
+        return Some(Frame::Array(
+            table::COMMANDS.iter().map(command_info).collect(),
+        ));
     }
     let sub = a[1].to_ascii_lowercase();
     match sub.as_slice() {
         b"count" => Some(Frame::Integer(table::COMMANDS.len() as i64)),
         b"info" => {
             if a.len() == 2 {
-                return Some(Frame::Array(table::COMMANDS.iter().map(command_info).collect()));
+                return Some(Frame::Array(
+                    table::COMMANDS.iter().map(command_info).collect(),
+                ));
             }
             Some(Frame::Array(
-                a[2..].iter().map(|n| table::lookup(n).map_or(Frame::Null, command_info)).collect(),
+                a[2..]
+                    .iter()
+                    .map(|n| table::lookup(n).map_or(Frame::Null, command_info))
+                    .collect(),
             ))
         }
         b"docs" => {
@@ -115,13 +148,22 @@ pub(super) fn command(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             } else {
                 a[2..].iter().filter_map(|n| table::lookup(n)).collect()
             };
-            Some(Frame::Map(pick.into_iter().map(|c| (Frame::bulk(c.name.as_bytes()), command_docs(c))).collect()))
+            Some(Frame::Map(
+                pick.into_iter()
+                    .map(|c| (Frame::bulk(c.name.as_bytes()), command_docs(c)))
+                    .collect(),
+            ))
         }
         b"list" => {
             if a.len() != 2 {
                 return err(errors::SYNTAX);
             }
-            Some(Frame::Array(table::COMMANDS.iter().map(|c| Frame::bulk(c.name.as_bytes())).collect()))
+            Some(Frame::Array(
+                table::COMMANDS
+                    .iter()
+                    .map(|c| Frame::bulk(c.name.as_bytes()))
+                    .collect(),
+            ))
         }
         b"getkeys" => {
             let Some(spec) = table::lookup(&a[2]) else {
@@ -183,15 +225,20 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 }
                 for p in PARAMS {
                     let lower = pat.to_ascii_lowercase();
-                    if hypercache_cluster::glob::matches(&lower, p.name.as_bytes()) && seen.insert(p.name) {
-                        out.push((Frame::bulk(p.name.as_bytes()), Frame::Bulk((p.get)(&c).into())));
+                    if hypercache_cluster::glob::matches(&lower, p.name.as_bytes())
+                        && seen.insert(p.name)
+                    {
+                        out.push((
+                            Frame::bulk(p.name.as_bytes()),
+                            Frame::Bulk((p.get)(&c).into()),
+                        ));
                     }
                 }
             }
             Some(Frame::Map(out))
         }
         b"set" => {
-            if a.len() % 2 != 0 {
+            if !a.len().is_multiple_of(2) {
                 return err(errors::SYNTAX);
             }
             let mut next = s.shared.config.read().clone();
@@ -199,9 +246,15 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             for pair in a[2..].chunks(2) {
                 let given = String::from_utf8_lossy(&pair[0]).into_owned();
                 let Some(p) = param(&given).filter(|p| p.name == given.to_ascii_lowercase()) else {
-                    return err_owned(format!("ERR Unknown option or number of arguments for CONFIG SET - '{given}'"));
+                    return err_owned(format!(
+                        "ERR Unknown option or number of arguments for CONFIG SET - '{given}'"
+                    ));
                 };
-                let fail = |why: &str| err_owned(format!("ERR CONFIG SET failed (possibly related to argument '{given}') - {why}"));
+                let fail = |why: &str| {
+                    err_owned(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{given}') - {why}"
+                    ))
+                };
                 if !seen.insert(p.name) {
                     return fail("duplicate parameter");
                 }
@@ -272,10 +325,21 @@ fn human(bytes: u64) -> String {
 /// The INFO text for the requested sections (Redis's layout: `# Section` headers, `key:value`
 /// lines, CRLF line ends, a blank line between sections).
 pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
-    const DEFAULT: &[&str] =
-        &["server", "clients", "memory", "persistence", "stats", "replication", "cpu", "cluster", "keyspace"];
+    const DEFAULT: &[&str] = &[
+        "server",
+        "clients",
+        "memory",
+        "persistence",
+        "stats",
+        "replication",
+        "cpu",
+        "cluster",
+        "keyspace",
+    ];
     let all = sections.is_empty()
-        || sections.iter().any(|s| matches!(s.as_str(), "all" | "everything" | "default"));
+        || sections
+            .iter()
+            .any(|s| matches!(s.as_str(), "all" | "everything" | "default"));
     let want = |name: &str| all || sections.iter().any(|s| s == name);
     let mut out = String::new();
     let c = shared.config.read().clone();
@@ -302,11 +366,21 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("arch_bits", &64);
                 line("process_id", &std::process::id());
                 line("tcp_port", &shared.port.load(Ordering::Relaxed));
-                line("server_time_usec", &SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_micros()));
+                line(
+                    "server_time_usec",
+                    &SystemTime::now()
+                        .duration_since(UNIX_EPOCH)
+                        .map_or(0, |d| d.as_micros()),
+                );
                 line("uptime_in_seconds", &up);
                 line("uptime_in_days", &(up / 86400));
                 line("hz", &c.hz);
-                line("executable", &std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_default());
+                line(
+                    "executable",
+                    &std::env::current_exe()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
+                );
                 line("config_file", &c.config_file.clone().unwrap_or_default());
             }
             "clients" => {
@@ -324,7 +398,17 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("maxmemory", &0);
                 line("maxmemory_human", &"0B");
                 line("maxmemory_policy", &"noeviction");
-                line("mem_fragmentation_ratio", &format!("{:.2}", if used > 0 { rss as f64 / used as f64 } else { 0.0 }));
+                line(
+                    "mem_fragmentation_ratio",
+                    &format!(
+                        "{:.2}",
+                        if used > 0 {
+                            rss as f64 / used as f64
+                        } else {
+                            0.0
+                        }
+                    ),
+                );
                 line("mem_allocator", &"libc");
             }
             "persistence" => {
@@ -335,7 +419,10 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
             }
             "stats" => {
                 let store = shared.store.stats();
-                line("total_connections_received", &load(&st.connections_received));
+                line(
+                    "total_connections_received",
+                    &load(&st.connections_received),
+                );
                 line("total_commands_processed", &load(&st.commands_processed));
                 line("total_net_input_bytes", &load(&st.net_input_bytes));
                 line("total_net_output_bytes", &load(&st.net_output_bytes));
@@ -360,7 +447,10 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
             "keyspace" => {
                 let store = shared.store.stats();
                 if store.keys > 0 {
-                    line("db0", &format!("keys={},expires={},avg_ttl=0", store.keys, store.volatile));
+                    line(
+                        "db0",
+                        &format!("keys={},expires={},avg_ttl=0", store.keys, store.volatile),
+                    );
                 }
             }
             _ => {}
@@ -381,14 +471,19 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
 /// # Format
 /// `INFO [section [section ...]]`
 pub(super) fn info(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    let sections: Vec<String> = a[1..].iter().map(|x| String::from_utf8_lossy(x).to_ascii_lowercase()).collect();
+    let sections: Vec<String> = a[1..]
+        .iter()
+        .map(|x| String::from_utf8_lossy(x).to_ascii_lowercase())
+        .collect();
     Some(verbatim(info_text(&s.shared, &sections)))
 }
 
 /// # Format
 /// `TIME`
 pub(super) fn time(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
-    let d = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let d = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     Some(Frame::Array(vec![
         Frame::Bulk(d.as_secs().to_string().into()),
         Frame::Bulk(d.subsec_micros().to_string().into()),
@@ -405,7 +500,10 @@ pub(super) fn shutdown(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             _ => return err(errors::SYNTAX),
         }
     }
-    tracing::warn!(component = "server", "SHUTDOWN requested by a client, stopping");
+    tracing::warn!(
+        component = "server",
+        "SHUTDOWN requested by a client, stopping"
+    );
     s.shared.trigger_shutdown();
     s.close_after = true;
     None

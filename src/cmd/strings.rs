@@ -11,7 +11,11 @@ use crate::state::Stats;
 
 fn read(s: &Session, key: &[u8]) -> Outcome {
     let o = s.shared.store.apply(key, &Op::Get, &s.ctx());
-    let counter = if o == Outcome::Nil { &s.shared.stats.keyspace_misses } else { &s.shared.stats.keyspace_hits };
+    let counter = if o == Outcome::Nil {
+        &s.shared.stats.keyspace_misses
+    } else {
+        &s.shared.stats.keyspace_hits
+    };
     Stats::add(counter, 1);
     o
 }
@@ -38,7 +42,11 @@ fn deadline(raw: &[u8], unit: Unit, now: u64, cmd: &str) -> Result<u64, Option<F
     if v <= 0 || (matches!(unit, Unit::Ex | Unit::ExAt) && v > i64::MAX / 1000) {
         return Err(invalid());
     }
-    let mut ms = if matches!(unit, Unit::Ex | Unit::ExAt) { v * 1000 } else { v };
+    let mut ms = if matches!(unit, Unit::Ex | Unit::ExAt) {
+        v * 1000
+    } else {
+        v
+    };
     if matches!(unit, Unit::Ex | Unit::Px) {
         ms = ms.checked_add(now as i64).ok_or_else(invalid)?;
     }
@@ -55,7 +63,13 @@ struct SetOpts<'a> {
 
 /// Redis's `parseExtendedStringArgumentsOrReply`: same acceptance rules, same errors.
 fn parse_opts(args: &[Bytes], set: bool) -> Result<SetOpts<'_>, Option<Frame>> {
-    let mut o = SetOpts { cond: SetCond::Always, get: false, keepttl: false, persist: false, expire: None };
+    let mut o = SetOpts {
+        cond: SetCond::Always,
+        get: false,
+        keepttl: false,
+        persist: false,
+        expire: None,
+    };
     let mut j = 0;
     while j < args.len() {
         let opt = &args[j][..];
@@ -73,10 +87,15 @@ fn parse_opts(args: &[Bytes], set: bool) -> Result<SetOpts<'_>, Option<Frame>> {
         } else if !set && is("persist") && !has_expire && !o.keepttl {
             o.persist = true;
         } else if let (Some(unit), Some(n)) = (
-            [("ex", Unit::Ex), ("px", Unit::Px), ("exat", Unit::ExAt), ("pxat", Unit::PxAt)]
-                .iter()
-                .find(|(name, _)| is(name))
-                .map(|(_, u)| *u),
+            [
+                ("ex", Unit::Ex),
+                ("px", Unit::Px),
+                ("exat", Unit::ExAt),
+                ("pxat", Unit::PxAt),
+            ]
+            .iter()
+            .find(|(name, _)| is(name))
+            .map(|(_, u)| *u),
             next,
         ) {
             // The same unit may repeat (the last wins); mixing units is a syntax error.
@@ -109,14 +128,24 @@ pub(super) fn set(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         None if o.keepttl => ExpiryChange::Keep,
         None => ExpiryChange::Clear,
     };
-    let op = Op::Set { value: &a[2], cond: o.cond, expiry, get: o.get };
+    let op = Op::Set {
+        value: &a[2],
+        cond: o.cond,
+        expiry,
+        get: o.get,
+    };
     Some(reply(s.shared.store.apply(&a[1], &op, &ctx)))
 }
 
 /// # Format
 /// `SETNX key value`
 pub(super) fn setnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    let op = Op::Set { value: &a[2], cond: SetCond::IfMissing, expiry: ExpiryChange::Clear, get: false };
+    let op = Op::Set {
+        value: &a[2],
+        cond: SetCond::IfMissing,
+        expiry: ExpiryChange::Clear,
+        get: false,
+    };
     let done = s.shared.store.apply(&a[1], &op, &s.ctx()) == Outcome::Ok;
     Some(Frame::Integer(i64::from(done)))
 }
@@ -127,7 +156,12 @@ fn set_with_expiry(s: &mut Session, a: &[Bytes], unit: Unit, cmd: &str) -> Optio
         Ok(t) => t,
         Err(e) => return e,
     };
-    let op = Op::Set { value: &a[3], cond: SetCond::Always, expiry: ExpiryChange::At(at), get: false };
+    let op = Op::Set {
+        value: &a[3],
+        cond: SetCond::Always,
+        expiry: ExpiryChange::At(at),
+        get: false,
+    };
     Some(reply(s.shared.store.apply(&a[1], &op, &ctx)))
 }
 
@@ -146,7 +180,12 @@ pub(super) fn psetex(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `GETSET key value`
 pub(super) fn getset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    let op = Op::Set { value: &a[2], cond: SetCond::Always, expiry: ExpiryChange::Clear, get: true };
+    let op = Op::Set {
+        value: &a[2],
+        cond: SetCond::Always,
+        expiry: ExpiryChange::Clear,
+        get: true,
+    };
     Some(reply(s.shared.store.apply(&a[1], &op, &s.ctx())))
 }
 
@@ -178,17 +217,22 @@ pub(super) fn getex(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `MGET key [key ...]`
 pub(super) fn mget(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(Frame::Array(a[1..].iter().map(|k| reply(read(s, k))).collect()))
+    Some(Frame::Array(
+        a[1..].iter().map(|k| reply(read(s, k))).collect(),
+    ))
 }
 
 fn pairs(a: &[Bytes]) -> Vec<(&[u8], &[u8])> {
-    a[1..].chunks_exact(2).map(|p| (&p[0][..], &p[1][..])).collect()
+    a[1..]
+        .chunks_exact(2)
+        .map(|p| (&p[0][..], &p[1][..]))
+        .collect()
 }
 
 /// # Format
 /// `MSET key value [key value ...]`
 pub(super) fn mset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    if a.len() % 2 == 0 {
+    if a.len().is_multiple_of(2) {
         return err_owned(errors::wrong_arity("mset"));
     }
     s.shared.store.mset(&pairs(a), false, &s.ctx());
@@ -198,7 +242,7 @@ pub(super) fn mset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `MSETNX key value [key value ...]`
 pub(super) fn msetnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    if a.len() % 2 == 0 {
+    if a.len().is_multiple_of(2) {
         return err_owned(errors::wrong_arity("msetnx"));
     }
     let done = s.shared.store.mset(&pairs(a), true, &s.ctx());
@@ -243,13 +287,21 @@ pub(super) fn decrby(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `INCRBYFLOAT key increment`
 pub(super) fn incrbyfloat(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::IncrByFloat(&a[2]), &s.ctx())))
+    Some(reply(s.shared.store.apply(
+        &a[1],
+        &Op::IncrByFloat(&a[2]),
+        &s.ctx(),
+    )))
 }
 
 /// # Format
 /// `APPEND key value`
 pub(super) fn append(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::Append(&a[2]), &s.ctx())))
+    Some(reply(s.shared.store.apply(
+        &a[1],
+        &Op::Append(&a[2]),
+        &s.ctx(),
+    )))
 }
 
 /// # Format
@@ -265,7 +317,11 @@ pub(super) fn getrange(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         (Ok(x), Ok(y)) => (x, y),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    Some(reply(s.shared.store.apply(&a[1], &Op::GetRange(start, end), &s.ctx())))
+    Some(reply(s.shared.store.apply(
+        &a[1],
+        &Op::GetRange(start, end),
+        &s.ctx(),
+    )))
 }
 
 /// # Format
@@ -276,7 +332,11 @@ pub(super) fn setrange(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         Ok(o) => o as u64,
         Err(e) => return e,
     };
-    match s.shared.store.apply(&a[1], &Op::SetRange(offset, &a[3]), &s.ctx()) {
+    match s
+        .shared
+        .store
+        .apply(&a[1], &Op::SetRange(offset, &a[3]), &s.ctx())
+    {
         Outcome::Err(e) => Some(op_error(e)),
         o => Some(reply(o)),
     }

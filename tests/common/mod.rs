@@ -9,7 +9,11 @@ use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound and released; the race with other processes is accepted).
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// A running server process, killed on drop.
@@ -26,12 +30,22 @@ impl Server {
     pub(crate) fn start(extra: &[&str]) -> Server {
         let port = free_port();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_hypercache"));
-        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string(), "--log-level", "warn"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
+        cmd.args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--log-level",
+            "warn",
+        ])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
         let child = cmd.spawn().expect("start hypercache");
-        let server = Server { child, addr: SocketAddr::from(([127, 0, 0, 1], port)) };
+        let server = Server {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
         server.wait_ready(extra.contains(&"--requirepass"));
         server
     }
@@ -87,7 +101,10 @@ impl Server {
 
     /// Sends a signal to the process.
     pub(crate) fn signal(&self, sig: &str) {
-        Command::new("kill").args([&format!("-{sig}"), &self.child.id().to_string()]).status().unwrap();
+        Command::new("kill")
+            .args([&format!("-{sig}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
     }
 }
 

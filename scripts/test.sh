@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, exactly as CI runs it (.ci/run calls this script).
+#
+# Installs what the tests need when it is missing (redis-server and redis-tools, the reference
+# for the differential suite and the clients the process tests drive), then checks formatting and
+# lints, then runs every test of the workspace.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_install=()
+command -v redis-server >/dev/null 2>&1 || need_install+=(redis-server)
+command -v redis-cli >/dev/null 2>&1 || need_install+=(redis-tools)
+command -v redis-benchmark >/dev/null 2>&1 || need_install+=(redis-tools)
+if [ ${#need_install[@]} -gt 0 ]; then
+    echo "installing ${need_install[*]} (the tests compare against a real Redis)"
+    sudo_cmd=()
+    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+    "${sudo_cmd[@]}" apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+# Debian starts a redis-server service on install; the tests start their own on free ports.
+redis-server --version
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace
