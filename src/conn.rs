@@ -122,6 +122,7 @@ async fn run(
                 }
             }
         }
+        s.flush_stats();
         if !wbuf.is_empty() {
             if socket.write_all(&wbuf).await.is_err() {
                 return "write error";

@@ -167,37 +167,47 @@ impl Store {
         }
     }
 
-    /// Applies one operation to one key.
+    /// Applies one operation to one key: one hash lookup for reads and in-place changes.
     pub fn apply(&self, key: &[u8], op: &Op<'_>, ctx: &Ctx) -> Outcome {
         let mut guard = self.lock(key_slot(key));
         let s = &mut *guard;
-        self.reap(s, key, ctx.now);
-        let (old_hash, had_ttl) = match s.map.get(key) {
-            Some(e) => (entry_hash(key, &e.version), e.expire_at != 0),
-            None => (0, false),
+        let mut expired = false;
+        let (effect, out) = match s.map.get_mut(key) {
+            Some(e) if e.is_expired(ctx.now) => {
+                expired = true;
+                apply(op, None, ctx)
+            }
+            Some(e) => {
+                let (old_version, had_ttl) = (e.version, e.expire_at != 0);
+                let (effect, out) = apply(op, Some(&mut *e), ctx);
+                if let Effect::Modified = effect {
+                    let version = self.next_version(ctx.now);
+                    e.version = version;
+                    s.digest ^= entry_hash(key, &old_version) ^ entry_hash(key, &version);
+                    let has_ttl = e.expire_at != 0;
+                    if has_ttl != had_ttl {
+                        if has_ttl {
+                            s.volatile += 1;
+                            self.volatile.fetch_add(1, Ordering::Relaxed);
+                        } else {
+                            s.volatile -= 1;
+                            self.volatile.fetch_sub(1, Ordering::Relaxed);
+                        }
+                    }
+                }
+                (effect, out)
+            }
+            None => apply(op, None, ctx),
         };
-        let (effect, out) = apply(op, s.map.get_mut(key), ctx);
+        if expired {
+            self.remove(s, key);
+            self.expired.fetch_add(1, Ordering::Relaxed);
+        }
         match effect {
-            Effect::None => {}
+            Effect::None | Effect::Modified => {}
             Effect::Created(e) => self.insert(s, key, e, ctx.now),
             Effect::Deleted => {
                 self.remove(s, key);
-            }
-            Effect::Modified => {
-                let version = self.next_version(ctx.now);
-                let e = s.map.get_mut(key).expect("modified entry exists");
-                e.version = version;
-                let has_ttl = e.expire_at != 0;
-                s.digest ^= old_hash ^ entry_hash(key, &version);
-                if has_ttl != had_ttl {
-                    if has_ttl {
-                        s.volatile += 1;
-                        self.volatile.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        s.volatile -= 1;
-                        self.volatile.fetch_sub(1, Ordering::Relaxed);
-                    }
-                }
             }
         }
         out

@@ -88,7 +88,7 @@ fn handlers() -> &'static [(&'static str, Handler)] {
     ]
 }
 
-type Index = HashMap<&'static str, (&'static CommandSpec, Handler)>;
+type Index = HashMap<&'static str, (&'static CommandSpec, Handler), ahash::RandomState>;
 
 fn index() -> &'static Index {
     static INDEX: OnceLock<Index> = OnceLock::new();
