@@ -47,7 +47,10 @@ type Key = [u8; 16];
 
 /// `prefix` (4 bytes) then 12 digits.
 fn key(prefix: &str, i: usize) -> Key {
-    format!("{prefix}{i:012}").into_bytes().try_into().expect("16-byte key")
+    format!("{prefix}{i:012}")
+        .into_bytes()
+        .try_into()
+        .expect("16-byte key")
 }
 
 fn set(value: &[u8]) -> Op<'_> {
@@ -140,11 +143,11 @@ fn single(c: &mut Criterion, fx: &Fixture) {
     assert_eq!(fx.store.len(), (KEYS + COUNTERS) as u64, "only overwrites");
 }
 
-/// One thread's pre-generated work: (key index, is a SET).
-fn sequence(seed: u64) -> Vec<(u32, bool)> {
+/// One thread's pre-generated work: (a random preloaded key, is a SET), keys inline.
+fn sequence(fx: &Fixture, seed: u64) -> Vec<(Key, bool)> {
     let mut rng = SmallRng::seed_from_u64(seed);
     (0..SEQ_LEN)
-        .map(|_| (rng.random_range(0..KEYS as u32), rng.random_bool(0.5)))
+        .map(|_| (fx.hits[rng.random_range(0..KEYS)], rng.random_bool(0.5)))
         .collect()
 }
 
@@ -152,7 +155,7 @@ fn sequence(seed: u64) -> Vec<(u32, bool)> {
 /// the moment all threads are released until the last one finishes.
 fn run_threads(
     fx: &Fixture,
-    seqs: &[Vec<(u32, bool)>],
+    seqs: &[Vec<(Key, bool)>],
     hot_key: Option<&[u8]>,
     iters: u64,
 ) -> Duration {
@@ -165,9 +168,9 @@ fn run_threads(
                 let value = &fx.value[..];
                 barrier.wait();
                 for n in 0..ops {
-                    let (idx, is_set) = seq[n & (SEQ_LEN - 1)];
-                    let k = hot_key.unwrap_or(&fx.hits[idx as usize]);
-                    let op = if is_set || hot_key.is_some() {
+                    let (key, is_set) = &seq[n & (SEQ_LEN - 1)];
+                    let k = hot_key.unwrap_or(key);
+                    let op = if *is_set || hot_key.is_some() {
                         set(value)
                     } else {
                         Op::Get
@@ -185,7 +188,7 @@ fn run_threads(
 }
 
 fn contention(c: &mut Criterion, fx: &Fixture) {
-    let seqs: Vec<Vec<(u32, bool)>> = (0..2).map(|t| sequence(1000 + t)).collect();
+    let seqs: Vec<Vec<(Key, bool)>> = (0..2).map(|t| sequence(fx, 1000 + t)).collect();
     let mut g = c.benchmark_group("contention");
     for threads in [1usize, 2] {
         g.throughput(Throughput::Elements(threads as u64 * OPS_PER_ITER));
@@ -194,7 +197,7 @@ fn contention(c: &mut Criterion, fx: &Fixture) {
         });
     }
     g.throughput(Throughput::Elements(2 * OPS_PER_ITER));
-    let hot = fx.hits[0].clone();
+    let hot = fx.hits[0];
     g.bench_function("2_threads_hot_key", |b| {
         b.iter_custom(|iters| run_threads(fx, &seqs, Some(&hot), iters))
     });

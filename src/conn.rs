@@ -80,11 +80,18 @@ async fn run(
         }
         let idle = (s.timeout > 0).then(|| Duration::from_secs(s.timeout));
         let read = tokio::select! {
-            r = socket.read_buf(&mut rbuf) => r,
+            // A kill or shutdown that is already pending wins over input that arrived with it.
+            biased;
             _ = shutdown.changed() => return "shutdown",
             _ = s.handle.kill_notify.notified() => return "killed",
+            r = socket.read_buf(&mut rbuf) => r,
             _ = sleep_opt(idle) => return "idle timeout",
         };
+        // CLIENT KILL from another connection takes effect before this client's next command,
+        // even if the kill landed while this read was completing.
+        if s.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
+            return "killed";
+        }
         match read {
             Ok(0) => return "eof",
             Ok(n) => Stats::add(&s.shared.stats.net_input_bytes, n as u64),
