@@ -35,8 +35,9 @@ const COUNTERS: usize = 1_000;
 const VALUE_LEN: usize = 100;
 /// Length of each thread's pre-generated op sequence (a power of two, cycled).
 const SEQ_LEN: usize = 1 << 16;
-/// Ops each thread runs per criterion iteration in the contention group.
-const OPS_PER_ITER: u64 = 100;
+/// Ops each thread runs per criterion iteration in the contention group: enough (milliseconds) that
+/// waking the threads at the barrier is noise.
+const OPS_PER_ITER: u64 = 10_000;
 /// A fixed time (unix ms): no key has an expiry, so only the HLC cares about it.
 const NOW: u64 = 1_700_000_000_000;
 
