@@ -45,6 +45,8 @@ pub struct Config {
     pub slowlog_log_slower_than: i64,
     /// Entries kept in the slow log. Default 128.
     pub slowlog_max_len: u64,
+    /// Worker threads serving clients; 0 means one per CPU core. 0..=1024. Default 0.
+    pub threads: u64,
     /// Background task frequency (active expiry cycles per second), 1..=500. Default 10.
     pub hz: u64,
     /// The config file this node started from, if any (reported by INFO).
@@ -68,6 +70,7 @@ impl Default for Config {
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
             hz: 10,
+            threads: 0,
             config_file: None,
         }
     }
@@ -259,6 +262,7 @@ pub static PARAMS: &[Param] = &[
         |c| c.slowlog_max_len.to_string(),
         |c, v| c.slowlog_max_len = v.int() as u64
     ),
+    p!("threads", Kind::Int(0, 1024), false, |c| c.threads.to_string(), |c, v| c.threads = v.int() as u64),
     p!(
         "hz",
         Kind::Int(1, 500),

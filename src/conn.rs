@@ -98,6 +98,7 @@ async fn run(
             Err(_) => return "read error",
         }
         s.refresh_config();
+        s.begin_batch();
         let mut close = false;
         loop {
             match request::parse(
@@ -129,7 +130,7 @@ async fn run(
                 }
             }
         }
-        s.flush_stats();
+        s.end_batch();
         if !wbuf.is_empty() {
             if socket.write_all(&wbuf).await.is_err() {
                 return "write error";

@@ -47,6 +47,14 @@ pub struct Session {
     config_gen: u64,
     /// Slow-log threshold in microseconds (-1: off).
     slowlog_threshold: i64,
+    /// Wall-clock unix ms at `batch_start`.
+    batch_wall_ms: u64,
+    /// Monotonic time the current read batch started.
+    batch_start: Instant,
+    /// Monotonic time the previous command of the batch finished (or the batch started).
+    clock: Instant,
+    /// Full name of the last command run, published to CLIENT LIST at the end of the batch.
+    last_cmd: Option<&'static str>,
     /// Commands run since the last [`Session::flush_stats`] (kept local: one shared atomic add
     /// per batch instead of one per command).
     commands: u64,
@@ -68,6 +76,10 @@ impl Session {
             config_gen: u64::MAX,
             slowlog_threshold: -1,
             commands: 0,
+            batch_wall_ms: now_ms(),
+            batch_start: Instant::now(),
+            clock: Instant::now(),
+            last_cmd: None,
         };
         s.refresh_config();
         s.authed = s.shared.config.read().requirepass.is_empty();
@@ -88,8 +100,23 @@ impl Session {
         self.config_gen = gen;
     }
 
-    /// Adds this session's local counters to the node's.
-    pub fn flush_stats(&mut self) {
+    /// Starts a batch of commands (those parsed from one read): takes the wall-clock time once.
+    /// Commands in the batch see that time advanced by the monotonic clock, which `run` reads
+    /// once per command anyway for the slow log: one clock read per command in all.
+    pub fn begin_batch(&mut self) {
+        self.batch_wall_ms = now_ms();
+        self.batch_start = Instant::now();
+        self.clock = self.batch_start;
+    }
+
+    /// Ends a batch: publishes the client's last command and activity time, and adds the local
+    /// counters to the node's (one shared atomic add per batch instead of one per command).
+    pub fn end_batch(&mut self) {
+        if let Some(cmd) = self.last_cmd.take() {
+            let mut m = self.handle.meta.lock();
+            m.last_cmd = cmd;
+            m.last_active = Some(self.clock);
+        }
         if self.commands > 0 {
             Stats::add(&self.shared.stats.commands_processed, self.commands);
             self.commands = 0;
@@ -103,7 +130,7 @@ impl Session {
 
     /// The operation context at the current time.
     pub fn ctx(&self) -> Ctx {
-        let now = now_ms();
+        let now = self.batch_wall_ms + (self.clock - self.batch_start).as_millis() as u64;
         Ctx {
             now,
             lru: (now / 1000) as u32,
@@ -113,16 +140,13 @@ impl Session {
 
     /// Runs one request and appends its reply (if any) to `out`.
     pub fn run(&mut self, args: &[Bytes], out: &mut BytesMut) {
-        let started = Instant::now();
         let (frame, spec) = self.dispatch(args);
-        let elapsed = started.elapsed();
+        let finished = Instant::now();
+        let elapsed = finished - self.clock;
+        self.clock = finished;
         self.commands += 1;
         if let Some(spec) = spec {
-            {
-                let mut m = self.handle.meta.lock();
-                m.last_cmd = spec.fullname;
-                m.last_active = Some(started);
-            }
+            self.last_cmd = Some(spec.fullname);
             let micros = elapsed.as_micros() as u64;
             if self.slowlog_threshold >= 0 && micros >= self.slowlog_threshold as u64 {
                 self.slowlog(args, spec, micros);
