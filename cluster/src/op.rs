@@ -7,7 +7,7 @@
 
 use bytes::Bytes;
 
-use crate::entry::{hypercache_num::parse_i64, EncodingHint, Entry};
+use crate::entry::{num::parse_i64, EncodingHint, Entry, ACCESS_MASK};
 use crate::float::{incr_by_float, FloatError};
 
 /// The condition of a `SET`.
@@ -208,58 +208,41 @@ pub enum Effect {
 
 fn value_of(e: Option<&mut Entry>) -> Outcome {
     match e {
-        Some(e) => Outcome::Value(Bytes::copy_from_slice(&e.value)),
+        Some(e) => Outcome::Value(Bytes::copy_from_slice(e.value())),
         None => Outcome::Nil,
     }
 }
 
 fn int_value(e: &Option<&mut Entry>) -> Result<i64, OpError> {
     match e {
-        Some(e) => parse_i64(&e.value).ok_or(OpError::NotInteger),
+        Some(e) => parse_i64(e.value()).ok_or(OpError::NotInteger),
         None => Ok(0),
     }
 }
 
-/// Writes `value` with `expire_at` over `cur`, or creates it.
-fn put(
-    cur: Option<&mut Entry>,
-    value: Vec<u8>,
-    expire_at: u64,
-    enc: EncodingHint,
-    ctx: &Ctx,
-) -> Effect {
+/// Writes `value` with `expire_at` over `cur`, or creates the key.
+fn put(cur: Option<&mut Entry>, key: &[u8], value: &[u8], expire_at: u64, enc: EncodingHint, ctx: &Ctx) -> Effect {
     match cur {
         Some(e) => {
-            e.value = value;
-            e.expire_at = expire_at;
-            e.enc = enc;
-            e.access = ctx.lru;
+            e.set_value(value, expire_at, enc);
+            e.set_access(ctx.lru);
             Effect::Modified
         }
-        None => Effect::Created(Entry::new(value, expire_at, ctx.lru, enc)),
+        None => Effect::Created(Entry::new(key, value, expire_at, ctx.lru, enc)),
     }
 }
 
-/// Applies `op` to the key's current live entry (`None` if missing or expired).
-pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Outcome) {
+/// Applies `op` to `key`, whose current live entry is `cur` (`None` if missing or expired).
+pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Outcome) {
     if op.touches() {
         if let Some(e) = cur.as_deref_mut() {
-            e.access = ctx.lru;
+            e.set_access(ctx.lru);
         }
     }
     match *op {
         Op::Get => (Effect::None, value_of(cur)),
-        Op::Set {
-            value,
-            cond,
-            expiry,
-            get,
-        } => {
-            let old = if get {
-                value_of(cur.as_deref_mut())
-            } else {
-                Outcome::Ok
-            };
+        Op::Set { value, cond, expiry, get } => {
+            let old = if get { value_of(cur.as_deref_mut()) } else { Outcome::Ok };
             let allowed = match cond {
                 SetCond::Always => true,
                 SetCond::IfMissing => cur.is_none(),
@@ -270,47 +253,35 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
             }
             let expire_at = match expiry {
                 ExpiryChange::Clear => 0,
-                ExpiryChange::Keep => cur.as_ref().map_or(0, |e| e.expire_at),
+                ExpiryChange::Keep => cur.as_ref().map_or(0, |e| e.expire_at()),
                 ExpiryChange::At(t) => t,
             };
             if let ExpiryChange::At(t) = expiry {
                 if t < ctx.now {
                     // Redis writes it and it is gone at once; the reply is as if it was set.
-                    let eff = if cur.is_some() {
-                        Effect::Deleted
-                    } else {
-                        Effect::None
-                    };
+                    let eff = if cur.is_some() { Effect::Deleted } else { Effect::None };
                     return (eff, old);
                 }
             }
-            (
-                put(cur, value.to_vec(), expire_at, EncodingHint::Auto, ctx),
-                old,
-            )
+            (put(cur, key, value, expire_at, EncodingHint::Auto, ctx), old)
         }
         Op::GetDel => match cur {
-            Some(e) => (
-                Effect::Deleted,
-                Outcome::Value(Bytes::copy_from_slice(&e.value)),
-            ),
+            Some(e) => (Effect::Deleted, Outcome::Value(Bytes::copy_from_slice(e.value()))),
             None => (Effect::None, Outcome::Nil),
         },
         Op::GetEx(change) => {
-            let Some(e) = cur else {
-                return (Effect::None, Outcome::Nil);
-            };
-            let out = Outcome::Value(Bytes::copy_from_slice(&e.value));
+            let Some(e) = cur else { return (Effect::None, Outcome::Nil) };
+            let out = Outcome::Value(Bytes::copy_from_slice(e.value()));
             match change {
                 ExpiryChange::Keep => (Effect::None, out),
-                ExpiryChange::Clear if e.expire_at == 0 => (Effect::None, out),
+                ExpiryChange::Clear if e.expire_at() == 0 => (Effect::None, out),
                 ExpiryChange::Clear => {
-                    e.expire_at = 0;
+                    e.set_expire_at(0);
                     (Effect::Modified, out)
                 }
                 ExpiryChange::At(t) if t <= ctx.now => (Effect::Deleted, out),
                 ExpiryChange::At(t) => {
-                    e.expire_at = t;
+                    e.set_expire_at(t);
                     (Effect::Modified, out)
                 }
             }
@@ -323,25 +294,21 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
             let Some(n) = v.checked_add(by) else {
                 return (Effect::None, Outcome::Err(OpError::Overflow));
             };
-            let expire_at = cur.as_ref().map_or(0, |e| e.expire_at);
-            let text = itoa::Buffer::new().format(n).as_bytes().to_vec();
-            (
-                put(cur, text, expire_at, EncodingHint::Auto, ctx),
-                Outcome::Int(n),
-            )
+            let expire_at = cur.as_ref().map_or(0, |e| e.expire_at());
+            let mut buf = itoa::Buffer::new();
+            let text = buf.format(n).as_bytes();
+            (put(cur, key, text, expire_at, EncodingHint::Auto, ctx), Outcome::Int(n))
         }
         Op::IncrByFloat(by) => {
-            let current = cur.as_ref().map(|e| &e.value[..]);
+            let current = cur.as_ref().map(|e| e.value());
             match incr_by_float(current, by) {
                 Ok(text) => {
-                    let expire_at = cur.as_ref().map_or(0, |e| e.expire_at);
+                    let expire_at = cur.as_ref().map_or(0, |e| e.expire_at());
                     let out = Outcome::Value(Bytes::copy_from_slice(&text));
-                    (put(cur, text, expire_at, EncodingHint::NoInt, ctx), out)
+                    (put(cur, key, &text, expire_at, EncodingHint::NoInt, ctx), out)
                 }
                 Err(FloatError::NotFloat) => (Effect::None, Outcome::Err(OpError::NotFloat)),
-                Err(FloatError::NanOrInfinity) => {
-                    (Effect::None, Outcome::Err(OpError::NanOrInfinity))
-                }
+                Err(FloatError::NanOrInfinity) => (Effect::None, Outcome::Err(OpError::NanOrInfinity)),
             }
         }
         Op::Append(more) => match cur {
@@ -350,30 +317,20 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
                     return (Effect::None, Outcome::Err(OpError::TooLong));
                 }
                 let n = more.len() as i64;
-                (
-                    Effect::Created(Entry::new(more.to_vec(), 0, ctx.lru, EncodingHint::Auto)),
-                    Outcome::Int(n),
-                )
+                (Effect::Created(Entry::new(key, more, 0, ctx.lru, EncodingHint::Auto)), Outcome::Int(n))
             }
             Some(e) => {
-                if (e.value.len() + more.len()) as u64 > ctx.max_len {
+                if (e.value().len() + more.len()) as u64 > ctx.max_len {
                     return (Effect::None, Outcome::Err(OpError::TooLong));
                 }
-                e.value.extend_from_slice(more);
-                e.enc = EncodingHint::Raw;
-                (Effect::Modified, Outcome::Int(e.value.len() as i64))
+                e.append(more);
+                (Effect::Modified, Outcome::Int(e.value().len() as i64))
             }
         },
-        Op::Strlen => (
-            Effect::None,
-            Outcome::Int(cur.map_or(0, |e| e.value.len() as i64)),
-        ),
+        Op::Strlen => (Effect::None, Outcome::Int(cur.map_or(0, |e| e.value().len() as i64))),
         Op::GetRange(start, end) => {
-            let v: &[u8] = cur.as_ref().map_or(&[], |e| &e.value[..]);
-            (
-                Effect::None,
-                Outcome::Value(Bytes::copy_from_slice(range(v, start, end))),
-            )
+            let v: &[u8] = cur.as_ref().map_or(&[], |e| e.value());
+            (Effect::None, Outcome::Value(Bytes::copy_from_slice(range(v, start, end))))
         }
         Op::SetRange(offset, patch) => {
             let need = offset.saturating_add(patch.len() as u64);
@@ -388,25 +345,17 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
                     let mut v = vec![0u8; offset as usize];
                     v.extend_from_slice(patch);
                     let n = v.len() as i64;
-                    (
-                        Effect::Created(Entry::new(v, 0, ctx.lru, EncodingHint::Raw)),
-                        Outcome::Int(n),
-                    )
+                    (Effect::Created(Entry::new(key, &v, 0, ctx.lru, EncodingHint::Raw)), Outcome::Int(n))
                 }
                 Some(e) => {
                     if patch.is_empty() {
-                        return (Effect::None, Outcome::Int(e.value.len() as i64));
+                        return (Effect::None, Outcome::Int(e.value().len() as i64));
                     }
                     if need > ctx.max_len {
                         return (Effect::None, Outcome::Err(OpError::TooLong));
                     }
-                    let need = need as usize;
-                    if e.value.len() < need {
-                        e.value.resize(need, 0);
-                    }
-                    e.value[offset as usize..need].copy_from_slice(patch);
-                    e.enc = EncodingHint::Raw;
-                    (Effect::Modified, Outcome::Int(e.value.len() as i64))
+                    e.set_range(offset as usize, patch);
+                    (Effect::Modified, Outcome::Int(e.value().len() as i64))
                 }
             }
         }
@@ -415,36 +364,30 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
             None => (Effect::None, Outcome::Int(0)),
         },
         Op::Exists | Op::Touch => (Effect::None, Outcome::Int(i64::from(cur.is_some()))),
-        Op::Type => (
-            Effect::None,
-            Outcome::Status(if cur.is_some() { "string" } else { "none" }),
-        ),
+        Op::Type => (Effect::None, Outcome::Status(if cur.is_some() { "string" } else { "none" })),
         Op::Expire { at, cond } => {
-            let Some(e) = cur else {
-                return (Effect::None, Outcome::Int(0));
-            };
-            let current = e.expire_at;
+            let Some(e) = cur else { return (Effect::None, Outcome::Int(0)) };
+            let current = e.expire_at();
             let has_ttl = current != 0;
             let refused = (cond.nx && has_ttl)
                 || (cond.xx && !has_ttl)
                 || (cond.gt && (!has_ttl || at <= current as i64))
                 || (cond.lt && has_ttl && at >= current as i64);
-            let ok = !refused;
-            if !ok {
+            if refused {
                 return (Effect::None, Outcome::Int(0));
             }
             if at <= ctx.now as i64 {
                 return (Effect::Deleted, Outcome::Int(1));
             }
-            e.expire_at = at as u64;
+            e.set_expire_at(at as u64);
             (Effect::Modified, Outcome::Int(1))
         }
         Op::Ttl { ms } => {
             let out = match cur {
                 None => -2,
-                Some(e) if e.expire_at == 0 => -1,
+                Some(e) if e.expire_at() == 0 => -1,
                 Some(e) => {
-                    let left = e.expire_at.saturating_sub(ctx.now) as i64;
+                    let left = e.expire_at().saturating_sub(ctx.now) as i64;
                     if ms {
                         left
                     } else {
@@ -457,16 +400,16 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
         Op::ExpireTime { ms } => {
             let out = match cur {
                 None => -2,
-                Some(e) if e.expire_at == 0 => -1,
-                Some(e) if ms => e.expire_at as i64,
+                Some(e) if e.expire_at() == 0 => -1,
+                Some(e) if ms => e.expire_at() as i64,
                 // Redis rounds to the nearest second.
-                Some(e) => ((e.expire_at + 500) / 1000) as i64,
+                Some(e) => ((e.expire_at() + 500) / 1000) as i64,
             };
             (Effect::None, Outcome::Int(out))
         }
         Op::Persist => match cur {
-            Some(e) if e.expire_at != 0 => {
-                e.expire_at = 0;
+            Some(e) if e.expire_at() != 0 => {
+                e.set_expire_at(0);
                 (Effect::Modified, Outcome::Int(1))
             }
             _ => (Effect::None, Outcome::Int(0)),
@@ -476,19 +419,14 @@ pub fn apply(op: &Op<'_>, mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Ou
             None => (Effect::None, Outcome::Nil),
         },
         Op::ObjectIdleTime => match cur {
-            Some(e) => (
-                Effect::None,
-                Outcome::Int(i64::from(ctx.lru.wrapping_sub(e.access))),
-            ),
+            // The access clock has 24 bits, like Redis's LRU clock; the difference wraps with it.
+            Some(e) => (Effect::None, Outcome::Int(i64::from(ctx.lru.wrapping_sub(e.access()) & ACCESS_MASK))),
             None => (Effect::None, Outcome::Nil),
         },
         Op::ObjectRefcount => match cur {
             // Redis shares the objects of integers below 10000 (OBJ_SHARED_INTEGERS), which report
             // INT_MAX as their reference count.
-            Some(e)
-                if e.encoding() == "int"
-                    && parse_i64(&e.value).is_some_and(|n| (0..10000).contains(&n)) =>
-            {
+            Some(e) if e.encoding() == "int" && parse_i64(e.value()).is_some_and(|n| (0..10000).contains(&n)) => {
                 (Effect::None, Outcome::Int(i64::from(i32::MAX)))
             }
             Some(_) => (Effect::None, Outcome::Int(1)),
@@ -526,7 +464,7 @@ mod tests {
 
     fn run(op: Op<'_>, e: &mut Option<Entry>) -> Outcome {
         let ctx = Ctx::at(1_000_000);
-        let (eff, out) = apply(&op, e.as_mut(), &ctx);
+        let (eff, out) = apply(&op, b"key", e.as_mut(), &ctx);
         match eff {
             Effect::Created(n) => *e = Some(n),
             Effect::Deleted => *e = None,
@@ -544,7 +482,7 @@ mod tests {
             Outcome::Err(OpError::Overflow)
         );
         assert_eq!(run(Op::Get, &mut e), Outcome::Value(Bytes::from("5")));
-        let mut e = Some(Entry::new(b"1.5".to_vec(), 0, 0, EncodingHint::Auto));
+        let mut e = Some(Entry::new(b"key", b"1.5", 0, 0, EncodingHint::Auto));
         assert_eq!(
             run(Op::IncrBy(1), &mut e),
             Outcome::Err(OpError::NotInteger)
@@ -573,7 +511,7 @@ mod tests {
             Outcome::Value(Bytes::from("a"))
         );
         assert_eq!(run(set(b"c", SetCond::Always, false), &mut e), Outcome::Ok);
-        assert_eq!(e.unwrap().value, b"c");
+        assert_eq!(e.unwrap().value(), b"c");
     }
 
     #[test]
@@ -589,7 +527,7 @@ mod tests {
 
     #[test]
     fn expire_conditions() {
-        let mut e = Some(Entry::new(b"v".to_vec(), 0, 0, EncodingHint::Auto));
+        let mut e = Some(Entry::new(b"key", b"v", 0, 0, EncodingHint::Auto));
         let exp = |at, cond| Op::Expire { at, cond };
         let gt = ExpireCond {
             gt: true,
@@ -622,7 +560,7 @@ mod tests {
     fn setrange_pads_and_limits() {
         let mut e = None;
         assert_eq!(run(Op::SetRange(3, b"x"), &mut e), Outcome::Int(4));
-        assert_eq!(e.as_ref().unwrap().value, b"\0\0\0x");
+        assert_eq!(e.as_ref().unwrap().value(), b"\0\0\0x");
         assert_eq!(
             run(Op::SetRange(1 << 40, b"x"), &mut e),
             Outcome::Err(OpError::TooLong)
@@ -632,7 +570,7 @@ mod tests {
 
     #[test]
     fn encodings() {
-        let enc = |v: &[u8], h| Entry::new(v.to_vec(), 0, 0, h).encoding();
+        let enc = |v: &[u8], h| Entry::new(b"k", v, 0, 0, h).encoding();
         assert_eq!(enc(b"123", EncodingHint::Auto), "int");
         assert_eq!(enc(b"0123", EncodingHint::Auto), "embstr");
         assert_eq!(enc(&[b'a'; 44], EncodingHint::Auto), "embstr");

@@ -5,10 +5,10 @@
 //! invisible at once (checked on every access) and reclaimed either then or by
 //! [`Store::expire_cycle`], which a driver calls periodically with a work budget.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
+use hashbrown::HashTable;
 use parking_lot::{Mutex, MutexGuard};
 use rand::Rng;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -19,18 +19,23 @@ use crate::op::{apply, Ctx, Effect, Op, Outcome};
 use crate::slot::{key_slot, Slot, SLOTS};
 use crate::version::{Hlc, Version};
 
-type Map = HashMap<Box<[u8]>, Entry, ahash::RandomState>;
-
-/// One slot's keys.
-#[derive(Debug)]
+/// One slot's keys. The table holds entries directly (each entry knows its key), hashed by the
+/// store's hasher: the key is hashed once per operation.
+#[derive(Debug, Default)]
 struct SlotData {
     /// Keys of the slot.
-    map: Map,
+    map: HashTable<Entry>,
     /// XOR of `hash(key, version)` over the slot's entries.
     digest: u64,
     /// Entries with an expiry.
     volatile: usize,
 }
+
+/// A slot's lock and data on a cache line of their own (the lock, the table header and the
+/// counters fit in 64 bytes), so touching one slot costs one line and neighbours never share.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+struct SlotCell(Mutex<SlotData>);
 
 /// Store settings, passed in by the node.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +43,7 @@ pub struct StoreConfig {
     /// Seed for the maps' hasher (HashDoS protection); any value, ideally random per process.
     pub hash_seed: u64,
     /// This node's origin number, the tie-break in versions it creates.
-    pub origin: u32,
+    pub origin: u16,
 }
 
 /// Counters the store keeps; read with [`Store::stats`].
@@ -55,9 +60,10 @@ pub struct StoreStats {
 /// The key-value store of one node.
 #[derive(Debug)]
 pub struct Store {
-    slots: Box<[Mutex<SlotData>]>,
+    slots: Box<[SlotCell]>,
+    hasher: ahash::RandomState,
     clock: Hlc,
-    origin: u32,
+    origin: u16,
     keys: AtomicU64,
     volatile: AtomicU64,
     expired: AtomicU64,
@@ -83,22 +89,9 @@ impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Store {
         let seed = config.hash_seed;
-        let slots = (0..SLOTS)
-            .map(|_| {
-                Mutex::new(SlotData {
-                    map: HashMap::with_hasher(ahash::RandomState::with_seeds(
-                        seed,
-                        !seed,
-                        seed.rotate_left(17),
-                        0x9e37_79b9,
-                    )),
-                    digest: 0,
-                    volatile: 0,
-                })
-            })
-            .collect();
         Store {
-            slots,
+            slots: (0..SLOTS).map(|_| SlotCell::default()).collect(),
+            hasher: ahash::RandomState::with_seeds(seed, !seed, seed.rotate_left(17), 0x9e37_79b9),
             clock: Hlc::new(),
             origin: config.origin,
             keys: AtomicU64::new(0),
@@ -121,15 +114,19 @@ impl Store {
     }
 
     fn lock(&self, slot: Slot) -> MutexGuard<'_, SlotData> {
-        self.slots[usize::from(slot)].lock()
+        self.slots[usize::from(slot)].0.lock()
+    }
+
+    fn hash(&self, key: &[u8]) -> u64 {
+        self.hasher.hash_one(key)
     }
 
     /// Removes `key` if it has expired at `now`. Returns whether a live entry remains.
-    fn reap(&self, s: &mut SlotData, key: &[u8], now: u64) -> bool {
-        match s.map.get(key) {
+    fn reap(&self, s: &mut SlotData, key: &[u8], hash: u64, now: u64) -> bool {
+        match s.map.find(hash, |e| e.key() == key) {
             None => false,
             Some(e) if e.is_expired(now) => {
-                self.remove(s, key);
+                self.remove(s, key, hash);
                 self.expired.fetch_add(1, Ordering::Relaxed);
                 false
             }
@@ -137,54 +134,63 @@ impl Store {
         }
     }
 
-    fn remove(&self, s: &mut SlotData, key: &[u8]) -> Option<Entry> {
-        let e = s.map.remove(key)?;
-        s.digest ^= entry_hash(key, &e.version);
+    fn forget(&self, s: &mut SlotData, e: &Entry) {
+        s.digest ^= entry_hash(e.key(), &e.version());
         self.keys.fetch_sub(1, Ordering::Relaxed);
-        if e.expire_at != 0 {
+        if e.expire_at() != 0 {
             s.volatile -= 1;
             self.volatile.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    fn remove(&self, s: &mut SlotData, key: &[u8], hash: u64) -> Option<Entry> {
+        let (e, _) = s.map.find_entry(hash, |e| e.key() == key).ok()?.remove();
+        self.forget(s, &e);
+        // Give memory back when a table is mostly empty (hashbrown never shrinks on its own).
+        if s.map.capacity() > 64 && s.map.len() * 8 < s.map.capacity() {
+            s.map.shrink_to(s.map.len() * 2, |e| self.hash(e.key()));
         }
         Some(e)
     }
 
-    fn insert(&self, s: &mut SlotData, key: &[u8], mut e: Entry, now: u64) {
-        e.version = self.next_version(now);
-        s.digest ^= entry_hash(key, &e.version);
-        if e.expire_at != 0 {
+    fn insert(&self, s: &mut SlotData, key: &[u8], hash: u64, mut e: Entry, now: u64) {
+        if let Some(old) = self.remove_quiet(s, key, hash) {
+            // Callers remove first; keep the books right if one does not.
+            self.forget(s, &old);
+        }
+        e.set_version(self.next_version(now));
+        s.digest ^= entry_hash(key, &e.version());
+        if e.expire_at() != 0 {
             s.volatile += 1;
             self.volatile.fetch_add(1, Ordering::Relaxed);
         }
         self.keys.fetch_add(1, Ordering::Relaxed);
-        if let Some(old) = s.map.insert(key.into(), e) {
-            // Callers remove first; keep the books right if one does not.
-            s.digest ^= entry_hash(key, &old.version);
-            self.keys.fetch_sub(1, Ordering::Relaxed);
-            if old.expire_at != 0 {
-                s.volatile -= 1;
-                self.volatile.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
+        s.map.insert_unique(hash, e, |e| self.hash(e.key()));
+    }
+
+    fn remove_quiet(&self, s: &mut SlotData, key: &[u8], hash: u64) -> Option<Entry> {
+        s.map.find_entry(hash, |e| e.key() == key).ok().map(|o| o.remove().0)
     }
 
     /// Applies one operation to one key: one hash lookup for reads and in-place changes.
     pub fn apply(&self, key: &[u8], op: &Op<'_>, ctx: &Ctx) -> Outcome {
+        let hash = self.hash(key);
         let mut guard = self.lock(key_slot(key));
         let s = &mut *guard;
         let mut expired = false;
-        let (effect, out) = match s.map.get_mut(key) {
+        let (effect, out) = match s.map.find_mut(hash, |e| e.key() == key) {
             Some(e) if e.is_expired(ctx.now) => {
                 expired = true;
-                apply(op, None, ctx)
+                apply(op, key, None, ctx)
             }
             Some(e) => {
-                let (old_version, had_ttl) = (e.version, e.expire_at != 0);
-                let (effect, out) = apply(op, Some(&mut *e), ctx);
+                let (old_version, had_ttl) = (e.version(), e.expire_at() != 0);
+                let (effect, out) = apply(op, key, Some(&mut *e), ctx);
                 if let Effect::Modified = effect {
                     let version = self.next_version(ctx.now);
-                    e.version = version;
+                    e.set_version(version);
                     s.digest ^= entry_hash(key, &old_version) ^ entry_hash(key, &version);
-                    let has_ttl = e.expire_at != 0;
+                    let has_ttl = e.expire_at() != 0;
                     if has_ttl != had_ttl {
                         if has_ttl {
                             s.volatile += 1;
@@ -197,17 +203,17 @@ impl Store {
                 }
                 (effect, out)
             }
-            None => apply(op, None, ctx),
+            None => apply(op, key, None, ctx),
         };
         if expired {
-            self.remove(s, key);
+            self.remove(s, key, hash);
             self.expired.fetch_add(1, Ordering::Relaxed);
         }
         match effect {
             Effect::None | Effect::Modified => {}
-            Effect::Created(e) => self.insert(s, key, e, ctx.now),
+            Effect::Created(e) => self.insert(s, key, hash, e, ctx.now),
             Effect::Deleted => {
-                self.remove(s, key);
+                self.remove(s, key, hash);
             }
         }
         out
@@ -241,20 +247,16 @@ impl Store {
         if nx {
             for k in &keys {
                 let s = Self::guard_for(&mut guards, k);
-                if self.reap(s, k, ctx.now) {
+                if self.reap(s, k, self.hash(k), ctx.now) {
                     return false;
                 }
             }
         }
         for (k, v) in pairs {
             let s = Self::guard_for(&mut guards, k);
-            self.remove(s, k);
-            self.insert(
-                s,
-                k,
-                Entry::new(v.to_vec(), 0, ctx.lru, EncodingHint::Auto),
-                ctx.now,
-            );
+            let hash = self.hash(k);
+            self.remove(s, k, hash);
+            self.insert(s, k, hash, Entry::new(k, v, 0, ctx.lru, EncodingHint::Auto), ctx.now);
         }
         true
     }
@@ -263,42 +265,45 @@ impl Store {
     /// `nx` and `dst` exists.
     #[allow(clippy::result_unit_err)]
     pub fn rename(&self, src: &[u8], dst: &[u8], nx: bool, ctx: &Ctx) -> Result<bool, ()> {
+        let (hs, hd) = (self.hash(src), self.hash(dst));
         let mut guards = self.lock_many(&[src, dst]);
         let s = Self::guard_for(&mut guards, src);
-        if !self.reap(s, src, ctx.now) {
+        if !self.reap(s, src, hs, ctx.now) {
             return Err(());
         }
         if src == dst {
             return Ok(!nx);
         }
         let d = Self::guard_for(&mut guards, dst);
-        if nx && self.reap(d, dst, ctx.now) {
+        if nx && self.reap(d, dst, hd, ctx.now) {
             return Ok(false);
         }
         let s = Self::guard_for(&mut guards, src);
-        let e = self.remove(s, src).expect("checked above");
+        let e = self.remove(s, src, hs).expect("checked above");
+        let moved = Entry::new(dst, e.value(), e.expire_at(), e.access(), e.enc());
         let d = Self::guard_for(&mut guards, dst);
-        self.remove(d, dst);
-        self.insert(d, dst, e, ctx.now);
+        self.remove(d, dst, hd);
+        self.insert(d, dst, hd, moved, ctx.now);
         Ok(true)
     }
 
     /// `COPY src dst [REPLACE]`: whether the copy happened (`src` exists, and `dst` does not or
     /// `replace`). The caller rejects `src == dst`.
     pub fn copy(&self, src: &[u8], dst: &[u8], replace: bool, ctx: &Ctx) -> bool {
+        let (hs, hd) = (self.hash(src), self.hash(dst));
         let mut guards = self.lock_many(&[src, dst]);
         let s = Self::guard_for(&mut guards, src);
-        if !self.reap(s, src, ctx.now) {
+        if !self.reap(s, src, hs, ctx.now) {
             return false;
         }
-        let e = s.map.get(src).expect("live").clone();
+        let e = s.map.find(hs, |e| e.key() == src).expect("live");
+        let copy = Entry::new(dst, e.value(), e.expire_at(), ctx.lru, e.enc());
         let d = Self::guard_for(&mut guards, dst);
-        if self.reap(d, dst, ctx.now) && !replace {
+        if self.reap(d, dst, hd, ctx.now) && !replace {
             return false;
         }
-        self.remove(d, dst);
-        let copy = Entry::new(e.value, e.expire_at, ctx.lru, e.enc);
-        self.insert(d, dst, copy, ctx.now);
+        self.remove(d, dst, hd);
+        self.insert(d, dst, hd, copy, ctx.now);
         true
     }
 
@@ -311,20 +316,14 @@ impl Store {
         out
     }
 
-    fn collect_slot(
-        &self,
-        slot: Slot,
-        pattern: Option<&[u8]>,
-        ctx: &Ctx,
-        out: &mut Vec<Bytes>,
-    ) -> usize {
+    fn collect_slot(&self, slot: Slot, pattern: Option<&[u8]>, ctx: &Ctx, out: &mut Vec<Bytes>) -> usize {
         // Redis treats a lone `*` as "everything" without running the matcher (which would not
         // match the empty key).
         let pattern = pattern.filter(|p| *p != b"*");
         let s = self.lock(slot);
-        for (k, e) in s.map.iter() {
-            if !e.is_expired(ctx.now) && pattern.is_none_or(|p| glob::matches(p, k)) {
-                out.push(Bytes::copy_from_slice(k));
+        for e in s.map.iter() {
+            if !e.is_expired(ctx.now) && pattern.is_none_or(|p| glob::matches(p, e.key())) {
+                out.push(Bytes::copy_from_slice(e.key()));
             }
         }
         s.map.len()
@@ -361,16 +360,9 @@ impl Store {
         for i in 0..SLOTS {
             let slot = ((start + i) % SLOTS) as Slot;
             let s = self.lock(slot);
-            let live: Vec<&Box<[u8]>> = s
-                .map
-                .iter()
-                .filter(|(_, e)| !e.is_expired(ctx.now))
-                .map(|(k, _)| k)
-                .collect();
+            let live: Vec<&Entry> = s.map.iter().filter(|e| !e.is_expired(ctx.now)).collect();
             if !live.is_empty() {
-                return Some(Bytes::copy_from_slice(
-                    live[rng.random_range(0..live.len())],
-                ));
+                return Some(Bytes::copy_from_slice(live[rng.random_range(0..live.len())].key()));
             }
         }
         None
@@ -381,16 +373,14 @@ impl Store {
     pub fn flush(&self) -> Vec<impl Send + 'static> {
         let mut dropped = Vec::new();
         for slot in self.slots.iter() {
-            let mut s = slot.lock();
+            let mut s = slot.0.lock();
             if s.map.is_empty() {
                 continue;
             }
-            let hasher = s.map.hasher().clone();
             let n = s.map.len() as u64;
-            let old = std::mem::replace(&mut s.map, HashMap::with_hasher(hasher));
+            let old = std::mem::take(&mut s.map);
             self.keys.fetch_sub(n, Ordering::Relaxed);
-            self.volatile
-                .fetch_sub(s.volatile as u64, Ordering::Relaxed);
+            self.volatile.fetch_sub(s.volatile as u64, Ordering::Relaxed);
             s.volatile = 0;
             s.digest = 0;
             dropped.push(old);
@@ -410,14 +400,14 @@ impl Store {
             let mut s = self.lock(slot as Slot);
             if s.volatile > 0 {
                 r.examined += s.map.len();
-                let dead: Vec<Box<[u8]>> = s
+                let dead: Vec<(u64, Box<[u8]>)> = s
                     .map
                     .iter()
-                    .filter(|(_, e)| e.is_expired(now))
-                    .map(|(k, _)| k.clone())
+                    .filter(|e| e.is_expired(now))
+                    .map(|e| (self.hash(e.key()), e.key().into()))
                     .collect();
-                for k in dead {
-                    self.remove(&mut s, &k);
+                for (hash, k) in dead {
+                    self.remove(&mut s, &k, hash);
                     r.expired += 1;
                 }
             }
@@ -458,9 +448,7 @@ impl Store {
     /// Recomputes a slot's digest from its entries (tests check it equals the maintained one).
     pub fn slot_digest_recomputed(&self, slot: Slot) -> u64 {
         let s = self.lock(slot);
-        s.map
-            .iter()
-            .fold(0, |d, (k, e)| d ^ entry_hash(k, &e.version))
+        s.map.iter().fold(0, |d, e| d ^ entry_hash(e.key(), &e.version()))
     }
 }
 
@@ -484,6 +472,11 @@ mod tests {
             expiry,
             get: false,
         }
+    }
+
+    #[test]
+    fn a_slot_is_one_cache_line() {
+        assert_eq!(std::mem::size_of::<SlotCell>(), 64);
     }
 
     #[test]

@@ -8,8 +8,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Version {
     /// `physical_ms << 16 | logical`.
     pub hlc: u64,
-    /// A stable number derived from the writing node's id.
-    pub origin: u32,
+    /// A stable number derived from the writing node's id (16 bits: the tie-break only matters
+    /// between writes in the same millisecond and logical tick).
+    pub origin: u16,
 }
 
 impl Version {
