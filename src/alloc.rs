@@ -1,15 +1,18 @@
 //! A counting global allocator: `used_memory` in INFO is what the allocator really holds, not an
 //! estimate. Each allocation adds its size to a counter and each free subtracts it.
 //!
-//! The counter is sharded by a per-thread index so that two threads allocating at once do not
-//! fight over one cache line; reading sums the shards.
+//! Each of the first `OWNED` threads gets a counter of its own and updates it with a plain load and
+//! store (no read-modify-write instruction: nobody else writes it); later threads share one
+//! counter updated atomically. Reading sums all counters.
 #![allow(unsafe_code)]
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
-const SHARDS: usize = 16;
+const SHARDS: usize = 64;
+/// Counters owned by one thread each; the last one is shared by every thread beyond them.
+const OWNED: usize = SHARDS - 1;
 
 #[repr(align(64))]
 struct Shard(AtomicIsize);
@@ -30,12 +33,12 @@ fn shard() -> usize {
         .try_with(|s| {
             let mut v = s.get();
             if v == usize::MAX {
-                v = NEXT_SHARD.fetch_add(1, Ordering::Relaxed) % SHARDS;
+                v = NEXT_SHARD.fetch_add(1, Ordering::Relaxed).min(OWNED);
                 s.set(v);
             }
             v
         })
-        .unwrap_or(0)
+        .unwrap_or(OWNED)
 }
 
 impl Counting {
@@ -56,7 +59,14 @@ impl Counting {
     }
 
     fn add(&self, n: isize) {
-        self.shards[shard()].0.fetch_add(n, Ordering::Relaxed);
+        let i = shard();
+        let c = &self.shards[i].0;
+        if i < OWNED {
+            // Only this thread ever writes this counter.
+            c.store(c.load(Ordering::Relaxed) + n, Ordering::Relaxed);
+        } else {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
     }
 }
 
