@@ -45,7 +45,8 @@ pub struct Config {
     pub slowlog_log_slower_than: i64,
     /// Entries kept in the slow log. Default 128.
     pub slowlog_max_len: u64,
-    /// Worker threads serving clients; 0 means one per CPU core. 0..=1024. Default 0.
+    /// Worker threads serving clients; 0 means one per CPU core but one (at least one). 0..=1024.
+    /// Default 0.
     pub threads: u64,
     /// Background task frequency (active expiry cycles per second), 1..=500. Default 10.
     pub hz: u64,

@@ -62,7 +62,10 @@ fn main() -> ExitCode {
         builder.init();
     }
     let threads = match config.threads {
-        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        // One core is left to the kernel's network stack (softirq work for every packet) and
+        // co-located clients: on the 2-core machines measured in docs/benchmarks.md a second
+        // worker cost 5-10% more CPU per request and no throughput.
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
         n => n as usize,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
