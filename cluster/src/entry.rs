@@ -89,6 +89,11 @@ fn get_varint(b: &[u8], pos: &mut usize) -> u64 {
     }
 }
 
+/// The size of the malloc chunk that holds an allocation of `n` bytes (glibc on 64-bit).
+pub fn chunk_size(n: usize) -> usize {
+    ((n + 8 + 15) & !15).max(32)
+}
+
 /// Where the variable parts of an entry are.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
@@ -204,6 +209,13 @@ impl Entry {
     /// Bytes this entry occupies in its allocation.
     pub fn alloc_size(&self) -> usize {
         self.buf.len()
+    }
+
+    /// Memory the key costs in all: the allocator chunk holding the entry (glibc's malloc: 8 bytes
+    /// of header, 16-byte granularity, 32 bytes at least) plus its share of the slot's table
+    /// (a 16-byte bucket and a control byte).
+    pub fn footprint(&self) -> usize {
+        chunk_size(self.buf.len()) + 17
     }
 
     /// The version of the last write.

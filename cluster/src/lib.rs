@@ -9,6 +9,7 @@
 //! - [`entry`]: one stored value and its bookkeeping.
 //! - [`op`]: the semantics of every key command as a pure function of the current entry.
 //! - [`store`]: per-slot maps with counts and digests, multi-key operations, SCAN, expiry cycle.
+//! - [`evict`]: `maxmemory` policies and the sampled eviction pool.
 //! - [`glob`]: Redis's glob matcher (KEYS, SCAN MATCH).
 //! - [`float`]: INCRBYFLOAT's long-double arithmetic.
 //!
@@ -17,6 +18,7 @@
 //! - Per-slot digests always equal the XOR of `hash(key, version)` over the slot's entries.
 
 pub mod entry;
+pub mod evict;
 pub mod float;
 pub mod glob;
 pub mod op;

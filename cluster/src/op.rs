@@ -8,6 +8,7 @@
 use bytes::Bytes;
 
 use crate::entry::{num::parse_i64, EncodingHint, Entry, ACCESS_MASK};
+
 use crate::float::{incr_by_float, FloatError};
 
 /// The condition of a `SET`.
@@ -109,8 +110,10 @@ pub enum Op<'a> {
     Persist,
     /// `OBJECT ENCODING`
     ObjectEncoding,
-    /// `OBJECT IDLETIME` (seconds since last access).
+    /// `OBJECT IDLETIME` (seconds since last access; meaningful under LRU bookkeeping).
     ObjectIdleTime,
+    /// `OBJECT FREQ` (the decayed LFU counter; meaningful under LFU bookkeeping).
+    ObjectFreq,
     /// `OBJECT REFCOUNT`
     ObjectRefcount,
 }
@@ -127,6 +130,7 @@ impl Op<'_> {
                 | Op::ExpireTime { .. }
                 | Op::ObjectEncoding
                 | Op::ObjectIdleTime
+                | Op::ObjectFreq
                 | Op::ObjectRefcount
         )
     }
@@ -141,16 +145,83 @@ pub struct Ctx {
     pub lru: u32,
     /// Longest value a write may produce (`proto-max-bulk-len`).
     pub max_len: u64,
+    /// What an entry's access field records.
+    pub mode: AccessMode,
+    /// A random number for this operation (LFU's probabilistic counter increment).
+    pub rand: u32,
 }
 
+/// What the 24-bit access field of an entry records, as in Redis: the LRU clock (seconds) under
+/// LRU and non-LFU policies, or under LFU policies 16 bits of "last decrement time" in minutes and
+/// an 8-bit logarithmic access counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessMode {
+    /// LRU clock.
+    #[default]
+    Lru,
+    /// LFU counter (`lfu-log-factor`, `lfu-decay-time` in minutes).
+    Lfu {
+        /// `lfu-log-factor`: how many hits it takes to saturate the counter.
+        log_factor: u32,
+        /// `lfu-decay-time`: minutes per counter decrement (0: never decays).
+        decay_minutes: u32,
+    },
+}
+
+/// Counter value of a new key under LFU (Redis's `LFU_INIT_VAL`).
+pub const LFU_INIT: u32 = 5;
+
 impl Ctx {
-    /// A context at `now` (unix ms) with Redis's default 512 MB value limit.
+    /// A context at `now` (unix ms) with Redis's default 512 MB value limit, LRU bookkeeping.
     pub fn at(now: u64) -> Ctx {
-        Ctx {
-            now,
-            lru: (now / 1000) as u32,
-            max_len: 512 * 1024 * 1024,
+        Ctx { now, lru: (now / 1000) as u32, max_len: 512 * 1024 * 1024, mode: AccessMode::Lru, rand: 0 }
+    }
+
+    fn minutes(&self) -> u32 {
+        ((self.now / 60_000) & 0xFFFF) as u32
+    }
+
+    /// The access field of a key created now.
+    pub fn initial_access(&self) -> u32 {
+        match self.mode {
+            AccessMode::Lru => self.lru & ACCESS_MASK,
+            AccessMode::Lfu { .. } => (self.minutes() << 8) | LFU_INIT,
         }
+    }
+
+    /// The LFU counter of `access` after decay (Redis's `LFUDecrAndReturn`).
+    pub fn lfu_counter(&self, access: u32) -> u32 {
+        let (ldt, counter) = (access >> 8, access & 255);
+        let AccessMode::Lfu { decay_minutes, .. } = self.mode else { return counter };
+        if decay_minutes == 0 {
+            return counter;
+        }
+        let now = self.minutes();
+        let elapsed = if now >= ldt { now - ldt } else { 65535 - ldt + now };
+        counter.saturating_sub(elapsed / decay_minutes)
+    }
+
+    /// The access field after one more access (Redis's `updateLFU`, or the LRU clock).
+    pub fn touched(&self, access: u32) -> u32 {
+        match self.mode {
+            AccessMode::Lru => self.lru & ACCESS_MASK,
+            AccessMode::Lfu { log_factor, .. } => {
+                let mut counter = self.lfu_counter(access);
+                if counter < 255 {
+                    let base = counter.saturating_sub(LFU_INIT) as f64;
+                    let p = 1.0 / (base * f64::from(log_factor) + 1.0);
+                    if f64::from(self.rand) / f64::from(u32::MAX) < p {
+                        counter += 1;
+                    }
+                }
+                (self.minutes() << 8) | counter
+            }
+        }
+    }
+
+    /// Seconds since `access` under LRU bookkeeping (the 24-bit clock wraps, as Redis's does).
+    pub fn idle_seconds(&self, access: u32) -> u32 {
+        self.lru.wrapping_sub(access) & ACCESS_MASK
     }
 }
 
@@ -225,10 +296,9 @@ fn put(cur: Option<&mut Entry>, key: &[u8], value: &[u8], expire_at: u64, enc: E
     match cur {
         Some(e) => {
             e.set_value(value, expire_at, enc);
-            e.set_access(ctx.lru);
             Effect::Modified
         }
-        None => Effect::Created(Entry::new(key, value, expire_at, ctx.lru, enc)),
+        None => Effect::Created(Entry::new(key, value, expire_at, ctx.initial_access(), enc)),
     }
 }
 
@@ -236,7 +306,7 @@ fn put(cur: Option<&mut Entry>, key: &[u8], value: &[u8], expire_at: u64, enc: E
 pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Outcome) {
     if op.touches() {
         if let Some(e) = cur.as_deref_mut() {
-            e.set_access(ctx.lru);
+            e.set_access(ctx.touched(e.access()));
         }
     }
     match *op {
@@ -317,7 +387,7 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
                     return (Effect::None, Outcome::Err(OpError::TooLong));
                 }
                 let n = more.len() as i64;
-                (Effect::Created(Entry::new(key, more, 0, ctx.lru, EncodingHint::Auto)), Outcome::Int(n))
+                (Effect::Created(Entry::new(key, more, 0, ctx.initial_access(), EncodingHint::Auto)), Outcome::Int(n))
             }
             Some(e) => {
                 if (e.value().len() + more.len()) as u64 > ctx.max_len {
@@ -345,7 +415,7 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
                     let mut v = vec![0u8; offset as usize];
                     v.extend_from_slice(patch);
                     let n = v.len() as i64;
-                    (Effect::Created(Entry::new(key, &v, 0, ctx.lru, EncodingHint::Raw)), Outcome::Int(n))
+                    (Effect::Created(Entry::new(key, &v, 0, ctx.initial_access(), EncodingHint::Raw)), Outcome::Int(n))
                 }
                 Some(e) => {
                     if patch.is_empty() {
@@ -420,7 +490,11 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
         },
         Op::ObjectIdleTime => match cur {
             // The access clock has 24 bits, like Redis's LRU clock; the difference wraps with it.
-            Some(e) => (Effect::None, Outcome::Int(i64::from(ctx.lru.wrapping_sub(e.access()) & ACCESS_MASK))),
+            Some(e) => (Effect::None, Outcome::Int(i64::from(ctx.idle_seconds(e.access())))),
+            None => (Effect::None, Outcome::Nil),
+        },
+        Op::ObjectFreq => match cur {
+            Some(e) => (Effect::None, Outcome::Int(i64::from(ctx.lfu_counter(e.access())))),
             None => (Effect::None, Outcome::Nil),
         },
         Op::ObjectRefcount => match cur {
@@ -566,6 +640,23 @@ mod tests {
             Outcome::Err(OpError::TooLong)
         );
         assert_eq!(run(Op::SetRange(0, b""), &mut e), Outcome::Int(4));
+    }
+
+    #[test]
+    fn lfu_counter_grows_logarithmically_and_decays() {
+        let mode = AccessMode::Lfu { log_factor: 10, decay_minutes: 1 };
+        let mut ctx = Ctx { mode, ..Ctx::at(60_000 * 100) };
+        let mut access = ctx.initial_access();
+        assert_eq!(ctx.lfu_counter(access), LFU_INIT);
+        // Deterministic "random" numbers spread over the range.
+        for i in 0..10_000u32 {
+            ctx.rand = i.wrapping_mul(2_654_435_761);
+            access = ctx.touched(access);
+        }
+        let c = ctx.lfu_counter(access);
+        assert!((20..100).contains(&c), "10k hits with log factor 10 give a counter in the tens, got {c}");
+        let later = Ctx { now: ctx.now + 30 * 60_000, ..ctx };
+        assert_eq!(later.lfu_counter(access), c - 30, "one decrement per minute");
     }
 
     #[test]

@@ -14,6 +14,7 @@ use rand::Rng;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::entry::{EncodingHint, Entry};
+use crate::evict::{offer, Candidate, Policy, POOL_SIZE};
 use crate::glob;
 use crate::op::{apply, Ctx, Effect, Op, Outcome};
 use crate::slot::{key_slot, Slot, SLOTS};
@@ -28,7 +29,9 @@ struct SlotData {
     /// XOR of `hash(key, version)` over the slot's entries.
     digest: u64,
     /// Entries with an expiry.
-    volatile: usize,
+    volatile: u32,
+    /// This slot's number.
+    slot: Slot,
 }
 
 /// A slot's lock and data on a cache line of their own (the lock, the table header and the
@@ -55,12 +58,26 @@ pub struct StoreStats {
     pub volatile: u64,
     /// Keys removed because they expired (lazily or by the expiry cycle).
     pub expired: u64,
+    /// Keys evicted for memory.
+    pub evicted: u64,
+    /// Memory the keys take (entries and their table buckets), bytes.
+    pub bytes: u64,
 }
 
 /// The key-value store of one node.
 #[derive(Debug)]
 pub struct Store {
     slots: Box<[SlotCell]>,
+    /// Bit per slot: the slot holds at least one key.
+    occupied: Box<[AtomicU64]>,
+    /// Bit per slot: the slot holds at least one key with an expiry.
+    volatile_slots: Box<[AtomicU64]>,
+    /// Sum of the entries' footprints (`Entry::footprint`).
+    bytes: AtomicU64,
+    /// Keys evicted for memory.
+    evicted: AtomicU64,
+    /// Eviction candidates kept between evictions.
+    pool: Mutex<Vec<Candidate>>,
     hasher: ahash::RandomState,
     clock: Hlc,
     origin: u16,
@@ -89,8 +106,16 @@ impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Store {
         let seed = config.hash_seed;
+        let bitmap = || (0..SLOTS / 64).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
         Store {
-            slots: (0..SLOTS).map(|_| SlotCell::default()).collect(),
+            slots: (0..SLOTS)
+                .map(|i| SlotCell(Mutex::new(SlotData { slot: i as Slot, ..SlotData::default() })))
+                .collect(),
+            occupied: bitmap(),
+            volatile_slots: bitmap(),
+            bytes: AtomicU64::new(0),
+            evicted: AtomicU64::new(0),
+            pool: Mutex::new(Vec::with_capacity(POOL_SIZE)),
             hasher: ahash::RandomState::with_seeds(seed, !seed, seed.rotate_left(17), 0x9e37_79b9),
             clock: Hlc::new(),
             origin: config.origin,
@@ -137,10 +162,52 @@ impl Store {
     fn forget(&self, s: &mut SlotData, e: &Entry) {
         s.digest ^= entry_hash(e.key(), &e.version());
         self.keys.fetch_sub(1, Ordering::Relaxed);
+        self.bytes.fetch_sub(e.footprint() as u64, Ordering::Relaxed);
         if e.expire_at() != 0 {
             s.volatile -= 1;
             self.volatile.fetch_sub(1, Ordering::Relaxed);
         }
+        self.sync_bits(s);
+    }
+
+    /// Keeps the occupancy bitmaps in step with a slot whose counts just changed (under its lock).
+    fn sync_bits(&self, s: &SlotData) {
+        let (word, bit) = (usize::from(s.slot) / 64, 1u64 << (s.slot % 64));
+        for (map, on) in [(&self.occupied, !s.map.is_empty()), (&self.volatile_slots, s.volatile > 0)] {
+            let cur = map[word].load(Ordering::Relaxed) & bit != 0;
+            if cur != on {
+                if on {
+                    map[word].fetch_or(bit, Ordering::Relaxed);
+                } else {
+                    map[word].fetch_and(!bit, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+
+    /// The first slot at or after `from` (wrapping) whose bit is set in `map`.
+    fn next_set(map: &[AtomicU64], from: usize) -> Option<Slot> {
+        let words = map.len();
+        let (w0, b0) = (from / 64, from % 64);
+        for i in 0..=words {
+            let w = (w0 + i) % words;
+            let mut bits = map[w].load(Ordering::Relaxed);
+            if i == 0 {
+                bits &= !0u64 << b0;
+            }
+            if bits != 0 {
+                return Some((w * 64 + bits.trailing_zeros() as usize) as Slot);
+            }
+        }
+        None
+    }
+
+    /// The first occupied slot at or after `from`, without wrapping.
+    fn next_occupied(&self, from: usize) -> Option<Slot> {
+        if from >= SLOTS {
+            return None;
+        }
+        Self::next_set(&self.occupied, from).filter(|s| usize::from(*s) >= from)
     }
 
     fn remove(&self, s: &mut SlotData, key: &[u8], hash: u64) -> Option<Entry> {
@@ -165,7 +232,9 @@ impl Store {
             self.volatile.fetch_add(1, Ordering::Relaxed);
         }
         self.keys.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(e.footprint() as u64, Ordering::Relaxed);
         s.map.insert_unique(hash, e, |e| self.hash(e.key()));
+        self.sync_bits(s);
     }
 
     fn remove_quiet(&self, s: &mut SlotData, key: &[u8], hash: u64) -> Option<Entry> {
@@ -184,12 +253,16 @@ impl Store {
                 apply(op, key, None, ctx)
             }
             Some(e) => {
-                let (old_version, had_ttl) = (e.version(), e.expire_at() != 0);
+                let (old_version, had_ttl, old_size) = (e.version(), e.expire_at() != 0, e.footprint());
                 let (effect, out) = apply(op, key, Some(&mut *e), ctx);
                 if let Effect::Modified = effect {
                     let version = self.next_version(ctx.now);
                     e.set_version(version);
                     s.digest ^= entry_hash(key, &old_version) ^ entry_hash(key, &version);
+                    let new_size = e.footprint();
+                    if new_size != old_size {
+                        self.bytes.fetch_add(new_size.wrapping_sub(old_size) as u64, Ordering::Relaxed);
+                    }
                     let has_ttl = e.expire_at() != 0;
                     if has_ttl != had_ttl {
                         if has_ttl {
@@ -199,6 +272,7 @@ impl Store {
                             s.volatile -= 1;
                             self.volatile.fetch_sub(1, Ordering::Relaxed);
                         }
+                        self.sync_bits(s);
                     }
                 }
                 (effect, out)
@@ -256,7 +330,7 @@ impl Store {
             let s = Self::guard_for(&mut guards, k);
             let hash = self.hash(k);
             self.remove(s, k, hash);
-            self.insert(s, k, hash, Entry::new(k, v, 0, ctx.lru, EncodingHint::Auto), ctx.now);
+            self.insert(s, k, hash, Entry::new(k, v, 0, ctx.initial_access(), EncodingHint::Auto), ctx.now);
         }
         true
     }
@@ -297,7 +371,7 @@ impl Store {
             return false;
         }
         let e = s.map.find(hs, |e| e.key() == src).expect("live");
-        let copy = Entry::new(dst, e.value(), e.expire_at(), ctx.lru, e.enc());
+        let copy = Entry::new(dst, e.value(), e.expire_at(), ctx.initial_access(), e.enc());
         let d = Self::guard_for(&mut guards, dst);
         if self.reap(d, dst, hd, ctx.now) && !replace {
             return false;
@@ -310,8 +384,10 @@ impl Store {
     /// Live keys matching `pattern` (all if `None`), in slot order.
     pub fn keys(&self, pattern: Option<&[u8]>, ctx: &Ctx) -> Vec<Bytes> {
         let mut out = Vec::new();
-        for slot in 0..SLOTS {
-            self.collect_slot(slot as Slot, pattern, ctx, &mut out);
+        let mut next = self.next_occupied(0);
+        while let Some(slot) = next {
+            self.collect_slot(slot, pattern, ctx, &mut out);
+            next = self.next_occupied(usize::from(slot) + 1);
         }
         out
     }
@@ -343,9 +419,14 @@ impl Store {
         let mut out = Vec::new();
         let mut slot = cursor.min(SLOTS as u64) as usize;
         let mut seen = 0;
-        while slot < SLOTS && seen < count {
-            seen += self.collect_slot(slot as Slot, pattern, ctx, &mut out);
-            slot += 1;
+        while seen < count {
+            // Empty slots are skipped through the occupancy bitmap, without locking them.
+            let Some(next) = self.next_occupied(slot) else {
+                slot = SLOTS;
+                break;
+            };
+            seen += self.collect_slot(next, pattern, ctx, &mut out);
+            slot = usize::from(next) + 1;
         }
         let next = if slot >= SLOTS { 0 } else { slot as u64 };
         (next, out)
@@ -353,12 +434,9 @@ impl Store {
 
     /// A random live key, or `None` if there is none.
     pub fn random_key<R: Rng>(&self, rng: &mut R, ctx: &Ctx) -> Option<Bytes> {
-        if self.keys.load(Ordering::Relaxed) == 0 {
-            return None;
-        }
-        let start = rng.random_range(0..SLOTS);
-        for i in 0..SLOTS {
-            let slot = ((start + i) % SLOTS) as Slot;
+        // Bounded: expired-but-unreclaimed keys are skipped, a few slots at most.
+        for _ in 0..64 {
+            let slot = self.random_slot(false, rng)?;
             let s = self.lock(slot);
             let live: Vec<&Entry> = s.map.iter().filter(|e| !e.is_expired(ctx.now)).collect();
             if !live.is_empty() {
@@ -372,19 +450,22 @@ impl Store {
     /// (`FLUSHALL ASYNC`).
     pub fn flush(&self) -> Vec<impl Send + 'static> {
         let mut dropped = Vec::new();
-        for slot in self.slots.iter() {
-            let mut s = slot.0.lock();
-            if s.map.is_empty() {
-                continue;
-            }
-            let n = s.map.len() as u64;
+        let mut next = self.next_occupied(0);
+        while let Some(slot) = next {
+            let mut s = self.lock(slot);
             let old = std::mem::take(&mut s.map);
-            self.keys.fetch_sub(n, Ordering::Relaxed);
-            self.volatile.fetch_sub(s.volatile as u64, Ordering::Relaxed);
+            let bytes: u64 = old.iter().map(|e| e.footprint() as u64).sum();
+            self.keys.fetch_sub(old.len() as u64, Ordering::Relaxed);
+            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+            self.volatile.fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
             s.volatile = 0;
             s.digest = 0;
+            self.sync_bits(&s);
+            drop(s);
             dropped.push(old);
+            next = self.next_occupied(usize::from(slot) + 1);
         }
+        self.pool.lock().clear();
         dropped
     }
 
@@ -392,32 +473,107 @@ impl Store {
     /// previous cycle stopped, until `budget` entries have been examined or every slot was seen.
     pub fn expire_cycle(&self, now: u64, budget: usize) -> ExpireCycle {
         let mut r = ExpireCycle::default();
-        if self.volatile.load(Ordering::Relaxed) == 0 {
-            return r;
-        }
-        let mut slot = self.expire_cursor.load(Ordering::Relaxed) % SLOTS;
+        let mut from = self.expire_cursor.load(Ordering::Relaxed) % SLOTS;
         while r.slots < SLOTS && r.examined < budget {
-            let mut s = self.lock(slot as Slot);
-            if s.volatile > 0 {
-                r.examined += s.map.len();
-                let dead: Vec<(u64, Box<[u8]>)> = s
-                    .map
-                    .iter()
-                    .filter(|e| e.is_expired(now))
-                    .map(|e| (self.hash(e.key()), e.key().into()))
-                    .collect();
-                for (hash, k) in dead {
-                    self.remove(&mut s, &k, hash);
-                    r.expired += 1;
-                }
+            let Some(slot) = Self::next_set(&self.volatile_slots, from) else { break };
+            let mut s = self.lock(slot);
+            r.examined += s.map.len();
+            let dead: Vec<(u64, Box<[u8]>)> = s
+                .map
+                .iter()
+                .filter(|e| e.is_expired(now))
+                .map(|e| (self.hash(e.key()), e.key().into()))
+                .collect();
+            for (hash, k) in dead {
+                self.remove(&mut s, &k, hash);
+                r.expired += 1;
             }
             drop(s);
-            r.slots += 1;
-            slot = (slot + 1) % SLOTS;
+            // Count the slots passed over (empty ones too) so that one cycle visits each at most once.
+            let slot = usize::from(slot);
+            r.slots += if slot >= from { slot - from + 1 } else { SLOTS - from + slot + 1 };
+            from = (slot + 1) % SLOTS;
         }
-        self.expire_cursor.store(slot, Ordering::Relaxed);
+        self.expire_cursor.store(from, Ordering::Relaxed);
         self.expired.fetch_add(r.expired as u64, Ordering::Relaxed);
         r
+    }
+
+    /// A random slot that holds keys (with an expiry, if `volatile`), or `None` if there is none.
+    fn random_slot<R: Rng>(&self, volatile: bool, rng: &mut R) -> Option<Slot> {
+        let map = if volatile { &self.volatile_slots } else { &self.occupied };
+        Self::next_set(map, rng.random_range(0..SLOTS))
+    }
+
+    /// Evicts one key according to `policy` (sampling `samples` keys per pool refill, as Redis
+    /// does). Returns the footprint freed, or `None` if no key is eligible (or the policy is
+    /// `noeviction`). The work is bounded: at most 16 pool refills.
+    pub fn evict_one<R: Rng>(&self, policy: Policy, samples: usize, ctx: &Ctx, rng: &mut R) -> Option<usize> {
+        if policy == Policy::NoEviction {
+            return None;
+        }
+        let volatile = policy.volatile_only();
+        let eligible = |e: &Entry| !volatile || e.expire_at() != 0;
+        if policy.is_random() {
+            for _ in 0..16 {
+                let slot = self.random_slot(volatile, rng)?;
+                let mut s = self.lock(slot);
+                let count = if volatile { s.volatile as usize } else { s.map.len() };
+                if count == 0 {
+                    continue;
+                }
+                let pick = rng.random_range(0..count);
+                let key: Box<[u8]> = s.map.iter().filter(|e| eligible(e)).nth(pick)?.key().into();
+                let e = self.remove(&mut s, &key, self.hash(&key))?;
+                self.evicted.fetch_add(1, Ordering::Relaxed);
+                return Some(e.footprint());
+            }
+            return None;
+        }
+        for _ in 0..16 {
+            self.refill_pool(policy, samples, ctx, rng);
+            loop {
+                let Some(c) = self.pool.lock().pop() else { break };
+                let mut s = self.lock(c.slot);
+                let live = s.map.find(c.hash, |e| *e.key() == *c.key).is_some_and(eligible);
+                if live {
+                    let e = self.remove(&mut s, &c.key, c.hash)?;
+                    self.evicted.fetch_add(1, Ordering::Relaxed);
+                    return Some(e.footprint());
+                }
+            }
+        }
+        None
+    }
+
+    fn refill_pool<R: Rng>(&self, policy: Policy, samples: usize, ctx: &Ctx, rng: &mut R) {
+        let volatile = policy.volatile_only();
+        for _ in 0..samples.max(1) {
+            let Some(slot) = self.random_slot(volatile, rng) else { return };
+            let s = self.lock(slot);
+            let count = if volatile { s.volatile as usize } else { s.map.len() };
+            if count == 0 {
+                continue;
+            }
+            let pick = rng.random_range(0..count);
+            let Some(e) = s.map.iter().filter(|e| !volatile || e.expire_at() != 0).nth(pick) else { continue };
+            let score = match policy {
+                Policy::VolatileTtl => u64::MAX - e.expire_at(),
+                p if p.is_lfu() => 255 - u64::from(ctx.lfu_counter(e.access())),
+                _ => u64::from(ctx.idle_seconds(e.access())),
+            };
+            let c = Candidate { score, slot, hash: self.hash(e.key()), key: e.key().into() };
+            drop(s);
+            offer(&mut self.pool.lock(), c);
+        }
+    }
+
+    /// Bytes `key` takes (its entry and table share), or `None` if it does not exist
+    /// (`MEMORY USAGE`).
+    pub fn memory_usage(&self, key: &[u8], ctx: &Ctx) -> Option<usize> {
+        let hash = self.hash(key);
+        let s = self.lock(key_slot(key));
+        s.map.find(hash, |e| e.key() == key).filter(|e| !e.is_expired(ctx.now)).map(Entry::footprint)
     }
 
     /// Current counters.
@@ -426,6 +582,8 @@ impl Store {
             keys: self.keys.load(Ordering::Relaxed),
             volatile: self.volatile.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
+            evicted: self.evicted.load(Ordering::Relaxed),
+            bytes: self.bytes.load(Ordering::Relaxed),
         }
     }
 
@@ -485,28 +643,18 @@ mod tests {
         let ctx = Ctx::at(1000);
         st.apply(b"a", &set(b"1", ExpiryChange::At(1500)), &ctx);
         st.apply(b"b", &set(b"2", ExpiryChange::Clear), &ctx);
-        assert_eq!(
-            st.stats(),
-            StoreStats {
-                keys: 2,
-                volatile: 1,
-                expired: 0
-            }
-        );
+        let st2 = st.stats();
+        assert_eq!((st2.keys, st2.volatile, st2.expired), (2, 1, 0));
         let later = Ctx::at(1501);
         assert_eq!(st.apply(b"a", &Op::Get, &later), Outcome::Nil);
         assert_eq!(st.stats().expired, 1);
         st.apply(b"c", &set(b"3", ExpiryChange::At(1600)), &later);
         let r = st.expire_cycle(1601, 1_000_000);
         assert_eq!(r.expired, 1);
-        assert_eq!(
-            st.stats(),
-            StoreStats {
-                keys: 1,
-                volatile: 0,
-                expired: 2
-            }
-        );
+        let st2 = st.stats();
+        assert_eq!((st2.keys, st2.volatile, st2.expired), (1, 0, 2));
+        let only = st.memory_usage(b"b", &later).unwrap();
+        assert_eq!(st2.bytes, only as u64, "byte accounting follows every change");
     }
 
     #[test]
@@ -584,6 +732,97 @@ mod tests {
             Outcome::Int(4000)
         );
         assert_eq!(st.rename(b"nope", b"z", false, &ctx), Err(()));
+    }
+
+    fn fill(st: &Store, prefix: &str, n: usize, ttl: Option<u64>, ctx: &Ctx) {
+        for i in 0..n {
+            let expiry = ttl.map_or(ExpiryChange::Clear, ExpiryChange::At);
+            st.apply(format!("{prefix}{i}").as_bytes(), &set(b"value", expiry), ctx);
+        }
+    }
+
+    fn count(st: &Store, prefix: &str, n: usize, ctx: &Ctx) -> usize {
+        (0..n).filter(|i| st.apply(format!("{prefix}{i}").as_bytes(), &Op::Exists, ctx) == Outcome::Int(1)).count()
+    }
+
+    #[test]
+    fn volatile_policies_never_touch_persistent_keys() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
+        for policy in [Policy::VolatileLru, Policy::VolatileLfu, Policy::VolatileRandom, Policy::VolatileTtl] {
+            let st = store();
+            let ctx = Ctx::at(1_000_000);
+            fill(&st, "keep", 500, None, &ctx);
+            fill(&st, "vol", 500, Some(9_000_000), &ctx);
+            for _ in 0..500 {
+                assert!(st.evict_one(policy, 5, &ctx, &mut rng).is_some(), "{policy:?}");
+            }
+            assert_eq!(st.evict_one(policy, 5, &ctx, &mut rng), None, "{policy:?}: nothing left to evict");
+            assert_eq!(count(&st, "keep", 500, &ctx), 500, "{policy:?}");
+            assert_eq!(count(&st, "vol", 500, &ctx), 0, "{policy:?}");
+            assert_eq!(st.stats().evicted, 500);
+        }
+    }
+
+    #[test]
+    fn lru_evicts_the_idle_keys_first() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(4);
+        let st = store();
+        fill(&st, "old", 1000, None, &Ctx::at(1_000_000));
+        let later = Ctx::at(1_000_000 + 60_000);
+        fill(&st, "new", 1000, None, &later);
+        for _ in 0..1000 {
+            st.evict_one(Policy::AllKeysLru, 5, &later, &mut rng).unwrap();
+        }
+        let (old, new) = (count(&st, "old", 1000, &later), count(&st, "new", 1000, &later));
+        // Sampled LRU (5 samples, a pool of 16) approximates LRU, as Redis's does: once most old
+        // keys are gone, samples often hold none, so some new keys go too. At least 3 of 4
+        // victims must be old (seeded, so the figures are stable).
+        assert!(old < 250 && new > 750, "old kept {old}, new kept {new}");
+    }
+
+    #[test]
+    fn ttl_policy_evicts_the_soonest_to_expire() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(5);
+        let st = store();
+        let ctx = Ctx::at(1_000_000);
+        fill(&st, "soon", 500, Some(2_000_000), &ctx);
+        fill(&st, "late", 500, Some(9_000_000), &ctx);
+        for _ in 0..500 {
+            st.evict_one(Policy::VolatileTtl, 5, &ctx, &mut rng).unwrap();
+        }
+        let (soon, late) = (count(&st, "soon", 500, &ctx), count(&st, "late", 500, &ctx));
+        assert!(soon < 125 && late > 375, "soon kept {soon}, late kept {late}");
+    }
+
+    #[test]
+    fn lfu_keeps_the_frequently_read_keys() {
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(6);
+        let st = store();
+        let mode = crate::op::AccessMode::Lfu { log_factor: 10, decay_minutes: 1 };
+        let mut ctx = Ctx { mode, ..Ctx::at(1_000_000) };
+        fill(&st, "hot", 500, None, &ctx);
+        fill(&st, "cold", 500, None, &ctx);
+        for round in 0..30u32 {
+            for i in 0..500u32 {
+                ctx.rand = (round * 500 + i).wrapping_mul(2_654_435_761);
+                st.apply(format!("hot{i}").as_bytes(), &Op::Get, &ctx);
+            }
+        }
+        for _ in 0..500 {
+            st.evict_one(Policy::AllKeysLfu, 5, &ctx, &mut rng).unwrap();
+        }
+        let (hot, cold) = (count(&st, "hot", 500, &ctx), count(&st, "cold", 500, &ctx));
+        assert!(hot > 375 && cold < 125, "hot kept {hot}, cold kept {cold}");
+    }
+
+    #[test]
+    fn noeviction_evicts_nothing() {
+        let st = store();
+        let ctx = Ctx::at(1_000_000);
+        fill(&st, "k", 10, None, &ctx);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+        assert_eq!(st.evict_one(Policy::NoEviction, 5, &ctx, &mut rng), None);
+        assert_eq!(st.len(), 10);
     }
 
     #[test]

@@ -157,7 +157,8 @@ fn header(
         None => Ok(None),
         // Redis waits for the byte after '\r' but does not look at it.
         Some(cr) if cr + 1 >= buf.len() => Ok(None),
-        Some(cr) => Ok(Some((crate::num::parse_i64(&buf[pos + 1..cr]), cr + 2))),
+        // The header may be just "\r" (no tag, no digits): then there is no number.
+        Some(cr) => Ok(Some((buf.get(pos + 1..cr).and_then(crate::num::parse_i64), cr + 2))),
     }
 }
 
@@ -313,6 +314,8 @@ mod tests {
             (b"*abc\r\n", "ERR Protocol error: invalid multibulk length"),
             (b"*1\r\n$-5\r\n", "ERR Protocol error: invalid bulk length"),
             (b"*1\r\nX1\r\n", "ERR Protocol error: expected '$', got 'X'"),
+            // Found by cargo fuzz: an argument header that is only CRLF.
+            (b"*1\r\n\r\nxx", "ERR Protocol error: expected '$', got ' '"),
             (
                 b"SET \"a\r\n",
                 "ERR Protocol error: unbalanced quotes in request",
