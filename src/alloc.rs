@@ -1,5 +1,7 @@
 //! A counting global allocator: `used_memory` in INFO is what the allocator really holds, not an
-//! estimate. Each allocation adds its size to a counter and each free subtracts it.
+//! estimate. Each allocation adds the size of the malloc chunk it got (`malloc_usable_size` plus
+//! glibc's 8-byte chunk header) to a counter and each free subtracts it, so rounding and headers
+//! are counted as they are in RSS.
 //!
 //! Each of the first `OWNED` threads gets a counter of its own and updates it with a plain load and
 //! store (no read-modify-write instruction: nobody else writes it); later threads share one
@@ -10,7 +12,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
 use std::sync::atomic::{AtomicIsize, AtomicUsize, Ordering};
 
-const SHARDS: usize = 64;
+const SHARDS: usize = 16;
 /// Counters owned by one thread each; the last one is shared by every thread beyond them.
 const OWNED: usize = SHARDS - 1;
 
@@ -76,12 +78,22 @@ impl Default for Counting {
     }
 }
 
-// SAFETY: every call is forwarded unchanged to `System`; the counter is only bookkeeping.
+/// Bytes glibc holds for the live allocation at `p`: its usable size plus the chunk header.
+///
+/// # Safety
+/// `p` must be a live allocation from the system allocator.
+unsafe fn held(p: *mut u8) -> isize {
+    // SAFETY: the caller passes a live pointer from malloc.
+    (unsafe { libc::malloc_usable_size(p.cast()) } + 8) as isize
+}
+
+// SAFETY: every call is forwarded unchanged to `System` (glibc's malloc); the counter is only
+// bookkeeping, and `held` is only called on pointers that are live at that moment.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            self.add(layout.size() as isize);
+            self.add(unsafe { held(p) });
         }
         p
     }
@@ -89,20 +101,22 @@ unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc_zeroed(layout) };
         if !p.is_null() {
-            self.add(layout.size() as isize);
+            self.add(unsafe { held(p) });
         }
         p
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        let size = unsafe { held(ptr) };
         unsafe { System.dealloc(ptr, layout) };
-        self.add(-(layout.size() as isize));
+        self.add(-size);
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        let old = unsafe { held(ptr) };
         let p = unsafe { System.realloc(ptr, layout, new_size) };
         if !p.is_null() {
-            self.add(new_size as isize - layout.size() as isize);
+            self.add(unsafe { held(p) } - old);
         }
         p
     }

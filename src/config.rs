@@ -7,6 +7,8 @@
 
 use std::fmt;
 
+use hypercache_cluster::evict::Policy;
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -50,6 +52,17 @@ pub struct Config {
     pub threads: u64,
     /// Background task frequency (active expiry cycles per second), 1..=500. Default 10.
     pub hz: u64,
+    /// Memory budget in bytes (Redis units accepted); 0 means no limit. Runtime-settable.
+    pub maxmemory: u64,
+    /// What happens when the budget is reached: one of Redis's eight policies. Default
+    /// `noeviction`. Runtime-settable.
+    pub maxmemory_policy: Policy,
+    /// Keys sampled per eviction, 1..=64. Default 5. Runtime-settable.
+    pub maxmemory_samples: u64,
+    /// LFU: hits needed to saturate the counter grow with this factor, 0..=2147483647. Default 10.
+    pub lfu_log_factor: u64,
+    /// LFU: minutes per counter decrement, 0..=2147483647 (0: no decay). Default 1.
+    pub lfu_decay_time: u64,
     /// The config file this node started from, if any (reported by INFO).
     pub config_file: Option<String>,
 }
@@ -72,6 +85,11 @@ impl Default for Config {
             slowlog_max_len: 128,
             hz: 10,
             threads: 0,
+            maxmemory: 0,
+            maxmemory_policy: Policy::NoEviction,
+            maxmemory_samples: 5,
+            lfu_log_factor: 10,
+            lfu_decay_time: 1,
             config_file: None,
         }
     }
@@ -263,13 +281,64 @@ pub static PARAMS: &[Param] = &[
         |c| c.slowlog_max_len.to_string(),
         |c, v| c.slowlog_max_len = v.int() as u64
     ),
-    p!("threads", Kind::Int(0, 1024), false, |c| c.threads.to_string(), |c, v| c.threads = v.int() as u64),
+    p!(
+        "threads",
+        Kind::Int(0, 1024),
+        false,
+        |c| c.threads.to_string(),
+        |c, v| c.threads = v.int() as u64
+    ),
     p!(
         "hz",
         Kind::Int(1, 500),
         true,
         |c| c.hz.to_string(),
         |c, v| c.hz = v.int() as u64
+    ),
+    p!(
+        "maxmemory",
+        Kind::Memory(0, i64::MAX as u64),
+        true,
+        |c| c.maxmemory.to_string(),
+        |c, v| c.maxmemory = v.int() as u64
+    ),
+    p!(
+        "maxmemory-policy",
+        // Redis's order, which its CONFIG SET error message lists.
+        Kind::Enum(&[
+            "volatile-lru",
+            "volatile-lfu",
+            "volatile-random",
+            "volatile-ttl",
+            "allkeys-lru",
+            "allkeys-lfu",
+            "allkeys-random",
+            "noeviction"
+        ]),
+        true,
+        |c| c.maxmemory_policy.name().to_string(),
+        |c, v| c.maxmemory_policy = Policy::parse(&v.text()).unwrap_or_default()
+    ),
+    p!(
+        "maxmemory-samples",
+        Kind::Int(1, 64),
+        true,
+        |c| c.maxmemory_samples.to_string(),
+        |c, v| c.maxmemory_samples = v.int() as u64
+    ),
+    p!(
+        "lfu-log-factor",
+        Kind::Int(0, i32::MAX as i64),
+        true,
+        |c| c.lfu_log_factor.to_string(),
+        |c, v| c.lfu_log_factor = v.int() as u64
+    ),
+    p!(
+        "lfu-decay-time",
+        Kind::Int(0, i32::MAX as i64),
+        true,
+        |c| c.lfu_decay_time.to_string(),
+        |c, v| c.lfu_decay_time = v.int() as u64
     ),
     // Read-only facts some clients ask for: one database, no persistence.
     p!(
@@ -383,6 +452,12 @@ impl Param {
 }
 
 impl Config {
+    /// What entries' access fields record under the current policy.
+    pub fn access_mode(&self) -> hypercache_cluster::op::AccessMode {
+        self.maxmemory_policy
+            .access_mode(self.lfu_log_factor as u32, self.lfu_decay_time as u32)
+    }
+
     /// Sets `name` from startup input (file, environment or flag).
     pub fn set(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
         let p = param(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;

@@ -64,8 +64,10 @@ async fn run(
     socket: &mut TcpStream,
     shutdown: &mut watch::Receiver<bool>,
 ) -> &'static str {
-    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
-    let mut wbuf = BytesMut::with_capacity(READ_CHUNK);
+    // The write buffer grows to the size of a typical batch of replies and is kept; the read
+    // buffer gets its first 16 KB with the first read.
+    let mut rbuf = BytesMut::new();
+    let mut wbuf = BytesMut::new();
     let mut need = 0usize;
     loop {
         if *shutdown.borrow() {
@@ -138,14 +140,14 @@ async fn run(
             Stats::add(&s.shared.stats.net_output_bytes, wbuf.len() as u64);
             wbuf.clear();
             if wbuf.capacity() > KEEP_BUFFER {
-                wbuf = BytesMut::with_capacity(READ_CHUNK);
+                wbuf = BytesMut::new();
             }
         }
         if close {
             return "closed by command or protocol error";
         }
         if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
-            rbuf = BytesMut::with_capacity(READ_CHUNK);
+            rbuf = BytesMut::new();
         }
         if s.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
             return "killed";

@@ -12,11 +12,13 @@
 //! - `cmd`: the command handlers, grouped by family.
 //! - [`state`]: what all connections share (store, live config, clients, counters).
 //! - [`alloc`]: the counting allocator behind `used_memory`.
+//! - [`memory`]: staying inside `maxmemory` (eviction) and memory figures.
 
 pub mod alloc;
 mod cmd;
 pub mod config;
 pub mod conn;
+pub mod memory;
 pub mod server;
 pub mod session;
 pub mod state;

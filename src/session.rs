@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use hypercache_cluster::op::AccessMode;
 use hypercache_cluster::Ctx;
 use hypercache_resp::table::CommandSpec;
 use hypercache_resp::{errors, Frame, Limits, Protocol};
@@ -47,6 +48,12 @@ pub struct Session {
     config_gen: u64,
     /// Slow-log threshold in microseconds (-1: off).
     slowlog_threshold: i64,
+    /// `maxmemory` (0: no limit).
+    maxmemory: u64,
+    /// LRU or LFU bookkeeping, from the policy.
+    access_mode: AccessMode,
+    /// State of the per-connection random sequence (xorshift) behind LFU increments.
+    rand_state: std::cell::Cell<u64>,
     /// Wall-clock unix ms at `batch_start`.
     batch_wall_ms: u64,
     /// Monotonic time the current read batch started.
@@ -76,11 +83,16 @@ impl Session {
             config_gen: u64::MAX,
             slowlog_threshold: -1,
             commands: 0,
+            maxmemory: 0,
+            access_mode: AccessMode::Lru,
+            rand_state: std::cell::Cell::new(1),
             batch_wall_ms: now_ms(),
             batch_start: Instant::now(),
             clock: Instant::now(),
             last_cmd: None,
         };
+        s.rand_state
+            .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         s.refresh_config();
         s.authed = s.shared.config.read().requirepass.is_empty();
         s
@@ -97,6 +109,8 @@ impl Session {
         self.max_len = c.proto_max_bulk_len;
         self.timeout = c.timeout;
         self.slowlog_threshold = c.slowlog_log_slower_than;
+        self.maxmemory = c.maxmemory;
+        self.access_mode = c.access_mode();
         self.config_gen = gen;
     }
 
@@ -131,10 +145,23 @@ impl Session {
     /// The operation context at the current time.
     pub fn ctx(&self) -> Ctx {
         let now = self.batch_wall_ms + (self.clock - self.batch_start).as_millis() as u64;
+        let rand = if matches!(self.access_mode, AccessMode::Lfu { .. }) {
+            // xorshift64: only LFU's probabilistic increment uses it.
+            let mut x = self.rand_state.get();
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            self.rand_state.set(x);
+            (x >> 32) as u32
+        } else {
+            0
+        };
         Ctx {
             now,
             lru: (now / 1000) as u32,
             max_len: self.max_len,
+            mode: self.access_mode,
+            rand,
         }
     }
 
@@ -220,6 +247,12 @@ impl Session {
         }
         if !self.authed && !effective.has_flag("no_auth") {
             return (Some(Frame::error(errors::NOAUTH)), Some(effective));
+        }
+        if self.maxmemory > 0
+            && effective.has_flag("denyoom")
+            && !crate::memory::make_room(&self.shared)
+        {
+            return (Some(Frame::error(errors::OOM)), Some(effective));
         }
         let reply = (handler as Handler)(self, args);
         (reply, Some(effective))

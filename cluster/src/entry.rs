@@ -94,6 +94,20 @@ pub fn chunk_size(n: usize) -> usize {
     ((n + 8 + 15) & !15).max(32)
 }
 
+/// Bytes a slot table of `capacity` entries allocates: hashbrown keeps a power-of-two number of
+/// buckets at most 7/8 full (16-byte buckets, one control byte each, plus a 16-byte group).
+pub fn table_bytes(capacity: usize) -> usize {
+    if capacity == 0 {
+        return 0;
+    }
+    let buckets = if capacity < 8 {
+        (capacity + 1).next_power_of_two()
+    } else {
+        (capacity * 8 / 7).next_power_of_two()
+    };
+    chunk_size(buckets * 17 + 16)
+}
+
 /// Where the variable parts of an entry are.
 #[derive(Debug, Clone, Copy)]
 struct Layout {
@@ -165,7 +179,9 @@ impl Entry {
         v.extend_from_slice(key);
         v.extend_from_slice(value);
         v.resize(len, 0);
-        Entry { buf: v.into_boxed_slice() }
+        Entry {
+            buf: v.into_boxed_slice(),
+        }
     }
 
     fn flags(&self) -> u8 {
@@ -185,13 +201,21 @@ impl Entry {
         };
         let (len_at, vlen) = if flags & HAS_SPARE != 0 {
             pos += 8;
-            (Some(pos - 8), Some(u64::from_le_bytes(b[pos - 8..pos].try_into().expect("8 bytes")) as usize))
+            (
+                Some(pos - 8),
+                Some(u64::from_le_bytes(b[pos - 8..pos].try_into().expect("8 bytes")) as usize),
+            )
         } else {
             (None, None)
         };
         let key = (pos, pos + klen);
         let vlen = vlen.unwrap_or(b.len() - key.1);
-        Layout { expiry_at, len_at, key, value: (key.1, key.1 + vlen) }
+        Layout {
+            expiry_at,
+            len_at,
+            key,
+            value: (key.1, key.1 + vlen),
+        }
     }
 
     /// The key.
@@ -211,11 +235,11 @@ impl Entry {
         self.buf.len()
     }
 
-    /// Memory the key costs in all: the allocator chunk holding the entry (glibc's malloc: 8 bytes
-    /// of header, 16-byte granularity, 32 bytes at least) plus its share of the slot's table
-    /// (a 16-byte bucket and a control byte).
+    /// Memory the entry's allocation costs: the allocator chunk holding it (glibc's malloc: 8 bytes
+    /// of header, 16-byte granularity, 32 bytes at least). The slot table's buckets are
+    /// accounted separately ([`table_bytes`]).
     pub fn footprint(&self) -> usize {
-        chunk_size(self.buf.len()) + 17
+        chunk_size(self.buf.len())
     }
 
     /// The version of the last write.
@@ -257,7 +281,15 @@ impl Entry {
             (None, 0) => {}
             _ => {
                 let spare = self.spare();
-                *self = Entry::build(self.key(), self.value(), t, self.access(), self.enc(), self.version(), spare);
+                *self = Entry::build(
+                    self.key(),
+                    self.value(),
+                    t,
+                    self.access(),
+                    self.enc(),
+                    self.version(),
+                    spare,
+                );
             }
         }
     }
@@ -284,7 +316,15 @@ impl Entry {
 
     /// Replaces the value (and encoding hint and expiry), keeping key and version.
     pub fn set_value(&mut self, value: &[u8], expire_at: u64, enc: EncodingHint) {
-        *self = Entry::build(self.key(), value, expire_at, self.access(), enc, self.version(), 0);
+        *self = Entry::build(
+            self.key(),
+            value,
+            expire_at,
+            self.access(),
+            enc,
+            self.version(),
+            0,
+        );
     }
 
     /// Appends to the value, growing the allocation geometrically (as Redis's sds does) so that
@@ -319,7 +359,15 @@ impl Entry {
         v[offset..offset + patch.len()].copy_from_slice(patch);
         // As much spare room as the value is long, so appends double the allocation.
         let spare = new_len.max(16);
-        *self = Entry::build(self.key(), &v, self.expire_at(), self.access(), EncodingHint::Raw, self.version(), spare);
+        *self = Entry::build(
+            self.key(),
+            &v,
+            self.expire_at(),
+            self.access(),
+            EncodingHint::Raw,
+            self.version(),
+            spare,
+        );
     }
 
     fn value_with_len(&self, len: usize) -> Vec<u8> {
@@ -355,7 +403,11 @@ pub(crate) mod num {
         if s == b"0" {
             return Some(0);
         }
-        let (neg, digits) = if s[0] == b'-' { (true, &s[1..]) } else { (false, s) };
+        let (neg, digits) = if s[0] == b'-' {
+            (true, &s[1..])
+        } else {
+            (false, s)
+        };
         if !matches!(digits.first(), Some(b'1'..=b'9')) {
             return None;
         }
@@ -392,11 +444,26 @@ mod tests {
     #[test]
     fn fields_round_trip() {
         let mut e = Entry::new(b"key", b"value", 0, 7, EncodingHint::Auto);
-        e.set_version(Version { hlc: 42 << 16, origin: 3 });
-        assert_eq!((e.key(), e.value(), e.expire_at(), e.access()), (&b"key"[..], &b"value"[..], 0, 7));
+        e.set_version(Version {
+            hlc: 42 << 16,
+            origin: 3,
+        });
+        assert_eq!(
+            (e.key(), e.value(), e.expire_at(), e.access()),
+            (&b"key"[..], &b"value"[..], 0, 7)
+        );
         e.set_expire_at(1234);
-        assert_eq!((e.key(), e.value(), e.expire_at()), (&b"key"[..], &b"value"[..], 1234));
-        assert_eq!(e.version(), Version { hlc: 42 << 16, origin: 3 });
+        assert_eq!(
+            (e.key(), e.value(), e.expire_at()),
+            (&b"key"[..], &b"value"[..], 1234)
+        );
+        assert_eq!(
+            e.version(),
+            Version {
+                hlc: 42 << 16,
+                origin: 3
+            }
+        );
         e.set_expire_at(99);
         e.set_access(ACCESS_MASK + 5);
         assert_eq!((e.expire_at(), e.access()), (99, 4));
@@ -420,7 +487,10 @@ mod tests {
         }
         assert_eq!(e.value(), &want[..]);
         assert_eq!(e.encoding(), "raw");
-        assert!(rebuilds < 20, "appends reuse spare room ({rebuilds} rebuilds)");
+        assert!(
+            rebuilds < 20,
+            "appends reuse spare room ({rebuilds} rebuilds)"
+        );
     }
 
     proptest! {

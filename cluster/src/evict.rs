@@ -40,17 +40,29 @@ pub const POLICIES: &[(&str, Policy)] = &[
 impl Policy {
     /// The policy named `name` (Redis's spelling, any case).
     pub fn parse(name: &str) -> Option<Policy> {
-        POLICIES.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, p)| *p)
+        POLICIES
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, p)| *p)
     }
 
     /// Redis's name.
     pub fn name(self) -> &'static str {
-        POLICIES.iter().find(|(_, p)| *p == self).map_or("noeviction", |(n, _)| n)
+        POLICIES
+            .iter()
+            .find(|(_, p)| *p == self)
+            .map_or("noeviction", |(n, _)| n)
     }
 
     /// Whether only keys with an expiry may be evicted.
     pub fn volatile_only(self) -> bool {
-        matches!(self, Policy::VolatileLru | Policy::VolatileLfu | Policy::VolatileRandom | Policy::VolatileTtl)
+        matches!(
+            self,
+            Policy::VolatileLru
+                | Policy::VolatileLfu
+                | Policy::VolatileRandom
+                | Policy::VolatileTtl
+        )
     }
 
     /// Whether the policy ranks keys by access frequency (entries then keep LFU counters).
@@ -66,7 +78,10 @@ impl Policy {
     /// What entries' access fields record under this policy.
     pub fn access_mode(self, log_factor: u32, decay_minutes: u32) -> AccessMode {
         if self.is_lfu() {
-            AccessMode::Lfu { log_factor, decay_minutes }
+            AccessMode::Lfu {
+                log_factor,
+                decay_minutes,
+            }
         } else {
             AccessMode::Lru
         }
@@ -120,7 +135,15 @@ mod tests {
         let mut pool = Vec::new();
         for i in 0..40u64 {
             let score = (i * 7919) % 101;
-            offer(&mut pool, Candidate { score, slot: 0, hash: i, key: i.to_le_bytes().into() });
+            offer(
+                &mut pool,
+                Candidate {
+                    score,
+                    slot: 0,
+                    hash: i,
+                    key: i.to_le_bytes().into(),
+                },
+            );
         }
         assert_eq!(pool.len(), POOL_SIZE);
         assert!(pool.windows(2).all(|w| w[0].score <= w[1].score));

@@ -174,7 +174,13 @@ pub const LFU_INIT: u32 = 5;
 impl Ctx {
     /// A context at `now` (unix ms) with Redis's default 512 MB value limit, LRU bookkeeping.
     pub fn at(now: u64) -> Ctx {
-        Ctx { now, lru: (now / 1000) as u32, max_len: 512 * 1024 * 1024, mode: AccessMode::Lru, rand: 0 }
+        Ctx {
+            now,
+            lru: (now / 1000) as u32,
+            max_len: 512 * 1024 * 1024,
+            mode: AccessMode::Lru,
+            rand: 0,
+        }
     }
 
     fn minutes(&self) -> u32 {
@@ -192,12 +198,18 @@ impl Ctx {
     /// The LFU counter of `access` after decay (Redis's `LFUDecrAndReturn`).
     pub fn lfu_counter(&self, access: u32) -> u32 {
         let (ldt, counter) = (access >> 8, access & 255);
-        let AccessMode::Lfu { decay_minutes, .. } = self.mode else { return counter };
+        let AccessMode::Lfu { decay_minutes, .. } = self.mode else {
+            return counter;
+        };
         if decay_minutes == 0 {
             return counter;
         }
         let now = self.minutes();
-        let elapsed = if now >= ldt { now - ldt } else { 65535 - ldt + now };
+        let elapsed = if now >= ldt {
+            now - ldt
+        } else {
+            65535 - ldt + now
+        };
         counter.saturating_sub(elapsed / decay_minutes)
     }
 
@@ -292,7 +304,14 @@ fn int_value(e: &Option<&mut Entry>) -> Result<i64, OpError> {
 }
 
 /// Writes `value` with `expire_at` over `cur`, or creates the key.
-fn put(cur: Option<&mut Entry>, key: &[u8], value: &[u8], expire_at: u64, enc: EncodingHint, ctx: &Ctx) -> Effect {
+fn put(
+    cur: Option<&mut Entry>,
+    key: &[u8],
+    value: &[u8],
+    expire_at: u64,
+    enc: EncodingHint,
+    ctx: &Ctx,
+) -> Effect {
     match cur {
         Some(e) => {
             e.set_value(value, expire_at, enc);
@@ -311,8 +330,17 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
     }
     match *op {
         Op::Get => (Effect::None, value_of(cur)),
-        Op::Set { value, cond, expiry, get } => {
-            let old = if get { value_of(cur.as_deref_mut()) } else { Outcome::Ok };
+        Op::Set {
+            value,
+            cond,
+            expiry,
+            get,
+        } => {
+            let old = if get {
+                value_of(cur.as_deref_mut())
+            } else {
+                Outcome::Ok
+            };
             let allowed = match cond {
                 SetCond::Always => true,
                 SetCond::IfMissing => cur.is_none(),
@@ -329,18 +357,30 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
             if let ExpiryChange::At(t) = expiry {
                 if t < ctx.now {
                     // Redis writes it and it is gone at once; the reply is as if it was set.
-                    let eff = if cur.is_some() { Effect::Deleted } else { Effect::None };
+                    let eff = if cur.is_some() {
+                        Effect::Deleted
+                    } else {
+                        Effect::None
+                    };
                     return (eff, old);
                 }
             }
-            (put(cur, key, value, expire_at, EncodingHint::Auto, ctx), old)
+            (
+                put(cur, key, value, expire_at, EncodingHint::Auto, ctx),
+                old,
+            )
         }
         Op::GetDel => match cur {
-            Some(e) => (Effect::Deleted, Outcome::Value(Bytes::copy_from_slice(e.value()))),
+            Some(e) => (
+                Effect::Deleted,
+                Outcome::Value(Bytes::copy_from_slice(e.value())),
+            ),
             None => (Effect::None, Outcome::Nil),
         },
         Op::GetEx(change) => {
-            let Some(e) = cur else { return (Effect::None, Outcome::Nil) };
+            let Some(e) = cur else {
+                return (Effect::None, Outcome::Nil);
+            };
             let out = Outcome::Value(Bytes::copy_from_slice(e.value()));
             match change {
                 ExpiryChange::Keep => (Effect::None, out),
@@ -367,7 +407,10 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
             let expire_at = cur.as_ref().map_or(0, |e| e.expire_at());
             let mut buf = itoa::Buffer::new();
             let text = buf.format(n).as_bytes();
-            (put(cur, key, text, expire_at, EncodingHint::Auto, ctx), Outcome::Int(n))
+            (
+                put(cur, key, text, expire_at, EncodingHint::Auto, ctx),
+                Outcome::Int(n),
+            )
         }
         Op::IncrByFloat(by) => {
             let current = cur.as_ref().map(|e| e.value());
@@ -375,10 +418,15 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
                 Ok(text) => {
                     let expire_at = cur.as_ref().map_or(0, |e| e.expire_at());
                     let out = Outcome::Value(Bytes::copy_from_slice(&text));
-                    (put(cur, key, &text, expire_at, EncodingHint::NoInt, ctx), out)
+                    (
+                        put(cur, key, &text, expire_at, EncodingHint::NoInt, ctx),
+                        out,
+                    )
                 }
                 Err(FloatError::NotFloat) => (Effect::None, Outcome::Err(OpError::NotFloat)),
-                Err(FloatError::NanOrInfinity) => (Effect::None, Outcome::Err(OpError::NanOrInfinity)),
+                Err(FloatError::NanOrInfinity) => {
+                    (Effect::None, Outcome::Err(OpError::NanOrInfinity))
+                }
             }
         }
         Op::Append(more) => match cur {
@@ -387,7 +435,16 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
                     return (Effect::None, Outcome::Err(OpError::TooLong));
                 }
                 let n = more.len() as i64;
-                (Effect::Created(Entry::new(key, more, 0, ctx.initial_access(), EncodingHint::Auto)), Outcome::Int(n))
+                (
+                    Effect::Created(Entry::new(
+                        key,
+                        more,
+                        0,
+                        ctx.initial_access(),
+                        EncodingHint::Auto,
+                    )),
+                    Outcome::Int(n),
+                )
             }
             Some(e) => {
                 if (e.value().len() + more.len()) as u64 > ctx.max_len {
@@ -397,10 +454,16 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
                 (Effect::Modified, Outcome::Int(e.value().len() as i64))
             }
         },
-        Op::Strlen => (Effect::None, Outcome::Int(cur.map_or(0, |e| e.value().len() as i64))),
+        Op::Strlen => (
+            Effect::None,
+            Outcome::Int(cur.map_or(0, |e| e.value().len() as i64)),
+        ),
         Op::GetRange(start, end) => {
             let v: &[u8] = cur.as_ref().map_or(&[], |e| e.value());
-            (Effect::None, Outcome::Value(Bytes::copy_from_slice(range(v, start, end))))
+            (
+                Effect::None,
+                Outcome::Value(Bytes::copy_from_slice(range(v, start, end))),
+            )
         }
         Op::SetRange(offset, patch) => {
             let need = offset.saturating_add(patch.len() as u64);
@@ -415,7 +478,16 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
                     let mut v = vec![0u8; offset as usize];
                     v.extend_from_slice(patch);
                     let n = v.len() as i64;
-                    (Effect::Created(Entry::new(key, &v, 0, ctx.initial_access(), EncodingHint::Raw)), Outcome::Int(n))
+                    (
+                        Effect::Created(Entry::new(
+                            key,
+                            &v,
+                            0,
+                            ctx.initial_access(),
+                            EncodingHint::Raw,
+                        )),
+                        Outcome::Int(n),
+                    )
                 }
                 Some(e) => {
                     if patch.is_empty() {
@@ -434,9 +506,14 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
             None => (Effect::None, Outcome::Int(0)),
         },
         Op::Exists | Op::Touch => (Effect::None, Outcome::Int(i64::from(cur.is_some()))),
-        Op::Type => (Effect::None, Outcome::Status(if cur.is_some() { "string" } else { "none" })),
+        Op::Type => (
+            Effect::None,
+            Outcome::Status(if cur.is_some() { "string" } else { "none" }),
+        ),
         Op::Expire { at, cond } => {
-            let Some(e) = cur else { return (Effect::None, Outcome::Int(0)) };
+            let Some(e) = cur else {
+                return (Effect::None, Outcome::Int(0));
+            };
             let current = e.expire_at();
             let has_ttl = current != 0;
             let refused = (cond.nx && has_ttl)
@@ -490,17 +567,26 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
         },
         Op::ObjectIdleTime => match cur {
             // The access clock has 24 bits, like Redis's LRU clock; the difference wraps with it.
-            Some(e) => (Effect::None, Outcome::Int(i64::from(ctx.idle_seconds(e.access())))),
+            Some(e) => (
+                Effect::None,
+                Outcome::Int(i64::from(ctx.idle_seconds(e.access()))),
+            ),
             None => (Effect::None, Outcome::Nil),
         },
         Op::ObjectFreq => match cur {
-            Some(e) => (Effect::None, Outcome::Int(i64::from(ctx.lfu_counter(e.access())))),
+            Some(e) => (
+                Effect::None,
+                Outcome::Int(i64::from(ctx.lfu_counter(e.access()))),
+            ),
             None => (Effect::None, Outcome::Nil),
         },
         Op::ObjectRefcount => match cur {
             // Redis shares the objects of integers below 10000 (OBJ_SHARED_INTEGERS), which report
             // INT_MAX as their reference count.
-            Some(e) if e.encoding() == "int" && parse_i64(e.value()).is_some_and(|n| (0..10000).contains(&n)) => {
+            Some(e)
+                if e.encoding() == "int"
+                    && parse_i64(e.value()).is_some_and(|n| (0..10000).contains(&n)) =>
+            {
                 (Effect::None, Outcome::Int(i64::from(i32::MAX)))
             }
             Some(_) => (Effect::None, Outcome::Int(1)),
@@ -644,8 +730,14 @@ mod tests {
 
     #[test]
     fn lfu_counter_grows_logarithmically_and_decays() {
-        let mode = AccessMode::Lfu { log_factor: 10, decay_minutes: 1 };
-        let mut ctx = Ctx { mode, ..Ctx::at(60_000 * 100) };
+        let mode = AccessMode::Lfu {
+            log_factor: 10,
+            decay_minutes: 1,
+        };
+        let mut ctx = Ctx {
+            mode,
+            ..Ctx::at(60_000 * 100)
+        };
         let mut access = ctx.initial_access();
         assert_eq!(ctx.lfu_counter(access), LFU_INIT);
         // Deterministic "random" numbers spread over the range.
@@ -654,9 +746,19 @@ mod tests {
             access = ctx.touched(access);
         }
         let c = ctx.lfu_counter(access);
-        assert!((20..100).contains(&c), "10k hits with log factor 10 give a counter in the tens, got {c}");
-        let later = Ctx { now: ctx.now + 30 * 60_000, ..ctx };
-        assert_eq!(later.lfu_counter(access), c - 30, "one decrement per minute");
+        assert!(
+            (20..100).contains(&c),
+            "10k hits with log factor 10 give a counter in the tens, got {c}"
+        );
+        let later = Ctx {
+            now: ctx.now + 30 * 60_000,
+            ..ctx
+        };
+        assert_eq!(
+            later.lfu_counter(access),
+            c - 30,
+            "one decrement per minute"
+        );
     }
 
     #[test]

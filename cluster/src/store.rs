@@ -13,7 +13,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rand::Rng;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::entry::{EncodingHint, Entry};
+use crate::entry::{table_bytes, EncodingHint, Entry};
 use crate::evict::{offer, Candidate, Policy, POOL_SIZE};
 use crate::glob;
 use crate::op::{apply, Ctx, Effect, Op, Outcome};
@@ -106,10 +106,19 @@ impl Store {
     /// An empty store.
     pub fn new(config: StoreConfig) -> Store {
         let seed = config.hash_seed;
-        let bitmap = || (0..SLOTS / 64).map(|_| AtomicU64::new(0)).collect::<Box<[_]>>();
+        let bitmap = || {
+            (0..SLOTS / 64)
+                .map(|_| AtomicU64::new(0))
+                .collect::<Box<[_]>>()
+        };
         Store {
             slots: (0..SLOTS)
-                .map(|i| SlotCell(Mutex::new(SlotData { slot: i as Slot, ..SlotData::default() })))
+                .map(|i| {
+                    SlotCell(Mutex::new(SlotData {
+                        slot: i as Slot,
+                        ..SlotData::default()
+                    }))
+                })
                 .collect(),
             occupied: bitmap(),
             volatile_slots: bitmap(),
@@ -162,7 +171,8 @@ impl Store {
     fn forget(&self, s: &mut SlotData, e: &Entry) {
         s.digest ^= entry_hash(e.key(), &e.version());
         self.keys.fetch_sub(1, Ordering::Relaxed);
-        self.bytes.fetch_sub(e.footprint() as u64, Ordering::Relaxed);
+        self.bytes
+            .fetch_sub(e.footprint() as u64, Ordering::Relaxed);
         if e.expire_at() != 0 {
             s.volatile -= 1;
             self.volatile.fetch_sub(1, Ordering::Relaxed);
@@ -170,10 +180,21 @@ impl Store {
         self.sync_bits(s);
     }
 
+    /// Accounts a slot table's growth or shrinkage in `bytes`.
+    fn table_resized(&self, before: usize, after: usize) {
+        if before != after {
+            let delta = table_bytes(after) as i64 - table_bytes(before) as i64;
+            self.bytes.fetch_add(delta as u64, Ordering::Relaxed);
+        }
+    }
+
     /// Keeps the occupancy bitmaps in step with a slot whose counts just changed (under its lock).
     fn sync_bits(&self, s: &SlotData) {
         let (word, bit) = (usize::from(s.slot) / 64, 1u64 << (s.slot % 64));
-        for (map, on) in [(&self.occupied, !s.map.is_empty()), (&self.volatile_slots, s.volatile > 0)] {
+        for (map, on) in [
+            (&self.occupied, !s.map.is_empty()),
+            (&self.volatile_slots, s.volatile > 0),
+        ] {
             let cur = map[word].load(Ordering::Relaxed) & bit != 0;
             if cur != on {
                 if on {
@@ -215,7 +236,9 @@ impl Store {
         self.forget(s, &e);
         // Give memory back when a table is mostly empty (hashbrown never shrinks on its own).
         if s.map.capacity() > 64 && s.map.len() * 8 < s.map.capacity() {
+            let before = s.map.capacity();
             s.map.shrink_to(s.map.len() * 2, |e| self.hash(e.key()));
+            self.table_resized(before, s.map.capacity());
         }
         Some(e)
     }
@@ -232,13 +255,19 @@ impl Store {
             self.volatile.fetch_add(1, Ordering::Relaxed);
         }
         self.keys.fetch_add(1, Ordering::Relaxed);
-        self.bytes.fetch_add(e.footprint() as u64, Ordering::Relaxed);
+        self.bytes
+            .fetch_add(e.footprint() as u64, Ordering::Relaxed);
+        let before = s.map.capacity();
         s.map.insert_unique(hash, e, |e| self.hash(e.key()));
+        self.table_resized(before, s.map.capacity());
         self.sync_bits(s);
     }
 
     fn remove_quiet(&self, s: &mut SlotData, key: &[u8], hash: u64) -> Option<Entry> {
-        s.map.find_entry(hash, |e| e.key() == key).ok().map(|o| o.remove().0)
+        s.map
+            .find_entry(hash, |e| e.key() == key)
+            .ok()
+            .map(|o| o.remove().0)
     }
 
     /// Applies one operation to one key: one hash lookup for reads and in-place changes.
@@ -253,7 +282,8 @@ impl Store {
                 apply(op, key, None, ctx)
             }
             Some(e) => {
-                let (old_version, had_ttl, old_size) = (e.version(), e.expire_at() != 0, e.footprint());
+                let (old_version, had_ttl, old_size) =
+                    (e.version(), e.expire_at() != 0, e.footprint());
                 let (effect, out) = apply(op, key, Some(&mut *e), ctx);
                 if let Effect::Modified = effect {
                     let version = self.next_version(ctx.now);
@@ -261,7 +291,8 @@ impl Store {
                     s.digest ^= entry_hash(key, &old_version) ^ entry_hash(key, &version);
                     let new_size = e.footprint();
                     if new_size != old_size {
-                        self.bytes.fetch_add(new_size.wrapping_sub(old_size) as u64, Ordering::Relaxed);
+                        self.bytes
+                            .fetch_add(new_size.wrapping_sub(old_size) as u64, Ordering::Relaxed);
                     }
                     let has_ttl = e.expire_at() != 0;
                     if has_ttl != had_ttl {
@@ -330,7 +361,13 @@ impl Store {
             let s = Self::guard_for(&mut guards, k);
             let hash = self.hash(k);
             self.remove(s, k, hash);
-            self.insert(s, k, hash, Entry::new(k, v, 0, ctx.initial_access(), EncodingHint::Auto), ctx.now);
+            self.insert(
+                s,
+                k,
+                hash,
+                Entry::new(k, v, 0, ctx.initial_access(), EncodingHint::Auto),
+                ctx.now,
+            );
         }
         true
     }
@@ -392,7 +429,13 @@ impl Store {
         out
     }
 
-    fn collect_slot(&self, slot: Slot, pattern: Option<&[u8]>, ctx: &Ctx, out: &mut Vec<Bytes>) -> usize {
+    fn collect_slot(
+        &self,
+        slot: Slot,
+        pattern: Option<&[u8]>,
+        ctx: &Ctx,
+        out: &mut Vec<Bytes>,
+    ) -> usize {
         // Redis treats a lone `*` as "everything" without running the matcher (which would not
         // match the empty key).
         let pattern = pattern.filter(|p| *p != b"*");
@@ -440,7 +483,9 @@ impl Store {
             let s = self.lock(slot);
             let live: Vec<&Entry> = s.map.iter().filter(|e| !e.is_expired(ctx.now)).collect();
             if !live.is_empty() {
-                return Some(Bytes::copy_from_slice(live[rng.random_range(0..live.len())].key()));
+                return Some(Bytes::copy_from_slice(
+                    live[rng.random_range(0..live.len())].key(),
+                ));
             }
         }
         None
@@ -454,10 +499,12 @@ impl Store {
         while let Some(slot) = next {
             let mut s = self.lock(slot);
             let old = std::mem::take(&mut s.map);
-            let bytes: u64 = old.iter().map(|e| e.footprint() as u64).sum();
+            let bytes: u64 = old.iter().map(|e| e.footprint() as u64).sum::<u64>()
+                + table_bytes(old.capacity()) as u64;
             self.keys.fetch_sub(old.len() as u64, Ordering::Relaxed);
             self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.volatile.fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
+            self.volatile
+                .fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
             s.volatile = 0;
             s.digest = 0;
             self.sync_bits(&s);
@@ -475,7 +522,9 @@ impl Store {
         let mut r = ExpireCycle::default();
         let mut from = self.expire_cursor.load(Ordering::Relaxed) % SLOTS;
         while r.slots < SLOTS && r.examined < budget {
-            let Some(slot) = Self::next_set(&self.volatile_slots, from) else { break };
+            let Some(slot) = Self::next_set(&self.volatile_slots, from) else {
+                break;
+            };
             let mut s = self.lock(slot);
             r.examined += s.map.len();
             let dead: Vec<(u64, Box<[u8]>)> = s
@@ -491,7 +540,11 @@ impl Store {
             drop(s);
             // Count the slots passed over (empty ones too) so that one cycle visits each at most once.
             let slot = usize::from(slot);
-            r.slots += if slot >= from { slot - from + 1 } else { SLOTS - from + slot + 1 };
+            r.slots += if slot >= from {
+                slot - from + 1
+            } else {
+                SLOTS - from + slot + 1
+            };
             from = (slot + 1) % SLOTS;
         }
         self.expire_cursor.store(from, Ordering::Relaxed);
@@ -501,14 +554,24 @@ impl Store {
 
     /// A random slot that holds keys (with an expiry, if `volatile`), or `None` if there is none.
     fn random_slot<R: Rng>(&self, volatile: bool, rng: &mut R) -> Option<Slot> {
-        let map = if volatile { &self.volatile_slots } else { &self.occupied };
+        let map = if volatile {
+            &self.volatile_slots
+        } else {
+            &self.occupied
+        };
         Self::next_set(map, rng.random_range(0..SLOTS))
     }
 
     /// Evicts one key according to `policy` (sampling `samples` keys per pool refill, as Redis
     /// does). Returns the footprint freed, or `None` if no key is eligible (or the policy is
     /// `noeviction`). The work is bounded: at most 16 pool refills.
-    pub fn evict_one<R: Rng>(&self, policy: Policy, samples: usize, ctx: &Ctx, rng: &mut R) -> Option<usize> {
+    pub fn evict_one<R: Rng>(
+        &self,
+        policy: Policy,
+        samples: usize,
+        ctx: &Ctx,
+        rng: &mut R,
+    ) -> Option<usize> {
         if policy == Policy::NoEviction {
             return None;
         }
@@ -518,7 +581,11 @@ impl Store {
             for _ in 0..16 {
                 let slot = self.random_slot(volatile, rng)?;
                 let mut s = self.lock(slot);
-                let count = if volatile { s.volatile as usize } else { s.map.len() };
+                let count = if volatile {
+                    s.volatile as usize
+                } else {
+                    s.map.len()
+                };
                 if count == 0 {
                     continue;
                 }
@@ -533,9 +600,14 @@ impl Store {
         for _ in 0..16 {
             self.refill_pool(policy, samples, ctx, rng);
             loop {
-                let Some(c) = self.pool.lock().pop() else { break };
+                let Some(c) = self.pool.lock().pop() else {
+                    break;
+                };
                 let mut s = self.lock(c.slot);
-                let live = s.map.find(c.hash, |e| *e.key() == *c.key).is_some_and(eligible);
+                let live = s
+                    .map
+                    .find(c.hash, |e| *e.key() == *c.key)
+                    .is_some_and(eligible);
                 if live {
                     let e = self.remove(&mut s, &c.key, c.hash)?;
                     self.evicted.fetch_add(1, Ordering::Relaxed);
@@ -549,20 +621,38 @@ impl Store {
     fn refill_pool<R: Rng>(&self, policy: Policy, samples: usize, ctx: &Ctx, rng: &mut R) {
         let volatile = policy.volatile_only();
         for _ in 0..samples.max(1) {
-            let Some(slot) = self.random_slot(volatile, rng) else { return };
+            let Some(slot) = self.random_slot(volatile, rng) else {
+                return;
+            };
             let s = self.lock(slot);
-            let count = if volatile { s.volatile as usize } else { s.map.len() };
+            let count = if volatile {
+                s.volatile as usize
+            } else {
+                s.map.len()
+            };
             if count == 0 {
                 continue;
             }
             let pick = rng.random_range(0..count);
-            let Some(e) = s.map.iter().filter(|e| !volatile || e.expire_at() != 0).nth(pick) else { continue };
+            let Some(e) = s
+                .map
+                .iter()
+                .filter(|e| !volatile || e.expire_at() != 0)
+                .nth(pick)
+            else {
+                continue;
+            };
             let score = match policy {
                 Policy::VolatileTtl => u64::MAX - e.expire_at(),
                 p if p.is_lfu() => 255 - u64::from(ctx.lfu_counter(e.access())),
                 _ => u64::from(ctx.idle_seconds(e.access())),
             };
-            let c = Candidate { score, slot, hash: self.hash(e.key()), key: e.key().into() };
+            let c = Candidate {
+                score,
+                slot,
+                hash: self.hash(e.key()),
+                key: e.key().into(),
+            };
             drop(s);
             offer(&mut self.pool.lock(), c);
         }
@@ -573,7 +663,11 @@ impl Store {
     pub fn memory_usage(&self, key: &[u8], ctx: &Ctx) -> Option<usize> {
         let hash = self.hash(key);
         let s = self.lock(key_slot(key));
-        s.map.find(hash, |e| e.key() == key).filter(|e| !e.is_expired(ctx.now)).map(Entry::footprint)
+        let per_key_table = table_bytes(s.map.capacity()) / s.map.len().max(1);
+        s.map
+            .find(hash, |e| e.key() == key)
+            .filter(|e| !e.is_expired(ctx.now))
+            .map(|e| e.footprint() + per_key_table)
     }
 
     /// Current counters.
@@ -603,10 +697,25 @@ impl Store {
         (s.digest, s.map.len())
     }
 
+    /// Recomputes `bytes` from every slot (tests check it equals the maintained figure).
+    #[cfg(test)]
+    fn bytes_recomputed(&self) -> u64 {
+        self.slots
+            .iter()
+            .map(|c| {
+                let s = c.0.lock();
+                s.map.iter().map(|e| e.footprint() as u64).sum::<u64>()
+                    + table_bytes(s.map.capacity()) as u64
+            })
+            .sum()
+    }
+
     /// Recomputes a slot's digest from its entries (tests check it equals the maintained one).
     pub fn slot_digest_recomputed(&self, slot: Slot) -> u64 {
         let s = self.lock(slot);
-        s.map.iter().fold(0, |d, e| d ^ entry_hash(e.key(), &e.version()))
+        s.map
+            .iter()
+            .fold(0, |d, e| d ^ entry_hash(e.key(), &e.version()))
     }
 }
 
@@ -653,8 +762,11 @@ mod tests {
         assert_eq!(r.expired, 1);
         let st2 = st.stats();
         assert_eq!((st2.keys, st2.volatile, st2.expired), (1, 0, 2));
-        let only = st.memory_usage(b"b", &later).unwrap();
-        assert_eq!(st2.bytes, only as u64, "byte accounting follows every change");
+        assert_eq!(
+            st2.bytes,
+            st.bytes_recomputed(),
+            "byte accounting follows every change"
+        );
     }
 
     #[test]
@@ -672,6 +784,7 @@ mod tests {
             }
         }
         st.rename(b"{t}k1", b"{t}moved", false, &ctx).unwrap();
+        assert_eq!(st.stats().bytes, st.bytes_recomputed());
         let slot = key_slot(b"{t}");
         assert_eq!(st.slot_summary(slot).0, st.slot_digest_recomputed(slot));
         assert_ne!(st.slot_summary(slot).0, 0);
@@ -737,26 +850,46 @@ mod tests {
     fn fill(st: &Store, prefix: &str, n: usize, ttl: Option<u64>, ctx: &Ctx) {
         for i in 0..n {
             let expiry = ttl.map_or(ExpiryChange::Clear, ExpiryChange::At);
-            st.apply(format!("{prefix}{i}").as_bytes(), &set(b"value", expiry), ctx);
+            st.apply(
+                format!("{prefix}{i}").as_bytes(),
+                &set(b"value", expiry),
+                ctx,
+            );
         }
     }
 
     fn count(st: &Store, prefix: &str, n: usize, ctx: &Ctx) -> usize {
-        (0..n).filter(|i| st.apply(format!("{prefix}{i}").as_bytes(), &Op::Exists, ctx) == Outcome::Int(1)).count()
+        (0..n)
+            .filter(|i| {
+                st.apply(format!("{prefix}{i}").as_bytes(), &Op::Exists, ctx) == Outcome::Int(1)
+            })
+            .count()
     }
 
     #[test]
     fn volatile_policies_never_touch_persistent_keys() {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(3);
-        for policy in [Policy::VolatileLru, Policy::VolatileLfu, Policy::VolatileRandom, Policy::VolatileTtl] {
+        for policy in [
+            Policy::VolatileLru,
+            Policy::VolatileLfu,
+            Policy::VolatileRandom,
+            Policy::VolatileTtl,
+        ] {
             let st = store();
             let ctx = Ctx::at(1_000_000);
             fill(&st, "keep", 500, None, &ctx);
             fill(&st, "vol", 500, Some(9_000_000), &ctx);
             for _ in 0..500 {
-                assert!(st.evict_one(policy, 5, &ctx, &mut rng).is_some(), "{policy:?}");
+                assert!(
+                    st.evict_one(policy, 5, &ctx, &mut rng).is_some(),
+                    "{policy:?}"
+                );
             }
-            assert_eq!(st.evict_one(policy, 5, &ctx, &mut rng), None, "{policy:?}: nothing left to evict");
+            assert_eq!(
+                st.evict_one(policy, 5, &ctx, &mut rng),
+                None,
+                "{policy:?}: nothing left to evict"
+            );
             assert_eq!(count(&st, "keep", 500, &ctx), 500, "{policy:?}");
             assert_eq!(count(&st, "vol", 500, &ctx), 0, "{policy:?}");
             assert_eq!(st.stats().evicted, 500);
@@ -771,9 +904,13 @@ mod tests {
         let later = Ctx::at(1_000_000 + 60_000);
         fill(&st, "new", 1000, None, &later);
         for _ in 0..1000 {
-            st.evict_one(Policy::AllKeysLru, 5, &later, &mut rng).unwrap();
+            st.evict_one(Policy::AllKeysLru, 5, &later, &mut rng)
+                .unwrap();
         }
-        let (old, new) = (count(&st, "old", 1000, &later), count(&st, "new", 1000, &later));
+        let (old, new) = (
+            count(&st, "old", 1000, &later),
+            count(&st, "new", 1000, &later),
+        );
         // Sampled LRU (5 samples, a pool of 16) approximates LRU, as Redis's does: once most old
         // keys are gone, samples often hold none, so some new keys go too. At least 3 of 4
         // victims must be old (seeded, so the figures are stable).
@@ -788,18 +925,28 @@ mod tests {
         fill(&st, "soon", 500, Some(2_000_000), &ctx);
         fill(&st, "late", 500, Some(9_000_000), &ctx);
         for _ in 0..500 {
-            st.evict_one(Policy::VolatileTtl, 5, &ctx, &mut rng).unwrap();
+            st.evict_one(Policy::VolatileTtl, 5, &ctx, &mut rng)
+                .unwrap();
         }
         let (soon, late) = (count(&st, "soon", 500, &ctx), count(&st, "late", 500, &ctx));
-        assert!(soon < 125 && late > 375, "soon kept {soon}, late kept {late}");
+        assert!(
+            soon < 125 && late > 375,
+            "soon kept {soon}, late kept {late}"
+        );
     }
 
     #[test]
     fn lfu_keeps_the_frequently_read_keys() {
         let mut rng = rand::rngs::SmallRng::seed_from_u64(6);
         let st = store();
-        let mode = crate::op::AccessMode::Lfu { log_factor: 10, decay_minutes: 1 };
-        let mut ctx = Ctx { mode, ..Ctx::at(1_000_000) };
+        let mode = crate::op::AccessMode::Lfu {
+            log_factor: 10,
+            decay_minutes: 1,
+        };
+        let mut ctx = Ctx {
+            mode,
+            ..Ctx::at(1_000_000)
+        };
         fill(&st, "hot", 500, None, &ctx);
         fill(&st, "cold", 500, None, &ctx);
         for round in 0..30u32 {

@@ -158,7 +158,10 @@ fn header(
         // Redis waits for the byte after '\r' but does not look at it.
         Some(cr) if cr + 1 >= buf.len() => Ok(None),
         // The header may be just "\r" (no tag, no digits): then there is no number.
-        Some(cr) => Ok(Some((buf.get(pos + 1..cr).and_then(crate::num::parse_i64), cr + 2))),
+        Some(cr) => Ok(Some((
+            buf.get(pos + 1..cr).and_then(crate::num::parse_i64),
+            cr + 2,
+        ))),
     }
 }
 

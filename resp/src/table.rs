@@ -307,6 +307,50 @@ static COMMAND_SUBS: &[CommandSpec] = &[
     ),
 ];
 
+static MEMORY_SUBS: &[CommandSpec] = &[
+    spec!(
+        "usage",
+        "memory|usage",
+        -3,
+        ["readonly"],
+        2,
+        2,
+        1,
+        ["@read", "@slow"],
+        "server",
+        "4.0.0",
+        "Estimates the memory usage of a key.",
+        &[]
+    ),
+    sub!(
+        "memory",
+        "stats",
+        2,
+        [],
+        ["@slow"],
+        "4.0.0",
+        "Returns details about memory usage."
+    ),
+    sub!(
+        "memory",
+        "doctor",
+        2,
+        [],
+        ["@slow"],
+        "4.0.0",
+        "Outputs a memory problems report."
+    ),
+    sub!(
+        "memory",
+        "help",
+        2,
+        ["loading", "stale"],
+        ["@slow"],
+        "4.0.0",
+        "Returns helpful text about the different subcommands."
+    ),
+];
+
 static CONFIG_SUBS: &[CommandSpec] = &[
     sub!(
         "config",
@@ -499,6 +543,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("shutdown", -1, ["admin", "noscript", "loading", "stale", "no_multi", "allow_busy"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "server", "1.0.0", "Synchronously saves the database(s) to disk and shuts down the Redis server."),
     spec!("latency", "latency", -2, [], 0, 0, 0, ["@slow"], "server", "2.8.13", "A container for latency diagnostics commands.", LATENCY_SUBS),
     spec!("slowlog", "slowlog", -2, [], 0, 0, 0, ["@slow"], "server", "2.2.12", "A container for slow log commands.", SLOWLOG_SUBS),
+    spec!("memory", "memory", -2, [], 0, 0, 0, ["@slow"], "server", "4.0.0", "A container for memory diagnostics commands.", MEMORY_SUBS),
     cmd!("debug", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "server", "1.0.0", "A container for debugging commands."),
 ];
 

@@ -318,14 +318,25 @@ pub(super) fn object(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     let sub = a[1].to_ascii_lowercase();
     let op = match sub.as_slice() {
         b"encoding" => Op::ObjectEncoding,
-        b"idletime" => Op::ObjectIdleTime,
         b"refcount" => Op::ObjectRefcount,
-        b"freq" => {
-            // No LFU policy exists yet: Redis answers nil for a missing key, else this error.
-            return match s.shared.store.apply(&a[2], &Op::Exists, &s.ctx()) {
-                Outcome::Int(1) => err(errors::OBJECT_FREQ_NOT_LFU),
-                _ => Some(Frame::Null),
-            };
+        // Redis answers FREQ only under an LFU policy and IDLETIME only under the others
+        // (the entry's access field holds one or the other); a missing key is nil either way.
+        b"freq" | b"idletime" => {
+            let lfu = s.shared.config.read().maxmemory_policy.is_lfu();
+            let wants_freq = sub.as_slice() == b"freq";
+            if wants_freq == lfu {
+                if wants_freq {
+                    Op::ObjectFreq
+                } else {
+                    Op::ObjectIdleTime
+                }
+            } else {
+                return match s.shared.store.apply(&a[2], &Op::Exists, &s.ctx()) {
+                    Outcome::Int(1) if wants_freq => err(errors::OBJECT_FREQ_NOT_LFU),
+                    Outcome::Int(1) => err(errors::OBJECT_IDLE_LFU),
+                    _ => Some(Frame::Null),
+                };
+            }
         }
         _ => return help(
             "OBJECT",

@@ -85,6 +85,7 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("latency", server::latency),
         ("slowlog", server::slowlog),
         ("debug", server::debug),
+        ("memory", server::memory),
     ]
 }
 

@@ -309,18 +309,7 @@ fn cpu_seconds() -> (f64, f64) {
     (tick(12), tick(11))
 }
 
-fn human(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.2}G", b / (1024.0 * 1024.0 * 1024.0))
-    } else if b >= 1024.0 * 1024.0 {
-        format!("{:.2}M", b / (1024.0 * 1024.0))
-    } else if b >= 1024.0 {
-        format!("{:.2}K", b / 1024.0)
-    } else {
-        format!("{bytes}B")
-    }
-}
+use crate::memory::human;
 
 /// The INFO text for the requested sections (Redis's layout: `# Section` headers, `key:value`
 /// lines, CRLF line ends, a blank line between sections).
@@ -389,15 +378,20 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("blocked_clients", &0);
             }
             "memory" => {
-                let used = crate::ALLOC.allocated() as u64;
+                let used = crate::memory::used();
                 let rss = crate::alloc::rss_bytes();
+                let peak = crate::memory::PEAK.load(Ordering::Relaxed);
+                let store = shared.store.stats();
                 line("used_memory", &used);
                 line("used_memory_human", &human(used));
                 line("used_memory_rss", &rss);
                 line("used_memory_rss_human", &human(rss));
-                line("maxmemory", &0);
-                line("maxmemory_human", &"0B");
-                line("maxmemory_policy", &"noeviction");
+                line("used_memory_peak", &peak);
+                line("used_memory_peak_human", &human(peak));
+                line("used_memory_dataset", &store.bytes);
+                line("maxmemory", &c.maxmemory);
+                line("maxmemory_human", &human(c.maxmemory));
+                line("maxmemory_policy", &c.maxmemory_policy.name());
                 line(
                     "mem_fragmentation_ratio",
                     &format!(
@@ -428,7 +422,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("total_net_output_bytes", &load(&st.net_output_bytes));
                 line("rejected_connections", &load(&st.rejected_connections));
                 line("expired_keys", &store.expired);
-                line("evicted_keys", &0);
+                line("evicted_keys", &store.evicted);
                 line("keyspace_hits", &load(&st.keyspace_hits));
                 line("keyspace_misses", &load(&st.keyspace_misses));
                 line("total_error_replies", &0);
@@ -590,6 +584,88 @@ pub(super) fn slowlog(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 "    Return the length of the slowlog.",
                 "RESET",
                 "    Reset the slowlog.",
+            ],
+        ),
+    }
+}
+
+/// # Format
+/// `MEMORY USAGE key [SAMPLES count] | STATS | DOCTOR | HELP`
+pub(super) fn memory(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    match a[1].to_ascii_lowercase().as_slice() {
+        b"usage" => {
+            match a.len() {
+                3 => {}
+                5 if a[3].eq_ignore_ascii_case(b"samples") => {
+                    if num::parse_i64(&a[4]).is_none() {
+                        return err(errors::NOT_INTEGER);
+                    }
+                }
+                _ => return err(errors::SYNTAX),
+            }
+            let usage = s.shared.store.memory_usage(&a[2], &s.ctx());
+            Some(usage.map_or(Frame::Null, |b| Frame::Integer(b as i64)))
+        }
+        b"stats" => {
+            let used = crate::memory::used();
+            let store = s.shared.store.stats();
+            let rss = crate::alloc::rss_bytes();
+            let kv = |k: &'static str, v: i64| (Frame::bulk(k.as_bytes()), Frame::Integer(v));
+            let per_key = store.bytes.checked_div(store.keys).unwrap_or(0);
+            Some(Frame::Map(vec![
+                kv(
+                    "peak.allocated",
+                    crate::memory::PEAK.load(Ordering::Relaxed) as i64,
+                ),
+                kv("total.allocated", used as i64),
+                kv("dataset.bytes", store.bytes as i64),
+                kv("overhead.total", used.saturating_sub(store.bytes) as i64),
+                kv("keys.count", store.keys as i64),
+                kv("keys.bytes-per-key", per_key as i64),
+                kv("rss", rss as i64),
+                (
+                    Frame::bulk(b"fragmentation"),
+                    Frame::Double(
+                        format!(
+                            "{:.2}",
+                            if used > 0 {
+                                rss as f64 / used as f64
+                            } else {
+                                0.0
+                            }
+                        )
+                        .into(),
+                    ),
+                ),
+            ]))
+        }
+        b"doctor" => {
+            let used = crate::memory::used();
+            let rss = crate::alloc::rss_bytes();
+            let ratio = if used > 0 {
+                rss as f64 / used as f64
+            } else {
+                0.0
+            };
+            let text = if used < 5 * 1024 * 1024 {
+                "Hi Sam, this instance is empty or is using very little memory, my issues detector can't be used in these conditions. Please, leave for your mission on Earth and fill it with some data. The new Sam and I will be back to our programming as soon as I finished rebooting.\n".to_string()
+            } else if ratio > 1.4 {
+                format!("Sam, I detected a few issues in this Redis instance memory implants:\n\n * High total RSS: This instance has a memory fragmentation and RSS overhead greater than 1.4 ({ratio:.2}).\n")
+            } else {
+                "Hi Sam, I can't find any memory issue in your instance. I can only account for what occurs on this base.\n".to_string()
+            };
+            Some(verbatim(text))
+        }
+        _ => help(
+            "MEMORY",
+            &[
+                "DOCTOR",
+                "    Return memory problems reports.",
+                "STATS",
+                "    Return information about the memory usage of the server.",
+                "USAGE <key> [SAMPLES <count>]",
+                "    Return memory in bytes used by <key> and its value. Nested values are",
+                "    sampled up to <count> times (default: 5, 0 means sample all).",
             ],
         ),
     }

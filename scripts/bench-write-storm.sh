@@ -1,0 +1,273 @@
+#!/usr/bin/env bash
+# Question: does a write burst far larger than the memory budget keep hypercache inside it?
+#
+# Starts hypercache and, for comparison, redis-server on free loopback ports, both with
+# --maxmemory $MAXMEMORY --maxmemory-policy allkeys-lru. Against each in turn (redis first), writes
+# STORM x MAXMEMORY of values as fast as redis-benchmark can: SET, -d $VALUE_SIZE, random keys over
+# -r 100000000 (nearly every SET makes a new key), -P 16, -c 50, -n = STORM * maxmemory / VALUE_SIZE.
+# Meanwhile a sampler reads VmRSS from /proc/<pid>/status every 50 ms and keeps the peak. Prints, per
+# server: RSS before, peak RSS, final RSS (SETTLE s after the burst), used_memory, evicted_keys and
+# keys at the end, peak RSS / maxmemory, and whether the process was still alive (the script fails
+# if it was not, after printing the table).
+#
+# Usage: scripts/bench-write-storm.sh
+# Environment:
+#   MAXMEMORY=100mb      budget for both servers (redis units: mb = 2^20 bytes, m = 10^6, kb, k, gb, g)
+#   STORM=10             bytes written = STORM x maxmemory
+#   VALUE_SIZE=1000      redis-benchmark -d
+#   PIPELINE=16          redis-benchmark -P
+#   CLIENTS=50           redis-benchmark -c
+#   SETTLE=1             seconds after the burst before reading the final RSS and INFO
+#   HC_BIN=path          hypercache binary (default: target/release/hypercache; never built here)
+#   REDIS_SERVER=redis-server   redis-server binary
+#   OUT=path             also write the report to this file
+set -euo pipefail
+
+MAXMEMORY=${MAXMEMORY:-100mb}
+STORM=${STORM:-10}
+VALUE_SIZE=${VALUE_SIZE:-1000}
+PIPELINE=${PIPELINE:-16}
+CLIENTS=${CLIENTS:-50}
+SETTLE=${SETTLE:-1}
+REDIS_SERVER=${REDIS_SERVER:-redis-server}
+OUT=${OUT:-}
+READY_TRIES=100    # x 0.1 s
+RUN_TIMEOUT=600    # seconds, per redis-benchmark run
+SAMPLE_MS=50       # sampler period
+
+for var in STORM VALUE_SIZE PIPELINE CLIENTS; do
+    [[ "${!var}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $var must be a positive integer" >&2; exit 1; }
+done
+[[ "$SETTLE" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "error: SETTLE must be a number of seconds" >&2; exit 1; }
+
+START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+for tool in "$REDIS_SERVER" redis-cli redis-benchmark python3 setsid timeout; do
+    command -v "$tool" >/dev/null || { echo "error: $tool not found" >&2; exit 1; }
+done
+HC_BIN=${HC_BIN:-$ROOT/target/release/hypercache}
+[[ -x "$HC_BIN" ]] || { echo "error: $HC_BIN is not an executable (build it with cargo build --release)" >&2; exit 1; }
+
+# MAXMEMORY in bytes, parsed like redis does.
+MAXMEM_BYTES=$(python3 - "$MAXMEMORY" <<'EOF'
+import re, sys
+m = re.fullmatch(r"(\d+)(b|k|kb|m|mb|g|gb)?", sys.argv[1].strip().lower())
+if not m:
+    sys.exit(f"error: MAXMEMORY {sys.argv[1]!r} is not a memory size (e.g. 100mb)")
+unit = {None: 1, "b": 1, "k": 1000, "kb": 1024, "m": 10**6, "mb": 2**20, "g": 10**9, "gb": 2**30}
+print(int(m.group(1)) * unit[m.group(2)])
+EOF
+)
+[[ "$MAXMEM_BYTES" -gt 0 ]] || { echo "error: MAXMEMORY must be positive" >&2; exit 1; }
+REQUESTS=$(( (STORM * MAXMEM_BYTES + VALUE_SIZE - 1) / VALUE_SIZE ))
+
+TMP=$(mktemp -d /tmp/bench-write-storm.XXXXXX)
+REDIS_PID=""
+HC_PID=""
+SAMPLER_PID=""
+
+stop() { # stop PID: TERM its process group (the server and anything it forked), wait up to 5 s,
+    # then KILL. Each server leads its own group (started under setsid), so this reaches nothing else.
+    local pid=$1 i
+    [[ -n "$pid" ]] || return 0
+    kill -TERM -- "-$pid" 2>/dev/null || true
+    for ((i = 0; i < 50; i++)); do
+        kill -0 -- "-$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+    if [[ -n "$SAMPLER_PID" ]]; then
+        kill -TERM "$SAMPLER_PID" 2>/dev/null || true
+        wait "$SAMPLER_PID" 2>/dev/null || true
+    fi
+    stop "$REDIS_PID"
+    stop "$HC_PID"
+    rm -rf "$TMP"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+read -r REDIS_PORT HC_PORT < <(python3 -c '
+import socket
+ss = [socket.socket() for _ in range(2)]
+for s in ss:
+    s.bind(("127.0.0.1", 0))
+print(*(s.getsockname()[1] for s in ss))
+for s in ss:
+    s.close()
+')
+
+setsid "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
+    --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru >"$TMP/redis.log" 2>&1 &
+REDIS_PID=$!
+setsid "$HC_BIN" --bind 127.0.0.1 --port "$HC_PORT" --log-level warn \
+    --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru >"$TMP/hc.log" 2>&1 &
+HC_PID=$!
+
+wait_ready() { # wait_ready NAME PID PORT
+    local name=$1 pid=$2 port=$3 i
+    for ((i = 0; i < READY_TRIES; i++)); do
+        if ! kill -0 "$pid" 2>/dev/null; then
+            echo "error: $name exited during startup; its log:" >&2
+            cat "$TMP/$name.log" >&2
+            exit 1
+        fi
+        [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] && return 0
+        sleep 0.1
+    done
+    echo "error: $name not ready on port $port after $((READY_TRIES / 10)) s; its log:" >&2
+    cat "$TMP/$name.log" >&2
+    exit 1
+}
+wait_ready redis "$REDIS_PID" "$REDIS_PORT"
+wait_ready hc "$HC_PID" "$HC_PORT"
+# RSS is read from these pids, so they must be the servers, not a shell that started them (a wrapper
+# script given as HC_BIN must `exec` the server).
+for pid in "$REDIS_PID" "$HC_PID"; do
+    if [[ "$(</proc/$pid/comm)" =~ ^(bash|sh|dash|setsid|taskset|timeout)$ ]]; then
+        echo "error: pid $pid is $(</proc/$pid/comm), not a server; its RSS would be wrong" >&2
+        exit 1
+    fi
+done
+echo "redis-server pid $REDIS_PID port $REDIS_PORT; hypercache pid $HC_PID port $HC_PORT ($HC_BIN)" >&2
+
+info_field() { # info_field PORT SECTION FIELD: one numeric INFO field, or fail loudly
+    local port=$1 section=$2 field=$3 v
+    v=$(redis-cli -h 127.0.0.1 -p "$port" info "$section" | tr -d '\r' | sed -n "s/^$field://p")
+    [[ "$v" =~ ^[0-9]+$ ]] || { echo "error: INFO $section on port $port has no numeric $field (got '$v')" >&2; exit 1; }
+    echo "$v"
+}
+
+rss_bytes() { # rss_bytes PID: VmRSS in bytes, or empty if the process is gone
+    awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$1/status" 2>/dev/null || true
+}
+
+for server in redis hc; do
+    if [[ $server == redis ]]; then port=$REDIS_PORT; else port=$HC_PORT; fi
+    mm=$(info_field "$port" memory maxmemory)
+    pol=$(redis-cli -h 127.0.0.1 -p "$port" info memory | tr -d '\r' | sed -n 's/^maxmemory_policy://p')
+    if [[ "$mm" != "$MAXMEM_BYTES" || "$pol" != allkeys-lru ]]; then
+        echo "error: $server reports maxmemory $mm policy '$pol', expected $MAXMEM_BYTES allkeys-lru" >&2
+        exit 1
+    fi
+done
+
+RESULTS="$TMP/results.tsv" # server rss0 peak final used evicted keys alive rps bench samples
+: >"$RESULTS"
+FAILED=0
+
+storm() { # storm NAME PID PORT
+    local name=$1 pid=$2 port=$3 rss0 peak samples final used evicted keys alive rps bench
+    rss0=$(rss_bytes "$pid")
+    # Sampler: peak VmRSS every SAMPLE_MS until $TMP/stop exists or the process is gone; bounded
+    # by a sample count covering RUN_TIMEOUT + 30 s.
+    rm -f "$TMP/stop"
+    python3 - "$pid" "$TMP/stop" "$TMP/peak" "$SAMPLE_MS" "$(( (RUN_TIMEOUT + 30) * 1000 / SAMPLE_MS ))" <<'EOF' &
+import os, sys, time
+pid, stop, out, period, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) / 1000, int(sys.argv[5])
+peak = samples = 0
+gone = False
+for _ in range(limit):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    peak = max(peak, int(line.split()[1]) * 1024)
+                    samples += 1
+                    break
+    except (FileNotFoundError, ProcessLookupError):
+        gone = True
+        break
+    if os.path.exists(stop):
+        break
+    time.sleep(period)
+with open(out, "w") as f:
+    f.write(f"{peak} {samples} {int(gone)}\n")
+EOF
+    SAMPLER_PID=$!
+    echo "$name: SET -d $VALUE_SIZE -P $PIPELINE -c $CLIENTS -r 100000000 -n $REQUESTS" \
+        "($((STORM * MAXMEM_BYTES / 1048576)) MiB of values)..." >&2
+    # redis-benchmark stops at the first error reply (e.g. OOM), so a failed run means the burst was
+    # not all written: reported in the table, and the script then fails.
+    bench="ok"
+    if ! timeout "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t set -d "$VALUE_SIZE" \
+        -P "$PIPELINE" -c "$CLIENTS" -r 100000000 -n "$REQUESTS" --csv \
+        >"$TMP/bench.csv" 2>"$TMP/bench.err"; then
+        bench="FAILED: $(head -n 1 "$TMP/bench.err" | tr -d '\r|' | cut -c1-80)"
+        [[ "$bench" == "FAILED: " ]] && bench="FAILED (exit status or timeout, no message)"
+        FAILED=1
+        echo "error: redis-benchmark against $name failed or timed out:" >&2
+        tail -n 5 "$TMP/bench.err" "$TMP/bench.csv" >&2
+    fi
+    sleep "$SETTLE"
+    touch "$TMP/stop"
+    wait "$SAMPLER_PID" || true
+    SAMPLER_PID=""
+    read -r peak samples _ <"$TMP/peak"
+    if kill -0 "$pid" 2>/dev/null && [[ -r /proc/$pid/status ]]; then
+        alive=yes
+        final=$(rss_bytes "$pid")
+        used=$(info_field "$port" memory used_memory)
+        evicted=$(info_field "$port" stats evicted_keys)
+        keys=$(redis-cli -h 127.0.0.1 -p "$port" dbsize)
+    else
+        alive=NO
+        final=0 used=0 evicted=0 keys=0
+        FAILED=1
+        echo "error: $name (pid $pid) is gone after the write storm; the end of its log:" >&2
+        tail -n 20 "$TMP/$name.log" >&2
+    fi
+    rps=$(python3 - "$TMP/bench.csv" 2>/dev/null <<'EOF' || echo n/a
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r.get("rps")]
+print(f"{float(rows[0]['rps']):.0f}" if rows else "n/a")
+EOF
+    )
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$name" "${rss0:-0}" "$peak" "$final" "$used" \
+        "$evicted" "$keys" "$alive" "$rps" "$bench" "$samples" >>"$RESULTS"
+    echo "  rss before $rss0, peak $peak ($samples samples), final $final; used_memory $used;" \
+        "evicted $evicted; keys $keys; alive $alive; $rps SET/s; redis-benchmark $bench" >&2
+}
+
+storm redis "$REDIS_PID" "$REDIS_PORT"
+storm hc "$HC_PID" "$HC_PORT"
+
+REPORT="$TMP/report.md"
+{
+    echo "## write storm: $STORM x maxmemory into hypercache and redis-server ($START)"
+    echo
+    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
+    echo "- redis: $("$REDIS_SERVER" --version)"
+    echo "- hypercache: $HC_BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no git'))"
+    echo "- both: --maxmemory $MAXMEMORY ($MAXMEM_BYTES bytes) --maxmemory-policy allkeys-lru;" \
+        "redis-benchmark $(redis-benchmark --version | awk '{print $2}') -t set -d $VALUE_SIZE -P $PIPELINE" \
+        "-c $CLIENTS -r 100000000 -n $REQUESTS, against redis then hypercache;" \
+        "VmRSS sampled every $SAMPLE_MS ms; final values $SETTLE s after the burst"
+    echo
+    python3 - "$RESULTS" "$MAXMEM_BYTES" <<'EOF'
+import sys
+mm = int(sys.argv[2])
+mib = lambda b: f"{int(b) / 1048576:.1f}"
+print("| server | RSS before MiB | peak RSS MiB | final RSS MiB | used_memory MiB | evicted_keys | keys "
+      "| peak RSS / maxmemory | (peak - before) / maxmemory | alive | SET/s | redis-benchmark |")
+print("|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|---|")
+for line in open(sys.argv[1]):
+    name, rss0, peak, final, used, evicted, keys, alive, rps, bench, samples = line.rstrip("\n").split("\t")
+    rps = f"{int(rps):,}" if rps.isdigit() else rps
+    print(f"| {name} | {mib(rss0)} | {mib(peak)} | {mib(final)} | {mib(used)} | {int(evicted):,} | {int(keys):,} "
+          f"| {int(peak) / mm:.2f} | {(int(peak) - int(rss0)) / mm:.2f} | {alive} | {rps} | {bench} |")
+EOF
+} >"$REPORT"
+
+cat "$REPORT"
+if [[ -n "$OUT" ]]; then
+    cp "$REPORT" "$OUT"
+    echo "report written to $OUT" >&2
+fi
+if [[ $FAILED -ne 0 ]]; then
+    echo "error: a server did not survive the write storm, or redis-benchmark failed against it" >&2
+    exit 1
+fi
