@@ -67,7 +67,7 @@ async fn run(
     // The write buffer grows to the size of a typical batch of replies and is kept; the read
     // buffer gets its first 16 KB with the first read.
     let mut rbuf = BytesMut::new();
-    let mut wbuf = BytesMut::new();
+    let mut req = request::Request::default();
     let mut need = 0usize;
     loop {
         if *shutdown.borrow() {
@@ -103,29 +103,30 @@ async fn run(
         s.begin_batch();
         let mut close = false;
         loop {
-            match request::parse(
+            match request::parse_into(
                 &mut rbuf,
                 &s.limits,
                 s.parser_authenticated(),
                 Some(&mut need),
+                &mut req,
             ) {
-                Ok(Some(req)) => {
+                Ok(true) => {
                     need = 0;
                     if req.args.is_empty() {
                         continue;
                     }
-                    s.run(&req.args, &mut wbuf);
+                    s.run(&req.args);
                     if s.close_after {
                         close = true;
                         break;
                     }
                 }
-                Ok(None) => break,
+                Ok(false) => break,
                 Err(e) => {
                     Stats::add(&s.shared.stats.protocol_errors, 1);
                     tracing::info!(component = "server", client_id = s.handle.id, error = %e, "protocol error, closing client");
                     if let Some(text) = e.reply_text() {
-                        Frame::Error(text.into()).encode(Protocol::Resp2, &mut wbuf);
+                        Frame::Error(text.into()).encode(Protocol::Resp2, &mut s.out);
                     }
                     close = true;
                     break;
@@ -133,14 +134,14 @@ async fn run(
             }
         }
         s.end_batch();
-        if !wbuf.is_empty() {
-            if socket.write_all(&wbuf).await.is_err() {
+        if !s.out.is_empty() {
+            if socket.write_all(&s.out).await.is_err() {
                 return "write error";
             }
-            Stats::add(&s.shared.stats.net_output_bytes, wbuf.len() as u64);
-            wbuf.clear();
-            if wbuf.capacity() > KEEP_BUFFER {
-                wbuf = BytesMut::new();
+            Stats::add(&s.shared.stats.net_output_bytes, s.out.len() as u64);
+            s.out.clear();
+            if s.out.capacity() > KEEP_BUFFER {
+                s.out = BytesMut::new();
             }
         }
         if close {

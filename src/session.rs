@@ -38,6 +38,9 @@ pub struct Session {
     pub reply_mode: ReplyMode,
     /// Close the connection once the current replies are written (QUIT, killed itself).
     pub close_after: bool,
+    /// Replies waiting to be written: everything a batch answers goes out in one write. The write
+    /// buffer grows to the size of a typical batch of replies and is kept.
+    pub out: BytesMut,
     /// Parser limits, refreshed when the configuration changes.
     pub limits: Limits,
     /// `proto-max-bulk-len`, the largest value a write may build.
@@ -77,6 +80,7 @@ impl Session {
             authed: false,
             reply_mode: ReplyMode::On,
             close_after: false,
+            out: BytesMut::new(),
             limits: Limits::default(),
             max_len: 0,
             timeout: 0,
@@ -165,8 +169,8 @@ impl Session {
         }
     }
 
-    /// Runs one request and appends its reply (if any) to `out`.
-    pub fn run(&mut self, args: &[Bytes], out: &mut BytesMut) {
+    /// Runs one request and appends its reply (if any) to [`Session::out`].
+    pub fn run(&mut self, args: &[Bytes]) {
         let (frame, spec) = self.dispatch(args);
         let finished = Instant::now();
         let elapsed = finished - self.clock;
@@ -181,7 +185,7 @@ impl Session {
         }
         let Some(frame) = frame else { return };
         match self.reply_mode {
-            ReplyMode::On => frame.encode(self.proto, out),
+            ReplyMode::On => frame.encode(self.proto, &mut self.out),
             ReplyMode::Off => {}
             ReplyMode::Skip => self.reply_mode = ReplyMode::On,
         }

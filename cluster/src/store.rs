@@ -324,6 +324,26 @@ impl Store {
         out
     }
 
+    /// Reads `key` (as GET does: expiry checked, access recorded) and hands the live value, or
+    /// `None`, to `f` while the slot is locked, so the caller can encode it without a copy.
+    pub fn read_with<R>(&self, key: &[u8], ctx: &Ctx, f: impl FnOnce(Option<&[u8]>) -> R) -> R {
+        let hash = self.hash(key);
+        let mut guard = self.lock(key_slot(key));
+        let s = &mut *guard;
+        match s.map.find_mut(hash, |e| e.key() == key) {
+            Some(e) if !e.is_expired(ctx.now) => {
+                e.set_access(ctx.touched(e.access()));
+                f(Some(e.value()))
+            }
+            Some(_) => {
+                self.remove(s, key, hash);
+                self.expired.fetch_add(1, Ordering::Relaxed);
+                f(None)
+            }
+            None => f(None),
+        }
+    }
+
     /// Locks the distinct slots of `keys` in ascending order (no deadlock between multi-key
     /// commands) and returns the guards with the slot each belongs to.
     fn lock_many(&self, keys: &[&[u8]]) -> Vec<(Slot, MutexGuard<'_, SlotData>)> {

@@ -221,21 +221,34 @@ pub fn parse(
     authenticated: bool,
     need: Option<&mut usize>,
 ) -> Result<Option<Request>, ProtocolError> {
+    let mut req = Request::default();
+    Ok(parse_into(buf, limits, authenticated, need, &mut req)?.then_some(req))
+}
+
+/// Like [`parse`], but fills `req` (cleared first), so a connection reuses one argument vector
+/// for all its requests. Returns whether a request was taken.
+pub fn parse_into(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    authenticated: bool,
+    need: Option<&mut usize>,
+    req: &mut Request,
+) -> Result<bool, ProtocolError> {
+    req.args.clear();
     match check(buf, limits, authenticated)? {
         Check::Incomplete { need: n } => {
             if let Some(slot) = need {
                 *slot = n;
             }
-            Ok(None)
+            Ok(false)
         }
         Check::Complete {
             len,
             multibulk: true,
         } => {
             let frame = buf.split_to(len).freeze();
-            let mut req = Request::default();
             parse_multibulk(&frame, &mut req.args);
-            Ok(Some(req))
+            Ok(true)
         }
         Check::Complete {
             len,
@@ -247,9 +260,8 @@ pub fn parse(
                 l = &l[..l.len() - 1];
             }
             let args = crate::args::split_args(l).map_err(|_| ProtocolError::UnbalancedQuotes)?;
-            Ok(Some(Request {
-                args: args.into_iter().map(Bytes::from).collect(),
-            }))
+            req.args.extend(args.into_iter().map(Bytes::from));
+            Ok(true)
         }
     }
 }

@@ -3,10 +3,10 @@
 use bytes::Bytes;
 use hypercache_cluster::op::{ExpiryChange, SetCond};
 use hypercache_cluster::{Op, Outcome};
-use hypercache_resp::{errors, Frame};
+use hypercache_resp::{errors, frame, Frame};
 
 use super::{err, err_owned, int_arg, op_error, reply};
-use crate::session::Session;
+use crate::session::{ReplyMode, Session};
 use crate::state::Stats;
 
 fn read(s: &Session, key: &[u8]) -> Outcome {
@@ -23,7 +23,32 @@ fn read(s: &Session, key: &[u8]) -> Outcome {
 /// # Format
 /// `GET key`
 pub(super) fn get(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(read(s, &a[1])))
+    if s.reply_mode != ReplyMode::On {
+        return Some(reply(read(s, &a[1])));
+    }
+    // The hot path: encode the value straight from the store into the reply buffer, no copy.
+    let ctx = s.ctx();
+    let (store, out, proto) = (&s.shared.store, &mut s.out, s.proto);
+    let hit = store.read_with(&a[1], &ctx, |v| match v {
+        Some(v) => {
+            frame::bulk(out, b'$', v);
+            true
+        }
+        None => {
+            Frame::Null.encode(proto, out);
+            false
+        }
+    });
+    let stats = &s.shared.stats;
+    Stats::add(
+        if hit {
+            &stats.keyspace_hits
+        } else {
+            &stats.keyspace_misses
+        },
+        1,
+    );
+    None
 }
 
 /// Expiry options shared by SET and GETEX.
