@@ -65,6 +65,7 @@ TMP=$(mktemp -d /tmp/bench-write-storm.XXXXXX)
 REDIS_PID=""
 HC_PID=""
 SAMPLER_PID=""
+BENCH_PID=""
 
 stop() { # stop PID: TERM its process group (the server and anything it forked), wait up to 5 s,
     # then KILL. Each server leads its own group (started under setsid), so this reaches nothing else.
@@ -79,6 +80,10 @@ stop() { # stop PID: TERM its process group (the server and anything it forked),
     wait "$pid" 2>/dev/null || true
 }
 cleanup() {
+    if [[ -n "$BENCH_PID" ]]; then
+        kill -TERM "$BENCH_PID" 2>/dev/null || true
+        wait "$BENCH_PID" 2>/dev/null || true
+    fi
     if [[ -n "$SAMPLER_PID" ]]; then
         kill -TERM "$SAMPLER_PID" 2>/dev/null || true
         wait "$SAMPLER_PID" 2>/dev/null || true
@@ -164,13 +169,17 @@ storm() { # storm NAME PID PORT
     rss0=$(rss_bytes "$pid")
     # Sampler: peak VmRSS every SAMPLE_MS until $TMP/stop exists or the process is gone; bounded
     # by a sample count covering RUN_TIMEOUT + 30 s.
-    rm -f "$TMP/stop"
-    python3 - "$pid" "$TMP/stop" "$TMP/peak" "$SAMPLE_MS" "$(( (RUN_TIMEOUT + 30) * 1000 / SAMPLE_MS ))" <<'EOF' &
+    rm -f "$TMP/stop" "$TMP/sampling"
+    python3 - "$pid" "$TMP/stop" "$TMP/peak" "$SAMPLE_MS" "$(( (RUN_TIMEOUT + 30) * 1000 / SAMPLE_MS ))" \
+        "$TMP/sampling" <<'EOF' &
 import os, sys, time
 pid, stop, out, period, limit = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]) / 1000, int(sys.argv[5])
+started = sys.argv[6]
 peak = samples = 0
 gone = False
-for _ in range(limit):
+for i in range(limit):
+    if i == 1:
+        open(started, "w").close()  # the first sample is taken: the burst may start
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -188,18 +197,44 @@ with open(out, "w") as f:
     f.write(f"{peak} {samples} {int(gone)}\n")
 EOF
     SAMPLER_PID=$!
+    for ((i = 0; i < 100; i++)); do # up to 5 s for the sampler's first sample
+        [[ -e "$TMP/sampling" ]] && break
+        kill -0 "$SAMPLER_PID" 2>/dev/null || break
+        sleep 0.05
+    done
     echo "$name: SET -d $VALUE_SIZE -P $PIPELINE -c $CLIENTS -r 100000000 -n $REQUESTS" \
         "($((STORM * MAXMEM_BYTES / 1048576)) MiB of values)..." >&2
     # redis-benchmark stops at the first error reply (e.g. OOM), so a failed run means the burst was
-    # not all written: reported in the table, and the script then fails.
+    # not all written: reported in the table, and the script then fails. It can spin forever on a
+    # dead server, so it runs in the background and is stopped if the server goes away.
     bench="ok"
-    if ! timeout "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t set -d "$VALUE_SIZE" \
-        -P "$PIPELINE" -c "$CLIENTS" -r 100000000 -n "$REQUESTS" --csv \
-        >"$TMP/bench.csv" 2>"$TMP/bench.err"; then
-        bench="FAILED: $(head -n 1 "$TMP/bench.err" | tr -d '\r|' | cut -c1-80)"
-        [[ "$bench" == "FAILED: " ]] && bench="FAILED (exit status or timeout, no message)"
+    : >"$TMP/bench.csv"
+    : >"$TMP/bench.err"
+    if kill -0 "$pid" 2>/dev/null; then
+        timeout "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "$port" -t set -d "$VALUE_SIZE" \
+            -P "$PIPELINE" -c "$CLIENTS" -r 100000000 -n "$REQUESTS" --csv \
+            >"$TMP/bench.csv" 2>"$TMP/bench.err" &
+        BENCH_PID=$!
+        for ((i = 0; i < (RUN_TIMEOUT + 10) * 10; i++)); do
+            kill -0 "$BENCH_PID" 2>/dev/null || break
+            if ! kill -0 "$pid" 2>/dev/null; then
+                echo "error: $name (pid $pid) died during the write storm; stopping redis-benchmark" >&2
+                kill -TERM "$BENCH_PID" 2>/dev/null || true
+                break
+            fi
+            sleep 0.1
+        done
+        if ! wait "$BENCH_PID"; then
+            bench="FAILED: $(head -n 1 "$TMP/bench.err" | tr -d '\r|' | cut -c1-80)"
+            [[ "$bench" == "FAILED: " ]] && bench="FAILED (killed or timed out, no message)"
+        fi
+        BENCH_PID=""
+    else
+        bench="not run: server already gone"
+    fi
+    if [[ "$bench" != ok ]]; then
         FAILED=1
-        echo "error: redis-benchmark against $name failed or timed out:" >&2
+        echo "error: redis-benchmark against $name: $bench" >&2
         tail -n 5 "$TMP/bench.err" "$TMP/bench.csv" >&2
     fi
     sleep "$SETTLE"
@@ -215,7 +250,7 @@ EOF
         keys=$(redis-cli -h 127.0.0.1 -p "$port" dbsize)
     else
         alive=NO
-        final=0 used=0 evicted=0 keys=0
+        final=- used=- evicted=- keys=-
         FAILED=1
         echo "error: $name (pid $pid) is gone after the write storm; the end of its log:" >&2
         tail -n 20 "$TMP/$name.log" >&2
@@ -250,14 +285,15 @@ REPORT="$TMP/report.md"
     python3 - "$RESULTS" "$MAXMEM_BYTES" <<'EOF'
 import sys
 mm = int(sys.argv[2])
-mib = lambda b: f"{int(b) / 1048576:.1f}"
+mib = lambda b: f"{int(b) / 1048576:.1f}" if b.isdigit() else b
+num = lambda n: f"{int(n):,}" if n.isdigit() else n
 print("| server | RSS before MiB | peak RSS MiB | final RSS MiB | used_memory MiB | evicted_keys | keys "
       "| peak RSS / maxmemory | (peak - before) / maxmemory | alive | SET/s | redis-benchmark |")
 print("|---|--:|--:|--:|--:|--:|--:|--:|--:|---|--:|---|")
 for line in open(sys.argv[1]):
     name, rss0, peak, final, used, evicted, keys, alive, rps, bench, samples = line.rstrip("\n").split("\t")
     rps = f"{int(rps):,}" if rps.isdigit() else rps
-    print(f"| {name} | {mib(rss0)} | {mib(peak)} | {mib(final)} | {mib(used)} | {int(evicted):,} | {int(keys):,} "
+    print(f"| {name} | {mib(rss0)} | {mib(peak)} | {mib(final)} | {mib(used)} | {num(evicted)} | {num(keys)} "
           f"| {int(peak) / mm:.2f} | {(int(peak) - int(rss0)) / mm:.2f} | {alive} | {rps} | {bench} |")
 EOF
 } >"$REPORT"
