@@ -32,35 +32,36 @@ pub fn used() -> u64 {
 
 fn ctx(shared: &Shared) -> (Ctx, Policy, usize) {
     let c = shared.config.read();
-    let now = now_ms();
     let ctx = Ctx {
         mode: c.access_mode(),
-        ..Ctx::at(now)
+        ..Ctx::at(now_ms())
     };
     (ctx, c.maxmemory_policy, c.maxmemory_samples as usize)
 }
 
-/// Frees memory until `used_memory` is at most `maxmemory`, within a bounded amount of work.
-/// Returns false when the write must be refused with `-OOM`: the node is over its limit and
-/// nothing can be evicted (`noeviction`, or no eligible key).
-pub fn make_room(shared: &Shared) -> bool {
-    let max = shared.config.read().maxmemory;
-    if max == 0 || used() <= max {
+/// Frees memory until `used_memory` is at most `max`, within a bounded amount of work, for a
+/// command that needs memory. Returns false when it must be refused with `-OOM`: the node is
+/// over its limit and nothing can be evicted (`noeviction`, or no eligible key).
+pub fn make_room<R: rand::Rng>(
+    shared: &Shared,
+    max: u64,
+    policy: Policy,
+    samples: usize,
+    ctx: &Ctx,
+    rng: &mut R,
+) -> bool {
+    if used() <= max {
         return true;
     }
-    let (ctx, policy, samples) = ctx(shared);
     // Expired keys go first: they cost nothing to lose.
-    shared.store.expire_cycle(ctx.now, EXPIRE_BUDGET_PER_WRITE);
-    let mut rng = shared.rng.lock();
+    if shared.store.stats().volatile > 0 {
+        shared.store.expire_cycle(ctx.now, EXPIRE_BUDGET_PER_WRITE);
+    }
     for _ in 0..EVICTIONS_PER_WRITE {
         if used() <= max {
             return true;
         }
-        if shared
-            .store
-            .evict_one(policy, samples, &ctx, &mut *rng)
-            .is_none()
-        {
+        if shared.store.evict_one(policy, samples, ctx, rng).is_none() {
             return false;
         }
     }

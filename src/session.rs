@@ -5,10 +5,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use hypercache_cluster::evict::Policy;
 use hypercache_cluster::op::AccessMode;
 use hypercache_cluster::Ctx;
 use hypercache_resp::table::CommandSpec;
 use hypercache_resp::{errors, Frame, Limits, Protocol};
+use rand::rngs::SmallRng;
+use rand::SeedableRng;
 
 use crate::cmd::{self, Handler};
 use crate::state::{now_ms, ClientHandle, Shared, SlowEntry, Stats};
@@ -53,6 +56,12 @@ pub struct Session {
     slowlog_threshold: i64,
     /// `maxmemory` (0: no limit).
     maxmemory: u64,
+    /// `maxmemory-policy`.
+    policy: Policy,
+    /// `maxmemory-samples`.
+    samples: usize,
+    /// Randomness for eviction sampling, seeded per connection (no shared lock on the write path).
+    rng: SmallRng,
     /// LRU or LFU bookkeeping, from the policy.
     access_mode: AccessMode,
     /// State of the per-connection random sequence (xorshift) behind LFU increments.
@@ -88,6 +97,9 @@ impl Session {
             slowlog_threshold: -1,
             commands: 0,
             maxmemory: 0,
+            policy: Policy::NoEviction,
+            samples: 5,
+            rng: SmallRng::seed_from_u64(0),
             access_mode: AccessMode::Lru,
             rand_state: std::cell::Cell::new(1),
             batch_wall_ms: now_ms(),
@@ -114,6 +126,8 @@ impl Session {
         self.timeout = c.timeout;
         self.slowlog_threshold = c.slowlog_log_slower_than;
         self.maxmemory = c.maxmemory;
+        self.policy = c.maxmemory_policy;
+        self.samples = c.maxmemory_samples as usize;
         self.access_mode = c.access_mode();
         self.config_gen = gen;
     }
@@ -252,11 +266,12 @@ impl Session {
         if !self.authed && !effective.has_flag("no_auth") {
             return (Some(Frame::error(errors::NOAUTH)), Some(effective));
         }
-        if self.maxmemory > 0
-            && effective.has_flag("denyoom")
-            && !crate::memory::make_room(&self.shared)
-        {
-            return (Some(Frame::error(errors::OOM)), Some(effective));
+        if self.maxmemory > 0 && effective.has_flag("denyoom") {
+            let ctx = self.ctx();
+            let (max, policy, samples) = (self.maxmemory, self.policy, self.samples);
+            if !crate::memory::make_room(&self.shared, max, policy, samples, &ctx, &mut self.rng) {
+                return (Some(Frame::error(errors::OOM)), Some(effective));
+            }
         }
         let reply = (handler as Handler)(self, args);
         (reply, Some(effective))
