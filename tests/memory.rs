@@ -54,19 +54,22 @@ fn set_one(c: &mut Connection, key: &str, size: usize) -> redis::RedisResult<()>
     redis::cmd("SET").arg(key).arg(vec![b'y'; size]).query(c)
 }
 
+/// Sets `prefix{i}` to 1 KB values, one at a time, until a write is refused (at most `max`);
+/// returns the refusal's text.
+fn write_until_refused(c: &mut Connection, prefix: &str, max: usize) -> Option<String> {
+    (0..max).find_map(|i| {
+        set_one(c, &format!("{prefix}{i}"), 1000)
+            .err()
+            .map(|e| e.to_string())
+    })
+}
+
 #[test]
 fn noeviction_refuses_writes_with_oom_and_serves_reads() {
     let s = Server::start(&["--maxmemory", "8mb"]);
     let mut c = s.conn();
     set_one(&mut c, "first", 100).unwrap();
-    let mut refused = None;
-    for i in 0..20_000 {
-        if let Err(e) = set_one(&mut c, &format!("k{i}"), 1000) {
-            refused = Some(e.to_string());
-            break;
-        }
-    }
-    let e = refused.expect("writes past 8 MB must be refused");
+    let e = write_until_refused(&mut c, "k", 20_000).expect("writes past 8 MB must be refused");
     assert!(
         e.contains("command not allowed when used memory > 'maxmemory'"),
         "{e}"
@@ -138,15 +141,8 @@ fn volatile_policies_only_evict_keys_with_a_ttl() {
             .arg("4mb")
             .query(&mut c)
             .unwrap();
-        let mut refused = false;
-        for i in 0..5_000 {
-            if set_one(&mut c, &format!("more{i}"), 1000).is_err() {
-                refused = true;
-                break;
-            }
-        }
         assert!(
-            refused,
+            write_until_refused(&mut c, "more", 5_000).is_some(),
             "{policy}: persistent keys alone over the budget must give OOM"
         );
         assert_eq!(survivors(&mut c, "keep", 3_000), 3_000, "{policy}");
@@ -221,14 +217,7 @@ fn lfu_keeps_frequently_read_keys() {
 fn config_set_policy_and_budget_take_effect_at_once() {
     let s = Server::start(&["--maxmemory", "6mb"]);
     let mut c = s.conn();
-    let mut refused = false;
-    for i in 0..10_000 {
-        if set_one(&mut c, &format!("k{i}"), 1000).is_err() {
-            refused = true;
-            break;
-        }
-    }
-    assert!(refused);
+    assert!(write_until_refused(&mut c, "k", 10_000).is_some());
     let _: () = redis::cmd("CONFIG")
         .arg("SET")
         .arg("maxmemory-policy")

@@ -601,16 +601,10 @@ impl Store {
             for _ in 0..16 {
                 let slot = self.random_slot(volatile, rng)?;
                 let mut s = self.lock(slot);
-                let count = if volatile {
-                    s.volatile as usize
-                } else {
-                    s.map.len()
-                };
-                if count == 0 {
+                let Some(e) = Self::random_entry(&s, volatile, rng) else {
                     continue;
-                }
-                let pick = rng.random_range(0..count);
-                let key: Box<[u8]> = s.map.iter().filter(|e| eligible(e)).nth(pick)?.key().into();
+                };
+                let key: Box<[u8]> = e.key().into();
                 let e = self.remove(&mut s, &key, self.hash(&key))?;
                 self.evicted.fetch_add(1, Ordering::Relaxed);
                 return Some(e.footprint());
@@ -638,6 +632,25 @@ impl Store {
         None
     }
 
+    /// A random entry of a slot (with an expiry, if `volatile`).
+    fn random_entry<'s, R: Rng>(s: &'s SlotData, volatile: bool, rng: &mut R) -> Option<&'s Entry> {
+        let count = if volatile {
+            s.volatile as usize
+        } else {
+            s.map.len()
+        };
+        if count == 0 {
+            return None;
+        }
+        let pick = rng.random_range(0..count);
+        if volatile {
+            s.map.iter().filter(|e| e.expire_at() != 0).nth(pick)
+        } else {
+            // Without a filter, skipping to the pick reads only bucket pointers, not entries.
+            s.map.iter().nth(pick)
+        }
+    }
+
     /// Adds `samples` candidates to the pool, each a random eligible key of a random non-empty
     /// slot: Redis's sampling. (Ranking every key of a sampled slot was tried: it costs a cache
     /// miss per key scored, and made writes under eviction 40% slower at 60 keys per slot.)
@@ -648,22 +661,9 @@ impl Store {
                 return;
             };
             let s = self.lock(slot);
-            let count = if volatile {
-                s.volatile as usize
-            } else {
-                s.map.len()
-            };
-            if count == 0 {
+            let Some(e) = Self::random_entry(&s, volatile, rng) else {
                 continue;
-            }
-            let pick = rng.random_range(0..count);
-            // Without a filter, skipping to the pick reads only bucket pointers, not entries.
-            let chosen = if volatile {
-                s.map.iter().filter(|e| e.expire_at() != 0).nth(pick)
-            } else {
-                s.map.iter().nth(pick)
             };
-            let Some(e) = chosen else { continue };
             let score = match policy {
                 Policy::VolatileTtl => u64::MAX - e.expire_at(),
                 p if p.is_lfu() => 255 - u64::from(ctx.lfu_counter(e.access())),

@@ -552,8 +552,9 @@ fn index() -> &'static HashMap<&'static str, &'static CommandSpec> {
     INDEX.get_or_init(|| COMMANDS.iter().map(|c| (c.name, c)).collect())
 }
 
-/// Finds a command by name, in any case, without allocating.
-pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+/// Calls `f` with `name` in lower case, without allocating; `None` if the name is longer than any
+/// command's (16 bytes) or not UTF-8, so it cannot be a command.
+pub fn with_lowercase<R>(name: &[u8], f: impl FnOnce(&str) -> Option<R>) -> Option<R> {
     let mut buf = [0u8; 16];
     if name.len() > buf.len() {
         return None;
@@ -561,8 +562,12 @@ pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
     for (d, s) in buf.iter_mut().zip(name) {
         *d = s.to_ascii_lowercase();
     }
-    let lower = std::str::from_utf8(&buf[..name.len()]).ok()?;
-    index().get(lower).copied()
+    f(std::str::from_utf8(&buf[..name.len()]).ok()?)
+}
+
+/// Finds a command by name, in any case, without allocating.
+pub fn lookup(name: &[u8]) -> Option<&'static CommandSpec> {
+    with_lowercase(name, |lower| index().get(lower).copied())
 }
 
 #[cfg(test)]

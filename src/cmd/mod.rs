@@ -113,15 +113,7 @@ fn index() -> &'static Index {
 
 /// Finds a command (any case) and its handler.
 pub(crate) fn lookup(name: &[u8]) -> Option<(&'static CommandSpec, Handler)> {
-    let mut buf = [0u8; 16];
-    if name.len() > buf.len() {
-        return None;
-    }
-    for (d, s) in buf.iter_mut().zip(name) {
-        *d = s.to_ascii_lowercase();
-    }
-    let lower = std::str::from_utf8(&buf[..name.len()]).ok()?;
-    index().get(lower).copied()
+    table::with_lowercase(name, |lower| index().get(lower).copied())
 }
 
 /// An error reply from static text.
