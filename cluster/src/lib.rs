@@ -5,6 +5,7 @@
 //!
 //! ## Layout
 //! - [`slot`]: CRC16 key slots with hash tags (Redis Cluster's function).
+//! - [`ring`]: slot -> preference list of N members (balanced, stable, minimal movement).
 //! - [`version`]: hybrid-logical-clock versions with origin tie-break (last write wins).
 //! - [`entry`]: one stored value and its bookkeeping.
 //! - [`op`]: the semantics of every key command as a pure function of the current entry.
@@ -22,6 +23,7 @@ pub mod evict;
 pub mod float;
 pub mod glob;
 pub mod op;
+pub mod ring;
 pub mod slot;
 pub mod store;
 pub mod version;
