@@ -13,6 +13,7 @@
 //! - [`evict`]: `maxmemory` policies and the sampled eviction pool.
 //! - [`glob`]: Redis's glob matcher (KEYS, SCAN MATCH).
 //! - [`float`]: INCRBYFLOAT's long-double arithmetic.
+//! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
 //!
 //! ## Promises
 //! - An expired key is never visible, whether or not it has been reclaimed yet.
@@ -27,6 +28,7 @@ pub mod ring;
 pub mod slot;
 pub mod store;
 pub mod version;
+pub mod wire;
 
 pub use op::{Ctx, Op, OpError, Outcome};
 pub use store::{Store, StoreConfig};

@@ -1,0 +1,306 @@
+//! The inter-node protocol's framing (ARCHITECTURE §5): a fixed 18-byte header and a body.
+//!
+//! ```text
+//! 0..2    magic       "HC"
+//! 2       version     protocol version (1)
+//! 3       kind        message kind (see [`Kind`])
+//! 4       flags       bit 0: body is lz4-compressed; other bits must be 0
+//! 5       reserved    must be 0
+//! 6..14   request id  u64 LE; replies carry the id of their request (multiplexing)
+//! 14..18  body length u32 LE (bytes on the wire, after compression)
+//! ```
+//!
+//! Bodies are [`Message`]s serialized with postcard (compact, stable, serde). Bodies over
+//! [`COMPRESS_ABOVE`] bytes are lz4-compressed. Decoding is two-phase like the RESP parser:
+//! [`check`] reads only the header, allocates nothing and enforces the size limit; [`decode`]
+//! takes a complete frame. Anything malformed or oversized is an error (the link is then closed),
+//! never a panic.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+
+/// First bytes of every frame.
+pub const MAGIC: [u8; 2] = *b"HC";
+/// Protocol version this build speaks.
+pub const VERSION: u8 = 1;
+/// Header size in bytes.
+pub const HEADER_LEN: usize = 18;
+/// Bodies larger than this are compressed.
+pub const COMPRESS_ABOVE: usize = 4096;
+const FLAG_LZ4: u8 = 1;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Kind {
+    /// Handshake, first frame in each direction.
+    Hello = 1,
+    /// A request that expects a reply with the same id.
+    Request = 2,
+    /// The reply to a request.
+    Reply = 3,
+    /// A one-way message (no reply).
+    Oneway = 4,
+}
+
+impl Kind {
+    fn from_u8(b: u8) -> Option<Kind> {
+        Some(match b {
+            1 => Kind::Hello,
+            2 => Kind::Request,
+            3 => Kind::Reply,
+            4 => Kind::Oneway,
+            _ => return None,
+        })
+    }
+}
+
+/// Limits on incoming frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireLimits {
+    /// Largest body accepted, bytes on the wire (default 64 MB).
+    pub max_body: u32,
+    /// Largest body after decompression (default 512 MB, Redis's largest value).
+    pub max_decompressed: usize,
+}
+
+impl Default for WireLimits {
+    fn default() -> Self {
+        WireLimits {
+            max_body: 64 << 20,
+            max_decompressed: 512 << 20,
+        }
+    }
+}
+
+/// A frame that cannot be accepted. The link is closed after any of these.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    /// The first two bytes are not "HC": not a HyperCache peer, or the stream lost its framing.
+    #[error("bad magic {0:02x?}")]
+    BadMagic([u8; 2]),
+    /// A protocol version this build does not speak.
+    #[error("unsupported protocol version {0}")]
+    UnsupportedVersion(u8),
+    /// An unknown message kind.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// Flag or reserved bits that must be zero are set.
+    #[error("bad flags {0:#04x}")]
+    BadFlags(u8),
+    /// The body is larger than the limit.
+    #[error("frame body of {0} bytes exceeds the limit")]
+    TooLarge(u64),
+    /// The body does not decompress or does not deserialize.
+    #[error("malformed body: {0}")]
+    Body(String),
+}
+
+/// What [`check`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Check {
+    /// At least `need` bytes in total are needed.
+    Incomplete {
+        /// Buffer length that would complete the frame (or at least its header).
+        need: usize,
+    },
+    /// The first frame spans `len` bytes.
+    Complete {
+        /// Header plus body.
+        len: usize,
+    },
+}
+
+/// One decoded frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// Kind.
+    pub kind: Kind,
+    /// Request id (replies echo their request's).
+    pub id: u64,
+    /// The body, decompressed.
+    pub body: Bytes,
+}
+
+/// Checks the header at the front of `buf`.
+pub fn check(buf: &[u8], limits: &WireLimits) -> Result<Check, WireError> {
+    if buf.len() < 2 {
+        return Ok(Check::Incomplete { need: HEADER_LEN });
+    }
+    if buf[..2] != MAGIC {
+        return Err(WireError::BadMagic([buf[0], buf[1]]));
+    }
+    if buf.len() < HEADER_LEN {
+        return Ok(Check::Incomplete { need: HEADER_LEN });
+    }
+    if buf[2] != VERSION {
+        return Err(WireError::UnsupportedVersion(buf[2]));
+    }
+    Kind::from_u8(buf[3]).ok_or(WireError::UnknownKind(buf[3]))?;
+    if buf[4] & !FLAG_LZ4 != 0 || buf[5] != 0 {
+        return Err(WireError::BadFlags(buf[4] | buf[5]));
+    }
+    let len = u32::from_le_bytes([buf[14], buf[15], buf[16], buf[17]]);
+    if len > limits.max_body {
+        return Err(WireError::TooLarge(u64::from(len)));
+    }
+    let total = HEADER_LEN + len as usize;
+    Ok(if buf.len() < total {
+        Check::Incomplete { need: total }
+    } else {
+        Check::Complete { len: total }
+    })
+}
+
+/// Takes the first complete frame off `buf` (`Ok(None)`: more bytes needed, buffer untouched).
+pub fn decode(buf: &mut BytesMut, limits: &WireLimits) -> Result<Option<Frame>, WireError> {
+    let Check::Complete { len } = check(buf, limits)? else {
+        return Ok(None);
+    };
+    let mut frame = buf.split_to(len).freeze();
+    let kind = Kind::from_u8(frame[3]).expect("checked");
+    let compressed = frame[4] & FLAG_LZ4 != 0;
+    frame.advance(6);
+    let id = frame.get_u64_le();
+    frame.advance(4);
+    let body = if compressed {
+        let size = lz4_flex::block::uncompressed_size(&frame)
+            .map_err(|e| WireError::Body(e.to_string()))?
+            .0;
+        if size > limits.max_decompressed {
+            return Err(WireError::TooLarge(size as u64));
+        }
+        Bytes::from(
+            lz4_flex::decompress_size_prepended(&frame)
+                .map_err(|e| WireError::Body(e.to_string()))?,
+        )
+    } else {
+        frame
+    };
+    Ok(Some(Frame { kind, id, body }))
+}
+
+/// Appends one frame carrying `body` to `out`, compressing large bodies. Writers coalesce: many
+/// frames go into one buffer and out in one write.
+pub fn encode(kind: Kind, id: u64, body: &[u8], out: &mut BytesMut) {
+    let compressed;
+    let (flags, payload): (u8, &[u8]) = if body.len() > COMPRESS_ABOVE {
+        compressed = lz4_flex::compress_prepend_size(body);
+        (FLAG_LZ4, &compressed)
+    } else {
+        (0, body)
+    };
+    out.reserve(HEADER_LEN + payload.len());
+    out.put_slice(&MAGIC);
+    out.put_u8(VERSION);
+    out.put_u8(kind as u8);
+    out.put_u8(flags);
+    out.put_u8(0);
+    out.put_u64_le(id);
+    out.put_u32_le(payload.len() as u32);
+    out.put_slice(payload);
+}
+
+/// The handshake each side sends first; peers of another cluster or protocol are refused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// `cluster-name`: nodes of different clusters refuse each other.
+    pub cluster: String,
+    /// The sender's node id.
+    pub node_id: String,
+    /// The sender's protocol version.
+    pub protocol: u8,
+}
+
+/// Serializes a message body.
+pub fn to_body<T: Serialize>(msg: &T) -> Vec<u8> {
+    postcard::to_allocvec(msg).expect("serializing to memory cannot fail")
+}
+
+/// Deserializes a message body.
+pub fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, WireError> {
+    postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn kind() -> impl Strategy<Value = Kind> {
+        prop_oneof![
+            Just(Kind::Hello),
+            Just(Kind::Request),
+            Just(Kind::Reply),
+            Just(Kind::Oneway)
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn roundtrip_and_every_split_is_incomplete(
+            k in kind(), id in any::<u64>(), body in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut out = BytesMut::new();
+            encode(k, id, &body, &mut out);
+            let bytes = out.clone();
+            for cut in 0..bytes.len() {
+                let mut part = BytesMut::from(&bytes[..cut]);
+                prop_assert_eq!(decode(&mut part, &WireLimits::default()), Ok(None));
+                prop_assert_eq!(part.len(), cut);
+            }
+            let got = decode(&mut out, &WireLimits::default()).unwrap().unwrap();
+            prop_assert_eq!(got, Frame { kind: k, id, body: Bytes::from(body) });
+            prop_assert!(out.is_empty());
+        }
+
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut buf = BytesMut::from(&data[..]);
+            while let Ok(Some(_)) = decode(&mut buf, &WireLimits { max_body: 256, max_decompressed: 4096 }) {}
+        }
+    }
+
+    #[test]
+    fn large_bodies_are_compressed_and_restored() {
+        let body = vec![7u8; 100_000];
+        let mut out = BytesMut::new();
+        encode(Kind::Request, 9, &body, &mut out);
+        assert!(out.len() < 2_000, "compressed to {}", out.len());
+        let f = decode(&mut out, &WireLimits::default()).unwrap().unwrap();
+        assert_eq!(f.body.len(), 100_000);
+    }
+
+    #[test]
+    fn malformed_headers_are_errors() {
+        let limits = WireLimits {
+            max_body: 1000,
+            ..Default::default()
+        };
+        let mut good = BytesMut::new();
+        encode(Kind::Oneway, 1, b"x", &mut good);
+        let bad = |i: usize, v: u8| {
+            let mut b = good.clone();
+            b[i] = v;
+            decode(&mut b, &limits)
+        };
+        assert_eq!(bad(0, b'X'), Err(WireError::BadMagic([b'X', b'C'])));
+        assert_eq!(bad(2, 9), Err(WireError::UnsupportedVersion(9)));
+        assert_eq!(bad(3, 0), Err(WireError::UnknownKind(0)));
+        assert_eq!(bad(4, 2), Err(WireError::BadFlags(2)));
+        assert_eq!(bad(17, 1), Err(WireError::TooLarge((1 << 24) + 1)));
+        // A compressed flag on a body that is not lz4.
+        assert!(matches!(bad(4, 1), Err(WireError::Body(_))));
+    }
+
+    #[test]
+    fn hello_roundtrip() {
+        let h = Hello {
+            cluster: "prod".into(),
+            node_id: "n1".into(),
+            protocol: VERSION,
+        };
+        assert_eq!(from_body::<Hello>(&to_body(&h)), Ok(h));
+        assert!(from_body::<Hello>(&[0xff, 0xff]).is_err());
+    }
+}
