@@ -5,98 +5,13 @@
 //! Needs `redis-server` (7.0, the version the corpus was written against) on `PATH`; `.ci/run`
 //! installs it.
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::Server;
 use hypercache_compat::{compare, load_corpus, parse_corpus, KnownDifferences};
-
-/// How long a server may take to answer PING after it was started.
-const READY_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// A server process, killed (by pid) and reaped when dropped, so it dies even when a test panics.
-struct Server {
-    name: &'static str,
-    child: Child,
-    addr: SocketAddr,
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A port that was free a moment ago: bind 127.0.0.1:0 and let the listener go.
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    listener.local_addr().expect("local_addr").port()
-}
-
-/// Starts `command(port)` on a free port and waits until it answers PING. A port taken between
-/// `free_port` and the server's bind makes the server exit; that is retried on another port.
-fn start(name: &'static str, command: impl Fn(u16) -> Command) -> Server {
-    let mut last_error = String::new();
-    for _attempt in 0..3 {
-        let port = free_port();
-        let mut cmd = command(port);
-        let child = match cmd.spawn() {
-            Ok(child) => child,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "redis-server" => panic!(
-                "redis-server is not on PATH: this differential test needs a real Redis 7.0 \
-                 (`.ci/run` installs it)"
-            ),
-            Err(e) => panic!("cannot start {name} ({cmd:?}): {e}"),
-        };
-        let mut server = Server {
-            name,
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
-        match wait_ready(&mut server) {
-            Ok(()) => return server,
-            Err(e) => last_error = e,
-        }
-    }
-    panic!("{name} did not become ready: {last_error}");
-}
-
-/// Sends PING until `+PONG` arrives, for at most [`READY_TIMEOUT`].
-fn wait_ready(server: &mut Server) -> Result<(), String> {
-    let deadline = Instant::now() + READY_TIMEOUT;
-    loop {
-        if let Ok(Some(status)) = server.child.try_wait() {
-            return Err(format!(
-                "{} exited with {status} before answering PING",
-                server.name
-            ));
-        }
-        if ping(server.addr) {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(format!(
-                "no +PONG from {} at {} within {READY_TIMEOUT:?}",
-                server.name, server.addr
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn ping(addr: SocketAddr) -> bool {
-    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
-        return false;
-    };
-    let mut reply = [0u8; 7];
-    conn.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
-        && conn.write_all(b"*1\r\n$4\r\nPING\r\n").is_ok()
-        && conn.read_exact(&mut reply).is_ok()
-        && &reply == b"+PONG\r\n"
-}
 
 fn redis_server() -> Server {
     if let Ok(out) = Command::new("redis-server").arg("--version").output() {
@@ -108,31 +23,11 @@ fn redis_server() -> Server {
             );
         }
     }
-    start("redis-server", |port| {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .current_dir(std::env::temp_dir())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        cmd
-    })
+    Server::redis()
 }
 
 fn hypercache() -> Server {
-    start("hypercache", |port| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hypercache"));
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--log-level",
-            "warn",
-        ])
-        .stdin(Stdio::null());
-        cmd
-    })
+    Server::start(&[])
 }
 
 fn compat_dir() -> PathBuf {

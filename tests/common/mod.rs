@@ -16,58 +16,116 @@ pub(crate) fn free_port() -> u16 {
         .port()
 }
 
-/// A running server process, killed on drop.
+/// How long a server may take to answer PING after it was started.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running server process, killed (by pid) and reaped on drop, so it dies even when a test
+/// panics.
 pub(crate) struct Server {
+    /// What it is, for messages.
+    pub(crate) name: &'static str,
     /// The child process.
     pub(crate) child: Child,
     /// Where it listens.
     pub(crate) addr: SocketAddr,
 }
 
-impl Server {
-    /// Starts `hypercache` with `--bind 127.0.0.1 --port <free>` plus `extra` arguments and waits
-    /// until it answers PING (10 s at most).
-    pub(crate) fn start(extra: &[&str]) -> Server {
+/// Starts `command(port)` on a free port and waits until it answers PING. A port taken between
+/// `free_port` and the server's bind makes the server exit; that is retried on another port.
+pub(crate) fn start(name: &'static str, command: impl Fn(u16) -> Command) -> Server {
+    let mut last_error = String::new();
+    for _attempt in 0..3 {
         let port = free_port();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hypercache"));
-        cmd.args([
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--log-level",
-            "warn",
-        ])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-        let child = cmd.spawn().expect("start hypercache");
-        let server = Server {
+        let mut cmd = command(port);
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "redis-server" => panic!(
+                "redis-server is not on PATH: this test needs a real Redis 7.0 (`.ci/run` installs it)"
+            ),
+            Err(e) => panic!("cannot start {name} ({cmd:?}): {e}"),
+        };
+        let mut server = Server {
+            name,
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], port)),
         };
-        server.wait_ready(extra.contains(&"--requirepass"));
-        server
+        match server.wait_ready() {
+            Ok(()) => return server,
+            Err(e) => last_error = e,
+        }
+    }
+    panic!("{name} did not become ready: {last_error}");
+}
+
+/// Whether the server at `addr` answers PING (`-NOAUTH` counts: it is up, it wants a password).
+fn ping(addr: SocketAddr) -> bool {
+    let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
+        return false;
+    };
+    let mut reply = [0u8; 7];
+    conn.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
+        && conn.write_all(b"*1\r\n$4\r\nPING\r\n").is_ok()
+        && conn.read_exact(&mut reply).is_ok()
+        && (&reply == b"+PONG\r\n" || &reply == b"-NOAUTH")
+}
+
+impl Server {
+    /// Starts `hypercache` with `--bind 127.0.0.1 --port <free>` plus `extra` arguments and waits
+    /// until it answers PING.
+    pub(crate) fn start(extra: &[&str]) -> Server {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        start("hypercache", move |port| {
+            let mut cmd = Command::new(env!("CARGO_BIN_EXE_hypercache"));
+            cmd.args([
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                &port.to_string(),
+                "--log-level",
+                "warn",
+            ])
+            .args(&extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+            cmd
+        })
     }
 
-    fn wait_ready(&self, needs_auth: bool) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(mut s) = TcpStream::connect(self.addr) {
-                s.set_read_timeout(Some(Duration::from_secs(1))).ok();
-                if s.write_all(b"PING\r\n").is_ok() {
-                    let mut buf = [0u8; 64];
-                    if let Ok(n) = s.read(&mut buf) {
-                        let reply = &buf[..n];
-                        if reply == b"+PONG\r\n" || (needs_auth && reply.starts_with(b"-NOAUTH")) {
-                            return;
-                        }
-                    }
-                }
+    /// A real `redis-server` 7 on a free port, no persistence.
+    pub(crate) fn redis() -> Server {
+        start("redis-server", |port| {
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .current_dir(std::env::temp_dir())
+                .stdin(Stdio::null())
+                .stdout(Stdio::null());
+            cmd
+        })
+    }
+
+    /// Sends PING until it is answered, for at most [`READY_TIMEOUT`].
+    fn wait_ready(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Err(format!(
+                    "{} exited with {status} before answering PING",
+                    self.name
+                ));
+            }
+            if ping(self.addr) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "no reply to PING from {} at {} within {READY_TIMEOUT:?}",
+                    self.name, self.addr
+                ));
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("hypercache did not become ready on {}", self.addr);
     }
 
     /// A `redis` crate client for this server.
