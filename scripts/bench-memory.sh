@@ -22,17 +22,17 @@
 # Both servers of a pair run at the same time, but are loaded one after the other (redis first).
 # Disk: the RESP file for one value size is about KEYS * (size + 60) bytes in a temp dir under /tmp.
 set -euo pipefail
+source "$(dirname "$0")/bench-lib.sh"
 
 KEYS=${KEYS:-1000000}
 VALUE_SIZES=${VALUE_SIZES:-3 100 1024}
 SETTLE=${SETTLE:-1}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 OUT=${OUT:-}
-READY_TRIES=100   # x 0.1 s
 LOAD_TIMEOUT=900  # seconds, per redis-cli --pipe load
 
-[[ "$KEYS" =~ ^[1-9][0-9]*$ ]] || { echo "error: KEYS must be a positive integer" >&2; exit 1; }
-[[ "$SETTLE" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "error: SETTLE must be a number of seconds" >&2; exit 1; }
+require_positive_int KEYS
+require_seconds SETTLE
 read -r -a SIZES <<<"$VALUE_SIZES"
 [[ ${#SIZES[@]} -gt 0 ]] || { echo "error: VALUE_SIZES is empty" >&2; exit 1; }
 for size in "${SIZES[@]}"; do
@@ -40,71 +40,10 @@ for size in "${SIZES[@]}"; do
 done
 
 START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-for tool in "$REDIS_SERVER" redis-cli python3 setsid timeout; do
-    command -v "$tool" >/dev/null || { echo "error: $tool not found" >&2; exit 1; }
-done
-HC_BIN=${HC_BIN:-$ROOT/target/release/hypercache}
-[[ -x "$HC_BIN" ]] || { echo "error: $HC_BIN is not an executable (build it with cargo build --release)" >&2; exit 1; }
+require_tools "$REDIS_SERVER" redis-cli python3 setsid timeout
+require_hc_bin
 
-TMP=$(mktemp -d /tmp/bench-memory.XXXXXX)
-REDIS_PID=""
-HC_PID=""
-
-stop() { # stop PID: TERM its process group (the server and anything it forked), wait up to 5 s,
-    # then KILL. Each server leads its own group (started under setsid), so this reaches nothing else.
-    local pid=$1 i
-    [[ -n "$pid" ]] || return 0
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 -- "-$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    stop "$REDIS_PID"
-    stop "$HC_PID"
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-free_ports() { # two free loopback ports, found together so they differ
-    python3 -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in ss))
-for s in ss:
-    s.close()
-'
-}
-
-wait_ready() { # wait_ready NAME PID PORT
-    local name=$1 pid=$2 port=$3 i
-    for ((i = 0; i < READY_TRIES; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "error: $name exited during startup; its log:" >&2
-            cat "$TMP/$name.log" >&2
-            exit 1
-        fi
-        [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] && return 0
-        sleep 0.1
-    done
-    echo "error: $name not ready on port $port after $((READY_TRIES / 10)) s; its log:" >&2
-    cat "$TMP/$name.log" >&2
-    exit 1
-}
-
-info_field() { # info_field PORT SECTION FIELD: one numeric INFO field, or fail loudly
-    local port=$1 section=$2 field=$3 v
-    v=$(redis-cli -h 127.0.0.1 -p "$port" info "$section" | tr -d '\r' | sed -n "s/^$field://p")
-    [[ "$v" =~ ^[0-9]+$ ]] || { echo "error: INFO $section on port $port has no numeric $field (got '$v')" >&2; exit 1; }
-    echo "$v"
-}
+bench_init bench-memory
 
 gen_resp() { # gen_resp FILE SIZE: SET key:%012d <SIZE bytes> for KEYS keys, as RESP
     python3 - "$1" "$2" "$KEYS" <<'EOF'
@@ -143,15 +82,8 @@ for size in "${SIZES[@]}"; do
     resp="$TMP/load-$size.resp"
     gen_resp "$resp" "$size"
 
-    read -r REDIS_PORT HC_PORT < <(free_ports)
-    setsid "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-        >"$TMP/redis.log" 2>&1 &
-    REDIS_PID=$!
-    setsid "$HC_BIN" --bind 127.0.0.1 --port "$HC_PORT" --log-level warn >"$TMP/hc.log" 2>&1 &
-    HC_PID=$!
-    wait_ready redis "$REDIS_PID" "$REDIS_PORT"
-    wait_ready hc "$HC_PID" "$HC_PORT"
-    echo "  redis-server pid $REDIS_PID port $REDIS_PORT; hypercache pid $HC_PID port $HC_PORT ($HC_BIN)" >&2
+    start_servers
+    announce_servers "  "
     sleep "$SETTLE" # let both report a settled RSS for the empty process too
 
     for server in redis hc; do
@@ -164,11 +96,7 @@ for size in "${SIZES[@]}"; do
         load "$server" "$port" "$resp"
         t1=$EPOCHREALTIME
         sleep "$SETTLE"
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "error: $server (pid $pid) exited during the load; the end of its log:" >&2
-            tail -n 20 "$TMP/$server.log" >&2
-            exit 1
-        fi
+        require_alive "$server" "$pid" "the load"
         dbsize=$(redis-cli -h 127.0.0.1 -p "$port" dbsize)
         if [[ "$dbsize" != "$KEYS" ]]; then
             echo "error: $server holds $dbsize keys after loading $KEYS (value size $size)" >&2
@@ -182,8 +110,7 @@ for size in "${SIZES[@]}"; do
             "$used0" "$used1" "$rss0" "$rss1" >&2
     done
 
-    stop "$REDIS_PID"; REDIS_PID=""
-    stop "$HC_PID"; HC_PID=""
+    stop_servers
     rm -f "$resp"
 done
 
@@ -191,9 +118,7 @@ REPORT="$TMP/report.md"
 {
     echo "## memory per key: hypercache vs redis-server ($START)"
     echo
-    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
-    echo "- redis: $("$REDIS_SERVER" --version)"
-    echo "- hypercache: $HC_BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no git'))"
+    print_env_header
     echo "- $KEYS keys per run (16-byte keys key:%012d, string values), loaded with redis-cli --pipe into a" \
         "fresh server pair per value size; B/key = (INFO after - INFO before) / $KEYS, read $SETTLE s after" \
         "the load; ratios are hypercache / redis"
@@ -222,8 +147,4 @@ for size in order:
 EOF
 } >"$REPORT"
 
-cat "$REPORT"
-if [[ -n "$OUT" ]]; then
-    cp "$REPORT" "$OUT"
-    echo "report written to $OUT" >&2
-fi
+emit_report "$REPORT"

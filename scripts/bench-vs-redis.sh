@@ -20,6 +20,7 @@
 # Workloads run in this order: for -d in 3 100: SET -P1, SET -P16, GET -P1, GET -P16. Before the
 # GETs of each size, all KEYSPACE keys are set (untimed) to values of that size, so every GET hits.
 set -euo pipefail
+source "$(dirname "$0")/bench-lib.sh"
 
 REQUESTS=${REQUESTS:-200000}
 ROUNDS=${ROUNDS:-3}
@@ -29,18 +30,12 @@ REDIS_SERVER=${REDIS_SERVER:-redis-server}
 OUT=${OUT:-}
 SERVER_CPUS=${SERVER_CPUS:-}
 CLIENT_CPUS=${CLIENT_CPUS:-}
-READY_TRIES=100   # x 0.1 s
 RUN_TIMEOUT=600   # seconds, per redis-benchmark run
 
-for var in REQUESTS ROUNDS CLIENTS KEYSPACE; do
-    [[ "${!var}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $var must be a positive integer" >&2; exit 1; }
-done
+require_positive_int REQUESTS ROUNDS CLIENTS KEYSPACE
 
 START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-for tool in "$REDIS_SERVER" redis-cli redis-benchmark python3 getconf setsid; do
-    command -v "$tool" >/dev/null || { echo "error: $tool not found" >&2; exit 1; }
-done
+require_tools "$REDIS_SERVER" redis-cli redis-benchmark python3 getconf setsid
 
 if [[ -z "${HC_BIN:-}" ]]; then
     echo "building hypercache (cargo build --release)..." >&2
@@ -49,80 +44,16 @@ if [[ -z "${HC_BIN:-}" ]]; then
 fi
 [[ -x "$HC_BIN" ]] || { echo "error: $HC_BIN is not an executable" >&2; exit 1; }
 
-TMP=$(mktemp -d /tmp/bench-vs-redis.XXXXXX)
-REDIS_PID=""
-HC_PID=""
+bench_init bench-vs-redis
 
-stop() { # stop PID: TERM its process group (the server and anything it forked), wait up to 5 s,
-    # then KILL. Each server leads its own group (started under setsid), so this reaches nothing else.
-    local pid=$1 i
-    [[ -n "$pid" ]] || return 0
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 -- "-$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
-    stop "$REDIS_PID"
-    stop "$HC_PID"
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-# Command prefixes. Servers start in their own session and process group (setsid) so that `stop`
-# can end exactly them; setsid and taskset exec their command, so `$!` is the server's own pid.
-SERVER_PIN=(setsid)
+# Command prefixes (SERVER_PIN defaults to (setsid), see bench-lib.sh).
 CLIENT_PIN=()
 [[ -n "$SERVER_CPUS" ]] && SERVER_PIN=(setsid taskset -c "$SERVER_CPUS")
 [[ -n "$CLIENT_CPUS" ]] && CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
 
-# Two free loopback ports, found together so they differ.
-read -r REDIS_PORT HC_PORT < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in ss))
-for s in ss:
-    s.close()
-')
-
-"${SERVER_PIN[@]}" "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!
-"${SERVER_PIN[@]}" "$HC_BIN" --bind 127.0.0.1 --port "$HC_PORT" --log-level warn >"$TMP/hc.log" 2>&1 &
-HC_PID=$!
-
-wait_ready() { # wait_ready NAME PID PORT
-    local name=$1 pid=$2 port=$3 i
-    for ((i = 0; i < READY_TRIES; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "error: $name exited during startup; its log:" >&2
-            cat "$TMP/$name.log" >&2
-            exit 1
-        fi
-        [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] && return 0
-        sleep 0.1
-    done
-    echo "error: $name not ready on port $port after $((READY_TRIES / 10)) s; its log:" >&2
-    cat "$TMP/$name.log" >&2
-    exit 1
-}
-wait_ready redis "$REDIS_PID" "$REDIS_PORT"
-wait_ready hc "$HC_PID" "$HC_PORT"
-# CPU is read from these pids, so they must be the servers, not a shell that started them (a wrapper
-# script given as HC_BIN must `exec` the server).
-for pid in "$REDIS_PID" "$HC_PID"; do
-    if [[ "$(</proc/$pid/comm)" =~ ^(bash|sh|dash|setsid|taskset|timeout)$ ]]; then
-        echo "error: pid $pid is $(</proc/$pid/comm), not a server; its CPU time would be wrong" >&2
-        exit 1
-    fi
-done
-echo "redis-server pid $REDIS_PID port $REDIS_PORT; hypercache pid $HC_PID port $HC_PORT ($HC_BIN)" >&2
+start_servers
+check_server_pids "CPU time"
+announce_servers
 
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -151,11 +82,7 @@ run_one() { # run_one WORKLOAD SERVER PID PORT TEST PIPELINE SIZE ROUND
         cat "$TMP/benchmark.err" "$csv" >&2
         exit 1
     fi
-    if ! kill -0 "$pid" 2>/dev/null; then
-        echo "error: $server (pid $pid) exited during $workload; the end of its log:" >&2
-        tail -n 20 "$TMP/$server.log" >&2
-        exit 1
-    fi
+    require_alive "$server" "$pid" "$workload"
     after=$(cpu_ticks "$pid")
     metrics=$(python3 - "$csv" "$((after - before))" "$CLK_TCK" "$REQUESTS" <<'EOF'
 import csv, sys
@@ -223,9 +150,7 @@ REPORT="$TMP/report.md"
 {
     echo "## hypercache vs redis-server ($START)"
     echo
-    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
-    echo "- redis: $("$REDIS_SERVER" --version)"
-    echo "- hypercache: $HC_BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no git'))"
+    print_env_header
     echo "- redis-benchmark $(redis-benchmark --version | awk '{print $2}'): -c $CLIENTS -n $REQUESTS -r $KEYSPACE," \
         "median of $ROUNDS alternating runs per server;" \
         "server CPUs: ${SERVER_CPUS:-any}, client CPUs: ${CLIENT_CPUS:-any}"
@@ -265,8 +190,4 @@ print("Latencies in ms.")
 EOF
 } >"$REPORT"
 
-cat "$REPORT"
-if [[ -n "$OUT" ]]; then
-    cp "$REPORT" "$OUT"
-    echo "report written to $OUT" >&2
-fi
+emit_report "$REPORT"

@@ -22,6 +22,7 @@
 #   REDIS_SERVER=redis-server   redis-server binary
 #   OUT=path             also write the report to this file
 set -euo pipefail
+source "$(dirname "$0")/bench-lib.sh"
 
 MAXMEMORY=${MAXMEMORY:-100mb}
 STORM=${STORM:-10}
@@ -31,22 +32,15 @@ CLIENTS=${CLIENTS:-50}
 SETTLE=${SETTLE:-1}
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
 OUT=${OUT:-}
-READY_TRIES=100    # x 0.1 s
 RUN_TIMEOUT=600    # seconds, per redis-benchmark run
 SAMPLE_MS=50       # sampler period
 
-for var in STORM VALUE_SIZE PIPELINE CLIENTS; do
-    [[ "${!var}" =~ ^[1-9][0-9]*$ ]] || { echo "error: $var must be a positive integer" >&2; exit 1; }
-done
-[[ "$SETTLE" =~ ^[0-9]+(\.[0-9]+)?$ ]] || { echo "error: SETTLE must be a number of seconds" >&2; exit 1; }
+require_positive_int STORM VALUE_SIZE PIPELINE CLIENTS
+require_seconds SETTLE
 
 START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
-ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-for tool in "$REDIS_SERVER" redis-cli redis-benchmark python3 setsid timeout; do
-    command -v "$tool" >/dev/null || { echo "error: $tool not found" >&2; exit 1; }
-done
-HC_BIN=${HC_BIN:-$ROOT/target/release/hypercache}
-[[ -x "$HC_BIN" ]] || { echo "error: $HC_BIN is not an executable (build it with cargo build --release)" >&2; exit 1; }
+require_tools "$REDIS_SERVER" redis-cli redis-benchmark python3 setsid timeout
+require_hc_bin
 
 # MAXMEMORY in bytes, parsed like redis does.
 MAXMEM_BYTES=$(python3 - "$MAXMEMORY" <<'EOF'
@@ -61,25 +55,11 @@ EOF
 [[ "$MAXMEM_BYTES" -gt 0 ]] || { echo "error: MAXMEMORY must be positive" >&2; exit 1; }
 REQUESTS=$(( (STORM * MAXMEM_BYTES + VALUE_SIZE - 1) / VALUE_SIZE ))
 
-TMP=$(mktemp -d /tmp/bench-write-storm.XXXXXX)
-REDIS_PID=""
-HC_PID=""
+bench_init bench-write-storm
 SAMPLER_PID=""
 BENCH_PID=""
 
-stop() { # stop PID: TERM its process group (the server and anything it forked), wait up to 5 s,
-    # then KILL. Each server leads its own group (started under setsid), so this reaches nothing else.
-    local pid=$1 i
-    [[ -n "$pid" ]] || return 0
-    kill -TERM -- "-$pid" 2>/dev/null || true
-    for ((i = 0; i < 50; i++)); do
-        kill -0 -- "-$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    kill -KILL -- "-$pid" 2>/dev/null || true
-    wait "$pid" 2>/dev/null || true
-}
-cleanup() {
+cleanup() { # EXIT trap: stop redis-benchmark and the sampler if running, then as bench_cleanup
     if [[ -n "$BENCH_PID" ]]; then
         kill -TERM "$BENCH_PID" 2>/dev/null || true
         wait "$BENCH_PID" 2>/dev/null || true
@@ -88,63 +68,13 @@ cleanup() {
         kill -TERM "$SAMPLER_PID" 2>/dev/null || true
         wait "$SAMPLER_PID" 2>/dev/null || true
     fi
-    stop "$REDIS_PID"
-    stop "$HC_PID"
-    rm -rf "$TMP"
+    bench_cleanup
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
 
-read -r REDIS_PORT HC_PORT < <(python3 -c '
-import socket
-ss = [socket.socket() for _ in range(2)]
-for s in ss:
-    s.bind(("127.0.0.1", 0))
-print(*(s.getsockname()[1] for s in ss))
-for s in ss:
-    s.close()
-')
-
-setsid "$REDIS_SERVER" --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no \
-    --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru >"$TMP/redis.log" 2>&1 &
-REDIS_PID=$!
-setsid "$HC_BIN" --bind 127.0.0.1 --port "$HC_PORT" --log-level warn \
-    --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru >"$TMP/hc.log" 2>&1 &
-HC_PID=$!
-
-wait_ready() { # wait_ready NAME PID PORT
-    local name=$1 pid=$2 port=$3 i
-    for ((i = 0; i < READY_TRIES; i++)); do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            echo "error: $name exited during startup; its log:" >&2
-            cat "$TMP/$name.log" >&2
-            exit 1
-        fi
-        [[ "$(redis-cli -h 127.0.0.1 -p "$port" ping 2>/dev/null)" == PONG ]] && return 0
-        sleep 0.1
-    done
-    echo "error: $name not ready on port $port after $((READY_TRIES / 10)) s; its log:" >&2
-    cat "$TMP/$name.log" >&2
-    exit 1
-}
-wait_ready redis "$REDIS_PID" "$REDIS_PORT"
-wait_ready hc "$HC_PID" "$HC_PORT"
-# RSS is read from these pids, so they must be the servers, not a shell that started them (a wrapper
-# script given as HC_BIN must `exec` the server).
-for pid in "$REDIS_PID" "$HC_PID"; do
-    if [[ "$(</proc/$pid/comm)" =~ ^(bash|sh|dash|setsid|taskset|timeout)$ ]]; then
-        echo "error: pid $pid is $(</proc/$pid/comm), not a server; its RSS would be wrong" >&2
-        exit 1
-    fi
-done
-echo "redis-server pid $REDIS_PID port $REDIS_PORT; hypercache pid $HC_PID port $HC_PORT ($HC_BIN)" >&2
-
-info_field() { # info_field PORT SECTION FIELD: one numeric INFO field, or fail loudly
-    local port=$1 section=$2 field=$3 v
-    v=$(redis-cli -h 127.0.0.1 -p "$port" info "$section" | tr -d '\r' | sed -n "s/^$field://p")
-    [[ "$v" =~ ^[0-9]+$ ]] || { echo "error: INFO $section on port $port has no numeric $field (got '$v')" >&2; exit 1; }
-    echo "$v"
-}
+start_servers --maxmemory "$MAXMEMORY" --maxmemory-policy allkeys-lru
+check_server_pids RSS
+announce_servers
 
 rss_bytes() { # rss_bytes PID: VmRSS in bytes, or empty if the process is gone
     awk '/^VmRSS:/ { print $2 * 1024 }' "/proc/$1/status" 2>/dev/null || true
@@ -274,9 +204,7 @@ REPORT="$TMP/report.md"
 {
     echo "## write storm: $STORM x maxmemory into hypercache and redis-server ($START)"
     echo
-    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
-    echo "- redis: $("$REDIS_SERVER" --version)"
-    echo "- hypercache: $HC_BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no git'))"
+    print_env_header
     echo "- both: --maxmemory $MAXMEMORY ($MAXMEM_BYTES bytes) --maxmemory-policy allkeys-lru;" \
         "redis-benchmark $(redis-benchmark --version | awk '{print $2}') -t set -d $VALUE_SIZE -P $PIPELINE" \
         "-c $CLIENTS -r 100000000 -n $REQUESTS, against redis then hypercache;" \
@@ -298,11 +226,7 @@ for line in open(sys.argv[1]):
 EOF
 } >"$REPORT"
 
-cat "$REPORT"
-if [[ -n "$OUT" ]]; then
-    cp "$REPORT" "$OUT"
-    echo "report written to $OUT" >&2
-fi
+emit_report "$REPORT"
 if [[ $FAILED -ne 0 ]]; then
     echo "error: a server did not survive the write storm, or redis-benchmark failed against it" >&2
     exit 1

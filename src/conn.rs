@@ -28,6 +28,16 @@ pub async fn serve(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = socket.set_nodelay(true);
+    // Whatever happens below, the connection stops counting against maxclients when this ends.
+    struct Counted<'a>(&'a Shared);
+    impl Drop for Counted<'_> {
+        fn drop(&mut self) {
+            self.0
+                .connected
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    let _counted = Counted(&shared);
     let (Ok(addr), Ok(laddr)) = (socket.peer_addr(), socket.local_addr()) else {
         return;
     };

@@ -1,6 +1,7 @@
 //! The node's lifecycle: accept loop with a connection limit, background tasks, and shutdown that
 //! lets every connection write its in-flight replies before closing.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,11 +29,12 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, grace: Duration) {
                     backoff = Duration::from_millis(5);
                     Stats::add(&shared.stats.connections_received, 1);
                     let max = shared.config.read().maxclients as usize;
-                    if shared.clients.lock().len() >= max {
+                    if shared.connected.load(Ordering::Relaxed) >= max {
                         Stats::add(&shared.stats.rejected_connections, 1);
                         conns.spawn(conn::refuse(socket));
                         continue;
                     }
+                    shared.connected.fetch_add(1, Ordering::Relaxed);
                     conns.spawn(conn::serve(shared.clone(), socket, shared.shutdown.subscribe()));
                 }
                 Err(e) => {

@@ -161,6 +161,9 @@ pub struct Shared {
     pub config_gen: AtomicU64,
     /// Connected clients by id.
     pub clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+    /// Connections accepted and not yet closed: counted at accept, so a burst of connections
+    /// cannot overshoot `maxclients` before their tasks register.
+    pub connected: std::sync::atomic::AtomicUsize,
     /// Next client id.
     pub next_client_id: AtomicU64,
     /// Counters.
@@ -191,6 +194,7 @@ impl Shared {
             config: RwLock::new(config),
             config_gen: AtomicU64::new(0),
             clients: Mutex::new(HashMap::new()),
+            connected: Default::default(),
             next_client_id: AtomicU64::new(1),
             stats: Stats::default(),
             slowlog: Mutex::new(SlowLog::default()),
