@@ -1,7 +1,7 @@
 //! One stored key: key, value, version, expiry and eviction bookkeeping in a single allocation.
 //!
-//! Memory per key is a first-class goal (ARCHITECTURE §3), so an entry is one boxed byte slice laid
-//! out as below, and the slot's hash table holds only that box (16 bytes per bucket):
+//! Memory per key is a first-class goal (ARCHITECTURE §3), so an entry is one byte buffer laid
+//! out as below, and the slot's hash table holds only its 8-byte pointer:
 //!
 //! ```text
 //! 0..8    hlc        u64 LE   version: hybrid logical clock
@@ -17,9 +17,12 @@
 //!         [spare capacity]
 //! ```
 //!
-//! A 16-byte key with a 100-byte value takes 131 bytes, one 144-byte allocator chunk. Everything
-//! is safe code: fields are read and written with `from_le_bytes`/`to_le_bytes`.
+//! The entry is held by a [`ThinBytes`] (an 8-byte pointer whose allocation starts with the
+//! length), so a table bucket is 8 bytes. A 16-byte key with a 100-byte value takes 131 bytes plus
+//! a 2-byte length: one 144-byte allocator chunk. Fields are read and written with
+//! `from_le_bytes`/`to_le_bytes`.
 
+use crate::thin::ThinBytes;
 use crate::version::Version;
 
 /// How Redis would encode the value, which `OBJECT ENCODING` reports. Redis decides this when the
@@ -68,12 +71,17 @@ fn varint_len(mut v: u64) -> usize {
     n
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
-    while v >= 0x80 {
-        out.push((v as u8) | 0x80);
-        v >>= 7;
+/// Writes consecutive fields into an entry's buffer.
+struct Writer<'a> {
+    buf: &'a mut [u8],
+    pos: usize,
+}
+
+impl Writer<'_> {
+    fn put(&mut self, bytes: &[u8]) {
+        self.buf[self.pos..self.pos + bytes.len()].copy_from_slice(bytes);
+        self.pos += bytes.len();
     }
-    out.push(v as u8);
 }
 
 fn get_varint(b: &[u8], pos: &mut usize) -> u64 {
@@ -95,7 +103,8 @@ pub fn chunk_size(n: usize) -> usize {
 }
 
 /// Bytes a slot table of `capacity` entries allocates: hashbrown keeps a power-of-two number of
-/// buckets at most 7/8 full (16-byte buckets, one control byte each, plus a 16-byte group).
+/// buckets at most 7/8 full (8-byte buckets holding an entry's thin pointer, one control byte
+/// each, plus a 16-byte group).
 pub fn table_bytes(capacity: usize) -> usize {
     if capacity == 0 {
         return 0;
@@ -105,7 +114,7 @@ pub fn table_bytes(capacity: usize) -> usize {
     } else {
         (capacity * 8 / 7).next_power_of_two()
     };
-    chunk_size(buckets * 17 + 16)
+    chunk_size(buckets * 9 + 16)
 }
 
 /// Where the variable parts of an entry are.
@@ -120,7 +129,7 @@ struct Layout {
 /// A stored key and its value.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Entry {
-    buf: Box<[u8]>,
+    buf: ThinBytes,
 }
 
 impl std::fmt::Debug for Entry {
@@ -164,24 +173,31 @@ impl Entry {
             + key.len()
             + value.len()
             + spare;
-        let mut v = Vec::with_capacity(len);
-        v.extend_from_slice(&version.hlc.to_le_bytes());
-        v.extend_from_slice(&version.origin.to_le_bytes());
-        v.extend_from_slice(&(access & ACCESS_MASK).to_le_bytes()[..3]);
-        v.push(flags);
-        put_varint(&mut v, key.len() as u64);
+        // Written in place into the final allocation (zeroed, so the spare room reads as zeros).
+        let mut buf = ThinBytes::zeroed(len);
+        let mut w = Writer {
+            buf: &mut buf,
+            pos: 0,
+        };
+        w.put(&version.hlc.to_le_bytes());
+        w.put(&version.origin.to_le_bytes());
+        w.put(&(access & ACCESS_MASK).to_le_bytes()[..3]);
+        w.put(&[flags]);
+        let mut klen = key.len() as u64;
+        while klen >= 0x80 {
+            w.put(&[(klen as u8) | 0x80]);
+            klen >>= 7;
+        }
+        w.put(&[klen as u8]);
         if expire_at != 0 {
-            v.extend_from_slice(&expire_at.to_le_bytes());
+            w.put(&expire_at.to_le_bytes());
         }
         if spare > 0 {
-            v.extend_from_slice(&(value.len() as u64).to_le_bytes());
+            w.put(&(value.len() as u64).to_le_bytes());
         }
-        v.extend_from_slice(key);
-        v.extend_from_slice(value);
-        v.resize(len, 0);
-        Entry {
-            buf: v.into_boxed_slice(),
-        }
+        w.put(key);
+        w.put(value);
+        Entry { buf }
     }
 
     fn flags(&self) -> u8 {
@@ -230,16 +246,16 @@ impl Entry {
         &self.buf[l.value.0..l.value.1]
     }
 
-    /// Bytes this entry occupies in its allocation.
+    /// Bytes this entry occupies in its allocation (the thin pointer's length prefix included).
     pub fn alloc_size(&self) -> usize {
-        self.buf.len()
+        self.buf.alloc_len()
     }
 
     /// Memory the entry's allocation costs: the allocator chunk holding it (glibc's malloc: 8 bytes
     /// of header, 16-byte granularity, 32 bytes at least). The slot table's buckets are
     /// accounted separately ([`table_bytes`]).
     pub fn footprint(&self) -> usize {
-        chunk_size(self.buf.len())
+        chunk_size(self.buf.alloc_len())
     }
 
     /// The version of the last write.
@@ -438,7 +454,17 @@ mod tests {
     #[test]
     fn a_small_key_is_one_144_byte_chunk() {
         let e = Entry::new(&[b'k'; 16], &[b'v'; 100], 0, 5, EncodingHint::Auto);
-        assert_eq!(e.alloc_size(), 131);
+        assert_eq!(
+            e.alloc_size(),
+            133,
+            "131 bytes of entry and a 2-byte length"
+        );
+        assert_eq!(e.footprint(), 144);
+        assert_eq!(
+            std::mem::size_of::<Entry>(),
+            8,
+            "a table bucket holds one thin pointer"
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! - [`store`]: per-slot maps with counts and digests, multi-key operations, SCAN, expiry cycle.
 //! - [`evict`]: `maxmemory` policies and the sampled eviction pool.
 //! - [`glob`]: Redis's glob matcher (KEYS, SCAN MATCH).
+//! - [`thin`]: a byte buffer behind an 8-byte pointer (entries' storage).
 //! - [`float`]: INCRBYFLOAT's long-double arithmetic.
 //! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
 //!
@@ -27,6 +28,7 @@ pub mod op;
 pub mod ring;
 pub mod slot;
 pub mod store;
+pub mod thin;
 pub mod version;
 pub mod wire;
 
