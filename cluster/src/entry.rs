@@ -332,6 +332,20 @@ impl Entry {
 
     /// Replaces the value (and encoding hint and expiry), keeping key and version.
     pub fn set_value(&mut self, value: &[u8], expire_at: u64, enc: EncodingHint) {
+        let l = self.layout();
+        let same_shape = l.len_at.is_none()
+            && l.value.1 - l.value.0 == value.len()
+            && l.expiry_at.is_some() == (expire_at != 0);
+        if same_shape {
+            // A value of the same length (the common overwrite in a cache): write it in place,
+            // no allocation and no free.
+            self.buf[l.value.0..l.value.1].copy_from_slice(value);
+            if let Some(p) = l.expiry_at {
+                self.buf[p..p + 8].copy_from_slice(&expire_at.to_le_bytes());
+            }
+            self.set_enc(enc);
+            return;
+        }
         *self = Entry::build(
             self.key(),
             value,
@@ -495,6 +509,26 @@ mod tests {
         assert_eq!((e.expire_at(), e.access()), (99, 4));
         e.set_expire_at(0);
         assert_eq!((e.value(), e.expire_at()), (&b"value"[..], 0));
+    }
+
+    #[test]
+    fn same_length_overwrites_reuse_the_allocation() {
+        let mut e = Entry::new(b"key", b"aaaa", 77, 0, EncodingHint::Raw);
+        let before = e.buf.as_ptr();
+        e.set_value(b"bbbb", 88, EncodingHint::Auto);
+        assert_eq!(e.buf.as_ptr(), before);
+        assert_eq!(
+            (e.key(), e.value(), e.expire_at(), e.enc()),
+            (&b"key"[..], &b"bbbb"[..], 88, EncodingHint::Auto)
+        );
+        e.set_value(b"cccc", 0, EncodingHint::Auto);
+        assert_eq!(
+            (e.value(), e.expire_at()),
+            (&b"cccc"[..], 0),
+            "dropping the expiry reshapes the entry"
+        );
+        e.set_value(b"longer value", 0, EncodingHint::Auto);
+        assert_eq!(e.value(), b"longer value");
     }
 
     #[test]

@@ -651,32 +651,59 @@ impl Store {
         }
     }
 
-    /// Adds `samples` candidates to the pool, each a random eligible key of a random non-empty
-    /// slot: Redis's sampling. (Ranking every key of a sampled slot was tried: it costs a cache
-    /// miss per key scored, and made writes under eviction 40% slower at 60 keys per slot.)
+    /// Adds `samples` candidates to the pool: consecutive eligible keys of a random slot, from a
+    /// random position in its table (continuing in further random slots when one holds fewer).
+    /// This is Redis's `dictGetSomeKeys` locality: one slot lock and one table walk serve several
+    /// samples, where one random slot per sample cost a slot, table and bucket miss each (writes
+    /// under eviction ran at 0.76-0.83x Redis's rate). Ranking every key of a slot was tried too:
+    /// a cache miss per key scored made writes under eviction 40% slower at 60 keys per slot.
     fn refill_pool<R: Rng>(&self, policy: Policy, samples: usize, ctx: &Ctx, rng: &mut R) {
         let volatile = policy.volatile_only();
-        for _ in 0..samples.max(1) {
+        let want = samples.max(1);
+        let mut found: Vec<Candidate> = Vec::with_capacity(want);
+        for _ in 0..want {
+            if found.len() >= want {
+                break;
+            }
             let Some(slot) = self.random_slot(volatile, rng) else {
-                return;
+                break;
             };
             let s = self.lock(slot);
-            let Some(e) = Self::random_entry(&s, volatile, rng) else {
+            let count = if volatile {
+                s.volatile as usize
+            } else {
+                s.map.len()
+            };
+            if count == 0 {
                 continue;
-            };
-            let score = match policy {
-                Policy::VolatileTtl => u64::MAX - e.expire_at(),
-                p if p.is_lfu() => 255 - u64::from(ctx.lfu_counter(e.access())),
-                _ => u64::from(ctx.idle_seconds(e.access())),
-            };
-            let c = Candidate {
-                score,
-                slot,
-                hash: self.hash(e.key()),
-                key: e.key().into(),
-            };
-            drop(s);
-            offer(&mut self.pool.lock(), c);
+            }
+            let start = rng.random_range(0..count);
+            let take = (want - found.len()).min(count);
+            let eligible = |e: &&Entry| !volatile || e.expire_at() != 0;
+            let picked = s
+                .map
+                .iter()
+                .filter(eligible)
+                .skip(start)
+                .chain(s.map.iter().filter(eligible))
+                .take(take);
+            for e in picked {
+                let score = match policy {
+                    Policy::VolatileTtl => u64::MAX - e.expire_at(),
+                    p if p.is_lfu() => 255 - u64::from(ctx.lfu_counter(e.access())),
+                    _ => u64::from(ctx.idle_seconds(e.access())),
+                };
+                found.push(Candidate {
+                    score,
+                    slot,
+                    hash: self.hash(e.key()),
+                    key: e.key().into(),
+                });
+            }
+        }
+        let mut pool = self.pool.lock();
+        for c in found {
+            offer(&mut pool, c);
         }
     }
 
