@@ -1,6 +1,6 @@
 //! INCRBYFLOAT's arithmetic, in C's `long double` so that results match Redis digit for digit.
 //!
-//! This is the crate's one use of `unsafe`: two FFI calls into `c/ldouble.c`, each passing slices
+//! One of the crate's two uses of `unsafe` (the other is `thin.rs`): two FFI calls into `c/ldouble.c`, each passing slices
 //! by pointer and length and an output buffer the C side never writes past.
 #![allow(unsafe_code)]
 
