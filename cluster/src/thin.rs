@@ -8,7 +8,9 @@
 //! This module is one of the crate's two uses of `unsafe` (the other is `float.rs`). The
 //! invariant everything rests on: `ptr` points to a live allocation of exactly
 //! `prefix + len` bytes with alignment 1, made by [`ThinBytes::zeroed`], whose first `prefix`
-//! bytes are the LEB128 encoding of `len`. The crate's tests (the entry and store property
+//! bytes are the LEB128 encoding of `len`. Freed 1-16 KB allocations may be kept in a small
+//! per-thread list and handed out again (zeroed) for the same size: an allocation is owned by
+//! exactly one `ThinBytes` or by that list, never both. The crate's tests (the entry and store property
 //! tests included) pass under AddressSanitizer and its leak checker:
 //! `RUSTFLAGS=-Zsanitizer=address cargo +nightly test -p hypercache-cluster --lib --target
 //! x86_64-unknown-linux-gnu` (Miri is not installable on these machines).
