@@ -15,6 +15,7 @@
 //! - [`thin`]: a byte buffer behind an 8-byte pointer (entries' storage).
 //! - [`float`]: INCRBYFLOAT's long-double arithmetic.
 //! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
+//! - [`sim`]: a deterministic network simulator for the sans-IO state machines.
 //!
 //! ## Promises
 //! - An expired key is never visible, whether or not it has been reclaimed yet.
@@ -26,6 +27,7 @@ pub mod float;
 pub mod glob;
 pub mod op;
 pub mod ring;
+pub mod sim;
 pub mod slot;
 pub mod store;
 pub mod thin;
