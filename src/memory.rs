@@ -20,12 +20,18 @@ const EXPIRE_BUDGET_PER_WRITE: usize = 256;
 /// Longest time the background evictor works per tick.
 const BACKGROUND_BUDGET: Duration = Duration::from_millis(25);
 
-/// Highest `used_memory` seen (sampled by the background task and INFO).
+/// Highest `used_memory` seen, sampled once per background tick and by INFO/MEMORY (not on the
+/// write path: a shared atomic update per write would cost more than the figure is worth).
 pub static PEAK: AtomicU64 = AtomicU64::new(0);
 
 /// Bytes the allocator holds for the process.
 pub fn used() -> u64 {
-    let used = crate::ALLOC.allocated() as u64;
+    crate::ALLOC.allocated() as u64
+}
+
+/// [`used`], also recorded in [`PEAK`].
+pub fn sample() -> u64 {
+    let used = used();
     PEAK.fetch_max(used, Ordering::Relaxed);
     used
 }

@@ -73,6 +73,7 @@ pub async fn expiry_task(shared: Arc<Shared>) {
             _ = tokio::time::sleep(Duration::from_millis(1000 / hz)) => {}
             _ = shutdown.changed() => return,
         }
+        crate::memory::sample();
         crate::memory::background_round(&shared);
         let started = Instant::now();
         loop {

@@ -378,7 +378,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("blocked_clients", &0);
             }
             "memory" => {
-                let used = crate::memory::used();
+                let used = crate::memory::sample();
                 let rss = crate::alloc::rss_bytes();
                 let peak = crate::memory::PEAK.load(Ordering::Relaxed);
                 let store = shared.store.stats();
@@ -607,7 +607,7 @@ pub(super) fn memory(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             Some(usage.map_or(Frame::Null, |b| Frame::Integer(b as i64)))
         }
         b"stats" => {
-            let used = crate::memory::used();
+            let used = crate::memory::sample();
             let store = s.shared.store.stats();
             let rss = crate::alloc::rss_bytes();
             let kv = |k: &'static str, v: i64| (Frame::bulk(k.as_bytes()), Frame::Integer(v));
@@ -640,7 +640,7 @@ pub(super) fn memory(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             ]))
         }
         b"doctor" => {
-            let used = crate::memory::used();
+            let used = crate::memory::sample();
             let rss = crate::alloc::rss_bytes();
             let ratio = if used > 0 {
                 rss as f64 / used as f64
