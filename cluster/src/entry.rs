@@ -40,14 +40,16 @@ pub enum EncodingHint {
 }
 
 impl EncodingHint {
-    fn bits(self) -> u8 {
+    /// The hint as two bits (replicated with the value).
+    pub fn bits(self) -> u8 {
         match self {
             EncodingHint::Auto => 0,
             EncodingHint::Raw => 1,
             EncodingHint::NoInt => 2,
         }
     }
-    fn from_bits(b: u8) -> EncodingHint {
+    /// The hint from [`EncodingHint::bits`] (unknown bits read as `Auto`).
+    pub fn from_bits(b: u8) -> EncodingHint {
         match b & 3 {
             1 => EncodingHint::Raw,
             2 => EncodingHint::NoInt,

@@ -14,6 +14,7 @@
 //! - [`glob`]: Redis's glob matcher (KEYS, SCAN MATCH).
 //! - [`thin`]: a byte buffer behind an 8-byte pointer (entries' storage).
 //! - [`float`]: INCRBYFLOAT's long-double arithmetic.
+//! - [`msg`]: inter-node requests and replies, replicated key states, consistency levels.
 //! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
 //! - [`sim`]: a deterministic network simulator for the sans-IO state machines.
 //!
@@ -25,6 +26,7 @@ pub mod entry;
 pub mod evict;
 pub mod float;
 pub mod glob;
+pub mod msg;
 pub mod op;
 pub mod ring;
 pub mod sim;

@@ -12,7 +12,7 @@ use crate::entry::{num::parse_i64, EncodingHint, Entry, ACCESS_MASK};
 use crate::float::{incr_by_float, FloatError};
 
 /// The condition of a `SET`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum SetCond {
     /// Always.
     #[default]
@@ -24,7 +24,7 @@ pub enum SetCond {
 }
 
 /// What a write does to the key's expiry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum ExpiryChange {
     /// Remove any expiry (plain `SET`, `GETEX PERSIST`).
     #[default]
@@ -36,7 +36,7 @@ pub enum ExpiryChange {
 }
 
 /// The conditions of an `EXPIRE` (Redis checks each given flag in turn).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct ExpireCond {
     /// `NX`: only if the key has no expiry.
     pub nx: bool,
@@ -49,7 +49,7 @@ pub struct ExpireCond {
 }
 
 /// One operation on one key.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Op<'a> {
     /// `GET`
     Get,
@@ -238,7 +238,7 @@ impl Ctx {
 }
 
 /// An operation's error, turned into Redis's text by the server edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum OpError {
     /// The value is not an integer (INCR family). Nothing changed.
     #[error("ERR value is not an integer or out of range")]
@@ -274,6 +274,15 @@ pub enum Outcome {
     Text(&'static str),
     /// An error; nothing changed.
     Err(OpError),
+}
+
+impl Outcome {
+    /// The static texts a `Status` or `Text` outcome can carry, so that an outcome received from
+    /// another node maps back to them (unknown text reads as `"unknown"`).
+    pub fn static_text(s: &str) -> &'static str {
+        const KNOWN: [&str; 6] = ["string", "none", "int", "embstr", "raw", "OK"];
+        KNOWN.iter().find(|k| **k == s).copied().unwrap_or("unknown")
+    }
 }
 
 /// What an operation did to the store.

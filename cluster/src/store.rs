@@ -5,7 +5,7 @@
 //! invisible at once (checked on every access) and reclaimed either then or by
 //! [`Store::expire_cycle`], which a driver calls periodically with a work budget.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use hashbrown::HashTable;
@@ -16,6 +16,7 @@ use xxhash_rust::xxh3::xxh3_64_with_seed;
 use crate::entry::{table_bytes, EncodingHint, Entry};
 use crate::evict::{offer, Candidate, Policy, POOL_SIZE};
 use crate::glob;
+use crate::msg::State;
 use crate::op::{apply, Ctx, Effect, Op, Outcome};
 use crate::slot::{key_slot, Slot, SLOTS};
 use crate::version::{Hlc, Version};
@@ -32,7 +33,12 @@ struct SlotData {
     volatile: u32,
     /// This slot's number.
     slot: Slot,
+    /// Tombstones of deleted keys (cluster mode only; allocated on the slot's first delete).
+    tombs: Option<Box<Tombs>>,
 }
+
+/// A slot's tombstones: key -> the delete's version.
+type Tombs = hashbrown::HashMap<Box<[u8]>, Version, ahash::RandomState>;
 
 /// A slot's lock and data on a cache line of their own (the lock, the table header and the
 /// counters fit in 64 bytes), so touching one slot costs one line and neighbours never share.
@@ -85,6 +91,12 @@ pub struct Store {
     volatile: AtomicU64,
     expired: AtomicU64,
     expire_cursor: AtomicUsize,
+    /// Whether deletes leave tombstones (on in a cluster with more than one replica per slot).
+    tombstones: AtomicBool,
+    /// Tombstones held.
+    tomb_count: AtomicU64,
+    /// FLUSHALL horizon (an HLC value): nothing older exists or is accepted.
+    horizon: AtomicU64,
 }
 
 fn entry_hash(key: &[u8], v: &Version) -> u64 {
@@ -132,7 +144,21 @@ impl Store {
             volatile: AtomicU64::new(0),
             expired: AtomicU64::new(0),
             expire_cursor: AtomicUsize::new(0),
+            tombstones: AtomicBool::new(false),
+            tomb_count: AtomicU64::new(0),
+            horizon: AtomicU64::new(0),
         }
+    }
+
+    /// Makes deletes leave tombstones (or not). A cluster needs them so that an older write
+    /// arriving late cannot bring a deleted key back; a single node does not.
+    pub fn set_tombstones(&self, on: bool) {
+        self.tombstones.store(on, Ordering::Relaxed);
+    }
+
+    /// Tombstones currently held.
+    pub fn tombstones(&self) -> u64 {
+        self.tomb_count.load(Ordering::Relaxed)
     }
 
     /// The node's hybrid logical clock.
@@ -243,12 +269,24 @@ impl Store {
         Some(e)
     }
 
-    fn insert(&self, s: &mut SlotData, key: &[u8], hash: u64, mut e: Entry, now: u64) {
+    fn insert(&self, s: &mut SlotData, key: &[u8], hash: u64, e: Entry, now: u64) {
+        self.insert_versioned(s, key, hash, e, self.next_version(now));
+    }
+
+    fn insert_versioned(
+        &self,
+        s: &mut SlotData,
+        key: &[u8],
+        hash: u64,
+        mut e: Entry,
+        version: Version,
+    ) {
         if let Some(old) = self.remove_quiet(s, key, hash) {
             // Callers remove first; keep the books right if one does not.
             self.forget(s, &old);
         }
-        e.set_version(self.next_version(now));
+        self.untomb(s, key);
+        e.set_version(version);
         s.digest ^= entry_hash(key, &e.version());
         if e.expire_at() != 0 {
             s.volatile += 1;
@@ -263,6 +301,33 @@ impl Store {
         self.sync_bits(s);
     }
 
+    /// Drops `key`'s tombstone, if any (a newer write replaces it).
+    fn untomb(&self, s: &mut SlotData, key: &[u8]) {
+        if let Some(t) = s.tombs.as_mut() {
+            if let Some(v) = t.remove(key) {
+                s.digest ^= entry_hash(key, &v);
+                self.tomb_count.fetch_sub(1, Ordering::Relaxed);
+                if t.is_empty() {
+                    s.tombs = None;
+                }
+            }
+        }
+    }
+
+    /// Records a tombstone for `key` at `version` (replacing an older one).
+    fn tomb(&self, s: &mut SlotData, key: &[u8], version: Version) {
+        let t = s
+            .tombs
+            .get_or_insert_with(|| Box::new(Tombs::with_hasher(self.hasher.clone())));
+        match t.insert(key.into(), version) {
+            Some(old) => s.digest ^= entry_hash(key, &old),
+            None => {
+                self.tomb_count.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        s.digest ^= entry_hash(key, &version);
+    }
+
     fn remove_quiet(&self, s: &mut SlotData, key: &[u8], hash: u64) -> Option<Entry> {
         s.map
             .find_entry(hash, |e| e.key() == key)
@@ -272,10 +337,27 @@ impl Store {
 
     /// Applies one operation to one key: one hash lookup for reads and in-place changes.
     pub fn apply(&self, key: &[u8], op: &Op<'_>, ctx: &Ctx) -> Outcome {
+        self.apply_inner(key, op, ctx, false).0
+    }
+
+    /// Applies one operation as the key's coordinator: also returns the key's new state when the
+    /// operation changed it (the value to replicate), or `None` if nothing changed.
+    pub fn apply_versioned(&self, key: &[u8], op: &Op<'_>, ctx: &Ctx) -> (Outcome, Option<State>) {
+        self.apply_inner(key, op, ctx, true)
+    }
+
+    fn apply_inner(
+        &self,
+        key: &[u8],
+        op: &Op<'_>,
+        ctx: &Ctx,
+        capture: bool,
+    ) -> (Outcome, Option<State>) {
         let hash = self.hash(key);
         let mut guard = self.lock(key_slot(key));
         let s = &mut *guard;
         let mut expired = false;
+        let mut changed = None;
         let (effect, out) = match s.map.find_mut(hash, |e| e.key() == key) {
             Some(e) if e.is_expired(ctx.now) => {
                 expired = true;
@@ -288,6 +370,9 @@ impl Store {
                 if let Effect::Modified = effect {
                     let version = self.next_version(ctx.now);
                     e.set_version(version);
+                    if capture {
+                        changed = Some(live_state(e));
+                    }
                     s.digest ^= entry_hash(key, &old_version) ^ entry_hash(key, &version);
                     let new_size = e.footprint();
                     if new_size != old_size {
@@ -316,12 +401,127 @@ impl Store {
         }
         match effect {
             Effect::None | Effect::Modified => {}
-            Effect::Created(e) => self.insert(s, key, hash, e, ctx.now),
+            Effect::Created(e) => {
+                let version = self.next_version(ctx.now);
+                if capture {
+                    let mut st = live_state(&e);
+                    if let State::Live { version: v, .. } = &mut st {
+                        *v = version;
+                    }
+                    changed = Some(st);
+                }
+                self.insert_versioned(s, key, hash, e, version);
+            }
             Effect::Deleted => {
                 self.remove(s, key, hash);
+                if capture || self.tombstones.load(Ordering::Relaxed) {
+                    let version = self.next_version(ctx.now);
+                    if self.tombstones.load(Ordering::Relaxed) {
+                        self.tomb(s, key, version);
+                    }
+                    changed = Some(State::Dead(version));
+                }
             }
         }
-        out
+        (out, changed)
+    }
+
+    /// What this node holds for `key`, without touching its access time: the live value, its
+    /// tombstone (or the FLUSHALL horizon), or `Missing`. An expired value is reported as held
+    /// (with its version), so that an older write cannot win over it.
+    pub fn fetch(&self, key: &[u8]) -> State {
+        let hash = self.hash(key);
+        let s = self.lock(key_slot(key));
+        if let Some(e) = s.map.find(hash, |e| e.key() == key) {
+            return live_state(e);
+        }
+        if let Some(v) = s.tombs.as_ref().and_then(|t| t.get(key)) {
+            return State::Dead(*v);
+        }
+        self.horizon_state()
+    }
+
+    fn horizon_state(&self) -> State {
+        match self.horizon.load(Ordering::Relaxed) {
+            0 => State::Missing,
+            hlc => State::Dead(Version { hlc, origin: 0 }),
+        }
+    }
+
+    /// Stores `state` for `key` if it is newer than what this node holds (last write wins,
+    /// tombstones and the FLUSHALL horizon included). Advances the clock past its version either
+    /// way. Returns whether anything changed.
+    pub fn merge(&self, key: &[u8], state: &State, ctx: &Ctx) -> bool {
+        let Some(version) = state.version() else {
+            return false;
+        };
+        self.clock.observe(version.hlc);
+        if version.hlc < self.horizon.load(Ordering::Relaxed) {
+            return false;
+        }
+        let hash = self.hash(key);
+        let mut guard = self.lock(key_slot(key));
+        let s = &mut *guard;
+        let held = match s.map.find(hash, |e| e.key() == key) {
+            Some(e) => Some(e.version()),
+            None => s.tombs.as_ref().and_then(|t| t.get(key)).copied(),
+        };
+        if held.is_some_and(|h| h >= version) {
+            return false;
+        }
+        match state {
+            State::Missing => return false,
+            State::Dead(v) => {
+                self.remove(s, key, hash);
+                self.tomb(s, key, *v);
+            }
+            State::Live {
+                value,
+                expire_at,
+                version,
+                enc,
+            } => {
+                self.remove(s, key, hash);
+                let e = Entry::new(
+                    key,
+                    value,
+                    *expire_at,
+                    ctx.initial_access(),
+                    EncodingHint::from_bits(*enc),
+                );
+                self.insert_versioned(s, key, hash, e, *version);
+            }
+        }
+        true
+    }
+
+    /// Drops tombstones created before `before` (unix ms); returns how many. Tombstones need only
+    /// outlive the messages and repairs that could still carry an older version of their key.
+    pub fn purge_tombstones(&self, before: u64) -> u64 {
+        if self.tomb_count.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let mut purged = 0;
+        for cell in self.slots.iter() {
+            let mut guard = cell.0.lock();
+            let s = &mut *guard;
+            let Some(t) = s.tombs.as_mut() else { continue };
+            let mut digest = s.digest;
+            t.retain(|k, v| {
+                let keep = v.millis() >= before;
+                if !keep {
+                    digest ^= entry_hash(k, v);
+                    purged += 1;
+                }
+                keep
+            });
+            s.digest = digest;
+            if t.is_empty() {
+                s.tombs = None;
+            }
+        }
+        self.tomb_count.fetch_sub(purged, Ordering::Relaxed);
+        purged
     }
 
     /// Reads `key` (as GET does: expiry checked, access recorded) and hands the live value, or
@@ -511,6 +711,18 @@ impl Store {
         None
     }
 
+    /// FLUSHALL in a cluster: removes every key and raises the horizon to `horizon`, below which
+    /// no version is accepted any more (so a replica that missed the flush cannot bring keys
+    /// back through repair). Tombstones are dropped too: the horizon covers them.
+    pub fn flush_at(&self, horizon: Version) -> Vec<impl Send + 'static> {
+        self.clock.observe(horizon.hlc);
+        self.horizon.fetch_max(horizon.hlc, Ordering::Relaxed);
+        if self.tomb_count.load(Ordering::Relaxed) > 0 {
+            self.purge_tombstones(u64::MAX);
+        }
+        self.flush()
+    }
+
     /// Removes every key; returns the removed maps so the caller may free them elsewhere
     /// (`FLUSHALL ASYNC`).
     pub fn flush(&self) -> Vec<impl Send + 'static> {
@@ -526,7 +738,10 @@ impl Store {
             self.volatile
                 .fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
             s.volatile = 0;
-            s.digest = 0;
+            s.digest = s
+                .tombs
+                .as_ref()
+                .map_or(0, |t| t.iter().fold(0, |d, (k, v)| d ^ entry_hash(k, v)));
             self.sync_bits(&s);
             drop(s);
             dropped.push(old);
@@ -762,9 +977,44 @@ impl Store {
     /// Recomputes a slot's digest from its entries (tests check it equals the maintained one).
     pub fn slot_digest_recomputed(&self, slot: Slot) -> u64 {
         let s = self.lock(slot);
+        let tombs = s
+            .tombs
+            .as_ref()
+            .map_or(0, |t| t.iter().fold(0, |d, (k, v)| d ^ entry_hash(k, v)));
         s.map
             .iter()
-            .fold(0, |d, e| d ^ entry_hash(e.key(), &e.version()))
+            .fold(tombs, |d, e| d ^ entry_hash(e.key(), &e.version()))
+    }
+
+    /// Keys of the given slots matching `pattern` (cluster-wide KEYS and SCAN ask each node for
+    /// the slots it answers for).
+    pub fn keys_in(&self, slots: &[Slot], pattern: Option<&[u8]>, ctx: &Ctx) -> Vec<Bytes> {
+        let mut out = Vec::new();
+        for &slot in slots {
+            if usize::from(slot) < SLOTS {
+                self.collect_slot(slot, pattern, ctx, &mut out);
+            }
+        }
+        out
+    }
+
+    /// Keys held in the given slots (expired ones not yet reclaimed included, as DBSIZE counts).
+    pub fn count_in(&self, slots: &[Slot]) -> u64 {
+        slots
+            .iter()
+            .filter(|s| usize::from(**s) < SLOTS)
+            .map(|&s| self.lock(s).map.len() as u64)
+            .sum()
+    }
+}
+
+/// The replicated state of a live entry.
+fn live_state(e: &Entry) -> State {
+    State::Live {
+        value: Bytes::copy_from_slice(e.value()),
+        expire_at: e.expire_at(),
+        version: e.version(),
+        enc: e.enc().bits(),
     }
 }
 
@@ -1029,5 +1279,122 @@ mod tests {
         assert_eq!(st.random_key(&mut rng, &ctx), None);
         st.apply(b"only", &set(b"v", ExpiryChange::Clear), &ctx);
         assert_eq!(st.random_key(&mut rng, &ctx).as_deref(), Some(&b"only"[..]));
+    }
+
+    fn live(v: &[u8], hlc: u64, origin: u16) -> State {
+        State::Live {
+            value: Bytes::copy_from_slice(v),
+            expire_at: 0,
+            version: Version { hlc, origin },
+            enc: 0,
+        }
+    }
+
+    #[test]
+    fn merge_keeps_the_newest_version_tombstones_included() {
+        let st = store();
+        st.set_tombstones(true);
+        let ctx = Ctx::at(1000);
+        assert!(st.merge(b"k", &live(b"a", 10 << 16, 1), &ctx));
+        // Older and equal versions are ignored; a same-time write wins by origin.
+        assert!(!st.merge(b"k", &live(b"old", 9 << 16, 1), &ctx));
+        assert!(!st.merge(b"k", &live(b"a", 10 << 16, 1), &ctx));
+        assert!(st.merge(b"k", &live(b"b", 10 << 16, 2), &ctx));
+        assert_eq!(st.apply(b"k", &Op::Get, &ctx), Outcome::Value("b".into()));
+        // A tombstone wins over older values and keeps them out.
+        let dead = State::Dead(Version {
+            hlc: 11 << 16,
+            origin: 1,
+        });
+        assert!(st.merge(b"k", &dead, &ctx));
+        assert_eq!(st.fetch(b"k"), dead);
+        assert!(!st.merge(b"k", &live(b"late", 10 << 16, 3), &ctx));
+        assert_eq!(st.apply(b"k", &Op::Get, &ctx), Outcome::Nil);
+        assert_eq!(st.len(), 0);
+        assert_eq!(st.tombstones(), 1);
+        assert_eq!(
+            st.slot_summary(key_slot(b"k")).0,
+            st.slot_digest_recomputed(key_slot(b"k"))
+        );
+        // A newer write replaces the tombstone.
+        assert!(st.merge(b"k", &live(b"new", 12 << 16, 1), &ctx));
+        assert_eq!(st.tombstones(), 0);
+        // The clock moved past everything it saw: local writes are newer still.
+        let (_, changed) = st.apply_versioned(b"k", &set(b"mine", ExpiryChange::Clear), &ctx);
+        assert!(changed.unwrap().version().unwrap().hlc > 12 << 16);
+    }
+
+    #[test]
+    fn versioned_apply_reports_what_to_replicate() {
+        let st = store();
+        st.set_tombstones(true);
+        let ctx = Ctx::at(5000);
+        let (o, ch) = st.apply_versioned(b"n", &Op::IncrBy(2), &ctx);
+        assert_eq!(o, Outcome::Int(2));
+        let Some(State::Live { value, version, .. }) = ch else {
+            panic!("{ch:?}")
+        };
+        assert_eq!(&value[..], b"2");
+        assert_eq!(st.fetch(b"n").version(), Some(version));
+        // Reads and failed conditions change nothing and replicate nothing.
+        assert_eq!(st.apply_versioned(b"n", &Op::Get, &ctx).1, None);
+        let nx = Op::Set {
+            value: b"x",
+            cond: SetCond::IfMissing,
+            expiry: ExpiryChange::Clear,
+            get: false,
+        };
+        assert_eq!(st.apply_versioned(b"n", &nx, &ctx).1, None);
+        // In-place change.
+        let (_, ch) = st.apply_versioned(b"n", &Op::Append(b"0"), &ctx);
+        assert!(matches!(ch, Some(State::Live { ref value, .. }) if &value[..] == b"20"));
+        // Delete leaves a tombstone with a newer version.
+        let (o, ch) = st.apply_versioned(b"n", &Op::Del, &ctx);
+        assert_eq!(o, Outcome::Int(1));
+        let Some(State::Dead(v)) = ch else { panic!() };
+        assert!(v > version);
+        assert_eq!(st.fetch(b"n"), State::Dead(v));
+        // A replica receiving the pair in any order ends the same.
+        let other = store();
+        other.merge(b"n", &State::Dead(v), &ctx);
+        other.merge(
+            b"n",
+            &State::Live {
+                value: "2".into(),
+                expire_at: 0,
+                version,
+                enc: 0,
+            },
+            &ctx,
+        );
+        assert_eq!(other.fetch(b"n"), State::Dead(v));
+        assert_eq!(st.purge_tombstones(u64::MAX), 1);
+        assert_eq!(st.fetch(b"n"), State::Missing);
+    }
+
+    #[test]
+    fn single_node_deletes_leave_no_tombstone() {
+        let st = store();
+        let ctx = Ctx::at(5000);
+        st.apply(b"k", &set(b"v", ExpiryChange::Clear), &ctx);
+        st.apply(b"k", &Op::Del, &ctx);
+        assert_eq!(st.tombstones(), 0);
+        assert_eq!(st.fetch(b"k"), State::Missing);
+    }
+
+    #[test]
+    fn flush_horizon_rejects_older_writes() {
+        let st = store();
+        let ctx = Ctx::at(5000);
+        st.merge(b"a", &live(b"1", 100 << 16, 1), &ctx);
+        let h = Version {
+            hlc: 200 << 16,
+            origin: 1,
+        };
+        st.flush_at(h);
+        assert_eq!(st.len(), 0);
+        assert!(!st.merge(b"a", &live(b"1", 100 << 16, 1), &ctx));
+        assert_eq!(st.fetch(b"a"), State::Dead(Version { hlc: h.hlc, origin: 0 }));
+        assert!(st.merge(b"a", &live(b"2", 300 << 16, 1), &ctx));
     }
 }
