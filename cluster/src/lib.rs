@@ -14,6 +14,8 @@
 //! - [`glob`]: Redis's glob matcher (KEYS, SCAN MATCH).
 //! - [`thin`]: a byte buffer behind an 8-byte pointer (entries' storage).
 //! - [`float`]: INCRBYFLOAT's long-double arithmetic.
+//! - [`coord`]: the coordinator's decisions: where an operation runs, quorum tallies, newest
+//!   state and stale replicas.
 //! - [`msg`]: inter-node requests and replies, replicated key states, consistency levels.
 //! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
 //! - [`sim`]: a deterministic network simulator for the sans-IO state machines.
@@ -22,6 +24,7 @@
 //! - An expired key is never visible, whether or not it has been reclaimed yet.
 //! - Per-slot digests always equal the XOR of `hash(key, version)` over the slot's entries.
 
+pub mod coord;
 pub mod entry;
 pub mod evict;
 pub mod float;

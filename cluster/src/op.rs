@@ -119,6 +119,38 @@ pub enum Op<'a> {
 }
 
 impl Op<'_> {
+    /// Whether the operation only reads (the access time aside): it can be served by any replica
+    /// and needs no replication.
+    pub fn is_read_only(&self) -> bool {
+        matches!(
+            self,
+            Op::Get
+                | Op::Strlen
+                | Op::GetRange(..)
+                | Op::Exists
+                | Op::Touch
+                | Op::Type
+                | Op::Ttl { .. }
+                | Op::ExpireTime { .. }
+                | Op::ObjectEncoding
+                | Op::ObjectIdleTime
+                | Op::ObjectFreq
+                | Op::ObjectRefcount
+        )
+    }
+
+    /// Whether the operation writes without reading the current entry (a plain `SET` without
+    /// `NX`/`XX`/`GET`/`KEEPTTL`, or `DEL`): any replica may coordinate it, since its result does
+    /// not depend on what the replica holds.
+    pub fn is_blind(&self) -> bool {
+        match self {
+            Op::Set {
+                cond, expiry, get, ..
+            } => *cond == SetCond::Always && !*get && *expiry != ExpiryChange::Keep,
+            _ => false,
+        }
+    }
+
     /// Whether the operation counts as an access for LRU bookkeeping (Redis's lookups without
     /// `LOOKUP_NOTOUCH`).
     pub fn touches(&self) -> bool {
@@ -238,7 +270,9 @@ impl Ctx {
 }
 
 /// An operation's error, turned into Redis's text by the server edge.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize,
+)]
 pub enum OpError {
     /// The value is not an integer (INCR family). Nothing changed.
     #[error("ERR value is not an integer or out of range")]
@@ -281,7 +315,11 @@ impl Outcome {
     /// another node maps back to them (unknown text reads as `"unknown"`).
     pub fn static_text(s: &str) -> &'static str {
         const KNOWN: [&str; 6] = ["string", "none", "int", "embstr", "raw", "OK"];
-        KNOWN.iter().find(|k| **k == s).copied().unwrap_or("unknown")
+        KNOWN
+            .iter()
+            .find(|k| **k == s)
+            .copied()
+            .unwrap_or("unknown")
     }
 }
 

@@ -1394,7 +1394,13 @@ mod tests {
         st.flush_at(h);
         assert_eq!(st.len(), 0);
         assert!(!st.merge(b"a", &live(b"1", 100 << 16, 1), &ctx));
-        assert_eq!(st.fetch(b"a"), State::Dead(Version { hlc: h.hlc, origin: 0 }));
+        assert_eq!(
+            st.fetch(b"a"),
+            State::Dead(Version {
+                hlc: h.hlc,
+                origin: 0
+            })
+        );
         assert!(st.merge(b"a", &live(b"2", 300 << 16, 1), &ctx));
     }
 }

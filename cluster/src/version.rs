@@ -5,7 +5,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// The version of an entry. Ordered by `hlc`, then by `origin`.
 #[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
 )]
 pub struct Version {
     /// `physical_ms << 16 | logical`.
