@@ -19,6 +19,7 @@
 //! - [`msg`]: inter-node requests and replies, replicated key states, consistency levels.
 //! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
 //! - [`sim`]: a deterministic network simulator for the sans-IO state machines.
+//! - [`simnode`]: a simulated cluster node composing the coordinator's decisions (scenario tests).
 //!
 //! ## Promises
 //! - An expired key is never visible, whether or not it has been reclaimed yet.
@@ -33,6 +34,7 @@ pub mod msg;
 pub mod op;
 pub mod ring;
 pub mod sim;
+pub mod simnode;
 pub mod slot;
 pub mod store;
 pub mod thin;
