@@ -8,6 +8,7 @@
 use std::fmt;
 
 use hypercache_cluster::evict::Policy;
+use hypercache_cluster::msg::Level;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -65,6 +66,28 @@ pub struct Config {
     pub lfu_decay_time: u64,
     /// The config file this node started from, if any (reported by INFO).
     pub config_file: Option<String>,
+    /// This node's stable name in the cluster. Default: its advertised cluster address.
+    pub node_id: String,
+    /// Port of the inter-node protocol; 0 means client port + 10000. Default 0.
+    pub cluster_port: u16,
+    /// Host (or host:port) peers use to reach this node's cluster port. Default: `bind`.
+    pub advertise: String,
+    /// Cluster addresses (`host:cport`, comma-separated) of the members; may include this node.
+    /// Empty (the default) runs a single node with no cluster port.
+    pub seeds: String,
+    /// Copies of each slot, 1..=64, capped at the member count. Default 3.
+    pub replication: u64,
+    /// Default read consistency: `one`, `quorum` or `all`. Default `one`. Runtime-settable.
+    pub read_consistency: Level,
+    /// Default write consistency: `one`, `quorum` or `all`. Default `quorum`. Runtime-settable.
+    pub write_consistency: Level,
+    /// How long a coordinator waits for replicas before failing a request, ms, 1..=600000.
+    /// Default 1000. Runtime-settable.
+    pub request_timeout_ms: u64,
+    /// Nodes with different cluster names refuse each other. Default `hypercache`.
+    pub cluster_name: String,
+    /// Seconds a delete's tombstone is kept, 1..=2592000. Default 3600. Runtime-settable.
+    pub tombstone_ttl: u64,
 }
 
 impl Default for Config {
@@ -91,6 +114,16 @@ impl Default for Config {
             lfu_log_factor: 10,
             lfu_decay_time: 1,
             config_file: None,
+            node_id: String::new(),
+            cluster_port: 0,
+            advertise: String::new(),
+            seeds: String::new(),
+            replication: 3,
+            read_consistency: Level::One,
+            write_consistency: Level::Quorum,
+            request_timeout_ms: 1000,
+            cluster_name: "hypercache".into(),
+            tombstone_ttl: 3600,
         }
     }
 }
@@ -340,6 +373,72 @@ pub static PARAMS: &[Param] = &[
         |c| c.lfu_decay_time.to_string(),
         |c, v| c.lfu_decay_time = v.int() as u64
     ),
+    p!(
+        "node-id",
+        Kind::Str,
+        false,
+        |c| c.node_id.clone(),
+        |c, v| c.node_id = v.text()
+    ),
+    p!(
+        "cluster-port",
+        Kind::Int(0, 65535),
+        false,
+        |c| c.cluster_port.to_string(),
+        |c, v| c.cluster_port = v.int() as u16
+    ),
+    p!(
+        "advertise",
+        Kind::Str,
+        false,
+        |c| c.advertise.clone(),
+        |c, v| c.advertise = v.text()
+    ),
+    p!("seeds", Kind::Str, false, |c| c.seeds.clone(), |c, v| c
+        .seeds =
+        v.text()),
+    p!(
+        "replication",
+        Kind::Int(1, 64),
+        false,
+        |c| c.replication.to_string(),
+        |c, v| c.replication = v.int() as u64
+    ),
+    p!(
+        "read-consistency",
+        Kind::Enum(&["one", "quorum", "all"]),
+        true,
+        |c| c.read_consistency.name().into(),
+        |c, v| c.read_consistency = Level::parse(v.text().as_bytes()).unwrap_or_default()
+    ),
+    p!(
+        "write-consistency",
+        Kind::Enum(&["one", "quorum", "all"]),
+        true,
+        |c| c.write_consistency.name().into(),
+        |c, v| c.write_consistency = Level::parse(v.text().as_bytes()).unwrap_or_default()
+    ),
+    p!(
+        "request-timeout-ms",
+        Kind::Int(1, 600_000),
+        true,
+        |c| c.request_timeout_ms.to_string(),
+        |c, v| c.request_timeout_ms = v.int() as u64
+    ),
+    p!(
+        "cluster-name",
+        Kind::Str,
+        false,
+        |c| c.cluster_name.clone(),
+        |c, v| c.cluster_name = v.text()
+    ),
+    p!(
+        "tombstone-ttl",
+        Kind::Int(1, 2_592_000),
+        true,
+        |c| c.tombstone_ttl.to_string(),
+        |c, v| c.tombstone_ttl = v.int() as u64
+    ),
     // Read-only facts some clients ask for: one database, no persistence.
     p!(
         "databases",
@@ -452,6 +551,59 @@ impl Param {
 }
 
 impl Config {
+    /// The cluster port: `cluster-port`, or the client port + 10000.
+    pub fn cluster_port(&self) -> u16 {
+        if self.cluster_port != 0 {
+            self.cluster_port
+        } else {
+            self.port.wrapping_add(10000)
+        }
+    }
+
+    /// The address peers reach this node's cluster port at (`advertise`, else `bind`, with the
+    /// cluster port unless `advertise` names one).
+    pub fn cluster_address(&self) -> String {
+        let host = if self.advertise.is_empty() {
+            &self.bind
+        } else {
+            &self.advertise
+        };
+        if host.contains(':') && !host.starts_with('[') && host.matches(':').count() == 1 {
+            host.clone()
+        } else {
+            format!("{host}:{}", self.cluster_port())
+        }
+    }
+
+    /// The client address this node advertises (`advertise` host, else `bind`, client port).
+    pub fn client_address(&self) -> String {
+        let host = if self.advertise.is_empty() {
+            self.bind.as_str()
+        } else {
+            self.advertise.split(':').next().unwrap_or(&self.bind)
+        };
+        format!("{host}:{}", self.port)
+    }
+
+    /// This node's id: `node-id`, else derived from the advertised cluster address.
+    pub fn node_id(&self) -> String {
+        if self.node_id.is_empty() {
+            self.cluster_address()
+        } else {
+            self.node_id.clone()
+        }
+    }
+
+    /// The seed addresses, trimmed, empty entries dropped.
+    pub fn seed_list(&self) -> Vec<String> {
+        self.seeds
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    }
+
     /// What entries' access fields record under the current policy.
     pub fn access_mode(&self) -> hypercache_cluster::op::AccessMode {
         self.maxmemory_policy
@@ -577,6 +729,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("unknown setting 'nope'"), "{e}");
+    }
+
+    #[test]
+    fn cluster_addresses_and_defaults() {
+        let c = Config::load(&s(&["--port", "7001", "--bind", "127.0.0.2"]), &[]).unwrap();
+        assert_eq!(c.cluster_address(), "127.0.0.2:17001");
+        assert_eq!(c.node_id(), "127.0.0.2:17001");
+        assert_eq!(
+            (c.read_consistency, c.write_consistency),
+            (Level::One, Level::Quorum)
+        );
+        let c = Config::load(
+            &s(&[
+                "--cluster-port=9000",
+                "--advertise=10.0.0.1",
+                "--seeds",
+                " a:1, ,b:2",
+                "--write-consistency=ALL",
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.cluster_address(), "10.0.0.1:9000");
+        assert_eq!(c.seed_list(), ["a:1", "b:2"]);
+        assert_eq!(c.write_consistency, Level::All);
+        let e = Config::load(&s(&["--read-consistency", "two"]), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("one, quorum, all"), "{e}");
     }
 
     #[test]

@@ -125,6 +125,9 @@ async fn run(
                     if req.args.is_empty() {
                         continue;
                     }
+                    if s.must_wait(&req.args) {
+                        s.resolve().await;
+                    }
                     s.run(&req.args);
                     if s.close_after {
                         close = true;
@@ -143,6 +146,7 @@ async fn run(
                 }
             }
         }
+        s.resolve().await;
         s.end_batch();
         if !s.out.is_empty() {
             if socket.write_all(&s.out).await.is_err() {

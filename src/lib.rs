@@ -11,10 +11,12 @@
 //! - [`session`]: per-connection state and command dispatch (arity, auth, slow log).
 //! - `cmd`: the command handlers, grouped by family.
 //! - [`state`]: what all connections share (store, live config, clients, counters).
+//! - [`cluster`]: peers, links, the slot ring as this node sees it, and the coordinator.
 //! - [`alloc`]: the counting allocator behind `used_memory`.
 //! - [`memory`]: staying inside `maxmemory` (eviction) and memory figures.
 
 pub mod alloc;
+pub mod cluster;
 mod cmd;
 pub mod config;
 pub mod conn;

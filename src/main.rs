@@ -90,11 +90,23 @@ fn main() -> ExitCode {
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
         let shared = Shared::new(config);
         shared.port.store(listener.local_addr().map_or(0, |a| u64::from(a.port())), Ordering::Relaxed);
+        if let Some(cl) = shared.cluster.clone() {
+            match hypercache::cluster::start(shared.clone(), cl.clone()).await {
+                Ok(l) => {
+                    tokio::spawn(hypercache::cluster::link::accept_loop(l, shared.clone(), cl));
+                }
+                Err(e) => {
+                    tracing::error!(component = "cluster", addr = %cl.cluster_addr, error = %e, "cannot listen on the cluster port");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
         tokio::spawn(server::expiry_task(shared.clone()));
         tokio::spawn(server::signals(shared.clone()));
-        tracing::info!(component = "server", node_id = %addr, addr = %addr, version = env!("CARGO_PKG_VERSION"), "ready to accept connections");
+        let node_id = shared.config.read().node_id();
+        tracing::info!(component = "server", node_id = %node_id, addr = %addr, version = env!("CARGO_PKG_VERSION"), "ready to accept connections");
         server::run(listener, shared, Duration::from_secs(5)).await;
-        tracing::info!(component = "server", node_id = %addr, "stopped");
+        tracing::info!(component = "server", node_id = %node_id, "stopped");
         ExitCode::SUCCESS
     })
 }

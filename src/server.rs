@@ -67,8 +67,17 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, grace: Duration) {
 /// a cycle that keeps finding expired keys continues until its time budget is spent.
 pub async fn expiry_task(shared: Arc<Shared>) {
     let mut shutdown = shared.shutdown.subscribe();
+    let mut last_purge = Instant::now();
     loop {
         let hz = shared.config.read().hz.max(1);
+        if last_purge.elapsed() >= Duration::from_secs(1) {
+            // Tombstones older than tombstone-ttl can go: no message older than that is expected.
+            last_purge = Instant::now();
+            let ttl_ms = shared.config.read().tombstone_ttl * 1000;
+            shared
+                .store
+                .purge_tombstones(now_ms().saturating_sub(ttl_ms));
+        }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(1000 / hz)) => {}
             _ = shutdown.changed() => return,

@@ -6,7 +6,9 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use hypercache_cluster::evict::Policy;
+use hypercache_cluster::msg::Level;
 use hypercache_cluster::op::AccessMode;
+use hypercache_cluster::slot::{key_slot, Slot};
 use hypercache_cluster::Ctx;
 use hypercache_resp::table::CommandSpec;
 use hypercache_resp::{errors, Frame, Limits, Protocol};
@@ -77,6 +79,24 @@ pub struct Session {
     /// Commands run since the last [`Session::flush_stats`] (kept local: one shared atomic add
     /// per batch instead of one per command).
     commands: u64,
+    /// `HC.CONSISTENCY` overrides for this connection (read, write).
+    pub consistency: (Option<Level>, Option<Level>),
+    /// Replies still being computed by the cluster, in order: where each goes in [`Session::out`],
+    /// the task computing it, the slot it touches (`None`: it must complete before any later
+    /// command runs), and whether the reply is to be dropped (`CLIENT REPLY OFF/SKIP`).
+    pub pending: Vec<Deferred>,
+}
+
+/// A reply the cluster is still computing.
+pub struct Deferred {
+    /// Offset in the output buffer where the reply belongs.
+    at: usize,
+    /// The task.
+    task: tokio::task::JoinHandle<Frame>,
+    /// Slot touched, or `None` for "everything".
+    slot: Option<Slot>,
+    /// Whether the reply is dropped.
+    silent: bool,
 }
 
 impl Session {
@@ -106,6 +126,8 @@ impl Session {
             batch_start: Instant::now(),
             clock: Instant::now(),
             last_cmd: None,
+            consistency: (None, None),
+            pending: Vec::new(),
         };
         s.rand_state
             .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -153,6 +175,83 @@ impl Session {
             Stats::add(&self.shared.stats.commands_processed, self.commands);
             self.commands = 0;
         }
+    }
+
+    /// The consistency levels and deadline this connection's requests run at.
+    pub fn levels(&self) -> crate::cluster::Levels {
+        let c = self.shared.config.read();
+        crate::cluster::Levels {
+            read: self.consistency.0.unwrap_or(c.read_consistency),
+            write: self.consistency.1.unwrap_or(c.write_consistency),
+            timeout: std::time::Duration::from_millis(c.request_timeout_ms),
+        }
+    }
+
+    /// Registers a reply that `fut` computes: it runs at once (spawned) and its reply takes its
+    /// place among the batch's replies. `slot` is the slot it touches (`None`: every later command
+    /// waits for it).
+    pub fn defer(
+        &mut self,
+        fut: impl std::future::Future<Output = Frame> + Send + 'static,
+        slot: Option<Slot>,
+    ) {
+        let silent = match self.reply_mode {
+            ReplyMode::On => false,
+            ReplyMode::Off => true,
+            ReplyMode::Skip => {
+                self.reply_mode = ReplyMode::On;
+                true
+            }
+        };
+        self.pending.push(Deferred {
+            at: self.out.len(),
+            task: tokio::spawn(fut),
+            slot,
+            silent,
+        });
+    }
+
+    /// Whether the command `args` must wait for the replies still being computed: it touches a
+    /// slot one of them touches, it is not a single-key command, or one of them must complete
+    /// before anything else runs. Keeps a client's own writes visible to its next commands.
+    pub fn must_wait(&self, args: &[Bytes]) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        let Some((spec, _)) = cmd::lookup(&args[0]) else {
+            return false;
+        };
+        if spec.first_key != 1 || spec.last_key != 1 || args.len() < 2 {
+            return true;
+        }
+        let slot = key_slot(&args[1]);
+        self.pending
+            .iter()
+            .any(|d| d.slot.is_none_or(|s| s == slot))
+    }
+
+    /// Waits for every pending reply and splices each into [`Session::out`] at its place.
+    pub async fn resolve(&mut self) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let pending = std::mem::take(&mut self.pending);
+        let old = std::mem::take(&mut self.out);
+        let mut out = BytesMut::with_capacity(old.len() + 64 * pending.len());
+        let mut from = 0;
+        for d in pending {
+            out.extend_from_slice(&old[from..d.at]);
+            from = d.at;
+            let frame = d
+                .task
+                .await
+                .unwrap_or_else(|_| Frame::error("ERR internal error"));
+            if !d.silent {
+                frame.encode(self.proto, &mut out);
+            }
+        }
+        out.extend_from_slice(&old[from..]);
+        self.out = out;
     }
 
     /// Whether the parser may relax its pre-authentication limits.

@@ -179,6 +179,8 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// The port actually bound.
     pub port: AtomicU64,
+    /// The cluster this node belongs to (`None`: a single node).
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Shared {
@@ -186,10 +188,13 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         let seed = SmallRng::from_os_rng().next_u64();
         let (shutdown, _) = watch::channel(false);
+        let cluster = crate::cluster::Cluster::from_config(&config);
+        // The tie-break of versions this node creates: a stable number from its id.
+        let origin = xxhash_rust::xxh3::xxh3_64(config.node_id().as_bytes()) as u16;
         Arc::new(Shared {
             store: Store::new(StoreConfig {
                 hash_seed: seed,
-                origin: 0,
+                origin,
             }),
             config: RwLock::new(config),
             config_gen: AtomicU64::new(0),
@@ -202,6 +207,7 @@ impl Shared {
             rng: Mutex::new(SmallRng::seed_from_u64(seed.rotate_left(7))),
             shutdown,
             port: AtomicU64::new(0),
+            cluster,
         })
     }
 

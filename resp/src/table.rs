@@ -545,6 +545,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("slowlog", "slowlog", -2, [], 0, 0, 0, ["@slow"], "server", "2.2.12", "A container for slow log commands.", SLOWLOG_SUBS),
     spec!("memory", "memory", -2, [], 0, 0, 0, ["@slow"], "server", "4.0.0", "A container for memory diagnostics commands.", MEMORY_SUBS),
     cmd!("debug", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "server", "1.0.0", "A container for debugging commands."),
+    // HyperCache cluster administration
+    cmd!("hc.node", 1, ["loading", "stale", "fast"], 0, 0, 0, ["@admin", "@fast"], "cluster", "0.1.0", "Returns this node's id, addresses, cluster name and version."),
+    cmd!("hc.members", 1, ["loading", "stale"], 0, 0, 0, ["@admin", "@slow"], "cluster", "0.1.0", "Returns one entry per cluster member: id, addresses, state and slots held."),
+    cmd!("hc.keyslot", 2, ["loading", "stale", "fast"], 0, 0, 0, ["@keyspace", "@fast"], "cluster", "0.1.0", "Returns a key's slot and the slot's preference list."),
+    cmd!("hc.consistency", -1, ["loading", "stale", "fast"], 0, 0, 0, ["@connection", "@fast"], "cluster", "0.1.0", "Shows or sets this connection's read and write consistency levels."),
+    cmd!("hc.metrics", 1, ["loading", "stale"], 0, 0, 0, ["@admin", "@slow"], "cluster", "0.1.0", "Returns the cluster layer's counters and latencies as flat name/value pairs."),
 ];
 
 fn index() -> &'static HashMap<&'static str, &'static CommandSpec> {

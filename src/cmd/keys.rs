@@ -1,14 +1,28 @@
 //! Keyspace commands.
 
 use bytes::Bytes;
-use hypercache_cluster::op::ExpireCond;
+use hypercache_cluster::op::{ExpireCond, ExpiryChange, SetCond};
 use hypercache_cluster::{Op, Outcome};
 use hypercache_resp::{errors, Frame};
 
-use super::{err, err_owned, help, int_arg, reply};
+use super::{err, err_owned, help, int_arg, keyed, keyed_many, reply};
+use crate::cluster::exec;
 use crate::session::Session;
 
-fn count(s: &Session, keys: &[Bytes], op: Op<'_>) -> Option<Frame> {
+fn count(s: &mut Session, keys: &[Bytes], op: Op<'_>) -> Option<Frame> {
+    if let Some(cl) = s.shared.cluster.clone() {
+        let items: Vec<_> = keys.iter().map(|k| (k, op)).collect();
+        return keyed_many(s, &cl, &items, |v| {
+            Frame::Integer(
+                v.iter()
+                    .map(|o| match o {
+                        Outcome::Int(i) => *i,
+                        _ => 0,
+                    })
+                    .sum(),
+            )
+        });
+    }
     let ctx = s.ctx();
     let n = keys
         .iter()
@@ -41,7 +55,7 @@ pub(super) fn touch(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `TYPE key`
 pub(super) fn type_(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::Type, &s.ctx())))
+    keyed(s, &a[1], Op::Type, reply)
 }
 
 /// The EXPIRE family: `base` is added to the argument (now for relative forms, 0 for absolute).
@@ -90,11 +104,7 @@ fn expire_generic(
         return invalid();
     }
     when += base;
-    Some(reply(s.shared.store.apply(
-        &a[1],
-        &Op::Expire { at: when, cond },
-        &ctx,
-    )))
+    keyed(s, &a[1], Op::Expire { at: when, cond }, reply)
 }
 
 /// # Format
@@ -124,52 +134,49 @@ pub(super) fn pexpireat(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `TTL key`
 pub(super) fn ttl(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(
-        &a[1],
-        &Op::Ttl { ms: false },
-        &s.ctx(),
-    )))
+    keyed(s, &a[1], Op::Ttl { ms: false }, reply)
 }
 
 /// # Format
 /// `PTTL key`
 pub(super) fn pttl(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(
-        &a[1],
-        &Op::Ttl { ms: true },
-        &s.ctx(),
-    )))
+    keyed(s, &a[1], Op::Ttl { ms: true }, reply)
 }
 
 /// # Format
 /// `EXPIRETIME key`
 pub(super) fn expiretime(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(
-        &a[1],
-        &Op::ExpireTime { ms: false },
-        &s.ctx(),
-    )))
+    keyed(s, &a[1], Op::ExpireTime { ms: false }, reply)
 }
 
 /// # Format
 /// `PEXPIRETIME key`
 pub(super) fn pexpiretime(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(
-        &a[1],
-        &Op::ExpireTime { ms: true },
-        &s.ctx(),
-    )))
+    keyed(s, &a[1], Op::ExpireTime { ms: true }, reply)
 }
 
 /// # Format
 /// `PERSIST key`
 pub(super) fn persist(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::Persist, &s.ctx())))
+    keyed(s, &a[1], Op::Persist, reply)
 }
 
 /// # Format
 /// `KEYS pattern`
 pub(super) fn keys(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if let Some(cl) = s.shared.cluster.clone() {
+        let (shared, pattern, t) = (s.shared.clone(), a[1].clone(), s.levels().timeout);
+        s.defer(
+            async move {
+                match exec::keys(shared, cl, pattern, t).await {
+                    Ok(keys) => Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
+                    Err(e) => Frame::error(e.text()),
+                }
+            },
+            None,
+        );
+        return None;
+    }
     let keys = s.shared.store.keys(Some(&a[1]), &s.ctx());
     Some(Frame::Array(keys.into_iter().map(Frame::Bulk).collect()))
 }
@@ -225,17 +232,46 @@ pub(super) fn scan(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         }
         i += 2;
     }
+    let scan_reply = move |next: u64, keys: Vec<Bytes>| {
+        let keys = if type_ok { keys } else { Vec::new() };
+        Frame::Array(vec![
+            Frame::Bulk(Bytes::from(next.to_string())),
+            Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
+        ])
+    };
+    if let Some(cl) = s.shared.cluster.clone() {
+        let (shared, t) = (s.shared.clone(), s.levels().timeout);
+        let pattern = pattern.map(Bytes::copy_from_slice);
+        s.defer(
+            async move {
+                match exec::scan(shared, cl, cursor, pattern, count, t).await {
+                    Ok((next, keys)) => scan_reply(next, keys),
+                    Err(e) => Frame::error(e.text()),
+                }
+            },
+            None,
+        );
+        return None;
+    }
     let (next, keys) = s.shared.store.scan(cursor, pattern, count, &s.ctx());
-    let keys = if type_ok { keys } else { Vec::new() };
-    Some(Frame::Array(vec![
-        Frame::Bulk(Bytes::from(next.to_string())),
-        Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
-    ]))
+    Some(scan_reply(next, keys))
 }
 
 /// # Format
 /// `RANDOMKEY`
 pub(super) fn randomkey(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    if let Some(cl) = s.shared.cluster.clone() {
+        let (shared, t) = (s.shared.clone(), s.levels().timeout);
+        s.defer(
+            async move {
+                exec::randomkey(shared, cl, t)
+                    .await
+                    .map_or(Frame::Null, Frame::Bulk)
+            },
+            None,
+        );
+        return None;
+    }
     let ctx = s.ctx();
     let key = s.shared.store.random_key(&mut *s.shared.rng.lock(), &ctx);
     Some(key.map_or(Frame::Null, Frame::Bulk))
@@ -244,6 +280,9 @@ pub(super) fn randomkey(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `RENAME key newkey`
 pub(super) fn rename(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if s.shared.cluster.is_some() {
+        return move_key(s, a, Move::Rename);
+    }
     match s.shared.store.rename(&a[1], &a[2], false, &s.ctx()) {
         Ok(_) => Some(Frame::ok()),
         Err(()) => err(errors::NO_SUCH_KEY),
@@ -253,6 +292,9 @@ pub(super) fn rename(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `RENAMENX key newkey`
 pub(super) fn renamenx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if s.shared.cluster.is_some() {
+        return move_key(s, a, Move::RenameNx);
+    }
     match s.shared.store.rename(&a[1], &a[2], true, &s.ctx()) {
         Ok(done) => Some(Frame::Integer(i64::from(done))),
         Err(()) => err(errors::NO_SUCH_KEY),
@@ -283,6 +325,9 @@ pub(super) fn copy(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a[1] == a[2] {
         return err("ERR source and destination objects are the same");
     }
+    if s.shared.cluster.is_some() {
+        return move_key(s, a, Move::Copy { replace });
+    }
     let done = s.shared.store.copy(&a[1], &a[2], replace, &s.ctx());
     Some(Frame::Integer(i64::from(done)))
 }
@@ -290,6 +335,19 @@ pub(super) fn copy(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `DBSIZE`
 pub(super) fn dbsize(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    if let Some(cl) = s.shared.cluster.clone() {
+        let (shared, t) = (s.shared.clone(), s.levels().timeout);
+        s.defer(
+            async move {
+                match exec::dbsize(shared, cl, t).await {
+                    Ok(n) => Frame::Integer(n),
+                    Err(e) => Frame::error(e.text()),
+                }
+            },
+            None,
+        );
+        return None;
+    }
     Some(Frame::Integer(s.shared.store.len() as i64))
 }
 
@@ -302,6 +360,17 @@ pub(super) fn flush(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         Some(m) if a.len() == 2 && m.eq_ignore_ascii_case(b"async") => true,
         Some(_) => return err(errors::SYNTAX),
     };
+    if let Some(cl) = s.shared.cluster.clone() {
+        let (shared, t) = (s.shared.clone(), s.levels().timeout);
+        s.defer(
+            async move {
+                exec::flushall(shared, cl, t).await;
+                Frame::ok()
+            },
+            None,
+        );
+        return None;
+    }
     let dropped = s.shared.store.flush();
     if asynchronous {
         // Free the maps off the request path.
@@ -331,10 +400,16 @@ pub(super) fn object(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     Op::ObjectIdleTime
                 }
             } else {
-                return match s.shared.store.apply(&a[2], &Op::Exists, &s.ctx()) {
-                    Outcome::Int(1) if wants_freq => err(errors::OBJECT_FREQ_NOT_LFU),
-                    Outcome::Int(1) => err(errors::OBJECT_IDLE_LFU),
-                    _ => Some(Frame::Null),
+                return if wants_freq {
+                    keyed(s, &a[2], Op::Exists, |o| match o {
+                        Outcome::Int(1) => Frame::error(errors::OBJECT_FREQ_NOT_LFU),
+                        _ => Frame::Null,
+                    })
+                } else {
+                    keyed(s, &a[2], Op::Exists, |o| match o {
+                        Outcome::Int(1) => Frame::error(errors::OBJECT_IDLE_LFU),
+                        _ => Frame::Null,
+                    })
                 };
             }
         }
@@ -356,7 +431,80 @@ pub(super) fn object(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             ],
         ),
     };
-    Some(reply(s.shared.store.apply(&a[2], &op, &s.ctx())))
+    keyed(s, &a[2], op, reply)
+}
+
+/// RENAME, RENAMENX and COPY in a cluster.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Move {
+    Rename,
+    RenameNx,
+    Copy { replace: bool },
+}
+
+/// RENAME/RENAMENX/COPY across the cluster: read the source's value and expiry, write the
+/// destination, and (for RENAME) delete the source. The keys may live on different nodes, so this
+/// is a sequence of single-key operations, not atomic (docs/cluster.md).
+fn move_key(s: &mut Session, a: &[Bytes], how: Move) -> Option<Frame> {
+    let cl = s.shared.cluster.clone()?;
+    let (shared, lv, ctx) = (s.shared.clone(), s.levels(), s.ctx());
+    let (src, dst) = (a[1].clone(), a[2].clone());
+    s.defer(
+        async move {
+            let run = |key: &Bytes, op: Op<'_>| {
+                let body = exec::encode(key, &op, lv);
+                exec::run(shared.clone(), cl.clone(), key.clone(), body, lv, ctx)
+            };
+            let missing = match how {
+                Move::Copy { .. } => Frame::Integer(0),
+                _ => Frame::error(errors::NO_SUCH_KEY),
+            };
+            let value = match run(&src, Op::Get).await {
+                Ok(Outcome::Value(v)) => v,
+                Ok(_) => return missing,
+                Err(e) => return Frame::error(e.text()),
+            };
+            let expiry = match run(&src, Op::ExpireTime { ms: true }).await {
+                Ok(Outcome::Int(t)) if t > 0 => ExpiryChange::At(t as u64),
+                Ok(_) => ExpiryChange::Clear,
+                Err(e) => return Frame::error(e.text()),
+            };
+            if src == dst {
+                return match how {
+                    Move::Rename => Frame::ok(),
+                    _ => Frame::Integer(0),
+                };
+            }
+            let must_be_free = matches!(how, Move::RenameNx | Move::Copy { replace: false });
+            if must_be_free {
+                match run(&dst, Op::Exists).await {
+                    Ok(Outcome::Int(0)) => {}
+                    Ok(_) => return Frame::Integer(0),
+                    Err(e) => return Frame::error(e.text()),
+                }
+            }
+            let set = Op::Set {
+                value: &value,
+                cond: SetCond::Always,
+                expiry,
+                get: false,
+            };
+            if let Err(e) = run(&dst, set).await {
+                return Frame::error(e.text());
+            }
+            if how != (Move::Copy { replace: true }) && how != (Move::Copy { replace: false }) {
+                if let Err(e) = run(&src, Op::Del).await {
+                    return Frame::error(e.text());
+                }
+            }
+            match how {
+                Move::Rename => Frame::ok(),
+                _ => Frame::Integer(1),
+            }
+        },
+        None,
+    );
+    None
 }
 
 #[cfg(test)]

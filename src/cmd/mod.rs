@@ -12,9 +12,14 @@ use hypercache_cluster::{OpError, Outcome};
 use hypercache_resp::table::{self, CommandSpec};
 use hypercache_resp::{errors, num, Frame};
 
+use crate::cluster::{exec, Cluster};
 use crate::session::Session;
+use hypercache_cluster::slot::key_slot;
+use hypercache_cluster::Op;
+use std::sync::Arc;
 
 mod connection;
+mod hc;
 mod keys;
 mod server;
 mod strings;
@@ -86,6 +91,11 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("slowlog", server::slowlog),
         ("debug", server::debug),
         ("memory", server::memory),
+        ("hc.node", hc::node),
+        ("hc.members", hc::members),
+        ("hc.keyslot", hc::keyslot),
+        ("hc.consistency", hc::consistency),
+        ("hc.metrics", hc::metrics),
     ]
 }
 
@@ -142,6 +152,89 @@ pub(crate) fn reply(o: Outcome) -> Frame {
         Outcome::Text(s) => Frame::Bulk(Bytes::from_static(s.as_bytes())),
         Outcome::Err(e) => op_error(e),
     }
+}
+
+/// A finished keyed operation's reply: `finish` of its outcome, or the `NOREPLICAS` error.
+fn finished(r: exec::Res, finish: fn(Outcome) -> Frame) -> Frame {
+    match r {
+        Ok(o) => finish(o),
+        Err(e) => Frame::error(e.text()),
+    }
+}
+
+/// Runs `op` on `key` and replies with `finish` of its outcome: on the local store for a single
+/// node; in a cluster wherever the coordinator's plan says, the reply possibly deferred.
+pub(crate) fn keyed(
+    s: &mut Session,
+    key: &Bytes,
+    op: Op<'_>,
+    finish: fn(Outcome) -> Frame,
+) -> Option<Frame> {
+    let ctx = s.ctx();
+    let Some(cl) = s.shared.cluster.clone() else {
+        return Some(finish(s.shared.store.apply(key, &op, &ctx)));
+    };
+    match exec::start(&s.shared, &cl, key, &op, s.levels(), &ctx) {
+        exec::Part::Ready(r) => Some(finished(r, finish)),
+        exec::Part::Later(f) => {
+            s.defer(
+                async move { finished(f.await, finish) },
+                Some(key_slot(key)),
+            );
+            None
+        }
+    }
+}
+
+/// In a cluster, runs one operation per key (across slots, in parallel, not atomically) and
+/// replies with `combine` of the outcomes in order, or the first `NOREPLICAS` error.
+pub(crate) fn keyed_many(
+    s: &mut Session,
+    cl: &Arc<Cluster>,
+    items: &[(&Bytes, Op<'_>)],
+    combine: fn(Vec<Outcome>) -> Frame,
+) -> Option<Frame> {
+    let ctx = s.ctx();
+    let lv = s.levels();
+    let mut parts = Vec::with_capacity(items.len());
+    let mut later = false;
+    for (key, op) in items {
+        match exec::start(&s.shared, cl, key, op, lv, &ctx) {
+            exec::Part::Ready(r) => parts.push(Ok(r)),
+            exec::Part::Later(f) => {
+                later = true;
+                parts.push(Err(tokio::spawn(f)));
+            }
+        }
+    }
+    if !later {
+        let done: Result<Vec<Outcome>, _> = parts
+            .into_iter()
+            .map(|p| p.unwrap_or(Ok(Outcome::Nil)))
+            .collect();
+        return Some(match done {
+            Ok(v) => combine(v),
+            Err(e) => Frame::error(e.text()),
+        });
+    }
+    s.defer(
+        async move {
+            let mut outs = Vec::with_capacity(parts.len());
+            for p in parts {
+                let r = match p {
+                    Ok(r) => r,
+                    Err(task) => task.await.unwrap_or(Err(exec::NoReplicas { write: true })),
+                };
+                match r {
+                    Ok(o) => outs.push(o),
+                    Err(e) => return Frame::error(e.text()),
+                }
+            }
+            combine(outs)
+        },
+        None,
+    );
+    None
 }
 
 /// The reply for an operation's error.

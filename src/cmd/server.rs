@@ -437,7 +437,37 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("used_cpu_sys", &format!("{sys:.6}"));
                 line("used_cpu_user", &format!("{user:.6}"));
             }
-            "cluster" => line("cluster_enabled", &0),
+            "cluster" => {
+                // 0: clients must not switch to Redis Cluster mode (no MOVED redirections here;
+                // any node serves any key).
+                line("cluster_enabled", &0);
+                match &shared.cluster {
+                    None => {
+                        line("hc_cluster_mode", &"single");
+                        line("hc_node_id", &c.node_id());
+                        line("hc_members", &1);
+                        line("hc_members_live", &1);
+                        line("hc_replication", &1);
+                    }
+                    Some(cl) => {
+                        let v = cl.view();
+                        line("hc_cluster_mode", &"cluster");
+                        line("hc_node_id", &cl.node_id);
+                        line("hc_cluster_name", &cl.name);
+                        line("hc_cluster_addr", &cl.cluster_addr);
+                        line("hc_members", &v.ring.members().len());
+                        line("hc_members_live", &cl.live_members());
+                        line("hc_replication", &v.ring.replicas());
+                        line("hc_read_consistency", &c.read_consistency.name());
+                        line("hc_write_consistency", &c.write_consistency.name());
+                        line("hc_request_timeout_ms", &c.request_timeout_ms);
+                        line("hc_tombstones", &shared.store.tombstones());
+                        for (k, val) in cl.metrics.pairs() {
+                            line(&k.replace('.', "_"), &val);
+                        }
+                    }
+                }
+            }
             "keyspace" => {
                 let store = shared.store.stats();
                 if store.keys > 0 {

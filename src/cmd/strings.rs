@@ -5,7 +5,8 @@ use hypercache_cluster::op::{ExpiryChange, SetCond};
 use hypercache_cluster::{Op, Outcome};
 use hypercache_resp::{errors, frame, Frame};
 
-use super::{err, err_owned, int_arg, op_error, reply};
+use super::{err, err_owned, int_arg, keyed, keyed_many, reply};
+use crate::cluster::exec;
 use crate::session::{ReplyMode, Session};
 use crate::state::Stats;
 
@@ -23,6 +24,9 @@ fn read(s: &Session, key: &[u8]) -> Outcome {
 /// # Format
 /// `GET key`
 pub(super) fn get(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if s.shared.cluster.is_some() {
+        return keyed(s, &a[1], Op::Get, reply);
+    }
     if s.reply_mode != ReplyMode::On {
         return Some(reply(read(s, &a[1])));
     }
@@ -159,7 +163,7 @@ pub(super) fn set(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         expiry,
         get: o.get,
     };
-    Some(reply(s.shared.store.apply(&a[1], &op, &ctx)))
+    keyed(s, &a[1], op, reply)
 }
 
 /// # Format
@@ -171,8 +175,9 @@ pub(super) fn setnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         expiry: ExpiryChange::Clear,
         get: false,
     };
-    let done = s.shared.store.apply(&a[1], &op, &s.ctx()) == Outcome::Ok;
-    Some(Frame::Integer(i64::from(done)))
+    keyed(s, &a[1], op, |o| {
+        Frame::Integer(i64::from(o == Outcome::Ok))
+    })
 }
 
 fn set_with_expiry(s: &mut Session, a: &[Bytes], unit: Unit, cmd: &str) -> Option<Frame> {
@@ -187,7 +192,7 @@ fn set_with_expiry(s: &mut Session, a: &[Bytes], unit: Unit, cmd: &str) -> Optio
         expiry: ExpiryChange::At(at),
         get: false,
     };
-    Some(reply(s.shared.store.apply(&a[1], &op, &ctx)))
+    keyed(s, &a[1], op, reply)
 }
 
 /// # Format
@@ -211,13 +216,13 @@ pub(super) fn getset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         expiry: ExpiryChange::Clear,
         get: true,
     };
-    Some(reply(s.shared.store.apply(&a[1], &op, &s.ctx())))
+    keyed(s, &a[1], op, reply)
 }
 
 /// # Format
 /// `GETDEL key`
 pub(super) fn getdel(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::GetDel, &s.ctx())))
+    keyed(s, &a[1], Op::GetDel, reply)
 }
 
 /// # Format
@@ -236,12 +241,18 @@ pub(super) fn getex(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         None if o.persist => ExpiryChange::Clear,
         None => ExpiryChange::Keep,
     };
-    Some(reply(s.shared.store.apply(&a[1], &Op::GetEx(change), &ctx)))
+    keyed(s, &a[1], Op::GetEx(change), reply)
 }
 
 /// # Format
 /// `MGET key [key ...]`
 pub(super) fn mget(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if let Some(cl) = s.shared.cluster.clone() {
+        let items: Vec<_> = a[1..].iter().map(|k| (k, Op::Get)).collect();
+        return keyed_many(s, &cl, &items, |v| {
+            Frame::Array(v.into_iter().map(reply).collect())
+        });
+    }
     Some(Frame::Array(
         a[1..].iter().map(|k| reply(read(s, k))).collect(),
     ))
@@ -260,6 +271,13 @@ pub(super) fn mset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a.len().is_multiple_of(2) {
         return err_owned(errors::wrong_arity("mset"));
     }
+    if let Some(cl) = s.shared.cluster.clone() {
+        let items: Vec<_> = a[1..]
+            .chunks_exact(2)
+            .map(|p| (&p[0], plain_set(&p[1])))
+            .collect();
+        return keyed_many(s, &cl, &items, |_| Frame::ok());
+    }
     s.shared.store.mset(&pairs(a), false, &s.ctx());
     Some(Frame::ok())
 }
@@ -270,12 +288,50 @@ pub(super) fn msetnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a.len().is_multiple_of(2) {
         return err_owned(errors::wrong_arity("msetnx"));
     }
+    if let Some(cl) = s.shared.cluster.clone() {
+        // Across slots there is no atomicity: check that no key exists, then write them all.
+        let (shared, lv, ctx) = (s.shared.clone(), s.levels(), s.ctx());
+        let keys: Vec<(Bytes, Bytes)> = a[1..]
+            .chunks_exact(2)
+            .map(|p| (p[0].clone(), exec::encode(&p[0], &plain_set(&p[1]), lv)))
+            .collect();
+        s.defer(
+            async move {
+                for (k, _) in &keys {
+                    let body = exec::encode(k, &Op::Exists, lv);
+                    match exec::run(shared.clone(), cl.clone(), k.clone(), body, lv, ctx).await {
+                        Ok(Outcome::Int(0)) => {}
+                        Ok(_) => return Frame::Integer(0),
+                        Err(e) => return Frame::error(e.text()),
+                    }
+                }
+                for (k, body) in keys {
+                    if let Err(e) = exec::run(shared.clone(), cl.clone(), k, body, lv, ctx).await {
+                        return Frame::error(e.text());
+                    }
+                }
+                Frame::Integer(1)
+            },
+            None,
+        );
+        return None;
+    }
     let done = s.shared.store.mset(&pairs(a), true, &s.ctx());
     Some(Frame::Integer(i64::from(done)))
 }
 
-fn incr_by(s: &mut Session, key: &[u8], by: i64) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(key, &Op::IncrBy(by), &s.ctx())))
+fn incr_by(s: &mut Session, key: &Bytes, by: i64) -> Option<Frame> {
+    keyed(s, key, Op::IncrBy(by), reply)
+}
+
+/// A plain `SET key value` (MSET's per-key write).
+fn plain_set(value: &[u8]) -> Op<'_> {
+    Op::Set {
+        value,
+        cond: SetCond::Always,
+        expiry: ExpiryChange::Clear,
+        get: false,
+    }
 }
 
 /// # Format
@@ -312,27 +368,19 @@ pub(super) fn decrby(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `INCRBYFLOAT key increment`
 pub(super) fn incrbyfloat(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(
-        &a[1],
-        &Op::IncrByFloat(&a[2]),
-        &s.ctx(),
-    )))
+    keyed(s, &a[1], Op::IncrByFloat(&a[2]), reply)
 }
 
 /// # Format
 /// `APPEND key value`
 pub(super) fn append(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(
-        &a[1],
-        &Op::Append(&a[2]),
-        &s.ctx(),
-    )))
+    keyed(s, &a[1], Op::Append(&a[2]), reply)
 }
 
 /// # Format
 /// `STRLEN key`
 pub(super) fn strlen(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    Some(reply(s.shared.store.apply(&a[1], &Op::Strlen, &s.ctx())))
+    keyed(s, &a[1], Op::Strlen, reply)
 }
 
 /// # Format
@@ -342,11 +390,7 @@ pub(super) fn getrange(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         (Ok(x), Ok(y)) => (x, y),
         (Err(e), _) | (_, Err(e)) => return e,
     };
-    Some(reply(s.shared.store.apply(
-        &a[1],
-        &Op::GetRange(start, end),
-        &s.ctx(),
-    )))
+    keyed(s, &a[1], Op::GetRange(start, end), reply)
 }
 
 /// # Format
@@ -357,12 +401,5 @@ pub(super) fn setrange(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         Ok(o) => o as u64,
         Err(e) => return e,
     };
-    match s
-        .shared
-        .store
-        .apply(&a[1], &Op::SetRange(offset, &a[3]), &s.ctx())
-    {
-        Outcome::Err(e) => Some(op_error(e)),
-        o => Some(reply(o)),
-    }
+    keyed(s, &a[1], Op::SetRange(offset, &a[3]), reply)
 }

@@ -1,0 +1,827 @@
+//! The coordinator's async driver: runs a keyed operation where [`coord::plan`] says, counts
+//! replica acknowledgements with [`coord::Tally`], answers reads from the newest state with
+//! [`coord::ReadTally`] and repairs stale replicas; serves peers' requests; and runs the
+//! cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL).
+//!
+//! Work that needs no network (a read at ONE on a replica, a blind write's local apply) happens
+//! synchronously on the client's task; the rest is a future the connection awaits in reply order.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hypercache_cluster::coord::{self, Plan, ReadTally, Tally};
+use hypercache_cluster::msg::{Level, Request, Response, State};
+use hypercache_cluster::ring::MemberIdx;
+use hypercache_cluster::slot::{key_slot, Slot, SLOTS};
+use hypercache_cluster::version::Version;
+use hypercache_cluster::wire::{self, Kind};
+use hypercache_cluster::{Ctx, Op, Outcome};
+use tokio::sync::mpsc;
+
+use super::link::{CallError, Outbound};
+use super::metrics::inc;
+use super::{Cluster, Levels, View};
+use crate::state::{now_ms, Shared};
+
+/// A request could not reach its consistency level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoReplicas {
+    /// A write (else a read).
+    pub write: bool,
+}
+
+impl NoReplicas {
+    /// The error reply: Redis's own `NOREPLICAS` code and text for writes, its counterpart for
+    /// reads.
+    pub fn text(self) -> &'static str {
+        if self.write {
+            "NOREPLICAS Not enough good replicas to write."
+        } else {
+            "NOREPLICAS Not enough good replicas to read."
+        }
+    }
+}
+
+/// An operation's result.
+pub type Res = Result<Outcome, NoReplicas>;
+
+/// A boxed future of a result.
+pub type Later<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A keyed operation's result: available now, or once the network has answered.
+pub enum Part {
+    /// Done.
+    Ready(Res),
+    /// In progress.
+    Later(Later<Res>),
+}
+
+/// The context a node runs operations in right now (its own clock and settings).
+pub fn node_ctx(shared: &Shared) -> Ctx {
+    let c = shared.config.read();
+    let now = now_ms();
+    Ctx {
+        now,
+        lru: (now / 1000) as u32,
+        max_len: c.proto_max_bulk_len,
+        mode: c.access_mode(),
+        rand: (now as u32).wrapping_mul(0x9E37_79B9),
+    }
+}
+
+fn exec_body(key: &[u8], op: &Op<'_>, lv: Levels) -> Bytes {
+    Bytes::from(wire::to_body(&Request::Exec {
+        key,
+        op: *op,
+        read: lv.read,
+        write: lv.write,
+    }))
+}
+
+/// Starts `op` on `key` for a client of this node.
+pub fn start(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    key: &Bytes,
+    op: &Op<'_>,
+    lv: Levels,
+    ctx: &Ctx,
+) -> Part {
+    let view = cl.view();
+    let prefs = view.prefs(key_slot(key));
+    let p = coord::plan(op, prefs, view.me, lv.read, |m| view.live(cl, m));
+    match p {
+        Plan::LocalRead => {
+            inc(&cl.metrics.local_reads);
+            Part::Ready(Ok(shared.store.apply(key, op, ctx)))
+        }
+        Plan::Coordinate if op.is_blind() || lv.write == Level::One => {
+            let started = Instant::now();
+            inc(&cl.metrics.write_attempts);
+            let (out, changed) = shared.store.apply_versioned(key, op, ctx);
+            let Some(state) = changed else {
+                return Part::Ready(Ok(out));
+            };
+            let fanout = replicate(cl.clone(), view, key.clone(), state, lv, started);
+            if lv.write == Level::One {
+                tokio::spawn(fanout);
+                cl.metrics.write_latency.record(started.elapsed());
+                return Part::Ready(Ok(out));
+            }
+            Part::Later(Box::pin(async move { fanout.await.map(|()| out) }))
+        }
+        Plan::Coordinate => Part::Later(Box::pin(coordinate(
+            shared.clone(),
+            cl.clone(),
+            key.clone(),
+            exec_body(key, op, lv),
+            lv,
+            *ctx,
+        ))),
+        Plan::FanOutRead => Part::Later(Box::pin(read_fanout(
+            shared.clone(),
+            cl.clone(),
+            key.clone(),
+            exec_body(key, op, lv),
+            lv,
+            *ctx,
+        ))),
+        Plan::Forward(m) => Part::Later(Box::pin(forward(
+            shared.clone(),
+            cl.clone(),
+            key.clone(),
+            exec_body(key, op, lv),
+            m,
+            lv,
+            *ctx,
+        ))),
+        Plan::Unavailable => {
+            let write = !op.is_read_only();
+            count_failure(cl, write);
+            Part::Ready(Err(NoReplicas { write }))
+        }
+    }
+}
+
+/// Runs `op` (encoded as a [`Request::Exec`] body) wherever it belongs and waits for the result.
+pub async fn run(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    key: Bytes,
+    body: Bytes,
+    lv: Levels,
+    ctx: Ctx,
+) -> Res {
+    let Ok(Request::Exec { op, .. }) = wire::from_body::<Request<'_>>(&body) else {
+        return Err(NoReplicas { write: true });
+    };
+    match start(&shared, &cl, &key, &op, lv, &ctx) {
+        Part::Ready(r) => r,
+        Part::Later(f) => f.await,
+    }
+}
+
+/// Encodes `op` for [`run`].
+pub fn encode(key: &[u8], op: &Op<'_>, lv: Levels) -> Bytes {
+    exec_body(key, op, lv)
+}
+
+fn count_failure(cl: &Cluster, write: bool) {
+    inc(if write {
+        &cl.metrics.write_quorum_failures
+    } else {
+        &cl.metrics.read_quorum_failures
+    });
+}
+
+/// Sends `body` to each member in `to` in parallel and feeds the outcomes to `on` (member, the
+/// decoded response or `None` for a failure: link down, closed, malformed, or no answer by the
+/// deadline) until it returns true (decided) or every target is accounted for. Returns whether
+/// `on` decided.
+async fn fan_out(
+    cl: &Cluster,
+    view: &View,
+    to: &[MemberIdx],
+    body: &[u8],
+    deadline: Duration,
+    mut on: impl FnMut(MemberIdx, Option<Response>) -> bool,
+) -> bool {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut sent = Vec::new();
+    for (tag, &m) in to.iter().enumerate() {
+        let Some(peer) = cl.peer(view, m) else {
+            continue;
+        };
+        match peer.send_tagged(body, &tx, tag) {
+            Ok(id) => sent.push((tag, id)),
+            Err(_) => {
+                inc(&cl.metrics.transport_errors);
+                if on(m, None) {
+                    return true;
+                }
+            }
+        }
+    }
+    drop(tx);
+    let started = Instant::now();
+    let sleep = tokio::time::sleep(deadline);
+    tokio::pin!(sleep);
+    let mut answered = vec![false; to.len()];
+    let mut decided = false;
+    loop {
+        tokio::select! {
+            got = rx.recv() => match got {
+                Some((tag, body)) => {
+                    answered[tag] = true;
+                    cl.metrics.peer_latency.record(started.elapsed());
+                    let m = to[tag];
+                    let r = match wire::from_body::<Response>(&body) {
+                        Ok(r) => on(m, Some(r)),
+                        Err(_) => {
+                            inc(&cl.metrics.transport_errors);
+                            on(m, None)
+                        }
+                    };
+                    if r {
+                        decided = true;
+                        break;
+                    }
+                }
+                None => break,
+            },
+            _ = &mut sleep => {
+                inc(&cl.metrics.transport_timeouts);
+                break;
+            }
+        }
+    }
+    // Targets that never answered: their links closed or the deadline passed.
+    for &(tag, id) in &sent {
+        if !answered[tag] {
+            if let Some(peer) = cl.peer(view, to[tag]) {
+                peer.forget(id);
+            }
+            if !decided {
+                inc(&cl.metrics.transport_errors);
+                if on(to[tag], None) {
+                    decided = true;
+                }
+            }
+        }
+    }
+    decided
+}
+
+/// Sends a coordinator's new `state` of `key` to the other replicas and waits for the write level.
+async fn replicate(
+    cl: Arc<Cluster>,
+    view: Arc<View>,
+    key: Bytes,
+    state: State,
+    lv: Levels,
+    started: Instant,
+) -> Result<(), NoReplicas> {
+    let prefs = view.prefs(key_slot(&key));
+    let others: Vec<MemberIdx> = prefs.iter().copied().filter(|m| *m != view.me).collect();
+    let local = prefs.contains(&view.me);
+    let mut tally = Tally::for_level(lv.write, prefs.len(), local);
+    if local {
+        inc(&cl.metrics.write_acks);
+    }
+    let body = wire::to_body(&Request::Put { key: &key, state });
+    cl.metrics
+        .replica_fanout
+        .fetch_add(others.len() as u64, std::sync::atomic::Ordering::Relaxed);
+    let metrics = &cl.metrics;
+    if tally.verdict().is_none() {
+        fan_out(&cl, &view, &others, &body, lv.timeout, |_, r| {
+            if matches!(r, Some(Response::Applied(_))) {
+                inc(&metrics.write_acks);
+                tally.ok();
+            } else {
+                tally.failed();
+            }
+            tally.verdict().is_some()
+        })
+        .await;
+    } else if !others.is_empty() {
+        // Already decided (ONE): still send the value to the others, without waiting.
+        for &m in &others {
+            if let Some(peer) = cl.peer(&view, m) {
+                if peer.send_oneway(&body).is_err() {
+                    inc(&cl.metrics.transport_errors);
+                }
+            }
+        }
+    }
+    cl.metrics.write_latency.record(started.elapsed());
+    if tally.verdict() == Some(true) {
+        Ok(())
+    } else {
+        count_failure(&cl, true);
+        Err(NoReplicas { write: true })
+    }
+}
+
+/// Coordinates a read-modify-write here: first brings the local copy up to date from enough
+/// replicas that, with the write level, they overlap every acknowledged write (so a coordinator
+/// that missed writes, for example after a restart, cannot lose them), then applies and
+/// replicates.
+async fn coordinate(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    key: Bytes,
+    body: Bytes,
+    lv: Levels,
+    ctx: Ctx,
+) -> Res {
+    let started = Instant::now();
+    inc(&cl.metrics.write_attempts);
+    let view = cl.view();
+    let Ok(Request::Exec { op, .. }) = wire::from_body::<Request<'_>>(&body) else {
+        return Err(NoReplicas { write: true });
+    };
+    let prefs = view.prefs(key_slot(&key)).to_vec();
+    if lv.write != Level::One && !op.is_blind() {
+        let mut tally: ReadTally<MemberIdx> = ReadTally::new(lv.write, prefs.len());
+        tally.answer(view.me, shared.store.fetch(&key));
+        if tally.tally.verdict().is_none() {
+            let others: Vec<MemberIdx> = prefs.iter().copied().filter(|m| *m != view.me).collect();
+            let fetch = wire::to_body(&Request::Fetch { key: &key });
+            fan_out(&cl, &view, &others, &fetch, lv.timeout, |m, r| {
+                match r {
+                    Some(Response::State(s)) => tally.answer(m, s),
+                    _ => tally.failed(),
+                }
+                tally.tally.verdict().is_some()
+            })
+            .await;
+        }
+        if tally.tally.verdict() != Some(true) {
+            count_failure(&cl, true);
+            return Err(NoReplicas { write: true });
+        }
+        if shared.store.merge(&key, tally.newest(), &ctx) {
+            inc(&cl.metrics.read_repairs);
+        }
+    }
+    let (out, changed) = shared.store.apply_versioned(&key, &op, &ctx);
+    match changed {
+        None => Ok(out),
+        Some(state) => replicate(cl, view, key, state, lv, started)
+            .await
+            .map(|()| out),
+    }
+}
+
+/// A QUORUM/ALL read coordinated here: asks the replicas, answers from the newest state, repairs
+/// the stale ones.
+async fn read_fanout(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    key: Bytes,
+    body: Bytes,
+    lv: Levels,
+    ctx: Ctx,
+) -> Res {
+    let started = Instant::now();
+    inc(&cl.metrics.read_fanouts);
+    let view = cl.view();
+    let Ok(Request::Exec { op, .. }) = wire::from_body::<Request<'_>>(&body) else {
+        return Err(NoReplicas { write: false });
+    };
+    let prefs = view.prefs(key_slot(&key)).to_vec();
+    let mut tally: ReadTally<MemberIdx> = ReadTally::new(lv.read, prefs.len());
+    let local = prefs.contains(&view.me);
+    if local {
+        tally.answer(view.me, shared.store.fetch(&key));
+    }
+    if tally.tally.verdict().is_none() {
+        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|m| *m != view.me).collect();
+        let fetch = wire::to_body(&Request::Fetch { key: &key });
+        fan_out(&cl, &view, &others, &fetch, lv.timeout, |m, r| {
+            match r {
+                Some(Response::State(s)) => tally.answer(m, s),
+                _ => tally.failed(),
+            }
+            tally.tally.verdict().is_some()
+        })
+        .await;
+    }
+    cl.metrics.read_latency.record(started.elapsed());
+    if tally.tally.verdict() != Some(true) {
+        count_failure(&cl, false);
+        return Err(NoReplicas { write: false });
+    }
+    let newest = tally.newest().clone();
+    let stale = tally.stale();
+    if !stale.is_empty() && newest.version().is_some() {
+        let put = wire::to_body(&Request::Put {
+            key: &key,
+            state: newest.clone(),
+        });
+        for m in stale {
+            cl.metrics
+                .read_repairs
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            match cl.peer(&view, m) {
+                None => {
+                    shared.store.merge(&key, &newest, &ctx);
+                }
+                Some(peer) => {
+                    if peer.send_oneway(&put).is_err() {
+                        inc(&cl.metrics.transport_errors);
+                    }
+                }
+            }
+        }
+    }
+    let out = coord::outcome_of(&op, &key, &newest, &ctx);
+    if local && op.touches() {
+        // Record the access on the local copy too (LRU/LFU), as a local read would.
+        shared.store.apply(&key, &Op::Touch, &ctx);
+    }
+    Ok(out)
+}
+
+/// Sends the operation to member `m` to coordinate. If its link is down or drops before the reply,
+/// the next live replica takes over (once): the first may have failed before or after applying,
+/// so such an operation is at least once, not exactly once.
+async fn forward(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    key: Bytes,
+    body: Bytes,
+    m: MemberIdx,
+    lv: Levels,
+    ctx: Ctx,
+) -> Res {
+    let view = cl.view();
+    let Ok(Request::Exec { op, .. }) = wire::from_body::<Request<'_>>(&body) else {
+        return Err(NoReplicas { write: true });
+    };
+    let write = !op.is_read_only();
+    let mut target = m;
+    for attempt in 0..2 {
+        let Some(peer) = cl.peer(&view, target) else {
+            break;
+        };
+        inc(&cl.metrics.forwards);
+        let started = Instant::now();
+        // The coordinator has its own deadline for the replicas; allow it that and a margin.
+        let r = peer.call(&body, lv.timeout + lv.timeout / 2).await;
+        cl.metrics.forward_latency.record(started.elapsed());
+        let h = if write {
+            &cl.metrics.write_latency
+        } else {
+            &cl.metrics.read_latency
+        };
+        match r {
+            Ok(reply) => {
+                h.record(started.elapsed());
+                return match wire::from_body::<Response>(&reply) {
+                    Ok(Response::Outcome(o)) => Ok(o.into()),
+                    Ok(Response::NoReplicas { write }) => Err(NoReplicas { write }),
+                    _ => {
+                        inc(&cl.metrics.transport_errors);
+                        Err(NoReplicas { write })
+                    }
+                };
+            }
+            Err(CallError::Timeout) => {
+                inc(&cl.metrics.transport_errors);
+                inc(&cl.metrics.transport_timeouts);
+                break;
+            }
+            Err(e) => {
+                inc(&cl.metrics.transport_errors);
+                if attempt > 0 {
+                    break;
+                }
+                tracing::debug!(component = "cluster", node_id = %cl.node_id, error = %e, "forward failed; trying the next replica");
+                inc(&cl.metrics.forward_retries);
+                let prefs = view.prefs(key_slot(&key));
+                let failed = target;
+                match coord::plan(&op, prefs, view.me, lv.read, |x| {
+                    x != failed && view.live(&cl, x)
+                }) {
+                    Plan::Forward(next) => target = next,
+                    Plan::LocalRead => return Ok(shared.store.apply(&key, &op, &ctx)),
+                    Plan::Coordinate => {
+                        return coordinate(shared, cl.clone(), key, body, lv, ctx).await
+                    }
+                    Plan::FanOutRead => {
+                        return read_fanout(shared, cl.clone(), key, body, lv, ctx).await
+                    }
+                    Plan::Unavailable => break,
+                }
+            }
+        }
+    }
+    count_failure(&cl, write);
+    Err(NoReplicas { write })
+}
+
+/// Serves one request from a peer's inbound link, replying on `q`.
+pub fn serve_request(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    id: u64,
+    body: Bytes,
+    q: &Arc<Outbound>,
+) {
+    let req = match wire::from_body::<Request<'_>>(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            inc(&cl.metrics.transport_errors);
+            let reply = Response::Error(format!("malformed request: {e}"));
+            q.push(Kind::Reply, id, &wire::to_body(&reply));
+            return;
+        }
+    };
+    let ctx = node_ctx(shared);
+    let reply = match req {
+        Request::Ping => Response::Pong,
+        Request::Put { key, state } => Response::Applied(shared.store.merge(key, &state, &ctx)),
+        Request::Fetch { key } => Response::State(shared.store.fetch(key)),
+        Request::Keys { slots, pattern } => {
+            Response::Keys(shared.store.keys_in(&slots, pattern, &ctx))
+        }
+        Request::Count { slots } => Response::Count(shared.store.count_in(&slots)),
+        Request::RandomKey => Response::Key(shared.store.random_key(&mut *shared.rng.lock(), &ctx)),
+        Request::Flush { horizon } => {
+            drop(shared.store.flush_at(horizon));
+            Response::Done
+        }
+        Request::Exec {
+            key,
+            op,
+            read,
+            write,
+        } => {
+            inc(&cl.metrics.forwarded_in);
+            let lv = Levels {
+                read,
+                write,
+                timeout: Duration::from_millis(shared.config.read().request_timeout_ms),
+            };
+            let key = Bytes::copy_from_slice(key);
+            // The sender chose this node as coordinator: run here whatever this node's own view
+            // says (re-forwarding could loop while views differ).
+            if op.is_read_only() {
+                Response::Outcome(shared.store.apply(&key, &op, &ctx).into())
+            } else {
+                let fut = coordinate(shared.clone(), cl.clone(), key, body.clone(), lv, ctx);
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let reply = match fut.await {
+                        Ok(o) => Response::Outcome(o.into()),
+                        Err(NoReplicas { write }) => Response::NoReplicas { write },
+                    };
+                    q.push(Kind::Reply, id, &wire::to_body(&reply));
+                });
+                return;
+            }
+        }
+    };
+    q.push(Kind::Reply, id, &wire::to_body(&reply));
+}
+
+/// Which member answers for each slot in `slots` in a cluster-wide command: the first live
+/// replica. Returns (member, its slots) groups; slots with no live replica are left out and
+/// reported in the second value.
+fn owners(
+    cl: &Cluster,
+    view: &View,
+    slots: impl Iterator<Item = Slot>,
+) -> (Vec<(MemberIdx, Vec<u16>)>, bool) {
+    let mut groups: Vec<(MemberIdx, Vec<u16>)> = Vec::new();
+    let mut missing = false;
+    for slot in slots {
+        match view.prefs(slot).iter().copied().find(|&m| view.live(cl, m)) {
+            Some(m) => match groups.iter_mut().find(|(g, _)| *g == m) {
+                Some((_, v)) => v.push(slot),
+                None => groups.push((m, vec![slot])),
+            },
+            None => missing = true,
+        }
+    }
+    (groups, missing)
+}
+
+/// Asks each group's member (this node locally) and collects the responses, in group order.
+async fn ask_groups(
+    shared: &Shared,
+    cl: &Cluster,
+    view: &View,
+    groups: &[(MemberIdx, Vec<u16>)],
+    make: impl Fn(&[u16]) -> Vec<u8>,
+    local: impl Fn(&Shared, &[u16]) -> Response,
+    timeout: Duration,
+) -> Option<Vec<Response>> {
+    let mut out: Vec<Option<Response>> = vec![None; groups.len()];
+    let mut remote = Vec::new();
+    for (i, (m, slots)) in groups.iter().enumerate() {
+        if *m == view.me {
+            out[i] = Some(local(shared, slots));
+        } else {
+            remote.push(i);
+        }
+    }
+    // One request per member; members differ per group, so send each its own body.
+    let mut ok = true;
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    for &i in &remote {
+        let Some(peer) = cl.peer(view, groups[i].0) else {
+            ok = false;
+            continue;
+        };
+        if peer.send_tagged(&make(&groups[i].1), &tx, i).is_err() {
+            ok = false;
+        }
+    }
+    drop(tx);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    if ok {
+        loop {
+            tokio::select! {
+                got = rx.recv() => match got {
+                    Some((i, body)) => out[i] = wire::from_body::<Response>(&body).ok(),
+                    None => break,
+                },
+                _ = &mut deadline => break,
+            }
+        }
+    }
+    if !ok || out.iter().any(Option::is_none) {
+        inc(&cl.metrics.transport_errors);
+        return None;
+    }
+    Some(out.into_iter().flatten().collect())
+}
+
+/// Cluster-wide KEYS (each slot listed by its first live replica).
+pub async fn keys(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    pattern: Bytes,
+    timeout: Duration,
+) -> Result<Vec<Bytes>, NoReplicas> {
+    let (keys, _) = keys_in_slots(&shared, &cl, 0..SLOTS as Slot, Some(&pattern), timeout).await?;
+    Ok(keys)
+}
+
+async fn keys_in_slots(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    slots: impl Iterator<Item = Slot>,
+    pattern: Option<&Bytes>,
+    timeout: Duration,
+) -> Result<(Vec<Bytes>, ()), NoReplicas> {
+    inc(&cl.metrics.broadcasts);
+    let view = cl.view();
+    let (groups, missing) = owners(cl, &view, slots);
+    if missing {
+        count_failure(cl, false);
+        return Err(NoReplicas { write: false });
+    }
+    let pat = pattern.map(|p| &p[..]);
+    let resp = ask_groups(
+        shared,
+        cl,
+        &view,
+        &groups,
+        |slots| {
+            wire::to_body(&Request::Keys {
+                slots: slots.to_vec(),
+                pattern: pat,
+            })
+        },
+        |sh, slots| Response::Keys(sh.store.keys_in(slots, pat, &node_ctx(sh))),
+        timeout,
+    )
+    .await
+    .ok_or(NoReplicas { write: false })?;
+    let mut all: Vec<(Slot, Bytes)> = Vec::new();
+    for r in resp {
+        if let Response::Keys(k) = r {
+            all.extend(k.into_iter().map(|k| (key_slot(&k), k)));
+        }
+    }
+    // Slot order, as a single node lists them.
+    all.sort_by_key(|(s, _)| *s);
+    Ok((all.into_iter().map(|(_, k)| k).collect(), ()))
+}
+
+/// Cluster-wide SCAN step: the cursor is a slot number, as on a single node, so it means the same
+/// on every node. Visits windows of slots (growing while they come back empty) until about
+/// `count` keys were found or the end is reached.
+pub async fn scan(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    cursor: u64,
+    pattern: Option<Bytes>,
+    count: usize,
+    timeout: Duration,
+) -> Result<(u64, Vec<Bytes>), NoReplicas> {
+    let mut from = cursor.min(SLOTS as u64) as usize;
+    let mut width = count.clamp(1, 1024);
+    let mut out = Vec::new();
+    while from < SLOTS && out.len() < count {
+        let to = (from + width).min(SLOTS);
+        let (mut keys, _) = keys_in_slots(
+            &shared,
+            &cl,
+            from as Slot..to as Slot,
+            pattern.as_ref(),
+            timeout,
+        )
+        .await?;
+        out.append(&mut keys);
+        from = to;
+        width = (width * 4).min(SLOTS);
+    }
+    let next = if from >= SLOTS { 0 } else { from as u64 };
+    Ok((next, out))
+}
+
+/// Cluster-wide DBSIZE: each slot counted by its first live replica.
+pub async fn dbsize(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    timeout: Duration,
+) -> Result<i64, NoReplicas> {
+    inc(&cl.metrics.broadcasts);
+    let view = cl.view();
+    let (groups, missing) = owners(&cl, &view, 0..SLOTS as Slot);
+    if missing {
+        count_failure(&cl, false);
+        return Err(NoReplicas { write: false });
+    }
+    let resp = ask_groups(
+        &shared,
+        &cl,
+        &view,
+        &groups,
+        |slots| {
+            wire::to_body(&Request::Count {
+                slots: slots.to_vec(),
+            })
+        },
+        |sh, slots| Response::Count(sh.store.count_in(slots)),
+        timeout,
+    )
+    .await
+    .ok_or(NoReplicas { write: false })?;
+    Ok(resp
+        .iter()
+        .map(|r| match r {
+            Response::Count(n) => *n as i64,
+            _ => 0,
+        })
+        .sum())
+}
+
+/// Cluster-wide RANDOMKEY: a random key of a random live member (every member holds copies of
+/// its slots' keys, so any member's key is a key of the cluster).
+pub async fn randomkey(shared: Arc<Shared>, cl: Arc<Cluster>, timeout: Duration) -> Option<Bytes> {
+    inc(&cl.metrics.broadcasts);
+    let ctx = node_ctx(&shared);
+    let live: Vec<usize> = (0..cl.peers.len())
+        .filter(|&i| cl.peers[i].is_up())
+        .collect();
+    let start = rand::Rng::random_range(&mut *shared.rng.lock(), 0..=live.len());
+    let body = wire::to_body(&Request::RandomKey);
+    for k in 0..=live.len() {
+        let pick = (start + k) % (live.len() + 1);
+        let found = if pick == live.len() {
+            shared.store.random_key(&mut *shared.rng.lock(), &ctx)
+        } else {
+            match cl.peers[live[pick]].call(&body, timeout).await {
+                Ok(b) => match wire::from_body::<Response>(&b) {
+                    Ok(Response::Key(k)) => k,
+                    _ => None,
+                },
+                Err(_) => None,
+            }
+        };
+        if found.is_some() {
+            return found;
+        }
+    }
+    None
+}
+
+/// Cluster-wide FLUSHALL: flushes here and on every live member at a new version (the horizon),
+/// below which no write is accepted any more, so that a replica that missed the flush cannot bring
+/// keys back through repair. Members that are down keep their keys until they are repaired or
+/// flushed again.
+pub async fn flushall(shared: Arc<Shared>, cl: Arc<Cluster>, timeout: Duration) -> usize {
+    inc(&cl.metrics.broadcasts);
+    let horizon = Version {
+        hlc: shared.store.clock().tick(now_ms()),
+        origin: 0,
+    };
+    drop(shared.store.flush_at(horizon));
+    let body = wire::to_body(&Request::Flush { horizon });
+    let view = cl.view();
+    let members: Vec<MemberIdx> = (0..view.peer_of.len() as MemberIdx)
+        .filter(|m| *m != view.me)
+        .collect();
+    let mut unreached = 0;
+    fan_out(&cl, &view, &members, &body, timeout, |_, r| {
+        if r.is_none() {
+            unreached += 1;
+        }
+        false
+    })
+    .await;
+    if unreached > 0 {
+        tracing::warn!(component = "cluster", node_id = %cl.node_id, unreached, "FLUSHALL did not reach every member");
+    }
+    unreached
+}

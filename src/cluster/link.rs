@@ -1,0 +1,457 @@
+//! Links between nodes over TCP, carrying [`hypercache_cluster::wire`] frames.
+//!
+//! Each node dials every peer once (the *outbound* link, which carries this node's requests and
+//! their replies) and accepts the peers' links on its cluster port (the *inbound* links, which
+//! carry their requests). So each pair of nodes shares two connections, each used in one
+//! direction of request.
+//!
+//! - **Handshake:** the dialer sends `Hello{cluster, node_id, protocol}` and the acceptor answers
+//!   with its own; either side closes the link if the cluster name or protocol differ.
+//! - **Multiplexing:** requests carry ids; replies are matched by id, in any order.
+//! - **Coalescing:** senders append frames to the link's buffer; one writer task writes
+//!   everything queued with one `write` call.
+//! - **Failure:** a malformed or oversized frame closes the link with a logged error. A closed
+//!   outbound link fails its in-flight requests at once and is redialed with backoff (50 ms
+//!   doubling to 1 s).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use hypercache_cluster::wire::{self, Hello, Kind, WireLimits};
+use parking_lot::Mutex;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, oneshot, Notify};
+
+use super::metrics::inc;
+use super::Cluster;
+use crate::state::Shared;
+
+/// How long a dial or a handshake may take.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// First and largest redial delay.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+/// A link's send side: frames queue here and one writer task writes them out together.
+#[derive(Default)]
+pub struct Outbound {
+    buf: Mutex<BytesMut>,
+    ready: Notify,
+    closed: AtomicBool,
+}
+
+impl Outbound {
+    /// Queues one frame.
+    pub fn push(&self, kind: Kind, id: u64, body: &[u8]) {
+        wire::encode(kind, id, body, &mut self.buf.lock());
+        self.ready.notify_one();
+    }
+
+    /// Stops the writer.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::Relaxed);
+        self.ready.notify_one();
+    }
+
+    /// Writes queued frames until the link fails or is closed.
+    pub async fn write_loop(&self, mut w: OwnedWriteHalf) -> std::io::Result<()> {
+        loop {
+            let chunk = {
+                let mut b = self.buf.lock();
+                (!b.is_empty()).then(|| b.split())
+            };
+            match chunk {
+                Some(c) => w.write_all(&c).await?,
+                None if self.closed.load(Ordering::Relaxed) => return Ok(()),
+                None => self.ready.notified().await,
+            }
+        }
+    }
+}
+
+/// Why a request to a peer failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum CallError {
+    /// The link is not connected.
+    #[error("link down")]
+    Down,
+    /// The link closed before the reply came.
+    #[error("link closed")]
+    Disconnected,
+    /// No reply within the deadline.
+    #[error("timed out")]
+    Timeout,
+    /// The reply did not decode.
+    #[error("malformed reply")]
+    Malformed,
+}
+
+/// Who waits for a reply.
+enum Waiter {
+    /// A single call.
+    One(oneshot::Sender<Bytes>),
+    /// One target of a fan-out: the reply goes to the shared channel with this tag.
+    Tagged(mpsc::UnboundedSender<(usize, Bytes)>, usize),
+}
+
+/// Another member, as seen through this node's outbound link to it.
+pub struct Peer {
+    /// The seed address dialed.
+    pub addr: String,
+    id: Mutex<String>,
+    up: AtomicBool,
+    self_alias: AtomicBool,
+    queue: Mutex<Option<Arc<Outbound>>>,
+    pending: Mutex<HashMap<u64, Waiter>>,
+    next_id: AtomicU64,
+    /// When the link last went up or down (for HC.MEMBERS).
+    pub changed: Mutex<Option<Instant>>,
+}
+
+impl Peer {
+    /// A peer at `addr`, assumed to have the default id derived from it until its handshake.
+    pub fn new(addr: String) -> Peer {
+        Peer {
+            id: Mutex::new(addr.clone()),
+            addr,
+            up: AtomicBool::new(false),
+            self_alias: AtomicBool::new(false),
+            queue: Mutex::new(None),
+            pending: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            changed: Mutex::new(None),
+        }
+    }
+
+    /// Its node id (as announced in its handshake, or assumed from its address before).
+    pub fn id(&self) -> String {
+        self.id.lock().clone()
+    }
+
+    /// Whether the link is connected.
+    pub fn is_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
+    /// Whether this seed turned out to be this very node under another address.
+    pub fn is_self_alias(&self) -> bool {
+        self.self_alias.load(Ordering::Relaxed)
+    }
+
+    fn queue(&self) -> Result<Arc<Outbound>, CallError> {
+        match &*self.queue.lock() {
+            Some(q) if self.is_up() => Ok(q.clone()),
+            _ => Err(CallError::Down),
+        }
+    }
+
+    /// Sends a request whose reply goes to `tx` tagged with `tag` (a fan-out collects the replies
+    /// of several peers on one channel). Returns the request id, for [`Peer::forget`].
+    pub fn send_tagged(
+        &self,
+        body: &[u8],
+        tx: &mpsc::UnboundedSender<(usize, Bytes)>,
+        tag: usize,
+    ) -> Result<u64, CallError> {
+        let q = self.queue()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        self.pending
+            .lock()
+            .insert(id, Waiter::Tagged(tx.clone(), tag));
+        q.push(Kind::Request, id, body);
+        Ok(id)
+    }
+
+    /// Sends a request whose reply nobody waits for (read repair, replication at ONE).
+    pub fn send_oneway(&self, body: &[u8]) -> Result<(), CallError> {
+        let q = self.queue()?;
+        q.push(
+            Kind::Request,
+            self.next_id.fetch_add(1, Ordering::Relaxed),
+            body,
+        );
+        Ok(())
+    }
+
+    /// Stops waiting for request `id`.
+    pub fn forget(&self, id: u64) {
+        self.pending.lock().remove(&id);
+    }
+
+    /// Sends a request and waits for its reply body, up to `timeout`.
+    pub async fn call(&self, body: &[u8], timeout: Duration) -> Result<Bytes, CallError> {
+        let q = self.queue()?;
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = oneshot::channel();
+        self.pending.lock().insert(id, Waiter::One(tx));
+        q.push(Kind::Request, id, body);
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(_)) => Err(CallError::Disconnected),
+            Err(_) => {
+                self.pending.lock().remove(&id);
+                Err(CallError::Timeout)
+            }
+        }
+    }
+
+    fn set_down(&self) {
+        self.up.store(false, Ordering::Relaxed);
+        if let Some(q) = self.queue.lock().take() {
+            q.close();
+        }
+        // Dropping the senders fails every in-flight request at once.
+        self.pending.lock().clear();
+        *self.changed.lock() = Some(Instant::now());
+    }
+}
+
+/// Reads frames from `r` into `buf`, handing each to `f`; returns why the link ended.
+async fn read_frames(
+    mut r: OwnedReadHalf,
+    limits: WireLimits,
+    mut f: impl FnMut(wire::Frame) -> Result<(), String>,
+) -> String {
+    let mut buf = BytesMut::with_capacity(16 * 1024);
+    loop {
+        loop {
+            match wire::decode(&mut buf, &limits) {
+                Ok(Some(frame)) => {
+                    if let Err(e) = f(frame) {
+                        return e;
+                    }
+                }
+                Ok(None) => break,
+                Err(e) => return format!("malformed frame: {e}"),
+            }
+        }
+        if buf.capacity() - buf.len() < 8 * 1024 {
+            buf.reserve(16 * 1024);
+        }
+        match r.read_buf(&mut buf).await {
+            Ok(0) => return "closed by peer".into(),
+            Ok(_) => {}
+            Err(e) => return format!("read error: {e}"),
+        }
+    }
+}
+
+/// Reads exactly one frame (the handshake).
+async fn read_one(s: &mut TcpStream, limits: &WireLimits) -> Result<wire::Frame, String> {
+    let mut buf = BytesMut::with_capacity(512);
+    loop {
+        match wire::decode(&mut buf, limits) {
+            Ok(Some(f)) => return Ok(f),
+            Ok(None) => {}
+            Err(e) => return Err(format!("malformed handshake: {e}")),
+        }
+        match s.read_buf(&mut buf).await {
+            Ok(0) => return Err("closed during handshake".into()),
+            Ok(_) => {}
+            Err(e) => return Err(format!("read error: {e}")),
+        }
+    }
+}
+
+fn hello(cl: &Cluster) -> Vec<u8> {
+    wire::to_body(&Hello {
+        cluster: cl.name.clone(),
+        node_id: cl.node_id.clone(),
+        protocol: wire::VERSION,
+    })
+}
+
+/// Checks a peer's hello; the error says why the link is refused.
+fn check_hello(cl: &Cluster, f: &wire::Frame) -> Result<Hello, String> {
+    if f.kind != Kind::Hello {
+        return Err(format!("expected a handshake, got {:?}", f.kind));
+    }
+    let h: Hello = wire::from_body(&f.body).map_err(|e| e.to_string())?;
+    if h.cluster != cl.name {
+        return Err(format!(
+            "peer belongs to cluster '{}', this node to '{}'",
+            h.cluster, cl.name
+        ));
+    }
+    if h.protocol != wire::VERSION {
+        return Err(format!(
+            "peer speaks protocol {}, this node {}",
+            h.protocol,
+            wire::VERSION
+        ));
+    }
+    Ok(h)
+}
+
+async fn dial(cl: &Cluster, addr: &str, limits: &WireLimits) -> Result<(TcpStream, Hello), String> {
+    let mut s = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_string())?
+        .map_err(|e| format!("connect failed: {e}"))?;
+    let _ = s.set_nodelay(true);
+    let mut out = BytesMut::new();
+    wire::encode(Kind::Hello, 0, &hello(cl), &mut out);
+    s.write_all(&out)
+        .await
+        .map_err(|e| format!("write failed: {e}"))?;
+    let f = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_one(&mut s, limits))
+        .await
+        .map_err(|_| "handshake timed out".to_string())??;
+    let h = check_hello(cl, &f)?;
+    Ok((s, h))
+}
+
+/// Keeps the outbound link to peer `i` connected for as long as the node runs.
+pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
+    let peer = cl.peers[i].clone();
+    let limits = WireLimits::default();
+    let mut shutdown = shared.shutdown.subscribe();
+    let mut backoff = BACKOFF.0;
+    let mut last_error = String::new();
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        match dial(&cl, &peer.addr, &limits).await {
+            Ok((stream, h)) => {
+                if h.node_id == cl.node_id {
+                    tracing::info!(component = "cluster", node_id = %cl.node_id, seed = %peer.addr,
+                        "seed is this node under another address; ignoring it");
+                    peer.self_alias.store(true, Ordering::Relaxed);
+                    cl.rebuild();
+                    return;
+                }
+                if h.node_id != peer.id() {
+                    tracing::info!(component = "cluster", node_id = %cl.node_id, seed = %peer.addr,
+                        peer = %h.node_id, "peer announced its id; recomputing slot ownership");
+                    *peer.id.lock() = h.node_id.clone();
+                    cl.rebuild();
+                }
+                let (r, w) = stream.into_split();
+                let q = Arc::new(Outbound::default());
+                *peer.queue.lock() = Some(q.clone());
+                peer.up.store(true, Ordering::Relaxed);
+                *peer.changed.lock() = Some(Instant::now());
+                inc(&cl.metrics.links_established);
+                backoff = BACKOFF.0;
+                last_error.clear();
+                tracing::info!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, addr = %peer.addr, "peer link up");
+                let p = peer.clone();
+                let reader = read_frames(r, limits, move |f| {
+                    if f.kind != Kind::Reply {
+                        return Err(format!("unexpected {:?} frame on an outbound link", f.kind));
+                    }
+                    match p.pending.lock().remove(&f.id) {
+                        Some(Waiter::One(tx)) => {
+                            let _ = tx.send(f.body);
+                        }
+                        Some(Waiter::Tagged(tx, tag)) => {
+                            let _ = tx.send((tag, f.body));
+                        }
+                        None => {}
+                    }
+                    Ok(())
+                });
+                let why = tokio::select! {
+                    why = reader => why,
+                    r = q.write_loop(w) => match r {
+                        Ok(()) => "closed".to_string(),
+                        Err(e) => format!("write error: {e}"),
+                    },
+                    _ = shutdown.changed() => "node stopping".to_string(),
+                };
+                peer.set_down();
+                tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, addr = %peer.addr, reason = %why, "peer link down");
+            }
+            Err(e) => {
+                if e.contains("cluster") || e.contains("protocol") || e.contains("handshake") {
+                    inc(&cl.metrics.handshake_failures);
+                }
+                if e != last_error {
+                    tracing::warn!(component = "cluster", node_id = %cl.node_id, addr = %peer.addr, error = %e, "cannot link to peer; retrying with backoff");
+                    last_error = e;
+                }
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => return,
+        }
+        backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// Accepts peers' links on the cluster port until the node stops.
+pub async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>, cl: Arc<Cluster>) {
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            a = listener.accept() => match a {
+                Ok((s, from)) => {
+                    tokio::spawn(serve_inbound(shared.clone(), cl.clone(), s, from));
+                }
+                Err(e) => {
+                    tracing::warn!(component = "cluster", node_id = %cl.node_id, error = %e, "cluster accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+async fn serve_inbound(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    mut s: TcpStream,
+    from: std::net::SocketAddr,
+) {
+    let _ = s.set_nodelay(true);
+    let limits = WireLimits::default();
+    let h = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_one(&mut s, &limits)).await {
+        Ok(Ok(f)) => check_hello(&cl, &f),
+        Ok(Err(e)) => Err(e),
+        Err(_) => Err("handshake timed out".into()),
+    };
+    // Answer with our hello either way, so a refused dialer can log why.
+    let mut out = BytesMut::new();
+    wire::encode(Kind::Hello, 0, &hello(&cl), &mut out);
+    let _ = s.write_all(&out).await;
+    let h = match h {
+        Ok(h) => h,
+        Err(e) => {
+            inc(&cl.metrics.handshake_failures);
+            tracing::warn!(component = "cluster", node_id = %cl.node_id, from = %from, error = %e, "refused a peer link");
+            return;
+        }
+    };
+    let (r, w) = s.into_split();
+    let q = Arc::new(Outbound::default());
+    let mut shutdown = shared.shutdown.subscribe();
+    let (sh, c, q2) = (shared.clone(), cl.clone(), q.clone());
+    let reader = read_frames(r, limits, move |f| {
+        if f.kind != Kind::Request {
+            return Err(format!("unexpected {:?} frame on an inbound link", f.kind));
+        }
+        super::exec::serve_request(&sh, &c, f.id, f.body, &q2);
+        Ok(())
+    });
+    let why = tokio::select! {
+        why = reader => why,
+        r = q.write_loop(w) => match r {
+            Ok(()) => "closed".to_string(),
+            Err(e) => format!("write error: {e}"),
+        },
+        _ = shutdown.changed() => "node stopping".to_string(),
+    };
+    q.close();
+    tracing::debug!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, reason = %why, "inbound peer link closed");
+    if why.starts_with("malformed") || why.starts_with("unexpected") {
+        inc(&cl.metrics.transport_errors);
+        tracing::error!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, reason = %why, "closed a peer link on bad input");
+    }
+}

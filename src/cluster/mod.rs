@@ -1,0 +1,206 @@
+//! The cluster's IO edge: members and their links, the slot ring as this node sees it, and the
+//! async driver of the coordinator's pure decisions (`hypercache_cluster::coord`).
+//!
+//! - [`link`]: TCP links between nodes: handshake, multiplexed requests, coalesced writes,
+//!   reconnect with backoff.
+//! - [`exec`]: running a keyed operation at the requested consistency (local, forwarded or
+//!   fanned out), serving peers' requests, and the cluster-wide commands.
+//! - [`metrics`]: the `dist.*` counters and latency histograms.
+//!
+//! Membership is static in this version: the members are the `--seeds` (plus this node). A member
+//! is live while its link is connected; a member whose link is down is skipped when choosing
+//! coordinators and fails its share of a fan-out (hinted handoff and SWIM failure detection come
+//! with the membership work).
+
+pub mod exec;
+pub mod link;
+pub mod metrics;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hypercache_cluster::msg::Level;
+use hypercache_cluster::ring::{MemberIdx, Ring};
+use hypercache_cluster::slot::Slot;
+use parking_lot::RwLock;
+
+use crate::config::Config;
+use link::Peer;
+use metrics::Metrics;
+
+/// The member set and slot ring as this node currently sees it (replaced as a whole when a peer's
+/// handshake reveals an id other than the one assumed from its address).
+#[derive(Debug)]
+pub struct View {
+    /// Preference lists.
+    pub ring: Ring,
+    /// This node's index in the ring.
+    pub me: MemberIdx,
+    /// For each ring member, its index in [`Cluster::peers`] (`None` for this node).
+    pub peer_of: Vec<Option<usize>>,
+}
+
+impl View {
+    /// Whether member `m` is this node or a peer whose link is up.
+    pub fn live(&self, cl: &Cluster, m: MemberIdx) -> bool {
+        match self.peer_of.get(usize::from(m)) {
+            Some(None) => true,
+            Some(Some(p)) => cl.peers[*p].is_up(),
+            None => false,
+        }
+    }
+
+    /// The preference list of `slot`.
+    pub fn prefs(&self, slot: Slot) -> &[MemberIdx] {
+        self.ring.preference(slot)
+    }
+}
+
+/// This node's part of the cluster.
+pub struct Cluster {
+    /// This node's id.
+    pub node_id: String,
+    /// `cluster-name`.
+    pub name: String,
+    /// Address peers reach us at.
+    pub cluster_addr: String,
+    /// Address clients reach us at.
+    pub client_addr: String,
+    /// The other members (one per seed that is not this node), in seed order.
+    pub peers: Vec<Arc<Peer>>,
+    /// Requested copies per slot (the ring caps it at the member count).
+    pub replication: usize,
+    view: RwLock<Arc<View>>,
+    /// Counters and latencies.
+    pub metrics: Metrics,
+    /// Set once shutdown began: links stop reconnecting.
+    pub stopping: AtomicBool,
+}
+
+impl Cluster {
+    /// The cluster part of a node configured with `config`, or `None` for a single node (no
+    /// seeds other than itself).
+    pub fn from_config(config: &Config) -> Option<Arc<Cluster>> {
+        let me = config.cluster_address();
+        let seeds: Vec<String> = config
+            .seed_list()
+            .into_iter()
+            .filter(|s| *s != me)
+            .collect();
+        if seeds.is_empty() {
+            return None;
+        }
+        let mut unique = Vec::new();
+        for s in seeds {
+            if !unique.contains(&s) {
+                unique.push(s);
+            }
+        }
+        let peers: Vec<Arc<Peer>> = unique.into_iter().map(|a| Arc::new(Peer::new(a))).collect();
+        let cl = Cluster {
+            node_id: config.node_id(),
+            name: config.cluster_name.clone(),
+            cluster_addr: me,
+            client_addr: config.client_address(),
+            peers,
+            replication: config.replication as usize,
+            view: RwLock::new(Arc::new(View {
+                ring: Ring::new::<&str>(&[], 1),
+                me: 0,
+                peer_of: Vec::new(),
+            })),
+            metrics: Metrics::default(),
+            stopping: AtomicBool::new(false),
+        };
+        cl.rebuild();
+        Some(Arc::new(cl))
+    }
+
+    /// The current view.
+    pub fn view(&self) -> Arc<View> {
+        self.view.read().clone()
+    }
+
+    /// Recomputes the ring from this node and the peers' ids (peers known to be this node under
+    /// another address are left out).
+    pub fn rebuild(&self) {
+        let mut ids: Vec<String> = vec![self.node_id.clone()];
+        for p in &self.peers {
+            if !p.is_self_alias() {
+                ids.push(p.id());
+            }
+        }
+        let ring = Ring::new(&ids, self.replication);
+        let peer_of = ring
+            .members()
+            .iter()
+            .map(|id| {
+                if *id == self.node_id {
+                    None
+                } else {
+                    self.peers
+                        .iter()
+                        .position(|p| !p.is_self_alias() && p.id() == *id)
+                }
+            })
+            .collect();
+        let me = ring
+            .members()
+            .iter()
+            .position(|id| *id == self.node_id)
+            .unwrap_or(0) as MemberIdx;
+        *self.view.write() = Arc::new(View { ring, me, peer_of });
+    }
+
+    /// The peer behind ring member `m` (`None` for this node).
+    pub fn peer(&self, view: &View, m: MemberIdx) -> Option<&Arc<Peer>> {
+        view.peer_of
+            .get(usize::from(m))
+            .copied()
+            .flatten()
+            .map(|i| &self.peers[i])
+    }
+
+    /// Members currently live, this node included.
+    pub fn live_members(&self) -> usize {
+        1 + self.peers.iter().filter(|p| p.is_up()).count()
+    }
+}
+
+/// Per-request settings a coordinator works with.
+#[derive(Debug, Clone, Copy)]
+pub struct Levels {
+    /// Read consistency.
+    pub read: Level,
+    /// Write consistency.
+    pub write: Level,
+    /// Request deadline.
+    pub timeout: Duration,
+}
+
+/// Starts the cluster port listener and one link task per peer.
+pub async fn start(
+    shared: Arc<crate::state::Shared>,
+    cl: Arc<Cluster>,
+) -> std::io::Result<tokio::net::TcpListener> {
+    let bind = {
+        let c = shared.config.read();
+        format!("{}:{}", c.bind, c.cluster_port())
+    };
+    let listener = tokio::net::TcpListener::bind(&bind).await?;
+    for i in 0..cl.peers.len() {
+        tokio::spawn(link::run_outbound(shared.clone(), cl.clone(), i));
+    }
+    shared
+        .store
+        .set_tombstones(cl.view().ring.replicas() > 1 || !cl.peers.is_empty());
+    tracing::info!(component = "cluster", node_id = %cl.node_id, cluster = %cl.name, addr = %cl.cluster_addr,
+        peers = cl.peers.len(), replication = cl.replication, "cluster port listening");
+    Ok(listener)
+}
+
+/// Whether `stopping` is set.
+pub fn stopping(cl: &Cluster) -> bool {
+    cl.stopping.load(Ordering::Relaxed)
+}

@@ -1,0 +1,207 @@
+//! `HC.*` administration commands: this node, the members, slot ownership, per-connection
+//! consistency and the cluster's metrics.
+
+use bytes::Bytes;
+use hypercache_cluster::msg::Level;
+use hypercache_cluster::slot::key_slot;
+use hypercache_resp::{errors, Frame};
+
+use super::err_owned;
+use crate::session::Session;
+
+fn bulk(s: impl Into<String>) -> Frame {
+    Frame::Bulk(Bytes::from(s.into()))
+}
+
+fn pairs(items: Vec<(&str, Frame)>) -> Frame {
+    Frame::Map(items.into_iter().map(|(k, v)| (bulk(k), v)).collect())
+}
+
+/// # Format
+/// `HC.NODE`: this node's id, addresses, cluster name, version and role.
+pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    let c = s.shared.config.read();
+    let (id, caddr, name, members, replicas) = match &s.shared.cluster {
+        Some(cl) => {
+            let v = cl.view();
+            (
+                cl.node_id.clone(),
+                cl.cluster_addr.clone(),
+                cl.name.clone(),
+                v.ring.members().len() as i64,
+                v.ring.replicas() as i64,
+            )
+        }
+        None => (c.node_id(), String::new(), c.cluster_name.clone(), 1, 1),
+    };
+    let port = s.shared.port.load(std::sync::atomic::Ordering::Relaxed);
+    Some(pairs(vec![
+        ("id", bulk(id)),
+        ("client_addr", bulk(format!("{}:{}", c.bind, port))),
+        ("cluster_addr", bulk(caddr)),
+        ("cluster_name", bulk(name)),
+        ("version", bulk(env!("CARGO_PKG_VERSION"))),
+        ("redis_version", bulk(crate::REDIS_VERSION)),
+        ("members", Frame::Integer(members)),
+        ("replication", Frame::Integer(replicas)),
+        ("read_consistency", bulk(c.read_consistency.name())),
+        ("write_consistency", bulk(c.write_consistency.name())),
+    ]))
+}
+
+/// # Format
+/// `HC.MEMBERS`: one entry per member: id, client address, cluster address, state, slots held.
+pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    let Some(cl) = s.shared.cluster.clone() else {
+        let c = s.shared.config.read();
+        let port = s.shared.port.load(std::sync::atomic::Ordering::Relaxed);
+        return Some(Frame::Array(vec![pairs(vec![
+            ("id", bulk(c.node_id())),
+            ("client_addr", bulk(format!("{}:{}", c.bind, port))),
+            ("cluster_addr", bulk("")),
+            ("state", bulk("up")),
+            ("self", Frame::Integer(1)),
+            ("slots", Frame::Integer(16384)),
+            ("primary_slots", Frame::Integer(16384)),
+        ])]));
+    };
+    let v = cl.view();
+    let load = v.ring.load();
+    let mut primaries = vec![0i64; v.ring.members().len()];
+    for slot in 0..hypercache_cluster::slot::SLOTS {
+        if let Some(&m) = v.prefs(slot as u16).first() {
+            primaries[usize::from(m)] += 1;
+        }
+    }
+    let mut out = Vec::new();
+    for (i, id) in v.ring.members().iter().enumerate() {
+        let (caddr, client, state, me) = match cl.peer(&v, i as u16) {
+            None => (cl.cluster_addr.clone(), cl.client_addr.clone(), "up", 1),
+            Some(p) => (
+                p.addr.clone(),
+                client_of(&p.addr),
+                if p.is_up() { "up" } else { "down" },
+                0,
+            ),
+        };
+        out.push(pairs(vec![
+            ("id", bulk(id.clone())),
+            ("client_addr", bulk(client)),
+            ("cluster_addr", bulk(caddr)),
+            ("state", bulk(state)),
+            ("self", Frame::Integer(me)),
+            ("slots", Frame::Integer(load[i] as i64)),
+            ("primary_slots", Frame::Integer(primaries[i])),
+        ]));
+    }
+    Some(Frame::Array(out))
+}
+
+/// A peer's client address under the default port layout (cluster port = client port + 10000).
+fn client_of(cluster_addr: &str) -> String {
+    match cluster_addr.rsplit_once(':') {
+        Some((h, p)) => match p.parse::<u32>() {
+            Ok(p) if p >= 10000 => format!("{h}:{}", p - 10000),
+            _ => String::new(),
+        },
+        None => String::new(),
+    }
+}
+
+/// # Format
+/// `HC.KEYSLOT key`: the key's slot and its preference list (member ids, coordinator first,
+/// with each one's state).
+pub(super) fn keyslot(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let slot = key_slot(&a[1]);
+    let replicas = match &s.shared.cluster {
+        None => vec![Frame::Array(vec![
+            bulk(s.shared.config.read().node_id()),
+            bulk("up"),
+        ])],
+        Some(cl) => {
+            let v = cl.view();
+            v.prefs(slot)
+                .iter()
+                .map(|&m| {
+                    let id = v.ring.members()[usize::from(m)].clone();
+                    let state = if v.live(cl, m) { "up" } else { "down" };
+                    Frame::Array(vec![bulk(id), bulk(state)])
+                })
+                .collect()
+        }
+    };
+    Some(Frame::Array(vec![
+        Frame::Integer(i64::from(slot)),
+        Frame::Array(replicas),
+    ]))
+}
+
+/// # Format
+/// `HC.CONSISTENCY [READ|WRITE] [ONE|QUORUM|ALL]`: this connection's levels. No argument shows
+/// both; `READ`/`WRITE` alone shows one; with a level, sets it (`+OK`). `HC.CONSISTENCY level`
+/// sets both.
+pub(super) fn consistency(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let lv = s.levels();
+    let which = |w: &[u8]| {
+        if w.eq_ignore_ascii_case(b"read") {
+            Some(true)
+        } else if w.eq_ignore_ascii_case(b"write") {
+            Some(false)
+        } else {
+            None
+        }
+    };
+    let bad_level = || {
+        err_owned(format!(
+            "ERR invalid consistency level '{}', expected ONE, QUORUM or ALL",
+            String::from_utf8_lossy(&a[a.len() - 1])
+        ))
+    };
+    match a.len() {
+        1 => Some(pairs(vec![
+            ("read", bulk(lv.read.name())),
+            ("write", bulk(lv.write.name())),
+        ])),
+        2 => match (which(&a[1]), Level::parse(&a[1])) {
+            (Some(true), _) => Some(bulk(lv.read.name())),
+            (Some(false), _) => Some(bulk(lv.write.name())),
+            (None, Some(l)) => {
+                s.consistency = (Some(l), Some(l));
+                Some(Frame::ok())
+            }
+            (None, None) => bad_level(),
+        },
+        3 => {
+            let Some(read) = which(&a[1]) else {
+                return Some(Frame::error(errors::SYNTAX));
+            };
+            let Some(l) = Level::parse(&a[2]) else {
+                return bad_level();
+            };
+            if read {
+                s.consistency.0 = Some(l);
+            } else {
+                s.consistency.1 = Some(l);
+            }
+            Some(Frame::ok())
+        }
+        _ => Some(Frame::error(errors::SYNTAX)),
+    }
+}
+
+/// # Format
+/// `HC.METRICS`: flat name/value pairs (`dist.*`).
+pub(super) fn metrics(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    let mut out = Vec::new();
+    if let Some(cl) = &s.shared.cluster {
+        for (k, v) in cl.metrics.pairs() {
+            out.push(bulk(k));
+            out.push(Frame::Integer(v as i64));
+        }
+        out.push(bulk("dist.members.live"));
+        out.push(Frame::Integer(cl.live_members() as i64));
+        out.push(bulk("dist.tombstones"));
+        out.push(Frame::Integer(s.shared.store.tombstones() as i64));
+    }
+    Some(Frame::Array(out))
+}
