@@ -66,6 +66,27 @@ fn corpus_matches_redis() {
     );
 }
 
+/// The same corpus against a 3-node cluster (replication 3, writes at QUORUM), the client on one
+/// node: a cluster must answer exactly as a single Redis does.
+#[test]
+fn corpus_matches_redis_through_a_3_node_cluster() {
+    let cases = load_corpus(&compat_dir().join("corpus")).unwrap_or_else(|e| panic!("{e}"));
+    let known = KnownDifferences::load(&compat_dir().join("KNOWN_DIFFERENCES.md"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let redis = redis_server();
+    let cluster = common::TestCluster::start(3, &[]);
+    let report =
+        compare(redis.addr, cluster.addr(0), &cases, &known).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!("{report}");
+    assert!(report.compared > 1000, "only {} steps compared", report.compared);
+    assert_eq!(
+        report.failed(),
+        0,
+        "the cluster differs from redis-server (printed above): {}",
+        report.summary()
+    );
+}
+
 /// The runner must not pass silently: against a real server, two connections get different
 /// `CLIENT ID`s, which it must report unless the list says otherwise.
 #[test]

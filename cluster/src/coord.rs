@@ -8,7 +8,8 @@
 //! - Reads at QUORUM/ALL are coordinated where they arrive: ask the replicas in parallel, answer
 //!   from the newest state, repair the stale ones.
 //! - Read-modify-write operations run on the first live replica, so that they serialize there.
-//!   Blind writes (plain SET, DEL) run where they arrive when that node is a replica.
+//!   Blind writes (a plain SET) run where they arrive when that node is a replica. DEL is not
+//!   blind: its reply (how many keys it removed) depends on what the coordinator holds.
 //! - The coordinator applies the operation to its own copy, then sends the resulting state to the
 //!   other replicas and answers once the write level has acknowledged (its own copy counts).
 
@@ -87,7 +88,7 @@ impl Tally {
 
     /// For `level` over `replicas` copies, the local one already counted if `local`.
     pub fn for_level(level: Level, replicas: usize, local: bool) -> Tally {
-        let ok = usize::from(local);
+        let ok = usize::from(local).min(replicas);
         Tally::new(level.required(replicas), ok, replicas - ok)
     }
 

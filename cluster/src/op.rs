@@ -140,8 +140,9 @@ impl Op<'_> {
     }
 
     /// Whether the operation writes without reading the current entry (a plain `SET` without
-    /// `NX`/`XX`/`GET`/`KEEPTTL`, or `DEL`): any replica may coordinate it, since its result does
-    /// not depend on what the replica holds.
+    /// `NX`/`XX`/`GET`/`KEEPTTL`): any replica may coordinate it, since neither its result nor
+    /// its reply depends on what the replica holds. `DEL` is not blind: it replies how many keys
+    /// it removed.
     pub fn is_blind(&self) -> bool {
         match self {
             Op::Set {

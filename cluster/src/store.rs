@@ -186,11 +186,22 @@ impl Store {
         match s.map.find(hash, |e| e.key() == key) {
             None => false,
             Some(e) if e.is_expired(now) => {
-                self.remove(s, key, hash);
-                self.expired.fetch_add(1, Ordering::Relaxed);
+                self.remove_expired(s, key, hash);
                 false
             }
             Some(_) => true,
+        }
+    }
+
+    /// Removes an expired entry. With tombstones on (a cluster), it leaves one at the entry's
+    /// version: a replica that missed the write that set the expiry may still hold an older,
+    /// unexpiring value, and without the tombstone a repair would bring that value back.
+    fn remove_expired(&self, s: &mut SlotData, key: &[u8], hash: u64) {
+        if let Some(e) = self.remove(s, key, hash) {
+            self.expired.fetch_add(1, Ordering::Relaxed);
+            if self.tombstones.load(Ordering::Relaxed) {
+                self.tomb(s, key, e.version());
+            }
         }
     }
 
@@ -396,8 +407,7 @@ impl Store {
             None => apply(op, key, None, ctx),
         };
         if expired {
-            self.remove(s, key, hash);
-            self.expired.fetch_add(1, Ordering::Relaxed);
+            self.remove_expired(s, key, hash);
         }
         match effect {
             Effect::None | Effect::Modified => {}
@@ -536,8 +546,7 @@ impl Store {
                 f(Some(e.value()))
             }
             Some(_) => {
-                self.remove(s, key, hash);
-                self.expired.fetch_add(1, Ordering::Relaxed);
+                self.remove_expired(s, key, hash);
                 f(None)
             }
             None => f(None),
@@ -769,7 +778,7 @@ impl Store {
                 .map(|e| (self.hash(e.key()), e.key().into()))
                 .collect();
             for (hash, k) in dead {
-                self.remove(&mut s, &k, hash);
+                self.remove_expired(&mut s, &k, hash);
                 r.expired += 1;
             }
             drop(s);
@@ -783,7 +792,6 @@ impl Store {
             from = (slot + 1) % SLOTS;
         }
         self.expire_cursor.store(from, Ordering::Relaxed);
-        self.expired.fetch_add(r.expired as u64, Ordering::Relaxed);
         r
     }
 
@@ -1402,5 +1410,33 @@ mod tests {
             })
         );
         assert!(st.merge(b"a", &live(b"2", 300 << 16, 1), &ctx));
+    }
+
+    #[test]
+    fn an_expired_value_leaves_a_tombstone_in_a_cluster() {
+        let st = store();
+        st.set_tombstones(true);
+        let ctx = Ctx::at(1000);
+        let v2 = State::Live {
+            value: "v2".into(),
+            expire_at: 1500,
+            version: Version {
+                hlc: 20 << 16,
+                origin: 1,
+            },
+            enc: 0,
+        };
+        assert!(st.merge(b"k", &v2, &ctx));
+        assert_eq!(st.apply(b"k", &Op::Get, &Ctx::at(2000)), Outcome::Nil);
+        assert_eq!(
+            st.fetch(b"k"),
+            State::Dead(Version {
+                hlc: 20 << 16,
+                origin: 1
+            })
+        );
+        // A replica that missed v2 still holds an older value without expiry: it must not win.
+        assert!(!st.merge(b"k", &live(b"v1", 10 << 16, 1), &Ctx::at(2000)));
+        assert_eq!(st.stats().expired, 1);
     }
 }

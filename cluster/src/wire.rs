@@ -10,7 +10,7 @@
 //! 14..18  body length u32 LE (bytes on the wire, after compression)
 //! ```
 //!
-//! Bodies are [`Message`]s serialized with postcard (compact, stable, serde). Bodies over
+//! Bodies are [`crate::msg`] messages serialized with postcard (compact, stable, serde). Bodies over
 //! [`COMPRESS_ABOVE`] bytes are lz4-compressed. Decoding is two-phase like the RESP parser:
 //! [`check`] reads only the header, allocates nothing and enforces the size limit; [`decode`]
 //! takes a complete frame. Anything malformed or oversized is an error (the link is then closed),

@@ -106,7 +106,7 @@ impl Server {
     }
 
     /// Sends PING until it is answered, for at most [`READY_TIMEOUT`].
-    fn wait_ready(&mut self) -> Result<(), String> {
+    pub(crate) fn wait_ready(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -190,4 +190,129 @@ pub(crate) fn read_exactly(s: &mut TcpStream, want: usize) -> Vec<u8> {
 pub(crate) fn is_closed(s: &mut TcpStream) -> bool {
     let mut buf = [0u8; 1];
     matches!(s.read(&mut buf), Ok(0))
+}
+
+/// A cluster of `hypercache` processes on loopback, each with its own client and cluster port,
+/// all seeded with every member. Nodes can be killed (SIGKILL) and restarted on the same ports.
+pub(crate) struct TestCluster {
+    /// (client port, cluster port) per node.
+    pub(crate) ports: Vec<(u16, u16)>,
+    /// The running processes (`None`: killed).
+    pub(crate) nodes: Vec<Option<Server>>,
+    seeds: String,
+    extra: Vec<String>,
+}
+
+impl TestCluster {
+    /// Starts `n` nodes with `extra` arguments and waits until each sees all the others.
+    pub(crate) fn start(n: usize, extra: &[&str]) -> TestCluster {
+        let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
+        let seeds = ports
+            .iter()
+            .map(|(_, c)| format!("127.0.0.1:{c}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut c = TestCluster {
+            ports,
+            nodes: (0..n).map(|_| None).collect(),
+            seeds,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        for i in 0..n {
+            c.restart(i);
+        }
+        for i in 0..n {
+            c.wait_live(i, n);
+        }
+        c
+    }
+
+    /// (Re)starts node `i` on its ports.
+    pub(crate) fn restart(&mut self, i: usize) {
+        let (port, cport) = self.ports[i];
+        let child = Command::new(env!("CARGO_BIN_EXE_hypercache"))
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--cluster-port", &cport.to_string(), "--seeds", &self.seeds])
+            .args(["--log-level", "warn"])
+            .args(&self.extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start hypercache");
+        let mut server = Server {
+            name: "hypercache",
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        };
+        if let Err(e) = server.wait_ready() {
+            panic!("cluster node {i}: {e}");
+        }
+        self.nodes[i] = Some(server);
+    }
+
+    /// Kills node `i` with SIGKILL and reaps it.
+    pub(crate) fn kill(&mut self, i: usize) {
+        if let Some(mut s) = self.nodes[i].take() {
+            s.signal("KILL");
+            assert!(s.wait_exit(Duration::from_secs(5)), "node {i} did not die");
+        }
+    }
+
+    /// Client address of node `i`.
+    pub(crate) fn addr(&self, i: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.ports[i].0))
+    }
+
+    /// A connection to node `i`.
+    pub(crate) fn conn(&self, i: usize) -> redis::Connection {
+        redis::Client::open(format!("redis://{}/", self.addr(i)))
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    /// A connection to node `i` whose reads and writes run at `read` and `write` consistency.
+    pub(crate) fn conn_at(&self, i: usize, read: &str, write: &str) -> redis::Connection {
+        let mut c = self.conn(i);
+        let _: () = redis::cmd("HC.CONSISTENCY")
+            .arg("READ")
+            .arg(read)
+            .query(&mut c)
+            .unwrap();
+        let _: () = redis::cmd("HC.CONSISTENCY")
+            .arg("WRITE")
+            .arg(write)
+            .query(&mut c)
+            .unwrap();
+        c
+    }
+
+    /// How many members node `i` sees live (itself included), from INFO.
+    pub(crate) fn live_seen(&self, i: usize) -> usize {
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query(&mut self.conn(i))
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("hc_members_live:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// Waits (bounded, 10 s) until node `i` sees `n` live members.
+    pub(crate) fn wait_live(&self, i: usize, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let seen = self.live_seen(i);
+            if seen == n {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} sees {seen} live members, expected {n}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
 }

@@ -1,0 +1,397 @@
+//! Process tests of a cluster: three real `hypercache` processes on loopback, talking over their
+//! cluster ports, driven through the `redis` crate. Nodes are killed with SIGKILL and restarted on
+//! the same ports. Every loop is bounded.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+use common::TestCluster;
+use redis::{Connection, RedisResult, Value};
+
+fn get(c: &mut Connection, k: &str) -> Option<String> {
+    redis::cmd("GET").arg(k).query(c).unwrap()
+}
+
+fn is_noreplicas<T: std::fmt::Debug>(r: &RedisResult<T>) -> bool {
+    match r {
+        Err(e) => e.code() == Some("NOREPLICAS"),
+        Ok(_) => false,
+    }
+}
+
+#[test]
+fn a_write_through_one_node_is_read_through_every_other() {
+    let c = TestCluster::start(3, &[]);
+    let mut n0 = c.conn(0);
+    for i in 0..50 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("key:{i}"))
+            .arg(format!("value:{i}"))
+            .query(&mut n0)
+            .unwrap();
+    }
+    for node in 0..3 {
+        let mut conn = c.conn(node);
+        for i in 0..50 {
+            assert_eq!(
+                get(&mut conn, &format!("key:{i}")).as_deref(),
+                Some(format!("value:{i}").as_str()),
+                "key:{i} through node {node}"
+            );
+        }
+        // Keyspace commands answer for the whole cluster, not one node's share.
+        let n: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        assert_eq!(n, 50, "DBSIZE through node {node}");
+        let keys: Vec<String> = redis::cmd("KEYS").arg("key:*").query(&mut conn).unwrap();
+        assert_eq!(keys.len(), 50);
+        let mget: Vec<Option<String>> = redis::cmd("MGET")
+            .arg("key:1")
+            .arg("nope")
+            .arg("key:49")
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(
+            mget,
+            [Some("value:1".into()), None, Some("value:49".into())]
+        );
+    }
+    // A SCAN cursor from one node continues on another.
+    let mut seen = BTreeSet::new();
+    let mut cursor = 0u64;
+    for step in 0..10_000 {
+        let mut conn = c.conn(step % 3);
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(7)
+            .query(&mut conn)
+            .unwrap();
+        for k in keys {
+            assert!(seen.insert(k.clone()), "{k} returned twice");
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    assert_eq!(cursor, 0, "SCAN did not finish");
+    assert_eq!(seen.len(), 50);
+    // Multi-key commands across slots.
+    let n: i64 = redis::cmd("DEL")
+        .arg("key:1")
+        .arg("key:2")
+        .arg("nope")
+        .query(&mut c.conn(1))
+        .unwrap();
+    assert_eq!(n, 2);
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("key:1")
+        .arg("key:3")
+        .query(&mut c.conn(2))
+        .unwrap();
+    assert_eq!(n, 1);
+    let _: () = redis::cmd("FLUSHALL").query(&mut c.conn(2)).unwrap();
+    for node in 0..3 {
+        let n: i64 = redis::cmd("DBSIZE").query(&mut c.conn(node)).unwrap();
+        assert_eq!(n, 0, "after FLUSHALL, node {node}");
+    }
+}
+
+/// Each key's acknowledged value, as the test wrote it.
+type Acked = BTreeMap<String, String>;
+
+fn write_all(c: &TestCluster, nodes: &[usize], round: &str, acked: &mut Acked) {
+    for (j, &node) in nodes.iter().enumerate() {
+        let mut conn = c.conn_at(node, "quorum", "quorum");
+        for i in 0..40 {
+            let k = format!("k:{j}:{i}");
+            let v = format!("{round}:{node}:{i}");
+            let r: RedisResult<()> = redis::cmd("SET").arg(&k).arg(&v).query(&mut conn);
+            assert!(r.is_ok(), "SET {k} through node {node} in {round}: {r:?}");
+            acked.insert(k, v);
+            let r: RedisResult<i64> = redis::cmd("INCR").arg("counter").query(&mut conn);
+            let n = r.unwrap_or_else(|e| panic!("INCR through node {node} in {round}: {e}"));
+            acked.insert("counter".into(), n.to_string());
+        }
+    }
+}
+
+fn check_all(c: &TestCluster, nodes: &[usize], acked: &Acked) {
+    for &node in nodes {
+        let mut conn = c.conn_at(node, "quorum", "quorum");
+        for (k, v) in acked {
+            let r: RedisResult<Option<String>> = redis::cmd("GET").arg(k).query(&mut conn);
+            assert_eq!(
+                r.as_ref().ok().cloned().flatten().as_deref(),
+                Some(v.as_str()),
+                "QUORUM GET {k} through node {node}: {r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn quorum_survives_a_killed_node_and_the_cluster_heals_when_it_returns() {
+    let mut c = TestCluster::start(3, &["--request-timeout-ms", "500"]);
+    let mut acked = Acked::new();
+    write_all(&c, &[0, 1, 2], "all-up", &mut acked);
+    check_all(&c, &[0, 1, 2], &acked);
+
+    // One node killed: every QUORUM write and read through the other two succeeds, and nothing
+    // acknowledged is lost.
+    c.kill(2);
+    c.wait_live(0, 2);
+    c.wait_live(1, 2);
+    write_all(&c, &[0, 1], "one-down", &mut acked);
+    check_all(&c, &[0, 1], &acked);
+
+    // Two killed: QUORUM writes fail with Redis's NOREPLICAS; reads at ONE still serve.
+    c.kill(1);
+    c.wait_live(0, 1);
+    let mut q = c.conn_at(0, "quorum", "quorum");
+    let r: RedisResult<()> = redis::cmd("SET").arg("k:0:0").arg("lost").query(&mut q);
+    assert!(is_noreplicas(&r), "{r:?}");
+    assert_eq!(
+        r.unwrap_err().detail(),
+        Some("Not enough good replicas to write.")
+    );
+    let r: RedisResult<Option<String>> = redis::cmd("GET").arg("k:0:0").query(&mut q);
+    assert!(
+        is_noreplicas(&r),
+        "QUORUM read with one live replica: {r:?}"
+    );
+    let mut one = c.conn_at(0, "one", "quorum");
+    for (k, v) in &acked {
+        if k != "k:0:0" {
+            assert_eq!(
+                get(&mut one, k).as_deref(),
+                Some(v.as_str()),
+                "ONE read of {k}"
+            );
+        }
+    }
+    // The failed write reached the coordinator's own copy (nothing is rolled back), so the
+    // acknowledged value of k:0:0 is whichever the next successful write decides.
+    acked.remove("k:0:0");
+
+    // Both return (empty: a killed node loses its memory). Without restarting node 0, the cluster
+    // serves QUORUM again, and QUORUM reads find every acknowledged write.
+    c.restart(1);
+    c.restart(2);
+    for i in 0..3 {
+        c.wait_live(i, 3);
+    }
+    write_all(&c, &[0, 1, 2], "healed", &mut acked);
+    check_all(&c, &[0, 1, 2], &acked);
+    // Reads repaired the returned nodes along the way.
+    let metrics: Vec<Value> = redis::cmd("HC.METRICS").query(&mut c.conn(0)).unwrap();
+    assert!(!metrics.is_empty());
+}
+
+#[test]
+fn read_modify_write_commands_serialize_across_nodes() {
+    let c = TestCluster::start(3, &[]);
+    let threads: Vec<_> = (0..3)
+        .map(|node| {
+            let mut conn = c.conn(node);
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                for _ in 0..150 {
+                    let n: i64 = redis::cmd("INCR").arg("hits").query(&mut conn).unwrap();
+                    got.push(n);
+                    let _: i64 = redis::cmd("APPEND")
+                        .arg("log")
+                        .arg("x")
+                        .query(&mut conn)
+                        .unwrap();
+                }
+                let won: i64 = redis::cmd("SETNX")
+                    .arg("winner")
+                    .arg(node)
+                    .query(&mut conn)
+                    .unwrap();
+                (got, won)
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    let mut winners = 0;
+    for t in threads {
+        let (got, won) = t.join().unwrap();
+        all.extend(got);
+        winners += won;
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=450).collect::<Vec<i64>>(),
+        "every INCR saw a distinct value"
+    );
+    assert_eq!(winners, 1, "exactly one SETNX wins");
+    for node in 0..3 {
+        let mut conn = c.conn(node);
+        assert_eq!(get(&mut conn, "hits").as_deref(), Some("450"));
+        let len: i64 = redis::cmd("STRLEN").arg("log").query(&mut conn).unwrap();
+        assert_eq!(len, 450, "APPEND through node {node}");
+    }
+    // SET NX / XX / GET and GETDEL keep their semantics through any node.
+    let mut a = c.conn(0);
+    let mut b = c.conn(1);
+    let r: Option<String> = redis::cmd("SET")
+        .arg("s")
+        .arg("1")
+        .arg("NX")
+        .arg("GET")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(r, None);
+    let r: Option<String> = redis::cmd("SET")
+        .arg("s")
+        .arg("2")
+        .arg("XX")
+        .arg("GET")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(r.as_deref(), Some("1"));
+    let r: Option<String> = redis::cmd("GETDEL").arg("s").query(&mut c.conn(2)).unwrap();
+    assert_eq!(r.as_deref(), Some("2"));
+    assert_eq!(get(&mut a, "s"), None);
+    let r: i64 = redis::cmd("EXPIRE")
+        .arg("hits")
+        .arg(100)
+        .arg("NX")
+        .query(&mut b)
+        .unwrap();
+    assert_eq!(r, 1);
+    let r: i64 = redis::cmd("EXPIRE")
+        .arg("hits")
+        .arg(50)
+        .arg("GT")
+        .query(&mut a)
+        .unwrap();
+    assert_eq!(r, 0);
+    let ttl: i64 = redis::cmd("TTL").arg("hits").query(&mut c.conn(2)).unwrap();
+    assert!((99..=100).contains(&ttl), "{ttl}");
+}
+
+#[test]
+fn admin_commands_describe_the_cluster() {
+    let c = TestCluster::start(3, &[]);
+    let mut conn = c.conn(0);
+    let node: BTreeMap<String, Value> = redis::cmd("HC.NODE").query(&mut conn).unwrap();
+    let id = format!("127.0.0.1:{}", c.ports[0].1);
+    assert_eq!(node["id"], Value::BulkString(id.clone().into_bytes()));
+    assert_eq!(node["members"], Value::Int(3));
+    let members: Vec<BTreeMap<String, Value>> = redis::cmd("HC.MEMBERS").query(&mut conn).unwrap();
+    assert_eq!(members.len(), 3);
+    let total: i64 = members
+        .iter()
+        .map(|m| match m["primary_slots"] {
+            Value::Int(n) => n,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(total, 16384, "every slot has one primary");
+    assert!(members
+        .iter()
+        .all(|m| m["state"] == Value::BulkString(b"up".to_vec())));
+    let (slot, replicas): (i64, Vec<(String, String)>) = redis::cmd("HC.KEYSLOT")
+        .arg("user:{42}:name")
+        .query(&mut conn)
+        .unwrap();
+    let (slot2, _): (i64, Vec<(String, String)>) = redis::cmd("HC.KEYSLOT")
+        .arg("{42}")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(slot, slot2, "hash tags");
+    assert_eq!(replicas.len(), 3);
+    // Per-connection consistency.
+    let levels: BTreeMap<String, String> = redis::cmd("HC.CONSISTENCY").query(&mut conn).unwrap();
+    assert_eq!(levels["read"], "one");
+    assert_eq!(levels["write"], "quorum");
+    let _: () = redis::cmd("HC.CONSISTENCY")
+        .arg("WRITE")
+        .arg("ALL")
+        .query(&mut conn)
+        .unwrap();
+    let w: String = redis::cmd("HC.CONSISTENCY")
+        .arg("WRITE")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(w, "all");
+    let r: RedisResult<()> = redis::cmd("HC.CONSISTENCY")
+        .arg("READ")
+        .arg("TWO")
+        .query(&mut conn);
+    assert!(r.is_err());
+    let other: BTreeMap<String, String> =
+        redis::cmd("HC.CONSISTENCY").query(&mut c.conn(0)).unwrap();
+    assert_eq!(other["write"], "quorum", "levels are per connection");
+    // Metrics count what happened.
+    let _: () = redis::cmd("SET")
+        .arg("m")
+        .arg("1")
+        .query(&mut conn)
+        .unwrap();
+    let flat: Vec<Value> = redis::cmd("HC.METRICS").query(&mut conn).unwrap();
+    let metrics: BTreeMap<String, i64> = flat
+        .chunks(2)
+        .map(|p| match (&p[0], &p[1]) {
+            (Value::BulkString(k), Value::Int(v)) => (String::from_utf8_lossy(k).into(), *v),
+            other => panic!("not a name/value pair: {other:?}"),
+        })
+        .collect();
+    assert!(metrics["dist.write.attempts"] >= 1);
+    assert!(
+        metrics["dist.write.acks"] >= 3,
+        "ALL write acked by 3: {metrics:?}"
+    );
+    assert!(metrics.contains_key("dist.latency.write.p99_us"));
+    let info: String = redis::cmd("INFO").arg("cluster").query(&mut conn).unwrap();
+    assert!(info.contains("hc_members_live:3"), "{info}");
+}
+
+#[test]
+fn nodes_of_another_cluster_are_refused_and_bad_frames_close_the_link() {
+    let c = TestCluster::start(2, &[]);
+    // A third process with the same seeds but another cluster name: no link either way.
+    let seeds = format!("127.0.0.1:{},127.0.0.1:{}", c.ports[0].1, c.ports[1].1);
+    let stranger = common::start("hypercache", move |port| {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hypercache"));
+        cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args([
+                "--cluster-name",
+                "other",
+                "--seeds",
+                &seeds,
+                "--log-level",
+                "error",
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        cmd
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let mut s = stranger.client().get_connection().unwrap();
+    let info: String = redis::cmd("INFO").arg("cluster").query(&mut s).unwrap();
+    assert!(info.contains("hc_members_live:1"), "{info}");
+    assert!(!info.contains("dist_link_handshake_failures:0"), "{info}");
+    stranger.signal("KILL");
+    // Garbage on the cluster port closes that link; the node keeps serving.
+    let mut raw = TcpStream::connect(("127.0.0.1", c.ports[0].1)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
+    let mut buf = Vec::new();
+    let _ = raw.read_to_end(&mut buf);
+    let _: () = redis::cmd("SET")
+        .arg("still")
+        .arg("here")
+        .query(&mut c.conn(0))
+        .unwrap();
+    assert_eq!(get(&mut c.conn(1), "still").as_deref(), Some("here"));
+    c.wait_live(0, 2);
+}
