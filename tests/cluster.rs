@@ -299,6 +299,24 @@ fn admin_commands_describe_the_cluster() {
     assert!(members
         .iter()
         .all(|m| m["state"] == Value::BulkString(b"up".to_vec())));
+    let mut addrs: Vec<(String, String)> = members
+        .iter()
+        .map(|m| {
+            let s = |k: &str| match &m[k] {
+                Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+                other => panic!("{k}: {other:?}"),
+            };
+            (s("client_addr"), s("cluster_addr"))
+        })
+        .collect();
+    addrs.sort();
+    let mut want: Vec<(String, String)> = c
+        .ports
+        .iter()
+        .map(|(p, cp)| (format!("127.0.0.1:{p}"), format!("127.0.0.1:{cp}")))
+        .collect();
+    want.sort();
+    assert_eq!(addrs, want, "HC.MEMBERS addresses");
     let (slot, replicas): (i64, Vec<(String, String)>) = redis::cmd("HC.KEYSLOT")
         .arg("user:{42}:name")
         .query(&mut conn)

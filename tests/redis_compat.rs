@@ -78,7 +78,11 @@ fn corpus_matches_redis_through_a_3_node_cluster() {
     let report =
         compare(redis.addr, cluster.addr(0), &cases, &known).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{report}");
-    assert!(report.compared > 1000, "only {} steps compared", report.compared);
+    assert!(
+        report.compared > 1000,
+        "only {} steps compared",
+        report.compared
+    );
     assert_eq!(
         report.failed(),
         0,

@@ -210,6 +210,8 @@ pub struct Hello {
     pub node_id: String,
     /// The sender's protocol version.
     pub protocol: u8,
+    /// The address clients reach the sender at (shown by `HC.MEMBERS`).
+    pub client_addr: String,
 }
 
 /// Serializes a message body.
@@ -299,6 +301,7 @@ mod tests {
             cluster: "prod".into(),
             node_id: "n1".into(),
             protocol: VERSION,
+            client_addr: "127.0.0.1:6379".into(),
         };
         assert_eq!(from_body::<Hello>(&to_body(&h)), Ok(h));
         assert!(from_body::<Hello>(&[0xff, 0xff]).is_err());

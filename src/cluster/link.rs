@@ -110,6 +110,8 @@ pub struct Peer {
     next_id: AtomicU64,
     /// When the link last went up or down (for HC.MEMBERS).
     pub changed: Mutex<Option<Instant>>,
+    /// The client address the peer announced in its handshake (empty before).
+    pub client_addr: Mutex<String>,
 }
 
 impl Peer {
@@ -124,6 +126,7 @@ impl Peer {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             changed: Mutex::new(None),
+            client_addr: Mutex::new(String::new()),
         }
     }
 
@@ -262,6 +265,7 @@ fn hello(cl: &Cluster) -> Vec<u8> {
         cluster: cl.name.clone(),
         node_id: cl.node_id.clone(),
         protocol: wire::VERSION,
+        client_addr: cl.client_addr.clone(),
     })
 }
 
@@ -331,6 +335,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                     *peer.id.lock() = h.node_id.clone();
                     cl.rebuild();
                 }
+                *peer.client_addr.lock() = h.client_addr.clone();
                 let (r, w) = stream.into_split();
                 let q = Arc::new(Outbound::default());
                 *peer.queue.lock() = Some(q.clone());

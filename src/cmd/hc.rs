@@ -79,7 +79,7 @@ pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
             None => (cl.cluster_addr.clone(), cl.client_addr.clone(), "up", 1),
             Some(p) => (
                 p.addr.clone(),
-                client_of(&p.addr),
+                p.client_addr.lock().clone(),
                 if p.is_up() { "up" } else { "down" },
                 0,
             ),
@@ -95,17 +95,6 @@ pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         ]));
     }
     Some(Frame::Array(out))
-}
-
-/// A peer's client address under the default port layout (cluster port = client port + 10000).
-fn client_of(cluster_addr: &str) -> String {
-    match cluster_addr.rsplit_once(':') {
-        Some((h, p)) => match p.parse::<u32>() {
-            Ok(p) if p >= 10000 => format!("{h}:{}", p - 10000),
-            _ => String::new(),
-        },
-        None => String::new(),
-    }
 }
 
 /// # Format
