@@ -743,7 +743,7 @@ mod tests {
         let c = Config::load(
             &s(&[
                 "--cluster-port=9000",
-                "--advertise=10.0.0.1",
+                "--advertise=127.0.0.9",
                 "--seeds",
                 " a:1, ,b:2",
                 "--write-consistency=ALL",
@@ -751,7 +751,7 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(c.cluster_address(), "10.0.0.1:9000");
+        assert_eq!(c.cluster_address(), "127.0.0.9:9000");
         assert_eq!(c.seed_list(), ["a:1", "b:2"]);
         assert_eq!(c.write_consistency, Level::All);
         let e = Config::load(&s(&["--read-consistency", "two"]), &[])
