@@ -178,18 +178,64 @@ fn quorum_survives_a_killed_node_and_the_cluster_heals_when_it_returns() {
     // acknowledged value of k:0:0 is whichever the next successful write decides.
     acked.remove("k:0:0");
 
-    // Both return (empty: a killed node loses its memory). Without restarting node 0, the cluster
-    // serves QUORUM again, and QUORUM reads find every acknowledged write.
+    // Both return, empty: a killed node loses its memory. Without restarting node 0, the cluster
+    // serves QUORUM again, and QUORUM reads through any node find every acknowledged write.
     c.restart(1);
     c.restart(2);
     for i in 0..3 {
         c.wait_live(i, 3);
     }
+    let repairs =
+        |c: &TestCluster| -> i64 { (0..3).map(|i| metric(c, i, "dist.read.repairs")).sum() };
+    let before = repairs(&c);
+    check_all(&c, &[0, 1, 2], &acked);
+    // Those reads, and reads at ALL through node 0, repair both returned nodes; afterwards they
+    // serve every acknowledged write from their own copy at ONE.
+    let mut all = c.conn_at(0, "all", "quorum");
+    for (k, v) in &acked {
+        assert_eq!(
+            get(&mut all, k).as_deref(),
+            Some(v.as_str()),
+            "ALL read of {k}"
+        );
+    }
+    assert!(
+        repairs(&c) >= before + acked.len() as i64,
+        "every key was repaired on the returned nodes: {} repairs",
+        repairs(&c) - before
+    );
+    for node in [1, 2] {
+        let mut one = c.conn_at(node, "one", "quorum");
+        for (k, v) in &acked {
+            // Repairs are sent without waiting for them: allow them a moment to land.
+            let mut got = None;
+            for _ in 0..100 {
+                got = get(&mut one, k);
+                if got.as_deref() == Some(v.as_str()) {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert_eq!(
+                got.as_deref(),
+                Some(v.as_str()),
+                "ONE read of {k} on node {node}"
+            );
+        }
+    }
     write_all(&c, &[0, 1, 2], "healed", &mut acked);
     check_all(&c, &[0, 1, 2], &acked);
-    // Reads repaired the returned nodes along the way.
-    let metrics: Vec<Value> = redis::cmd("HC.METRICS").query(&mut c.conn(0)).unwrap();
-    assert!(!metrics.is_empty());
+}
+
+/// One `HC.METRICS` value of node `i`.
+fn metric(c: &TestCluster, i: usize, name: &str) -> i64 {
+    let flat: Vec<Value> = redis::cmd("HC.METRICS").query(&mut c.conn(i)).unwrap();
+    flat.chunks(2)
+        .find_map(|p| match (&p[0], &p[1]) {
+            (Value::BulkString(k), Value::Int(v)) if k == name.as_bytes() => Some(*v),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no metric {name}"))
 }
 
 #[test]

@@ -289,14 +289,28 @@ impl Store {
         s: &mut SlotData,
         key: &[u8],
         hash: u64,
-        mut e: Entry,
+        e: Entry,
         version: Version,
     ) {
         if let Some(old) = self.remove_quiet(s, key, hash) {
             // Callers remove first; keep the books right if one does not.
             self.forget(s, &old);
         }
-        self.untomb(s, key);
+        self.insert_absent(s, key, hash, e, version);
+    }
+
+    /// Inserts an entry for a key the slot does not hold (the caller just looked).
+    fn insert_absent(
+        &self,
+        s: &mut SlotData,
+        key: &[u8],
+        hash: u64,
+        mut e: Entry,
+        version: Version,
+    ) {
+        if s.tombs.is_some() {
+            self.untomb(s, key);
+        }
         e.set_version(version);
         s.digest ^= entry_hash(key, &e.version());
         if e.expire_at() != 0 {
@@ -420,7 +434,8 @@ impl Store {
                     }
                     changed = Some(st);
                 }
-                self.insert_versioned(s, key, hash, e, version);
+                // Missing (or its expired entry was just removed): no second lookup needed.
+                self.insert_absent(s, key, hash, e, version);
             }
             Effect::Deleted => {
                 self.remove(s, key, hash);
@@ -472,26 +487,61 @@ impl Store {
         let hash = self.hash(key);
         let mut guard = self.lock(key_slot(key));
         let s = &mut *guard;
-        let held = match s.map.find(hash, |e| e.key() == key) {
-            Some(e) => Some(e.version()),
-            None => s.tombs.as_ref().and_then(|t| t.get(key)).copied(),
-        };
-        if held.is_some_and(|h| h >= version) {
+        // One lookup: a newer value over an existing one is written in place (the common case
+        // for a replica: the key is overwritten), with the books kept as `apply` keeps them.
+        if let Some(e) = s.map.find_mut(hash, |e| e.key() == key) {
+            if e.version() >= version {
+                return false;
+            }
+            let State::Live {
+                value,
+                expire_at,
+                enc,
+                ..
+            } = state
+            else {
+                // A tombstone replaces the value.
+                self.remove(s, key, hash);
+                self.tomb(s, key, version);
+                return true;
+            };
+            let (old_version, had_ttl, old_size) = (e.version(), e.expire_at() != 0, e.footprint());
+            e.set_value(value, *expire_at, EncodingHint::from_bits(*enc));
+            e.set_version(version);
+            let (new_size, has_ttl) = (e.footprint(), e.expire_at() != 0);
+            s.digest ^= entry_hash(key, &old_version) ^ entry_hash(key, &version);
+            if new_size != old_size {
+                self.bytes
+                    .fetch_add(new_size.wrapping_sub(old_size) as u64, Ordering::Relaxed);
+            }
+            if has_ttl != had_ttl {
+                if has_ttl {
+                    s.volatile += 1;
+                    self.volatile.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    s.volatile -= 1;
+                    self.volatile.fetch_sub(1, Ordering::Relaxed);
+                }
+                self.sync_bits(s);
+            }
+            return true;
+        }
+        if s.tombs
+            .as_ref()
+            .and_then(|t| t.get(key))
+            .is_some_and(|h| *h >= version)
+        {
             return false;
         }
         match state {
             State::Missing => return false,
-            State::Dead(v) => {
-                self.remove(s, key, hash);
-                self.tomb(s, key, *v);
-            }
+            State::Dead(v) => self.tomb(s, key, *v),
             State::Live {
                 value,
                 expire_at,
-                version,
                 enc,
+                ..
             } => {
-                self.remove(s, key, hash);
                 let e = Entry::new(
                     key,
                     value,
@@ -499,7 +549,7 @@ impl Store {
                     ctx.initial_access(),
                     EncodingHint::from_bits(*enc),
                 );
-                self.insert_versioned(s, key, hash, e, *version);
+                self.insert_absent(s, key, hash, e, version);
             }
         }
         true
@@ -1309,6 +1359,24 @@ mod tests {
         assert!(!st.merge(b"k", &live(b"a", 10 << 16, 1), &ctx));
         assert!(st.merge(b"k", &live(b"b", 10 << 16, 2), &ctx));
         assert_eq!(st.apply(b"k", &Op::Get, &ctx), Outcome::Value("b".into()));
+        // In-place overwrites keep the books: a longer value, then one with an expiry.
+        assert!(st.merge(b"k", &live(&[b'x'; 300], 10 << 16, 3), &ctx));
+        let expiring = State::Live {
+            value: "e".into(),
+            expire_at: 9_999_999,
+            version: Version {
+                hlc: 10 << 16,
+                origin: 4,
+            },
+            enc: 0,
+        };
+        assert!(st.merge(b"k", &expiring, &ctx));
+        assert_eq!(st.stats().bytes, st.bytes_recomputed());
+        assert_eq!(st.stats().volatile, 1);
+        assert_eq!(
+            st.apply(b"k", &Op::Ttl { ms: false }, &ctx),
+            Outcome::Int(9999)
+        );
         // A tombstone wins over older values and keeps them out.
         let dead = State::Dead(Version {
             hlc: 11 << 16,

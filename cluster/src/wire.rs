@@ -219,6 +219,16 @@ pub fn to_body<T: Serialize>(msg: &T) -> Vec<u8> {
     postcard::to_allocvec(msg).expect("serializing to memory cannot fail")
 }
 
+/// Appends one frame carrying `msg` to `out`. Small messages (replies, acks) are serialized on
+/// the stack: no allocation per message.
+pub fn encode_msg<T: Serialize>(kind: Kind, id: u64, msg: &T, out: &mut BytesMut) {
+    let mut stack = [0u8; 256];
+    match postcard::to_slice(msg, &mut stack) {
+        Ok(body) => encode(kind, id, body, out),
+        Err(_) => encode(kind, id, &to_body(msg), out),
+    }
+}
+
 /// Deserializes a message body.
 pub fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, WireError> {
     postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))
@@ -293,6 +303,22 @@ mod tests {
         assert_eq!(bad(17, 1), Err(WireError::TooLarge((1 << 24) + 1)));
         // A compressed flag on a body that is not lz4.
         assert!(matches!(bad(4, 1), Err(WireError::Body(_))));
+    }
+
+    #[test]
+    fn messages_encode_on_the_stack_or_the_heap_alike() {
+        for len in [3usize, 1000] {
+            let h = Hello {
+                cluster: "c".repeat(len),
+                node_id: "n".into(),
+                protocol: VERSION,
+                client_addr: String::new(),
+            };
+            let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+            encode_msg(Kind::Reply, 7, &h, &mut a);
+            encode(Kind::Reply, 7, &to_body(&h), &mut b);
+            assert_eq!(a, b);
+        }
     }
 
     #[test]

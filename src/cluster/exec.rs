@@ -518,7 +518,7 @@ pub fn serve_request(
         Err(e) => {
             inc(&cl.metrics.transport_errors);
             let reply = Response::Error(format!("malformed request: {e}"));
-            q.push(Kind::Reply, id, &wire::to_body(&reply));
+            q.push_msg(Kind::Reply, id, &reply);
             return;
         }
     };
@@ -561,13 +561,13 @@ pub fn serve_request(
                         Ok(o) => Response::Outcome(o.into()),
                         Err(NoReplicas { write }) => Response::NoReplicas { write },
                     };
-                    q.push(Kind::Reply, id, &wire::to_body(&reply));
+                    q.push_msg(Kind::Reply, id, &reply);
                 });
                 return;
             }
         }
     };
-    q.push(Kind::Reply, id, &wire::to_body(&reply));
+    q.push_msg(Kind::Reply, id, &reply);
 }
 
 /// Which member answers for each slot in `slots` in a cluster-wide command: the first live

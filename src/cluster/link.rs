@@ -51,6 +51,12 @@ impl Outbound {
         self.ready.notify_one();
     }
 
+    /// Queues one frame carrying `msg` (serialized straight into the buffer when small).
+    pub fn push_msg<T: serde::Serialize>(&self, kind: Kind, id: u64, msg: &T) {
+        wire::encode_msg(kind, id, msg, &mut self.buf.lock());
+        self.ready.notify_one();
+    }
+
     /// Stops the writer.
     pub fn close(&self) {
         self.closed.store(true, Ordering::Relaxed);
@@ -60,6 +66,10 @@ impl Outbound {
     /// Writes queued frames until the link fails or is closed.
     pub async fn write_loop(&self, mut w: OwnedWriteHalf) -> std::io::Result<()> {
         loop {
+            // Let every task that is ready run first: under load they queue more frames, and all of
+            // them go out in the one write below (woken at once, this would write one frame per
+            // syscall and per TCP segment).
+            tokio::task::yield_now().await;
             let chunk = {
                 let mut b = self.buf.lock();
                 (!b.is_empty()).then(|| b.split())
