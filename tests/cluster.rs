@@ -459,3 +459,48 @@ fn nodes_of_another_cluster_are_refused_and_bad_frames_close_the_link() {
     assert_eq!(get(&mut c.conn(1), "still").as_deref(), Some("here"));
     c.wait_live(0, 2);
 }
+
+#[test]
+fn with_fewer_replicas_than_members_requests_are_forwarded() {
+    // Replication 2 over 3 nodes: a third of the keys are on neither replica of a given node, so
+    // their reads and writes go to a replica over the cluster link.
+    let c = TestCluster::start(3, &["--replication", "2"]);
+    for node in 0..3 {
+        let mut conn = c.conn(node);
+        for i in 0..60 {
+            let _: () = redis::cmd("SET")
+                .arg(format!("r2:{node}:{i}"))
+                .arg(i)
+                .query(&mut conn)
+                .unwrap();
+            let n: i64 = redis::cmd("INCR").arg("r2:count").query(&mut conn).unwrap();
+            assert!(n >= 1);
+        }
+    }
+    for node in 0..3 {
+        let mut conn = c.conn(node);
+        for w in 0..3 {
+            for i in 0..60 {
+                let v: Option<i64> = redis::cmd("GET")
+                    .arg(format!("r2:{w}:{i}"))
+                    .query(&mut conn)
+                    .unwrap();
+                assert_eq!(v, Some(i), "r2:{w}:{i} through node {node}");
+            }
+        }
+        assert_eq!(get(&mut conn, "r2:count").as_deref(), Some("180"));
+        let n: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+        assert_eq!(n, 181, "DBSIZE through node {node}");
+    }
+    let forwarded: i64 = (0..3).map(|i| metric(&c, i, "dist.forward.sent")).sum();
+    assert!(forwarded > 0, "no request was forwarded");
+    // Each member holds about two thirds of the slots.
+    let members: Vec<BTreeMap<String, Value>> =
+        redis::cmd("HC.MEMBERS").query(&mut c.conn(0)).unwrap();
+    for m in &members {
+        let Value::Int(slots) = m["slots"] else {
+            panic!("{m:?}")
+        };
+        assert!((10_900..=10_950).contains(&slots), "{slots}");
+    }
+}
