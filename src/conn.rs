@@ -61,6 +61,7 @@ pub async fn serve(
     let mut session = Session::new(shared.clone(), handle.clone());
     let reason = run(&mut session, &mut socket, &mut shutdown).await;
     tracing::debug!(
+        node_id = %shared.node_id,
         component = "server",
         client_id = id,
         reason,
@@ -137,7 +138,7 @@ async fn run(
                 Ok(false) => break,
                 Err(e) => {
                     Stats::add(&s.shared.stats.protocol_errors, 1);
-                    tracing::info!(component = "server", client_id = s.handle.id, error = %e, "protocol error, closing client");
+                    tracing::info!(node_id = %s.shared.node_id, component = "server", client_id = s.handle.id, error = %e, "protocol error, closing client");
                     if let Some(text) = e.reply_text() {
                         Frame::Error(text.into()).encode(Protocol::Resp2, &mut s.out);
                     }

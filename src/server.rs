@@ -39,7 +39,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, grace: Duration) {
                 }
                 Err(e) => {
                     // Out of file descriptors and similar: wait and retry rather than spin.
-                    tracing::warn!(component = "server", error = %e, "accept failed; backing off");
+                    tracing::warn!(node_id = %shared.node_id, component = "server", error = %e, "accept failed; backing off");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(1));
                 }
@@ -55,7 +55,7 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, grace: Duration) {
         tokio::select! {
             next = conns.join_next() => if next.is_none() { break },
             _ = &mut deadline => {
-                tracing::warn!(component = "server", open = conns.len(), "connections still open after the grace period; closing them");
+                tracing::warn!(node_id = %shared.node_id, component = "server", open = conns.len(), "connections still open after the grace period; closing them");
                 conns.abort_all();
                 break;
             }
@@ -103,9 +103,9 @@ pub async fn signals(shared: Arc<Shared>) {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     let mut shutdown = shared.shutdown.subscribe();
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => tracing::warn!(component = "server", "SIGINT received, stopping"),
+        _ = tokio::signal::ctrl_c() => tracing::warn!(node_id = %shared.node_id, component = "server", "SIGINT received, stopping"),
         _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {
-            tracing::warn!(component = "server", "SIGTERM received, stopping")
+            tracing::warn!(node_id = %shared.node_id, component = "server", "SIGTERM received, stopping")
         }
         _ = shutdown.changed() => return,
     }

@@ -181,6 +181,8 @@ pub struct Shared {
     pub port: AtomicU64,
     /// The cluster this node belongs to (`None`: a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// This node's id, for logs.
+    pub node_id: String,
 }
 
 impl Shared {
@@ -190,7 +192,8 @@ impl Shared {
         let (shutdown, _) = watch::channel(false);
         let cluster = crate::cluster::Cluster::from_config(&config);
         // The tie-break of versions this node creates: a stable number from its id.
-        let origin = xxhash_rust::xxh3::xxh3_64(config.node_id().as_bytes()) as u16;
+        let node_id = config.node_id();
+        let origin = xxhash_rust::xxh3::xxh3_64(node_id.as_bytes()) as u16;
         Arc::new(Shared {
             store: Store::new(StoreConfig {
                 hash_seed: seed,
@@ -208,6 +211,7 @@ impl Shared {
             shutdown,
             port: AtomicU64::new(0),
             cluster,
+            node_id,
         })
     }
 

@@ -525,6 +525,7 @@ pub(super) fn shutdown(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         }
     }
     tracing::warn!(
+        node_id = %s.shared.node_id,
         component = "server",
         "SHUTDOWN requested by a client, stopping"
     );
