@@ -252,6 +252,8 @@ impl Session {
         }
         out.extend_from_slice(&old[from..]);
         self.out = out;
+        // The next command's time (its `now`, and its slow-log duration) starts after the wait.
+        self.clock = Instant::now();
     }
 
     /// Whether the parser may relax its pre-authentication limits.

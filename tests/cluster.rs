@@ -504,3 +504,23 @@ fn with_fewer_replicas_than_members_requests_are_forwarded() {
         assert!((10_900..=10_950).contains(&slots), "{slots}");
     }
 }
+
+#[test]
+fn a_paused_node_is_taken_out_by_the_heartbeat_and_comes_back() {
+    let c = TestCluster::start(3, &["--request-timeout-ms", "300"]);
+    // SIGSTOP keeps its sockets open: only the heartbeat can tell it is gone.
+    c.nodes[2].as_ref().unwrap().signal("STOP");
+    c.wait_live(0, 2);
+    c.wait_live(1, 2);
+    let mut q = c.conn_at(0, "quorum", "quorum");
+    for i in 0..50 {
+        let r: RedisResult<i64> = redis::cmd("INCR").arg("paused").query(&mut q);
+        assert_eq!(r.ok(), Some(i + 1), "INCR {i} with a paused node");
+    }
+    c.nodes[2].as_ref().unwrap().signal("CONT");
+    for i in 0..3 {
+        c.wait_live(i, 3);
+    }
+    let mut q2 = c.conn_at(2, "quorum", "quorum");
+    assert_eq!(get(&mut q2, "paused").as_deref(), Some("50"));
+}

@@ -23,7 +23,8 @@ pub enum State {
         /// The value bytes.
         value: Bytes,
         /// Absolute expiry, unix ms (0: none). Replicated with the value, so every replica
-        /// expires the key at the same instant and no tombstone is needed for expiry.
+        /// expires the key at the same instant. (Removing an expired key still leaves a
+        /// tombstone at its version: a replica that missed this write may hold an older value.)
         expire_at: u64,
         /// The write's version.
         version: Version,
@@ -188,7 +189,8 @@ pub enum Request<'a> {
     },
     /// A random key of this node. Answered with [`Response::Key`].
     RandomKey,
-    /// Remove every key older than `horizon` (FLUSHALL). Answered with [`Response::Done`].
+    /// Remove every key and tombstone older than `horizon` (FLUSHALL). Answered with
+    /// [`Response::Done`].
     Flush {
         /// The flush's version: anything older is gone, on this node and in what it receives.
         horizon: Version,
@@ -211,8 +213,14 @@ pub enum Response {
     Applied(bool),
     /// To [`Request::Fetch`].
     State(State),
-    /// To [`Request::Keys`].
-    Keys(Vec<Bytes>),
+    /// To [`Request::Keys`]: the matching keys, and how many keys the slots held in all (the work
+    /// SCAN's COUNT measures).
+    Keys {
+        /// Matching keys.
+        keys: Vec<Bytes>,
+        /// Keys examined.
+        examined: u64,
+    },
     /// To [`Request::Count`].
     Count(u64),
     /// To [`Request::RandomKey`].

@@ -37,8 +37,9 @@ struct SlotData {
     tombs: Option<Box<Tombs>>,
 }
 
-/// A slot's tombstones: key -> the delete's version.
-type Tombs = hashbrown::HashMap<Box<[u8]>, Version, ahash::RandomState>;
+/// A slot's tombstones: key -> the delete's version and when this node recorded it (unix ms; the
+/// purge goes by that, since an expired value's tombstone carries the value's old version).
+type Tombs = hashbrown::HashMap<Box<[u8]>, (Version, u64), ahash::RandomState>;
 
 /// A slot's lock and data on a cache line of their own (the lock, the table header and the
 /// counters fit in 64 bytes), so touching one slot costs one line and neighbours never share.
@@ -186,7 +187,7 @@ impl Store {
         match s.map.find(hash, |e| e.key() == key) {
             None => false,
             Some(e) if e.is_expired(now) => {
-                self.remove_expired(s, key, hash);
+                self.remove_expired(s, key, hash, now);
                 false
             }
             Some(_) => true,
@@ -196,11 +197,11 @@ impl Store {
     /// Removes an expired entry. With tombstones on (a cluster), it leaves one at the entry's
     /// version: a replica that missed the write that set the expiry may still hold an older,
     /// unexpiring value, and without the tombstone a repair would bring that value back.
-    fn remove_expired(&self, s: &mut SlotData, key: &[u8], hash: u64) {
+    fn remove_expired(&self, s: &mut SlotData, key: &[u8], hash: u64, now: u64) {
         if let Some(e) = self.remove(s, key, hash) {
             self.expired.fetch_add(1, Ordering::Relaxed);
             if self.tombstones.load(Ordering::Relaxed) {
-                self.tomb(s, key, e.version());
+                self.tomb(s, key, e.version(), now);
             }
         }
     }
@@ -329,7 +330,7 @@ impl Store {
     /// Drops `key`'s tombstone, if any (a newer write replaces it).
     fn untomb(&self, s: &mut SlotData, key: &[u8]) {
         if let Some(t) = s.tombs.as_mut() {
-            if let Some(v) = t.remove(key) {
+            if let Some((v, _)) = t.remove(key) {
                 s.digest ^= entry_hash(key, &v);
                 self.tomb_count.fetch_sub(1, Ordering::Relaxed);
                 if t.is_empty() {
@@ -339,13 +340,13 @@ impl Store {
         }
     }
 
-    /// Records a tombstone for `key` at `version` (replacing an older one).
-    fn tomb(&self, s: &mut SlotData, key: &[u8], version: Version) {
+    /// Records a tombstone for `key` at `version` (replacing an older one), created at `now`.
+    fn tomb(&self, s: &mut SlotData, key: &[u8], version: Version, now: u64) {
         let t = s
             .tombs
             .get_or_insert_with(|| Box::new(Tombs::with_hasher(self.hasher.clone())));
-        match t.insert(key.into(), version) {
-            Some(old) => s.digest ^= entry_hash(key, &old),
+        match t.insert(key.into(), (version, now)) {
+            Some((old, _)) => s.digest ^= entry_hash(key, &old),
             None => {
                 self.tomb_count.fetch_add(1, Ordering::Relaxed);
             }
@@ -421,7 +422,7 @@ impl Store {
             None => apply(op, key, None, ctx),
         };
         if expired {
-            self.remove_expired(s, key, hash);
+            self.remove_expired(s, key, hash, ctx.now);
         }
         match effect {
             Effect::None | Effect::Modified => {}
@@ -442,7 +443,7 @@ impl Store {
                 if capture || self.tombstones.load(Ordering::Relaxed) {
                     let version = self.next_version(ctx.now);
                     if self.tombstones.load(Ordering::Relaxed) {
-                        self.tomb(s, key, version);
+                        self.tomb(s, key, version, ctx.now);
                     }
                     changed = Some(State::Dead(version));
                 }
@@ -460,7 +461,7 @@ impl Store {
         if let Some(e) = s.map.find(hash, |e| e.key() == key) {
             return live_state(e);
         }
-        if let Some(v) = s.tombs.as_ref().and_then(|t| t.get(key)) {
+        if let Some((v, _)) = s.tombs.as_ref().and_then(|t| t.get(key)) {
             return State::Dead(*v);
         }
         self.horizon_state()
@@ -502,7 +503,7 @@ impl Store {
             else {
                 // A tombstone replaces the value.
                 self.remove(s, key, hash);
-                self.tomb(s, key, version);
+                self.tomb(s, key, version, ctx.now);
                 return true;
             };
             let (old_version, had_ttl, old_size) = (e.version(), e.expire_at() != 0, e.footprint());
@@ -529,13 +530,13 @@ impl Store {
         if s.tombs
             .as_ref()
             .and_then(|t| t.get(key))
-            .is_some_and(|h| *h >= version)
+            .is_some_and(|(h, _)| *h >= version)
         {
             return false;
         }
         match state {
             State::Missing => return false,
-            State::Dead(v) => self.tomb(s, key, *v),
+            State::Dead(v) => self.tomb(s, key, *v, ctx.now),
             State::Live {
                 value,
                 expire_at,
@@ -567,8 +568,8 @@ impl Store {
             let s = &mut *guard;
             let Some(t) = s.tombs.as_mut() else { continue };
             let mut digest = s.digest;
-            t.retain(|k, v| {
-                let keep = v.millis() >= before;
+            t.retain(|k, (v, at)| {
+                let keep = *at >= before;
                 if !keep {
                     digest ^= entry_hash(k, v);
                     purged += 1;
@@ -596,7 +597,7 @@ impl Store {
                 f(Some(e.value()))
             }
             Some(_) => {
-                self.remove_expired(s, key, hash);
+                self.remove_expired(s, key, hash, ctx.now);
                 f(None)
             }
             None => f(None),
@@ -770,16 +771,48 @@ impl Store {
         None
     }
 
-    /// FLUSHALL in a cluster: removes every key and raises the horizon to `horizon`, below which
-    /// no version is accepted any more (so a replica that missed the flush cannot bring keys
-    /// back through repair). Tombstones are dropped too: the horizon covers them.
-    pub fn flush_at(&self, horizon: Version) -> Vec<impl Send + 'static> {
+    /// FLUSHALL in a cluster: removes every key and tombstone older than `horizon` and raises the
+    /// horizon, below which no version is accepted any more (so a replica that missed the flush
+    /// cannot bring keys back through repair). Anything newer than the flush stays.
+    pub fn flush_at(&self, horizon: Version) {
         self.clock.observe(horizon.hlc);
         self.horizon.fetch_max(horizon.hlc, Ordering::Relaxed);
-        if self.tomb_count.load(Ordering::Relaxed) > 0 {
-            self.purge_tombstones(u64::MAX);
+        let below = |v: &Version| v.hlc < horizon.hlc;
+        for cell in self.slots.iter() {
+            let mut guard = cell.0.lock();
+            let s = &mut *guard;
+            if s.map.is_empty() && s.tombs.is_none() {
+                continue;
+            }
+            // Writes newer than the flush (from a node whose clock is ahead) survive it.
+            let dead: Vec<(u64, Box<[u8]>)> = s
+                .map
+                .iter()
+                .filter(|e| below(&e.version()))
+                .map(|e| (self.hash(e.key()), e.key().into()))
+                .collect();
+            for (hash, k) in dead {
+                self.remove(s, &k, hash);
+            }
+            if let Some(t) = s.tombs.as_mut() {
+                let mut digest = s.digest;
+                let mut purged = 0;
+                t.retain(|k, (v, _)| {
+                    let keep = !below(v);
+                    if !keep {
+                        digest ^= entry_hash(k, v);
+                        purged += 1;
+                    }
+                    keep
+                });
+                s.digest = digest;
+                self.tomb_count.fetch_sub(purged, Ordering::Relaxed);
+                if t.is_empty() {
+                    s.tombs = None;
+                }
+            }
         }
-        self.flush()
+        self.pool.lock().clear();
     }
 
     /// Removes every key; returns the removed maps so the caller may free them elsewhere
@@ -797,10 +830,9 @@ impl Store {
             self.volatile
                 .fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
             s.volatile = 0;
-            s.digest = s
-                .tombs
-                .as_ref()
-                .map_or(0, |t| t.iter().fold(0, |d, (k, v)| d ^ entry_hash(k, v)));
+            s.digest = s.tombs.as_ref().map_or(0, |t| {
+                t.iter().fold(0, |d, (k, (v, _))| d ^ entry_hash(k, v))
+            });
             self.sync_bits(&s);
             drop(s);
             dropped.push(old);
@@ -828,7 +860,7 @@ impl Store {
                 .map(|e| (self.hash(e.key()), e.key().into()))
                 .collect();
             for (hash, k) in dead {
-                self.remove_expired(&mut s, &k, hash);
+                self.remove_expired(&mut s, &k, hash, now);
                 r.expired += 1;
             }
             drop(s);
@@ -1035,10 +1067,9 @@ impl Store {
     /// Recomputes a slot's digest from its entries (tests check it equals the maintained one).
     pub fn slot_digest_recomputed(&self, slot: Slot) -> u64 {
         let s = self.lock(slot);
-        let tombs = s
-            .tombs
-            .as_ref()
-            .map_or(0, |t| t.iter().fold(0, |d, (k, v)| d ^ entry_hash(k, v)));
+        let tombs = s.tombs.as_ref().map_or(0, |t| {
+            t.iter().fold(0, |d, (k, (v, _))| d ^ entry_hash(k, v))
+        });
         s.map
             .iter()
             .fold(tombs, |d, e| d ^ entry_hash(e.key(), &e.version()))
@@ -1506,5 +1537,70 @@ mod tests {
         // A replica that missed v2 still holds an older value without expiry: it must not win.
         assert!(!st.merge(b"k", &live(b"v1", 10 << 16, 1), &Ctx::at(2000)));
         assert_eq!(st.stats().expired, 1);
+    }
+
+    #[test]
+    fn tombstones_are_purged_by_when_they_were_made_not_by_their_version() {
+        let st = store();
+        st.set_tombstones(true);
+        // A value written long ago (version at 1 s) expires at 10 s and is removed at 20 s.
+        let old = State::Live {
+            value: "v".into(),
+            expire_at: 10_000,
+            version: Version {
+                hlc: 1000 << 16,
+                origin: 1,
+            },
+            enc: 0,
+        };
+        st.merge(b"k", &old, &Ctx::at(5_000));
+        assert_eq!(st.apply(b"k", &Op::Get, &Ctx::at(20_000)), Outcome::Nil);
+        assert_eq!(st.tombstones(), 1);
+        // A purge of tombstones made before 15 s keeps it: it was made at 20 s.
+        assert_eq!(st.purge_tombstones(15_000), 0);
+        assert_eq!(st.purge_tombstones(20_001), 1);
+    }
+
+    #[test]
+    fn a_flush_keeps_what_is_newer_than_its_horizon() {
+        let st = store();
+        st.set_tombstones(true);
+        let ctx = Ctx::at(5000);
+        st.merge(b"old", &live(b"1", 100 << 16, 1), &ctx);
+        st.merge(b"new", &live(b"2", 300 << 16, 1), &ctx);
+        st.merge(
+            b"gone",
+            &State::Dead(Version {
+                hlc: 300 << 16,
+                origin: 1,
+            }),
+            &ctx,
+        );
+        st.flush_at(Version {
+            hlc: 200 << 16,
+            origin: 0,
+        });
+        assert_eq!(
+            st.fetch(b"old"),
+            State::Dead(Version {
+                hlc: 200 << 16,
+                origin: 0
+            })
+        );
+        assert_eq!(st.apply(b"new", &Op::Get, &ctx), Outcome::Value("2".into()));
+        assert_eq!(
+            st.fetch(b"gone"),
+            State::Dead(Version {
+                hlc: 300 << 16,
+                origin: 1
+            })
+        );
+        assert_eq!(st.len(), 1);
+        for k in [&b"old"[..], b"new", b"gone"] {
+            assert_eq!(
+                st.slot_summary(key_slot(k)).0,
+                st.slot_digest_recomputed(key_slot(k))
+            );
+        }
     }
 }

@@ -26,6 +26,13 @@ pub struct Version {
 }
 
 impl Version {
+    /// Whether this version is at most `max_ahead_ms` ahead of the wall clock `now_ms`: a peer's
+    /// version from further in the future (a broken clock, or a hostile peer) would drag every
+    /// clock that observes it forward.
+    pub fn is_plausible(&self, now_ms: u64, max_ahead_ms: u64) -> bool {
+        self.millis() <= now_ms.saturating_add(max_ahead_ms)
+    }
+
     /// The physical part, unix milliseconds.
     pub fn millis(&self) -> u64 {
         self.hlc >> 16
@@ -50,7 +57,13 @@ impl Hlc {
         let phys = now_ms << 16;
         let mut cur = self.last.load(Ordering::Relaxed);
         loop {
-            let next = if phys > cur { phys } else { cur + 1 };
+            // Saturating: a version at the top of the range (only a broken or hostile peer sends
+            // one; the edge refuses versions far ahead of its clock) cannot wrap the clock to 0.
+            let next = if phys > cur {
+                phys
+            } else {
+                cur.saturating_add(1)
+            };
             match self
                 .last
                 .compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed)
@@ -89,6 +102,20 @@ mod tests {
             .millis(),
             6000
         );
+    }
+
+    #[test]
+    fn a_clock_at_the_top_does_not_wrap_and_far_future_versions_are_implausible() {
+        let c = Hlc::new();
+        c.observe(u64::MAX);
+        assert_eq!(c.tick(1000), u64::MAX);
+        let v = |ms: u64| Version {
+            hlc: ms << 16,
+            origin: 0,
+        };
+        assert!(v(1_000).is_plausible(1_000, 0));
+        assert!(v(61_000).is_plausible(1_000, 60_000));
+        assert!(!v(61_001).is_plausible(1_000, 60_000));
     }
 
     #[test]

@@ -58,17 +58,20 @@ impl Kind {
 /// Limits on incoming frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct WireLimits {
-    /// Largest body accepted, bytes on the wire (default 64 MB).
+    /// Largest body accepted, bytes on the wire (default 1 GiB).
     pub max_body: u32,
-    /// Largest body after decompression (default 512 MB, Redis's largest value).
+    /// Largest body after decompression (default 1 GiB).
     pub max_decompressed: usize,
 }
 
 impl Default for WireLimits {
+    /// 1 GiB either way: a frame must carry the largest value a client may write
+    /// (`proto-max-bulk-len`, 512 MB by default) with room to spare, or one large SET would
+    /// tear down the link it travels on.
     fn default() -> Self {
         WireLimits {
-            max_body: 64 << 20,
-            max_decompressed: 512 << 20,
+            max_body: 1 << 30,
+            max_decompressed: 1 << 30,
         }
     }
 }

@@ -107,8 +107,9 @@ pub fn start(
             };
             let fanout = replicate(cl.clone(), view, key.clone(), state, lv, started);
             if lv.write == Level::One {
+                // Decided by the local copy; `replicate` sends the value on and records the
+                // latency.
                 tokio::spawn(fanout);
-                cl.metrics.write_latency.record(started.elapsed());
                 return Part::Ready(Ok(out));
             }
             Part::Later(Box::pin(async move { fanout.await.map(|()| out) }))
@@ -190,17 +191,20 @@ async fn fan_out(
     mut on: impl FnMut(MemberIdx, Option<Response>) -> bool,
 ) -> bool {
     let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut sent = Vec::new();
+    let mut sent = Vec::with_capacity(to.len());
+    let mut decided = false;
+    // Send to every target even once decided: the value must reach every live replica.
     for (tag, &m) in to.iter().enumerate() {
-        let Some(peer) = cl.peer(view, m) else {
-            continue;
+        let r = match cl.peer(view, m) {
+            Some(peer) => peer.send_tagged(body, &tx, tag),
+            None => Err(CallError::Down),
         };
-        match peer.send_tagged(body, &tx, tag) {
+        match r {
             Ok(id) => sent.push((tag, id)),
             Err(_) => {
                 inc(&cl.metrics.transport_errors);
-                if on(m, None) {
-                    return true;
+                if !decided && on(m, None) {
+                    decided = true;
                 }
             }
         }
@@ -210,25 +214,27 @@ async fn fan_out(
     let sleep = tokio::time::sleep(deadline);
     tokio::pin!(sleep);
     let mut answered = vec![false; to.len()];
-    let mut decided = false;
-    loop {
+    let mut left = sent.len();
+    while !decided && left > 0 {
         tokio::select! {
+            // Replies first: one that arrived with the deadline still counts.
+            biased;
             got = rx.recv() => match got {
-                Some((tag, body)) => {
+                Some((tag, reply)) => {
                     answered[tag] = true;
-                    cl.metrics.peer_latency.record(started.elapsed());
+                    left -= 1;
                     let m = to[tag];
-                    let r = match wire::from_body::<Response>(&body) {
-                        Ok(r) => on(m, Some(r)),
-                        Err(_) => {
+                    let r = match reply.map(|b| wire::from_body::<Response>(&b)) {
+                        Some(Ok(r)) => {
+                            cl.metrics.peer_latency.record(started.elapsed());
+                            Some(r)
+                        }
+                        _ => {
                             inc(&cl.metrics.transport_errors);
-                            on(m, None)
+                            None
                         }
                     };
-                    if r {
-                        decided = true;
-                        break;
-                    }
+                    decided = on(m, r);
                 }
                 None => break,
             },
@@ -238,7 +244,7 @@ async fn fan_out(
             }
         }
     }
-    // Targets that never answered: their links closed or the deadline passed.
+    // Targets that have not answered: stop waiting for them; undecided, they count as failures.
     for &(tag, id) in &sent {
         if !answered[tag] {
             if let Some(peer) = cl.peer(view, to[tag]) {
@@ -246,9 +252,7 @@ async fn fan_out(
             }
             if !decided {
                 inc(&cl.metrics.transport_errors);
-                if on(to[tag], None) {
-                    decided = true;
-                }
+                decided = on(to[tag], None);
             }
         }
     }
@@ -327,13 +331,15 @@ async fn coordinate(
     let prefs = view.prefs(key_slot(&key)).to_vec();
     if lv.write != Level::One && !op.is_blind() {
         let mut tally: ReadTally<MemberIdx> = ReadTally::new(lv.write, prefs.len());
-        tally.answer(view.me, shared.store.fetch(&key));
+        if prefs.contains(&view.me) {
+            tally.answer(view.me, shared.store.fetch(&key));
+        }
         if tally.tally.verdict().is_none() {
             let others: Vec<MemberIdx> = prefs.iter().copied().filter(|m| *m != view.me).collect();
             let fetch = wire::to_body(&Request::Fetch { key: &key });
             fan_out(&cl, &view, &others, &fetch, lv.timeout, |m, r| {
                 match r {
-                    Some(Response::State(s)) => tally.answer(m, s),
+                    Some(Response::State(s)) if sane(&s) => tally.answer(m, s),
                     _ => tally.failed(),
                 }
                 tally.tally.verdict().is_some()
@@ -384,7 +390,7 @@ async fn read_fanout(
         let fetch = wire::to_body(&Request::Fetch { key: &key });
         fan_out(&cl, &view, &others, &fetch, lv.timeout, |m, r| {
             match r {
-                Some(Response::State(s)) => tally.answer(m, s),
+                Some(Response::State(s)) if sane(&s) => tally.answer(m, s),
                 _ => tally.failed(),
             }
             tally.tally.verdict().is_some()
@@ -505,6 +511,27 @@ async fn forward(
     Err(NoReplicas { write })
 }
 
+/// How far ahead of this node's clock a peer's version may be (5 minutes): beyond that it is a
+/// broken clock or a hostile peer, and observing it would drag every clock forward.
+pub const MAX_AHEAD_MS: u64 = 5 * 60 * 1000;
+
+/// Whether a state a peer answered with has a plausible version (else it counts as no answer).
+fn sane(s: &State) -> bool {
+    s.version()
+        .is_none_or(|v| v.is_plausible(now_ms(), MAX_AHEAD_MS))
+}
+
+/// Whether the versions a request carries are plausible at `now`.
+fn plausible(req: &Request<'_>, now: u64) -> bool {
+    match req {
+        Request::Put { state, .. } => state
+            .version()
+            .is_none_or(|v| v.is_plausible(now, MAX_AHEAD_MS)),
+        Request::Flush { horizon } => horizon.is_plausible(now, MAX_AHEAD_MS),
+        _ => true,
+    }
+}
+
 /// Serves one request from a peer's inbound link, replying on `q`.
 pub fn serve_request(
     shared: &Arc<Shared>,
@@ -525,16 +552,27 @@ pub fn serve_request(
     let ctx = node_ctx(shared);
     let reply = match req {
         Request::Ping => Response::Pong,
+        Request::Put { .. } | Request::Flush { .. } if !plausible(&req, ctx.now) => {
+            inc(&cl.metrics.transport_errors);
+            tracing::warn!(component = "cluster", node_id = %cl.node_id, "refused a version more than {MAX_AHEAD_MS} ms ahead of this node's clock");
+            Response::Error("version too far in the future".into())
+        }
         Request::Put { key, state } => Response::Applied(shared.store.merge(key, &state, &ctx)),
         Request::Fetch { key } => Response::State(shared.store.fetch(key)),
-        Request::Keys { slots, pattern } => {
-            Response::Keys(shared.store.keys_in(&slots, pattern, &ctx))
-        }
+        Request::Keys { slots, pattern } => Response::Keys {
+            keys: shared.store.keys_in(&slots, pattern, &ctx),
+            examined: shared.store.count_in(&slots),
+        },
         Request::Count { slots } => Response::Count(shared.store.count_in(&slots)),
         Request::RandomKey => Response::Key(shared.store.random_key(&mut *shared.rng.lock(), &ctx)),
         Request::Flush { horizon } => {
-            drop(shared.store.flush_at(horizon));
-            Response::Done
+            // Off the link's reader: a flush walks every key.
+            let (sh, q) = (shared.clone(), q.clone());
+            tokio::task::spawn_blocking(move || {
+                sh.store.flush_at(horizon);
+                q.push_msg(Kind::Reply, id, &Response::Done);
+            });
+            return;
         }
         Request::Exec {
             key,
@@ -614,26 +652,38 @@ async fn ask_groups(
     // One request per member; members differ per group, so send each its own body.
     let mut ok = true;
     let (tx, mut rx) = mpsc::unbounded_channel();
+    let mut sent = Vec::new();
     for &i in &remote {
-        let Some(peer) = cl.peer(view, groups[i].0) else {
-            ok = false;
-            continue;
-        };
-        if peer.send_tagged(&make(&groups[i].1), &tx, i).is_err() {
-            ok = false;
+        match cl.peer(view, groups[i].0) {
+            Some(peer) => match peer.send_tagged(&make(&groups[i].1), &tx, i) {
+                Ok(id) => sent.push((i, id)),
+                Err(_) => ok = false,
+            },
+            None => ok = false,
         }
     }
     drop(tx);
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
-    if ok {
-        loop {
-            tokio::select! {
-                got = rx.recv() => match got {
-                    Some((i, body)) => out[i] = wire::from_body::<Response>(&body).ok(),
-                    None => break,
-                },
-                _ = &mut deadline => break,
+    let mut left = sent.len();
+    while ok && left > 0 {
+        tokio::select! {
+            biased;
+            got = rx.recv() => match got {
+                Some((i, body)) => {
+                    left -= 1;
+                    out[i] = body.and_then(|b| wire::from_body::<Response>(&b).ok());
+                    ok = out[i].is_some();
+                }
+                None => break,
+            },
+            _ = &mut deadline => break,
+        }
+    }
+    for (i, id) in sent {
+        if out[i].is_none() {
+            if let Some(peer) = cl.peer(view, groups[i].0) {
+                peer.forget(id);
             }
         }
     }
@@ -661,7 +711,7 @@ async fn keys_in_slots(
     slots: impl Iterator<Item = Slot>,
     pattern: Option<&Bytes>,
     timeout: Duration,
-) -> Result<(Vec<Bytes>, ()), NoReplicas> {
+) -> Result<(Vec<Bytes>, u64), NoReplicas> {
     inc(&cl.metrics.broadcasts);
     let view = cl.view();
     let (groups, missing) = owners(cl, &view, slots);
@@ -681,25 +731,32 @@ async fn keys_in_slots(
                 pattern: pat,
             })
         },
-        |sh, slots| Response::Keys(sh.store.keys_in(slots, pat, &node_ctx(sh))),
+        |sh, slots| Response::Keys {
+            keys: sh.store.keys_in(slots, pat, &node_ctx(sh)),
+            examined: sh.store.count_in(slots),
+        },
         timeout,
     )
     .await
     .ok_or(NoReplicas { write: false })?;
     let mut all: Vec<(Slot, Bytes)> = Vec::new();
+    let mut seen = 0;
     for r in resp {
-        if let Response::Keys(k) = r {
-            all.extend(k.into_iter().map(|k| (key_slot(&k), k)));
+        if let Response::Keys { keys, examined } = r {
+            all.extend(keys.into_iter().map(|k| (key_slot(&k), k)));
+            seen += examined;
         }
     }
     // Slot order, as a single node lists them.
     all.sort_by_key(|(s, _)| *s);
-    Ok((all.into_iter().map(|(_, k)| k).collect(), ()))
+    Ok((all.into_iter().map(|(_, k)| k).collect(), seen))
 }
 
 /// Cluster-wide SCAN step: the cursor is a slot number, as on a single node, so it means the same
-/// on every node. Visits windows of slots (growing while they come back empty) until about
-/// `count` keys were found or the end is reached.
+/// on every node. Visits windows of slots, starting with one and growing fourfold while they hold
+/// few keys, until about `count` keys were examined (COUNT measures work, as in Redis: with MATCH,
+/// fewer keys may come back) or the end is reached. Whole slots, so a key present for the whole
+/// iteration is returned exactly once.
 pub async fn scan(
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
@@ -709,11 +766,12 @@ pub async fn scan(
     timeout: Duration,
 ) -> Result<(u64, Vec<Bytes>), NoReplicas> {
     let mut from = cursor.min(SLOTS as u64) as usize;
-    let mut width = count.clamp(1, 1024);
+    let mut width = 1;
     let mut out = Vec::new();
-    while from < SLOTS && out.len() < count {
+    let mut examined = 0u64;
+    while from < SLOTS && examined < count as u64 {
         let to = (from + width).min(SLOTS);
-        let (mut keys, _) = keys_in_slots(
+        let (mut keys, seen) = keys_in_slots(
             &shared,
             &cl,
             from as Slot..to as Slot,
@@ -722,6 +780,7 @@ pub async fn scan(
         )
         .await?;
         out.append(&mut keys);
+        examined += seen;
         from = to;
         width = (width * 4).min(SLOTS);
     }
@@ -799,29 +858,45 @@ pub async fn randomkey(shared: Arc<Shared>, cl: Arc<Cluster>, timeout: Duration)
 /// Cluster-wide FLUSHALL: flushes here and on every live member at a new version (the horizon),
 /// below which no write is accepted any more, so that a replica that missed the flush cannot bring
 /// keys back through repair. Members that are down keep their keys until they are repaired or
-/// flushed again.
-pub async fn flushall(shared: Arc<Shared>, cl: Arc<Cluster>, timeout: Duration) -> usize {
+/// flushed again (logged). A member that was live but did not confirm makes the command fail.
+pub async fn flushall(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    timeout: Duration,
+) -> Result<(), NoReplicas> {
     inc(&cl.metrics.broadcasts);
     let horizon = Version {
         hlc: shared.store.clock().tick(now_ms()),
         origin: 0,
     };
-    drop(shared.store.flush_at(horizon));
+    let sh = shared.clone();
+    let local = tokio::task::spawn_blocking(move || sh.store.flush_at(horizon));
     let body = wire::to_body(&Request::Flush { horizon });
     let view = cl.view();
     let members: Vec<MemberIdx> = (0..view.peer_of.len() as MemberIdx)
         .filter(|m| *m != view.me)
         .collect();
-    let mut unreached = 0;
-    fan_out(&cl, &view, &members, &body, timeout, |_, r| {
-        if r.is_none() {
-            unreached += 1;
+    let live: Vec<bool> = members.iter().map(|&m| view.live(&cl, m)).collect();
+    let (mut down, mut failed) = (0, 0);
+    fan_out(&cl, &view, &members, &body, timeout, |m, r| {
+        if !matches!(r, Some(Response::Done)) {
+            let i = members.iter().position(|x| *x == m).unwrap_or(0);
+            if live[i] {
+                failed += 1;
+            } else {
+                down += 1;
+            }
         }
         false
     })
     .await;
-    if unreached > 0 {
-        tracing::warn!(component = "cluster", node_id = %cl.node_id, unreached, "FLUSHALL did not reach every member");
+    let _ = local.await;
+    if down > 0 {
+        tracing::warn!(component = "cluster", node_id = %cl.node_id, down, "FLUSHALL did not reach members that are down; they keep their keys until repaired");
     }
-    unreached
+    if failed > 0 {
+        count_failure(&cl, true);
+        return Err(NoReplicas { write: true });
+    }
+    Ok(())
 }

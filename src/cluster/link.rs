@@ -33,6 +33,10 @@ use crate::state::Shared;
 
 /// How long a dial or a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How often an outbound link pings its peer.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long a ping may go unanswered before the link is closed and the peer counted down.
+const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest redial delay.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
 
@@ -104,8 +108,9 @@ pub enum CallError {
 enum Waiter {
     /// A single call.
     One(oneshot::Sender<Bytes>),
-    /// One target of a fan-out: the reply goes to the shared channel with this tag.
-    Tagged(mpsc::UnboundedSender<(usize, Bytes)>, usize),
+    /// One target of a fan-out: the reply (or `None` when the link fails first) goes to the
+    /// shared channel with this tag.
+    Tagged(mpsc::UnboundedSender<(usize, Option<Bytes>)>, usize),
 }
 
 /// Another member, as seen through this node's outbound link to it.
@@ -162,19 +167,30 @@ impl Peer {
         }
     }
 
+    /// Registers a waiter for a new request id, unless the link is down. The check happens under
+    /// the `pending` lock, which `set_down` takes after clearing `up`: a waiter is either refused
+    /// here or failed by `set_down`, never left behind.
+    fn register(&self, w: Waiter) -> Result<u64, CallError> {
+        let mut pending = self.pending.lock();
+        if !self.is_up() {
+            return Err(CallError::Down);
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        pending.insert(id, w);
+        Ok(id)
+    }
+
     /// Sends a request whose reply goes to `tx` tagged with `tag` (a fan-out collects the replies
-    /// of several peers on one channel). Returns the request id, for [`Peer::forget`].
+    /// of several peers on one channel; `None` means the link failed). Returns the request id, for
+    /// [`Peer::forget`].
     pub fn send_tagged(
         &self,
         body: &[u8],
-        tx: &mpsc::UnboundedSender<(usize, Bytes)>,
+        tx: &mpsc::UnboundedSender<(usize, Option<Bytes>)>,
         tag: usize,
     ) -> Result<u64, CallError> {
         let q = self.queue()?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        self.pending
-            .lock()
-            .insert(id, Waiter::Tagged(tx.clone(), tag));
+        let id = self.register(Waiter::Tagged(tx.clone(), tag))?;
         q.push(Kind::Request, id, body);
         Ok(id)
     }
@@ -198,9 +214,8 @@ impl Peer {
     /// Sends a request and waits for its reply body, up to `timeout`.
     pub async fn call(&self, body: &[u8], timeout: Duration) -> Result<Bytes, CallError> {
         let q = self.queue()?;
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending.lock().insert(id, Waiter::One(tx));
+        let id = self.register(Waiter::One(tx))?;
         q.push(Kind::Request, id, body);
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(b)) => Ok(b),
@@ -217,8 +232,13 @@ impl Peer {
         if let Some(q) = self.queue.lock().take() {
             q.close();
         }
-        // Dropping the senders fails every in-flight request at once.
-        self.pending.lock().clear();
+        // Every in-flight request fails at once: a single call sees its sender dropped, a fan-out
+        // gets an explicit failure for this target (its channel stays open for the others).
+        for (_, w) in self.pending.lock().drain() {
+            if let Waiter::Tagged(tx, tag) = w {
+                let _ = tx.send((tag, None));
+            }
+        }
         *self.changed.lock() = Some(Instant::now());
     }
 }
@@ -365,7 +385,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                             let _ = tx.send(f.body);
                         }
                         Some(Waiter::Tagged(tx, tag)) => {
-                            let _ = tx.send((tag, f.body));
+                            let _ = tx.send((tag, Some(f.body)));
                         }
                         None => {}
                     }
@@ -377,6 +397,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                         Ok(()) => "closed".to_string(),
                         Err(e) => format!("write error: {e}"),
                     },
+                    why = heartbeat(&peer) => why,
                     _ = shutdown.changed() => "node stopping".to_string(),
                 };
                 peer.set_down();
@@ -397,6 +418,24 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
             _ = shutdown.changed() => return,
         }
         backoff = (backoff * 2).min(BACKOFF.1);
+    }
+}
+
+/// Pings the peer every [`HEARTBEAT`] and returns (ending the link) when a ping goes unanswered
+/// for [`HEARTBEAT_TIMEOUT`]: a peer that is connected but not running (paused, overloaded,
+/// behind a black hole) is then taken out of coordination like a crashed one, and the requests
+/// queued for it are failed instead of piling up.
+async fn heartbeat(peer: &Peer) -> String {
+    let ping = wire::to_body(&hypercache_cluster::msg::Request::Ping);
+    loop {
+        tokio::time::sleep(HEARTBEAT).await;
+        match peer.call(&ping, HEARTBEAT_TIMEOUT).await {
+            Ok(_) => {}
+            Err(CallError::Timeout) => {
+                return format!("no heartbeat reply within {HEARTBEAT_TIMEOUT:?}")
+            }
+            Err(e) => return format!("heartbeat failed: {e}"),
+        }
     }
 }
 

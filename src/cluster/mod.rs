@@ -16,7 +16,6 @@ pub mod exec;
 pub mod link;
 pub mod metrics;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,17 +36,20 @@ pub struct View {
     pub ring: Ring,
     /// This node's index in the ring.
     pub me: MemberIdx,
-    /// For each ring member, its index in [`Cluster::peers`] (`None` for this node).
+    /// For each ring member, its index in [`Cluster::peers`] (`None` for this node, which is
+    /// `me`; a member no peer answers to any more is `None` too, and never live).
     pub peer_of: Vec<Option<usize>>,
 }
 
 impl View {
     /// Whether member `m` is this node or a peer whose link is up.
     pub fn live(&self, cl: &Cluster, m: MemberIdx) -> bool {
+        if m == self.me {
+            return true;
+        }
         match self.peer_of.get(usize::from(m)) {
-            Some(None) => true,
             Some(Some(p)) => cl.peers[*p].is_up(),
-            None => false,
+            _ => false,
         }
     }
 
@@ -72,10 +74,11 @@ pub struct Cluster {
     /// Requested copies per slot (the ring caps it at the member count).
     pub replication: usize,
     view: RwLock<Arc<View>>,
+    /// Serializes [`Cluster::rebuild`]: reading the peers' ids and publishing the ring built from
+    /// them must not interleave with another rebuild, or an older member set could win.
+    rebuild_lock: parking_lot::Mutex<()>,
     /// Counters and latencies.
     pub metrics: Metrics,
-    /// Set once shutdown began: links stop reconnecting.
-    pub stopping: AtomicBool,
 }
 
 impl Cluster {
@@ -111,7 +114,7 @@ impl Cluster {
                 peer_of: Vec::new(),
             })),
             metrics: Metrics::default(),
-            stopping: AtomicBool::new(false),
+            rebuild_lock: parking_lot::Mutex::new(()),
         };
         cl.rebuild();
         Some(Arc::new(cl))
@@ -125,6 +128,7 @@ impl Cluster {
     /// Recomputes the ring from this node and the peers' ids (peers known to be this node under
     /// another address are left out).
     pub fn rebuild(&self) {
+        let _serial = self.rebuild_lock.lock();
         let mut ids: Vec<String> = vec![self.node_id.clone()];
         for p in &self.peers {
             if !p.is_self_alias() {
@@ -153,8 +157,11 @@ impl Cluster {
         *self.view.write() = Arc::new(View { ring, me, peer_of });
     }
 
-    /// The peer behind ring member `m` (`None` for this node).
+    /// The peer behind ring member `m` (`None` for this node, or a member no peer answers to).
     pub fn peer(&self, view: &View, m: MemberIdx) -> Option<&Arc<Peer>> {
+        if m == view.me {
+            return None;
+        }
         view.peer_of
             .get(usize::from(m))
             .copied()
@@ -198,9 +205,4 @@ pub async fn start(
     tracing::info!(component = "cluster", node_id = %cl.node_id, cluster = %cl.name, addr = %cl.cluster_addr,
         peers = cl.peers.len(), replication = cl.replication, "cluster port listening");
     Ok(listener)
-}
-
-/// Whether `stopping` is set.
-pub fn stopping(cl: &Cluster) -> bool {
-    cl.stopping.load(Ordering::Relaxed)
 }

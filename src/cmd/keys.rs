@@ -364,8 +364,10 @@ pub(super) fn flush(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         let (shared, t) = (s.shared.clone(), s.levels().timeout);
         s.defer(
             async move {
-                exec::flushall(shared, cl, t).await;
-                Frame::ok()
+                match exec::flushall(shared, cl, t).await {
+                    Ok(()) => Frame::ok(),
+                    Err(e) => Frame::error(e.text()),
+                }
             },
             None,
         );
@@ -466,7 +468,9 @@ fn move_key(s: &mut Session, a: &[Bytes], how: Move) -> Option<Frame> {
             };
             let expiry = match run(&src, Op::ExpireTime { ms: true }).await {
                 Ok(Outcome::Int(t)) if t > 0 => ExpiryChange::At(t as u64),
-                Ok(_) => ExpiryChange::Clear,
+                Ok(Outcome::Int(-1)) => ExpiryChange::Clear,
+                // -2: it expired or was deleted since the read.
+                Ok(_) => return missing,
                 Err(e) => return Frame::error(e.text()),
             };
             if src == dst {

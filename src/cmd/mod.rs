@@ -223,7 +223,10 @@ pub(crate) fn keyed_many(
             for p in parts {
                 let r = match p {
                     Ok(r) => r,
-                    Err(task) => task.await.unwrap_or(Err(exec::NoReplicas { write: true })),
+                    Err(task) => match task.await {
+                        Ok(r) => r,
+                        Err(_) => return Frame::error("ERR internal error"),
+                    },
                 };
                 match r {
                     Ok(o) => outs.push(o),

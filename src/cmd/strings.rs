@@ -272,10 +272,14 @@ pub(super) fn mset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return err_owned(errors::wrong_arity("mset"));
     }
     if let Some(cl) = s.shared.cluster.clone() {
-        let items: Vec<_> = a[1..]
-            .chunks_exact(2)
-            .map(|p| (&p[0], plain_set(&p[1])))
-            .collect();
+        // A key given twice keeps its last value, as in Redis: only that write is sent (the
+        // per-key writes run in parallel and could land in either order).
+        let mut items: Vec<_> = Vec::new();
+        for p in a[1..].chunks_exact(2).rev() {
+            if !items.iter().any(|(k, _)| *k == &p[0]) {
+                items.push((&p[0], plain_set(&p[1])));
+            }
+        }
         return keyed_many(s, &cl, &items, |_| Frame::ok());
     }
     s.shared.store.mset(&pairs(a), false, &s.ctx());
