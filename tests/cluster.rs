@@ -524,3 +524,37 @@ fn a_paused_node_is_taken_out_by_the_heartbeat_and_comes_back() {
     let mut q2 = c.conn_at(2, "quorum", "quorum");
     assert_eq!(get(&mut q2, "paused").as_deref(), Some("50"));
 }
+
+#[test]
+fn a_client_reads_its_own_forwarded_writes_at_one() {
+    // Read-modify-write commands run on each key's first replica; a node that forwarded one holds
+    // the new value before it answers, so the same client's next read at ONE (served locally)
+    // sees it. At write level ONE the coordinator answers before its copies are even sent, which
+    // makes the race this guards against likely.
+    let c = TestCluster::start(3, &["--write-consistency", "one"]);
+    for node in 0..3 {
+        let mut conn = c.conn(node);
+        for i in 0..100 {
+            let k = format!("ryw:{i}");
+            let _: Option<String> = redis::cmd("SET")
+                .arg(&k)
+                .arg(format!("{node}:{i}"))
+                .arg("GET")
+                .query(&mut conn)
+                .unwrap();
+            assert_eq!(
+                get(&mut conn, &k),
+                Some(format!("{node}:{i}")),
+                "{k} through node {node}"
+            );
+            let n: i64 = redis::cmd("INCR")
+                .arg(format!("ryw:n:{i}"))
+                .query(&mut conn)
+                .unwrap();
+            assert_eq!(get(&mut conn, &format!("ryw:n:{i}")), Some(n.to_string()));
+            let d: i64 = redis::cmd("DEL").arg(&k).query(&mut conn).unwrap();
+            assert_eq!(d, 1);
+            assert_eq!(get(&mut conn, &k), None, "{k} deleted through node {node}");
+        }
+    }
+}

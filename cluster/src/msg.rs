@@ -158,6 +158,10 @@ pub enum Request<'a> {
         read: Level,
         /// Write consistency.
         write: Level,
+        /// The sender is a replica of the key: answer a write with [`Response::Written`], so it
+        /// can apply the new state before answering its client (a client's next read at ONE on
+        /// that node then sees its own write).
+        want_state: bool,
     },
     /// Store this state if it is newer (replication, read repair). Answered with
     /// [`Response::Applied`].
@@ -204,6 +208,13 @@ pub enum Response {
     Pong,
     /// The command's outcome.
     Outcome(WireOutcome),
+    /// A write's outcome and the key's new state (to an [`Request::Exec`] with `want_state`).
+    Written {
+        /// The command's outcome.
+        outcome: WireOutcome,
+        /// The key's state after the write.
+        state: State,
+    },
     /// The coordinator could not reach the consistency level (`write`: for a write).
     NoReplicas {
         /// A write (else a read).
@@ -250,6 +261,7 @@ mod tests {
                 },
                 read: Level::One,
                 write: Level::Quorum,
+                want_state: true,
             },
             Request::Put {
                 key: b"k",

@@ -172,6 +172,7 @@ impl<'a> Command<'a> {
             op: self.op,
             read: self.read,
             write: self.write,
+            want_state: false,
         })
     }
 
@@ -183,6 +184,7 @@ impl<'a> Command<'a> {
                 op,
                 read,
                 write,
+                ..
             }) => Command {
                 key,
                 op,
@@ -698,6 +700,7 @@ impl SimNode {
                 op,
                 read,
                 write,
+                ..
             }) => {
                 let cmd = Command {
                     key,

@@ -1087,12 +1087,22 @@ impl Store {
         out
     }
 
-    /// Keys held in the given slots (expired ones not yet reclaimed included, as DBSIZE counts).
-    pub fn count_in(&self, slots: &[Slot]) -> u64 {
+    /// Live keys held in the given slots at `now`. Unlike a single node's DBSIZE, expired keys not
+    /// yet reclaimed are left out: replicas reclaim them at different moments, and a cluster-wide
+    /// count must not depend on which replica answered. Only slots with expiring keys are walked.
+    pub fn count_in(&self, slots: &[Slot], now: u64) -> u64 {
         slots
             .iter()
             .filter(|s| usize::from(**s) < SLOTS)
-            .map(|&s| self.lock(s).map.len() as u64)
+            .map(|&slot| {
+                let s = self.lock(slot);
+                let expired = if s.volatile > 0 {
+                    s.map.iter().filter(|e| e.is_expired(now)).count()
+                } else {
+                    0
+                };
+                (s.map.len() - expired) as u64
+            })
             .sum()
     }
 }

@@ -72,12 +72,13 @@ pub fn node_ctx(shared: &Shared) -> Ctx {
     }
 }
 
-fn exec_body(key: &[u8], op: &Op<'_>, lv: Levels) -> Bytes {
+fn exec_body(key: &[u8], op: &Op<'_>, lv: Levels, want_state: bool) -> Bytes {
     Bytes::from(wire::to_body(&Request::Exec {
         key,
         op: *op,
         read: lv.read,
         write: lv.write,
+        want_state,
     }))
 }
 
@@ -114,19 +115,22 @@ pub fn start(
             }
             Part::Later(Box::pin(async move { fanout.await.map(|()| out) }))
         }
-        Plan::Coordinate => Part::Later(Box::pin(coordinate(
-            shared.clone(),
-            cl.clone(),
-            key.clone(),
-            exec_body(key, op, lv),
-            lv,
-            *ctx,
-        ))),
+        Plan::Coordinate => {
+            let fut = coordinate(
+                shared.clone(),
+                cl.clone(),
+                key.clone(),
+                exec_body(key, op, lv, false),
+                lv,
+                *ctx,
+            );
+            Part::Later(Box::pin(async move { fut.await.map(|(o, _)| o) }))
+        }
         Plan::FanOutRead => Part::Later(Box::pin(read_fanout(
             shared.clone(),
             cl.clone(),
             key.clone(),
-            exec_body(key, op, lv),
+            exec_body(key, op, lv, false),
             lv,
             *ctx,
         ))),
@@ -134,7 +138,7 @@ pub fn start(
             shared.clone(),
             cl.clone(),
             key.clone(),
-            exec_body(key, op, lv),
+            exec_body(key, op, lv, prefs.contains(&view.me)),
             m,
             lv,
             *ctx,
@@ -167,7 +171,7 @@ pub async fn run(
 
 /// Encodes `op` for [`run`].
 pub fn encode(key: &[u8], op: &Op<'_>, lv: Levels) -> Bytes {
-    exec_body(key, op, lv)
+    exec_body(key, op, lv, false)
 }
 
 fn count_failure(cl: &Cluster, write: bool) {
@@ -321,7 +325,7 @@ async fn coordinate(
     body: Bytes,
     lv: Levels,
     ctx: Ctx,
-) -> Res {
+) -> Result<(Outcome, Option<State>), NoReplicas> {
     let started = Instant::now();
     inc(&cl.metrics.write_attempts);
     let view = cl.view();
@@ -356,10 +360,13 @@ async fn coordinate(
     }
     let (out, changed) = shared.store.apply_versioned(&key, &op, &ctx);
     match changed {
-        None => Ok(out),
-        Some(state) => replicate(cl, view, key, state, lv, started)
-            .await
-            .map(|()| out),
+        None => Ok((out, None)),
+        Some(state) => {
+            let copy = state.clone();
+            replicate(cl, view, key, state, lv, started)
+                .await
+                .map(|()| (out, Some(copy)))
+        }
     }
 }
 
@@ -470,6 +477,14 @@ async fn forward(
                 h.record(started.elapsed());
                 return match wire::from_body::<Response>(&reply) {
                     Ok(Response::Outcome(o)) => Ok(o.into()),
+                    Ok(Response::Written { outcome, state }) => {
+                        // This node is a replica: hold the new state before the client hears
+                        // back, so its next read here sees its write.
+                        if sane(&state) {
+                            shared.store.merge(&key, &state, &ctx);
+                        }
+                        Ok(outcome.into())
+                    }
                     Ok(Response::NoReplicas { write }) => Err(NoReplicas { write }),
                     _ => {
                         inc(&cl.metrics.transport_errors);
@@ -497,7 +512,9 @@ async fn forward(
                     Plan::Forward(next) => target = next,
                     Plan::LocalRead => return Ok(shared.store.apply(&key, &op, &ctx)),
                     Plan::Coordinate => {
-                        return coordinate(shared, cl.clone(), key, body, lv, ctx).await
+                        return coordinate(shared, cl.clone(), key, body, lv, ctx)
+                            .await
+                            .map(|(o, _)| o)
                     }
                     Plan::FanOutRead => {
                         return read_fanout(shared, cl.clone(), key, body, lv, ctx).await
@@ -561,9 +578,9 @@ pub fn serve_request(
         Request::Fetch { key } => Response::State(shared.store.fetch(key)),
         Request::Keys { slots, pattern } => Response::Keys {
             keys: shared.store.keys_in(&slots, pattern, &ctx),
-            examined: shared.store.count_in(&slots),
+            examined: shared.store.count_in(&slots, ctx.now),
         },
-        Request::Count { slots } => Response::Count(shared.store.count_in(&slots)),
+        Request::Count { slots } => Response::Count(shared.store.count_in(&slots, ctx.now)),
         Request::RandomKey => Response::Key(shared.store.random_key(&mut *shared.rng.lock(), &ctx)),
         Request::Flush { horizon } => {
             // Off the link's reader: a flush walks every key.
@@ -579,6 +596,7 @@ pub fn serve_request(
             op,
             read,
             write,
+            want_state,
         } => {
             inc(&cl.metrics.forwarded_in);
             let lv = Levels {
@@ -596,7 +614,11 @@ pub fn serve_request(
                 let q = q.clone();
                 tokio::spawn(async move {
                     let reply = match fut.await {
-                        Ok(o) => Response::Outcome(o.into()),
+                        Ok((o, Some(state))) if want_state => Response::Written {
+                            outcome: o.into(),
+                            state,
+                        },
+                        Ok((o, _)) => Response::Outcome(o.into()),
                         Err(NoReplicas { write }) => Response::NoReplicas { write },
                     };
                     q.push_msg(Kind::Reply, id, &reply);
@@ -733,7 +755,7 @@ async fn keys_in_slots(
         },
         |sh, slots| Response::Keys {
             keys: sh.store.keys_in(slots, pat, &node_ctx(sh)),
-            examined: sh.store.count_in(slots),
+            examined: sh.store.count_in(slots, now_ms()),
         },
         timeout,
     )
@@ -811,7 +833,7 @@ pub async fn dbsize(
                 slots: slots.to_vec(),
             })
         },
-        |sh, slots| Response::Count(sh.store.count_in(slots)),
+        |sh, slots| Response::Count(sh.store.count_in(slots, now_ms())),
         timeout,
     )
     .await
