@@ -85,6 +85,9 @@ pub struct Session {
     /// the task computing it, the slot it touches (`None`: it must complete before any later
     /// command runs), and whether the reply is to be dropped (`CLIENT REPLY OFF/SKIP`).
     pub pending: Vec<Deferred>,
+    /// The other output buffer, which `resolve` splices into (kept to avoid an allocation per
+    /// batch).
+    spare: BytesMut,
 }
 
 /// A reply the cluster is still computing.
@@ -128,6 +131,7 @@ impl Session {
             last_cmd: None,
             consistency: (None, None),
             pending: Vec::new(),
+            spare: BytesMut::new(),
         };
         s.rand_state
             .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -235,11 +239,14 @@ impl Session {
         if self.pending.is_empty() {
             return;
         }
-        let pending = std::mem::take(&mut self.pending);
+        // Both buffers are kept between batches: no allocation per batch once warm.
+        let mut pending = std::mem::take(&mut self.pending);
         let old = std::mem::take(&mut self.out);
-        let mut out = BytesMut::with_capacity(old.len() + 64 * pending.len());
+        let mut out = std::mem::take(&mut self.spare);
+        out.clear();
+        out.reserve(old.len() + 64 * pending.len());
         let mut from = 0;
-        for d in pending {
+        for d in pending.drain(..) {
             out.extend_from_slice(&old[from..d.at]);
             from = d.at;
             let frame = d
@@ -252,6 +259,13 @@ impl Session {
         }
         out.extend_from_slice(&old[from..]);
         self.out = out;
+        // Keep the other buffer unless it grew unusually large (conn.rs keeps `out` likewise).
+        self.spare = if old.capacity() > 1024 * 1024 {
+            BytesMut::new()
+        } else {
+            old
+        };
+        self.pending = pending;
         // The next command's time (its `now`, and its slow-log duration) starts after the wait.
         self.clock = Instant::now();
     }

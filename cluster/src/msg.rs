@@ -43,6 +43,14 @@ impl State {
         }
     }
 
+    /// Bytes of the value (0 unless live).
+    pub fn value_len(&self) -> usize {
+        match self {
+            State::Live { value, .. } => value.len(),
+            _ => 0,
+        }
+    }
+
     /// Whether `self` should replace `other` (strictly newer; `Missing` is oldest).
     pub fn newer_than(&self, other: &State) -> bool {
         self.version() > other.version()

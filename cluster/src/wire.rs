@@ -222,6 +222,13 @@ pub fn to_body<T: Serialize>(msg: &T) -> Vec<u8> {
     postcard::to_allocvec(msg).expect("serializing to memory cannot fail")
 }
 
+/// Serializes a message body into one allocation of `capacity` bytes (enough for the message:
+/// no regrowth, where [`to_body`] starts small and doubles).
+pub fn to_body_sized<T: Serialize>(msg: &T, capacity: usize) -> Vec<u8> {
+    postcard::to_extend(msg, Vec::with_capacity(capacity))
+        .expect("serializing to memory cannot fail")
+}
+
 /// Appends one frame carrying `msg` to `out`. Small messages (replies, acks) are serialized on
 /// the stack: no allocation per message.
 pub fn encode_msg<T: Serialize>(kind: Kind, id: u64, msg: &T, out: &mut BytesMut) {

@@ -217,7 +217,16 @@ async fn fan_out(
     let started = Instant::now();
     let sleep = tokio::time::sleep(deadline);
     tokio::pin!(sleep);
-    let mut answered = vec![false; to.len()];
+    // Who answered: a bit per target up to 64 (a write's replicas; no allocation), a vector
+    // beyond (a broadcast to a large cluster).
+    let (mut small, mut big) = (0u64, vec![false; if to.len() > 64 { to.len() } else { 0 }]);
+    let mut mark = |tag: usize| {
+        if tag < 64 {
+            small |= 1 << tag;
+        } else {
+            big[tag] = true;
+        }
+    };
     let mut left = sent.len();
     while !decided && left > 0 {
         tokio::select! {
@@ -225,7 +234,7 @@ async fn fan_out(
             biased;
             got = rx.recv() => match got {
                 Some((tag, reply)) => {
-                    answered[tag] = true;
+                    mark(tag);
                     left -= 1;
                     let m = to[tag];
                     let r = match reply.map(|b| wire::from_body::<Response>(&b)) {
@@ -250,7 +259,12 @@ async fn fan_out(
     }
     // Targets that have not answered: stop waiting for them; undecided, they count as failures.
     for &(tag, id) in &sent {
-        if !answered[tag] {
+        let answered = if tag < 64 {
+            small & (1 << tag) != 0
+        } else {
+            big[tag]
+        };
+        if !answered {
             if let Some(peer) = cl.peer(view, to[tag]) {
                 peer.forget(id);
             }
@@ -279,7 +293,8 @@ async fn replicate(
     if local {
         inc(&cl.metrics.write_acks);
     }
-    let body = wire::to_body(&Request::Put { key: &key, state });
+    let size = key.len() + state.value_len() + 32;
+    let body = wire::to_body_sized(&Request::Put { key: &key, state }, size);
     cl.metrics
         .replica_fanout
         .fetch_add(others.len() as u64, std::sync::atomic::Ordering::Relaxed);
