@@ -201,6 +201,12 @@ pub enum Request<'a> {
     },
     /// A random key of this node. Answered with [`Response::Key`].
     RandomKey,
+    /// Every key's state in these slots, tombstones included (bootstrap of a returning replica).
+    /// Answered with [`Response::Dump`].
+    Dump {
+        /// Slots to copy.
+        slots: Vec<u16>,
+    },
     /// Remove every key and tombstone older than `horizon` (FLUSHALL). Answered with
     /// [`Response::Done`].
     Flush {
@@ -244,6 +250,11 @@ pub enum Response {
     Count(u64),
     /// To [`Request::RandomKey`].
     Key(Option<Bytes>),
+    /// To [`Request::Dump`].
+    Dump(Vec<(Bytes, State)>),
+    /// To [`Request::Fetch`] from a node that is still copying its data from the others after a
+    /// start: its answer would not be trustworthy, so it counts as no answer.
+    Syncing,
     /// Done.
     Done,
     /// The request could not be served (text for the log).

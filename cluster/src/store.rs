@@ -1075,6 +1075,30 @@ impl Store {
             .fold(tombs, |d, e| d ^ entry_hash(e.key(), &e.version()))
     }
 
+    /// Every key's state in the given slots, tombstones included (a returning replica's
+    /// bootstrap copies them from another replica).
+    pub fn dump(&self, slots: &[Slot]) -> Vec<(Bytes, State)> {
+        let mut out = Vec::new();
+        for &slot in slots {
+            if usize::from(slot) >= SLOTS {
+                continue;
+            }
+            let s = self.lock(slot);
+            out.extend(
+                s.map
+                    .iter()
+                    .map(|e| (Bytes::copy_from_slice(e.key()), live_state(e))),
+            );
+            if let Some(t) = &s.tombs {
+                out.extend(
+                    t.iter()
+                        .map(|(k, (v, _))| (Bytes::copy_from_slice(k), State::Dead(*v))),
+                );
+            }
+        }
+        out
+    }
+
     /// Keys of the given slots matching `pattern` (cluster-wide KEYS and SCAN ask each node for
     /// the slots it answers for).
     pub fn keys_in(&self, slots: &[Slot], pattern: Option<&[u8]>, ctx: &Ctx) -> Vec<Bytes> {

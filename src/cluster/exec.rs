@@ -95,11 +95,30 @@ pub fn start(
     let prefs = view.prefs(key_slot(key));
     let p = coord::plan(op, prefs, view.me, lv.read, |m| view.live(cl, m));
     match p {
+        Plan::LocalRead if !cl.is_synced() => {
+            // Still copying its data after a start: ask a replica that has it, if one is live.
+            match prefs
+                .iter()
+                .copied()
+                .find(|&m| m != view.me && view.live(cl, m))
+            {
+                Some(m) => Part::Later(Box::pin(forward(
+                    shared.clone(),
+                    cl.clone(),
+                    key.clone(),
+                    exec_body(key, op, lv, false),
+                    m,
+                    lv,
+                    *ctx,
+                ))),
+                None => Part::Ready(Ok(shared.store.apply(key, op, ctx))),
+            }
+        }
         Plan::LocalRead => {
             inc(&cl.metrics.local_reads);
             Part::Ready(Ok(shared.store.apply(key, op, ctx)))
         }
-        Plan::Coordinate if op.is_blind() || lv.write == Level::One => {
+        Plan::Coordinate if op.is_blind() || (lv.write == Level::One && cl.is_synced()) => {
             let started = Instant::now();
             inc(&cl.metrics.write_attempts);
             let (out, changed) = shared.store.apply_versioned(key, op, ctx);
@@ -348,9 +367,12 @@ async fn coordinate(
         return Err(NoReplicas { write: true });
     };
     let prefs = view.prefs(key_slot(&key)).to_vec();
-    if lv.write != Level::One && !op.is_blind() {
+    // A node still copying its data after a start reads first even at ONE, and does not trust
+    // its own copy.
+    let synced = cl.is_synced();
+    if !op.is_blind() && (lv.write != Level::One || !synced) {
         let mut tally: ReadTally<MemberIdx> = ReadTally::new(lv.write, prefs.len());
-        if prefs.contains(&view.me) {
+        if prefs.contains(&view.me) && synced {
             tally.answer(view.me, shared.store.fetch(&key));
         }
         if tally.tally.verdict().is_none() {
@@ -404,7 +426,7 @@ async fn read_fanout(
     let prefs = view.prefs(key_slot(&key)).to_vec();
     let mut tally: ReadTally<MemberIdx> = ReadTally::new(lv.read, prefs.len());
     let local = prefs.contains(&view.me);
-    if local {
+    if local && cl.is_synced() {
         tally.answer(view.me, shared.store.fetch(&key));
     }
     if tally.tally.verdict().is_none() {
@@ -590,7 +612,10 @@ pub fn serve_request(
             Response::Error("version too far in the future".into())
         }
         Request::Put { key, state } => Response::Applied(shared.store.merge(key, &state, &ctx)),
+        Request::Fetch { .. } if !cl.is_synced() => Response::Syncing,
         Request::Fetch { key } => Response::State(shared.store.fetch(key)),
+        Request::Dump { .. } if !cl.is_synced() => Response::Syncing,
+        Request::Dump { slots } => Response::Dump(shared.store.dump(&slots)),
         Request::Keys { slots, pattern } => Response::Keys {
             keys: shared.store.keys_in(&slots, pattern, &ctx),
             examined: shared.store.count_in(&slots, ctx.now),
@@ -622,8 +647,20 @@ pub fn serve_request(
             let key = Bytes::copy_from_slice(key);
             // The sender chose this node as coordinator: run here whatever this node's own view
             // says (re-forwarding could loop while views differ).
-            if op.is_read_only() {
+            if op.is_read_only() && cl.is_synced() {
                 Response::Outcome(shared.store.apply(&key, &op, &ctx).into())
+            } else if op.is_read_only() {
+                // Still copying its data: answer from the other replicas instead.
+                let fut = read_fanout(shared.clone(), cl.clone(), key, body.clone(), lv, ctx);
+                let q = q.clone();
+                tokio::spawn(async move {
+                    let reply = match fut.await {
+                        Ok(o) => Response::Outcome(o.into()),
+                        Err(NoReplicas { write }) => Response::NoReplicas { write },
+                    };
+                    q.push_msg(Kind::Reply, id, &reply);
+                });
+                return;
             } else {
                 let fut = coordinate(shared.clone(), cl.clone(), key, body.clone(), lv, ctx);
                 let q = q.clone();
@@ -936,4 +973,104 @@ pub async fn flushall(
         return Err(NoReplicas { write: true });
     }
     Ok(())
+}
+
+/// A node's first task after it starts: copy every slot it replicates from another live replica
+/// (values and tombstones), so that a node that comes back empty after a crash neither answers
+/// reads from its empty copy nor lets a read quorum form without the writes it missed. Until it
+/// is done ([`Cluster::is_synced`]), its own copy does not count in reads, its reads at ONE go to
+/// another replica, and its read-modify-writes read first from the others.
+///
+/// Waits (at most 3 s) for the links to come up, then asks, for each slot, the live other
+/// replicas in preference order, 256 slots per request, until one that is itself synced answers.
+/// A slot whose live replicas are all still starting (a cold start of the whole cluster) or all
+/// fail is taken as it is, with a warning for failures.
+pub async fn bootstrap(shared: Arc<Shared>, cl: Arc<Cluster>) {
+    let started = Instant::now();
+    let links = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < links && cl.peers.iter().any(|p| !p.is_up() && !p.is_self_alias()) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let timeout = {
+        let t = Duration::from_millis(shared.config.read().request_timeout_ms);
+        t.max(Duration::from_secs(5))
+    };
+    let view = cl.view();
+    // Per slot this node replicates: the live other replicas still to try, in preference order.
+    let mut todo: Vec<(Slot, Vec<MemberIdx>)> = (0..SLOTS as Slot)
+        .filter(|&slot| view.prefs(slot).contains(&view.me))
+        .map(|slot| {
+            let others = view
+                .prefs(slot)
+                .iter()
+                .copied()
+                .filter(|&m| m != view.me && view.live(&cl, m))
+                .collect();
+            (slot, others)
+        })
+        .collect();
+    let (mut copied, mut failed) = (0usize, 0usize);
+    // Each round asks every slot's next candidate; at most one round per replica.
+    while todo.iter().any(|(_, c)| !c.is_empty()) {
+        let mut groups: Vec<(MemberIdx, Vec<u16>)> = Vec::new();
+        for (slot, cands) in &todo {
+            if let Some(&m) = cands.first() {
+                match groups.iter_mut().find(|(g, _)| *g == m) {
+                    Some((_, v)) => v.push(*slot),
+                    None => groups.push((m, vec![*slot])),
+                }
+            }
+        }
+        let mut done: Vec<u16> = Vec::new();
+        let mut errors: Vec<u16> = Vec::new();
+        for (src, slots) in &groups {
+            let Some(peer) = cl.peer(&view, *src) else {
+                errors.extend(slots);
+                continue;
+            };
+            for chunk in slots.chunks(256) {
+                let body = wire::to_body(&Request::Dump {
+                    slots: chunk.to_vec(),
+                });
+                let ctx = node_ctx(&shared);
+                match peer
+                    .call(&body, timeout)
+                    .await
+                    .map(|b| wire::from_body::<Response>(&b))
+                {
+                    Ok(Ok(Response::Dump(entries))) => {
+                        for (k, state) in entries {
+                            if sane(&state) && shared.store.merge(&k, &state, &ctx) {
+                                copied += 1;
+                            }
+                        }
+                        done.extend(chunk);
+                    }
+                    // Still starting itself: try the next replica.
+                    Ok(Ok(Response::Syncing)) => {}
+                    _ => {
+                        inc(&cl.metrics.transport_errors);
+                        errors.extend(chunk);
+                    }
+                }
+            }
+        }
+        for (slot, cands) in &mut todo {
+            if done.contains(slot) {
+                cands.clear();
+            } else if !cands.is_empty() {
+                cands.remove(0);
+                if cands.is_empty() && errors.contains(slot) {
+                    failed += 1;
+                }
+            }
+        }
+        todo.retain(|(_, c)| !c.is_empty());
+    }
+    cl.set_synced();
+    if failed > 0 {
+        tracing::warn!(component = "cluster", node_id = %cl.node_id, failed_slots = failed, "bootstrap could not copy every slot; serving what it has");
+    }
+    tracing::info!(component = "cluster", node_id = %cl.node_id, copied, ms = started.elapsed().as_millis() as u64,
+        "bootstrap done: copied what this node replicates from the other replicas");
 }

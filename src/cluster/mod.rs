@@ -79,6 +79,8 @@ pub struct Cluster {
     rebuild_lock: parking_lot::Mutex<()>,
     /// Counters and latencies.
     pub metrics: Metrics,
+    /// Whether the start-up copy from the other replicas is done ([`exec::bootstrap`]).
+    synced: std::sync::atomic::AtomicBool,
 }
 
 impl Cluster {
@@ -115,6 +117,7 @@ impl Cluster {
             })),
             metrics: Metrics::default(),
             rebuild_lock: parking_lot::Mutex::new(()),
+            synced: std::sync::atomic::AtomicBool::new(false),
         };
         cl.rebuild();
         Some(Arc::new(cl))
@@ -169,6 +172,17 @@ impl Cluster {
             .map(|i| &self.peers[i])
     }
 
+    /// Whether this node's start-up copy of its slots is done (see [`exec::bootstrap`]).
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Marks the start-up copy done.
+    pub fn set_synced(&self) {
+        self.synced
+            .store(true, std::sync::atomic::Ordering::Release);
+    }
+
     /// Members currently live, this node included.
     pub fn live_members(&self) -> usize {
         1 + self.peers.iter().filter(|p| p.is_up()).count()
@@ -199,6 +213,7 @@ pub async fn start(
     for i in 0..cl.peers.len() {
         tokio::spawn(link::run_outbound(shared.clone(), cl.clone(), i));
     }
+    tokio::spawn(exec::bootstrap(shared.clone(), cl.clone()));
     shared
         .store
         .set_tombstones(cl.view().ring.replicas() > 1 || !cl.peers.is_empty());

@@ -224,6 +224,9 @@ impl TestCluster {
         for i in 0..n {
             c.wait_live(i, n);
         }
+        for i in 0..n {
+            c.wait_synced(i);
+        }
         c
     }
 
@@ -298,6 +301,25 @@ impl TestCluster {
             .find_map(|l| l.strip_prefix("hc_members_live:"))
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Waits (bounded, 10 s) until node `i` has copied its slots from the others after starting.
+    pub(crate) fn wait_synced(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let info: String = redis::cmd("INFO")
+                .arg("cluster")
+                .query(&mut self.conn(i))
+                .unwrap();
+            if info.contains("hc_synced:1") {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {i} did not finish its bootstrap"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// Waits (bounded, 10 s) until node `i` sees `n` live members.
