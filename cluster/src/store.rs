@@ -354,6 +354,32 @@ impl Store {
         s.digest ^= entry_hash(key, &version);
     }
 
+    /// Keeps the books after an entry changed in place: `was` and `now` are its (version, has an
+    /// expiry, footprint) before and after.
+    fn changed_in_place(
+        &self,
+        s: &mut SlotData,
+        key: &[u8],
+        was: (Version, bool, usize),
+        now: (Version, bool, usize),
+    ) {
+        s.digest ^= entry_hash(key, &was.0) ^ entry_hash(key, &now.0);
+        if now.2 != was.2 {
+            self.bytes
+                .fetch_add(now.2.wrapping_sub(was.2) as u64, Ordering::Relaxed);
+        }
+        if now.1 != was.1 {
+            if now.1 {
+                s.volatile += 1;
+                self.volatile.fetch_add(1, Ordering::Relaxed);
+            } else {
+                s.volatile -= 1;
+                self.volatile.fetch_sub(1, Ordering::Relaxed);
+            }
+            self.sync_bits(s);
+        }
+    }
+
     fn remove_quiet(&self, s: &mut SlotData, key: &[u8], hash: u64) -> Option<Entry> {
         s.map
             .find_entry(hash, |e| e.key() == key)
@@ -399,23 +425,8 @@ impl Store {
                     if capture {
                         changed = Some(live_state(e));
                     }
-                    s.digest ^= entry_hash(key, &old_version) ^ entry_hash(key, &version);
-                    let new_size = e.footprint();
-                    if new_size != old_size {
-                        self.bytes
-                            .fetch_add(new_size.wrapping_sub(old_size) as u64, Ordering::Relaxed);
-                    }
-                    let has_ttl = e.expire_at() != 0;
-                    if has_ttl != had_ttl {
-                        if has_ttl {
-                            s.volatile += 1;
-                            self.volatile.fetch_add(1, Ordering::Relaxed);
-                        } else {
-                            s.volatile -= 1;
-                            self.volatile.fetch_sub(1, Ordering::Relaxed);
-                        }
-                        self.sync_bits(s);
-                    }
+                    let now = (version, e.expire_at() != 0, e.footprint());
+                    self.changed_in_place(s, key, (old_version, had_ttl, old_size), now);
                 }
                 (effect, out)
             }
@@ -509,22 +520,8 @@ impl Store {
             let (old_version, had_ttl, old_size) = (e.version(), e.expire_at() != 0, e.footprint());
             e.set_value(value, *expire_at, EncodingHint::from_bits(*enc));
             e.set_version(version);
-            let (new_size, has_ttl) = (e.footprint(), e.expire_at() != 0);
-            s.digest ^= entry_hash(key, &old_version) ^ entry_hash(key, &version);
-            if new_size != old_size {
-                self.bytes
-                    .fetch_add(new_size.wrapping_sub(old_size) as u64, Ordering::Relaxed);
-            }
-            if has_ttl != had_ttl {
-                if has_ttl {
-                    s.volatile += 1;
-                    self.volatile.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    s.volatile -= 1;
-                    self.volatile.fetch_sub(1, Ordering::Relaxed);
-                }
-                self.sync_bits(s);
-            }
+            let now = (version, e.expire_at() != 0, e.footprint());
+            self.changed_in_place(s, key, (old_version, had_ttl, old_size), now);
             return true;
         }
         if s.tombs

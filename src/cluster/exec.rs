@@ -371,22 +371,7 @@ async fn coordinate(
     // its own copy.
     let synced = cl.is_synced();
     if !op.is_blind() && (lv.write != Level::One || !synced) {
-        let mut tally: ReadTally<MemberIdx> = ReadTally::new(lv.write, prefs.len());
-        if prefs.contains(&view.me) && synced {
-            tally.answer(view.me, shared.store.fetch(&key));
-        }
-        if tally.tally.verdict().is_none() {
-            let others: Vec<MemberIdx> = prefs.iter().copied().filter(|m| *m != view.me).collect();
-            let fetch = wire::to_body(&Request::Fetch { key: &key });
-            fan_out(&cl, &view, &others, &fetch, lv.timeout, |m, r| {
-                match r {
-                    Some(Response::State(s)) if sane(&s) => tally.answer(m, s),
-                    _ => tally.failed(),
-                }
-                tally.tally.verdict().is_some()
-            })
-            .await;
-        }
+        let tally = ask_replicas(&shared, &cl, &view, &key, &prefs, lv.write, lv.timeout).await;
         if tally.tally.verdict() != Some(true) {
             count_failure(&cl, true);
             return Err(NoReplicas { write: true });
@@ -407,6 +392,37 @@ async fn coordinate(
     }
 }
 
+/// Reads `key`'s state from its replicas `prefs` until `level` of them answered (or cannot):
+/// this node's copy counts when it is a replica and bootstrapped, the others are asked in
+/// parallel. Answers with an implausible version count as none.
+async fn ask_replicas(
+    shared: &Shared,
+    cl: &Cluster,
+    view: &View,
+    key: &[u8],
+    prefs: &[MemberIdx],
+    level: Level,
+    timeout: Duration,
+) -> ReadTally<MemberIdx> {
+    let mut tally: ReadTally<MemberIdx> = ReadTally::new(level, prefs.len());
+    if prefs.contains(&view.me) && cl.is_synced() {
+        tally.answer(view.me, shared.store.fetch(key));
+    }
+    if tally.tally.verdict().is_none() {
+        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|m| *m != view.me).collect();
+        let fetch = wire::to_body(&Request::Fetch { key });
+        fan_out(cl, view, &others, &fetch, timeout, |m, r| {
+            match r {
+                Some(Response::State(s)) if sane(&s) => tally.answer(m, s),
+                _ => tally.failed(),
+            }
+            tally.tally.verdict().is_some()
+        })
+        .await;
+    }
+    tally
+}
+
 /// A QUORUM/ALL read coordinated here: asks the replicas, answers from the newest state, repairs
 /// the stale ones.
 async fn read_fanout(
@@ -424,23 +440,8 @@ async fn read_fanout(
         return Err(NoReplicas { write: false });
     };
     let prefs = view.prefs(key_slot(&key)).to_vec();
-    let mut tally: ReadTally<MemberIdx> = ReadTally::new(lv.read, prefs.len());
     let local = prefs.contains(&view.me);
-    if local && cl.is_synced() {
-        tally.answer(view.me, shared.store.fetch(&key));
-    }
-    if tally.tally.verdict().is_none() {
-        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|m| *m != view.me).collect();
-        let fetch = wire::to_body(&Request::Fetch { key: &key });
-        fan_out(&cl, &view, &others, &fetch, lv.timeout, |m, r| {
-            match r {
-                Some(Response::State(s)) if sane(&s) => tally.answer(m, s),
-                _ => tally.failed(),
-            }
-            tally.tally.verdict().is_some()
-        })
-        .await;
-    }
+    let tally = ask_replicas(&shared, &cl, &view, &key, &prefs, lv.read, lv.timeout).await;
     cl.metrics.read_latency.record(started.elapsed());
     if tally.tally.verdict() != Some(true) {
         count_failure(&cl, false);
