@@ -33,6 +33,9 @@ use crate::state::Shared;
 
 /// How long a dial or a handshake may take.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Most bytes waiting to be written to one peer before new requests to it fail (a value up to
+/// `proto-max-bulk-len` still goes out: the check is before queueing).
+const MAX_QUEUED: usize = 64 << 20;
 /// How often an outbound link pings its peer.
 const HEARTBEAT: Duration = Duration::from_millis(500);
 /// How long a ping may go unanswered before the link is closed and the peer counted down.
@@ -49,6 +52,11 @@ pub struct Outbound {
 }
 
 impl Outbound {
+    /// Bytes waiting to be written.
+    pub fn queued(&self) -> usize {
+        self.buf.lock().len()
+    }
+
     /// Queues one frame.
     pub fn push(&self, kind: Kind, id: u64, body: &[u8]) {
         wire::encode(kind, id, body, &mut self.buf.lock());
@@ -102,6 +110,9 @@ pub enum CallError {
     /// The reply did not decode.
     #[error("malformed reply")]
     Malformed,
+    /// Too many bytes are already waiting to be written to this peer.
+    #[error("send queue full")]
+    Overloaded,
 }
 
 /// Who waits for a reply.
@@ -162,6 +173,9 @@ impl Peer {
 
     fn queue(&self) -> Result<Arc<Outbound>, CallError> {
         match &*self.queue.lock() {
+            // A peer that reads slower than it is sent to (until the heartbeat notices a stall)
+            // gets no more than MAX_QUEUED bytes waiting: further requests fail at once.
+            Some(q) if self.is_up() && q.queued() > MAX_QUEUED => Err(CallError::Overloaded),
             Some(q) if self.is_up() => Ok(q.clone()),
             _ => Err(CallError::Down),
         }
