@@ -21,7 +21,7 @@ fn pairs(items: Vec<(&str, Frame)>) -> Frame {
 /// `HC.NODE`: this node's id, addresses, cluster name, version and role.
 pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     let c = s.shared.config.read();
-    let (id, caddr, name, members, replicas) = match &s.shared.cluster {
+    let (id, caddr, name, members, replicas, synced) = match &s.shared.cluster {
         Some(cl) => {
             let v = cl.view();
             (
@@ -30,9 +30,17 @@ pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
                 cl.name.clone(),
                 v.ring.members().len() as i64,
                 v.ring.replicas() as i64,
+                cl.is_synced(),
             )
         }
-        None => (c.node_id(), String::new(), c.cluster_name.clone(), 1, 1),
+        None => (
+            c.node_id(),
+            String::new(),
+            c.cluster_name.clone(),
+            1,
+            1,
+            true,
+        ),
     };
     let port = s.shared.port.load(std::sync::atomic::Ordering::Relaxed);
     Some(pairs(vec![
@@ -44,6 +52,7 @@ pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         ("redis_version", bulk(crate::REDIS_VERSION)),
         ("members", Frame::Integer(members)),
         ("replication", Frame::Integer(replicas)),
+        ("synced", Frame::Integer(i64::from(synced))),
         ("read_consistency", bulk(c.read_consistency.name())),
         ("write_consistency", bulk(c.write_consistency.name())),
     ]))
