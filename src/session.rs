@@ -81,6 +81,8 @@ pub struct Session {
     commands: u64,
     /// `HC.CONSISTENCY` overrides for this connection (read, write).
     pub consistency: (Option<Level>, Option<Level>),
+    /// The node's default levels and request deadline, cached like the other settings.
+    default_levels: crate::cluster::Levels,
     /// Replies still being computed by the cluster, in order: where each goes in [`Session::out`],
     /// the task computing it, the slot it touches (`None`: it must complete before any later
     /// command runs), and whether the reply is to be dropped (`CLIENT REPLY OFF/SKIP`).
@@ -130,6 +132,11 @@ impl Session {
             clock: Instant::now(),
             last_cmd: None,
             consistency: (None, None),
+            default_levels: crate::cluster::Levels {
+                read: Level::One,
+                write: Level::Quorum,
+                timeout: std::time::Duration::from_secs(1),
+            },
             pending: Vec::new(),
             spare: BytesMut::new(),
         };
@@ -155,6 +162,11 @@ impl Session {
         self.policy = c.maxmemory_policy;
         self.samples = c.maxmemory_samples as usize;
         self.access_mode = c.access_mode();
+        self.default_levels = crate::cluster::Levels {
+            read: c.read_consistency,
+            write: c.write_consistency,
+            timeout: std::time::Duration::from_millis(c.request_timeout_ms),
+        };
         self.config_gen = gen;
     }
 
@@ -183,11 +195,11 @@ impl Session {
 
     /// The consistency levels and deadline this connection's requests run at.
     pub fn levels(&self) -> crate::cluster::Levels {
-        let c = self.shared.config.read();
+        let d = self.default_levels;
         crate::cluster::Levels {
-            read: self.consistency.0.unwrap_or(c.read_consistency),
-            write: self.consistency.1.unwrap_or(c.write_consistency),
-            timeout: std::time::Duration::from_millis(c.request_timeout_ms),
+            read: self.consistency.0.unwrap_or(d.read),
+            write: self.consistency.1.unwrap_or(d.write),
+            timeout: d.timeout,
         }
     }
 
