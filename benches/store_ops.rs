@@ -21,7 +21,6 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use hypercache_cluster::op::{ExpiryChange, SetCond};
 use hypercache_cluster::{Ctx, Op, Outcome, Store, StoreConfig};
 use rand::rngs::SmallRng;
 use rand::seq::SliceRandom;
@@ -55,12 +54,7 @@ fn key(prefix: &str, i: usize) -> Key {
 }
 
 fn set(value: &[u8]) -> Op<'_> {
-    Op::Set {
-        value,
-        cond: SetCond::Always,
-        expiry: ExpiryChange::Clear,
-        get: false,
-    }
+    Op::set(value)
 }
 
 struct Fixture {

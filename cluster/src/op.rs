@@ -118,7 +118,17 @@ pub enum Op<'a> {
     ObjectRefcount,
 }
 
-impl Op<'_> {
+impl<'a> Op<'a> {
+    /// A plain `SET key value`: no condition, any expiry cleared, no `GET`.
+    pub fn set(value: &'a [u8]) -> Op<'a> {
+        Op::Set {
+            value,
+            cond: SetCond::Always,
+            expiry: ExpiryChange::Clear,
+            get: false,
+        }
+    }
+
     /// Whether the operation only reads (the access time aside): it can be served by any replica
     /// and needs no replication.
     pub fn is_read_only(&self) -> bool {

@@ -791,12 +791,7 @@ mod tests {
     }
 
     fn set(value: &[u8]) -> Op<'_> {
-        Op::Set {
-            value,
-            cond: SetCond::Always,
-            expiry: ExpiryChange::Clear,
-            get: false,
-        }
+        Op::set(value)
     }
 
     /// Runs `op` through `node` as client `client` at levels `(read, write)` and runs the

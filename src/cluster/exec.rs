@@ -170,27 +170,19 @@ pub fn start(
     }
 }
 
-/// Runs `op` (encoded as a [`Request::Exec`] body) wherever it belongs and waits for the result.
+/// Runs `op` wherever it belongs and waits for the result (for commands made of several steps).
 pub async fn run(
-    shared: Arc<Shared>,
-    cl: Arc<Cluster>,
-    key: Bytes,
-    body: Bytes,
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    key: &Bytes,
+    op: Op<'_>,
     lv: Levels,
     ctx: Ctx,
 ) -> Res {
-    let Ok(Request::Exec { op, .. }) = wire::from_body::<Request<'_>>(&body) else {
-        return Err(NoReplicas { write: true });
-    };
-    match start(&shared, &cl, &key, &op, lv, &ctx) {
+    match start(shared, cl, key, &op, lv, &ctx) {
         Part::Ready(r) => r,
         Part::Later(f) => f.await,
     }
-}
-
-/// Encodes `op` for [`run`].
-pub fn encode(key: &[u8], op: &Op<'_>, lv: Levels) -> Bytes {
-    exec_body(key, op, lv, false)
 }
 
 fn count_failure(cl: &Cluster, write: bool) {

@@ -453,26 +453,23 @@ fn move_key(s: &mut Session, a: &[Bytes], how: Move) -> Option<Frame> {
     let (src, dst) = (a[1].clone(), a[2].clone());
     s.defer(
         async move {
-            let run = |key: &Bytes, op: Op<'_>| {
-                let body = exec::encode(key, &op, lv);
-                exec::run(shared.clone(), cl.clone(), key.clone(), body, lv, ctx)
-            };
             let missing = match how {
                 Move::Copy { .. } => Frame::Integer(0),
                 _ => Frame::error(errors::NO_SUCH_KEY),
             };
-            let value = match run(&src, Op::Get).await {
+            let value = match exec::run(&shared, &cl, &src, Op::Get, lv, ctx).await {
                 Ok(Outcome::Value(v)) => v,
                 Ok(_) => return missing,
                 Err(e) => return Frame::error(e.text()),
             };
-            let expiry = match run(&src, Op::ExpireTime { ms: true }).await {
-                Ok(Outcome::Int(t)) if t > 0 => ExpiryChange::At(t as u64),
-                Ok(Outcome::Int(-1)) => ExpiryChange::Clear,
-                // -2: it expired or was deleted since the read.
-                Ok(_) => return missing,
-                Err(e) => return Frame::error(e.text()),
-            };
+            let expiry =
+                match exec::run(&shared, &cl, &src, Op::ExpireTime { ms: true }, lv, ctx).await {
+                    Ok(Outcome::Int(t)) if t > 0 => ExpiryChange::At(t as u64),
+                    Ok(Outcome::Int(-1)) => ExpiryChange::Clear,
+                    // -2: it expired or was deleted since the read.
+                    Ok(_) => return missing,
+                    Err(e) => return Frame::error(e.text()),
+                };
             if src == dst {
                 return match how {
                     Move::Rename => Frame::ok(),
@@ -481,7 +478,7 @@ fn move_key(s: &mut Session, a: &[Bytes], how: Move) -> Option<Frame> {
             }
             let must_be_free = matches!(how, Move::RenameNx | Move::Copy { replace: false });
             if must_be_free {
-                match run(&dst, Op::Exists).await {
+                match exec::run(&shared, &cl, &dst, Op::Exists, lv, ctx).await {
                     Ok(Outcome::Int(0)) => {}
                     Ok(_) => return Frame::Integer(0),
                     Err(e) => return Frame::error(e.text()),
@@ -493,11 +490,11 @@ fn move_key(s: &mut Session, a: &[Bytes], how: Move) -> Option<Frame> {
                 expiry,
                 get: false,
             };
-            if let Err(e) = run(&dst, set).await {
+            if let Err(e) = exec::run(&shared, &cl, &dst, set, lv, ctx).await {
                 return Frame::error(e.text());
             }
-            if how != (Move::Copy { replace: true }) && how != (Move::Copy { replace: false }) {
-                if let Err(e) = run(&src, Op::Del).await {
+            if !matches!(how, Move::Copy { .. }) {
+                if let Err(e) = exec::run(&shared, &cl, &src, Op::Del, lv, ctx).await {
                     return Frame::error(e.text());
                 }
             }

@@ -277,7 +277,7 @@ pub(super) fn mset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         let mut items: Vec<_> = Vec::new();
         for p in a[1..].chunks_exact(2).rev() {
             if !items.iter().any(|(k, _)| *k == &p[0]) {
-                items.push((&p[0], plain_set(&p[1])));
+                items.push((&p[0], Op::set(&p[1])));
             }
         }
         return keyed_many(s, &cl, &items, |_| Frame::ok());
@@ -295,22 +295,21 @@ pub(super) fn msetnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if let Some(cl) = s.shared.cluster.clone() {
         // Across slots there is no atomicity: check that no key exists, then write them all.
         let (shared, lv, ctx) = (s.shared.clone(), s.levels(), s.ctx());
-        let keys: Vec<(Bytes, Bytes)> = a[1..]
+        let pairs: Vec<(Bytes, Bytes)> = a[1..]
             .chunks_exact(2)
-            .map(|p| (p[0].clone(), exec::encode(&p[0], &plain_set(&p[1]), lv)))
+            .map(|p| (p[0].clone(), p[1].clone()))
             .collect();
         s.defer(
             async move {
-                for (k, _) in &keys {
-                    let body = exec::encode(k, &Op::Exists, lv);
-                    match exec::run(shared.clone(), cl.clone(), k.clone(), body, lv, ctx).await {
+                for (k, _) in &pairs {
+                    match exec::run(&shared, &cl, k, Op::Exists, lv, ctx).await {
                         Ok(Outcome::Int(0)) => {}
                         Ok(_) => return Frame::Integer(0),
                         Err(e) => return Frame::error(e.text()),
                     }
                 }
-                for (k, body) in keys {
-                    if let Err(e) = exec::run(shared.clone(), cl.clone(), k, body, lv, ctx).await {
+                for (k, v) in &pairs {
+                    if let Err(e) = exec::run(&shared, &cl, k, Op::set(v), lv, ctx).await {
                         return Frame::error(e.text());
                     }
                 }
@@ -326,16 +325,6 @@ pub(super) fn msetnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 
 fn incr_by(s: &mut Session, key: &Bytes, by: i64) -> Option<Frame> {
     keyed(s, key, Op::IncrBy(by), reply)
-}
-
-/// A plain `SET key value` (MSET's per-key write).
-fn plain_set(value: &[u8]) -> Op<'_> {
-    Op::Set {
-        value,
-        cond: SetCond::Always,
-        expiry: ExpiryChange::Clear,
-        get: false,
-    }
 }
 
 /// # Format
