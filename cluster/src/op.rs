@@ -132,21 +132,8 @@ impl<'a> Op<'a> {
     /// Whether the operation only reads (the access time aside): it can be served by any replica
     /// and needs no replication.
     pub fn is_read_only(&self) -> bool {
-        matches!(
-            self,
-            Op::Get
-                | Op::Strlen
-                | Op::GetRange(..)
-                | Op::Exists
-                | Op::Touch
-                | Op::Type
-                | Op::Ttl { .. }
-                | Op::ExpireTime { .. }
-                | Op::ObjectEncoding
-                | Op::ObjectIdleTime
-                | Op::ObjectFreq
-                | Op::ObjectRefcount
-        )
+        // Every operation that does not even touch the access time only reads.
+        !self.touches() || matches!(self, Op::Get | Op::Strlen | Op::GetRange(..) | Op::Touch)
     }
 
     /// Whether the operation writes without reading the current entry (a plain `SET` without

@@ -82,6 +82,14 @@ fn exec_body(key: &[u8], op: &Op<'_>, lv: Levels, want_state: bool) -> Bytes {
     }))
 }
 
+/// The operation of an [`exec_body`] (which this node encoded itself, so it decodes).
+fn exec_op(body: &[u8]) -> Option<Op<'_>> {
+    match wire::from_body::<Request<'_>>(body) {
+        Ok(Request::Exec { op, .. }) => Some(op),
+        _ => None,
+    }
+}
+
 /// Starts `op` on `key` for a client of this node.
 pub fn start(
     shared: &Arc<Shared>,
@@ -355,7 +363,7 @@ async fn coordinate(
     let started = Instant::now();
     inc(&cl.metrics.write_attempts);
     let view = cl.view();
-    let Ok(Request::Exec { op, .. }) = wire::from_body::<Request<'_>>(&body) else {
+    let Some(op) = exec_op(&body) else {
         return Err(NoReplicas { write: true });
     };
     let prefs = view.prefs(key_slot(&key)).to_vec();
@@ -428,7 +436,7 @@ async fn read_fanout(
     let started = Instant::now();
     inc(&cl.metrics.read_fanouts);
     let view = cl.view();
-    let Ok(Request::Exec { op, .. }) = wire::from_body::<Request<'_>>(&body) else {
+    let Some(op) = exec_op(&body) else {
         return Err(NoReplicas { write: false });
     };
     let prefs = view.prefs(key_slot(&key)).to_vec();
@@ -483,7 +491,7 @@ async fn forward(
     ctx: Ctx,
 ) -> Res {
     let view = cl.view();
-    let Ok(Request::Exec { op, .. }) = wire::from_body::<Request<'_>>(&body) else {
+    let Some(op) = exec_op(&body) else {
         return Err(NoReplicas { write: true });
     };
     let write = !op.is_read_only();

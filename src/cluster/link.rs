@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use hypercache_cluster::wire::{self, Hello, Kind, WireLimits};
@@ -75,8 +75,15 @@ impl Outbound {
         self.ready.notify_one();
     }
 
-    /// Writes queued frames until the link fails or is closed.
-    pub async fn write_loop(&self, mut w: OwnedWriteHalf) -> std::io::Result<()> {
+    /// Writes queued frames until the link fails or is closed; returns why it ended.
+    pub async fn write_loop(&self, w: OwnedWriteHalf) -> String {
+        match self.write_all(w).await {
+            Ok(()) => "closed".to_string(),
+            Err(e) => format!("write error: {e}"),
+        }
+    }
+
+    async fn write_all(&self, mut w: OwnedWriteHalf) -> std::io::Result<()> {
         loop {
             // Let every task that is ready run first: under load they queue more frames, and all of
             // them go out in the one write below (woken at once, this would write one frame per
@@ -134,8 +141,6 @@ pub struct Peer {
     queue: Mutex<Option<Arc<Outbound>>>,
     pending: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
-    /// When the link last went up or down (for HC.MEMBERS).
-    pub changed: Mutex<Option<Instant>>,
     /// The client address the peer announced in its handshake (empty before).
     pub client_addr: Mutex<String>,
 }
@@ -151,7 +156,6 @@ impl Peer {
             queue: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            changed: Mutex::new(None),
             client_addr: Mutex::new(String::new()),
         }
     }
@@ -253,7 +257,6 @@ impl Peer {
                 let _ = tx.send((tag, None));
             }
         }
-        *self.changed.lock() = Some(Instant::now());
     }
 }
 
@@ -384,7 +387,6 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                 let q = Arc::new(Outbound::default());
                 *peer.queue.lock() = Some(q.clone());
                 peer.up.store(true, Ordering::Relaxed);
-                *peer.changed.lock() = Some(Instant::now());
                 inc(&cl.metrics.links_established);
                 backoff = BACKOFF.0;
                 last_error.clear();
@@ -407,10 +409,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                 });
                 let why = tokio::select! {
                     why = reader => why,
-                    r = q.write_loop(w) => match r {
-                        Ok(()) => "closed".to_string(),
-                        Err(e) => format!("write error: {e}"),
-                    },
+                    why = q.write_loop(w) => why,
                     why = heartbeat(&peer) => why,
                     _ = shutdown.changed() => "node stopping".to_string(),
                 };
@@ -510,10 +509,7 @@ async fn serve_inbound(
     });
     let why = tokio::select! {
         why = reader => why,
-        r = q.write_loop(w) => match r {
-            Ok(()) => "closed".to_string(),
-            Err(e) => format!("write error: {e}"),
-        },
+        why = q.write_loop(w) => why,
         _ = shutdown.changed() => "node stopping".to_string(),
     };
     q.close();
