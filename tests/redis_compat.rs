@@ -34,8 +34,9 @@ fn compat_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("redis-compat")
 }
 
-#[test]
-fn corpus_matches_redis() {
+/// Runs the whole corpus against redis-server and the candidate at `candidate` (called `what` in
+/// messages). Known differences and stale entries are printed; only unexpected ones fail.
+fn corpus_matches(candidate: std::net::SocketAddr, what: &str) {
     let cases = load_corpus(&compat_dir().join("corpus")).unwrap_or_else(|e| panic!("{e}"));
     let known = KnownDifferences::load(&compat_dir().join("KNOWN_DIFFERENCES.md"))
         .unwrap_or_else(|e| panic!("{e}"));
@@ -47,10 +48,7 @@ fn corpus_matches_redis() {
         );
     }
     let redis = redis_server();
-    let candidate = hypercache();
-    let report =
-        compare(redis.addr, candidate.addr, &cases, &known).unwrap_or_else(|e| panic!("{e}"));
-    // Known differences and stale entries are printed too; only unexpected ones fail.
+    let report = compare(redis.addr, candidate, &cases, &known).unwrap_or_else(|e| panic!("{e}"));
     eprintln!("{report}");
     assert!(
         report.compared > 1000,
@@ -60,35 +58,24 @@ fn corpus_matches_redis() {
     assert_eq!(
         report.failed(),
         0,
-        "HyperCache differs from redis-server (printed above); fix it, or list a deliberate \
+        "{what} differs from redis-server (printed above); fix it, or list a deliberate \
          departure in redis-compat/KNOWN_DIFFERENCES.md: {}",
         report.summary()
     );
+}
+
+#[test]
+fn corpus_matches_redis() {
+    let candidate = hypercache();
+    corpus_matches(candidate.addr, "HyperCache");
 }
 
 /// The same corpus against a 3-node cluster (replication 3, writes at QUORUM), the client on one
 /// node: a cluster must answer exactly as a single Redis does.
 #[test]
 fn corpus_matches_redis_through_a_3_node_cluster() {
-    let cases = load_corpus(&compat_dir().join("corpus")).unwrap_or_else(|e| panic!("{e}"));
-    let known = KnownDifferences::load(&compat_dir().join("KNOWN_DIFFERENCES.md"))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let redis = redis_server();
     let cluster = common::TestCluster::start(3, &[]);
-    let report =
-        compare(redis.addr, cluster.addr(0), &cases, &known).unwrap_or_else(|e| panic!("{e}"));
-    eprintln!("{report}");
-    assert!(
-        report.compared > 1000,
-        "only {} steps compared",
-        report.compared
-    );
-    assert_eq!(
-        report.failed(),
-        0,
-        "the cluster differs from redis-server (printed above): {}",
-        report.summary()
-    );
+    corpus_matches(cluster.addr(0), "a 3-node cluster");
 }
 
 /// The runner must not pass silently: against a real server, two connections get different
