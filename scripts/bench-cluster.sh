@@ -31,12 +31,7 @@ require_positive_int REQUESTS ROUNDS CLIENTS KEYSPACE SIZE
 require_tools redis-cli redis-benchmark python3 setsid
 START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 
-if [[ -z "${HC_BIN:-}" ]]; then
-    echo "building hypercache (cargo build --release)..." >&2
-    (cd "$ROOT" && cargo build --release -p hypercache --bin hypercache) >&2
-    HC_BIN="$ROOT/target/release/hypercache"
-fi
-[[ -x "$HC_BIN" ]] || die "$HC_BIN is not an executable"
+build_hc_bin
 
 bench_init bench-cluster
 PIDS=()

@@ -47,6 +47,16 @@ require_hc_bin() {
     [[ -x "$HC_BIN" ]] || die "$HC_BIN is not an executable (build it with cargo build --release)"
 }
 
+# build_hc_bin: when HC_BIN is unset, build the release binary and use it; fail unless executable.
+build_hc_bin() {
+    if [[ -z "${HC_BIN:-}" ]]; then
+        echo "building hypercache (cargo build --release)..." >&2
+        (cd "$ROOT" && cargo build --release -p hypercache --bin hypercache) >&2
+        HC_BIN="$ROOT/target/release/hypercache"
+    fi
+    [[ -x "$HC_BIN" ]] || die "$HC_BIN is not an executable"
+}
+
 # bench_init NAME: make TMP=/tmp/NAME.XXXXXX, clear the server pids, trap EXIT (bench_cleanup), INT, TERM.
 bench_init() {
     TMP=$(mktemp -d "/tmp/$1.XXXXXX")

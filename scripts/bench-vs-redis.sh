@@ -37,12 +37,7 @@ require_positive_int REQUESTS ROUNDS CLIENTS KEYSPACE
 START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
 require_tools "$REDIS_SERVER" redis-cli redis-benchmark python3 getconf setsid
 
-if [[ -z "${HC_BIN:-}" ]]; then
-    echo "building hypercache (cargo build --release)..." >&2
-    (cd "$ROOT" && cargo build --release -p hypercache --bin hypercache) >&2
-    HC_BIN="$ROOT/target/release/hypercache"
-fi
-[[ -x "$HC_BIN" ]] || { echo "error: $HC_BIN is not an executable" >&2; exit 1; }
+build_hc_bin
 
 bench_init bench-vs-redis
 
