@@ -101,27 +101,18 @@ pub fn start(
 ) -> Part {
     let view = cl.view();
     let prefs = view.prefs(key_slot(key));
-    let p = coord::plan(op, prefs, view.me, lv.read, |m| view.live(cl, m));
-    match p {
-        Plan::LocalRead if !cl.is_synced() => {
-            // Still copying its data after a start: ask a replica that has it, if one is live.
-            match prefs
-                .iter()
-                .copied()
-                .find(|&m| m != view.me && view.live(cl, m))
-            {
-                Some(m) => Part::Later(Box::pin(forward(
-                    shared.clone(),
-                    cl.clone(),
-                    key.clone(),
-                    exec_body(key, op, lv, false),
-                    m,
-                    lv,
-                    *ctx,
-                ))),
-                None => Part::Ready(Ok(shared.store.apply(key, op, ctx))),
-            }
+    let mut p = coord::plan(op, prefs, view.me, lv.read, |m| view.live(cl, m));
+    if p == Plan::LocalRead && !cl.is_synced() {
+        // Still copying its data after a start: read from a replica that has it, if one is live.
+        if let Some(m) = prefs
+            .iter()
+            .copied()
+            .find(|&m| m != view.me && view.live(cl, m))
+        {
+            p = Plan::Forward(m);
         }
+    }
+    match p {
         Plan::LocalRead => {
             inc(&cl.metrics.local_reads);
             Part::Ready(Ok(shared.store.apply(key, op, ctx)))
