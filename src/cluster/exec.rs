@@ -641,23 +641,20 @@ pub fn serve_request(
             // says (re-forwarding could loop while views differ).
             if op.is_read_only() && cl.is_synced() {
                 Response::Outcome(shared.store.apply(&key, &op, &ctx).into())
-            } else if op.is_read_only() {
-                // Still copying its data: answer from the other replicas instead.
-                let fut = read_fanout(shared.clone(), cl.clone(), key, body.clone(), lv, ctx);
-                let q = q.clone();
-                tokio::spawn(async move {
-                    let reply = match fut.await {
-                        Ok(o) => Response::Outcome(o.into()),
-                        Err(NoReplicas { write }) => Response::NoReplicas { write },
-                    };
-                    q.push_msg(Kind::Reply, id, &reply);
-                });
-                return;
             } else {
-                let fut = coordinate(shared.clone(), cl.clone(), key, body.clone(), lv, ctx);
-                let q = q.clone();
+                // A write to coordinate, or a read while this node is still copying its data
+                // (answered from the other replicas instead).
+                let read = op.is_read_only();
+                let (sh, c, q, body) = (shared.clone(), cl.clone(), q.clone(), body.clone());
                 tokio::spawn(async move {
-                    let reply = match fut.await {
+                    let done = if read {
+                        read_fanout(sh, c, key, body, lv, ctx)
+                            .await
+                            .map(|o| (o, None))
+                    } else {
+                        coordinate(sh, c, key, body, lv, ctx).await
+                    };
+                    let reply = match done {
                         Ok((o, Some(state))) if want_state => Response::Written {
                             outcome: o.into(),
                             state,
