@@ -776,7 +776,6 @@ mod tests {
     use bytes::Bytes;
 
     use super::*;
-    use crate::op::{ExpiryChange, SetCond};
     use crate::sim::Sim;
     use crate::version::Version;
 
