@@ -15,8 +15,9 @@
 
 use crate::entry::{EncodingHint, Entry};
 use crate::msg::{Level, State};
-use crate::op::{apply, Ctx, Op, Outcome};
+use crate::op::{apply, Ctx, Effect, Op, Outcome};
 use crate::ring::MemberIdx;
+use crate::version::Version;
 
 /// Where a keyed operation runs, seen from one node.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +191,59 @@ pub fn outcome_of(op: &Op<'_>, key: &[u8], state: &State, ctx: &Ctx) -> Outcome 
             apply(op, key, Some(&mut e), ctx).1
         }
         _ => apply(op, key, None, ctx).1,
+    }
+}
+
+/// Runs `op` against the key's newest known `state` (expiry applied at `ctx.now`) without a
+/// store: returns the outcome and, if the operation changes the key, its new state stamped with
+/// `version`. A read-modify-write coordinated at QUORUM/ALL computes its result this way from
+/// what its read round found, so that the value it proposes depends only on that round.
+pub fn state_after(
+    op: &Op<'_>,
+    key: &[u8],
+    state: &State,
+    ctx: &Ctx,
+    version: Version,
+) -> (Outcome, Option<State>) {
+    let of = |e: &Entry| State::Live {
+        value: bytes::Bytes::copy_from_slice(e.value()),
+        expire_at: e.expire_at(),
+        version,
+        enc: e.enc().bits(),
+    };
+    match state {
+        State::Live {
+            value,
+            expire_at,
+            enc,
+            ..
+        } if *expire_at == 0 || *expire_at > ctx.now => {
+            let mut e = Entry::new(
+                key,
+                value,
+                *expire_at,
+                ctx.initial_access(),
+                EncodingHint::from_bits(*enc),
+            );
+            let (effect, out) = apply(op, key, Some(&mut e), ctx);
+            let next = match effect {
+                Effect::None => None,
+                Effect::Modified => Some(of(&e)),
+                Effect::Created(n) => Some(of(&n)),
+                Effect::Deleted => Some(State::Dead(version)),
+            };
+            (out, next)
+        }
+        _ => {
+            let (effect, out) = apply(op, key, None, ctx);
+            let next = match effect {
+                Effect::None | Effect::Modified => None,
+                Effect::Created(n) => Some(of(&n)),
+                // Deleting a missing key changes nothing.
+                Effect::Deleted => None,
+            };
+            (out, next)
+        }
     }
 }
 

@@ -17,9 +17,12 @@
 //! - [`coord`]: the coordinator's decisions: where an operation runs, quorum tallies, newest
 //!   state and stale replicas.
 //! - [`msg`]: inter-node requests and replies, replicated key states, consistency levels.
+//! - [`node`]: the node machines (keyed requests, the start-up transfer, serving peers), run by
+//!   both the production driver and the simulator.
 //! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
-//! - [`sim`]: a deterministic network simulator for the sans-IO state machines.
-//! - [`simnode`]: a simulated cluster node composing the coordinator's decisions (scenario tests).
+//! - `sim` (feature `sim`, and tests): a deterministic network simulator.
+//! - `simnode` (feature `sim`, and tests): a simulated node hosting the [`node`] machines, and
+//!   the scenario and randomized tests.
 //!
 //! ## Promises
 //! - An expired key is never visible, whether or not it has been reclaimed yet.
@@ -31,9 +34,12 @@ pub mod evict;
 pub mod float;
 pub mod glob;
 pub mod msg;
+pub mod node;
 pub mod op;
 pub mod ring;
+#[cfg(any(test, feature = "sim"))]
 pub mod sim;
+#[cfg(any(test, feature = "sim"))]
 pub mod simnode;
 pub mod slot;
 pub mod store;

@@ -201,17 +201,30 @@ pub enum Request<'a> {
     },
     /// A random key of this node. Answered with [`Response::Key`].
     RandomKey,
-    /// Every key's state in these slots, tombstones included (bootstrap of a returning replica).
-    /// Answered with [`Response::Dump`].
+    /// Every key's state in these slots, tombstones included (the start-up copy of a replica),
+    /// in pages: whole slots, from the first, until about `budget` bytes. Answered with
+    /// [`Response::Dump`], [`Response::Syncing`] or [`Response::NotLive`].
     Dump {
         /// Slots to copy.
         slots: Vec<u16>,
+        /// Bytes per page (at least one whole slot is sent).
+        budget: u64,
     },
     /// Remove every key and tombstone older than `horizon` (FLUSHALL). Answered with
     /// [`Response::Done`].
     Flush {
         /// The flush's version: anything older is gone, on this node and in what it receives.
         horizon: Version,
+    },
+    /// The read round of a read-modify-write at QUORUM/ALL: promise to accept nothing older than
+    /// `ballot` for `key` for a while, and say what you hold ([`crate::store::Store::prepare`]).
+    /// Answered with [`Response::State`], [`Response::Refused`] or [`Response::Syncing`].
+    Prepare {
+        /// The key.
+        #[serde(borrow)]
+        key: &'a [u8],
+        /// The round's ballot: the version its write will carry.
+        ballot: Version,
     },
 }
 
@@ -234,8 +247,8 @@ pub enum Response {
         /// A write (else a read).
         write: bool,
     },
-    /// Whether a [`Request::Put`] changed anything (false: this node had it or something newer).
-    Applied(bool),
+    /// A [`Request::Put`] is stored (or this exact version was already held).
+    Stored,
     /// To [`Request::Fetch`].
     State(State),
     /// To [`Request::Keys`]: the matching keys, and how many keys the slots held in all (the work
@@ -250,8 +263,13 @@ pub enum Response {
     Count(u64),
     /// To [`Request::RandomKey`].
     Key(Option<Bytes>),
-    /// To [`Request::Dump`].
-    Dump(Vec<(Bytes, State)>),
+    /// A page of a [`Request::Dump`]: the entries of the request's first `slots` slots.
+    Dump {
+        /// Entries, tombstones included.
+        entries: Vec<(Bytes, State)>,
+        /// How many of the requested slots this page covers (the rest: ask again).
+        slots: u32,
+    },
     /// To [`Request::Fetch`] from a node that is still copying its data from the others after a
     /// start: its answer would not be trustworthy, so it counts as no answer.
     Syncing,
@@ -259,6 +277,12 @@ pub enum Response {
     Done,
     /// The request could not be served (text for the log).
     Error(String),
+    /// A [`Request::Put`] or [`Request::Prepare`] refused: this node holds or has promised this
+    /// newer version.
+    Refused(Version),
+    /// To [`Request::Dump`] from a node that does not see the sender live yet: writes it
+    /// coordinates would still skip the sender, so a copy taken now could miss them. Ask again.
+    NotLive,
 }
 
 #[cfg(test)]

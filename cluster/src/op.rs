@@ -118,6 +118,81 @@ pub enum Op<'a> {
     ObjectRefcount,
 }
 
+/// An operation that owns its bytes (an [`Op`] borrows them): what a request that outlives the
+/// client's buffer holds. Every operation borrows at most one byte string, kept here as
+/// [`Bytes`] beside the operation's shape.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpBuf {
+    shape: Op<'static>,
+    bytes: Bytes,
+}
+
+impl OpBuf {
+    /// Copies `op`'s bytes (if any) once.
+    pub fn new(op: &Op<'_>) -> OpBuf {
+        let (shape, bytes): (Op<'static>, &[u8]) = match *op {
+            Op::Set {
+                value,
+                cond,
+                expiry,
+                get,
+            } => (
+                Op::Set {
+                    value: &[],
+                    cond,
+                    expiry,
+                    get,
+                },
+                value,
+            ),
+            Op::IncrByFloat(b) => (Op::IncrByFloat(&[]), b),
+            Op::Append(b) => (Op::Append(&[]), b),
+            Op::SetRange(o, b) => (Op::SetRange(o, &[]), b),
+            Op::Get => (Op::Get, &[]),
+            Op::GetDel => (Op::GetDel, &[]),
+            Op::GetEx(x) => (Op::GetEx(x), &[]),
+            Op::IncrBy(n) => (Op::IncrBy(n), &[]),
+            Op::Strlen => (Op::Strlen, &[]),
+            Op::GetRange(a, b) => (Op::GetRange(a, b), &[]),
+            Op::Del => (Op::Del, &[]),
+            Op::Exists => (Op::Exists, &[]),
+            Op::Touch => (Op::Touch, &[]),
+            Op::Type => (Op::Type, &[]),
+            Op::Expire { at, cond } => (Op::Expire { at, cond }, &[]),
+            Op::Ttl { ms } => (Op::Ttl { ms }, &[]),
+            Op::ExpireTime { ms } => (Op::ExpireTime { ms }, &[]),
+            Op::Persist => (Op::Persist, &[]),
+            Op::ObjectEncoding => (Op::ObjectEncoding, &[]),
+            Op::ObjectIdleTime => (Op::ObjectIdleTime, &[]),
+            Op::ObjectFreq => (Op::ObjectFreq, &[]),
+            Op::ObjectRefcount => (Op::ObjectRefcount, &[]),
+        };
+        OpBuf {
+            shape,
+            bytes: Bytes::copy_from_slice(bytes),
+        }
+    }
+
+    /// The operation, borrowing from `self`.
+    pub fn op(&self) -> Op<'_> {
+        let b = &self.bytes[..];
+        match self.shape {
+            Op::Set {
+                cond, expiry, get, ..
+            } => Op::Set {
+                value: b,
+                cond,
+                expiry,
+                get,
+            },
+            Op::IncrByFloat(_) => Op::IncrByFloat(b),
+            Op::Append(_) => Op::Append(b),
+            Op::SetRange(o, _) => Op::SetRange(o, b),
+            other => other,
+        }
+    }
+}
+
 impl<'a> Op<'a> {
     /// A plain `SET key value`: no condition, any expiry cleared, no `GET`.
     pub fn set(value: &'a [u8]) -> Op<'a> {

@@ -3,7 +3,7 @@
 //! N [`Machine`]s, a virtual clock in milliseconds, one ordered event queue (message deliveries
 //! and timers), a seeded RNG for delays and drops, and faults: [`Sim::drop`] (lose a share of
 //! messages on a link), [`Sim::cut`] (partition two nodes), [`Sim::isolate`], per-link delay, and
-//! [`Sim::recover`]. The same seed gives the same run, event for event, so a failing scenario
+//! [`Sim::recover`]. Links are FIFO (as TCP is). The same seed gives the same run, event for event, so a failing scenario
 //! reproduces from the seed it prints. The cluster's coordinator, hinted handoff and membership
 //! plug in as `Machine`s; nothing here knows about them.
 
@@ -102,6 +102,9 @@ pub struct Sim<N: Machine> {
     delay: (u64, u64),
     drops: HashMap<(NodeId, NodeId), f64>,
     cuts: HashSet<(NodeId, NodeId)>,
+    /// Latest delivery time per link: links are FIFO, as TCP is (a message never overtakes an
+    /// earlier one on the same link).
+    last: HashMap<(NodeId, NodeId), u64>,
     /// Counters.
     pub stats: SimStats,
 }
@@ -120,6 +123,7 @@ impl<N: Machine> Sim<N> {
             delay: (1, 1),
             drops: HashMap::new(),
             cuts: HashSet::new(),
+            last: HashMap::new(),
             stats: SimStats::default(),
         }
     }
@@ -159,6 +163,17 @@ impl<N: Machine> Sim<N> {
         }
     }
 
+    /// Heals the cuts and drops of node `n` only.
+    pub fn heal(&mut self, n: NodeId) {
+        self.cuts.retain(|(a, b)| *a != n && *b != n);
+        self.drops.retain(|(a, b), _| *a != n && *b != n);
+    }
+
+    /// Drop shares currently set, by link.
+    pub fn drops(&self) -> &HashMap<(NodeId, NodeId), f64> {
+        &self.drops
+    }
+
     /// Heals every fault (delays stay as set).
     pub fn recover(&mut self) {
         self.drops.clear();
@@ -183,7 +198,9 @@ impl<N: Machine> Sim<N> {
                 continue;
             }
             let d = self.rng.random_range(self.delay.0..=self.delay.1);
-            self.push(self.now + d, Event::Deliver { from, to, msg });
+            let at = (self.now + d).max(self.last.get(&(from, to)).copied().unwrap_or(0));
+            self.last.insert((from, to), at);
+            self.push(at, Event::Deliver { from, to, msg });
         }
         for (after, timer) in out.timers {
             self.push(self.now + after, Event::Timer { node: from, timer });

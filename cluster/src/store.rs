@@ -41,6 +41,25 @@ struct SlotData {
 /// purge goes by that, since an expired value's tombstone carries the value's old version).
 type Tombs = hashbrown::HashMap<Box<[u8]>, (Version, u64), ahash::RandomState>;
 
+/// Promises made to read-before-write rounds ([`Store::prepare`]): key -> (ballot, expires at,
+/// unix ms). Sharded by slot; a promise outlives the round that asked for it by at most its TTL.
+type Promises = hashbrown::HashMap<Box<[u8]>, (Version, u64), ahash::RandomState>;
+
+/// Shards of the promise table (slot % this).
+const PROMISE_SHARDS: usize = 64;
+
+/// What [`Store::offer`] did with a replicated state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offered {
+    /// Stored: it was newer than anything held or promised.
+    Stored,
+    /// This exact version is already held (a duplicate delivery): as good as stored.
+    Duplicate,
+    /// Refused: this node holds, or has promised, this newer version (or the FLUSHALL horizon is
+    /// newer). The sender's write did not take effect here.
+    Refused(Version),
+}
+
 /// A slot's lock and data on a cache line of their own (the lock, the table header and the
 /// counters fit in 64 bytes), so touching one slot costs one line and neighbours never share.
 #[derive(Debug, Default)]
@@ -98,6 +117,10 @@ pub struct Store {
     tomb_count: AtomicU64,
     /// FLUSHALL horizon (an HLC value): nothing older exists or is accepted.
     horizon: AtomicU64,
+    /// Promises of read-before-write rounds, by slot shard ([`Store::prepare`]).
+    promises: Box<[Mutex<Promises>]>,
+    /// Promise entries held (0 lets replicated writes skip the promise table).
+    promised: AtomicU64,
 }
 
 fn entry_hash(key: &[u8], v: &Version) -> u64 {
@@ -148,6 +171,17 @@ impl Store {
             tombstones: AtomicBool::new(false),
             tomb_count: AtomicU64::new(0),
             horizon: AtomicU64::new(0),
+            promises: (0..PROMISE_SHARDS)
+                .map(|i| {
+                    Mutex::new(Promises::with_hasher(ahash::RandomState::with_seeds(
+                        seed ^ i as u64,
+                        !seed,
+                        seed.rotate_left(29),
+                        0x85eb_ca6b,
+                    )))
+                })
+                .collect(),
+            promised: AtomicU64::new(0),
         }
     }
 
@@ -165,6 +199,11 @@ impl Store {
     /// The node's hybrid logical clock.
     pub fn clock(&self) -> &Hlc {
         &self.clock
+    }
+
+    /// A new version from this node's clock (greater than every version it issued or observed).
+    pub fn new_version(&self, now: u64) -> Version {
+        self.next_version(now)
     }
 
     fn next_version(&self, now: u64) -> Version {
@@ -469,6 +508,10 @@ impl Store {
     pub fn fetch(&self, key: &[u8]) -> State {
         let hash = self.hash(key);
         let s = self.lock(key_slot(key));
+        self.fetch_in(&s, key, hash)
+    }
+
+    fn fetch_in(&self, s: &SlotData, key: &[u8], hash: u64) -> State {
         if let Some(e) = s.map.find(hash, |e| e.key() == key) {
             return live_state(e);
         }
@@ -476,6 +519,79 @@ impl Store {
             return State::Dead(*v);
         }
         self.horizon_state()
+    }
+
+    /// The live promise for `key` at `now`, if any (the caller holds the key's slot lock).
+    fn promise_of(&self, slot: Slot, key: &[u8], now: u64) -> Option<Version> {
+        if self.promised.load(Ordering::Relaxed) == 0 {
+            return None;
+        }
+        let p = self.promises[usize::from(slot) % PROMISE_SHARDS].lock();
+        p.get(key).filter(|(_, exp)| *exp > now).map(|(v, _)| *v)
+    }
+
+    /// Drops `key`'s promise if `version` supersedes it (the caller holds the slot lock).
+    fn settle_promise(&self, slot: Slot, key: &[u8], version: Version) {
+        if self.promised.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let mut p = self.promises[usize::from(slot) % PROMISE_SHARDS].lock();
+        if p.get(key).is_some_and(|(b, _)| *b <= version) {
+            p.remove(key);
+            self.promised.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The first phase of a read-modify-write coordinated at QUORUM/ALL (a single-decree Paxos
+    /// round per write, as in CASPaxos): promises not to accept any replicated state older than
+    /// `ballot` for `key` until `now + ttl_ms`, and returns what this node holds. Refused with the
+    /// newer version when this node already holds or has promised one at least as new: the
+    /// coordinator then retries with a higher ballot.
+    ///
+    /// Together with the rule in [`Store::offer`] this makes two coordinators that run a
+    /// read-modify-write on the same key at once (their views of who is live differ) unable to
+    /// both reach a quorum: a replica that promised the higher ballot refuses the lower one's
+    /// value, and a replica that stored the lower one's value shows it to the higher one's round.
+    pub fn prepare(
+        &self,
+        key: &[u8],
+        ballot: Version,
+        now: u64,
+        ttl_ms: u64,
+    ) -> Result<State, Version> {
+        self.clock.observe(ballot.hlc);
+        let hash = self.hash(key);
+        let slot = key_slot(key);
+        let s = self.lock(slot);
+        let state = self.fetch_in(&s, key, hash);
+        let mut p = self.promises[usize::from(slot) % PROMISE_SHARDS].lock();
+        let promised = p.get(key).filter(|(_, exp)| *exp > now).map(|(v, _)| *v);
+        let held = state.version().max(promised);
+        if let Some(h) = held.filter(|h| *h >= ballot) {
+            return Err(h);
+        }
+        if p.insert(key.into(), (ballot, now.saturating_add(ttl_ms)))
+            .is_none()
+        {
+            self.promised.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(state)
+    }
+
+    /// Drops promises that expired before `now`; returns how many were dropped.
+    pub fn purge_promises(&self, now: u64) -> u64 {
+        if self.promised.load(Ordering::Relaxed) == 0 {
+            return 0;
+        }
+        let mut dropped = 0;
+        for shard in self.promises.iter() {
+            let mut p = shard.lock();
+            let before = p.len();
+            p.retain(|_, (_, exp)| *exp > now);
+            dropped += (before - p.len()) as u64;
+        }
+        self.promised.fetch_sub(dropped, Ordering::Relaxed);
+        dropped
     }
 
     fn horizon_state(&self) -> State {
@@ -489,21 +605,44 @@ impl Store {
     /// tombstones and the FLUSHALL horizon included). Advances the clock past its version either
     /// way. Returns whether anything changed.
     pub fn merge(&self, key: &[u8], state: &State, ctx: &Ctx) -> bool {
+        self.offer(key, state, ctx) == Offered::Stored
+    }
+
+    /// Offers a replicated `state` for `key`: stored if its version is newer than what this node
+    /// holds and not older than a live promise ([`Store::prepare`]); otherwise the answer names
+    /// the newer version held. Advances the clock past the version either way.
+    pub fn offer(&self, key: &[u8], state: &State, ctx: &Ctx) -> Offered {
         let Some(version) = state.version() else {
-            return false;
+            return Offered::Duplicate;
         };
         self.clock.observe(version.hlc);
-        if version.hlc < self.horizon.load(Ordering::Relaxed) {
-            return false;
+        let horizon = self.horizon.load(Ordering::Relaxed);
+        if version.hlc < horizon {
+            return Offered::Refused(Version {
+                hlc: horizon,
+                origin: 0,
+            });
         }
         let hash = self.hash(key);
-        let mut guard = self.lock(key_slot(key));
+        let slot = key_slot(key);
+        let mut guard = self.lock(slot);
         let s = &mut *guard;
+        if let Some(p) = self.promise_of(slot, key, ctx.now).filter(|p| *p > version) {
+            // Held against a read-modify-write round in progress: its value wins.
+            return match s.map.find(hash, |e| e.key() == key) {
+                Some(e) if e.version() == version => Offered::Duplicate,
+                _ => Offered::Refused(p),
+            };
+        }
         // One lookup: a newer value over an existing one is written in place (the common case
         // for a replica: the key is overwritten), with the books kept as `apply` keeps them.
         if let Some(e) = s.map.find_mut(hash, |e| e.key() == key) {
-            if e.version() >= version {
-                return false;
+            let held = e.version();
+            if held == version {
+                return Offered::Duplicate;
+            }
+            if held > version {
+                return Offered::Refused(held);
             }
             let State::Live {
                 value,
@@ -515,24 +654,27 @@ impl Store {
                 // A tombstone replaces the value.
                 self.remove(s, key, hash);
                 self.tomb(s, key, version, ctx.now);
-                return true;
+                self.settle_promise(slot, key, version);
+                return Offered::Stored;
             };
-            let (old_version, had_ttl, old_size) = (e.version(), e.expire_at() != 0, e.footprint());
+            let (old_version, had_ttl, old_size) = (held, e.expire_at() != 0, e.footprint());
             e.set_value(value, *expire_at, EncodingHint::from_bits(*enc));
             e.set_version(version);
             let now = (version, e.expire_at() != 0, e.footprint());
             self.changed_in_place(s, key, (old_version, had_ttl, old_size), now);
-            return true;
+            self.settle_promise(slot, key, version);
+            return Offered::Stored;
         }
-        if s.tombs
-            .as_ref()
-            .and_then(|t| t.get(key))
-            .is_some_and(|(h, _)| *h >= version)
-        {
-            return false;
+        if let Some((h, _)) = s.tombs.as_ref().and_then(|t| t.get(key)) {
+            if *h == version {
+                return Offered::Duplicate;
+            }
+            if *h > version {
+                return Offered::Refused(*h);
+            }
         }
         match state {
-            State::Missing => return false,
+            State::Missing => return Offered::Duplicate,
             State::Dead(v) => self.tomb(s, key, *v, ctx.now),
             State::Live {
                 value,
@@ -550,7 +692,8 @@ impl Store {
                 self.insert_absent(s, key, hash, e, version);
             }
         }
-        true
+        self.settle_promise(slot, key, version);
+        Offered::Stored
     }
 
     /// Drops tombstones created before `before` (unix ms); returns how many. Tombstones need only

@@ -1,10 +1,11 @@
-//! The coordinator's async driver: runs a keyed operation where [`coord::plan`] says, counts
-//! replica acknowledgements with [`coord::Tally`], answers reads from the newest state with
-//! [`coord::ReadTally`] and repairs stale replicas; serves peers' requests; and runs the
-//! cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL).
+//! The production driver of the node machines (`hypercache_cluster::node`): it runs a keyed
+//! command's [`KeyRequest`] (synchronously when it needs no message), sends what the machine asks
+//! for over the peer links, feeds it the answers, link failures and its deadline, and hands the
+//! client its reply; it answers peers' requests with [`node::serve`]; and it runs the start-up
+//! [`Transfer`]. Every decision (where a command runs, what counts as an acknowledgement, when to
+//! give up, what to repair) is the machine's: the simulator runs the same ones.
 //!
-//! Work that needs no network (a read at ONE on a replica, a blind write's local apply) happens
-//! synchronously on the client's task; the rest is a future the connection awaits in reply order.
+//! It also runs the cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -12,10 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use hypercache_cluster::coord::{self, Plan, ReadTally, Tally};
-use hypercache_cluster::msg::{Level, Request, Response, State};
+use hypercache_cluster::msg::{Request, Response};
+use hypercache_cluster::node::{
+    self, Answer, Env, Finished, Gate, KeyRequest, Origin, Out, Served, Timing, Transfer,
+};
 use hypercache_cluster::ring::MemberIdx;
 use hypercache_cluster::slot::{key_slot, Slot, SLOTS};
+use hypercache_cluster::store::Store;
 use hypercache_cluster::version::Version;
 use hypercache_cluster::wire::{self, Kind};
 use hypercache_cluster::{Ctx, Op, Outcome};
@@ -26,24 +30,7 @@ use super::metrics::inc;
 use super::{Cluster, Levels, View};
 use crate::state::{now_ms, Shared};
 
-/// A request could not reach its consistency level.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct NoReplicas {
-    /// A write (else a read).
-    pub write: bool,
-}
-
-impl NoReplicas {
-    /// The error reply: Redis's own `NOREPLICAS` code and text for writes, its counterpart for
-    /// reads.
-    pub fn text(self) -> &'static str {
-        if self.write {
-            "NOREPLICAS Not enough good replicas to write."
-        } else {
-            "NOREPLICAS Not enough good replicas to read."
-        }
-    }
-}
+pub use hypercache_cluster::node::NoReplicas;
 
 /// An operation's result.
 pub type Res = Result<Outcome, NoReplicas>;
@@ -72,22 +59,263 @@ pub fn node_ctx(shared: &Shared) -> Ctx {
     }
 }
 
-fn exec_body(key: &[u8], op: &Op<'_>, lv: Levels, want_state: bool) -> Bytes {
-    Bytes::from(wire::to_body(&Request::Exec {
-        key,
-        op: *op,
-        read: lv.read,
-        write: lv.write,
-        want_state,
-    }))
+/// The node as its machines see it: a snapshot of the view, the context and the deadlines at
+/// one input.
+struct NodeEnv<'a> {
+    shared: &'a Shared,
+    cl: &'a Cluster,
+    view: &'a View,
+    ctx: Ctx,
+    timing: Timing,
 }
 
-/// The operation of an [`exec_body`] (which this node encoded itself, so it decodes).
-fn exec_op(body: &[u8]) -> Option<Op<'_>> {
-    match wire::from_body::<Request<'_>>(body) {
-        Ok(Request::Exec { op, .. }) => Some(op),
-        _ => None,
+impl Env for NodeEnv<'_> {
+    fn me(&self) -> MemberIdx {
+        self.view.me
     }
+    fn prefs(&self, slot: Slot) -> &[MemberIdx] {
+        self.view.prefs(slot)
+    }
+    fn live(&self, m: MemberIdx) -> bool {
+        self.view.live(self.cl, m)
+    }
+    fn synced(&self) -> bool {
+        self.cl.is_synced()
+    }
+    fn store(&self) -> &Store {
+        &self.shared.store
+    }
+    fn ctx(&self) -> Ctx {
+        self.ctx
+    }
+    fn timing(&self) -> Timing {
+        self.timing
+    }
+    fn gate(&self) -> &Gate {
+        &self.cl.gate
+    }
+}
+
+fn timing(lv: &Levels) -> Timing {
+    Timing {
+        request_ms: lv.timeout.as_millis() as u64,
+    }
+}
+
+/// The machines' answer channel: (tag, reply body or `None` for a failed link). A gate wake-up
+/// comes as [`WAKE`].
+pub type Answers = mpsc::UnboundedSender<(usize, Option<Bytes>)>;
+
+/// The tag of a gate wake-up on a machine's answer channel.
+const WAKE: usize = usize::MAX;
+
+/// A machine being driven: which calls it has out, and where its answers arrive.
+struct Driver {
+    m: KeyRequest,
+    token: u64,
+    tx: Answers,
+    rx: mpsc::UnboundedReceiver<(usize, Option<Bytes>)>,
+    sent: Vec<(MemberIdx, u64)>,
+    wake_at: Option<u64>,
+    timing: Timing,
+    started: Instant,
+    write: bool,
+}
+
+impl Driver {
+    /// Carries out `o`: sends (a target whose link is down fails at once, fed back right away),
+    /// wakes, the timer, and the reply (returned).
+    fn apply(&mut self, shared: &Shared, cl: &Cluster, mut o: Out) -> Option<Finished> {
+        let mut reply = None;
+        loop {
+            for t in o.wake.drain(..) {
+                cl.wake(t);
+            }
+            if let Some(w) = o.wake_at.take() {
+                self.wake_at = Some(w);
+            }
+            if let Some(f) = o.reply.take() {
+                reply = Some(f);
+            }
+            let view = cl.view();
+            let mut failed = Vec::new();
+            for send in o.sends.drain(..) {
+                let body = send.call.to_body();
+                for (to, tag) in send.to {
+                    let peer = cl.peer(&view, to);
+                    let r = match (peer, tag) {
+                        (None, _) => Err(CallError::Down),
+                        (Some(p), Some(t)) => {
+                            p.send_tagged(&body, &self.tx, t as usize).map(|id| {
+                                self.sent.push((to, id));
+                            })
+                        }
+                        (Some(p), None) => p.send_oneway(&body),
+                    };
+                    if r.is_err() {
+                        inc(&cl.metrics.transport_errors);
+                        if let Some(t) = tag {
+                            failed.push(t);
+                        }
+                    }
+                }
+            }
+            if failed.is_empty() {
+                return reply;
+            }
+            let env = self.env(shared, cl, &view);
+            for t in failed {
+                self.m.on_answer(&env, t, Answer::LinkDown, &mut o);
+            }
+        }
+    }
+
+    fn env<'a>(&self, shared: &'a Shared, cl: &'a Cluster, view: &'a View) -> NodeEnv<'a> {
+        NodeEnv {
+            shared,
+            cl,
+            view,
+            ctx: node_ctx(shared),
+            timing: self.timing,
+        }
+    }
+
+    /// Waits for the next input and feeds it to the machine; returns its output.
+    async fn next(&mut self, shared: &Shared, cl: &Cluster) -> Out {
+        let mut o = Out::default();
+        let wait = self.wake_at.map_or(Duration::from_secs(3600), |w| {
+            Duration::from_millis(w.saturating_sub(now_ms()))
+        });
+        tokio::select! {
+            biased;
+            got = self.rx.recv() => {
+                let view = cl.view();
+                let env = self.env(shared, cl, &view);
+                match got {
+                    Some((WAKE, _)) => self.m.on_wake(&env, &mut o),
+                    Some((tag, body)) => {
+                        let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
+                            Some(Ok(r)) => {
+                                cl.metrics.peer_latency.record(self.started.elapsed());
+                                Answer::Reply(r)
+                            }
+                            Some(Err(_)) => Answer::Reply(Response::Error("malformed reply".into())),
+                            None => Answer::LinkDown,
+                        };
+                        self.m.on_answer(&env, tag as u64, answer, &mut o);
+                    }
+                    None => {}
+                }
+            }
+            _ = tokio::time::sleep(wait) => {
+                let view = cl.view();
+                let env = self.env(shared, cl, &view);
+                if self.wake_at.is_some_and(|w| w <= env.ctx.now) {
+                    inc(&cl.metrics.transport_timeouts);
+                }
+                self.m.on_deadline(&env, &mut o);
+            }
+        }
+        o
+    }
+
+    /// Drives the machine until its reply.
+    async fn until_reply(&mut self, shared: &Shared, cl: &Cluster) -> Finished {
+        loop {
+            let o = self.next(shared, cl).await;
+            if let Some(f) = self.apply(shared, cl, o) {
+                return f;
+            }
+        }
+    }
+
+    /// Drives the machine until it is done (after its reply: the other targets' outcomes).
+    async fn run_to_end(mut self, shared: Arc<Shared>, cl: Arc<Cluster>) {
+        while !self.m.is_done() {
+            let o = self.next(&shared, &cl).await;
+            self.apply(&shared, &cl, o);
+        }
+        self.close(&cl);
+    }
+
+    /// Stops waiting for unanswered calls and books the machine's counters.
+    fn close(&mut self, cl: &Cluster) {
+        cl.unregister(self.token);
+        let view = cl.view();
+        for &(m, id) in &self.sent {
+            if let Some(p) = cl.peer(&view, m) {
+                p.forget(id);
+            }
+        }
+        self.sent.clear();
+        cl.metrics.add(&self.m.counts);
+    }
+
+    /// Books the client-facing latency and failure of a reply.
+    fn record(&self, cl: &Cluster, f: &Finished) {
+        let h = if self.write {
+            &cl.metrics.write_latency
+        } else {
+            &cl.metrics.read_latency
+        };
+        h.record(self.started.elapsed());
+        if f.result.is_err() {
+            count_failure(cl, self.write);
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+/// Runs machine `m` (started, with first output `o`) for `reply`: answers at once when it
+/// already finished, else drives it (the client's future awaits the reply; what follows the
+/// reply runs in its own task).
+fn drive(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    m: KeyRequest,
+    token: u64,
+    o: Out,
+    lv: &Levels,
+    write: bool,
+    started: Instant,
+) -> Result<Finished, Later<Finished>> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let mut d = Driver {
+        m,
+        token,
+        tx,
+        rx,
+        sent: Vec::new(),
+        wake_at: None,
+        timing: timing(lv),
+        started,
+        write,
+    };
+    let needs_wake = !d.m.is_done();
+    if needs_wake {
+        cl.register(token, d.tx.clone());
+    }
+    let first = d.apply(shared, cl, o);
+    if let Some(f) = first {
+        d.record(cl, &f);
+        if d.m.is_done() {
+            d.close(cl);
+        } else {
+            tokio::spawn(d.run_to_end(shared.clone(), cl.clone()));
+        }
+        return Ok(f);
+    }
+    let (sh, c) = (shared.clone(), cl.clone());
+    Err(Box::pin(async move {
+        let f = d.until_reply(&sh, &c).await;
+        d.record(&c, &f);
+        if d.m.is_done() {
+            d.close(&c);
+        } else {
+            tokio::spawn(d.run_to_end(sh, c));
+        }
+        f
+    }))
 }
 
 /// Starts `op` on `key` for a client of this node.
@@ -99,73 +327,32 @@ pub fn start(
     lv: Levels,
     ctx: &Ctx,
 ) -> Part {
+    let started = Instant::now();
     let view = cl.view();
-    let prefs = view.prefs(key_slot(key));
-    let mut p = coord::plan(op, prefs, view.me, lv.read, |m| view.live(cl, m));
-    if p == Plan::LocalRead && !cl.is_synced() {
-        // Still copying its data after a start: read from a replica that has it, if one is live.
-        if let Some(m) = prefs
-            .iter()
-            .copied()
-            .find(|&m| m != view.me && view.live(cl, m))
-        {
-            p = Plan::Forward(m);
+    let token = cl.token();
+    let mut m = KeyRequest::new(key.clone(), token, lv.read, lv.write, Origin::Client);
+    let mut o = Out::default();
+    let env = NodeEnv {
+        shared,
+        cl,
+        view: &view,
+        ctx: *ctx,
+        timing: timing(&lv),
+    };
+    m.start(&env, op, &mut o);
+    if m.is_done() && o.sends.is_empty() && o.wake.is_empty() {
+        // The synchronous fast path: a local read, or a write that needed no message.
+        cl.metrics.add(&m.counts);
+        if let Some(f) = o.reply {
+            if f.result.is_err() {
+                count_failure(cl, !op.is_read_only());
+            }
+            return Part::Ready(f.result);
         }
     }
-    match p {
-        Plan::LocalRead => {
-            inc(&cl.metrics.local_reads);
-            Part::Ready(Ok(shared.store.apply(key, op, ctx)))
-        }
-        Plan::Coordinate if op.is_blind() || (lv.write == Level::One && cl.is_synced()) => {
-            let started = Instant::now();
-            inc(&cl.metrics.write_attempts);
-            let (out, changed) = shared.store.apply_versioned(key, op, ctx);
-            let Some(state) = changed else {
-                return Part::Ready(Ok(out));
-            };
-            let fanout = replicate(cl.clone(), view, key.clone(), state, lv, started);
-            if lv.write == Level::One {
-                // Decided by the local copy; `replicate` sends the value on and records the
-                // latency.
-                tokio::spawn(fanout);
-                return Part::Ready(Ok(out));
-            }
-            Part::Later(Box::pin(async move { fanout.await.map(|()| out) }))
-        }
-        Plan::Coordinate => {
-            let fut = coordinate(
-                shared.clone(),
-                cl.clone(),
-                key.clone(),
-                exec_body(key, op, lv, false),
-                lv,
-                *ctx,
-            );
-            Part::Later(Box::pin(async move { fut.await.map(|(o, _)| o) }))
-        }
-        Plan::FanOutRead => Part::Later(Box::pin(read_fanout(
-            shared.clone(),
-            cl.clone(),
-            key.clone(),
-            exec_body(key, op, lv, false),
-            lv,
-            *ctx,
-        ))),
-        Plan::Forward(m) => Part::Later(Box::pin(forward(
-            shared.clone(),
-            cl.clone(),
-            key.clone(),
-            exec_body(key, op, lv, prefs.contains(&view.me)),
-            m,
-            lv,
-            *ctx,
-        ))),
-        Plan::Unavailable => {
-            let write = !op.is_read_only();
-            count_failure(cl, write);
-            Part::Ready(Err(NoReplicas { write }))
-        }
+    match drive(shared, cl, m, token, o, &lv, !op.is_read_only(), started) {
+        Ok(f) => Part::Ready(f.result),
+        Err(later) => Part::Later(Box::pin(async move { later.await.result })),
     }
 }
 
@@ -287,301 +474,11 @@ async fn fan_out(
     decided
 }
 
-/// Sends a coordinator's new `state` of `key` to the other replicas and waits for the write level.
-async fn replicate(
-    cl: Arc<Cluster>,
-    view: Arc<View>,
-    key: Bytes,
-    state: State,
-    lv: Levels,
-    started: Instant,
-) -> Result<(), NoReplicas> {
-    let prefs = view.prefs(key_slot(&key));
-    let others: Vec<MemberIdx> = prefs.iter().copied().filter(|m| *m != view.me).collect();
-    let local = prefs.contains(&view.me);
-    let mut tally = Tally::for_level(lv.write, prefs.len(), local);
-    if local {
-        inc(&cl.metrics.write_acks);
-    }
-    let size = key.len() + state.value_len() + 32;
-    let body = wire::to_body_sized(&Request::Put { key: &key, state }, size);
-    cl.metrics
-        .replica_fanout
-        .fetch_add(others.len() as u64, std::sync::atomic::Ordering::Relaxed);
-    let metrics = &cl.metrics;
-    if tally.verdict().is_none() {
-        fan_out(&cl, &view, &others, &body, lv.timeout, |_, r| {
-            if matches!(r, Some(Response::Applied(_))) {
-                inc(&metrics.write_acks);
-                tally.ok();
-            } else {
-                tally.failed();
-            }
-            tally.verdict().is_some()
-        })
-        .await;
-    } else if !others.is_empty() {
-        // Already decided (ONE): still send the value to the others, without waiting.
-        for &m in &others {
-            if let Some(peer) = cl.peer(&view, m) {
-                if peer.send_oneway(&body).is_err() {
-                    inc(&cl.metrics.transport_errors);
-                }
-            }
-        }
-    }
-    cl.metrics.write_latency.record(started.elapsed());
-    if tally.verdict() == Some(true) {
-        Ok(())
-    } else {
-        count_failure(&cl, true);
-        Err(NoReplicas { write: true })
-    }
-}
-
-/// Coordinates a read-modify-write here: first brings the local copy up to date from enough
-/// replicas that, with the write level, they overlap every acknowledged write (so a coordinator
-/// that missed writes, for example after a restart, cannot lose them), then applies and
-/// replicates.
-async fn coordinate(
-    shared: Arc<Shared>,
-    cl: Arc<Cluster>,
-    key: Bytes,
-    body: Bytes,
-    lv: Levels,
-    ctx: Ctx,
-) -> Result<(Outcome, Option<State>), NoReplicas> {
-    let started = Instant::now();
-    inc(&cl.metrics.write_attempts);
-    let view = cl.view();
-    let Some(op) = exec_op(&body) else {
-        return Err(NoReplicas { write: true });
-    };
-    let prefs = view.prefs(key_slot(&key)).to_vec();
-    // A node still copying its data after a start reads first even at ONE, and does not trust
-    // its own copy.
-    let synced = cl.is_synced();
-    if !op.is_blind() && (lv.write != Level::One || !synced) {
-        let tally = ask_replicas(&shared, &cl, &view, &key, &prefs, lv.write, lv.timeout).await;
-        if tally.tally.verdict() != Some(true) {
-            count_failure(&cl, true);
-            return Err(NoReplicas { write: true });
-        }
-        if shared.store.merge(&key, tally.newest(), &ctx) {
-            inc(&cl.metrics.read_repairs);
-        }
-    }
-    let (out, changed) = shared.store.apply_versioned(&key, &op, &ctx);
-    match changed {
-        None => Ok((out, None)),
-        Some(state) => {
-            let copy = state.clone();
-            replicate(cl, view, key, state, lv, started)
-                .await
-                .map(|()| (out, Some(copy)))
-        }
-    }
-}
-
-/// Reads `key`'s state from its replicas `prefs` until `level` of them answered (or cannot):
-/// this node's copy counts when it is a replica and bootstrapped, the others are asked in
-/// parallel. Answers with an implausible version count as none.
-async fn ask_replicas(
-    shared: &Shared,
-    cl: &Cluster,
-    view: &View,
-    key: &[u8],
-    prefs: &[MemberIdx],
-    level: Level,
-    timeout: Duration,
-) -> ReadTally<MemberIdx> {
-    let mut tally: ReadTally<MemberIdx> = ReadTally::new(level, prefs.len());
-    if prefs.contains(&view.me) && cl.is_synced() {
-        tally.answer(view.me, shared.store.fetch(key));
-    }
-    if tally.tally.verdict().is_none() {
-        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|m| *m != view.me).collect();
-        let fetch = wire::to_body(&Request::Fetch { key });
-        fan_out(cl, view, &others, &fetch, timeout, |m, r| {
-            match r {
-                Some(Response::State(s)) if sane(&s) => tally.answer(m, s),
-                _ => tally.failed(),
-            }
-            tally.tally.verdict().is_some()
-        })
-        .await;
-    }
-    tally
-}
-
-/// A QUORUM/ALL read coordinated here: asks the replicas, answers from the newest state, repairs
-/// the stale ones.
-async fn read_fanout(
-    shared: Arc<Shared>,
-    cl: Arc<Cluster>,
-    key: Bytes,
-    body: Bytes,
-    lv: Levels,
-    ctx: Ctx,
-) -> Res {
-    let started = Instant::now();
-    inc(&cl.metrics.read_fanouts);
-    let view = cl.view();
-    let Some(op) = exec_op(&body) else {
-        return Err(NoReplicas { write: false });
-    };
-    let prefs = view.prefs(key_slot(&key)).to_vec();
-    let local = prefs.contains(&view.me);
-    let tally = ask_replicas(&shared, &cl, &view, &key, &prefs, lv.read, lv.timeout).await;
-    cl.metrics.read_latency.record(started.elapsed());
-    if tally.tally.verdict() != Some(true) {
-        count_failure(&cl, false);
-        return Err(NoReplicas { write: false });
-    }
-    let newest = tally.newest().clone();
-    let stale = tally.stale();
-    if !stale.is_empty() && newest.version().is_some() {
-        let put = wire::to_body(&Request::Put {
-            key: &key,
-            state: newest.clone(),
-        });
-        for m in stale {
-            cl.metrics
-                .read_repairs
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            match cl.peer(&view, m) {
-                None => {
-                    shared.store.merge(&key, &newest, &ctx);
-                }
-                Some(peer) => {
-                    if peer.send_oneway(&put).is_err() {
-                        inc(&cl.metrics.transport_errors);
-                    }
-                }
-            }
-        }
-    }
-    let out = coord::outcome_of(&op, &key, &newest, &ctx);
-    if local && op.touches() {
-        // Record the access on the local copy too (LRU/LFU), as a local read would.
-        shared.store.apply(&key, &Op::Touch, &ctx);
-    }
-    Ok(out)
-}
-
-/// Sends the operation to member `m` to coordinate. If its link is down or drops before the reply,
-/// the next live replica takes over (once): the first may have failed before or after applying,
-/// so such an operation is at least once, not exactly once.
-async fn forward(
-    shared: Arc<Shared>,
-    cl: Arc<Cluster>,
-    key: Bytes,
-    body: Bytes,
-    m: MemberIdx,
-    lv: Levels,
-    ctx: Ctx,
-) -> Res {
-    let view = cl.view();
-    let Some(op) = exec_op(&body) else {
-        return Err(NoReplicas { write: true });
-    };
-    let write = !op.is_read_only();
-    let mut target = m;
-    for attempt in 0..2 {
-        let Some(peer) = cl.peer(&view, target) else {
-            break;
-        };
-        inc(&cl.metrics.forwards);
-        let started = Instant::now();
-        // The coordinator has its own deadline for the replicas; allow it that and a margin.
-        let r = peer.call(&body, lv.timeout + lv.timeout / 2).await;
-        cl.metrics.forward_latency.record(started.elapsed());
-        let h = if write {
-            &cl.metrics.write_latency
-        } else {
-            &cl.metrics.read_latency
-        };
-        match r {
-            Ok(reply) => {
-                h.record(started.elapsed());
-                return match wire::from_body::<Response>(&reply) {
-                    Ok(Response::Outcome(o)) => Ok(o.into()),
-                    Ok(Response::Written { outcome, state }) => {
-                        // This node is a replica: hold the new state before the client hears
-                        // back, so its next read here sees its write.
-                        if sane(&state) {
-                            shared.store.merge(&key, &state, &ctx);
-                        }
-                        Ok(outcome.into())
-                    }
-                    Ok(Response::NoReplicas { write }) => Err(NoReplicas { write }),
-                    _ => {
-                        inc(&cl.metrics.transport_errors);
-                        Err(NoReplicas { write })
-                    }
-                };
-            }
-            Err(CallError::Timeout) => {
-                inc(&cl.metrics.transport_errors);
-                inc(&cl.metrics.transport_timeouts);
-                break;
-            }
-            Err(e) => {
-                inc(&cl.metrics.transport_errors);
-                if attempt > 0 {
-                    break;
-                }
-                tracing::debug!(component = "cluster", node_id = %cl.node_id, error = %e, "forward failed; trying the next replica");
-                inc(&cl.metrics.forward_retries);
-                let prefs = view.prefs(key_slot(&key));
-                let failed = target;
-                match coord::plan(&op, prefs, view.me, lv.read, |x| {
-                    x != failed && view.live(&cl, x)
-                }) {
-                    Plan::Forward(next) => target = next,
-                    Plan::LocalRead => return Ok(shared.store.apply(&key, &op, &ctx)),
-                    Plan::Coordinate => {
-                        return coordinate(shared, cl.clone(), key, body, lv, ctx)
-                            .await
-                            .map(|(o, _)| o)
-                    }
-                    Plan::FanOutRead => {
-                        return read_fanout(shared, cl.clone(), key, body, lv, ctx).await
-                    }
-                    Plan::Unavailable => break,
-                }
-            }
-        }
-    }
-    count_failure(&cl, write);
-    Err(NoReplicas { write })
-}
-
-/// How far ahead of this node's clock a peer's version may be (5 minutes): beyond that it is a
-/// broken clock or a hostile peer, and observing it would drag every clock forward.
-pub const MAX_AHEAD_MS: u64 = 5 * 60 * 1000;
-
-/// Whether a state a peer answered with has a plausible version (else it counts as no answer).
-fn sane(s: &State) -> bool {
-    s.version()
-        .is_none_or(|v| v.is_plausible(now_ms(), MAX_AHEAD_MS))
-}
-
-/// Whether the versions a request carries are plausible at `now`.
-fn plausible(req: &Request<'_>, now: u64) -> bool {
-    match req {
-        Request::Put { state, .. } => state
-            .version()
-            .is_none_or(|v| v.is_plausible(now, MAX_AHEAD_MS)),
-        Request::Flush { horizon } => horizon.is_plausible(now, MAX_AHEAD_MS),
-        _ => true,
-    }
-}
-
-/// Serves one request from a peer's inbound link, replying on `q`.
+/// Serves one request from a peer's inbound link (peer `from_id`), replying on `q`.
 pub fn serve_request(
     shared: &Arc<Shared>,
     cl: &Arc<Cluster>,
+    from_id: &str,
     id: u64,
     body: Bytes,
     q: &Arc<Outbound>,
@@ -595,80 +492,67 @@ pub fn serve_request(
             return;
         }
     };
-    let ctx = node_ctx(shared);
-    let reply = match req {
-        Request::Ping => Response::Pong,
-        Request::Put { .. } | Request::Flush { .. } if !plausible(&req, ctx.now) => {
-            inc(&cl.metrics.transport_errors);
-            tracing::warn!(component = "cluster", node_id = %cl.node_id, "refused a version more than {MAX_AHEAD_MS} ms ahead of this node's clock");
-            Response::Error("version too far in the future".into())
+    let view = cl.view();
+    let from = match req {
+        // Only a transfer needs to know who asks (to check that it sees the sender live).
+        Request::Dump { .. } => view
+            .ring
+            .members()
+            .iter()
+            .position(|m| m == from_id)
+            .map(|i| i as MemberIdx),
+        _ => None,
+    };
+    let lv = Levels {
+        read: Default::default(),
+        write: Default::default(),
+        timeout: Duration::from_millis(shared.config.read().request_timeout_ms),
+    };
+    let env = NodeEnv {
+        shared,
+        cl,
+        view: &view,
+        ctx: node_ctx(shared),
+        timing: timing(&lv),
+    };
+    let token = cl.token();
+    match node::serve(&env, from, token, req) {
+        Served::Reply(r) => {
+            if matches!(r, Response::Error(_)) {
+                inc(&cl.metrics.transport_errors);
+                tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %from_id, "refused a peer request with an implausible version");
+            }
+            q.push_msg(Kind::Reply, id, &r);
         }
-        Request::Put { key, state } => Response::Applied(shared.store.merge(key, &state, &ctx)),
-        Request::Fetch { .. } if !cl.is_synced() => Response::Syncing,
-        Request::Fetch { key } => Response::State(shared.store.fetch(key)),
-        Request::Dump { .. } if !cl.is_synced() => Response::Syncing,
-        Request::Dump { slots } => Response::Dump(shared.store.dump(&slots)),
-        Request::Keys { slots, pattern } => Response::Keys {
-            keys: shared.store.keys_in(&slots, pattern, &ctx),
-            examined: shared.store.count_in(&slots, ctx.now),
-        },
-        Request::Count { slots } => Response::Count(shared.store.count_in(&slots, ctx.now)),
-        Request::RandomKey => Response::Key(shared.store.random_key(&mut *shared.rng.lock(), &ctx)),
-        Request::Flush { horizon } => {
+        Served::Exec(m, o) => {
+            inc(&cl.metrics.forwarded_in);
+            let started = Instant::now();
+            match drive(shared, cl, *m, token, o, &lv, false, started) {
+                Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
+                Err(later) => {
+                    let q = q.clone();
+                    tokio::spawn(async move {
+                        let f = later.await;
+                        q.push_msg(Kind::Reply, id, &node::exec_response(f));
+                    });
+                }
+            }
+        }
+        Served::Flush(horizon) => {
             // Off the link's reader: a flush walks every key.
             let (sh, q) = (shared.clone(), q.clone());
             tokio::task::spawn_blocking(move || {
                 sh.store.flush_at(horizon);
                 q.push_msg(Kind::Reply, id, &Response::Done);
             });
-            return;
         }
-        Request::Exec {
-            key,
-            op,
-            read,
-            write,
-            want_state,
-        } => {
-            inc(&cl.metrics.forwarded_in);
-            let lv = Levels {
-                read,
-                write,
-                timeout: Duration::from_millis(shared.config.read().request_timeout_ms),
-            };
-            let key = Bytes::copy_from_slice(key);
-            // The sender chose this node as coordinator: run here whatever this node's own view
-            // says (re-forwarding could loop while views differ).
-            if op.is_read_only() && cl.is_synced() {
-                Response::Outcome(shared.store.apply(&key, &op, &ctx).into())
-            } else {
-                // A write to coordinate, or a read while this node is still copying its data
-                // (answered from the other replicas instead).
-                let read = op.is_read_only();
-                let (sh, c, q, body) = (shared.clone(), cl.clone(), q.clone(), body.clone());
-                tokio::spawn(async move {
-                    let done = if read {
-                        read_fanout(sh, c, key, body, lv, ctx)
-                            .await
-                            .map(|o| (o, None))
-                    } else {
-                        coordinate(sh, c, key, body, lv, ctx).await
-                    };
-                    let reply = match done {
-                        Ok((o, Some(state))) if want_state => Response::Written {
-                            outcome: o.into(),
-                            state,
-                        },
-                        Ok((o, _)) => Response::Outcome(o.into()),
-                        Err(NoReplicas { write }) => Response::NoReplicas { write },
-                    };
-                    q.push_msg(Kind::Reply, id, &reply);
-                });
-                return;
-            }
+        Served::RandomKey => {
+            let k = shared
+                .store
+                .random_key(&mut *shared.rng.lock(), &node_ctx(shared));
+            q.push_msg(Kind::Reply, id, &Response::Key(k));
         }
-    };
-    q.push_msg(Kind::Reply, id, &reply);
+    }
 }
 
 /// Which member answers for each slot in `slots` in a cluster-wide command: the first live
@@ -964,102 +848,100 @@ pub async fn flushall(
     Ok(())
 }
 
-/// A node's first task after it starts: copy every slot it replicates from another live replica
-/// (values and tombstones), so that a node that comes back empty after a crash neither answers
-/// reads from its empty copy nor lets a read quorum form without the writes it missed. Until it
-/// is done ([`Cluster::is_synced`]), its own copy does not count in reads, its reads at ONE go to
-/// another replica, and its read-modify-writes read first from the others.
-///
-/// Waits (at most 3 s) for the links to come up, then asks, for each slot, the live other
-/// replicas in preference order, 256 slots per request, until one that is itself synced answers.
-/// A slot whose live replicas are all still starting (a cold start of the whole cluster) or all
-/// fail is taken as it is, with a warning for failures.
+/// A node's first task after it starts: the start-up [`Transfer`] (see its docs), driven until
+/// done; then the node counts as synced. Waits (at most 3 s) for its links to come up first,
+/// since a source it cannot reach is skipped.
 pub async fn bootstrap(shared: Arc<Shared>, cl: Arc<Cluster>) {
     let started = Instant::now();
+    let mut shutdown = shared.shutdown.subscribe();
     let links = Instant::now() + Duration::from_secs(3);
     while Instant::now() < links && cl.peers.iter().any(|p| !p.is_up() && !p.is_self_alias()) {
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+            _ = shutdown.changed() => return,
+        }
     }
-    let timeout = {
-        let t = Duration::from_millis(shared.config.read().request_timeout_ms);
-        t.max(Duration::from_secs(5))
+    let lv = Levels {
+        read: Default::default(),
+        write: Default::default(),
+        timeout: Duration::from_millis(shared.config.read().request_timeout_ms),
     };
+    let (tx, mut rx) = mpsc::unbounded_channel::<(usize, Option<Bytes>)>();
+    let mut o = Out::default();
     let view = cl.view();
-    // Per slot this node replicates: the live other replicas still to try, in preference order.
-    let mut todo: Vec<(Slot, Vec<MemberIdx>)> = (0..SLOTS as Slot)
-        .filter(|&slot| view.prefs(slot).contains(&view.me))
-        .map(|slot| {
-            let others = view
-                .prefs(slot)
-                .iter()
-                .copied()
-                .filter(|&m| m != view.me && view.live(&cl, m))
-                .collect();
-            (slot, others)
-        })
-        .collect();
-    let (mut copied, mut failed) = (0usize, 0usize);
-    // Each round asks every slot's next candidate; at most one round per replica.
-    while todo.iter().any(|(_, c)| !c.is_empty()) {
-        let mut groups: Vec<(MemberIdx, Vec<u16>)> = Vec::new();
-        for (slot, cands) in &todo {
-            if let Some(&m) = cands.first() {
-                match groups.iter_mut().find(|(g, _)| *g == m) {
-                    Some((_, v)) => v.push(*slot),
-                    None => groups.push((m, vec![*slot])),
+    let mut t = {
+        let env = NodeEnv {
+            shared: &shared,
+            cl: &cl,
+            view: &view,
+            ctx: node_ctx(&shared),
+            timing: timing(&lv),
+        };
+        let mut t = Transfer::new(&env, 0..SLOTS as Slot, node::TRANSFER_PAGE_BYTES);
+        t.start(&env, &mut o);
+        t
+    };
+    let mut wake_at = None;
+    loop {
+        // Carry out the output; failed sends are answered at once.
+        let mut failed = Vec::new();
+        if let Some(w) = o.wake_at.take() {
+            wake_at = Some(w);
+        }
+        let view = cl.view();
+        for send in o.sends.drain(..) {
+            let body = send.call.to_body();
+            for (to, tag) in send.to {
+                let Some(tag) = tag else { continue };
+                let ok = cl
+                    .peer(&view, to)
+                    .is_some_and(|p| p.send_tagged(&body, &tx, tag as usize).is_ok());
+                if !ok {
+                    failed.push(tag);
                 }
             }
         }
-        let mut done: Vec<u16> = Vec::new();
-        let mut errors: Vec<u16> = Vec::new();
-        for (src, slots) in &groups {
-            let Some(peer) = cl.peer(&view, *src) else {
-                errors.extend(slots);
-                continue;
-            };
-            for chunk in slots.chunks(256) {
-                let body = wire::to_body(&Request::Dump {
-                    slots: chunk.to_vec(),
-                });
-                let ctx = node_ctx(&shared);
-                match peer
-                    .call(&body, timeout)
-                    .await
-                    .map(|b| wire::from_body::<Response>(&b))
-                {
-                    Ok(Ok(Response::Dump(entries))) => {
-                        for (k, state) in entries {
-                            if sane(&state) && shared.store.merge(&k, &state, &ctx) {
-                                copied += 1;
-                            }
-                        }
-                        done.extend(chunk);
-                    }
-                    // Still starting itself: try the next replica.
-                    Ok(Ok(Response::Syncing)) => {}
-                    _ => {
-                        inc(&cl.metrics.transport_errors);
-                        errors.extend(chunk);
-                    }
+        let env = NodeEnv {
+            shared: &shared,
+            cl: &cl,
+            view: &view,
+            ctx: node_ctx(&shared),
+            timing: timing(&lv),
+        };
+        if !failed.is_empty() {
+            for tag in failed {
+                t.on_answer(&env, tag, Answer::LinkDown, &mut o);
+            }
+            continue;
+        }
+        if t.report().is_some() {
+            break;
+        }
+        let wait = wake_at.map_or(Duration::from_secs(1), |w: u64| {
+            Duration::from_millis(w.saturating_sub(now_ms()))
+        });
+        tokio::select! {
+            got = rx.recv() => {
+                let env = NodeEnv { ctx: node_ctx(&shared), ..env };
+                if let Some((tag, body)) = got {
+                    let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
+                        Some(Ok(r)) => Answer::Reply(r),
+                        Some(Err(_)) => Answer::Reply(Response::Error("malformed reply".into())),
+                        None => Answer::LinkDown,
+                    };
+                    t.on_answer(&env, tag as u64, answer, &mut o);
                 }
             }
+            _ = tokio::time::sleep(wait) => t.on_deadline(&env, &mut o),
+            _ = shutdown.changed() => return,
         }
-        for (slot, cands) in &mut todo {
-            if done.contains(slot) {
-                cands.clear();
-            } else if !cands.is_empty() {
-                cands.remove(0);
-                if cands.is_empty() && errors.contains(slot) {
-                    failed += 1;
-                }
-            }
-        }
-        todo.retain(|(_, c)| !c.is_empty());
     }
+    let report = t.report().unwrap_or_default();
     cl.set_synced();
-    if failed > 0 {
-        tracing::warn!(component = "cluster", node_id = %cl.node_id, failed_slots = failed, "bootstrap could not copy every slot; serving what it has");
+    if report.failed_slots > 0 {
+        tracing::warn!(component = "cluster", node_id = %cl.node_id, failed_slots = report.failed_slots, "start-up copy could not copy every slot from every replica; serving what it has");
     }
-    tracing::info!(component = "cluster", node_id = %cl.node_id, copied, ms = started.elapsed().as_millis() as u64,
-        "bootstrap done: copied what this node replicates from the other replicas");
+    tracing::info!(component = "cluster", node_id = %cl.node_id, copied = report.copied, sources = report.sources,
+        ms = started.elapsed().as_millis() as u64,
+        "start-up copy done: merged what this node replicates from every live replica");
 }

@@ -143,6 +143,8 @@ pub struct Peer {
     next_id: AtomicU64,
     /// The client address the peer announced in its handshake (empty before).
     pub client_addr: Mutex<String>,
+    /// Redial now (the peer just linked to this node: it is back).
+    redial: Notify,
 }
 
 impl Peer {
@@ -157,6 +159,7 @@ impl Peer {
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             client_addr: Mutex::new(String::new()),
+            redial: Notify::new(),
         }
     }
 
@@ -428,6 +431,9 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
+            // The peer linked to this node: it is back, dial it now (a restarted node's
+            // start-up copy waits for its peers to see it live).
+            _ = peer.redial.notified() => backoff = BACKOFF.0,
             _ = shutdown.changed() => return,
         }
         backoff = (backoff * 2).min(BACKOFF.1);
@@ -496,15 +502,19 @@ async fn serve_inbound(
             return;
         }
     };
+    if let Some(p) = cl.peers.iter().find(|p| !p.is_up() && p.id() == h.node_id) {
+        p.redial.notify_one();
+    }
     let (r, w) = s.into_split();
     let q = Arc::new(Outbound::default());
     let mut shutdown = shared.shutdown.subscribe();
     let (sh, c, q2) = (shared.clone(), cl.clone(), q.clone());
+    let from: Arc<str> = h.node_id.clone().into();
     let reader = read_frames(r, limits, move |f| {
         if f.kind != Kind::Request {
             return Err(format!("unexpected {:?} frame on an inbound link", f.kind));
         }
-        super::exec::serve_request(&sh, &c, f.id, f.body, &q2);
+        super::exec::serve_request(&sh, &c, &from, f.id, f.body, &q2);
         Ok(())
     });
     let why = tokio::select! {

@@ -106,6 +106,10 @@ pub struct Metrics {
     pub handshake_failures: AtomicU64,
     /// Cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL) run from here.
     pub broadcasts: AtomicU64,
+    /// Blind writes stamped again above a version a replica refused them with.
+    pub restamps: AtomicU64,
+    /// Prepare rounds of read-modify-writes retried after a refusal.
+    pub prepare_retries: AtomicU64,
     /// Latency of reads this node answered (client-facing, including forwards).
     pub read_latency: Histogram,
     /// Latency of writes this node answered.
@@ -114,6 +118,28 @@ pub struct Metrics {
     pub forward_latency: Histogram,
     /// Latency of requests to peers (round trip).
     pub peer_latency: Histogram,
+}
+
+impl Metrics {
+    /// Adds a finished machine's counters.
+    pub fn add(&self, c: &hypercache_cluster::node::Counts) {
+        let a = |x: &AtomicU64, n: u64| {
+            if n > 0 {
+                x.fetch_add(n, Ordering::Relaxed);
+            }
+        };
+        a(&self.local_reads, c.local_reads);
+        a(&self.read_fanouts, c.read_fanouts);
+        a(&self.forwards, c.forwards);
+        a(&self.forward_retries, c.forward_retries);
+        a(&self.write_attempts, c.write_attempts);
+        a(&self.write_acks, c.write_acks);
+        a(&self.replica_fanout, c.replica_fanout);
+        a(&self.read_repairs, c.read_repairs);
+        a(&self.restamps, c.restamps);
+        a(&self.prepare_retries, c.prepare_retries);
+        a(&self.transport_errors, c.transport_errors);
+    }
 }
 
 /// Adds one to a counter.
@@ -142,6 +168,8 @@ impl Metrics {
             ("dist.link.established", g(&self.links_established)),
             ("dist.link.handshake_failures", g(&self.handshake_failures)),
             ("dist.broadcasts", g(&self.broadcasts)),
+            ("dist.write.restamps", g(&self.restamps)),
+            ("dist.write.prepare_retries", g(&self.prepare_retries)),
         ]
         .into_iter()
         .map(|(n, v)| (n.to_string(), v))

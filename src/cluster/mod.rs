@@ -81,6 +81,12 @@ pub struct Cluster {
     pub metrics: Metrics,
     /// Whether the start-up copy from the other replicas is done ([`exec::bootstrap`]).
     synced: std::sync::atomic::AtomicBool,
+    /// The per-key queue of read-modify-write rounds coordinated here.
+    pub gate: hypercache_cluster::node::Gate,
+    /// Next machine token.
+    next_token: std::sync::atomic::AtomicU64,
+    /// Machines in flight that a gate wake-up may be for: token -> their answer channel.
+    wakers: parking_lot::Mutex<std::collections::HashMap<u64, exec::Answers>>,
 }
 
 impl Cluster {
@@ -118,6 +124,9 @@ impl Cluster {
             metrics: Metrics::default(),
             rebuild_lock: parking_lot::Mutex::new(()),
             synced: std::sync::atomic::AtomicBool::new(false),
+            gate: Default::default(),
+            next_token: std::sync::atomic::AtomicU64::new(1),
+            wakers: Default::default(),
         };
         cl.rebuild();
         Some(Arc::new(cl))
@@ -181,6 +190,29 @@ impl Cluster {
     pub fn set_synced(&self) {
         self.synced
             .store(true, std::sync::atomic::Ordering::Release);
+    }
+
+    /// A new machine token (unique while the node runs).
+    pub fn token(&self) -> u64 {
+        self.next_token
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Lets machine `token` be woken through `tx` (see [`Cluster::wake`]).
+    pub fn register(&self, token: u64, tx: exec::Answers) {
+        self.wakers.lock().insert(token, tx);
+    }
+
+    /// Forgets machine `token`.
+    pub fn unregister(&self, token: u64) {
+        self.wakers.lock().remove(&token);
+    }
+
+    /// Wakes machine `token` (its turn at the gate).
+    pub fn wake(&self, token: u64) {
+        if let Some(tx) = self.wakers.lock().get(&token) {
+            let _ = tx.send((usize::MAX, None));
+        }
     }
 
     /// Members currently live, this node included.

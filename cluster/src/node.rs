@@ -1,0 +1,1395 @@
+//! The node machines: every distributed decision a node makes about one request, as sans-IO state
+//! machines that the production driver (`src/cluster/`) and the simulator ([`crate::simnode`])
+//! both run. Neither driver decides anything: they move messages, answers and timers.
+//!
+//! ## Machines
+//! - [`KeyRequest`]: one keyed command, from the node the client sent it to until its reply, in
+//!   phases: *forward* (to the coordinator), *read* (QUORUM/ALL fan-out with read repair),
+//!   *prepare* and *accept* (a write: the read round of a read-modify-write, then the
+//!   replication of the new state). A request that needs no message (a read at ONE on a replica,
+//!   a write at ONE) finishes inside [`KeyRequest::start`]: the synchronous fast path.
+//! - [`Transfer`]: the start-up copy of a node's slots from the other replicas, in pages.
+//! - [`serve`]: what a node answers to a peer's request (a [`KeyRequest`] for a forwarded
+//!   command).
+//!
+//! ## Inputs and outputs
+//! A machine reads the node through [`Env`] (its store, its view of the ring and of who is
+//! live, `now`). It is fed [`Answer`]s to the calls it made (matched by the call's tag) and its
+//! deadline when the timer the driver set for it fires. Everything it wants done comes out in an
+//! [`Out`]: messages to send ([`Send`]), the time its timer should fire, and the client's reply.
+//!
+//! ## One deadline rule
+//! With `T` = `request-timeout-ms` ([`Timing`]): a coordinator answers within `2T` of starting,
+//! whatever its phases (the read round of a read-modify-write and the replication share that
+//! budget); a forwarder waits `3T` for its coordinator, so it never gives up on a coordinator
+//! that is still within its own budget (message delays on loopback are far below `T/2`). A
+//! forward whose coordinator does not answer by then gets `NOREPLICAS`: the write may have been
+//! applied, as with Cassandra's write timeout. A forward whose link fails (the coordinator
+//! crashed or was declared down) is planned once more, on the next live replica: it may then
+//! be applied twice (at least once).
+//!
+//! ## Writes
+//! - A blind write (plain `SET`) is applied where it arrives when that node is a replica, then
+//!   sent to the other replicas. A replica that holds a newer version refuses it and says which
+//!   ([`Response::Refused`]); the coordinator then stamps the same value above that version and
+//!   sends it again (at most [`MAX_RESTAMPS`] times). A refusal never counts as an
+//!   acknowledgement, so a write that causally follows an acknowledged one always wins.
+//! - A read-modify-write at QUORUM/ALL (INCR, APPEND, SET NX, DEL, ...) runs a round of
+//!   single-decree Paxos per write (as CASPaxos does): a *prepare* round with a fresh ballot
+//!   reads the key from a quorum of replicas, each promising to accept nothing older; the
+//!   operation runs on the newest state found; the new state, stamped with the ballot, is then
+//!   offered to every replica and acknowledged by the write level. Two coordinators that run
+//!   one at once (their views differ) cannot both succeed, so acknowledged increments are never
+//!   lost. A refused prepare retries with a higher ballot (at most [`MAX_PREPARES`] rounds); a
+//!   refused accept fails the write (it may have been applied).
+//! - A read-modify-write at ONE is applied to the coordinator's copy and replicated without a
+//!   read round (no guarantee beyond that copy, as the level says).
+
+use bytes::Bytes;
+
+use crate::coord::{self, Plan, ReadTally, Tally};
+use crate::msg::{Level, Request, Response, State};
+use crate::op::{Ctx, Op, OpBuf, Outcome};
+use crate::ring::MemberIdx;
+use crate::slot::{key_slot, Slot};
+use crate::store::{Offered, Store};
+use crate::version::Version;
+use crate::wire;
+
+/// How far ahead of this node's clock a peer's version may be (5 minutes): beyond that it is a
+/// broken clock or a hostile peer, and observing it would drag every clock forward.
+pub const MAX_AHEAD_MS: u64 = 5 * 60 * 1000;
+
+/// Most times a blind write is stamped again above a version a replica refused it with.
+pub const MAX_RESTAMPS: u8 = 3;
+
+/// Most prepare rounds of one read-modify-write (each refused one retries with a higher ballot).
+pub const MAX_PREPARES: u8 = 3;
+
+/// How often a node checks that a peer is alive, ms (production: a ping on the link; simulator:
+/// the same ping as a message).
+pub const HEARTBEAT_MS: u64 = 500;
+
+/// How long a peer may stay silent before it is taken out of coordination, ms (its link is
+/// closed and every call in flight to it fails with [`Answer::LinkDown`]).
+pub const SILENCE_MS: u64 = 2000;
+
+/// Bytes per page of the start-up copy (whole slots: a page holds at least one).
+pub const TRANSFER_PAGE_BYTES: u64 = 4 << 20;
+
+/// How long a start-up copy keeps asking a source that does not see it live yet, ms.
+pub const TRANSFER_DEADLINE_MS: u64 = 30_000;
+
+/// How long a start-up copy waits before asking such a source again, ms.
+pub const TRANSFER_RETRY_MS: u64 = 50;
+
+/// Request deadlines, from `request-timeout-ms` (see the module docs for the rule).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timing {
+    /// `T`: a request to one peer, ms.
+    pub request_ms: u64,
+}
+
+impl Timing {
+    /// A coordinator answers within this of starting, ms (`2T`).
+    pub fn coordinator_ms(self) -> u64 {
+        2 * self.request_ms
+    }
+
+    /// A forwarder waits this long for its coordinator, ms (`3T`).
+    pub fn forward_ms(self) -> u64 {
+        3 * self.request_ms
+    }
+
+    /// How long a replica keeps a prepare's promise, ms: longer than its coordinator can still
+    /// count an acceptance (`3T`).
+    pub fn promise_ms(self) -> u64 {
+        3 * self.request_ms
+    }
+}
+
+/// The node as a machine sees it.
+pub trait Env {
+    /// This node's member index.
+    fn me(&self) -> MemberIdx;
+    /// The preference list of `slot`.
+    fn prefs(&self, slot: Slot) -> &[MemberIdx];
+    /// Whether member `m` is this node or a peer it can reach.
+    fn live(&self, m: MemberIdx) -> bool;
+    /// Whether this node's start-up copy is done (before, its copy does not count).
+    fn synced(&self) -> bool;
+    /// This node's data.
+    fn store(&self) -> &Store;
+    /// The context operations run in now (its `now` is unix ms, or virtual ms).
+    fn ctx(&self) -> Ctx;
+    /// Deadlines.
+    fn timing(&self) -> Timing;
+    /// The per-key queue of read-modify-write rounds.
+    fn gate(&self) -> &Gate;
+}
+
+/// Serializes the read-modify-writes a node coordinates on one key: one prepare round per key at
+/// a time, the next one starting right after its predecessor sent its accept. Links are FIFO, so
+/// every replica sees the accept before the next prepare, and the next round builds on it; two
+/// rounds of the same node never invalidate each other's promises. Tokens are the drivers'
+/// request ids; [`Out::wake`] names the request to resume.
+#[derive(Debug, Default)]
+pub struct Gate {
+    queues: parking_lot::Mutex<std::collections::HashMap<Bytes, std::collections::VecDeque<u64>>>,
+}
+
+impl Gate {
+    /// Queues `token` on `key`; true if it holds the gate now.
+    pub fn enter(&self, key: &Bytes, token: u64) -> bool {
+        let mut q = self.queues.lock();
+        let e = q.entry(key.clone()).or_default();
+        e.push_back(token);
+        e.len() == 1
+    }
+
+    /// Takes `token` off `key`'s queue; returns the token that now holds the gate, if it passed.
+    pub fn leave(&self, key: &Bytes, token: u64) -> Option<u64> {
+        let mut q = self.queues.lock();
+        let e = q.get_mut(key)?;
+        let head = e.front() == Some(&token);
+        e.retain(|t| *t != token);
+        let next = if head { e.front().copied() } else { None };
+        if e.is_empty() {
+            q.remove(key);
+        }
+        next
+    }
+
+    /// Keys with a queue (0 when no read-modify-write is in flight).
+    pub fn len(&self) -> usize {
+        self.queues.lock().len()
+    }
+
+    /// Whether no key has a queue.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Whether a version received from a peer is plausible at `now`.
+pub fn plausible(v: Option<Version>, now: u64) -> bool {
+    v.is_none_or(|v| v.is_plausible(now, MAX_AHEAD_MS))
+}
+
+/// A request a machine sends, owning its bytes.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Call {
+    /// See [`Request::Exec`].
+    Exec {
+        /// The key.
+        key: Bytes,
+        /// The operation.
+        op: OpBuf,
+        /// Read level.
+        read: Level,
+        /// Write level.
+        write: Level,
+        /// Answer with the new state (the sender is a replica).
+        want_state: bool,
+    },
+    /// See [`Request::Put`].
+    Put {
+        /// The key.
+        key: Bytes,
+        /// Its state.
+        state: State,
+    },
+    /// See [`Request::Fetch`].
+    Fetch {
+        /// The key.
+        key: Bytes,
+    },
+    /// See [`Request::Prepare`].
+    Prepare {
+        /// The key.
+        key: Bytes,
+        /// The ballot.
+        ballot: Version,
+    },
+    /// See [`Request::Dump`].
+    Dump {
+        /// Slots to copy.
+        slots: Vec<u16>,
+        /// Bytes per page.
+        budget: u64,
+    },
+}
+
+impl Call {
+    /// The wire request (borrowing).
+    pub fn request(&self) -> Request<'_> {
+        match self {
+            Call::Exec {
+                key,
+                op,
+                read,
+                write,
+                want_state,
+            } => Request::Exec {
+                key,
+                op: op.op(),
+                read: *read,
+                write: *write,
+                want_state: *want_state,
+            },
+            Call::Put { key, state } => Request::Put {
+                key,
+                state: state.clone(),
+            },
+            Call::Fetch { key } => Request::Fetch { key },
+            Call::Prepare { key, ballot } => Request::Prepare {
+                key,
+                ballot: *ballot,
+            },
+            Call::Dump { slots, budget } => Request::Dump {
+                slots: slots.clone(),
+                budget: *budget,
+            },
+        }
+    }
+
+    /// The encoded body of a request frame.
+    pub fn to_body(&self) -> Vec<u8> {
+        match self {
+            Call::Put { key, state } => wire::to_body_sized(
+                &Request::Put {
+                    key,
+                    state: state.clone(),
+                },
+                key.len() + state.value_len() + 32,
+            ),
+            other => wire::to_body(&other.request()),
+        }
+    }
+}
+
+/// A message to send to some members. `tag` (per target) comes back with the answer; a target
+/// without a tag expects none (a read repair).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Send {
+    /// The request.
+    pub call: Call,
+    /// Targets, each with the tag its answer carries.
+    pub to: Vec<(MemberIdx, Option<u64>)>,
+}
+
+/// What came back for a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Answer {
+    /// The peer answered.
+    Reply(Response),
+    /// The link to the peer is down or failed before the answer (the request may or may not
+    /// have been served).
+    LinkDown,
+}
+
+/// How one target of a write ended (for hinted handoff: a target that did not store the value).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TargetResult {
+    /// Stored (or already held).
+    Stored,
+    /// Refused: it holds this newer version.
+    Refused(Version),
+    /// No answer by the deadline.
+    TimedOut,
+    /// Its link was down or failed.
+    LinkDown,
+    /// It answered with an error.
+    Failed,
+}
+
+/// A command could not reach its consistency level. A write may still have been applied on
+/// some replicas (nothing is rolled back).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NoReplicas {
+    /// A write (else a read).
+    pub write: bool,
+}
+
+impl NoReplicas {
+    /// The error reply: Redis's own `NOREPLICAS` code and text for writes, its counterpart for
+    /// reads.
+    pub fn text(self) -> &'static str {
+        if self.write {
+            "NOREPLICAS Not enough good replicas to write."
+        } else {
+            "NOREPLICAS Not enough good replicas to read."
+        }
+    }
+}
+
+/// A command's result.
+pub type KeyResult = Result<Outcome, NoReplicas>;
+
+/// The reply a [`KeyRequest`] finished with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finished {
+    /// The command's result.
+    pub result: KeyResult,
+    /// The key's new state when the command wrote it (a forwarding replica applies it before
+    /// answering its client: read-your-writes).
+    pub state: Option<State>,
+}
+
+/// What a machine asks its driver to do after an input.
+#[derive(Debug, Default)]
+pub struct Out {
+    /// Messages to send.
+    pub sends: Vec<Send>,
+    /// When to call the machine's deadline handler (absolute, in [`Env::ctx`] time); replaces
+    /// any earlier one.
+    pub wake_at: Option<u64>,
+    /// The client's reply, once.
+    pub reply: Option<Finished>,
+    /// Requests (by token) to resume with [`KeyRequest::on_wake`]: their turn at the [`Gate`].
+    pub wake: Vec<u64>,
+}
+
+/// Counters a machine reports (the driver adds them to the node's metrics).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counts {
+    /// Reads answered from the local copy.
+    pub local_reads: u64,
+    /// QUORUM/ALL read rounds.
+    pub read_fanouts: u64,
+    /// Forwards to a coordinator.
+    pub forwards: u64,
+    /// Forwards planned again after their link failed.
+    pub forward_retries: u64,
+    /// Writes coordinated here.
+    pub write_attempts: u64,
+    /// Replica acknowledgements of writes (the local copy included).
+    pub write_acks: u64,
+    /// Replicas sent a write.
+    pub replica_fanout: u64,
+    /// Stale replicas repaired.
+    pub read_repairs: u64,
+    /// Blind writes stamped again after a refusal.
+    pub restamps: u64,
+    /// Prepare rounds retried after a refusal.
+    pub prepare_retries: u64,
+    /// Calls that failed (link down, error, no answer by the deadline).
+    pub transport_errors: u64,
+}
+
+/// Where a command came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// A client of this node: plan it (and forward if another node coordinates).
+    Client,
+    /// A peer forwarded it: coordinate it here whatever this node's own plan says (re-forwarding
+    /// could loop while views differ). `want_state`: answer a write with its new state.
+    Forwarded {
+        /// Answer a write with the key's new state.
+        want_state: bool,
+    },
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Not started, or finished.
+    Idle,
+    /// Waiting for the [`Gate`] (another round on the key is in its prepare phase).
+    Queued,
+    Forward {
+        to: MemberIdx,
+        retried: bool,
+    },
+    Read {
+        tally: ReadTally<MemberIdx>,
+        local: bool,
+    },
+    Prepare {
+        ballot: Version,
+        tally: Tally,
+        newest: State,
+        tries: u8,
+    },
+    Accept {
+        tally: Tally,
+        outcome: Outcome,
+        state: State,
+        restamps: u8,
+        blind: bool,
+    },
+}
+
+/// One keyed command (see the module docs).
+#[derive(Debug)]
+pub struct KeyRequest {
+    key: Bytes,
+    token: u64,
+    gated: bool,
+    op: Option<OpBuf>,
+    read: Level,
+    write: Level,
+    origin: Origin,
+    phase: Phase,
+    /// Round number: answers tagged with an older round are stale.
+    round: u64,
+    /// Targets of the current round still to answer, by member.
+    waiting: Vec<MemberIdx>,
+    deadline: u64,
+    replied: bool,
+    /// How each replica of the write phase ended (the last round's).
+    targets: Vec<(MemberIdx, TargetResult)>,
+    /// Counters so far.
+    pub counts: Counts,
+}
+
+fn tag(round: u64, m: MemberIdx) -> u64 {
+    (round << 16) | u64::from(m)
+}
+
+fn untag(t: u64) -> (u64, MemberIdx) {
+    (t >> 16, (t & 0xffff) as MemberIdx)
+}
+
+impl KeyRequest {
+    /// A command on `key` at levels `read`/`write`; `token` is its driver's id for it (unique
+    /// on the node while it runs).
+    pub fn new(key: Bytes, token: u64, read: Level, write: Level, origin: Origin) -> KeyRequest {
+        KeyRequest {
+            key,
+            token,
+            gated: false,
+            op: None,
+            read,
+            write,
+            origin,
+            phase: Phase::Idle,
+            round: 0,
+            waiting: Vec::new(),
+            deadline: 0,
+            replied: false,
+            targets: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// The key.
+    pub fn key(&self) -> &Bytes {
+        &self.key
+    }
+
+    /// Whether the client has its reply.
+    pub fn replied(&self) -> bool {
+        self.replied
+    }
+
+    /// Whether nothing more will happen: replied, and no answer is awaited any more.
+    pub fn is_done(&self) -> bool {
+        self.replied && (self.waiting.is_empty() || matches!(self.phase, Phase::Idle))
+    }
+
+    /// How each replica of the write ended (for hinted handoff), once done.
+    pub fn targets(&self) -> &[(MemberIdx, TargetResult)] {
+        &self.targets
+    }
+
+    fn finish(&mut self, out: &mut Out, result: KeyResult, state: Option<State>) {
+        if !self.replied {
+            self.replied = true;
+            out.reply = Some(Finished { result, state });
+        }
+    }
+
+    fn fail(&mut self, out: &mut Out, write: bool) {
+        self.phase = Phase::Idle;
+        self.finish(out, Err(NoReplicas { write }), None);
+    }
+
+    /// Leaves the [`Gate`] (if in it), waking the next round on the key.
+    fn release(&mut self, env: &impl Env, out: &mut Out) {
+        if self.gated {
+            self.gated = false;
+            if let Some(next) = env.gate().leave(&self.key, self.token) {
+                out.wake.push(next);
+            }
+        }
+    }
+
+    /// The [`Gate`] let this request through ([`Out::wake`] named it).
+    pub fn on_wake(&mut self, env: &impl Env, out: &mut Out) {
+        if matches!(self.phase, Phase::Queued) {
+            self.start_prepare(env, 0, out);
+            self.arm(out);
+        }
+    }
+
+    fn op_buf(&self) -> &OpBuf {
+        self.op
+            .as_ref()
+            .expect("the operation is kept once a phase needs it")
+    }
+
+    /// Starts the command with operation `op` (borrowed: it is copied only if a phase needs it
+    /// after this call).
+    pub fn start(&mut self, env: &impl Env, op: &Op<'_>, out: &mut Out) {
+        let now = env.ctx().now;
+        self.deadline = now + env.timing().coordinator_ms();
+        match self.origin {
+            Origin::Forwarded { .. } => {
+                if op.is_read_only() {
+                    if self.read == Level::One && env.synced() {
+                        self.local_read(env, op, out);
+                    } else {
+                        self.start_read(env, op, out);
+                    }
+                } else {
+                    self.start_write(env, op, out);
+                }
+            }
+            Origin::Client => self.route(env, op, None, out),
+        }
+        self.arm(out);
+    }
+
+    fn arm(&self, out: &mut Out) {
+        if !self.is_done() {
+            out.wake_at = Some(self.deadline);
+        }
+    }
+
+    /// Plans the command from this node, leaving out member `failed` (a coordinator whose link
+    /// just failed).
+    fn route(&mut self, env: &impl Env, op: &Op<'_>, failed: Option<MemberIdx>, out: &mut Out) {
+        let prefs = env.prefs(key_slot(&self.key));
+        let live = |m: MemberIdx| Some(m) != failed && env.live(m);
+        let mut p = coord::plan(op, prefs, env.me(), self.read, live);
+        if p == Plan::LocalRead && !env.synced() {
+            // Still copying its data after a start: read from a replica that has it.
+            if let Some(m) = prefs.iter().copied().find(|&m| m != env.me() && live(m)) {
+                p = Plan::Forward(m);
+            }
+        }
+        match p {
+            Plan::LocalRead => self.local_read(env, op, out),
+            Plan::FanOutRead => self.start_read(env, op, out),
+            Plan::Coordinate => self.start_write(env, op, out),
+            Plan::Forward(m) => {
+                self.counts.forwards += 1;
+                if self.op.is_none() {
+                    self.op = Some(OpBuf::new(op));
+                }
+                let want_state = prefs.contains(&env.me());
+                self.round += 1;
+                self.waiting = vec![m];
+                self.phase = Phase::Forward {
+                    to: m,
+                    retried: failed.is_some(),
+                };
+                // A forward waits longer than its coordinator may take.
+                self.deadline = env.ctx().now + env.timing().forward_ms();
+                out.sends.push(Send {
+                    call: Call::Exec {
+                        key: self.key.clone(),
+                        op: self.op_buf().clone(),
+                        read: self.read,
+                        write: self.write,
+                        want_state,
+                    },
+                    to: vec![(m, Some(tag(self.round, m)))],
+                });
+            }
+            Plan::Unavailable => self.fail(out, !op.is_read_only()),
+        }
+    }
+
+    fn local_read(&mut self, env: &impl Env, op: &Op<'_>, out: &mut Out) {
+        self.counts.local_reads += 1;
+        let o = env.store().apply(&self.key, op, &env.ctx());
+        self.phase = Phase::Idle;
+        self.finish(out, Ok(o), None);
+    }
+
+    fn start_read(&mut self, env: &impl Env, op: &Op<'_>, out: &mut Out) {
+        self.counts.read_fanouts += 1;
+        if self.op.is_none() {
+            self.op = Some(OpBuf::new(op));
+        }
+        let prefs = env.prefs(key_slot(&self.key));
+        let me = env.me();
+        let mut tally = ReadTally::new(self.read, prefs.len());
+        let local = prefs.contains(&me);
+        if local && env.synced() {
+            tally.answer(me, env.store().fetch(&self.key));
+        }
+        self.round += 1;
+        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|&m| m != me).collect();
+        self.phase = Phase::Read { tally, local };
+        if self.settle_read(env, out) {
+            return;
+        }
+        self.waiting = others.clone();
+        out.sends.push(Send {
+            call: Call::Fetch {
+                key: self.key.clone(),
+            },
+            to: others
+                .iter()
+                .map(|&m| (m, Some(tag(self.round, m))))
+                .collect(),
+        });
+    }
+
+    /// Finishes a read whose tally has a verdict; returns whether it did.
+    fn settle_read(&mut self, env: &impl Env, out: &mut Out) -> bool {
+        let Phase::Read { tally, local } = &self.phase else {
+            return false;
+        };
+        match tally.tally.verdict() {
+            None => false,
+            Some(false) => {
+                self.fail(out, false);
+                true
+            }
+            Some(true) => {
+                let ctx = env.ctx();
+                let newest = tally.newest().clone();
+                let stale = tally.stale();
+                let local = *local;
+                let op = self.op.as_ref().expect("kept for the read").op();
+                let outcome = coord::outcome_of(&op, &self.key, &newest, &ctx);
+                let touches = op.touches();
+                if newest.version().is_some() && !stale.is_empty() {
+                    self.counts.read_repairs += stale.len() as u64;
+                    let mut to = Vec::new();
+                    for m in stale {
+                        if m == env.me() {
+                            env.store().merge(&self.key, &newest, &ctx);
+                        } else {
+                            to.push((m, None));
+                        }
+                    }
+                    if !to.is_empty() {
+                        out.sends.push(Send {
+                            call: Call::Put {
+                                key: self.key.clone(),
+                                state: newest,
+                            },
+                            to,
+                        });
+                    }
+                }
+                if local && touches {
+                    // Record the access on the local copy too (LRU/LFU), as a local read would.
+                    env.store().apply(&self.key, &Op::Touch, &ctx);
+                }
+                self.phase = Phase::Idle;
+                self.finish(out, Ok(outcome), None);
+                true
+            }
+        }
+    }
+
+    fn start_write(&mut self, env: &impl Env, op: &Op<'_>, out: &mut Out) {
+        self.counts.write_attempts += 1;
+        if op.is_blind() || (self.write == Level::One && env.synced()) {
+            let ctx = env.ctx();
+            let (outcome, changed) = env.store().apply_versioned(&self.key, op, &ctx);
+            match changed {
+                Some(state) => self.start_accept(env, outcome, state, op.is_blind(), true, out),
+                None => {
+                    self.phase = Phase::Idle;
+                    self.finish(out, Ok(outcome), None);
+                }
+            }
+        } else {
+            if self.op.is_none() {
+                self.op = Some(OpBuf::new(op));
+            }
+            self.gated = true;
+            if env.gate().enter(&self.key, self.token) {
+                self.start_prepare(env, 0, out);
+            } else {
+                self.phase = Phase::Queued;
+            }
+        }
+    }
+
+    /// A prepare round with a fresh ballot (the `tries`-th of this write).
+    fn start_prepare(&mut self, env: &impl Env, tries: u8, out: &mut Out) {
+        let ctx = env.ctx();
+        let store = env.store();
+        let ballot = store.new_version(ctx.now);
+        let prefs = env.prefs(key_slot(&self.key));
+        let me = env.me();
+        let mut tally = Tally::for_level(self.write, prefs.len(), false);
+        let mut newest = State::Missing;
+        if prefs.contains(&me) && env.synced() {
+            match store.prepare(&self.key, ballot, ctx.now, env.timing().promise_ms()) {
+                Ok(s) => {
+                    tally.ok();
+                    newest = s;
+                }
+                // Cannot happen with a ballot from this store's own clock; treated as a refusal.
+                Err(_) => tally.failed(),
+            }
+        } else if prefs.contains(&me) {
+            tally.failed();
+        }
+        self.round += 1;
+        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|&m| m != me).collect();
+        self.phase = Phase::Prepare {
+            ballot,
+            tally,
+            newest,
+            tries,
+        };
+        if self.settle_prepare(env, out) {
+            return;
+        }
+        self.waiting = others.clone();
+        out.sends.push(Send {
+            call: Call::Prepare {
+                key: self.key.clone(),
+                ballot,
+            },
+            to: others
+                .iter()
+                .map(|&m| (m, Some(tag(self.round, m))))
+                .collect(),
+        });
+    }
+
+    /// Moves on from a prepare round with a verdict; returns whether it did.
+    fn settle_prepare(&mut self, env: &impl Env, out: &mut Out) -> bool {
+        let Phase::Prepare {
+            ballot,
+            tally,
+            newest,
+            tries,
+        } = &self.phase
+        else {
+            return false;
+        };
+        match tally.verdict() {
+            None => false,
+            Some(false) => {
+                self.release(env, out);
+                self.fail(out, true);
+                true
+            }
+            Some(true) => {
+                let (ballot, tries) = (*ballot, *tries);
+                let ctx = env.ctx();
+                let op = self.op_buf().op();
+                let (outcome, next) = coord::state_after(&op, &self.key, newest, &ctx, ballot);
+                let Some(state) = next else {
+                    // Nothing to write (SET NX on an existing key, INCR on a non-number, ...).
+                    self.release(env, out);
+                    self.phase = Phase::Idle;
+                    self.finish(out, Ok(outcome), None);
+                    return true;
+                };
+                let me = env.me();
+                let local = env.prefs(key_slot(&self.key)).contains(&me);
+                if local {
+                    match env.store().offer(&self.key, &state, &ctx) {
+                        Offered::Stored | Offered::Duplicate => {}
+                        Offered::Refused(_) if tries + 1 < MAX_PREPARES => {
+                            // Something newer arrived here since the round: read again.
+                            self.counts.prepare_retries += 1;
+                            self.start_prepare(env, tries + 1, out);
+                            return true;
+                        }
+                        Offered::Refused(_) => {
+                            self.release(env, out);
+                            self.fail(out, true);
+                            return true;
+                        }
+                    }
+                }
+                self.start_accept(env, outcome, state, false, local, out);
+                // The accept is on its way (before anything the next round sends): its turn.
+                self.release(env, out);
+                true
+            }
+        }
+    }
+
+    /// Sends the new `state` (already held here if `local`) to the other replicas.
+    fn start_accept(
+        &mut self,
+        env: &impl Env,
+        outcome: Outcome,
+        state: State,
+        blind: bool,
+        local: bool,
+        out: &mut Out,
+    ) {
+        let prefs = env.prefs(key_slot(&self.key));
+        let me = env.me();
+        let local = local && prefs.contains(&me);
+        let tally = Tally::for_level(self.write, prefs.len(), local);
+        if local {
+            self.counts.write_acks += 1;
+        }
+        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|&m| m != me).collect();
+        self.counts.replica_fanout += others.len() as u64;
+        self.round += 1;
+        self.waiting = others.clone();
+        self.targets = Vec::with_capacity(prefs.len());
+        if local {
+            self.targets.push((me, TargetResult::Stored));
+        }
+        out.sends.push(Send {
+            call: Call::Put {
+                key: self.key.clone(),
+                state: state.clone(),
+            },
+            to: others
+                .iter()
+                .map(|&m| (m, Some(tag(self.round, m))))
+                .collect(),
+        });
+        self.phase = Phase::Accept {
+            tally,
+            outcome,
+            state,
+            restamps: 0,
+            blind,
+        };
+        self.settle_accept(out);
+    }
+
+    /// Answers the client once the write's tally has a verdict (the machine keeps collecting the
+    /// other targets' outcomes after that).
+    fn settle_accept(&mut self, out: &mut Out) {
+        let Phase::Accept {
+            tally,
+            outcome,
+            state,
+            ..
+        } = &self.phase
+        else {
+            return;
+        };
+        match tally.verdict() {
+            Some(true) if !self.replied => {
+                let (o, s) = (outcome.clone(), state.clone());
+                let state =
+                    matches!(self.origin, Origin::Forwarded { want_state: true }).then_some(s);
+                self.finish(out, Ok(o), state);
+            }
+            Some(false) if !self.replied => self.finish(out, Err(NoReplicas { write: true }), None),
+            _ => {}
+        }
+    }
+
+    /// Feeds the answer to the call tagged `t`.
+    pub fn on_answer(&mut self, env: &impl Env, t: u64, answer: Answer, out: &mut Out) {
+        let (round, from) = untag(t);
+        if round != self.round {
+            return; // an earlier round's late answer
+        }
+        let Some(i) = self.waiting.iter().position(|&m| m == from) else {
+            return;
+        };
+        self.waiting.swap_remove(i);
+        let now = env.ctx().now;
+        let reply = match answer {
+            Answer::Reply(r) => Some(r),
+            Answer::LinkDown => None,
+        };
+        if !matches!(
+            reply,
+            Some(
+                Response::State(_)
+                    | Response::Stored
+                    | Response::Refused(_)
+                    | Response::Outcome(_)
+                    | Response::Written { .. }
+                    | Response::NoReplicas { .. }
+            )
+        ) {
+            self.counts.transport_errors += 1;
+        }
+        match &mut self.phase {
+            Phase::Idle | Phase::Queued => {}
+            Phase::Forward { to, retried } => {
+                let (to, retried) = (*to, *retried);
+                let write = !self.op_buf().op().is_read_only();
+                self.phase = Phase::Idle;
+                match reply {
+                    Some(Response::Outcome(o)) => self.finish(out, Ok(o.into()), None),
+                    Some(Response::Written { outcome, state }) => {
+                        // This node is a replica: hold the new state before the client hears
+                        // back, so its next read here sees its write.
+                        if plausible(state.version(), now) {
+                            env.store().merge(&self.key, &state, &env.ctx());
+                        }
+                        self.finish(out, Ok(outcome.into()), None);
+                    }
+                    Some(Response::NoReplicas { write }) => self.fail(out, write),
+                    None if !retried => {
+                        // The coordinator's link failed: the next live replica takes over.
+                        self.counts.forward_retries += 1;
+                        let op = self.op.take().expect("kept for the forward");
+                        self.route(env, &op.op(), Some(to), out);
+                        if self.op.is_none() {
+                            self.op = Some(op);
+                        }
+                    }
+                    _ => self.fail(out, write),
+                }
+            }
+            Phase::Read { tally, .. } => {
+                match reply {
+                    Some(Response::State(s)) if plausible(s.version(), now) => {
+                        tally.answer(from, s)
+                    }
+                    _ => tally.failed(),
+                }
+                self.settle_read(env, out);
+            }
+            Phase::Prepare {
+                tally,
+                newest,
+                tries,
+                ..
+            } => match reply {
+                Some(Response::State(s)) if plausible(s.version(), now) => {
+                    tally.ok();
+                    if s.newer_than(newest) {
+                        *newest = s;
+                    }
+                    self.settle_prepare(env, out);
+                }
+                Some(Response::Refused(v)) if plausible(Some(v), now) => {
+                    // A newer write or ballot exists: read again with a higher ballot.
+                    env.store().clock().observe(v.hlc);
+                    if *tries + 1 < MAX_PREPARES {
+                        let tries = *tries + 1;
+                        self.counts.prepare_retries += 1;
+                        self.start_prepare(env, tries, out);
+                    } else {
+                        self.release(env, out);
+                        self.fail(out, true);
+                    }
+                }
+                _ => {
+                    tally.failed();
+                    self.settle_prepare(env, out);
+                }
+            },
+            Phase::Accept {
+                tally,
+                state,
+                restamps,
+                blind,
+                ..
+            } => {
+                match reply {
+                    Some(Response::Stored) => {
+                        tally.ok();
+                        self.counts.write_acks += 1;
+                        self.targets.push((from, TargetResult::Stored));
+                    }
+                    Some(Response::Refused(v))
+                        if *blind
+                            && *restamps < MAX_RESTAMPS
+                            && plausible(Some(v), now)
+                            && Some(v) > state.version() =>
+                    {
+                        // A replica holds something newer: stamp the same value above it and
+                        // send it again, so that this write (which may causally follow that
+                        // one) wins. Nothing of this round counts any more.
+                        self.counts.restamps += 1;
+                        let restamps = *restamps + 1;
+                        let store = env.store();
+                        store.clock().observe(v.hlc);
+                        let version = store.new_version(now);
+                        let mut st = state.clone();
+                        if let State::Live { version: sv, .. } = &mut st {
+                            *sv = version;
+                        }
+                        let Phase::Accept { outcome, .. } =
+                            std::mem::replace(&mut self.phase, Phase::Idle)
+                        else {
+                            unreachable!("in the accept phase")
+                        };
+                        let stored = matches!(
+                            store.offer(&self.key, &st, &env.ctx()),
+                            Offered::Stored | Offered::Duplicate
+                        );
+                        self.start_accept(env, outcome, st, true, stored, out);
+                        if let Phase::Accept { restamps: r, .. } = &mut self.phase {
+                            *r = restamps;
+                        }
+                        self.arm(out);
+                        return;
+                    }
+                    Some(Response::Refused(v)) => {
+                        tally.failed();
+                        self.targets.push((from, TargetResult::Refused(v)));
+                    }
+                    None => {
+                        tally.failed();
+                        self.targets.push((from, TargetResult::LinkDown));
+                    }
+                    _ => {
+                        tally.failed();
+                        self.targets.push((from, TargetResult::Failed));
+                    }
+                }
+                self.settle_accept(out);
+                if self.waiting.is_empty() {
+                    self.phase = Phase::Idle;
+                }
+            }
+        }
+        self.arm(out);
+    }
+
+    /// The deadline passed (`now`): whatever has not answered has failed.
+    pub fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
+        let now = env.ctx().now;
+        if now < self.deadline {
+            self.arm(out);
+            return;
+        }
+        let unanswered = std::mem::take(&mut self.waiting);
+        self.counts.transport_errors += unanswered.len() as u64;
+        self.release(env, out);
+        match &self.phase {
+            Phase::Idle => {}
+            Phase::Queued => self.fail(out, true),
+            Phase::Forward { .. } => {
+                let write = !self.op_buf().op().is_read_only();
+                self.fail(out, write);
+            }
+            Phase::Read { .. } => self.fail(out, false),
+            Phase::Prepare { .. } => self.fail(out, true),
+            Phase::Accept { .. } => {
+                for m in unanswered {
+                    self.targets.push((m, TargetResult::TimedOut));
+                }
+                if !self.replied {
+                    self.finish(out, Err(NoReplicas { write: true }), None);
+                }
+            }
+        }
+        self.phase = Phase::Idle;
+    }
+}
+
+/// What a node does with a peer's request.
+#[derive(Debug)]
+pub enum Served {
+    /// Answer this.
+    Reply(Response),
+    /// A forwarded command: run this machine (already started with the output in `Out`) and
+    /// answer with what it finishes with.
+    Exec(Box<KeyRequest>, Out),
+    /// FLUSHALL at this horizon: the driver runs it (it walks every key) and answers
+    /// [`Response::Done`].
+    Flush(Version),
+    /// RANDOMKEY: the driver picks one with its RNG and answers [`Response::Key`].
+    RandomKey,
+}
+
+/// Serves request `req` from member `from` (`None`: a peer this node cannot place in its ring);
+/// `token` is the driver's id for the machine of a forwarded command.
+pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'_>) -> Served {
+    let ctx = env.ctx();
+    let store = env.store();
+    let refuse = || Served::Reply(Response::Error("version too far in the future".into()));
+    Served::Reply(match req {
+        Request::Ping => Response::Pong,
+        Request::Put { state, .. } if !plausible(state.version(), ctx.now) => return refuse(),
+        Request::Put { key, state } => match store.offer(key, &state, &ctx) {
+            Offered::Stored | Offered::Duplicate => Response::Stored,
+            Offered::Refused(v) => Response::Refused(v),
+        },
+        Request::Fetch { .. } | Request::Prepare { .. } | Request::Dump { .. } if !env.synced() => {
+            Response::Syncing
+        }
+        Request::Fetch { key } => Response::State(store.fetch(key)),
+        Request::Prepare { ballot, .. } if !plausible(Some(ballot), ctx.now) => return refuse(),
+        Request::Prepare { key, ballot } => {
+            match store.prepare(key, ballot, ctx.now, env.timing().promise_ms()) {
+                Ok(s) => Response::State(s),
+                Err(v) => Response::Refused(v),
+            }
+        }
+        Request::Dump { .. } if !from.is_some_and(|m| env.live(m)) => Response::NotLive,
+        Request::Dump { slots, budget } => {
+            let mut entries = Vec::new();
+            let mut bytes = 0u64;
+            let mut n = 0u32;
+            for &slot in &slots {
+                let page = store.dump(&[slot]);
+                bytes += page
+                    .iter()
+                    .map(|(k, s)| (k.len() + s.value_len() + 24) as u64)
+                    .sum::<u64>();
+                entries.extend(page);
+                n += 1;
+                if bytes >= budget {
+                    break;
+                }
+            }
+            Response::Dump { entries, slots: n }
+        }
+        Request::Keys { slots, pattern } => Response::Keys {
+            keys: store.keys_in(&slots, pattern, &ctx),
+            examined: store.count_in(&slots, ctx.now),
+        },
+        Request::Count { slots } => Response::Count(store.count_in(&slots, ctx.now)),
+        Request::RandomKey => return Served::RandomKey,
+        Request::Flush { horizon } if !horizon.is_plausible(ctx.now, MAX_AHEAD_MS) => {
+            return refuse()
+        }
+        Request::Flush { horizon } => return Served::Flush(horizon),
+        Request::Exec {
+            key,
+            op,
+            read,
+            write,
+            want_state,
+        } => {
+            let mut m = KeyRequest::new(
+                Bytes::copy_from_slice(key),
+                token,
+                read,
+                write,
+                Origin::Forwarded { want_state },
+            );
+            let mut out = Out::default();
+            m.start(env, &op, &mut out);
+            return Served::Exec(Box::new(m), out);
+        }
+    })
+}
+
+/// The answer to a forwarded command once its machine finished.
+pub fn exec_response(f: Finished) -> Response {
+    match f {
+        Finished {
+            result: Ok(o),
+            state: Some(state),
+        } => Response::Written {
+            outcome: o.into(),
+            state,
+        },
+        Finished { result: Ok(o), .. } => Response::Outcome(o.into()),
+        Finished {
+            result: Err(NoReplicas { write }),
+            ..
+        } => Response::NoReplicas { write },
+    }
+}
+
+/// How long a start-up copy waits for one page before asking for it again, ms.
+pub const TRANSFER_PAGE_TIMEOUT_MS: u64 = 5_000;
+
+/// How one source of a [`Transfer`] stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Source {
+    /// Slots still to copy from it. `round` tags the page asked last (answers to older ones are
+    /// ignored); `next` is when to ask (again): a page timed out, or the source did not see
+    /// this node live yet. `None` while a page is in flight and not due.
+    Copying {
+        slots: Vec<u16>,
+        round: u64,
+        asked_at: Option<u64>,
+        next: u64,
+    },
+    /// Copied everything (or it is starting itself and has nothing to give).
+    Done,
+    /// Unreachable or failed: this many of its slots were not copied from it.
+    Failed(usize),
+}
+
+/// What a finished [`Transfer`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TransferReport {
+    /// Entries that changed this node's copy.
+    pub copied: u64,
+    /// Sources it copied everything from.
+    pub sources: usize,
+    /// Slot copies that could not be made (source unreachable, failed or out of time).
+    pub failed_slots: usize,
+}
+
+/// The start-up copy: a node that starts (possibly empty, after a crash) copies every slot it
+/// replicates from **every** other live replica of that slot (values and tombstones, merged by
+/// version), so it inherits no single replica's gaps. A source copies only once it sees this
+/// node live ([`Response::NotLive`] otherwise, asked again after [`TRANSFER_RETRY_MS`]): from
+/// then on every write it coordinates reaches this node too, and every write it coordinated
+/// before is in its copy. Until the transfer is done ([`Env::synced`]), this node's copy counts
+/// in no read, its ONE reads go elsewhere and its read-modify-writes read from the others first.
+/// Pages are whole slots up to a byte budget; a page unanswered for
+/// [`TRANSFER_PAGE_TIMEOUT_MS`] is asked again; after [`TRANSFER_DEADLINE_MS`] the transfer ends
+/// with what it has (reported).
+#[derive(Debug)]
+pub struct Transfer {
+    sources: Vec<(MemberIdx, Source)>,
+    deadline: u64,
+    report: TransferReport,
+    done: bool,
+    page_bytes: u64,
+}
+
+impl Transfer {
+    /// A transfer of `slots` (those this node replicates) for the node in `env`, with pages of
+    /// `page_bytes`.
+    pub fn new(env: &impl Env, slots: impl Iterator<Item = Slot>, page_bytes: u64) -> Transfer {
+        let me = env.me();
+        let now = env.ctx().now;
+        let mut by: Vec<(MemberIdx, Vec<u16>)> = Vec::new();
+        for slot in slots {
+            let prefs = env.prefs(slot);
+            if !prefs.contains(&me) {
+                continue;
+            }
+            for &m in prefs.iter().filter(|&&m| m != me) {
+                match by.iter_mut().find(|(x, _)| *x == m) {
+                    Some((_, v)) => v.push(slot),
+                    None => by.push((m, vec![slot])),
+                }
+            }
+        }
+        Transfer {
+            sources: by
+                .into_iter()
+                .map(|(m, slots)| {
+                    (
+                        m,
+                        Source::Copying {
+                            slots,
+                            round: 0,
+                            asked_at: None,
+                            next: now,
+                        },
+                    )
+                })
+                .collect(),
+            deadline: now + TRANSFER_DEADLINE_MS,
+            report: TransferReport::default(),
+            done: false,
+            page_bytes,
+        }
+    }
+
+    /// The report once done (`None` before).
+    pub fn report(&self) -> Option<TransferReport> {
+        self.done.then_some(self.report)
+    }
+
+    /// Starts asking.
+    pub fn start(&mut self, env: &impl Env, out: &mut Out) {
+        self.pump(env, out);
+    }
+
+    fn pump(&mut self, env: &impl Env, out: &mut Out) {
+        let now = env.ctx().now;
+        let mut wake = self.deadline;
+        for (m, src) in &mut self.sources {
+            let Source::Copying {
+                slots,
+                round,
+                asked_at,
+                next,
+            } = src
+            else {
+                continue;
+            };
+            if now >= self.deadline || (asked_at.is_none() && !env.live(*m)) {
+                // Out of time, or unreachable (a down replica gives nothing this node can get).
+                *src = Source::Failed(slots.len());
+                continue;
+            }
+            if *next > now {
+                wake = wake.min(*next);
+                continue;
+            }
+            *round += 1;
+            *asked_at = Some(now);
+            *next = now + TRANSFER_PAGE_TIMEOUT_MS;
+            wake = wake.min(*next);
+            out.sends.push(Send {
+                call: Call::Dump {
+                    slots: slots.clone(),
+                    budget: self.page_bytes,
+                },
+                to: vec![(*m, Some(tag(*round, *m)))],
+            });
+        }
+        let busy = self
+            .sources
+            .iter()
+            .any(|(_, s)| matches!(s, Source::Copying { .. }));
+        if busy {
+            out.wake_at = Some(wake);
+        } else if !self.done {
+            self.done = true;
+            self.report.sources = self
+                .sources
+                .iter()
+                .filter(|(_, s)| *s == Source::Done)
+                .count();
+            self.report.failed_slots = self
+                .sources
+                .iter()
+                .map(|(_, s)| match s {
+                    Source::Failed(n) => *n,
+                    _ => 0,
+                })
+                .sum();
+        }
+    }
+
+    /// Feeds the answer to the page tagged `t`.
+    pub fn on_answer(&mut self, env: &impl Env, t: u64, answer: Answer, out: &mut Out) {
+        let (r, m) = untag(t);
+        let ctx = env.ctx();
+        let Some((_, src)) = self.sources.iter_mut().find(|(x, _)| *x == m) else {
+            return;
+        };
+        let Source::Copying {
+            slots,
+            round,
+            asked_at,
+            next,
+        } = src
+        else {
+            return;
+        };
+        if r != *round || asked_at.is_none() {
+            return; // an answer to a page asked again since
+        }
+        *asked_at = None;
+        *next = ctx.now;
+        match answer {
+            Answer::Reply(Response::Dump { entries, slots: n }) => {
+                for (k, state) in entries {
+                    if plausible(state.version(), ctx.now) && env.store().merge(&k, &state, &ctx) {
+                        self.report.copied += 1;
+                    }
+                }
+                slots.drain(..(n as usize).min(slots.len()));
+                if slots.is_empty() {
+                    *src = Source::Done;
+                }
+            }
+            // Starting itself: it has nothing this node could trust more than its own.
+            Answer::Reply(Response::Syncing) => *src = Source::Done,
+            Answer::Reply(Response::NotLive) => *next = ctx.now + TRANSFER_RETRY_MS,
+            _ => *src = Source::Failed(slots.len()),
+        }
+        self.pump(env, out);
+    }
+
+    /// The timer fired.
+    pub fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
+        self.pump(env, out);
+    }
+}
