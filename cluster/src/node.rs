@@ -992,8 +992,12 @@ impl KeyRequest {
                         self.counts.write_acks += 1;
                         self.targets.push((from, TargetResult::Stored));
                     }
+                    // Only before the write is acknowledged: once it is, a newer version may be
+                    // a write that causally follows this one (its client saw the OK), and
+                    // stamping this one above it would undo it.
                     Some(Response::Refused(v))
                         if *blind
+                            && !self.replied
                             && *restamps < MAX_RESTAMPS
                             && plausible(Some(v), now)
                             && Some(v) > state.version() =>
