@@ -88,6 +88,10 @@ pub struct Config {
     pub cluster_name: String,
     /// Seconds a delete's tombstone is kept, 1..=2592000. Default 3600. Runtime-settable.
     pub tombstone_ttl: u64,
+    /// Shifts this node's wall clock by this many ms, -3600000..=3600000. Default 0. For clock
+    /// skew drills and tests only: versions, expiry and TTLs follow the shifted clock.
+    /// Runtime-settable.
+    pub clock_offset_ms: i64,
 }
 
 impl Default for Config {
@@ -124,6 +128,7 @@ impl Default for Config {
             request_timeout_ms: 1000,
             cluster_name: "hypercache".into(),
             tombstone_ttl: 3600,
+            clock_offset_ms: 0,
         }
     }
 }
@@ -431,6 +436,16 @@ pub static PARAMS: &[Param] = &[
         false,
         |c| c.cluster_name.clone(),
         |c, v| c.cluster_name = v.text()
+    ),
+    p!(
+        "clock-offset-ms",
+        Kind::Int(-3_600_000, 3_600_000),
+        true,
+        |c| c.clock_offset_ms.to_string(),
+        |c, v| {
+            c.clock_offset_ms = v.int();
+            crate::state::set_clock_offset(c.clock_offset_ms);
+        }
     ),
     p!(
         "tombstone-ttl",

@@ -18,9 +18,18 @@ use crate::config::Config;
 
 /// Current unix time in milliseconds.
 pub fn now_ms() -> u64 {
-    SystemTime::now()
+    let ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
+        .map_or(0, |d| d.as_millis() as u64);
+    ms.saturating_add_signed(CLOCK_OFFSET.load(std::sync::atomic::Ordering::Relaxed))
+}
+
+/// `clock-offset-ms`: a shift of this node's wall clock (clock skew drills and tests).
+static CLOCK_OFFSET: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Sets `clock-offset-ms`.
+pub fn set_clock_offset(ms: i64) {
+    CLOCK_OFFSET.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Counters reported by INFO stats.
