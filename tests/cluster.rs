@@ -703,3 +703,50 @@ fn a_write_after_an_acknowledged_write_through_another_node_wins() {
     }
     assert!(lost.is_empty(), "the later SET lost in rounds {lost:?}");
 }
+
+/// Bug 2 of the node-machine issue: the start-up copy stopped at the first replica that
+/// answered, so a restarted node inherited that replica's gaps. Node 2 is paused through the
+/// second round of writes; node 1 then restarts empty. With node 0 (the only other holder of
+/// round 2) paused, a QUORUM read through node 2 is answered by nodes 1 and 2: node 1 must have
+/// copied round 2 from node 0, not round 1 from node 2.
+#[test]
+fn a_restarted_node_copies_from_every_replica_not_the_first() {
+    let mut c = TestCluster::start(3, &["--request-timeout-ms", "300"]);
+    let keys = 100;
+    let mut q = c.conn_at(0, "quorum", "quorum");
+    for i in 0..keys {
+        let _: () = redis::cmd("SET")
+            .arg(format!("gap:{i}"))
+            .arg("v1")
+            .query(&mut q)
+            .unwrap();
+    }
+    c.nodes[2].as_ref().unwrap().signal("STOP");
+    c.wait_live(0, 2);
+    for i in 0..keys {
+        let _: () = redis::cmd("SET")
+            .arg(format!("gap:{i}"))
+            .arg("v2")
+            .query(&mut q)
+            .unwrap();
+    }
+    c.nodes[2].as_ref().unwrap().signal("CONT");
+    c.wait_live(0, 3);
+    c.kill(1);
+    c.restart(1);
+    c.wait_synced(1);
+    for i in 0..3 {
+        c.wait_live(i, 3);
+    }
+    c.nodes[0].as_ref().unwrap().signal("STOP");
+    c.wait_live(2, 2);
+    let mut q2 = c.conn_at(2, "quorum", "quorum");
+    let stale: Vec<usize> = (0..keys)
+        .filter(|i| get(&mut q2, &format!("gap:{i}")).as_deref() != Some("v2"))
+        .collect();
+    c.nodes[0].as_ref().unwrap().signal("CONT");
+    assert!(
+        stale.is_empty(),
+        "QUORUM reads returned round 1 for keys {stale:?}"
+    );
+}
