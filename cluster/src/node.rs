@@ -1221,6 +1221,8 @@ pub struct TransferReport {
     pub sources: usize,
     /// Slot copies that could not be made (source unreachable, failed or out of time).
     pub failed_slots: usize,
+    /// Pages asked again because the source did not see this node live yet.
+    pub not_live: u64,
 }
 
 /// The start-up copy: a node that starts (possibly empty, after a crash) copies every slot it
@@ -1386,7 +1388,10 @@ impl Transfer {
             }
             // Starting itself: it has nothing this node could trust more than its own.
             Answer::Reply(Response::Syncing) => *src = Source::Done,
-            Answer::Reply(Response::NotLive) => *next = ctx.now + TRANSFER_RETRY_MS,
+            Answer::Reply(Response::NotLive) => {
+                self.report.not_live += 1;
+                *next = ctx.now + TRANSFER_RETRY_MS;
+            }
             _ => *src = Source::Failed(slots.len()),
         }
         self.pump(env, out);

@@ -85,6 +85,13 @@ pub enum SimTimer {
         /// The transfer's rather than a request's.
         transfer: bool,
     },
+    /// The redial of a peer that was down completed (see [`SimNode::redial_ms`]).
+    Redial {
+        /// The node incarnation that set it.
+        incarnation: u64,
+        /// The peer.
+        peer: MemberIdx,
+    },
     /// Time to ping the peers.
     Heartbeat {
         /// The node incarnation that set it.
@@ -142,6 +149,11 @@ pub struct SimNode {
     pub synced: bool,
     /// Whether this node pings its peers (see the module docs); off unless set.
     pub heartbeat: bool,
+    /// How long, after hearing from a peer it believes down, this node takes to see it live
+    /// again (its redial), ms. 0 (the default): at once, as production's redial on an inbound
+    /// link does when it succeeds at once.
+    pub redial_ms: u64,
+    redialing: Vec<bool>,
     /// Finished client commands: client id -> result.
     pub results: BTreeMap<u64, ClientResult>,
     /// The machines' counters, summed.
@@ -216,6 +228,8 @@ impl SimNode {
             write: Level::Quorum,
             synced: true,
             heartbeat: false,
+            redial_ms: 0,
+            redialing: vec![false; members],
             results: BTreeMap::new(),
             counts: Counts::default(),
             transfer_report: None,
@@ -240,6 +254,7 @@ impl SimNode {
         n.read = self.read;
         n.write = self.write;
         n.heartbeat = self.heartbeat;
+        n.redial_ms = self.redial_ms;
         n.synced = false;
         n
     }
@@ -554,7 +569,18 @@ impl Machine for SimNode {
 
     fn handle_message(&mut self, from: NodeId, msg: SimMsg, now: u64, out: &mut SimOutbox) {
         self.now = now;
-        if let Some(l) = self.live.get_mut(from) {
+        if self.live.get(from) == Some(&false) && self.redial_ms > 0 {
+            if !self.redialing[from] {
+                self.redialing[from] = true;
+                out.schedule(
+                    self.redial_ms,
+                    SimTimer::Redial {
+                        incarnation: self.incarnation,
+                        peer: from as MemberIdx,
+                    },
+                );
+            }
+        } else if let Some(l) = self.live.get_mut(from) {
             *l = true;
         }
         if let Some(h) = self.last_heard.get_mut(from) {
@@ -584,8 +610,14 @@ impl Machine for SimNode {
     fn handle_timer(&mut self, timer: SimTimer, now: u64, out: &mut SimOutbox) {
         self.now = now;
         match timer {
-            SimTimer::Wake { incarnation, .. } | SimTimer::Heartbeat { incarnation }
+            SimTimer::Wake { incarnation, .. }
+            | SimTimer::Heartbeat { incarnation }
+            | SimTimer::Redial { incarnation, .. }
                 if incarnation != self.incarnation => {}
+            SimTimer::Redial { peer, .. } => {
+                self.redialing[usize::from(peer)] = false;
+                self.live[usize::from(peer)] = true;
+            }
             SimTimer::Wake { transfer: true, .. } => {
                 if let Some(mut t) = self.transfer.take() {
                     let mut o = Out::default();
@@ -1010,6 +1042,50 @@ mod tests {
         s.isolate(r0);
         let r = run(&mut s, r2, 3, key, Op::Get, (QUORUM, QUORUM));
         assert_eq!(r, value(b"v2"), "seed {seed}");
+    }
+
+    /// Bug 1 of the node-machine issue: a restarted node counted as synced before its peers
+    /// linked back to it (they redial with a delay), and the writes they coordinated meanwhile
+    /// skipped it for good. A source now copies only once it sees the new node live.
+    #[test]
+    fn a_restarted_node_is_synced_only_once_its_peers_send_to_it() {
+        let seed = 99;
+        let mut s = sim(3, 3, seed);
+        for n in &mut s.nodes {
+            n.redial_ms = 500;
+        }
+        kill(&mut s, 2);
+        restart(&mut s, 2);
+        // Writes through node 0 while it still believes node 2 down: node 2 misses them.
+        let mut t = s.now();
+        for i in 0..40u64 {
+            let key = format!("w{i}").into_bytes();
+            s.input(0, |n, now, o| {
+                n.client(i, &key, Op::set(b"x"), QUORUM, QUORUM, now, o)
+            });
+            t += 20;
+            s.run_until(t, STEPS);
+        }
+        s.run_until_quiet(STEPS);
+        assert!(s.nodes[2].synced, "seed {seed}");
+        let report = s.nodes[2].transfer_report.expect("done");
+        assert!(
+            report.not_live > 0,
+            "seed {seed}: the sources made it wait: {report:?}"
+        );
+        for i in 0..40u64 {
+            assert_eq!(
+                s.nodes[0].result(i),
+                Some(&Ok(Outcome::Ok)),
+                "seed {seed}: w{i}"
+            );
+            let key = format!("w{i}").into_bytes();
+            assert_eq!(
+                held(&s, 2, &key).as_deref(),
+                Some(&b"x"[..]),
+                "seed {seed}: w{i}"
+            );
+        }
     }
 
     #[test]
