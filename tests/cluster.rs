@@ -750,3 +750,62 @@ fn a_restarted_node_copies_from_every_replica_not_the_first() {
         "QUORUM reads returned round 1 for keys {stale:?}"
     );
 }
+
+/// The replicas of `key` as node indexes, coordinator first (from `HC.KEYSLOT` through node 0).
+fn replicas_of(c: &TestCluster, key: &str) -> Vec<usize> {
+    let (_, replicas): (i64, Vec<(String, String)>) = redis::cmd("HC.KEYSLOT")
+        .arg(key)
+        .query(&mut c.conn(0))
+        .unwrap();
+    replicas
+        .iter()
+        .map(|(id, _)| {
+            (0..c.ports.len())
+                .find(|&i| *id == format!("127.0.0.1:{}", c.ports[i].1))
+                .unwrap_or_else(|| panic!("member {id} is not a node of the test cluster"))
+        })
+        .collect()
+}
+
+/// The process twin of the simulator's `next_replica_coordinates_when_the_primary_is_down`
+/// (cluster/src/simnode.rs): the same steps, the same outcome. The second replica misses an
+/// INCRBY 5; the primary then dies with an INCR on its way; the second replica coordinates it,
+/// reads the 5 from the third in its prepare round, and answers 6.
+#[test]
+fn the_next_replica_coordinates_when_the_primary_dies() {
+    let mut c = TestCluster::start(3, &["--request-timeout-ms", "300"]);
+    let key = "counter:failover";
+    let reps = replicas_of(&c, key);
+    let (primary, second, third) = (reps[0], reps[1], reps[2]);
+    c.nodes[second].as_ref().unwrap().signal("STOP");
+    c.wait_live(third, 2);
+    let mut t = c.conn_at(third, "quorum", "quorum");
+    let n: i64 = redis::cmd("INCRBY").arg(key).arg(5).query(&mut t).unwrap();
+    assert_eq!(n, 5);
+    c.nodes[second].as_ref().unwrap().signal("CONT");
+    for i in 0..3 {
+        c.wait_live(i, 3);
+    }
+    let mut s1 = c.conn_at(second, "one", "quorum");
+    assert_eq!(
+        get(&mut s1, key),
+        None,
+        "the second replica missed the INCRBY"
+    );
+    c.kill(primary);
+    let n: i64 = redis::cmd("INCR").arg(key).query(&mut t).unwrap();
+    assert_eq!(
+        n, 6,
+        "the next replica took over with the value it had missed"
+    );
+    assert_eq!(
+        get(&mut s1, key).as_deref(),
+        Some("6"),
+        "and holds the result"
+    );
+    // The primary comes back empty, copies the slot, and serves the newest value itself.
+    c.restart(primary);
+    c.wait_synced(primary);
+    let mut p = c.conn_at(primary, "one", "quorum");
+    assert_eq!(get(&mut p, key).as_deref(), Some("6"));
+}

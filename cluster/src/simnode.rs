@@ -889,50 +889,50 @@ mod tests {
         quiet(&s);
     }
 
-    /// The scenario of `tests/cluster.rs::the_next_replica_coordinates_when_the_primary_dies`:
-    /// the coordinator crashes while a forwarded INCR is in flight; its link fails, and the
-    /// next live replica coordinates the INCR, reading the value it missed from the third.
+    /// The twin of `tests/cluster.rs::the_next_replica_coordinates_when_the_primary_dies` (same
+    /// steps, same outcome, real processes): the second replica misses an INCRBY 5; the primary
+    /// dies while an INCR through the third replica is on its way to it; the forward's link
+    /// fails, and the second replica coordinates the INCR, reading the 5 from the third in its
+    /// prepare round.
     #[test]
     fn next_replica_coordinates_when_the_primary_is_down() {
         let seed = 55;
-        let mut s = sim(5, 3, seed);
+        let mut s = sim(3, 3, seed);
         let key = b"counter:failover";
         let reps = s.nodes[0].replicas_of(key);
-        let (primary, second) = (reps[0], reps[1]);
-        let c = non_replica(&s, key);
-        // The second replica misses the first write (the primary and the third acknowledge it).
+        let (primary, second, third) = (reps[0], reps[1], reps[2]);
         s.isolate(second);
-        let r = run(&mut s, c, 1, key, Op::IncrBy(5), (QUORUM, QUORUM));
+        let r = run(&mut s, third, 1, key, Op::IncrBy(5), (QUORUM, QUORUM));
         assert_eq!(r, Ok(Outcome::Int(5)), "seed {seed}");
-        assert_eq!(held(&s, second, key), None, "seed {seed}");
+        assert_eq!(
+            held(&s, second, key),
+            None,
+            "seed {seed}: it missed the INCRBY"
+        );
         s.recover();
         // The forward leaves; the primary dies before it arrives.
-        s.input(c, |n, now, out| {
+        s.input(third, |n, now, out| {
             n.client(2, key, Op::IncrBy(1), QUORUM, QUORUM, now, out)
         });
         kill(&mut s, primary);
         s.run_until_quiet(STEPS);
         assert_eq!(
-            s.nodes[c].result(2),
+            s.nodes[third].result(2),
             Some(&Ok(Outcome::Int(6))),
             "seed {seed}"
         );
-        assert_eq!(s.nodes[c].counts.forward_retries, 1, "seed {seed}");
+        assert_eq!(s.nodes[third].counts.forward_retries, 1, "seed {seed}");
         assert_eq!(held(&s, second, key).as_deref(), Some(&b"6"[..]));
-        // The next command goes straight to the second replica.
-        let r = run(&mut s, c, 3, key, Op::IncrBy(1), (QUORUM, QUORUM));
-        assert_eq!(r, Ok(Outcome::Int(7)), "seed {seed}");
-        // The primary restarts empty, copies the slot, and serves the newest value.
+        // The primary comes back empty, copies the slot, and serves the newest value itself.
         restart(&mut s, primary);
         s.run_until_quiet(STEPS);
         assert!(
             s.nodes[primary].synced,
             "seed {seed}: the transfer finished"
         );
-        assert_eq!(held(&s, primary, key).as_deref(), Some(&b"7"[..]));
         assert_eq!(
             run(&mut s, primary, 4, key, Op::Get, (ONE, ONE)),
-            value(b"7")
+            value(b"6")
         );
         quiet(&s);
     }
