@@ -202,7 +202,7 @@ impl Shared {
         let cluster = crate::cluster::Cluster::from_config(&config);
         // The tie-break of versions this node creates: a stable number from its id.
         let node_id = config.node_id();
-        let origin = xxhash_rust::xxh3::xxh3_64(node_id.as_bytes()) as u16;
+        let origin = hypercache_cluster::version::origin_of(&node_id);
         Arc::new(Shared {
             store: Store::new(StoreConfig {
                 hash_seed: seed,

@@ -778,7 +778,9 @@ fn the_next_replica_coordinates_when_the_primary_dies() {
     let reps = replicas_of(&c, key);
     let (primary, second, third) = (reps[0], reps[1], reps[2]);
     c.nodes[second].as_ref().unwrap().signal("STOP");
+    // Both others see it down: nothing is even queued for it.
     c.wait_live(third, 2);
+    c.wait_live(primary, 2);
     let mut t = c.conn_at(third, "quorum", "quorum");
     let n: i64 = redis::cmd("INCRBY").arg(key).arg(5).query(&mut t).unwrap();
     assert_eq!(n, 5);
@@ -808,4 +810,49 @@ fn the_next_replica_coordinates_when_the_primary_dies() {
     c.wait_synced(primary);
     let mut p = c.conn_at(primary, "one", "quorum");
     assert_eq!(get(&mut p, key).as_deref(), Some("6"));
+}
+
+/// Two node ids whose version origins collide would tie on equal clocks and never converge:
+/// each node refuses the other at the handshake, logs why and counts it.
+#[test]
+fn peers_whose_ids_share_a_version_origin_are_refused() {
+    use hypercache_cluster::version::origin_of;
+    let mut seen = std::collections::HashMap::new();
+    let (a, b) = (0..2_000_000u32)
+        .map(|i| format!("node-{i}"))
+        .find_map(|id| {
+            seen.insert(origin_of(&id), id.clone())
+                .map(|other| (other, id))
+        })
+        .expect("32 bits collide within a few hundred thousand ids");
+    assert_eq!(origin_of(&a), origin_of(&b));
+    let cports = [common::free_port(), common::free_port()];
+    let seeds = format!("127.0.0.1:{},127.0.0.1:{}", cports[0], cports[1]);
+    let nodes: Vec<_> = [(&a, cports[0]), (&b, cports[1])]
+        .into_iter()
+        .map(|(id, cport)| {
+            let (id, seeds) = (id.clone(), seeds.clone());
+            common::start("hypercache", move |port| {
+                let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hypercache"));
+                cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                    .args(["--cluster-port", &cport.to_string(), "--node-id", &id])
+                    .args(["--seeds", &seeds, "--log-level", "error"])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+                cmd
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    for n in &nodes {
+        let mut conn = n.client().get_connection().unwrap();
+        let info: String = redis::cmd("INFO").arg("cluster").query(&mut conn).unwrap();
+        assert!(info.contains("hc_members_live:1"), "{info}");
+        let failures: i64 = info
+            .lines()
+            .find_map(|l| l.strip_prefix("dist_link_handshake_failures:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0);
+        assert!(failures > 0, "{info}");
+    }
 }

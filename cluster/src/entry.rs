@@ -5,11 +5,11 @@
 //!
 //! ```text
 //! 0..8    hlc        u64 LE   version: hybrid logical clock
-//! 8..10   origin     u16 LE   version: writing node
-//! 10..13  access     24 bits  LRU clock (seconds) of the last access
-//! 13      flags      u8       bit 0: has expiry, bit 1: has spare capacity,
+//! 8..12   origin     u32 LE   version: writing node
+//! 12..15  access     24 bits  LRU clock (seconds) of the last access
+//! 15      flags      u8       bit 0: has expiry, bit 1: has spare capacity,
 //!                             bits 2-3: encoding hint
-//! 14..    key length LEB128
+//! 16..    key length LEB128
 //!         [expiry]   u64 LE   unix ms, only with flag bit 0
 //!         [length]   u64 LE   value length, only with flag bit 1 (APPEND/SETRANGE growth)
 //!         key bytes
@@ -18,7 +18,7 @@
 //! ```
 //!
 //! The entry is held by a [`ThinBytes`] (an 8-byte pointer whose allocation starts with the
-//! length), so a table bucket is 8 bytes. A 16-byte key with a 100-byte value takes 131 bytes plus
+//! length), so a table bucket is 8 bytes. A 16-byte key with a 100-byte value takes 133 bytes plus
 //! a 2-byte length: one 144-byte allocator chunk. Fields are read and written with
 //! `from_le_bytes`/`to_le_bytes`.
 
@@ -60,7 +60,7 @@ impl EncodingHint {
 
 const HAS_EXPIRY: u8 = 1;
 const HAS_SPARE: u8 = 2;
-const FIXED: usize = 14;
+const FIXED: usize = 16;
 /// Largest value of the 24-bit access clock.
 pub const ACCESS_MASK: u32 = 0x00FF_FFFF;
 
@@ -203,14 +203,14 @@ impl Entry {
     }
 
     fn flags(&self) -> u8 {
-        self.buf[13]
+        self.buf[15]
     }
 
     fn layout(&self) -> Layout {
         let b = &self.buf;
         let mut pos = FIXED;
         let klen = get_varint(b, &mut pos) as usize;
-        let flags = b[13];
+        let flags = b[15];
         let expiry_at = if flags & HAS_EXPIRY != 0 {
             pos += 8;
             Some(pos - 8)
@@ -263,24 +263,24 @@ impl Entry {
     /// The version of the last write.
     pub fn version(&self) -> Version {
         let hlc = u64::from_le_bytes(self.buf[0..8].try_into().expect("8 bytes"));
-        let origin = u16::from_le_bytes([self.buf[8], self.buf[9]]);
+        let origin = u32::from_le_bytes([self.buf[8], self.buf[9], self.buf[10], self.buf[11]]);
         Version { hlc, origin }
     }
 
     /// Stamps a version.
     pub fn set_version(&mut self, v: Version) {
         self.buf[0..8].copy_from_slice(&v.hlc.to_le_bytes());
-        self.buf[8..10].copy_from_slice(&v.origin.to_le_bytes());
+        self.buf[8..12].copy_from_slice(&v.origin.to_le_bytes());
     }
 
     /// The 24-bit access clock.
     pub fn access(&self) -> u32 {
-        u32::from_le_bytes([self.buf[10], self.buf[11], self.buf[12], 0])
+        u32::from_le_bytes([self.buf[12], self.buf[13], self.buf[14], 0])
     }
 
     /// Records an access at `clock` (only its low 24 bits are kept).
     pub fn set_access(&mut self, clock: u32) {
-        self.buf[10..13].copy_from_slice(&(clock & ACCESS_MASK).to_le_bytes()[..3]);
+        self.buf[12..15].copy_from_slice(&(clock & ACCESS_MASK).to_le_bytes()[..3]);
     }
 
     /// Absolute expiry in unix ms, or 0 for none.
@@ -409,7 +409,7 @@ impl Entry {
     }
 
     fn set_enc(&mut self, enc: EncodingHint) {
-        self.buf[13] = (self.buf[13] & 0b11) | (enc.bits() << 2);
+        self.buf[15] = (self.buf[15] & 0b11) | (enc.bits() << 2);
     }
 
     /// The encoding name `OBJECT ENCODING` reports.
@@ -472,8 +472,8 @@ mod tests {
         let e = Entry::new(&[b'k'; 16], &[b'v'; 100], 0, 5, EncodingHint::Auto);
         assert_eq!(
             e.alloc_size(),
-            133,
-            "131 bytes of entry and a 2-byte length"
+            135,
+            "133 bytes of entry (a 32-bit version origin) and a 2-byte length"
         );
         assert_eq!(e.footprint(), 144);
         assert_eq!(

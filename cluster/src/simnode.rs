@@ -213,7 +213,7 @@ impl SimNode {
         );
         let store = Store::new(StoreConfig {
             hash_seed: 0x5eed_0000 ^ u64::from(me) ^ (incarnation << 20),
-            origin: me + 1,
+            origin: u32::from(me) + 1,
         });
         store.set_tombstones(true);
         SimNode {
@@ -881,7 +881,7 @@ mod tests {
         let State::Live { version, .. } = s.nodes[reps[0]].store.fetch(key) else {
             panic!("seed {seed}: the primary holds the key");
         };
-        assert_eq!(version.origin, reps[0] as u16 + 1, "written by the primary");
+        assert_eq!(version.origin, reps[0] as u32 + 1, "written by the primary");
         for &r in &reps {
             assert_eq!(held(&s, r, key).as_deref(), Some(&b"1"[..]), "replica {r}");
         }

@@ -72,7 +72,7 @@ pub struct StoreConfig {
     /// Seed for the maps' hasher (HashDoS protection); any value, ideally random per process.
     pub hash_seed: u64,
     /// This node's origin number, the tie-break in versions it creates.
-    pub origin: u16,
+    pub origin: u32,
 }
 
 /// Counters the store keeps; read with [`Store::stats`].
@@ -106,7 +106,7 @@ pub struct Store {
     pool: Mutex<Vec<Candidate>>,
     hasher: ahash::RandomState,
     clock: Hlc,
-    origin: u16,
+    origin: u32,
     keys: AtomicU64,
     volatile: AtomicU64,
     expired: AtomicU64,
@@ -1544,7 +1544,7 @@ mod tests {
         assert_eq!(st.random_key(&mut rng, &ctx).as_deref(), Some(&b"only"[..]));
     }
 
-    fn live(v: &[u8], hlc: u64, origin: u16) -> State {
+    fn live(v: &[u8], hlc: u64, origin: u32) -> State {
         State::Live {
             value: Bytes::copy_from_slice(v),
             expire_at: 0,

@@ -6,7 +6,8 @@
 //! direction of request.
 //!
 //! - **Handshake:** the dialer sends `Hello{cluster, node_id, protocol}` and the acceptor answers
-//!   with its own; either side closes the link if the cluster name or protocol differ.
+//!   with its own; either side closes the link if the cluster name or protocol differ, or if the
+//!   peer's id gives the same version origin as its own ([`LinkError::OriginCollision`]).
 //! - **Multiplexing:** requests carry ids; replies are matched by id, in any order.
 //! - **Coalescing:** senders append frames to the link's buffer; one writer task writes
 //!   everything queued with one `write` call.
@@ -26,6 +27,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot, Notify};
+
+use hypercache_cluster::version::origin_of;
 
 use super::metrics::inc;
 use super::Cluster;
@@ -76,10 +79,10 @@ impl Outbound {
     }
 
     /// Writes queued frames until the link fails or is closed; returns why it ended.
-    pub async fn write_loop(&self, w: OwnedWriteHalf) -> String {
+    pub async fn write_loop(&self, w: OwnedWriteHalf) -> LinkEnd {
         match self.write_all(w).await {
-            Ok(()) => "closed".to_string(),
-            Err(e) => format!("write error: {e}"),
+            Ok(()) => LinkEnd::Closed,
+            Err(e) => LinkEnd::Write(e),
         }
     }
 
@@ -120,6 +123,121 @@ pub enum CallError {
     /// Too many bytes are already waiting to be written to this peer.
     #[error("send queue full")]
     Overloaded,
+}
+
+/// Why a link could not be established, or was refused. Each variant leaves no link behind.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    /// The TCP connect did not finish within [`HANDSHAKE_TIMEOUT`].
+    #[error("connect timed out")]
+    ConnectTimeout,
+    /// The TCP connect failed (nothing listens there, or the network refused).
+    #[error("connect failed: {0}")]
+    Connect(std::io::Error),
+    /// Writing the handshake failed.
+    #[error("write failed: {0}")]
+    Write(std::io::Error),
+    /// Reading the handshake failed.
+    #[error("read error: {0}")]
+    Read(std::io::Error),
+    /// The peer closed the connection before its handshake.
+    #[error("closed during handshake")]
+    ClosedInHandshake,
+    /// No handshake within [`HANDSHAKE_TIMEOUT`].
+    #[error("handshake timed out")]
+    HandshakeTimeout,
+    /// The handshake frame did not decode.
+    #[error("malformed handshake: {0}")]
+    MalformedHandshake(wire::WireError),
+    /// The first frame was not a handshake.
+    #[error("expected a handshake, got {0:?}")]
+    NotHello(Kind),
+    /// The peer belongs to another cluster.
+    #[error("peer belongs to cluster '{peer}', this node to '{ours}'")]
+    OtherCluster {
+        /// The peer's cluster name.
+        peer: String,
+        /// This node's.
+        ours: String,
+    },
+    /// The peer speaks another protocol version (a version-1 node, for example).
+    #[error(
+        "peer speaks protocol {peer}, this node {ours}: upgrade every node of a cluster together"
+    )]
+    Protocol {
+        /// The peer's version.
+        peer: u8,
+        /// This node's.
+        ours: u8,
+    },
+    /// The peer's node id gives the same version origin as this node's: their writes could tie
+    /// and never converge.
+    #[error("peer id '{peer}' has the same version origin ({origin:#010x}) as this node's id '{ours}': give one of them another --node-id")]
+    OriginCollision {
+        /// The peer's id.
+        peer: String,
+        /// This node's id.
+        ours: String,
+        /// The shared origin.
+        origin: u32,
+    },
+}
+
+impl LinkError {
+    /// Whether the peer was reached and refused (counted in `dist.link.handshake_failures`),
+    /// rather than unreachable.
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            LinkError::MalformedHandshake(_)
+                | LinkError::NotHello(_)
+                | LinkError::OtherCluster { .. }
+                | LinkError::Protocol { .. }
+                | LinkError::OriginCollision { .. }
+                | LinkError::HandshakeTimeout
+                | LinkError::ClosedInHandshake
+        )
+    }
+}
+
+/// Why an established link ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkEnd {
+    /// This side closed it.
+    #[error("closed")]
+    Closed,
+    /// The peer closed it.
+    #[error("closed by peer")]
+    ClosedByPeer,
+    /// Reading failed.
+    #[error("read error: {0}")]
+    Read(std::io::Error),
+    /// Writing failed.
+    #[error("write error: {0}")]
+    Write(std::io::Error),
+    /// A frame did not decode (the link is closed on bad input).
+    #[error("malformed frame: {0}")]
+    Malformed(wire::WireError),
+    /// A frame of a kind this link does not carry.
+    #[error("unexpected {0:?} frame")]
+    Unexpected(Kind),
+    /// The heartbeat went unanswered.
+    #[error("no heartbeat reply within {0:?}")]
+    Heartbeat(Duration),
+    /// The heartbeat could not be sent.
+    #[error("heartbeat failed: {0}")]
+    HeartbeatFailed(CallError),
+    /// The node is stopping.
+    #[error("node stopping")]
+    Stopping,
+}
+
+impl LinkEnd {
+    /// Whether the peer sent something it must not (logged as an error, counted as a transport
+    /// error).
+    pub fn is_bad_input(&self) -> bool {
+        matches!(self, LinkEnd::Malformed(_) | LinkEnd::Unexpected(_))
+    }
 }
 
 /// Who waits for a reply.
@@ -267,8 +385,8 @@ impl Peer {
 async fn read_frames(
     mut r: OwnedReadHalf,
     limits: WireLimits,
-    mut f: impl FnMut(wire::Frame) -> Result<(), String>,
-) -> String {
+    mut f: impl FnMut(wire::Frame) -> Result<(), LinkEnd>,
+) -> LinkEnd {
     let mut buf = BytesMut::with_capacity(16 * 1024);
     loop {
         loop {
@@ -279,33 +397,39 @@ async fn read_frames(
                     }
                 }
                 Ok(None) => break,
-                Err(e) => return format!("malformed frame: {e}"),
+                Err(e) => return LinkEnd::Malformed(e),
             }
         }
         if buf.capacity() - buf.len() < 8 * 1024 {
             buf.reserve(16 * 1024);
         }
         match r.read_buf(&mut buf).await {
-            Ok(0) => return "closed by peer".into(),
+            Ok(0) => return LinkEnd::ClosedByPeer,
             Ok(_) => {}
-            Err(e) => return format!("read error: {e}"),
+            Err(e) => return LinkEnd::Read(e),
         }
     }
 }
 
 /// Reads exactly one frame (the handshake).
-async fn read_one(s: &mut TcpStream, limits: &WireLimits) -> Result<wire::Frame, String> {
+async fn read_one(s: &mut TcpStream, limits: &WireLimits) -> Result<wire::Frame, LinkError> {
     let mut buf = BytesMut::with_capacity(512);
     loop {
         match wire::decode(&mut buf, limits) {
             Ok(Some(f)) => return Ok(f),
             Ok(None) => {}
-            Err(e) => return Err(format!("malformed handshake: {e}")),
+            Err(wire::WireError::UnsupportedVersion(v)) => {
+                return Err(LinkError::Protocol {
+                    peer: v,
+                    ours: wire::VERSION,
+                })
+            }
+            Err(e) => return Err(LinkError::MalformedHandshake(e)),
         }
         match s.read_buf(&mut buf).await {
-            Ok(0) => return Err("closed during handshake".into()),
+            Ok(0) => return Err(LinkError::ClosedInHandshake),
             Ok(_) => {}
-            Err(e) => return Err(format!("read error: {e}")),
+            Err(e) => return Err(LinkError::Read(e)),
         }
     }
 }
@@ -320,41 +444,50 @@ fn hello(cl: &Cluster) -> Vec<u8> {
 }
 
 /// Checks a peer's hello; the error says why the link is refused.
-fn check_hello(cl: &Cluster, f: &wire::Frame) -> Result<Hello, String> {
+fn check_hello(cl: &Cluster, f: &wire::Frame) -> Result<Hello, LinkError> {
     if f.kind != Kind::Hello {
-        return Err(format!("expected a handshake, got {:?}", f.kind));
+        return Err(LinkError::NotHello(f.kind));
     }
-    let h: Hello = wire::from_body(&f.body).map_err(|e| e.to_string())?;
+    let h: Hello = wire::from_body(&f.body).map_err(LinkError::MalformedHandshake)?;
     if h.cluster != cl.name {
-        return Err(format!(
-            "peer belongs to cluster '{}', this node to '{}'",
-            h.cluster, cl.name
-        ));
+        return Err(LinkError::OtherCluster {
+            peer: h.cluster,
+            ours: cl.name.clone(),
+        });
     }
     if h.protocol != wire::VERSION {
-        return Err(format!(
-            "peer speaks protocol {}, this node {}",
-            h.protocol,
-            wire::VERSION
-        ));
+        return Err(LinkError::Protocol {
+            peer: h.protocol,
+            ours: wire::VERSION,
+        });
+    }
+    let origin = origin_of(&h.node_id);
+    if h.node_id != cl.node_id && origin == origin_of(&cl.node_id) {
+        return Err(LinkError::OriginCollision {
+            peer: h.node_id,
+            ours: cl.node_id.clone(),
+            origin,
+        });
     }
     Ok(h)
 }
 
-async fn dial(cl: &Cluster, addr: &str, limits: &WireLimits) -> Result<(TcpStream, Hello), String> {
+async fn dial(
+    cl: &Cluster,
+    addr: &str,
+    limits: &WireLimits,
+) -> Result<(TcpStream, Hello), LinkError> {
     let mut s = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect failed: {e}"))?;
+        .map_err(|_| LinkError::ConnectTimeout)?
+        .map_err(LinkError::Connect)?;
     let _ = s.set_nodelay(true);
     let mut out = BytesMut::new();
     wire::encode(Kind::Hello, 0, &hello(cl), &mut out);
-    s.write_all(&out)
-        .await
-        .map_err(|e| format!("write failed: {e}"))?;
+    s.write_all(&out).await.map_err(LinkError::Write)?;
     let f = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_one(&mut s, limits))
         .await
-        .map_err(|_| "handshake timed out".to_string())??;
+        .map_err(|_| LinkError::HandshakeTimeout)??;
     let h = check_hello(cl, &f)?;
     Ok((s, h))
 }
@@ -397,7 +530,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                 let p = peer.clone();
                 let reader = read_frames(r, limits, move |f| {
                     if f.kind != Kind::Reply {
-                        return Err(format!("unexpected {:?} frame on an outbound link", f.kind));
+                        return Err(LinkEnd::Unexpected(f.kind));
                     }
                     match p.pending.lock().remove(&f.id) {
                         Some(Waiter::One(tx)) => {
@@ -414,18 +547,19 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                     why = reader => why,
                     why = q.write_loop(w) => why,
                     why = heartbeat(&peer) => why,
-                    _ = shutdown.changed() => "node stopping".to_string(),
+                    _ = shutdown.changed() => LinkEnd::Stopping,
                 };
                 peer.set_down();
                 tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, addr = %peer.addr, reason = %why, "peer link down");
             }
             Err(e) => {
-                if e.contains("cluster") || e.contains("protocol") || e.contains("handshake") {
+                if e.is_refusal() {
                     inc(&cl.metrics.handshake_failures);
                 }
-                if e != last_error {
+                let text = e.to_string();
+                if text != last_error {
                     tracing::warn!(component = "cluster", node_id = %cl.node_id, addr = %peer.addr, error = %e, "cannot link to peer; retrying with backoff");
-                    last_error = e;
+                    last_error = text;
                 }
             }
         }
@@ -444,16 +578,14 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
 /// for [`HEARTBEAT_TIMEOUT`]: a peer that is connected but not running (paused, overloaded,
 /// behind a black hole) is then taken out of coordination like a crashed one, and the requests
 /// queued for it are failed instead of piling up.
-async fn heartbeat(peer: &Peer) -> String {
+async fn heartbeat(peer: &Peer) -> LinkEnd {
     let ping = wire::to_body(&hypercache_cluster::msg::Request::Ping);
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         match peer.call(&ping, HEARTBEAT_TIMEOUT).await {
             Ok(_) => {}
-            Err(CallError::Timeout) => {
-                return format!("no heartbeat reply within {HEARTBEAT_TIMEOUT:?}")
-            }
-            Err(e) => return format!("heartbeat failed: {e}"),
+            Err(CallError::Timeout) => return LinkEnd::Heartbeat(HEARTBEAT_TIMEOUT),
+            Err(e) => return LinkEnd::HeartbeatFailed(e),
         }
     }
 }
@@ -488,7 +620,7 @@ async fn serve_inbound(
     let h = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_one(&mut s, &limits)).await {
         Ok(Ok(f)) => check_hello(&cl, &f),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err("handshake timed out".into()),
+        Err(_) => Err(LinkError::HandshakeTimeout),
     };
     // Answer with our hello either way, so a refused dialer can log why.
     let mut out = BytesMut::new();
@@ -512,7 +644,7 @@ async fn serve_inbound(
     let from: Arc<str> = h.node_id.clone().into();
     let reader = read_frames(r, limits, move |f| {
         if f.kind != Kind::Request {
-            return Err(format!("unexpected {:?} frame on an inbound link", f.kind));
+            return Err(LinkEnd::Unexpected(f.kind));
         }
         super::exec::serve_request(&sh, &c, &from, f.id, f.body, &q2);
         Ok(())
@@ -520,11 +652,11 @@ async fn serve_inbound(
     let why = tokio::select! {
         why = reader => why,
         why = q.write_loop(w) => why,
-        _ = shutdown.changed() => "node stopping".to_string(),
+        _ = shutdown.changed() => LinkEnd::Stopping,
     };
     q.close();
     tracing::debug!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, reason = %why, "inbound peer link closed");
-    if why.starts_with("malformed") || why.starts_with("unexpected") {
+    if why.is_bad_input() {
         inc(&cl.metrics.transport_errors);
         tracing::error!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, reason = %why, "closed a peer link on bad input");
     }
