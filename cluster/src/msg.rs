@@ -7,7 +7,7 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-use crate::op::{Op, OpError, Outcome};
+use crate::op::{ExpireCond, ExpiryChange, Op, OpError, Outcome, SetCond};
 use crate::version::Version;
 
 /// What a node holds for one key, as exchanged between replicas. Ordered by version: the newest
@@ -148,7 +148,218 @@ impl From<WireOutcome> for Outcome {
     }
 }
 
-/// A request from one node to another (frame kind `Request`; the reply has the same id).
+/// An operation as it crosses the wire: its own type, so that the in-memory [`Op`] can change
+/// without changing the protocol. Tags are the variants' positions, declared by
+/// [`WireOp::tag`] and pinned by golden-bytes tests; new variants are only ever appended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireOp<'a> {
+    /// Tag 0: `GET`.
+    Get,
+    /// Tag 1: `SET`: value, condition (0 always, 1 NX, 2 XX), expiry, `GET`.
+    Set {
+        /// The value.
+        #[serde(borrow)]
+        value: &'a [u8],
+        /// 0 always, 1 `NX`, 2 `XX`.
+        cond: u8,
+        /// The expiry change.
+        expiry: WireExpiry,
+        /// Reply with the old value.
+        get: bool,
+    },
+    /// Tag 2: `GETDEL`.
+    GetDel,
+    /// Tag 3: `GETEX`.
+    GetEx(WireExpiry),
+    /// Tag 4: `INCRBY`.
+    IncrBy(i64),
+    /// Tag 5: `INCRBYFLOAT` (the increment as the client sent it).
+    IncrByFloat(#[serde(borrow)] &'a [u8]),
+    /// Tag 6: `APPEND`.
+    Append(#[serde(borrow)] &'a [u8]),
+    /// Tag 7: `STRLEN`.
+    Strlen,
+    /// Tag 8: `GETRANGE`.
+    GetRange(i64, i64),
+    /// Tag 9: `SETRANGE`.
+    SetRange(u64, #[serde(borrow)] &'a [u8]),
+    /// Tag 10: `DEL` of one key.
+    Del,
+    /// Tag 11: `EXISTS` of one key.
+    Exists,
+    /// Tag 12: `TOUCH` of one key.
+    Touch,
+    /// Tag 13: `TYPE`.
+    Type,
+    /// Tag 14: `EXPIRE` family: absolute deadline (unix ms) and NX/XX/GT/LT as bits 0..3.
+    Expire {
+        /// Deadline, unix ms.
+        at: i64,
+        /// Bit 0 NX, 1 XX, 2 GT, 3 LT.
+        cond: u8,
+    },
+    /// Tag 15: `TTL`/`PTTL`.
+    Ttl {
+        /// Milliseconds.
+        ms: bool,
+    },
+    /// Tag 16: `EXPIRETIME`/`PEXPIRETIME`.
+    ExpireTime {
+        /// Milliseconds.
+        ms: bool,
+    },
+    /// Tag 17: `PERSIST`.
+    Persist,
+    /// Tag 18: `OBJECT ENCODING`.
+    ObjectEncoding,
+    /// Tag 19: `OBJECT IDLETIME`.
+    ObjectIdleTime,
+    /// Tag 20: `OBJECT FREQ`.
+    ObjectFreq,
+    /// Tag 21: `OBJECT REFCOUNT`.
+    ObjectRefcount,
+}
+
+/// An expiry change on the wire. Tag 0 clear, 1 keep, 2 at (unix ms).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WireExpiry {
+    /// Tag 0: remove any expiry.
+    Clear,
+    /// Tag 1: keep it.
+    Keep,
+    /// Tag 2: expire at this unix ms.
+    At(u64),
+}
+
+impl From<ExpiryChange> for WireExpiry {
+    fn from(e: ExpiryChange) -> Self {
+        match e {
+            ExpiryChange::Clear => WireExpiry::Clear,
+            ExpiryChange::Keep => WireExpiry::Keep,
+            ExpiryChange::At(t) => WireExpiry::At(t),
+        }
+    }
+}
+
+impl From<WireExpiry> for ExpiryChange {
+    fn from(e: WireExpiry) -> Self {
+        match e {
+            WireExpiry::Clear => ExpiryChange::Clear,
+            WireExpiry::Keep => ExpiryChange::Keep,
+            WireExpiry::At(t) => ExpiryChange::At(t),
+        }
+    }
+}
+
+impl<'a> From<&Op<'a>> for WireOp<'a> {
+    fn from(op: &Op<'a>) -> Self {
+        match *op {
+            Op::Get => WireOp::Get,
+            Op::Set {
+                value,
+                cond,
+                expiry,
+                get,
+            } => WireOp::Set {
+                value,
+                cond: match cond {
+                    SetCond::Always => 0,
+                    SetCond::IfMissing => 1,
+                    SetCond::IfExists => 2,
+                },
+                expiry: expiry.into(),
+                get,
+            },
+            Op::GetDel => WireOp::GetDel,
+            Op::GetEx(e) => WireOp::GetEx(e.into()),
+            Op::IncrBy(n) => WireOp::IncrBy(n),
+            Op::IncrByFloat(b) => WireOp::IncrByFloat(b),
+            Op::Append(b) => WireOp::Append(b),
+            Op::Strlen => WireOp::Strlen,
+            Op::GetRange(a, b) => WireOp::GetRange(a, b),
+            Op::SetRange(o, b) => WireOp::SetRange(o, b),
+            Op::Del => WireOp::Del,
+            Op::Exists => WireOp::Exists,
+            Op::Touch => WireOp::Touch,
+            Op::Type => WireOp::Type,
+            Op::Expire { at, cond } => WireOp::Expire {
+                at,
+                cond: u8::from(cond.nx)
+                    | u8::from(cond.xx) << 1
+                    | u8::from(cond.gt) << 2
+                    | u8::from(cond.lt) << 3,
+            },
+            Op::Ttl { ms } => WireOp::Ttl { ms },
+            Op::ExpireTime { ms } => WireOp::ExpireTime { ms },
+            Op::Persist => WireOp::Persist,
+            Op::ObjectEncoding => WireOp::ObjectEncoding,
+            Op::ObjectIdleTime => WireOp::ObjectIdleTime,
+            Op::ObjectFreq => WireOp::ObjectFreq,
+            Op::ObjectRefcount => WireOp::ObjectRefcount,
+        }
+    }
+}
+
+impl<'a> WireOp<'a> {
+    /// The in-memory operation (`None` for a value out of range, such as a SET condition 3).
+    pub fn op(&self) -> Option<Op<'a>> {
+        Some(match *self {
+            WireOp::Get => Op::Get,
+            WireOp::Set {
+                value,
+                cond,
+                expiry,
+                get,
+            } => Op::Set {
+                value,
+                cond: match cond {
+                    0 => SetCond::Always,
+                    1 => SetCond::IfMissing,
+                    2 => SetCond::IfExists,
+                    _ => return None,
+                },
+                expiry: expiry.into(),
+                get,
+            },
+            WireOp::GetDel => Op::GetDel,
+            WireOp::GetEx(e) => Op::GetEx(e.into()),
+            WireOp::IncrBy(n) => Op::IncrBy(n),
+            WireOp::IncrByFloat(b) => Op::IncrByFloat(b),
+            WireOp::Append(b) => Op::Append(b),
+            WireOp::Strlen => Op::Strlen,
+            WireOp::GetRange(a, b) => Op::GetRange(a, b),
+            WireOp::SetRange(o, b) => Op::SetRange(o, b),
+            WireOp::Del => Op::Del,
+            WireOp::Exists => Op::Exists,
+            WireOp::Touch => Op::Touch,
+            WireOp::Type => Op::Type,
+            WireOp::Expire { at, cond } => {
+                if cond > 0b1111 {
+                    return None;
+                }
+                Op::Expire {
+                    at,
+                    cond: ExpireCond {
+                        nx: cond & 1 != 0,
+                        xx: cond & 2 != 0,
+                        gt: cond & 4 != 0,
+                        lt: cond & 8 != 0,
+                    },
+                }
+            }
+            WireOp::Ttl { ms } => Op::Ttl { ms },
+            WireOp::ExpireTime { ms } => Op::ExpireTime { ms },
+            WireOp::Persist => Op::Persist,
+            WireOp::ObjectEncoding => Op::ObjectEncoding,
+            WireOp::ObjectIdleTime => Op::ObjectIdleTime,
+            WireOp::ObjectFreq => Op::ObjectFreq,
+            WireOp::ObjectRefcount => Op::ObjectRefcount,
+        })
+    }
+}
+
+/// A request from one node to another (frame kind `Request`; the reply has the same id). Tags
+/// are the variants' positions ([`Request::tag`]), append-only, pinned by golden-bytes tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request<'a> {
     /// Liveness check; answered with [`Response::Pong`].
@@ -161,7 +372,7 @@ pub enum Request<'a> {
         key: &'a [u8],
         /// The operation.
         #[serde(borrow)]
-        op: Op<'a>,
+        op: WireOp<'a>,
         /// Read consistency.
         read: Level,
         /// Write consistency.
@@ -228,7 +439,26 @@ pub enum Request<'a> {
     },
 }
 
-/// The reply to a [`Request`].
+impl Request<'_> {
+    /// The message's tag on the wire (its first body byte after the envelope).
+    pub fn tag(&self) -> u8 {
+        match self {
+            Request::Ping => 0,
+            Request::Exec { .. } => 1,
+            Request::Put { .. } => 2,
+            Request::Fetch { .. } => 3,
+            Request::Keys { .. } => 4,
+            Request::Count { .. } => 5,
+            Request::RandomKey => 6,
+            Request::Dump { .. } => 7,
+            Request::Flush { .. } => 8,
+            Request::Prepare { .. } => 9,
+        }
+    }
+}
+
+/// The reply to a [`Request`]. Tags are the variants' positions ([`Response::tag`]),
+/// append-only, pinned by golden-bytes tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Response {
     /// To [`Request::Ping`].
@@ -285,6 +515,29 @@ pub enum Response {
     NotLive,
 }
 
+impl Response {
+    /// The message's tag on the wire (its first body byte after the envelope).
+    pub fn tag(&self) -> u8 {
+        match self {
+            Response::Pong => 0,
+            Response::Outcome(_) => 1,
+            Response::Written { .. } => 2,
+            Response::NoReplicas { .. } => 3,
+            Response::Stored => 4,
+            Response::State(_) => 5,
+            Response::Keys { .. } => 6,
+            Response::Count(_) => 7,
+            Response::Key(_) => 8,
+            Response::Dump { .. } => 9,
+            Response::Syncing => 10,
+            Response::Done => 11,
+            Response::Error(_) => 12,
+            Response::Refused(_) => 13,
+            Response::NotLive => 14,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -296,12 +549,13 @@ mod tests {
         let reqs = [
             Request::Exec {
                 key: b"k",
-                op: Op::Set {
+                op: (&Op::Set {
                     value: b"v",
                     cond: SetCond::IfMissing,
                     expiry: ExpiryChange::At(5),
                     get: true,
-                },
+                })
+                    .into(),
                 read: Level::One,
                 write: Level::Quorum,
                 want_state: true,
@@ -357,5 +611,203 @@ mod tests {
         assert!(live.newer_than(&State::Missing));
         assert!(State::Dead(v(3)).newer_than(&live));
         assert!(!State::Dead(v(2)).newer_than(&live));
+    }
+
+    type Goldens<T> = Vec<(T, &'static str)>;
+
+    /// One of every message, each with its golden bytes (hex of the whole body: envelope, tag,
+    /// fields). A change here is a change of the protocol: bump `wire::VERSION` and say so.
+    fn every_message() -> (Goldens<Request<'static>>, Goldens<Response>) {
+        let v = Version {
+            hlc: 0x0102_0304_0506,
+            origin: 0x0a0b_0c0d,
+        };
+        let live = State::Live {
+            value: Bytes::from_static(b"val"),
+            expire_at: 1_700_000_000_000,
+            version: v,
+            enc: 2,
+        };
+        let requests = vec![
+            (Request::Ping, "000000"),
+            (
+                Request::Exec {
+                    key: b"k",
+                    op: (&Op::Set {
+                        value: b"v",
+                        cond: SetCond::IfMissing,
+                        expiry: ExpiryChange::At(5),
+                        get: true,
+                    })
+                        .into(),
+                    read: Level::Quorum,
+                    write: Level::All,
+                    want_state: true,
+                },
+                "000001016b01017601020501010201",
+            ),
+            (
+                Request::Exec {
+                    key: b"c",
+                    op: (&Op::IncrBy(-3)).into(),
+                    read: Level::One,
+                    write: Level::Quorum,
+                    want_state: false,
+                },
+                "00000101630405000100",
+            ),
+            (
+                Request::Put {
+                    key: b"k",
+                    state: live.clone(),
+                },
+                "000002016b020376616c80d095ffbc31868a9098a0208d98ac5002",
+            ),
+            (Request::Fetch { key: b"k" }, "000003016b"),
+            (
+                Request::Keys {
+                    slots: vec![1, 300],
+                    pattern: Some(b"a*"),
+                },
+                "0000040201ac020102612a",
+            ),
+            (Request::Count { slots: vec![7] }, "0000050107"),
+            (Request::RandomKey, "000006"),
+            (
+                Request::Dump {
+                    slots: vec![0, 16383],
+                    budget: 4 << 20,
+                },
+                "0000070200ff7f80808002",
+            ),
+            (Request::Flush { horizon: v }, "000008868a9098a0208d98ac50"),
+            (
+                Request::Prepare {
+                    key: b"k",
+                    ballot: v,
+                },
+                "000009016b868a9098a0208d98ac50",
+            ),
+        ];
+        let responses = vec![
+            (Response::Pong, "000000"),
+            (Response::Outcome(Outcome::Int(42).into()), "0000010254"),
+            (
+                Response::Written {
+                    outcome: Outcome::Ok.into(),
+                    state: State::Dead(v),
+                },
+                "0000020001868a9098a0208d98ac50",
+            ),
+            (Response::NoReplicas { write: true }, "00000301"),
+            (Response::Stored, "000004"),
+            (Response::State(State::Missing), "00000500"),
+            (
+                Response::Keys {
+                    keys: vec![Bytes::from_static(b"a")],
+                    examined: 9,
+                },
+                "00000601016109",
+            ),
+            (Response::Count(5), "00000705"),
+            (
+                Response::Key(Some(Bytes::from_static(b"k"))),
+                "00000801016b",
+            ),
+            (
+                Response::Dump {
+                    entries: vec![(Bytes::from_static(b"k"), live)],
+                    slots: 1,
+                },
+                "00000901016b020376616c80d095ffbc31868a9098a0208d98ac500201",
+            ),
+            (Response::Syncing, "00000a"),
+            (Response::Done, "00000b"),
+            (Response::Error("no".into()), "00000c026e6f"),
+            (Response::Refused(v), "00000d868a9098a0208d98ac50"),
+            (Response::NotLive, "00000e"),
+        ];
+        (requests, responses)
+    }
+
+    fn hex(b: &[u8]) -> String {
+        b.iter().map(|x| format!("{x:02x}")).collect()
+    }
+
+    #[test]
+    fn every_message_has_its_golden_bytes_and_tag() {
+        let (requests, responses) = every_message();
+        let mut wrong = Vec::new();
+        for (r, golden) in &requests {
+            let body = to_body(r);
+            // The envelope (epoch 0, no trace) is two bytes; the tag follows.
+            assert_eq!(body[2], r.tag(), "{r:?}");
+            if hex(&body) != *golden {
+                wrong.push(format!("{r:?}: {}", hex(&body)));
+            }
+            assert_eq!(&from_body::<Request<'_>>(&body).unwrap(), r);
+        }
+        for (r, golden) in &responses {
+            let body = to_body(r);
+            assert_eq!(body[2], r.tag(), "{r:?}");
+            if hex(&body) != *golden {
+                wrong.push(format!("{r:?}: {}", hex(&body)));
+            }
+            assert_eq!(&from_body::<Response>(&body).unwrap(), r);
+        }
+        assert!(wrong.is_empty(), "bytes changed:\n{}", wrong.join("\n"));
+        // Tags are distinct and dense.
+        let tags: Vec<u8> = requests.iter().map(|(r, _)| r.tag()).collect();
+        assert!((0..10).all(|t| tags.contains(&t)));
+    }
+
+    #[test]
+    fn every_operation_crosses_the_wire_unchanged() {
+        use crate::op::ExpireCond;
+        let ops = [
+            Op::Get,
+            Op::set(b"v"),
+            Op::GetDel,
+            Op::GetEx(ExpiryChange::Keep),
+            Op::IncrBy(-1),
+            Op::IncrByFloat(b"1.5"),
+            Op::Append(b"x"),
+            Op::Strlen,
+            Op::GetRange(-3, 9),
+            Op::SetRange(4, b"yy"),
+            Op::Del,
+            Op::Exists,
+            Op::Touch,
+            Op::Type,
+            Op::Expire {
+                at: -5,
+                cond: ExpireCond {
+                    nx: false,
+                    xx: true,
+                    gt: false,
+                    lt: true,
+                },
+            },
+            Op::Ttl { ms: true },
+            Op::ExpireTime { ms: false },
+            Op::Persist,
+            Op::ObjectEncoding,
+            Op::ObjectIdleTime,
+            Op::ObjectFreq,
+            Op::ObjectRefcount,
+        ];
+        for (i, op) in ops.iter().enumerate() {
+            let w = WireOp::from(op);
+            let body = to_body(&w);
+            assert_eq!(usize::from(body[2]), i, "{op:?} has tag {i}");
+            assert_eq!(from_body::<WireOp<'_>>(&body).unwrap().op(), Some(*op));
+        }
+        let bad = WireOp::Set {
+            value: b"v",
+            cond: 3,
+            expiry: WireExpiry::Clear,
+            get: false,
+        };
+        assert_eq!(bad.op(), None, "an out-of-range condition is refused");
     }
 }

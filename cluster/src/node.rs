@@ -232,7 +232,7 @@ impl Call {
                 want_state,
             } => Request::Exec {
                 key,
-                op: op.op(),
+                op: (&op.op()).into(),
                 read: *read,
                 write: *write,
                 want_state: *want_state,
@@ -1159,6 +1159,9 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             write,
             want_state,
         } => {
+            let Some(op) = op.op() else {
+                return Served::Reply(Response::Error("malformed operation".into()));
+            };
             let mut m = KeyRequest::new(
                 Bytes::copy_from_slice(key),
                 token,

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0..2    magic       "HC"
-//! 2       version     protocol version (1)
+//! 2       version     protocol version (2)
 //! 3       kind        message kind (see [`Kind`])
 //! 4       flags       bit 0: body is lz4-compressed; other bits must be 0
 //! 5       reserved    must be 0
@@ -10,8 +10,8 @@
 //! 14..18  body length u32 LE (bytes on the wire, after compression)
 //! ```
 //!
-//! Bodies are [`crate::msg`] messages serialized with postcard (compact, stable, serde). Bodies over
-//! [`COMPRESS_ABOVE`] bytes are lz4-compressed. Decoding is two-phase like the RESP parser:
+//! Bodies are an [`Envelope`] then a [`crate::msg`] message, serialized with postcard (compact,
+//! stable, serde). Bodies over [`COMPRESS_ABOVE`] bytes are lz4-compressed. Decoding is two-phase like the RESP parser:
 //! [`check`] reads only the header, allocates nothing and enforces the size limit; [`decode`]
 //! takes a complete frame. Anything malformed or oversized is an error (the link is then closed),
 //! never a panic.
@@ -219,13 +219,47 @@ pub struct Hello {
 
 /// Serializes a message body.
 pub fn to_body<T: Serialize>(msg: &T) -> Vec<u8> {
-    postcard::to_allocvec(msg).expect("serializing to memory cannot fail")
+    to_body_in(&Envelope::default(), msg)
+}
+
+/// A W3C trace context (`traceparent`: trace id, parent span id, flags), carried across nodes so
+/// that one request's spans on every node join one trace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TraceContext {
+    /// The trace id.
+    pub trace_id: [u8; 16],
+    /// The sender's span id (the parent of the receiver's spans).
+    pub span_id: [u8; 8],
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+/// What every message body starts with (protocol 2): the sender's ring epoch, so that a node
+/// that sees a newer one catches up before trusting its own preference lists, and an optional
+/// trace context. Membership is static in this release, so the epoch is 0; tracing comes with
+/// the observability work, so the trace is `None` unless a caller sets it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Envelope {
+    /// The sender's ring epoch.
+    pub epoch: u64,
+    /// The sender's trace context, if the request is traced.
+    pub trace: Option<TraceContext>,
+}
+
+/// Serializes `msg` in envelope `env`.
+pub fn to_body_in<T: Serialize>(env: &Envelope, msg: &T) -> Vec<u8> {
+    postcard::to_allocvec(&(env, msg)).expect("serializing to memory cannot fail")
+}
+
+/// Deserializes a message body and its envelope.
+pub fn from_body_in<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<(Envelope, T), WireError> {
+    postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))
 }
 
 /// Serializes a message body into one allocation of `capacity` bytes (enough for the message:
 /// no regrowth, where [`to_body`] starts small and doubles).
 pub fn to_body_sized<T: Serialize>(msg: &T, capacity: usize) -> Vec<u8> {
-    postcard::to_extend(msg, Vec::with_capacity(capacity))
+    postcard::to_extend(&(Envelope::default(), msg), Vec::with_capacity(capacity))
         .expect("serializing to memory cannot fail")
 }
 
@@ -233,7 +267,7 @@ pub fn to_body_sized<T: Serialize>(msg: &T, capacity: usize) -> Vec<u8> {
 /// the stack: no allocation per message.
 pub fn encode_msg<T: Serialize>(kind: Kind, id: u64, msg: &T, out: &mut BytesMut) {
     let mut stack = [0u8; 256];
-    match postcard::to_slice(msg, &mut stack) {
+    match postcard::to_slice(&(Envelope::default(), msg), &mut stack) {
         Ok(body) => encode(kind, id, body, out),
         Err(_) => encode(kind, id, &to_body(msg), out),
     }
@@ -241,7 +275,7 @@ pub fn encode_msg<T: Serialize>(kind: Kind, id: u64, msg: &T, out: &mut BytesMut
 
 /// Deserializes a message body.
 pub fn from_body<'a, T: Deserialize<'a>>(body: &'a [u8]) -> Result<T, WireError> {
-    postcard::from_bytes(body).map_err(|e| WireError::Body(e.to_string()))
+    from_body_in(body).map(|(_, m)| m)
 }
 
 #[cfg(test)]
