@@ -93,7 +93,7 @@ fn main() -> ExitCode {
         if let Some(cl) = shared.cluster.clone() {
             match hypercache::cluster::start(shared.clone(), cl.clone()).await {
                 Ok(l) => {
-                    tokio::spawn(hypercache::cluster::link::accept_loop(l, shared.clone(), cl));
+                    shared.tasks.spawn(hypercache::cluster::link::accept_loop(l, shared.clone(), cl));
                 }
                 Err(e) => {
                     tracing::error!(component = "cluster", addr = %cl.cluster_addr, error = %e, "cannot listen on the cluster port");
@@ -101,11 +101,17 @@ fn main() -> ExitCode {
                 }
             }
         }
-        tokio::spawn(server::expiry_task(shared.clone()));
-        tokio::spawn(server::signals(shared.clone()));
+        shared.tasks.spawn(server::expiry_task(shared.clone()));
+        shared.tasks.spawn(server::signals(shared.clone()));
         let node_id = shared.config.read().node_id();
         tracing::info!(component = "server", node_id = %node_id, addr = %addr, version = env!("CARGO_PKG_VERSION"), "ready to accept connections");
-        server::run(listener, shared, Duration::from_secs(5)).await;
+        server::run(listener, shared.clone(), Duration::from_secs(5)).await;
+        // Every background task ends on shutdown (or, for a request's replication, by its own
+        // deadline): wait for them, within a bound.
+        shared.tasks.close();
+        if tokio::time::timeout(Duration::from_secs(5), shared.tasks.wait()).await.is_err() {
+            tracing::warn!(component = "server", node_id = %node_id, left = shared.tasks.len(), "background tasks still running after 5 s; stopping anyway");
+        }
         tracing::info!(component = "server", node_id = %node_id, "stopped");
         ExitCode::SUCCESS
     })

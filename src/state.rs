@@ -190,6 +190,9 @@ pub struct Shared {
     pub port: AtomicU64,
     /// The cluster this node belongs to (`None`: a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// Every background task (peer links, the start-up copy, replication that continues after a
+    /// reply, expiry): shutdown closes it and waits for them, within a bound.
+    pub tasks: tokio_util::task::TaskTracker,
     /// This node's id, for logs.
     pub node_id: String,
 }
@@ -220,6 +223,7 @@ impl Shared {
             shutdown,
             port: AtomicU64::new(0),
             cluster,
+            tasks: tokio_util::task::TaskTracker::new(),
             node_id,
         })
     }

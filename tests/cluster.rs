@@ -856,3 +856,19 @@ fn peers_whose_ids_share_a_version_origin_are_refused() {
         assert!(failures > 0, "{info}");
     }
 }
+
+/// Every background task belongs to the node's tracker and ends on shutdown: a node whose peers
+/// are all gone (its start-up copy and links still waiting for them) stops promptly on SHUTDOWN.
+#[test]
+fn shutdown_stops_background_work_promptly_with_the_peers_gone() {
+    let mut c = TestCluster::start(3, &[]);
+    c.kill(1);
+    c.kill(2);
+    let mut conn = c.conn(0);
+    let _: RedisResult<()> = redis::cmd("SHUTDOWN").query(&mut conn);
+    let mut node = c.nodes[0].take().unwrap();
+    assert!(
+        node.wait_exit(Duration::from_secs(3)),
+        "node 0 did not stop within 3 s of SHUTDOWN"
+    );
+}

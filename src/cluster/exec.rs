@@ -301,7 +301,7 @@ fn drive(
         if d.m.is_done() {
             d.close(cl);
         } else {
-            tokio::spawn(d.run_to_end(shared.clone(), cl.clone()));
+            shared.tasks.spawn(d.run_to_end(shared.clone(), cl.clone()));
         }
         return Ok(f);
     }
@@ -312,7 +312,7 @@ fn drive(
         if d.m.is_done() {
             d.close(&c);
         } else {
-            tokio::spawn(d.run_to_end(sh, c));
+            sh.tasks.spawn(d.run_to_end(sh.clone(), c));
         }
         f
     }))
@@ -531,7 +531,7 @@ pub fn serve_request(
                 Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
                 Err(later) => {
                     let q = q.clone();
-                    tokio::spawn(async move {
+                    shared.tasks.spawn(async move {
                         let f = later.await;
                         q.push_msg(Kind::Reply, id, &node::exec_response(f));
                     });

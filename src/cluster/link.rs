@@ -597,7 +597,7 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>,
         tokio::select! {
             a = listener.accept() => match a {
                 Ok((s, from)) => {
-                    tokio::spawn(serve_inbound(shared.clone(), cl.clone(), s, from));
+                    shared.tasks.spawn(serve_inbound(shared.clone(), cl.clone(), s, from));
                 }
                 Err(e) => {
                     tracing::warn!(component = "cluster", node_id = %cl.node_id, error = %e, "cluster accept failed");

@@ -243,9 +243,13 @@ pub async fn start(
     };
     let listener = tokio::net::TcpListener::bind(&bind).await?;
     for i in 0..cl.peers.len() {
-        tokio::spawn(link::run_outbound(shared.clone(), cl.clone(), i));
+        shared
+            .tasks
+            .spawn(link::run_outbound(shared.clone(), cl.clone(), i));
     }
-    tokio::spawn(exec::bootstrap(shared.clone(), cl.clone()));
+    shared
+        .tasks
+        .spawn(exec::bootstrap(shared.clone(), cl.clone()));
     shared
         .store
         .set_tombstones(cl.view().ring.replicas() > 1 || !cl.peers.is_empty());
