@@ -107,7 +107,7 @@ async fn run(
         }
         match read {
             Ok(0) => return "eof",
-            Ok(n) => Stats::add(&s.shared.stats.net_input_bytes, n as u64),
+            Ok(n) => Stats::add(&s.shared.metrics.server.net_input_bytes, n as u64),
             Err(_) => return "read error",
         }
         s.refresh_config();
@@ -137,7 +137,7 @@ async fn run(
                 }
                 Ok(false) => break,
                 Err(e) => {
-                    Stats::add(&s.shared.stats.protocol_errors, 1);
+                    Stats::add(&s.shared.metrics.server.protocol_errors, 1);
                     tracing::info!(node_id = %s.shared.node_id, component = "server", client_id = s.handle.id, error = %e, "protocol error, closing client");
                     if let Some(text) = e.reply_text() {
                         Frame::Error(text.into()).encode(Protocol::Resp2, &mut s.out);
@@ -153,7 +153,10 @@ async fn run(
             if socket.write_all(&s.out).await.is_err() {
                 return "write error";
             }
-            Stats::add(&s.shared.stats.net_output_bytes, s.out.len() as u64);
+            Stats::add(
+                &s.shared.metrics.server.net_output_bytes,
+                s.out.len() as u64,
+            );
             s.out.clear();
             if s.out.capacity() > KEEP_BUFFER {
                 s.out = BytesMut::new();

@@ -21,6 +21,7 @@ mod cmd;
 pub mod config;
 pub mod conn;
 pub mod memory;
+pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod state;

@@ -4,7 +4,6 @@
 //! The measure is `used_memory`, the bytes the allocator holds for this process (see
 //! [`crate::alloc`]), as in Redis. Expired keys are reclaimed before any live key is evicted.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use hypercache_cluster::evict::Policy;
@@ -20,20 +19,14 @@ const EXPIRE_BUDGET_PER_WRITE: usize = 256;
 /// Longest time the background evictor works per tick.
 const BACKGROUND_BUDGET: Duration = Duration::from_millis(25);
 
-/// Highest `used_memory` seen, sampled once per background tick and by INFO/MEMORY (not on the
-/// write path: a shared atomic update per write would cost more than the figure is worth).
-pub static PEAK: AtomicU64 = AtomicU64::new(0);
-
 /// Bytes the allocator holds for the process.
 pub fn used() -> u64 {
     crate::ALLOC.allocated() as u64
 }
 
-/// [`used`], also recorded in [`PEAK`].
-pub fn sample() -> u64 {
-    let used = used();
-    PEAK.fetch_max(used, Ordering::Relaxed);
-    used
+/// [`used`], also recorded as a sample of the peak in the metrics registry.
+pub fn sample(shared: &Shared) -> u64 {
+    shared.metrics.sample_memory(used())
 }
 
 fn ctx(shared: &Shared) -> (Ctx, Policy, usize) {

@@ -27,10 +27,10 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, grace: Duration) {
             accepted = listener.accept() => match accepted {
                 Ok((socket, _)) => {
                     backoff = Duration::from_millis(5);
-                    Stats::add(&shared.stats.connections_received, 1);
+                    Stats::add(&shared.metrics.server.connections_received, 1);
                     let max = shared.config.read().maxclients as usize;
                     if shared.connected.load(Ordering::Relaxed) >= max {
-                        Stats::add(&shared.stats.rejected_connections, 1);
+                        Stats::add(&shared.metrics.server.rejected_connections, 1);
                         conns.spawn(conn::refuse(socket));
                         continue;
                     }
@@ -82,7 +82,7 @@ pub async fn expiry_task(shared: Arc<Shared>) {
             _ = tokio::time::sleep(Duration::from_millis(1000 / hz)) => {}
             _ = shutdown.changed() => return,
         }
-        crate::memory::sample();
+        crate::memory::sample(&shared);
         crate::memory::background_round(&shared);
         let started = Instant::now();
         loop {

@@ -188,7 +188,10 @@ impl Session {
             m.last_active = Some(self.clock);
         }
         if self.commands > 0 {
-            Stats::add(&self.shared.stats.commands_processed, self.commands);
+            Stats::add(
+                &self.shared.metrics.server.commands_processed,
+                self.commands,
+            );
             self.commands = 0;
         }
     }

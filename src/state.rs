@@ -32,33 +32,7 @@ pub fn set_clock_offset(ms: i64) {
     CLOCK_OFFSET.store(ms, std::sync::atomic::Ordering::Relaxed);
 }
 
-/// Counters reported by INFO stats.
-#[derive(Debug, Default)]
-pub struct Stats {
-    /// Connections accepted.
-    pub connections_received: AtomicU64,
-    /// Connections refused at `maxclients`.
-    pub rejected_connections: AtomicU64,
-    /// Commands executed.
-    pub commands_processed: AtomicU64,
-    /// Bytes read from clients.
-    pub net_input_bytes: AtomicU64,
-    /// Bytes written to clients.
-    pub net_output_bytes: AtomicU64,
-    /// Reads that found their key.
-    pub keyspace_hits: AtomicU64,
-    /// Reads that did not.
-    pub keyspace_misses: AtomicU64,
-    /// Protocol errors (connections closed for malformed input).
-    pub protocol_errors: AtomicU64,
-}
-
-impl Stats {
-    /// Adds `n` to a counter.
-    pub fn add(c: &AtomicU64, n: u64) {
-        c.fetch_add(n, Ordering::Relaxed);
-    }
-}
+pub use crate::metrics::Stats;
 
 /// What CLIENT LIST shows about a connection and what may change while it lives.
 #[derive(Debug, Default, Clone)]
@@ -175,8 +149,8 @@ pub struct Shared {
     pub connected: std::sync::atomic::AtomicUsize,
     /// Next client id.
     pub next_client_id: AtomicU64,
-    /// Counters.
-    pub stats: Stats,
+    /// Every metric of the node (the cluster shares it).
+    pub metrics: Arc<crate::metrics::Registry>,
     /// Slow log.
     pub slowlog: Mutex<SlowLog>,
     /// Process start.
@@ -202,7 +176,8 @@ impl Shared {
     pub fn new(config: Config) -> Arc<Shared> {
         let seed = SmallRng::from_os_rng().next_u64();
         let (shutdown, _) = watch::channel(false);
-        let cluster = crate::cluster::Cluster::from_config(&config);
+        let metrics = Arc::new(crate::metrics::Registry::default());
+        let cluster = crate::cluster::Cluster::from_config(&config, metrics.clone());
         // The tie-break of versions this node creates: a stable number from its id.
         let node_id = config.node_id();
         let origin = hypercache_cluster::version::origin_of(&node_id);
@@ -216,7 +191,7 @@ impl Shared {
             clients: Mutex::new(HashMap::new()),
             connected: Default::default(),
             next_client_id: AtomicU64::new(1),
-            stats: Stats::default(),
+            metrics,
             slowlog: Mutex::new(SlowLog::default()),
             started: Instant::now(),
             rng: Mutex::new(SmallRng::seed_from_u64(seed.rotate_left(7))),

@@ -872,3 +872,33 @@ fn shutdown_stops_background_work_promptly_with_the_peers_gone() {
         "node 0 did not stop within 3 s of SHUTDOWN"
     );
 }
+
+/// One metrics registry: a cluster counts keyspace hits and misses as a single node does, and
+/// `HC.METRICS` reports the server, store and memory figures beside `dist.*`.
+#[test]
+fn a_cluster_counts_keyspace_hits_and_misses_and_reports_one_registry() {
+    let c = TestCluster::start(3, &[]);
+    let mut conn = c.conn_at(0, "quorum", "quorum");
+    let _: () = redis::cmd("SET")
+        .arg("there")
+        .arg("1")
+        .query(&mut conn)
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(get(&mut conn, "there").as_deref(), Some("1"));
+    }
+    assert_eq!(get(&mut conn, "absent"), None);
+    let mut one = c.conn_at(0, "one", "quorum");
+    assert_eq!(get(&mut one, "there").as_deref(), Some("1"));
+    assert_eq!(metric(&c, 0, "server.keyspace_hits"), 4);
+    assert_eq!(metric(&c, 0, "server.keyspace_misses"), 1);
+    let info: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut c.conn(0))
+        .unwrap();
+    assert!(info.contains("keyspace_hits:4\r\n"), "{info}");
+    assert!(info.contains("keyspace_misses:1\r\n"), "{info}");
+    assert_eq!(metric(&c, 0, "store.keys"), 1);
+    assert!(metric(&c, 0, "memory.used") > 0);
+    assert!(metric(&c, 0, "dist.write.attempts") >= 1);
+}

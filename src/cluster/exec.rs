@@ -26,8 +26,8 @@ use hypercache_cluster::{Ctx, Op, Outcome};
 use tokio::sync::mpsc;
 
 use super::link::{CallError, Outbound};
-use super::metrics::inc;
 use super::{Cluster, Levels, View};
+use crate::metrics::inc;
 use crate::state::{now_ms, Shared};
 
 pub use hypercache_cluster::node::NoReplicas;
@@ -153,7 +153,7 @@ impl Driver {
                         (Some(p), None) => p.send_oneway(&body),
                     };
                     if r.is_err() {
-                        inc(&cl.metrics.transport_errors);
+                        inc(&cl.metrics.dist.transport_errors);
                         if let Some(t) = tag {
                             failed.push(t);
                         }
@@ -196,7 +196,7 @@ impl Driver {
                     Some((tag, body)) => {
                         let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
                             Some(Ok(r)) => {
-                                cl.metrics.peer_latency.record(self.started.elapsed());
+                                cl.metrics.dist.peer_latency.record(self.started.elapsed());
                                 Answer::Reply(r)
                             }
                             Some(Err(_)) => Answer::Reply(Response::Error("malformed reply".into())),
@@ -211,7 +211,7 @@ impl Driver {
                 let view = cl.view();
                 let env = self.env(shared, cl, &view);
                 if self.wake_at.is_some_and(|w| w <= env.ctx.now) {
-                    inc(&cl.metrics.transport_timeouts);
+                    inc(&cl.metrics.dist.transport_timeouts);
                 }
                 self.m.on_deadline(&env, &mut o);
             }
@@ -248,15 +248,15 @@ impl Driver {
             }
         }
         self.sent.clear();
-        cl.metrics.add(&self.m.counts);
+        cl.metrics.dist.add(&self.m.counts);
     }
 
     /// Books the client-facing latency and failure of a reply.
     fn record(&self, cl: &Cluster, f: &Finished) {
         let h = if self.write {
-            &cl.metrics.write_latency
+            &cl.metrics.dist.write_latency
         } else {
-            &cl.metrics.read_latency
+            &cl.metrics.dist.read_latency
         };
         h.record(self.started.elapsed());
         if f.result.is_err() {
@@ -342,7 +342,7 @@ pub fn start(
     m.start(&env, op, &mut o);
     if m.is_done() && o.sends.is_empty() && o.wake.is_empty() {
         // The synchronous fast path: a local read, or a write that needed no message.
-        cl.metrics.add(&m.counts);
+        cl.metrics.dist.add(&m.counts);
         if let Some(f) = o.reply {
             if f.result.is_err() {
                 count_failure(cl, !op.is_read_only());
@@ -373,9 +373,9 @@ pub async fn run(
 
 fn count_failure(cl: &Cluster, write: bool) {
     inc(if write {
-        &cl.metrics.write_quorum_failures
+        &cl.metrics.dist.write_quorum_failures
     } else {
-        &cl.metrics.read_quorum_failures
+        &cl.metrics.dist.read_quorum_failures
     });
 }
 
@@ -403,7 +403,7 @@ async fn fan_out(
         match r {
             Ok(id) => sent.push((tag, id)),
             Err(_) => {
-                inc(&cl.metrics.transport_errors);
+                inc(&cl.metrics.dist.transport_errors);
                 if !decided && on(m, None) {
                     decided = true;
                 }
@@ -436,11 +436,11 @@ async fn fan_out(
                     let m = to[tag];
                     let r = match reply.map(|b| wire::from_body::<Response>(&b)) {
                         Some(Ok(r)) => {
-                            cl.metrics.peer_latency.record(started.elapsed());
+                            cl.metrics.dist.peer_latency.record(started.elapsed());
                             Some(r)
                         }
                         _ => {
-                            inc(&cl.metrics.transport_errors);
+                            inc(&cl.metrics.dist.transport_errors);
                             None
                         }
                     };
@@ -449,7 +449,7 @@ async fn fan_out(
                 None => break,
             },
             _ = &mut sleep => {
-                inc(&cl.metrics.transport_timeouts);
+                inc(&cl.metrics.dist.transport_timeouts);
                 break;
             }
         }
@@ -466,7 +466,7 @@ async fn fan_out(
                 peer.forget(id);
             }
             if !decided {
-                inc(&cl.metrics.transport_errors);
+                inc(&cl.metrics.dist.transport_errors);
                 decided = on(to[tag], None);
             }
         }
@@ -486,7 +486,7 @@ pub fn serve_request(
     let req = match wire::from_body::<Request<'_>>(&body) {
         Ok(r) => r,
         Err(e) => {
-            inc(&cl.metrics.transport_errors);
+            inc(&cl.metrics.dist.transport_errors);
             let reply = Response::Error(format!("malformed request: {e}"));
             q.push_msg(Kind::Reply, id, &reply);
             return;
@@ -519,13 +519,13 @@ pub fn serve_request(
     match node::serve(&env, from, token, req) {
         Served::Reply(r) => {
             if matches!(r, Response::Error(_)) {
-                inc(&cl.metrics.transport_errors);
+                inc(&cl.metrics.dist.transport_errors);
                 tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %from_id, "refused a peer request with an implausible version");
             }
             q.push_msg(Kind::Reply, id, &r);
         }
         Served::Exec(m, o) => {
-            inc(&cl.metrics.forwarded_in);
+            inc(&cl.metrics.dist.forwarded_in);
             let started = Instant::now();
             match drive(shared, cl, *m, token, o, &lv, false, started) {
                 Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
@@ -635,7 +635,7 @@ async fn ask_groups(
         }
     }
     if !ok || out.iter().any(Option::is_none) {
-        inc(&cl.metrics.transport_errors);
+        inc(&cl.metrics.dist.transport_errors);
         return None;
     }
     Some(out.into_iter().flatten().collect())
@@ -659,7 +659,7 @@ async fn keys_in_slots(
     pattern: Option<&Bytes>,
     timeout: Duration,
 ) -> Result<(Vec<Bytes>, u64), NoReplicas> {
-    inc(&cl.metrics.broadcasts);
+    inc(&cl.metrics.dist.broadcasts);
     let view = cl.view();
     let (groups, missing) = owners(cl, &view, slots);
     if missing {
@@ -741,7 +741,7 @@ pub async fn dbsize(
     cl: Arc<Cluster>,
     timeout: Duration,
 ) -> Result<i64, NoReplicas> {
-    inc(&cl.metrics.broadcasts);
+    inc(&cl.metrics.dist.broadcasts);
     let view = cl.view();
     let (groups, missing) = owners(&cl, &view, 0..SLOTS as Slot);
     if missing {
@@ -775,7 +775,7 @@ pub async fn dbsize(
 /// Cluster-wide RANDOMKEY: a random key of a random live member (every member holds copies of
 /// its slots' keys, so any member's key is a key of the cluster).
 pub async fn randomkey(shared: Arc<Shared>, cl: Arc<Cluster>, timeout: Duration) -> Option<Bytes> {
-    inc(&cl.metrics.broadcasts);
+    inc(&cl.metrics.dist.broadcasts);
     let ctx = node_ctx(&shared);
     let live: Vec<usize> = (0..cl.peers.len())
         .filter(|&i| cl.peers[i].is_up())
@@ -811,7 +811,7 @@ pub async fn flushall(
     cl: Arc<Cluster>,
     timeout: Duration,
 ) -> Result<(), NoReplicas> {
-    inc(&cl.metrics.broadcasts);
+    inc(&cl.metrics.dist.broadcasts);
     let horizon = Version {
         hlc: shared.store.clock().tick(now_ms()),
         origin: 0,

@@ -30,8 +30,8 @@ use tokio::sync::{mpsc, oneshot, Notify};
 
 use hypercache_cluster::version::origin_of;
 
-use super::metrics::inc;
 use super::Cluster;
+use crate::metrics::inc;
 use crate::state::Shared;
 
 /// How long a dial or a handshake may take.
@@ -523,7 +523,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                 let q = Arc::new(Outbound::default());
                 *peer.queue.lock() = Some(q.clone());
                 peer.up.store(true, Ordering::Relaxed);
-                inc(&cl.metrics.links_established);
+                inc(&cl.metrics.dist.links_established);
                 backoff = BACKOFF.0;
                 last_error.clear();
                 tracing::info!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, addr = %peer.addr, "peer link up");
@@ -554,7 +554,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
             }
             Err(e) => {
                 if e.is_refusal() {
-                    inc(&cl.metrics.handshake_failures);
+                    inc(&cl.metrics.dist.handshake_failures);
                 }
                 let text = e.to_string();
                 if text != last_error {
@@ -629,7 +629,7 @@ async fn serve_inbound(
     let h = match h {
         Ok(h) => h,
         Err(e) => {
-            inc(&cl.metrics.handshake_failures);
+            inc(&cl.metrics.dist.handshake_failures);
             tracing::warn!(component = "cluster", node_id = %cl.node_id, from = %from, error = %e, "refused a peer link");
             return;
         }
@@ -657,7 +657,7 @@ async fn serve_inbound(
     q.close();
     tracing::debug!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, reason = %why, "inbound peer link closed");
     if why.is_bad_input() {
-        inc(&cl.metrics.transport_errors);
+        inc(&cl.metrics.dist.transport_errors);
         tracing::error!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, reason = %why, "closed a peer link on bad input");
     }
 }

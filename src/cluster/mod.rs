@@ -5,7 +5,6 @@
 //!   reconnect with backoff.
 //! - [`exec`]: running a keyed operation at the requested consistency (local, forwarded or
 //!   fanned out), serving peers' requests, and the cluster-wide commands.
-//! - [`metrics`]: the `dist.*` counters and latency histograms.
 //!
 //! Membership is static in this version: the members are the `--seeds` (plus this node). A member
 //! is live while its link is connected; a member whose link is down is skipped when choosing
@@ -14,7 +13,6 @@
 
 pub mod exec;
 pub mod link;
-pub mod metrics;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +24,6 @@ use parking_lot::RwLock;
 
 use crate::config::Config;
 use link::Peer;
-use metrics::Metrics;
 
 /// The member set and slot ring as this node currently sees it (replaced as a whole when a peer's
 /// handshake reveals an id other than the one assumed from its address).
@@ -78,7 +75,7 @@ pub struct Cluster {
     /// them must not interleave with another rebuild, or an older member set could win.
     rebuild_lock: parking_lot::Mutex<()>,
     /// Counters and latencies.
-    pub metrics: Metrics,
+    pub metrics: Arc<crate::metrics::Registry>,
     /// Whether the start-up copy from the other replicas is done ([`exec::bootstrap`]).
     synced: std::sync::atomic::AtomicBool,
     /// The per-key queue of read-modify-write rounds coordinated here.
@@ -92,7 +89,10 @@ pub struct Cluster {
 impl Cluster {
     /// The cluster part of a node configured with `config`, or `None` for a single node (no
     /// seeds other than itself).
-    pub fn from_config(config: &Config) -> Option<Arc<Cluster>> {
+    pub fn from_config(
+        config: &Config,
+        metrics: Arc<crate::metrics::Registry>,
+    ) -> Option<Arc<Cluster>> {
         let me = config.cluster_address();
         let seeds: Vec<String> = config
             .seed_list()
@@ -121,7 +121,7 @@ impl Cluster {
                 me: 0,
                 peer_of: Vec::new(),
             })),
-            metrics: Metrics::default(),
+            metrics,
             rebuild_lock: parking_lot::Mutex::new(()),
             synced: std::sync::atomic::AtomicBool::new(false),
             gate: Default::default(),

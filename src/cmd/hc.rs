@@ -188,16 +188,24 @@ pub(super) fn consistency(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 }
 
 /// # Format
-/// `HC.METRICS`: flat name/value pairs (`dist.*`).
+/// `HC.METRICS`: every metric of the node's registry as flat name/value pairs (`server.*`,
+/// `store.*`, `memory.*`, and in a cluster `dist.*`).
 pub(super) fn metrics(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    let used = crate::memory::sample(&s.shared);
+    let cluster = s.shared.cluster.as_ref();
     let mut out = Vec::new();
-    if let Some(cl) = &s.shared.cluster {
-        for (k, v) in cl.metrics.pairs() {
-            out.push(bulk(k));
-            out.push(Frame::Integer(v as i64));
-        }
+    for (k, v) in s
+        .shared
+        .metrics
+        .snapshot(&s.shared.store, used, cluster.is_some())
+    {
+        out.push(bulk(k));
+        out.push(Frame::Integer(v as i64));
+    }
+    if let Some(cl) = cluster {
         out.push(bulk("dist.members.live"));
         out.push(Frame::Integer(cl.live_members() as i64));
+        // Kept under its old name too (store.tombstones is the same figure).
         out.push(bulk("dist.tombstones"));
         out.push(Frame::Integer(s.shared.store.tombstones() as i64));
     }

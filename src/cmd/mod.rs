@@ -14,6 +14,7 @@ use hypercache_resp::{errors, num, Frame};
 
 use crate::cluster::{exec, Cluster};
 use crate::session::Session;
+use crate::state::{Shared, Stats};
 use hypercache_cluster::slot::key_slot;
 use hypercache_cluster::Op;
 use std::sync::Arc;
@@ -154,6 +155,20 @@ pub(crate) fn reply(o: Outcome) -> Frame {
     }
 }
 
+/// Counts a GET's keyspace hit or miss (INFO `keyspace_hits`/`keyspace_misses`), in a cluster as
+/// on a single node.
+fn count_lookup(shared: &Shared, op: &Op<'_>, r: &exec::Res) {
+    if !matches!(op, Op::Get) {
+        return;
+    }
+    let st = &shared.metrics.server;
+    match r {
+        Ok(Outcome::Nil) => Stats::add(&st.keyspace_misses, 1),
+        Ok(_) => Stats::add(&st.keyspace_hits, 1),
+        Err(_) => {}
+    }
+}
+
 /// A finished keyed operation's reply: `finish` of its outcome, or the `NOREPLICAS` error.
 fn finished(r: exec::Res, finish: fn(Outcome) -> Frame) -> Frame {
     match r {
@@ -175,10 +190,20 @@ pub(crate) fn keyed(
         return Some(finish(s.shared.store.apply(key, &op, &ctx)));
     };
     match exec::start(&s.shared, &cl, key, &op, s.levels(), &ctx) {
-        exec::Part::Ready(r) => Some(finished(r, finish)),
+        exec::Part::Ready(r) => {
+            count_lookup(&s.shared, &op, &r);
+            Some(finished(r, finish))
+        }
         exec::Part::Later(f) => {
+            let counted = matches!(op, Op::Get).then(|| s.shared.clone());
             s.defer(
-                async move { finished(f.await, finish) },
+                async move {
+                    let r = f.await;
+                    if let Some(sh) = counted {
+                        count_lookup(&sh, &Op::Get, &r);
+                    }
+                    finished(r, finish)
+                },
                 Some(key_slot(key)),
             );
             None

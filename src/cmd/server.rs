@@ -271,7 +271,7 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             Some(Frame::ok())
         }
         b"resetstat" => {
-            let st = &s.shared.stats;
+            let st = &s.shared.metrics.server;
             for c in [
                 &st.commands_processed,
                 &st.connections_received,
@@ -332,7 +332,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
     let want = |name: &str| all || sections.iter().any(|s| s == name);
     let mut out = String::new();
     let c = shared.config.read().clone();
-    let st = &shared.stats;
+    let st = &shared.metrics.server;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     for &section in DEFAULT {
         if !want(section) {
@@ -378,9 +378,9 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("blocked_clients", &0);
             }
             "memory" => {
-                let used = crate::memory::sample();
+                let used = crate::memory::sample(shared);
                 let rss = crate::alloc::rss_bytes();
-                let peak = crate::memory::PEAK.load(Ordering::Relaxed);
+                let peak = shared.metrics.peak_memory.load(Ordering::Relaxed);
                 let store = shared.store.stats();
                 line("used_memory", &used);
                 line("used_memory_human", &human(used));
@@ -463,7 +463,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                         line("hc_write_consistency", &c.write_consistency.name());
                         line("hc_request_timeout_ms", &c.request_timeout_ms);
                         line("hc_tombstones", &shared.store.tombstones());
-                        for (k, val) in cl.metrics.pairs() {
+                        for (k, val) in cl.metrics.dist.pairs() {
                             line(&k.replace('.', "_"), &val);
                         }
                     }
@@ -639,7 +639,7 @@ pub(super) fn memory(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             Some(usage.map_or(Frame::Null, |b| Frame::Integer(b as i64)))
         }
         b"stats" => {
-            let used = crate::memory::sample();
+            let used = crate::memory::sample(&s.shared);
             let store = s.shared.store.stats();
             let rss = crate::alloc::rss_bytes();
             let kv = |k: &'static str, v: i64| (Frame::bulk(k.as_bytes()), Frame::Integer(v));
@@ -647,7 +647,7 @@ pub(super) fn memory(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             Some(Frame::Map(vec![
                 kv(
                     "peak.allocated",
-                    crate::memory::PEAK.load(Ordering::Relaxed) as i64,
+                    s.shared.metrics.peak_memory.load(Ordering::Relaxed) as i64,
                 ),
                 kv("total.allocated", used as i64),
                 kv("dataset.bytes", store.bytes as i64),
@@ -672,7 +672,7 @@ pub(super) fn memory(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             ]))
         }
         b"doctor" => {
-            let used = crate::memory::sample();
+            let used = crate::memory::sample(&s.shared);
             let rss = crate::alloc::rss_bytes();
             let ratio = if used > 0 {
                 rss as f64 / used as f64

@@ -13,9 +13,9 @@ use crate::state::Stats;
 fn read(s: &Session, key: &[u8]) -> Outcome {
     let o = s.shared.store.apply(key, &Op::Get, &s.ctx());
     let counter = if o == Outcome::Nil {
-        &s.shared.stats.keyspace_misses
+        &s.shared.metrics.server.keyspace_misses
     } else {
-        &s.shared.stats.keyspace_hits
+        &s.shared.metrics.server.keyspace_hits
     };
     Stats::add(counter, 1);
     o
@@ -43,7 +43,7 @@ pub(super) fn get(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             false
         }
     });
-    let stats = &s.shared.stats;
+    let stats = &s.shared.metrics.server;
     Stats::add(
         if hit {
             &stats.keyspace_hits

@@ -1,5 +1,8 @@
-//! The cluster's counters and latency histograms, reported by `HC.METRICS` under `dist.*` names
-//! and by INFO's `cluster` section.
+//! The node's one metrics registry ([`Registry`]): the server's counters (INFO `stats`), the
+//! cluster's `dist.*` counters and latency histograms (INFO `cluster`, `HC.METRICS`), the peak of
+//! `used_memory`, and a flat [`Registry::snapshot`] of all of them with the store's own figures,
+//! which `HC.METRICS` reports and an exporter (Prometheus, OpenTelemetry) reads. Machines only
+//! return counts ([`hypercache_cluster::node::Counts`]); the driver adds them here.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -73,7 +76,7 @@ impl Histogram {
 
 /// Everything the cluster layer counts.
 #[derive(Default)]
-pub struct Metrics {
+pub struct DistMetrics {
     /// Writes this node coordinated.
     pub write_attempts: AtomicU64,
     /// Replica acknowledgements received for those writes (the coordinator's own copy included).
@@ -120,7 +123,7 @@ pub struct Metrics {
     pub peer_latency: Histogram,
 }
 
-impl Metrics {
+impl DistMetrics {
     /// Adds a finished machine's counters.
     pub fn add(&self, c: &hypercache_cluster::node::Counts) {
         let a = |x: &AtomicU64, n: u64| {
@@ -142,12 +145,99 @@ impl Metrics {
     }
 }
 
+/// Counters reported by INFO `stats`.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Connections accepted.
+    pub connections_received: AtomicU64,
+    /// Connections refused at `maxclients`.
+    pub rejected_connections: AtomicU64,
+    /// Commands executed.
+    pub commands_processed: AtomicU64,
+    /// Bytes read from clients.
+    pub net_input_bytes: AtomicU64,
+    /// Bytes written to clients.
+    pub net_output_bytes: AtomicU64,
+    /// Reads that found their key (single node and cluster alike).
+    pub keyspace_hits: AtomicU64,
+    /// Reads that did not.
+    pub keyspace_misses: AtomicU64,
+    /// Protocol errors (connections closed for malformed input).
+    pub protocol_errors: AtomicU64,
+}
+
+impl Stats {
+    /// Adds `n` to a counter.
+    pub fn add(c: &AtomicU64, n: u64) {
+        c.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// Every metric of the node, in one place.
+#[derive(Default)]
+pub struct Registry {
+    /// Server counters (INFO `stats`).
+    pub server: Stats,
+    /// Cluster counters and latencies (`dist.*`).
+    pub dist: DistMetrics,
+    /// Highest `used_memory` seen, sampled once per background tick and by INFO/MEMORY (not on
+    /// the write path: a shared atomic update per write would cost more than the figure is
+    /// worth).
+    pub peak_memory: AtomicU64,
+}
+
+impl Registry {
+    /// Records a `used_memory` sample; returns it.
+    pub fn sample_memory(&self, used: u64) -> u64 {
+        self.peak_memory.fetch_max(used, Ordering::Relaxed);
+        used
+    }
+
+    /// Every metric as flat `(name, value)` pairs in a stable order: `server.*`, `store.*`,
+    /// `memory.*`, and in a cluster `dist.*`.
+    pub fn snapshot(
+        &self,
+        store: &hypercache_cluster::Store,
+        used_memory: u64,
+        cluster: bool,
+    ) -> Vec<(String, u64)> {
+        let g = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        let s = &self.server;
+        let st = store.stats();
+        let mut v: Vec<(String, u64)> = [
+            ("server.connections_received", g(&s.connections_received)),
+            ("server.rejected_connections", g(&s.rejected_connections)),
+            ("server.commands_processed", g(&s.commands_processed)),
+            ("server.net_input_bytes", g(&s.net_input_bytes)),
+            ("server.net_output_bytes", g(&s.net_output_bytes)),
+            ("server.keyspace_hits", g(&s.keyspace_hits)),
+            ("server.keyspace_misses", g(&s.keyspace_misses)),
+            ("server.protocol_errors", g(&s.protocol_errors)),
+            ("store.keys", st.keys),
+            ("store.volatile", st.volatile),
+            ("store.expired", st.expired),
+            ("store.evicted", st.evicted),
+            ("store.bytes", st.bytes),
+            ("store.tombstones", store.tombstones()),
+            ("memory.used", used_memory),
+            ("memory.peak", g(&self.peak_memory).max(used_memory)),
+        ]
+        .into_iter()
+        .map(|(n, v)| (n.to_string(), v))
+        .collect();
+        if cluster {
+            v.extend(self.dist.pairs());
+        }
+        v
+    }
+}
+
 /// Adds one to a counter.
 pub fn inc(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
-impl Metrics {
+impl DistMetrics {
     /// Flat `(name, value)` pairs, `dist.` names, in a stable order.
     pub fn pairs(&self) -> Vec<(String, u64)> {
         let g = |c: &AtomicU64| c.load(Ordering::Relaxed);

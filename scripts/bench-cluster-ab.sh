@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# Question: does a change make the cluster cost more per request? Two hypercache builds, A and B,
+# each as a 3-node cluster (replication 3, the default levels: writes QUORUM, reads ONE) on this
+# machine, driven by redis-benchmark against node 1, alternating A and B ROUNDS times per
+# workload (SET and GET, -P 1 and -P 16). For every run it reads the CPU time the three nodes
+# used (utime + stime from /proc) and divides by the requests. Prints medians of throughput, p95
+# and CPU per request, and the ratios B / A.
+#
+# Usage: HC_A=path/to/old/hypercache HC_B=path/to/new/hypercache scripts/bench-cluster-ab.sh
+# Environment: REQUESTS=200000 ROUNDS=3 CLIENTS=50 KEYSPACE=100000 SIZE=100, OUT=path (report copy)
+set -euo pipefail
+source "$(dirname "$0")/bench-lib.sh"
+
+REQUESTS=${REQUESTS:-200000}
+ROUNDS=${ROUNDS:-3}
+CLIENTS=${CLIENTS:-50}
+KEYSPACE=${KEYSPACE:-100000}
+SIZE=${SIZE:-100}
+OUT=${OUT:-}
+RUN_TIMEOUT=600
+require_positive_int REQUESTS ROUNDS CLIENTS KEYSPACE SIZE
+require_tools redis-cli redis-benchmark python3 setsid
+[[ -x "${HC_A:-}" && -x "${HC_B:-}" ]] || die "set HC_A and HC_B to two hypercache binaries"
+START=$(date -u '+%Y-%m-%d %H:%M:%S UTC')
+TICK=$(getconf CLK_TCK)
+
+bench_init bench-cluster-ab
+PIDS=()
+cleanup_all() {
+    local p
+    for p in "${PIDS[@]}"; do stop "$p"; done
+    rm -rf "$TMP"
+}
+trap cleanup_all EXIT
+
+declare -A NODE_PIDS PORT1
+start_cluster() { # start_cluster NAME BIN
+    local name=$1 bin=$2 p1 p2 p3 c1 c2 c3 seeds i port cport live pids=""
+    read -r p1 p2 < <(free_ports)
+    read -r p3 c1 < <(free_ports)
+    read -r c2 c3 < <(free_ports)
+    seeds="127.0.0.1:$c1,127.0.0.1:$c2,127.0.0.1:$c3"
+    for i in 1 2 3; do
+        port=$(eval echo "\$p$i")
+        cport=$(eval echo "\$c$i")
+        "${SERVER_PIN[@]}" "$bin" --bind 127.0.0.1 --port "$port" --cluster-port "$cport" \
+            --seeds "$seeds" --log-level warn >"$TMP/$name$i.log" 2>&1 &
+        PIDS+=($!)
+        pids="$pids $!"
+        wait_ready "$name$i" "$!" "$port"
+    done
+    for ((i = 0; i < 100; i++)); do
+        live=$(redis-cli -p "$p1" info cluster | tr -d '\r' | sed -n 's/^hc_members_live://p')
+        [[ "$live" == 3 ]] && break
+        sleep 0.1
+    done
+    [[ "$live" == 3 ]] || die "cluster $name did not form"
+    NODE_PIDS[$name]=$pids
+    PORT1[$name]=$p1
+}
+
+cpu_ticks() { # cpu_ticks PID...: utime + stime of the processes, in clock ticks
+    local p total=0 f
+    for p in "$@"; do
+        f=$(cut -d' ' -f14,15 "/proc/$p/stat")
+        total=$((total + ${f% *} + ${f#* }))
+    done
+    echo "$total"
+}
+
+start_cluster A "$HC_A"
+start_cluster B "$HC_B"
+echo "A: $HC_A (node 1 on ${PORT1[A]}); B: $HC_B (node 1 on ${PORT1[B]})" >&2
+
+RESULTS="$TMP/results.tsv"
+: >"$RESULTS"
+run_one() { # run_one WORKLOAD NAME TEST PIPELINE ROUND
+    local workload=$1 name=$2 test=$3 pipeline=$4 round=$5 csv="$TMP/run.csv" before after
+    # shellcheck disable=SC2086
+    before=$(cpu_ticks ${NODE_PIDS[$name]})
+    if ! timeout "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT1[$name]}" -c "$CLIENTS" \
+        -n "$REQUESTS" -P "$pipeline" -d "$SIZE" -r "$KEYSPACE" -t "$test" --csv >"$csv" 2>"$TMP/err"; then
+        cat "$TMP/err" "$csv" >&2
+        die "redis-benchmark failed against $name ($workload)"
+    fi
+    # shellcheck disable=SC2086
+    after=$(cpu_ticks ${NODE_PIDS[$name]})
+    python3 - "$csv" "$workload" "$name" "$round" "$((after - before))" "$TICK" "$REQUESTS" \
+        >>"$RESULTS" <<'PY'
+import csv, sys
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r.get("rps")]
+if len(rows) != 1:
+    sys.exit(f"expected one result row, got {len(rows)}")
+r = rows[0]
+us = int(sys.argv[5]) / int(sys.argv[6]) * 1e6 / int(sys.argv[7])
+print("\t".join([sys.argv[2], sys.argv[3], sys.argv[4], r["rps"], r["p95_latency_ms"], f"{us:.2f}"]))
+PY
+    tail -n 1 "$RESULTS" | awk -F'\t' '{printf "  %-8s %s round %s: rps %s p95 %s cpu/req %s us\n", $1, $2, $3, $4, $5, $6}' >&2
+}
+
+for test in SET GET; do
+    for pipeline in 1 16; do
+        for ((round = 1; round <= ROUNDS; round++)); do
+            run_one "$test -P$pipeline" A "$test" "$pipeline" "$round"
+            run_one "$test -P$pipeline" B "$test" "$pipeline" "$round"
+        done
+    done
+done
+
+REPORT="$TMP/report.md"
+{
+    echo "## cluster A vs B ($START)"
+    echo
+    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    echo "- A: $HC_A; B: $HC_B"
+    echo "- 3 nodes each, replication 3, write quorum, read one; client on node 1"
+    echo "- redis-benchmark -c $CLIENTS -n $REQUESTS -r $KEYSPACE -d $SIZE, median of $ROUNDS alternating runs"
+    echo "- CPU per request: utime + stime of the three nodes over the run, divided by the requests"
+    echo
+    python3 - "$RESULTS" <<'PY'
+import statistics, sys
+runs, order = {}, []
+for line in open(sys.argv[1]):
+    w, t, _r, *vals = line.rstrip("\n").split("\t")
+    if w not in runs:
+        runs[w] = {"A": [], "B": []}
+        order.append(w)
+    runs[w][t].append([float(v) for v in vals])
+med = lambda rows, i: statistics.median(r[i] for r in rows)
+print("| workload | rps A / B | rps B/A | p95 ms A / B | p95 B/A | CPU us/req A / B | CPU B/A |")
+print("|---|--:|--:|--:|--:|--:|--:|")
+for w in order:
+    a, b = runs[w]["A"], runs[w]["B"]
+    print(f"| {w} | {med(a,0):,.0f} / {med(b,0):,.0f} | {med(b,0)/med(a,0):.2f} "
+          f"| {med(a,1):.3f} / {med(b,1):.3f} | {med(b,1)/med(a,1):.2f} "
+          f"| {med(a,2):.2f} / {med(b,2):.2f} | {med(b,2)/med(a,2):.2f} |")
+PY
+} >"$REPORT"
+emit_report "$REPORT"
