@@ -96,12 +96,21 @@ pub struct Session {
 pub struct Deferred {
     /// Offset in the output buffer where the reply belongs.
     at: usize,
-    /// The task.
-    task: tokio::task::JoinHandle<Frame>,
+    /// The reply's computation.
+    task: DeferredTask,
     /// Slot touched, or `None` for "everything".
     slot: Option<Slot>,
     /// Whether the reply is dropped.
     silent: bool,
+}
+
+/// How a deferred reply is computed.
+enum DeferredTask {
+    /// A task of its own.
+    Spawned(tokio::task::JoinHandle<Frame>),
+    /// A future that only waits for work already running elsewhere (a cluster request's driver
+    /// task): no task of its own.
+    Waiting(std::pin::Pin<Box<dyn std::future::Future<Output = Frame> + Send>>),
 }
 
 impl Session {
@@ -214,6 +223,21 @@ impl Session {
         fut: impl std::future::Future<Output = Frame> + Send + 'static,
         slot: Option<Slot>,
     ) {
+        self.push_deferred(DeferredTask::Spawned(tokio::spawn(fut)), slot);
+    }
+
+    /// Like [`Session::defer`] for a future that only waits for work already running elsewhere
+    /// (a cluster request's driver task): it is polled when the batch's replies are collected,
+    /// and no task is spawned for it.
+    pub fn defer_waiting(
+        &mut self,
+        fut: impl std::future::Future<Output = Frame> + Send + 'static,
+        slot: Option<Slot>,
+    ) {
+        self.push_deferred(DeferredTask::Waiting(Box::pin(fut)), slot);
+    }
+
+    fn push_deferred(&mut self, task: DeferredTask, slot: Option<Slot>) {
         let silent = match self.reply_mode {
             ReplyMode::On => false,
             ReplyMode::Off => true,
@@ -224,7 +248,7 @@ impl Session {
         };
         self.pending.push(Deferred {
             at: self.out.len(),
-            task: tokio::spawn(fut),
+            task,
             slot,
             silent,
         });
@@ -264,10 +288,12 @@ impl Session {
         for d in pending.drain(..) {
             out.extend_from_slice(&old[from..d.at]);
             from = d.at;
-            let frame = d
-                .task
-                .await
-                .unwrap_or_else(|_| Frame::error("ERR internal error"));
+            let frame = match d.task {
+                DeferredTask::Spawned(h) => h
+                    .await
+                    .unwrap_or_else(|_| Frame::error("ERR internal error")),
+                DeferredTask::Waiting(f) => f.await,
+            };
             if !d.silent {
                 frame.encode(self.proto, &mut out);
             }

@@ -171,6 +171,13 @@ impl Gate {
     }
 }
 
+/// Whether a command with `op` at write level `write` may have to wait at the [`Gate`] (a
+/// read-modify-write with a prepare round): its driver must be ready to wake it before it
+/// starts. Over-approximates; never misses one that can wait.
+pub fn may_queue(op: &Op<'_>, write: Level, synced: bool) -> bool {
+    !op.is_read_only() && !op.is_blind() && (write != Level::One || !synced)
+}
+
 /// Whether a version received from a peer is plausible at `now`.
 pub fn plausible(v: Option<Version>, now: u64) -> bool {
     v.is_none_or(|v| v.is_plausible(now, MAX_AHEAD_MS))

@@ -115,6 +115,7 @@ struct Driver {
     token: u64,
     tx: Answers,
     rx: mpsc::UnboundedReceiver<(usize, Option<Bytes>)>,
+    registered: bool,
     sent: Vec<(MemberIdx, u64)>,
     wake_at: Option<u64>,
     timing: Timing,
@@ -219,35 +220,43 @@ impl Driver {
         o
     }
 
-    /// Drives the machine until its reply.
-    async fn until_reply(&mut self, shared: &Shared, cl: &Cluster) -> Finished {
-        loop {
-            let o = self.next(shared, cl).await;
-            if let Some(f) = self.apply(shared, cl, o) {
-                return f;
-            }
-        }
-    }
-
-    /// Drives the machine until it is done (after its reply: the other targets' outcomes).
-    async fn run_to_end(mut self, shared: Arc<Shared>, cl: Arc<Cluster>) {
+    /// Drives the machine until it is done, handing its reply to `to` as soon as there is one
+    /// (and booking its latency), then stops waiting for what is left and books its counters.
+    async fn run(mut self, shared: Arc<Shared>, cl: Arc<Cluster>, mut to: Option<ReplyTo>) {
         while !self.m.is_done() {
             let o = self.next(&shared, &cl).await;
-            self.apply(&shared, &cl, o);
+            if let Some(f) = self.apply(&shared, &cl, o) {
+                self.deliver(&cl, f, &mut to);
+            }
         }
         self.close(&cl);
     }
 
+    fn deliver(&self, cl: &Cluster, f: Finished, to: &mut Option<ReplyTo>) {
+        self.record(cl, &f);
+        match to.take() {
+            Some(ReplyTo::Client(tx)) => {
+                let _ = tx.send(f);
+            }
+            Some(ReplyTo::Peer(q, id)) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
+            None => {}
+        }
+    }
+
     /// Stops waiting for unanswered calls and books the machine's counters.
     fn close(&mut self, cl: &Cluster) {
-        cl.unregister(self.token);
-        let view = cl.view();
-        for &(m, id) in &self.sent {
-            if let Some(p) = cl.peer(&view, m) {
-                p.forget(id);
-            }
+        if self.registered {
+            cl.unregister(self.token);
         }
-        self.sent.clear();
+        if !self.sent.is_empty() {
+            let view = cl.view();
+            for &(m, id) in &self.sent {
+                if let Some(p) = cl.peer(&view, m) {
+                    p.forget(id);
+                }
+            }
+            self.sent.clear();
+        }
         cl.metrics.dist.add(&self.m.counts);
     }
 
@@ -265,57 +274,80 @@ impl Driver {
     }
 }
 
+/// Where a machine's reply goes.
+enum ReplyTo {
+    /// The client's command, waiting on this channel.
+    Client(tokio::sync::oneshot::Sender<Finished>),
+    /// A peer that forwarded the command: the reply frame goes on its link.
+    Peer(Arc<Outbound>, u64),
+}
+
+/// A machine about to be driven: its answer channel exists (and is registered for gate
+/// wake-ups when it may wait at the gate) before the machine starts.
+struct Prepared {
+    token: u64,
+    tx: Answers,
+    rx: mpsc::UnboundedReceiver<(usize, Option<Bytes>)>,
+    registered: bool,
+}
+
+impl Prepared {
+    fn new(cl: &Cluster, may_queue: bool) -> Prepared {
+        let token = cl.token();
+        let (tx, rx) = mpsc::unbounded_channel();
+        if may_queue {
+            cl.register(token, tx.clone());
+        }
+        Prepared {
+            token,
+            tx,
+            rx,
+            registered: may_queue,
+        }
+    }
+}
+
+/// Runs machine `m` (started, with first output `o`): returns its reply when it finished at
+/// once; otherwise spawns one task that drives it, hands the reply to `to` and keeps going
+/// until every call is answered or its deadline passes.
 #[allow(clippy::too_many_arguments)]
-/// Runs machine `m` (started, with first output `o`) for `reply`: answers at once when it
-/// already finished, else drives it (the client's future awaits the reply; what follows the
-/// reply runs in its own task).
 fn drive(
     shared: &Arc<Shared>,
     cl: &Arc<Cluster>,
     m: KeyRequest,
-    token: u64,
+    p: Prepared,
     o: Out,
     lv: &Levels,
     write: bool,
     started: Instant,
-) -> Result<Finished, Later<Finished>> {
-    let (tx, rx) = mpsc::unbounded_channel();
+    to: ReplyTo,
+) -> Option<Finished> {
     let mut d = Driver {
         m,
-        token,
-        tx,
-        rx,
+        token: p.token,
+        tx: p.tx,
+        rx: p.rx,
+        registered: p.registered,
         sent: Vec::new(),
         wake_at: None,
         timing: timing(lv),
         started,
         write,
     };
-    let needs_wake = !d.m.is_done();
-    if needs_wake {
-        cl.register(token, d.tx.clone());
-    }
     let first = d.apply(shared, cl, o);
-    if let Some(f) = first {
-        d.record(cl, &f);
-        if d.m.is_done() {
-            d.close(cl);
-        } else {
-            shared.tasks.spawn(d.run_to_end(shared.clone(), cl.clone()));
+    if d.m.is_done() {
+        d.close(cl);
+        if let Some(f) = &first {
+            d.record(cl, f);
         }
-        return Ok(f);
+        return first;
     }
-    let (sh, c) = (shared.clone(), cl.clone());
-    Err(Box::pin(async move {
-        let f = d.until_reply(&sh, &c).await;
-        d.record(&c, &f);
-        if d.m.is_done() {
-            d.close(&c);
-        } else {
-            sh.tasks.spawn(d.run_to_end(sh.clone(), c));
-        }
-        f
-    }))
+    let mut to = Some(to);
+    if let Some(f) = first {
+        d.deliver(cl, f, &mut to);
+    }
+    shared.tasks.spawn(d.run(shared.clone(), cl.clone(), to));
+    None
 }
 
 /// Starts `op` on `key` for a client of this node.
@@ -329,8 +361,8 @@ pub fn start(
 ) -> Part {
     let started = Instant::now();
     let view = cl.view();
-    let token = cl.token();
-    let mut m = KeyRequest::new(key.clone(), token, lv.read, lv.write, Origin::Client);
+    let p = Prepared::new(cl, node::may_queue(op, lv.write, cl.is_synced()));
+    let mut m = KeyRequest::new(key.clone(), p.token, lv.read, lv.write, Origin::Client);
     let mut o = Out::default();
     let env = NodeEnv {
         shared,
@@ -340,7 +372,7 @@ pub fn start(
         timing: timing(&lv),
     };
     m.start(&env, op, &mut o);
-    if m.is_done() && o.sends.is_empty() && o.wake.is_empty() {
+    if m.is_done() && o.sends.is_empty() && o.wake.is_empty() && !p.registered {
         // The synchronous fast path: a local read, or a write that needed no message.
         cl.metrics.dist.add(&m.counts);
         if let Some(f) = o.reply {
@@ -350,9 +382,27 @@ pub fn start(
             return Part::Ready(f.result);
         }
     }
-    match drive(shared, cl, m, token, o, &lv, !op.is_read_only(), started) {
-        Ok(f) => Part::Ready(f.result),
-        Err(later) => Part::Later(Box::pin(async move { later.await.result })),
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let write = !op.is_read_only();
+    match drive(
+        shared,
+        cl,
+        m,
+        p,
+        o,
+        &lv,
+        write,
+        started,
+        ReplyTo::Client(tx),
+    ) {
+        Some(f) => Part::Ready(f.result),
+        None => Part::Later(Box::pin(async move {
+            match rx.await {
+                Ok(f) => f.result,
+                // The driver stopped without a reply (the node is stopping).
+                Err(_) => Err(NoReplicas { write }),
+            }
+        })),
     }
 }
 
@@ -493,6 +543,14 @@ pub fn serve_request(
         }
     };
     let view = cl.view();
+    // A forwarded read-modify-write may wait at the gate: its channel is registered before it
+    // starts.
+    let may_queue = match &req {
+        Request::Exec { op, write, .. } => op
+            .op()
+            .is_some_and(|op| node::may_queue(&op, *write, cl.is_synced())),
+        _ => false,
+    };
     let from = match req {
         // Only a transfer needs to know who asks (to check that it sees the sender live).
         Request::Dump { .. } => view
@@ -515,9 +573,12 @@ pub fn serve_request(
         ctx: node_ctx(shared),
         timing: timing(&lv),
     };
-    let token = cl.token();
-    match node::serve(&env, from, token, req) {
+    let p = Prepared::new(cl, may_queue);
+    match node::serve(&env, from, p.token, req) {
         Served::Reply(r) => {
+            if p.registered {
+                cl.unregister(p.token);
+            }
             if matches!(r, Response::Error(_)) {
                 inc(&cl.metrics.dist.transport_errors);
                 tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %from_id, "refused a peer request with an implausible version");
@@ -527,15 +588,9 @@ pub fn serve_request(
         Served::Exec(m, o) => {
             inc(&cl.metrics.dist.forwarded_in);
             let started = Instant::now();
-            match drive(shared, cl, *m, token, o, &lv, false, started) {
-                Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
-                Err(later) => {
-                    let q = q.clone();
-                    shared.tasks.spawn(async move {
-                        let f = later.await;
-                        q.push_msg(Kind::Reply, id, &node::exec_response(f));
-                    });
-                }
+            let to = ReplyTo::Peer(q.clone(), id);
+            if let Some(f) = drive(shared, cl, *m, p, o, &lv, false, started, to) {
+                q.push_msg(Kind::Reply, id, &node::exec_response(f));
             }
         }
         Served::Flush(horizon) => {

@@ -196,7 +196,7 @@ pub(crate) fn keyed(
         }
         exec::Part::Later(f) => {
             let counted = matches!(op, Op::Get).then(|| s.shared.clone());
-            s.defer(
+            s.defer_waiting(
                 async move {
                     let r = f.await;
                     if let Some(sh) = counted {
