@@ -263,17 +263,19 @@ impl Call {
     /// The encoded body of a request frame.
     pub fn to_body(&self) -> Vec<u8> {
         match self {
-            Call::Put { key, state } => wire::to_body_sized(
-                &Request::Put {
-                    key,
-                    state: state.clone(),
-                },
-                key.len() + state.value_len() + 32,
-            ),
+            // Encoded from borrowed parts: the same bytes as `Request::Put`, without cloning
+            // the state (a clone of a value's `Bytes` allocates).
+            Call::Put { key, state } => {
+                wire::to_body_sized(&PutRef(2, key, state), key.len() + state.value_len() + 32)
+            }
             other => wire::to_body(&other.request()),
         }
     }
 }
+
+/// `Request::Put` (tag 2) from borrowed parts.
+#[derive(serde::Serialize)]
+struct PutRef<'a>(u32, &'a [u8], &'a State);
 
 /// A message to send to some members. `tag` (per target) comes back with the answer; a target
 /// without a tag expects none (a read repair).
@@ -420,7 +422,10 @@ enum Phase {
     Accept {
         tally: Tally,
         outcome: Outcome,
-        state: State,
+        /// The written state's version.
+        version: Option<Version>,
+        /// The written state, kept only to answer a forwarding replica with it.
+        kept: Option<State>,
         restamps: u8,
         blind: bool,
     },
@@ -440,13 +445,65 @@ pub struct KeyRequest {
     /// Round number: answers tagged with an older round are stale.
     round: u64,
     /// Targets of the current round still to answer, by member.
-    waiting: Vec<MemberIdx>,
+    waiting: Waiting,
     deadline: u64,
     replied: bool,
-    /// How each replica of the write phase ended (the last round's).
+    /// The replicas of the write phase that did not store it, and how (the last round's).
     targets: Vec<(MemberIdx, TargetResult)>,
     /// Counters so far.
     pub counts: Counts,
+}
+
+/// A small set of members (the targets a round still waits for): inline up to 8, no allocation
+/// for any replication factor up to that.
+#[derive(Debug, Default)]
+struct Waiting {
+    inline: [MemberIdx; 8],
+    len: u8,
+    more: Vec<MemberIdx>,
+}
+
+impl Waiting {
+    fn clear(&mut self) {
+        self.len = 0;
+        self.more.clear();
+    }
+
+    fn push(&mut self, m: MemberIdx) {
+        if usize::from(self.len) < self.inline.len() {
+            self.inline[usize::from(self.len)] = m;
+            self.len += 1;
+        } else {
+            self.more.push(m);
+        }
+    }
+
+    fn remove(&mut self, m: MemberIdx) -> bool {
+        let n = usize::from(self.len);
+        if let Some(i) = self.inline[..n].iter().position(|&x| x == m) {
+            self.inline[i] = self.inline[n - 1];
+            self.len -= 1;
+            return true;
+        }
+        match self.more.iter().position(|&x| x == m) {
+            Some(i) => {
+                self.more.swap_remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0 && self.more.is_empty()
+    }
+
+    fn take(&mut self) -> Vec<MemberIdx> {
+        let mut v = self.inline[..usize::from(self.len)].to_vec();
+        v.append(&mut self.more);
+        self.len = 0;
+        v
+    }
 }
 
 fn tag(round: u64, m: MemberIdx) -> u64 {
@@ -471,7 +528,7 @@ impl KeyRequest {
             origin,
             phase: Phase::Idle,
             round: 0,
-            waiting: Vec::new(),
+            waiting: Waiting::default(),
             deadline: 0,
             replied: false,
             targets: Vec::new(),
@@ -494,7 +551,7 @@ impl KeyRequest {
         self.replied && (self.waiting.is_empty() || matches!(self.phase, Phase::Idle))
     }
 
-    /// How each replica of the write ended (for hinted handoff), once done.
+    /// The replicas that did not store the write, and how (for hinted handoff), once done.
     pub fn targets(&self) -> &[(MemberIdx, TargetResult)] {
         &self.targets
     }
@@ -586,7 +643,8 @@ impl KeyRequest {
                 }
                 let want_state = prefs.contains(&env.me());
                 self.round += 1;
-                self.waiting = vec![m];
+                self.waiting.clear();
+                self.waiting.push(m);
                 self.phase = Phase::Forward {
                     to: m,
                     retried: failed.is_some(),
@@ -628,20 +686,16 @@ impl KeyRequest {
             tally.answer(me, env.store().fetch(&self.key));
         }
         self.round += 1;
-        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|&m| m != me).collect();
         self.phase = Phase::Read { tally, local };
         if self.settle_read(env, out) {
             return;
         }
-        self.waiting = others.clone();
+        let to = self.ask_others(prefs, me);
         out.sends.push(Send {
             call: Call::Fetch {
                 key: self.key.clone(),
             },
-            to: others
-                .iter()
-                .map(|&m| (m, Some(tag(self.round, m))))
-                .collect(),
+            to,
         });
     }
 
@@ -742,7 +796,6 @@ impl KeyRequest {
             tally.failed();
         }
         self.round += 1;
-        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|&m| m != me).collect();
         self.phase = Phase::Prepare {
             ballot,
             tally,
@@ -752,16 +805,14 @@ impl KeyRequest {
         if self.settle_prepare(env, out) {
             return;
         }
-        self.waiting = others.clone();
+        let prefs = env.prefs(key_slot(&self.key));
+        let to = self.ask_others(prefs, me);
         out.sends.push(Send {
             call: Call::Prepare {
                 key: self.key.clone(),
                 ballot,
             },
-            to: others
-                .iter()
-                .map(|&m| (m, Some(tag(self.round, m))))
-                .collect(),
+            to,
         });
     }
 
@@ -821,6 +872,18 @@ impl KeyRequest {
         }
     }
 
+    /// Starts waiting for every replica in `prefs` but `me`, in this round; returns them with
+    /// their tags.
+    fn ask_others(&mut self, prefs: &[MemberIdx], me: MemberIdx) -> Vec<(MemberIdx, Option<u64>)> {
+        self.waiting.clear();
+        let mut to = Vec::with_capacity(prefs.len());
+        for &m in prefs.iter().filter(|&&m| m != me) {
+            self.waiting.push(m);
+            to.push((m, Some(tag(self.round, m))));
+        }
+        to
+    }
+
     /// Sends the new `state` (already held here if `local`) to the other replicas.
     fn start_accept(
         &mut self,
@@ -838,28 +901,27 @@ impl KeyRequest {
         if local {
             self.counts.write_acks += 1;
         }
-        let others: Vec<MemberIdx> = prefs.iter().copied().filter(|&m| m != me).collect();
-        self.counts.replica_fanout += others.len() as u64;
         self.round += 1;
-        self.waiting = others.clone();
-        self.targets = Vec::with_capacity(prefs.len());
-        if local {
-            self.targets.push((me, TargetResult::Stored));
-        }
+        let to = self.ask_others(prefs, me);
+        self.counts.replica_fanout += to.len() as u64;
+        self.targets.clear();
+        let version = state.version();
+        // The state itself is kept only to answer a forwarding replica with it; a restamp reads
+        // it back from the local copy.
+        let kept =
+            matches!(self.origin, Origin::Forwarded { want_state: true }).then(|| state.clone());
         out.sends.push(Send {
             call: Call::Put {
                 key: self.key.clone(),
-                state: state.clone(),
+                state,
             },
-            to: others
-                .iter()
-                .map(|&m| (m, Some(tag(self.round, m))))
-                .collect(),
+            to,
         });
         self.phase = Phase::Accept {
             tally,
             outcome,
-            state,
+            version,
+            kept,
             restamps: 0,
             blind,
         };
@@ -872,7 +934,7 @@ impl KeyRequest {
         let Phase::Accept {
             tally,
             outcome,
-            state,
+            kept,
             ..
         } = &self.phase
         else {
@@ -880,10 +942,8 @@ impl KeyRequest {
         };
         match tally.verdict() {
             Some(true) if !self.replied => {
-                let (o, s) = (outcome.clone(), state.clone());
-                let state =
-                    matches!(self.origin, Origin::Forwarded { want_state: true }).then_some(s);
-                self.finish(out, Ok(o), state);
+                let (o, s) = (outcome.clone(), kept.clone());
+                self.finish(out, Ok(o), s);
             }
             Some(false) if !self.replied => self.finish(out, Err(NoReplicas { write: true }), None),
             _ => {}
@@ -896,10 +956,9 @@ impl KeyRequest {
         if round != self.round {
             return; // an earlier round's late answer
         }
-        let Some(i) = self.waiting.iter().position(|&m| m == from) else {
+        if !self.waiting.remove(from) {
             return;
-        };
-        self.waiting.swap_remove(i);
+        }
         let now = env.ctx().now;
         let reply = match answer {
             Answer::Reply(r) => Some(r),
@@ -988,7 +1047,7 @@ impl KeyRequest {
             },
             Phase::Accept {
                 tally,
-                state,
+                version,
                 restamps,
                 blind,
                 ..
@@ -997,7 +1056,6 @@ impl KeyRequest {
                     Some(Response::Stored) => {
                         tally.ok();
                         self.counts.write_acks += 1;
-                        self.targets.push((from, TargetResult::Stored));
                     }
                     // Only before the write is acknowledged: once it is, a newer version may be
                     // a write that causally follows this one (its client saw the OK), and
@@ -1007,19 +1065,33 @@ impl KeyRequest {
                             && !self.replied
                             && *restamps < MAX_RESTAMPS
                             && plausible(Some(v), now)
-                            && Some(v) > state.version() =>
+                            && Some(v) > *version =>
                     {
                         // A replica holds something newer: stamp the same value above it and
                         // send it again, so that this write (which may causally follow that
                         // one) wins. Nothing of this round counts any more.
+                        let store = env.store();
+                        // The value as written here; if something newer replaced it locally
+                        // meanwhile, there is nothing to stamp again.
+                        let mut st = store.fetch(&self.key);
+                        if st.version() != *version {
+                            tally.failed();
+                            self.targets.push((from, TargetResult::Refused(v)));
+                            self.settle_accept(out);
+                            if self.waiting.is_empty() {
+                                self.phase = Phase::Idle;
+                            }
+                            self.arm(out);
+                            return;
+                        }
                         self.counts.restamps += 1;
                         let restamps = *restamps + 1;
-                        let store = env.store();
                         store.clock().observe(v.hlc);
                         let version = store.new_version(now);
-                        let mut st = state.clone();
-                        if let State::Live { version: sv, .. } = &mut st {
-                            *sv = version;
+                        match &mut st {
+                            State::Live { version: sv, .. } => *sv = version,
+                            State::Dead(dv) => *dv = version,
+                            State::Missing => {}
                         }
                         let Phase::Accept { outcome, .. } =
                             std::mem::replace(&mut self.phase, Phase::Idle)
@@ -1066,7 +1138,7 @@ impl KeyRequest {
             self.arm(out);
             return;
         }
-        let unanswered = std::mem::take(&mut self.waiting);
+        let unanswered = self.waiting.take();
         self.counts.transport_errors += unanswered.len() as u64;
         self.release(env, out);
         match &self.phase {
@@ -1410,5 +1482,29 @@ impl Transfer {
     /// The timer fired.
     pub fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
         self.pump(env, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_put_is_encoded_as_its_wire_request() {
+        let state = State::Live {
+            value: Bytes::from_static(b"value"),
+            expire_at: 12,
+            version: Version {
+                hlc: 99 << 16,
+                origin: 7,
+            },
+            enc: 1,
+        };
+        let call = Call::Put {
+            key: Bytes::from_static(b"key"),
+            state: state.clone(),
+        };
+        let want = wire::to_body(&Request::Put { key: b"key", state });
+        assert_eq!(call.to_body(), want);
     }
 }

@@ -102,9 +102,9 @@ fn timing(lv: &Levels) -> Timing {
     }
 }
 
-/// The machines' answer channel: (tag, reply body or `None` for a failed link). A gate wake-up
-/// comes as [`WAKE`].
-pub type Answers = mpsc::UnboundedSender<(usize, Option<Bytes>)>;
+/// Where a machine's answers arrive: (tag, reply body or `None` for a failed link). A gate
+/// wake-up comes as [`WAKE`].
+pub type Answers = Arc<super::link::Inbox>;
 
 /// The tag of a gate wake-up on a machine's answer channel.
 const WAKE: usize = usize::MAX;
@@ -113,8 +113,7 @@ const WAKE: usize = usize::MAX;
 struct Driver {
     m: KeyRequest,
     token: u64,
-    tx: Answers,
-    rx: mpsc::UnboundedReceiver<(usize, Option<Bytes>)>,
+    inbox: Answers,
     registered: bool,
     sent: Vec<(MemberIdx, u64)>,
     wake_at: Option<u64>,
@@ -147,7 +146,7 @@ impl Driver {
                     let r = match (peer, tag) {
                         (None, _) => Err(CallError::Down),
                         (Some(p), Some(t)) => {
-                            p.send_tagged(&body, &self.tx, t as usize).map(|id| {
+                            p.send_to_inbox(&body, &self.inbox, t as usize).map(|id| {
                                 self.sent.push((to, id));
                             })
                         }
@@ -181,50 +180,58 @@ impl Driver {
         }
     }
 
-    /// Waits for the next input and feeds it to the machine; returns its output.
-    async fn next(&mut self, shared: &Shared, cl: &Cluster) -> Out {
-        let mut o = Out::default();
-        let wait = self.wake_at.map_or(Duration::from_secs(3600), |w| {
-            Duration::from_millis(w.saturating_sub(now_ms()))
-        });
-        tokio::select! {
-            biased;
-            got = self.rx.recv() => {
-                let view = cl.view();
-                let env = self.env(shared, cl, &view);
-                match got {
-                    Some((WAKE, _)) => self.m.on_wake(&env, &mut o),
-                    Some((tag, body)) => {
-                        let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
-                            Some(Ok(r)) => {
-                                cl.metrics.dist.peer_latency.record(self.started.elapsed());
-                                Answer::Reply(r)
-                            }
-                            Some(Err(_)) => Answer::Reply(Response::Error("malformed reply".into())),
-                            None => Answer::LinkDown,
-                        };
-                        self.m.on_answer(&env, tag as u64, answer, &mut o);
+    /// Feeds the machine what arrived on its channel.
+    fn on_got(&mut self, shared: &Shared, cl: &Cluster, got: (usize, Option<Bytes>), o: &mut Out) {
+        let view = cl.view();
+        let env = self.env(shared, cl, &view);
+        match got {
+            (WAKE, _) => self.m.on_wake(&env, o),
+            (tag, body) => {
+                let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
+                    Some(Ok(r)) => {
+                        cl.metrics.dist.peer_latency.record(self.started.elapsed());
+                        Answer::Reply(r)
                     }
-                    None => {}
-                }
-            }
-            _ = tokio::time::sleep(wait) => {
-                let view = cl.view();
-                let env = self.env(shared, cl, &view);
-                if self.wake_at.is_some_and(|w| w <= env.ctx.now) {
-                    inc(&cl.metrics.dist.transport_timeouts);
-                }
-                self.m.on_deadline(&env, &mut o);
+                    Some(Err(_)) => Answer::Reply(Response::Error("malformed reply".into())),
+                    None => Answer::LinkDown,
+                };
+                self.m.on_answer(&env, tag as u64, answer, o);
             }
         }
-        o
     }
 
     /// Drives the machine until it is done, handing its reply to `to` as soon as there is one
     /// (and booking its latency), then stops waiting for what is left and books its counters.
+    /// One timer for the machine's whole life, moved when its wake-up time changes.
     async fn run(mut self, shared: Arc<Shared>, cl: Arc<Cluster>, mut to: Option<ReplyTo>) {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed = None;
         while !self.m.is_done() {
-            let o = self.next(&shared, &cl).await;
+            if self.wake_at != armed {
+                armed = self.wake_at;
+                if let Some(w) = armed {
+                    let ms = w.saturating_sub(now_ms());
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + Duration::from_millis(ms));
+                }
+            }
+            let mut o = Out::default();
+            tokio::select! {
+                biased;
+                got = self.inbox.recv() => self.on_got(&shared, &cl, got, &mut o),
+                _ = &mut sleep => {
+                    let view = cl.view();
+                    let env = self.env(&shared, &cl, &view);
+                    if self.wake_at.is_some_and(|w| w <= env.ctx.now) {
+                        inc(&cl.metrics.dist.transport_timeouts);
+                    }
+                    self.m.on_deadline(&env, &mut o);
+                    // The timer has fired: set it again for whatever the machine asks next.
+                    armed = None;
+                }
+            }
             if let Some(f) = self.apply(&shared, &cl, o) {
                 self.deliver(&cl, f, &mut to);
             }
@@ -286,22 +293,20 @@ enum ReplyTo {
 /// wake-ups when it may wait at the gate) before the machine starts.
 struct Prepared {
     token: u64,
-    tx: Answers,
-    rx: mpsc::UnboundedReceiver<(usize, Option<Bytes>)>,
+    inbox: Answers,
     registered: bool,
 }
 
 impl Prepared {
     fn new(cl: &Cluster, may_queue: bool) -> Prepared {
-        let token = cl.token();
-        let (tx, rx) = mpsc::unbounded_channel();
+        let token = if may_queue { cl.token() } else { 0 };
+        let inbox = Answers::default();
         if may_queue {
-            cl.register(token, tx.clone());
+            cl.register(token, inbox.clone());
         }
         Prepared {
             token,
-            tx,
-            rx,
+            inbox,
             registered: may_queue,
         }
     }
@@ -325,8 +330,7 @@ fn drive(
     let mut d = Driver {
         m,
         token: p.token,
-        tx: p.tx,
-        rx: p.rx,
+        inbox: p.inbox,
         registered: p.registered,
         sent: Vec::new(),
         wake_at: None,
@@ -361,8 +365,10 @@ pub fn start(
 ) -> Part {
     let started = Instant::now();
     let view = cl.view();
-    let p = Prepared::new(cl, node::may_queue(op, lv.write, cl.is_synced()));
-    let mut m = KeyRequest::new(key.clone(), p.token, lv.read, lv.write, Origin::Client);
+    // Only a request that may wait at the gate needs its channel (registered) before it starts.
+    let early = node::may_queue(op, lv.write, cl.is_synced()).then(|| Prepared::new(cl, true));
+    let token = early.as_ref().map_or(0, |p| p.token);
+    let mut m = KeyRequest::new(key.clone(), token, lv.read, lv.write, Origin::Client);
     let mut o = Out::default();
     let env = NodeEnv {
         shared,
@@ -372,7 +378,7 @@ pub fn start(
         timing: timing(&lv),
     };
     m.start(&env, op, &mut o);
-    if m.is_done() && o.sends.is_empty() && o.wake.is_empty() && !p.registered {
+    if m.is_done() && o.sends.is_empty() && o.wake.is_empty() && early.is_none() {
         // The synchronous fast path: a local read, or a write that needed no message.
         cl.metrics.dist.add(&m.counts);
         if let Some(f) = o.reply {
@@ -382,6 +388,7 @@ pub fn start(
             return Part::Ready(f.result);
         }
     }
+    let p = early.unwrap_or_else(|| Prepared::new(cl, false));
     let (tx, rx) = tokio::sync::oneshot::channel();
     let write = !op.is_read_only();
     match drive(
@@ -573,10 +580,11 @@ pub fn serve_request(
         ctx: node_ctx(shared),
         timing: timing(&lv),
     };
-    let p = Prepared::new(cl, may_queue);
-    match node::serve(&env, from, p.token, req) {
+    let is_exec = matches!(req, Request::Exec { .. });
+    let p = is_exec.then(|| Prepared::new(cl, may_queue));
+    match node::serve(&env, from, p.as_ref().map_or(0, |p| p.token), req) {
         Served::Reply(r) => {
-            if p.registered {
+            if let Some(p) = p.filter(|p| p.registered) {
                 cl.unregister(p.token);
             }
             if matches!(r, Response::Error(_)) {
@@ -589,6 +597,7 @@ pub fn serve_request(
             inc(&cl.metrics.dist.forwarded_in);
             let started = Instant::now();
             let to = ReplyTo::Peer(q.clone(), id);
+            let p = p.unwrap_or_else(|| Prepared::new(cl, false));
             if let Some(f) = drive(shared, cl, *m, p, o, &lv, false, started, to) {
                 q.push_msg(Kind::Reply, id, &node::exec_response(f));
             }

@@ -240,8 +240,39 @@ impl LinkEnd {
     }
 }
 
+/// Where a node machine's answers arrive: (tag, reply body or `None` for a failed link), and gate
+/// wake-ups. A short queue behind one lock and a [`Notify`]: one small allocation per request,
+/// where a channel would allocate a block of 32 slots (over glibc's cached sizes).
+#[derive(Default)]
+pub struct Inbox {
+    q: Mutex<std::collections::VecDeque<(usize, Option<Bytes>)>>,
+    ready: Notify,
+}
+
+impl Inbox {
+    /// Delivers one item.
+    pub fn push(&self, tag: usize, body: Option<Bytes>) {
+        self.q.lock().push_back((tag, body));
+        self.ready.notify_one();
+    }
+
+    /// The next item, waiting for one.
+    pub async fn recv(&self) -> (usize, Option<Bytes>) {
+        loop {
+            if let Some(x) = self.q.lock().pop_front() {
+                return x;
+            }
+            // A push between the check and here leaves a permit: no wake-up is lost.
+            self.ready.notified().await;
+        }
+    }
+}
+
 /// Who waits for a reply.
 enum Waiter {
+    /// A node machine's call: the reply (or `None` when the link fails first) goes to its inbox
+    /// with this tag.
+    Inbox(Arc<Inbox>, usize),
     /// A single call.
     One(oneshot::Sender<Bytes>),
     /// One target of a fan-out: the reply (or `None` when the link fails first) goes to the
@@ -334,6 +365,20 @@ impl Peer {
         Ok(id)
     }
 
+    /// Sends a request whose reply goes to `inbox` tagged with `tag` (`None` if the link fails
+    /// first). Returns the request id, for [`Peer::forget`].
+    pub fn send_to_inbox(
+        &self,
+        body: &[u8],
+        inbox: &Arc<Inbox>,
+        tag: usize,
+    ) -> Result<u64, CallError> {
+        let q = self.queue()?;
+        let id = self.register(Waiter::Inbox(inbox.clone(), tag))?;
+        q.push(Kind::Request, id, body);
+        Ok(id)
+    }
+
     /// Sends a request whose reply nobody waits for (read repair, replication at ONE).
     pub fn send_oneway(&self, body: &[u8]) -> Result<(), CallError> {
         let q = self.queue()?;
@@ -374,8 +419,12 @@ impl Peer {
         // Every in-flight request fails at once: a single call sees its sender dropped, a fan-out
         // gets an explicit failure for this target (its channel stays open for the others).
         for (_, w) in self.pending.lock().drain() {
-            if let Waiter::Tagged(tx, tag) = w {
-                let _ = tx.send((tag, None));
+            match w {
+                Waiter::Tagged(tx, tag) => {
+                    let _ = tx.send((tag, None));
+                }
+                Waiter::Inbox(inbox, tag) => inbox.push(tag, None),
+                Waiter::One(_) => {}
             }
         }
     }
@@ -539,6 +588,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                         Some(Waiter::Tagged(tx, tag)) => {
                             let _ = tx.send((tag, Some(f.body)));
                         }
+                        Some(Waiter::Inbox(inbox, tag)) => inbox.push(tag, Some(f.body)),
                         None => {}
                     }
                     Ok(())

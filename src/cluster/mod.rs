@@ -210,8 +210,8 @@ impl Cluster {
 
     /// Wakes machine `token` (its turn at the gate).
     pub fn wake(&self, token: u64) {
-        if let Some(tx) = self.wakers.lock().get(&token) {
-            let _ = tx.send((usize::MAX, None));
+        if let Some(inbox) = self.wakers.lock().get(&token) {
+            inbox.push(usize::MAX, None);
         }
     }
 
