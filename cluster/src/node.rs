@@ -225,12 +225,15 @@ pub enum Call {
         /// Bytes per page.
         budget: u64,
     },
+    /// A request already encoded (a write's replication: the machine keeps the state and sends
+    /// its encoding, so the value is neither cloned nor encoded twice).
+    Encoded(Vec<u8>),
 }
 
 impl Call {
-    /// The wire request (borrowing).
-    pub fn request(&self) -> Request<'_> {
-        match self {
+    /// The wire request (borrowing; `None` for an already encoded one).
+    pub fn request(&self) -> Option<Request<'_>> {
+        Some(match self {
             Call::Exec {
                 key,
                 op,
@@ -257,19 +260,29 @@ impl Call {
                 slots: slots.clone(),
                 budget: *budget,
             },
-        }
+            Call::Encoded(_) => return None,
+        })
     }
 
     /// The encoded body of a request frame.
-    pub fn to_body(&self) -> Vec<u8> {
-        match self {
+    pub fn to_body(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Owned(match self {
+            Call::Encoded(b) => return std::borrow::Cow::Borrowed(b),
             // Encoded from borrowed parts: the same bytes as `Request::Put`, without cloning
             // the state (a clone of a value's `Bytes` allocates).
             Call::Put { key, state } => {
                 wire::to_body_sized(&PutRef(2, key, state), key.len() + state.value_len() + 32)
             }
-            other => wire::to_body(&other.request()),
-        }
+            other => wire::to_body(&other.request().expect("not encoded")),
+        })
+    }
+
+    /// A `Put` of `state` for `key`, encoded now from borrowed parts.
+    pub fn put_encoded(key: &[u8], state: &State) -> Call {
+        Call::Encoded(wire::to_body_sized(
+            &PutRef(2, key, state),
+            key.len() + state.value_len() + 32,
+        ))
     }
 }
 
@@ -424,8 +437,8 @@ enum Phase {
         outcome: Outcome,
         /// The written state's version.
         version: Option<Version>,
-        /// The written state, kept only to answer a forwarding replica with it.
-        kept: Option<State>,
+        /// The written state (stamped again after a refusal; a forwarding replica gets it).
+        kept: State,
         restamps: u8,
         blind: bool,
     },
@@ -906,22 +919,15 @@ impl KeyRequest {
         self.counts.replica_fanout += to.len() as u64;
         self.targets.clear();
         let version = state.version();
-        // The state itself is kept only to answer a forwarding replica with it; a restamp reads
-        // it back from the local copy.
-        let kept =
-            matches!(self.origin, Origin::Forwarded { want_state: true }).then(|| state.clone());
         out.sends.push(Send {
-            call: Call::Put {
-                key: self.key.clone(),
-                state,
-            },
+            call: Call::put_encoded(&self.key, &state),
             to,
         });
         self.phase = Phase::Accept {
             tally,
             outcome,
             version,
-            kept,
+            kept: state,
             restamps: 0,
             blind,
         };
@@ -942,7 +948,9 @@ impl KeyRequest {
         };
         match tally.verdict() {
             Some(true) if !self.replied => {
-                let (o, s) = (outcome.clone(), kept.clone());
+                let o = outcome.clone();
+                let s = matches!(self.origin, Origin::Forwarded { want_state: true })
+                    .then(|| kept.clone());
                 self.finish(out, Ok(o), s);
             }
             Some(false) if !self.replied => self.finish(out, Err(NoReplicas { write: true }), None),
@@ -1048,6 +1056,7 @@ impl KeyRequest {
             Phase::Accept {
                 tally,
                 version,
+                kept,
                 restamps,
                 blind,
                 ..
@@ -1071,19 +1080,7 @@ impl KeyRequest {
                         // send it again, so that this write (which may causally follow that
                         // one) wins. Nothing of this round counts any more.
                         let store = env.store();
-                        // The value as written here; if something newer replaced it locally
-                        // meanwhile, there is nothing to stamp again.
-                        let mut st = store.fetch(&self.key);
-                        if st.version() != *version {
-                            tally.failed();
-                            self.targets.push((from, TargetResult::Refused(v)));
-                            self.settle_accept(out);
-                            if self.waiting.is_empty() {
-                                self.phase = Phase::Idle;
-                            }
-                            self.arm(out);
-                            return;
-                        }
+                        let mut st = kept.clone();
                         self.counts.restamps += 1;
                         let restamps = *restamps + 1;
                         store.clock().observe(v.hlc);

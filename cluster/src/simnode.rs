@@ -446,7 +446,7 @@ impl SimNode {
                     usize::from(to),
                     SimMsg::Request {
                         id,
-                        body: body.clone(),
+                        body: body.to_vec(),
                     },
                 );
             }

@@ -200,43 +200,91 @@ impl Driver {
         }
     }
 
-    /// Drives the machine until it is done, handing its reply to `to` as soon as there is one
-    /// (and booking its latency), then stops waiting for what is left and books its counters.
-    /// One timer for the machine's whole life, moved when its wake-up time changes.
+    /// Waits for the next input (an answer, a wake-up, or the machine's timer) and feeds it to
+    /// the machine. `sleep` is the machine's one timer, moved when its wake-up time changes
+    /// (`armed` is the time it is set for).
+    async fn step(
+        &mut self,
+        shared: &Shared,
+        cl: &Cluster,
+        sleep: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+        armed: &mut Option<u64>,
+    ) -> Out {
+        if self.wake_at != *armed {
+            *armed = self.wake_at;
+            if let Some(w) = *armed {
+                let ms = w.saturating_sub(now_ms());
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_millis(ms));
+            }
+        }
+        let mut o = Out::default();
+        tokio::select! {
+            biased;
+            got = self.inbox.recv() => self.on_got(shared, cl, got, &mut o),
+            _ = sleep.as_mut() => {
+                let view = cl.view();
+                let env = self.env(shared, cl, &view);
+                if self.wake_at.is_some_and(|w| w <= env.ctx.now) {
+                    inc(&cl.metrics.dist.transport_timeouts);
+                }
+                self.m.on_deadline(&env, &mut o);
+                // The timer has fired: set it again for whatever the machine asks next.
+                *armed = None;
+            }
+        }
+        o
+    }
+
+    /// Drives the machine until its reply.
+    async fn until_reply(&mut self, shared: &Shared, cl: &Cluster) -> Finished {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed = None;
+        loop {
+            let o = self.step(shared, cl, &mut sleep, &mut armed).await;
+            if let Some(f) = self.apply(shared, cl, o) {
+                return f;
+            }
+        }
+    }
+
+    /// Drives the machine until it is done (a machine that may wait at the gate needs its
+    /// timers to the end), handing its reply to `to` as soon as there is one.
     async fn run(mut self, shared: Arc<Shared>, cl: Arc<Cluster>, mut to: Option<ReplyTo>) {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut armed = None;
         while !self.m.is_done() {
-            if self.wake_at != armed {
-                armed = self.wake_at;
-                if let Some(w) = armed {
-                    let ms = w.saturating_sub(now_ms());
-                    sleep
-                        .as_mut()
-                        .reset(tokio::time::Instant::now() + Duration::from_millis(ms));
-                }
-            }
-            let mut o = Out::default();
-            tokio::select! {
-                biased;
-                got = self.inbox.recv() => self.on_got(&shared, &cl, got, &mut o),
-                _ = &mut sleep => {
-                    let view = cl.view();
-                    let env = self.env(&shared, &cl, &view);
-                    if self.wake_at.is_some_and(|w| w <= env.ctx.now) {
-                        inc(&cl.metrics.dist.transport_timeouts);
-                    }
-                    self.m.on_deadline(&env, &mut o);
-                    // The timer has fired: set it again for whatever the machine asks next.
-                    armed = None;
-                }
-            }
+            let o = self.step(&shared, &cl, &mut sleep, &mut armed).await;
             if let Some(f) = self.apply(&shared, &cl, o) {
                 self.deliver(&cl, f, &mut to);
             }
         }
         self.close(&cl);
+    }
+
+    /// Closes a machine that is done; parks one that still waits for answers on its inbox,
+    /// where they are fed to it as they arrive (its reply, if it has not replied, goes nowhere:
+    /// its client is gone).
+    fn finish_or_park(mut self, shared: Arc<Shared>, cl: Arc<Cluster>) {
+        if self.m.is_done() {
+            self.close(&cl);
+            return;
+        }
+        let inbox = self.inbox.clone();
+        inbox.park(Box::new(move |tag, body| {
+            let mut o = Out::default();
+            self.on_got(&shared, &cl, (tag, body), &mut o);
+            let _ = self.apply(&shared, &cl, o);
+            if self.m.is_done() {
+                self.close(&cl);
+                true
+            } else {
+                false
+            }
+        }));
     }
 
     fn deliver(&self, cl: &Cluster, f: Finished, to: &mut Option<ReplyTo>) {
@@ -245,7 +293,6 @@ impl Driver {
             Some(ReplyTo::Client(tx)) => {
                 let _ = tx.send(f);
             }
-            Some(ReplyTo::Peer(q, id)) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
             None => {}
         }
     }
@@ -283,10 +330,8 @@ impl Driver {
 
 /// Where a machine's reply goes.
 enum ReplyTo {
-    /// The client's command, waiting on this channel.
+    /// The client's command (or a peer's forwarded one), waiting on this channel.
     Client(tokio::sync::oneshot::Sender<Finished>),
-    /// A peer that forwarded the command: the reply frame goes on its link.
-    Peer(Arc<Outbound>, u64),
 }
 
 /// A machine about to be driven: its answer channel exists (and is registered for gate
@@ -312,9 +357,26 @@ impl Prepared {
     }
 }
 
-/// Runs machine `m` (started, with first output `o`): returns its reply when it finished at
-/// once; otherwise spawns one task that drives it, hands the reply to `to` and keeps going
-/// until every call is answered or its deadline passes.
+/// A driver owned by a client's future: when the future ends (its reply delivered, or the
+/// client gone), the machine is closed or parked on its inbox ([`Driver::finish_or_park`]).
+struct Driven {
+    d: Option<Driver>,
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        if let Some(d) = self.d.take() {
+            d.finish_or_park(self.shared.clone(), self.cl.clone());
+        }
+    }
+}
+
+/// Runs machine `m` (started, with first output `o`). Returns its reply at once when it has
+/// one. Otherwise: a machine that may wait at the gate (it needs its timers to the end) gets a
+/// task of its own that hands its reply to `to`; any other is driven by the future returned
+/// here until its reply, then parked on its inbox for the answers still to come.
 #[allow(clippy::too_many_arguments)]
 fn drive(
     shared: &Arc<Shared>,
@@ -325,8 +387,7 @@ fn drive(
     lv: &Levels,
     write: bool,
     started: Instant,
-    to: ReplyTo,
-) -> Option<Finished> {
+) -> Result<Finished, Later<Finished>> {
     let mut d = Driver {
         m,
         token: p.token,
@@ -339,19 +400,35 @@ fn drive(
         write,
     };
     let first = d.apply(shared, cl, o);
-    if d.m.is_done() {
-        d.close(cl);
-        if let Some(f) = &first {
-            d.record(cl, f);
-        }
-        return first;
-    }
-    let mut to = Some(to);
     if let Some(f) = first {
-        d.deliver(cl, f, &mut to);
+        d.record(cl, &f);
+        d.finish_or_park(shared.clone(), cl.clone());
+        return Ok(f);
     }
-    shared.tasks.spawn(d.run(shared.clone(), cl.clone(), to));
-    None
+    if d.registered {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        shared
+            .tasks
+            .spawn(d.run(shared.clone(), cl.clone(), Some(ReplyTo::Client(tx))));
+        return Err(Box::pin(async move {
+            rx.await.unwrap_or(Finished {
+                // The driver stopped without a reply (the node is stopping).
+                result: Err(NoReplicas { write }),
+                state: None,
+            })
+        }));
+    }
+    let mut dv = Driven {
+        d: Some(d),
+        shared: shared.clone(),
+        cl: cl.clone(),
+    };
+    Err(Box::pin(async move {
+        let d = dv.d.as_mut().expect("driven until dropped");
+        let f = d.until_reply(&dv.shared, &dv.cl).await;
+        d.record(&dv.cl, &f);
+        f
+    }))
 }
 
 /// Starts `op` on `key` for a client of this node.
@@ -389,27 +466,10 @@ pub fn start(
         }
     }
     let p = early.unwrap_or_else(|| Prepared::new(cl, false));
-    let (tx, rx) = tokio::sync::oneshot::channel();
     let write = !op.is_read_only();
-    match drive(
-        shared,
-        cl,
-        m,
-        p,
-        o,
-        &lv,
-        write,
-        started,
-        ReplyTo::Client(tx),
-    ) {
-        Some(f) => Part::Ready(f.result),
-        None => Part::Later(Box::pin(async move {
-            match rx.await {
-                Ok(f) => f.result,
-                // The driver stopped without a reply (the node is stopping).
-                Err(_) => Err(NoReplicas { write }),
-            }
-        })),
+    match drive(shared, cl, m, p, o, &lv, write, started) {
+        Ok(f) => Part::Ready(f.result),
+        Err(later) => Part::Later(Box::pin(async move { later.await.result })),
     }
 }
 
@@ -596,10 +656,16 @@ pub fn serve_request(
         Served::Exec(m, o) => {
             inc(&cl.metrics.dist.forwarded_in);
             let started = Instant::now();
-            let to = ReplyTo::Peer(q.clone(), id);
             let p = p.unwrap_or_else(|| Prepared::new(cl, false));
-            if let Some(f) = drive(shared, cl, *m, p, o, &lv, false, started, to) {
-                q.push_msg(Kind::Reply, id, &node::exec_response(f));
+            match drive(shared, cl, *m, p, o, &lv, false, started) {
+                Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
+                Err(later) => {
+                    let q = q.clone();
+                    shared.tasks.spawn(async move {
+                        let f = later.await;
+                        q.push_msg(Kind::Reply, id, &node::exec_response(f));
+                    });
+                }
             }
         }
         Served::Flush(horizon) => {

@@ -243,17 +243,50 @@ impl LinkEnd {
 /// Where a node machine's answers arrive: (tag, reply body or `None` for a failed link), and gate
 /// wake-ups. A short queue behind one lock and a [`Notify`]: one small allocation per request,
 /// where a channel would allocate a block of 32 slots (over glibc's cached sizes).
+///
+/// Once its machine has replied, the driver parks it here ([`Inbox::park`]): the answers still
+/// to come are then handed to it where they arrive (on the link's reader), with no task waiting.
 #[derive(Default)]
 pub struct Inbox {
     q: Mutex<std::collections::VecDeque<(usize, Option<Bytes>)>>,
     ready: Notify,
+    late: Mutex<Option<LateSink>>,
 }
 
+/// A parked machine: takes an answer, returns true once it needs no more.
+pub type LateSink = Box<dyn FnMut(usize, Option<Bytes>) -> bool + Send>;
+
 impl Inbox {
-    /// Delivers one item.
+    /// Delivers one item (to the parked machine, if one is parked).
     pub fn push(&self, tag: usize, body: Option<Bytes>) {
+        let mut late = self.late.lock();
+        if let Some(sink) = late.as_mut() {
+            if sink(tag, body) {
+                *late = None;
+            }
+            return;
+        }
         self.q.lock().push_back((tag, body));
+        drop(late);
         self.ready.notify_one();
+    }
+
+    /// Parks a machine that has replied: `sink` gets the items already queued, then every later
+    /// one as it arrives, until it returns true.
+    pub fn park(&self, mut sink: LateSink) {
+        let mut late = self.late.lock();
+        loop {
+            let next = self.q.lock().pop_front();
+            match next {
+                Some((tag, body)) => {
+                    if sink(tag, body) {
+                        return;
+                    }
+                }
+                None => break,
+            }
+        }
+        *late = Some(sink);
     }
 
     /// The next item, waiting for one.
@@ -418,7 +451,9 @@ impl Peer {
         }
         // Every in-flight request fails at once: a single call sees its sender dropped, a fan-out
         // gets an explicit failure for this target (its channel stays open for the others).
-        for (_, w) in self.pending.lock().drain() {
+        // Taken out first: a waiter's inbox may run a parked machine, which forgets its calls.
+        let waiters: Vec<Waiter> = self.pending.lock().drain().map(|(_, w)| w).collect();
+        for w in waiters {
             match w {
                 Waiter::Tagged(tx, tag) => {
                     let _ = tx.send((tag, None));
@@ -581,7 +616,9 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                     if f.kind != Kind::Reply {
                         return Err(LinkEnd::Unexpected(f.kind));
                     }
-                    match p.pending.lock().remove(&f.id) {
+                    // Released before delivering: a parked machine may forget its calls.
+                    let waiter = p.pending.lock().remove(&f.id);
+                    match waiter {
                         Some(Waiter::One(tx)) => {
                             let _ = tx.send(f.body);
                         }
