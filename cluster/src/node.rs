@@ -967,7 +967,8 @@ impl KeyRequest {
         if !self.waiting.remove(from) {
             return;
         }
-        let now = env.ctx().now;
+        // Read only where a version must be checked (a plain acknowledgement needs no clock).
+        let now = || env.ctx().now;
         let reply = match answer {
             Answer::Reply(r) => Some(r),
             Answer::LinkDown => None,
@@ -996,7 +997,7 @@ impl KeyRequest {
                     Some(Response::Written { outcome, state }) => {
                         // This node is a replica: hold the new state before the client hears
                         // back, so its next read here sees its write.
-                        if plausible(state.version(), now) {
+                        if plausible(state.version(), now()) {
                             env.store().merge(&self.key, &state, &env.ctx());
                         }
                         self.finish(out, Ok(outcome.into()), None);
@@ -1016,7 +1017,7 @@ impl KeyRequest {
             }
             Phase::Read { tally, .. } => {
                 match reply {
-                    Some(Response::State(s)) if plausible(s.version(), now) => {
+                    Some(Response::State(s)) if plausible(s.version(), now()) => {
                         tally.answer(from, s)
                     }
                     _ => tally.failed(),
@@ -1029,14 +1030,14 @@ impl KeyRequest {
                 tries,
                 ..
             } => match reply {
-                Some(Response::State(s)) if plausible(s.version(), now) => {
+                Some(Response::State(s)) if plausible(s.version(), now()) => {
                     tally.ok();
                     if s.newer_than(newest) {
                         *newest = s;
                     }
                     self.settle_prepare(env, out);
                 }
-                Some(Response::Refused(v)) if plausible(Some(v), now) => {
+                Some(Response::Refused(v)) if plausible(Some(v), now()) => {
                     // A newer write or ballot exists: read again with a higher ballot.
                     env.store().clock().observe(v.hlc);
                     if *tries + 1 < MAX_PREPARES {
@@ -1073,7 +1074,7 @@ impl KeyRequest {
                         if *blind
                             && !self.replied
                             && *restamps < MAX_RESTAMPS
-                            && plausible(Some(v), now)
+                            && plausible(Some(v), now())
                             && Some(v) > *version =>
                     {
                         // A replica holds something newer: stamp the same value above it and
@@ -1084,7 +1085,7 @@ impl KeyRequest {
                         self.counts.restamps += 1;
                         let restamps = *restamps + 1;
                         store.clock().observe(v.hlc);
-                        let version = store.new_version(now);
+                        let version = store.new_version(now());
                         match &mut st {
                             State::Live { version: sv, .. } => *sv = version,
                             State::Dead(dv) => *dv = version,

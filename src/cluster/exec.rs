@@ -65,8 +65,15 @@ struct NodeEnv<'a> {
     shared: &'a Shared,
     cl: &'a Cluster,
     view: &'a View,
-    ctx: Ctx,
+    /// The context, read from the clock and settings the first time a machine asks for it.
+    ctx: std::cell::Cell<Option<Ctx>>,
     timing: Timing,
+}
+
+impl NodeEnv<'_> {
+    fn now(&self) -> u64 {
+        self.ctx().now
+    }
 }
 
 impl Env for NodeEnv<'_> {
@@ -86,7 +93,14 @@ impl Env for NodeEnv<'_> {
         &self.shared.store
     }
     fn ctx(&self) -> Ctx {
-        self.ctx
+        match self.ctx.get() {
+            Some(c) => c,
+            None => {
+                let c = node_ctx(self.shared);
+                self.ctx.set(Some(c));
+                c
+            }
+        }
     }
     fn timing(&self) -> Timing {
         self.timing
@@ -175,7 +189,7 @@ impl Driver {
             shared,
             cl,
             view,
-            ctx: node_ctx(shared),
+            ctx: Default::default(),
             timing: self.timing,
         }
     }
@@ -226,7 +240,7 @@ impl Driver {
             _ = sleep.as_mut() => {
                 let view = cl.view();
                 let env = self.env(shared, cl, &view);
-                if self.wake_at.is_some_and(|w| w <= env.ctx.now) {
+                if self.wake_at.is_some_and(|w| w <= env.now()) {
                     inc(&cl.metrics.dist.transport_timeouts);
                 }
                 self.m.on_deadline(&env, &mut o);
@@ -451,7 +465,7 @@ pub fn start(
         shared,
         cl,
         view: &view,
-        ctx: *ctx,
+        ctx: std::cell::Cell::new(Some(*ctx)),
         timing: timing(&lv),
     };
     m.start(&env, op, &mut o);
@@ -637,7 +651,7 @@ pub fn serve_request(
         shared,
         cl,
         view: &view,
-        ctx: node_ctx(shared),
+        ctx: Default::default(),
         timing: timing(&lv),
     };
     let is_exec = matches!(req, Request::Exec { .. });
@@ -1004,7 +1018,7 @@ pub async fn bootstrap(shared: Arc<Shared>, cl: Arc<Cluster>) {
             shared: &shared,
             cl: &cl,
             view: &view,
-            ctx: node_ctx(&shared),
+            ctx: Default::default(),
             timing: timing(&lv),
         };
         let mut t = Transfer::new(&env, 0..SLOTS as Slot, node::TRANSFER_PAGE_BYTES);
@@ -1035,7 +1049,7 @@ pub async fn bootstrap(shared: Arc<Shared>, cl: Arc<Cluster>) {
             shared: &shared,
             cl: &cl,
             view: &view,
-            ctx: node_ctx(&shared),
+            ctx: Default::default(),
             timing: timing(&lv),
         };
         if !failed.is_empty() {
@@ -1052,7 +1066,7 @@ pub async fn bootstrap(shared: Arc<Shared>, cl: Arc<Cluster>) {
         });
         tokio::select! {
             got = rx.recv() => {
-                let env = NodeEnv { ctx: node_ctx(&shared), ..env };
+                let env = NodeEnv { ctx: Default::default(), ..env };
                 if let Some((tag, body)) = got {
                     let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
                         Some(Ok(r)) => Answer::Reply(r),
