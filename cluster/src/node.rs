@@ -178,6 +178,20 @@ pub fn may_queue(op: &Op<'_>, write: Level, synced: bool) -> bool {
     !op.is_read_only() && !op.is_blind() && (write != Level::One || !synced)
 }
 
+/// The synchronous fast path of a client's command, tried by both drivers before they build a
+/// [`KeyRequest`]: a read at ONE that this node serves from its own copy (it is a replica and
+/// synced). It is exactly [`coord::plan`]'s `LocalRead` on a synced node, which
+/// [`KeyRequest::start`] would take too.
+pub fn local_read(env: &impl Env, key: &[u8], op: &Op<'_>, read: Level) -> Option<Outcome> {
+    if read != Level::One || !op.is_read_only() || !env.synced() {
+        return None;
+    }
+    if !env.prefs(key_slot(key)).contains(&env.me()) {
+        return None;
+    }
+    Some(env.store().apply(key, op, &env.ctx()))
+}
+
 /// Whether a version received from a peer is plausible at `now`.
 pub fn plausible(v: Option<Version>, now: u64) -> bool {
     v.is_none_or(|v| v.is_plausible(now, MAX_AHEAD_MS))

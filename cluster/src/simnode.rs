@@ -309,6 +309,11 @@ impl SimNode {
         out: &mut SimOutbox,
     ) {
         self.now = now;
+        if let Some(o) = crate::node::local_read(&*self, key, &op, read) {
+            self.counts.local_reads += 1;
+            self.results.insert(client_id, Ok(o));
+            return;
+        }
         let id = self.next_id();
         let mut m = KeyRequest::new(Bytes::copy_from_slice(key), id, read, write, Origin::Client);
         let mut o = Out::default();

@@ -456,11 +456,6 @@ pub fn start(
 ) -> Part {
     let started = Instant::now();
     let view = cl.view();
-    // Only a request that may wait at the gate needs its channel (registered) before it starts.
-    let early = node::may_queue(op, lv.write, cl.is_synced()).then(|| Prepared::new(cl, true));
-    let token = early.as_ref().map_or(0, |p| p.token);
-    let mut m = KeyRequest::new(key.clone(), token, lv.read, lv.write, Origin::Client);
-    let mut o = Out::default();
     let env = NodeEnv {
         shared,
         cl,
@@ -468,6 +463,15 @@ pub fn start(
         ctx: std::cell::Cell::new(Some(*ctx)),
         timing: timing(&lv),
     };
+    if let Some(o) = node::local_read(&env, key, op, lv.read) {
+        inc(&cl.metrics.dist.local_reads);
+        return Part::Ready(Ok(o));
+    }
+    // Only a request that may wait at the gate needs its channel (registered) before it starts.
+    let early = node::may_queue(op, lv.write, cl.is_synced()).then(|| Prepared::new(cl, true));
+    let token = early.as_ref().map_or(0, |p| p.token);
+    let mut m = KeyRequest::new(key.clone(), token, lv.read, lv.write, Origin::Client);
+    let mut o = Out::default();
     m.start(&env, op, &mut o);
     if m.is_done() && o.sends.is_empty() && o.wake.is_empty() && early.is_none() {
         // The synchronous fast path: a local read, or a write that needed no message.
