@@ -748,3 +748,34 @@ async fn serve_inbound(
         tracing::error!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, reason = %why, "closed a peer link on bad input");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_inbox_hands_items_to_its_reader_then_to_a_parked_machine() {
+        let inbox = Arc::new(Inbox::default());
+        inbox.push(1, Some(Bytes::from_static(b"a")));
+        assert_eq!(inbox.recv().await, (1, Some(Bytes::from_static(b"a"))));
+        // Items queued before the machine parks reach it first, in order; later ones reach it
+        // where they are pushed; once it has what it needs, nothing more goes to it.
+        inbox.push(2, None);
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let g = got.clone();
+        inbox.park(Box::new(move |tag, body| {
+            g.lock().push((tag, body.is_some()));
+            tag == 4
+        }));
+        assert_eq!(*got.lock(), [(2, false)]);
+        inbox.push(3, Some(Bytes::new()));
+        inbox.push(4, None);
+        inbox.push(5, None);
+        assert_eq!(*got.lock(), [(2, false), (3, true), (4, false)]);
+        assert_eq!(
+            inbox.recv().await,
+            (5, None),
+            "after the machine is done, items queue"
+        );
+    }
+}

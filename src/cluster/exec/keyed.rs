@@ -1,0 +1,387 @@
+//! A keyed command: its machine driven until its reply, then parked on its inbox, or driven
+//! to the end by a task of its own when it may wait at the gate.
+
+use super::*;
+
+/// A machine being driven: which calls it has out, and where its answers arrive.
+struct Driver {
+    m: KeyRequest,
+    token: u64,
+    inbox: Answers,
+    registered: bool,
+    sent: Vec<(MemberIdx, u64)>,
+    wake_at: Option<u64>,
+    timing: Timing,
+    started: Instant,
+    write: bool,
+}
+
+impl Driver {
+    /// Carries out `o`: sends (a target whose link is down fails at once, fed back right away),
+    /// wakes, the timer, and the reply (returned).
+    fn apply(&mut self, shared: &Shared, cl: &Cluster, mut o: Out) -> Option<Finished> {
+        let mut reply = None;
+        loop {
+            for t in o.wake.drain(..) {
+                cl.wake(t);
+            }
+            if let Some(w) = o.wake_at.take() {
+                self.wake_at = Some(w);
+            }
+            if let Some(f) = o.reply.take() {
+                reply = Some(f);
+            }
+            let view = cl.view();
+            let mut failed = Vec::new();
+            for send in o.sends.drain(..) {
+                let body = send.call.to_body();
+                for (to, tag) in send.to {
+                    let peer = cl.peer(&view, to);
+                    let r = match (peer, tag) {
+                        (None, _) => Err(CallError::Down),
+                        (Some(p), Some(t)) => {
+                            p.send_to_inbox(&body, &self.inbox, t as usize).map(|id| {
+                                self.sent.push((to, id));
+                            })
+                        }
+                        (Some(p), None) => p.send_oneway(&body),
+                    };
+                    if r.is_err() {
+                        inc(&cl.metrics.dist.transport_errors);
+                        if let Some(t) = tag {
+                            failed.push(t);
+                        }
+                    }
+                }
+            }
+            if failed.is_empty() {
+                return reply;
+            }
+            let env = self.env(shared, cl, &view);
+            for t in failed {
+                self.m.on_answer(&env, t, Answer::LinkDown, &mut o);
+            }
+        }
+    }
+
+    fn env<'a>(&self, shared: &'a Shared, cl: &'a Cluster, view: &'a View) -> NodeEnv<'a> {
+        NodeEnv {
+            shared,
+            cl,
+            view,
+            ctx: Default::default(),
+            timing: self.timing,
+        }
+    }
+
+    /// Feeds the machine what arrived on its channel.
+    fn on_got(&mut self, shared: &Shared, cl: &Cluster, got: (usize, Option<Bytes>), o: &mut Out) {
+        let view = cl.view();
+        let env = self.env(shared, cl, &view);
+        match got {
+            (WAKE, _) => self.m.on_wake(&env, o),
+            (tag, body) => {
+                let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
+                    Some(Ok(r)) => {
+                        cl.metrics.dist.peer_latency.record(self.started.elapsed());
+                        Answer::Reply(r)
+                    }
+                    Some(Err(_)) => Answer::Reply(Response::Error("malformed reply".into())),
+                    None => Answer::LinkDown,
+                };
+                self.m.on_answer(&env, tag as u64, answer, o);
+            }
+        }
+    }
+
+    /// Waits for the next input (an answer, a wake-up, or the machine's timer) and feeds it to
+    /// the machine. `sleep` is the machine's one timer, moved when its wake-up time changes
+    /// (`armed` is the time it is set for).
+    async fn step(
+        &mut self,
+        shared: &Shared,
+        cl: &Cluster,
+        sleep: &mut std::pin::Pin<&mut tokio::time::Sleep>,
+        armed: &mut Option<u64>,
+    ) -> Out {
+        if self.wake_at != *armed {
+            *armed = self.wake_at;
+            if let Some(w) = *armed {
+                let ms = w.saturating_sub(now_ms());
+                sleep
+                    .as_mut()
+                    .reset(tokio::time::Instant::now() + Duration::from_millis(ms));
+            }
+        }
+        let mut o = Out::default();
+        tokio::select! {
+            biased;
+            got = self.inbox.recv() => self.on_got(shared, cl, got, &mut o),
+            _ = sleep.as_mut() => {
+                let view = cl.view();
+                let env = self.env(shared, cl, &view);
+                if self.wake_at.is_some_and(|w| w <= env.now()) {
+                    inc(&cl.metrics.dist.transport_timeouts);
+                }
+                self.m.on_deadline(&env, &mut o);
+                // The timer has fired: set it again for whatever the machine asks next.
+                *armed = None;
+            }
+        }
+        o
+    }
+
+    /// Drives the machine until its reply.
+    async fn until_reply(&mut self, shared: &Shared, cl: &Cluster) -> Finished {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed = None;
+        loop {
+            let o = self.step(shared, cl, &mut sleep, &mut armed).await;
+            if let Some(f) = self.apply(shared, cl, o) {
+                return f;
+            }
+        }
+    }
+
+    /// Drives the machine until it is done (a machine that may wait at the gate needs its
+    /// timers to the end), handing its reply to `to` as soon as there is one.
+    async fn run(mut self, shared: Arc<Shared>, cl: Arc<Cluster>, mut to: Option<ReplyTo>) {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed = None;
+        while !self.m.is_done() {
+            let o = self.step(&shared, &cl, &mut sleep, &mut armed).await;
+            if let Some(f) = self.apply(&shared, &cl, o) {
+                self.deliver(&cl, f, &mut to);
+            }
+        }
+        self.close(&cl);
+    }
+
+    /// Closes a machine that is done; parks one that still waits for answers on its inbox,
+    /// where they are fed to it as they arrive (its reply, if it has not replied, goes nowhere:
+    /// its client is gone).
+    fn finish_or_park(mut self, shared: Arc<Shared>, cl: Arc<Cluster>) {
+        if self.m.is_done() {
+            self.close(&cl);
+            return;
+        }
+        let inbox = self.inbox.clone();
+        inbox.park(Box::new(move |tag, body| {
+            let mut o = Out::default();
+            self.on_got(&shared, &cl, (tag, body), &mut o);
+            let _ = self.apply(&shared, &cl, o);
+            if self.m.is_done() {
+                self.close(&cl);
+                true
+            } else {
+                false
+            }
+        }));
+    }
+
+    fn deliver(&self, cl: &Cluster, f: Finished, to: &mut Option<ReplyTo>) {
+        self.record(cl, &f);
+        match to.take() {
+            Some(ReplyTo::Client(tx)) => {
+                let _ = tx.send(f);
+            }
+            None => {}
+        }
+    }
+
+    /// Stops waiting for unanswered calls and books the machine's counters.
+    fn close(&mut self, cl: &Cluster) {
+        if self.registered {
+            cl.unregister(self.token);
+        }
+        if !self.sent.is_empty() {
+            let view = cl.view();
+            for &(m, id) in &self.sent {
+                if let Some(p) = cl.peer(&view, m) {
+                    p.forget(id);
+                }
+            }
+            self.sent.clear();
+        }
+        cl.metrics.dist.add(&self.m.counts);
+    }
+
+    /// Books the client-facing latency and failure of a reply.
+    fn record(&self, cl: &Cluster, f: &Finished) {
+        let h = if self.write {
+            &cl.metrics.dist.write_latency
+        } else {
+            &cl.metrics.dist.read_latency
+        };
+        h.record(self.started.elapsed());
+        if f.result.is_err() {
+            count_failure(cl, self.write);
+        }
+    }
+}
+
+/// Where a machine's reply goes.
+enum ReplyTo {
+    /// The client's command (or a peer's forwarded one), waiting on this channel.
+    Client(tokio::sync::oneshot::Sender<Finished>),
+}
+
+/// A machine about to be driven: its answer channel exists (and is registered for gate
+/// wake-ups when it may wait at the gate) before the machine starts.
+pub(super) struct Prepared {
+    pub(super) token: u64,
+    inbox: Answers,
+    pub(super) registered: bool,
+}
+
+impl Prepared {
+    pub(super) fn new(cl: &Cluster, may_queue: bool) -> Prepared {
+        let token = if may_queue { cl.token() } else { 0 };
+        let inbox = Answers::default();
+        if may_queue {
+            cl.register(token, inbox.clone());
+        }
+        Prepared {
+            token,
+            inbox,
+            registered: may_queue,
+        }
+    }
+}
+
+/// A driver owned by a client's future: when the future ends (its reply delivered, or the
+/// client gone), the machine is closed or parked on its inbox ([`Driver::finish_or_park`]).
+struct Driven {
+    d: Option<Driver>,
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+}
+
+impl Drop for Driven {
+    fn drop(&mut self) {
+        if let Some(d) = self.d.take() {
+            d.finish_or_park(self.shared.clone(), self.cl.clone());
+        }
+    }
+}
+
+/// Runs machine `m` (started, with first output `o`). Returns its reply at once when it has
+/// one. Otherwise: a machine that may wait at the gate (it needs its timers to the end) gets a
+/// task of its own that hands its reply to `to`; any other is driven by the future returned
+/// here until its reply, then parked on its inbox for the answers still to come.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn drive(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    m: KeyRequest,
+    p: Prepared,
+    o: Out,
+    lv: &Levels,
+    write: bool,
+    started: Instant,
+) -> Result<Finished, Later<Finished>> {
+    let mut d = Driver {
+        m,
+        token: p.token,
+        inbox: p.inbox,
+        registered: p.registered,
+        sent: Vec::new(),
+        wake_at: None,
+        timing: timing(lv),
+        started,
+        write,
+    };
+    let first = d.apply(shared, cl, o);
+    if let Some(f) = first {
+        d.record(cl, &f);
+        d.finish_or_park(shared.clone(), cl.clone());
+        return Ok(f);
+    }
+    if d.registered {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        shared
+            .tasks
+            .spawn(d.run(shared.clone(), cl.clone(), Some(ReplyTo::Client(tx))));
+        return Err(Box::pin(async move {
+            rx.await.unwrap_or(Finished {
+                // The driver stopped without a reply (the node is stopping).
+                result: Err(NoReplicas { write }),
+                state: None,
+            })
+        }));
+    }
+    let mut dv = Driven {
+        d: Some(d),
+        shared: shared.clone(),
+        cl: cl.clone(),
+    };
+    Err(Box::pin(async move {
+        let d = dv.d.as_mut().expect("driven until dropped");
+        let f = d.until_reply(&dv.shared, &dv.cl).await;
+        d.record(&dv.cl, &f);
+        f
+    }))
+}
+
+/// Starts `op` on `key` for a client of this node.
+pub fn start(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    key: &Bytes,
+    op: &Op<'_>,
+    lv: Levels,
+    ctx: &Ctx,
+) -> Part {
+    let started = Instant::now();
+    let view = cl.view();
+    let env = NodeEnv {
+        shared,
+        cl,
+        view: &view,
+        ctx: std::cell::Cell::new(Some(*ctx)),
+        timing: timing(&lv),
+    };
+    if let Some(o) = node::local_read(&env, key, op, lv.read) {
+        inc(&cl.metrics.dist.local_reads);
+        return Part::Ready(Ok(o));
+    }
+    // Only a request that may wait at the gate needs its channel (registered) before it starts.
+    let early = node::may_queue(op, lv.write, cl.is_synced()).then(|| Prepared::new(cl, true));
+    let token = early.as_ref().map_or(0, |p| p.token);
+    let mut m = KeyRequest::new(key.clone(), token, lv.read, lv.write, Origin::Client);
+    let mut o = Out::default();
+    m.start(&env, op, &mut o);
+    if m.is_done() && o.sends.is_empty() && o.wake.is_empty() && early.is_none() {
+        // The synchronous fast path: a local read, or a write that needed no message.
+        cl.metrics.dist.add(&m.counts);
+        if let Some(f) = o.reply {
+            if f.result.is_err() {
+                count_failure(cl, !op.is_read_only());
+            }
+            return Part::Ready(f.result);
+        }
+    }
+    let p = early.unwrap_or_else(|| Prepared::new(cl, false));
+    let write = !op.is_read_only();
+    match drive(shared, cl, m, p, o, &lv, write, started) {
+        Ok(f) => Part::Ready(f.result),
+        Err(later) => Part::Later(Box::pin(async move { later.await.result })),
+    }
+}
+
+/// Runs `op` wherever it belongs and waits for the result (for commands made of several steps).
+pub async fn run(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    key: &Bytes,
+    op: Op<'_>,
+    lv: Levels,
+    ctx: Ctx,
+) -> Res {
+    match start(shared, cl, key, &op, lv, &ctx) {
+        Part::Ready(r) => r,
+        Part::Later(f) => f.await,
+    }
+}

@@ -1,0 +1,148 @@
+//! The production driver of the node machines (`hypercache_cluster::node`): it runs a keyed
+//! command's [`KeyRequest`] (synchronously when it needs no message), sends what the machine asks
+//! for over the peer links, feeds it the answers, link failures and its deadline, and hands the
+//! client its reply; it answers peers' requests with [`node::serve`]; and it runs the start-up
+//! [`Transfer`]. Every decision (where a command runs, what counts as an acknowledgement, when to
+//! give up, what to repair) is the machine's: the simulator runs the same ones.
+//!
+//! It also runs the cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL).
+//!
+//! - `keyed`: a keyed command's machine, driven until its reply, then parked (or, when it may
+//!   wait at the gate, driven to the end by a task of its own).
+//! - `serve`: peers' requests.
+//! - `transfer`: the start-up copy.
+//! - `broadcast`: the cluster-wide commands.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hypercache_cluster::msg::{Request, Response};
+use hypercache_cluster::node::{
+    self, Answer, Env, Finished, Gate, KeyRequest, Origin, Out, Served, Timing, Transfer,
+};
+use hypercache_cluster::ring::MemberIdx;
+use hypercache_cluster::slot::{key_slot, Slot, SLOTS};
+use hypercache_cluster::store::Store;
+use hypercache_cluster::version::Version;
+use hypercache_cluster::wire::{self, Kind};
+use hypercache_cluster::{Ctx, Op, Outcome};
+use tokio::sync::mpsc;
+
+use super::link::{CallError, Outbound};
+use super::{Cluster, Levels, View};
+use crate::metrics::inc;
+use crate::state::{now_ms, Shared};
+
+pub use hypercache_cluster::node::NoReplicas;
+
+/// An operation's result.
+pub type Res = Result<Outcome, NoReplicas>;
+
+/// A boxed future of a result.
+pub type Later<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A keyed operation's result: available now, or once the network has answered.
+pub enum Part {
+    /// Done.
+    Ready(Res),
+    /// In progress.
+    Later(Later<Res>),
+}
+
+/// The context a node runs operations in right now (its own clock and settings).
+pub fn node_ctx(shared: &Shared) -> Ctx {
+    let c = shared.config.read();
+    let now = now_ms();
+    Ctx {
+        now,
+        lru: (now / 1000) as u32,
+        max_len: c.proto_max_bulk_len,
+        mode: c.access_mode(),
+        rand: (now as u32).wrapping_mul(0x9E37_79B9),
+    }
+}
+
+/// The node as its machines see it: a snapshot of the view, the context and the deadlines at
+/// one input.
+struct NodeEnv<'a> {
+    shared: &'a Shared,
+    cl: &'a Cluster,
+    view: &'a View,
+    /// The context, read from the clock and settings the first time a machine asks for it.
+    ctx: std::cell::Cell<Option<Ctx>>,
+    timing: Timing,
+}
+
+impl NodeEnv<'_> {
+    fn now(&self) -> u64 {
+        self.ctx().now
+    }
+}
+
+impl Env for NodeEnv<'_> {
+    fn me(&self) -> MemberIdx {
+        self.view.me
+    }
+    fn prefs(&self, slot: Slot) -> &[MemberIdx] {
+        self.view.prefs(slot)
+    }
+    fn live(&self, m: MemberIdx) -> bool {
+        self.view.live(self.cl, m)
+    }
+    fn synced(&self) -> bool {
+        self.cl.is_synced()
+    }
+    fn store(&self) -> &Store {
+        &self.shared.store
+    }
+    fn ctx(&self) -> Ctx {
+        match self.ctx.get() {
+            Some(c) => c,
+            None => {
+                let c = node_ctx(self.shared);
+                self.ctx.set(Some(c));
+                c
+            }
+        }
+    }
+    fn timing(&self) -> Timing {
+        self.timing
+    }
+    fn gate(&self) -> &Gate {
+        &self.cl.gate
+    }
+}
+
+fn timing(lv: &Levels) -> Timing {
+    Timing {
+        request_ms: lv.timeout.as_millis() as u64,
+    }
+}
+
+/// Where a machine's answers arrive: (tag, reply body or `None` for a failed link). A gate
+/// wake-up comes as [`WAKE`].
+pub type Answers = Arc<super::link::Inbox>;
+
+/// The tag of a gate wake-up on a machine's answer channel.
+const WAKE: usize = usize::MAX;
+
+fn count_failure(cl: &Cluster, write: bool) {
+    inc(if write {
+        &cl.metrics.dist.write_quorum_failures
+    } else {
+        &cl.metrics.dist.read_quorum_failures
+    });
+}
+
+mod broadcast;
+mod keyed;
+mod serve;
+mod transfer;
+
+pub use broadcast::{dbsize, flushall, keys, randomkey, scan};
+pub use keyed::{run, start};
+pub use serve::serve_request;
+pub use transfer::bootstrap;

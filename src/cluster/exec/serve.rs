@@ -1,0 +1,98 @@
+//! What a node answers to its peers: [`node::serve`] run on the link's reader.
+
+use super::keyed::{drive, Prepared};
+use super::*;
+
+/// Serves one request from a peer's inbound link (peer `from_id`), replying on `q`.
+pub fn serve_request(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    from_id: &str,
+    id: u64,
+    body: Bytes,
+    q: &Arc<Outbound>,
+) {
+    let req = match wire::from_body::<Request<'_>>(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            inc(&cl.metrics.dist.transport_errors);
+            let reply = Response::Error(format!("malformed request: {e}"));
+            q.push_msg(Kind::Reply, id, &reply);
+            return;
+        }
+    };
+    let view = cl.view();
+    // A forwarded read-modify-write may wait at the gate: its channel is registered before it
+    // starts.
+    let may_queue = match &req {
+        Request::Exec { op, write, .. } => op
+            .op()
+            .is_some_and(|op| node::may_queue(&op, *write, cl.is_synced())),
+        _ => false,
+    };
+    let from = match req {
+        // Only a transfer needs to know who asks (to check that it sees the sender live).
+        Request::Dump { .. } => view
+            .ring
+            .members()
+            .iter()
+            .position(|m| m == from_id)
+            .map(|i| i as MemberIdx),
+        _ => None,
+    };
+    let lv = Levels {
+        read: Default::default(),
+        write: Default::default(),
+        timeout: Duration::from_millis(shared.config.read().request_timeout_ms),
+    };
+    let env = NodeEnv {
+        shared,
+        cl,
+        view: &view,
+        ctx: Default::default(),
+        timing: timing(&lv),
+    };
+    let is_exec = matches!(req, Request::Exec { .. });
+    let p = is_exec.then(|| Prepared::new(cl, may_queue));
+    match node::serve(&env, from, p.as_ref().map_or(0, |p| p.token), req) {
+        Served::Reply(r) => {
+            if let Some(p) = p.filter(|p| p.registered) {
+                cl.unregister(p.token);
+            }
+            if matches!(r, Response::Error(_)) {
+                inc(&cl.metrics.dist.transport_errors);
+                tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %from_id, "refused a peer request with an implausible version");
+            }
+            q.push_msg(Kind::Reply, id, &r);
+        }
+        Served::Exec(m, o) => {
+            inc(&cl.metrics.dist.forwarded_in);
+            let started = Instant::now();
+            let p = p.unwrap_or_else(|| Prepared::new(cl, false));
+            match drive(shared, cl, *m, p, o, &lv, false, started) {
+                Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
+                Err(later) => {
+                    let q = q.clone();
+                    shared.tasks.spawn(async move {
+                        let f = later.await;
+                        q.push_msg(Kind::Reply, id, &node::exec_response(f));
+                    });
+                }
+            }
+        }
+        Served::Flush(horizon) => {
+            // Off the link's reader: a flush walks every key.
+            let (sh, q) = (shared.clone(), q.clone());
+            tokio::task::spawn_blocking(move || {
+                sh.store.flush_at(horizon);
+                q.push_msg(Kind::Reply, id, &Response::Done);
+            });
+        }
+        Served::RandomKey => {
+            let k = shared
+                .store
+                .random_key(&mut *shared.rng.lock(), &node_ctx(shared));
+            q.push_msg(Kind::Reply, id, &Response::Key(k));
+        }
+    }
+}
