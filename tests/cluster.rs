@@ -902,3 +902,44 @@ fn a_cluster_counts_keyspace_hits_and_misses_and_reports_one_registry() {
     assert!(metric(&c, 0, "memory.used") > 0);
     assert!(metric(&c, 0, "dist.write.attempts") >= 1);
 }
+
+/// The deadline rule, through real processes: a forward whose coordinator is connected but
+/// paused (its link is still up: the heartbeat needs 2 s) gets `NOREPLICAS` after three request
+/// timeouts, not before. The simulator twin is in cluster/src/simnode.rs.
+#[test]
+fn a_forward_to_a_silent_coordinator_fails_after_three_timeouts() {
+    let c = TestCluster::start(3, &["--request-timeout-ms", "300"]);
+    let key = "counter:silent";
+    let reps = replicas_of(&c, key);
+    let (primary, third) = (reps[0], reps[2]);
+    let mut t = c.conn_at(third, "quorum", "quorum");
+    c.nodes[primary].as_ref().unwrap().signal("STOP");
+    let started = std::time::Instant::now();
+    let r: RedisResult<i64> = redis::cmd("INCR").arg(key).query(&mut t);
+    let took = started.elapsed();
+    c.nodes[primary].as_ref().unwrap().signal("CONT");
+    assert!(is_noreplicas(&r), "{r:?}");
+    assert!(
+        took >= Duration::from_millis(900),
+        "gave up after {took:?}, before 3 x 300 ms"
+    );
+    assert!(took < Duration::from_millis(1900), "took {took:?}");
+}
+
+/// A peer that speaks protocol version 1 is refused at the handshake and counted.
+#[test]
+fn a_version_1_peer_is_refused() {
+    let c = TestCluster::start(2, &[]);
+    let before = metric(&c, 0, "dist.link.handshake_failures");
+    let mut raw = TcpStream::connect(("127.0.0.1", c.ports[0].1)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    // A version-1 header: magic, version 1, kind hello, no flags, id 0, an empty body.
+    let mut frame = b"HC\x01\x01\x00\x00".to_vec();
+    frame.extend_from_slice(&0u64.to_le_bytes());
+    frame.extend_from_slice(&0u32.to_le_bytes());
+    raw.write_all(&frame).unwrap();
+    let mut buf = Vec::new();
+    let _ = raw.read_to_end(&mut buf);
+    assert_eq!(metric(&c, 0, "dist.link.handshake_failures"), before + 1);
+    c.wait_live(0, 2);
+}

@@ -758,6 +758,36 @@ mod tests {
         s.input(n, |node, now, out| node.start_transfer(now, out));
     }
 
+    /// The deadline rule: a forward whose coordinator is connected but silent (paused) gets
+    /// `NOREPLICAS` after `3T`, never earlier, and is not planned again (the coordinator may
+    /// still apply it). The process twin is
+    /// `tests/cluster.rs::a_forward_to_a_silent_coordinator_fails_after_three_timeouts`.
+    #[test]
+    fn a_forward_to_a_silent_coordinator_fails_after_three_timeouts() {
+        let seed = 12;
+        let mut s = sim(3, 3, seed);
+        let key = b"counter:silent";
+        let reps = s.nodes[0].replicas_of(key);
+        let (primary, third) = (reps[0], reps[2]);
+        s.isolate(primary);
+        let start = s.now();
+        s.input(third, |n, now, out| {
+            n.client(1, key, Op::IncrBy(1), QUORUM, QUORUM, now, out)
+        });
+        let t = DEFAULT_TIMEOUT_MS;
+        s.run_until(start + 3 * t - 1, STEPS);
+        assert_eq!(s.nodes[third].result(1), None, "seed {seed}: not before 3T");
+        s.run_until(start + 3 * t, STEPS);
+        assert_eq!(
+            s.nodes[third].result(1),
+            Some(&Err(NoReplicas { write: true })),
+            "seed {seed}: NOREPLICAS at 3T"
+        );
+        assert_eq!(s.nodes[third].counts.forward_retries, 0, "seed {seed}");
+        s.run_until_quiet(STEPS);
+        quiet(&s);
+    }
+
     #[test]
     fn quorum_survives_one_replica_down_but_not_two() {
         let seed = 11;

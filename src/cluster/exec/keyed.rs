@@ -9,6 +9,8 @@ struct Driver {
     token: u64,
     inbox: Answers,
     registered: bool,
+    /// Its deadline fired (calls may still be pending in the links).
+    gave_up: bool,
     sent: Vec<(MemberIdx, u64)>,
     wake_at: Option<u64>,
     timing: Timing,
@@ -30,6 +32,9 @@ impl Driver {
             }
             if let Some(f) = o.reply.take() {
                 reply = Some(f);
+            }
+            if o.sends.is_empty() {
+                return reply;
             }
             let view = cl.view();
             let mut failed = Vec::new();
@@ -124,6 +129,7 @@ impl Driver {
                     inc(&cl.metrics.dist.transport_timeouts);
                 }
                 self.m.on_deadline(&env, &mut o);
+                self.gave_up = true;
                 // The timer has fired: set it again for whatever the machine asks next.
                 *armed = None;
             }
@@ -196,7 +202,9 @@ impl Driver {
         if self.registered {
             cl.unregister(self.token);
         }
-        if !self.sent.is_empty() {
+        // Calls still pending only when the machine gave up on them at its deadline (a machine
+        // done otherwise had every answer: nothing to forget).
+        if self.gave_up && !self.sent.is_empty() {
             let view = cl.view();
             for &(m, id) in &self.sent {
                 if let Some(p) = cl.peer(&view, m) {
@@ -287,6 +295,7 @@ pub(super) fn drive(
         token: p.token,
         inbox: p.inbox,
         registered: p.registered,
+        gave_up: false,
         sent: Vec::new(),
         wake_at: None,
         timing: timing(lv),
