@@ -445,6 +445,10 @@ enum Phase {
         tally: Tally,
         newest: State,
         tries: u8,
+        /// Answers so far.
+        answers: u8,
+        /// Whether the answers disagree (the newest state may not be on a quorum yet).
+        mixed: bool,
     },
     Accept {
         tally: Tally,
@@ -810,11 +814,13 @@ impl KeyRequest {
         let me = env.me();
         let mut tally = Tally::for_level(self.write, prefs.len(), false);
         let mut newest = State::Missing;
+        let mut answers = 0;
         if prefs.contains(&me) && env.synced() {
             match store.prepare(&self.key, ballot, ctx.now, env.timing().promise_ms()) {
                 Ok(s) => {
                     tally.ok();
                     newest = s;
+                    answers = 1;
                 }
                 // Cannot happen with a ballot from this store's own clock; treated as a refusal.
                 Err(_) => tally.failed(),
@@ -828,6 +834,8 @@ impl KeyRequest {
             tally,
             newest,
             tries,
+            answers,
+            mixed: false,
         };
         if self.settle_prepare(env, out) {
             return;
@@ -850,6 +858,8 @@ impl KeyRequest {
             tally,
             newest,
             tries,
+            mixed,
+            ..
         } = &self.phase
         else {
             return false;
@@ -866,6 +876,17 @@ impl KeyRequest {
                 let ctx = env.ctx();
                 let op = self.op_buf().op();
                 let (outcome, next) = coord::state_after(&op, &self.key, newest, &ctx, ballot);
+                // An operation that changes nothing still writes back what it read when the
+                // replicas disagreed: its reply is based on that state (DEL answering 0 because
+                // of a tombstone on one replica), so the state must be on a quorum before the
+                // reply, or a later read could still see the older one.
+                let next = next.or_else(|| {
+                    if *mixed {
+                        restamped(newest, ballot)
+                    } else {
+                        None
+                    }
+                });
                 let Some(state) = next else {
                     // Nothing to write (SET NX on an existing key, INCR on a non-number, ...).
                     self.release(env, out);
@@ -1042,10 +1063,16 @@ impl KeyRequest {
                 tally,
                 newest,
                 tries,
+                answers,
+                mixed,
                 ..
             } => match reply {
                 Some(Response::State(s)) if plausible(s.version(), now()) => {
                     tally.ok();
+                    if *answers > 0 && s.version() != newest.version() {
+                        *mixed = true;
+                    }
+                    *answers = answers.saturating_add(1);
                     if s.newer_than(newest) {
                         *newest = s;
                     }
@@ -1265,6 +1292,25 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             return Served::Exec(Box::new(m), out);
         }
     })
+}
+
+/// `state` stamped with `version` (`None` for `Missing`: nothing to write back).
+fn restamped(state: &State, version: Version) -> Option<State> {
+    match state {
+        State::Missing => None,
+        State::Dead(_) => Some(State::Dead(version)),
+        State::Live {
+            value,
+            expire_at,
+            enc,
+            ..
+        } => Some(State::Live {
+            value: value.clone(),
+            expire_at: *expire_at,
+            version,
+            enc: *enc,
+        }),
+    }
 }
 
 /// The answer to a forwarded command once its machine finished.

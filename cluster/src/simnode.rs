@@ -1123,6 +1123,46 @@ mod tests {
         }
     }
 
+    /// Found by seeds 941 and 1158 of the randomized run: a failed DEL left its tombstone on one
+    /// replica; a later DEL read it in its prepare round and answered 0, writing nothing, and a
+    /// QUORUM read through the other replicas then still returned the value. A read-modify-write
+    /// whose replicas disagreed now writes back what it read before it answers.
+    #[test]
+    fn a_read_modify_write_makes_what_it_read_durable_before_answering() {
+        let seed = 13;
+        let mut s = sim(3, 3, seed);
+        let key = b"residue";
+        let reps = s.nodes[0].replicas_of(key);
+        let (a, b, c) = (reps[0], reps[1], reps[2]);
+        assert_eq!(
+            run(&mut s, a, 1, key, set(b"v"), (ALL, ALL)),
+            Ok(Outcome::Ok)
+        );
+        // A failed DEL's residue: a tombstone, newer than the value, on c alone.
+        let State::Live { version, .. } = s.nodes[c].store.fetch(key) else {
+            panic!("seed {seed}: c holds the value");
+        };
+        let tomb = State::Dead(Version {
+            hlc: version.hlc + 1,
+            origin: version.origin,
+        });
+        s.nodes[c].store.merge(key, &tomb, &Ctx::at(s.now()));
+        // A DEL whose prepare quorum is a and c: it reads the tombstone and answers 0.
+        s.isolate(b);
+        assert_eq!(
+            run(&mut s, a, 2, key, Op::Del, (QUORUM, QUORUM)),
+            Ok(Outcome::Int(0))
+        );
+        s.recover();
+        // Without c, a QUORUM read must not find the value again.
+        s.isolate(c);
+        assert_eq!(
+            run(&mut s, b, 3, key, Op::Get, (QUORUM, QUORUM)),
+            Ok(Outcome::Nil)
+        );
+        quiet(&s);
+    }
+
     #[test]
     fn same_seed_same_run() {
         let scenario = |seed| {
