@@ -9,6 +9,8 @@ struct Driver {
     token: u64,
     inbox: Answers,
     registered: bool,
+    /// The member set and ring the request started with (liveness is read live through it).
+    view: Arc<View>,
     /// Its deadline fired (calls may still be pending in the links).
     gave_up: bool,
     sent: Vec<(MemberIdx, u64)>,
@@ -36,7 +38,7 @@ impl Driver {
             if o.sends.is_empty() {
                 return reply;
             }
-            let view = cl.view();
+            let view = self.view.clone();
             let mut failed = Vec::new();
             for send in o.sends.drain(..) {
                 let body = send.call.to_body();
@@ -81,7 +83,7 @@ impl Driver {
 
     /// Feeds the machine what arrived on its channel.
     fn on_got(&mut self, shared: &Shared, cl: &Cluster, got: (usize, Option<Bytes>), o: &mut Out) {
-        let view = cl.view();
+        let view = self.view.clone();
         let env = self.env(shared, cl, &view);
         match got {
             (WAKE, _) => self.m.on_wake(&env, o),
@@ -123,7 +125,7 @@ impl Driver {
             biased;
             got = self.inbox.recv() => self.on_got(shared, cl, got, &mut o),
             _ = sleep.as_mut() => {
-                let view = cl.view();
+                let view = self.view.clone();
                 let env = self.env(shared, cl, &view);
                 if self.wake_at.is_some_and(|w| w <= env.now()) {
                     inc(&cl.metrics.dist.transport_timeouts);
@@ -205,7 +207,7 @@ impl Driver {
         // Calls still pending only when the machine gave up on them at its deadline (a machine
         // done otherwise had every answer: nothing to forget).
         if self.gave_up && !self.sent.is_empty() {
-            let view = cl.view();
+            let view = self.view.clone();
             for &(m, id) in &self.sent {
                 if let Some(p) = cl.peer(&view, m) {
                     p.forget(id);
@@ -289,12 +291,14 @@ pub(super) fn drive(
     lv: &Levels,
     write: bool,
     started: Instant,
+    view: Arc<View>,
 ) -> Result<Finished, Later<Finished>> {
     let mut d = Driver {
         m,
         token: p.token,
         inbox: p.inbox,
         registered: p.registered,
+        view,
         gave_up: false,
         sent: Vec::new(),
         wake_at: None,
@@ -374,7 +378,7 @@ pub fn start(
     }
     let p = early.unwrap_or_else(|| Prepared::new(cl, false));
     let write = !op.is_read_only();
-    match drive(shared, cl, m, p, o, &lv, write, started) {
+    match drive(shared, cl, m, p, o, &lv, write, started, view.clone()) {
         Ok(f) => Part::Ready(f.result),
         Err(later) => Part::Later(Box::pin(async move { later.await.result })),
     }

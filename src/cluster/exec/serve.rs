@@ -69,7 +69,7 @@ pub fn serve_request(
             inc(&cl.metrics.dist.forwarded_in);
             let started = Instant::now();
             let p = p.unwrap_or_else(|| Prepared::new(cl, false));
-            match drive(shared, cl, *m, p, o, &lv, false, started) {
+            match drive(shared, cl, *m, p, o, &lv, false, started, view.clone()) {
                 Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
                 Err(later) => {
                     let q = q.clone();
