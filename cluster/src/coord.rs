@@ -174,24 +174,8 @@ impl<N: Copy + PartialEq> ReadTally<N> {
 /// What a read-only `op` answers when the key's newest state is `state` (expiry applied at
 /// `ctx.now`): the same pure semantics as on the local store.
 pub fn outcome_of(op: &Op<'_>, key: &[u8], state: &State, ctx: &Ctx) -> Outcome {
-    match state {
-        State::Live {
-            value,
-            expire_at,
-            enc,
-            ..
-        } if *expire_at == 0 || *expire_at > ctx.now => {
-            let mut e = Entry::new(
-                key,
-                value,
-                *expire_at,
-                ctx.initial_access(),
-                EncodingHint::from_bits(*enc),
-            );
-            apply(op, key, Some(&mut e), ctx).1
-        }
-        _ => apply(op, key, None, ctx).1,
-    }
+    // A read-only operation changes nothing, so no state is built.
+    state_after(op, key, state, ctx, Version::default()).0
 }
 
 /// Runs `op` against the key's newest known `state` (expiry applied at `ctx.now`) without a

@@ -128,6 +128,53 @@ pub trait Env {
     fn gate(&self) -> &Gate;
 }
 
+/// What a driver needs of a machine: inputs in, effects out (the same for [`KeyRequest`] and
+/// [`Transfer`]).
+pub trait Machine {
+    /// The answer to the call tagged `tag`.
+    fn on_answer(&mut self, env: &impl Env, tag: u64, answer: Answer, out: &mut Out);
+    /// The time the machine asked for ([`Out::wake_at`]) has come.
+    fn on_deadline(&mut self, env: &impl Env, out: &mut Out);
+    /// Its turn at the [`Gate`] ([`Out::wake`] named it).
+    fn on_wake(&mut self, _env: &impl Env, _out: &mut Out) {}
+    /// Nothing more will happen.
+    fn is_done(&self) -> bool;
+    /// Counters so far.
+    fn counts(&self) -> Counts {
+        Counts::default()
+    }
+}
+
+impl Machine for KeyRequest {
+    fn on_answer(&mut self, env: &impl Env, tag: u64, answer: Answer, out: &mut Out) {
+        KeyRequest::on_answer(self, env, tag, answer, out)
+    }
+    fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
+        KeyRequest::on_deadline(self, env, out)
+    }
+    fn on_wake(&mut self, env: &impl Env, out: &mut Out) {
+        KeyRequest::on_wake(self, env, out)
+    }
+    fn is_done(&self) -> bool {
+        KeyRequest::is_done(self)
+    }
+    fn counts(&self) -> Counts {
+        self.counts
+    }
+}
+
+impl Machine for Transfer {
+    fn on_answer(&mut self, env: &impl Env, tag: u64, answer: Answer, out: &mut Out) {
+        Transfer::on_answer(self, env, tag, answer, out)
+    }
+    fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
+        Transfer::on_deadline(self, env, out)
+    }
+    fn is_done(&self) -> bool {
+        self.report().is_some()
+    }
+}
+
 /// Serializes the read-modify-writes a node coordinates on one key: one prepare round per key at
 /// a time, the next one starting right after its predecessor sent its accept. Links are FIFO, so
 /// every replica sees the accept before the next prepare, and the next round builds on it; two
@@ -1331,6 +1378,10 @@ pub fn exec_response(f: Finished) -> Response {
     }
 }
 
+/// How long a start-up copy waits for a source's link to come up (a node that just started
+/// dials its peers) before it gives up on that source, ms.
+pub const TRANSFER_LINK_GRACE_MS: u64 = 3_000;
+
 /// How long a start-up copy waits for one page before asking for it again, ms.
 pub const TRANSFER_PAGE_TIMEOUT_MS: u64 = 5_000;
 
@@ -1372,12 +1423,16 @@ pub struct TransferReport {
 /// then on every write it coordinates reaches this node too, and every write it coordinated
 /// before is in its copy. Until the transfer is done ([`Env::synced`]), this node's copy counts
 /// in no read, its ONE reads go elsewhere and its read-modify-writes read from the others first.
-/// Pages are whole slots up to a byte budget; a page unanswered for
+/// A source whose link is not up yet is looked at again for [`TRANSFER_LINK_GRACE_MS`] (a node
+/// that just started is still dialing its peers). Pages are whole slots up to a byte budget; a
+/// page unanswered for
 /// [`TRANSFER_PAGE_TIMEOUT_MS`] is asked again; after [`TRANSFER_DEADLINE_MS`] the transfer ends
 /// with what it has (reported).
 #[derive(Debug)]
 pub struct Transfer {
     sources: Vec<(MemberIdx, Source)>,
+    /// Until then, a source that is not live yet is asked again later rather than given up.
+    grace: u64,
     deadline: u64,
     report: TransferReport,
     done: bool,
@@ -1418,6 +1473,7 @@ impl Transfer {
                     )
                 })
                 .collect(),
+            grace: now + TRANSFER_LINK_GRACE_MS,
             deadline: now + TRANSFER_DEADLINE_MS,
             report: TransferReport::default(),
             done: false,
@@ -1448,6 +1504,12 @@ impl Transfer {
             else {
                 continue;
             };
+            if asked_at.is_none() && !env.live(*m) && now < self.grace && now < self.deadline {
+                // Its link may still be coming up: look again shortly.
+                *next = now + TRANSFER_RETRY_MS;
+                wake = wake.min(*next);
+                continue;
+            }
             if now >= self.deadline || (asked_at.is_none() && !env.live(*m)) {
                 // Out of time, or unreachable (a down replica gives nothing this node can get).
                 *src = Source::Failed(slots.len());

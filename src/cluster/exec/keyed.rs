@@ -3,9 +3,10 @@
 
 use super::*;
 
-/// A machine being driven: which calls it has out, and where its answers arrive.
-struct Driver {
-    m: KeyRequest,
+/// A machine being driven (a keyed command's, or the start-up copy's): which calls it has out,
+/// and where its answers arrive.
+pub(super) struct Driver<M> {
+    pub(super) m: M,
     token: u64,
     inbox: Answers,
     registered: bool,
@@ -20,10 +21,10 @@ struct Driver {
     write: bool,
 }
 
-impl Driver {
+impl<M: Machine + Send + 'static> Driver<M> {
     /// Carries out `o`: sends (a target whose link is down fails at once, fed back right away),
     /// wakes, the timer, and the reply (returned).
-    fn apply(&mut self, shared: &Shared, cl: &Cluster, mut o: Out) -> Option<Finished> {
+    pub(super) fn apply(&mut self, shared: &Shared, cl: &Cluster, mut o: Out) -> Option<Finished> {
         let mut reply = None;
         loop {
             for t in o.wake.drain(..) {
@@ -154,7 +155,12 @@ impl Driver {
 
     /// Drives the machine until it is done (a machine that may wait at the gate needs its
     /// timers to the end), handing its reply to `to` as soon as there is one.
-    async fn run(mut self, shared: Arc<Shared>, cl: Arc<Cluster>, mut to: Option<ReplyTo>) {
+    pub(super) async fn run(
+        mut self,
+        shared: Arc<Shared>,
+        cl: Arc<Cluster>,
+        mut to: Option<ReplyTo>,
+    ) {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
         let mut armed = None;
@@ -165,6 +171,18 @@ impl Driver {
             }
         }
         self.close(&cl);
+    }
+
+    /// Drives a machine that never replies (the start-up copy) until it is done.
+    pub(super) async fn until_done(&mut self, shared: &Shared, cl: &Cluster) {
+        let sleep = tokio::time::sleep(Duration::from_secs(3600));
+        tokio::pin!(sleep);
+        let mut armed = None;
+        while !self.m.is_done() {
+            let o = self.step(shared, cl, &mut sleep, &mut armed).await;
+            let _ = self.apply(shared, cl, o);
+        }
+        self.close(cl);
     }
 
     /// Closes a machine that is done; parks one that still waits for answers on its inbox,
@@ -215,7 +233,7 @@ impl Driver {
             }
             self.sent.clear();
         }
-        cl.metrics.dist.add(&self.m.counts);
+        cl.metrics.dist.add(&self.m.counts());
     }
 
     /// Books the client-facing latency and failure of a reply.
@@ -232,8 +250,27 @@ impl Driver {
     }
 }
 
+impl<M> Driver<M> {
+    /// A driver for machine `m`, whose calls go through `p`'s inbox.
+    pub(super) fn new(m: M, p: Prepared, view: Arc<View>, timing: Timing, write: bool) -> Self {
+        Driver {
+            m,
+            token: p.token,
+            inbox: p.inbox,
+            registered: p.registered,
+            view,
+            gave_up: false,
+            sent: Vec::new(),
+            wake_at: None,
+            timing,
+            started: Instant::now(),
+            write,
+        }
+    }
+}
+
 /// Where a machine's reply goes.
-enum ReplyTo {
+pub(super) enum ReplyTo {
     /// The client's command (or a peer's forwarded one), waiting on this channel.
     Client(tokio::sync::oneshot::Sender<Finished>),
 }
@@ -264,7 +301,7 @@ impl Prepared {
 /// A driver owned by a client's future: when the future ends (its reply delivered, or the
 /// client gone), the machine is closed or parked on its inbox ([`Driver::finish_or_park`]).
 struct Driven {
-    d: Option<Driver>,
+    d: Option<Driver<KeyRequest>>,
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
 }
@@ -293,19 +330,8 @@ pub(super) fn drive(
     started: Instant,
     view: Arc<View>,
 ) -> Result<Finished, Later<Finished>> {
-    let mut d = Driver {
-        m,
-        token: p.token,
-        inbox: p.inbox,
-        registered: p.registered,
-        view,
-        gave_up: false,
-        sent: Vec::new(),
-        wake_at: None,
-        timing: timing(lv),
-        started,
-        write,
-    };
+    let mut d = Driver::new(m, p, view, timing(lv), write);
+    d.started = started;
     let first = d.apply(shared, cl, o);
     if let Some(f) = first {
         d.record(cl, &f);

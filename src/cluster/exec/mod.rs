@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hypercache_cluster::msg::{Request, Response};
 use hypercache_cluster::node::{
-    self, Answer, Env, Finished, Gate, KeyRequest, Origin, Out, Served, Timing, Transfer,
+    self, Answer, Env, Finished, Gate, KeyRequest, Machine, Origin, Out, Served, Timing, Transfer,
 };
 use hypercache_cluster::ring::MemberIdx;
 use hypercache_cluster::slot::{key_slot, Slot, SLOTS};
