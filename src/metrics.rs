@@ -219,6 +219,7 @@ impl Registry {
             ("store.evicted", st.evicted),
             ("store.bytes", st.bytes),
             ("store.tombstones", store.tombstones()),
+            ("store.promises", store.promises()),
             ("memory.used", used_memory),
             ("memory.peak", g(&self.peak_memory).max(used_memory)),
         ]

@@ -77,6 +77,9 @@ pub async fn expiry_task(shared: Arc<Shared>) {
             shared
                 .store
                 .purge_tombstones(now_ms().saturating_sub(ttl_ms));
+            // Promises of read-modify-write rounds that wrote nothing outlive their round only
+            // until they expire (3 request timeouts).
+            shared.store.purge_promises(now_ms());
         }
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_millis(1000 / hz)) => {}

@@ -578,6 +578,11 @@ impl Store {
         Ok(state)
     }
 
+    /// Promise entries held (expired ones included until [`Store::purge_promises`]).
+    pub fn promises(&self) -> u64 {
+        self.promised.load(Ordering::Relaxed)
+    }
+
     /// Drops promises that expired before `now`; returns how many were dropped.
     pub fn purge_promises(&self, now: u64) -> u64 {
         if self.promised.load(Ordering::Relaxed) == 0 {
@@ -1776,5 +1781,41 @@ mod tests {
                 st.slot_digest_recomputed(key_slot(k))
             );
         }
+    }
+
+    #[test]
+    fn promises_refuse_older_writes_until_settled_or_expired() {
+        let st = store();
+        st.set_tombstones(true);
+        let ctx = Ctx::at(1_000);
+        let v = |hlc: u64| Version { hlc, origin: 1 };
+        assert!(st.merge(b"k", &live(b"a", 10, 1), &ctx));
+        // A promise at 20: nothing older is stored, the value held is returned.
+        assert_eq!(st.prepare(b"k", v(20), 1_000, 500), Ok(live(b"a", 10, 1)));
+        assert_eq!(st.promises(), 1);
+        assert_eq!(
+            st.offer(b"k", &live(b"b", 15, 1), &ctx),
+            Offered::Refused(v(20))
+        );
+        // A lower or equal ballot is refused with the promise.
+        assert_eq!(st.prepare(b"k", v(19), 1_000, 500), Err(v(20)));
+        // The accept at the ballot is stored and settles the promise.
+        assert_eq!(st.offer(b"k", &live(b"c", 20, 1), &ctx), Offered::Stored);
+        assert_eq!(st.promises(), 0);
+        // A promise that no accept follows expires and is purged.
+        assert!(st.prepare(b"k", v(30), 1_000, 500).is_ok());
+        assert_eq!(
+            st.offer(b"k", &live(b"d", 25, 1), &Ctx::at(1_200)),
+            Offered::Refused(v(30))
+        );
+        assert_eq!(
+            st.offer(b"k", &live(b"d", 25, 1), &Ctx::at(1_600)),
+            Offered::Stored
+        );
+        assert_eq!(st.purge_promises(1_600), 1, "the expired promise is purged");
+        assert!(st.prepare(b"x", v(40), 1_000, 500).is_ok());
+        assert_eq!(st.purge_promises(1_499), 0);
+        assert_eq!(st.purge_promises(1_500), 1);
+        assert_eq!(st.promises(), 0);
     }
 }
