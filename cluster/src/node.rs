@@ -1360,6 +1360,26 @@ fn restamped(state: &State, version: Version) -> Option<State> {
     }
 }
 
+/// Which member answers for each of `slots` in a cluster-wide command (KEYS, SCAN, DBSIZE): the
+/// first live replica of the slot, grouped by member. A slot with no live replica makes the
+/// command fail (`NOREPLICAS ... read`) rather than answer partially.
+pub fn slot_owners(
+    env: &impl Env,
+    slots: impl Iterator<Item = Slot>,
+) -> Result<Vec<(MemberIdx, Vec<u16>)>, NoReplicas> {
+    let mut groups: Vec<(MemberIdx, Vec<u16>)> = Vec::new();
+    for slot in slots {
+        let Some(m) = env.prefs(slot).iter().copied().find(|&m| env.live(m)) else {
+            return Err(NoReplicas { write: false });
+        };
+        match groups.iter_mut().find(|(g, _)| *g == m) {
+            Some((_, v)) => v.push(slot),
+            None => groups.push((m, vec![slot])),
+        }
+    }
+    Ok(groups)
+}
+
 /// The answer to a forwarded command once its machine finished.
 pub fn exec_response(f: Finished) -> Response {
     match f {

@@ -97,43 +97,33 @@ async fn fan_out(
     decided
 }
 
-/// Which member answers for each slot in `slots` in a cluster-wide command: the first live
-/// replica. Returns (member, its slots) groups; slots with no live replica are left out and
-/// reported in the second value.
-fn owners(
-    cl: &Cluster,
-    view: &View,
-    slots: impl Iterator<Item = Slot>,
-) -> (Vec<(MemberIdx, Vec<u16>)>, bool) {
-    let mut groups: Vec<(MemberIdx, Vec<u16>)> = Vec::new();
-    let mut missing = false;
-    for slot in slots {
-        match view.prefs(slot).iter().copied().find(|&m| view.live(cl, m)) {
-            Some(m) => match groups.iter_mut().find(|(g, _)| *g == m) {
-                Some((_, v)) => v.push(slot),
-                None => groups.push((m, vec![slot])),
-            },
-            None => missing = true,
-        }
-    }
-    (groups, missing)
-}
-
-/// Asks each group's member (this node locally) and collects the responses, in group order.
-async fn ask_groups(
+/// Asks each group's member for `make(slots)` (this node answers its own groups with
+/// [`node::serve`], as it answers a peer) and collects the responses, in group order; `None` if
+/// any is missing by the deadline.
+async fn ask_groups<'p>(
     shared: &Shared,
     cl: &Cluster,
     view: &View,
     groups: &[(MemberIdx, Vec<u16>)],
-    make: impl Fn(&[u16]) -> Vec<u8>,
-    local: impl Fn(&Shared, &[u16]) -> Response,
+    make: impl Fn(&[u16]) -> Request<'p>,
     timeout: Duration,
 ) -> Option<Vec<Response>> {
     let mut out: Vec<Option<Response>> = vec![None; groups.len()];
     let mut remote = Vec::new();
+    let env = NodeEnv {
+        shared,
+        cl,
+        view,
+        ctx: Default::default(),
+        timing: Timing {
+            request_ms: timeout.as_millis() as u64,
+        },
+    };
     for (i, (m, slots)) in groups.iter().enumerate() {
         if *m == view.me {
-            out[i] = Some(local(shared, slots));
+            if let Served::Reply(r) = node::serve(&env, Some(*m), 0, make(slots)) {
+                out[i] = Some(r);
+            }
         } else {
             remote.push(i);
         }
@@ -143,8 +133,9 @@ async fn ask_groups(
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut sent = Vec::new();
     for &i in &remote {
+        let body = wire::to_body(&make(&groups[i].1));
         match cl.peer(view, groups[i].0) {
-            Some(peer) => match peer.send_tagged(&make(&groups[i].1), &tx, i) {
+            Some(peer) => match peer.send_tagged(&body, &tx, i) {
                 Ok(id) => sent.push((i, id)),
                 Err(_) => ok = false,
             },
@@ -183,6 +174,23 @@ async fn ask_groups(
     Some(out.into_iter().flatten().collect())
 }
 
+/// The slot owners from this node's view, counting a failure when a slot has none.
+fn owners(
+    shared: &Shared,
+    cl: &Cluster,
+    view: &View,
+    slots: impl Iterator<Item = Slot>,
+) -> Result<Vec<(MemberIdx, Vec<u16>)>, NoReplicas> {
+    let env = NodeEnv {
+        shared,
+        cl,
+        view,
+        ctx: Default::default(),
+        timing: Timing { request_ms: 0 },
+    };
+    node::slot_owners(&env, slots).inspect_err(|_| count_failure(cl, false))
+}
+
 /// Cluster-wide KEYS (each slot listed by its first live replica).
 pub async fn keys(
     shared: Arc<Shared>,
@@ -203,26 +211,16 @@ async fn keys_in_slots(
 ) -> Result<(Vec<Bytes>, u64), NoReplicas> {
     inc(&cl.metrics.dist.broadcasts);
     let view = cl.view();
-    let (groups, missing) = owners(cl, &view, slots);
-    if missing {
-        count_failure(cl, false);
-        return Err(NoReplicas { write: false });
-    }
+    let groups = owners(shared, cl, &view, slots)?;
     let pat = pattern.map(|p| &p[..]);
     let resp = ask_groups(
         shared,
         cl,
         &view,
         &groups,
-        |slots| {
-            wire::to_body(&Request::Keys {
-                slots: slots.to_vec(),
-                pattern: pat,
-            })
-        },
-        |sh, slots| Response::Keys {
-            keys: sh.store.keys_in(slots, pat, &node_ctx(sh)),
-            examined: sh.store.count_in(slots, now_ms()),
+        |slots| Request::Keys {
+            slots: slots.to_vec(),
+            pattern: pat,
         },
         timeout,
     )
@@ -285,22 +283,15 @@ pub async fn dbsize(
 ) -> Result<i64, NoReplicas> {
     inc(&cl.metrics.dist.broadcasts);
     let view = cl.view();
-    let (groups, missing) = owners(&cl, &view, 0..SLOTS as Slot);
-    if missing {
-        count_failure(&cl, false);
-        return Err(NoReplicas { write: false });
-    }
+    let groups = owners(&shared, &cl, &view, 0..SLOTS as Slot)?;
     let resp = ask_groups(
         &shared,
         &cl,
         &view,
         &groups,
-        |slots| {
-            wire::to_body(&Request::Count {
-                slots: slots.to_vec(),
-            })
+        |slots| Request::Count {
+            slots: slots.to_vec(),
         },
-        |sh, slots| Response::Count(sh.store.count_in(slots, now_ms())),
         timeout,
     )
     .await
