@@ -289,6 +289,23 @@ pub enum Call {
     /// A request already encoded (a write's replication: the machine keeps the state and sends
     /// its encoding, so the value is neither cloned nor encoded twice).
     Encoded(Vec<u8>),
+    /// See [`Request::Keys`].
+    Keys {
+        /// Slots to list.
+        slots: Vec<u16>,
+        /// Glob pattern.
+        pattern: Option<Bytes>,
+    },
+    /// See [`Request::Count`].
+    Count {
+        /// Slots to count.
+        slots: Vec<u16>,
+    },
+    /// See [`Request::Flush`].
+    Flush {
+        /// The flush's version.
+        horizon: Version,
+    },
 }
 
 impl Call {
@@ -322,6 +339,14 @@ impl Call {
                 budget: *budget,
             },
             Call::Encoded(_) => return None,
+            Call::Keys { slots, pattern } => Request::Keys {
+                slots: slots.clone(),
+                pattern: pattern.as_deref(),
+            },
+            Call::Count { slots } => Request::Count {
+                slots: slots.clone(),
+            },
+            Call::Flush { horizon } => Request::Flush { horizon: *horizon },
         })
     }
 
@@ -1357,6 +1382,122 @@ fn restamped(state: &State, version: Version) -> Option<State> {
             version,
             enc: *enc,
         }),
+    }
+}
+
+/// A cluster-wide command's round: one request to each of several members (the owners of a
+/// range of slots for KEYS, SCAN and DBSIZE; every other member for FLUSHALL). A target this node
+/// is itself is answered at once by [`serve`]. The round ends when every target has answered,
+/// failed (link down, an error reply) or the deadline passed; [`Gather::result`] then has the
+/// answers in target order, or how many *required* targets failed (the command fails) and how
+/// many optional ones did (FLUSHALL's members that were down: logged, not an error).
+#[derive(Debug)]
+pub struct Gather {
+    answers: Vec<Option<Response>>,
+    required: Vec<bool>,
+    waiting: usize,
+    deadline: u64,
+    done: bool,
+}
+
+/// How a [`Gather`] round ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gathered {
+    /// Every required target answered: the answers in target order (`None` for an optional
+    /// target that did not).
+    Answers(Vec<Option<Response>>),
+    /// Some required targets did not answer.
+    Failed {
+        /// Required targets that failed.
+        required: usize,
+        /// Optional targets that failed.
+        optional: usize,
+    },
+}
+
+impl Gather {
+    /// Starts a round: `calls` are (target, request, whether its failure fails the command).
+    pub fn new(env: &impl Env, calls: Vec<(MemberIdx, Call, bool)>, out: &mut Out) -> Gather {
+        let mut g = Gather {
+            answers: vec![None; calls.len()],
+            required: calls.iter().map(|(_, _, r)| *r).collect(),
+            waiting: 0,
+            deadline: env.ctx().now + env.timing().request_ms,
+            done: false,
+        };
+        for (i, (m, call, _)) in calls.into_iter().enumerate() {
+            if m == env.me() {
+                if let Some(Served::Reply(r)) =
+                    call.request().map(|req| serve(env, Some(m), 0, req))
+                {
+                    g.answers[i] = Some(r);
+                }
+                continue;
+            }
+            g.waiting += 1;
+            out.sends.push(Send {
+                call,
+                to: vec![(m, Some(i as u64))],
+            });
+        }
+        g.check(out);
+        g
+    }
+
+    fn check(&mut self, out: &mut Out) {
+        if self.waiting == 0 {
+            self.done = true;
+        } else {
+            out.wake_at = Some(self.deadline);
+        }
+    }
+
+    /// How the round ended, once it has.
+    pub fn result(&self) -> Option<Gathered> {
+        if !self.done {
+            return None;
+        }
+        let failed = |req: bool| {
+            self.answers
+                .iter()
+                .zip(&self.required)
+                .filter(|(a, r)| a.is_none() && **r == req)
+                .count()
+        };
+        Some(match failed(true) {
+            0 => Gathered::Answers(self.answers.clone()),
+            n => Gathered::Failed {
+                required: n,
+                optional: failed(false),
+            },
+        })
+    }
+}
+
+impl Machine for Gather {
+    fn on_answer(&mut self, _env: &impl Env, tag: u64, answer: Answer, out: &mut Out) {
+        let i = tag as usize;
+        if self.done || i >= self.answers.len() || self.answers[i].is_some() {
+            return;
+        }
+        self.waiting = self.waiting.saturating_sub(1);
+        if let Answer::Reply(r) = answer {
+            if !matches!(r, Response::Error(_)) {
+                self.answers[i] = Some(r);
+            }
+        }
+        self.check(out);
+    }
+
+    fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
+        if env.ctx().now >= self.deadline {
+            self.waiting = 0;
+        }
+        self.check(out);
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
     }
 }
 

@@ -1163,6 +1163,53 @@ mod tests {
         quiet(&s);
     }
 
+    /// A cluster-wide command's round (`Gather`), as a protocol trace: this node answers its own
+    /// share at once; a required target that fails fails the round, an optional one does not.
+    #[test]
+    fn a_gather_round_needs_every_required_target() {
+        use crate::node::{Answer, Call, Gather, Gathered, Machine, Out};
+        let nodes = SimNode::cluster(3, 3);
+        let env = &nodes[0];
+        let calls = |third_required| {
+            vec![
+                (0, Call::Count { slots: vec![1] }, true),
+                (1, Call::Count { slots: vec![2] }, true),
+                (2, Call::Count { slots: vec![3] }, third_required),
+            ]
+        };
+        let mut out = Out::default();
+        let mut g = Gather::new(env, calls(false), &mut out);
+        assert_eq!(out.sends.len(), 2, "the local share is answered at once");
+        assert!(!g.is_done());
+        g.on_answer(env, 1, Answer::Reply(Response::Count(5)), &mut out);
+        assert!(!g.is_done());
+        g.on_answer(env, 2, Answer::LinkDown, &mut out);
+        assert_eq!(
+            g.result(),
+            Some(Gathered::Answers(vec![
+                Some(Response::Count(0)),
+                Some(Response::Count(5)),
+                None
+            ]))
+        );
+        let mut out = Out::default();
+        let mut g = Gather::new(env, calls(true), &mut out);
+        g.on_answer(
+            env,
+            2,
+            Answer::Reply(Response::Error("no".into())),
+            &mut out,
+        );
+        g.on_answer(env, 1, Answer::Reply(Response::Count(5)), &mut out);
+        assert_eq!(
+            g.result(),
+            Some(Gathered::Failed {
+                required: 1,
+                optional: 0
+            })
+        );
+    }
+
     #[test]
     fn same_seed_same_run() {
         let scenario = |seed| {

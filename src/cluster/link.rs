@@ -26,7 +26,7 @@ use parking_lot::Mutex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{oneshot, Notify};
 
 use hypercache_cluster::version::origin_of;
 
@@ -308,9 +308,6 @@ enum Waiter {
     Inbox(Arc<Inbox>, usize),
     /// A single call.
     One(oneshot::Sender<Bytes>),
-    /// One target of a fan-out: the reply (or `None` when the link fails first) goes to the
-    /// shared channel with this tag.
-    Tagged(mpsc::UnboundedSender<(usize, Option<Bytes>)>, usize),
 }
 
 /// Another member, as seen through this node's outbound link to it.
@@ -383,21 +380,6 @@ impl Peer {
         Ok(id)
     }
 
-    /// Sends a request whose reply goes to `tx` tagged with `tag` (a fan-out collects the replies
-    /// of several peers on one channel; `None` means the link failed). Returns the request id, for
-    /// [`Peer::forget`].
-    pub fn send_tagged(
-        &self,
-        body: &[u8],
-        tx: &mpsc::UnboundedSender<(usize, Option<Bytes>)>,
-        tag: usize,
-    ) -> Result<u64, CallError> {
-        let q = self.queue()?;
-        let id = self.register(Waiter::Tagged(tx.clone(), tag))?;
-        q.push(Kind::Request, id, body);
-        Ok(id)
-    }
-
     /// Sends a request whose reply goes to `inbox` tagged with `tag` (`None` if the link fails
     /// first). Returns the request id, for [`Peer::forget`].
     pub fn send_to_inbox(
@@ -455,9 +437,6 @@ impl Peer {
         let waiters: Vec<Waiter> = self.pending.lock().drain().map(|(_, w)| w).collect();
         for w in waiters {
             match w {
-                Waiter::Tagged(tx, tag) => {
-                    let _ = tx.send((tag, None));
-                }
                 Waiter::Inbox(inbox, tag) => inbox.push(tag, None),
                 Waiter::One(_) => {}
             }
@@ -621,9 +600,6 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                     match waiter {
                         Some(Waiter::One(tx)) => {
                             let _ = tx.send(f.body);
-                        }
-                        Some(Waiter::Tagged(tx, tag)) => {
-                            let _ = tx.send((tag, Some(f.body)));
                         }
                         Some(Waiter::Inbox(inbox, tag)) => inbox.push(tag, Some(f.body)),
                         None => {}

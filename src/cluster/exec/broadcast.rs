@@ -1,177 +1,55 @@
 //! The cluster-wide commands: KEYS, SCAN, DBSIZE, RANDOMKEY and FLUSHALL.
 
+use super::keyed::{Driver, Prepared};
 use super::*;
 
-/// Sends `body` to each member in `to` in parallel and feeds the outcomes to `on` (member, the
-/// decoded response or `None` for a failure: link down, closed, malformed, or no answer by the
-/// deadline) until it returns true (decided) or every target is accounted for. Returns whether
-/// `on` decided.
-async fn fan_out(
-    cl: &Cluster,
-    view: &View,
-    to: &[MemberIdx],
-    body: &[u8],
-    deadline: Duration,
-    mut on: impl FnMut(MemberIdx, Option<Response>) -> bool,
-) -> bool {
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut sent = Vec::with_capacity(to.len());
-    let mut decided = false;
-    // Send to every target even once decided: the value must reach every live replica.
-    for (tag, &m) in to.iter().enumerate() {
-        let r = match cl.peer(view, m) {
-            Some(peer) => peer.send_tagged(body, &tx, tag),
-            None => Err(CallError::Down),
-        };
-        match r {
-            Ok(id) => sent.push((tag, id)),
-            Err(_) => {
-                inc(&cl.metrics.dist.transport_errors);
-                if !decided && on(m, None) {
-                    decided = true;
-                }
-            }
-        }
-    }
-    drop(tx);
-    let started = Instant::now();
-    let sleep = tokio::time::sleep(deadline);
-    tokio::pin!(sleep);
-    // Who answered: a bit per target up to 64 (a write's replicas; no allocation), a vector
-    // beyond (a broadcast to a large cluster).
-    let (mut small, mut big) = (0u64, vec![false; if to.len() > 64 { to.len() } else { 0 }]);
-    let mut mark = |tag: usize| {
-        if tag < 64 {
-            small |= 1 << tag;
-        } else {
-            big[tag] = true;
-        }
-    };
-    let mut left = sent.len();
-    while !decided && left > 0 {
-        tokio::select! {
-            // Replies first: one that arrived with the deadline still counts.
-            biased;
-            got = rx.recv() => match got {
-                Some((tag, reply)) => {
-                    mark(tag);
-                    left -= 1;
-                    let m = to[tag];
-                    let r = match reply.map(|b| wire::from_body::<Response>(&b)) {
-                        Some(Ok(r)) => {
-                            cl.metrics.dist.peer_latency.record(started.elapsed());
-                            Some(r)
-                        }
-                        _ => {
-                            inc(&cl.metrics.dist.transport_errors);
-                            None
-                        }
-                    };
-                    decided = on(m, r);
-                }
-                None => break,
-            },
-            _ = &mut sleep => {
-                inc(&cl.metrics.dist.transport_timeouts);
-                break;
-            }
-        }
-    }
-    // Targets that have not answered: stop waiting for them; undecided, they count as failures.
-    for &(tag, id) in &sent {
-        let answered = if tag < 64 {
-            small & (1 << tag) != 0
-        } else {
-            big[tag]
-        };
-        if !answered {
-            if let Some(peer) = cl.peer(view, to[tag]) {
-                peer.forget(id);
-            }
-            if !decided {
-                inc(&cl.metrics.dist.transport_errors);
-                decided = on(to[tag], None);
-            }
-        }
-    }
-    decided
-}
-
-/// Asks each group's member for `make(slots)` (this node answers its own groups with
-/// [`node::serve`], as it answers a peer) and collects the responses, in group order; `None` if
-/// any is missing by the deadline.
-async fn ask_groups<'p>(
+/// Runs one [`Gather`] round over `calls` (target, request, required) with the keyed driver,
+/// until every target answered, failed or the deadline passed.
+async fn gather(
     shared: &Shared,
     cl: &Cluster,
-    view: &View,
-    groups: &[(MemberIdx, Vec<u16>)],
-    make: impl Fn(&[u16]) -> Request<'p>,
+    view: Arc<View>,
+    calls: Vec<(MemberIdx, Call, bool)>,
+    timeout: Duration,
+) -> Gathered {
+    let timing = Timing {
+        request_ms: timeout.as_millis() as u64,
+    };
+    let mut o = Out::default();
+    let g = {
+        let env = NodeEnv {
+            shared,
+            cl,
+            view: &view,
+            ctx: Default::default(),
+            timing,
+        };
+        Gather::new(&env, calls, &mut o)
+    };
+    let mut d = Driver::new(g, Prepared::new(cl, false), view, timing, false);
+    let _ = d.apply(shared, cl, o);
+    d.until_done(shared, cl).await;
+    d.m.result().unwrap_or(Gathered::Failed {
+        required: 1,
+        optional: 0,
+    })
+}
+
+/// The answers of a round that must have them all (KEYS, SCAN, DBSIZE).
+async fn ask_groups(
+    shared: &Shared,
+    cl: &Cluster,
+    view: Arc<View>,
+    calls: Vec<(MemberIdx, Call, bool)>,
     timeout: Duration,
 ) -> Option<Vec<Response>> {
-    let mut out: Vec<Option<Response>> = vec![None; groups.len()];
-    let mut remote = Vec::new();
-    let env = NodeEnv {
-        shared,
-        cl,
-        view,
-        ctx: Default::default(),
-        timing: Timing {
-            request_ms: timeout.as_millis() as u64,
-        },
-    };
-    for (i, (m, slots)) in groups.iter().enumerate() {
-        if *m == view.me {
-            if let Served::Reply(r) = node::serve(&env, Some(*m), 0, make(slots)) {
-                out[i] = Some(r);
-            }
-        } else {
-            remote.push(i);
+    match gather(shared, cl, view, calls, timeout).await {
+        Gathered::Answers(a) => Some(a.into_iter().flatten().collect()),
+        Gathered::Failed { .. } => {
+            inc(&cl.metrics.dist.transport_errors);
+            None
         }
     }
-    // One request per member; members differ per group, so send each its own body.
-    let mut ok = true;
-    let (tx, mut rx) = mpsc::unbounded_channel();
-    let mut sent = Vec::new();
-    for &i in &remote {
-        let body = wire::to_body(&make(&groups[i].1));
-        match cl.peer(view, groups[i].0) {
-            Some(peer) => match peer.send_tagged(&body, &tx, i) {
-                Ok(id) => sent.push((i, id)),
-                Err(_) => ok = false,
-            },
-            None => ok = false,
-        }
-    }
-    drop(tx);
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    let mut left = sent.len();
-    while ok && left > 0 {
-        tokio::select! {
-            biased;
-            got = rx.recv() => match got {
-                Some((i, body)) => {
-                    left -= 1;
-                    out[i] = body.and_then(|b| wire::from_body::<Response>(&b).ok());
-                    ok = out[i].is_some();
-                }
-                None => break,
-            },
-            _ = &mut deadline => break,
-        }
-    }
-    for (i, id) in sent {
-        if out[i].is_none() {
-            if let Some(peer) = cl.peer(view, groups[i].0) {
-                peer.forget(id);
-            }
-        }
-    }
-    if !ok || out.iter().any(Option::is_none) {
-        inc(&cl.metrics.dist.transport_errors);
-        return None;
-    }
-    Some(out.into_iter().flatten().collect())
 }
 
 /// The slot owners from this node's view, counting a failure when a slot has none.
@@ -212,20 +90,16 @@ async fn keys_in_slots(
     inc(&cl.metrics.dist.broadcasts);
     let view = cl.view();
     let groups = owners(shared, cl, &view, slots)?;
-    let pat = pattern.map(|p| &p[..]);
-    let resp = ask_groups(
-        shared,
-        cl,
-        &view,
-        &groups,
-        |slots| Request::Keys {
-            slots: slots.to_vec(),
-            pattern: pat,
-        },
-        timeout,
-    )
-    .await
-    .ok_or(NoReplicas { write: false })?;
+    let calls = groups
+        .into_iter()
+        .map(|(m, slots)| {
+            let pattern = pattern.cloned();
+            (m, Call::Keys { slots, pattern }, true)
+        })
+        .collect();
+    let resp = ask_groups(shared, cl, view, calls, timeout)
+        .await
+        .ok_or(NoReplicas { write: false })?;
     let mut all: Vec<(Slot, Bytes)> = Vec::new();
     let mut seen = 0;
     for r in resp {
@@ -284,18 +158,13 @@ pub async fn dbsize(
     inc(&cl.metrics.dist.broadcasts);
     let view = cl.view();
     let groups = owners(&shared, &cl, &view, 0..SLOTS as Slot)?;
-    let resp = ask_groups(
-        &shared,
-        &cl,
-        &view,
-        &groups,
-        |slots| Request::Count {
-            slots: slots.to_vec(),
-        },
-        timeout,
-    )
-    .await
-    .ok_or(NoReplicas { write: false })?;
+    let calls = groups
+        .into_iter()
+        .map(|(m, slots)| (m, Call::Count { slots }, true))
+        .collect();
+    let resp = ask_groups(&shared, &cl, view, calls, timeout)
+        .await
+        .ok_or(NoReplicas { write: false })?;
     Ok(resp
         .iter()
         .map(|r| match r {
@@ -351,25 +220,17 @@ pub async fn flushall(
     };
     let sh = shared.clone();
     let local = tokio::task::spawn_blocking(move || sh.store.flush_at(horizon));
-    let body = wire::to_body(&Request::Flush { horizon });
     let view = cl.view();
-    let members: Vec<MemberIdx> = (0..view.peer_of.len() as MemberIdx)
+    // Every other member: a live one must confirm (else the command fails); one that is down
+    // keeps its keys until it is repaired or flushed again.
+    let calls = (0..view.peer_of.len() as MemberIdx)
         .filter(|m| *m != view.me)
+        .map(|m| (m, Call::Flush { horizon }, view.live(&cl, m)))
         .collect();
-    let live: Vec<bool> = members.iter().map(|&m| view.live(&cl, m)).collect();
-    let (mut down, mut failed) = (0, 0);
-    fan_out(&cl, &view, &members, &body, timeout, |m, r| {
-        if !matches!(r, Some(Response::Done)) {
-            let i = members.iter().position(|x| *x == m).unwrap_or(0);
-            if live[i] {
-                failed += 1;
-            } else {
-                down += 1;
-            }
-        }
-        false
-    })
-    .await;
+    let (failed, down) = match gather(&shared, &cl, view, calls, timeout).await {
+        Gathered::Answers(a) => (0, a.iter().filter(|r| r.is_none()).count()),
+        Gathered::Failed { required, optional } => (required, optional),
+    };
     let _ = local.await;
     if down > 0 {
         tracing::warn!(component = "cluster", node_id = %cl.node_id, down, "FLUSHALL did not reach members that are down; they keep their keys until repaired");

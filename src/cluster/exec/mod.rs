@@ -21,7 +21,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hypercache_cluster::msg::{Request, Response};
 use hypercache_cluster::node::{
-    self, Answer, Env, Finished, Gate, KeyRequest, Machine, Origin, Out, Served, Timing, Transfer,
+    self, Answer, Call, Env, Finished, Gate, Gather, Gathered, KeyRequest, Machine, Origin, Out,
+    Served, Timing, Transfer,
 };
 use hypercache_cluster::ring::MemberIdx;
 use hypercache_cluster::slot::{key_slot, Slot, SLOTS};
@@ -29,7 +30,6 @@ use hypercache_cluster::store::Store;
 use hypercache_cluster::version::Version;
 use hypercache_cluster::wire::{self, Kind};
 use hypercache_cluster::{Ctx, Op, Outcome};
-use tokio::sync::mpsc;
 
 use super::link::{CallError, Outbound};
 use super::{Cluster, Levels, View};
