@@ -111,7 +111,7 @@ REPORT="$TMP/report.md"
 {
     echo "## cluster A vs B ($START)"
     echo
-    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    print_machine_line
     echo "- A: $HC_A; B: $HC_B"
     echo "- 3 nodes each, replication 3, write quorum, read one; client on node 1"
     echo "- redis-benchmark -c $CLIENTS -n $REQUESTS -r $KEYSPACE -d $SIZE, median of $ROUNDS alternating runs"

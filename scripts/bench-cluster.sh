@@ -107,7 +107,7 @@ REPORT="$TMP/report.md"
 {
     echo "## single node vs 3-node cluster ($START)"
     echo
-    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
+    print_machine_line
     echo "- hypercache: $HC_BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no git'))"
     echo "- cluster: 3 nodes on this machine, replication 3, write $WRITE, read one; client on node 1"
     echo "- redis-benchmark -c $CLIENTS -n $REQUESTS -r $KEYSPACE -d $SIZE, median of $ROUNDS alternating runs"

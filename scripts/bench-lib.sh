@@ -171,9 +171,14 @@ info_field() {
     echo "$v"
 }
 
+# print_machine_line: print the report's machine line (a markdown list item).
+print_machine_line() {
+    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
+}
+
 # print_env_header: print the report's machine, redis and hypercache lines (markdown list items).
 print_env_header() {
-    echo "- machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//'), $(uname -sr)"
+    print_machine_line
     echo "- redis: $("$REDIS_SERVER" --version)"
     echo "- hypercache: $HC_BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no git'))"
 }

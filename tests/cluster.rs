@@ -704,6 +704,17 @@ fn a_write_after_an_acknowledged_write_through_another_node_wins() {
     assert!(lost.is_empty(), "the later SET lost in rounds {lost:?}");
 }
 
+/// SETs `prefix:0..n` to `value` through `conn`.
+fn set_all(conn: &mut Connection, prefix: &str, n: usize, value: &str) {
+    for i in 0..n {
+        let _: () = redis::cmd("SET")
+            .arg(format!("{prefix}:{i}"))
+            .arg(value)
+            .query(conn)
+            .unwrap();
+    }
+}
+
 /// Bug 2 of the node-machine issue: the start-up copy stopped at the first replica that
 /// answered, so a restarted node inherited that replica's gaps. Node 2 is paused through the
 /// second round of writes; node 1 then restarts empty. With node 0 (the only other holder of
@@ -714,22 +725,10 @@ fn a_restarted_node_copies_from_every_replica_not_the_first() {
     let mut c = TestCluster::start(3, &["--request-timeout-ms", "300"]);
     let keys = 100;
     let mut q = c.conn_at(0, "quorum", "quorum");
-    for i in 0..keys {
-        let _: () = redis::cmd("SET")
-            .arg(format!("gap:{i}"))
-            .arg("v1")
-            .query(&mut q)
-            .unwrap();
-    }
+    set_all(&mut q, "gap", keys, "v1");
     c.nodes[2].as_ref().unwrap().signal("STOP");
     c.wait_live(0, 2);
-    for i in 0..keys {
-        let _: () = redis::cmd("SET")
-            .arg(format!("gap:{i}"))
-            .arg("v2")
-            .query(&mut q)
-            .unwrap();
-    }
+    set_all(&mut q, "gap", keys, "v2");
     c.nodes[2].as_ref().unwrap().signal("CONT");
     c.wait_live(0, 3);
     c.kill(1);

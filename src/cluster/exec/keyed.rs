@@ -1,6 +1,8 @@
 //! A keyed command: its machine driven until its reply, then parked on its inbox, or driven
 //! to the end by a task of its own when it may wait at the gate.
 
+use tokio::sync::oneshot;
+
 use super::*;
 
 /// A machine being driven (a keyed command's, or the start-up copy's): which calls it has out,
@@ -159,7 +161,7 @@ impl<M: Machine + Send + 'static> Driver<M> {
         mut self,
         shared: Arc<Shared>,
         cl: Arc<Cluster>,
-        mut to: Option<ReplyTo>,
+        mut to: Option<oneshot::Sender<Finished>>,
     ) {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
@@ -207,13 +209,11 @@ impl<M: Machine + Send + 'static> Driver<M> {
         }));
     }
 
-    fn deliver(&self, cl: &Cluster, f: Finished, to: &mut Option<ReplyTo>) {
+    fn deliver(&self, cl: &Cluster, f: Finished, to: &mut Option<oneshot::Sender<Finished>>) {
         self.record(cl, &f);
-        match to.take() {
-            Some(ReplyTo::Client(tx)) => {
-                let _ = tx.send(f);
-            }
-            None => {}
+        if let Some(tx) = to.take() {
+            // The waiting client (or forwarding peer's task) may be gone: nothing to do then.
+            let _ = tx.send(f);
         }
     }
 
@@ -267,12 +267,6 @@ impl<M> Driver<M> {
             write,
         }
     }
-}
-
-/// Where a machine's reply goes.
-pub(super) enum ReplyTo {
-    /// The client's command (or a peer's forwarded one), waiting on this channel.
-    Client(tokio::sync::oneshot::Sender<Finished>),
 }
 
 /// A machine about to be driven: its answer channel exists (and is registered for gate
@@ -342,7 +336,7 @@ pub(super) fn drive(
         let (tx, rx) = tokio::sync::oneshot::channel();
         shared
             .tasks
-            .spawn(d.run(shared.clone(), cl.clone(), Some(ReplyTo::Client(tx))));
+            .spawn(d.run(shared.clone(), cl.clone(), Some(tx)));
         return Err(Box::pin(async move {
             rx.await.unwrap_or(Finished {
                 // The driver stopped without a reply (the node is stopping).
