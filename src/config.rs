@@ -86,8 +86,30 @@ pub struct Config {
     pub request_timeout_ms: u64,
     /// Nodes with different cluster names refuse each other. Default `hypercache`.
     pub cluster_name: String,
-    /// Seconds a delete's tombstone is kept, 1..=2592000. Default 3600. Runtime-settable.
+    /// Seconds a delete's tombstone is kept after its version's time, 1..=2592000. Default 3600.
+    /// Must exceed `hint-ttl` plus two anti-entropy rounds ([`Config::check`]). Runtime-settable.
     pub tombstone_ttl: u64,
+    /// Hints kept per target node, at most. Default 100000. Runtime-settable.
+    pub hint_max_per_node: u64,
+    /// Hints kept in all, at most. Default 1000000. Runtime-settable.
+    pub hint_max_total: u64,
+    /// Bytes of hints kept in all, at most. Default 256mb. Runtime-settable.
+    pub hint_max_bytes: u64,
+    /// Seconds a hint is kept after its version's time. Default 1800. Runtime-settable.
+    pub hint_ttl: u64,
+    /// How often every hint queue is replayed, ms (also at once when its target comes back).
+    /// Default 10000. Runtime-settable.
+    pub hint_replay_interval_ms: u64,
+    /// Hints per replay batch. Default 1024. Runtime-settable.
+    pub hint_replay_batch: u64,
+    /// Hints replayed per second to one target, at most (0: no limit). Default 200000.
+    /// Runtime-settable.
+    pub hint_replay_rate: u64,
+    /// Between anti-entropy rounds against each peer, ms (0: no automatic rounds). Default
+    /// 30000. Runtime-settable.
+    pub anti_entropy_interval_ms: u64,
+    /// Clean rounds double the wait up to this many intervals. Default 8. Runtime-settable.
+    pub anti_entropy_max_backoff: u64,
     /// Shifts this node's wall clock by this many ms, -3600000..=3600000. Default 0. For clock
     /// skew drills and tests only: versions, expiry and TTLs follow the shifted clock.
     /// Runtime-settable.
@@ -128,6 +150,15 @@ impl Default for Config {
             request_timeout_ms: 1000,
             cluster_name: "hypercache".into(),
             tombstone_ttl: 3600,
+            hint_max_per_node: 100_000,
+            hint_max_total: 1_000_000,
+            hint_max_bytes: 256 << 20,
+            hint_ttl: 1800,
+            hint_replay_interval_ms: 10_000,
+            hint_replay_batch: 1024,
+            hint_replay_rate: 200_000,
+            anti_entropy_interval_ms: 30_000,
+            anti_entropy_max_backoff: 8,
             clock_offset_ms: 0,
         }
     }
@@ -454,6 +485,69 @@ pub static PARAMS: &[Param] = &[
         |c| c.tombstone_ttl.to_string(),
         |c, v| c.tombstone_ttl = v.int() as u64
     ),
+    p!(
+        "hint-max-per-node",
+        Kind::Int(0, 1_000_000_000),
+        true,
+        |c| c.hint_max_per_node.to_string(),
+        |c, v| c.hint_max_per_node = v.int() as u64
+    ),
+    p!(
+        "hint-max-total",
+        Kind::Int(0, 1_000_000_000),
+        true,
+        |c| c.hint_max_total.to_string(),
+        |c, v| c.hint_max_total = v.int() as u64
+    ),
+    p!(
+        "hint-max-bytes",
+        Kind::Memory(0, i64::MAX as u64),
+        true,
+        |c| c.hint_max_bytes.to_string(),
+        |c, v| c.hint_max_bytes = v.int() as u64
+    ),
+    p!(
+        "hint-ttl",
+        Kind::Int(1, 2_592_000),
+        true,
+        |c| c.hint_ttl.to_string(),
+        |c, v| c.hint_ttl = v.int() as u64
+    ),
+    p!(
+        "hint-replay-interval",
+        Kind::Int(1, 3_600_000),
+        true,
+        |c| c.hint_replay_interval_ms.to_string(),
+        |c, v| c.hint_replay_interval_ms = v.int() as u64
+    ),
+    p!(
+        "hint-replay-batch",
+        Kind::Int(1, 100_000),
+        true,
+        |c| c.hint_replay_batch.to_string(),
+        |c, v| c.hint_replay_batch = v.int() as u64
+    ),
+    p!(
+        "hint-replay-rate",
+        Kind::Int(0, 100_000_000),
+        true,
+        |c| c.hint_replay_rate.to_string(),
+        |c, v| c.hint_replay_rate = v.int() as u64
+    ),
+    p!(
+        "anti-entropy-interval",
+        Kind::Int(0, 86_400_000),
+        true,
+        |c| c.anti_entropy_interval_ms.to_string(),
+        |c, v| c.anti_entropy_interval_ms = v.int() as u64
+    ),
+    p!(
+        "anti-entropy-max-backoff",
+        Kind::Int(1, 1024),
+        true,
+        |c| c.anti_entropy_max_backoff.to_string(),
+        |c, v| c.anti_entropy_max_backoff = v.int() as u64
+    ),
     // Read-only facts some clients ask for: one database, no persistence.
     p!(
         "databases",
@@ -696,7 +790,30 @@ impl Config {
         for (k, v) in flags {
             c.set(&k, &v)?;
         }
+        c.check().map_err(ConfigError::Other)?;
         Ok(c)
+    }
+
+    /// Checks the settings that depend on each other: a tombstone must outlive every hint and
+    /// two anti-entropy rounds (at the longest backoff), or a late hint or a replica that missed
+    /// the delete could bring the deleted key back after its tombstone is gone.
+    pub fn check(&self) -> Result<(), String> {
+        let rounds = 2 * self.anti_entropy_interval_ms * self.anti_entropy_max_backoff;
+        let need_ms = self.hint_ttl * 1000 + rounds;
+        if self.tombstone_ttl * 1000 <= need_ms {
+            return Err(format!(
+                "tombstone-ttl ({} s) must exceed hint-ttl ({} s) plus two anti-entropy rounds \
+                 at the longest backoff (2 x anti-entropy-interval {} ms x anti-entropy-max-backoff \
+                 {} = {} s): raise tombstone-ttl above {} s, or lower the others",
+                self.tombstone_ttl,
+                self.hint_ttl,
+                self.anti_entropy_interval_ms,
+                self.anti_entropy_max_backoff,
+                rounds / 1000,
+                need_ms.div_ceil(1000)
+            ));
+        }
+        Ok(())
     }
 
     /// The request parser's limits for these settings.

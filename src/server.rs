@@ -71,12 +71,12 @@ pub async fn expiry_task(shared: Arc<Shared>) {
     loop {
         let hz = shared.config.read().hz.max(1);
         if last_purge.elapsed() >= Duration::from_secs(1) {
-            // Tombstones older than tombstone-ttl can go: no message older than that is expected.
+            // Tombstones whose version is older than tombstone-ttl can go: no message older than
+            // that is expected. The TTL is set here too, since CONFIG SET may change it.
             last_purge = Instant::now();
             let ttl_ms = shared.config.read().tombstone_ttl * 1000;
-            shared
-                .store
-                .purge_tombstones(now_ms().saturating_sub(ttl_ms));
+            shared.store.set_tombstone_ttl(ttl_ms);
+            shared.store.purge_tombstones(now_ms());
             // Promises of read-modify-write rounds that wrote nothing outlive their round only
             // until they expire (3 request timeouts).
             shared.store.purge_promises(now_ms());

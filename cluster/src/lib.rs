@@ -19,6 +19,8 @@
 //! - [`msg`]: inter-node requests and replies, replicated key states, consistency levels.
 //! - [`node`]: the node machines (keyed requests, the start-up transfer, serving peers), run by
 //!   both the production driver and the simulator.
+//! - [`repair`]: hinted handoff, Merkle anti-entropy and the catch-up of a starting node, as one
+//!   machine both drivers run.
 //! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
 //! - `sim` (feature `sim`, and tests): a deterministic network simulator.
 //! - `simnode` (feature `sim`, and tests): a simulated node hosting the [`node`] machines, and
@@ -36,6 +38,7 @@ pub mod glob;
 pub mod msg;
 pub mod node;
 pub mod op;
+pub mod repair;
 pub mod ring;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

@@ -437,6 +437,40 @@ pub enum Request<'a> {
         /// The round's ballot: the version its write will carry.
         ballot: Version,
     },
+    /// Store each of these states that is newer than what is held (hint replay, an anti-entropy
+    /// push). Answered with [`Response::Merged`].
+    Merge {
+        /// Keys and their states, tombstones included.
+        entries: Vec<(Bytes, State)>,
+    },
+    /// Anti-entropy: the hashes of these nodes of the Merkle tree over the slots the sender and
+    /// this node both replicate ([`crate::repair::Tree`]). Answered with [`Response::Hashes`],
+    /// [`Response::Syncing`] or [`Response::NotLive`].
+    Tree {
+        /// The level (0: slot digests, [`crate::repair::TREE_LEVELS`]` - 1`: the root).
+        level: u8,
+        /// Node indexes at that level, ascending.
+        nodes: Vec<u32>,
+    },
+    /// Anti-entropy: each slot's key count and bucket digests ([`crate::repair::BUCKETS`] per
+    /// slot). Answered with [`Response::Buckets`].
+    Buckets {
+        /// The slots.
+        slots: Vec<u16>,
+    },
+    /// Anti-entropy: the key and version of every entry (tombstones included) in these buckets,
+    /// in pages of about `budget` bytes (whole buckets). Answered with [`Response::Listed`].
+    List {
+        /// `(slot, bucket)` pairs.
+        items: Vec<(u16, u8)>,
+        /// Bytes per page (at least one whole bucket is sent).
+        budget: u64,
+    },
+    /// Anti-entropy: the states of these keys. Answered with [`Response::Entries`].
+    Pull {
+        /// The keys.
+        keys: Vec<Bytes>,
+    },
 }
 
 impl Request<'_> {
@@ -453,6 +487,11 @@ impl Request<'_> {
             Request::Dump { .. } => 7,
             Request::Flush { .. } => 8,
             Request::Prepare { .. } => 9,
+            Request::Merge { .. } => 10,
+            Request::Tree { .. } => 11,
+            Request::Buckets { .. } => 12,
+            Request::List { .. } => 13,
+            Request::Pull { .. } => 14,
         }
     }
 }
@@ -513,6 +552,33 @@ pub enum Response {
     /// To [`Request::Dump`] from a node that does not see the sender live yet: writes it
     /// coordinates would still skip the sender, so a copy taken now could miss them. Ask again.
     NotLive,
+    /// To [`Request::Merge`]: how many entries were stored, and how many were not (older than
+    /// what is held, or refused for memory).
+    Merged {
+        /// Entries stored.
+        stored: u32,
+        /// Entries not stored.
+        skipped: u32,
+    },
+    /// To [`Request::Tree`]: one hash per requested node.
+    Hashes(Vec<u64>),
+    /// To [`Request::Buckets`]: per slot, its entry count, and its bucket digests
+    /// (`BUCKETS` per slot, slot after slot).
+    Buckets {
+        /// Entries per slot, tombstones included.
+        counts: Vec<u32>,
+        /// Bucket digests.
+        digests: Vec<u64>,
+    },
+    /// A page of a [`Request::List`]: the entries of the request's first `items` buckets.
+    Listed {
+        /// Keys and versions.
+        entries: Vec<(Bytes, Version)>,
+        /// How many of the requested buckets this page covers.
+        items: u32,
+    },
+    /// To [`Request::Pull`]: the states held (a key held nowhere is `Missing`).
+    Entries(Vec<(Bytes, State)>),
 }
 
 impl Response {
@@ -534,6 +600,11 @@ impl Response {
             Response::Error(_) => 12,
             Response::Refused(_) => 13,
             Response::NotLive => 14,
+            Response::Merged { .. } => 15,
+            Response::Hashes(_) => 16,
+            Response::Buckets { .. } => 17,
+            Response::Listed { .. } => 18,
+            Response::Entries(_) => 19,
         }
     }
 }
@@ -688,6 +759,33 @@ mod tests {
                 },
                 "000009016b868a9098a0208d98ac50",
             ),
+            (
+                Request::Merge {
+                    entries: vec![(Bytes::from_static(b"k"), State::Dead(v))],
+                },
+                "00000a01016b01868a9098a0208d98ac50",
+            ),
+            (
+                Request::Tree {
+                    level: 4,
+                    nodes: vec![0, 3],
+                },
+                "00000b04020003",
+            ),
+            (Request::Buckets { slots: vec![5] }, "00000c0105"),
+            (
+                Request::List {
+                    items: vec![(5, 15)],
+                    budget: 1 << 20,
+                },
+                "00000d01050f808040",
+            ),
+            (
+                Request::Pull {
+                    keys: vec![Bytes::from_static(b"k")],
+                },
+                "00000e01016b",
+            ),
         ];
         let responses = vec![
             (Response::Pong, "000000"),
@@ -726,6 +824,35 @@ mod tests {
             (Response::Error("no".into()), "00000c026e6f"),
             (Response::Refused(v), "00000d868a9098a0208d98ac50"),
             (Response::NotLive, "00000e"),
+            (
+                Response::Merged {
+                    stored: 2,
+                    skipped: 1,
+                },
+                "00000f0201",
+            ),
+            (
+                Response::Hashes(vec![1, u64::MAX]),
+                "0000100201ffffffffffffffffff01",
+            ),
+            (
+                Response::Buckets {
+                    counts: vec![3],
+                    digests: vec![9],
+                },
+                "00001101030109",
+            ),
+            (
+                Response::Listed {
+                    entries: vec![(Bytes::from_static(b"k"), v)],
+                    items: 1,
+                },
+                "00001201016b868a9098a0208d98ac5001",
+            ),
+            (
+                Response::Entries(vec![(Bytes::from_static(b"k"), State::Missing)]),
+                "00001301016b00",
+            ),
         ];
         (requests, responses)
     }
@@ -758,7 +885,9 @@ mod tests {
         assert!(wrong.is_empty(), "bytes changed:\n{}", wrong.join("\n"));
         // Tags are distinct and dense.
         let tags: Vec<u8> = requests.iter().map(|(r, _)| r.tag()).collect();
-        assert!((0..10).all(|t| tags.contains(&t)));
+        assert!((0..15).all(|t| tags.contains(&t)));
+        let tags: Vec<u8> = responses.iter().map(|(r, _)| r.tag()).collect();
+        assert!((0..20).all(|t| tags.contains(&t)));
     }
 
     #[test]

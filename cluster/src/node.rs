@@ -8,7 +8,9 @@
 //!   *prepare* and *accept* (a write: the read round of a read-modify-write, then the
 //!   replication of the new state). A request that needs no message (a read at ONE on a replica,
 //!   a write at ONE) finishes inside [`KeyRequest::start`]: the synchronous fast path.
-//! - [`Transfer`]: the start-up copy of a node's slots from the other replicas, in pages.
+//! - [`Gather`]: a cluster-wide command's round (KEYS, SCAN, DBSIZE, FLUSHALL).
+//! - [`crate::repair::Repair`]: hint replay, anti-entropy rounds and the catch-up of a node that
+//!   starts (its own module).
 //! - [`serve`]: what a node answers to a peer's request (a [`KeyRequest`] for a forwarded
 //!   command).
 //!
@@ -74,15 +76,6 @@ pub const HEARTBEAT_MS: u64 = 500;
 /// closed and every call in flight to it fails with [`Answer::LinkDown`]).
 pub const SILENCE_MS: u64 = 2000;
 
-/// Bytes per page of the start-up copy (whole slots: a page holds at least one).
-pub const TRANSFER_PAGE_BYTES: u64 = 4 << 20;
-
-/// How long a start-up copy keeps asking a source that does not see it live yet, ms.
-pub const TRANSFER_DEADLINE_MS: u64 = 30_000;
-
-/// How long a start-up copy waits before asking such a source again, ms.
-pub const TRANSFER_RETRY_MS: u64 = 50;
-
 /// Request deadlines, from `request-timeout-ms` (see the module docs for the rule).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timing {
@@ -116,8 +109,14 @@ pub trait Env {
     fn prefs(&self, slot: Slot) -> &[MemberIdx];
     /// Whether member `m` is this node or a peer it can reach.
     fn live(&self, m: MemberIdx) -> bool;
-    /// Whether this node's start-up copy is done (before, its copy does not count).
-    fn synced(&self) -> bool;
+    /// Whether this node's copy of `slot` is up to date: a node that starts catches up slot by
+    /// slot ([`crate::repair::CatchUp`]); before, its copy of the slot counts in no read.
+    fn synced(&self, slot: Slot) -> bool;
+    /// Marks `slot` up to date (or catching up).
+    fn set_synced(&self, slot: Slot, synced: bool);
+    /// Whether `bytes` more fit in this node's memory budget (`maxmemory`; always without one).
+    /// Repair never stores what does not fit.
+    fn room(&self, bytes: u64) -> bool;
     /// This node's data.
     fn store(&self) -> &Store;
     /// The context operations run in now (its `now` is unix ms, or virtual ms).
@@ -129,7 +128,7 @@ pub trait Env {
 }
 
 /// What a driver needs of a machine: inputs in, effects out (the same for [`KeyRequest`] and
-/// [`Transfer`]).
+/// [`Gather`]).
 pub trait Machine {
     /// The answer to the call tagged `tag`.
     fn on_answer(&mut self, env: &impl Env, tag: u64, answer: Answer, out: &mut Out);
@@ -160,18 +159,6 @@ impl Machine for KeyRequest {
     }
     fn counts(&self) -> Counts {
         self.counts
-    }
-}
-
-impl Machine for Transfer {
-    fn on_answer(&mut self, env: &impl Env, tag: u64, answer: Answer, out: &mut Out) {
-        Transfer::on_answer(self, env, tag, answer, out)
-    }
-    fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
-        Transfer::on_deadline(self, env, out)
-    }
-    fn is_done(&self) -> bool {
-        self.report().is_some()
     }
 }
 
@@ -230,7 +217,7 @@ pub fn may_queue(op: &Op<'_>, write: Level, synced: bool) -> bool {
 /// synced). It is exactly [`coord::plan`]'s `LocalRead` on a synced node, which
 /// [`KeyRequest::start`] would take too.
 pub fn local_read(env: &impl Env, key: &[u8], op: &Op<'_>, read: Level) -> Option<Outcome> {
-    if read != Level::One || !op.is_read_only() || !env.synced() {
+    if read != Level::One || !op.is_read_only() || !env.synced(key_slot(key)) {
         return None;
     }
     if !env.prefs(key_slot(key)).contains(&env.me()) {
@@ -456,6 +443,9 @@ pub struct Out {
     pub reply: Option<Finished>,
     /// Requests (by token) to resume with [`KeyRequest::on_wake`]: their turn at the [`Gate`].
     pub wake: Vec<u64>,
+    /// Hints: a write's state for each replica that did not store it (link down, failed, no
+    /// answer by the deadline), for the node's [`crate::repair::Hints`].
+    pub hints: Vec<(MemberIdx, Bytes, State)>,
 }
 
 /// Counters a machine reports (the driver adds them to the node's metrics).
@@ -703,7 +693,7 @@ impl KeyRequest {
         match self.origin {
             Origin::Forwarded { .. } => {
                 if op.is_read_only() {
-                    if self.read == Level::One && env.synced() {
+                    if self.read == Level::One && env.synced(key_slot(&self.key)) {
                         self.local_read(env, op, out);
                     } else {
                         self.start_read(env, op, out);
@@ -729,7 +719,7 @@ impl KeyRequest {
         let prefs = env.prefs(key_slot(&self.key));
         let live = |m: MemberIdx| Some(m) != failed && env.live(m);
         let mut p = coord::plan(op, prefs, env.me(), self.read, live);
-        if p == Plan::LocalRead && !env.synced() {
+        if p == Plan::LocalRead && !env.synced(key_slot(&self.key)) {
             // Still copying its data after a start: read from a replica that has it.
             if let Some(m) = prefs.iter().copied().find(|&m| m != env.me() && live(m)) {
                 p = Plan::Forward(m);
@@ -785,7 +775,7 @@ impl KeyRequest {
         let me = env.me();
         let mut tally = ReadTally::new(self.read, prefs.len());
         let local = prefs.contains(&me);
-        if local && env.synced() {
+        if local && env.synced(key_slot(&self.key)) {
             tally.answer(me, env.store().fetch(&self.key));
         }
         self.round += 1;
@@ -832,11 +822,11 @@ impl KeyRequest {
                         }
                     }
                     if !to.is_empty() {
+                        // A repair, not a write: the replica stores it only if it has room.
                         out.sends.push(Send {
-                            call: Call::Put {
-                                key: self.key.clone(),
-                                state: newest,
-                            },
+                            call: Call::Encoded(wire::to_body(&Request::Merge {
+                                entries: vec![(self.key.clone(), newest)],
+                            })),
                             to,
                         });
                     }
@@ -854,7 +844,7 @@ impl KeyRequest {
 
     fn start_write(&mut self, env: &impl Env, op: &Op<'_>, out: &mut Out) {
         self.counts.write_attempts += 1;
-        if op.is_blind() || (self.write == Level::One && env.synced()) {
+        if op.is_blind() || (self.write == Level::One && env.synced(key_slot(&self.key))) {
             let ctx = env.ctx();
             let (outcome, changed) = env.store().apply_versioned(&self.key, op, &ctx);
             match changed {
@@ -887,7 +877,7 @@ impl KeyRequest {
         let mut tally = Tally::for_level(self.write, prefs.len(), false);
         let mut newest = State::Missing;
         let mut answers = 0;
-        if prefs.contains(&me) && env.synced() {
+        if prefs.contains(&me) && env.synced(key_slot(&self.key)) {
             match store.prepare(&self.key, ballot, ctx.now, env.timing().promise_ms()) {
                 Ok(s) => {
                     tally.ok();
@@ -1227,10 +1217,12 @@ impl KeyRequest {
                     None => {
                         tally.failed();
                         self.targets.push((from, TargetResult::LinkDown));
+                        out.hints.push((from, self.key.clone(), kept.clone()));
                     }
                     _ => {
                         tally.failed();
                         self.targets.push((from, TargetResult::Failed));
+                        out.hints.push((from, self.key.clone(), kept.clone()));
                     }
                 }
                 self.settle_accept(out);
@@ -1261,9 +1253,10 @@ impl KeyRequest {
             }
             Phase::Read { .. } => self.fail(out, false),
             Phase::Prepare { .. } => self.fail(out, true),
-            Phase::Accept { .. } => {
+            Phase::Accept { kept, .. } => {
                 for m in unanswered {
                     self.targets.push((m, TargetResult::TimedOut));
+                    out.hints.push((m, self.key.clone(), kept.clone()));
                 }
                 if !self.replied {
                     self.finish(out, Err(NoReplicas { write: true }), None);
@@ -1302,7 +1295,7 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             Offered::Stored | Offered::Duplicate => Response::Stored,
             Offered::Refused(v) => Response::Refused(v),
         },
-        Request::Fetch { .. } | Request::Prepare { .. } | Request::Dump { .. } if !env.synced() => {
+        Request::Fetch { key } | Request::Prepare { key, .. } if !env.synced(key_slot(key)) => {
             Response::Syncing
         }
         Request::Fetch { key } => Response::State(store.fetch(key)),
@@ -1342,6 +1335,13 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             return refuse()
         }
         Request::Flush { horizon } => return Served::Flush(horizon),
+        r @ (Request::Merge { .. }
+        | Request::Tree { .. }
+        | Request::Buckets { .. }
+        | Request::List { .. }
+        | Request::Pull { .. }) => {
+            crate::repair::serve_repair(env, from, &r).expect("a repair request")
+        }
         Request::Exec {
             key,
             op,
@@ -1536,233 +1536,6 @@ pub fn exec_response(f: Finished) -> Response {
             result: Err(NoReplicas { write }),
             ..
         } => Response::NoReplicas { write },
-    }
-}
-
-/// How long a start-up copy waits for a source's link to come up (a node that just started
-/// dials its peers) before it gives up on that source, ms.
-pub const TRANSFER_LINK_GRACE_MS: u64 = 3_000;
-
-/// How long a start-up copy waits for one page before asking for it again, ms.
-pub const TRANSFER_PAGE_TIMEOUT_MS: u64 = 5_000;
-
-/// How one source of a [`Transfer`] stands.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Source {
-    /// Slots still to copy from it. `round` tags the page asked last (answers to older ones are
-    /// ignored); `next` is when to ask (again): a page timed out, or the source did not see
-    /// this node live yet. `None` while a page is in flight and not due.
-    Copying {
-        slots: Vec<u16>,
-        round: u64,
-        asked_at: Option<u64>,
-        next: u64,
-    },
-    /// Copied everything (or it is starting itself and has nothing to give).
-    Done,
-    /// Unreachable or failed: this many of its slots were not copied from it.
-    Failed(usize),
-}
-
-/// What a finished [`Transfer`] did.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TransferReport {
-    /// Entries that changed this node's copy.
-    pub copied: u64,
-    /// Sources it copied everything from.
-    pub sources: usize,
-    /// Slot copies that could not be made (source unreachable, failed or out of time).
-    pub failed_slots: usize,
-    /// Pages asked again because the source did not see this node live yet.
-    pub not_live: u64,
-}
-
-/// The start-up copy: a node that starts (possibly empty, after a crash) copies every slot it
-/// replicates from **every** other live replica of that slot (values and tombstones, merged by
-/// version), so it inherits no single replica's gaps. A source copies only once it sees this
-/// node live ([`Response::NotLive`] otherwise, asked again after [`TRANSFER_RETRY_MS`]): from
-/// then on every write it coordinates reaches this node too, and every write it coordinated
-/// before is in its copy. Until the transfer is done ([`Env::synced`]), this node's copy counts
-/// in no read, its ONE reads go elsewhere and its read-modify-writes read from the others first.
-/// A source whose link is not up yet is looked at again for [`TRANSFER_LINK_GRACE_MS`] (a node
-/// that just started is still dialing its peers). Pages are whole slots up to a byte budget; a
-/// page unanswered for
-/// [`TRANSFER_PAGE_TIMEOUT_MS`] is asked again; after [`TRANSFER_DEADLINE_MS`] the transfer ends
-/// with what it has (reported).
-#[derive(Debug)]
-pub struct Transfer {
-    sources: Vec<(MemberIdx, Source)>,
-    /// Until then, a source that is not live yet is asked again later rather than given up.
-    grace: u64,
-    deadline: u64,
-    report: TransferReport,
-    done: bool,
-    page_bytes: u64,
-}
-
-impl Transfer {
-    /// A transfer of `slots` (those this node replicates) for the node in `env`, with pages of
-    /// `page_bytes`.
-    pub fn new(env: &impl Env, slots: impl Iterator<Item = Slot>, page_bytes: u64) -> Transfer {
-        let me = env.me();
-        let now = env.ctx().now;
-        let mut by: Vec<(MemberIdx, Vec<u16>)> = Vec::new();
-        for slot in slots {
-            let prefs = env.prefs(slot);
-            if !prefs.contains(&me) {
-                continue;
-            }
-            for &m in prefs.iter().filter(|&&m| m != me) {
-                match by.iter_mut().find(|(x, _)| *x == m) {
-                    Some((_, v)) => v.push(slot),
-                    None => by.push((m, vec![slot])),
-                }
-            }
-        }
-        Transfer {
-            sources: by
-                .into_iter()
-                .map(|(m, slots)| {
-                    (
-                        m,
-                        Source::Copying {
-                            slots,
-                            round: 0,
-                            asked_at: None,
-                            next: now,
-                        },
-                    )
-                })
-                .collect(),
-            grace: now + TRANSFER_LINK_GRACE_MS,
-            deadline: now + TRANSFER_DEADLINE_MS,
-            report: TransferReport::default(),
-            done: false,
-            page_bytes,
-        }
-    }
-
-    /// The report once done (`None` before).
-    pub fn report(&self) -> Option<TransferReport> {
-        self.done.then_some(self.report)
-    }
-
-    /// Starts asking.
-    pub fn start(&mut self, env: &impl Env, out: &mut Out) {
-        self.pump(env, out);
-    }
-
-    fn pump(&mut self, env: &impl Env, out: &mut Out) {
-        let now = env.ctx().now;
-        let mut wake = self.deadline;
-        for (m, src) in &mut self.sources {
-            let Source::Copying {
-                slots,
-                round,
-                asked_at,
-                next,
-            } = src
-            else {
-                continue;
-            };
-            if asked_at.is_none() && !env.live(*m) && now < self.grace && now < self.deadline {
-                // Its link may still be coming up: look again shortly.
-                *next = now + TRANSFER_RETRY_MS;
-                wake = wake.min(*next);
-                continue;
-            }
-            if now >= self.deadline || (asked_at.is_none() && !env.live(*m)) {
-                // Out of time, or unreachable (a down replica gives nothing this node can get).
-                *src = Source::Failed(slots.len());
-                continue;
-            }
-            if *next > now {
-                wake = wake.min(*next);
-                continue;
-            }
-            *round += 1;
-            *asked_at = Some(now);
-            *next = now + TRANSFER_PAGE_TIMEOUT_MS;
-            wake = wake.min(*next);
-            out.sends.push(Send {
-                call: Call::Dump {
-                    slots: slots.clone(),
-                    budget: self.page_bytes,
-                },
-                to: vec![(*m, Some(tag(*round, *m)))],
-            });
-        }
-        let busy = self
-            .sources
-            .iter()
-            .any(|(_, s)| matches!(s, Source::Copying { .. }));
-        if busy {
-            out.wake_at = Some(wake);
-        } else if !self.done {
-            self.done = true;
-            self.report.sources = self
-                .sources
-                .iter()
-                .filter(|(_, s)| *s == Source::Done)
-                .count();
-            self.report.failed_slots = self
-                .sources
-                .iter()
-                .map(|(_, s)| match s {
-                    Source::Failed(n) => *n,
-                    _ => 0,
-                })
-                .sum();
-        }
-    }
-
-    /// Feeds the answer to the page tagged `t`.
-    pub fn on_answer(&mut self, env: &impl Env, t: u64, answer: Answer, out: &mut Out) {
-        let (r, m) = untag(t);
-        let ctx = env.ctx();
-        let Some((_, src)) = self.sources.iter_mut().find(|(x, _)| *x == m) else {
-            return;
-        };
-        let Source::Copying {
-            slots,
-            round,
-            asked_at,
-            next,
-        } = src
-        else {
-            return;
-        };
-        if r != *round || asked_at.is_none() {
-            return; // an answer to a page asked again since
-        }
-        *asked_at = None;
-        *next = ctx.now;
-        match answer {
-            Answer::Reply(Response::Dump { entries, slots: n }) => {
-                for (k, state) in entries {
-                    if plausible(state.version(), ctx.now) && env.store().merge(&k, &state, &ctx) {
-                        self.report.copied += 1;
-                    }
-                }
-                slots.drain(..(n as usize).min(slots.len()));
-                if slots.is_empty() {
-                    *src = Source::Done;
-                }
-            }
-            // Starting itself: it has nothing this node could trust more than its own.
-            Answer::Reply(Response::Syncing) => *src = Source::Done,
-            Answer::Reply(Response::NotLive) => {
-                self.report.not_live += 1;
-                *next = ctx.now + TRANSFER_RETRY_MS;
-            }
-            _ => *src = Source::Failed(slots.len()),
-        }
-        self.pump(env, out);
-    }
-
-    /// The timer fired.
-    pub fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
-        self.pump(env, out);
     }
 }
 

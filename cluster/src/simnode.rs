@@ -1,7 +1,7 @@
 //! A simulated cluster node: a [`Machine`] for the deterministic simulator ([`crate::sim`]) that
 //! hosts the **same** machines as a production node ([`crate::node`]): every keyed command is a
-//! [`KeyRequest`], the start-up copy is a [`Transfer`], and a peer's request is answered by
-//! [`serve`]. This module only routes: it keeps the machines of the requests in flight, matches
+//! [`KeyRequest`], repair (hints, anti-entropy, the catch-up of a starting node) is a
+//! [`Repair`], and a peer's request is answered by [`serve`]. This module only routes: it keeps the machines of the requests in flight, matches
 //! answers to the calls that asked for them, turns the machines' wake-up times into simulator
 //! timers, and hands replies to clients. Messages carry the real wire bodies ([`Call::to_body`],
 //! [`crate::wire::from_body`]).
@@ -16,8 +16,11 @@
 //!   fails at once, as `send` on a down link does.
 //! - **Coming back.** Hearing anything from a peer marks it live again (production redials a peer
 //!   as soon as that peer links to it).
-//! - **Restart.** [`SimNode::restarted`] is a new, empty node that is not synced until its
-//!   [`Transfer`] is done ([`SimNode::start_transfer`]).
+//! - **Restart.** [`SimNode::restarted`] is a new, empty node whose slots catch up through
+//!   anti-entropy rounds ([`SimNode::start_catch_up`]).
+//! - **Repair timers.** The [`Repair`] machine's timer is kept only while it has work that
+//!   needs one (a catch-up, a round in progress), or always with [`SimNode::repair_timers`] on:
+//!   scenario tests that do not look at repair stay quiet when their commands are done.
 //!
 //! ## Node ids
 //! [`NodeId`] `i` is member `i` of the ring: members are named [`member_id`]`(i)`, which sort in
@@ -30,12 +33,13 @@ use bytes::Bytes;
 use crate::msg::{Level, Request, Response, State};
 use crate::node::{
     exec_response, serve, Answer, Counts, Env, Gate, KeyRequest, KeyResult, Origin, Out, Served,
-    Timing, Transfer, TransferReport, HEARTBEAT_MS, SILENCE_MS, TRANSFER_PAGE_BYTES,
+    Timing, HEARTBEAT_MS, SILENCE_MS,
 };
 use crate::op::{Ctx, Op};
+use crate::repair::{HintLimits, Repair, RepairEvent, SyncReport, SyncSettings};
 use crate::ring::{MemberIdx, Ring};
 use crate::sim::{Machine, NodeId, Outbox};
-use crate::slot::{key_slot, Slot, SLOTS};
+use crate::slot::{key_slot, Slot, SlotSet};
 use crate::store::{Store, StoreConfig};
 use crate::wire::{from_body, to_body};
 
@@ -69,8 +73,8 @@ pub enum SimMsg {
 enum Owner {
     /// A keyed request in progress, by its id.
     Req(u64),
-    /// The start-up transfer.
-    Transfer,
+    /// The repair machine.
+    Repair,
 }
 
 /// A simulated node's timers.
@@ -82,8 +86,13 @@ pub enum SimTimer {
         incarnation: u64,
         /// Whose.
         owner: u64,
-        /// The transfer's rather than a request's.
-        transfer: bool,
+    },
+    /// The repair machine's timer (only the latest one set counts).
+    Repair {
+        /// The node incarnation that set it.
+        incarnation: u64,
+        /// Which setting of the timer.
+        generation: u64,
     },
     /// The redial of a peer that was down completed (see [`SimNode::redial_ms`]).
     Redial {
@@ -145,8 +154,24 @@ pub struct SimNode {
     pub read: Level,
     /// Write level of [`SimNode::client_default`].
     pub write: Level,
-    /// Whether the start-up copy is done (a node made by [`SimNode::new`] starts synced).
-    pub synced: bool,
+    /// Slots still catching up after a start (empty for a node made by [`SimNode::new`]).
+    pub catching: SlotSet,
+    /// Memory budget for repair, in store bytes (`None`: none).
+    pub budget: Option<u64>,
+    /// Hint limits of the repair machine.
+    pub hint_limits: HintLimits,
+    /// Anti-entropy settings (no automatic rounds unless set).
+    pub sync: SyncSettings,
+    /// Keep the repair machine's timer at all times (hint replay every interval, automatic
+    /// rounds), not only while it has work that needs one.
+    pub repair_timers: bool,
+    /// The repair machine (made on first use).
+    pub repair: Option<Repair>,
+    /// Repair events so far.
+    pub events: Vec<RepairEvent>,
+    /// Reports of rounds asked for with [`SimNode::sync_now`], by token.
+    pub sync_reports: BTreeMap<u64, SyncReport>,
+    repair_generation: u64,
     /// Whether this node pings its peers (see the module docs); off unless set.
     pub heartbeat: bool,
     /// How long, after hearing from a peer it believes down, this node takes to see it live
@@ -158,15 +183,12 @@ pub struct SimNode {
     pub results: BTreeMap<u64, ClientResult>,
     /// The machines' counters, summed.
     pub counts: Counts,
-    /// The start-up transfer's report, once done.
-    pub transfer_report: Option<TransferReport>,
     now: u64,
     incarnation: u64,
     next_id: u64,
     last_heard: Vec<u64>,
     calls: BTreeMap<u64, CallRec>,
     reqs: BTreeMap<u64, (Waiter, KeyRequest)>,
-    transfer: Option<Transfer>,
     gate: Gate,
 }
 
@@ -180,8 +202,15 @@ impl Env for SimNode {
     fn live(&self, m: MemberIdx) -> bool {
         m == self.me || self.live.get(usize::from(m)).copied().unwrap_or(false)
     }
-    fn synced(&self) -> bool {
-        self.synced
+    fn synced(&self, slot: Slot) -> bool {
+        !self.catching.contains(slot)
+    }
+    fn set_synced(&self, slot: Slot, synced: bool) {
+        self.catching.set(slot, !synced);
+    }
+    fn room(&self, bytes: u64) -> bool {
+        self.budget
+            .is_none_or(|b| self.store.stats().bytes + bytes <= b)
     }
     fn store(&self) -> &Store {
         &self.store
@@ -226,13 +255,23 @@ impl SimNode {
             },
             read: Level::Quorum,
             write: Level::Quorum,
-            synced: true,
+            catching: SlotSet::default(),
+            budget: None,
+            hint_limits: HintLimits::default(),
+            sync: SyncSettings {
+                interval_ms: 0,
+                ..SyncSettings::default()
+            },
+            repair_timers: false,
+            repair: None,
+            events: Vec::new(),
+            sync_reports: BTreeMap::new(),
+            repair_generation: 0,
             heartbeat: false,
             redial_ms: 0,
             redialing: vec![false; members],
             results: BTreeMap::new(),
             counts: Counts::default(),
-            transfer_report: None,
             now: 0,
             incarnation,
             // Ids never repeat across incarnations: a reply meant for the node before a restart
@@ -241,13 +280,12 @@ impl SimNode {
             last_heard: vec![0; members],
             calls: BTreeMap::new(),
             reqs: BTreeMap::new(),
-            transfer: None,
             gate: Gate::default(),
         }
     }
 
-    /// The same member after a crash and restart: empty, not synced (start its transfer with
-    /// [`SimNode::start_transfer`]), same settings.
+    /// The same member after a crash and restart: empty (start its catch-up with
+    /// [`SimNode::start_catch_up`]), same settings.
     pub fn restarted(&self) -> SimNode {
         let mut n = SimNode::incarnation(self.me, self.ring.clone(), self.incarnation + 1);
         n.timing = self.timing;
@@ -255,7 +293,10 @@ impl SimNode {
         n.write = self.write;
         n.heartbeat = self.heartbeat;
         n.redial_ms = self.redial_ms;
-        n.synced = false;
+        n.budget = self.budget;
+        n.hint_limits = self.hint_limits;
+        n.sync = self.sync;
+        n.repair_timers = self.repair_timers;
         n
     }
 
@@ -334,16 +375,57 @@ impl SimNode {
         self.client(client_id, key, op, read, write, now, out);
     }
 
-    /// Starts the start-up copy of this node's slots (and its heartbeat, if on).
-    pub fn start_transfer(&mut self, now: u64, out: &mut SimOutbox) {
+    /// Starts the catch-up of this node's slots (and its heartbeat, if on).
+    pub fn start_catch_up(&mut self, now: u64, out: &mut SimOutbox) {
         self.now = now;
         self.last_heard.iter_mut().for_each(|h| *h = now);
-        let mut t = Transfer::new(&*self, 0..SLOTS as Slot, TRANSFER_PAGE_BYTES);
-        let mut o = Out::default();
-        t.start(&*self, &mut o);
-        self.transfer = Some(t);
-        self.settle_transfer(o, out);
+        let mut r = Repair::new(self.hint_limits, self.sync);
+        r.start_catch_up(&*self);
+        self.repair = Some(r);
+        self.repair_input(out, |r, env, o| r.on_timer(env, o));
         self.start_heartbeat(out);
+    }
+
+    /// Whether every slot of this node is caught up.
+    pub fn is_synced(&self) -> bool {
+        self.catching.is_empty()
+    }
+
+    /// Starts the repair machine's timers (hint replay every interval, automatic rounds if
+    /// [`SimNode::sync`] has an interval).
+    pub fn start_repair(&mut self, now: u64, out: &mut SimOutbox) {
+        self.now = now;
+        self.repair_timers = true;
+        self.repair_input(out, |r, env, o| r.on_timer(env, o));
+    }
+
+    /// `HC.SYNC` with `peer`: a round now; its report lands in [`SimNode::sync_reports`] under
+    /// `token`.
+    pub fn sync_now(&mut self, peer: MemberIdx, token: u64, now: u64, out: &mut SimOutbox) {
+        self.now = now;
+        self.repair_input(out, |r, env, o| r.sync_now(env, peer, token, o));
+    }
+
+    /// Hints held for peers.
+    pub fn hints_held(&self) -> usize {
+        self.repair.as_ref().map_or(0, |r| r.hints.len())
+    }
+
+    /// Runs `f` on the repair machine (made if need be) and carries out its output.
+    fn repair_input(
+        &mut self,
+        out: &mut SimOutbox,
+        f: impl FnOnce(&mut Repair, &SimNode, &mut Out),
+    ) {
+        let mut r = match self.repair.take() {
+            Some(r) => r,
+            None => Repair::new(self.hint_limits, self.sync),
+        };
+        let mut o = Out::default();
+        f(&mut r, &*self, &mut o);
+        self.repair = Some(r);
+        let answers = self.dispatch(Owner::Repair, o, out);
+        self.feed(answers, out);
     }
 
     /// Starts pinging the peers every [`HEARTBEAT_MS`] (if [`SimNode::heartbeat`] is on).
@@ -401,14 +483,14 @@ impl SimNode {
                 continue;
             };
             let o = match owner {
-                Owner::Transfer => {
-                    let Some(mut t) = self.transfer.take() else {
+                Owner::Repair => {
+                    let Some(mut r) = self.repair.take() else {
                         continue;
                     };
                     let mut o = Out::default();
-                    t.on_answer(&*self, tag, answer, &mut o);
-                    self.transfer = Some(t);
-                    self.dispatch(Owner::Transfer, o, out)
+                    r.on_answer(&*self, tag, answer, &mut o);
+                    self.repair = Some(r);
+                    self.dispatch(Owner::Repair, o, out)
                 }
                 Owner::Req(id) => {
                     let Some((w, mut m)) = self.reqs.remove(&id) else {
@@ -429,9 +511,19 @@ impl SimNode {
     fn dispatch(
         &mut self,
         owner: Owner,
-        o: Out,
+        mut o: Out,
         out: &mut SimOutbox,
     ) -> Vec<(Owner, u64, Option<Answer>)> {
+        if !o.hints.is_empty() {
+            let hints = std::mem::take(&mut o.hints);
+            let now = self.now;
+            if self.repair.is_none() {
+                self.repair = Some(Repair::new(self.hint_limits, self.sync));
+            }
+            if let Some(r) = self.repair.as_mut() {
+                r.add_hints(hints, now);
+            }
+        }
         let mut now_failed: Vec<(Owner, u64, Option<Answer>)> =
             o.wake.iter().map(|&t| (Owner::Req(t), 0, None)).collect();
         for send in o.sends {
@@ -456,19 +548,30 @@ impl SimNode {
                 );
             }
         }
-        if let Some(at) = o.wake_at {
-            let (id, transfer) = match owner {
-                Owner::Req(id) => (id, false),
-                _ => (0, true),
-            };
-            out.schedule(
+        match (o.wake_at, owner) {
+            (Some(at), Owner::Req(id)) => out.schedule(
                 at.saturating_sub(self.now),
                 SimTimer::Wake {
                     incarnation: self.incarnation,
                     owner: id,
-                    transfer,
                 },
-            );
+            ),
+            (Some(at), Owner::Repair) => {
+                let r = self.repair.as_mut().expect("the repair machine's output");
+                self.events.extend(r.take_events());
+                self.sync_reports.extend(r.take_reports());
+                if self.repair_timers || r.busy() {
+                    self.repair_generation += 1;
+                    out.schedule(
+                        at.saturating_sub(self.now),
+                        SimTimer::Repair {
+                            incarnation: self.incarnation,
+                            generation: self.repair_generation,
+                        },
+                    );
+                }
+            }
+            _ => {}
         }
         if let (Some(f), Owner::Req(id)) = (o.reply, owner) {
             if let Some((w, _)) = self.reqs.get(&id) {
@@ -488,13 +591,6 @@ impl SimNode {
                 self.calls.retain(|_, c| c.owner != Owner::Req(id));
             }
         }
-        if owner == Owner::Transfer {
-            if let Some(r) = self.transfer.as_ref().and_then(Transfer::report) {
-                self.transfer = None;
-                self.transfer_report = Some(r);
-                self.synced = true;
-            }
-        }
         now_failed
     }
 
@@ -502,11 +598,6 @@ impl SimNode {
     fn settle(&mut self, id: u64, w: Waiter, m: KeyRequest, o: Out, out: &mut SimOutbox) {
         self.reqs.insert(id, (w, m));
         let answers = self.dispatch(Owner::Req(id), o, out);
-        self.feed(answers, out);
-    }
-
-    fn settle_transfer(&mut self, o: Out, out: &mut SimOutbox) {
-        let answers = self.dispatch(Owner::Transfer, o, out);
         self.feed(answers, out);
     }
 
@@ -531,6 +622,13 @@ impl SimNode {
                 let k = self.store.random_key(&mut rng, &self.ctx());
                 reply(out, from, id, &Response::Key(k));
             }
+        }
+    }
+
+    /// Peer `m` is live again: its hints are due.
+    fn peer_up(&mut self, m: MemberIdx, out: &mut SimOutbox) {
+        if self.repair.as_ref().is_some_and(|r| !r.hints.is_empty()) {
+            self.repair_input(out, |r, env, o| r.peer_up(env, m, o));
         }
     }
 
@@ -585,8 +683,9 @@ impl Machine for SimNode {
                     },
                 );
             }
-        } else if let Some(l) = self.live.get_mut(from) {
-            *l = true;
+        } else if self.live.get(from) == Some(&false) {
+            self.live[from] = true;
+            self.peer_up(from as MemberIdx, out);
         }
         if let Some(h) = self.last_heard.get_mut(from) {
             *h = now;
@@ -618,17 +717,16 @@ impl Machine for SimNode {
             SimTimer::Wake { incarnation, .. }
             | SimTimer::Heartbeat { incarnation }
             | SimTimer::Redial { incarnation, .. }
+            | SimTimer::Repair { incarnation, .. }
                 if incarnation != self.incarnation => {}
             SimTimer::Redial { peer, .. } => {
                 self.redialing[usize::from(peer)] = false;
                 self.live[usize::from(peer)] = true;
+                self.peer_up(peer, out);
             }
-            SimTimer::Wake { transfer: true, .. } => {
-                if let Some(mut t) = self.transfer.take() {
-                    let mut o = Out::default();
-                    t.on_deadline(&*self, &mut o);
-                    self.transfer = Some(t);
-                    self.settle_transfer(o, out);
+            SimTimer::Repair { generation, .. } => {
+                if generation == self.repair_generation {
+                    self.repair_input(out, |r, env, o| r.on_timer(env, o));
                 }
             }
             SimTimer::Wake { owner, .. } => {
@@ -755,7 +853,7 @@ mod tests {
     fn restart(s: &mut Sim<SimNode>, n: NodeId) {
         s.nodes[n] = s.nodes[n].restarted();
         s.heal(n);
-        s.input(n, |node, now, out| node.start_transfer(now, out));
+        s.input(n, |node, now, out| node.start_catch_up(now, out));
     }
 
     /// The deadline rule: a forward whose coordinator is connected but silent (paused) gets
@@ -962,7 +1060,7 @@ mod tests {
         restart(&mut s, primary);
         s.run_until_quiet(STEPS);
         assert!(
-            s.nodes[primary].synced,
+            s.nodes[primary].is_synced(),
             "seed {seed}: the transfer finished"
         );
         assert_eq!(
@@ -1071,8 +1169,9 @@ mod tests {
             Some(&b"v2"[..]),
             "seed {seed}"
         );
-        let report = s.nodes[r1].transfer_report.expect("transfer done");
-        assert_eq!(report.sources, 2, "seed {seed}: copied from both others");
+        assert!(s.nodes[r1].is_synced(), "seed {seed}");
+        let c = s.nodes[r1].repair.as_ref().expect("caught up").counters();
+        assert_eq!(c.syncs, 2, "seed {seed}: a round with both others");
         // A QUORUM read through the gap holder now returns v2 whatever quorum answers.
         s.isolate(r0);
         let r = run(&mut s, r2, 3, key, Op::Get, (QUORUM, QUORUM));
@@ -1102,11 +1201,11 @@ mod tests {
             s.run_until(t, STEPS);
         }
         s.run_until_quiet(STEPS);
-        assert!(s.nodes[2].synced, "seed {seed}");
-        let report = s.nodes[2].transfer_report.expect("done");
+        assert!(s.nodes[2].is_synced(), "seed {seed}");
+        let c = s.nodes[2].repair.as_ref().expect("caught up").counters();
         assert!(
-            report.not_live > 0,
-            "seed {seed}: the sources made it wait: {report:?}"
+            c.not_live > 0,
+            "seed {seed}: the sources made it wait: {c:?}"
         );
         for i in 0..40u64 {
             assert_eq!(
@@ -1313,7 +1412,7 @@ mod tests {
                     out = Some((n, u64::MAX, false));
                 }
             }
-            if out.is_some_and(|(n, back, _)| back == u64::MAX && s.nodes[n].synced) {
+            if out.is_some_and(|(n, back, _)| back == u64::MAX && s.nodes[n].is_synced()) {
                 out = None;
                 next_fault = t + rng.random_range(1_000..4_000);
             }
@@ -1407,7 +1506,7 @@ mod tests {
             t += 50;
             s.run_until(t, STEPS);
             collect(&s, &mut recs, t);
-            if s.nodes.iter().all(|n| n.synced) && recs.iter().all(|r| r.result.is_some()) {
+            if s.nodes.iter().all(|n| n.is_synced()) && recs.iter().all(|r| r.result.is_some()) {
                 break;
             }
         }

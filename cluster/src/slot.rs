@@ -46,6 +46,63 @@ pub fn key_slot(key: &[u8]) -> Slot {
     crc16(hashed) & (SLOTS as u16 - 1)
 }
 
+/// A set of slots, safe to read and change from any thread (a bit per slot).
+#[derive(Debug)]
+pub struct SlotSet {
+    bits: Box<[std::sync::atomic::AtomicU64]>,
+    len: std::sync::atomic::AtomicUsize,
+}
+
+impl Default for SlotSet {
+    fn default() -> Self {
+        SlotSet {
+            bits: (0..SLOTS / 64)
+                .map(|_| std::sync::atomic::AtomicU64::new(0))
+                .collect(),
+            len: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+}
+
+impl SlotSet {
+    /// Whether `slot` is in the set.
+    pub fn contains(&self, slot: Slot) -> bool {
+        let i = usize::from(slot) % SLOTS;
+        self.bits[i / 64].load(std::sync::atomic::Ordering::Acquire) & (1 << (i % 64)) != 0
+    }
+
+    /// Adds (`on`) or removes `slot`.
+    pub fn set(&self, slot: Slot, on: bool) {
+        use std::sync::atomic::Ordering;
+        let i = usize::from(slot) % SLOTS;
+        let bit = 1u64 << (i % 64);
+        let before = if on {
+            self.bits[i / 64].fetch_or(bit, Ordering::AcqRel)
+        } else {
+            self.bits[i / 64].fetch_and(!bit, Ordering::AcqRel)
+        };
+        match (before & bit != 0, on) {
+            (false, true) => {
+                self.len.fetch_add(1, Ordering::Relaxed);
+            }
+            (true, false) => {
+                self.len.fetch_sub(1, Ordering::Relaxed);
+            }
+            _ => {}
+        }
+    }
+
+    /// How many slots are in the set.
+    pub fn len(&self) -> usize {
+        self.len.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -37,13 +37,26 @@ struct SlotData {
     tombs: Option<Box<Tombs>>,
 }
 
-/// A slot's tombstones: key -> the delete's version and when this node recorded it (unix ms; the
-/// purge goes by that, since an expired value's tombstone carries the value's old version).
-type Tombs = hashbrown::HashMap<Box<[u8]>, (Version, u64), ahash::RandomState>;
+/// A slot's tombstones: key -> the delete's version. They are purged by their version's time
+/// ([`Store::purge_tombstones`]), a rule every replica applies alike, so replicas that hold the
+/// same versions hold the same tombstones and their digests agree.
+type Tombs = hashbrown::HashMap<Box<[u8]>, Version, ahash::RandomState>;
 
 /// Promises made to read-before-write rounds ([`Store::prepare`]): key -> (ballot, expires at,
 /// unix ms). Sharded by slot; a promise outlives the round that asked for it by at most its TTL.
 type Promises = hashbrown::HashMap<Box<[u8]>, (Version, u64), ahash::RandomState>;
+
+/// Buckets a slot's keys fall into for anti-entropy key lists ([`bucket_of`]): a large slot that
+/// differs is listed bucket by bucket, only where the bucket digests differ.
+pub const BUCKETS: usize = 16;
+
+/// Seed of [`bucket_of`]'s hash (fixed: every node must bucket a key alike).
+const BUCKET_SEED: u64 = 0x6275_636b_6574_7321;
+
+/// The anti-entropy bucket of `key` (0..[`BUCKETS`]), the same on every node and release.
+pub fn bucket_of(key: &[u8]) -> usize {
+    (xxh3_64_with_seed(key, BUCKET_SEED) >> 60) as usize
+}
 
 /// Shards of the promise table (slot % this).
 const PROMISE_SHARDS: usize = 64;
@@ -117,6 +130,8 @@ pub struct Store {
     tomb_count: AtomicU64,
     /// FLUSHALL horizon (an HLC value): nothing older exists or is accepted.
     horizon: AtomicU64,
+    /// How long a tombstone lives after its version's time, ms (0: for ever).
+    tomb_ttl: AtomicU64,
     /// Promises of read-before-write rounds, by slot shard ([`Store::prepare`]).
     promises: Box<[Mutex<Promises>]>,
     /// Promise entries held (0 lets replicated writes skip the promise table).
@@ -171,6 +186,7 @@ impl Store {
             tombstones: AtomicBool::new(false),
             tomb_count: AtomicU64::new(0),
             horizon: AtomicU64::new(0),
+            tomb_ttl: AtomicU64::new(0),
             promises: (0..PROMISE_SHARDS)
                 .map(|i| {
                     Mutex::new(Promises::with_hasher(ahash::RandomState::with_seeds(
@@ -189,6 +205,18 @@ impl Store {
     /// arriving late cannot bring a deleted key back; a single node does not.
     pub fn set_tombstones(&self, on: bool) {
         self.tombstones.store(on, Ordering::Relaxed);
+    }
+
+    /// Sets how long a tombstone lives after its version's time, ms (0: for ever). The same on
+    /// every node: it decides which tombstones exist, hence the digests.
+    pub fn set_tombstone_ttl(&self, ms: u64) {
+        self.tomb_ttl.store(ms, Ordering::Relaxed);
+    }
+
+    /// Whether a tombstone at `v` is past its time at `now` (purged, and not kept if received).
+    pub fn tomb_expired(&self, v: Version, now: u64) -> bool {
+        let ttl = self.tomb_ttl.load(Ordering::Relaxed);
+        ttl != 0 && v.millis().saturating_add(ttl) < now
     }
 
     /// Tombstones currently held.
@@ -369,7 +397,7 @@ impl Store {
     /// Drops `key`'s tombstone, if any (a newer write replaces it).
     fn untomb(&self, s: &mut SlotData, key: &[u8]) {
         if let Some(t) = s.tombs.as_mut() {
-            if let Some((v, _)) = t.remove(key) {
+            if let Some(v) = t.remove(key) {
                 s.digest ^= entry_hash(key, &v);
                 self.tomb_count.fetch_sub(1, Ordering::Relaxed);
                 if t.is_empty() {
@@ -379,13 +407,18 @@ impl Store {
         }
     }
 
-    /// Records a tombstone for `key` at `version` (replacing an older one), created at `now`.
+    /// Records a tombstone for `key` at `version` (replacing an older one), unless it is already
+    /// past its time at `now` (then an older tombstone of the key goes too).
     fn tomb(&self, s: &mut SlotData, key: &[u8], version: Version, now: u64) {
+        if self.tomb_expired(version, now) {
+            self.untomb(s, key);
+            return;
+        }
         let t = s
             .tombs
             .get_or_insert_with(|| Box::new(Tombs::with_hasher(self.hasher.clone())));
-        match t.insert(key.into(), (version, now)) {
-            Some((old, _)) => s.digest ^= entry_hash(key, &old),
+        match t.insert(key.into(), version) {
+            Some(old) => s.digest ^= entry_hash(key, &old),
             None => {
                 self.tomb_count.fetch_add(1, Ordering::Relaxed);
             }
@@ -515,7 +548,7 @@ impl Store {
         if let Some(e) = s.map.find(hash, |e| e.key() == key) {
             return live_state(e);
         }
-        if let Some((v, _)) = s.tombs.as_ref().and_then(|t| t.get(key)) {
+        if let Some(v) = s.tombs.as_ref().and_then(|t| t.get(key)) {
             return State::Dead(*v);
         }
         self.horizon_state()
@@ -620,6 +653,15 @@ impl Store {
         let Some(version) = state.version() else {
             return Offered::Duplicate;
         };
+        let dead;
+        let state = match state {
+            // An expired value is its tombstone (it would be reclaimed at once).
+            State::Live { expire_at, .. } if *expire_at != 0 && *expire_at <= ctx.now => {
+                dead = State::Dead(version);
+                &dead
+            }
+            _ => state,
+        };
         self.clock.observe(version.hlc);
         let horizon = self.horizon.load(Ordering::Relaxed);
         if version.hlc < horizon {
@@ -670,7 +712,7 @@ impl Store {
             self.settle_promise(slot, key, version);
             return Offered::Stored;
         }
-        if let Some((h, _)) = s.tombs.as_ref().and_then(|t| t.get(key)) {
+        if let Some(h) = s.tombs.as_ref().and_then(|t| t.get(key)) {
             if *h == version {
                 return Offered::Duplicate;
             }
@@ -701,9 +743,10 @@ impl Store {
         Offered::Stored
     }
 
-    /// Drops tombstones created before `before` (unix ms); returns how many. Tombstones need only
-    /// outlive the messages and repairs that could still carry an older version of their key.
-    pub fn purge_tombstones(&self, before: u64) -> u64 {
+    /// Drops the tombstones past their time at `now` ([`Store::tomb_expired`]: their version's
+    /// time plus the tombstone TTL); returns how many. Tombstones need only outlive the messages
+    /// and repairs that could still carry an older version of their key.
+    pub fn purge_tombstones(&self, now: u64) -> u64 {
         if self.tomb_count.load(Ordering::Relaxed) == 0 {
             return 0;
         }
@@ -713,8 +756,8 @@ impl Store {
             let s = &mut *guard;
             let Some(t) = s.tombs.as_mut() else { continue };
             let mut digest = s.digest;
-            t.retain(|k, (v, at)| {
-                let keep = *at >= before;
+            t.retain(|k, v| {
+                let keep = !self.tomb_expired(*v, now);
                 if !keep {
                     digest ^= entry_hash(k, v);
                     purged += 1;
@@ -942,7 +985,7 @@ impl Store {
             if let Some(t) = s.tombs.as_mut() {
                 let mut digest = s.digest;
                 let mut purged = 0;
-                t.retain(|k, (v, _)| {
+                t.retain(|k, v| {
                     let keep = !below(v);
                     if !keep {
                         digest ^= entry_hash(k, v);
@@ -975,9 +1018,10 @@ impl Store {
             self.volatile
                 .fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
             s.volatile = 0;
-            s.digest = s.tombs.as_ref().map_or(0, |t| {
-                t.iter().fold(0, |d, (k, (v, _))| d ^ entry_hash(k, v))
-            });
+            s.digest = s
+                .tombs
+                .as_ref()
+                .map_or(0, |t| t.iter().fold(0, |d, (k, v)| d ^ entry_hash(k, v)));
             self.sync_bits(&s);
             drop(s);
             dropped.push(old);
@@ -1190,6 +1234,108 @@ impl Store {
         self.len() == 0
     }
 
+    /// Makes a slot's contents depend only on the versions it holds and `now`, as on every other
+    /// replica: expired values become tombstones, tombstones past their time go. (Both happen
+    /// lazily otherwise, at moments that differ between replicas.) Anti-entropy calls it on a
+    /// slot before it compares the slot's buckets.
+    fn tidy(&self, s: &mut SlotData, now: u64) {
+        if s.volatile > 0 {
+            let expired: Vec<(Box<[u8]>, u64)> = s
+                .map
+                .iter()
+                .filter(|e| e.is_expired(now))
+                .map(|e| (e.key().into(), self.hash(e.key())))
+                .collect();
+            for (k, h) in expired {
+                self.remove_expired(s, &k, h, now);
+            }
+        }
+        if let Some(t) = s.tombs.as_mut() {
+            let mut digest = s.digest;
+            let mut purged = 0;
+            t.retain(|k, v| {
+                let keep = !self.tomb_expired(*v, now);
+                if !keep {
+                    digest ^= entry_hash(k, v);
+                    purged += 1;
+                }
+                keep
+            });
+            s.digest = digest;
+            if t.is_empty() {
+                s.tombs = None;
+            }
+            self.tomb_count.fetch_sub(purged, Ordering::Relaxed);
+        }
+    }
+
+    /// Anti-entropy: tidies `slot` ([`Store::tidy`]) and returns how many entries it holds,
+    /// tombstones included, and the digest of each of its [`BUCKETS`] buckets ([`bucket_of`]).
+    pub fn slot_buckets(&self, slot: Slot, now: u64) -> (u32, [u64; BUCKETS]) {
+        let mut digests = [0u64; BUCKETS];
+        if usize::from(slot) >= SLOTS {
+            return (0, digests);
+        }
+        let mut guard = self.lock(slot);
+        let s = &mut *guard;
+        self.tidy(s, now);
+        for e in s.map.iter() {
+            digests[bucket_of(e.key())] ^= entry_hash(e.key(), &e.version());
+        }
+        let mut n = s.map.len();
+        if let Some(t) = &s.tombs {
+            n += t.len();
+            for (k, v) in t.iter() {
+                digests[bucket_of(k)] ^= entry_hash(k, v);
+            }
+        }
+        (n as u32, digests)
+    }
+
+    /// Anti-entropy: the key and version of every entry (tombstones included) of `slot` in the
+    /// buckets of mask `buckets` (bit `b`: bucket `b`).
+    pub fn bucket_entries(&self, slot: Slot, buckets: u32, now: u64) -> Vec<(Bytes, Version)> {
+        if usize::from(slot) >= SLOTS {
+            return Vec::new();
+        }
+        let mut guard = self.lock(slot);
+        let s = &mut *guard;
+        self.tidy(s, now);
+        let wanted = |k: &[u8]| buckets & (1 << bucket_of(k)) != 0;
+        let mut out: Vec<(Bytes, Version)> = s
+            .map
+            .iter()
+            .filter(|e| wanted(e.key()))
+            .map(|e| (Bytes::copy_from_slice(e.key()), e.version()))
+            .collect();
+        if let Some(t) = &s.tombs {
+            out.extend(
+                t.iter()
+                    .filter(|(k, _)| wanted(k))
+                    .map(|(k, v)| (Bytes::copy_from_slice(k), *v)),
+            );
+        }
+        out
+    }
+
+    /// Drops `key`'s value, if it is older than `version`, without a tombstone: a repair that
+    /// brings a newer version this node has no room for ([`crate::repair`]) must not leave the
+    /// stale one readable. Returns whether a value went.
+    pub fn drop_older(&self, key: &[u8], version: Version) -> bool {
+        let hash = self.hash(key);
+        let mut guard = self.lock(key_slot(key));
+        let s = &mut *guard;
+        let older = s
+            .map
+            .find(hash, |e| e.key() == key)
+            .is_some_and(|e| e.version() < version);
+        if older {
+            self.remove(s, key, hash);
+            self.evicted.fetch_add(1, Ordering::Relaxed);
+        }
+        older
+    }
+
     /// The digest and key count of one slot (for anti-entropy and tests).
     pub fn slot_summary(&self, slot: Slot) -> (u64, usize) {
         let s = self.lock(slot);
@@ -1212,9 +1358,10 @@ impl Store {
     /// Recomputes a slot's digest from its entries (tests check it equals the maintained one).
     pub fn slot_digest_recomputed(&self, slot: Slot) -> u64 {
         let s = self.lock(slot);
-        let tombs = s.tombs.as_ref().map_or(0, |t| {
-            t.iter().fold(0, |d, (k, (v, _))| d ^ entry_hash(k, v))
-        });
+        let tombs = s
+            .tombs
+            .as_ref()
+            .map_or(0, |t| t.iter().fold(0, |d, (k, v)| d ^ entry_hash(k, v)));
         s.map
             .iter()
             .fold(tombs, |d, e| d ^ entry_hash(e.key(), &e.version()))
@@ -1237,7 +1384,7 @@ impl Store {
             if let Some(t) = &s.tombs {
                 out.extend(
                     t.iter()
-                        .map(|(k, (v, _))| (Bytes::copy_from_slice(k), State::Dead(*v))),
+                        .map(|(k, v)| (Bytes::copy_from_slice(k), State::Dead(*v))),
                 );
             }
         }
@@ -1654,6 +1801,12 @@ mod tests {
             &ctx,
         );
         assert_eq!(other.fetch(b"n"), State::Dead(v));
+        assert_eq!(
+            st.purge_tombstones(u64::MAX),
+            0,
+            "kept for ever without a TTL"
+        );
+        st.set_tombstone_ttl(1);
         assert_eq!(st.purge_tombstones(u64::MAX), 1);
         assert_eq!(st.fetch(b"n"), State::Missing);
     }
@@ -1719,25 +1872,46 @@ mod tests {
     }
 
     #[test]
-    fn tombstones_are_purged_by_when_they_were_made_not_by_their_version() {
-        let st = store();
-        st.set_tombstones(true);
-        // A value written long ago (version at 1 s) expires at 10 s and is removed at 20 s.
+    fn tombstones_are_purged_by_their_versions_time_alike_on_every_replica() {
+        // Two replicas with a 60 s tombstone TTL: one removes the expired value at once, the
+        // other much later; both purge the tombstone at the same instant (version time + TTL).
+        let a = store();
+        let b = store();
+        for st in [&a, &b] {
+            st.set_tombstones(true);
+            st.set_tombstone_ttl(60_000);
+        }
+        let v = Version {
+            hlc: 1000 << 16,
+            origin: 1,
+        };
         let old = State::Live {
             value: "v".into(),
             expire_at: 10_000,
-            version: Version {
-                hlc: 1000 << 16,
-                origin: 1,
-            },
+            version: v,
             enc: 0,
         };
-        st.merge(b"k", &old, &Ctx::at(5_000));
-        assert_eq!(st.apply(b"k", &Op::Get, &Ctx::at(20_000)), Outcome::Nil);
-        assert_eq!(st.tombstones(), 1);
-        // A purge of tombstones made before 15 s keeps it: it was made at 20 s.
-        assert_eq!(st.purge_tombstones(15_000), 0);
-        assert_eq!(st.purge_tombstones(20_001), 1);
+        a.merge(b"k", &old, &Ctx::at(5_000));
+        b.merge(b"k", &old, &Ctx::at(5_000));
+        assert_eq!(a.apply(b"k", &Op::Get, &Ctx::at(20_000)), Outcome::Nil);
+        assert_eq!(a.tombstones(), 1);
+        assert_eq!(a.purge_tombstones(61_000), 0);
+        assert_eq!(a.purge_tombstones(61_001), 1);
+        // The other replica removes it only after the cutoff: it leaves no tombstone at all.
+        assert_eq!(b.apply(b"k", &Op::Get, &Ctx::at(70_000)), Outcome::Nil);
+        assert_eq!(b.tombstones(), 0);
+        let slot = key_slot(b"k");
+        assert_eq!(a.slot_summary(slot), b.slot_summary(slot));
+        // A tombstone past its time that arrives late is not kept (its older value goes).
+        b.merge(b"k", &live(b"x", 500 << 16, 1), &Ctx::at(70_000));
+        assert_eq!(b.fetch(b"k").version().map(|v| v.hlc), Some(500 << 16));
+        assert!(b.merge(b"k", &State::Dead(v), &Ctx::at(70_000)));
+        assert_eq!(b.fetch(b"k"), State::Missing);
+        assert_eq!(b.tombstones(), 0);
+        // An expired value offered by a peer is its tombstone.
+        b.merge(b"k2", &old, &Ctx::at(30_000));
+        assert_eq!(b.fetch(b"k2"), State::Dead(v));
+        assert_eq!(b.stats().keys, 0);
     }
 
     #[test]

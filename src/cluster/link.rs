@@ -590,6 +590,8 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                 backoff = BACKOFF.0;
                 last_error.clear();
                 tracing::info!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, addr = %peer.addr, "peer link up");
+                // Its hints are due now.
+                cl.repair_cmd(super::exec::RepairCmd::PeerUp(i));
                 let p = peer.clone();
                 let reader = read_frames(r, limits, move |f| {
                     if f.kind != Kind::Reply {

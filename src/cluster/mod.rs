@@ -76,8 +76,12 @@ pub struct Cluster {
     rebuild_lock: parking_lot::Mutex<()>,
     /// Counters and latencies.
     pub metrics: Arc<crate::metrics::Registry>,
-    /// Whether the start-up copy from the other replicas is done ([`exec::bootstrap`]).
-    synced: std::sync::atomic::AtomicBool,
+    /// Slots still catching up after the start ([`hypercache_cluster::repair::CatchUp`]).
+    pub catching: hypercache_cluster::slot::SlotSet,
+    /// The repair machine: hints, anti-entropy, catch-up (driven by [`exec::repair_task`]).
+    pub repair: parking_lot::Mutex<hypercache_cluster::repair::Repair>,
+    repair_tx: tokio::sync::mpsc::UnboundedSender<exec::RepairCmd>,
+    repair_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<exec::RepairCmd>>>,
     /// The per-key queue of read-modify-write rounds coordinated here.
     pub gate: hypercache_cluster::node::Gate,
     /// Next machine token.
@@ -109,6 +113,8 @@ impl Cluster {
             }
         }
         let peers: Vec<Arc<Peer>> = unique.into_iter().map(|a| Arc::new(Peer::new(a))).collect();
+        let (hints, sync) = exec::repair_settings(config);
+        let (repair_tx, repair_rx) = tokio::sync::mpsc::unbounded_channel();
         let cl = Cluster {
             node_id: config.node_id(),
             name: config.cluster_name.clone(),
@@ -123,7 +129,10 @@ impl Cluster {
             })),
             metrics,
             rebuild_lock: parking_lot::Mutex::new(()),
-            synced: std::sync::atomic::AtomicBool::new(false),
+            catching: Default::default(),
+            repair: parking_lot::Mutex::new(hypercache_cluster::repair::Repair::new(hints, sync)),
+            repair_tx,
+            repair_rx: parking_lot::Mutex::new(Some(repair_rx)),
             gate: Default::default(),
             next_token: std::sync::atomic::AtomicU64::new(1),
             wakers: Default::default(),
@@ -181,15 +190,65 @@ impl Cluster {
             .map(|i| &self.peers[i])
     }
 
-    /// Whether this node's start-up copy of its slots is done (see [`exec::bootstrap`]).
+    /// Whether every slot of this node has caught up since its start.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(std::sync::atomic::Ordering::Acquire)
+        self.catching.is_empty()
     }
 
-    /// Marks the start-up copy done.
-    pub fn set_synced(&self) {
-        self.synced
-            .store(true, std::sync::atomic::Ordering::Release);
+    /// Whether this node's copy of `slot` has caught up since its start.
+    pub fn synced(&self, slot: hypercache_cluster::slot::Slot) -> bool {
+        !self.catching.contains(slot)
+    }
+
+    /// The repair machine's metrics: `dist.hinted.*` (each also per source), `dist.merkle.*`,
+    /// `dist.auto_sync.*`, `dist.catch_up.slots`.
+    pub fn repair_pairs(&self) -> Vec<(String, u64)> {
+        use hypercache_cluster::repair::HintSource;
+        let r = self.repair.lock();
+        let h = r.hints.counters();
+        let (bytes, by_source) = r.hints.bytes();
+        let c = r.counters();
+        let mut v: Vec<(String, u64)> = Vec::new();
+        let sum = |a: [u64; 2]| a[0] + a[1];
+        for (name, per) in [
+            ("queued", h.queued),
+            ("replayed", h.replayed),
+            ("expired", h.expired),
+            ("dropped", h.dropped),
+            ("global_dropped", h.global_dropped),
+            ("bytes", by_source),
+        ] {
+            v.push((format!("dist.hinted.{name}"), sum(per)));
+            for src in HintSource::ALL {
+                v.push((
+                    format!("dist.hinted.{name}.{}", src.name()),
+                    per[src as usize],
+                ));
+            }
+        }
+        debug_assert_eq!(bytes, sum(by_source));
+        v.push(("dist.hinted.held".into(), r.hints.len() as u64));
+        for (name, x) in [
+            ("dist.merkle.syncs", c.syncs),
+            ("dist.merkle.failures", c.failures),
+            ("dist.merkle.keys_pulled", c.keys_pulled),
+            ("dist.merkle.keys_pushed", c.keys_pushed),
+            ("dist.merkle.bytes", c.bytes),
+            ("dist.merkle.last_diff_ns", c.last_diff_ns),
+            ("dist.auto_sync.backoff_factor", c.backoff_factor),
+            ("dist.auto_sync.clean_ticks", c.clean_ticks),
+            ("dist.auto_sync.last_ns", c.last_ns),
+            ("dist.catch_up.slots", self.catching.len() as u64),
+            ("dist.catch_up.not_live", c.not_live),
+        ] {
+            v.push((name.into(), x));
+        }
+        v
+    }
+
+    /// Hands the repair task an input.
+    pub fn repair_cmd(&self, cmd: exec::RepairCmd) {
+        let _ = self.repair_tx.send(cmd);
     }
 
     /// A new machine token (unique while the node runs).
@@ -247,12 +306,18 @@ pub async fn start(
             .tasks
             .spawn(link::run_outbound(shared.clone(), cl.clone(), i));
     }
-    shared
-        .tasks
-        .spawn(exec::bootstrap(shared.clone(), cl.clone()));
+    exec::start_catch_up(&shared, &cl);
+    if let Some(rx) = cl.repair_rx.lock().take() {
+        shared
+            .tasks
+            .spawn(exec::repair_task(shared.clone(), cl.clone(), rx));
+    }
     shared
         .store
         .set_tombstones(cl.view().ring.replicas() > 1 || !cl.peers.is_empty());
+    shared
+        .store
+        .set_tombstone_ttl(shared.config.read().tombstone_ttl * 1000);
     tracing::info!(component = "cluster", node_id = %cl.node_id, cluster = %cl.name, addr = %cl.cluster_addr,
         peers = cl.peers.len(), replication = cl.replication, "cluster port listening");
     Ok(listener)

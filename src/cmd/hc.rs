@@ -21,7 +21,7 @@ fn pairs(items: Vec<(&str, Frame)>) -> Frame {
 /// `HC.NODE`: this node's id, addresses, cluster name, version and role.
 pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     let c = s.shared.config.read();
-    let (id, caddr, name, members, replicas, synced) = match &s.shared.cluster {
+    let (id, caddr, name, members, replicas, catching) = match &s.shared.cluster {
         Some(cl) => {
             let v = cl.view();
             (
@@ -30,17 +30,10 @@ pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
                 cl.name.clone(),
                 v.ring.members().len() as i64,
                 v.ring.replicas() as i64,
-                cl.is_synced(),
+                cl.catching.len() as i64,
             )
         }
-        None => (
-            c.node_id(),
-            String::new(),
-            c.cluster_name.clone(),
-            1,
-            1,
-            true,
-        ),
+        None => (c.node_id(), String::new(), c.cluster_name.clone(), 1, 1, 0),
     };
     let port = s.shared.port.load(std::sync::atomic::Ordering::Relaxed);
     Some(pairs(vec![
@@ -52,7 +45,8 @@ pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         ("redis_version", bulk(crate::REDIS_VERSION)),
         ("members", Frame::Integer(members)),
         ("replication", Frame::Integer(replicas)),
-        ("synced", Frame::Integer(i64::from(synced))),
+        ("synced", Frame::Integer(i64::from(catching == 0))),
+        ("catching_up_slots", Frame::Integer(catching)),
         ("read_consistency", bulk(c.read_consistency.name())),
         ("write_consistency", bulk(c.write_consistency.name())),
     ]))
@@ -72,6 +66,7 @@ pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
             ("self", Frame::Integer(1)),
             ("slots", Frame::Integer(16384)),
             ("primary_slots", Frame::Integer(16384)),
+            ("catching_up_slots", Frame::Integer(0)),
         ])]));
     };
     let v = cl.view();
@@ -101,6 +96,15 @@ pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
             ("self", Frame::Integer(me)),
             ("slots", Frame::Integer(load[i] as i64)),
             ("primary_slots", Frame::Integer(primaries[i])),
+            // Known for this node only (peers do not report theirs yet): -1 for a peer.
+            (
+                "catching_up_slots",
+                Frame::Integer(if me == 1 {
+                    cl.catching.len() as i64
+                } else {
+                    -1
+                }),
+            ),
         ]));
     }
     Some(Frame::Array(out))
@@ -203,6 +207,10 @@ pub(super) fn metrics(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         out.push(Frame::Integer(v as i64));
     }
     if let Some(cl) = cluster {
+        for (k, v) in cl.repair_pairs() {
+            out.push(bulk(k));
+            out.push(Frame::Integer(v as i64));
+        }
         out.push(bulk("dist.members.live"));
         out.push(Frame::Integer(cl.live_members() as i64));
         // Kept under its old name too (store.tombstones is the same figure).
@@ -210,4 +218,109 @@ pub(super) fn metrics(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         out.push(Frame::Integer(s.shared.store.tombstones() as i64));
     }
     Some(Frame::Array(out))
+}
+
+/// # Format
+/// `HC.HINTS`: one entry per target node with hints queued here: its id, the number of hints,
+/// their bytes, and the age of the oldest in ms. Empty on a single node.
+pub(super) fn hints(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    let Some(cl) = s.shared.cluster.clone() else {
+        return Some(Frame::Array(Vec::new()));
+    };
+    let v = cl.view();
+    let now = crate::state::now_ms();
+    let queues = cl.repair.lock().hints.queues(now);
+    Some(Frame::Array(
+        queues
+            .into_iter()
+            .map(|q| {
+                let id = v
+                    .ring
+                    .members()
+                    .get(usize::from(q.target))
+                    .cloned()
+                    .unwrap_or_default();
+                pairs(vec![
+                    ("node", bulk(id)),
+                    ("count", Frame::Integer(q.count as i64)),
+                    ("bytes", Frame::Integer(q.bytes as i64)),
+                    ("oldest_ms", Frame::Integer(q.oldest_ms as i64)),
+                ])
+            })
+            .collect(),
+    ))
+}
+
+/// # Format
+/// `HC.SYNC [node-id]`: runs an anti-entropy round now against `node-id`, or against every node
+/// this one shares slots with, and replies with one entry per round: the peer, slots compared,
+/// slots differing, keys pulled, keys pushed, bytes, requests, milliseconds, and `ok` or the
+/// error. On a single node: an empty array.
+pub(super) fn sync(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let Some(cl) = s.shared.cluster.clone() else {
+        return Some(Frame::Array(Vec::new()));
+    };
+    if a.len() > 2 {
+        return Some(Frame::error(errors::SYNTAX));
+    }
+    let v = cl.view();
+    let peers: Vec<u16> = match a.get(1) {
+        Some(id) => {
+            let id = String::from_utf8_lossy(id);
+            match v.ring.members().iter().position(|m| *m == id) {
+                Some(m) if m as u16 != v.me => vec![m as u16],
+                Some(_) => {
+                    return err_owned("ERR HC.SYNC needs another node's id, not this node's")
+                }
+                None => return err_owned(format!("ERR Unknown node {id}")),
+            }
+        }
+        None => {
+            let me = v.me;
+            let mut p: Vec<u16> = (0..hypercache_cluster::slot::SLOTS as u16)
+                .filter(|&slot| v.prefs(slot).contains(&me))
+                .flat_map(|slot| v.prefs(slot).to_vec())
+                .filter(|&m| m != me)
+                .collect();
+            p.sort_unstable();
+            p.dedup();
+            p
+        }
+    };
+    let mut rxs = Vec::new();
+    for peer in peers {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        cl.repair_cmd(crate::cluster::exec::RepairCmd::Sync { peer, reply: tx });
+        rxs.push((peer, rx));
+    }
+    let members = v.ring.members().to_vec();
+    s.defer(
+        async move {
+            let mut out = Vec::new();
+            for (peer, rx) in rxs {
+                let id = members[usize::from(peer)].clone();
+                let Ok(r) = rx.await else {
+                    out.push(pairs(vec![("node", bulk(id)), ("status", bulk("stopped"))]));
+                    continue;
+                };
+                out.push(pairs(vec![
+                    ("node", bulk(id)),
+                    ("slots_compared", Frame::Integer(r.slots_compared as i64)),
+                    ("slots_differing", Frame::Integer(r.slots_differing as i64)),
+                    ("keys_pulled", Frame::Integer(r.keys_pulled as i64)),
+                    ("keys_pushed", Frame::Integer(r.keys_pushed as i64)),
+                    ("bytes", Frame::Integer(r.bytes as i64)),
+                    ("requests", Frame::Integer(r.requests as i64)),
+                    (
+                        "ms",
+                        Frame::Integer(r.ended.saturating_sub(r.started) as i64),
+                    ),
+                    ("status", bulk(r.error.unwrap_or_else(|| "ok".into()))),
+                ]));
+            }
+            Frame::Array(out)
+        },
+        None,
+    );
+    None
 }

@@ -97,6 +97,8 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("hc.keyslot", hc::keyslot),
         ("hc.consistency", hc::consistency),
         ("hc.metrics", hc::metrics),
+        ("hc.hints", hc::hints),
+        ("hc.sync", hc::sync),
     ]
 }
 

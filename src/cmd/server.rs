@@ -265,6 +265,9 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     return fail(&r.0);
                 }
             }
+            if let Err(why) = next.check() {
+                return err_owned(format!("ERR CONFIG SET failed - {why}"));
+            }
             *s.shared.config.write() = next;
             s.shared.config_gen.fetch_add(1, Ordering::Release);
             s.refresh_config();

@@ -32,6 +32,12 @@ impl<M: Machine + Send + 'static> Driver<M> {
             for t in o.wake.drain(..) {
                 cl.wake(t);
             }
+            if !o.hints.is_empty() {
+                let now = now_ms();
+                cl.repair
+                    .lock()
+                    .add_hints(std::mem::take(&mut o.hints), now);
+            }
             if let Some(w) = o.wake_at.take() {
                 self.wake_at = Some(w);
             }
@@ -381,7 +387,8 @@ pub fn start(
         return Part::Ready(Ok(o));
     }
     // Only a request that may wait at the gate needs its channel (registered) before it starts.
-    let early = node::may_queue(op, lv.write, cl.is_synced()).then(|| Prepared::new(cl, true));
+    let early =
+        node::may_queue(op, lv.write, cl.synced(key_slot(key))).then(|| Prepared::new(cl, true));
     let token = early.as_ref().map_or(0, |p| p.token);
     let mut m = KeyRequest::new(key.clone(), token, lv.read, lv.write, Origin::Client);
     let mut o = Out::default();

@@ -1,8 +1,8 @@
 //! The production driver of the node machines (`hypercache_cluster::node`): it runs a keyed
 //! command's [`KeyRequest`] (synchronously when it needs no message), sends what the machine asks
 //! for over the peer links, feeds it the answers, link failures and its deadline, and hands the
-//! client its reply; it answers peers' requests with [`node::serve`]; and it runs the start-up
-//! [`Transfer`]. Every decision (where a command runs, what counts as an acknowledgement, when to
+//! client its reply; it answers peers' requests with [`node::serve`]; and it runs the node's
+//! [`hypercache_cluster::repair::Repair`] machine. Every decision (where a command runs, what counts as an acknowledgement, when to
 //! give up, what to repair) is the machine's: the simulator runs the same ones.
 //!
 //! It also runs the cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL).
@@ -10,7 +10,7 @@
 //! - `keyed`: a keyed command's machine, driven until its reply, then parked (or, when it may
 //!   wait at the gate, driven to the end by a task of its own).
 //! - `serve`: peers' requests.
-//! - `transfer`: the start-up copy.
+//! - `repair`: hint replay, anti-entropy and the catch-up of a starting node.
 //! - `broadcast`: the cluster-wide commands.
 
 use std::future::Future;
@@ -22,7 +22,7 @@ use bytes::Bytes;
 use hypercache_cluster::msg::{Request, Response};
 use hypercache_cluster::node::{
     self, Answer, Call, Env, Finished, Gate, Gather, Gathered, KeyRequest, Machine, Origin, Out,
-    Served, Timing, Transfer,
+    Served, Timing,
 };
 use hypercache_cluster::ring::MemberIdx;
 use hypercache_cluster::slot::{key_slot, Slot, SLOTS};
@@ -92,8 +92,15 @@ impl Env for NodeEnv<'_> {
     fn live(&self, m: MemberIdx) -> bool {
         self.view.live(self.cl, m)
     }
-    fn synced(&self) -> bool {
-        self.cl.is_synced()
+    fn synced(&self, slot: Slot) -> bool {
+        self.cl.synced(slot)
+    }
+    fn set_synced(&self, slot: Slot, synced: bool) {
+        self.cl.catching.set(slot, !synced);
+    }
+    fn room(&self, bytes: u64) -> bool {
+        let max = self.shared.config.read().maxmemory;
+        max == 0 || crate::memory::used() + bytes <= max
     }
     fn store(&self) -> &Store {
         &self.shared.store
@@ -139,10 +146,10 @@ fn count_failure(cl: &Cluster, write: bool) {
 
 mod broadcast;
 mod keyed;
+mod repair;
 mod serve;
-mod transfer;
 
 pub use broadcast::{dbsize, flushall, keys, randomkey, scan};
 pub use keyed::{run, start};
+pub use repair::{run as repair_task, settings as repair_settings, start_catch_up, RepairCmd};
 pub use serve::serve_request;
-pub use transfer::bootstrap;

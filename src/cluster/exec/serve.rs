@@ -25,14 +25,19 @@ pub fn serve_request(
     // A forwarded read-modify-write may wait at the gate: its channel is registered before it
     // starts.
     let may_queue = match &req {
-        Request::Exec { op, write, .. } => op
+        Request::Exec { key, op, write, .. } => op
             .op()
-            .is_some_and(|op| node::may_queue(&op, *write, cl.is_synced())),
+            .is_some_and(|op| node::may_queue(&op, *write, cl.synced(key_slot(key)))),
         _ => false,
     };
     let from = match req {
-        // Only a transfer needs to know who asks (to check that it sees the sender live).
-        Request::Dump { .. } => view
+        // Only anti-entropy needs to know who asks (which slots both replicate; whether it
+        // sees the sender live).
+        Request::Dump { .. }
+        | Request::Tree { .. }
+        | Request::Buckets { .. }
+        | Request::List { .. }
+        | Request::Pull { .. } => view
             .ring
             .members()
             .iter()
