@@ -39,6 +39,8 @@ pub mod msg;
 pub mod node;
 pub mod op;
 pub mod repair;
+#[cfg(test)]
+mod repair_sim;
 pub mod ring;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;

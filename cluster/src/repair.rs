@@ -1572,14 +1572,19 @@ impl Repair {
                 at = at.min(t);
             }
         } else if self.settings.interval_ms > 0 {
-            for b in self.backoff.values() {
-                at = at.min(b.next_at);
+            // A round due but not started (its peer is down, or a round is running) is looked
+            // at again a little later, not at once.
+            let retry = now + self.settings.interval_ms.min(1000);
+            for (p, b) in &self.backoff {
+                if !self.rounds.contains_key(p) {
+                    at = at.min(if b.next_at > now { b.next_at } else { retry });
+                }
             }
             if self.backoff.is_empty() {
                 at = at.min(now + self.settings.interval_ms);
             }
         }
-        out.wake_at = Some(at.max(now));
+        out.wake_at = Some(at.max(now + 1));
     }
 }
 
