@@ -101,6 +101,8 @@ pub struct DistMetrics {
     pub read_repairs: AtomicU64,
     /// Requests to peers that failed: link down, disconnected, timed out or malformed.
     pub transport_errors: AtomicU64,
+    /// Repaired values (hints, anti-entropy, read repair) not stored: no room under maxmemory.
+    pub repair_skipped_full: AtomicU64,
     /// Requests to peers that timed out.
     pub transport_timeouts: AtomicU64,
     /// Links (re)established.
@@ -255,6 +257,7 @@ impl DistMetrics {
             ("dist.forward.received", g(&self.forwarded_in)),
             ("dist.replica.fanout", g(&self.replica_fanout)),
             ("dist.transport.errors", g(&self.transport_errors)),
+            ("dist.repair.skipped_full", g(&self.repair_skipped_full)),
             ("dist.transport.timeouts", g(&self.transport_timeouts)),
             ("dist.link.established", g(&self.links_established)),
             ("dist.link.handshake_failures", g(&self.handshake_failures)),

@@ -99,6 +99,8 @@ pub struct HintLimits {
     pub replay_interval_ms: u64,
     /// Hints per replay batch.
     pub batch: usize,
+    /// Bytes per replay batch (a batch stops at whichever limit comes first).
+    pub batch_bytes: u64,
     /// Hints replayed per second, per target, at most (0: no limit).
     pub rate: u64,
 }
@@ -112,6 +114,7 @@ impl Default for HintLimits {
             ttl_ms: 3 * 3600 * 1000,
             replay_interval_ms: 10_000,
             batch: 1024,
+            batch_bytes: 256 << 10,
             rate: 200_000,
         }
     }
@@ -393,9 +396,11 @@ impl Hints {
         if q.in_flight.is_some() {
             return None;
         }
-        let mut batch = Vec::new();
+        let max_bytes = self.limits.batch_bytes.max(1);
+        let mut batch: Vec<(Bytes, Hint)> = Vec::new();
+        let mut bytes = 0u64;
         let mut expired = Vec::new();
-        while batch.len() < max {
+        while batch.len() < max && bytes < max_bytes {
             let Some((k, v)) = q.order.pop_front() else {
                 break;
             };
@@ -406,6 +411,7 @@ impl Hints {
             if v.millis().saturating_add(ttl) < now {
                 expired.push(h);
             } else {
+                bytes += h.size;
                 batch.push((k, h));
             }
         }
@@ -611,6 +617,14 @@ pub fn serve_repair(
         }
         _ => return None,
     })
+}
+
+/// Whether `bytes` more fit under a memory budget of `max` with `used` taken, for a repair
+/// (`max` 0: no budget). Repair keeps an eighth of the budget free for the messages it is made
+/// of (the driver sizes its pages and hint batches to fit in it), so that repair traffic never
+/// takes the node over its budget.
+pub fn fits(max: u64, used: u64, bytes: u64) -> bool {
+    max == 0 || used + bytes + max / 8 <= max
 }
 
 /// Stores a repaired `state` of `key` if it is newer and the node has room for it (see the
@@ -1612,6 +1626,7 @@ mod tests {
             ttl_ms: 10_000,
             replay_interval_ms: 1000,
             batch: 2,
+            batch_bytes: 1 << 20,
             rate: 0,
         }
     }

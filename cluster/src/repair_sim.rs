@@ -262,19 +262,22 @@ fn deletes_and_expiries_stay_gone(seed: u64, heal: Heal) {
     for node in 0..3 {
         for i in 0..n {
             // What a GET at ONE on that node sees (an expired value is not visible).
-            let held = match s.nodes[node].store.apply(
-                &key(i),
-                &Op::Get,
-                &crate::op::Ctx::at(s.now()),
-            ) {
-                Outcome::Value(v) => Some(v),
-                _ => None,
-            };
+            let held =
+                match s.nodes[node]
+                    .store
+                    .apply(&key(i), &Op::Get, &crate::op::Ctx::at(s.now()))
+                {
+                    Outcome::Value(v) => Some(v),
+                    _ => None,
+                };
             let want = (i % 3 == 2).then(|| Bytes::from_static(b"old"));
             assert_eq!(held, want, "seed {seed} {heal:?}: node {node} key {i}");
         }
     }
-    assert!(digests_agree(&s), "seed {seed} {heal:?}: replicas converged");
+    assert!(
+        digests_agree(&s),
+        "seed {seed} {heal:?}: replicas converged"
+    );
     // QUORUM reads through the returning node agree.
     for i in 0..n {
         let k = key(i);
@@ -381,7 +384,12 @@ fn backoff_ramps_up_and_snaps_back() {
     let ctx = crate::op::Ctx::at(s.now());
     assert!(s.nodes[1].store.merge(b"stray", &stray, &ctx));
     s.run_until(s.now() + 20_000, STEPS);
-    assert_eq!(factors(&s)[3], 1, "seed {seed}: snapped back: {:?}", factors(&s));
+    assert_eq!(
+        factors(&s)[3],
+        1,
+        "seed {seed}: snapped back: {:?}",
+        factors(&s)
+    );
     assert_eq!(s.nodes[0].held(b"stray").as_deref(), Some(&b"stray"[..]));
     assert!(counters(&s, 0).clean_ticks >= 3);
 }

@@ -156,7 +156,7 @@ pub struct SimNode {
     pub write: Level,
     /// Slots still catching up after a start (empty for a node made by [`SimNode::new`]).
     pub catching: SlotSet,
-    /// Memory budget for repair, in store bytes (`None`: none).
+    /// Memory budget for repair, in store bytes (`None`: none; see [`crate::repair::fits`]).
     pub budget: Option<u64>,
     /// Hint limits of the repair machine.
     pub hint_limits: HintLimits,
@@ -209,8 +209,7 @@ impl Env for SimNode {
         self.catching.set(slot, !synced);
     }
     fn room(&self, bytes: u64) -> bool {
-        self.budget
-            .is_none_or(|b| self.store.stats().bytes + bytes <= b)
+        crate::repair::fits(self.budget.unwrap_or(0), self.store.stats().bytes, bytes)
     }
     fn store(&self) -> &Store {
         &self.store

@@ -8,12 +8,23 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// A free TCP port on 127.0.0.1 (bound and released; the race with other processes is accepted).
+/// Never the same port twice in one test process: a cluster test restarts a killed node on its
+/// old ports, which must not have been handed to another test's node meanwhile.
 pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh free port after 100 tries");
 }
 
 /// How long a server may take to answer PING after it was started.
@@ -201,6 +212,8 @@ pub(crate) struct TestCluster {
     pub(crate) nodes: Vec<Option<Server>>,
     seeds: String,
     extra: Vec<String>,
+    /// More arguments for one node (after `extra`), from its next (re)start on.
+    pub(crate) node_args: Vec<Vec<String>>,
 }
 
 impl TestCluster {
@@ -217,6 +230,7 @@ impl TestCluster {
             nodes: (0..n).map(|_| None).collect(),
             seeds,
             extra: extra.iter().map(|s| s.to_string()).collect(),
+            node_args: vec![Vec::new(); n],
         };
         for i in 0..n {
             c.restart(i);
@@ -238,6 +252,7 @@ impl TestCluster {
             .args(["--cluster-port", &cport.to_string(), "--seeds", &self.seeds])
             .args(["--log-level", "warn"])
             .args(&self.extra)
+            .args(&self.node_args[i])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -100,7 +100,11 @@ impl Env for NodeEnv<'_> {
     }
     fn room(&self, bytes: u64) -> bool {
         let max = self.shared.config.read().maxmemory;
-        max == 0 || crate::memory::used() + bytes <= max
+        let room = hypercache_cluster::repair::fits(max, crate::memory::used(), bytes);
+        if !room {
+            inc(&self.cl.metrics.dist.repair_skipped_full);
+        }
+        room
     }
     fn store(&self) -> &Store {
         &self.shared.store

@@ -1,0 +1,251 @@
+//! Process tests of repair: three real `hypercache` processes on loopback. A node restarted
+//! empty catches up through anti-entropy; a paused node (a gray failure) converges through hints
+//! and sync; a node with `maxmemory` is never pushed past it by repair. Every loop is bounded.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::TestCluster;
+use redis::{Connection, Value};
+
+/// One `HC.METRICS` value of node `i`.
+fn metric(c: &TestCluster, i: usize, name: &str) -> i64 {
+    let flat: Vec<Value> = redis::cmd("HC.METRICS").query(&mut c.conn(i)).unwrap();
+    flat.chunks(2)
+        .find_map(|p| match (&p[0], &p[1]) {
+            (Value::BulkString(k), Value::Int(v)) if k == name.as_bytes() => Some(*v),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no metric {name}"))
+}
+
+/// SETs `prefix:i` = `i` for `range`, pipelined in batches, at the connection's levels; every
+/// reply must be OK.
+fn set_range(conn: &mut Connection, prefix: &str, range: std::ops::Range<usize>) {
+    let all: Vec<usize> = range.collect();
+    for chunk in all.chunks(500) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            p.cmd("SET").arg(format!("{prefix}:{i}")).arg(i);
+        }
+        let r: Vec<String> = p.query(conn).unwrap();
+        assert!(r.iter().all(|x| x == "OK"));
+    }
+}
+
+/// The keys of `prefix:0..n` that `conn` reads as missing or wrong, pipelined.
+fn missing(conn: &mut Connection, prefix: &str, n: usize) -> Vec<usize> {
+    let mut out = Vec::new();
+    let all: Vec<usize> = (0..n).collect();
+    for chunk in all.chunks(500) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            p.cmd("GET").arg(format!("{prefix}:{i}"));
+        }
+        let r: Vec<Option<String>> = p.query(conn).unwrap();
+        for (i, v) in chunk.iter().zip(r) {
+            if v != Some(i.to_string()) {
+                out.push(*i);
+            }
+        }
+    }
+    out
+}
+
+/// `HC.SYNC` through node `i`: one map per peer.
+fn sync(c: &TestCluster, i: usize) -> Vec<Vec<(String, Value)>> {
+    let v: Value = redis::cmd("HC.SYNC").query(&mut c.conn(i)).unwrap();
+    let Value::Array(rounds) = v else {
+        panic!("HC.SYNC: {v:?}")
+    };
+    rounds
+        .into_iter()
+        .map(|r| match r {
+            Value::Map(m) => m
+                .into_iter()
+                .map(|(k, v)| match k {
+                    Value::BulkString(k) => (String::from_utf8(k).unwrap(), v),
+                    other => panic!("{other:?}"),
+                })
+                .collect(),
+            Value::Array(flat) => flat
+                .chunks(2)
+                .map(|p| match &p[0] {
+                    Value::BulkString(k) => (String::from_utf8(k.clone()).unwrap(), p[1].clone()),
+                    other => panic!("{other:?}"),
+                })
+                .collect(),
+            other => panic!("{other:?}"),
+        })
+        .collect()
+}
+
+fn field(round: &[(String, Value)], name: &str) -> Value {
+    round
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.clone())
+        .unwrap_or_else(|| panic!("no {name} in {round:?}"))
+}
+
+/// A node killed while 20,000 keys are written at QUORUM and restarted empty catches up
+/// through anti-entropy: while it does, no ONE read through it misses a key; once caught up it
+/// serves every key itself at ONE.
+#[test]
+fn a_node_restarted_empty_catches_up_and_never_misses_at_one() {
+    let n = 20_000;
+    let mut c = TestCluster::start(3, &["--request-timeout-ms", "500"]);
+    c.kill(2);
+    c.wait_live(0, 2);
+    let mut q = c.conn_at(0, "quorum", "quorum");
+    set_range(&mut q, "k", 0..n);
+    c.restart(2);
+    // Read at ONE through the returning node at once, while it catches up: its slots that have
+    // not caught up are read from another replica.
+    let mut one = c.conn_at(2, "one", "quorum");
+    let gaps = missing(&mut one, "k", n);
+    assert!(
+        gaps.is_empty(),
+        "{} ONE reads through the returning node missed (first {:?})",
+        gaps.len(),
+        gaps.first()
+    );
+    // Caught up within a bounded time.
+    c.wait_synced(2);
+    let local = metric(&c, 2, "dist.read.local");
+    let forwards = metric(&c, 2, "dist.forward.sent");
+    assert!(missing(&mut one, "k", n).is_empty());
+    assert_eq!(
+        metric(&c, 2, "dist.read.local") - local,
+        n as i64,
+        "every ONE read served from its own copy"
+    );
+    assert_eq!(metric(&c, 2, "dist.forward.sent"), forwards);
+    // What it holds came from its own rounds and from the hints its peers kept for it.
+    let hinted: i64 = (0..2).map(|i| metric(&c, i, "dist.hinted.replayed")).sum();
+    assert!(metric(&c, 2, "dist.merkle.keys_pulled") + hinted >= n as i64);
+    assert_eq!(metric(&c, 2, "dist.catch_up.slots"), 0);
+}
+
+/// A gray failure: one node is paused (SIGSTOP) during writes for longer than the request
+/// timeout and the heartbeat, so its peers' links to it break; then it resumes. No QUORUM write
+/// fails, and the cluster converges through hints and anti-entropy.
+#[test]
+fn a_paused_node_converges_through_hints_and_sync() {
+    let n = 3_000;
+    let c = TestCluster::start(
+        3,
+        &[
+            "--request-timeout-ms",
+            "300",
+            "--anti-entropy-interval",
+            "1000",
+        ],
+    );
+    let mut q = c.conn_at(0, "quorum", "quorum");
+    set_range(&mut q, "g", 0..n / 3);
+    c.nodes[2].as_ref().unwrap().signal("STOP");
+    set_range(&mut q, "g", n / 3..2 * n / 3);
+    // Past the heartbeat's 2 s: the links to node 2 break.
+    c.wait_live(0, 2);
+    set_range(&mut q, "g", 2 * n / 3..n);
+    c.nodes[2].as_ref().unwrap().signal("CONT");
+    for i in 0..3 {
+        c.wait_live(i, 3);
+    }
+    // Node 2 holds every key itself, bounded in time.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut one = c.conn_at(2, "one", "quorum");
+    loop {
+        let gaps = missing(&mut one, "g", n);
+        if gaps.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 still misses {} keys (first {:?})",
+            gaps.len(),
+            gaps.first()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let replayed: i64 = (0..2).map(|i| metric(&c, i, "dist.hinted.replayed")).sum();
+    assert!(replayed > 0, "hints were replayed");
+    // Converged: a round from each node finds nothing to repair.
+    for i in 0..3 {
+        for round in sync(&c, i) {
+            assert_eq!(field(&round, "status"), Value::BulkString(b"ok".to_vec()));
+            assert_eq!(field(&round, "slots_differing"), Value::Int(0), "{round:?}");
+        }
+    }
+}
+
+fn used_memory(c: &TestCluster, i: usize) -> u64 {
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut c.conn(i))
+        .unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("used_memory in INFO")
+}
+
+/// A node with `maxmemory` that comes back empty while the others hold more than its budget:
+/// its catch-up stores what fits and never takes it past the budget.
+#[test]
+fn repair_never_pushes_a_node_past_its_maxmemory() {
+    let budget: u64 = 24 << 20;
+    let mut c = TestCluster::start(3, &["--request-timeout-ms", "500"]);
+    c.kill(2);
+    c.wait_live(0, 2);
+    let mut q = c.conn_at(0, "quorum", "quorum");
+    // About 40 MB of values: more than node 2's budget.
+    let value = "x".repeat(1000);
+    let all: Vec<usize> = (0..40_000).collect();
+    for chunk in all.chunks(500) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            p.cmd("SET").arg(format!("big:{i}")).arg(&value);
+        }
+        let _: Vec<String> = p.query(&mut q).unwrap();
+    }
+    c.node_args[2] = vec![
+        "--maxmemory".into(),
+        budget.to_string(),
+        "--maxmemory-policy".into(),
+        "allkeys-lru".into(),
+    ];
+    c.restart(2);
+    let mut peak = 0;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        peak = peak.max(used_memory(&c, 2));
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query(&mut c.conn(2))
+            .unwrap();
+        if info.contains("hc_synced:1") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 did not catch up");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    peak = peak.max(used_memory(&c, 2));
+    // Hints and later rounds do not push it either.
+    for round in sync(&c, 2) {
+        assert_eq!(field(&round, "status"), Value::BulkString(b"ok".to_vec()));
+    }
+    peak = peak.max(used_memory(&c, 2));
+    eprintln!("node 2: peak used_memory {peak} of {budget}");
+    assert!(
+        peak <= budget,
+        "node 2 used {peak} bytes, over its budget of {budget}"
+    );
+    assert!(metric(&c, 2, "dist.repair.skipped_full") > 0);
+    // It still answers every key (from another replica when it does not hold it).
+    let mut one = c.conn_at(2, "quorum", "quorum");
+    let v: Option<String> = redis::cmd("GET").arg("big:39999").query(&mut one).unwrap();
+    assert_eq!(v.as_deref(), Some(value.as_str()));
+}
