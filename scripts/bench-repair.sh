@@ -179,7 +179,7 @@ REPORT="$TMP/report.md"
         echo "| clean | $ms | $bytes | $pulled | $pushed | $diff | $status |"
     done
     echo
-    echo "- HC.SYNC wall time (both rounds, sequential): $SYNC_WALL ms"
+    echo "- HC.SYNC wall time (both rounds, run at once): $SYNC_WALL ms"
     read -r n secs rate <<<"$REPLAY"
     echo "- hint replay: $QUEUED hints queued on node 1; $n replayed in $secs s: **$rate hints/s**"
     echo "  (hint-replay-rate 200000 per target by default)"
