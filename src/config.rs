@@ -917,4 +917,36 @@ mod tests {
             (7100, "s3cret", 2 << 20)
         );
     }
+
+    #[test]
+    fn tombstones_must_outlive_hints_and_two_anti_entropy_rounds() {
+        // Defaults: 3600 s > 1800 s + 2 x 30 s x 8.
+        assert!(Config::load(&[], &[]).is_ok());
+        let e = Config::load(&s(&["--tombstone-ttl", "2000"]), &[]).unwrap_err();
+        let text = e.to_string();
+        assert!(
+            text.starts_with(
+                "tombstone-ttl (2000 s) must exceed hint-ttl (1800 s) plus two anti-entropy rounds"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("raise tombstone-ttl above 2280 s"), "{text}");
+        // Exactly at the bound is not enough; one second more is.
+        assert!(Config::load(&s(&["--tombstone-ttl", "2280"]), &[]).is_err());
+        assert!(Config::load(&s(&["--tombstone-ttl", "2281"]), &[]).is_ok());
+        // Lowering the others works too; automatic rounds off count as no rounds.
+        let c = Config::load(
+            &s(&[
+                "--tombstone-ttl",
+                "100",
+                "--hint-ttl",
+                "60",
+                "--anti-entropy-interval",
+                "0",
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.tombstone_ttl, 100);
+    }
 }

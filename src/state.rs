@@ -164,7 +164,7 @@ pub struct Shared {
     pub port: AtomicU64,
     /// The cluster this node belongs to (`None`: a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
-    /// Every background task (peer links, the start-up copy, replication that continues after a
+    /// Every background task (peer links, repair, replication that continues after a
     /// reply, expiry): shutdown closes it and waits for them, within a bound.
     pub tasks: tokio_util::task::TaskTracker,
     /// This node's id, for logs.

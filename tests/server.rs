@@ -336,6 +336,10 @@ fn invalid_settings_stop_startup_with_a_clear_message() {
         (vec!["--log-format", "xml"], "text, json"),
         (vec!["--maxclients", "0"], "'maxclients'"),
         (vec!["--bogus", "1"], "unknown setting 'bogus'"),
+        (
+            vec!["--tombstone-ttl", "600"],
+            "tombstone-ttl (600 s) must exceed hint-ttl (1800 s) plus two anti-entropy rounds",
+        ),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_hypercache"))
             .args(&args)
@@ -431,6 +435,25 @@ fn config_set_changes_limits_at_runtime() {
             .contains("argument must be between 1 and 4294967295 inclusive"),
         "{err}"
     );
+    // Settings that depend on each other are checked together.
+    let err = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("hint-ttl")
+        .arg("3600")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "CONFIG SET failed - tombstone-ttl (3600 s) must exceed hint-ttl (3600 s) plus two"
+        ),
+        "{err}"
+    );
+    let ttl: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("hint-ttl")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ttl, vec!["hint-ttl", "1800"], "unchanged");
 }
 
 #[test]

@@ -412,9 +412,9 @@ pub enum Request<'a> {
     },
     /// A random key of this node. Answered with [`Response::Key`].
     RandomKey,
-    /// Every key's state in these slots, tombstones included (the start-up copy of a replica),
-    /// in pages: whole slots, from the first, until about `budget` bytes. Answered with
-    /// [`Response::Dump`], [`Response::Syncing`] or [`Response::NotLive`].
+    /// Every key's state in these slots, tombstones included (anti-entropy copies a slot whole
+    /// when it holds nothing of it), in pages: whole slots, from the first, until about `budget`
+    /// bytes. Answered with [`Response::Dump`] or [`Response::NotLive`].
     Dump {
         /// Slots to copy.
         slots: Vec<u16>,
@@ -444,8 +444,8 @@ pub enum Request<'a> {
         entries: Vec<(Bytes, State)>,
     },
     /// Anti-entropy: the hashes of these nodes of the Merkle tree over the slots the sender and
-    /// this node both replicate ([`crate::repair::Tree`]). Answered with [`Response::Hashes`],
-    /// [`Response::Syncing`] or [`Response::NotLive`].
+    /// this node both replicate ([`crate::repair::Tree`]). Answered with [`Response::Hashes`]
+    /// or [`Response::NotLive`].
     Tree {
         /// The level (0: slot digests, [`crate::repair::TREE_LEVELS`]` - 1`: the root).
         level: u8,
@@ -539,8 +539,9 @@ pub enum Response {
         /// How many of the requested slots this page covers (the rest: ask again).
         slots: u32,
     },
-    /// To [`Request::Fetch`] from a node that is still copying its data from the others after a
-    /// start: its answer would not be trustworthy, so it counts as no answer.
+    /// To [`Request::Fetch`] or [`Request::Prepare`] from a node whose copy of the key's slot is
+    /// still catching up after a start: its answer would not be trustworthy, so it counts as no
+    /// answer.
     Syncing,
     /// Done.
     Done,

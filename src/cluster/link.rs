@@ -631,7 +631,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             // The peer linked to this node: it is back, dial it now (a restarted node's
-            // start-up copy waits for its peers to see it live).
+            // catch-up waits for its peers to see it live).
             _ = peer.redial.notified() => backoff = BACKOFF.0,
             _ = shutdown.changed() => return,
         }

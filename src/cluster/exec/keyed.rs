@@ -5,7 +5,7 @@ use tokio::sync::oneshot;
 
 use super::*;
 
-/// A machine being driven (a keyed command's, or the start-up copy's): which calls it has out,
+/// A machine being driven (a keyed command's, or a cluster-wide command's): which calls it has out,
 /// and where its answers arrive.
 pub(super) struct Driver<M> {
     pub(super) m: M,
@@ -181,7 +181,7 @@ impl<M: Machine + Send + 'static> Driver<M> {
         self.close(&cl);
     }
 
-    /// Drives a machine that never replies (the start-up copy) until it is done.
+    /// Drives a machine that never replies (a cluster-wide command's round) until it is done.
     pub(super) async fn until_done(&mut self, shared: &Shared, cl: &Cluster) {
         let sleep = tokio::time::sleep(Duration::from_secs(3600));
         tokio::pin!(sleep);
