@@ -378,11 +378,12 @@ impl Hints {
             .collect()
     }
 
-    /// The earliest time a queue that is waiting on its rate limit becomes due.
-    pub fn next_due(&self) -> Option<u64> {
+    /// The earliest time after `now` a queue that is waiting on its rate limit becomes due (a
+    /// queue already due waits for its target: the replay interval or its return).
+    pub fn next_due(&self, now: u64) -> Option<u64> {
         self.queues
             .values()
-            .filter(|q| !q.map.is_empty() && q.in_flight.is_none() && q.next_at > 0)
+            .filter(|q| !q.map.is_empty() && q.in_flight.is_none() && q.next_at > now)
             .map(|q| q.next_at)
             .min()
     }
@@ -483,22 +484,29 @@ pub struct Tree {
 /// Whether `a` and `b` both replicate `slot`.
 pub fn shares(env: &impl Env, slot: Slot, a: MemberIdx, b: MemberIdx) -> bool {
     let p = env.prefs(slot);
-    p.contains(&a) && p.contains(&b)
+    p.iter().any(|&m| m == a) && p.iter().any(|&m| m == b)
+}
+
+/// The slots this node and `peer` both replicate, ascending.
+pub fn shared_slots(env: &impl Env, peer: MemberIdx) -> Vec<Slot> {
+    let me = env.me();
+    (0..SLOTS as Slot)
+        .filter(|&s| shares(env, s, me, peer))
+        .collect()
 }
 
 impl Tree {
     /// The tree of this node's slots that `peer` also replicates.
     pub fn build(env: &impl Env, peer: MemberIdx) -> Tree {
-        let me = env.me();
-        let leaves = (0..SLOTS as Slot)
-            .map(|s| {
-                if shares(env, s, me, peer) {
-                    env.store().slot_summary(s).0
-                } else {
-                    0
-                }
-            })
-            .collect();
+        Tree::of(env, &shared_slots(env, peer))
+    }
+
+    /// The tree of this node's `shared` slots (the others count as 0).
+    pub fn of(env: &impl Env, shared: &[Slot]) -> Tree {
+        let mut leaves = vec![0u64; SLOTS];
+        for &s in shared {
+            leaves[usize::from(s)] = env.store().slot_summary(s).0;
+        }
         Tree::from_leaves(leaves)
     }
 
@@ -726,21 +734,19 @@ pub struct Round {
 }
 
 impl Round {
-    /// A round against `peer`, its first request in `out` (tags from `tag`).
+    /// A round against `peer` over the `shared` slots (both replicate them), its first request
+    /// in `out` (tags from `tag`).
     pub fn start(
         env: &impl Env,
         peer: MemberIdx,
+        shared: Vec<Slot>,
         catch_up: bool,
         page_bytes: u64,
         tag: u64,
         out: &mut Out,
     ) -> Round {
-        let me = env.me();
         let now = env.ctx().now;
-        let mine = Tree::build(env, peer);
-        let shared: Vec<Slot> = (0..SLOTS as Slot)
-            .filter(|&s| shares(env, s, me, peer))
-            .collect();
+        let mine = Tree::of(env, &shared);
         let mut r = Round {
             peer,
             step: Step::Tree {
@@ -1146,9 +1152,12 @@ impl CatchUp {
 
     /// The peers a catch-up round must still run against.
     pub fn peers(&self) -> Vec<MemberIdx> {
-        let mut v: Vec<MemberIdx> = self.pending.iter().flatten().flatten().copied().collect();
-        v.sort_unstable();
-        v.dedup();
+        let mut v: Vec<MemberIdx> = Vec::new();
+        for &m in self.pending.iter().flatten().flatten() {
+            if !v.contains(&m) {
+                v.push(m);
+            }
+        }
         v
     }
 
@@ -1276,7 +1285,14 @@ pub struct Repair {
     next_tag: u64,
     counters: SyncCounters,
     next_expire: u64,
+    /// The peers sharing slots with this node, and when they were listed.
+    partners: Option<(u64, Vec<MemberIdx>)>,
+    /// The slots shared with each peer (cleared with `partners`).
+    shared: BTreeMap<MemberIdx, Vec<Slot>>,
 }
+
+/// How often [`Repair`] lists again the peers it shares slots with, ms.
+const PARTNERS_REFRESH_MS: u64 = 10_000;
 
 /// Tags of rounds: `peer << 40 | n`; replay tags have bit 63.
 const REPLAY_TAG: u64 = 1 << 63;
@@ -1299,6 +1315,8 @@ impl Repair {
             next_tag: 0,
             counters: SyncCounters::default(),
             next_expire: 0,
+            partners: None,
+            shared: BTreeMap::new(),
         }
     }
 
@@ -1357,7 +1375,7 @@ impl Repair {
         self.catch_up.is_some()
             || !self.rounds.is_empty()
             || !self.replays.is_empty()
-            || self.hints.next_due().is_some()
+            || self.hints.next_due(0).is_some()
     }
 
     /// Whether a round against `peer` is running.
@@ -1368,14 +1386,39 @@ impl Repair {
     /// The peers this node shares slots with.
     fn partners(env: &impl Env) -> Vec<MemberIdx> {
         let me = env.me();
-        let mut v: Vec<MemberIdx> = (0..SLOTS as Slot)
-            .filter(|&s| env.prefs(s).contains(&me))
-            .flat_map(|s| env.prefs(s).to_vec())
-            .filter(|&m| m != me)
-            .collect();
+        let mut v: Vec<MemberIdx> = Vec::new();
+        for s in 0..SLOTS as Slot {
+            let p = env.prefs(s);
+            if p.contains(&me) {
+                for &m in p {
+                    if m != me && !v.contains(&m) {
+                        v.push(m);
+                    }
+                }
+            }
+        }
         v.sort_unstable();
-        v.dedup();
         v
+    }
+
+    /// The slots shared with `peer` (listed again with the partners).
+    fn shared_with(&mut self, env: &impl Env, peer: MemberIdx) -> Vec<Slot> {
+        self.partners_now(env);
+        self.shared
+            .entry(peer)
+            .or_insert_with(|| shared_slots(env, peer))
+            .clone()
+    }
+
+    /// [`Repair::partners`], recomputed at most every [`PARTNERS_REFRESH_MS`] (a walk of every
+    /// slot's preference list).
+    fn partners_now(&mut self, env: &impl Env) -> Vec<MemberIdx> {
+        let now = env.ctx().now;
+        if self.partners.as_ref().is_none_or(|(at, _)| now >= at + PARTNERS_REFRESH_MS) {
+            self.partners = Some((now, Repair::partners(env)));
+            self.shared.clear();
+        }
+        self.partners.as_ref().map(|(_, p)| p.clone()).unwrap_or_default()
     }
 
     /// `HC.SYNC`: runs a round against `peer` now (after the one running, if any); its report
@@ -1411,7 +1454,16 @@ impl Repair {
     fn start_round(&mut self, env: &impl Env, peer: MemberIdx, catch_up: bool, out: &mut Out) {
         self.next_tag += 1;
         let tag = (u64::from(peer) << 40) | ((self.next_tag & 0xffff) << 24);
-        let r = Round::start(env, peer, catch_up, self.settings.page_bytes, tag, out);
+        let shared = self.shared_with(env, peer);
+        let r = Round::start(
+            env,
+            peer,
+            shared,
+            catch_up,
+            self.settings.page_bytes,
+            tag,
+            out,
+        );
         self.rounds.insert(peer, r);
         self.reap(env, out);
     }
@@ -1552,7 +1604,7 @@ impl Repair {
             }
         } else if self.settings.interval_ms > 0 {
             // Automatic rounds, each peer on its own backoff.
-            for p in Repair::partners(env) {
+            for p in self.partners_now(env) {
                 let b = *self.backoff.entry(p).or_insert(Backoff {
                     factor: 1,
                     next_at: now + self.settings.interval_ms,
@@ -1572,8 +1624,8 @@ impl Repair {
         let mut at = self.next_expire;
         if !self.hints.is_empty() {
             at = at.min(now + self.hints.limits().replay_interval_ms.max(1));
-            if let Some(d) = self.hints.next_due() {
-                at = at.min(d.max(now + 1));
+            if let Some(d) = self.hints.next_due(now) {
+                at = at.min(d);
             }
         }
         for r in self.rounds.values() {

@@ -156,6 +156,10 @@ pub struct SimNode {
     pub write: Level,
     /// Slots still catching up after a start (empty for a node made by [`SimNode::new`]).
     pub catching: SlotSet,
+    /// How long a tombstone lives after its version's time, ms (0: for ever); with it set, the
+    /// node purges tombstones past their time on every heartbeat, as production does every
+    /// second.
+    pub tombstone_ttl_ms: u64,
     /// Memory budget for repair, in store bytes (`None`: none; see [`crate::repair::fits`]).
     pub budget: Option<u64>,
     /// Hint limits of the repair machine.
@@ -255,6 +259,7 @@ impl SimNode {
             read: Level::Quorum,
             write: Level::Quorum,
             catching: SlotSet::default(),
+            tombstone_ttl_ms: 0,
             budget: None,
             hint_limits: HintLimits::default(),
             sync: SyncSettings {
@@ -293,6 +298,7 @@ impl SimNode {
         n.heartbeat = self.heartbeat;
         n.redial_ms = self.redial_ms;
         n.budget = self.budget;
+        n.set_tombstone_ttl(self.tombstone_ttl_ms);
         n.hint_limits = self.hint_limits;
         n.sync = self.sync;
         n.repair_timers = self.repair_timers;
@@ -383,6 +389,12 @@ impl SimNode {
         self.repair = Some(r);
         self.repair_input(out, |r, env, o| r.on_timer(env, o));
         self.start_heartbeat(out);
+    }
+
+    /// Sets [`SimNode::tombstone_ttl_ms`] (on the store too).
+    pub fn set_tombstone_ttl(&mut self, ms: u64) {
+        self.tombstone_ttl_ms = ms;
+        self.store.set_tombstone_ttl(ms);
     }
 
     /// Whether every slot of this node is caught up.
@@ -736,6 +748,9 @@ impl Machine for SimNode {
                 }
             }
             SimTimer::Heartbeat { .. } => {
+                if self.tombstone_ttl_ms > 0 {
+                    self.store.purge_tombstones(now);
+                }
                 let silent: Vec<MemberIdx> = (0..self.live.len())
                     .filter(|&p| {
                         p != usize::from(self.me)
@@ -1385,11 +1400,28 @@ mod tests {
         let mut rng = SmallRng::seed_from_u64(seed ^ 0x5151);
         let mut s = sim(nodes, 3, seed);
         s.set_delay(1, 8);
+        // Repair runs too, with its clocks scaled to the run (about 20 s): hints live 3 s,
+        // rounds every 1-2 s, tombstones 10 s (more than 3 s + 2 x 2 s, as the start-up check
+        // demands), so hints expire, tombstones are purged and rounds back off during a run.
         for n in &mut s.nodes {
             n.heartbeat = true;
+            n.hint_limits = crate::repair::HintLimits {
+                ttl_ms: 3_000,
+                replay_interval_ms: 500,
+                ..Default::default()
+            };
+            n.sync = crate::repair::SyncSettings {
+                interval_ms: 1_000,
+                max_backoff: 2,
+                ..Default::default()
+            };
+            n.set_tombstone_ttl(10_000);
         }
         for n in 0..nodes {
-            s.input(n, |node, _, out| node.start_heartbeat(out));
+            s.input(n, |node, now, out| {
+                node.start_heartbeat(out);
+                node.start_repair(now, out);
+            });
         }
         let mut recs: Vec<Rec> = Vec::with_capacity(ops);
         // Faults: at most one node out (killed and not yet synced, or isolated) at a time.
