@@ -53,32 +53,34 @@ fn missing(conn: &mut Connection, prefix: &str, n: usize) -> Vec<usize> {
     out
 }
 
+/// A map reply (RESP3 map, or RESP2 flat array) as name/value pairs.
+fn to_pairs(r: Value) -> Vec<(String, Value)> {
+    match r {
+        Value::Map(m) => m
+            .into_iter()
+            .map(|(k, v)| match k {
+                Value::BulkString(k) => (String::from_utf8(k).unwrap(), v),
+                other => panic!("{other:?}"),
+            })
+            .collect(),
+        Value::Array(flat) => flat
+            .chunks(2)
+            .map(|p| match &p[0] {
+                Value::BulkString(k) => (String::from_utf8(k.clone()).unwrap(), p[1].clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect(),
+        other => panic!("{other:?}"),
+    }
+}
+
 /// `HC.SYNC` through node `i`: one map per peer.
 fn sync(c: &TestCluster, i: usize) -> Vec<Vec<(String, Value)>> {
     let v: Value = redis::cmd("HC.SYNC").query(&mut c.conn(i)).unwrap();
     let Value::Array(rounds) = v else {
         panic!("HC.SYNC: {v:?}")
     };
-    rounds
-        .into_iter()
-        .map(|r| match r {
-            Value::Map(m) => m
-                .into_iter()
-                .map(|(k, v)| match k {
-                    Value::BulkString(k) => (String::from_utf8(k).unwrap(), v),
-                    other => panic!("{other:?}"),
-                })
-                .collect(),
-            Value::Array(flat) => flat
-                .chunks(2)
-                .map(|p| match &p[0] {
-                    Value::BulkString(k) => (String::from_utf8(k.clone()).unwrap(), p[1].clone()),
-                    other => panic!("{other:?}"),
-                })
-                .collect(),
-            other => panic!("{other:?}"),
-        })
-        .collect()
+    rounds.into_iter().map(to_pairs).collect()
 }
 
 fn field(round: &[(String, Value)], name: &str) -> Value {
@@ -126,6 +128,23 @@ fn a_node_restarted_empty_catches_up_and_never_misses_at_one() {
     let hinted: i64 = (0..2).map(|i| metric(&c, i, "dist.hinted.replayed")).sum();
     assert!(metric(&c, 2, "dist.merkle.keys_pulled") + hinted >= n as i64);
     assert_eq!(metric(&c, 2, "dist.catch_up.slots"), 0);
+    // Its peers see it caught up too (it reports in every heartbeat).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let members: Vec<Value> = redis::cmd("HC.MEMBERS").query(&mut c.conn(0)).unwrap();
+        let seen: Vec<i64> = members
+            .iter()
+            .map(|m| match field(&to_pairs(m.clone()), "catching_up_slots") {
+                Value::Int(n) => n,
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        if seen == vec![0, 0, 0] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "HC.MEMBERS on node 0: {seen:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// A gray failure: one node is paused (SIGSTOP) during writes for longer than the request
@@ -172,6 +191,17 @@ fn a_paused_node_converges_through_hints_and_sync() {
     }
     let replayed: i64 = (0..2).map(|i| metric(&c, i, "dist.hinted.replayed")).sum();
     assert!(replayed > 0, "hints were replayed");
+    // HC.HINTS: nothing left queued; HC.SYNC names an unknown node in Redis's words.
+    let hints: Vec<Value> = redis::cmd("HC.HINTS").query(&mut c.conn(0)).unwrap();
+    assert!(hints.is_empty(), "{hints:?}");
+    let err = redis::cmd("HC.SYNC")
+        .arg("nosuch")
+        .query::<Value>(&mut c.conn(0))
+        .unwrap_err();
+    assert_eq!(
+        (err.code(), err.detail()),
+        (Some("ERR"), Some("Unknown node nosuch"))
+    );
     // Converged: a round from each node finds nothing to repair.
     for i in 0..3 {
         for round in sync(&c, i) {

@@ -471,6 +471,9 @@ pub enum Request<'a> {
         /// The keys.
         keys: Vec<Bytes>,
     },
+    /// Liveness check that also asks how the node stands (the heartbeat). Answered with
+    /// [`Response::Status`].
+    Status,
 }
 
 impl Request<'_> {
@@ -492,6 +495,7 @@ impl Request<'_> {
             Request::Buckets { .. } => 12,
             Request::List { .. } => 13,
             Request::Pull { .. } => 14,
+            Request::Status => 15,
         }
     }
 }
@@ -580,6 +584,11 @@ pub enum Response {
     },
     /// To [`Request::Pull`]: the states held (a key held nowhere is `Missing`).
     Entries(Vec<(Bytes, State)>),
+    /// To [`Request::Status`].
+    Status {
+        /// Slots still catching up since the node started.
+        catching_up: u32,
+    },
 }
 
 impl Response {
@@ -606,6 +615,7 @@ impl Response {
             Response::Buckets { .. } => 17,
             Response::Listed { .. } => 18,
             Response::Entries(_) => 19,
+            Response::Status { .. } => 20,
         }
     }
 }
@@ -787,6 +797,7 @@ mod tests {
                 },
                 "00000e01016b",
             ),
+            (Request::Status, "00000f"),
         ];
         let responses = vec![
             (Response::Pong, "000000"),
@@ -854,6 +865,7 @@ mod tests {
                 Response::Entries(vec![(Bytes::from_static(b"k"), State::Missing)]),
                 "00001301016b00",
             ),
+            (Response::Status { catching_up: 300 }, "000014ac02"),
         ];
         (requests, responses)
     }
@@ -886,9 +898,9 @@ mod tests {
         assert!(wrong.is_empty(), "bytes changed:\n{}", wrong.join("\n"));
         // Tags are distinct and dense.
         let tags: Vec<u8> = requests.iter().map(|(r, _)| r.tag()).collect();
-        assert!((0..15).all(|t| tags.contains(&t)));
+        assert!((0..16).all(|t| tags.contains(&t)));
         let tags: Vec<u8> = responses.iter().map(|(r, _)| r.tag()).collect();
-        assert!((0..20).all(|t| tags.contains(&t)));
+        assert!((0..21).all(|t| tags.contains(&t)));
     }
 
     #[test]

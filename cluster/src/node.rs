@@ -117,6 +117,8 @@ pub trait Env {
     /// Whether `bytes` more fit in this node's memory budget (`maxmemory`; always without one).
     /// Repair never stores what does not fit.
     fn room(&self, bytes: u64) -> bool;
+    /// How many of this node's slots are still catching up.
+    fn catching_up(&self) -> usize;
     /// This node's data.
     fn store(&self) -> &Store;
     /// The context operations run in now (its `now` is unix ms, or virtual ms).
@@ -1290,6 +1292,9 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
     let refuse = || Served::Reply(Response::Error("version too far in the future".into()));
     Served::Reply(match req {
         Request::Ping => Response::Pong,
+        Request::Status => Response::Status {
+            catching_up: env.catching_up() as u32,
+        },
         Request::Put { state, .. } if !plausible(state.version(), ctx.now) => return refuse(),
         Request::Put { key, state } => match store.offer(key, &state, &ctx) {
             Offered::Stored | Offered::Duplicate => Response::Stored,

@@ -484,7 +484,7 @@ pub struct Tree {
 /// Whether `a` and `b` both replicate `slot`.
 pub fn shares(env: &impl Env, slot: Slot, a: MemberIdx, b: MemberIdx) -> bool {
     let p = env.prefs(slot);
-    p.iter().any(|&m| m == a) && p.iter().any(|&m| m == b)
+    p.contains(&a) && p.contains(&b)
 }
 
 /// The slots this node and `peer` both replicate, ascending.
@@ -1414,11 +1414,18 @@ impl Repair {
     /// slot's preference list).
     fn partners_now(&mut self, env: &impl Env) -> Vec<MemberIdx> {
         let now = env.ctx().now;
-        if self.partners.as_ref().is_none_or(|(at, _)| now >= at + PARTNERS_REFRESH_MS) {
+        if self
+            .partners
+            .as_ref()
+            .is_none_or(|(at, _)| now >= at + PARTNERS_REFRESH_MS)
+        {
             self.partners = Some((now, Repair::partners(env)));
             self.shared.clear();
         }
-        self.partners.as_ref().map(|(_, p)| p.clone()).unwrap_or_default()
+        self.partners
+            .as_ref()
+            .map(|(_, p)| p.clone())
+            .unwrap_or_default()
     }
 
     /// `HC.SYNC`: runs a round against `peer` now (after the one running, if any); its report

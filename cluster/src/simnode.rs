@@ -212,6 +212,9 @@ impl Env for SimNode {
     fn set_synced(&self, slot: Slot, synced: bool) {
         self.catching.set(slot, !synced);
     }
+    fn catching_up(&self) -> usize {
+        self.catching.len()
+    }
     fn room(&self, bytes: u64) -> bool {
         crate::repair::fits(self.budget.unwrap_or(0), self.store.stats().bytes, bytes)
     }

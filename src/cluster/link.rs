@@ -324,6 +324,8 @@ pub struct Peer {
     pub client_addr: Mutex<String>,
     /// Redial now (the peer just linked to this node: it is back).
     redial: Notify,
+    /// Slots the peer reported still catching up in its last heartbeat (-1: not heard yet).
+    pub catching_up: std::sync::atomic::AtomicI64,
 }
 
 impl Peer {
@@ -339,6 +341,7 @@ impl Peer {
             next_id: AtomicU64::new(1),
             client_addr: Mutex::new(String::new()),
             redial: Notify::new(),
+            catching_up: std::sync::atomic::AtomicI64::new(-1),
         }
     }
 
@@ -644,11 +647,18 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
 /// behind a black hole) is then taken out of coordination like a crashed one, and the requests
 /// queued for it are failed instead of piling up.
 async fn heartbeat(peer: &Peer) -> LinkEnd {
-    let ping = wire::to_body(&hypercache_cluster::msg::Request::Ping);
+    let ping = wire::to_body(&hypercache_cluster::msg::Request::Status);
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         match peer.call(&ping, HEARTBEAT_TIMEOUT).await {
-            Ok(_) => {}
+            Ok(body) => {
+                if let Ok(hypercache_cluster::msg::Response::Status { catching_up }) =
+                    wire::from_body(&body)
+                {
+                    peer.catching_up
+                        .store(i64::from(catching_up), Ordering::Relaxed);
+                }
+            }
             Err(CallError::Timeout) => return LinkEnd::Heartbeat(HEARTBEAT_TIMEOUT),
             Err(e) => return LinkEnd::HeartbeatFailed(e),
         }

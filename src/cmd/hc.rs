@@ -96,13 +96,12 @@ pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
             ("self", Frame::Integer(me)),
             ("slots", Frame::Integer(load[i] as i64)),
             ("primary_slots", Frame::Integer(primaries[i])),
-            // Known for this node only (peers do not report theirs yet): -1 for a peer.
+            // A peer's, as of its last heartbeat (-1: not heard from yet).
             (
                 "catching_up_slots",
-                Frame::Integer(if me == 1 {
-                    cl.catching.len() as i64
-                } else {
-                    -1
+                Frame::Integer(match cl.peer(&v, i as u16) {
+                    None => cl.catching.len() as i64,
+                    Some(p) => p.catching_up.load(std::sync::atomic::Ordering::Relaxed),
                 }),
             ),
         ]));

@@ -98,6 +98,9 @@ impl Env for NodeEnv<'_> {
     fn set_synced(&self, slot: Slot, synced: bool) {
         self.cl.catching.set(slot, !synced);
     }
+    fn catching_up(&self) -> usize {
+        self.cl.catching.len()
+    }
     fn room(&self, bytes: u64) -> bool {
         let max = self.shared.config.read().maxmemory;
         let room = hypercache_cluster::repair::fits(max, crate::memory::used(), bytes);
