@@ -393,3 +393,32 @@ fn backoff_ramps_up_and_snaps_back() {
     assert_eq!(s.nodes[0].held(b"stray").as_deref(), Some(&b"stray"[..]));
     assert!(counters(&s, 0).clean_ticks >= 3);
 }
+
+/// A replica with a memory budget that missed writes worth more than its budget takes back what
+/// fits through hints and anti-entropy, and never more.
+#[test]
+fn repair_fills_a_full_replica_only_up_to_its_budget() {
+    let seed = 70;
+    let mut s = cluster(seed, hints_capped(100_000), sync_every(1_000));
+    let budget = 200_000;
+    s.nodes[2].budget = Some(budget);
+    s.isolate(2);
+    let value = vec![b'x'; 200];
+    write_all(&mut s, 0, 3_000, &value, 1);
+    s.heal(2);
+    let mut peak = 0;
+    for _ in 0..100 {
+        s.run_until(s.now() + 100, STEPS);
+        peak = peak.max(s.nodes[2].store.stats().bytes);
+    }
+    let held = holding(&s, 2, 3_000, &value);
+    assert!(held > 100, "seed {seed}: it took back what fits ({held})");
+    assert!(held < 3_000, "seed {seed}: not everything fits");
+    assert!(
+        peak <= budget - budget / 8,
+        "seed {seed}: {peak} bytes, budget {budget} less its reserve"
+    );
+    // The others are whole.
+    assert_eq!(holding(&s, 0, 3_000, &value), 3_000);
+    assert_eq!(holding(&s, 1, 3_000, &value), 3_000);
+}

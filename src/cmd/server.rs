@@ -466,7 +466,9 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                         line("hc_write_consistency", &c.write_consistency.name());
                         line("hc_request_timeout_ms", &c.request_timeout_ms);
                         line("hc_tombstones", &shared.store.tombstones());
-                        for (k, val) in cl.metrics.dist.pairs() {
+                        line("hc_catching_up_slots", &cl.catching.len());
+                        for (k, val) in cl.metrics.dist.pairs().into_iter().chain(cl.repair_pairs())
+                        {
                             line(&k.replace('.', "_"), &val);
                         }
                     }
