@@ -217,13 +217,7 @@ fn quorum_survives_a_killed_node_and_the_cluster_heals_when_it_returns() {
 
 /// One `HC.METRICS` value of node `i`.
 fn metric(c: &TestCluster, i: usize, name: &str) -> i64 {
-    let flat: Vec<Value> = redis::cmd("HC.METRICS").query(&mut c.conn(i)).unwrap();
-    flat.chunks(2)
-        .find_map(|p| match (&p[0], &p[1]) {
-            (Value::BulkString(k), Value::Int(v)) if k == name.as_bytes() => Some(*v),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no metric {name}"))
+    c.metric(i, name)
 }
 
 #[test]

@@ -11,13 +11,7 @@ use redis::{Connection, Value};
 
 /// One `HC.METRICS` value of node `i`.
 fn metric(c: &TestCluster, i: usize, name: &str) -> i64 {
-    let flat: Vec<Value> = redis::cmd("HC.METRICS").query(&mut c.conn(i)).unwrap();
-    flat.chunks(2)
-        .find_map(|p| match (&p[0], &p[1]) {
-            (Value::BulkString(k), Value::Int(v)) if k == name.as_bytes() => Some(*v),
-            _ => None,
-        })
-        .unwrap_or_else(|| panic!("no metric {name}"))
+    c.metric(i, name)
 }
 
 /// SETs `prefix:i` = `i` for `range`, pipelined in batches, at the connection's levels; every

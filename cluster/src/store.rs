@@ -753,21 +753,7 @@ impl Store {
         let mut purged = 0;
         for cell in self.slots.iter() {
             let mut guard = cell.0.lock();
-            let s = &mut *guard;
-            let Some(t) = s.tombs.as_mut() else { continue };
-            let mut digest = s.digest;
-            t.retain(|k, v| {
-                let keep = !self.tomb_expired(*v, now);
-                if !keep {
-                    digest ^= entry_hash(k, v);
-                    purged += 1;
-                }
-                keep
-            });
-            s.digest = digest;
-            if t.is_empty() {
-                s.tombs = None;
-            }
+            purged += self.purge_slot_tombs(&mut guard, now);
         }
         self.tomb_count.fetch_sub(purged, Ordering::Relaxed);
         purged
@@ -1250,23 +1236,29 @@ impl Store {
                 self.remove_expired(s, &k, h, now);
             }
         }
-        if let Some(t) = s.tombs.as_mut() {
-            let mut digest = s.digest;
-            let mut purged = 0;
-            t.retain(|k, v| {
-                let keep = !self.tomb_expired(*v, now);
-                if !keep {
-                    digest ^= entry_hash(k, v);
-                    purged += 1;
-                }
-                keep
-            });
-            s.digest = digest;
-            if t.is_empty() {
-                s.tombs = None;
+        let purged = self.purge_slot_tombs(s, now);
+        self.tomb_count.fetch_sub(purged, Ordering::Relaxed);
+    }
+
+    /// Drops a slot's tombstones past their time at `now` (the digest follows); returns how
+    /// many (the caller books them in `tomb_count`).
+    fn purge_slot_tombs(&self, s: &mut SlotData, now: u64) -> u64 {
+        let Some(t) = s.tombs.as_mut() else { return 0 };
+        let mut digest = s.digest;
+        let mut purged = 0;
+        t.retain(|k, v| {
+            let keep = !self.tomb_expired(*v, now);
+            if !keep {
+                digest ^= entry_hash(k, v);
+                purged += 1;
             }
-            self.tomb_count.fetch_sub(purged, Ordering::Relaxed);
+            keep
+        });
+        s.digest = digest;
+        if t.is_empty() {
+            s.tombs = None;
         }
+        purged
     }
 
     /// Anti-entropy: tidies `slot` ([`Store::tidy`]) and returns how many entries it holds,

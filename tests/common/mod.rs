@@ -306,6 +306,19 @@ impl TestCluster {
         c
     }
 
+    /// One `HC.METRICS` value of node `i`.
+    pub(crate) fn metric(&self, i: usize, name: &str) -> i64 {
+        let flat: Vec<redis::Value> = redis::cmd("HC.METRICS").query(&mut self.conn(i)).unwrap();
+        flat.chunks(2)
+            .find_map(|p| match (&p[0], &p[1]) {
+                (redis::Value::BulkString(k), redis::Value::Int(v)) if k == name.as_bytes() => {
+                    Some(*v)
+                }
+                _ => None,
+            })
+            .unwrap_or_else(|| panic!("no metric {name}"))
+    }
+
     /// How many members node `i` sees live (itself included), from INFO.
     pub(crate) fn live_seen(&self, i: usize) -> usize {
         let info: String = redis::cmd("INFO")
