@@ -466,10 +466,13 @@ pub enum Request<'a> {
         /// Bytes per page (at least one whole bucket is sent).
         budget: u64,
     },
-    /// Anti-entropy: the states of these keys. Answered with [`Response::Entries`].
+    /// Anti-entropy: the states of these keys, in pages of about `budget` bytes (at least one
+    /// key). Answered with [`Response::Entries`].
     Pull {
         /// The keys.
         keys: Vec<Bytes>,
+        /// Bytes per page.
+        budget: u64,
     },
     /// Liveness check that also asks how the node stands (the heartbeat). Answered with
     /// [`Response::Status`].
@@ -582,8 +585,14 @@ pub enum Response {
         /// How many of the requested buckets this page covers.
         items: u32,
     },
-    /// To [`Request::Pull`]: the states held (a key held nowhere is `Missing`).
-    Entries(Vec<(Bytes, State)>),
+    /// A page of a [`Request::Pull`]: the states held of its first `keys` keys (keys held
+    /// nowhere are left out).
+    Entries {
+        /// Keys and states.
+        entries: Vec<(Bytes, State)>,
+        /// How many of the requested keys this page covers.
+        keys: u32,
+    },
     /// To [`Request::Status`].
     Status {
         /// Slots still catching up since the node started.
@@ -614,7 +623,7 @@ impl Response {
             Response::Hashes(_) => 16,
             Response::Buckets { .. } => 17,
             Response::Listed { .. } => 18,
-            Response::Entries(_) => 19,
+            Response::Entries { .. } => 19,
             Response::Status { .. } => 20,
         }
     }
@@ -794,8 +803,9 @@ mod tests {
             (
                 Request::Pull {
                     keys: vec![Bytes::from_static(b"k")],
+                    budget: 1 << 20,
                 },
-                "00000e01016b",
+                "00000e01016b808040",
             ),
             (Request::Status, "00000f"),
         ];
@@ -862,8 +872,11 @@ mod tests {
                 "00001201016b868a9098a0208d98ac5001",
             ),
             (
-                Response::Entries(vec![(Bytes::from_static(b"k"), State::Missing)]),
-                "00001301016b00",
+                Response::Entries {
+                    entries: vec![(Bytes::from_static(b"k"), State::Dead(v))],
+                    keys: 2,
+                },
+                "00001301016b01868a9098a0208d98ac5002",
             ),
             (Response::Status { catching_up: 300 }, "000014ac02"),
         ];

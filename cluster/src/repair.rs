@@ -59,8 +59,12 @@ pub const PAGE_BYTES: u64 = 4 << 20;
 /// Slots per [`Request::Buckets`].
 const BUCKET_SLOTS_PER_REQUEST: usize = 512;
 
-/// Keys per [`Request::Pull`] and per [`Request::Merge`] of a round.
+/// Keys per [`Request::Pull`] and per [`Request::Merge`] of a round, at most (pages are also
+/// bounded by bytes).
 const KEYS_PER_REQUEST: usize = 1024;
+
+/// Buckets or slots named in one [`Request::List`] or [`Request::Dump`] of a round, at most.
+const ITEMS_PER_REQUEST: usize = 4096;
 
 /// Where a hint comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -606,12 +610,23 @@ pub fn serve_repair(
             }
             Response::Listed { entries, items: n }
         }
-        Request::Pull { keys } => Response::Entries(
-            keys.iter()
-                .map(|k| (k.clone(), store.fetch(k)))
-                .filter(|(_, s)| *s != State::Missing)
-                .collect(),
-        ),
+        Request::Pull { keys, budget } => {
+            let mut entries = Vec::new();
+            let mut bytes = 0u64;
+            let mut n = 0u32;
+            for k in keys {
+                let s = store.fetch(k);
+                n += 1;
+                if s != State::Missing {
+                    bytes += (k.len() + s.value_len() + 24) as u64;
+                    entries.push((k.clone(), s));
+                }
+                if bytes >= *budget {
+                    break;
+                }
+            }
+            Response::Entries { entries, keys: n }
+        }
         Request::Merge { entries } => {
             let (mut stored, mut skipped) = (0u32, 0u32);
             for (k, s) in entries {
@@ -828,27 +843,43 @@ impl Round {
                     slots: self.diff[*at..*at + *n].to_vec(),
                 }))
             }
-            Step::List { at } => Call::Encoded(wire_req(&Request::List {
-                items: self.items[*at..].to_vec(),
-                budget: self.page_bytes,
-            })),
-            Step::Dump { at } => Call::Dump {
-                slots: self.dumps[*at..].to_vec(),
-                budget: self.page_bytes,
-            },
+            Step::List { at } => {
+                let end = (*at + ITEMS_PER_REQUEST).min(self.items.len());
+                Call::Encoded(wire_req(&Request::List {
+                    items: self.items[*at..end].to_vec(),
+                    budget: self.page_bytes,
+                }))
+            }
+            Step::Dump { at } => {
+                let end = (*at + ITEMS_PER_REQUEST).min(self.dumps.len());
+                Call::Dump {
+                    slots: self.dumps[*at..end].to_vec(),
+                    budget: self.page_bytes,
+                }
+            }
             Step::Pull { at, n } => {
                 *n = (self.pulls.len() - *at).min(KEYS_PER_REQUEST);
                 Call::Encoded(wire_req(&Request::Pull {
                     keys: self.pulls[*at..*at + *n].to_vec(),
+                    budget: self.page_bytes,
                 }))
             }
             Step::Push { at, n } => {
-                *n = (self.pushes.len() - *at).min(KEYS_PER_REQUEST);
-                let entries = self.pushes[*at..*at + *n]
-                    .iter()
-                    .map(|k| (k.clone(), store.fetch(k)))
-                    .filter(|(_, s)| *s != State::Missing)
-                    .collect();
+                // Whole keys until the page's bytes or key count.
+                let mut entries = Vec::new();
+                let mut bytes = 0u64;
+                *n = 0;
+                for k in self.pushes[*at..].iter().take(KEYS_PER_REQUEST) {
+                    *n += 1;
+                    let st = store.fetch(k);
+                    if st != State::Missing {
+                        bytes += (k.len() + st.value_len() + 24) as u64;
+                        entries.push((k.clone(), st));
+                    }
+                    if bytes >= self.page_bytes {
+                        break;
+                    }
+                }
                 Call::Encoded(wire_req(&Request::Merge { entries }))
             }
         };
@@ -1007,13 +1038,16 @@ impl Round {
                     self.next(env, out);
                 }
             }
-            (Step::Pull { at, n }, Response::Entries(entries)) => {
+            (Step::Pull { at, n }, Response::Entries { entries, keys })
+                if keys > 0 && keys as usize <= *n =>
+            {
                 for (k, s) in entries {
                     if merge_one(env, &k, &s) {
                         self.report.keys_pulled += 1;
                     }
                 }
-                *at += *n;
+                // The page covered the first `keys` keys asked; the rest are asked again.
+                *at += keys as usize;
                 if *at < self.pulls.len() {
                     self.ask(env, out);
                 } else {

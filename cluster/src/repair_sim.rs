@@ -422,3 +422,57 @@ fn repair_fills_a_full_replica_only_up_to_its_budget() {
     assert_eq!(holding(&s, 0, 3_000, &value), 3_000);
     assert_eq!(holding(&s, 1, 3_000, &value), 3_000);
 }
+
+/// With a page of a few hundred bytes, a round still converges: every list, copy, pull and push
+/// is paged, both ways.
+#[test]
+fn a_round_with_tiny_pages_converges_both_ways() {
+    let seed = 80;
+    let tiny = SyncSettings {
+        interval_ms: 0,
+        max_backoff: 1,
+        page_bytes: 700,
+    };
+    let mut s = cluster(seed, hints_capped(0), tiny);
+    let value = vec![b'y'; 300];
+    write_all(&mut s, 0, 300, &value, 1);
+    s.isolate(2);
+    // The others get newer values of some keys; node 2 alone gets other keys.
+    let newer = vec![b'z'; 300];
+    let mut t = s.now();
+    for i in 0..100 {
+        let k = key(i);
+        let c = 10_000 + i as u64;
+        s.input(0, |node, now, out| {
+            node.client(c, &k, Op::set(&newer), QUORUM, QUORUM, now, out)
+        });
+        let k2 = format!("only2:{i}").into_bytes();
+        let c2 = 20_000 + i as u64;
+        s.input(2, |node, now, out| {
+            node.client(c2, &k2, Op::set(&newer), ONE, ONE, now, out)
+        });
+        t += 2;
+        s.run_until(t, STEPS);
+    }
+    s.run_until(s.now() + 3_000, STEPS);
+    s.heal(2);
+    s.run_until(s.now() + 3_000, STEPS);
+    s.input(2, |node, now, out| node.sync_now(0, 1, now, out));
+    s.input(2, |node, now, out| node.sync_now(1, 2, now, out));
+    s.run_until(s.now() + 10_000, STEPS);
+    for t in [1, 2] {
+        let r = s.nodes[2].sync_reports.get(&t).expect("round done");
+        assert!(r.error.is_none(), "seed {seed}: {r:?}");
+        assert!(r.requests > 20, "seed {seed}: paged: {r:?}");
+    }
+    assert_eq!(holding(&s, 2, 100, &newer), 100, "seed {seed}: pulled");
+    for n in 0..2 {
+        let got = (0..100)
+            .filter(|i| {
+                s.nodes[n].held(format!("only2:{i}").as_bytes()).as_deref() == Some(&newer[..])
+            })
+            .count();
+        assert_eq!(got, 100, "seed {seed}: pushed to node {n}");
+    }
+    assert!(digests_agree(&s), "seed {seed}");
+}
