@@ -1507,15 +1507,24 @@ impl Machine for Gather {
 }
 
 /// Which member answers for each of `slots` in a cluster-wide command (KEYS, SCAN, DBSIZE): the
-/// first live replica of the slot, grouped by member. A slot with no live replica makes the
-/// command fail (`NOREPLICAS ... read`) rather than answer partially.
+/// first live replica of the slot (this node only if its copy of the slot has caught up, when
+/// another is live), grouped by member. A slot with no live replica makes the command fail
+/// (`NOREPLICAS ... read`) rather than answer partially.
 pub fn slot_owners(
     env: &impl Env,
     slots: impl Iterator<Item = Slot>,
 ) -> Result<Vec<(MemberIdx, Vec<u16>)>, NoReplicas> {
     let mut groups: Vec<(MemberIdx, Vec<u16>)> = Vec::new();
     for slot in slots {
-        let Some(m) = env.prefs(slot).iter().copied().find(|&m| env.live(m)) else {
+        let me = env.me();
+        let prefs = env.prefs(slot);
+        let up_to_date = |m: MemberIdx| env.live(m) && (m != me || env.synced(slot));
+        let Some(m) = prefs
+            .iter()
+            .copied()
+            .find(|&m| up_to_date(m))
+            .or_else(|| prefs.iter().copied().find(|&m| env.live(m)))
+        else {
             return Err(NoReplicas { write: false });
         };
         match groups.iter_mut().find(|(g, _)| *g == m) {

@@ -1279,6 +1279,26 @@ mod tests {
         quiet(&s);
     }
 
+    /// A node whose copy of a slot is still catching up does not answer for it in KEYS, SCAN
+    /// and DBSIZE while another replica is live.
+    #[test]
+    fn a_catching_up_slot_is_answered_by_another_replica() {
+        let nodes = SimNode::cluster(3, 3);
+        let n = &nodes[0];
+        let slot = (0..crate::slot::SLOTS as Slot)
+            .find(|&s| n.prefs(s)[0] == 0)
+            .expect("node 0 is first for some slot");
+        let owner = |n: &SimNode| crate::node::slot_owners(n, std::iter::once(slot)).unwrap()[0].0;
+        assert_eq!(owner(n), 0);
+        n.set_synced(slot, false);
+        assert_ne!(owner(n), 0, "another replica answers");
+        // Alone, it answers anyway (with what it has).
+        let mut alone = SimNode::cluster(3, 3).remove(0);
+        alone.live = vec![true, false, false];
+        alone.set_synced(slot, false);
+        assert_eq!(owner(&alone), 0);
+    }
+
     /// A cluster-wide command's round (`Gather`), as a protocol trace: this node answers its own
     /// share at once; a required target that fails fails the round, an optional one does not.
     #[test]
