@@ -118,7 +118,7 @@ impl Default for HintLimits {
             ttl_ms: 3 * 3600 * 1000,
             replay_interval_ms: 10_000,
             batch: 1024,
-            batch_bytes: 256 << 10,
+            batch_bytes: hint_batch_bytes(0),
             rate: 200_000,
         }
     }
@@ -640,6 +640,23 @@ pub fn serve_repair(
         }
         _ => return None,
     })
+}
+
+/// Bytes per anti-entropy page under a memory budget of `max` (0: none): smaller under a small
+/// budget, since a page in flight takes memory too and must fit in the reserve [`fits`] keeps.
+pub fn page_bytes(max: u64) -> u64 {
+    match max {
+        0 => PAGE_BYTES,
+        m => (m / 32).clamp(64 << 10, PAGE_BYTES),
+    }
+}
+
+/// Bytes per hint replay batch under a memory budget of `max` (0: none), likewise.
+pub fn hint_batch_bytes(max: u64) -> u64 {
+    match max {
+        0 => 256 << 10,
+        m => (m / 64).clamp(16 << 10, 256 << 10),
+    }
 }
 
 /// Whether `bytes` more fit under a memory budget of `max` with `used` taken, for a repair

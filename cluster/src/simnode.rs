@@ -387,7 +387,7 @@ impl SimNode {
     pub fn start_catch_up(&mut self, now: u64, out: &mut SimOutbox) {
         self.now = now;
         self.last_heard.iter_mut().for_each(|h| *h = now);
-        let mut r = Repair::new(self.hint_limits, self.sync);
+        let mut r = self.new_repair();
         r.start_catch_up(&*self);
         self.repair = Some(r);
         self.repair_input(out, |r, env, o| r.on_timer(env, o));
@@ -425,6 +425,19 @@ impl SimNode {
         self.repair.as_ref().map_or(0, |r| r.hints.len())
     }
 
+    /// A repair machine with this node's settings (page and batch sizes follow its budget, as
+    /// production's follow `maxmemory`).
+    fn new_repair(&self) -> Repair {
+        let max = self.budget.unwrap_or(0);
+        let mut sync = self.sync;
+        let mut hints = self.hint_limits;
+        if max > 0 {
+            sync.page_bytes = sync.page_bytes.min(crate::repair::page_bytes(max));
+            hints.batch_bytes = hints.batch_bytes.min(crate::repair::hint_batch_bytes(max));
+        }
+        Repair::new(hints, sync)
+    }
+
     /// Runs `f` on the repair machine (made if need be) and carries out its output.
     fn repair_input(
         &mut self,
@@ -433,7 +446,7 @@ impl SimNode {
     ) {
         let mut r = match self.repair.take() {
             Some(r) => r,
-            None => Repair::new(self.hint_limits, self.sync),
+            None => self.new_repair(),
         };
         let mut o = Out::default();
         f(&mut r, &*self, &mut o);
@@ -532,7 +545,7 @@ impl SimNode {
             let hints = std::mem::take(&mut o.hints);
             let now = self.now;
             if self.repair.is_none() {
-                self.repair = Some(Repair::new(self.hint_limits, self.sync));
+                self.repair = Some(self.new_repair());
             }
             if let Some(r) = self.repair.as_mut() {
                 r.add_hints(hints, now);

@@ -38,32 +38,15 @@ pub fn settings(
             ttl_ms: c.hint_ttl * 1000,
             replay_interval_ms: c.hint_replay_interval_ms,
             batch: c.hint_replay_batch as usize,
-            batch_bytes: hint_batch_bytes(c.maxmemory),
+            batch_bytes: hypercache_cluster::repair::hint_batch_bytes(c.maxmemory),
             rate: c.hint_replay_rate,
         },
         hypercache_cluster::repair::SyncSettings {
             interval_ms: c.anti_entropy_interval_ms,
             max_backoff: c.anti_entropy_max_backoff as u32,
-            page_bytes: page_bytes(c.maxmemory),
+            page_bytes: hypercache_cluster::repair::page_bytes(c.maxmemory),
         },
     )
-}
-
-/// Bytes per anti-entropy page: smaller under a small `maxmemory`, since a page in flight takes
-/// memory too (see [`room`]).
-fn page_bytes(maxmemory: u64) -> u64 {
-    match maxmemory {
-        0 => hypercache_cluster::repair::PAGE_BYTES,
-        m => (m / 32).clamp(64 << 10, hypercache_cluster::repair::PAGE_BYTES),
-    }
-}
-
-/// Bytes per hint replay batch, likewise.
-fn hint_batch_bytes(maxmemory: u64) -> u64 {
-    match maxmemory {
-        0 => 256 << 10,
-        m => (m / 64).clamp(16 << 10, 256 << 10),
-    }
 }
 
 fn env<'a>(shared: &'a Shared, cl: &'a Cluster, view: &'a View) -> NodeEnv<'a> {
