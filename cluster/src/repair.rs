@@ -709,7 +709,7 @@ pub struct SyncReport {
     pub not_live: u64,
     /// Why the round failed (`None`: it completed).
     pub error: Option<String>,
-    /// Start and end, ms.
+    /// When the round started, ms.
     pub started: u64,
     /// End, ms.
     pub ended: u64,
@@ -947,7 +947,7 @@ impl Round {
         let now = env.ctx().now;
         let resp = match answer {
             Answer::Reply(r) => r,
-            Answer::LinkDown => return self.failed(env, "link down", out),
+            Answer::LinkDown => return self.failed(env, "link down"),
         };
         self.report.bytes += postcard::experimental::serialized_size(&resp).unwrap_or(0) as u64;
         let store = env.store();
@@ -1080,13 +1080,13 @@ impl Round {
                     self.next(env, out);
                 }
             }
-            (_, Response::NotLive) => self.failed(env, "the peer does not see this node live", out),
-            (_, Response::Error(e)) => self.failed(env, &e, out),
-            (_, other) => self.failed(env, &format!("unexpected reply {}", other.tag()), out),
+            (_, Response::NotLive) => self.failed(env, "the peer does not see this node live"),
+            (_, Response::Error(e)) => self.failed(env, &e),
+            (_, other) => self.failed(env, &format!("unexpected reply {}", other.tag())),
         }
     }
 
-    fn failed(&mut self, env: &impl Env, why: &str, _out: &mut Out) {
+    fn failed(&mut self, env: &impl Env, why: &str) {
         self.finish(env.ctx().now, Some(why.to_string()));
     }
 
@@ -1097,7 +1097,7 @@ impl Round {
             return;
         }
         if self.asked {
-            return self.failed(env, "no answer in time", out);
+            return self.failed(env, "no answer in time");
         }
         self.ask(env, out);
     }
