@@ -950,3 +950,66 @@ fn a_version_1_peer_is_refused() {
     assert_eq!(metric(&c, 0, "dist.link.handshake_failures"), before + 1);
     c.wait_live(0, 2);
 }
+
+/// Before the handshake, a stranger learns nothing and cannot make a node allocate: a hello
+/// with another cluster name gets the link closed without a byte (no cluster name, no node id),
+/// and a compressed frame (an lz4 bomb that would inflate to 1 GiB) is refused from its header.
+#[test]
+fn strangers_learn_nothing_and_cannot_make_a_node_allocate_before_the_handshake() {
+    use hypercache_cluster::wire::{self, Hello, Kind};
+    let c = TestCluster::start(2, &[]);
+    let failures = || metric(&c, 0, "dist.link.handshake_failures");
+    let before = failures();
+    let talk = |frame: &[u8]| -> Vec<u8> {
+        let mut raw = TcpStream::connect(("127.0.0.1", c.ports[0].1)).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let _ = raw.write_all(frame);
+        let mut buf = Vec::new();
+        let _ = raw.read_to_end(&mut buf);
+        buf
+    };
+    let mut frame = bytes::BytesMut::new();
+    wire::encode(
+        Kind::Hello,
+        0,
+        &wire::to_body(&Hello {
+            cluster: "not-this-one".into(),
+            node_id: "stranger".into(),
+            protocol: wire::VERSION,
+            client_addr: String::new(),
+        }),
+        &mut frame,
+    );
+    assert_eq!(talk(&frame), Vec::<u8>::new(), "a refusal says nothing");
+    assert_eq!(failures(), before + 1);
+    // A compressed hello whose body inflates 250-fold (64 MB of zeros in about 256 KB): the
+    // header alone is enough to refuse it.
+    let used = |c: &TestCluster| -> i64 {
+        let info: String = redis::cmd("INFO")
+            .arg("memory")
+            .query(&mut c.conn(0))
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("used_memory:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    let mem_before = used(&c);
+    let mut frame = bytes::BytesMut::new();
+    wire::encode(Kind::Hello, 0, &vec![0u8; 64 << 20], &mut frame);
+    assert_eq!(frame[4], 1, "compressed");
+    assert!(frame.len() < 1 << 20);
+    assert_eq!(talk(&frame), Vec::<u8>::new());
+    assert_eq!(failures(), before + 2);
+    assert!(
+        used(&c) - mem_before < 8 << 20,
+        "the node allocated for a stranger's frame"
+    );
+    // The cluster still works.
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("strangers")
+        .query(&mut c.conn(0))
+        .unwrap();
+    assert_eq!(get(&mut c.conn(1), "after").as_deref(), Some("strangers"));
+}

@@ -60,9 +60,27 @@ impl Kind {
 pub struct WireLimits {
     /// Largest body accepted, bytes on the wire (default 1 GiB).
     pub max_body: u32,
-    /// Largest body after decompression (default 1 GiB).
+    /// Largest body after decompression (default 1 GiB), checked before inflating.
     pub max_decompressed: usize,
+    /// Whether compressed bodies are accepted at all (not before the handshake).
+    pub lz4: bool,
 }
+
+impl WireLimits {
+    /// Before the handshake: a hello is a few hundred bytes. A frame of more than
+    /// [`HANDSHAKE_MAX_BODY`] bytes, or a compressed one, is refused from its header, before
+    /// its body is read, so a stranger cannot make a node allocate (a decompression bomb).
+    pub fn handshake() -> WireLimits {
+        WireLimits {
+            max_body: HANDSHAKE_MAX_BODY,
+            max_decompressed: HANDSHAKE_MAX_BODY as usize,
+            lz4: false,
+        }
+    }
+}
+
+/// Largest frame body accepted before the handshake, bytes.
+pub const HANDSHAKE_MAX_BODY: u32 = 4096;
 
 impl Default for WireLimits {
     /// 1 GiB either way: a frame must carry the largest value a client may write
@@ -72,6 +90,7 @@ impl Default for WireLimits {
         WireLimits {
             max_body: 1 << 30,
             max_decompressed: 1 << 30,
+            lz4: true,
         }
     }
 }
@@ -140,7 +159,7 @@ pub fn check(buf: &[u8], limits: &WireLimits) -> Result<Check, WireError> {
         return Err(WireError::UnsupportedVersion(buf[2]));
     }
     Kind::from_u8(buf[3]).ok_or(WireError::UnknownKind(buf[3]))?;
-    if buf[4] & !FLAG_LZ4 != 0 || buf[5] != 0 {
+    if buf[4] & !FLAG_LZ4 != 0 || buf[5] != 0 || (buf[4] & FLAG_LZ4 != 0 && !limits.lz4) {
         return Err(WireError::BadFlags(buf[4] | buf[5]));
     }
     let len = u32::from_le_bytes([buf[14], buf[15], buf[16], buf[17]]);
@@ -313,7 +332,7 @@ mod tests {
         #[test]
         fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..300)) {
             let mut buf = BytesMut::from(&data[..]);
-            while let Ok(Some(_)) = decode(&mut buf, &WireLimits { max_body: 256, max_decompressed: 4096 }) {}
+            while let Ok(Some(_)) = decode(&mut buf, &WireLimits { max_body: 256, max_decompressed: 4096, lz4: true }) {}
         }
     }
 
@@ -325,6 +344,41 @@ mod tests {
         assert!(out.len() < 2_000, "compressed to {}", out.len());
         let f = decode(&mut out, &WireLimits::default()).unwrap().unwrap();
         assert_eq!(f.body.len(), 100_000);
+    }
+
+    #[test]
+    fn before_the_handshake_large_or_compressed_frames_are_refused_from_their_header() {
+        let hs = WireLimits::handshake();
+        let mut big = BytesMut::new();
+        encode(Kind::Hello, 0, &vec![7u8; 100_000], &mut big);
+        assert_eq!(big[4] & FLAG_LZ4, FLAG_LZ4, "compressed");
+        // Only the header is there: refused before the body arrives.
+        let mut head = BytesMut::from(&big[..HEADER_LEN]);
+        assert_eq!(decode(&mut head, &hs), Err(WireError::BadFlags(FLAG_LZ4)));
+        // An uncompressed frame over the limit, likewise.
+        let mut header = BytesMut::new();
+        header.extend_from_slice(b"HC");
+        header.extend_from_slice(&[VERSION, 1, 0, 0]);
+        header.extend_from_slice(&0u64.to_le_bytes());
+        header.extend_from_slice(&(HANDSHAKE_MAX_BODY + 1).to_le_bytes());
+        assert_eq!(
+            decode(&mut header, &hs),
+            Err(WireError::TooLarge(u64::from(HANDSHAKE_MAX_BODY) + 1))
+        );
+        // A hello fits.
+        let mut hello = BytesMut::new();
+        encode(
+            Kind::Hello,
+            0,
+            &to_body(&Hello {
+                cluster: "c".repeat(200),
+                node_id: "n".repeat(200),
+                protocol: VERSION,
+                client_addr: "127.0.0.1:6379".into(),
+            }),
+            &mut hello,
+        );
+        assert!(decode(&mut hello, &hs).unwrap().is_some());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use hypercache_cluster::wire::{decode, encode, from_body, to_body, Hello, WireLi
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let limits = WireLimits { max_body: 4096, max_decompressed: 1 << 16 };
+    let limits = WireLimits { max_body: 4096, max_decompressed: 1 << 16, lz4: true };
     let mut buf = BytesMut::from(data);
     while let Ok(Some(frame)) = decode(&mut buf, &limits) {
         assert!(frame.body.len() <= limits.max_decompressed);

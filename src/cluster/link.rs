@@ -140,8 +140,9 @@ pub enum LinkError {
     /// Reading the handshake failed.
     #[error("read error: {0}")]
     Read(std::io::Error),
-    /// The peer closed the connection before its handshake.
-    #[error("closed during handshake")]
+    /// The peer closed the connection before its handshake: it refused this node (a refusal
+    /// says nothing; the refusing node logs why) or it stopped.
+    #[error("closed during handshake (refused? the peer's log says why)")]
     ClosedInHandshake,
     /// No handshake within [`HANDSHAKE_TIMEOUT`].
     #[error("handshake timed out")]
@@ -538,11 +539,7 @@ fn check_hello(cl: &Cluster, f: &wire::Frame) -> Result<Hello, LinkError> {
     Ok(h)
 }
 
-async fn dial(
-    cl: &Cluster,
-    addr: &str,
-    limits: &WireLimits,
-) -> Result<(TcpStream, Hello), LinkError> {
+async fn dial(cl: &Cluster, addr: &str) -> Result<(TcpStream, Hello), LinkError> {
     let mut s = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| LinkError::ConnectTimeout)?
@@ -551,9 +548,12 @@ async fn dial(
     let mut out = BytesMut::new();
     wire::encode(Kind::Hello, 0, &hello(cl), &mut out);
     s.write_all(&out).await.map_err(LinkError::Write)?;
-    let f = tokio::time::timeout(HANDSHAKE_TIMEOUT, read_one(&mut s, limits))
-        .await
-        .map_err(|_| LinkError::HandshakeTimeout)??;
+    let f = tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_one(&mut s, &WireLimits::handshake()),
+    )
+    .await
+    .map_err(|_| LinkError::HandshakeTimeout)??;
     let h = check_hello(cl, &f)?;
     Ok((s, h))
 }
@@ -569,7 +569,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
         if *shutdown.borrow() {
             return;
         }
-        match dial(&cl, &peer.addr, &limits).await {
+        match dial(&cl, &peer.addr).await {
             Ok((stream, h)) => {
                 if h.node_id == cl.node_id {
                     tracing::info!(component = "cluster", node_id = %cl.node_id, seed = %peer.addr,
@@ -692,15 +692,18 @@ async fn serve_inbound(
 ) {
     let _ = s.set_nodelay(true);
     let limits = WireLimits::default();
-    let h = match tokio::time::timeout(HANDSHAKE_TIMEOUT, read_one(&mut s, &limits)).await {
+    // Until the peer's hello checks out, frames are small and never decompressed, and nothing
+    // about this node is sent: a refusal is the link closing, with no cluster name or node id.
+    let h = match tokio::time::timeout(
+        HANDSHAKE_TIMEOUT,
+        read_one(&mut s, &WireLimits::handshake()),
+    )
+    .await
+    {
         Ok(Ok(f)) => check_hello(&cl, &f),
         Ok(Err(e)) => Err(e),
         Err(_) => Err(LinkError::HandshakeTimeout),
     };
-    // Answer with our hello either way, so a refused dialer can log why.
-    let mut out = BytesMut::new();
-    wire::encode(Kind::Hello, 0, &hello(&cl), &mut out);
-    let _ = s.write_all(&out).await;
     let h = match h {
         Ok(h) => h,
         Err(e) => {
@@ -709,6 +712,11 @@ async fn serve_inbound(
             return;
         }
     };
+    let mut out = BytesMut::new();
+    wire::encode(Kind::Hello, 0, &hello(&cl), &mut out);
+    if s.write_all(&out).await.is_err() {
+        return;
+    }
     if let Some(p) = cl.peers.iter().find(|p| !p.is_up() && p.id() == h.node_id) {
         p.redial.notify_one();
     }
