@@ -1741,29 +1741,20 @@ mod tests {
         }
     }
 
+    /// Queues hints of `k0..kn` for `target`, all written at 100 ms.
+    fn fill(h: &mut Hints, target: MemberIdx, n: usize, source: HintSource) {
+        for i in 0..n {
+            h.add(target, format!("k{i}").into(), live("v", 100), source, 100);
+        }
+    }
+
     #[test]
     fn hints_are_capped_per_target_and_in_all() {
         let mut h = Hints::new(limits());
-        for i in 0..4 {
-            h.add(
-                1,
-                format!("k{i}").into(),
-                live("v", 100),
-                HintSource::Replication,
-                100,
-            );
-        }
+        fill(&mut h, 1, 4, HintSource::Replication);
         assert_eq!(h.len(), 3);
         assert_eq!(h.counters().dropped, [1, 0]);
-        for i in 0..3 {
-            h.add(
-                2,
-                format!("k{i}").into(),
-                live("v", 100),
-                HintSource::Migration,
-                100,
-            );
-        }
+        fill(&mut h, 2, 3, HintSource::Migration);
         assert_eq!(h.len(), 5);
         assert_eq!(h.counters().global_dropped, [0, 1]);
         // A newer hint of a queued key replaces it without counting against the caps.
@@ -1780,15 +1771,7 @@ mod tests {
             per_node: 10,
             ..limits()
         });
-        for i in 0..3 {
-            h.add(
-                1,
-                format!("k{i}").into(),
-                live("v", 100),
-                HintSource::Replication,
-                100,
-            );
-        }
+        fill(&mut h, 1, 3, HintSource::Replication);
         assert_eq!(h.due(100, |_| true), vec![1]);
         assert_eq!(h.due(100, |_| false), Vec::<MemberIdx>::new());
         let b = h.take(1, 100).unwrap();
@@ -1840,15 +1823,7 @@ mod tests {
             rate: 1000,
             ..limits()
         });
-        for i in 0..3 {
-            h.add(
-                1,
-                format!("k{i}").into(),
-                live("v", 100),
-                HintSource::Replication,
-                100,
-            );
-        }
+        fill(&mut h, 1, 3, HintSource::Replication);
         h.take(1, 100).unwrap();
         h.replayed(1, true);
         assert!(h.due(101, |_| true).is_empty(), "2 hints at 1000/s: 2 ms");
