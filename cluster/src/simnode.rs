@@ -11,7 +11,8 @@
 //!   it) or when the heartbeat on it stays unanswered for [`SILENCE_MS`]; every call in flight to
 //!   that peer then fails at once ([`Answer::LinkDown`]). Here [`SimNode::link_down`] is the
 //!   crash (the harness calls it on every peer of a node it kills), and with
-//!   [`SimNode::heartbeat`] on, a node pings its peers every [`HEARTBEAT_MS`] and takes out those
+//!   [`SimNode::heartbeat`] on, a node sends its peers the heartbeat (`Status`, as production does)
+//!   every [`HEARTBEAT_MS`] and takes out those
 //!   silent for [`SILENCE_MS`], failing their calls the same way. A call to a peer believed down
 //!   fails at once, as `send` on a down link does.
 //! - **Coming back.** Hearing anything from a peer marks it live again (production redials a peer
@@ -778,7 +779,7 @@ impl Machine for SimNode {
                 for p in silent {
                     self.mark_down(p, out);
                 }
-                let ping = to_body(&Request::Ping);
+                let ping = to_body(&Request::Status);
                 for p in 0..self.live.len() {
                     if p != usize::from(self.me) {
                         let id = self.next_id();
