@@ -12,9 +12,8 @@
 //!   that peer then fails at once ([`Answer::LinkDown`]). Here [`SimNode::link_down`] is the
 //!   crash (the harness calls it on every peer of a node it kills), and with
 //!   [`SimNode::heartbeat`] on, a node sends its peers the heartbeat (`Status`, as production does)
-//!   every [`HEARTBEAT_MS`] and takes out those
-//!   silent for [`SILENCE_MS`], failing their calls the same way. A call to a peer believed down
-//!   fails at once, as `send` on a down link does.
+//!   every [`HEARTBEAT_MS`] and takes out those silent for [`SILENCE_MS`], failing their calls the
+//!   same way. A call to a peer believed down fails at once, as `send` on a down link does.
 //! - **Coming back.** Hearing anything from a peer marks it live again (production redials a peer
 //!   as soon as that peer links to it).
 //! - **Restart.** [`SimNode::restarted`] is a new, empty node whose slots catch up through
