@@ -1003,11 +1003,7 @@ impl Round {
                     }
                 }
                 *at += *n;
-                if *at < self.diff.len() {
-                    self.ask(env, out);
-                } else {
-                    self.next(env, out);
-                }
+                self.go_on(env, out);
             }
             (Step::List { at }, Response::Listed { entries, items: n })
                 if n > 0 && *at + n as usize <= self.items.len() =>
@@ -1034,55 +1030,58 @@ impl Round {
                 }
                 self.pushes.extend(mine.into_keys());
                 *at += n as usize;
-                if *at < self.items.len() {
-                    self.ask(env, out);
-                } else {
-                    self.next(env, out);
-                }
+                self.go_on(env, out);
             }
             (Step::Dump { at }, Response::Dump { entries, slots: n })
                 if n > 0 && *at + n as usize <= self.dumps.len() =>
             {
-                for (k, s) in entries {
-                    if merge_one(env, &k, &s) {
-                        self.report.keys_pulled += 1;
-                    }
-                }
                 *at += n as usize;
-                if *at < self.dumps.len() {
-                    self.ask(env, out);
-                } else {
-                    self.next(env, out);
-                }
+                self.pull_in(env, entries);
+                self.go_on(env, out);
             }
             (Step::Pull { at, n }, Response::Entries { entries, keys })
                 if keys > 0 && keys as usize <= *n =>
             {
-                for (k, s) in entries {
-                    if merge_one(env, &k, &s) {
-                        self.report.keys_pulled += 1;
-                    }
-                }
                 // The page covered the first `keys` keys asked; the rest are asked again.
                 *at += keys as usize;
-                if *at < self.pulls.len() {
-                    self.ask(env, out);
-                } else {
-                    self.next(env, out);
-                }
+                self.pull_in(env, entries);
+                self.go_on(env, out);
             }
             (Step::Push { at, n }, Response::Merged { stored, .. }) => {
                 self.report.keys_pushed += u64::from(stored);
                 *at += *n;
-                if *at < self.pushes.len() {
-                    self.ask(env, out);
-                } else {
-                    self.next(env, out);
-                }
+                self.go_on(env, out);
             }
             (_, Response::NotLive) => self.failed(env, "the peer does not see this node live"),
             (_, Response::Error(e)) => self.failed(env, &e),
             (_, other) => self.failed(env, &format!("unexpected reply {}", other.tag())),
+        }
+    }
+
+    /// The current step's list is covered up to where its cursor stands: ask for the next page,
+    /// or move to the next step.
+    fn go_on(&mut self, env: &impl Env, out: &mut Out) {
+        let (at, len) = match &self.step {
+            Step::Tree { .. } => (0, 0),
+            Step::Buckets { at, .. } => (*at, self.diff.len()),
+            Step::List { at } => (*at, self.items.len()),
+            Step::Dump { at } => (*at, self.dumps.len()),
+            Step::Pull { at, .. } => (*at, self.pulls.len()),
+            Step::Push { at, .. } => (*at, self.pushes.len()),
+        };
+        if at < len {
+            self.ask(env, out);
+        } else {
+            self.next(env, out);
+        }
+    }
+
+    /// Stores what a peer sent that is newer here (and fits).
+    fn pull_in(&mut self, env: &impl Env, entries: Vec<(Bytes, State)>) {
+        for (k, s) in entries {
+            if merge_one(env, &k, &s) {
+                self.report.keys_pulled += 1;
+            }
         }
     }
 
