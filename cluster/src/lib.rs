@@ -16,6 +16,7 @@
 //! - [`float`]: INCRBYFLOAT's long-double arithmetic.
 //! - [`coord`]: the coordinator's decisions: where an operation runs, quorum tallies, newest
 //!   state and stale replicas.
+//! - [`member`]: SWIM membership (foca), the member registry and the ring set with its epoch.
 //! - [`msg`]: inter-node requests and replies, replicated key states, consistency levels.
 //! - [`node`]: the node machines (keyed requests, the start-up transfer, serving peers), run by
 //!   both the production driver and the simulator.
@@ -35,6 +36,9 @@ pub mod entry;
 pub mod evict;
 pub mod float;
 pub mod glob;
+pub mod member;
+#[cfg(test)]
+mod member_sim;
 pub mod msg;
 pub mod node;
 pub mod op;
