@@ -110,6 +110,31 @@ pub struct Config {
     pub anti_entropy_interval_ms: u64,
     /// Clean rounds double the wait up to this many intervals. Default 8. Runtime-settable.
     pub anti_entropy_max_backoff: u64,
+    /// Membership: time between two probes of this node, ms, 10..=60000. Default 1000.
+    pub probe_interval_ms: u64,
+    /// Membership: how long a direct probe waits for its ack before others are asked to probe,
+    /// ms, 1..=60000 (below `probe-interval`). Default 500.
+    pub probe_timeout_ms: u64,
+    /// Membership: members asked to probe indirectly, 1..=16. Default 3.
+    pub indirect_probes: u64,
+    /// Membership: how long a suspect member may refute before it is down, ms, 1..=3600000.
+    /// Default 4000. Runtime-settable.
+    pub suspect_timeout_ms: u64,
+    /// Membership: how long a down member keeps its slots before the others take them over, ms
+    /// (0: until `HC.FORGET`). Default 600000 (10 minutes). Runtime-settable.
+    pub remove_after_ms: u64,
+    /// Rebalancing: bytes per page of a slot transfer (Redis units accepted), 4kb..=64mb.
+    /// Default 1mb (smaller under a small `maxmemory`). Runtime-settable.
+    pub rebalance_batch_size: u64,
+    /// Rebalancing: transfer rounds (one per source peer) at once, 1..=64. Default 4.
+    /// Runtime-settable.
+    pub rebalance_max_concurrent: u64,
+    /// Rebalancing: bytes per second all transfers together may receive (Redis units
+    /// accepted; 0: no limit). Default 0. Runtime-settable.
+    pub rebalance_max_bytes_per_sec: u64,
+    /// Rebalancing: how long a node keeps a slot it no longer replicates before dropping it,
+    /// ms. Default 60000. Runtime-settable.
+    pub rebalance_grace_ms: u64,
     /// Shifts this node's wall clock by this many ms, -3600000..=3600000. Default 0. For clock
     /// skew drills and tests only: versions, expiry and TTLs follow the shifted clock.
     /// Runtime-settable.
@@ -159,6 +184,15 @@ impl Default for Config {
             hint_replay_rate: 200_000,
             anti_entropy_interval_ms: 30_000,
             anti_entropy_max_backoff: 8,
+            probe_interval_ms: 1000,
+            probe_timeout_ms: 500,
+            indirect_probes: 3,
+            suspect_timeout_ms: 4000,
+            remove_after_ms: 600_000,
+            rebalance_batch_size: 1 << 20,
+            rebalance_max_concurrent: 4,
+            rebalance_max_bytes_per_sec: 0,
+            rebalance_grace_ms: 60_000,
             clock_offset_ms: 0,
         }
     }
@@ -548,6 +582,69 @@ pub static PARAMS: &[Param] = &[
         |c| c.anti_entropy_max_backoff.to_string(),
         |c, v| c.anti_entropy_max_backoff = v.int() as u64
     ),
+    p!(
+        "probe-interval",
+        Kind::Int(10, 60_000),
+        false,
+        |c| c.probe_interval_ms.to_string(),
+        |c, v| c.probe_interval_ms = v.int() as u64
+    ),
+    p!(
+        "probe-timeout",
+        Kind::Int(1, 60_000),
+        false,
+        |c| c.probe_timeout_ms.to_string(),
+        |c, v| c.probe_timeout_ms = v.int() as u64
+    ),
+    p!(
+        "indirect-probes",
+        Kind::Int(1, 16),
+        false,
+        |c| c.indirect_probes.to_string(),
+        |c, v| c.indirect_probes = v.int() as u64
+    ),
+    p!(
+        "suspect-timeout",
+        Kind::Int(1, 3_600_000),
+        true,
+        |c| c.suspect_timeout_ms.to_string(),
+        |c, v| c.suspect_timeout_ms = v.int() as u64
+    ),
+    p!(
+        "remove-after",
+        Kind::Int(0, 31_536_000_000),
+        true,
+        |c| c.remove_after_ms.to_string(),
+        |c, v| c.remove_after_ms = v.int() as u64
+    ),
+    p!(
+        "rebalance-batch-size",
+        Kind::Memory(4096, 64 << 20),
+        true,
+        |c| c.rebalance_batch_size.to_string(),
+        |c, v| c.rebalance_batch_size = v.int() as u64
+    ),
+    p!(
+        "rebalance-max-concurrent",
+        Kind::Int(1, 64),
+        true,
+        |c| c.rebalance_max_concurrent.to_string(),
+        |c, v| c.rebalance_max_concurrent = v.int() as u64
+    ),
+    p!(
+        "rebalance-max-bytes-per-sec",
+        Kind::Memory(0, i64::MAX as u64),
+        true,
+        |c| c.rebalance_max_bytes_per_sec.to_string(),
+        |c, v| c.rebalance_max_bytes_per_sec = v.int() as u64
+    ),
+    p!(
+        "rebalance-grace",
+        Kind::Int(0, 86_400_000),
+        true,
+        |c| c.rebalance_grace_ms.to_string(),
+        |c, v| c.rebalance_grace_ms = v.int() as u64
+    ),
     // Read-only facts some clients ask for: one database, no persistence.
     p!(
         "databases",
@@ -798,6 +895,12 @@ impl Config {
     /// two anti-entropy rounds (at the longest backoff), or a late hint or a replica that missed
     /// the delete could bring the deleted key back after its tombstone is gone.
     pub fn check(&self) -> Result<(), String> {
+        if self.probe_timeout_ms >= self.probe_interval_ms {
+            return Err(format!(
+                "probe-timeout ({} ms) must be below probe-interval ({} ms)",
+                self.probe_timeout_ms, self.probe_interval_ms
+            ));
+        }
         let rounds = 2 * self.anti_entropy_interval_ms * self.anti_entropy_max_backoff;
         let need_ms = self.hint_ttl * 1000 + rounds;
         if self.tombstone_ttl * 1000 <= need_ms {

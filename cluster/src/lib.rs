@@ -20,6 +20,7 @@
 //! - [`msg`]: inter-node requests and replies, replicated key states, consistency levels.
 //! - [`node`]: the node machines (keyed requests, the start-up transfer, serving peers), run by
 //!   both the production driver and the simulator.
+//! - [`rebalance`]: the planner: slot transfers between old and new preference lists.
 //! - [`repair`]: hinted handoff, Merkle anti-entropy and the catch-up of a starting node, as one
 //!   machine both drivers run.
 //! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
@@ -42,6 +43,9 @@ mod member_sim;
 pub mod msg;
 pub mod node;
 pub mod op;
+pub mod rebalance;
+#[cfg(test)]
+mod rebalance_sim;
 pub mod repair;
 #[cfg(test)]
 mod repair_sim;

@@ -722,10 +722,12 @@ impl KeyRequest {
         let live = |m: MemberIdx| Some(m) != failed && env.live(m);
         let mut p = coord::plan(op, prefs, env.me(), self.read, live);
         if p == Plan::LocalRead && !env.synced(key_slot(&self.key)) {
-            // Still copying its data after a start: read from a replica that has it.
-            if let Some(m) = prefs.iter().copied().find(|&m| m != env.me() && live(m)) {
-                p = Plan::Forward(m);
-            }
+            // Still copying its data after a start or a ring change: read from a replica that
+            // has it, and never answer from a memory that may not hold it yet.
+            p = match prefs.iter().copied().find(|&m| m != env.me() && live(m)) {
+                Some(m) => Plan::Forward(m),
+                None => Plan::Unavailable,
+            };
         }
         match p {
             Plan::LocalRead => self.local_read(env, op, out),

@@ -707,6 +707,10 @@ pub struct SyncReport {
     pub requests: u64,
     /// Requests asked again because the peer did not see this node live yet (catch-up).
     pub not_live: u64,
+    /// Requests held back by the round's pace (`rebalance-max-bytes-per-sec`).
+    pub throttled: u64,
+    /// A transfer round (slots this node receives after a ring change).
+    pub transfer: bool,
     /// Why the round failed (`None`: it completed).
     pub error: Option<String>,
     /// When the round started, ms.
@@ -763,6 +767,10 @@ pub struct Round {
     done: bool,
     /// Slots both replicate.
     shared: Vec<Slot>,
+    /// Bytes per second this round may ask for (0: no limit), and its current one-second
+    /// window: (start, bytes).
+    pace: u64,
+    window: (u64, u64),
 }
 
 impl Round {
@@ -777,15 +785,48 @@ impl Round {
         tag: u64,
         out: &mut Out,
     ) -> Round {
+        let mut r = Round::begin(env, peer, shared, catch_up, page_bytes, tag);
+        r.mine = Tree::of(env, &r.shared);
+        r.step = Step::Tree {
+            level: r.mine.top(),
+            nodes: vec![0],
+        };
+        r.first(env, out);
+        r
+    }
+
+    /// A transfer: a round against `peer` over `slots` that this node receives (the peer may no
+    /// longer replicate them, so no tree is compared: it starts with the slots' buckets).
+    pub fn transfer(
+        env: &impl Env,
+        peer: MemberIdx,
+        slots: Vec<Slot>,
+        page_bytes: u64,
+        tag: u64,
+        out: &mut Out,
+    ) -> Round {
+        let mut r = Round::begin(env, peer, slots, true, page_bytes, tag);
+        r.diff = r.shared.clone();
+        r.report.slots_differing = r.diff.len() as u64;
+        r.report.transfer = true;
+        r.step = Step::Buckets { at: 0, n: 0 };
+        r.first(env, out);
+        r
+    }
+
+    fn begin(
+        env: &impl Env,
+        peer: MemberIdx,
+        shared: Vec<Slot>,
+        catch_up: bool,
+        page_bytes: u64,
+        tag: u64,
+    ) -> Round {
         let now = env.ctx().now;
-        let mine = Tree::of(env, &shared);
-        let mut r = Round {
+        Round {
             peer,
-            step: Step::Tree {
-                level: mine.top(),
-                nodes: vec![0],
-            },
-            mine,
+            step: Step::Buckets { at: 0, n: 0 },
+            mine: Tree::from_leaves(Vec::new()),
             diff: Vec::new(),
             items: Vec::new(),
             dumps: Vec::new(),
@@ -805,13 +846,22 @@ impl Round {
             page_bytes,
             done: false,
             shared,
-        };
-        if r.shared.is_empty() {
-            r.finish(now, None);
-        } else {
-            r.ask(env, out);
+            pace: 0,
+            window: (now, 0),
         }
-        r
+    }
+
+    fn first(&mut self, env: &impl Env, out: &mut Out) {
+        if self.shared.is_empty() {
+            self.finish(env.ctx().now, None);
+        } else {
+            self.ask(env, out);
+        }
+    }
+
+    /// Limits the bytes this round asks for to `bytes_per_sec` (0: no limit).
+    pub fn set_pace(&mut self, bytes_per_sec: u64) {
+        self.pace = bytes_per_sec;
     }
 
     /// The peer.
@@ -845,9 +895,20 @@ impl Round {
         self.report.ended = now;
     }
 
-    /// Sends the request of the current step.
+    /// Sends the request of the current step (or, over its pace, waits for the next window).
     fn ask(&mut self, env: &impl Env, out: &mut Out) {
         let now = env.ctx().now;
+        if self.pace > 0 {
+            if now >= self.window.0 + 1000 {
+                self.window = (now, 0);
+            }
+            if self.window.1 >= self.pace {
+                self.report.throttled += 1;
+                self.asked = false;
+                self.due = self.window.0 + 1000;
+                return;
+            }
+        }
         let store = env.store();
         let call = match &mut self.step {
             Step::Tree { level, nodes } => Call::Encoded(wire_req(&Request::Tree {
@@ -949,7 +1010,9 @@ impl Round {
             Answer::Reply(r) => r,
             Answer::LinkDown => return self.failed(env, "link down"),
         };
-        self.report.bytes += postcard::experimental::serialized_size(&resp).unwrap_or(0) as u64;
+        let got = postcard::experimental::serialized_size(&resp).unwrap_or(0) as u64;
+        self.report.bytes += got;
+        self.window.1 += got;
         let store = env.store();
         let me = env.me();
         match (&mut self.step, resp) {
@@ -1113,8 +1176,15 @@ pub struct SyncSettings {
     pub interval_ms: u64,
     /// The wait after clean rounds grows up to this many intervals.
     pub max_backoff: u32,
-    /// Bytes per page of key lists and slot copies.
+    /// Bytes per page of key lists and slot copies (`rebalance-batch-size`).
     pub page_bytes: u64,
+    /// Catch-up and transfer rounds at once (`rebalance-max-concurrent`).
+    pub max_concurrent: usize,
+    /// Bytes per second all catch-up and transfer rounds together may ask for
+    /// (`rebalance-max-bytes-per-sec`; 0: no limit).
+    pub max_bytes_per_sec: u64,
+    /// How long a slot this node no longer replicates is kept, ms (`rebalance-grace`).
+    pub grace_ms: u64,
 }
 
 impl Default for SyncSettings {
@@ -1123,6 +1193,9 @@ impl Default for SyncSettings {
             interval_ms: 30_000,
             max_backoff: 8,
             page_bytes: PAGE_BYTES,
+            max_concurrent: 4,
+            max_bytes_per_sec: 0,
+            grace_ms: 60_000,
         }
     }
 }
@@ -1169,30 +1242,82 @@ impl CatchUp {
     /// `env` until done.
     pub fn new(env: &impl Env) -> CatchUp {
         let me = env.me();
-        let now = env.ctx().now;
-        let mut left = 0;
-        let pending = (0..SLOTS as Slot)
-            .map(|s| {
-                let p = env.prefs(s);
-                if !p.contains(&me) {
-                    return None;
-                }
-                let others: Vec<MemberIdx> = p.iter().copied().filter(|&m| m != me).collect();
-                if others.is_empty() {
-                    return None;
-                }
-                left += 1;
-                env.set_synced(s, false);
-                Some(others)
-            })
+        let plan: Vec<(Slot, Vec<MemberIdx>)> = (0..SLOTS as Slot)
+            .filter(|&s| env.prefs(s).contains(&me))
+            .map(|s| (s, env.prefs(s).to_vec()))
             .collect();
-        CatchUp {
-            pending,
-            left,
+        CatchUp::of(env, plan)
+    }
+
+    /// The catch-up of the slots of `plan`, each from its listed replicas (this node, if listed,
+    /// is left out): each slot with another replica is marked catching up in `env` until done.
+    pub fn of(env: &impl Env, plan: Vec<(Slot, Vec<MemberIdx>)>) -> CatchUp {
+        let now = env.ctx().now;
+        let mut c = CatchUp {
+            pending: vec![None; SLOTS],
+            left: 0,
             grace: now + CATCH_UP_LINK_GRACE_MS,
             deadline: now + CATCH_UP_DEADLINE_MS,
             timed_out: 0,
+        };
+        c.add(env, plan);
+        c
+    }
+
+    /// More slots to catch up (a ring change while catching up): a slot already pending also
+    /// waits for the new sources.
+    pub fn add(&mut self, env: &impl Env, plan: Vec<(Slot, Vec<MemberIdx>)>) {
+        let me = env.me();
+        let now = env.ctx().now;
+        for (s, from) in plan {
+            let others: Vec<MemberIdx> = from.into_iter().filter(|&m| m != me).collect();
+            if others.is_empty() {
+                continue;
+            }
+            match self.pending[usize::from(s)].as_mut() {
+                Some(p) => {
+                    for m in others {
+                        if !p.contains(&m) {
+                            p.push(m);
+                        }
+                    }
+                }
+                None => {
+                    self.pending[usize::from(s)] = Some(others);
+                    self.left += 1;
+                    env.set_synced(s, false);
+                }
+            }
         }
+        self.grace = self.grace.max(now + CATCH_UP_LINK_GRACE_MS);
+        self.deadline = self.deadline.max(now + CATCH_UP_DEADLINE_MS);
+    }
+
+    /// Slots this node no longer replicates stop waiting (they count as done).
+    pub fn drop_unowned(&mut self, env: &impl Env) {
+        let me = env.me();
+        for s in 0..self.pending.len() {
+            if self.pending[s].is_some() && !env.prefs(s as Slot).contains(&me) {
+                if let Some(p) = self.pending[s].as_mut() {
+                    p.clear();
+                }
+                self.settle(env, s);
+            }
+        }
+    }
+
+    /// A catch-up round made progress at `now`: the deadline is counted from the last progress,
+    /// so a large transfer that keeps moving is never given up on.
+    pub fn progress(&mut self, now: u64) {
+        self.deadline = self.deadline.max(now + CATCH_UP_DEADLINE_MS);
+    }
+
+    /// The slots still waiting for `peer`.
+    pub fn slots_for(&self, peer: MemberIdx) -> Vec<Slot> {
+        (0..self.pending.len())
+            .filter(|&s| self.pending[s].as_ref().is_some_and(|p| p.contains(&peer)))
+            .map(|s| s as Slot)
+            .collect()
     }
 
     /// Slots still catching up.
@@ -1286,6 +1411,23 @@ pub struct SyncCounters {
     pub not_live: u64,
     /// The largest backoff factor of any peer.
     pub backoff_factor: u64,
+    /// Entries received by transfer rounds (`dist.rebalance.keys`).
+    pub rebalance_keys: u64,
+    /// Requests of transfer rounds (`dist.rebalance.batches`).
+    pub rebalance_batches: u64,
+    /// Requests held back by the pace (`dist.rebalance.throttle`).
+    pub rebalance_throttle: u64,
+    /// Duration of the last rebalance, from the ring change to its last slot received, ns
+    /// (`dist.rebalance.last_ns`).
+    pub rebalance_last_ns: u64,
+    /// Slots received (`dist.migration.slots_received`).
+    pub slots_received: u64,
+    /// Slots dropped after the grace (`dist.migration.slots_released`).
+    pub slots_released: u64,
+    /// Entries dropped with them (`dist.migration.keys_released`).
+    pub keys_released: u64,
+    /// Transfer rounds failed (and started again) (`dist.migration.failures`).
+    pub transfer_failures: u64,
 }
 
 /// An event for the driver's log (the machine decides; the driver writes the record).
@@ -1309,6 +1451,20 @@ pub enum RepairEvent {
     CaughtUp {
         /// Slots given up on at the deadline.
         timed_out: usize,
+    },
+    /// A ring change's plan: slots to receive and to release.
+    Rebalance {
+        /// Slots this node receives.
+        receive: usize,
+        /// Slots it no longer replicates (dropped after the grace).
+        release: usize,
+    },
+    /// Slots kept past a ring change were dropped.
+    Released {
+        /// Slots.
+        slots: usize,
+        /// Entries.
+        keys: u64,
     },
 }
 
@@ -1339,6 +1495,10 @@ pub struct Repair {
     partners: Option<(u64, Vec<MemberIdx>)>,
     /// The slots shared with each peer (cleared with `partners`).
     shared: BTreeMap<MemberIdx, Vec<Slot>>,
+    /// Slots this node stopped replicating, and when their grace ends.
+    releasing: BTreeMap<Slot, u64>,
+    /// When the rebalance under way started (its catch-up is running).
+    rebalance_started: Option<u64>,
 }
 
 /// How often [`Repair`] lists again the peers it shares slots with, ms.
@@ -1367,6 +1527,8 @@ impl Repair {
             next_expire: 0,
             partners: None,
             shared: BTreeMap::new(),
+            releasing: BTreeMap::new(),
+            rebalance_started: None,
         }
     }
 
@@ -1374,6 +1536,42 @@ impl Repair {
     /// [`CatchUp`]). Call [`Repair::on_timer`] next.
     pub fn start_catch_up(&mut self, env: &impl Env) {
         self.catch_up = Some(CatchUp::new(env)).filter(|c| c.left() > 0);
+    }
+
+    /// The ring changed (`env` shows the new one): this node receives the slots of `plan` from
+    /// their old replicas (each is marked catching up until a round has completed with each of
+    /// them that is live) and keeps the slots it no longer replicates for the grace. Call
+    /// [`Repair::on_timer`] next.
+    pub fn rebalance(&mut self, env: &impl Env, plan: crate::rebalance::Plan) {
+        let now = env.ctx().now;
+        self.partners = None;
+        self.shared.clear();
+        // Backoffs and rounds of members that left stay until they finish; the automatic
+        // rounds list partners anew.
+        self.events.push(RepairEvent::Rebalance {
+            receive: plan.receive.len(),
+            release: plan.release.len(),
+        });
+        let receive: Vec<(Slot, Vec<MemberIdx>)> = plan
+            .receive
+            .into_iter()
+            .filter(|(_, from)| from.iter().any(|&m| m != env.me()))
+            .collect();
+        self.counters.slots_received += receive.len() as u64;
+        if let Some(c) = self.catch_up.as_mut() {
+            c.drop_unowned(env);
+            c.add(env, receive);
+        } else if !receive.is_empty() {
+            self.catch_up = Some(CatchUp::of(env, receive));
+        }
+        if self.catch_up.is_some() && self.rebalance_started.is_none() {
+            self.rebalance_started = Some(now);
+        }
+        for s in plan.release {
+            self.releasing
+                .entry(s)
+                .or_insert(now + self.settings.grace_ms);
+        }
     }
 
     /// Changes the settings (runtime).
@@ -1512,15 +1710,25 @@ impl Repair {
         self.next_tag += 1;
         let tag = (u64::from(peer) << 40) | ((self.next_tag & 0xffff) << 24);
         let shared = self.shared_with(env, peer);
-        let r = Round::start(
-            env,
-            peer,
-            shared,
-            catch_up,
-            self.settings.page_bytes,
-            tag,
-            out,
-        );
+        let page = self.settings.page_bytes;
+        // A catch-up round covers the slots waiting for this peer: when they are all slots both
+        // replicate now, a round over the shared slots does (a restart); otherwise (slots
+        // received after a ring change, which the peer may no longer replicate) a transfer.
+        let wanted = match (&self.catch_up, catch_up) {
+            (Some(c), true) => c.slots_for(peer),
+            _ => Vec::new(),
+        };
+        let mut r = if !wanted.is_empty() && !wanted.iter().all(|s| shared.binary_search(s).is_ok())
+        {
+            Round::transfer(env, peer, wanted, page, tag, out)
+        } else {
+            Round::start(env, peer, shared, catch_up, page, tag, out)
+        };
+        if catch_up && self.settings.max_bytes_per_sec > 0 {
+            let share =
+                self.settings.max_bytes_per_sec / self.settings.max_concurrent.max(1) as u64;
+            r.set_pace(share.max(1));
+        }
         self.rounds.insert(peer, r);
         self.reap(env, out);
     }
@@ -1538,7 +1746,13 @@ impl Repair {
         } else {
             let peer = (tag >> 40) as MemberIdx;
             if let Some(r) = self.rounds.get_mut(&peer) {
+                let progress = matches!(answer, Answer::Reply(_));
                 r.on_answer(env, tag, answer, out);
+                if progress {
+                    if let Some(c) = self.catch_up.as_mut() {
+                        c.progress(env.ctx().now);
+                    }
+                }
             }
             self.reap(env, out);
         }
@@ -1578,6 +1792,14 @@ impl Repair {
             let ns = rep.ended.saturating_sub(rep.started) * 1_000_000;
             self.counters.bytes += rep.bytes;
             self.counters.not_live += rep.not_live;
+            self.counters.rebalance_throttle += rep.throttled;
+            if rep.transfer {
+                self.counters.rebalance_batches += rep.requests;
+                self.counters.rebalance_keys += rep.keys_pulled;
+                if rep.error.is_some() {
+                    self.counters.transfer_failures += 1;
+                }
+            }
             if let Some(why) = &rep.error {
                 self.counters.failures += 1;
                 self.events.push(RepairEvent::RoundFailed {
@@ -1628,6 +1850,9 @@ impl Repair {
             if c.left() == 0 {
                 let timed_out = c.timed_out;
                 self.catch_up = None;
+                if let Some(t) = self.rebalance_started.take() {
+                    self.counters.rebalance_last_ns = now.saturating_sub(t) * 1_000_000;
+                }
                 self.events.push(RepairEvent::CaughtUp { timed_out });
             }
         }
@@ -1651,10 +1876,39 @@ impl Repair {
                 r.on_timer(env, out);
             }
         }
-        // Catch-up: a round against every peer it still waits for.
+        // Slots kept past a ring change: dropped when their grace ends, unless this node
+        // replicates them again.
+        let due: Vec<Slot> = self
+            .releasing
+            .iter()
+            .filter(|(_, &at)| at <= now)
+            .map(|(&s, _)| s)
+            .collect();
+        if !due.is_empty() {
+            let (mut slots, mut keys) = (0, 0);
+            for s in due {
+                self.releasing.remove(&s);
+                if !env.prefs(s).contains(&env.me()) {
+                    let (n, _, freed) = env.store().drop_slot(s);
+                    drop(freed);
+                    slots += 1;
+                    keys += n;
+                }
+            }
+            self.counters.slots_released += slots as u64;
+            self.counters.keys_released += keys;
+            if slots > 0 {
+                self.events.push(RepairEvent::Released { slots, keys });
+            }
+        }
+        // Catch-up: a round against every peer it still waits for, so many at once.
         if let Some(c) = self.catch_up.as_mut() {
             c.tick(env);
-            for p in c.peers() {
+            let peers = c.peers();
+            for p in peers {
+                if self.rounds.len() >= self.settings.max_concurrent.max(1) {
+                    break;
+                }
                 if !self.rounds.contains_key(&p) && env.live(p) {
                     self.start_round(env, p, true, out);
                 }
@@ -1689,6 +1943,9 @@ impl Repair {
             if let Some(d) = r.due() {
                 at = at.min(d);
             }
+        }
+        if let Some(&t) = self.releasing.values().min() {
+            at = at.min(t);
         }
         if let Some(c) = &self.catch_up {
             if let Some(t) = c.next_tick(now) {
@@ -1868,6 +2125,7 @@ mod tests {
             interval_ms: 1000,
             max_backoff: 8,
             page_bytes: 1 << 20,
+            ..SyncSettings::default()
         };
         let mut b = Backoff {
             factor: 1,

@@ -432,6 +432,7 @@ fn a_round_with_tiny_pages_converges_both_ways() {
         interval_ms: 0,
         max_backoff: 1,
         page_bytes: 700,
+        ..SyncSettings::default()
     };
     let mut s = cluster(seed, hints_capped(0), tiny);
     let value = vec![b'y'; 300];

@@ -134,6 +134,109 @@ impl Ring {
     }
 }
 
+/// A node's own numbering of the members it has ever known: a member keeps its [`MemberIdx`] for
+/// as long as the node runs, whatever rings come and go, so that state kept per member (hint
+/// queues, backoffs, a catch-up's pending peers) never points at someone else after a ring
+/// change. Index 0 is this node. The numbering is local: it never crosses the wire.
+#[derive(Debug, Clone, Default)]
+pub struct Roster {
+    ids: Vec<String>,
+}
+
+impl Roster {
+    /// A roster with this node, `me`, as member 0.
+    pub fn new(me: &str) -> Roster {
+        Roster {
+            ids: vec![me.to_string()],
+        }
+    }
+
+    /// A roster numbering `ids` in order (the simulator's: member `i` is node `i`).
+    pub fn of(ids: &[String]) -> Roster {
+        Roster { ids: ids.to_vec() }
+    }
+
+    /// Member `id`'s index, numbering it if it is new.
+    pub fn number(&mut self, id: &str) -> MemberIdx {
+        match self.get(id) {
+            Some(m) => m,
+            None => {
+                self.ids.push(id.to_string());
+                (self.ids.len() - 1) as MemberIdx
+            }
+        }
+    }
+
+    /// Member `id`'s index, if it has one.
+    pub fn get(&self, id: &str) -> Option<MemberIdx> {
+        self.ids
+            .iter()
+            .position(|i| i == id)
+            .map(|i| i as MemberIdx)
+    }
+
+    /// The id of member `m`.
+    pub fn id(&self, m: MemberIdx) -> Option<&str> {
+        self.ids.get(usize::from(m)).map(String::as_str)
+    }
+
+    /// Members numbered so far.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether the roster is empty (never, once made with [`Roster::new`]).
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// A ring's preference lists in a node's own member numbering ([`Roster`]), with the epoch of
+/// the ring set it was built for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Placement {
+    /// The ring set's epoch ([`crate::member::Membership::epoch`]).
+    pub epoch: u64,
+    ring: Ring,
+    replicas: usize,
+    lists: Vec<MemberIdx>,
+}
+
+impl Placement {
+    /// `ring` with its members renumbered by `roster` (which numbers those it did not know).
+    pub fn new(ring: Ring, epoch: u64, roster: &mut Roster) -> Placement {
+        let to: Vec<MemberIdx> = ring.members().iter().map(|id| roster.number(id)).collect();
+        let lists = ring.lists.iter().map(|&m| to[usize::from(m)]).collect();
+        Placement {
+            epoch,
+            replicas: ring.replicas(),
+            ring,
+            lists,
+        }
+    }
+
+    /// The ring (ids, and its own numbering).
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Replicas per slot.
+    pub fn replicas(&self) -> usize {
+        self.replicas
+    }
+
+    /// The preference list of `slot`, in roster numbering.
+    pub fn preference(&self, slot: Slot) -> &[MemberIdx] {
+        let i = usize::from(slot) * self.replicas;
+        self.lists.get(i..i + self.replicas).unwrap_or(&[])
+    }
+
+    /// How many slots member `m` (roster numbering) holds, at any rank.
+    pub fn load_of(&self, m: MemberIdx) -> usize {
+        self.lists.iter().filter(|&&x| x == m).count()
+    }
+}
+
 /// The lists (slot-major) for sorted, distinct `ids` (at least `replicas` of them), rank by rank;
 /// `cached` keeps each rank's score matrix in memory instead of hashing on demand, `rounds` is the
 /// number of price rounds of the start. Neither changes the result, only the time it takes.

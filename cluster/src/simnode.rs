@@ -30,6 +30,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use crate::member::{Ident, MemberEvent, MemberSettings, Membership};
 use crate::msg::{Level, Request, Response, State};
 use crate::node::{
     exec_response, serve, Answer, Counts, Env, Gate, KeyRequest, KeyResult, Origin, Out, Served,
@@ -37,7 +38,7 @@ use crate::node::{
 };
 use crate::op::{Ctx, Op};
 use crate::repair::{HintLimits, Repair, RepairEvent, SyncReport, SyncSettings};
-use crate::ring::{MemberIdx, Ring};
+use crate::ring::{MemberIdx, Placement, Ring, Roster};
 use crate::sim::{Machine, NodeId, Outbox};
 use crate::slot::{key_slot, Slot, SlotSet};
 use crate::store::{Store, StoreConfig};
@@ -66,6 +67,8 @@ pub enum SimMsg {
         /// An encoded [`Response`].
         body: Vec<u8>,
     },
+    /// A membership datagram (production: UDP on the cluster port).
+    Swim(Bytes),
 }
 
 /// Who a timer or a call belongs to.
@@ -78,7 +81,7 @@ enum Owner {
 }
 
 /// A simulated node's timers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SimTimer {
     /// A machine asked to be woken (its deadline or a retry).
     Wake {
@@ -106,6 +109,18 @@ pub enum SimTimer {
         /// The node incarnation that set it.
         incarnation: u64,
     },
+    /// A timer of the membership machine.
+    Swim {
+        /// The node incarnation that set it.
+        incarnation: u64,
+        /// foca's timer.
+        timer: foca::Timer<Ident>,
+    },
+    /// The membership machine's periodic tick.
+    MemberTick {
+        /// The node incarnation that set it.
+        incarnation: u64,
+    },
 }
 
 /// What a client command finished with.
@@ -118,6 +133,11 @@ pub type SimOutbox = Outbox<SimMsg, SimTimer>;
 /// order is index order.
 pub fn member_id(i: usize) -> String {
     format!("n{i:04}")
+}
+
+/// The simulator node whose cluster address is `addr` (a [`member_id`]).
+fn node_of(addr: &str) -> Option<NodeId> {
+    addr.strip_prefix('n').and_then(|n| n.parse().ok())
 }
 
 /// Who waits for a command's result.
@@ -144,8 +164,20 @@ pub struct SimNode {
     pub me: MemberIdx,
     /// Its data (tombstones on).
     pub store: Store,
-    /// The cluster's preference lists.
-    pub ring: Ring,
+    /// The cluster's preference lists, in simulator numbering (member `i` is node `i`).
+    pub placement: Placement,
+    roster: Roster,
+    /// Copies of each slot asked for (the ring caps it at its member count).
+    pub replicas: usize,
+    /// SWIM membership (`None`: the members are fixed, liveness comes from the links).
+    pub swim: Option<Membership>,
+    /// Whether this node has had a ring with other members since it started (a node made with
+    /// [`SimNode::joining`] answers for nothing before).
+    pub joined: bool,
+    /// Membership events so far, with their times.
+    pub member_events: Vec<(u64, MemberEvent)>,
+    /// Switched off: a node not started yet (or gone); it ignores everything.
+    pub off: bool,
     /// This node's view of which members are live, by member index (itself always).
     pub live: Vec<bool>,
     /// Deadlines (`request-timeout-ms`).
@@ -201,10 +233,15 @@ impl Env for SimNode {
         self.me
     }
     fn prefs(&self, slot: Slot) -> &[MemberIdx] {
-        self.ring.preference(slot)
+        self.placement.preference(slot)
     }
     fn live(&self, m: MemberIdx) -> bool {
-        m == self.me || self.live.get(usize::from(m)).copied().unwrap_or(false)
+        m == self.me
+            || (self.live.get(usize::from(m)).copied().unwrap_or(false)
+                && self
+                    .swim
+                    .as_ref()
+                    .is_none_or(|s| s.alive(&member_id(usize::from(m)))))
     }
     fn synced(&self, slot: Slot) -> bool {
         !self.catching.contains(slot)
@@ -242,6 +279,9 @@ impl SimNode {
 
     fn incarnation(me: MemberIdx, ring: Ring, incarnation: u64) -> SimNode {
         let members = ring.members().len();
+        let mut roster = Roster::of(ring.members());
+        let replicas = ring.replicas();
+        let placement = Placement::new(ring, 1, &mut roster);
         assert!(
             usize::from(me) < members,
             "member {me} of a {members}-member ring"
@@ -254,7 +294,13 @@ impl SimNode {
         SimNode {
             me,
             store,
-            ring,
+            placement,
+            roster,
+            replicas,
+            swim: None,
+            joined: true,
+            member_events: Vec::new(),
+            off: false,
             live: vec![true; members],
             timing: Timing {
                 request_ms: DEFAULT_TIMEOUT_MS,
@@ -294,7 +340,8 @@ impl SimNode {
     /// The same member after a crash and restart: empty (start its catch-up with
     /// [`SimNode::start_catch_up`]), same settings.
     pub fn restarted(&self) -> SimNode {
-        let mut n = SimNode::incarnation(self.me, self.ring.clone(), self.incarnation + 1);
+        let mut n =
+            SimNode::incarnation(self.me, self.placement.ring().clone(), self.incarnation + 1);
         n.timing = self.timing;
         n.read = self.read;
         n.write = self.write;
@@ -321,7 +368,7 @@ impl SimNode {
 
     /// The replicas of `key`, primary first.
     pub fn replicas_of(&self, key: &[u8]) -> Vec<NodeId> {
-        self.ring
+        self.placement
             .preference(key_slot(key))
             .iter()
             .map(|&m| usize::from(m))
@@ -659,6 +706,170 @@ impl SimNode {
         }
     }
 
+    /// The nodes of a simulated cluster of `nodes` members with SWIM membership and `replicas`
+    /// copies of each slot. Each starts empty and alone, as a production node does, and answers
+    /// for nothing until its membership gives it a ring with others: call
+    /// [`SimNode::start_member`] on the first `founders` at the start; the others are
+    /// [`SimNode::off`] until started the same way. Every node's seed is node 0 (node 0's is
+    /// node 1).
+    pub fn cluster_with_membership(nodes: usize, founders: usize, replicas: usize) -> Vec<SimNode> {
+        let ids: Vec<String> = (0..nodes).map(member_id).collect();
+        let ring = Ring::new(&ids, replicas);
+        (0..nodes)
+            .map(|i| {
+                let mut n = SimNode::incarnation(i as MemberIdx, ring.clone(), 0);
+                n.replicas = replicas;
+                n.off = i >= founders;
+                n.become_empty();
+                n
+            })
+            .collect()
+    }
+
+    /// Empty and alone: the ring of this node only, every slot catching up until it joins.
+    fn become_empty(&mut self) {
+        let me = member_id(usize::from(self.me));
+        self.placement = Placement::new(Ring::new(&[me], self.replicas), 0, &mut self.roster);
+        self.joined = false;
+        for s in 0..crate::slot::SLOTS as Slot {
+            self.catching.set(s, true);
+        }
+    }
+
+    /// This node after a crash, with membership: empty, it joins again under a new generation
+    /// and catches up on its slots once it has a ring ([`SimNode::start_member`]).
+    pub fn restarted_member(&self) -> SimNode {
+        let mut n = self.restarted();
+        n.roster = self.roster.clone();
+        n.replicas = self.replicas;
+        n.live = vec![true; self.live.len()];
+        n.redialing = vec![false; self.live.len()];
+        n.last_heard = vec![0; self.live.len()];
+        n.become_empty();
+        n
+    }
+
+    /// Starts this node's membership (SWIM with `settings`, seed node 0, or node 1 for node 0)
+    /// and its repair machine's timers.
+    pub fn start_member(&mut self, settings: MemberSettings, now: u64, out: &mut SimOutbox) {
+        self.now = now;
+        self.off = false;
+        let i = usize::from(self.me);
+        let seed = member_id(usize::from(i == 0));
+        let me = Ident {
+            id: member_id(i),
+            addr: member_id(i),
+            client: String::new(),
+            gen: self.incarnation + 1,
+            flags: 0,
+        };
+        let m = Membership::new(
+            me,
+            &[seed],
+            settings,
+            0x5717 ^ (i as u64) << 8 ^ self.incarnation << 24,
+            now,
+        );
+        self.swim = Some(m);
+        out.schedule(
+            1,
+            SimTimer::MemberTick {
+                incarnation: self.incarnation,
+            },
+        );
+        self.swim_flush(out);
+        self.start_repair(now, out);
+    }
+
+    /// This node starts draining ([`Membership::drain`]).
+    pub fn drain(&mut self, now: u64, out: &mut SimOutbox) {
+        self.now = now;
+        if let Some(m) = self.swim.as_mut() {
+            m.drain(now);
+        }
+        self.swim_flush(out);
+    }
+
+    /// This node leaves the cluster ([`Membership::leave`]) and goes quiet.
+    pub fn leave(&mut self, now: u64, out: &mut SimOutbox) {
+        self.now = now;
+        if let Some(m) = self.swim.as_mut() {
+            m.leave(now);
+        }
+        self.swim_flush(out);
+        self.off = true;
+    }
+
+    /// Carries out the membership machine's output: datagrams, timers, and the ring changes.
+    fn swim_flush(&mut self, out: &mut SimOutbox) {
+        let Some(m) = self.swim.as_mut() else { return };
+        let sends = m.take_sends();
+        let timers = m.take_timers();
+        let events = m.take_events();
+        for (to, data) in sends {
+            if let Some(n) = node_of(&to) {
+                out.send(n, SimMsg::Swim(data));
+            }
+        }
+        for (after, timer) in timers {
+            out.schedule(
+                after,
+                SimTimer::Swim {
+                    incarnation: self.incarnation,
+                    timer,
+                },
+            );
+        }
+        for e in events {
+            if let MemberEvent::Ring { epoch, members } = &e {
+                self.on_ring(members.clone(), *epoch, out);
+            }
+            self.member_events.push((self.now, e));
+        }
+    }
+
+    /// The ring set changed: the new placement, and this node's part of the move
+    /// ([`Repair::rebalance`]).
+    fn on_ring(&mut self, members: Vec<String>, epoch: u64, out: &mut SimOutbox) {
+        let me_id = member_id(usize::from(self.me));
+        let new = Placement::new(Ring::new(&members, self.replicas), epoch, &mut self.roster);
+        let plan = if self.joined {
+            crate::rebalance::plan(
+                self.me,
+                |s| self.placement.preference(s),
+                |s| new.preference(s),
+            )
+        } else if members.iter().any(|m| *m != me_id) {
+            self.joined = true;
+            let others: Vec<&String> = members.iter().filter(|m| **m != me_id).collect();
+            let without = Placement::new(Ring::new(&others, self.replicas), 0, &mut self.roster);
+            let p = crate::rebalance::first_plan(
+                self.me,
+                |s| without.preference(s),
+                |s| new.preference(s),
+            );
+            let mut receiving = vec![false; crate::slot::SLOTS];
+            for (s, _) in &p.receive {
+                receiving[usize::from(*s)] = true;
+            }
+            for (s, r) in receiving.iter().enumerate() {
+                if !r {
+                    self.catching.set(s as Slot, false);
+                }
+            }
+            p
+        } else {
+            // Still alone: nothing to answer for yet.
+            self.placement = new;
+            return;
+        };
+        self.placement = new;
+        self.repair_input(out, |r, env, o| {
+            r.rebalance(env, plan);
+            r.on_timer(env, o)
+        });
+    }
+
     /// The value this node holds for `key` (None if no live value), without touching it.
     pub fn held(&self, key: &[u8]) -> Option<Bytes> {
         match self.store.fetch(key) {
@@ -699,6 +910,18 @@ impl Machine for SimNode {
 
     fn handle_message(&mut self, from: NodeId, msg: SimMsg, now: u64, out: &mut SimOutbox) {
         self.now = now;
+        if self.off {
+            return;
+        }
+        let msg = match msg {
+            SimMsg::Swim(data) => {
+                if let Some(m) = self.swim.as_mut() {
+                    m.on_datagram(now, &data);
+                }
+                return self.swim_flush(out);
+            }
+            other => other,
+        };
         if self.live.get(from) == Some(&false) && self.redial_ms > 0 {
             if !self.redialing[from] {
                 self.redialing[from] = true;
@@ -735,17 +958,41 @@ impl Machine for SimNode {
                 };
                 self.feed(vec![(c.owner, c.tag, Some(answer))], out);
             }
+            SimMsg::Swim(_) => unreachable!("handled above"),
         }
     }
 
     fn handle_timer(&mut self, timer: SimTimer, now: u64, out: &mut SimOutbox) {
         self.now = now;
+        if self.off {
+            return;
+        }
         match timer {
             SimTimer::Wake { incarnation, .. }
             | SimTimer::Heartbeat { incarnation }
             | SimTimer::Redial { incarnation, .. }
             | SimTimer::Repair { incarnation, .. }
+            | SimTimer::Swim { incarnation, .. }
+            | SimTimer::MemberTick { incarnation }
                 if incarnation != self.incarnation => {}
+            SimTimer::Swim { timer, .. } => {
+                if let Some(m) = self.swim.as_mut() {
+                    m.on_timer(now, timer);
+                }
+                self.swim_flush(out);
+            }
+            SimTimer::MemberTick { .. } => {
+                if let Some(m) = self.swim.as_mut() {
+                    let next = m.tick(now);
+                    out.schedule(
+                        next.saturating_sub(now).max(1),
+                        SimTimer::MemberTick {
+                            incarnation: self.incarnation,
+                        },
+                    );
+                }
+                self.swim_flush(out);
+            }
             SimTimer::Redial { peer, .. } => {
                 self.redialing[usize::from(peer)] = false;
                 self.live[usize::from(peer)] = true;

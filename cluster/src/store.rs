@@ -1017,6 +1017,30 @@ impl Store {
         dropped
     }
 
+    /// Drops everything held for `slot`, tombstones included: a slot this node no longer
+    /// replicates, once the rebalance grace is over. Returns the entries dropped (values and
+    /// tombstones) and their bytes; what is dropped is returned to be freed by the caller.
+    pub fn drop_slot(&self, slot: Slot) -> (u64, u64, impl Send + 'static) {
+        if usize::from(slot) >= SLOTS {
+            return (0, 0, None);
+        }
+        let mut s = self.lock(slot);
+        let old = std::mem::take(&mut s.map);
+        let bytes: u64 = old.iter().map(|e| e.footprint() as u64).sum::<u64>()
+            + table_bytes(old.capacity()) as u64;
+        self.keys.fetch_sub(old.len() as u64, Ordering::Relaxed);
+        self.bytes.fetch_sub(bytes, Ordering::Relaxed);
+        self.volatile
+            .fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
+        s.volatile = 0;
+        let tombs = s.tombs.take().map_or(0, |t| t.len() as u64);
+        self.tomb_count.fetch_sub(tombs, Ordering::Relaxed);
+        s.digest = 0;
+        self.sync_bits(&s);
+        drop(s);
+        (old.len() as u64 + tombs, bytes, Some(old))
+    }
+
     /// Reclaims expired keys: visits slots that hold keys with an expiry, starting where the
     /// previous cycle stopped, until `budget` entries have been examined or every slot was seen.
     pub fn expire_cycle(&self, now: u64, budget: usize) -> ExpireCycle {
