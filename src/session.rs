@@ -422,6 +422,15 @@ impl Session {
         if !self.authed && !effective.has_flag("no_auth") {
             return (Some(Frame::error(errors::NOAUTH)), Some(effective));
         }
+        if effective.has_flag("write")
+            && self
+                .shared
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.is_draining())
+        {
+            return (Some(Frame::error(errors::DRAINING)), Some(effective));
+        }
         if self.maxmemory > 0 && effective.has_flag("denyoom") {
             let ctx = self.ctx();
             let (max, policy, samples) = (self.maxmemory, self.policy, self.samples);

@@ -46,6 +46,9 @@ use rand_foca::rngs::SmallRng;
 use rand_foca::SeedableRng;
 use serde::{Deserialize, Serialize};
 
+/// foca's timer, which the drivers hand back to [`Membership::on_timer`].
+pub use foca::Timer as SwimTimer;
+
 /// [`Ident::flags`]: the member is draining (it hands its slots to the others).
 pub const DRAINING: u8 = 1;
 /// [`Ident::flags`]: the member is leaving the cluster (SHUTDOWN, SIGTERM, or a finished drain).
@@ -419,6 +422,11 @@ impl Membership {
         if let Some(rec) = self.members.get_mut(&src) {
             rec.last_heard = now;
         }
+    }
+
+    /// A datagram that is not ours (another cluster, or garbage) was dropped by the driver.
+    pub fn count_bad_datagram(&mut self) {
+        self.counters.bad_datagrams += 1;
     }
 
     /// A timer this machine asked for ([`Membership::take_timers`]) has fired.

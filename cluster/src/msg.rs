@@ -5,6 +5,8 @@
 //! ([`Request::Exec`]) is run by the key's coordinator, which then replicates the value.
 
 use bytes::Bytes;
+use std::borrow::Cow;
+
 use serde::{Deserialize, Serialize};
 
 use crate::op::{ExpireCond, ExpiryChange, Op, OpError, Outcome, SetCond};
@@ -477,6 +479,12 @@ pub enum Request<'a> {
     /// Liveness check that also asks how the node stands (the heartbeat). Answered with
     /// [`Response::Status`].
     Status,
+    /// `HC.FORGET`: forget member `id` (it is gone for good). Answered with [`Response::Done`].
+    Forget {
+        /// The member's node id.
+        #[serde(borrow)]
+        id: Cow<'a, str>,
+    },
 }
 
 impl Request<'_> {
@@ -499,6 +507,7 @@ impl Request<'_> {
             Request::List { .. } => 13,
             Request::Pull { .. } => 14,
             Request::Status => 15,
+            Request::Forget { .. } => 16,
         }
     }
 }
@@ -595,8 +604,11 @@ pub enum Response {
     },
     /// To [`Request::Status`].
     Status {
-        /// Slots still catching up since the node started.
+        /// Slots still catching up (since the start or a ring change).
         catching_up: u32,
+        /// The digest of the ring set the node works with ([`crate::ring::Ring::digest`]):
+        /// members that agree on the ring report the same.
+        ring: u64,
     },
 }
 
@@ -808,6 +820,12 @@ mod tests {
                 "00000e01016b808040",
             ),
             (Request::Status, "00000f"),
+            (
+                Request::Forget {
+                    id: Cow::Borrowed("n1"),
+                },
+                "000010026e31",
+            ),
         ];
         let responses = vec![
             (Response::Pong, "000000"),
@@ -878,7 +896,13 @@ mod tests {
                 },
                 "00001301016b01868a9098a0208d98ac5002",
             ),
-            (Response::Status { catching_up: 300 }, "000014ac02"),
+            (
+                Response::Status {
+                    catching_up: 300,
+                    ring: 5,
+                },
+                "000014ac0205",
+            ),
         ];
         (requests, responses)
     }

@@ -119,6 +119,8 @@ pub trait Env {
     fn room(&self, bytes: u64) -> bool;
     /// How many of this node's slots are still catching up.
     fn catching_up(&self) -> usize;
+    /// The digest of the ring this node works with ([`crate::ring::Ring::digest`]).
+    fn ring_digest(&self) -> u64;
     /// This node's data.
     fn store(&self) -> &Store;
     /// The context operations run in now (its `now` is unix ms, or virtual ms).
@@ -1284,6 +1286,9 @@ pub enum Served {
     Flush(Version),
     /// RANDOMKEY: the driver picks one with its RNG and answers [`Response::Key`].
     RandomKey,
+    /// `HC.FORGET` of this member id: the driver's membership forgets it, and it answers
+    /// [`Response::Done`].
+    Forget(String),
 }
 
 /// Serves request `req` from member `from` (`None`: a peer this node cannot place in its ring);
@@ -1294,8 +1299,10 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
     let refuse = || Served::Reply(Response::Error("version too far in the future".into()));
     Served::Reply(match req {
         Request::Ping => Response::Pong,
+        Request::Forget { id } => return Served::Forget(id.into_owned()),
         Request::Status => Response::Status {
             catching_up: env.catching_up() as u32,
+            ring: env.ring_digest(),
         },
         Request::Put { state, .. } if !plausible(state.version(), ctx.now) => return refuse(),
         Request::Put { key, state } => match store.offer(key, &state, &ctx) {

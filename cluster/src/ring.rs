@@ -118,6 +118,16 @@ impl Ring {
         self.replicas
     }
 
+    /// A digest of the member set and replica count: nodes that work with the same ring report
+    /// the same digest (xxh3, fixed seed).
+    pub fn digest(&self) -> u64 {
+        let mut h = xxh3_64_with_seed(&(self.replicas as u64).to_le_bytes(), SEED_RANK);
+        for m in &self.members {
+            h = xxh3_64_with_seed(m.as_bytes(), h);
+        }
+        h
+    }
+
     /// The preference list of `slot`: its replicas in rank order (the first is the primary).
     pub fn preference(&self, slot: Slot) -> &[MemberIdx] {
         let i = usize::from(slot) * self.replicas;

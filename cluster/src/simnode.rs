@@ -252,6 +252,9 @@ impl Env for SimNode {
     fn catching_up(&self) -> usize {
         self.catching.len()
     }
+    fn ring_digest(&self) -> u64 {
+        self.placement.ring().digest()
+    }
     fn room(&self, bytes: u64) -> bool {
         crate::repair::fits(self.budget.unwrap_or(0), self.store.stats().bytes, bytes)
     }
@@ -689,6 +692,14 @@ impl SimNode {
             }
             Served::Flush(h) => {
                 self.store.flush_at(h);
+                reply(out, from, id, &Response::Done);
+            }
+            Served::Forget(member) => {
+                let now = self.now;
+                if let Some(m) = self.swim.as_mut() {
+                    m.forget(now, &member);
+                }
+                self.swim_flush(out);
                 reply(out, from, id, &Response::Done);
             }
             Served::RandomKey => {

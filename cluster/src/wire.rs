@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! 0..2    magic       "HC"
-//! 2       version     protocol version (2)
+//! 2       version     protocol version (4)
 //! 3       kind        message kind (see [`Kind`])
 //! 4       flags       bit 0: body is lz4-compressed; other bits must be 0
 //! 5       reserved    must be 0
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// First bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"HC";
 /// Protocol version this build speaks.
-pub const VERSION: u8 = 3;
+pub const VERSION: u8 = 4;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Bodies larger than this are compressed.
@@ -223,6 +223,38 @@ pub fn encode(kind: Kind, id: u64, body: &[u8], out: &mut BytesMut) {
     out.put_slice(payload);
 }
 
+/// Appends one frame carrying `body` (a message serialized with the default envelope, epoch 0,
+/// as the machines make them) with the sender's ring `epoch` written into its envelope: the
+/// link stamps every message as it frames it, without copying the body.
+pub fn encode_stamped(kind: Kind, id: u64, epoch: u64, body: &[u8], out: &mut BytesMut) {
+    if epoch == 0 || body.first() != Some(&0) {
+        return encode(kind, id, body, out);
+    }
+    let mut varint = [0u8; 10];
+    let v = postcard::to_slice(&epoch, &mut varint).map_or(&[][..], |v| &*v);
+    if body.len() + v.len() > COMPRESS_ABOVE {
+        let mut whole = Vec::with_capacity(body.len() + v.len());
+        whole.extend_from_slice(v);
+        whole.extend_from_slice(&body[1..]);
+        return encode(kind, id, &whole, out);
+    }
+    out.reserve(HEADER_LEN + v.len() + body.len());
+    out.put_slice(&MAGIC);
+    out.put_u8(VERSION);
+    out.put_u8(kind as u8);
+    out.put_u8(0);
+    out.put_u8(0);
+    out.put_u64_le(id);
+    out.put_u32_le((v.len() + body.len() - 1) as u32);
+    out.put_slice(v);
+    out.put_slice(&body[1..]);
+}
+
+/// The sender's ring epoch in a message body's envelope (`None` if it does not decode).
+pub fn peek_epoch(body: &[u8]) -> Option<u64> {
+    postcard::take_from_bytes::<u64>(body).ok().map(|(e, _)| e)
+}
+
 /// The handshake each side sends first; peers of another cluster or protocol are refused.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Hello {
@@ -285,10 +317,21 @@ pub fn to_body_sized<T: Serialize>(msg: &T, capacity: usize) -> Vec<u8> {
 /// Appends one frame carrying `msg` to `out`. Small messages (replies, acks) are serialized on
 /// the stack: no allocation per message.
 pub fn encode_msg<T: Serialize>(kind: Kind, id: u64, msg: &T, out: &mut BytesMut) {
+    encode_msg_in(kind, id, &Envelope::default(), msg, out)
+}
+
+/// [`encode_msg`] in envelope `env`.
+pub fn encode_msg_in<T: Serialize>(
+    kind: Kind,
+    id: u64,
+    env: &Envelope,
+    msg: &T,
+    out: &mut BytesMut,
+) {
     let mut stack = [0u8; 256];
-    match postcard::to_slice(&(Envelope::default(), msg), &mut stack) {
+    match postcard::to_slice(&(env, msg), &mut stack) {
         Ok(body) => encode(kind, id, body, out),
-        Err(_) => encode(kind, id, &to_body(msg), out),
+        Err(_) => encode(kind, id, &to_body_in(env, msg), out),
     }
 }
 
@@ -309,6 +352,34 @@ mod tests {
             Just(Kind::Reply),
             Just(Kind::Oneway)
         ]
+    }
+
+    #[test]
+    fn a_stamped_frame_carries_the_epoch_and_the_same_message() {
+        use crate::msg::Request;
+        for epoch in [0u64, 1, 300, u64::MAX] {
+            for body in [
+                to_body(&Request::Status),
+                to_body(&Request::Ping),
+                vec![7u8; 5000],
+            ] {
+                let mut out = BytesMut::new();
+                encode_stamped(Kind::Request, 9, epoch, &body, &mut out);
+                let f = decode(&mut out, &WireLimits::default()).unwrap().unwrap();
+                if body[0] == 0 {
+                    assert_eq!(peek_epoch(&f.body), Some(epoch));
+                    let (env, req): (Envelope, Request<'_>) = from_body_in(&f.body).unwrap();
+                    assert_eq!(env.epoch, epoch);
+                    assert_eq!(req, from_body::<Request<'_>>(&body).unwrap());
+                } else {
+                    assert_eq!(
+                        &f.body[..],
+                        &body[..],
+                        "not a machine's body: sent as it is"
+                    );
+                }
+            }
+        }
     }
 
     proptest! {

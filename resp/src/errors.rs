@@ -42,6 +42,9 @@ pub const EXPIRE_NX_AND_OTHERS: &str =
 pub const EXPIRE_GT_AND_LT: &str = "ERR GT and LT options at the same time are not compatible";
 /// A quorum write that could not reach its consistency level.
 pub const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
+/// Writes refused by a node that is draining (`HC.DRAIN`); other nodes take them.
+pub const DRAINING: &str =
+    "DRAINING This node is draining and takes no writes; send them to another node.";
 /// Writes refused under `maxmemory` with `noeviction`.
 pub const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 /// CLIENT SETNAME with a space or newline.

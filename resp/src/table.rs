@@ -552,6 +552,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("hc.consistency", -1, ["loading", "stale", "fast"], 0, 0, 0, ["@connection", "@fast"], "cluster", "0.1.0", "Shows or sets this connection's read and write consistency levels."),
     cmd!("hc.metrics", 1, ["loading", "stale"], 0, 0, 0, ["@admin", "@slow"], "cluster", "0.1.0", "Returns the cluster layer's counters and latencies as flat name/value pairs."),
     cmd!("hc.hints", 1, ["loading", "stale"], 0, 0, 0, ["@admin", "@slow"], "cluster", "0.1.0", "Returns each target node's queue of hints: count, bytes and the oldest hint's age."),
+    cmd!("hc.drain", -1, ["admin", "loading", "stale"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "cluster", "0.1.0", "Starts draining this node (HC.DRAIN), or reports the drain's progress and whether it is safe to stop (HC.DRAIN STATUS)."),
+    cmd!("hc.forget", 2, ["admin", "loading", "stale"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "cluster", "0.1.0", "Removes a member from the cluster at once, on every node: its slots go to the others."),
     cmd!("hc.sync", -1, ["loading", "stale"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "cluster", "0.1.0", "Runs an anti-entropy round now against one node or every node sharing slots, and reports what it did."),
 ];
 

@@ -46,15 +46,25 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest redial delay.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
 
-/// A link's send side: frames queue here and one writer task writes them out together.
+/// A link's send side: frames queue here and one writer task writes them out together. Every
+/// message goes out with this node's current ring epoch in its envelope.
 #[derive(Default)]
 pub struct Outbound {
     buf: Mutex<BytesMut>,
     ready: Notify,
     closed: AtomicBool,
+    epoch: Arc<AtomicU64>,
 }
 
 impl Outbound {
+    /// A send side stamping messages with the epoch `epoch` holds at the time.
+    pub fn new(epoch: Arc<AtomicU64>) -> Outbound {
+        Outbound {
+            epoch,
+            ..Outbound::default()
+        }
+    }
+
     /// Bytes waiting to be written.
     pub fn queued(&self) -> usize {
         self.buf.lock().len()
@@ -62,13 +72,18 @@ impl Outbound {
 
     /// Queues one frame.
     pub fn push(&self, kind: Kind, id: u64, body: &[u8]) {
-        wire::encode(kind, id, body, &mut self.buf.lock());
+        let epoch = self.epoch.load(Ordering::Relaxed);
+        wire::encode_stamped(kind, id, epoch, body, &mut self.buf.lock());
         self.ready.notify_one();
     }
 
     /// Queues one frame carrying `msg` (serialized straight into the buffer when small).
     pub fn push_msg<T: serde::Serialize>(&self, kind: Kind, id: u64, msg: &T) {
-        wire::encode_msg(kind, id, msg, &mut self.buf.lock());
+        let env = wire::Envelope {
+            epoch: self.epoch.load(Ordering::Relaxed),
+            trace: None,
+        };
+        wire::encode_msg_in(kind, id, &env, msg, &mut self.buf.lock());
         self.ready.notify_one();
     }
 
@@ -313,42 +328,51 @@ enum Waiter {
 
 /// Another member, as seen through this node's outbound link to it.
 pub struct Peer {
-    /// The seed address dialed.
+    /// Its node id.
+    pub id: String,
+    /// Its cluster address (dialed).
     pub addr: String,
-    id: Mutex<String>,
+    /// Its roster number.
+    pub idx: hypercache_cluster::ring::MemberIdx,
     up: AtomicBool,
-    self_alias: AtomicBool,
+    /// SWIM sees it alive.
+    alive: AtomicBool,
+    /// It left or was forgotten: its link task ends and it is not dialed again.
+    stopped: AtomicBool,
     queue: Mutex<Option<Arc<Outbound>>>,
     pending: Mutex<HashMap<u64, Waiter>>,
     next_id: AtomicU64,
-    /// The client address the peer announced in its handshake (empty before).
+    /// The client address it announced (empty before).
     pub client_addr: Mutex<String>,
     /// Redial now (the peer just linked to this node: it is back).
     redial: Notify,
     /// Slots the peer reported still catching up in its last heartbeat (-1: not heard yet).
     pub catching_up: std::sync::atomic::AtomicI64,
+    /// The largest ring epoch seen on its messages.
+    pub epoch: AtomicU64,
+    /// The digest of its ring as of its last heartbeat (0: not heard yet).
+    pub ring: AtomicU64,
 }
 
 impl Peer {
-    /// A peer at `addr`, assumed to have the default id derived from it until its handshake.
-    pub fn new(addr: String) -> Peer {
+    /// Member `id` at cluster address `addr`, roster number `idx`.
+    pub fn new(id: String, addr: String, idx: hypercache_cluster::ring::MemberIdx) -> Peer {
         Peer {
-            id: Mutex::new(addr.clone()),
+            id,
             addr,
+            idx,
             up: AtomicBool::new(false),
-            self_alias: AtomicBool::new(false),
+            alive: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
             queue: Mutex::new(None),
             pending: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             client_addr: Mutex::new(String::new()),
             redial: Notify::new(),
             catching_up: std::sync::atomic::AtomicI64::new(-1),
+            epoch: AtomicU64::new(0),
+            ring: AtomicU64::new(0),
         }
-    }
-
-    /// Its node id (as announced in its handshake, or assumed from its address before).
-    pub fn id(&self) -> String {
-        self.id.lock().clone()
     }
 
     /// Whether the link is connected.
@@ -356,12 +380,45 @@ impl Peer {
         self.up.load(Ordering::Relaxed)
     }
 
-    /// Whether this seed turned out to be this very node under another address.
-    pub fn is_self_alias(&self) -> bool {
-        self.self_alias.load(Ordering::Relaxed)
+    /// Whether SWIM sees it alive and its link is up.
+    pub fn is_live(&self) -> bool {
+        self.alive.load(Ordering::Relaxed) && self.is_up()
     }
 
+    /// Whether SWIM sees it alive.
+    pub fn is_alive(&self) -> bool {
+        self.alive.load(Ordering::Relaxed)
+    }
+
+    /// SWIM's verdict.
+    pub fn set_alive(&self, alive: bool) {
+        self.alive.store(alive, Ordering::Relaxed);
+    }
+
+    /// It left or was forgotten: the link closes and is not dialed again.
+    pub fn stop(&self) {
+        if !self.stopped.swap(true, Ordering::Relaxed) {
+            self.alive.store(false, Ordering::Relaxed);
+            self.redial.notify_one();
+        }
+    }
+
+    /// Whether [`Peer::stop`] was called.
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Relaxed)
+    }
+
+    /// The send queue for a machine's message: only to a live peer (SWIM alive, link up). A
+    /// peer SWIM suspects gets nothing (its writes become hints), as in the simulator.
     fn queue(&self) -> Result<Arc<Outbound>, CallError> {
+        if !self.is_alive() {
+            return Err(CallError::Down);
+        }
+        self.link_queue()
+    }
+
+    /// The send queue of the link, whatever SWIM says (the link's own heartbeat).
+    fn link_queue(&self) -> Result<Arc<Outbound>, CallError> {
         match &*self.queue.lock() {
             // A peer that reads slower than it is sent to (until the heartbeat notices a stall)
             // gets no more than MAX_QUEUED bytes waiting: further requests fail at once.
@@ -417,6 +474,21 @@ impl Peer {
     /// Sends a request and waits for its reply body, up to `timeout`.
     pub async fn call(&self, body: &[u8], timeout: Duration) -> Result<Bytes, CallError> {
         let q = self.queue()?;
+        self.call_on(q, body, timeout).await
+    }
+
+    /// [`Peer::call`] on the link whatever SWIM says (the heartbeat).
+    async fn call_link(&self, body: &[u8], timeout: Duration) -> Result<Bytes, CallError> {
+        let q = self.link_queue()?;
+        self.call_on(q, body, timeout).await
+    }
+
+    async fn call_on(
+        &self,
+        q: Arc<Outbound>,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, CallError> {
         let (tx, rx) = oneshot::channel();
         let id = self.register(Waiter::One(tx))?;
         q.push(Kind::Request, id, body);
@@ -558,35 +630,31 @@ async fn dial(cl: &Cluster, addr: &str) -> Result<(TcpStream, Hello), LinkError>
     Ok((s, h))
 }
 
-/// Keeps the outbound link to peer `i` connected for as long as the node runs.
-pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
-    let peer = cl.peers[i].clone();
+/// Keeps the outbound link to `peer` connected until the node stops or the peer is stopped
+/// (it left or was forgotten).
+pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, peer: Arc<Peer>) {
     let limits = WireLimits::default();
     let mut shutdown = shared.shutdown.subscribe();
     let mut backoff = BACKOFF.0;
     let mut last_error = String::new();
     loop {
-        if *shutdown.borrow() {
+        if *shutdown.borrow() || peer.is_stopped() {
             return;
         }
         match dial(&cl, &peer.addr).await {
+            Ok((stream, h)) if h.node_id != peer.id => {
+                let text = format!("{} answers as {}", peer.addr, h.node_id);
+                if text != last_error {
+                    tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %peer.id, addr = %peer.addr,
+                        answered = %h.node_id, "another node answers at this member's address; retrying with backoff");
+                    last_error = text;
+                }
+                drop(stream);
+            }
             Ok((stream, h)) => {
-                if h.node_id == cl.node_id {
-                    tracing::info!(component = "cluster", node_id = %cl.node_id, seed = %peer.addr,
-                        "seed is this node under another address; ignoring it");
-                    peer.self_alias.store(true, Ordering::Relaxed);
-                    cl.rebuild();
-                    return;
-                }
-                if h.node_id != peer.id() {
-                    tracing::info!(component = "cluster", node_id = %cl.node_id, seed = %peer.addr,
-                        peer = %h.node_id, "peer announced its id; recomputing slot ownership");
-                    *peer.id.lock() = h.node_id.clone();
-                    cl.rebuild();
-                }
                 *peer.client_addr.lock() = h.client_addr.clone();
                 let (r, w) = stream.into_split();
-                let q = Arc::new(Outbound::default());
+                let q = Arc::new(Outbound::new(cl.epoch_cell()));
                 *peer.queue.lock() = Some(q.clone());
                 peer.up.store(true, Ordering::Relaxed);
                 inc(&cl.metrics.dist.links_established);
@@ -594,11 +662,18 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                 last_error.clear();
                 tracing::info!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, addr = %peer.addr, "peer link up");
                 // Its hints are due now.
-                cl.repair_cmd(super::exec::RepairCmd::PeerUp(i));
+                cl.repair_cmd(super::exec::RepairCmd::PeerUp(peer.idx));
                 let p = peer.clone();
+                let c = cl.clone();
                 let reader = read_frames(r, limits, move |f| {
                     if f.kind != Kind::Reply {
                         return Err(LinkEnd::Unexpected(f.kind));
+                    }
+                    if let Some(e) = wire::peek_epoch(&f.body) {
+                        if e > p.epoch.load(Ordering::Relaxed) {
+                            p.epoch.store(e, Ordering::Relaxed);
+                            c.saw_epoch(&p.id, e);
+                        }
                     }
                     // Released before delivering: a parked machine may forget its calls.
                     let waiter = p.pending.lock().remove(&f.id);
@@ -616,6 +691,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
                     why = q.write_loop(w) => why,
                     why = heartbeat(&peer) => why,
                     _ = shutdown.changed() => LinkEnd::Stopping,
+                    _ = peer.redial.notified(), if peer.is_stopped() => LinkEnd::Stopping,
                 };
                 peer.set_down();
                 tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, addr = %peer.addr, reason = %why, "peer link down");
@@ -638,6 +714,10 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, i: usize) {
             _ = peer.redial.notified() => backoff = BACKOFF.0,
             _ = shutdown.changed() => return,
         }
+        if peer.is_stopped() {
+            tracing::info!(component = "cluster", node_id = %cl.node_id, peer = %peer.id, "member gone: link stopped");
+            return;
+        }
         backoff = (backoff * 2).min(BACKOFF.1);
     }
 }
@@ -650,13 +730,14 @@ async fn heartbeat(peer: &Peer) -> LinkEnd {
     let ping = wire::to_body(&hypercache_cluster::msg::Request::Status);
     loop {
         tokio::time::sleep(HEARTBEAT).await;
-        match peer.call(&ping, HEARTBEAT_TIMEOUT).await {
+        match peer.call_link(&ping, HEARTBEAT_TIMEOUT).await {
             Ok(body) => {
-                if let Ok(hypercache_cluster::msg::Response::Status { catching_up }) =
+                if let Ok(hypercache_cluster::msg::Response::Status { catching_up, ring }) =
                     wire::from_body(&body)
                 {
                     peer.catching_up
                         .store(i64::from(catching_up), Ordering::Relaxed);
+                    peer.ring.store(ring, Ordering::Relaxed);
                 }
             }
             Err(CallError::Timeout) => return LinkEnd::Heartbeat(HEARTBEAT_TIMEOUT),
@@ -717,11 +798,11 @@ async fn serve_inbound(
     if s.write_all(&out).await.is_err() {
         return;
     }
-    if let Some(p) = cl.peers.iter().find(|p| !p.is_up() && p.id() == h.node_id) {
+    if let Some(p) = cl.peer_by_id(&h.node_id).filter(|p| !p.is_up()) {
         p.redial.notify_one();
     }
     let (r, w) = s.into_split();
-    let q = Arc::new(Outbound::default());
+    let q = Arc::new(Outbound::new(cl.epoch_cell()));
     let mut shutdown = shared.shutdown.subscribe();
     let (sh, c, q2) = (shared.clone(), cl.clone(), q.clone());
     let from: Arc<str> = h.node_id.clone().into();

@@ -1,58 +1,88 @@
 //! The cluster's IO edge: members and their links, the slot ring as this node sees it, and the
 //! async driver of the coordinator's pure decisions (`hypercache_cluster::coord`).
 //!
+//! - [`swim`]: the membership task: SWIM datagrams on the cluster port (UDP), the
+//!   [`Membership`] machine's timers, a link per member, and the ring changes it reports.
 //! - [`link`]: TCP links between nodes: handshake, multiplexed requests, coalesced writes,
 //!   reconnect with backoff.
 //! - [`exec`]: running a keyed operation at the requested consistency (local, forwarded or
-//!   fanned out), serving peers' requests, and the cluster-wide commands.
+//!   fanned out), serving peers' requests, repair, and the cluster-wide commands.
 //!
-//! Membership is static in this version: the members are the `--seeds` (plus this node). A member
-//! is live while its link is connected; a member whose link is down is skipped when choosing
-//! coordinators and fails its share of a fan-out (hinted handoff and SWIM failure detection come
-//! with the membership work).
+//! Members are numbered by this node's [`Roster`] (this node is 0) and keep their number while
+//! the node runs. A member is live while SWIM sees it alive and its link is up; a member that
+//! is not live is skipped when choosing coordinators and its writes become hints. Only the
+//! ring set ([`Membership::ring`]) decides slot ownership: a new ring is built off the async
+//! workers and its transfers planned ([`hypercache_cluster::rebalance`]).
 
 pub mod exec;
 pub mod link;
+pub mod swim;
 
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use hypercache_cluster::member::Membership;
 use hypercache_cluster::msg::Level;
-use hypercache_cluster::ring::{MemberIdx, Ring};
-use hypercache_cluster::slot::Slot;
-use parking_lot::RwLock;
+use hypercache_cluster::ring::{MemberIdx, Placement, Ring, Roster};
+use hypercache_cluster::slot::{Slot, SLOTS};
+use parking_lot::{Mutex, RwLock};
 
 use crate::config::Config;
 use link::Peer;
 
-/// The member set and slot ring as this node currently sees it (replaced as a whole when a peer's
-/// handshake reveals an id other than the one assumed from its address).
-#[derive(Debug)]
+/// The slot placement and the members as this node currently sees them (replaced as a whole on
+/// every ring change or new member).
 pub struct View {
-    /// Preference lists.
-    pub ring: Ring,
-    /// This node's index in the ring.
+    /// Preference lists, in roster numbering.
+    pub placement: Placement,
+    /// This node's number (always 0).
     pub me: MemberIdx,
-    /// For each ring member, its index in [`Cluster::peers`] (`None` for this node, which is
-    /// `me`; a member no peer answers to any more is `None` too, and never live).
-    pub peer_of: Vec<Option<usize>>,
+    /// The peer behind each roster number (`None` for this node).
+    pub peers: Vec<Option<Arc<Peer>>>,
+    /// Whether this node has had a ring (with others, or alone after the join timeout): before,
+    /// it answers for no slot.
+    pub joined: bool,
+    /// The ring's digest (heartbeat replies carry it; see `HC.DRAIN STATUS`).
+    pub ring_digest: u64,
 }
 
 impl View {
-    /// Whether member `m` is this node or a peer whose link is up.
-    pub fn live(&self, cl: &Cluster, m: MemberIdx) -> bool {
+    /// Whether member `m` is this node or a peer SWIM sees alive whose link is up.
+    pub fn live(&self, _cl: &Cluster, m: MemberIdx) -> bool {
         if m == self.me {
             return true;
         }
-        match self.peer_of.get(usize::from(m)) {
-            Some(Some(p)) => cl.peers[*p].is_up(),
+        match self.peers.get(usize::from(m)) {
+            Some(Some(p)) => p.is_live(),
             _ => false,
         }
     }
 
     /// The preference list of `slot`.
     pub fn prefs(&self, slot: Slot) -> &[MemberIdx] {
-        self.ring.preference(slot)
+        self.placement.preference(slot)
+    }
+
+    /// The ring (member ids, replicas).
+    pub fn ring(&self) -> &Ring {
+        self.placement.ring()
+    }
+
+    /// The ring set's epoch.
+    pub fn epoch(&self) -> u64 {
+        self.placement.epoch
+    }
+
+    /// Member `m`'s node id.
+    pub fn id_of(&self, cl: &Cluster, m: MemberIdx) -> String {
+        if m == self.me {
+            return cl.node_id.clone();
+        }
+        match self.peers.get(usize::from(m)) {
+            Some(Some(p)) => p.id.clone(),
+            _ => String::new(),
+        }
     }
 }
 
@@ -66,22 +96,32 @@ pub struct Cluster {
     pub cluster_addr: String,
     /// Address clients reach us at.
     pub client_addr: String,
-    /// The other members (one per seed that is not this node), in seed order.
-    pub peers: Vec<Arc<Peer>>,
+    /// The seeds (cluster addresses), this node's own left out.
+    pub seeds: Vec<String>,
     /// Requested copies per slot (the ring caps it at the member count).
     pub replication: usize,
+    roster: Mutex<Roster>,
+    peers: RwLock<Vec<Option<Arc<Peer>>>>,
     view: RwLock<Arc<View>>,
-    /// Serializes [`Cluster::rebuild`]: reading the peers' ids and publishing the ring built from
-    /// them must not interleave with another rebuild, or an older member set could win.
-    rebuild_lock: parking_lot::Mutex<()>,
+    /// The membership machine (driven by [`swim::run`]).
+    pub membership: Mutex<Membership>,
+    /// Whether `HC.DRAIN` was called.
+    pub draining: AtomicBool,
+    /// The epoch of the first ring without this node after `HC.DRAIN` (0: none yet).
+    pub drain_epoch: AtomicU64,
+    /// The current view's epoch, for the links to stamp on every message.
+    epoch: Arc<AtomicU64>,
     /// Counters and latencies.
     pub metrics: Arc<crate::metrics::Registry>,
-    /// Slots still catching up after the start ([`hypercache_cluster::repair::CatchUp`]).
+    /// Slots still catching up (after the start or a ring change).
     pub catching: hypercache_cluster::slot::SlotSet,
-    /// The repair machine: hints, anti-entropy, catch-up (driven by [`exec::repair_task`]).
+    /// The repair machine: hints, anti-entropy, catch-up and transfers (driven by
+    /// [`exec::repair_task`]).
     pub repair: parking_lot::Mutex<hypercache_cluster::repair::Repair>,
     repair_tx: tokio::sync::mpsc::UnboundedSender<exec::RepairCmd>,
     repair_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<exec::RepairCmd>>>,
+    member_tx: tokio::sync::mpsc::UnboundedSender<swim::MemberCmd>,
+    member_rx: parking_lot::Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<swim::MemberCmd>>>,
     /// The per-key queue of read-modify-write rounds coordinated here.
     pub gate: hypercache_cluster::node::Gate,
     /// Next machine token.
@@ -92,52 +132,84 @@ pub struct Cluster {
 
 impl Cluster {
     /// The cluster part of a node configured with `config`, or `None` for a single node (no
-    /// seeds other than itself).
+    /// seeds). A node whose only seed is itself is the first member of a cluster that others
+    /// join.
     pub fn from_config(
         config: &Config,
         metrics: Arc<crate::metrics::Registry>,
     ) -> Option<Arc<Cluster>> {
-        let me = config.cluster_address();
-        let seeds: Vec<String> = config
-            .seed_list()
-            .into_iter()
-            .filter(|s| *s != me)
-            .collect();
-        if seeds.is_empty() {
+        let all = config.seed_list();
+        if all.is_empty() {
             return None;
         }
-        let mut unique = Vec::new();
-        for s in seeds {
-            if !unique.contains(&s) {
-                unique.push(s);
+        let me = config.cluster_address();
+        let mut seeds: Vec<String> = Vec::new();
+        for s in all {
+            if s != me && !seeds.contains(&s) {
+                seeds.push(s);
             }
         }
-        let peers: Vec<Arc<Peer>> = unique.into_iter().map(|a| Arc::new(Peer::new(a))).collect();
         let (hints, sync) = exec::repair_settings(config);
         let (repair_tx, repair_rx) = tokio::sync::mpsc::unbounded_channel();
+        let (member_tx, member_rx) = tokio::sync::mpsc::unbounded_channel();
+        let node_id = config.node_id();
+        let now = crate::state::now_ms();
+        let ident = hypercache_cluster::member::Ident {
+            id: node_id.clone(),
+            addr: me.clone(),
+            client: config.client_address(),
+            // A restart wins over the identity it had before.
+            gen: now,
+            flags: 0,
+        };
+        let membership = Membership::new(
+            ident,
+            &seeds,
+            swim::settings(config),
+            xxhash_rust::xxh3::xxh3_64(config.node_id().as_bytes()) ^ now,
+            now,
+        );
+        let mut roster = Roster::new(&node_id);
+        let placement = Placement::new(Ring::new(&[node_id.as_str()], 1), 0, &mut roster);
+        // With seeds to join, nothing is answered before the first ring with them.
+        let joined = seeds.is_empty();
+        let catching = hypercache_cluster::slot::SlotSet::default();
+        if !joined {
+            for s in 0..SLOTS as Slot {
+                catching.set(s, true);
+            }
+        }
         let cl = Cluster {
-            node_id: config.node_id(),
+            node_id,
             name: config.cluster_name.clone(),
             cluster_addr: me,
             client_addr: config.client_address(),
-            peers,
+            seeds,
             replication: config.replication as usize,
+            roster: Mutex::new(roster),
+            peers: RwLock::new(vec![None]),
             view: RwLock::new(Arc::new(View {
-                ring: Ring::new::<&str>(&[], 1),
+                ring_digest: placement.ring().digest(),
+                placement,
                 me: 0,
-                peer_of: Vec::new(),
+                peers: vec![None],
+                joined,
             })),
+            membership: Mutex::new(membership),
+            draining: AtomicBool::new(false),
+            drain_epoch: AtomicU64::new(0),
+            epoch: Arc::new(AtomicU64::new(0)),
             metrics,
-            rebuild_lock: parking_lot::Mutex::new(()),
-            catching: Default::default(),
+            catching,
             repair: parking_lot::Mutex::new(hypercache_cluster::repair::Repair::new(hints, sync)),
             repair_tx,
             repair_rx: parking_lot::Mutex::new(Some(repair_rx)),
+            member_tx,
+            member_rx: parking_lot::Mutex::new(Some(member_rx)),
             gate: Default::default(),
             next_token: std::sync::atomic::AtomicU64::new(1),
             wakers: Default::default(),
         };
-        cl.rebuild();
         Some(Arc::new(cl))
     }
 
@@ -146,51 +218,83 @@ impl Cluster {
         self.view.read().clone()
     }
 
-    /// Recomputes the ring from this node and the peers' ids (peers known to be this node under
-    /// another address are left out).
-    pub fn rebuild(&self) {
-        let _serial = self.rebuild_lock.lock();
-        let mut ids: Vec<String> = vec![self.node_id.clone()];
-        for p in &self.peers {
-            if !p.is_self_alias() {
-                ids.push(p.id());
-            }
-        }
-        let ring = Ring::new(&ids, self.replication);
-        let peer_of = ring
-            .members()
-            .iter()
-            .map(|id| {
-                if *id == self.node_id {
-                    None
-                } else {
-                    self.peers
-                        .iter()
-                        .position(|p| !p.is_self_alias() && p.id() == *id)
-                }
-            })
-            .collect();
-        let me = ring
-            .members()
-            .iter()
-            .position(|id| *id == self.node_id)
-            .unwrap_or(0) as MemberIdx;
-        *self.view.write() = Arc::new(View { ring, me, peer_of });
+    /// The epoch the links stamp on messages.
+    pub fn epoch_cell(&self) -> Arc<AtomicU64> {
+        self.epoch.clone()
     }
 
-    /// The peer behind ring member `m` (`None` for this node, or a member no peer answers to).
-    pub fn peer(&self, view: &View, m: MemberIdx) -> Option<&Arc<Peer>> {
-        if m == view.me {
-            return None;
-        }
-        view.peer_of
-            .get(usize::from(m))
-            .copied()
-            .flatten()
-            .map(|i| &self.peers[i])
+    /// The peer behind member `m` (`None` for this node, or a number no peer has).
+    pub fn peer(&self, view: &View, m: MemberIdx) -> Option<Arc<Peer>> {
+        view.peers.get(usize::from(m)).cloned().flatten()
     }
 
-    /// Whether every slot of this node has caught up since its start.
+    /// The roster number of member `id`, if this node knows it.
+    pub fn member_idx(&self, id: &str) -> Option<MemberIdx> {
+        self.roster.lock().get(id)
+    }
+
+    /// The peer with node id `id`, if any.
+    pub fn peer_by_id(&self, id: &str) -> Option<Arc<Peer>> {
+        let m = self.member_idx(id)?;
+        self.peers.read().get(usize::from(m)).cloned().flatten()
+    }
+
+    /// Every peer this node has had, by roster number.
+    pub fn all_peers(&self) -> Vec<Arc<Peer>> {
+        self.peers.read().iter().flatten().cloned().collect()
+    }
+
+    /// The peer for member `id` at `addr`, made (and numbered) if new; `true` with a new one,
+    /// whose link task the caller starts.
+    pub fn ensure_peer(&self, id: &str, addr: &str) -> (Arc<Peer>, bool) {
+        let m = self.roster.lock().number(id);
+        let mut peers = self.peers.write();
+        if peers.len() <= usize::from(m) {
+            peers.resize(usize::from(m) + 1, None);
+        }
+        if let Some(p) = &peers[usize::from(m)] {
+            return (p.clone(), false);
+        }
+        let p = Arc::new(Peer::new(id.to_string(), addr.to_string(), m));
+        peers[usize::from(m)] = Some(p.clone());
+        let snapshot = peers.clone();
+        drop(peers);
+        // The view gets the new peer (its slots come with the next ring).
+        let mut v = self.view.write();
+        let old = v.clone();
+        *v = Arc::new(View {
+            placement: old.placement.clone(),
+            me: old.me,
+            peers: snapshot,
+            joined: old.joined,
+            ring_digest: old.ring_digest,
+        });
+        (p, true)
+    }
+
+    /// Publishes `placement` (a new ring): returns the view it replaced.
+    fn publish(&self, placement: Placement, joined: bool) -> Arc<View> {
+        let peers = self.peers.read().clone();
+        self.epoch.store(placement.epoch, Ordering::Relaxed);
+        let mut v = self.view.write();
+        let old = v.clone();
+        let ring_digest = placement.ring().digest();
+        *v = Arc::new(View {
+            placement,
+            me: 0,
+            peers,
+            joined,
+            ring_digest,
+        });
+        old
+    }
+
+    /// Numbers the members of `ring` (roster) and makes the placement of epoch `epoch`.
+    pub fn placement(&self, ring: Ring, epoch: u64) -> Placement {
+        Placement::new(ring, epoch, &mut self.roster.lock())
+    }
+
+    /// Whether every slot of this node is caught up.
     pub fn is_synced(&self) -> bool {
         self.catching.is_empty()
     }
@@ -201,7 +305,7 @@ impl Cluster {
     }
 
     /// The repair machine's metrics: `dist.hinted.*` (each also per source), `dist.merkle.*`,
-    /// `dist.auto_sync.*`, `dist.catch_up.slots`.
+    /// `dist.auto_sync.*`, `dist.catch_up.slots`, `dist.rebalance.*`, `dist.migration.*`.
     pub fn repair_pairs(&self) -> Vec<(String, u64)> {
         use hypercache_cluster::repair::HintSource;
         let r = self.repair.lock();
@@ -240,15 +344,65 @@ impl Cluster {
             ("dist.auto_sync.last_ns", c.last_ns),
             ("dist.catch_up.slots", self.catching.len() as u64),
             ("dist.catch_up.not_live", c.not_live),
+            ("dist.rebalance.keys", c.rebalance_keys),
+            ("dist.rebalance.batches", c.rebalance_batches),
+            ("dist.rebalance.throttle", c.rebalance_throttle),
+            ("dist.rebalance.last_ns", c.rebalance_last_ns),
+            ("dist.migration.slots_received", c.slots_received),
+            ("dist.migration.slots_released", c.slots_released),
+            ("dist.migration.keys_released", c.keys_released),
+            ("dist.migration.failures", c.transfer_failures),
         ] {
             v.push((name.into(), x));
         }
         v
     }
 
+    /// The membership metrics: `dist.members.*`, `dist.heartbeat.*`, `dist.nodes.removed`.
+    pub fn member_pairs(&self) -> Vec<(String, u64)> {
+        let m = self.membership.lock();
+        let (alive, suspect, dead) = m.census();
+        let c = m.counters();
+        [
+            ("dist.members.alive", alive),
+            ("dist.members.suspect", suspect),
+            ("dist.members.dead", dead),
+            ("dist.members.epoch", m.epoch()),
+            ("dist.heartbeat.success", c.probe_success),
+            ("dist.heartbeat.failure", c.probe_failure),
+            ("dist.heartbeat.indirect_probe.success", c.indirect_success),
+            ("dist.heartbeat.indirect_probe.failure", c.indirect_failure),
+            ("dist.heartbeat.indirect_probe.refuted", c.refuted),
+            ("dist.heartbeat.bad_datagrams", c.bad_datagrams),
+            ("dist.nodes.removed", c.removed),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
     /// Hands the repair task an input.
     pub fn repair_cmd(&self, cmd: exec::RepairCmd) {
         let _ = self.repair_tx.send(cmd);
+    }
+
+    /// Hands the membership task an input.
+    pub fn member_cmd(&self, cmd: swim::MemberCmd) {
+        let _ = self.member_tx.send(cmd);
+    }
+
+    /// A peer's message carried ring epoch `epoch`: a newer one means this node missed a ring
+    /// change, so it asks that peer for the membership.
+    pub fn saw_epoch(&self, from_id: &str, epoch: u64) {
+        if epoch <= self.view().epoch() {
+            return;
+        }
+        let newer = self.membership.lock().saw_epoch(epoch);
+        if newer {
+            if let Some(p) = self.peer_by_id(from_id) {
+                self.member_cmd(swim::MemberCmd::AnnounceTo(p.addr.clone()));
+            }
+        }
     }
 
     /// A new machine token (unique while the node runs).
@@ -276,7 +430,12 @@ impl Cluster {
 
     /// Members currently live, this node included.
     pub fn live_members(&self) -> usize {
-        1 + self.peers.iter().filter(|p| p.is_up()).count()
+        1 + self.all_peers().iter().filter(|p| p.is_live()).count()
+    }
+
+    /// Whether this node is draining.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -291,7 +450,8 @@ pub struct Levels {
     pub timeout: Duration,
 }
 
-/// Starts the cluster port listener and one link task per peer.
+/// Starts the cluster port listener (TCP), the membership socket (UDP, same port), and the
+/// membership, ring and repair tasks.
 pub async fn start(
     shared: Arc<crate::state::Shared>,
     cl: Arc<Cluster>,
@@ -301,24 +461,90 @@ pub async fn start(
         format!("{}:{}", c.bind, c.cluster_port())
     };
     let listener = tokio::net::TcpListener::bind(&bind).await?;
-    for i in 0..cl.peers.len() {
+    let socket = tokio::net::UdpSocket::bind(&bind).await?;
+    if let Some(rx) = cl.member_rx.lock().take() {
         shared
             .tasks
-            .spawn(link::run_outbound(shared.clone(), cl.clone(), i));
+            .spawn(swim::run(shared.clone(), cl.clone(), socket, rx));
     }
-    exec::start_catch_up(&shared, &cl);
     if let Some(rx) = cl.repair_rx.lock().take() {
         shared
             .tasks
             .spawn(exec::repair_task(shared.clone(), cl.clone(), rx));
     }
-    shared
-        .store
-        .set_tombstones(cl.view().ring.replicas() > 1 || !cl.peers.is_empty());
+    shared.store.set_tombstones(true);
     shared
         .store
         .set_tombstone_ttl(shared.config.read().tombstone_ttl * 1000);
     tracing::info!(component = "cluster", node_id = %cl.node_id, cluster = %cl.name, addr = %cl.cluster_addr,
-        peers = cl.peers.len(), replication = cl.replication, "cluster port listening");
+        seeds = cl.seeds.len(), replication = cl.replication, "cluster port listening (TCP links, UDP membership)");
     Ok(listener)
+}
+
+/// The view after a ring change: `ring` at `epoch` replaces the current placement, and this
+/// node's part of the move goes to the repair machine ([`Repair::rebalance`]). `without` is the
+/// ring of the same members without this node, for a first ring (see
+/// [`hypercache_cluster::rebalance::first_plan`]).
+///
+/// [`Repair::rebalance`]: hypercache_cluster::repair::Repair::rebalance
+pub fn apply_ring(
+    shared: &crate::state::Shared,
+    cl: &Cluster,
+    ring: Ring,
+    without: Option<Ring>,
+    epoch: u64,
+) {
+    use hypercache_cluster::rebalance;
+    let old = cl.view();
+    let others = ring.members().iter().any(|m| *m != cl.node_id);
+    let new = cl.placement(ring, epoch);
+    let me = old.me;
+    let (plan, joined) = if old.joined {
+        (
+            rebalance::plan(me, |s| old.prefs(s), |s| new.preference(s)),
+            true,
+        )
+    } else if others {
+        let without = cl.placement(without.unwrap_or_else(|| Ring::new::<&str>(&[], 1)), 0);
+        let p = rebalance::first_plan(me, |s| without.preference(s), |s| new.preference(s));
+        let mut receiving = vec![false; SLOTS];
+        for (s, _) in &p.receive {
+            receiving[usize::from(*s)] = true;
+        }
+        for (s, r) in receiving.iter().enumerate() {
+            if !r {
+                cl.catching.set(s as Slot, false);
+            }
+        }
+        (p, true)
+    } else {
+        cl.publish(new, false);
+        return;
+    };
+    let mut plan = plan;
+    let in_ring = new.ring().members().contains(&cl.node_id);
+    if cl.is_draining() {
+        // A draining node keeps serving what it held until it stops: others copy from it.
+        plan.release.clear();
+        if !in_ring && cl.drain_epoch.load(Ordering::Relaxed) == 0 {
+            cl.drain_epoch.store(epoch.max(1), Ordering::Relaxed);
+        }
+    }
+    let (receive, release) = (plan.receive.len(), plan.release.len());
+    // Slots received are marked before the new ring is published: a heartbeat answered in
+    // between never reports the new ring with nothing to catch up.
+    for (s, from) in &plan.receive {
+        if from.iter().any(|&m| m != me) {
+            cl.catching.set(*s, true);
+        }
+    }
+    cl.publish(new, joined);
+    let view = cl.view();
+    {
+        let e = exec::node_env(shared, cl, &view);
+        cl.repair.lock().rebalance(&e, plan);
+    }
+    cl.repair_cmd(exec::RepairCmd::Poke);
+    tracing::info!(component = "rebalance", node_id = %cl.node_id, epoch, members = view.ring().members().len(),
+        receive, release, "ring changed");
 }

@@ -18,23 +18,38 @@ fn pairs(items: Vec<(&str, Frame)>) -> Frame {
 }
 
 /// # Format
-/// `HC.NODE`: this node's id, addresses, cluster name, version and role.
+/// `HC.NODE`: this node's id, addresses, cluster name, version and role, the ring epoch,
+/// whether it has joined, and whether it is draining.
 pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     let c = s.shared.config.read();
-    let (id, caddr, name, members, replicas, catching) = match &s.shared.cluster {
-        Some(cl) => {
-            let v = cl.view();
-            (
-                cl.node_id.clone(),
-                cl.cluster_addr.clone(),
-                cl.name.clone(),
-                v.ring.members().len() as i64,
-                v.ring.replicas() as i64,
-                cl.catching.len() as i64,
-            )
-        }
-        None => (c.node_id(), String::new(), c.cluster_name.clone(), 1, 1, 0),
-    };
+    let (id, caddr, name, members, replicas, catching, epoch, joined, draining) =
+        match &s.shared.cluster {
+            Some(cl) => {
+                let v = cl.view();
+                (
+                    cl.node_id.clone(),
+                    cl.cluster_addr.clone(),
+                    cl.name.clone(),
+                    v.ring().members().len() as i64,
+                    v.ring().replicas() as i64,
+                    cl.catching.len() as i64,
+                    v.epoch() as i64,
+                    v.joined,
+                    cl.is_draining(),
+                )
+            }
+            None => (
+                c.node_id(),
+                String::new(),
+                c.cluster_name.clone(),
+                1,
+                1,
+                0,
+                0,
+                true,
+                false,
+            ),
+        };
     let port = s.shared.port.load(std::sync::atomic::Ordering::Relaxed);
     Some(pairs(vec![
         ("id", bulk(id)),
@@ -45,6 +60,9 @@ pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         ("redis_version", bulk(crate::REDIS_VERSION)),
         ("members", Frame::Integer(members)),
         ("replication", Frame::Integer(replicas)),
+        ("epoch", Frame::Integer(epoch)),
+        ("joined", Frame::Integer(i64::from(joined))),
+        ("draining", Frame::Integer(i64::from(draining))),
         ("synced", Frame::Integer(i64::from(catching == 0))),
         ("catching_up_slots", Frame::Integer(catching)),
         ("read_consistency", bulk(c.read_consistency.name())),
@@ -53,7 +71,11 @@ pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
 }
 
 /// # Format
-/// `HC.MEMBERS`: one entry per member: id, client address, cluster address, state, slots held.
+/// `HC.MEMBERS`: one entry per member this node knows, itself first: id, client and cluster
+/// addresses, state (`alive`, `suspect`, `down`, `left`), SWIM incarnation, ms since it was
+/// last heard from, whether it is in the ring and draining, the slots it holds (at any rank and
+/// as primary), and the slots it is still receiving or catching up on (a peer's as of its last
+/// heartbeat; -1 before one).
 pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     let Some(cl) = s.shared.cluster.clone() else {
         let c = s.shared.config.read();
@@ -62,47 +84,86 @@ pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
             ("id", bulk(c.node_id())),
             ("client_addr", bulk(format!("{}:{}", c.bind, port))),
             ("cluster_addr", bulk("")),
-            ("state", bulk("up")),
+            ("state", bulk("alive")),
             ("self", Frame::Integer(1)),
+            ("incarnation", Frame::Integer(0)),
+            ("last_heard_ms", Frame::Integer(0)),
+            ("in_ring", Frame::Integer(1)),
+            ("draining", Frame::Integer(0)),
             ("slots", Frame::Integer(16384)),
             ("primary_slots", Frame::Integer(16384)),
             ("catching_up_slots", Frame::Integer(0)),
         ])]));
     };
     let v = cl.view();
-    let load = v.ring.load();
-    let mut primaries = vec![0i64; v.ring.members().len()];
+    let mut slots = vec![0i64; v.peers.len()];
+    let mut primaries = vec![0i64; v.peers.len()];
     for slot in 0..hypercache_cluster::slot::SLOTS {
-        if let Some(&m) = v.prefs(slot as u16).first() {
-            primaries[usize::from(m)] += 1;
+        for (rank, &m) in v.prefs(slot as u16).iter().enumerate() {
+            if let Some(x) = slots.get_mut(usize::from(m)) {
+                *x += 1;
+            }
+            if rank == 0 {
+                if let Some(x) = primaries.get_mut(usize::from(m)) {
+                    *x += 1;
+                }
+            }
         }
     }
-    let mut out = Vec::new();
-    for (i, id) in v.ring.members().iter().enumerate() {
-        let (caddr, client, state, me) = match cl.peer(&v, i as u16) {
-            None => (cl.cluster_addr.clone(), cl.client_addr.clone(), "up", 1),
-            Some(p) => (
-                p.addr.clone(),
-                p.client_addr.lock().clone(),
-                if p.is_up() { "up" } else { "down" },
-                0,
-            ),
-        };
+    let now = crate::state::now_ms();
+    let in_ring = |id: &str| v.ring().members().iter().any(|m| m == id);
+    let mut out = vec![pairs(vec![
+        ("id", bulk(cl.node_id.clone())),
+        ("client_addr", bulk(cl.client_addr.clone())),
+        ("cluster_addr", bulk(cl.cluster_addr.clone())),
+        ("state", bulk("alive")),
+        ("self", Frame::Integer(1)),
+        (
+            "incarnation",
+            Frame::Integer(i64::from(cl.membership.lock().me().gen as u16)),
+        ),
+        ("last_heard_ms", Frame::Integer(0)),
+        ("in_ring", Frame::Integer(i64::from(in_ring(&cl.node_id)))),
+        ("draining", Frame::Integer(i64::from(cl.is_draining()))),
+        ("slots", Frame::Integer(slots[0])),
+        ("primary_slots", Frame::Integer(primaries[0])),
+        (
+            "catching_up_slots",
+            Frame::Integer(cl.catching.len() as i64),
+        ),
+    ])];
+    let known: Vec<hypercache_cluster::member::MemberInfo> =
+        cl.membership.lock().members().values().cloned().collect();
+    for r in known {
+        let m = cl.member_idx(&r.ident.id).map_or(usize::MAX, usize::from);
+        let p = cl.peer_by_id(&r.ident.id);
         out.push(pairs(vec![
-            ("id", bulk(id.clone())),
-            ("client_addr", bulk(client)),
-            ("cluster_addr", bulk(caddr)),
-            ("state", bulk(state)),
-            ("self", Frame::Integer(me)),
-            ("slots", Frame::Integer(load[i] as i64)),
-            ("primary_slots", Frame::Integer(primaries[i])),
-            // A peer's, as of its last heartbeat (-1: not heard from yet).
+            ("id", bulk(r.ident.id.clone())),
+            ("client_addr", bulk(r.ident.client.clone())),
+            ("cluster_addr", bulk(r.ident.addr.clone())),
+            ("state", bulk(r.state.name())),
+            ("self", Frame::Integer(0)),
+            ("incarnation", Frame::Integer(i64::from(r.incarnation))),
+            (
+                "last_heard_ms",
+                Frame::Integer(if r.last_heard == 0 {
+                    -1
+                } else {
+                    now.saturating_sub(r.last_heard) as i64
+                }),
+            ),
+            ("in_ring", Frame::Integer(i64::from(in_ring(&r.ident.id)))),
+            ("draining", Frame::Integer(i64::from(r.ident.draining()))),
+            ("slots", Frame::Integer(slots.get(m).copied().unwrap_or(0))),
+            (
+                "primary_slots",
+                Frame::Integer(primaries.get(m).copied().unwrap_or(0)),
+            ),
             (
                 "catching_up_slots",
-                Frame::Integer(match cl.peer(&v, i as u16) {
-                    None => cl.catching.len() as i64,
-                    Some(p) => p.catching_up.load(std::sync::atomic::Ordering::Relaxed),
-                }),
+                Frame::Integer(p.map_or(-1, |p| {
+                    p.catching_up.load(std::sync::atomic::Ordering::Relaxed)
+                })),
             ),
         ]));
     }
@@ -124,7 +185,7 @@ pub(super) fn keyslot(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             v.prefs(slot)
                 .iter()
                 .map(|&m| {
-                    let id = v.ring.members()[usize::from(m)].clone();
+                    let id = v.id_of(cl, m);
                     let state = if v.live(cl, m) { "up" } else { "down" };
                     Frame::Array(vec![bulk(id), bulk(state)])
                 })
@@ -210,6 +271,10 @@ pub(super) fn metrics(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
             out.push(bulk(k));
             out.push(Frame::Integer(v as i64));
         }
+        for (k, v) in cl.member_pairs() {
+            out.push(bulk(k));
+            out.push(Frame::Integer(v as i64));
+        }
         out.push(bulk("dist.members.live"));
         out.push(Frame::Integer(cl.live_members() as i64));
         // Kept under its old name too (store.tombstones is the same figure).
@@ -233,12 +298,7 @@ pub(super) fn hints(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         queues
             .into_iter()
             .map(|q| {
-                let id = v
-                    .ring
-                    .members()
-                    .get(usize::from(q.target))
-                    .cloned()
-                    .unwrap_or_default();
+                let id = v.id_of(&cl, q.target);
                 pairs(vec![
                     ("node", bulk(id)),
                     ("count", Frame::Integer(q.count as i64)),
@@ -266,11 +326,11 @@ pub(super) fn sync(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     let peers: Vec<u16> = match a.get(1) {
         Some(id) => {
             let id = String::from_utf8_lossy(id);
-            match v.ring.members().iter().position(|m| *m == id) {
-                Some(m) if m as u16 != v.me => vec![m as u16],
-                Some(_) => {
-                    return err_owned("ERR HC.SYNC needs another node's id, not this node's")
-                }
+            if id == cl.node_id {
+                return err_owned("ERR HC.SYNC needs another node's id, not this node's");
+            }
+            match cl.member_idx(&id) {
+                Some(m) => vec![m],
                 None => return err_owned(format!("ERR Unknown node {id}")),
             }
         }
@@ -292,12 +352,12 @@ pub(super) fn sync(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         cl.repair_cmd(crate::cluster::exec::RepairCmd::Sync { peer, reply: tx });
         rxs.push((peer, rx));
     }
-    let members = v.ring.members().to_vec();
+    let members: Vec<String> = (0..v.peers.len() as u16).map(|m| v.id_of(&cl, m)).collect();
     s.defer(
         async move {
             let mut out = Vec::new();
             for (peer, rx) in rxs {
-                let id = members[usize::from(peer)].clone();
+                let id = members.get(usize::from(peer)).cloned().unwrap_or_default();
                 let Ok(r) = rx.await else {
                     out.push(pairs(vec![("node", bulk(id)), ("status", bulk("stopped"))]));
                     continue;
@@ -318,6 +378,150 @@ pub(super) fn sync(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 ]));
             }
             Frame::Array(out)
+        },
+        None,
+    );
+    None
+}
+
+/// # Format
+/// `HC.DRAIN`: this node starts draining: it refuses writes (`-DRAINING`), leaves the ring so
+/// that its peers stop choosing it and take its slots (copying them from it and the other
+/// replicas), and keeps serving reads. `+OK`.
+///
+/// `HC.DRAIN STATUS`: `draining` (0/1), `in_ring` (whether this node still holds slots in its
+/// ring), `members` (the ring's other members), `members_agreeing` (those whose last heartbeat
+/// reported the same ring), `members_down`, `slots_catching_up` (what the members still have to
+/// copy, as of their last heartbeats), `hints_held` (hints this node still has to deliver), and
+/// `safe_to_stop`: 1 once every member of the new ring is live, agrees on it and has copied
+/// everything, and no hint is left. Stopping then loses nothing.
+pub(super) fn drain(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let Some(cl) = s.shared.cluster.clone() else {
+        return err_owned("ERR HC.DRAIN needs a cluster (this node has no seeds)");
+    };
+    match a.len() {
+        1 => {
+            if !cl.draining.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                tracing::warn!(component = "membership", node_id = %cl.node_id, "draining: writes refused, slots handed to the other members");
+                cl.member_cmd(crate::cluster::swim::MemberCmd::Drain);
+            }
+            Some(Frame::ok())
+        }
+        2 if a[1].eq_ignore_ascii_case(b"status") => {
+            let st = drain_status(&cl);
+            Some(pairs(vec![
+                ("draining", Frame::Integer(i64::from(st.draining))),
+                ("in_ring", Frame::Integer(i64::from(st.in_ring))),
+                ("members", Frame::Integer(st.members)),
+                ("members_agreeing", Frame::Integer(st.agreeing)),
+                ("members_down", Frame::Integer(st.down)),
+                ("slots_catching_up", Frame::Integer(st.catching)),
+                ("hints_held", Frame::Integer(st.hints)),
+                ("safe_to_stop", Frame::Integer(i64::from(st.safe))),
+            ]))
+        }
+        _ => Some(Frame::error(errors::SYNTAX)),
+    }
+}
+
+/// What `HC.DRAIN STATUS` reports.
+pub(super) struct DrainStatus {
+    /// `HC.DRAIN` was called.
+    pub draining: bool,
+    /// This node is still in its own ring.
+    pub in_ring: bool,
+    /// The ring's other members.
+    pub members: i64,
+    /// Members whose last heartbeat reported this node's ring.
+    pub agreeing: i64,
+    /// Members not live.
+    pub down: i64,
+    /// Slots the members still have to copy.
+    pub catching: i64,
+    /// Hints held here.
+    pub hints: i64,
+    /// Whether stopping now loses nothing.
+    pub safe: bool,
+}
+
+/// The drain's progress (see [`drain`]).
+pub(super) fn drain_status(cl: &crate::cluster::Cluster) -> DrainStatus {
+    use std::sync::atomic::Ordering::Relaxed;
+    let v = cl.view();
+    let in_ring = v.ring().members().contains(&cl.node_id);
+    let (mut members, mut agreeing, mut down, mut catching) = (0, 0, 0, 0);
+    for id in v.ring().members() {
+        if *id == cl.node_id {
+            continue;
+        }
+        members += 1;
+        match cl.peer_by_id(id) {
+            Some(p) if p.is_live() => {
+                if p.ring.load(Relaxed) == v.ring_digest {
+                    agreeing += 1;
+                }
+                catching += match p.catching_up.load(Relaxed) {
+                    -1 => 1,
+                    n => n,
+                };
+            }
+            _ => down += 1,
+        }
+    }
+    let hints = cl.repair.lock().hints.len() as i64;
+    let draining = cl.is_draining();
+    let safe = draining
+        && !in_ring
+        && v.joined
+        && members > 0
+        && agreeing == members
+        && down == 0
+        && catching == 0
+        && hints == 0;
+    DrainStatus {
+        draining,
+        in_ring,
+        members,
+        agreeing,
+        down,
+        catching,
+        hints,
+        safe,
+    }
+}
+
+/// # Format
+/// `HC.FORGET node-id`: removes the member from the cluster at once, here and on every live
+/// member (its slots go to the others; a member that is down misses nothing it needs). For a
+/// member gone for good: one that comes back with a new generation (a restart) joins again.
+/// `+OK`, or an error for an unknown id or this node's own.
+pub(super) fn forget(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let Some(cl) = s.shared.cluster.clone() else {
+        return err_owned("ERR HC.FORGET needs a cluster (this node has no seeds)");
+    };
+    let id = String::from_utf8_lossy(&a[1]).into_owned();
+    if id == cl.node_id {
+        return err_owned("ERR I tried hard but I can't forget myself...");
+    }
+    if cl.membership.lock().member(&id).is_none() {
+        return err_owned(format!("ERR Unknown node {id}"));
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    cl.member_cmd(crate::cluster::swim::MemberCmd::Forget(id.clone(), tx));
+    let timeout = std::time::Duration::from_millis(s.shared.config.read().request_timeout_ms);
+    s.defer(
+        async move {
+            let _ = rx.await;
+            let body =
+                hypercache_cluster::wire::to_body(&hypercache_cluster::msg::Request::Forget {
+                    id: std::borrow::Cow::Borrowed(&id),
+                });
+            for p in cl.all_peers() {
+                if p.is_live() && p.id != id {
+                    let _ = p.call(&body, timeout).await;
+                }
+            }
+            Frame::ok()
         },
         None,
     );

@@ -99,6 +99,8 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("hc.metrics", hc::metrics),
         ("hc.hints", hc::hints),
         ("hc.sync", hc::sync),
+        ("hc.drain", hc::drain),
+        ("hc.forget", hc::forget),
     ]
 }
 

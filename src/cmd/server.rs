@@ -458,10 +458,10 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                         line("hc_node_id", &cl.node_id);
                         line("hc_cluster_name", &cl.name);
                         line("hc_cluster_addr", &cl.cluster_addr);
-                        line("hc_members", &v.ring.members().len());
+                        line("hc_members", &v.ring().members().len());
                         line("hc_members_live", &cl.live_members());
                         line("hc_synced", &u8::from(cl.is_synced()));
-                        line("hc_replication", &v.ring.replicas());
+                        line("hc_replication", &v.ring().replicas());
                         line("hc_read_consistency", &c.read_consistency.name());
                         line("hc_write_consistency", &c.write_consistency.name());
                         line("hc_request_timeout_ms", &c.request_timeout_ms);

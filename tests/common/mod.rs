@@ -247,15 +247,28 @@ impl TestCluster {
     /// (Re)starts node `i` on its ports.
     pub(crate) fn restart(&mut self, i: usize) {
         let (port, cport) = self.ports[i];
+        // HC_TEST_LOG_DIR=dir keeps each node's log (at info) in dir/node-<port>.log.
+        let (level, stderr) = match std::env::var_os("HC_TEST_LOG_DIR") {
+            Some(dir) => {
+                let path = std::path::Path::new(&dir).join(format!("node-{port}.log"));
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .expect("log file");
+                ("info", Stdio::from(f))
+            }
+            None => ("warn", Stdio::null()),
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_hypercache"))
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--cluster-port", &cport.to_string(), "--seeds", &self.seeds])
-            .args(["--log-level", "warn"])
+            .args(["--log-level", level])
             .args(&self.extra)
             .args(&self.node_args[i])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start hypercache");
         let mut server = Server {

@@ -179,9 +179,8 @@ pub async fn dbsize(
 pub async fn randomkey(shared: Arc<Shared>, cl: Arc<Cluster>, timeout: Duration) -> Option<Bytes> {
     inc(&cl.metrics.dist.broadcasts);
     let ctx = node_ctx(&shared);
-    let live: Vec<usize> = (0..cl.peers.len())
-        .filter(|&i| cl.peers[i].is_up())
-        .collect();
+    let peers = cl.all_peers();
+    let live: Vec<usize> = (0..peers.len()).filter(|&i| peers[i].is_live()).collect();
     let start = rand::Rng::random_range(&mut *shared.rng.lock(), 0..=live.len());
     let body = wire::to_body(&Request::RandomKey);
     for k in 0..=live.len() {
@@ -189,7 +188,7 @@ pub async fn randomkey(shared: Arc<Shared>, cl: Arc<Cluster>, timeout: Duration)
         let found = if pick == live.len() {
             shared.store.random_key(&mut *shared.rng.lock(), &ctx)
         } else {
-            match cl.peers[live[pick]].call(&body, timeout).await {
+            match peers[live[pick]].call(&body, timeout).await {
                 Ok(b) => match wire::from_body::<Response>(&b) {
                     Ok(Response::Key(k)) => k,
                     _ => None,
@@ -223,8 +222,13 @@ pub async fn flushall(
     let view = cl.view();
     // Every other member: a live one must confirm (else the command fails); one that is down
     // keeps its keys until it is repaired or flushed again.
-    let calls = (0..view.peer_of.len() as MemberIdx)
-        .filter(|m| *m != view.me)
+    let calls = (0..view.peers.len() as MemberIdx)
+        .filter(|&m| {
+            m != view.me
+                && view.peers[usize::from(m)]
+                    .as_ref()
+                    .is_some_and(|p| !p.is_stopped())
+        })
         .map(|m| (m, Call::Flush { horizon }, view.live(&cl, m)))
         .collect();
     let (failed, down) = match gather(&shared, &cl, view, calls, timeout).await {

@@ -67,7 +67,7 @@ pub fn node_ctx(shared: &Shared) -> Ctx {
 
 /// The node as its machines see it: a snapshot of the view, the context and the deadlines at
 /// one input.
-struct NodeEnv<'a> {
+pub struct NodeEnv<'a> {
     shared: &'a Shared,
     cl: &'a Cluster,
     view: &'a View,
@@ -101,6 +101,9 @@ impl Env for NodeEnv<'_> {
     fn catching_up(&self) -> usize {
         self.cl.catching.len()
     }
+    fn ring_digest(&self) -> u64 {
+        self.view.ring_digest
+    }
     fn room(&self, bytes: u64) -> bool {
         let max = self.shared.config.read().maxmemory;
         let room = hypercache_cluster::repair::fits(max, crate::memory::used(), bytes);
@@ -127,6 +130,19 @@ impl Env for NodeEnv<'_> {
     }
     fn gate(&self) -> &Gate {
         &self.cl.gate
+    }
+}
+
+/// The node as its machines see it through `view`, with the configured deadline.
+pub fn node_env<'a>(shared: &'a Shared, cl: &'a Cluster, view: &'a View) -> NodeEnv<'a> {
+    NodeEnv {
+        shared,
+        cl,
+        view,
+        ctx: Default::default(),
+        timing: Timing {
+            request_ms: shared.config.read().request_timeout_ms,
+        },
     }
 }
 
@@ -158,5 +174,5 @@ mod serve;
 
 pub use broadcast::{dbsize, flushall, keys, randomkey, scan};
 pub use keyed::{run, start};
-pub use repair::{run as repair_task, settings as repair_settings, start_catch_up, RepairCmd};
+pub use repair::{run as repair_task, settings as repair_settings, RepairCmd};
 pub use serve::serve_request;

@@ -12,8 +12,10 @@ use super::*;
 
 /// An input to the repair task from elsewhere in the node.
 pub enum RepairCmd {
-    /// The outbound link to peer `i` (index in [`Cluster::peers`]) came up.
-    PeerUp(usize),
+    /// The outbound link to member `m` came up.
+    PeerUp(MemberIdx),
+    /// The machine was given work (a ring change): run its timer now.
+    Poke,
     /// `HC.SYNC`: a round against member `peer` now; the report goes to `reply`.
     Sync {
         /// The member.
@@ -44,29 +46,17 @@ pub fn settings(
         hypercache_cluster::repair::SyncSettings {
             interval_ms: c.anti_entropy_interval_ms,
             max_backoff: c.anti_entropy_max_backoff as u32,
-            page_bytes: hypercache_cluster::repair::page_bytes(c.maxmemory),
+            page_bytes: hypercache_cluster::repair::page_bytes(c.maxmemory)
+                .min(c.rebalance_batch_size),
+            max_concurrent: c.rebalance_max_concurrent as usize,
+            max_bytes_per_sec: c.rebalance_max_bytes_per_sec,
+            grace_ms: c.rebalance_grace_ms,
         },
     )
 }
 
 fn env<'a>(shared: &'a Shared, cl: &'a Cluster, view: &'a View) -> NodeEnv<'a> {
-    NodeEnv {
-        shared,
-        cl,
-        view,
-        ctx: Default::default(),
-        timing: Timing {
-            request_ms: shared.config.read().request_timeout_ms,
-        },
-    }
-}
-
-/// Starts the catch-up of a node that starts (its slots count as up to date only once compared
-/// with their other live replicas).
-pub fn start_catch_up(shared: &Shared, cl: &Cluster) {
-    let view = cl.view();
-    let e = env(shared, cl, &view);
-    cl.repair.lock().start_catch_up(&e);
+    super::node_env(shared, cl, view)
 }
 
 /// Sends what the machine asked for; calls that fail at once (link down) are fed back as
@@ -121,13 +111,7 @@ fn after(cl: &Cluster, view: &View, waiters: &mut HashMap<u64, oneshot::Sender<S
         let mut g = cl.repair.lock();
         (g.take_events(), g.take_reports())
     };
-    let id_of = |m: MemberIdx| {
-        view.ring
-            .members()
-            .get(usize::from(m))
-            .cloned()
-            .unwrap_or_default()
-    };
+    let id_of = |m: MemberIdx| view.id_of(cl, m);
     for e in events {
         match e {
             RepairEvent::RoundFailed { peer, why } => {
@@ -138,10 +122,16 @@ fn after(cl: &Cluster, view: &View, waiters: &mut HashMap<u64, oneshot::Sender<S
             }
             RepairEvent::CaughtUp { timed_out } => {
                 if timed_out > 0 {
-                    tracing::warn!(component = "anti-entropy", node_id = %cl.node_id, slots = timed_out, "catch-up ran out of time for some slots; serving them as they are (anti-entropy goes on)");
+                    tracing::warn!(component = "rebalance", node_id = %cl.node_id, slots = timed_out, "catch-up ran out of time for some slots; serving them as they are (anti-entropy goes on)");
                 } else {
-                    tracing::info!(component = "anti-entropy", node_id = %cl.node_id, "caught up: every slot compared with its live replicas");
+                    tracing::info!(component = "rebalance", node_id = %cl.node_id, "caught up: every slot received from its replicas");
                 }
+            }
+            RepairEvent::Rebalance { receive, release } => {
+                tracing::info!(component = "rebalance", node_id = %cl.node_id, receive, release, "rebalance planned")
+            }
+            RepairEvent::Released { slots, keys } => {
+                tracing::info!(component = "rebalance", node_id = %cl.node_id, slots, keys, "dropped slots this node no longer replicates (grace over)")
             }
         }
     }
@@ -185,11 +175,11 @@ pub async fn run(
                 let e = env(&shared, &cl, &view);
                 match cmd {
                     None => return,
-                    Some(RepairCmd::PeerUp(i)) => {
-                        let m = view.peer_of.iter().position(|p| *p == Some(i));
-                        if let Some(m) = m {
-                            cl.repair.lock().peer_up(&e, m as MemberIdx, &mut o);
-                        }
+                    Some(RepairCmd::PeerUp(m)) => {
+                        cl.repair.lock().peer_up(&e, m, &mut o);
+                    }
+                    Some(RepairCmd::Poke) => {
+                        cl.repair.lock().on_timer(&e, &mut o);
                     }
                     Some(RepairCmd::Sync { peer, reply }) => {
                         next_token += 1;

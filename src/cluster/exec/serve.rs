@@ -12,8 +12,11 @@ pub fn serve_request(
     body: Bytes,
     q: &Arc<Outbound>,
 ) {
-    let req = match wire::from_body::<Request<'_>>(&body) {
-        Ok(r) => r,
+    let req = match wire::from_body_in::<Request<'_>>(&body) {
+        Ok((env, r)) => {
+            cl.saw_epoch(from_id, env.epoch);
+            r
+        }
         Err(e) => {
             inc(&cl.metrics.dist.transport_errors);
             let reply = Response::Error(format!("malformed request: {e}"));
@@ -37,12 +40,7 @@ pub fn serve_request(
         | Request::Tree { .. }
         | Request::Buckets { .. }
         | Request::List { .. }
-        | Request::Pull { .. } => view
-            .ring
-            .members()
-            .iter()
-            .position(|m| m == from_id)
-            .map(|i| i as MemberIdx),
+        | Request::Pull { .. } => cl.member_idx(from_id),
         _ => None,
     };
     let lv = Levels {
@@ -92,6 +90,11 @@ pub fn serve_request(
                 sh.store.flush_at(horizon);
                 q.push_msg(Kind::Reply, id, &Response::Done);
             });
+        }
+        Served::Forget(member) => {
+            let (tx, _rx) = tokio::sync::oneshot::channel();
+            cl.member_cmd(super::super::swim::MemberCmd::Forget(member, tx));
+            q.push_msg(Kind::Reply, id, &Response::Done);
         }
         Served::RandomKey => {
             let k = shared
