@@ -467,7 +467,16 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                         line("hc_request_timeout_ms", &c.request_timeout_ms);
                         line("hc_tombstones", &shared.store.tombstones());
                         line("hc_catching_up_slots", &cl.catching.len());
-                        for (k, val) in cl.metrics.dist.pairs().into_iter().chain(cl.repair_pairs())
+                        line("hc_epoch", &v.epoch());
+                        line("hc_joined", &u8::from(v.joined));
+                        line("hc_draining", &u8::from(cl.is_draining()));
+                        for (k, val) in cl
+                            .metrics
+                            .dist
+                            .pairs()
+                            .into_iter()
+                            .chain(cl.repair_pairs())
+                            .chain(cl.member_pairs())
                         {
                             line(&k.replace('.', "_"), &val);
                         }

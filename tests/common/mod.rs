@@ -282,6 +282,43 @@ impl TestCluster {
         self.nodes[i] = Some(server);
     }
 
+    /// Starts one more node whose only seed is node `seed`; returns its index.
+    pub(crate) fn add(&mut self, seed: usize) -> usize {
+        let i = self.ports.len();
+        self.ports.push((free_port(), free_port()));
+        self.nodes.push(None);
+        self.node_args.push(vec![
+            "--seeds".into(),
+            format!("127.0.0.1:{}", self.ports[seed].1),
+        ]);
+        self.restart(i);
+        i
+    }
+
+    /// Stops node `i` with SIGTERM (it leaves the cluster) and reaps it.
+    pub(crate) fn stop(&mut self, i: usize) {
+        if let Some(mut s) = self.nodes[i].take() {
+            s.signal("TERM");
+            assert!(
+                s.wait_exit(Duration::from_secs(10)),
+                "node {i} did not stop"
+            );
+        }
+    }
+
+    /// One `INFO cluster` field of node `i`.
+    pub(crate) fn info_field(&self, i: usize, field: &str) -> String {
+        let info: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query(&mut self.conn(i))
+            .unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
     /// Kills node `i` with SIGKILL and reaps it.
     pub(crate) fn kill(&mut self, i: usize) {
         if let Some(mut s) = self.nodes[i].take() {
