@@ -43,6 +43,10 @@ pub fn plan(
     read: Level,
     live: impl Fn(MemberIdx) -> bool,
 ) -> Plan {
+    if prefs.is_empty() {
+        // No ring yet (a node that has not joined): nobody answers for the key.
+        return Plan::Unavailable;
+    }
     let replica = prefs.contains(&me);
     let first_live = prefs.iter().copied().find(|&m| m == me || live(m));
     if op.is_read_only() {
@@ -252,6 +256,16 @@ mod tests {
     #[test]
     fn plans() {
         let all = |_| true;
+        // Without a ring, nothing is served, not even from this node's memory.
+        assert_eq!(plan(&Op::Get, &[], 0, Level::One, all), Plan::Unavailable);
+        assert_eq!(
+            plan(&Op::Get, &[], 0, Level::Quorum, all),
+            Plan::Unavailable
+        );
+        assert_eq!(
+            plan(&set(SetCond::Always), &[], 0, Level::One, all),
+            Plan::Unavailable
+        );
         // Reads at ONE stay local on a replica; elsewhere they go to the first live replica.
         assert_eq!(plan(&Op::Get, &PREFS, 0, Level::One, all), Plan::LocalRead);
         assert_eq!(plan(&Op::Get, &PREFS, 5, Level::One, all), Plan::Forward(2));

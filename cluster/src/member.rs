@@ -304,6 +304,8 @@ pub struct Membership {
     sends: Vec<(String, Bytes)>,
     timers: Vec<(u64, Timer<Ident>)>,
     left: bool,
+    /// foca's current timer token (from the timers it schedules).
+    token: u8,
 }
 
 impl std::fmt::Debug for Membership {
@@ -350,6 +352,7 @@ impl Membership {
             sends: Vec::new(),
             timers: Vec::new(),
             left: false,
+            token: 0,
         };
         m.tick(now);
         m
@@ -439,8 +442,29 @@ impl Membership {
     }
 
     /// Periodic work, at least every [`MemberSettings::announce_ms`]: announcing to the seeds
-    /// while alone, and `remove-after`. Returns when it wants to be called next.
+    /// while alone, `remove-after`, and suspicions left without their timer. Returns when it
+    /// wants to be called next.
     pub fn tick(&mut self, now: u64) -> u64 {
+        // foca drops every timer it scheduled when this node takes a new identity (a drain, a
+        // rejoin), a suspect member's timer to declare it down included: the member would stay
+        // suspect for ever. A suspicion older than the suspect timeout (plus a probe interval)
+        // gets that timer again, with foca's current token; foca then decides as it would have.
+        let stale = self.settings.suspect_timeout_ms + self.settings.probe_interval_ms;
+        if !self.left {
+            for rec in self.members.values_mut() {
+                if rec.state == MemberState::Suspect && now.saturating_sub(rec.since) > stale {
+                    rec.since = now;
+                    self.timers.push((
+                        0,
+                        Timer::ChangeSuspectToDown {
+                            member_id: rec.ident.clone(),
+                            incarnation: rec.incarnation,
+                            token: self.token,
+                        },
+                    ));
+                }
+            }
+        }
         if !self.left && now >= self.next_announce {
             self.next_announce = now + self.settings.announce_ms.max(1);
             if self.swim.num_members() == 0 {
@@ -613,6 +637,13 @@ impl Membership {
             self.sends.push((to.addr, data));
         }
         while let Some((after, timer)) = self.rt.to_schedule() {
+            if let Timer::ProbeRandomMember(t)
+            | Timer::PeriodicAnnounce(t)
+            | Timer::PeriodicAnnounceDown(t)
+            | Timer::PeriodicGossip(t) = &timer
+            {
+                self.token = *t;
+            }
             self.timers.push((after.as_millis() as u64, timer));
         }
         while let Some(n) = self.rt.to_notify() {

@@ -121,6 +121,12 @@ pub trait Env {
     fn catching_up(&self) -> usize;
     /// The digest of the ring this node works with ([`crate::ring::Ring::digest`]).
     fn ring_digest(&self) -> u64;
+    /// Whether every live member of this node's ring has reported working with the same ring,
+    /// for at least a request deadline (a coordinator's round started on the previous ring is
+    /// over by then). Until then a slot received after a ring change stays
+    /// catching up (it counts in no read or prepare round): a coordinator still on the previous
+    /// ring could otherwise form a quorum that misses every replica the new ring's quorum has.
+    fn ring_agreed(&self) -> bool;
     /// This node's data.
     fn store(&self) -> &Store;
     /// The context operations run in now (its `now` is unix ms, or virtual ms).
@@ -1012,8 +1018,15 @@ impl KeyRequest {
     ) {
         let prefs = env.prefs(key_slot(&self.key));
         let me = env.me();
-        let local = local && prefs.contains(&me);
-        let tally = Tally::for_level(self.write, prefs.len(), local);
+        // A copy on a slot still catching up is kept but not counted: reads do not count that
+        // replica either, so a write acknowledged by it could be missed by a read quorum.
+        let held = local && prefs.contains(&me);
+        let local = held && env.synced(key_slot(&self.key));
+        let mut tally = Tally::for_level(self.write, prefs.len(), local);
+        if prefs.contains(&me) && !local {
+            // This replica's ack will not come: the tally must not wait for it.
+            tally.failed();
+        }
         if local {
             self.counts.write_acks += 1;
         }
@@ -1220,6 +1233,11 @@ impl KeyRequest {
                         tally.failed();
                         self.targets.push((from, TargetResult::Refused(v)));
                     }
+                    // Stored, but on a slot still catching up: it does not count.
+                    Some(Response::Syncing) => {
+                        tally.failed();
+                        self.targets.push((from, TargetResult::Failed));
+                    }
                     None => {
                         tally.failed();
                         self.targets.push((from, TargetResult::LinkDown));
@@ -1305,7 +1323,11 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             ring: env.ring_digest(),
         },
         Request::Put { state, .. } if !plausible(state.version(), ctx.now) => return refuse(),
+        // A replica catching up on the slot keeps the write but does not count for it: reads do
+        // not count it either, so a write acknowledged through it could be missed by a read
+        // quorum (a ring change may move two replicas of a slot at once).
         Request::Put { key, state } => match store.offer(key, &state, &ctx) {
+            Offered::Stored | Offered::Duplicate if !env.synced(key_slot(key)) => Response::Syncing,
             Offered::Stored | Offered::Duplicate => Response::Stored,
             Offered::Refused(v) => Response::Refused(v),
         },

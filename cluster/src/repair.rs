@@ -44,6 +44,8 @@ pub const ROUND_REQUEST_TIMEOUT_MS: u64 = 5_000;
 
 /// How soon a catch-up round asks again a peer that does not see this node live yet, ms.
 pub const CATCH_UP_RETRY_MS: u64 = 50;
+/// How many times a round asks a request again after no answer before it fails.
+pub const ROUND_RETRIES: u8 = 3;
 
 /// How long a starting node waits for a peer's link to come up before it stops counting on
 /// that peer for its catch-up, ms.
@@ -709,6 +711,8 @@ pub struct SyncReport {
     pub not_live: u64,
     /// Requests held back by the round's pace (`rebalance-max-bytes-per-sec`).
     pub throttled: u64,
+    /// Requests asked again after no answer in time.
+    pub retries: u64,
     /// A transfer round (slots this node receives after a ring change).
     pub transfer: bool,
     /// Why the round failed (`None`: it completed).
@@ -771,6 +775,8 @@ pub struct Round {
     /// window: (start, bytes).
     pace: u64,
     window: (u64, u64),
+    /// Times the request out was asked again after no answer.
+    retries: u8,
 }
 
 impl Round {
@@ -848,6 +854,7 @@ impl Round {
             shared,
             pace: 0,
             window: (now, 0),
+            retries: 0,
         }
     }
 
@@ -1005,6 +1012,7 @@ impl Round {
             return;
         }
         self.asked = false;
+        self.retries = 0;
         let now = env.ctx().now;
         let resp = match answer {
             Answer::Reply(r) => r,
@@ -1152,14 +1160,21 @@ impl Round {
         self.finish(env.ctx().now, Some(why.to_string()));
     }
 
-    /// Time passed: the request out timed out, or it is time to ask again.
+    /// Time passed: the request out timed out, or it is time to ask again. A request that got
+    /// no answer is asked again (every step's request is a read, or a merge that LWW makes
+    /// idempotent) up to [`ROUND_RETRIES`] times before the round fails: a long transfer is not
+    /// started over for one lost reply.
     pub fn on_timer(&mut self, env: &impl Env, out: &mut Out) {
         let now = env.ctx().now;
         if self.done || now < self.due {
             return;
         }
         if self.asked {
-            return self.failed(env, "no answer in time");
+            if self.retries >= ROUND_RETRIES {
+                return self.failed(env, "no answer in time");
+            }
+            self.retries += 1;
+            self.report.retries += 1;
         }
         self.ask(env, out);
     }
@@ -1337,7 +1352,11 @@ impl CatchUp {
     }
 
     fn settle(&mut self, env: &impl Env, slot: usize) {
-        if self.pending[slot].as_ref().is_some_and(Vec::is_empty) {
+        self.settle_if(env, slot, env.ring_agreed());
+    }
+
+    fn settle_if(&mut self, env: &impl Env, slot: usize, agreed: bool) {
+        if agreed && self.pending[slot].as_ref().is_some_and(Vec::is_empty) {
             self.pending[slot] = None;
             self.left -= 1;
             env.set_synced(slot as Slot, true);
@@ -1346,45 +1365,39 @@ impl CatchUp {
 
     /// A round with `peer` completed: its slots no longer wait for it.
     pub fn completed(&mut self, env: &impl Env, peer: MemberIdx) {
+        let agreed = env.ring_agreed();
         for s in 0..self.pending.len() {
             if let Some(p) = self.pending[s].as_mut() {
                 p.retain(|&m| m != peer);
-                self.settle(env, s);
+                self.settle_if(env, s, agreed);
             }
         }
     }
 
     /// Time passed: after the link grace, replicas that are not live are not waited for; after
-    /// the deadline, nothing is.
+    /// the deadline, nothing is. Slots with nothing left to wait for settle once the ring is
+    /// agreed ([`Env::ring_agreed`]).
     pub fn tick(&mut self, env: &impl Env) {
         let now = env.ctx().now;
-        if now < self.grace {
-            return;
-        }
+        let in_grace = now < self.grace;
         let over = now >= self.deadline;
+        let agreed = over || env.ring_agreed();
         for s in 0..self.pending.len() {
             if let Some(p) = self.pending[s].as_mut() {
                 if over {
                     self.timed_out += 1;
                     p.clear();
-                } else {
+                } else if !in_grace {
                     p.retain(|&m| env.live(m));
                 }
-                self.settle(env, s);
+                self.settle_if(env, s, agreed);
             }
         }
     }
 
     /// When [`CatchUp::tick`] has something to do next.
     pub fn next_tick(&self, now: u64) -> Option<u64> {
-        (self.left > 0).then(|| {
-            if now < self.grace {
-                self.grace
-            } else {
-                now + 100
-            }
-            .min(self.deadline)
-        })
+        (self.left > 0).then(|| (now + 100).min(self.deadline))
     }
 }
 
@@ -1542,8 +1555,14 @@ impl Repair {
     /// their old replicas (each is marked catching up until a round has completed with each of
     /// them that is live) and keeps the slots it no longer replicates for the grace. Call
     /// [`Repair::on_timer`] next.
-    pub fn rebalance(&mut self, env: &impl Env, plan: crate::rebalance::Plan) {
+    ///
+    /// A draining node (`draining`) releases nothing: the others copy its slots from it, and it
+    /// serves them until it stops.
+    pub fn rebalance(&mut self, env: &impl Env, mut plan: crate::rebalance::Plan, draining: bool) {
         let now = env.ctx().now;
+        if draining {
+            plan.release.clear();
+        }
         self.partners = None;
         self.shared.clear();
         // Backoffs and rounds of members that left stay until they finish; the automatic
@@ -1624,6 +1643,17 @@ impl Repair {
             || !self.rounds.is_empty()
             || !self.replays.is_empty()
             || self.hints.next_due(0).is_some()
+    }
+
+    /// The peers a catch-up still waits for, and the rounds running (for diagnostics).
+    pub fn catch_up_state(&self) -> (Vec<MemberIdx>, Vec<MemberIdx>) {
+        (
+            self.catch_up
+                .as_ref()
+                .map(|c| c.peers())
+                .unwrap_or_default(),
+            self.rounds.keys().copied().collect(),
+        )
     }
 
     /// Whether a round against `peer` is running.

@@ -190,6 +190,11 @@ impl Roster {
         self.ids.get(usize::from(m)).map(String::as_str)
     }
 
+    /// Every id numbered so far, by number.
+    pub fn ids(&self) -> &[String] {
+        &self.ids
+    }
+
     /// Members numbered so far.
     pub fn len(&self) -> usize {
         self.ids.len()

@@ -178,6 +178,9 @@ pub struct SimNode {
     pub member_events: Vec<(u64, MemberEvent)>,
     /// Switched off: a node not started yet (or gone); it ignores everything.
     pub off: bool,
+    /// Each peer's ring digest, from its last heartbeat reply.
+    peer_ring: Vec<u64>,
+    agreed_since: std::cell::Cell<Option<u64>>,
     /// This node's view of which members are live, by member index (itself always).
     pub live: Vec<bool>,
     /// Deadlines (`request-timeout-ms`).
@@ -255,6 +258,23 @@ impl Env for SimNode {
     fn ring_digest(&self) -> u64 {
         self.placement.ring().digest()
     }
+    fn ring_agreed(&self) -> bool {
+        if self.swim.is_none() {
+            return true;
+        }
+        let mine = self.placement.ring().digest();
+        let all = self.placement.ring().members().iter().all(|id| {
+            let m = self.roster.get(id).unwrap_or(self.me);
+            m == self.me || !self.live(m) || self.peer_ring.get(usize::from(m)) == Some(&mine)
+        });
+        if !all {
+            self.agreed_since.set(None);
+            return false;
+        }
+        let since = self.agreed_since.get().unwrap_or(self.now);
+        self.agreed_since.set(Some(since));
+        self.now >= since + self.timing.request_ms
+    }
     fn room(&self, bytes: u64) -> bool {
         crate::repair::fits(self.budget.unwrap_or(0), self.store.stats().bytes, bytes)
     }
@@ -304,6 +324,8 @@ impl SimNode {
             joined: true,
             member_events: Vec::new(),
             off: false,
+            peer_ring: vec![0; members],
+            agreed_since: std::cell::Cell::new(None),
             live: vec![true; members],
             timing: Timing {
                 request_ms: DEFAULT_TIMEOUT_MS,
@@ -343,8 +365,12 @@ impl SimNode {
     /// The same member after a crash and restart: empty (start its catch-up with
     /// [`SimNode::start_catch_up`]), same settings.
     pub fn restarted(&self) -> SimNode {
-        let mut n =
-            SimNode::incarnation(self.me, self.placement.ring().clone(), self.incarnation + 1);
+        let ring = if self.swim.is_some() {
+            Ring::new(self.roster.ids(), self.replicas)
+        } else {
+            self.placement.ring().clone()
+        };
+        let mut n = SimNode::incarnation(self.me, ring, self.incarnation + 1);
         n.timing = self.timing;
         n.read = self.read;
         n.write = self.write;
@@ -737,10 +763,10 @@ impl SimNode {
             .collect()
     }
 
-    /// Empty and alone: the ring of this node only, every slot catching up until it joins.
+    /// Empty and without a ring (it answers for nothing), every slot catching up until it
+    /// joins.
     fn become_empty(&mut self) {
-        let me = member_id(usize::from(self.me));
-        self.placement = Placement::new(Ring::new(&[me], self.replicas), 0, &mut self.roster);
+        self.placement = Placement::new(Ring::new::<&str>(&[], self.replicas), 0, &mut self.roster);
         self.joined = false;
         for s in 0..crate::slot::SLOTS as Slot {
             self.catching.set(s, true);
@@ -760,13 +786,16 @@ impl SimNode {
         n
     }
 
-    /// Starts this node's membership (SWIM with `settings`, seed node 0, or node 1 for node 0)
-    /// and its repair machine's timers.
+    /// Starts this node's membership (SWIM with `settings`; its seeds are every other member,
+    /// as a configuration listing several seeds does) and its repair machine's timers.
     pub fn start_member(&mut self, settings: MemberSettings, now: u64, out: &mut SimOutbox) {
         self.now = now;
         self.off = false;
         let i = usize::from(self.me);
-        let seed = member_id(usize::from(i == 0));
+        let seeds: Vec<String> = (0..self.live.len())
+            .filter(|&j| j != i)
+            .map(member_id)
+            .collect();
         let me = Ident {
             id: member_id(i),
             addr: member_id(i),
@@ -776,7 +805,7 @@ impl SimNode {
         };
         let m = Membership::new(
             me,
-            &[seed],
+            &seeds,
             settings,
             0x5717 ^ (i as u64) << 8 ^ self.incarnation << 24,
             now,
@@ -788,6 +817,10 @@ impl SimNode {
                 incarnation: self.incarnation,
             },
         );
+        // The heartbeat carries each member's ring digest (see `Env::ring_agreed`).
+        self.heartbeat = true;
+        self.last_heard.iter_mut().for_each(|h| *h = now);
+        self.start_heartbeat(out);
         self.swim_flush(out);
         self.start_repair(now, out);
     }
@@ -870,13 +903,14 @@ impl SimNode {
             }
             p
         } else {
-            // Still alone: nothing to answer for yet.
-            self.placement = new;
+            // Still alone: nothing to answer for yet (the placement stays empty).
             return;
         };
         self.placement = new;
+        self.agreed_since.set(None);
+        let draining = self.swim.as_ref().is_some_and(|m| m.me().draining());
         self.repair_input(out, |r, env, o| {
-            r.rebalance(env, plan);
+            r.rebalance(env, plan, draining);
             r.on_timer(env, o)
         });
     }
@@ -954,6 +988,11 @@ impl Machine for SimNode {
         match msg {
             SimMsg::Request { id, body } => self.serve(from, id, &body, out),
             SimMsg::Reply { id, body } => {
+                if let Ok(Response::Status { ring, .. }) = from_body::<Response>(&body) {
+                    if let Some(r) = self.peer_ring.get_mut(from) {
+                        *r = ring;
+                    }
+                }
                 // A reply to a request this node did not make (or from the wrong peer) is ignored.
                 if self
                     .calls
@@ -2012,6 +2051,353 @@ mod tests {
             if !errors.is_empty() {
                 eprintln!(
                     "seed {seed} failed ({} problems; replay: SIM_FROM={seed} SIM_SEEDS=1):",
+                    errors.len()
+                );
+                for e in errors.iter().take(5) {
+                    eprintln!("  {e}");
+                }
+                failed.push(seed);
+            }
+        }
+        assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    }
+
+    /// Whether every node that is on has joined, caught up, and has the same ring.
+    fn members_settled(s: &Sim<SimNode>) -> bool {
+        let on: Vec<&SimNode> = s.nodes.iter().filter(|n| !n.off).collect();
+        on.iter().all(|n| n.joined && n.is_synced())
+            && on
+                .windows(2)
+                .all(|w| w[0].placement.ring().members() == w[1].placement.ring().members())
+    }
+
+    /// The randomized run with SWIM membership and elasticity: six simulated members, four at
+    /// the start; one change at a time (once the previous one has settled): a member joins, a
+    /// member drains and leaves, a member is killed and restarted (empty), or killed for longer
+    /// than `remove-after` (its slots are replicated again elsewhere) and restarted later, or a
+    /// member is cut off for a while; links drop up to 30%. The same client operations and the
+    /// same checker as [`randomized`].
+    fn randomized_membership(seed: u64, ops: usize) -> Vec<String> {
+        let nodes = 6;
+        let mut rng = SmallRng::seed_from_u64(seed ^ 0x6262);
+        let settings = crate::member::MemberSettings {
+            remove_after_ms: 6_000,
+            ..crate::member::MemberSettings::default()
+        };
+        let mut all = SimNode::cluster_with_membership(nodes, 4, 3);
+        for n in &mut all {
+            n.hint_limits = crate::repair::HintLimits {
+                ttl_ms: 3_000,
+                replay_interval_ms: 500,
+                ..Default::default()
+            };
+            n.sync = crate::repair::SyncSettings {
+                interval_ms: 1_000,
+                max_backoff: 2,
+                grace_ms: 2_000,
+                ..Default::default()
+            };
+            n.set_tombstone_ttl(10_000);
+        }
+        let mut s = Sim::new(all, seed);
+        s.set_delay(1, 8);
+        for n in 0..4 {
+            s.input(n, |node, now, out| node.start_member(settings, now, out));
+        }
+        let mut t = 0;
+        while !members_settled(&s) && t < 20_000 {
+            t += 100;
+            s.run_until(t, STEPS);
+        }
+        let mut recs: Vec<Rec> = Vec::with_capacity(ops);
+        // The change under way: (node, what, until).
+        #[derive(Clone, Copy, PartialEq, Debug)]
+        enum Change {
+            Killed { back: u64 },
+            Cut { back: u64 },
+            Draining,
+            Settling,
+        }
+        let mut change: Option<(NodeId, Change)> = None;
+        let mut trace_last: Option<(NodeId, Change)> = None;
+        let mut next_change = 2_000u64;
+        let mut drops_until = 0u64;
+        let mut errors = Vec::new();
+        for _ in 0..ops {
+            t += rng.random_range(0..20);
+            s.run_until(t, STEPS);
+            match change {
+                Some((n, Change::Killed { back })) if t >= back => {
+                    s.nodes[n] = s.nodes[n].restarted_member();
+                    s.heal(n);
+                    s.input(n, |node, now, out| node.start_member(settings, now, out));
+                    change = Some((n, Change::Settling));
+                }
+                Some((n, Change::Cut { back })) if t >= back => {
+                    s.heal(n);
+                    change = Some((n, Change::Settling));
+                }
+                Some((n, Change::Draining)) => {
+                    let others_done = s.nodes.iter().enumerate().all(|(i, x)| {
+                        i == n
+                            || x.off
+                            || (x.joined
+                                && x.is_synced()
+                                && !x.placement.ring().members().contains(&member_id(n)))
+                    });
+                    if others_done {
+                        collect(&s, &mut recs, t);
+                        s.input(n, |node, now, out| node.leave(now, out));
+                        s.isolate(n);
+                        for r in recs
+                            .iter_mut()
+                            .filter(|r| r.node == n && r.result.is_none())
+                        {
+                            r.result = Some(Err(NoReplicas { write: true }));
+                        }
+                        change = Some((n, Change::Settling));
+                    }
+                }
+                Some((_, Change::Settling)) if members_settled(&s) => {
+                    change = None;
+                    next_change = t + rng.random_range(1_000..3_000);
+                }
+                _ => {}
+            }
+            if std::env::var_os("SIM_TRACE").is_some() {
+                if let Some(c) = change {
+                    if !trace_last.as_ref().is_some_and(|l| *l == c) {
+                        eprintln!("t={t} change {c:?}");
+                        trace_last = Some(c);
+                    }
+                }
+            }
+            if change.is_none() && t >= next_change && members_settled(&s) {
+                let on: Vec<NodeId> = (0..nodes).filter(|&i| !s.nodes[i].off).collect();
+                let off: Vec<NodeId> = (0..nodes).filter(|&i| s.nodes[i].off).collect();
+                let pick = rng.random_range(0..4);
+                if pick == 0 && !off.is_empty() {
+                    // A member joins (a new one, or one that left comes back empty).
+                    let n = off[rng.random_range(0..off.len())];
+                    if s.nodes[n].swim.is_some() {
+                        s.nodes[n] = s.nodes[n].restarted_member();
+                    }
+                    s.heal(n);
+                    s.input(n, |node, now, out| node.start_member(settings, now, out));
+                    change = Some((n, Change::Settling));
+                } else if pick == 1 && on.len() > 3 {
+                    let n = on[rng.random_range(0..on.len())];
+                    s.input(n, |node, now, out| node.drain(now, out));
+                    change = Some((n, Change::Draining));
+                } else if pick == 2 && on.len() > 3 {
+                    let n = on[rng.random_range(0..on.len())];
+                    collect(&s, &mut recs, t);
+                    s.nodes[n].off = true;
+                    kill(&mut s, n);
+                    for r in recs
+                        .iter_mut()
+                        .filter(|r| r.node == n && r.result.is_none())
+                    {
+                        r.result = Some(Err(NoReplicas { write: true }));
+                    }
+                    // Mostly back soon; sometimes after remove-after (its slots move).
+                    let away = if rng.random_bool(0.3) {
+                        rng.random_range(8_000..12_000)
+                    } else {
+                        rng.random_range(500..4_000)
+                    };
+                    change = Some((n, Change::Killed { back: t + away }));
+                } else if on.len() > 3 {
+                    let n = on[rng.random_range(0..on.len())];
+                    s.isolate(n);
+                    change = Some((
+                        n,
+                        Change::Cut {
+                            back: t + rng.random_range(500..4_000),
+                        },
+                    ));
+                }
+            }
+            if t >= drops_until {
+                for a in 0..nodes {
+                    for b in 0..nodes {
+                        s.drop(a, b, 0.0);
+                    }
+                }
+                for _ in 0..rng.random_range(0..4) {
+                    let (a, b) = (rng.random_range(0..nodes), rng.random_range(0..nodes));
+                    s.drop(a, b, rng.random_range(0.0..0.3));
+                }
+                drops_until = t + rng.random_range(500..3_000);
+            }
+            let node = rng.random_range(0..nodes);
+            if s.nodes[node].off
+                || matches!(change, Some((n, Change::Killed { .. } | Change::Cut { .. })) if n == node)
+            {
+                continue;
+            }
+            let key = if rng.random_bool(0.8) {
+                rng.random_range(0..REGS)
+            } else {
+                REGS + rng.random_range(0..COUNTERS)
+            };
+            let kind = if key >= REGS {
+                if rng.random_bool(0.7) {
+                    Kind::Incr
+                } else {
+                    Kind::Get
+                }
+            } else {
+                match rng.random_range(0..10) {
+                    0..=3 => Kind::Set(recs.len() as u64),
+                    4 => Kind::Del,
+                    _ => Kind::Get,
+                }
+            };
+            let name = key_name(key);
+            let cid = recs.len() as u64;
+            let val = cid.to_string().into_bytes();
+            let op = match &kind {
+                Kind::Set(_) => Op::set(&val),
+                Kind::Del => Op::Del,
+                Kind::Get => Op::Get,
+                Kind::Incr => Op::IncrBy(1),
+            };
+            s.input(node, |n, now, o| {
+                n.client(cid, &name, op, QUORUM, QUORUM, now, o)
+            });
+            recs.push(Rec {
+                node,
+                key,
+                kind,
+                start: t,
+                end: None,
+                result: None,
+            });
+            collect(&s, &mut recs, t);
+        }
+        // Heal everything, bring killed members back, let it all settle.
+        s.recover();
+        if let Some((n, Change::Killed { .. })) = change {
+            s.nodes[n] = s.nodes[n].restarted_member();
+            s.input(n, |node, now, out| node.start_member(settings, now, out));
+        }
+        if let Some((n, Change::Draining)) = change {
+            // It stays (drained): the others have its slots; it serves nothing new.
+            let _ = n;
+        }
+        let mut t = s.now();
+        for _ in 0..600 {
+            t += 50;
+            s.run_until(t, STEPS);
+            collect(&s, &mut recs, t);
+            if members_settled(&s) && recs.iter().all(|r| r.result.is_some()) {
+                break;
+            }
+        }
+        t += 5_000;
+        s.run_until(t, STEPS);
+        collect(&s, &mut recs, t);
+        if !members_settled(&s) {
+            let states: Vec<String> = s
+                .nodes
+                .iter()
+                .map(|n| {
+                    format!(
+                        "n{}: off {} joined {} catching {} ring {:?} agreed {} catch-up {:?} events {:?} swim {:?} live {:?}",
+                        n.me,
+                        n.off,
+                        n.joined,
+                        n.catching.len(),
+                        n.placement.ring().members(),
+                        n.ring_agreed(),
+                        n.repair.as_ref().map(|r| r.catch_up_state()),
+                        n.events.iter().rev().take(3).collect::<Vec<_>>(),
+                        n.swim.as_ref().map(|m| m.members().values().map(|r| (r.ident.id.clone(), r.ident.gen, r.ident.flags, r.state)).collect::<Vec<_>>()),
+                        n.live
+                    )
+                })
+                .collect();
+            errors.push(format!(
+                "the members did not settle after the run: {states:?}"
+            ));
+        }
+        if let Some(r) = recs.iter().find(|r| r.result.is_none()) {
+            errors.push(format!("a client got no answer: {r:?}"));
+        }
+        let serving: Vec<NodeId> = (0..nodes)
+            .filter(|&i| {
+                !s.nodes[i].off
+                    && s.nodes[i]
+                        .placement
+                        .ring()
+                        .members()
+                        .contains(&member_id(i))
+            })
+            .collect();
+        let final_start = s.now() + 1;
+        let base = ops as u64 + 1_000_000;
+        for k in 0..REGS + COUNTERS {
+            let node = serving[k % serving.len()];
+            let name = key_name(k);
+            s.input(node, |n, now, o| {
+                n.client(base + k as u64, &name, Op::Get, ALL, ALL, now, o)
+            });
+        }
+        let mut t = s.now();
+        for _ in 0..200 {
+            t += 50;
+            s.run_until(t, STEPS);
+            if (0..REGS + COUNTERS).all(|k| {
+                s.nodes[serving[k % serving.len()]]
+                    .result(base + k as u64)
+                    .is_some()
+            }) {
+                break;
+            }
+        }
+        let finals: Vec<Option<ClientResult>> = (0..REGS + COUNTERS)
+            .map(|k| {
+                s.nodes[serving[k % serving.len()]]
+                    .result(base + k as u64)
+                    .cloned()
+            })
+            .collect();
+        check(&recs, &finals, final_start, &mut errors);
+        if let Ok(k) = std::env::var("SIM_TRACE_KEY") {
+            let k: usize = k.parse().unwrap_or(0);
+            for r in recs
+                .iter()
+                .filter(|r| r.key == k && !matches!(r.kind, Kind::Get))
+            {
+                eprintln!("  write {r:?}");
+            }
+        }
+        errors
+    }
+
+    /// [`randomized_membership`] over seeds `SIM_FROM..SIM_FROM+SIM_MEMBER_SEEDS` (default
+    /// 0..40).
+    #[test]
+    fn randomized_runs_with_joins_and_leaves_keep_every_acknowledged_write() {
+        let from: u64 = std::env::var("SIM_FROM")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let seeds: u64 = std::env::var("SIM_MEMBER_SEEDS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(40);
+        let ops: usize = std::env::var("SIM_OPS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000);
+        let mut failed = Vec::new();
+        for seed in from..from + seeds {
+            let errors = randomized_membership(seed, ops);
+            if !errors.is_empty() {
+                eprintln!(
+                    "seed {seed} failed ({} problems; replay: SIM_FROM={seed} SIM_MEMBER_SEEDS=1):",
                     errors.len()
                 );
                 for e in errors.iter().take(5) {

@@ -111,6 +111,8 @@ pub struct Cluster {
     pub drain_epoch: AtomicU64,
     /// The current view's epoch, for the links to stamp on every message.
     epoch: Arc<AtomicU64>,
+    /// Since when every live member has reported this node's ring (ms; 0: not now).
+    pub agreed_since: AtomicU64,
     /// Counters and latencies.
     pub metrics: Arc<crate::metrics::Registry>,
     /// Slots still catching up (after the start or a ring change).
@@ -170,9 +172,14 @@ impl Cluster {
             now,
         );
         let mut roster = Roster::new(&node_id);
-        let placement = Placement::new(Ring::new(&[node_id.as_str()], 1), 0, &mut roster);
-        // With seeds to join, nothing is answered before the first ring with them.
+        // With seeds to join, nothing is answered before the first ring with them: no ring.
         let joined = seeds.is_empty();
+        let first: Vec<&str> = if joined {
+            vec![node_id.as_str()]
+        } else {
+            Vec::new()
+        };
+        let placement = Placement::new(Ring::new(&first, 1), 0, &mut roster);
         let catching = hypercache_cluster::slot::SlotSet::default();
         if !joined {
             for s in 0..SLOTS as Slot {
@@ -199,6 +206,7 @@ impl Cluster {
             draining: AtomicBool::new(false),
             drain_epoch: AtomicU64::new(0),
             epoch: Arc::new(AtomicU64::new(0)),
+            agreed_since: AtomicU64::new(0),
             metrics,
             catching,
             repair: parking_lot::Mutex::new(hypercache_cluster::repair::Repair::new(hints, sync)),
@@ -276,6 +284,7 @@ impl Cluster {
     fn publish(&self, placement: Placement, joined: bool) -> Arc<View> {
         let peers = self.peers.read().clone();
         self.epoch.store(placement.epoch, Ordering::Relaxed);
+        self.agreed_since.store(0, Ordering::Relaxed);
         let mut v = self.view.write();
         let old = v.clone();
         let ring_digest = placement.ring().digest();
@@ -518,17 +527,13 @@ pub fn apply_ring(
         }
         (p, true)
     } else {
-        cl.publish(new, false);
+        // Still alone: no ring until others answer (or the join timeout).
         return;
     };
-    let mut plan = plan;
     let in_ring = new.ring().members().contains(&cl.node_id);
-    if cl.is_draining() {
-        // A draining node keeps serving what it held until it stops: others copy from it.
-        plan.release.clear();
-        if !in_ring && cl.drain_epoch.load(Ordering::Relaxed) == 0 {
-            cl.drain_epoch.store(epoch.max(1), Ordering::Relaxed);
-        }
+    let draining = cl.is_draining();
+    if draining && !in_ring && cl.drain_epoch.load(Ordering::Relaxed) == 0 {
+        cl.drain_epoch.store(epoch.max(1), Ordering::Relaxed);
     }
     let (receive, release) = (plan.receive.len(), plan.release.len());
     // Slots received are marked before the new ring is published: a heartbeat answered in
@@ -542,7 +547,7 @@ pub fn apply_ring(
     let view = cl.view();
     {
         let e = exec::node_env(shared, cl, &view);
-        cl.repair.lock().rebalance(&e, plan);
+        cl.repair.lock().rebalance(&e, plan, draining);
     }
     cl.repair_cmd(exec::RepairCmd::Poke);
     tracing::info!(component = "rebalance", node_id = %cl.node_id, epoch, members = view.ring().members().len(),

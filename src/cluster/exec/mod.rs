@@ -104,6 +104,33 @@ impl Env for NodeEnv<'_> {
     fn ring_digest(&self) -> u64 {
         self.view.ring_digest
     }
+    fn ring_agreed(&self) -> bool {
+        let v = self.view;
+        let all = v.ring().members().iter().all(|id| {
+            *id == self.cl.node_id
+                || match self.cl.peer_by_id(id) {
+                    Some(p) => {
+                        !p.is_live()
+                            || p.ring.load(std::sync::atomic::Ordering::Relaxed) == v.ring_digest
+                    }
+                    None => true,
+                }
+        });
+        let now = self.now();
+        let since = &self.cl.agreed_since;
+        if !all {
+            since.store(0, std::sync::atomic::Ordering::Relaxed);
+            return false;
+        }
+        let s = match since.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => {
+                since.store(now, std::sync::atomic::Ordering::Relaxed);
+                now
+            }
+            s => s,
+        };
+        now >= s + self.timing.request_ms
+    }
     fn room(&self, bytes: u64) -> bool {
         let max = self.shared.config.read().maxmemory;
         let room = hypercache_cluster::repair::fits(max, crate::memory::used(), bytes);
