@@ -281,3 +281,33 @@ fn a_killed_node_s_slots_get_their_replicas_back_after_remove_after() {
     assert_eq!(text(&gone["state"]), "down");
     assert_eq!(gone["in_ring"], Value::Int(0));
 }
+
+#[test]
+fn a_stopped_node_leaves_at_once_and_a_killed_one_is_suspected_at_once() {
+    let mut c = TestCluster::start(4, &["--suspect-timeout", "30000"]);
+    let state_of = |c: &TestCluster, i: usize, port: u16| -> String {
+        members(c, i)
+            .iter()
+            .find(|e| text(&e["cluster_addr"]) == format!("127.0.0.1:{port}"))
+            .map(|e| text(&e["state"]))
+            .unwrap_or_default()
+    };
+    // SIGTERM: it announces its departure; its peers see it left (and leave it out of the ring)
+    // long before any suspect timeout could.
+    let cport = c.ports[3].1;
+    let t = Instant::now();
+    c.stop(3);
+    wait_for("node 3 left", Duration::from_secs(5), || {
+        state_of(&c, 0, cport) == "left" && c.info_field(0, "hc_members") == "3"
+    });
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // SIGKILL: the reset links make its peers suspect it at once; it is not down before the
+    // (long) suspect timeout, and keeps its slots.
+    let cport = c.ports[2].1;
+    c.kill(2);
+    wait_for("node 2 suspected", Duration::from_secs(2), || {
+        state_of(&c, 0, cport) == "suspect" && state_of(&c, 1, cport) == "suspect"
+    });
+    assert_eq!(c.info_field(0, "hc_members"), "3");
+    assert!(c.metric(0, "dist.members.suspect") == 1);
+}

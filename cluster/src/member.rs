@@ -446,23 +446,20 @@ impl Membership {
     /// wants to be called next.
     pub fn tick(&mut self, now: u64) -> u64 {
         // foca drops every timer it scheduled when this node takes a new identity (a drain, a
-        // rejoin), a suspect member's timer to declare it down included: the member would stay
-        // suspect for ever. A suspicion older than the suspect timeout (plus a probe interval)
-        // gets that timer again, with foca's current token; foca then decides as it would have.
-        let stale = self.settings.suspect_timeout_ms + self.settings.probe_interval_ms;
+        // rejoin), a suspect member's timer to declare it down included, and a suspicion it
+        // learned from others never had one here: such a member would stay suspect for ever.
+        // A suspicion older than the suspect timeout (plus two probe intervals) ends as foca's
+        // timer would have ended it: the member is declared down (a live one then rejoins).
+        let stale = self.settings.suspect_timeout_ms + 2 * self.settings.probe_interval_ms;
         if !self.left {
-            for rec in self.members.values_mut() {
-                if rec.state == MemberState::Suspect && now.saturating_sub(rec.since) > stale {
-                    rec.since = now;
-                    self.timers.push((
-                        0,
-                        Timer::ChangeSuspectToDown {
-                            member_id: rec.ident.clone(),
-                            incarnation: rec.incarnation,
-                            token: self.token,
-                        },
-                    ));
-                }
+            let due: Vec<Member<Ident>> = self
+                .members
+                .values()
+                .filter(|r| r.state == MemberState::Suspect && now.saturating_sub(r.since) > stale)
+                .map(|r| Member::new(r.ident.clone(), r.incarnation, State::Down))
+                .collect();
+            if !due.is_empty() {
+                let _ = self.swim.apply_many(due.into_iter(), true, &mut self.rt);
             }
         }
         if !self.left && now >= self.next_announce {
@@ -483,6 +480,34 @@ impl Membership {
         }
         self.after(now);
         self.next_announce
+    }
+
+    /// This node's TCP link to member `id` failed (reset by a crash, or its heartbeat went
+    /// unanswered): the member is suspected at once, without waiting for a probe to find it.
+    /// The suspicion spreads like a probe's, and a member that is alive refutes it; one that
+    /// stays silent is down after the suspect timeout.
+    pub fn link_failed(&mut self, now: u64, id: &str) {
+        let Some(rec) = self.members.get(id) else {
+            return;
+        };
+        if rec.state != MemberState::Alive || self.left {
+            return;
+        }
+        let (ident, inc) = (rec.ident.clone(), rec.incarnation);
+        let suspect = Member::new(ident.clone(), inc, State::Suspect);
+        let _ = self
+            .swim
+            .apply_many(std::iter::once(suspect), true, &mut self.rt);
+        // foca starts the suspect timer only for its own probes: this one gets it here.
+        self.timers.push((
+            self.settings.suspect_timeout_ms,
+            Timer::ChangeSuspectToDown {
+                member_id: ident,
+                incarnation: inc,
+                token: self.token,
+            },
+        ));
+        self.after(now);
     }
 
     /// This node starts draining: it leaves the ring set (its slots go to the others), and every
@@ -588,6 +613,29 @@ impl Membership {
                 .members
                 .get(id)
                 .is_some_and(|r| r.state == MemberState::Alive)
+    }
+
+    /// Whether member `id` may still be coordinating requests: it is not known to be down or
+    /// gone. A ring change waits for every such member to report the new ring.
+    pub fn may_coordinate(&self, id: &str) -> bool {
+        self.members
+            .get(id)
+            .is_some_and(|r| matches!(r.state, MemberState::Alive | MemberState::Suspect))
+    }
+
+    /// foca's own view, for diagnostics: (id, generation, incarnation, state).
+    pub fn swim_view(&self) -> Vec<(String, u64, u16, String)> {
+        self.swim
+            .iter_membership_state()
+            .map(|m| {
+                (
+                    m.id().id.clone(),
+                    m.id().gen,
+                    m.incarnation(),
+                    format!("{:?}", m.state()),
+                )
+            })
+            .collect()
     }
 
     /// Counters so far.

@@ -1322,6 +1322,10 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             catching_up: env.catching_up() as u32,
             ring: env.ring_digest(),
         },
+        // Not a replica of the slot by this node's ring: not stored, not counted (see Fetch).
+        Request::Put { key, .. } if !env.prefs(key_slot(key)).contains(&env.me()) => {
+            Response::Syncing
+        }
         Request::Put { state, .. } if !plausible(state.version(), ctx.now) => return refuse(),
         // A replica catching up on the slot keeps the write but does not count for it: reads do
         // not count it either, so a write acknowledged through it could be missed by a read
@@ -1331,7 +1335,12 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             Offered::Stored | Offered::Duplicate => Response::Stored,
             Offered::Refused(v) => Response::Refused(v),
         },
-        Request::Fetch { key } | Request::Prepare { key, .. } if !env.synced(key_slot(key)) => {
+        // Only a replica of the slot by this node's own ring answers for it: a node whose ring
+        // differs from the coordinator's (a ring change not seen yet, or seen first) must not
+        // count, or two coordinators on two rings could form disjoint quorums.
+        Request::Fetch { key } | Request::Prepare { key, .. }
+            if !env.synced(key_slot(key)) || !env.prefs(key_slot(key)).contains(&env.me()) =>
+        {
             Response::Syncing
         }
         Request::Fetch { key } => Response::State(store.fetch(key)),

@@ -263,9 +263,12 @@ impl Env for SimNode {
             return true;
         }
         let mine = self.placement.ring().digest();
+        let swim = self.swim.as_ref();
         let all = self.placement.ring().members().iter().all(|id| {
             let m = self.roster.get(id).unwrap_or(self.me);
-            m == self.me || !self.live(m) || self.peer_ring.get(usize::from(m)) == Some(&mine)
+            m == self.me
+                || swim.is_some_and(|sw| !sw.may_coordinate(id))
+                || self.peer_ring.get(usize::from(m)) == Some(&mine)
         });
         if !all {
             self.agreed_since.set(None);
@@ -553,6 +556,11 @@ impl SimNode {
     fn mark_down(&mut self, m: MemberIdx, out: &mut SimOutbox) {
         if let Some(l) = self.live.get_mut(usize::from(m)) {
             *l = false;
+        }
+        // The link failed: membership suspects the member at once (production does the same).
+        if let Some(sw) = self.swim.as_mut() {
+            sw.link_failed(self.now, &member_id(usize::from(m)));
+            self.swim_flush(out);
         }
         let failed: Vec<u64> = self
             .calls
@@ -2065,7 +2073,14 @@ mod tests {
     /// Whether every node that is on has joined, caught up, and has the same ring.
     fn members_settled(s: &Sim<SimNode>) -> bool {
         let on: Vec<&SimNode> = s.nodes.iter().filter(|n| !n.off).collect();
+        let ids: Vec<String> = on.iter().map(|n| member_id(usize::from(n.me))).collect();
         on.iter().all(|n| n.joined && n.is_synced())
+            && on.iter().all(|n| {
+                ids.iter().all(|id| {
+                    *id == member_id(usize::from(n.me))
+                        || n.swim.as_ref().is_some_and(|m| m.alive(id))
+                })
+            })
             && on
                 .windows(2)
                 .all(|w| w[0].placement.ring().members() == w[1].placement.ring().members())
@@ -2313,7 +2328,7 @@ mod tests {
                         n.ring_agreed(),
                         n.repair.as_ref().map(|r| r.catch_up_state()),
                         n.events.iter().rev().take(3).collect::<Vec<_>>(),
-                        n.swim.as_ref().map(|m| m.members().values().map(|r| (r.ident.id.clone(), r.ident.gen, r.ident.flags, r.state)).collect::<Vec<_>>()),
+                        n.swim.as_ref().map(|m| (m.members().values().map(|r| (r.ident.id.clone(), r.ident.gen, r.incarnation, r.state, r.since)).collect::<Vec<_>>(), m.swim_view(), n.now)),
                         n.live
                     )
                 })

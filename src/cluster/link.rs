@@ -695,6 +695,10 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, peer: Arc<Peer>
                 };
                 peer.set_down();
                 tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %h.node_id, addr = %peer.addr, reason = %why, "peer link down");
+                if !matches!(why, LinkEnd::Stopping) {
+                    // A reset or a silent peer: membership suspects it now.
+                    cl.member_cmd(super::swim::MemberCmd::LinkDown(peer.id.clone()));
+                }
             }
             Err(e) => {
                 if e.is_refusal() {

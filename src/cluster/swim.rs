@@ -42,6 +42,8 @@ pub enum MemberCmd {
     Forget(String, oneshot::Sender<bool>),
     /// Ask the member at this cluster address for the whole membership (it has a newer ring).
     AnnounceTo(String),
+    /// The TCP link to member `id` failed: suspect it now.
+    LinkDown(String),
 }
 
 /// The membership settings from the configuration.
@@ -133,6 +135,7 @@ pub async fn run(
                         }
                         let _ = reply.send(known);
                     }
+                    Some(MemberCmd::LinkDown(id)) => cl.membership.lock().link_failed(now, &id),
                     Some(MemberCmd::AnnounceTo(addr)) => {
                         // At most once a second: every message of a peer with a newer epoch
                         // asks for this.

@@ -106,16 +106,15 @@ impl Env for NodeEnv<'_> {
     }
     fn ring_agreed(&self) -> bool {
         let v = self.view;
+        let m = self.cl.membership.lock();
         let all = v.ring().members().iter().all(|id| {
             *id == self.cl.node_id
-                || match self.cl.peer_by_id(id) {
-                    Some(p) => {
-                        !p.is_live()
-                            || p.ring.load(std::sync::atomic::Ordering::Relaxed) == v.ring_digest
-                    }
-                    None => true,
-                }
+                || !m.may_coordinate(id)
+                || self.cl.peer_by_id(id).is_some_and(|p| {
+                    p.is_up() && p.ring.load(std::sync::atomic::Ordering::Relaxed) == v.ring_digest
+                })
         });
+        drop(m);
         let now = self.now();
         let since = &self.cl.agreed_since;
         if !all {
