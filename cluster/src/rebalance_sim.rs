@@ -196,7 +196,7 @@ fn a_joining_node_receives_its_share_while_every_read_at_quorum_succeeds() {
         r.load(&[0, 1, 2]);
         // The transfer is paced (as `rebalance-max-bytes-per-sec` does) so that it lasts a few
         // seconds: the reads below run while it is under way.
-        r.sim.nodes[3].sync.max_bytes_per_sec = 400_000;
+        r.sim.nodes[3].sync.max_bytes_per_sec = 4_000;
         r.sim
             .input(3, |n, now, out| n.start_member(settings(), now, out));
         // Reads at ONE through the newcomer: a slot it has not received yet is read from

@@ -812,10 +812,22 @@ impl Round {
         out: &mut Out,
     ) -> Round {
         let mut r = Round::begin(env, peer, slots, true, page_bytes, tag);
-        r.diff = r.shared.clone();
-        r.report.slots_differing = r.diff.len() as u64;
+        // Slots this node holds nothing of (a newcomer's) are copied whole at once; only the
+        // others are compared bucket by bucket (which walks every entry on both sides).
+        let store = env.store();
+        let (empty, held): (Vec<Slot>, Vec<Slot>) = r
+            .shared
+            .iter()
+            .partition(|&&s| store.slot_summary(s) == (0, 0));
+        r.report.slots_differing = r.shared.len() as u64;
         r.report.transfer = true;
-        r.step = Step::Buckets { at: 0, n: 0 };
+        r.step = if held.is_empty() {
+            Step::Dump { at: 0 }
+        } else {
+            Step::Buckets { at: 0, n: 0 }
+        };
+        r.diff = held;
+        r.dumps = empty;
         r.first(env, out);
         r
     }
