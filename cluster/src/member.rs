@@ -570,7 +570,13 @@ impl Membership {
     /// ([`Membership::announce_to`]).
     pub fn saw_epoch(&mut self, epoch: u64) -> bool {
         self.seen_epoch = self.seen_epoch.max(epoch);
-        epoch > self.epoch
+        if epoch <= self.epoch {
+            return false;
+        }
+        // Adopted at once: epochs are counters, and two nodes with the same ring may have
+        // counted differently; asking once is enough (the answer brings any change missed).
+        self.epoch = epoch;
+        true
     }
 
     /// Asks the member at cluster address `addr` for the whole membership (it answers with all
