@@ -1735,6 +1735,57 @@ mod tests {
         format!("k{k}").into_bytes()
     }
 
+    /// One random client operation through `node` at QUORUM (the mix of both randomized runs:
+    /// SET, DEL and GET on registers, INCR and GET on counters), recorded in `recs`.
+    fn random_op(
+        s: &mut Sim<SimNode>,
+        rng: &mut SmallRng,
+        recs: &mut Vec<Rec>,
+        node: NodeId,
+        t: u64,
+    ) {
+        let key = if rng.random_bool(0.8) {
+            rng.random_range(0..REGS)
+        } else {
+            REGS + rng.random_range(0..COUNTERS)
+        };
+        let kind = if key >= REGS {
+            if rng.random_bool(0.7) {
+                Kind::Incr
+            } else {
+                Kind::Get
+            }
+        } else {
+            match rng.random_range(0..10) {
+                0..=3 => Kind::Set(recs.len() as u64),
+                4 => Kind::Del,
+                _ => Kind::Get,
+            }
+        };
+        let name = key_name(key);
+        let cid = recs.len() as u64;
+        let val = cid.to_string().into_bytes();
+        let op = match &kind {
+            Kind::Set(_) => Op::set(&val),
+            Kind::Del => Op::Del,
+            Kind::Get => Op::Get,
+            Kind::Incr => Op::IncrBy(1),
+        };
+        s.input(node, |n, now, o| {
+            n.client(cid, &name, op, QUORUM, QUORUM, now, o)
+        });
+        recs.push(Rec {
+            node,
+            key,
+            kind,
+            start: t,
+            end: None,
+            result: None,
+        });
+        // Collect results as they come (their time is when they are first seen).
+        collect(s, recs, t);
+    }
+
     /// What a randomized run found wrong (empty: nothing).
     fn randomized(seed: u64, ops: usize) -> Vec<String> {
         let nodes = 5;
@@ -1825,46 +1876,7 @@ mod tests {
             if out.is_some_and(|(n, _, _)| n == node) {
                 continue;
             }
-            let key = if rng.random_bool(0.8) {
-                rng.random_range(0..REGS)
-            } else {
-                REGS + rng.random_range(0..COUNTERS)
-            };
-            let kind = if key >= REGS {
-                if rng.random_bool(0.7) {
-                    Kind::Incr
-                } else {
-                    Kind::Get
-                }
-            } else {
-                match rng.random_range(0..10) {
-                    0..=3 => Kind::Set(recs.len() as u64),
-                    4 => Kind::Del,
-                    _ => Kind::Get,
-                }
-            };
-            let name = key_name(key);
-            let cid = recs.len() as u64;
-            let val = cid.to_string().into_bytes();
-            let op = match &kind {
-                Kind::Set(_) => Op::set(&val),
-                Kind::Del => Op::Del,
-                Kind::Get => Op::Get,
-                Kind::Incr => Op::IncrBy(1),
-            };
-            s.input(node, |n, now, o| {
-                n.client(cid, &name, op, QUORUM, QUORUM, now, o)
-            });
-            recs.push(Rec {
-                node,
-                key,
-                kind,
-                start: t,
-                end: None,
-                result: None,
-            });
-            // Collect results as they come (their time is when they are first seen).
-            collect(&s, &mut recs, t);
+            random_op(&mut s, &mut rng, &mut recs, node, t);
         }
         // Heal everything, bring every node back, let it all settle.
         s.recover();
@@ -2251,45 +2263,7 @@ mod tests {
             {
                 continue;
             }
-            let key = if rng.random_bool(0.8) {
-                rng.random_range(0..REGS)
-            } else {
-                REGS + rng.random_range(0..COUNTERS)
-            };
-            let kind = if key >= REGS {
-                if rng.random_bool(0.7) {
-                    Kind::Incr
-                } else {
-                    Kind::Get
-                }
-            } else {
-                match rng.random_range(0..10) {
-                    0..=3 => Kind::Set(recs.len() as u64),
-                    4 => Kind::Del,
-                    _ => Kind::Get,
-                }
-            };
-            let name = key_name(key);
-            let cid = recs.len() as u64;
-            let val = cid.to_string().into_bytes();
-            let op = match &kind {
-                Kind::Set(_) => Op::set(&val),
-                Kind::Del => Op::Del,
-                Kind::Get => Op::Get,
-                Kind::Incr => Op::IncrBy(1),
-            };
-            s.input(node, |n, now, o| {
-                n.client(cid, &name, op, QUORUM, QUORUM, now, o)
-            });
-            recs.push(Rec {
-                node,
-                key,
-                kind,
-                start: t,
-                end: None,
-                result: None,
-            });
-            collect(&s, &mut recs, t);
+            random_op(&mut s, &mut rng, &mut recs, node, t);
         }
         // Heal everything, bring killed members back, let it all settle.
         s.recover();

@@ -996,14 +996,7 @@ impl Store {
         let mut next = self.next_occupied(0);
         while let Some(slot) = next {
             let mut s = self.lock(slot);
-            let old = std::mem::take(&mut s.map);
-            let bytes: u64 = old.iter().map(|e| e.footprint() as u64).sum::<u64>()
-                + table_bytes(old.capacity()) as u64;
-            self.keys.fetch_sub(old.len() as u64, Ordering::Relaxed);
-            self.bytes.fetch_sub(bytes, Ordering::Relaxed);
-            self.volatile
-                .fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
-            s.volatile = 0;
+            let (old, _) = self.take_values(&mut s);
             s.digest = s
                 .tombs
                 .as_ref()
@@ -1017,14 +1010,10 @@ impl Store {
         dropped
     }
 
-    /// Drops everything held for `slot`, tombstones included: a slot this node no longer
-    /// replicates, once the rebalance grace is over. Returns the entries dropped (values and
-    /// tombstones) and their bytes; what is dropped is returned to be freed by the caller.
-    pub fn drop_slot(&self, slot: Slot) -> (u64, u64, impl Send + 'static) {
-        if usize::from(slot) >= SLOTS {
-            return (0, 0, None);
-        }
-        let mut s = self.lock(slot);
+    /// Takes every value out of slot `s` (tombstones stay), with the store's counts: returns
+    /// them (to be freed by the caller, off the lock) and their bytes. The digest is the
+    /// caller's to set.
+    fn take_values(&self, s: &mut SlotData) -> (HashTable<Entry>, u64) {
         let old = std::mem::take(&mut s.map);
         let bytes: u64 = old.iter().map(|e| e.footprint() as u64).sum::<u64>()
             + table_bytes(old.capacity()) as u64;
@@ -1033,6 +1022,18 @@ impl Store {
         self.volatile
             .fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
         s.volatile = 0;
+        (old, bytes)
+    }
+
+    /// Drops everything held for `slot`, tombstones included: a slot this node no longer
+    /// replicates, once the rebalance grace is over. Returns the entries dropped (values and
+    /// tombstones) and their bytes; what is dropped is returned to be freed by the caller.
+    pub fn drop_slot(&self, slot: Slot) -> (u64, u64, impl Send + 'static) {
+        if usize::from(slot) >= SLOTS {
+            return (0, 0, None);
+        }
+        let mut s = self.lock(slot);
+        let (old, bytes) = self.take_values(&mut s);
         let tombs = s.tombs.take().map_or(0, |t| t.len() as u64);
         self.tomb_count.fetch_sub(tombs, Ordering::Relaxed);
         s.digest = 0;
@@ -1885,6 +1886,29 @@ mod tests {
         // A replica that missed v2 still holds an older value without expiry: it must not win.
         assert!(!st.merge(b"k", &live(b"v1", 10 << 16, 1), &Ctx::at(2000)));
         assert_eq!(st.stats().expired, 1);
+    }
+
+    #[test]
+    fn dropping_a_slot_takes_its_values_and_tombstones_and_nothing_else() {
+        let st = store();
+        st.set_tombstones(true);
+        let ctx = Ctx::at(1_000);
+        // Two keys of one slot (a hash tag), one of another.
+        for k in [&b"{a}1"[..], b"{a}2", b"b"] {
+            st.apply(k, &Op::set(b"v"), &ctx);
+        }
+        st.apply(b"{a}2", &Op::Del, &ctx);
+        let slot = key_slot(b"{a}1");
+        let (n, bytes, freed) = st.drop_slot(slot);
+        drop(freed);
+        assert_eq!(n, 2, "one value and one tombstone");
+        assert!(bytes > 0);
+        assert_eq!(st.slot_summary(slot), (0, 0));
+        assert_eq!(st.len(), 1);
+        assert_eq!(st.tombstones(), 0);
+        assert_eq!(st.stats().bytes, st.bytes_recomputed());
+        assert!(matches!(st.fetch(b"b"), State::Live { .. }));
+        assert_eq!(st.fetch(b"{a}1"), State::Missing);
     }
 
     #[test]
