@@ -25,8 +25,9 @@
 //! A member is in the ring set unless it left, is draining, was forgotten (`HC.FORGET`), or has
 //! been down for `remove-after`. This node is in it unless it is draining or leaving. When the
 //! set changes the epoch moves past every epoch seen so far (a Lamport clock over ring changes):
-//! a peer's message with a newer epoch tells this node that it missed a change
-//! ([`Membership::saw_epoch`]).
+//! a peer's message with a newer epoch tells this node that it missed a change, and it asks that
+//! peer for the membership ([`Membership::saw_epoch`]). Both drivers stamp every inter-node
+//! message with the sender's epoch.
 //!
 //! ## Seeds
 //! While this node knows no live member it announces itself to every seed (and to the seeds'
@@ -183,6 +184,10 @@ impl MemberSettings {
     }
 }
 
+/// How long a node with seeds waits for one of them to answer before it starts alone (the
+/// others find it later), ms.
+pub const JOIN_TIMEOUT_MS: u64 = 5_000;
+
 /// Largest membership datagram, bytes.
 pub const MAX_DATAGRAM: usize = 1400;
 
@@ -306,6 +311,10 @@ pub struct Membership {
     left: bool,
     /// foca's current timer token (from the timers it schedules).
     token: u8,
+    /// When this node started.
+    started: u64,
+    /// When it last asked a peer with a newer epoch for the membership.
+    last_epoch_ask: u64,
 }
 
 impl std::fmt::Debug for Membership {
@@ -353,6 +362,8 @@ impl Membership {
             timers: Vec::new(),
             left: false,
             token: 0,
+            started: now,
+            last_epoch_ask: 0,
         };
         m.tick(now);
         m
@@ -565,17 +576,21 @@ impl Membership {
         true
     }
 
-    /// A peer's ring epoch, seen on one of its messages. Returns whether it is newer than this
-    /// node's: this node missed a ring change, and should ask that peer for the membership
-    /// ([`Membership::announce_to`]).
-    pub fn saw_epoch(&mut self, epoch: u64) -> bool {
+    /// A peer at cluster address `from` sent a message carrying ring epoch `epoch`. A newer
+    /// epoch than this node's means it missed a ring change: it adopts the number (epochs are
+    /// counters; two nodes with one ring may have counted differently) and asks that peer for
+    /// the membership, at most once a second. Returns whether it asked.
+    pub fn saw_epoch(&mut self, now: u64, epoch: u64, from: &str) -> bool {
         self.seen_epoch = self.seen_epoch.max(epoch);
         if epoch <= self.epoch {
             return false;
         }
-        // Adopted at once: epochs are counters, and two nodes with the same ring may have
-        // counted differently; asking once is enough (the answer brings any change missed).
         self.epoch = epoch;
+        if now < self.last_epoch_ask + 1000 {
+            return false;
+        }
+        self.last_epoch_ask = now;
+        self.announce_to(now, from);
         true
     }
 
@@ -590,6 +605,13 @@ impl Membership {
             .unwrap_or_else(|| Ident::seed(addr));
         let _ = self.swim.announce(target, &mut self.rt);
         self.after(now);
+    }
+
+    /// Whether this node, which has not joined yet, should start alone: no member is alive and
+    /// [`JOIN_TIMEOUT_MS`] passed since it started.
+    pub fn join_timed_out(&self, now: u64) -> bool {
+        now >= self.started + JOIN_TIMEOUT_MS
+            && self.members.values().all(|r| r.state != MemberState::Alive)
     }
 
     /// The ring epoch.

@@ -12,7 +12,7 @@
 //! one that knows when it is done; a failed page is simply asked again (a push design turns a
 //! failed batch into a migration hint instead).
 
-use crate::ring::MemberIdx;
+use crate::ring::{MemberIdx, Placement};
 use crate::slot::{Slot, SLOTS};
 
 /// One slot that member `to` must receive, from the old replicas `from` (rank order).
@@ -54,6 +54,41 @@ pub struct Plan {
     pub receive: Vec<(Slot, Vec<MemberIdx>)>,
     /// Slots `me` no longer replicates (dropped after the grace).
     pub release: Vec<Slot>,
+    /// The node's first ring since it started: every slot it does not receive is up to date
+    /// at once (it answers for none before).
+    pub first: bool,
+}
+
+/// What a node does when its ring becomes `new`, from `old` (`None`: it has had no ring since it
+/// started, and answers for nothing). The plan; `None` while the new ring has no other member
+/// (a node that has not joined stays without a ring) unless `alone` (no seed answered within
+/// the join timeout: it starts a cluster of its own, every slot its own). `without` is the ring
+/// of the same members without `me`, needed for a first ring only (see [`first_plan`]). Both
+/// drivers call this.
+pub fn ring_change(
+    me: MemberIdx,
+    old: Option<&Placement>,
+    new: &Placement,
+    without: Option<&Placement>,
+    alone: bool,
+) -> Option<Plan> {
+    match old {
+        Some(old) => Some(plan(me, |s| old.preference(s), |s| new.preference(s))),
+        None if alone => Some(Plan {
+            first: true,
+            ..Plan::default()
+        }),
+        None if new.ring().members().len() > 1 => {
+            let none = Placement::empty();
+            let without = without.unwrap_or(&none);
+            Some(first_plan(
+                me,
+                |s| without.preference(s),
+                |s| new.preference(s),
+            ))
+        }
+        None => None,
+    }
 }
 
 /// `me`'s part of the change from `old` to `new`.
@@ -83,7 +118,10 @@ pub fn first_plan<'a>(
     without: impl Fn(Slot) -> &'a [MemberIdx],
     new: impl Fn(Slot) -> &'a [MemberIdx],
 ) -> Plan {
-    let mut p = Plan::default();
+    let mut p = Plan {
+        first: true,
+        ..Plan::default()
+    };
     for s in 0..SLOTS as Slot {
         let n = new(s);
         if !n.contains(&me) {

@@ -1588,6 +1588,18 @@ impl Repair {
             .into_iter()
             .filter(|(_, from)| from.iter().any(|&m| m != env.me()))
             .collect();
+        if plan.first {
+            // A first ring: every slot not received from someone is up to date now.
+            let mut receiving = vec![false; SLOTS];
+            for (s, _) in &receive {
+                receiving[usize::from(*s)] = true;
+            }
+            for (s, r) in receiving.iter().enumerate() {
+                if !r {
+                    env.set_synced(s as Slot, true);
+                }
+            }
+        }
         self.counters.slots_received += receive.len() as u64;
         if let Some(c) = self.catch_up.as_mut() {
             c.drop_unowned(env);

@@ -230,6 +230,16 @@ impl Placement {
         }
     }
 
+    /// No ring: no slot has a replica (a node that has not joined).
+    pub fn empty() -> Placement {
+        Placement {
+            epoch: 0,
+            ring: Ring::new::<&str>(&[], 1),
+            replicas: 1,
+            lists: Vec::new(),
+        }
+    }
+
     /// The ring (ids, and its own numbering).
     pub fn ring(&self) -> &Ring {
         &self.ring

@@ -654,7 +654,7 @@ impl SimNode {
                     usize::from(to),
                     SimMsg::Request {
                         id,
-                        body: body.to_vec(),
+                        body: crate::wire::stamp(self.placement.epoch, &body),
                     },
                 );
             }
@@ -690,7 +690,9 @@ impl SimNode {
                     Waiter::Client(c) => {
                         self.results.insert(c, f.result);
                     }
-                    Waiter::Peer { node, id } => reply(out, node, id, &exec_response(f)),
+                    Waiter::Peer { node, id } => {
+                        reply(out, self.placement.epoch, node, id, &exec_response(f))
+                    }
                 }
             }
         }
@@ -716,17 +718,25 @@ impl SimNode {
     fn serve(&mut self, from: NodeId, id: u64, body: &[u8], out: &mut SimOutbox) {
         let req = match from_body::<Request<'_>>(body) {
             Ok(r) => r,
-            Err(e) => return reply(out, from, id, &Response::Error(e.to_string())),
+            Err(e) => {
+                return reply(
+                    out,
+                    self.placement.epoch,
+                    from,
+                    id,
+                    &Response::Error(e.to_string()),
+                )
+            }
         };
         let rid = self.next_id();
         match serve(&*self, Some(from as MemberIdx), rid, req) {
-            Served::Reply(r) => reply(out, from, id, &r),
+            Served::Reply(r) => reply(out, self.placement.epoch, from, id, &r),
             Served::Exec(m, o) => {
                 self.settle(rid, Waiter::Peer { node: from, id }, *m, o, out);
             }
             Served::Flush(h) => {
                 self.store.flush_at(h);
-                reply(out, from, id, &Response::Done);
+                reply(out, self.placement.epoch, from, id, &Response::Done);
             }
             Served::Forget(member) => {
                 let now = self.now;
@@ -734,12 +744,12 @@ impl SimNode {
                     m.forget(now, &member);
                 }
                 self.swim_flush(out);
-                reply(out, from, id, &Response::Done);
+                reply(out, self.placement.epoch, from, id, &Response::Done);
             }
             Served::RandomKey => {
                 let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(id);
                 let k = self.store.random_key(&mut rng, &self.ctx());
-                reply(out, from, id, &Response::Key(k));
+                reply(out, self.placement.epoch, from, id, &Response::Key(k));
             }
         }
     }
@@ -874,7 +884,7 @@ impl SimNode {
         }
         for e in events {
             if let MemberEvent::Ring { epoch, members } = &e {
-                self.on_ring(members.clone(), *epoch, out);
+                self.on_ring(members.clone(), *epoch, false, out);
             }
             self.member_events.push((self.now, e));
         }
@@ -882,38 +892,20 @@ impl SimNode {
 
     /// The ring set changed: the new placement, and this node's part of the move
     /// ([`Repair::rebalance`]).
-    fn on_ring(&mut self, members: Vec<String>, epoch: u64, out: &mut SimOutbox) {
+    fn on_ring(&mut self, members: Vec<String>, epoch: u64, alone: bool, out: &mut SimOutbox) {
         let me_id = member_id(usize::from(self.me));
         let new = Placement::new(Ring::new(&members, self.replicas), epoch, &mut self.roster);
-        let plan = if self.joined {
-            crate::rebalance::plan(
-                self.me,
-                |s| self.placement.preference(s),
-                |s| new.preference(s),
-            )
-        } else if members.iter().any(|m| *m != me_id) {
-            self.joined = true;
+        let without = (!self.joined).then(|| {
             let others: Vec<&String> = members.iter().filter(|m| **m != me_id).collect();
-            let without = Placement::new(Ring::new(&others, self.replicas), 0, &mut self.roster);
-            let p = crate::rebalance::first_plan(
-                self.me,
-                |s| without.preference(s),
-                |s| new.preference(s),
-            );
-            let mut receiving = vec![false; crate::slot::SLOTS];
-            for (s, _) in &p.receive {
-                receiving[usize::from(*s)] = true;
-            }
-            for (s, r) in receiving.iter().enumerate() {
-                if !r {
-                    self.catching.set(s as Slot, false);
-                }
-            }
-            p
-        } else {
+            Placement::new(Ring::new(&others, self.replicas), 0, &mut self.roster)
+        });
+        let old = self.joined.then_some(&self.placement);
+        let Some(plan) = crate::rebalance::ring_change(self.me, old, &new, without.as_ref(), alone)
+        else {
             // Still alone: nothing to answer for yet (the placement stays empty).
             return;
         };
+        self.joined = true;
         self.placement = new;
         self.agreed_since.set(None);
         let draining = self.swim.as_ref().is_some_and(|m| m.me().draining());
@@ -947,12 +939,12 @@ fn add(to: &mut Counts, c: &Counts) {
 }
 
 /// Sends `resp` to `to` as the reply to its request `id`.
-fn reply(out: &mut SimOutbox, to: NodeId, id: u64, resp: &Response) {
+fn reply(out: &mut SimOutbox, epoch: u64, to: NodeId, id: u64, resp: &Response) {
     out.send(
         to,
         SimMsg::Reply {
             id,
-            body: to_body(resp),
+            body: crate::wire::stamp(epoch, &to_body(resp)),
         },
     );
 }
@@ -975,6 +967,15 @@ impl Machine for SimNode {
             }
             other => other,
         };
+        // Every message carries its sender's ring epoch (stamped as production's links do); a
+        // newer one makes this node ask the sender for the membership.
+        if let SimMsg::Request { body, .. } | SimMsg::Reply { body, .. } = &msg {
+            if let (Some(e), Some(m)) = (crate::wire::peek_epoch(body), self.swim.as_mut()) {
+                if e > self.placement.epoch && m.saw_epoch(now, e, &member_id(from)) {
+                    self.swim_flush(out);
+                }
+            }
+        }
         if self.live.get(from) == Some(&false) && self.redial_ms > 0 {
             if !self.redialing[from] {
                 self.redialing[from] = true;
@@ -1040,6 +1041,16 @@ impl Machine for SimNode {
                 self.swim_flush(out);
             }
             SimTimer::MemberTick { .. } => {
+                let alone =
+                    !self.joined && self.swim.as_ref().is_some_and(|m| m.join_timed_out(now));
+                if alone {
+                    // No seed answered: this node starts a cluster of its own.
+                    let (epoch, me) = match self.swim.as_ref() {
+                        Some(m) => (m.epoch(), m.me().id.clone()),
+                        None => (0, member_id(usize::from(self.me))),
+                    };
+                    self.on_ring(vec![me], epoch, true, out);
+                }
                 if let Some(m) = self.swim.as_mut() {
                     let next = m.tick(now);
                     out.schedule(
@@ -1091,7 +1102,7 @@ impl Machine for SimNode {
                             p,
                             SimMsg::Request {
                                 id,
-                                body: ping.clone(),
+                                body: crate::wire::stamp(self.placement.epoch, &ping),
                             },
                         );
                     }

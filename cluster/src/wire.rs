@@ -233,10 +233,7 @@ pub fn encode_stamped(kind: Kind, id: u64, epoch: u64, body: &[u8], out: &mut By
     let mut varint = [0u8; 10];
     let v = postcard::to_slice(&epoch, &mut varint).map_or(&[][..], |v| &*v);
     if body.len() + v.len() > COMPRESS_ABOVE {
-        let mut whole = Vec::with_capacity(body.len() + v.len());
-        whole.extend_from_slice(v);
-        whole.extend_from_slice(&body[1..]);
-        return encode(kind, id, &whole, out);
+        return encode(kind, id, &stamp(epoch, body), out);
     }
     out.reserve(HEADER_LEN + v.len() + body.len());
     out.put_slice(&MAGIC);
@@ -248,6 +245,20 @@ pub fn encode_stamped(kind: Kind, id: u64, epoch: u64, body: &[u8], out: &mut By
     out.put_u32_le((v.len() + body.len() - 1) as u32);
     out.put_slice(v);
     out.put_slice(&body[1..]);
+}
+
+/// `body` (a machine's, epoch 0) with `epoch` in its envelope, as a new buffer (the simulator's
+/// messages; links use [`encode_stamped`], which writes straight into the frame).
+pub fn stamp(epoch: u64, body: &[u8]) -> Vec<u8> {
+    if epoch == 0 || body.first() != Some(&0) {
+        return body.to_vec();
+    }
+    let mut varint = [0u8; 10];
+    let v = postcard::to_slice(&epoch, &mut varint).map_or(&[][..], |v| &*v);
+    let mut whole = Vec::with_capacity(body.len() + v.len());
+    whole.extend_from_slice(v);
+    whole.extend_from_slice(&body[1..]);
+    whole
 }
 
 /// The sender's ring epoch in a message body's envelope (`None` if it does not decode).

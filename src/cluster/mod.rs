@@ -401,16 +401,16 @@ impl Cluster {
     }
 
     /// A peer's message carried ring epoch `epoch`: a newer one means this node missed a ring
-    /// change, so it asks that peer for the membership.
+    /// change, so it asks that peer for the membership ([`Membership::saw_epoch`]; its
+    /// datagram goes out with the membership task's next flush).
     pub fn saw_epoch(&self, from_id: &str, epoch: u64) {
         if epoch <= self.view().epoch() {
             return;
         }
-        let newer = self.membership.lock().saw_epoch(epoch);
-        if newer {
-            if let Some(p) = self.peer_by_id(from_id) {
-                self.member_cmd(swim::MemberCmd::AnnounceTo(p.addr.clone()));
-            }
+        if let Some(p) = self.peer_by_id(from_id) {
+            self.membership
+                .lock()
+                .saw_epoch(crate::state::now_ms(), epoch, &p.addr);
         }
     }
 
@@ -502,31 +502,16 @@ pub fn apply_ring(
     ring: Ring,
     without: Option<Ring>,
     epoch: u64,
+    alone: bool,
 ) {
-    use hypercache_cluster::rebalance;
     let old = cl.view();
-    let others = ring.members().iter().any(|m| *m != cl.node_id);
     let new = cl.placement(ring, epoch);
     let me = old.me;
-    let (plan, joined) = if old.joined {
-        (
-            rebalance::plan(me, |s| old.prefs(s), |s| new.preference(s)),
-            true,
-        )
-    } else if others {
-        let without = cl.placement(without.unwrap_or_else(|| Ring::new::<&str>(&[], 1)), 0);
-        let p = rebalance::first_plan(me, |s| without.preference(s), |s| new.preference(s));
-        let mut receiving = vec![false; SLOTS];
-        for (s, _) in &p.receive {
-            receiving[usize::from(*s)] = true;
-        }
-        for (s, r) in receiving.iter().enumerate() {
-            if !r {
-                cl.catching.set(s as Slot, false);
-            }
-        }
-        (p, true)
-    } else {
+    let without = without.map(|w| cl.placement(w, 0));
+    let prev = old.joined.then_some(&old.placement);
+    let Some(plan) =
+        hypercache_cluster::rebalance::ring_change(me, prev, &new, without.as_ref(), alone)
+    else {
         // Still alone: no ring until others answer (or the join timeout).
         return;
     };
@@ -543,7 +528,7 @@ pub fn apply_ring(
             cl.catching.set(*s, true);
         }
     }
-    cl.publish(new, joined);
+    cl.publish(new, true);
     let view = cl.view();
     {
         let e = exec::node_env(shared, cl, &view);

@@ -11,7 +11,8 @@
 //! - **Rings**: the machine's ring changes go, latest first, to the ring task, which builds the
 //!   ring off the async workers (`spawn_blocking`) and applies it ([`super::apply_ring`]).
 //! - **Join**: a node with seeds answers for nothing until its first ring with others; if no
-//!   seed answers within [`JOIN_TIMEOUT`], it starts alone and the others find it later.
+//!   seed answers within the machine's join timeout, it starts alone and the others find it
+//!   later.
 //! - **Leaving**: on shutdown the node announces its departure before the task ends.
 
 use std::cmp::Reverse;
@@ -29,8 +30,6 @@ use super::link;
 use super::Cluster;
 use crate::state::{now_ms, Shared};
 
-/// How long a node with seeds waits for one of them before it starts alone.
-pub const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 const HEADER: usize = 12;
 const MAGIC: [u8; 4] = [b'H', b'S', 1, 0];
 
@@ -40,8 +39,6 @@ pub enum MemberCmd {
     Drain,
     /// `HC.FORGET`: forget member `id`; the reply says whether it was known.
     Forget(String, oneshot::Sender<bool>),
-    /// Ask the member at this cluster address for the whole membership (it has a newer ring).
-    AnnounceTo(String),
     /// The TCP link to member `id` failed: suspect it now.
     LinkDown(String),
 }
@@ -79,8 +76,6 @@ pub async fn run(
     let mut pending: std::collections::HashMap<u64, SwimTimer<Ident>> = Default::default();
     let mut seq = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
-    let started = now_ms();
-    let mut last_announce_to = 0u64;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -114,8 +109,8 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = now_ms();
                 cl.membership.lock().tick(now);
-                if !cl.view().joined && now.saturating_sub(started) >= JOIN_TIMEOUT.as_millis() as u64 {
-                    let alone = cl.membership.lock().members().values().all(|r| r.state != MemberState::Alive);
+                if !cl.view().joined {
+                    let alone = cl.membership.lock().join_timed_out(now);
                     if alone {
                         tracing::warn!(component = "membership", node_id = %cl.node_id, seeds = ?cl.seeds,
                             "no seed answered: starting alone (members that come up later join this node)");
@@ -136,14 +131,6 @@ pub async fn run(
                         let _ = reply.send(known);
                     }
                     Some(MemberCmd::LinkDown(id)) => cl.membership.lock().link_failed(now, &id),
-                    Some(MemberCmd::AnnounceTo(addr)) => {
-                        // At most once a second: every message of a peer with a newer epoch
-                        // asks for this.
-                        if now >= last_announce_to + 1000 {
-                            last_announce_to = now;
-                            cl.membership.lock().announce_to(now, &addr);
-                        }
-                    }
                 }
             }
             _ = shutdown.changed() => {
@@ -304,15 +291,6 @@ async fn ring_task(
         if alone && cl.view().joined {
             continue;
         }
-        if alone {
-            // No seed answered: this node is the cluster for now, and answers for every slot.
-            let p = cl.placement(ring, epoch);
-            cl.publish(p, true);
-            for s in 0..hypercache_cluster::slot::SLOTS as u16 {
-                cl.catching.set(s, false);
-            }
-            continue;
-        }
-        super::apply_ring(&shared, &cl, ring, without, epoch);
+        super::apply_ring(&shared, &cl, ring, without, epoch, alone);
     }
 }
