@@ -138,6 +138,29 @@ pub fn first_plan<'a>(
     p
 }
 
+/// What a draining node knows of one other member of its ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemberFacts {
+    /// Live (alive, link up).
+    pub live: bool,
+    /// Its last heartbeat reported the same ring as this node's.
+    pub same_ring: bool,
+    /// Slots it still receives, as of its last heartbeat (-1: not heard yet).
+    pub catching_up: i64,
+}
+
+/// Whether a draining node may stop without losing anything (`HC.DRAIN STATUS`): it is out of
+/// its own ring, and every other member of that ring is live, works with the same ring, and has
+/// received everything; and no hint is left to deliver from here.
+pub fn safe_to_stop(in_ring: bool, members: &[MemberFacts], hints_held: usize) -> bool {
+    !in_ring
+        && !members.is_empty()
+        && hints_held == 0
+        && members
+            .iter()
+            .all(|m| m.live && m.same_ring && m.catching_up == 0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -194,6 +217,39 @@ mod tests {
         assert_eq!(p.receive.len(), SLOTS);
         assert!(p.receive.iter().all(|(_, from)| from.is_empty()));
         assert!(transfers(|s| one.preference(s), |s| one.preference(s)).is_empty());
+    }
+
+    #[test]
+    fn a_drain_is_safe_to_stop_only_when_every_member_has_everything() {
+        let done = MemberFacts {
+            live: true,
+            same_ring: true,
+            catching_up: 0,
+        };
+        assert!(safe_to_stop(false, &[done, done], 0));
+        assert!(!safe_to_stop(true, &[done, done], 0), "still in its ring");
+        assert!(!safe_to_stop(false, &[done, done], 1), "a hint to deliver");
+        assert!(!safe_to_stop(false, &[], 0), "no member to hand over to");
+        for bad in [
+            MemberFacts {
+                live: false,
+                ..done
+            },
+            MemberFacts {
+                same_ring: false,
+                ..done
+            },
+            MemberFacts {
+                catching_up: 3,
+                ..done
+            },
+            MemberFacts {
+                catching_up: -1,
+                ..done
+            },
+        ] {
+            assert!(!safe_to_stop(false, &[done, bad], 0), "{bad:?}");
+        }
     }
 
     #[test]

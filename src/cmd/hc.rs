@@ -444,49 +444,46 @@ pub(super) struct DrainStatus {
     pub safe: bool,
 }
 
-/// The drain's progress (see [`drain`]).
+/// The drain's progress (see [`drain`]); the verdict is the cluster crate's
+/// ([`hypercache_cluster::rebalance::safe_to_stop`]).
 pub(super) fn drain_status(cl: &crate::cluster::Cluster) -> DrainStatus {
+    use hypercache_cluster::rebalance::{safe_to_stop, MemberFacts};
     use std::sync::atomic::Ordering::Relaxed;
     let v = cl.view();
     let in_ring = v.ring().members().contains(&cl.node_id);
-    let (mut members, mut agreeing, mut down, mut catching) = (0, 0, 0, 0);
-    for id in v.ring().members() {
-        if *id == cl.node_id {
-            continue;
-        }
-        members += 1;
-        match cl.peer_by_id(id) {
-            Some(p) if p.is_live() => {
-                if p.ring.load(Relaxed) == v.ring_digest {
-                    agreeing += 1;
-                }
-                catching += match p.catching_up.load(Relaxed) {
-                    -1 => 1,
-                    n => n,
-                };
-            }
-            _ => down += 1,
-        }
-    }
-    let hints = cl.repair.lock().hints.len() as i64;
+    let facts: Vec<MemberFacts> = v
+        .ring()
+        .members()
+        .iter()
+        .filter(|id| **id != cl.node_id)
+        .map(|id| match cl.peer_by_id(id) {
+            Some(p) => MemberFacts {
+                live: p.is_live(),
+                same_ring: p.ring.load(Relaxed) == v.ring_digest,
+                catching_up: p.catching_up.load(Relaxed),
+            },
+            None => MemberFacts {
+                live: false,
+                same_ring: false,
+                catching_up: -1,
+            },
+        })
+        .collect();
+    let hints = cl.repair.lock().hints.len();
     let draining = cl.is_draining();
-    let safe = draining
-        && !in_ring
-        && v.joined
-        && members > 0
-        && agreeing == members
-        && down == 0
-        && catching == 0
-        && hints == 0;
     DrainStatus {
         draining,
         in_ring,
-        members,
-        agreeing,
-        down,
-        catching,
-        hints,
-        safe,
+        members: facts.len() as i64,
+        agreeing: facts.iter().filter(|f| f.live && f.same_ring).count() as i64,
+        down: facts.iter().filter(|f| !f.live).count() as i64,
+        catching: facts
+            .iter()
+            .filter(|f| f.live)
+            .map(|f| f.catching_up.max(0) + i64::from(f.catching_up < 0))
+            .sum(),
+        hints: hints as i64,
+        safe: draining && v.joined && safe_to_stop(in_ring, &facts, hints),
     }
 }
 
