@@ -191,11 +191,16 @@ fn members_start_in_any_order_and_a_late_seed_is_found() {
     let s = settings();
     let mut sim = cluster(4, s, 7);
     sim.nodes[0].dead = true;
+    sim.run_until(4_900, STEPS);
+    // Their only seed is silent: after the join timeout they would start alone.
+    assert!((1..4).all(|i| !sim.nodes[i].m.join_timed_out(sim.now())));
     sim.run_until(5_000, STEPS);
+    assert!((1..4).all(|i| sim.nodes[i].m.join_timed_out(sim.now())));
     sim.nodes[0] = node(0, 4, 2, &[1], s, sim.now());
     start(&mut sim, 0);
     let all: Vec<usize> = (0..4).collect();
     assert!(run_until(&mut sim, 10_000, |s| converged(s, &all)).is_some());
+    assert!((0..4).all(|i| !sim.nodes[i].m.join_timed_out(sim.now())));
 }
 
 /// The first time node `at` saw `of` in `state` at or after `from`.

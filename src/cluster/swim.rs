@@ -76,6 +76,7 @@ pub async fn run(
     let mut pending: std::collections::HashMap<u64, SwimTimer<Ident>> = Default::default();
     let mut seq = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
+    let mut alone_asked = false;
     let mut tick = tokio::time::interval(Duration::from_millis(200));
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -109,9 +110,10 @@ pub async fn run(
             _ = tick.tick() => {
                 let now = now_ms();
                 cl.membership.lock().tick(now);
-                if !cl.view().joined {
+                if !cl.view().joined && !alone_asked {
                     let alone = cl.membership.lock().join_timed_out(now);
                     if alone {
+                        alone_asked = true;
                         tracing::warn!(component = "membership", node_id = %cl.node_id, seeds = ?cl.seeds,
                             "no seed answered: starting alone (members that come up later join this node)");
                         let _ = ring_tx.send((cl.membership.lock().epoch(), vec![cl.node_id.clone()], true));
