@@ -314,7 +314,7 @@ pub struct Membership {
     /// When this node started.
     started: u64,
     /// When it last asked a peer with a newer epoch for the membership.
-    last_epoch_ask: u64,
+    last_epoch_ask: Option<u64>,
 }
 
 impl std::fmt::Debug for Membership {
@@ -363,7 +363,7 @@ impl Membership {
             left: false,
             token: 0,
             started: now,
-            last_epoch_ask: 0,
+            last_epoch_ask: None,
         };
         m.tick(now);
         m
@@ -586,10 +586,10 @@ impl Membership {
             return false;
         }
         self.epoch = epoch;
-        if now < self.last_epoch_ask + 1000 {
+        if self.last_epoch_ask.is_some_and(|t| now < t + 1000) {
             return false;
         }
-        self.last_epoch_ask = now;
+        self.last_epoch_ask = Some(now);
         self.announce_to(now, from);
         true
     }

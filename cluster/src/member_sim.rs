@@ -471,3 +471,31 @@ fn remove_after_forget_leave_and_drain_change_the_ring() {
     assert_eq!(sim.nodes[0].m.ring(), ids(&[0, 1]));
     assert!(sim.nodes[1].m.ring().contains(&"node-2".to_string()));
 }
+
+#[test]
+fn a_newer_epoch_is_adopted_and_asked_about_at_most_once_a_second() {
+    let s = settings();
+    let mut sim = cluster(3, s, 500);
+    let all: Vec<usize> = (0..3).collect();
+    run_until(&mut sim, 10_000, |s| converged(s, &all)).expect("converged");
+    let now = sim.now();
+    let m = &mut sim.nodes[0].m;
+    let e = m.epoch();
+    m.take_sends();
+    assert!(!m.saw_epoch(now, e, &addr(1)), "not newer: nothing to ask");
+    assert!(m.take_sends().is_empty());
+    assert!(m.saw_epoch(now, e + 5, &addr(1)), "newer: ask that peer");
+    assert_eq!(m.epoch(), e + 5, "adopted");
+    let sent = m.take_sends();
+    assert!(sent.iter().any(|(to, _)| *to == addr(1)), "{sent:?}");
+    assert!(
+        !m.saw_epoch(now + 10, e + 9, &addr(2)),
+        "asked less than a second ago"
+    );
+    assert_eq!(m.epoch(), e + 9);
+    assert!(m.saw_epoch(now + 1_000, e + 10, &addr(2)));
+    // The next ring change moves past every epoch seen.
+    sim.nodes[2].dead = true;
+    run_until(&mut sim, 90_000, |s| s.nodes[0].m.ring().len() == 2).expect("node 2 removed");
+    assert!(sim.nodes[0].m.epoch() > e + 10);
+}
