@@ -2377,7 +2377,9 @@ mod tests {
     }
 
     /// [`randomized_membership`] over seeds `SIM_FROM..SIM_FROM+SIM_MEMBER_SEEDS` (default
-    /// 0..40).
+    /// 0..40). To look into a failing seed: `SIM_TRACE=1` prints the membership changes as they
+    /// happen, `SIM_TRACE_KEY=k` the writes to key `k` (a run that does not settle prints every
+    /// node's state anyway).
     #[test]
     fn randomized_runs_with_joins_and_leaves_keep_every_acknowledged_write() {
         let from: u64 = std::env::var("SIM_FROM")
