@@ -49,12 +49,18 @@ start_cluster() { # start_cluster NAME BIN
         pids="$pids $!"
         wait_ready "$name$i" "$!" "$port"
     done
-    for ((i = 0; i < 100; i++)); do
+    # Formed: node 1 sees 3 live members, and (builds with membership) every node is synced.
+    local synced
+    for ((i = 0; i < 200; i++)); do
         live=$(redis-cli -p "$p1" info cluster | tr -d '\r' | sed -n 's/^hc_members_live://p')
-        [[ "$live" == 3 ]] && break
+        synced=1
+        for port in "$p1" "$p2" "$p3"; do
+            [[ "$(redis-cli -p "$port" info cluster | tr -d '\r' | sed -n 's/^hc_synced://p')" == 0 ]] && synced=0
+        done
+        [[ "$live" == 3 && "$synced" == 1 ]] && break
         sleep 0.1
     done
-    [[ "$live" == 3 ]] || die "cluster $name did not form"
+    [[ "$live" == 3 && "$synced" == 1 ]] || die "cluster $name did not form"
     NODE_PIDS[$name]=$pids
     PORT1[$name]=$p1
 }
