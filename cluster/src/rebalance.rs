@@ -138,6 +138,29 @@ pub fn first_plan<'a>(
     p
 }
 
+/// The ring-agreement rule behind [`crate::node::Env::ring_agreed`], for both drivers. `others`:
+/// for each other member of this node's ring, whether it may still be coordinating (not known
+/// down or gone) and whether its last heartbeat reported this node's ring. Agreement holds once
+/// every member that may coordinate reports the same ring, continuously for `hold_ms` (a
+/// request deadline: rounds started on the previous ring are over by then); `since` keeps when
+/// it started holding.
+pub fn ring_agreed(
+    others: impl IntoIterator<Item = (bool, bool)>,
+    since: &mut Option<u64>,
+    now: u64,
+    hold_ms: u64,
+) -> bool {
+    if !others
+        .into_iter()
+        .all(|(may_coordinate, same)| !may_coordinate || same)
+    {
+        *since = None;
+        return false;
+    }
+    let start = *since.get_or_insert(now);
+    now >= start + hold_ms
+}
+
 /// What a draining node knows of one other member of its ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemberFacts {
@@ -250,6 +273,35 @@ mod tests {
         ] {
             assert!(!safe_to_stop(false, &[done, bad], 0), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn the_ring_is_agreed_once_every_possible_coordinator_reports_it_for_the_hold() {
+        let mut since = None;
+        // A member down (cannot coordinate) is not waited for.
+        assert!(!ring_agreed(
+            [(true, true), (false, false)],
+            &mut since,
+            100,
+            50
+        ));
+        assert!(!ring_agreed(
+            [(true, true), (false, false)],
+            &mut since,
+            149,
+            50
+        ));
+        assert!(ring_agreed(
+            [(true, true), (false, false)],
+            &mut since,
+            150,
+            50
+        ));
+        // One that may coordinate and reports another ring starts the hold over.
+        assert!(!ring_agreed([(true, false)], &mut since, 200, 50));
+        assert_eq!(since, None);
+        assert!(!ring_agreed([(true, true)], &mut since, 210, 50));
+        assert!(ring_agreed([(true, true)], &mut since, 260, 50));
     }
 
     #[test]

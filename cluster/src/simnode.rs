@@ -259,24 +259,28 @@ impl Env for SimNode {
         self.placement.ring().digest()
     }
     fn ring_agreed(&self) -> bool {
-        if self.swim.is_none() {
+        let Some(sw) = self.swim.as_ref() else {
             return true;
-        }
+        };
         let mine = self.placement.ring().digest();
-        let swim = self.swim.as_ref();
-        let all = self.placement.ring().members().iter().all(|id| {
-            let m = self.roster.get(id).unwrap_or(self.me);
-            m == self.me
-                || swim.is_some_and(|sw| !sw.may_coordinate(id))
-                || self.peer_ring.get(usize::from(m)) == Some(&mine)
-        });
-        if !all {
-            self.agreed_since.set(None);
-            return false;
-        }
-        let since = self.agreed_since.get().unwrap_or(self.now);
-        self.agreed_since.set(Some(since));
-        self.now >= since + self.timing.request_ms
+        let others = self
+            .placement
+            .ring()
+            .members()
+            .iter()
+            .filter_map(|id| self.roster.get(id).map(|m| (id, m)))
+            .filter(|(_, m)| *m != self.me)
+            .map(|(id, m)| {
+                (
+                    sw.may_coordinate(id),
+                    self.peer_ring.get(usize::from(m)) == Some(&mine),
+                )
+            });
+        let mut since = self.agreed_since.get();
+        let agreed =
+            crate::rebalance::ring_agreed(others, &mut since, self.now, self.timing.request_ms);
+        self.agreed_since.set(since);
+        agreed
     }
     fn room(&self, bytes: u64) -> bool {
         crate::repair::fits(self.budget.unwrap_or(0), self.store.stats().bytes, bytes)
@@ -2058,30 +2062,25 @@ mod tests {
         }
     }
 
-    /// Five nodes, RF 3, random kills and restarts (empty), isolations, drops of up to 30% and
-    /// delays, with thousands of concurrent SET, GET, DEL and INCR through random nodes. Seeds
-    /// `SIM_FROM..SIM_FROM+SIM_SEEDS` (default 0..200); `scripts/sim.sh N` runs more. A failure
-    /// prints its seed; `SIM_FROM=seed SIM_SEEDS=1` replays it.
-    #[test]
-    fn randomized_runs_keep_every_acknowledged_write() {
-        let from: u64 = std::env::var("SIM_FROM")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let seeds: u64 = std::env::var("SIM_SEEDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(200);
-        let ops: usize = std::env::var("SIM_OPS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2_000);
+    /// Runs `run` over seeds `SIM_FROM..SIM_FROM+<seeds_var>` (default `0..default`) with
+    /// `SIM_OPS` operations each (default 2,000); fails naming every failing seed, each with
+    /// its first problems and how to replay it.
+    fn run_seeds(run: fn(u64, usize) -> Vec<String>, seeds_var: &str, default: u64) {
+        let env = |name: &str, or: u64| -> u64 {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(or)
+        };
+        let from = env("SIM_FROM", 0);
+        let seeds = env(seeds_var, default);
+        let ops = env("SIM_OPS", 2_000) as usize;
         let mut failed = Vec::new();
         for seed in from..from + seeds {
-            let errors = randomized(seed, ops);
+            let errors = run(seed, ops);
             if !errors.is_empty() {
                 eprintln!(
-                    "seed {seed} failed ({} problems; replay: SIM_FROM={seed} SIM_SEEDS=1):",
+                    "seed {seed} failed ({} problems; replay: SIM_FROM={seed} {seeds_var}=1):",
                     errors.len()
                 );
                 for e in errors.iter().take(5) {
@@ -2091,6 +2090,15 @@ mod tests {
             }
         }
         assert!(failed.is_empty(), "failing seeds: {failed:?}");
+    }
+
+    /// Five nodes, RF 3, random kills and restarts (empty), isolations, drops of up to 30% and
+    /// delays, with thousands of concurrent SET, GET, DEL and INCR through random nodes. Seeds
+    /// `SIM_FROM..SIM_FROM+SIM_SEEDS` (default 0..200); `scripts/sim.sh N` runs more. A failure
+    /// prints its seed; `SIM_FROM=seed SIM_SEEDS=1` replays it.
+    #[test]
+    fn randomized_runs_keep_every_acknowledged_write() {
+        run_seeds(randomized, "SIM_SEEDS", 200);
     }
 
     /// Whether every node that is on has joined, caught up, and has the same ring.
@@ -2382,33 +2390,7 @@ mod tests {
     /// node's state anyway).
     #[test]
     fn randomized_runs_with_joins_and_leaves_keep_every_acknowledged_write() {
-        let from: u64 = std::env::var("SIM_FROM")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        let seeds: u64 = std::env::var("SIM_MEMBER_SEEDS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(40);
-        let ops: usize = std::env::var("SIM_OPS")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2_000);
-        let mut failed = Vec::new();
-        for seed in from..from + seeds {
-            let errors = randomized_membership(seed, ops);
-            if !errors.is_empty() {
-                eprintln!(
-                    "seed {seed} failed ({} problems; replay: SIM_FROM={seed} SIM_MEMBER_SEEDS=1):",
-                    errors.len()
-                );
-                for e in errors.iter().take(5) {
-                    eprintln!("  {e}");
-                }
-                failed.push(seed);
-            }
-        }
-        assert!(failed.is_empty(), "failing seeds: {failed:?}");
+        run_seeds(randomized_membership, "SIM_MEMBER_SEEDS", 40);
     }
 
     #[test]

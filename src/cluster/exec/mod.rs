@@ -105,30 +105,35 @@ impl Env for NodeEnv<'_> {
         self.view.ring_digest
     }
     fn ring_agreed(&self) -> bool {
+        use std::sync::atomic::Ordering::Relaxed;
         let v = self.view;
-        let m = self.cl.membership.lock();
-        let all = v.ring().members().iter().all(|id| {
-            *id == self.cl.node_id
-                || !m.may_coordinate(id)
-                || self.cl.peer_by_id(id).is_some_and(|p| {
-                    p.is_up() && p.ring.load(std::sync::atomic::Ordering::Relaxed) == v.ring_digest
+        let others: Vec<(bool, bool)> = {
+            let m = self.cl.membership.lock();
+            v.ring()
+                .members()
+                .iter()
+                .filter(|id| **id != self.cl.node_id)
+                .map(|id| {
+                    let same = self
+                        .cl
+                        .peer_by_id(id)
+                        .is_some_and(|p| p.is_up() && p.ring.load(Relaxed) == v.ring_digest);
+                    (m.may_coordinate(id), same)
                 })
-        });
-        drop(m);
-        let now = self.now();
-        let since = &self.cl.agreed_since;
-        if !all {
-            since.store(0, std::sync::atomic::Ordering::Relaxed);
-            return false;
-        }
-        let s = match since.load(std::sync::atomic::Ordering::Relaxed) {
-            0 => {
-                since.store(now, std::sync::atomic::Ordering::Relaxed);
-                now
-            }
-            s => s,
+                .collect()
         };
-        now >= s + self.timing.request_ms
+        let mut since = match self.cl.agreed_since.load(Relaxed) {
+            0 => None,
+            s => Some(s),
+        };
+        let agreed = hypercache_cluster::rebalance::ring_agreed(
+            others,
+            &mut since,
+            self.now(),
+            self.timing.request_ms,
+        );
+        self.cl.agreed_since.store(since.unwrap_or(0), Relaxed);
+        agreed
     }
     fn room(&self, bytes: u64) -> bool {
         let max = self.shared.config.read().maxmemory;
