@@ -59,6 +59,17 @@ pub struct Plan {
     pub first: bool,
 }
 
+impl Plan {
+    /// The slots `me` really has to receive: those with a source other than itself (a slot
+    /// whose only old replica is `me`, or that had none, is up to date as it is).
+    pub fn to_receive(&self, me: MemberIdx) -> impl Iterator<Item = Slot> + '_ {
+        self.receive
+            .iter()
+            .filter(move |(_, from)| from.iter().any(|&m| m != me))
+            .map(|(s, _)| *s)
+    }
+}
+
 /// What a node does when its ring becomes `new`, from `old` (`None`: it has had no ring since it
 /// started, and answers for nothing). The plan; `None` while the new ring has no other member
 /// (a node that has not joined stays without a ring) unless `alone` (no seed answered within

@@ -1583,10 +1583,12 @@ impl Repair {
             receive: plan.receive.len(),
             release: plan.release.len(),
         });
+        let me = env.me();
+        let wanted: Vec<Slot> = plan.to_receive(me).collect();
         let receive: Vec<(Slot, Vec<MemberIdx>)> = plan
             .receive
             .into_iter()
-            .filter(|(_, from)| from.iter().any(|&m| m != env.me()))
+            .filter(|(s, _)| wanted.binary_search(s).is_ok())
             .collect();
         if plan.first {
             // A first ring: every slot not received from someone is up to date now.

@@ -523,10 +523,8 @@ pub fn apply_ring(
     let (receive, release) = (plan.receive.len(), plan.release.len());
     // Slots received are marked before the new ring is published: a heartbeat answered in
     // between never reports the new ring with nothing to catch up.
-    for (s, from) in &plan.receive {
-        if from.iter().any(|&m| m != me) {
-            cl.catching.set(*s, true);
-        }
+    for s in plan.to_receive(me) {
+        cl.catching.set(s, true);
     }
     cl.publish(new, true);
     let view = cl.view();
