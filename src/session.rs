@@ -341,13 +341,24 @@ impl Session {
 
     /// Runs one request and appends its reply (if any) to [`Session::out`].
     pub fn run(&mut self, args: &[Bytes]) {
-        let (frame, spec) = self.dispatch(args);
+        let (frame, spec, rejected) = self.dispatch(args);
         let finished = Instant::now();
         let elapsed = finished - self.clock;
         self.clock = finished;
         self.commands += 1;
         if let Some(spec) = spec {
             self.last_cmd = Some(spec.fullname);
+            if let Some(stat) = self.shared.metrics.commands.of(spec) {
+                if rejected {
+                    stat.rejected.fetch_add(1, Ordering::Relaxed);
+                } else {
+                    stat.calls.fetch_add(1, Ordering::Relaxed);
+                    stat.latency.record(elapsed);
+                    if matches!(frame, Some(Frame::Error(_))) {
+                        stat.failed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            }
             let micros = elapsed.as_micros() as u64;
             if self.slowlog_threshold >= 0 && micros >= self.slowlog_threshold as u64 {
                 self.slowlog(args, spec, micros);
@@ -395,12 +406,14 @@ impl Session {
     }
 
     /// Finds and runs the handler. Returns the reply (None for no reply at all, as for
-    /// `CLIENT REPLY OFF`) and the command spec when the command exists.
-    fn dispatch(&mut self, args: &[Bytes]) -> (Option<Frame>, Option<&'static CommandSpec>) {
+    /// `CLIENT REPLY OFF`), the command spec when the command exists, and whether it was
+    /// refused before running (INFO `commandstats` counts those as `rejected_calls`).
+    fn dispatch(&mut self, args: &[Bytes]) -> (Option<Frame>, Option<&'static CommandSpec>, bool) {
         let Some((spec, handler)) = cmd::lookup(&args[0]) else {
             return (
                 Some(Frame::Error(errors::unknown_command(args).into())),
                 None,
+                true,
             );
         };
         let mut effective = spec;
@@ -409,7 +422,7 @@ impl Session {
                 Some(sub) => effective = sub,
                 None => {
                     let e = errors::unknown_subcommand(&args[1], spec.name);
-                    return (Some(Frame::Error(e.into())), Some(spec));
+                    return (Some(Frame::Error(e.into())), Some(spec), true);
                 }
             }
         }
@@ -417,10 +430,11 @@ impl Session {
             return (
                 Some(Frame::Error(errors::wrong_arity(effective.fullname).into())),
                 Some(effective),
+                true,
             );
         }
         if !self.authed && !effective.has_flag("no_auth") {
-            return (Some(Frame::error(errors::NOAUTH)), Some(effective));
+            return (Some(Frame::error(errors::NOAUTH)), Some(effective), true);
         }
         if effective.has_flag("write")
             && self
@@ -429,17 +443,17 @@ impl Session {
                 .as_ref()
                 .is_some_and(|c| c.is_draining())
         {
-            return (Some(Frame::error(errors::DRAINING)), Some(effective));
+            return (Some(Frame::error(errors::DRAINING)), Some(effective), true);
         }
         if self.maxmemory > 0 && effective.has_flag("denyoom") {
             let ctx = self.ctx();
             let (max, policy, samples) = (self.maxmemory, self.policy, self.samples);
             if !crate::memory::make_room(&self.shared, max, policy, samples, &ctx, &mut self.rng) {
-                return (Some(Frame::error(errors::OOM)), Some(effective));
+                return (Some(Frame::error(errors::OOM)), Some(effective), true);
             }
         }
         let reply = (handler as Handler)(self, args);
-        (reply, Some(effective))
+        (reply, Some(effective), false)
     }
 }
 

@@ -101,6 +101,10 @@ pub struct StoreStats {
     pub evicted: u64,
     /// Memory the keys take (entries and their table buckets), bytes.
     pub bytes: u64,
+    /// Tombstones purged past their time.
+    pub tombstones_purged: u64,
+    /// Replicated states refused for a newer version held (`dist.version.conflicts`).
+    pub conflicts: u64,
 }
 
 /// The key-value store of one node.
@@ -128,6 +132,11 @@ pub struct Store {
     tombstones: AtomicBool,
     /// Tombstones held.
     tomb_count: AtomicU64,
+    /// Tombstones purged past their time (the FLUSHALL horizon's included).
+    tombs_purged: AtomicU64,
+    /// Replicated states refused because this node held a newer version of the key (concurrent
+    /// writes resolved by last-write-wins, or a stale copy offered by repair).
+    conflicts: AtomicU64,
     /// FLUSHALL horizon (an HLC value): nothing older exists or is accepted.
     horizon: AtomicU64,
     /// How long a tombstone lives after its version's time, ms (0: for ever).
@@ -185,6 +194,8 @@ impl Store {
             expire_cursor: AtomicUsize::new(0),
             tombstones: AtomicBool::new(false),
             tomb_count: AtomicU64::new(0),
+            tombs_purged: AtomicU64::new(0),
+            conflicts: AtomicU64::new(0),
             horizon: AtomicU64::new(0),
             tomb_ttl: AtomicU64::new(0),
             promises: (0..PROMISE_SHARDS)
@@ -689,6 +700,7 @@ impl Store {
                 return Offered::Duplicate;
             }
             if held > version {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
                 return Offered::Refused(held);
             }
             let State::Live {
@@ -717,6 +729,7 @@ impl Store {
                 return Offered::Duplicate;
             }
             if *h > version {
+                self.conflicts.fetch_add(1, Ordering::Relaxed);
                 return Offered::Refused(*h);
             }
         }
@@ -756,6 +769,7 @@ impl Store {
             purged += self.purge_slot_tombs(&mut guard, now);
         }
         self.tomb_count.fetch_sub(purged, Ordering::Relaxed);
+        self.tombs_purged.fetch_add(purged, Ordering::Relaxed);
         purged
     }
 
@@ -981,6 +995,7 @@ impl Store {
                 });
                 s.digest = digest;
                 self.tomb_count.fetch_sub(purged, Ordering::Relaxed);
+                self.tombs_purged.fetch_add(purged, Ordering::Relaxed);
                 if t.is_empty() {
                     s.tombs = None;
                 }
@@ -1227,6 +1242,8 @@ impl Store {
     /// Current counters.
     pub fn stats(&self) -> StoreStats {
         StoreStats {
+            tombstones_purged: self.tombs_purged.load(Ordering::Relaxed),
+            conflicts: self.conflicts.load(Ordering::Relaxed),
             keys: self.keys.load(Ordering::Relaxed),
             volatile: self.volatile.load(Ordering::Relaxed),
             expired: self.expired.load(Ordering::Relaxed),
@@ -1263,6 +1280,7 @@ impl Store {
         }
         let purged = self.purge_slot_tombs(s, now);
         self.tomb_count.fetch_sub(purged, Ordering::Relaxed);
+        self.tombs_purged.fetch_add(purged, Ordering::Relaxed);
     }
 
     /// Drops a slot's tombstones past their time at `now` (the digest follows); returns how

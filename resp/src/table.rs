@@ -420,6 +420,15 @@ static LATENCY_SUBS: &[CommandSpec] = &[
     ),
     sub!(
         "latency",
+        "histogram",
+        -2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "7.0.0",
+        "Returns the cumulative distribution of latencies of a subset or all commands."
+    ),
+    sub!(
+        "latency",
         "doctor",
         2,
         ["admin", "noscript", "loading", "stale"],

@@ -46,6 +46,21 @@ const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest redial delay.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
 
+/// Bytes over the links with one peer (`dist.transport.bytes_in`/`bytes_out`), counted once per
+/// read or write call, not per frame.
+#[derive(Debug, Default)]
+pub struct Traffic {
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+}
+
+impl Traffic {
+    /// Bytes written (`out`) or read.
+    pub fn get(&self, out: bool) -> u64 {
+        if out { &self.bytes_out } else { &self.bytes_in }.load(Ordering::Relaxed)
+    }
+}
+
 /// A link's send side: frames queue here and one writer task writes them out together. Every
 /// message goes out with this node's current ring epoch in its envelope.
 #[derive(Default)]
@@ -54,13 +69,16 @@ pub struct Outbound {
     ready: Notify,
     closed: AtomicBool,
     epoch: Arc<AtomicU64>,
+    traffic: Arc<Traffic>,
 }
 
 impl Outbound {
-    /// A send side stamping messages with the epoch `epoch` holds at the time.
-    pub fn new(epoch: Arc<AtomicU64>) -> Outbound {
+    /// A send side stamping messages with the epoch `epoch` holds at the time, counting what
+    /// it writes in `traffic`.
+    pub fn new(epoch: Arc<AtomicU64>, traffic: Arc<Traffic>) -> Outbound {
         Outbound {
             epoch,
+            traffic,
             ..Outbound::default()
         }
     }
@@ -112,7 +130,12 @@ impl Outbound {
                 (!b.is_empty()).then(|| b.split())
             };
             match chunk {
-                Some(c) => w.write_all(&c).await?,
+                Some(c) => {
+                    w.write_all(&c).await?;
+                    self.traffic
+                        .bytes_out
+                        .fetch_add(c.len() as u64, Ordering::Relaxed);
+                }
                 None if self.closed.load(Ordering::Relaxed) => return Ok(()),
                 None => self.ready.notified().await,
             }
@@ -524,6 +547,7 @@ impl Peer {
 async fn read_frames(
     mut r: OwnedReadHalf,
     limits: WireLimits,
+    traffic: Arc<Traffic>,
     mut f: impl FnMut(wire::Frame) -> Result<(), LinkEnd>,
 ) -> LinkEnd {
     let mut buf = BytesMut::with_capacity(16 * 1024);
@@ -544,7 +568,9 @@ async fn read_frames(
         }
         match r.read_buf(&mut buf).await {
             Ok(0) => return LinkEnd::ClosedByPeer,
-            Ok(_) => {}
+            Ok(n) => {
+                traffic.bytes_in.fetch_add(n as u64, Ordering::Relaxed);
+            }
             Err(e) => return LinkEnd::Read(e),
         }
     }
@@ -654,7 +680,8 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, peer: Arc<Peer>
             Ok((stream, h)) => {
                 *peer.client_addr.lock() = h.client_addr.clone();
                 let (r, w) = stream.into_split();
-                let q = Arc::new(Outbound::new(cl.epoch_cell()));
+                let traffic = cl.traffic(&peer.id);
+                let q = Arc::new(Outbound::new(cl.epoch_cell(), traffic.clone()));
                 *peer.queue.lock() = Some(q.clone());
                 peer.up.store(true, Ordering::Relaxed);
                 inc(&cl.metrics.dist.links_established);
@@ -665,7 +692,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, peer: Arc<Peer>
                 cl.repair_cmd(super::exec::RepairCmd::PeerUp(peer.idx));
                 let p = peer.clone();
                 let c = cl.clone();
-                let reader = read_frames(r, limits, move |f| {
+                let reader = read_frames(r, limits, traffic, move |f| {
                     if f.kind != Kind::Reply {
                         return Err(LinkEnd::Unexpected(f.kind));
                     }
@@ -806,11 +833,12 @@ async fn serve_inbound(
         p.redial.notify_one();
     }
     let (r, w) = s.into_split();
-    let q = Arc::new(Outbound::new(cl.epoch_cell()));
+    let traffic = cl.traffic(&h.node_id);
+    let q = Arc::new(Outbound::new(cl.epoch_cell(), traffic.clone()));
     let mut shutdown = shared.shutdown.subscribe();
     let (sh, c, q2) = (shared.clone(), cl.clone(), q.clone());
     let from: Arc<str> = h.node_id.clone().into();
-    let reader = read_frames(r, limits, move |f| {
+    let reader = read_frames(r, limits, traffic, move |f| {
         if f.kind != Kind::Request {
             return Err(LinkEnd::Unexpected(f.kind));
         }

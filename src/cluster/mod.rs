@@ -130,6 +130,8 @@ pub struct Cluster {
     next_token: std::sync::atomic::AtomicU64,
     /// Machines in flight that a gate wake-up may be for: token -> their answer channel.
     wakers: parking_lot::Mutex<std::collections::HashMap<u64, exec::Answers>>,
+    /// Bytes over the links with each member, by node id.
+    traffic: parking_lot::Mutex<std::collections::HashMap<String, Arc<link::Traffic>>>,
 }
 
 impl Cluster {
@@ -217,6 +219,7 @@ impl Cluster {
             gate: Default::default(),
             next_token: std::sync::atomic::AtomicU64::new(1),
             wakers: Default::default(),
+            traffic: Default::default(),
         };
         Some(Arc::new(cl))
     }
@@ -313,34 +316,28 @@ impl Cluster {
         !self.catching.contains(slot)
     }
 
-    /// The repair machine's metrics: `dist.hinted.*` (each also per source), `dist.merkle.*`,
-    /// `dist.auto_sync.*`, `dist.catch_up.slots`, `dist.rebalance.*`, `dist.migration.*`.
-    pub fn repair_pairs(&self) -> Vec<(String, u64)> {
+    /// The repair machine's metrics: `dist.hinted.*` (by source), `dist.merkle.*`,
+    /// `dist.auto_sync.*`, `dist.catch_up.*`, `dist.rebalance.*`, `dist.migration.*`.
+    pub fn collect_repair(&self, out: &mut crate::metrics::Collected) {
         use hypercache_cluster::repair::HintSource;
         let r = self.repair.lock();
         let h = r.hints.counters();
         let (bytes, by_source) = r.hints.bytes();
         let c = r.counters();
-        let mut v: Vec<(String, u64)> = Vec::new();
-        let sum = |a: [u64; 2]| a[0] + a[1];
         for (name, per) in [
-            ("queued", h.queued),
-            ("replayed", h.replayed),
-            ("expired", h.expired),
-            ("dropped", h.dropped),
-            ("global_dropped", h.global_dropped),
-            ("bytes", by_source),
+            ("dist.hinted.queued", h.queued),
+            ("dist.hinted.replayed", h.replayed),
+            ("dist.hinted.expired", h.expired),
+            ("dist.hinted.dropped", h.dropped),
+            ("dist.hinted.global_dropped", h.global_dropped),
+            ("dist.hinted.bytes", by_source),
         ] {
-            v.push((format!("dist.hinted.{name}"), sum(per)));
             for src in HintSource::ALL {
-                v.push((
-                    format!("dist.hinted.{name}.{}", src.name()),
-                    per[src as usize],
-                ));
+                out.push_labelled(name, src.name().to_string(), per[src as usize]);
             }
         }
-        debug_assert_eq!(bytes, sum(by_source));
-        v.push(("dist.hinted.held".into(), r.hints.len() as u64));
+        debug_assert_eq!(bytes, by_source[0] + by_source[1]);
+        out.push("dist.hinted.held", r.hints.len() as u64);
         for (name, x) in [
             ("dist.merkle.syncs", c.syncs),
             ("dist.merkle.failures", c.failures),
@@ -362,20 +359,21 @@ impl Cluster {
             ("dist.migration.keys_released", c.keys_released),
             ("dist.migration.failures", c.transfer_failures),
         ] {
-            v.push((name.into(), x));
+            out.push(name, x);
         }
-        v
     }
 
     /// The membership metrics: `dist.members.*`, `dist.heartbeat.*`, `dist.nodes.removed`.
-    pub fn member_pairs(&self) -> Vec<(String, u64)> {
+    pub fn collect_members(&self, out: &mut crate::metrics::Collected) {
+        let live = self.live_members() as u64;
         let m = self.membership.lock();
         let (alive, suspect, dead) = m.census();
         let c = m.counters();
-        [
+        for (name, x) in [
             ("dist.members.alive", alive),
             ("dist.members.suspect", suspect),
             ("dist.members.dead", dead),
+            ("dist.members.live", live),
             ("dist.members.epoch", m.epoch()),
             ("dist.heartbeat.success", c.probe_success),
             ("dist.heartbeat.failure", c.probe_failure),
@@ -384,10 +382,33 @@ impl Cluster {
             ("dist.heartbeat.indirect_probe.refuted", c.refuted),
             ("dist.heartbeat.bad_datagrams", c.bad_datagrams),
             ("dist.nodes.removed", c.removed),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        ] {
+            out.push(name, x);
+        }
+    }
+
+    /// The byte counters of the links with member `id` (both directions' links share them).
+    pub fn traffic(&self, id: &str) -> Arc<link::Traffic> {
+        self.traffic
+            .lock()
+            .entry(id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    /// `dist.transport.bytes_in` and `bytes_out` per peer, in node id order.
+    pub fn collect_traffic(&self, out: &mut crate::metrics::Collected) {
+        let t = self.traffic.lock();
+        let mut ids: Vec<&String> = t.keys().collect();
+        ids.sort();
+        for (name, out_dir) in [
+            ("dist.transport.bytes_in", false),
+            ("dist.transport.bytes_out", true),
+        ] {
+            for id in &ids {
+                out.push_labelled(name, id.to_string(), t[*id].get(out_dir));
+            }
+        }
     }
 
     /// Hands the repair task an input.

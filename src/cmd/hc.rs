@@ -253,30 +253,15 @@ pub(super) fn consistency(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 
 /// # Format
 /// `HC.METRICS`: every metric of the node's registry as flat name/value pairs (`server.*`,
-/// `store.*`, `memory.*`, and in a cluster `dist.*`).
+/// `store.*`, `memory.*`, and in a cluster `dist.*`; see docs/metrics.md).
 pub(super) fn metrics(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
-    let used = crate::memory::sample(&s.shared);
-    let cluster = s.shared.cluster.as_ref();
+    let collected = crate::metrics::collect(&s.shared);
     let mut out = Vec::new();
-    for (k, v) in s
-        .shared
-        .metrics
-        .snapshot(&s.shared.store, used, cluster.is_some())
-    {
+    for (k, v) in collected.flat() {
         out.push(bulk(k));
         out.push(Frame::Integer(v as i64));
     }
-    if let Some(cl) = cluster {
-        for (k, v) in cl.repair_pairs() {
-            out.push(bulk(k));
-            out.push(Frame::Integer(v as i64));
-        }
-        for (k, v) in cl.member_pairs() {
-            out.push(bulk(k));
-            out.push(Frame::Integer(v as i64));
-        }
-        out.push(bulk("dist.members.live"));
-        out.push(Frame::Integer(cl.live_members() as i64));
+    if s.shared.cluster.is_some() {
         // Kept under its old name too (store.tombstones is the same figure).
         out.push(bulk("dist.tombstones"));
         out.push(Frame::Integer(s.shared.store.tombstones() as i64));

@@ -287,6 +287,7 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             ] {
                 c.store(0, Ordering::Relaxed);
             }
+            s.shared.metrics.commands.reset();
             Some(Frame::ok())
         }
         _ => help(
@@ -317,7 +318,9 @@ use crate::memory::human;
 /// The INFO text for the requested sections (Redis's layout: `# Section` headers, `key:value`
 /// lines, CRLF line ends, a blank line between sections).
 pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
-    const DEFAULT: &[&str] = &[
+    // Redis 7's order; `commandstats` and `latencystats` only with `all`, `everything` or by
+    // name, as in Redis.
+    const SECTIONS: &[&str] = &[
         "server",
         "clients",
         "memory",
@@ -325,19 +328,24 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
         "stats",
         "replication",
         "cpu",
+        "commandstats",
+        "latencystats",
         "cluster",
         "keyspace",
     ];
-    let all = sections.is_empty()
-        || sections
-            .iter()
-            .any(|s| matches!(s.as_str(), "all" | "everything" | "default"));
-    let want = |name: &str| all || sections.iter().any(|s| s == name);
+    let not_default = |name: &str| matches!(name, "commandstats" | "latencystats");
+    let all = sections
+        .iter()
+        .any(|s| matches!(s.as_str(), "all" | "everything"));
+    let default = sections.is_empty() || sections.iter().any(|s| s == "default");
+    let want =
+        |name: &str| all || (default && !not_default(name)) || sections.iter().any(|s| s == name);
+    let mut dist: Option<Vec<(String, u64)>> = None;
     let mut out = String::new();
     let c = shared.config.read().clone();
     let st = &shared.metrics.server;
     let load = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
-    for &section in DEFAULT {
+    for &section in SECTIONS {
         if !want(section) {
             continue;
         }
@@ -470,17 +478,51 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                         line("hc_epoch", &v.epoch());
                         line("hc_joined", &u8::from(v.joined));
                         line("hc_draining", &u8::from(cl.is_draining()));
-                        for (k, val) in cl
-                            .metrics
-                            .dist
-                            .pairs()
-                            .into_iter()
-                            .chain(cl.repair_pairs())
-                            .chain(cl.member_pairs())
-                        {
-                            line(&k.replace('.', "_"), &val);
+                        let flat =
+                            dist.get_or_insert_with(|| crate::metrics::collect(shared).flat());
+                        for (k, val) in flat.iter().filter(|(k, _)| k.starts_with("dist.")) {
+                            line(&k.replace('.', "_"), val);
                         }
                     }
+                }
+            }
+            "commandstats" => {
+                for (name, stat) in shared.metrics.commands.all() {
+                    let calls = load(&stat.calls);
+                    let rejected = load(&stat.rejected);
+                    if calls == 0 && rejected == 0 {
+                        continue;
+                    }
+                    let usec = stat.latency.export().sum_us;
+                    let per_call = if calls > 0 {
+                        usec as f64 / calls as f64
+                    } else {
+                        0.0
+                    };
+                    line(
+                        &format!("cmdstat_{name}"),
+                        &format!(
+                            "calls={calls},usec={usec},usec_per_call={per_call:.2},rejected_calls={rejected},failed_calls={}",
+                            load(&stat.failed)
+                        ),
+                    );
+                }
+            }
+            "latencystats" => {
+                for (name, stat) in shared.metrics.commands.all() {
+                    if load(&stat.calls) == 0 {
+                        continue;
+                    }
+                    let d = stat.latency.export();
+                    line(
+                        &format!("latency_percentiles_usec_{name}"),
+                        &format!(
+                            "p50={:.3},p99={:.3},p99.9={:.3}",
+                            d.quantile(0.5) as f64,
+                            d.quantile(0.99) as f64,
+                            d.quantile(0.999) as f64
+                        ),
+                    );
                 }
             }
             "keyspace" => {
@@ -551,11 +593,12 @@ pub(super) fn shutdown(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 
 /// # Format
 /// `LATENCY LATEST | HISTORY event | RESET [event ...] | DOCTOR | HELP`
-pub(super) fn latency(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+pub(super) fn latency(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     match a[1].to_ascii_lowercase().as_slice() {
         // The latency monitor is off (Redis's default, latency-monitor-threshold 0): no samples.
         b"latest" | b"history" => Some(Frame::Array(vec![])),
         b"reset" => Some(Frame::Integer(0)),
+        b"histogram" => Some(latency_histogram(s, &a[2..])),
         b"doctor" => Some(verbatim(
             "I'm sorry, Dave, I can't do that. Latency monitoring is disabled in this Redis instance. \
              You may use \"CONFIG SET latency-monitor-threshold <milliseconds>.\" in order to enable it. \
@@ -567,6 +610,9 @@ pub(super) fn latency(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             &[
                 "DOCTOR",
                 "    Return a human readable latency analysis report.",
+                "HISTOGRAM [<command> ...]",
+                "    Return a cumulative distribution of latencies in the format of a histogram for the specified command names.",
+                "    If no commands are specified then all histograms are replied.",
                 "HISTORY <event>",
                 "    Return time-latency samples for the <event> class.",
                 "LATEST",
@@ -577,6 +623,49 @@ pub(super) fn latency(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             ],
         ),
     }
+}
+
+/// `LATENCY HISTOGRAM [command ...]`: per command (every command called so far if none is
+/// named; unknown or never called ones are left out, as in Redis), its calls and the
+/// cumulative count of executions at or below each power of two of microseconds.
+fn latency_histogram(s: &Session, names: &[Bytes]) -> Frame {
+    let stats = &s.shared.metrics.commands;
+    let wanted = |name: &str| {
+        names.is_empty()
+            || names
+                .iter()
+                .any(|n| n.eq_ignore_ascii_case(name.as_bytes()))
+    };
+    let mut out = Vec::new();
+    for (name, stat) in stats.all() {
+        let calls = stat.calls.load(Ordering::Relaxed);
+        if calls == 0 || !wanted(name) {
+            continue;
+        }
+        let d = stat.latency.export();
+        let mut buckets = Vec::new();
+        let mut last = 0;
+        for (bound, n) in d.powers_of_two() {
+            if n > last {
+                buckets.push((Frame::Integer(bound as i64), Frame::Integer(n as i64)));
+                last = n;
+            }
+        }
+        out.push((
+            Frame::Bulk(Bytes::from_static(name.as_bytes())),
+            Frame::Map(vec![
+                (
+                    Frame::Bulk(Bytes::from_static(b"calls")),
+                    Frame::Integer(calls as i64),
+                ),
+                (
+                    Frame::Bulk(Bytes::from_static(b"histogram_usec")),
+                    Frame::Map(buckets),
+                ),
+            ]),
+        ));
+    }
+    Frame::Map(out)
 }
 
 /// # Format

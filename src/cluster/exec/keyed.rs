@@ -1,6 +1,7 @@
 //! A keyed command: its machine driven until its reply, then parked on its inbox, or driven
 //! to the end by a task of its own when it may wait at the gate.
 
+use hypercache_cluster::msg::Level;
 use tokio::sync::oneshot;
 
 use super::*;
@@ -21,6 +22,8 @@ pub(super) struct Driver<M> {
     timing: Timing,
     started: Instant,
     write: bool,
+    /// Where its client-facing latency is booked (`None`: a machine serving a peer's forward).
+    latency: Option<(crate::metrics::OpClass, Level)>,
 }
 
 impl<M: Machine + Send + 'static> Driver<M> {
@@ -244,12 +247,12 @@ impl<M: Machine + Send + 'static> Driver<M> {
 
     /// Books the client-facing latency and failure of a reply.
     fn record(&self, cl: &Cluster, f: &Finished) {
-        let h = if self.write {
-            &cl.metrics.dist.write_latency
-        } else {
-            &cl.metrics.dist.read_latency
-        };
-        h.record(self.started.elapsed());
+        if let Some((class, level)) = self.latency {
+            cl.metrics
+                .dist
+                .latency(class, level)
+                .record(self.started.elapsed());
+        }
         if f.result.is_err() {
             count_failure(cl, self.write);
         }
@@ -271,6 +274,7 @@ impl<M> Driver<M> {
             timing,
             started: Instant::now(),
             write,
+            latency: None,
         }
     }
 }
@@ -329,9 +333,11 @@ pub(super) fn drive(
     write: bool,
     started: Instant,
     view: Arc<View>,
+    latency: Option<(crate::metrics::OpClass, Level)>,
 ) -> Result<Finished, Later<Finished>> {
     let mut d = Driver::new(m, p, view, timing(lv), write);
     d.started = started;
+    d.latency = latency;
     let first = d.apply(shared, cl, o);
     if let Some(f) = first {
         d.record(cl, &f);
@@ -382,8 +388,17 @@ pub fn start(
         ctx: std::cell::Cell::new(Some(*ctx)),
         timing: timing(&lv),
     };
+    let class = crate::metrics::OpClass::of(op);
+    let level = if op.is_read_only() { lv.read } else { lv.write };
+    let book = |cl: &Cluster| {
+        cl.metrics
+            .dist
+            .latency(class, level)
+            .record(started.elapsed())
+    };
     if let Some(o) = node::local_read(&env, key, op, lv.read) {
         inc(&cl.metrics.dist.local_reads);
+        book(cl);
         return Part::Ready(Ok(o));
     }
     // Only a request that may wait at the gate needs its channel (registered) before it starts.
@@ -397,6 +412,7 @@ pub fn start(
         // The synchronous fast path: a local read, or a write that needed no message.
         cl.metrics.dist.add(&m.counts);
         if let Some(f) = o.reply {
+            book(cl);
             if f.result.is_err() {
                 count_failure(cl, !op.is_read_only());
             }
@@ -405,7 +421,19 @@ pub fn start(
     }
     let p = early.unwrap_or_else(|| Prepared::new(cl, false));
     let write = !op.is_read_only();
-    match drive(shared, cl, m, p, o, &lv, write, started, view.clone()) {
+    let latency = Some((class, level));
+    match drive(
+        shared,
+        cl,
+        m,
+        p,
+        o,
+        &lv,
+        write,
+        started,
+        view.clone(),
+        latency,
+    ) {
         Ok(f) => Part::Ready(f.result),
         Err(later) => Part::Later(Box::pin(async move { later.await.result })),
     }

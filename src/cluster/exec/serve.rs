@@ -72,7 +72,18 @@ pub fn serve_request(
             inc(&cl.metrics.dist.forwarded_in);
             let started = Instant::now();
             let p = p.unwrap_or_else(|| Prepared::new(cl, false));
-            match drive(shared, cl, *m, p, o, &lv, false, started, view.clone()) {
+            match drive(
+                shared,
+                cl,
+                *m,
+                p,
+                o,
+                &lv,
+                false,
+                started,
+                view.clone(),
+                None,
+            ) {
                 Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
                 Err(later) => {
                     let q = q.clone();
