@@ -70,6 +70,16 @@ pub struct Config {
     pub node_id: String,
     /// Port of the inter-node protocol; 0 means client port + 10000. Default 0.
     pub cluster_port: u16,
+    /// Port of the HTTP listener (`/health`, `/ready`, `/metrics`, `/cluster/members`), on
+    /// `bind`; 0 turns it off. Default (`None`): the client port + 3000 (9379 for 6379).
+    pub http_port: Option<u16>,
+    /// OTLP/HTTP endpoint to export traces and metrics to (`http://host:4318`; `/v1/traces`
+    /// and `/v1/metrics` are added). Empty (the default): no export, no spans.
+    pub otlp_endpoint: String,
+    /// Share of traces sampled, 0..=1 (a parent's decision is followed). Default 1.
+    pub otlp_sampling_ratio: f64,
+    /// How often metrics are exported over OTLP, ms. Default 10000.
+    pub otlp_metrics_interval_ms: u64,
     /// Host (or host:port) peers use to reach this node's cluster port. Default: `bind`.
     pub advertise: String,
     /// Cluster addresses (`host:cport`, comma-separated) of the members; may include this node.
@@ -167,6 +177,10 @@ impl Default for Config {
             config_file: None,
             node_id: String::new(),
             cluster_port: 0,
+            http_port: None,
+            otlp_endpoint: String::new(),
+            otlp_sampling_ratio: 1.0,
+            otlp_metrics_interval_ms: 10_000,
             advertise: String::new(),
             seeds: String::new(),
             replication: 3,
@@ -237,6 +251,8 @@ pub enum Kind {
     Str,
     /// One of the listed words.
     Enum(&'static [&'static str]),
+    /// A decimal number from 0 to 1.
+    Ratio,
 }
 
 /// One setting: its name, kind, whether CONFIG SET may change it, and how to read and write it.
@@ -456,6 +472,34 @@ pub static PARAMS: &[Param] = &[
         false,
         |c| c.cluster_port.to_string(),
         |c, v| c.cluster_port = v.int() as u16
+    ),
+    p!(
+        "http-port",
+        Kind::Int(0, 65535),
+        false,
+        |c| c.http_port().to_string(),
+        |c, v| c.http_port = Some(v.int() as u16)
+    ),
+    p!(
+        "otlp-endpoint",
+        Kind::Str,
+        false,
+        |c| c.otlp_endpoint.clone(),
+        |c, v| c.otlp_endpoint = v.text()
+    ),
+    p!(
+        "otlp-sampling-ratio",
+        Kind::Ratio,
+        false,
+        |c| c.otlp_sampling_ratio.to_string(),
+        |c, v| c.otlp_sampling_ratio = v.text().parse().unwrap_or(1.0)
+    ),
+    p!(
+        "otlp-metrics-interval",
+        Kind::Int(100, 86_400_000),
+        false,
+        |c| c.otlp_metrics_interval_ms.to_string(),
+        |c, v| c.otlp_metrics_interval_ms = v.int() as u64
     ),
     p!(
         "advertise",
@@ -723,6 +767,10 @@ impl Param {
                 Ok(Value::Int(v as i64))
             }
             Kind::Str => Ok(Value::Str(raw.to_string())),
+            Kind::Ratio => match raw.parse::<f64>() {
+                Ok(v) if (0.0..=1.0).contains(&v) => Ok(Value::Str(raw.to_string())),
+                _ => Err(Rejected("argument must be a number from 0 to 1".into())),
+            },
             Kind::Enum(words) => {
                 let l = raw.to_ascii_lowercase();
                 if words.contains(&l.as_str()) {
@@ -751,12 +799,23 @@ impl Param {
                 format!("a byte size such as 512mb or 1gb, at least {min} bytes")
             }
             Kind::Str => "text".into(),
+            Kind::Ratio => "a number from 0 to 1".into(),
             Kind::Enum(w) => format!("one of: {}", w.join(", ")),
         }
     }
 }
 
 impl Config {
+    /// The HTTP port: `http-port`, or the client port + 3000 (minus 3000 where that would not
+    /// fit); 0 when it is off.
+    pub fn http_port(&self) -> u16 {
+        self.http_port.unwrap_or_else(|| {
+            self.port
+                .checked_add(3000)
+                .unwrap_or(self.port.wrapping_sub(3000))
+        })
+    }
+
     /// The cluster port: `cluster-port`, or the client port + 10000.
     pub fn cluster_port(&self) -> u16 {
         if self.cluster_port != 0 {

@@ -17,9 +17,10 @@
 
 pub mod alloc;
 pub mod cluster;
-mod cmd;
+pub(crate) mod cmd;
 pub mod config;
 pub mod conn;
+pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod server;

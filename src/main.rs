@@ -83,8 +83,25 @@ fn main() -> ExitCode {
         let listener = match tokio::net::TcpListener::bind((config.bind.as_str(), config.port)).await {
             Ok(l) => l,
             Err(e) => {
-                tracing::error!(component = "server", bind = %config.bind, port = config.port, error = %e, "cannot listen");
+                tracing::error!(component = "server", node_id = %config.node_id(), bind = %config.bind, port = config.port, error = %e, "cannot listen");
                 return ExitCode::FAILURE;
+            }
+        };
+        // The HTTP listener (health, readiness, metrics) binds where clients do; a port that
+        // cannot be had stops the start, as the client port does.
+        let http_port = config.http_port();
+        let http = if http_port == 0 {
+            None
+        } else {
+            match tokio::net::TcpListener::bind((config.bind.as_str(), http_port)).await {
+                Ok(l) => {
+                    tracing::info!(component = "http", node_id = %config.node_id(), bind = %config.bind, port = http_port, "HTTP listener bound (/health, /ready, /metrics, /cluster/members)");
+                    Some(l)
+                }
+                Err(e) => {
+                    tracing::error!(component = "http", node_id = %config.node_id(), bind = %config.bind, port = http_port, error = %e, "cannot listen on the HTTP port (http-port 0 turns it off)");
+                    return ExitCode::FAILURE;
+                }
             }
         };
         let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
@@ -100,6 +117,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             }
+        }
+        if let Some(l) = http {
+            shared.tasks.spawn(hypercache::http::serve(l, shared.clone()));
         }
         shared.tasks.spawn(server::expiry_task(shared.clone()));
         shared.tasks.spawn(server::signals(shared.clone()));

@@ -416,6 +416,7 @@ fn nodes_of_another_cluster_are_refused_and_bad_frames_close_the_link() {
     let stranger = common::start("hypercache", move |port| {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hypercache"));
         cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--http-port", "0"])
             .args([
                 "--cluster-name",
                 "other",
@@ -851,6 +852,7 @@ fn peers_whose_ids_share_a_version_origin_are_refused() {
                 let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hypercache"));
                 cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
                     .args(["--cluster-port", &cport.to_string(), "--node-id", &id])
+                    .args(["--http-port", "0"])
                     .args(["--seeds", &seeds, "--log-level", "error"])
                     .stdout(std::process::Stdio::null())
                     .stderr(std::process::Stdio::null());

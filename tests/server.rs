@@ -364,6 +364,7 @@ fn settings_from_environment_and_file() {
     std::fs::write(&file, "maxclients = 77\nslowlog-max-len = 5\n").unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_hypercache"))
         .args(["--config", file.to_str().unwrap(), "--bind", "127.0.0.1"])
+        .args(["--http-port", "0"])
         .env("HYPERCACHE_PORT", port.to_string())
         .env("HYPERCACHE_TIMEOUT", "30")
         .stderr(std::process::Stdio::null())

@@ -77,10 +77,15 @@ pub(super) fn node(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
 /// as primary), and the slots it is still receiving or catching up on (a peer's as of its last
 /// heartbeat; -1 before one).
 pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
-    let Some(cl) = s.shared.cluster.clone() else {
-        let c = s.shared.config.read();
-        let port = s.shared.port.load(std::sync::atomic::Ordering::Relaxed);
-        return Some(Frame::Array(vec![pairs(vec![
+    Some(member_table(&s.shared))
+}
+
+/// The `HC.MEMBERS` table (also `GET /cluster/members`): an array of one map per member.
+pub(crate) fn member_table(shared: &crate::state::Shared) -> Frame {
+    let Some(cl) = shared.cluster.clone() else {
+        let c = shared.config.read();
+        let port = shared.port.load(std::sync::atomic::Ordering::Relaxed);
+        return Frame::Array(vec![pairs(vec![
             ("id", bulk(c.node_id())),
             ("client_addr", bulk(format!("{}:{}", c.bind, port))),
             ("cluster_addr", bulk("")),
@@ -93,7 +98,7 @@ pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
             ("slots", Frame::Integer(16384)),
             ("primary_slots", Frame::Integer(16384)),
             ("catching_up_slots", Frame::Integer(0)),
-        ])]));
+        ])]);
     };
     let v = cl.view();
     let mut slots = vec![0i64; v.peers.len()];
@@ -167,7 +172,7 @@ pub(super) fn members(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
             ),
         ]));
     }
-    Some(Frame::Array(out))
+    Frame::Array(out)
 }
 
 /// # Format

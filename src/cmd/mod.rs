@@ -20,7 +20,7 @@ use hypercache_cluster::Op;
 use std::sync::Arc;
 
 mod connection;
-mod hc;
+pub(crate) mod hc;
 mod keys;
 mod server;
 mod strings;

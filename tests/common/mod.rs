@@ -94,6 +94,9 @@ impl Server {
                 &port.to_string(),
                 "--log-level",
                 "warn",
+                // No HTTP listener unless a test asks for one (`--http-port N` in `extra`).
+                "--http-port",
+                "0",
             ])
             .args(&extra)
             .stdin(Stdio::null())
@@ -212,6 +215,8 @@ pub(crate) struct TestCluster {
     pub(crate) nodes: Vec<Option<Server>>,
     seeds: String,
     extra: Vec<String>,
+    /// Each node's HTTP port (`/health`, `/ready`, `/metrics`).
+    pub(crate) http_ports: Vec<u16>,
     /// More arguments for one node (after `extra`), from its next (re)start on.
     pub(crate) node_args: Vec<Vec<String>>,
 }
@@ -226,6 +231,7 @@ impl TestCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut c = TestCluster {
+            http_ports: (0..n).map(|_| free_port()).collect(),
             ports,
             nodes: (0..n).map(|_| None).collect(),
             seeds,
@@ -264,6 +270,7 @@ impl TestCluster {
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--cluster-port", &cport.to_string(), "--seeds", &self.seeds])
             .args(["--log-level", level])
+            .args(["--http-port", &self.http_ports[i].to_string()])
             .args(&self.extra)
             .args(&self.node_args[i])
             .stdin(Stdio::null())
@@ -286,6 +293,7 @@ impl TestCluster {
     pub(crate) fn add(&mut self, seed: usize) -> usize {
         let i = self.ports.len();
         self.ports.push((free_port(), free_port()));
+        self.http_ports.push(free_port());
         self.nodes.push(None);
         self.node_args.push(vec![
             "--seeds".into(),
