@@ -954,6 +954,18 @@ impl Config {
     /// two anti-entropy rounds (at the longest backoff), or a late hint or a replica that missed
     /// the delete could bring the deleted key back after its tombstone is gone.
     pub fn check(&self) -> Result<(), String> {
+        if !self.otlp_endpoint.is_empty() && !self.otlp_endpoint.starts_with("http://") {
+            return Err(format!(
+                "otlp-endpoint must be an http:// URL of an OTLP/HTTP receiver (such as http://127.0.0.1:4318), got {}",
+                self.otlp_endpoint
+            ));
+        }
+        if !self.otlp_endpoint.is_empty() && !cfg!(feature = "telemetry") {
+            return Err(
+                "otlp-endpoint is set but this build has no telemetry (cargo feature `telemetry`)"
+                    .into(),
+            );
+        }
         if self.probe_timeout_ms >= self.probe_interval_ms {
             return Err(format!(
                 "probe-timeout ({} ms) must be below probe-interval ({} ms)",

@@ -26,6 +26,7 @@ pub mod metrics;
 pub mod server;
 pub mod session;
 pub mod state;
+pub mod telemetry;
 
 /// The Redis version whose behaviour HyperCache reproduces; reported as `redis_version` by INFO and
 /// `version` by HELLO, because clients gate features on it.

@@ -132,6 +132,10 @@ fn main() -> ExitCode {
         if tokio::time::timeout(Duration::from_secs(5), shared.tasks.wait()).await.is_err() {
             tracing::warn!(component = "server", node_id = %node_id, left = shared.tasks.len(), "background tasks still running after 5 s; stopping anyway");
         }
+        if let Some(t) = shared.telemetry.clone() {
+            // Flushes the spans and metrics not exported yet (blocking: off the workers).
+            let _ = tokio::time::timeout(Duration::from_secs(5), tokio::task::spawn_blocking(move || t.shutdown())).await;
+        }
         tracing::info!(component = "server", node_id = %node_id, "stopped");
         ExitCode::SUCCESS
     })

@@ -195,6 +195,15 @@ impl OpClass {
         }
     }
 
+    /// The name of its root span.
+    pub fn span_name(self) -> &'static str {
+        match self {
+            OpClass::Get => "dist.get",
+            OpClass::Set => "dist.set",
+            OpClass::Del => "dist.remove",
+        }
+    }
+
     /// The class of `op`.
     pub fn of(op: &hypercache_cluster::Op<'_>) -> OpClass {
         use hypercache_cluster::Op;

@@ -169,6 +169,8 @@ pub struct Shared {
     pub tasks: tokio_util::task::TaskTracker,
     /// This node's id, for logs.
     pub node_id: String,
+    /// The OpenTelemetry exporters (`None`: no `otlp-endpoint`, nothing traced).
+    pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
 }
 
 impl Shared {
@@ -181,7 +183,12 @@ impl Shared {
         // The tie-break of versions this node creates: a stable number from its id.
         let node_id = config.node_id();
         let origin = hypercache_cluster::version::origin_of(&node_id);
-        Arc::new(Shared {
+        // Config::check has vetted the endpoint: a failure here is the exporter's own.
+        let telemetry = crate::telemetry::Telemetry::start(&config).unwrap_or_else(|e| {
+            tracing::error!(component = "telemetry", node_id = %node_id, error = %e, "cannot start the OTLP exporter; running without it");
+            None
+        });
+        let shared = Arc::new(Shared {
             store: Store::new(StoreConfig {
                 hash_seed: seed,
                 origin,
@@ -200,7 +207,12 @@ impl Shared {
             cluster,
             tasks: tokio_util::task::TaskTracker::new(),
             node_id,
-        })
+            telemetry,
+        });
+        if let Some(t) = &shared.telemetry {
+            t.export_metrics(Arc::downgrade(&shared));
+        }
+        shared
     }
 
     /// Asks every task of the node to stop.

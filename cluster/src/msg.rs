@@ -360,6 +360,36 @@ impl<'a> WireOp<'a> {
     }
 }
 
+/// The name of each [`Request`] by its wire tag, in declaration order (for spans and logs).
+pub const REQUEST_NAMES: [&str; 17] = [
+    "ping",
+    "exec",
+    "put",
+    "fetch",
+    "keys",
+    "count",
+    "randomkey",
+    "dump",
+    "flush",
+    "prepare",
+    "merge",
+    "tree",
+    "buckets",
+    "list",
+    "pull",
+    "status",
+    "forget",
+];
+
+/// The name of the request a message body carries (`"unknown"` if it does not decode), read
+/// from its tag without decoding the rest.
+pub fn request_name(body: &[u8]) -> &'static str {
+    postcard::take_from_bytes::<(crate::wire::Envelope, u32)>(body)
+        .ok()
+        .and_then(|((_, tag), _)| REQUEST_NAMES.get(tag as usize).copied())
+        .unwrap_or("unknown")
+}
+
 /// A request from one node to another (frame kind `Request`; the reply has the same id). Tags
 /// are the variants' positions ([`Request::tag`]), append-only, pinned by golden-bytes tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

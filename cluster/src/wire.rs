@@ -227,24 +227,48 @@ pub fn encode(kind: Kind, id: u64, body: &[u8], out: &mut BytesMut) {
 /// as the machines make them) with the sender's ring `epoch` written into its envelope: the
 /// link stamps every message as it frames it, without copying the body.
 pub fn encode_stamped(kind: Kind, id: u64, epoch: u64, body: &[u8], out: &mut BytesMut) {
-    if epoch == 0 || body.first() != Some(&0) {
+    encode_stamped_traced(kind, id, epoch, None, body, out)
+}
+
+/// [`encode_stamped`] with a trace context too (the receiver's spans join the sender's trace).
+pub fn encode_stamped_traced(
+    kind: Kind,
+    id: u64,
+    epoch: u64,
+    trace: Option<&TraceContext>,
+    body: &[u8],
+    out: &mut BytesMut,
+) {
+    // A default envelope is two zero bytes: epoch 0, no trace.
+    let default_env = body.len() >= 2 && body[0] == 0 && body[1] == 0;
+    if (epoch == 0 && trace.is_none()) || !default_env {
         return encode(kind, id, body, out);
     }
-    let mut varint = [0u8; 10];
-    let v = postcard::to_slice(&epoch, &mut varint).map_or(&[][..], |v| &*v);
-    if body.len() + v.len() > COMPRESS_ABOVE {
-        return encode(kind, id, &stamp(epoch, body), out);
+    let env = Envelope {
+        epoch,
+        trace: trace.copied(),
+    };
+    let mut head = [0u8; 48];
+    let Ok(h) = postcard::to_slice(&env, &mut head) else {
+        return encode(kind, id, body, out);
+    };
+    let rest = &body[2..];
+    if h.len() + rest.len() > COMPRESS_ABOVE {
+        let mut whole = Vec::with_capacity(h.len() + rest.len());
+        whole.extend_from_slice(h);
+        whole.extend_from_slice(rest);
+        return encode(kind, id, &whole, out);
     }
-    out.reserve(HEADER_LEN + v.len() + body.len());
+    out.reserve(HEADER_LEN + h.len() + rest.len());
     out.put_slice(&MAGIC);
     out.put_u8(VERSION);
     out.put_u8(kind as u8);
     out.put_u8(0);
     out.put_u8(0);
     out.put_u64_le(id);
-    out.put_u32_le((v.len() + body.len() - 1) as u32);
-    out.put_slice(v);
-    out.put_slice(&body[1..]);
+    out.put_u32_le((h.len() + rest.len()) as u32);
+    out.put_slice(h);
+    out.put_slice(rest);
 }
 
 /// `body` (a machine's, epoch 0) with `epoch` in its envelope, as a new buffer (the simulator's
@@ -389,6 +413,40 @@ mod tests {
                         "not a machine's body: sent as it is"
                     );
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn a_traced_frame_carries_the_trace_the_epoch_and_the_same_message() {
+        use crate::msg::{Request, REQUEST_NAMES};
+        let trace = TraceContext {
+            trace_id: [7; 16],
+            span_id: [9; 8],
+            flags: 1,
+        };
+        for epoch in [0u64, 5, u64::MAX] {
+            for (body, name) in [
+                (to_body(&Request::Status), "status"),
+                (to_body(&Request::Fetch { key: b"k" }), "fetch"),
+                (
+                    to_body(&Request::Put {
+                        key: b"k",
+                        state: crate::msg::State::Missing,
+                    }),
+                    "put",
+                ),
+            ] {
+                assert!(REQUEST_NAMES.contains(&name));
+                assert_eq!(crate::msg::request_name(&body), name);
+                let mut out = BytesMut::new();
+                encode_stamped_traced(Kind::Request, 9, epoch, Some(&trace), &body, &mut out);
+                let f = decode(&mut out, &WireLimits::default()).unwrap().unwrap();
+                let (env, req): (Envelope, Request<'_>) = from_body_in(&f.body).unwrap();
+                assert_eq!(env.epoch, epoch);
+                assert_eq!(env.trace, Some(trace));
+                assert_eq!(req, from_body::<Request<'_>>(&body).unwrap());
+                assert_eq!(crate::msg::request_name(&f.body), name);
             }
         }
     }

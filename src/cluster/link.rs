@@ -90,8 +90,19 @@ impl Outbound {
 
     /// Queues one frame.
     pub fn push(&self, kind: Kind, id: u64, body: &[u8]) {
+        self.push_traced(kind, id, body, None)
+    }
+
+    /// Queues one frame whose envelope carries `trace` (the receiver's spans join that trace).
+    pub fn push_traced(
+        &self,
+        kind: Kind,
+        id: u64,
+        body: &[u8],
+        trace: Option<&wire::TraceContext>,
+    ) {
         let epoch = self.epoch.load(Ordering::Relaxed);
-        wire::encode_stamped(kind, id, epoch, body, &mut self.buf.lock());
+        wire::encode_stamped_traced(kind, id, epoch, trace, body, &mut self.buf.lock());
         self.ready.notify_one();
     }
 
@@ -471,20 +482,26 @@ impl Peer {
         body: &[u8],
         inbox: &Arc<Inbox>,
         tag: usize,
+        trace: Option<&wire::TraceContext>,
     ) -> Result<u64, CallError> {
         let q = self.queue()?;
         let id = self.register(Waiter::Inbox(inbox.clone(), tag))?;
-        q.push(Kind::Request, id, body);
+        q.push_traced(Kind::Request, id, body, trace);
         Ok(id)
     }
 
     /// Sends a request whose reply nobody waits for (read repair, replication at ONE).
-    pub fn send_oneway(&self, body: &[u8]) -> Result<(), CallError> {
+    pub fn send_oneway(
+        &self,
+        body: &[u8],
+        trace: Option<&wire::TraceContext>,
+    ) -> Result<(), CallError> {
         let q = self.queue()?;
-        q.push(
+        q.push_traced(
             Kind::Request,
             self.next_id.fetch_add(1, Ordering::Relaxed),
             body,
+            trace,
         );
         Ok(())
     }

@@ -214,9 +214,12 @@ pub(crate) struct TestCluster {
     /// The running processes (`None`: killed).
     pub(crate) nodes: Vec<Option<Server>>,
     seeds: String,
-    extra: Vec<String>,
+    pub(crate) extra: Vec<String>,
     /// Each node's HTTP port (`/health`, `/ready`, `/metrics`).
     pub(crate) http_ports: Vec<u16>,
+    /// Where each node's log goes, at info (`HC_TEST_LOG_DIR`, or a test's own directory);
+    /// `None`: warnings only, discarded.
+    pub(crate) log_dir: Option<std::path::PathBuf>,
     /// More arguments for one node (after `extra`), from its next (re)start on.
     pub(crate) node_args: Vec<Vec<String>>,
 }
@@ -224,6 +227,19 @@ pub(crate) struct TestCluster {
 impl TestCluster {
     /// Starts `n` nodes with `extra` arguments and waits until each sees all the others.
     pub(crate) fn start(n: usize, extra: &[&str]) -> TestCluster {
+        Self::start_logged(
+            n,
+            extra,
+            std::env::var_os("HC_TEST_LOG_DIR").map(Into::into),
+        )
+    }
+
+    /// [`TestCluster::start`], each node logging at info to `log_dir/node-<port>.log`.
+    pub(crate) fn start_logged(
+        n: usize,
+        extra: &[&str],
+        log_dir: Option<std::path::PathBuf>,
+    ) -> TestCluster {
         let ports: Vec<(u16, u16)> = (0..n).map(|_| (free_port(), free_port())).collect();
         let seeds = ports
             .iter()
@@ -231,6 +247,7 @@ impl TestCluster {
             .collect::<Vec<_>>()
             .join(",");
         let mut c = TestCluster {
+            log_dir,
             http_ports: (0..n).map(|_| free_port()).collect(),
             ports,
             nodes: (0..n).map(|_| None).collect(),
@@ -254,7 +271,7 @@ impl TestCluster {
     pub(crate) fn restart(&mut self, i: usize) {
         let (port, cport) = self.ports[i];
         // HC_TEST_LOG_DIR=dir keeps each node's log (at info) in dir/node-<port>.log.
-        let (level, stderr) = match std::env::var_os("HC_TEST_LOG_DIR") {
+        let (level, stderr) = match &self.log_dir {
             Some(dir) => {
                 let path = std::path::Path::new(&dir).join(format!("node-{port}.log"));
                 let f = std::fs::OpenOptions::new()

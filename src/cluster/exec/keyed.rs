@@ -2,6 +2,9 @@
 //! to the end by a task of its own when it may wait at the gate.
 
 use hypercache_cluster::msg::Level;
+
+use crate::metrics::OpClass;
+use crate::telemetry::Span;
 use tokio::sync::oneshot;
 
 use super::*;
@@ -24,6 +27,38 @@ pub(super) struct Driver<M> {
     write: bool,
     /// Where its client-facing latency is booked (`None`: a machine serving a peer's forward).
     latency: Option<(crate::metrics::OpClass, Level)>,
+    /// Its spans, when its trace is sampled.
+    trace: Option<Box<Traced>>,
+}
+
+/// A traced machine's spans: its own (a client operation's root, or the span serving a peer's
+/// forward), and one per call awaiting its answer.
+pub(super) struct Traced {
+    pub(super) span: Option<Span>,
+    /// The operation's class (`None`: serving a peer), which names the calls' spans.
+    pub(super) class: Option<OpClass>,
+    calls: Vec<(u64, Span)>,
+}
+
+impl Traced {
+    pub(super) fn new(span: Span, class: Option<OpClass>) -> Box<Traced> {
+        Box::new(Traced {
+            span: Some(span),
+            class,
+            calls: Vec::new(),
+        })
+    }
+
+    /// Ends the span of call `tag` (answered, or failed).
+    fn answered(&mut self, tag: u64, failed: Option<&str>) {
+        if let Some(i) = self.calls.iter().position(|c| c.0 == tag) {
+            let (_, span) = self.calls.swap_remove(i);
+            if let Some(why) = failed {
+                span.error(why);
+            }
+            span.end();
+        }
+    }
 }
 
 impl<M: Machine + Send + 'static> Driver<M> {
@@ -56,15 +91,36 @@ impl<M: Machine + Send + 'static> Driver<M> {
                 let body = send.call.to_body();
                 for (to, tag) in send.to {
                     let peer = cl.peer(&view, to);
+                    let span = self.trace.as_ref().and_then(|t| {
+                        let parent = t.span.as_ref()?;
+                        let name = hypercache_cluster::msg::request_name(&body);
+                        let span = shared
+                            .telemetry
+                            .as_ref()?
+                            .child(parent, crate::telemetry::call_span_name(name, t.class))?;
+                        span.text("peer.id", view.id_of(cl, to));
+                        Some(span)
+                    });
+                    let wire = span.as_ref().map(|s| s.wire());
                     let r = match (peer, tag) {
                         (None, _) => Err(CallError::Down),
-                        (Some(p), Some(t)) => {
-                            p.send_to_inbox(&body, &self.inbox, t as usize).map(|id| {
+                        (Some(p), Some(t)) => p
+                            .send_to_inbox(&body, &self.inbox, t as usize, wire.as_ref())
+                            .map(|id| {
                                 self.sent.push((to, id));
-                            })
-                        }
-                        (Some(p), None) => p.send_oneway(&body),
+                            }),
+                        (Some(p), None) => p.send_oneway(&body, wire.as_ref()),
                     };
+                    if let Some(span) = span {
+                        match (&r, tag, self.trace.as_mut()) {
+                            (Ok(_), Some(t), Some(tr)) => tr.calls.push((t, span)),
+                            (Ok(_), _, _) => span.end(),
+                            (Err(e), _, _) => {
+                                span.error(&e.to_string());
+                                span.end();
+                            }
+                        }
+                    }
                     if r.is_err() {
                         inc(&cl.metrics.dist.transport_errors);
                         if let Some(t) = tag {
@@ -100,6 +156,9 @@ impl<M: Machine + Send + 'static> Driver<M> {
         match got {
             (WAKE, _) => self.m.on_wake(&env, o),
             (tag, body) => {
+                if let Some(t) = self.trace.as_mut() {
+                    t.answered(tag as u64, body.is_none().then_some("link down"));
+                }
                 let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
                     Some(Ok(r)) => {
                         cl.metrics.dist.peer_latency.record(self.started.elapsed());
@@ -218,7 +277,7 @@ impl<M: Machine + Send + 'static> Driver<M> {
         }));
     }
 
-    fn deliver(&self, cl: &Cluster, f: Finished, to: &mut Option<oneshot::Sender<Finished>>) {
+    fn deliver(&mut self, cl: &Cluster, f: Finished, to: &mut Option<oneshot::Sender<Finished>>) {
         self.record(cl, &f);
         if let Some(tx) = to.take() {
             // The waiting client (or forwarding peer's task) may be gone: nothing to do then.
@@ -243,10 +302,25 @@ impl<M: Machine + Send + 'static> Driver<M> {
             self.sent.clear();
         }
         cl.metrics.dist.add(&self.m.counts());
+        if let Some(mut t) = self.trace.take() {
+            for (_, span) in t.calls.drain(..) {
+                span.error("no answer");
+                span.end();
+            }
+            if let Some(span) = t.span.take() {
+                span.end();
+            }
+        }
     }
 
-    /// Books the client-facing latency and failure of a reply.
-    fn record(&self, cl: &Cluster, f: &Finished) {
+    /// Books the client-facing latency and failure of a reply, and ends its span.
+    fn record(&mut self, cl: &Cluster, f: &Finished) {
+        if let Some(span) = self.trace.as_mut().and_then(|t| t.span.take()) {
+            if self.write {
+                span.int("dist.acks", self.m.counts().write_acks as i64);
+            }
+            finish_span(span, self.latency.map(|l| l.0), &f.result);
+        }
         if let Some((class, level)) = self.latency {
             cl.metrics
                 .dist
@@ -275,6 +349,7 @@ impl<M> Driver<M> {
             started: Instant::now(),
             write,
             latency: None,
+            trace: None,
         }
     }
 }
@@ -334,10 +409,12 @@ pub(super) fn drive(
     started: Instant,
     view: Arc<View>,
     latency: Option<(crate::metrics::OpClass, Level)>,
+    trace: Option<Box<Traced>>,
 ) -> Result<Finished, Later<Finished>> {
     let mut d = Driver::new(m, p, view, timing(lv), write);
     d.started = started;
     d.latency = latency;
+    d.trace = trace;
     let first = d.apply(shared, cl, o);
     if let Some(f) = first {
         d.record(cl, &f);
@@ -396,10 +473,24 @@ pub fn start(
             .latency(class, level)
             .record(started.elapsed())
     };
+    let mut span = shared
+        .telemetry
+        .as_ref()
+        .and_then(|t| t.root(class.span_name()));
+    if let Some(s) = &span {
+        // The key's length, never its bytes.
+        s.int("cache.key.length", key.len() as i64);
+        s.text("dist.consistency", level.name());
+        s.int("dist.owners.count", view.prefs(key_slot(key)).len() as i64);
+    }
     if let Some(o) = node::local_read(&env, key, op, lv.read) {
         inc(&cl.metrics.dist.local_reads);
         book(cl);
-        return Part::Ready(Ok(o));
+        let r = Ok(o);
+        if let Some(s) = span.take() {
+            finish_span(s, Some(class), &r);
+        }
+        return Part::Ready(r);
     }
     // Only a request that may wait at the gate needs its channel (registered) before it starts.
     let early =
@@ -416,12 +507,16 @@ pub fn start(
             if f.result.is_err() {
                 count_failure(cl, !op.is_read_only());
             }
+            if let Some(s) = span.take() {
+                finish_span(s, Some(class), &f.result);
+            }
             return Part::Ready(f.result);
         }
     }
     let p = early.unwrap_or_else(|| Prepared::new(cl, false));
     let write = !op.is_read_only();
     let latency = Some((class, level));
+    let trace = span.map(|s| Traced::new(s, Some(class)));
     match drive(
         shared,
         cl,
@@ -433,10 +528,27 @@ pub fn start(
         started,
         view.clone(),
         latency,
+        trace,
     ) {
         Ok(f) => Part::Ready(f.result),
         Err(later) => Part::Later(Box::pin(async move { later.await.result })),
     }
+}
+
+/// Ends an operation's span with what it answered: `cache.hit` for a read, the error if any.
+fn finish_span(span: Span, class: Option<OpClass>, result: &Res) {
+    match result {
+        Ok(o) => {
+            if class == Some(OpClass::Get) {
+                span.flag("cache.hit", !matches!(o, hypercache_cluster::Outcome::Nil));
+            }
+            if let hypercache_cluster::Outcome::Err(e) = o {
+                span.error(&format!("{e:?}"));
+            }
+        }
+        Err(e) => span.error(&format!("{e:?}")),
+    }
+    span.end();
 }
 
 /// Runs `op` wherever it belongs and waits for the result (for commands made of several steps).

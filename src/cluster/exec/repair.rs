@@ -67,6 +67,7 @@ fn carry_out(
     view: &View,
     inbox: &Answers,
     sent: &mut HashMap<usize, (MemberIdx, u64, u64)>,
+    spans: &mut HashMap<usize, crate::telemetry::Span>,
     mut o: Out,
 ) -> Option<u64> {
     let mut wake = None;
@@ -82,15 +83,30 @@ fn carry_out(
             let body = send.call.to_body();
             for (to, tag) in send.to {
                 let Some(tag) = tag else { continue };
+                // Each request of hint replay, anti-entropy or a transfer is a span of its own.
+                let span = shared.telemetry.as_ref().and_then(|t| {
+                    let name = hypercache_cluster::msg::request_name(&body);
+                    let span = t.root(crate::telemetry::repair_span_name(name))?;
+                    span.text("peer.id", view.id_of(cl, to));
+                    Some(span)
+                });
+                let wire = span.as_ref().map(|s| s.wire());
                 let r = match cl.peer(view, to) {
                     None => Err(CallError::Down),
-                    Some(p) => p.send_to_inbox(&body, inbox, tag as usize),
+                    Some(p) => p.send_to_inbox(&body, inbox, tag as usize, wire.as_ref()),
                 };
                 match r {
                     Ok(id) => {
                         sent.insert(tag as usize, (to, id, now_ms()));
+                        if let Some(s) = span {
+                            spans.insert(tag as usize, s);
+                        }
                     }
-                    Err(_) => {
+                    Err(e) => {
+                        if let Some(s) = span {
+                            s.error(&e.to_string());
+                            s.end();
+                        }
                         inc(&cl.metrics.dist.transport_errors);
                         failed.push(tag);
                     }
@@ -151,6 +167,7 @@ pub async fn run(
     let mut shutdown = shared.shutdown.subscribe();
     let inbox: Answers = Default::default();
     let mut sent: HashMap<usize, (MemberIdx, u64, u64)> = HashMap::new();
+    let mut spans: HashMap<usize, crate::telemetry::Span> = HashMap::new();
     let mut waiters: HashMap<u64, oneshot::Sender<SyncReport>> = HashMap::new();
     let mut next_token = 0u64;
     let mut wake_at = now_ms();
@@ -163,6 +180,12 @@ pub async fn run(
             got = inbox.recv() => {
                 let (tag, body) = got;
                 sent.remove(&tag);
+                if let Some(s) = spans.remove(&tag) {
+                    if body.is_none() {
+                        s.error("link down");
+                    }
+                    s.end();
+                }
                 let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
                     Some(Ok(r)) => Answer::Reply(r),
                     Some(Err(_)) => Answer::Reply(Response::Error("malformed reply".into())),
@@ -196,10 +219,14 @@ pub async fn run(
                 g.on_timer(&e, &mut o);
                 // Calls the machine gave up on (their round timed out) are forgotten.
                 let stale = now_ms().saturating_sub(2 * hypercache_cluster::repair::ROUND_REQUEST_TIMEOUT_MS);
-                sent.retain(|_, (m, id, at)| {
+                sent.retain(|tag, (m, id, at)| {
                     if *at < stale {
                         if let Some(p) = cl.peer(&view, *m) {
                             p.forget(*id);
+                        }
+                        if let Some(s) = spans.remove(tag) {
+                            s.error("no answer");
+                            s.end();
                         }
                         false
                     } else {
@@ -209,7 +236,7 @@ pub async fn run(
             }
             _ = shutdown.changed() => return,
         }
-        if let Some(w) = carry_out(&shared, &cl, &view, &inbox, &mut sent, o) {
+        if let Some(w) = carry_out(&shared, &cl, &view, &inbox, &mut sent, &mut spans, o) {
             wake_at = w;
         }
         after(&cl, &view, &mut waiters);

@@ -12,9 +12,18 @@ pub fn serve_request(
     body: Bytes,
     q: &Arc<Outbound>,
 ) {
+    let mut span = None;
     let req = match wire::from_body_in::<Request<'_>>(&body) {
         Ok((env, r)) => {
             cl.saw_epoch(from_id, env.epoch);
+            // The sender's trace continues here when it is sampled.
+            if let (Some(t), Some(tel)) = (env.trace, shared.telemetry.as_ref()) {
+                let name = hypercache_cluster::msg::request_name(&body);
+                span = tel.remote(&t, crate::telemetry::serve_span_name(name));
+                if let Some(s) = &span {
+                    s.text("peer.id", from_id.to_string());
+                }
+            }
             r
         }
         Err(e) => {
@@ -72,6 +81,8 @@ pub fn serve_request(
             inc(&cl.metrics.dist.forwarded_in);
             let started = Instant::now();
             let p = p.unwrap_or_else(|| Prepared::new(cl, false));
+            // The forwarded operation's own calls are children of this node's span.
+            let trace = span.take().map(|s| super::keyed::Traced::new(s, None));
             match drive(
                 shared,
                 cl,
@@ -83,6 +94,7 @@ pub fn serve_request(
                 started,
                 view.clone(),
                 None,
+                trace,
             ) {
                 Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
                 Err(later) => {
@@ -113,5 +125,8 @@ pub fn serve_request(
                 .random_key(&mut *shared.rng.lock(), &node_ctx(shared));
             q.push_msg(Kind::Reply, id, &Response::Key(k));
         }
+    }
+    if let Some(s) = span {
+        s.end();
     }
 }
