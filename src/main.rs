@@ -113,7 +113,7 @@ fn main() -> ExitCode {
                     shared.tasks.spawn(hypercache::cluster::link::accept_loop(l, shared.clone(), cl));
                 }
                 Err(e) => {
-                    tracing::error!(component = "cluster", addr = %cl.cluster_addr, error = %e, "cannot listen on the cluster port");
+                    tracing::error!(component = "cluster", node_id = %cl.node_id, addr = %cl.cluster_addr, error = %e, "cannot listen on the cluster port");
                     return ExitCode::FAILURE;
                 }
             }

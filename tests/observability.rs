@@ -545,3 +545,66 @@ fn one_set_at_quorum_is_one_trace_across_three_processes_without_key_bytes() {
         }
     }
 }
+
+/// Every `tracing` record of the node names the node and the component it comes from (the
+/// shared docs' rule: logs are filtered by both). A source check, since most records only
+/// happen on failures no test provokes.
+#[test]
+fn every_log_record_carries_node_id_and_component() {
+    fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+        for e in std::fs::read_dir(dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                out.push(p);
+            }
+        }
+    }
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut files = Vec::new();
+    walk(&root.join("src"), &mut files);
+    walk(&root.join("cluster/src"), &mut files);
+    let mut missing = Vec::new();
+    let mut seen = 0;
+    for f in files {
+        let text = std::fs::read_to_string(&f).unwrap();
+        for level in ["info", "warn", "error", "debug", "trace"] {
+            let pat = format!("tracing::{level}!(");
+            let mut from = 0;
+            while let Some(at) = text[from..].find(&pat) {
+                let start = from + at;
+                let mut depth = 0;
+                let mut end = start;
+                for (i, ch) in text[start..].char_indices() {
+                    match ch {
+                        '(' => depth += 1,
+                        ')' => {
+                            depth -= 1;
+                            if depth == 0 {
+                                end = start + i;
+                                break;
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let call = &text[start..=end];
+                seen += 1;
+                if !call.contains("node_id") || !call.contains("component") {
+                    let line = text[..start].lines().count() + 1;
+                    missing.push(format!("{}:{line}", f.display()));
+                }
+                from = end;
+            }
+        }
+    }
+    assert!(
+        seen >= 40,
+        "found only {seen} log records: is the scan broken?"
+    );
+    assert!(
+        missing.is_empty(),
+        "records without node_id or component: {missing:?}"
+    );
+}

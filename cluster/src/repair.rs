@@ -1464,6 +1464,8 @@ pub enum RepairEvent {
         peer: MemberIdx,
         /// Why.
         why: String,
+        /// It was a rebalance transfer (started again by the catch-up), not anti-entropy.
+        transfer: bool,
     },
     /// A peer's backoff factor changed.
     Backoff {
@@ -1861,6 +1863,7 @@ impl Repair {
                 self.events.push(RepairEvent::RoundFailed {
                     peer,
                     why: why.clone(),
+                    transfer: rep.transfer,
                 });
             } else {
                 self.counters.syncs += 1;

@@ -130,7 +130,14 @@ fn after(cl: &Cluster, view: &View, waiters: &mut HashMap<u64, oneshot::Sender<S
     let id_of = |m: MemberIdx| view.id_of(cl, m);
     for e in events {
         match e {
-            RepairEvent::RoundFailed { peer, why } => {
+            RepairEvent::RoundFailed {
+                peer,
+                why,
+                transfer: true,
+            } => {
+                tracing::warn!(component = "rebalance", node_id = %cl.node_id, peer = %id_of(peer), reason = %why, "rebalance transfer batch failed; it is asked again")
+            }
+            RepairEvent::RoundFailed { peer, why, .. } => {
                 tracing::warn!(component = "anti-entropy", node_id = %cl.node_id, peer = %id_of(peer), reason = %why, "anti-entropy round failed")
             }
             RepairEvent::Backoff { peer, factor } => {
