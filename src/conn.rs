@@ -60,6 +60,9 @@ pub async fn serve(
     shared.clients.lock().insert(id, handle.clone());
     let mut session = Session::new(shared.clone(), handle.clone());
     let reason = run(&mut session, &mut socket, &mut shutdown).await;
+    if session.monitor.is_some() {
+        shared.stop_monitor(id);
+    }
     tracing::debug!(
         node_id = %shared.node_id,
         component = "server",
@@ -91,13 +94,29 @@ async fn run(
         if rbuf.capacity() - rbuf.len() < want {
             rbuf.reserve(want);
         }
-        let idle = (s.timeout > 0).then(|| Duration::from_secs(s.timeout));
+        // As in Redis, a MONITOR client is never closed for being idle.
+        let idle = (s.timeout > 0 && s.monitor.is_none()).then(|| Duration::from_secs(s.timeout));
         let read = tokio::select! {
             // A kill or shutdown that is already pending wins over input that arrived with it.
             biased;
             _ = shutdown.changed() => return "shutdown",
             _ = s.handle.kill_notify.notified() => return "killed",
             r = socket.read_buf(&mut rbuf) => r,
+            line = monitor_line(&mut s.monitor) => {
+                // MONITOR output: every line waiting goes out in one write.
+                let Some(line) = line else { return "monitor fell too far behind" };
+                let rx = s.monitor.as_mut().expect("monitoring");
+                s.out.extend_from_slice(&line);
+                while let Ok(more) = rx.try_recv() {
+                    s.out.extend_from_slice(&more);
+                }
+                if socket.write_all(&s.out).await.is_err() {
+                    return "write error";
+                }
+                Stats::add(&s.shared.metrics.server.net_output_bytes, s.out.len() as u64);
+                s.out.clear();
+                continue;
+            }
             _ = sleep_opt(idle) => return "idle timeout",
         };
         // CLIENT KILL from another connection takes effect before this client's next command,
@@ -138,7 +157,8 @@ async fn run(
                 Ok(false) => break,
                 Err(e) => {
                     Stats::add(&s.shared.metrics.server.protocol_errors, 1);
-                    tracing::info!(node_id = %s.shared.node_id, component = "server", client_id = s.handle.id, error = %e, "protocol error, closing client");
+                    // Per client, as Redis (its `verbose` level): INFO's protocol_errors counts them.
+                    tracing::debug!(node_id = %s.shared.node_id, component = "server", client_id = s.handle.id, error = %e, "protocol error, closing client");
                     if let Some(text) = e.reply_text() {
                         Frame::Error(text.into()).encode(Protocol::Resp2, &mut s.out);
                     }
@@ -171,6 +191,16 @@ async fn run(
         if s.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
             return "killed";
         }
+    }
+}
+
+/// The next `MONITOR` line (never, for a client not monitoring; `None` once the node dropped it).
+async fn monitor_line(
+    rx: &mut Option<tokio::sync::mpsc::Receiver<bytes::Bytes>>,
+) -> Option<bytes::Bytes> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -43,6 +43,8 @@ pub struct Session {
     pub reply_mode: ReplyMode,
     /// Close the connection once the current replies are written (QUIT, killed itself).
     pub close_after: bool,
+    /// In `MONITOR` mode: the lines to write to this client.
+    pub monitor: Option<tokio::sync::mpsc::Receiver<Bytes>>,
     /// Replies waiting to be written: everything a batch answers goes out in one write. The write
     /// buffer grows to the size of a typical batch of replies and is kept.
     pub out: BytesMut,
@@ -123,6 +125,7 @@ impl Session {
             authed: false,
             reply_mode: ReplyMode::On,
             close_after: false,
+            monitor: None,
             out: BytesMut::new(),
             limits: Limits::default(),
             max_len: 0,
@@ -348,6 +351,13 @@ impl Session {
         self.commands += 1;
         if let Some(spec) = spec {
             self.last_cmd = Some(spec.fullname);
+            // As Redis: commands that ran (failed ones too), but no administrative command.
+            if !rejected
+                && self.shared.monitor_count.load(Ordering::Relaxed) > 0
+                && !spec.has_flag("admin")
+            {
+                self.shared.feed_monitors(self.monitor_line(args));
+            }
             if let Some(stat) = self.shared.metrics.commands.of(spec) {
                 if rejected {
                     stat.rejected.fetch_add(1, Ordering::Relaxed);
@@ -370,6 +380,53 @@ impl Session {
             ReplyMode::Off => {}
             ReplyMode::Skip => self.reply_mode = ReplyMode::On,
         }
+    }
+
+    /// A `MONITOR` line for `args`: time, database, client address, and the arguments quoted as
+    /// Redis quotes them, with secrets (AUTH and HELLO ... AUTH credentials) redacted.
+    fn monitor_line(&self, args: &[Bytes]) -> Bytes {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        let mut line = format!(
+            "+{}.{:06} [0 {}]",
+            now.as_secs(),
+            now.subsec_micros(),
+            self.handle.addr
+        )
+        .into_bytes();
+        let redact_from = if args[0].eq_ignore_ascii_case(b"auth") {
+            1
+        } else if args[0].eq_ignore_ascii_case(b"hello") {
+            args.iter()
+                .position(|a| a.eq_ignore_ascii_case(b"auth"))
+                .map_or(usize::MAX, |i| i + 1)
+        } else {
+            usize::MAX
+        };
+        for (i, a) in args.iter().enumerate() {
+            line.extend_from_slice(b" \"");
+            if i >= redact_from {
+                line.extend_from_slice(b"(redacted)");
+            } else {
+                for &c in a.iter() {
+                    match c {
+                        b'\\' => line.extend_from_slice(b"\\\\"),
+                        b'"' => line.extend_from_slice(b"\\\""),
+                        b'\n' => line.extend_from_slice(b"\\n"),
+                        b'\r' => line.extend_from_slice(b"\\r"),
+                        b'\t' => line.extend_from_slice(b"\\t"),
+                        7 => line.extend_from_slice(b"\\a"),
+                        8 => line.extend_from_slice(b"\\b"),
+                        0x20..=0x7e => line.push(c),
+                        _ => line.extend_from_slice(format!("\\x{c:02x}").as_bytes()),
+                    }
+                }
+            }
+            line.push(b'"');
+        }
+        line.extend_from_slice(b"\r\n");
+        line.into()
     }
 
     fn slowlog(&self, args: &[Bytes], spec: &CommandSpec, micros: u64) {

@@ -171,6 +171,38 @@ pub struct Shared {
     pub node_id: String,
     /// The OpenTelemetry exporters (`None`: no `otlp-endpoint`, nothing traced).
     pub telemetry: Option<Arc<crate::telemetry::Telemetry>>,
+    /// Clients in `MONITOR` mode: each gets every command as a line.
+    pub monitors: Mutex<Vec<Monitor>>,
+    /// How many (read on every command: nothing else is done while it is 0).
+    pub monitor_count: std::sync::atomic::AtomicUsize,
+}
+
+/// A client in `MONITOR` mode.
+pub struct Monitor {
+    /// Its client id.
+    pub client: u64,
+    /// Where its lines go: bounded, and a monitor that falls [`MONITOR_BACKLOG`] lines behind
+    /// is disconnected (Redis closes it at its output buffer limit).
+    pub tx: tokio::sync::mpsc::Sender<bytes::Bytes>,
+}
+
+/// Lines a `MONITOR` client may fall behind before it is disconnected.
+pub const MONITOR_BACKLOG: usize = 100_000;
+
+impl Shared {
+    /// Sends `line` to every monitor, dropping those that cannot keep up.
+    pub fn feed_monitors(&self, line: bytes::Bytes) {
+        let mut m = self.monitors.lock();
+        m.retain(|mon| mon.tx.try_send(line.clone()).is_ok());
+        self.monitor_count.store(m.len(), Ordering::Relaxed);
+    }
+
+    /// Takes client `id` out of monitor mode.
+    pub fn stop_monitor(&self, id: u64) {
+        let mut m = self.monitors.lock();
+        m.retain(|mon| mon.client != id);
+        self.monitor_count.store(m.len(), Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -208,6 +240,8 @@ impl Shared {
             tasks: tokio_util::task::TaskTracker::new(),
             node_id,
             telemetry,
+            monitors: Mutex::new(Vec::new()),
+            monitor_count: Default::default(),
         });
         if let Some(t) = &shared.telemetry {
             t.export_metrics(Arc::downgrade(&shared));

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -574,4 +574,76 @@ fn redis_benchmark_runs_against_it() {
         );
     }
     assert!(!text.to_lowercase().contains("error"), "{text}");
+}
+
+/// MONITOR against a real Redis: the same commands give the same lines (time and client address
+/// aside): admin commands and refused commands left out, AUTH and HELLO secrets redacted,
+/// arguments quoted alike. Without the password, MONITOR itself is refused.
+#[test]
+fn monitor_shows_what_redis_shows() {
+    fn lines_for(server: &common::Server) -> Vec<String> {
+        let mut mon = server.raw();
+        mon.write_all(b"*1\r\n$7\r\nMONITOR\r\n").unwrap();
+        assert_eq!(common::read_exactly(&mut mon, 5), b"+OK\r\n");
+        let mut c = server.raw();
+        let cmds: &[&[&[u8]]] = &[
+            &[b"SET", b"a", b"x\"y z"],
+            &[b"AUTH", b"secret"],
+            &[b"HELLO", b"2", b"AUTH", b"default", b"secret"],
+            &[b"CONFIG", b"GET", b"maxmemory"],
+            &[b"GET"],
+            &[b"INCR", b"a"],
+            &[b"SET", b"k", b"a\nb\x01\\"],
+            &[b"client", b"id"],
+            &[b"PING"],
+        ];
+        for args in cmds {
+            let mut req = format!("*{}\r\n", args.len()).into_bytes();
+            for a in *args {
+                req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                req.extend_from_slice(a);
+                req.extend_from_slice(b"\r\n");
+            }
+            c.write_all(&req).unwrap();
+            let mut buf = [0u8; 4096];
+            let _ = c.read(&mut buf).unwrap();
+        }
+        // SET, AUTH, HELLO, INCR, SET, client id, PING (the last one).
+        let want = 7;
+        let mut got = String::new();
+        while got.matches("\r\n").count() < want {
+            let mut buf = [0u8; 4096];
+            let n = mon.read(&mut buf).unwrap();
+            assert!(n > 0, "monitor closed: {got}");
+            got.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+        got.lines()
+            .map(|l| {
+                // "+<secs>.<micros> [0 <addr>] <args>": keep the database and the arguments.
+                let (head, rest) = l.split_once("] ").expect("a monitor line");
+                assert!(head.starts_with('+'), "{l}");
+                let db = head.split('[').nth(1).unwrap().split(' ').next().unwrap();
+                format!("[{db}] {rest}")
+            })
+            .collect()
+    }
+    let redis = common::Server::redis();
+    let hc = common::Server::start(&[]);
+    let expected = lines_for(&redis);
+    assert!(
+        expected.iter().any(|l| l.contains("(redacted)")),
+        "{expected:?}"
+    );
+    assert_eq!(lines_for(&hc), expected);
+
+    // Behind a password: MONITOR needs it, as every other command does.
+    let locked = common::Server::start(&["--requirepass", "pw"]);
+    let mut s = locked.raw();
+    s.write_all(b"*1\r\n$7\r\nMONITOR\r\n").unwrap();
+    let reply = common::read_exactly(&mut s, 8);
+    assert!(
+        reply.starts_with(b"-NOAUTH"),
+        "{}",
+        String::from_utf8_lossy(&reply)
+    );
 }

@@ -553,6 +553,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     spec!("latency", "latency", -2, [], 0, 0, 0, ["@slow"], "server", "2.8.13", "A container for latency diagnostics commands.", LATENCY_SUBS),
     spec!("slowlog", "slowlog", -2, [], 0, 0, 0, ["@slow"], "server", "2.2.12", "A container for slow log commands.", SLOWLOG_SUBS),
     spec!("memory", "memory", -2, [], 0, 0, 0, ["@slow"], "server", "4.0.0", "A container for memory diagnostics commands.", MEMORY_SUBS),
+    cmd!("monitor", 1, ["admin", "noscript", "loading", "stale"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "server", "1.0.0", "Listens for all requests received by the server in real-time."),
     cmd!("debug", -2, ["admin", "noscript", "loading", "stale"], 0, 0, 0, ["@admin", "@slow", "@dangerous"], "server", "1.0.0", "A container for debugging commands."),
     // HyperCache cluster administration
     cmd!("hc.node", 1, ["loading", "stale", "fast"], 0, 0, 0, ["@admin", "@fast"], "cluster", "0.1.0", "Returns this node's id, addresses, cluster name and version."),

@@ -91,6 +91,7 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("latency", server::latency),
         ("slowlog", server::slowlog),
         ("debug", server::debug),
+        ("monitor", server::monitor),
         ("memory", server::memory),
         ("hc.node", hc::node),
         ("hc.members", hc::members),

@@ -669,6 +669,26 @@ fn latency_histogram(s: &Session, names: &[Bytes]) -> Frame {
 }
 
 /// # Format
+/// `MONITOR`: from now on this client receives every command the node runs, as Redis writes
+/// them (administrative commands and AUTH secrets left out). A second MONITOR gets no reply.
+pub(super) fn monitor(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    if s.monitor.is_some() {
+        return None;
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::state::MONITOR_BACKLOG);
+    {
+        let mut m = s.shared.monitors.lock();
+        m.push(crate::state::Monitor {
+            client: s.handle.id,
+            tx,
+        });
+        s.shared.monitor_count.store(m.len(), Ordering::Relaxed);
+    }
+    s.monitor = Some(rx);
+    Some(Frame::ok())
+}
+
+/// # Format
 /// `SLOWLOG GET [count] | LEN | RESET | HELP`
 pub(super) fn slowlog(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     match a[1].to_ascii_lowercase().as_slice() {
