@@ -7,7 +7,9 @@
 # and CPU per request, and the ratios B / A.
 #
 # Usage: HC_A=path/to/old/hypercache HC_B=path/to/new/hypercache scripts/bench-cluster-ab.sh
-# Environment: REQUESTS=200000 ROUNDS=3 CLIENTS=50 KEYSPACE=100000 SIZE=100, OUT=path (report copy)
+# Environment: REQUESTS=200000 ROUNDS=3 CLIENTS=50 KEYSPACE=100000 SIZE=100, OUT=path (report copy),
+# HC_A_ARGS / HC_B_ARGS (more flags for each build's nodes, e.g. "--otlp-endpoint http://...").
+# WORKLOADS="SET:1 SET:16 GET:1 GET:16" (test:pipeline pairs).
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 
@@ -34,8 +36,10 @@ cleanup_all() {
 trap cleanup_all EXIT
 
 declare -A NODE_PIDS PORT1
-start_cluster() { # start_cluster NAME BIN
-    local name=$1 bin=$2 p1 p2 p3 c1 c2 c3 seeds i port cport live pids=""
+start_cluster() { # start_cluster NAME BIN [EXTRA ARGS]
+    local name=$1 bin=$2 extra=${3:-} p1 p2 p3 c1 c2 c3 seeds i port cport live pids=""
+    # No HTTP listener (builds that have one would all want port+3000).
+    "$bin" --help | grep -q -- '--http-port' && extra="--http-port 0 $extra"
     read -r p1 p2 < <(free_ports)
     read -r p3 c1 < <(free_ports)
     read -r c2 c3 < <(free_ports)
@@ -43,8 +47,9 @@ start_cluster() { # start_cluster NAME BIN
     for i in 1 2 3; do
         port=$(eval echo "\$p$i")
         cport=$(eval echo "\$c$i")
+        # shellcheck disable=SC2086
         "${SERVER_PIN[@]}" "$bin" --bind 127.0.0.1 --port "$port" --cluster-port "$cport" \
-            --seeds "$seeds" --log-level warn >"$TMP/$name$i.log" 2>&1 &
+            --seeds "$seeds" --log-level warn $extra >"$TMP/$name$i.log" 2>&1 &
         PIDS+=($!)
         pids="$pids $!"
         wait_ready "$name$i" "$!" "$port"
@@ -74,9 +79,9 @@ cpu_ticks() { # cpu_ticks PID...: utime + stime of the processes, in clock ticks
     echo "$total"
 }
 
-start_cluster A "$HC_A"
-start_cluster B "$HC_B"
-echo "A: $HC_A (node 1 on ${PORT1[A]}); B: $HC_B (node 1 on ${PORT1[B]})" >&2
+start_cluster A "$HC_A" "${HC_A_ARGS:-}"
+start_cluster B "$HC_B" "${HC_B_ARGS:-}"
+echo "A: $HC_A ${HC_A_ARGS:-} (node 1 on ${PORT1[A]}); B: $HC_B ${HC_B_ARGS:-} (node 1 on ${PORT1[B]})" >&2
 
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
@@ -104,12 +109,12 @@ PY
     tail -n 1 "$RESULTS" | awk -F'\t' '{printf "  %-8s %s round %s: rps %s p95 %s cpu/req %s us\n", $1, $2, $3, $4, $5, $6}' >&2
 }
 
-for test in SET GET; do
-    for pipeline in 1 16; do
-        for ((round = 1; round <= ROUNDS; round++)); do
-            run_one "$test -P$pipeline" A "$test" "$pipeline" "$round"
-            run_one "$test -P$pipeline" B "$test" "$pipeline" "$round"
-        done
+for workload in ${WORKLOADS:-SET:1 SET:16 GET:1 GET:16}; do
+    test=${workload%:*}
+    pipeline=${workload#*:}
+    for ((round = 1; round <= ROUNDS; round++)); do
+        run_one "$test -P$pipeline" A "$test" "$pipeline" "$round"
+        run_one "$test -P$pipeline" B "$test" "$pipeline" "$round"
     done
 done
 
@@ -118,7 +123,7 @@ REPORT="$TMP/report.md"
     echo "## cluster A vs B ($START)"
     echo
     print_machine_line
-    echo "- A: $HC_A; B: $HC_B"
+    echo "- A: $HC_A ${HC_A_ARGS:-}; B: $HC_B ${HC_B_ARGS:-}"
     echo "- 3 nodes each, replication 3, write quorum, read one; client on node 1"
     echo "- redis-benchmark -c $CLIENTS -n $REQUESTS -r $KEYSPACE -d $SIZE, median of $ROUNDS alternating runs"
     echo "- CPU per request: utime + stime of the three nodes over the run, divided by the requests"

@@ -561,7 +561,7 @@ pub static CATALOGUE: &[Desc] = &[
     m("dist.heartbeat.indirect_probe.refuted", C, "", "Suspicions refuted."),
     m("dist.heartbeat.bad_datagrams", C, "", "Membership datagrams dropped as malformed or of another cluster."),
     m("dist.nodes.removed", C, "", "Members removed from the ring (left, forgotten, or down for `remove-after`)."),
-    labelled("op", m("dist.latency", H, "seconds", "Client-facing latency of operations this node answered (forwards included), by `op` (`get`, `set`, `del`) and `level` (`one`, `quorum`, `all`; the read level for gets, the write level otherwise).")),
+    labelled("op", m("dist.latency", H, "seconds", "What clients of this node waited for their operations (those it forwarded included; an operation forwarded to it is booked where its client is), by `op` (`get`, `set`, `del`) and `level` (`one`, `quorum`, `all`; the read level for gets, the write level otherwise).")),
     m("dist.latency.forward", H, "seconds", "Round trip of operations forwarded to a coordinator."),
     m("dist.latency.peer", H, "seconds", "Round trip of requests to peers."),
 ];

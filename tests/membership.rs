@@ -247,7 +247,16 @@ fn a_fourth_node_joins_through_one_seed_takes_its_share_then_drains_with_nothing
 #[test]
 fn a_killed_node_s_slots_get_their_replicas_back_after_remove_after() {
     const N: usize = 20_000;
-    let mut c = TestCluster::start(4, &["--remove-after", "3000", "--rebalance-grace", "1000"]);
+    let mut c = TestCluster::start(4, &["--rebalance-grace", "1000"]);
+    // Set at run time, as an operator would: the membership picks it up.
+    for i in 0..4 {
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("remove-after")
+            .arg("3000")
+            .query(&mut c.conn(i))
+            .unwrap();
+    }
     load(&c, &[0, 1, 2, 3], N);
     let reader = Reader::start(&c, &[0, 2, 3], N);
     c.kill(1);

@@ -608,3 +608,55 @@ fn every_log_record_carries_node_id_and_component() {
         "records without node_id or component: {missing:?}"
     );
 }
+
+/// The Grafana dashboard and the Prometheus rules in `deploy/` query only metrics the node
+/// exports (the Prometheus names of docs/metrics.md, which a unit test keeps equal to the
+/// registry): a renamed metric breaks this test, not an operator's dashboard.
+#[test]
+fn dashboards_and_alerts_use_only_exported_metric_names() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let doc = std::fs::read_to_string(root.join("docs/metrics.md")).unwrap();
+    let mut exported = BTreeSet::new();
+    for line in doc.lines().filter(|l| l.starts_with("| `")) {
+        let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+        let prom = cells[2].trim_matches('`').to_string();
+        if cells[3] == "histogram" {
+            for suffix in ["_bucket", "_sum", "_count"] {
+                exported.insert(format!("{prom}{suffix}"));
+            }
+        }
+        exported.insert(prom);
+    }
+    assert!(
+        exported.len() > 80,
+        "{} names in docs/metrics.md",
+        exported.len()
+    );
+    let mut used = BTreeSet::new();
+    for file in [
+        "deploy/grafana/hypercache-dashboard.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("hypercache_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            used.insert((file, name));
+        }
+    }
+    assert!(
+        used.len() > 30,
+        "the dashboard and rules query hypercache metrics"
+    );
+    let unknown: Vec<_> = used.iter().filter(|(_, n)| !exported.contains(n)).collect();
+    assert!(unknown.is_empty(), "not exported: {unknown:?}");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("deploy/grafana/hypercache-dashboard.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    assert!(dashboard["panels"].as_array().is_some_and(|p| p.len() > 20));
+}

@@ -109,6 +109,21 @@ pub async fn run(
             }
             _ = tick.tick() => {
                 let now = now_ms();
+                // CONFIG SET of suspect-timeout or remove-after takes effect here (the probe
+                // interval and timeout are fixed at start: they are not runtime settings).
+                let want = settings(&shared.config.read());
+                {
+                    let mut m = cl.membership.lock();
+                    let have = m.settings();
+                    if (have.suspect_timeout_ms, have.remove_after_ms)
+                        != (want.suspect_timeout_ms, want.remove_after_ms)
+                    {
+                        m.set_settings(want);
+                        tracing::info!(component = "membership", node_id = %cl.node_id,
+                            suspect_timeout_ms = want.suspect_timeout_ms, remove_after_ms = want.remove_after_ms,
+                            "membership settings changed");
+                    }
+                }
                 cl.membership.lock().tick(now);
                 if !cl.view().joined && !alone_asked {
                     let alone = cl.membership.lock().join_timed_out(now);

@@ -71,9 +71,9 @@ pub fn serve_request(
             if let Some(p) = p.filter(|p| p.registered) {
                 cl.unregister(p.token);
             }
-            if matches!(r, Response::Error(_)) {
+            if let Response::Error(why) = &r {
                 inc(&cl.metrics.dist.transport_errors);
-                tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %from_id, "refused a peer request with an implausible version");
+                tracing::warn!(component = "cluster", node_id = %cl.node_id, peer = %from_id, reason = %why, "refused a peer request");
             }
             q.push_msg(Kind::Reply, id, &r);
         }
