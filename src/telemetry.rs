@@ -10,8 +10,10 @@
 //!   message's envelope ([`hypercache_cluster::wire::TraceContext`]); the receiving node's
 //!   work is a span `dist.serve.<request>` under it, and a forwarded operation's own messages are
 //!   children of that. One SET and its fan-out are one trace across the processes. The repair
-//!   task's requests are root spans of their own (`dist.hint.replay`, `dist.merkle.*`,
-//!   `dist.rebalance.batch`). Keys never go into spans: only `cache.key.length`.
+//!   task traces each hint replay batch (`dist.hint.replay`) and each round, anti-entropy
+//!   (`dist.merkle.round`, a child per request: `dist.merkle.tree`, `.buckets`, `.list`,
+//!   `.pull`) or slot transfer (`dist.rebalance.transfer`, a child `dist.rebalance.batch` per
+//!   page). Keys never go into spans: only `cache.key.length`.
 //! - **Metrics.** Every counter and gauge of the catalogue (docs/metrics.md) as an observable
 //!   instrument `hypercache.<name>`, read from the registry at each export
 //!   (`otlp-metrics-interval`). Latency histograms are exported by `/metrics` only.
@@ -376,10 +378,9 @@ pub fn call_span_name(name: &str, class: Option<crate::metrics::OpClass>) -> &'s
     }
 }
 
-/// The span name of the repair task's request `name`.
+/// The span name of an anti-entropy round's request `name`.
 pub fn repair_span_name(name: &str) -> &'static str {
     match name {
-        "merge" | "put" => "dist.hint.replay",
         "tree" => "dist.merkle.tree",
         "buckets" => "dist.merkle.buckets",
         "list" => "dist.merkle.list",

@@ -532,6 +532,21 @@ fn one_set_at_quorum_is_one_trace_across_three_processes_without_key_bytes() {
         assert!(!r.attrs["peer.id"].is_empty());
     }
     assert!(spans.iter().any(|s| s.name == "dist.serve.put"));
+    // An anti-entropy round is a span with a child per request.
+    let _: redis::Value = redis::cmd("HC.SYNC").query(&mut c.conn(0)).unwrap();
+    wait_for(
+        "an anti-entropy round's spans",
+        Duration::from_secs(20),
+        || {
+            let got = rx.spans.lock().unwrap().clone();
+            got.iter()
+                .filter(|r| r.name == "dist.merkle.round" && r.parent.is_empty())
+                .any(|r| {
+                    got.iter()
+                        .any(|s| s.name == "dist.merkle.tree" && s.parent == r.span_id)
+                })
+        },
+    );
     // No key (or value) bytes in anything exported: spans, attributes, resources, metrics.
     std::thread::sleep(Duration::from_secs(1));
     let raw = rx.raw.lock().unwrap();

@@ -1673,6 +1673,20 @@ impl Repair {
             || self.hints.next_due(0).is_some()
     }
 
+    /// The rounds running: each one's peer, and whether it is a slot transfer (rebalance or
+    /// catch-up) rather than anti-entropy (drivers trace a span per round).
+    pub fn rounds_running(&self) -> Vec<(MemberIdx, bool)> {
+        self.rounds
+            .iter()
+            .map(|(m, r)| (*m, r.report.transfer))
+            .collect()
+    }
+
+    /// Whether `tag` is a hint replay's (else a round's).
+    pub fn is_replay_tag(tag: u64) -> bool {
+        tag & REPLAY_TAG != 0
+    }
+
     /// The peers a catch-up still waits for, and the rounds running (for diagnostics).
     pub fn catch_up_state(&self) -> (Vec<MemberIdx>, Vec<MemberIdx>) {
         (

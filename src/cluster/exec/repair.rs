@@ -67,7 +67,7 @@ fn carry_out(
     view: &View,
     inbox: &Answers,
     sent: &mut HashMap<usize, (MemberIdx, u64, u64)>,
-    spans: &mut HashMap<usize, crate::telemetry::Span>,
+    spans: &mut Spans,
     mut o: Out,
 ) -> Option<u64> {
     let mut wake = None;
@@ -83,13 +83,10 @@ fn carry_out(
             let body = send.call.to_body();
             for (to, tag) in send.to {
                 let Some(tag) = tag else { continue };
-                // Each request of hint replay, anti-entropy or a transfer is a span of its own.
-                let span = shared.telemetry.as_ref().and_then(|t| {
-                    let name = hypercache_cluster::msg::request_name(&body);
-                    let span = t.root(crate::telemetry::repair_span_name(name))?;
-                    span.text("peer.id", view.id_of(cl, to));
-                    Some(span)
-                });
+                let span = shared
+                    .telemetry
+                    .as_ref()
+                    .and_then(|t| spans.request(t, cl, view, to, tag, &body));
                 let wire = span.as_ref().map(|s| s.wire());
                 let r = match cl.peer(view, to) {
                     None => Err(CallError::Down),
@@ -99,7 +96,7 @@ fn carry_out(
                     Ok(id) => {
                         sent.insert(tag as usize, (to, id, now_ms()));
                         if let Some(s) = span {
-                            spans.insert(tag as usize, s);
+                            spans.calls.insert(tag as usize, s);
                         }
                     }
                     Err(e) => {
@@ -117,6 +114,81 @@ fn carry_out(
         let mut g = cl.repair.lock();
         for t in failed {
             g.on_answer(&e, t, Answer::LinkDown, &mut o);
+        }
+    }
+}
+
+/// The repair task's spans: one per hint replay batch (a root), one per round (a root:
+/// `dist.merkle.round` or `dist.rebalance.transfer`) with a child per request.
+#[derive(Default)]
+struct Spans {
+    calls: HashMap<usize, crate::telemetry::Span>,
+    rounds: HashMap<MemberIdx, crate::telemetry::Span>,
+}
+
+impl Spans {
+    /// The span of a request to `to` with `tag`, if its trace is sampled.
+    fn request(
+        &mut self,
+        t: &crate::telemetry::Telemetry,
+        cl: &Cluster,
+        view: &View,
+        to: MemberIdx,
+        tag: u64,
+        body: &[u8],
+    ) -> Option<crate::telemetry::Span> {
+        let peer = view.id_of(cl, to);
+        if hypercache_cluster::repair::Repair::is_replay_tag(tag) {
+            let span = t.root("dist.hint.replay")?;
+            span.text("peer.id", peer);
+            return Some(span);
+        }
+        let transfer = cl
+            .repair
+            .lock()
+            .rounds_running()
+            .iter()
+            .find(|r| r.0 == to)
+            .is_some_and(|r| r.1);
+        let round = match self.rounds.entry(to) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let name = if transfer {
+                    "dist.rebalance.transfer"
+                } else {
+                    "dist.merkle.round"
+                };
+                let round = t.root(name)?;
+                round.text("peer.id", peer.clone());
+                e.insert(round)
+            }
+        };
+        let name = if transfer {
+            "dist.rebalance.batch"
+        } else {
+            crate::telemetry::repair_span_name(hypercache_cluster::msg::request_name(body))
+        };
+        let span = t.child(round, name)?;
+        span.text("peer.id", peer);
+        Some(span)
+    }
+
+    /// Ends the spans of rounds that are over.
+    fn rounds_over(&mut self, cl: &Cluster) {
+        if self.rounds.is_empty() {
+            return;
+        }
+        let running = cl.repair.lock().rounds_running();
+        let over: Vec<MemberIdx> = self
+            .rounds
+            .keys()
+            .filter(|m| !running.iter().any(|r| r.0 == **m))
+            .copied()
+            .collect();
+        for m in over {
+            if let Some(s) = self.rounds.remove(&m) {
+                s.end();
+            }
         }
     }
 }
@@ -174,7 +246,7 @@ pub async fn run(
     let mut shutdown = shared.shutdown.subscribe();
     let inbox: Answers = Default::default();
     let mut sent: HashMap<usize, (MemberIdx, u64, u64)> = HashMap::new();
-    let mut spans: HashMap<usize, crate::telemetry::Span> = HashMap::new();
+    let mut spans = Spans::default();
     let mut waiters: HashMap<u64, oneshot::Sender<SyncReport>> = HashMap::new();
     let mut next_token = 0u64;
     let mut wake_at = now_ms();
@@ -187,7 +259,7 @@ pub async fn run(
             got = inbox.recv() => {
                 let (tag, body) = got;
                 sent.remove(&tag);
-                if let Some(s) = spans.remove(&tag) {
+                if let Some(s) = spans.calls.remove(&tag) {
                     if body.is_none() {
                         s.error("link down");
                     }
@@ -231,7 +303,7 @@ pub async fn run(
                         if let Some(p) = cl.peer(&view, *m) {
                             p.forget(*id);
                         }
-                        if let Some(s) = spans.remove(tag) {
+                        if let Some(s) = spans.calls.remove(tag) {
                             s.error("no answer");
                             s.end();
                         }
@@ -246,6 +318,7 @@ pub async fn run(
         if let Some(w) = carry_out(&shared, &cl, &view, &inbox, &mut sent, &mut spans, o) {
             wake_at = w;
         }
+        spans.rounds_over(&cl);
         after(&cl, &view, &mut waiters);
         let dropped = {
             let c = cl.repair.lock().hints.counters();
