@@ -8,15 +8,17 @@
 # The export goes to a sink on loopback that accepts every OTLP post (python3), so the cost
 # measured is the node's: spans, context on the wire, the exporter thread.
 #
-# Usage: scripts/bench-telemetry.sh   (builds both binaries in release mode under target/)
+# Usage: scripts/bench-telemetry.sh   (builds both binaries in release mode under target/, or
+# CARGO_TARGET_DIR)
 # Environment: as bench-cluster-ab.sh (ROUNDS, REQUESTS, WORKLOADS, ...). Reports go to stdout.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 cargo build --release --quiet
-cargo build --release --quiet --no-default-features --target-dir target/no-telemetry
-WITH="$ROOT/target/release/hypercache"
-WITHOUT="$ROOT/target/no-telemetry/release/hypercache"
+cargo build --release --quiet --no-default-features --target-dir "$TARGET/no-telemetry"
+WITH="$TARGET/release/hypercache"
+WITHOUT="$TARGET/no-telemetry/release/hypercache"
 
 SINK_PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
 python3 - "$SINK_PORT" <<'PY' &

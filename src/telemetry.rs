@@ -68,6 +68,35 @@ mod imp {
         tracer: SdkTracer,
         traces: SdkTracerProvider,
         meters: SdkMeterProvider,
+        /// `otlp-sampling-ratio` as a threshold on 64 random bits: a root is sampled when its
+        /// draw is below it. Decided here, before the SDK is asked anything, so that an
+        /// unsampled operation costs one random number (the SDK's own ratio sampler would build
+        /// a span, ids and a context first, then throw them away).
+        threshold: u64,
+    }
+
+    thread_local! {
+        static DRAW: std::cell::Cell<u64> = std::cell::Cell::new({
+            // Seeded per thread from its id and the clock; quality matters little (a sample).
+            let t = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            let id = std::thread::current().id();
+            let h = xxhash_rust::xxh3::xxh3_64(format!("{id:?}").as_bytes());
+            (t ^ h) | 1
+        });
+    }
+
+    /// 64 random bits (xorshift64*, per thread).
+    fn draw() -> u64 {
+        DRAW.with(|c| {
+            let mut x = c.get();
+            x ^= x >> 12;
+            x ^= x << 25;
+            x ^= x >> 27;
+            c.set(x);
+            x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        })
     }
 
     /// A span being recorded (only sampled spans exist as values).
@@ -121,11 +150,11 @@ mod imp {
                         .build(),
                 )
                 .build();
+            // Roots are sampled by `threshold` before the SDK sees them; remote parents that are
+            // not sampled are not continued: what reaches the SDK is always sampled.
             let traces = SdkTracerProvider::builder()
                 .with_span_processor(batch)
-                .with_sampler(Sampler::ParentBased(Box::new(Sampler::TraceIdRatioBased(
-                    config.otlp_sampling_ratio,
-                ))))
+                .with_sampler(Sampler::ParentBased(Box::new(Sampler::AlwaysOn)))
                 .with_resource(resource(&node_id))
                 .build();
             let tracer = traces.tracer("hypercache");
@@ -143,10 +172,17 @@ mod imp {
                 .with_reader(reader)
                 .with_resource(resource(&node_id))
                 .build();
+            let ratio = config.otlp_sampling_ratio.clamp(0.0, 1.0);
+            let threshold = if ratio >= 1.0 {
+                u64::MAX
+            } else {
+                (ratio * u64::MAX as f64) as u64
+            };
             Ok(Some(Arc::new(Telemetry {
                 tracer,
                 traces,
                 meters,
+                threshold,
             })))
         }
 
@@ -224,13 +260,19 @@ mod imp {
             })
         }
 
-        /// A root span, if this trace is sampled.
+        /// A root span, if this trace is sampled (`otlp-sampling-ratio`).
         pub fn root(&self, name: &'static str) -> Option<Span> {
+            if self.threshold != u64::MAX && draw() >= self.threshold {
+                return None;
+            }
             self.started(name, &Context::new(), SpanKind::Server)
         }
 
         /// A span whose parent came over the wire, if that trace is sampled.
         pub fn remote(&self, parent: &TraceContext, name: &'static str) -> Option<Span> {
+            if parent.flags & 1 == 0 {
+                return None;
+            }
             let sc = SpanContext::new(
                 TraceId::from_bytes(parent.trace_id),
                 SpanId::from_bytes(parent.span_id),
