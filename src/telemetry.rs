@@ -448,3 +448,47 @@ pub fn serve_span_name(name: &str) -> &'static str {
         _ => "dist.serve",
     }
 }
+
+#[cfg(all(test, feature = "telemetry"))]
+mod tests {
+    use super::*;
+
+    fn with_ratio(ratio: f64) -> std::sync::Arc<Telemetry> {
+        let config = Config {
+            // Nothing listens there: exports fail quietly in the background.
+            otlp_endpoint: "http://127.0.0.1:1".into(),
+            otlp_sampling_ratio: ratio,
+            otlp_metrics_interval_ms: 100,
+            ..Config::default()
+        };
+        Telemetry::start(&config).unwrap().unwrap()
+    }
+
+    #[test]
+    fn roots_are_sampled_at_the_ratio_and_remote_parents_by_their_flag() {
+        for (ratio, lo, hi) in [(0.0, 0, 0), (0.25, 2_200, 2_800), (1.0, 10_000, 10_000)] {
+            let t = with_ratio(ratio);
+            let sampled = (0..10_000).filter(|_| t.root("dist.get").is_some()).count();
+            assert!(
+                (lo..=hi).contains(&sampled),
+                "ratio {ratio}: {sampled} of 10000"
+            );
+        }
+        let t = with_ratio(0.0);
+        let parent = TraceContext {
+            trace_id: [1; 16],
+            span_id: [2; 8],
+            flags: 1,
+        };
+        let s = t
+            .remote(&parent, "dist.serve.put")
+            .expect("a sampled parent is followed");
+        assert_eq!(s.wire().trace_id, [1; 16]);
+        let child = t.child(&s, "dist.replicate.set").unwrap();
+        assert_eq!(child.wire().trace_id, [1; 16]);
+        assert_ne!(child.wire().span_id, s.wire().span_id);
+        assert!(t
+            .remote(&TraceContext { flags: 0, ..parent }, "dist.serve.put")
+            .is_none());
+    }
+}
