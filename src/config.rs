@@ -94,6 +94,9 @@ pub struct Config {
     /// How long a coordinator waits for replicas before failing a request, ms, 1..=600000.
     /// Default 1000. Runtime-settable.
     pub request_timeout_ms: u64,
+    /// Shared secret of the cluster's nodes: links and membership datagrams prove it (it never
+    /// crosses the wire). Empty (the default): peers are checked by `cluster-name` only.
+    pub cluster_secret: String,
     /// Nodes with different cluster names refuse each other. Default `hypercache`.
     pub cluster_name: String,
     /// Seconds a delete's tombstone is kept after its version's time, 1..=2592000. Default 3600.
@@ -188,6 +191,7 @@ impl Default for Config {
             write_consistency: Level::Quorum,
             request_timeout_ms: 1000,
             cluster_name: "hypercache".into(),
+            cluster_secret: String::new(),
             tombstone_ttl: 3600,
             hint_max_per_node: 100_000,
             hint_max_total: 1_000_000,
@@ -545,6 +549,13 @@ pub static PARAMS: &[Param] = &[
         false,
         |c| c.cluster_name.clone(),
         |c, v| c.cluster_name = v.text()
+    ),
+    p!(
+        "cluster-secret",
+        Kind::Str,
+        false,
+        |c| c.cluster_secret.clone(),
+        |c, v| c.cluster_secret = v.text()
     ),
     p!(
         "clock-offset-ms",

@@ -253,6 +253,8 @@ pub struct DistMetrics {
     pub links_established: AtomicU64,
     /// Handshakes refused (other cluster, protocol or id).
     pub handshake_failures: AtomicU64,
+    /// Of those, peers that did not prove `cluster-secret`.
+    pub auth_failures: AtomicU64,
     /// Cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL) run from here.
     pub broadcasts: AtomicU64,
     /// Blind writes stamped again above a version a replica refused them with.
@@ -520,7 +522,8 @@ pub static CATALOGUE: &[Desc] = &[
     labelled("peer", m("dist.transport.bytes_in", C, "bytes", "Bytes read from each peer's links (both directions' links).")),
     labelled("peer", m("dist.transport.bytes_out", C, "bytes", "Bytes written to each peer's links.")),
     m("dist.link.established", C, "", "Links to peers (re)established."),
-    m("dist.link.handshake_failures", C, "", "Peer handshakes refused (other cluster, protocol or id)."),
+    m("dist.link.handshake_failures", C, "", "Peer handshakes refused (other cluster, protocol or id, or no proof of `cluster-secret`)."),
+    m("dist.link.auth_failures", C, "", "Peer links refused because the peer did not prove `cluster-secret` (none, or another one)."),
     m("dist.broadcasts", C, "", "Cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL) run from here."),
     m("dist.repair.skipped_full", C, "", "Repaired values not stored: no room under `maxmemory`."),
     labelled("source", m("dist.hinted.queued", C, "", "Hints queued, by source (`replication`, `migration`).")),
@@ -638,6 +641,7 @@ pub fn collect(shared: &crate::state::Shared) -> Collected {
     for (name, v) in [
         ("dist.link.established", g(&d.links_established)),
         ("dist.link.handshake_failures", g(&d.handshake_failures)),
+        ("dist.link.auth_failures", g(&d.auth_failures)),
         ("dist.broadcasts", g(&d.broadcasts)),
         ("dist.repair.skipped_full", g(&d.repair_skipped_full)),
     ] {

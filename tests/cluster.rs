@@ -987,6 +987,7 @@ fn strangers_learn_nothing_and_cannot_make_a_node_allocate_before_the_handshake(
             node_id: "stranger".into(),
             protocol: wire::VERSION,
             client_addr: String::new(),
+            nonce: [0; 16],
         }),
         &mut frame,
     );
@@ -1022,4 +1023,184 @@ fn strangers_learn_nothing_and_cannot_make_a_node_allocate_before_the_handshake(
         .query(&mut c.conn(0))
         .unwrap();
     assert_eq!(get(&mut c.conn(1), "after").as_deref(), Some("strangers"));
+}
+
+/// With `cluster-secret`, the nodes link and gossip only with nodes that prove it: a process
+/// that speaks the protocol and knows the cluster name, but not the secret, is refused by every
+/// node, learns nothing about them, and changes nothing (its Put is never acted on).
+#[test]
+fn a_cluster_secret_keeps_outsiders_out() {
+    use hypercache_cluster::msg::{Request, State};
+    use hypercache_cluster::version::Version;
+    use hypercache_cluster::wire::{self, Challenge, Hello, Kind, WireLimits};
+    let c = TestCluster::start(3, &["--cluster-secret", "s3cret"]);
+    assert_eq!(
+        c.live_seen(0),
+        3,
+        "members that share the secret link and gossip"
+    );
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut c.conn_at(0, "quorum", "all"))
+        .unwrap();
+
+    // Processes with the right name and seeds but another secret, or none.
+    let seeds = format!("127.0.0.1:{},127.0.0.1:{}", c.ports[0].1, c.ports[1].1);
+    let strangers: Vec<common::Server> = [Some("guess"), None]
+        .into_iter()
+        .map(|secret| {
+            let seeds = seeds.clone();
+            common::start("hypercache", move |port| {
+                let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hypercache"));
+                cmd.args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+                    .args([
+                        "--http-port",
+                        "0",
+                        "--seeds",
+                        &seeds,
+                        "--log-level",
+                        "error",
+                    ]);
+                if let Some(s) = secret {
+                    cmd.args(["--cluster-secret", s]);
+                }
+                cmd.stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null());
+                cmd
+            })
+        })
+        .collect();
+    // They announce themselves over UDP to their seeds; untagged or mis-tagged, every datagram
+    // is dropped, so they never learn a member (and never dial one).
+    let dropped = || {
+        metric(&c, 0, "dist.heartbeat.bad_datagrams")
+            + metric(&c, 1, "dist.heartbeat.bad_datagrams")
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while dropped() < 4 && std::time::Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(dropped() >= 4, "the strangers' gossip reached no one");
+    std::thread::sleep(Duration::from_secs(2));
+    for i in 0..3 {
+        let members: Vec<redis::Value> = redis::cmd("HC.MEMBERS").query(&mut c.conn(i)).unwrap();
+        assert_eq!(members.len(), 3, "node {i} let a stranger in");
+    }
+    assert!(
+        metric(&c, 0, "dist.heartbeat.bad_datagrams") > 0,
+        "their gossip is dropped"
+    );
+    for s in &strangers {
+        let live: String = redis::cmd("INFO")
+            .arg("cluster")
+            .query(&mut s.conn())
+            .unwrap();
+        assert!(live.contains("hc_members_live:1"), "{live}");
+        let got: redis::RedisResult<Option<String>> =
+            redis::cmd("GET").arg("k").query(&mut s.conn());
+        assert!(
+            !matches!(got, Ok(Some(_))),
+            "a stranger read a member's key"
+        );
+    }
+
+    // By hand: a correct hello gets a challenge that names nothing, and a Put sent instead of
+    // the proof closes the link with nothing applied.
+    let mut raw = TcpStream::connect(("127.0.0.1", c.ports[0].1)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut out = bytes::BytesMut::new();
+    wire::encode(
+        Kind::Hello,
+        0,
+        &wire::to_body(&Hello {
+            cluster: "hypercache".into(),
+            node_id: "outsider".into(),
+            protocol: wire::VERSION,
+            client_addr: String::new(),
+            nonce: [9; 16],
+        }),
+        &mut out,
+    );
+    raw.write_all(&out).unwrap();
+    let mut got = bytes::BytesMut::new();
+    let challenge = loop {
+        let mut buf = [0u8; 4096];
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the challenge");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(f) = wire::decode(&mut got, &WireLimits::handshake()).unwrap() {
+            break f;
+        }
+    };
+    assert_eq!(challenge.kind, Kind::Auth);
+    let _: Challenge = wire::from_body(&challenge.body).unwrap();
+    let node_id = format!("127.0.0.1:{}", c.ports[0].1);
+    for secret in [&b"hypercache"[..], node_id.as_bytes()] {
+        assert!(
+            !challenge.body.windows(secret.len()).any(|w| w == secret),
+            "the challenge names the cluster or the node"
+        );
+    }
+    let mut put = bytes::BytesMut::new();
+    wire::encode(
+        Kind::Request,
+        1,
+        &wire::to_body(&Request::Put {
+            key: b"k",
+            state: State::Live {
+                value: bytes::Bytes::from_static(b"planted"),
+                version: Version {
+                    hlc: u64::MAX / 2,
+                    origin: 1,
+                },
+                expire_at: 0,
+                enc: 0,
+            },
+        }),
+        &mut put,
+    );
+    let _ = raw.write_all(&put);
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "answered an unauthenticated request");
+    assert_eq!(metric(&c, 0, "dist.link.auth_failures"), 1);
+
+    // A proof made with another secret is refused the same way.
+    let mut raw = TcpStream::connect(("127.0.0.1", c.ports[1].1)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    raw.write_all(&out).unwrap();
+    let mut got = bytes::BytesMut::new();
+    let challenge = loop {
+        let mut buf = [0u8; 4096];
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before the challenge");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(f) = wire::decode(&mut got, &WireLimits::handshake()).unwrap() {
+            break f;
+        }
+    };
+    let ch: Challenge = wire::from_body(&challenge.body).unwrap();
+    let guess = wire::Secret::new("guess");
+    let proof = guess.proof(wire::Role::Dialer, &[9; 16], &ch.nonce, "outsider");
+    let mut pf = bytes::BytesMut::new();
+    wire::encode(
+        Kind::Auth,
+        0,
+        &wire::to_body(&wire::Proof { proof }),
+        &mut pf,
+    );
+    pf.extend_from_slice(&put);
+    let _ = raw.write_all(&pf);
+    let mut rest = Vec::new();
+    let _ = raw.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "a wrong proof was answered");
+    assert_eq!(metric(&c, 1, "dist.link.auth_failures"), 1);
+    for i in 0..3 {
+        assert_eq!(
+            get(&mut c.conn_at(i, "all", "quorum"), "k").as_deref(),
+            Some("v"),
+            "node {i}"
+        );
+    }
 }

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// First bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"HC";
 /// Protocol version this build speaks.
-pub const VERSION: u8 = 4;
+pub const VERSION: u8 = 5;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Bodies larger than this are compressed.
@@ -41,6 +41,8 @@ pub enum Kind {
     Reply = 3,
     /// A one-way message (no reply).
     Oneway = 4,
+    /// The `cluster-secret` exchange of a handshake ([`Challenge`], [`Proof`]).
+    Auth = 5,
 }
 
 impl Kind {
@@ -50,6 +52,7 @@ impl Kind {
             2 => Kind::Request,
             3 => Kind::Reply,
             4 => Kind::Oneway,
+            5 => Kind::Auth,
             _ => return None,
         })
     }
@@ -301,6 +304,112 @@ pub struct Hello {
     pub protocol: u8,
     /// The address clients reach the sender at (shown by `HC.MEMBERS`).
     pub client_addr: String,
+    /// A fresh random nonce (the dialer's is what the acceptor's [`Challenge`] proof covers).
+    pub nonce: [u8; 16],
+}
+
+/// The acceptor's answer to a hello when it has a `cluster-secret`, before it says anything
+/// about itself: its nonce, and its proof of the secret over both nonces.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Challenge {
+    /// The acceptor's nonce.
+    pub nonce: [u8; 16],
+    /// [`Secret::proof`] by the acceptor.
+    pub proof: [u8; 32],
+}
+
+/// The dialer's proof of the secret, over both nonces and its node id.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Proof {
+    /// [`Secret::proof`] by the dialer.
+    pub proof: [u8; 32],
+}
+
+/// Keys derived from `cluster-secret` (BLAKE3 `derive_key`, one per use): the secret itself is
+/// never sent, and never used as a key directly.
+#[derive(Clone)]
+pub struct Secret {
+    link: [u8; 32],
+    datagram: [u8; 32],
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(..)")
+    }
+}
+
+/// Which side of a handshake a proof is from (a proof from one side is never valid for the
+/// other).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The node that connected.
+    Dialer,
+    /// The node that accepted.
+    Acceptor,
+}
+
+impl Secret {
+    /// The keys of `secret`.
+    pub fn new(secret: &str) -> Secret {
+        Secret {
+            link: blake3::derive_key(
+                "hypercache 2026-12 cluster-secret link handshake",
+                secret.as_bytes(),
+            ),
+            datagram: blake3::derive_key(
+                "hypercache 2026-12 cluster-secret membership datagram",
+                secret.as_bytes(),
+            ),
+        }
+    }
+
+    /// A side's proof that it knows the secret: a keyed hash of its role, the dialer's and the
+    /// acceptor's nonces, and the dialer's node id (binding the proof to this handshake).
+    pub fn proof(
+        &self,
+        role: Role,
+        dialer: &[u8; 16],
+        acceptor: &[u8; 16],
+        dialer_id: &str,
+    ) -> [u8; 32] {
+        let mut h = blake3::Hasher::new_keyed(&self.link);
+        h.update(match role {
+            Role::Dialer => b"dialer",
+            Role::Acceptor => b"acceptor",
+        });
+        h.update(dialer);
+        h.update(acceptor);
+        h.update(dialer_id.as_bytes());
+        *h.finalize().as_bytes()
+    }
+
+    /// Whether `proof` is `role`'s proof for this handshake (compared in constant time).
+    pub fn verify(
+        &self,
+        role: Role,
+        dialer: &[u8; 16],
+        acceptor: &[u8; 16],
+        dialer_id: &str,
+        proof: &[u8; 32],
+    ) -> bool {
+        blake3::Hash::from_bytes(self.proof(role, dialer, acceptor, dialer_id))
+            == blake3::Hash::from_bytes(*proof)
+    }
+
+    /// The tag a membership datagram carries after its bytes.
+    pub fn datagram_tag(&self, datagram: &[u8]) -> [u8; 32] {
+        *blake3::keyed_hash(&self.datagram, datagram).as_bytes()
+    }
+
+    /// `datagram` without its tag, if the tag checks out (constant time).
+    pub fn open_datagram<'a>(&self, datagram: &'a [u8]) -> Option<&'a [u8]> {
+        let split = datagram.len().checked_sub(32)?;
+        let (body, tag) = datagram.split_at(split);
+        let tag: [u8; 32] = tag.try_into().ok()?;
+        (blake3::Hash::from_bytes(self.datagram_tag(body)) == blake3::Hash::from_bytes(tag))
+            .then_some(body)
+    }
 }
 
 /// Serializes a message body.
@@ -515,6 +624,7 @@ mod tests {
                 node_id: "n".repeat(200),
                 protocol: VERSION,
                 client_addr: "127.0.0.1:6379".into(),
+                nonce: [7; 16],
             }),
             &mut hello,
         );
@@ -551,6 +661,7 @@ mod tests {
                 node_id: "n".into(),
                 protocol: VERSION,
                 client_addr: String::new(),
+                nonce: [0; 16],
             };
             let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
             encode_msg(Kind::Reply, 7, &h, &mut a);
@@ -560,12 +671,43 @@ mod tests {
     }
 
     #[test]
+    fn proofs_of_the_secret_bind_role_nonces_and_id() {
+        let (s, other) = (Secret::new("s3cret"), Secret::new("s3cret!"));
+        let (d, a) = ([1u8; 16], [2u8; 16]);
+        let p = s.proof(Role::Dialer, &d, &a, "n1");
+        assert!(s.verify(Role::Dialer, &d, &a, "n1", &p));
+        assert!(
+            !other.verify(Role::Dialer, &d, &a, "n1", &p),
+            "another secret"
+        );
+        assert!(
+            !s.verify(Role::Acceptor, &d, &a, "n1", &p),
+            "the other side's proof"
+        );
+        assert!(
+            !s.verify(Role::Dialer, &d, &[3; 16], "n1", &p),
+            "another handshake"
+        );
+        assert!(!s.verify(Role::Dialer, &d, &a, "n2", &p), "another node");
+        let dg = b"HS\x01\x00datagram".to_vec();
+        let mut sealed = dg.clone();
+        sealed.extend_from_slice(&s.datagram_tag(&dg));
+        assert_eq!(s.open_datagram(&sealed), Some(&dg[..]));
+        assert_eq!(other.open_datagram(&sealed), None);
+        sealed[5] ^= 1;
+        assert_eq!(s.open_datagram(&sealed), None, "tampered");
+        assert_eq!(s.open_datagram(&dg[..3]), None, "too short");
+        assert!(!format!("{s:?}").contains("s3cret"));
+    }
+
+    #[test]
     fn hello_roundtrip() {
         let h = Hello {
             cluster: "prod".into(),
             node_id: "n1".into(),
             protocol: VERSION,
             client_addr: "127.0.0.1:6379".into(),
+            nonce: [1; 16],
         };
         assert_eq!(from_body::<Hello>(&to_body(&h)), Ok(h));
         assert!(from_body::<Hello>(&[0xff, 0xff]).is_err());

@@ -202,6 +202,15 @@ pub enum LinkError {
     /// The first frame was not a handshake.
     #[error("expected a handshake, got {0:?}")]
     NotHello(Kind),
+    /// The peer asks for a proof of `cluster-secret` and this node has none.
+    #[error("the peer requires cluster-secret, and this node has none")]
+    SecretRequired,
+    /// This node has `cluster-secret` and the peer did not prove it (it has none).
+    #[error("the peer did not prove cluster-secret (it has none, or is not a member)")]
+    NoProof,
+    /// The peer's proof of `cluster-secret` is wrong: another secret.
+    #[error("the peer's proof of cluster-secret is wrong (another secret)")]
+    BadProof,
     /// The peer belongs to another cluster.
     #[error("peer belongs to cluster '{peer}', this node to '{ours}'")]
     OtherCluster {
@@ -244,6 +253,9 @@ impl LinkError {
                 | LinkError::OtherCluster { .. }
                 | LinkError::Protocol { .. }
                 | LinkError::OriginCollision { .. }
+                | LinkError::SecretRequired
+                | LinkError::NoProof
+                | LinkError::BadProof
                 | LinkError::HandshakeTimeout
                 | LinkError::ClosedInHandshake
         )
@@ -616,13 +628,42 @@ async fn read_one(s: &mut TcpStream, limits: &WireLimits) -> Result<wire::Frame,
     }
 }
 
-fn hello(cl: &Cluster) -> Vec<u8> {
+fn hello(cl: &Cluster, nonce: [u8; 16]) -> Vec<u8> {
     wire::to_body(&Hello {
         cluster: cl.name.clone(),
         node_id: cl.node_id.clone(),
         protocol: wire::VERSION,
         client_addr: cl.client_addr.clone(),
+        nonce,
     })
+}
+
+/// A fresh random nonce (the OS's generator).
+fn nonce() -> [u8; 16] {
+    use rand::TryRngCore;
+    let mut n = [0u8; 16];
+    rand::rngs::OsRng
+        .try_fill_bytes(&mut n)
+        .expect("the OS random generator works");
+    n
+}
+
+/// Sends one handshake frame.
+async fn send_frame<T: serde::Serialize>(
+    s: &mut TcpStream,
+    kind: Kind,
+    msg: &T,
+) -> Result<(), LinkError> {
+    let mut out = BytesMut::new();
+    wire::encode(kind, 0, &wire::to_body(msg), &mut out);
+    s.write_all(&out).await.map_err(LinkError::Write)
+}
+
+/// Reads one handshake frame (small, never decompressed), within [`HANDSHAKE_TIMEOUT`].
+async fn read_handshake(s: &mut TcpStream) -> Result<wire::Frame, LinkError> {
+    tokio::time::timeout(HANDSHAKE_TIMEOUT, read_one(s, &WireLimits::handshake()))
+        .await
+        .map_err(|_| LinkError::HandshakeTimeout)?
 }
 
 /// Checks a peer's hello; the error says why the link is refused.
@@ -660,15 +701,28 @@ async fn dial(cl: &Cluster, addr: &str) -> Result<(TcpStream, Hello), LinkError>
         .map_err(|_| LinkError::ConnectTimeout)?
         .map_err(LinkError::Connect)?;
     let _ = s.set_nodelay(true);
+    let mine = nonce();
     let mut out = BytesMut::new();
-    wire::encode(Kind::Hello, 0, &hello(cl), &mut out);
+    wire::encode(Kind::Hello, 0, &hello(cl, mine), &mut out);
     s.write_all(&out).await.map_err(LinkError::Write)?;
-    let f = tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        read_one(&mut s, &WireLimits::handshake()),
-    )
-    .await
-    .map_err(|_| LinkError::HandshakeTimeout)??;
+    let mut f = read_handshake(&mut s).await?;
+    match (&cl.secret, f.kind) {
+        (None, Kind::Auth) => return Err(LinkError::SecretRequired),
+        (Some(_), Kind::Hello) => return Err(LinkError::NoProof),
+        (Some(secret), Kind::Auth) => {
+            // The acceptor proves the secret first; then this node does.
+            let c: wire::Challenge =
+                wire::from_body(&f.body).map_err(LinkError::MalformedHandshake)?;
+            let role = wire::Role::Acceptor;
+            if !secret.verify(role, &mine, &c.nonce, &cl.node_id, &c.proof) {
+                return Err(LinkError::BadProof);
+            }
+            let proof = secret.proof(wire::Role::Dialer, &mine, &c.nonce, &cl.node_id);
+            send_frame(&mut s, Kind::Auth, &wire::Proof { proof }).await?;
+            f = read_handshake(&mut s).await?;
+        }
+        _ => {}
+    }
     let h = check_hello(cl, &f)?;
     Ok((s, h))
 }
@@ -747,6 +801,9 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, peer: Arc<Peer>
             Err(e) => {
                 if e.is_refusal() {
                     inc(&cl.metrics.dist.handshake_failures);
+                    if matches!(e, LinkError::NoProof | LinkError::BadProof) {
+                        inc(&cl.metrics.dist.auth_failures);
+                    }
                 }
                 let text = e.to_string();
                 if text != last_error {
@@ -813,6 +870,39 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>,
     }
 }
 
+/// The acceptor's side of a handshake: the peer's hello, and with `cluster-secret` the
+/// challenge and the peer's proof (checked before its hello is even looked at, so that an
+/// outsider learns nothing, not whether it guessed the cluster name). Returns the peer's hello.
+async fn accept_handshake(cl: &Cluster, s: &mut TcpStream) -> Result<Hello, LinkError> {
+    let f = read_handshake(s).await?;
+    let Some(secret) = &cl.secret else {
+        return check_hello(cl, &f);
+    };
+    if f.kind != Kind::Hello {
+        return Err(LinkError::NotHello(f.kind));
+    }
+    // Only the dialer's nonce and claimed id are read before the proof.
+    let claimed: Hello = wire::from_body(&f.body).map_err(LinkError::MalformedHandshake)?;
+    let mine = nonce();
+    let proof = secret.proof(
+        wire::Role::Acceptor,
+        &claimed.nonce,
+        &mine,
+        &claimed.node_id,
+    );
+    send_frame(s, Kind::Auth, &wire::Challenge { nonce: mine, proof }).await?;
+    let p = read_handshake(s).await?;
+    if p.kind != Kind::Auth {
+        return Err(LinkError::NoProof);
+    }
+    let p: wire::Proof = wire::from_body(&p.body).map_err(|_| LinkError::NoProof)?;
+    let role = wire::Role::Dialer;
+    if !secret.verify(role, &claimed.nonce, &mine, &claimed.node_id, &p.proof) {
+        return Err(LinkError::BadProof);
+    }
+    check_hello(cl, &f)
+}
+
 async fn serve_inbound(
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
@@ -821,28 +911,22 @@ async fn serve_inbound(
 ) {
     let _ = s.set_nodelay(true);
     let limits = WireLimits::default();
-    // Until the peer's hello checks out, frames are small and never decompressed, and nothing
-    // about this node is sent: a refusal is the link closing, with no cluster name or node id.
-    let h = match tokio::time::timeout(
-        HANDSHAKE_TIMEOUT,
-        read_one(&mut s, &WireLimits::handshake()),
-    )
-    .await
-    {
-        Ok(Ok(f)) => check_hello(&cl, &f),
-        Ok(Err(e)) => Err(e),
-        Err(_) => Err(LinkError::HandshakeTimeout),
-    };
-    let h = match h {
+    // Until the peer's hello (and with cluster-secret, its proof) checks out, frames are small
+    // and never decompressed, none is acted on, and nothing about this node is sent: a refusal
+    // is the link closing, with no cluster name or node id.
+    let h = match accept_handshake(&cl, &mut s).await {
         Ok(h) => h,
         Err(e) => {
             inc(&cl.metrics.dist.handshake_failures);
+            if matches!(e, LinkError::NoProof | LinkError::BadProof) {
+                inc(&cl.metrics.dist.auth_failures);
+            }
             tracing::warn!(component = "cluster", node_id = %cl.node_id, from = %from, error = %e, "refused a peer link");
             return;
         }
     };
     let mut out = BytesMut::new();
-    wire::encode(Kind::Hello, 0, &hello(&cl), &mut out);
+    wire::encode(Kind::Hello, 0, &hello(&cl, nonce()), &mut out);
     if s.write_all(&out).await.is_err() {
         return;
     }

@@ -92,6 +92,8 @@ pub struct Cluster {
     pub node_id: String,
     /// `cluster-name`.
     pub name: String,
+    /// The keys of `cluster-secret` (`None`: no secret; peers are checked by name only).
+    pub secret: Option<hypercache_cluster::wire::Secret>,
     /// Address peers reach us at.
     pub cluster_addr: String,
     /// Address clients reach us at.
@@ -191,6 +193,8 @@ impl Cluster {
         let cl = Cluster {
             node_id,
             name: config.cluster_name.clone(),
+            secret: (!config.cluster_secret.is_empty())
+                .then(|| hypercache_cluster::wire::Secret::new(&config.cluster_secret)),
             cluster_addr: me,
             client_addr: config.client_address(),
             seeds,
@@ -507,7 +511,16 @@ pub async fn start(
         .store
         .set_tombstone_ttl(shared.config.read().tombstone_ttl * 1000);
     tracing::info!(component = "cluster", node_id = %cl.node_id, cluster = %cl.name, addr = %cl.cluster_addr,
-        seeds = cl.seeds.len(), replication = cl.replication, "cluster port listening (TCP links, UDP membership)");
+        seeds = cl.seeds.len(), replication = cl.replication, authenticated = cl.secret.is_some(),
+        "cluster port listening (TCP links, UDP membership)");
+    let local = listener
+        .local_addr()
+        .map(|a| a.ip().is_loopback())
+        .unwrap_or(true);
+    if cl.secret.is_none() && !local {
+        tracing::warn!(component = "cluster", node_id = %cl.node_id, addr = %cl.cluster_addr,
+            "THE CLUSTER PORT IS OPEN BEYOND LOOPBACK WITHOUT cluster-secret: anyone who can reach it and knows the cluster name can read, write and erase every key. Set cluster-secret on every node.");
+    }
     Ok(listener)
 }
 

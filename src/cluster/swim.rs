@@ -2,8 +2,10 @@
 //!
 //! - **Datagrams**: SWIM messages travel as UDP datagrams on the cluster port (the TCP port's
 //!   number), each behind a 12-byte header: `"HS"`, version 1, a zero byte, and the xxh3 of the
-//!   cluster name (a datagram of another cluster is dropped and counted). Datagrams are at most
-//!   `MAX_DATAGRAM` bytes and are never acted on unless they decode.
+//!   cluster name (a datagram of another cluster is dropped and counted). With `cluster-secret`
+//!   each datagram ends with a 32-byte keyed BLAKE3 tag over the rest, and one whose tag does
+//!   not check out is dropped and counted. Datagrams are at most `MAX_DATAGRAM` bytes and are
+//!   never acted on unless they decode.
 //! - **Timers**: foca's timers in a heap, the machine's tick every 200 ms.
 //! - **Members**: every member the machine reports gets a [`Peer`] and a TCP link task; its
 //!   liveness follows SWIM (alive or not) and the link; a member that left or was forgotten has
@@ -87,11 +89,16 @@ pub async fn run(
         tokio::select! {
             r = socket.recv_from(&mut buf) => {
                 if let Ok((n, _from)) = r {
-                    let d = &buf[..n];
-                    if n > HEADER && d[..4] == MAGIC && d[4..12] == hash {
-                        cl.membership.lock().on_datagram(now_ms(), &d[HEADER..]);
-                    } else {
-                        cl.membership.lock().count_bad_datagram();
+                    // With cluster-secret, a datagram is acted on only if its tag checks out.
+                    let d = match &cl.secret {
+                        None => Some(&buf[..n]),
+                        Some(secret) => secret.open_datagram(&buf[..n]),
+                    };
+                    match d {
+                        Some(d) if d.len() > HEADER && d[..4] == MAGIC && d[4..12] == hash => {
+                            cl.membership.lock().on_datagram(now_ms(), &d[HEADER..]);
+                        }
+                        _ => cl.membership.lock().count_bad_datagram(),
                     }
                 }
             }
@@ -219,10 +226,14 @@ async fn flush(
         }
     }
     for (to, data) in sends {
-        let mut d = Vec::with_capacity(HEADER + data.len());
+        let mut d = Vec::with_capacity(HEADER + data.len() + 32);
         d.extend_from_slice(&MAGIC);
         d.extend_from_slice(hash);
         d.extend_from_slice(&data);
+        if let Some(secret) = &cl.secret {
+            let tag = secret.datagram_tag(&d);
+            d.extend_from_slice(&tag);
+        }
         let addr: Option<SocketAddr> = match to.parse() {
             Ok(a) => Some(a),
             Err(_) => tokio::net::lookup_host(to.as_str())
