@@ -1025,6 +1025,21 @@ fn strangers_learn_nothing_and_cannot_make_a_node_allocate_before_the_handshake(
     assert_eq!(get(&mut c.conn(1), "after").as_deref(), Some("strangers"));
 }
 
+/// Reads one handshake-sized frame from `raw` (panics if the peer closes first).
+fn read_frame(raw: &mut TcpStream) -> hypercache_cluster::wire::Frame {
+    use hypercache_cluster::wire::{self, WireLimits};
+    let mut got = bytes::BytesMut::new();
+    loop {
+        let mut buf = [0u8; 4096];
+        let n = raw.read(&mut buf).unwrap();
+        assert!(n > 0, "closed before a frame");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(f) = wire::decode(&mut got, &WireLimits::handshake()).unwrap() {
+            return f;
+        }
+    }
+}
+
 /// With `cluster-secret`, the nodes link and gossip only with nodes that prove it: a process
 /// that speaks the protocol and knows the cluster name, but not the secret, is refused by every
 /// node, learns nothing about them, and changes nothing (its Put is never acted on).
@@ -1032,7 +1047,7 @@ fn strangers_learn_nothing_and_cannot_make_a_node_allocate_before_the_handshake(
 fn a_cluster_secret_keeps_outsiders_out() {
     use hypercache_cluster::msg::{Request, State};
     use hypercache_cluster::version::Version;
-    use hypercache_cluster::wire::{self, Challenge, Hello, Kind, WireLimits};
+    use hypercache_cluster::wire::{self, Challenge, Hello, Kind};
     let c = TestCluster::start(3, &["--cluster-secret", "s3cret"]);
     assert_eq!(
         c.live_seen(0),
@@ -1123,16 +1138,7 @@ fn a_cluster_secret_keeps_outsiders_out() {
         &mut out,
     );
     raw.write_all(&out).unwrap();
-    let mut got = bytes::BytesMut::new();
-    let challenge = loop {
-        let mut buf = [0u8; 4096];
-        let n = raw.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before the challenge");
-        got.extend_from_slice(&buf[..n]);
-        if let Some(f) = wire::decode(&mut got, &WireLimits::handshake()).unwrap() {
-            break f;
-        }
-    };
+    let challenge = read_frame(&mut raw);
     assert_eq!(challenge.kind, Kind::Auth);
     let _: Challenge = wire::from_body(&challenge.body).unwrap();
     let node_id = format!("127.0.0.1:{}", c.ports[0].1);
@@ -1170,16 +1176,7 @@ fn a_cluster_secret_keeps_outsiders_out() {
     let mut raw = TcpStream::connect(("127.0.0.1", c.ports[1].1)).unwrap();
     raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     raw.write_all(&out).unwrap();
-    let mut got = bytes::BytesMut::new();
-    let challenge = loop {
-        let mut buf = [0u8; 4096];
-        let n = raw.read(&mut buf).unwrap();
-        assert!(n > 0, "closed before the challenge");
-        got.extend_from_slice(&buf[..n]);
-        if let Some(f) = wire::decode(&mut got, &WireLimits::handshake()).unwrap() {
-            break f;
-        }
-    };
+    let challenge = read_frame(&mut raw);
     let ch: Challenge = wire::from_body(&challenge.body).unwrap();
     let guess = wire::Secret::new("guess");
     let proof = guess.proof(wire::Role::Dialer, &[9; 16], &ch.nonce, "outsider");
