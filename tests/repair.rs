@@ -97,8 +97,10 @@ fn a_node_restarted_empty_catches_up_and_never_misses_at_one() {
     let mut q = c.conn_at(0, "quorum", "quorum");
     set_range(&mut q, "k", 0..n);
     c.restart(2);
-    // Read at ONE through the returning node at once, while it catches up: its slots that have
-    // not caught up are read from another replica.
+    // Read at ONE through the returning node as soon as it has joined (before, it answers
+    // -NOREPLICAS: it has no ring yet), while it catches up: its slots that have not caught up
+    // are read from another replica.
+    c.wait_joined(2);
     let mut one = c.conn_at(2, "one", "quorum");
     let gaps = missing(&mut one, "k", n);
     assert!(

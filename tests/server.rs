@@ -576,6 +576,18 @@ fn redis_benchmark_runs_against_it() {
     assert!(!text.to_lowercase().contains("error"), "{text}");
 }
 
+/// A client's own line in CLIENT INFO and CLIENT LIST names the command it is running, as in
+/// Redis (it used to show the previous one, or NULL).
+#[test]
+fn client_info_names_the_running_command() {
+    let s = Server::start(&[]);
+    let mut c = s.conn();
+    let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
+    assert!(info.contains(" cmd=client|info "), "{info}");
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    assert!(list.contains(" cmd=client|list "), "{list}");
+}
+
 /// MONITOR against a real Redis: the same commands give the same lines (time and client address
 /// aside): admin commands and refused commands left out, AUTH and HELLO secrets redacted,
 /// arguments quoted alike. Without the password, MONITOR itself is refused.

@@ -176,8 +176,15 @@ pub(super) fn client(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 Frame::Bulk(name.into())
             })
         }
-        b"info" => Some(verbatim(s.handle.info_line() + "\n")),
-        b"list" => client_list(s, a),
+        b"info" => {
+            // As Redis, a client's own line names the command it is running.
+            s.handle.meta.lock().last_cmd = "client|info";
+            Some(verbatim(s.handle.info_line() + "\n"))
+        }
+        b"list" => {
+            s.handle.meta.lock().last_cmd = "client|list";
+            client_list(s, a)
+        }
         b"kill" => client_kill(s, a),
         b"setinfo" => {
             // Redis 7.2's order: the attribute name first, then the value's characters.

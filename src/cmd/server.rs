@@ -17,6 +17,15 @@ fn status_set(items: &[&'static str]) -> Frame {
     Frame::Set(items.iter().map(|s| Frame::simple(s)).collect())
 }
 
+/// A command's spec by its full name: `get`, or a subcommand as `client|id` (as `COMMAND INFO`
+/// and `COMMAND DOCS` accept them).
+fn spec_by_fullname(name: &[u8]) -> Option<&'static CommandSpec> {
+    match name.iter().position(|&b| b == b'|') {
+        None => table::lookup(name),
+        Some(i) => table::lookup(&name[..i])?.subcommand(&name[i + 1..]),
+    }
+}
+
 fn command_info(c: &CommandSpec) -> Frame {
     let key_specs = if c.first_key > 0 {
         let kv = |k: &'static str, v: Frame| (Frame::bulk(k.as_bytes()), v);
@@ -138,7 +147,7 @@ pub(super) fn command(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             Some(Frame::Array(
                 a[2..]
                     .iter()
-                    .map(|n| table::lookup(n).map_or(Frame::Null, command_info))
+                    .map(|n| spec_by_fullname(n).map_or(Frame::Null, command_info))
                     .collect(),
             ))
         }
@@ -146,11 +155,11 @@ pub(super) fn command(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             let pick: Vec<&CommandSpec> = if a.len() == 2 {
                 table::COMMANDS.iter().collect()
             } else {
-                a[2..].iter().filter_map(|n| table::lookup(n)).collect()
+                a[2..].iter().filter_map(|n| spec_by_fullname(n)).collect()
             };
             Some(Frame::Map(
                 pick.into_iter()
-                    .map(|c| (Frame::bulk(c.name.as_bytes()), command_docs(c)))
+                    .map(|c| (Frame::bulk(c.fullname.as_bytes()), command_docs(c)))
                     .collect(),
             ))
         }

@@ -406,6 +406,16 @@ impl TestCluster {
             .unwrap_or(0)
     }
 
+    /// Waits (bounded, 10 s) until node `i` has joined (it has a ring with the others). Before
+    /// that a restarted node answers every keyed command `-NOREPLICAS`.
+    pub(crate) fn wait_joined(&self, i: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while self.info_field(i, "hc_joined") != "1" {
+            assert!(Instant::now() < deadline, "node {i} did not join");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Waits (bounded, 10 s) until node `i` has copied its slots from the others after starting.
     pub(crate) fn wait_synced(&self, i: usize) {
         let deadline = Instant::now() + Duration::from_secs(10);
