@@ -364,6 +364,8 @@ struct Receiver {
     port: u16,
     spans: Arc<Mutex<Vec<Received>>>,
     raw: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Metric points exported: (node id, metric name, value of a sum or gauge point).
+    metrics: Arc<Mutex<Vec<(String, String, i64)>>>,
 }
 
 impl Receiver {
@@ -372,20 +374,31 @@ impl Receiver {
         let port = l.local_addr().unwrap().port();
         let spans: Arc<Mutex<Vec<Received>>> = Default::default();
         let raw: Arc<Mutex<Vec<Vec<u8>>>> = Default::default();
-        let (sp, rw) = (spans.clone(), raw.clone());
+        let metrics: Arc<Mutex<Vec<(String, String, i64)>>> = Default::default();
+        let (sp, rw, me) = (spans.clone(), raw.clone(), metrics.clone());
         std::thread::spawn(move || {
             for conn in l.incoming() {
                 let Ok(conn) = conn else { return };
-                let (sp, rw) = (sp.clone(), rw.clone());
-                std::thread::spawn(move || serve_otlp(conn, &sp, &rw));
+                let (sp, rw, me) = (sp.clone(), rw.clone(), me.clone());
+                std::thread::spawn(move || serve_otlp(conn, &sp, &rw, &me));
             }
         });
-        Receiver { port, spans, raw }
+        Receiver {
+            port,
+            spans,
+            raw,
+            metrics,
+        }
     }
 }
 
 /// Serves one keep-alive connection of OTLP posts.
-fn serve_otlp(conn: TcpStream, spans: &Mutex<Vec<Received>>, raw: &Mutex<Vec<Vec<u8>>>) {
+fn serve_otlp(
+    conn: TcpStream,
+    spans: &Mutex<Vec<Received>>,
+    raw: &Mutex<Vec<Vec<u8>>>,
+    metrics: &Mutex<Vec<(String, String, i64)>>,
+) {
     let mut w = conn.try_clone().unwrap();
     let mut r = BufReader::new(conn);
     loop {
@@ -434,6 +447,37 @@ fn serve_otlp(conn: TcpStream, spans: &Mutex<Vec<Received>>, raw: &Mutex<Vec<Vec
                             attrs: kv(&s.attributes),
                             node: node.clone(),
                         });
+                    }
+                }
+            }
+        }
+        if path == "/v1/metrics" {
+            use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
+            use opentelemetry_proto::tonic::metrics::v1::{metric, number_data_point};
+            let req = ExportMetricsServiceRequest::decode(&body[..]).expect("valid OTLP metrics");
+            let mut got = metrics.lock().unwrap();
+            for rm in &req.resource_metrics {
+                let res = rm
+                    .resource
+                    .as_ref()
+                    .map(|r| kv(&r.attributes))
+                    .unwrap_or_default();
+                let node = res.get("node_id").cloned().unwrap_or_default();
+                for sm in &rm.scope_metrics {
+                    for m in &sm.metrics {
+                        let points = match &m.data {
+                            Some(metric::Data::Sum(x)) => &x.data_points,
+                            Some(metric::Data::Gauge(x)) => &x.data_points,
+                            _ => continue,
+                        };
+                        for p in points {
+                            let v = match p.value {
+                                Some(number_data_point::Value::AsInt(i)) => i,
+                                Some(number_data_point::Value::AsDouble(d)) => d as i64,
+                                None => continue,
+                            };
+                            got.push((node.clone(), m.name.clone(), v));
+                        }
                     }
                 }
             }
@@ -547,6 +591,20 @@ fn one_set_at_quorum_is_one_trace_across_three_processes_without_key_bytes() {
                 })
         },
     );
+    // The metrics go out too (every 500 ms here): the write attempts of that SET among them.
+    wait_for("exported metrics", Duration::from_secs(20), || {
+        rx.metrics
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(_, name, v)| name == "hypercache.dist.write.attempts" && *v >= 1)
+    });
+    assert!(rx
+        .metrics
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(_, name, _)| name == "hypercache.dist.members.alive"));
     // No key (or value) bytes in anything exported: spans, attributes, resources, metrics.
     std::thread::sleep(Duration::from_secs(1));
     let raw = rx.raw.lock().unwrap();
