@@ -576,6 +576,41 @@ fn redis_benchmark_runs_against_it() {
     assert!(!text.to_lowercase().contains("error"), "{text}");
 }
 
+/// INFO's sections as Redis 7 selects them (the checks of Redis's own `unit/info-command`):
+/// default leaves `commandstats` and `latencystats` out, `all` and `everything` add them,
+/// names are case-insensitive, several may be given, and none is printed twice.
+#[test]
+fn info_sections_as_redis_7_selects_them() {
+    let s = Server::start(&[]);
+    let mut c = s.conn();
+    let _: () = redis::cmd("PING").query(&mut c).unwrap();
+    let info = |c: &mut redis::Connection, args: &[&str]| -> String {
+        redis::cmd("INFO").arg(args).query(c).unwrap()
+    };
+    for args in [&[][..], &["default"]] {
+        let i = info(&mut c, args);
+        assert!(
+            i.contains("redis_version") && i.contains("used_cpu_user") && i.contains("used_memory")
+        );
+        assert!(!i.contains("rejected_calls"), "{args:?}");
+    }
+    for arg in ["all", "everything"] {
+        let i = info(&mut c, &[arg]);
+        assert!(
+            i.contains("rejected_calls") && i.contains("latency_percentiles_usec_"),
+            "{arg}"
+        );
+    }
+    let i = info(&mut c, &["commandSTATS"]);
+    assert!(i.contains("rejected_calls") && !i.contains("used_memory"));
+    let i = info(&mut c, &["cpu", "all"]);
+    assert!(i.contains("master_repl_offset") && i.contains("rejected_calls"));
+    assert_eq!(i.matches("used_cpu_user_children").count(), 1);
+    let i = info(&mut c, &["cpu", "default"]);
+    assert!(i.contains("used_memory") && !i.contains("rejected_calls"));
+    assert_eq!(i.matches("used_cpu_user_children").count(), 1);
+}
+
 /// A client's own line in CLIENT INFO and CLIENT LIST names the command it is running, as in
 /// Redis (it used to show the previous one, or NULL).
 #[test]

@@ -449,13 +449,30 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("protocol_errors", &load(&st.protocol_errors));
             }
             "replication" => {
+                // Redis 7's fields for a master with no replicas (HyperCache replicates in the
+                // cluster layer: see the cluster section).
                 line("role", &"master");
                 line("connected_slaves", &0);
+                line("master_failover_state", &"no-failover");
+                line("master_replid", &"0000000000000000000000000000000000000000");
+                line(
+                    "master_replid2",
+                    &"0000000000000000000000000000000000000000",
+                );
+                line("master_repl_offset", &0);
+                line("second_repl_offset", &-1);
+                line("repl_backlog_active", &0);
+                line("repl_backlog_size", &1048576);
+                line("repl_backlog_first_byte_offset", &0);
+                line("repl_backlog_histlen", &0);
             }
             "cpu" => {
                 let (sys, user) = cpu_seconds();
                 line("used_cpu_sys", &format!("{sys:.6}"));
                 line("used_cpu_user", &format!("{user:.6}"));
+                // No child processes (no fork: nothing is persisted).
+                line("used_cpu_sys_children", &"0.000000");
+                line("used_cpu_user_children", &"0.000000");
             }
             "cluster" => {
                 // 0: clients must not switch to Redis Cluster mode (no MOVED redirections here;
