@@ -502,6 +502,7 @@ pub static CATALOGUE: &[Desc] = &[
     node(m("store.promises", G, "", "Promises of read-modify-write rounds held.")),
     node(m("memory.used", G, "bytes", "`used_memory`: bytes allocated by the process.")),
     node(m("memory.peak", G, "bytes", "`used_memory_peak`.")),
+    node(m("telemetry.export_failures", C, "", "OTLP exports (traces or metrics) that failed: no answer, or not 2xx. Their data is dropped.")),
     labelled("command", node(m("latency.command", H, "seconds", "Time to execute a command on this node (a cluster command's wait for its peers excluded), by command: INFO `commandstats`, `latencystats`, `LATENCY HISTOGRAM`."))),
     m("dist.write.attempts", C, "", "Writes this node coordinated."),
     m("dist.write.acks", C, "", "Replica acknowledgements of those writes (the coordinator's own copy included)."),
@@ -601,6 +602,10 @@ pub fn collect(shared: &crate::state::Shared) -> Collected {
         ("store.promises", shared.store.promises()),
         ("memory.used", used),
         ("memory.peak", g(&r.peak_memory).max(used)),
+        (
+            "telemetry.export_failures",
+            g(&crate::telemetry::EXPORT_FAILURES),
+        ),
     ] {
         c.push(name, v);
     }

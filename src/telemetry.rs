@@ -50,13 +50,41 @@ mod imp {
 
     /// The OTLP exporters' HTTP client: `ureq`, blocking, on the exporter's own thread.
     #[derive(Debug, Clone)]
-    struct Client(ureq::Agent);
+    /// A failed export (no answer, or not 2xx) is counted in `telemetry.export_failures` and
+    /// logged at most once a minute: the SDK drops what it could not send and says nothing.
+    struct Client {
+        agent: ureq::Agent,
+        node_id: Arc<str>,
+        last_logged: Arc<Mutex<Option<Instant>>>,
+    }
+
+    impl Client {
+        fn failed(&self, uri: &str, why: &str) {
+            EXPORT_FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut last = self.last_logged.lock().unwrap_or_else(|e| e.into_inner());
+            if last.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+                *last = Some(Instant::now());
+                tracing::warn!(component = "telemetry", node_id = %self.node_id, endpoint = %uri, error = %why,
+                    "OTLP export failed; spans and metrics of this export are dropped (logged at most once a minute)");
+            }
+        }
+    }
 
     #[async_trait::async_trait]
     impl HttpClient for Client {
         async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+            let uri = request.uri().to_string();
             let request = request.map(|b| b.to_vec());
-            let resp = self.0.run(request)?;
+            let resp = match self.agent.run(request) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.failed(&uri, &e.to_string());
+                    return Err(e.into());
+                }
+            };
+            if !resp.status().is_success() {
+                self.failed(&uri, &format!("HTTP {}", resp.status()));
+            }
             let (parts, mut body) = resp.into_parts();
             let bytes = body.read_to_vec()?;
             Ok(Response::from_parts(parts, Bytes::from(bytes)))
@@ -132,7 +160,11 @@ mod imp {
                 .http_status_as_error(false)
                 .build()
                 .into();
-            let client = Client(agent);
+            let client = Client {
+                agent,
+                node_id: config.node_id().into(),
+                last_logged: Default::default(),
+            };
             let node_id = config.node_id();
             let spans = opentelemetry_otlp::SpanExporter::builder()
                 .with_http()
@@ -400,6 +432,9 @@ mod imp {
 
 pub use imp::{Span, Telemetry};
 
+/// OTLP exports that failed (`telemetry.export_failures`).
+pub static EXPORT_FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// The span name of a message with request `name` sent for a client operation of `class`
 /// (the child spans of `dist.get`/`dist.set`/`dist.remove`).
 pub fn call_span_name(name: &str, class: Option<crate::metrics::OpClass>) -> &'static str {
@@ -462,6 +497,16 @@ mod tests {
             ..Config::default()
         };
         Telemetry::start(&config).unwrap().unwrap()
+    }
+
+    #[test]
+    fn a_failed_export_is_counted() {
+        let before = EXPORT_FAILURES.load(std::sync::atomic::Ordering::Relaxed);
+        let t = with_ratio(1.0);
+        t.root("dist.set").expect("sampled").end();
+        // Nothing listens at the endpoint: the flush at shutdown fails.
+        t.shutdown();
+        assert!(EXPORT_FAILURES.load(std::sync::atomic::Ordering::Relaxed) > before);
     }
 
     #[test]
