@@ -392,6 +392,13 @@ impl Receiver {
     }
 }
 
+/// The `node_id` attribute of an export's resource (empty if none).
+fn node_of(r: Option<&opentelemetry_proto::tonic::resource::v1::Resource>) -> String {
+    r.map(|r| kv(&r.attributes))
+        .and_then(|a| a.get("node_id").cloned())
+        .unwrap_or_default()
+}
+
 /// Serves one keep-alive connection of OTLP posts.
 fn serve_otlp(
     conn: TcpStream,
@@ -431,12 +438,7 @@ fn serve_otlp(
             let req = ExportTraceServiceRequest::decode(&body[..]).expect("valid OTLP traces");
             let mut got = spans.lock().unwrap();
             for rs in &req.resource_spans {
-                let res = rs
-                    .resource
-                    .as_ref()
-                    .map(|r| kv(&r.attributes))
-                    .unwrap_or_default();
-                let node = res.get("node_id").cloned().unwrap_or_default();
+                let node = node_of(rs.resource.as_ref());
                 for ss in &rs.scope_spans {
                     for s in &ss.spans {
                         got.push(Received {
@@ -457,12 +459,7 @@ fn serve_otlp(
             let req = ExportMetricsServiceRequest::decode(&body[..]).expect("valid OTLP metrics");
             let mut got = metrics.lock().unwrap();
             for rm in &req.resource_metrics {
-                let res = rm
-                    .resource
-                    .as_ref()
-                    .map(|r| kv(&r.attributes))
-                    .unwrap_or_default();
-                let node = res.get("node_id").cloned().unwrap_or_default();
+                let node = node_of(rm.resource.as_ref());
                 for sm in &rm.scope_metrics {
                     for m in &sm.metrics {
                         let points = match &m.data {
