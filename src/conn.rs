@@ -83,6 +83,10 @@ async fn run(
     let mut rbuf = BytesMut::new();
     let mut req = request::Request::default();
     let mut need = 0usize;
+    // On a single node a batch runs with the node's gate held shared, so that a transaction
+    // (holding it exclusive) sees no command of another client in between (`exclusive`).
+    let shared = s.shared.clone();
+    let gate = shared.cluster.is_none().then_some(&shared.exclusive);
     loop {
         if *shutdown.borrow() {
             return "shutdown";
@@ -132,6 +136,7 @@ async fn run(
         s.refresh_config();
         s.begin_batch();
         let mut close = false;
+        let mut held = None;
         loop {
             match request::parse_into(
                 &mut rbuf,
@@ -148,7 +153,14 @@ async fn run(
                     if s.must_wait(&req.args) {
                         s.resolve().await;
                     }
+                    if let (Some(g), None) = (gate, &held) {
+                        held = Some(g.shared().await);
+                    }
                     s.run(&req.args);
+                    if s.exec_ready.is_some() {
+                        held = None;
+                        s.run_transaction().await;
+                    }
                     if s.close_after {
                         close = true;
                         break;
@@ -167,6 +179,7 @@ async fn run(
                 }
             }
         }
+        drop(held);
         s.resolve().await;
         s.end_batch();
         if !s.out.is_empty() {

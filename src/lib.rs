@@ -8,7 +8,9 @@
 //! - [`config`]: settings from defaults, file, environment and flags.
 //! - [`server`]: accept loop, connection limit, background expiry, signals, shutdown.
 //! - [`conn`]: one client socket: read, parse, run, write once per read.
-//! - [`session`]: per-connection state and command dispatch (arity, auth, slow log).
+//! - [`session`]: per-connection state and command dispatch (arity, auth, slow log), and
+//!   transactions (`MULTI` ... `EXEC`, `WATCH`).
+//! - [`exclusive`]: the gate that lets `EXEC` run with no other command in between.
 //! - `cmd`: the command handlers, grouped by family.
 //! - [`state`]: what all connections share (store, live config, clients, counters).
 //! - [`cluster`]: peers, links, the slot ring as this node sees it, and the coordinator.
@@ -20,6 +22,7 @@ pub mod cluster;
 pub(crate) mod cmd;
 pub mod config;
 pub mod conn;
+pub mod exclusive;
 pub mod http;
 pub mod memory;
 pub mod metrics;

@@ -9,6 +9,7 @@ use hypercache_cluster::evict::Policy;
 use hypercache_cluster::msg::Level;
 use hypercache_cluster::op::AccessMode;
 use hypercache_cluster::slot::{key_slot, Slot};
+use hypercache_cluster::version::Version;
 use hypercache_cluster::Ctx;
 use hypercache_resp::table::CommandSpec;
 use hypercache_resp::{errors, Frame, Limits, Protocol};
@@ -92,6 +93,37 @@ pub struct Session {
     /// The other output buffer, which `resolve` splices into (kept to avoid an allocation per
     /// batch).
     spare: BytesMut,
+    /// The transaction being queued, from `MULTI` to `EXEC` or `DISCARD`.
+    pub multi: Option<Multi>,
+    /// Keys under `WATCH`, each with what it was when watched.
+    pub watched: Vec<(Bytes, Option<(Version, bool)>)>,
+    /// A transaction `EXEC` accepted, with `EXEC`'s own arguments: the connection runs it
+    /// ([`Session::run_transaction`]) before the next command.
+    pub exec_ready: Option<(Multi, Vec<Bytes>)>,
+    /// Running a transaction's commands: `maxmemory` was checked once, at `EXEC`.
+    in_exec: bool,
+}
+
+/// A transaction being queued.
+#[derive(Debug, Default)]
+pub struct Multi {
+    /// The queued commands.
+    pub queue: Vec<Vec<Bytes>>,
+    /// A command was refused while queuing: `EXEC` answers `EXECABORT` and runs nothing.
+    pub aborted: bool,
+    /// Bytes of arguments queued, bounded by `client-query-buffer-limit`.
+    pub bytes: usize,
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Disposition {
+    /// Its handler ran.
+    Ran,
+    /// Refused before running (unknown, arity, authentication, memory...).
+    Rejected,
+    /// Queued in a transaction.
+    Queued,
 }
 
 /// A reply the cluster is still computing.
@@ -151,6 +183,10 @@ impl Session {
             },
             pending: Vec::new(),
             spare: BytesMut::new(),
+            multi: None,
+            watched: Vec::new(),
+            exec_ready: None,
+            in_exec: false,
         };
         s.rand_state
             .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -344,17 +380,38 @@ impl Session {
 
     /// Runs one request and appends its reply (if any) to [`Session::out`].
     pub fn run(&mut self, args: &[Bytes]) {
-        let (frame, spec, rejected) = self.dispatch(args);
+        let (mut frame, spec, disposition) = self.dispatch(args);
         let finished = Instant::now();
         let elapsed = finished - self.clock;
         self.clock = finished;
         self.commands += 1;
-        if let Some(spec) = spec {
+        let rejected = disposition == Disposition::Rejected;
+        if rejected && self.multi.is_some() {
+            if spec.is_some_and(|s| s.name == "exec") {
+                // As Redis: a refused EXEC ends the transaction and says why.
+                let why = match &frame {
+                    Some(Frame::Error(e)) => String::from_utf8_lossy(e).into_owned(),
+                    _ => String::new(),
+                };
+                let why = why.strip_prefix("ERR ").unwrap_or(&why);
+                self.discard_transaction();
+                frame = Some(Frame::Error(errors::exec_abort(why).into()));
+            } else if let Some(m) = self.multi.as_mut() {
+                m.aborted = true;
+            }
+        }
+        if disposition == Disposition::Queued {
+            // A queued command runs (and is counted, logged and monitored) at EXEC.
+            if let Some(spec) = spec {
+                self.last_cmd = Some(spec.fullname);
+            }
+        } else if let Some(spec) = spec {
             self.last_cmd = Some(spec.fullname);
             // As Redis: commands that ran (failed ones too), but no administrative command.
             if !rejected
                 && self.shared.monitor_count.load(Ordering::Relaxed) > 0
                 && !spec.has_flag("admin")
+                && self.exec_ready.is_none()
             {
                 self.shared.feed_monitors(self.monitor_line(args));
             }
@@ -380,6 +437,167 @@ impl Session {
             ReplyMode::Off => {}
             ReplyMode::Skip => self.reply_mode = ReplyMode::On,
         }
+    }
+
+    /// Starts a transaction (`MULTI`).
+    pub fn begin_transaction(&mut self) {
+        self.multi = Some(Multi::default());
+        self.handle.meta.lock().multi = Some(0);
+    }
+
+    /// Ends the transaction being queued, if any, and forgets the watched keys (`DISCARD`, and
+    /// `EXEC` whatever its outcome).
+    pub fn discard_transaction(&mut self) -> Option<Multi> {
+        self.watched.clear();
+        self.take_transaction()
+    }
+
+    /// Ends the transaction being queued, if any, keeping the watched keys (for `EXEC` to check).
+    pub fn take_transaction(&mut self) -> Option<Multi> {
+        let m = self.multi.take();
+        if m.is_some() {
+            self.handle.meta.lock().multi = None;
+        }
+        m
+    }
+
+    fn queue_command(&mut self, args: &[Bytes]) -> Result<(), &'static str> {
+        let limit = self.shared.config.read().client_query_buffer_limit;
+        let m = self.multi.as_mut().expect("in MULTI");
+        let bytes = args.iter().map(|a| a.len() + 16).sum::<usize>();
+        if (m.bytes + bytes) as u64 > limit {
+            return Err(errors::MULTI_TOO_LARGE);
+        }
+        if !m.aborted {
+            // As Redis: an aborted transaction keeps nothing (EXEC will run none of it).
+            m.bytes += bytes;
+            m.queue.push(args.to_vec());
+        }
+        let n = m.queue.len();
+        self.handle.meta.lock().multi = Some(n);
+        Ok(())
+    }
+
+    /// Remembers `key` as it is now, for `EXEC` to compare (`WATCH`).
+    pub fn watch(&mut self, key: &Bytes) {
+        if self.watched.iter().any(|(k, _)| k == key) {
+            return;
+        }
+        let now = self.ctx().now;
+        let mark = self.shared.store.watch_mark(key, now);
+        self.watched.push((key.clone(), mark));
+    }
+
+    /// Whether a watched key changed since `WATCH`: written (a new version), deleted, or expired
+    /// since. A key that had already expired when watched counts as absent, as in Redis.
+    fn watched_changed(&self) -> bool {
+        let now = self.ctx().now;
+        self.watched.iter().any(|(key, then)| {
+            let current = self.shared.store.watch_mark(key, now);
+            match (then, current) {
+                // Absent then: any entry now is a change, unless it is absent still.
+                (None, None) => false,
+                (None, Some(_)) => true,
+                // Expired then: deleting it (or reaping it) changes nothing logically.
+                (Some((_, true)), None) => false,
+                (Some((v, true)), Some((w, _))) => *v != w,
+                // Live then: gone, expired since, or written.
+                (Some((_, false)), None) => true,
+                (Some((v, false)), Some((w, expired))) => *v != w || expired,
+            }
+        })
+    }
+
+    /// Runs the transaction `EXEC` accepted ([`Session::exec_ready`]): on a single node with the
+    /// node's gate held exclusive, so that no other client's command runs in between. Writes the
+    /// reply: the replies of the commands as one array, a null array when a watched key changed,
+    /// or `EXECABORT` with the reason (memory full, node draining) when nothing could run.
+    pub async fn run_transaction(&mut self) {
+        let Some((m, exec_args)) = self.exec_ready.take() else {
+            return;
+        };
+        self.resolve().await;
+        let shared = self.shared.clone();
+        let _exclusive = match shared.cluster {
+            None => Some(shared.exclusive.exclusive().await),
+            Some(_) => None,
+        };
+        // Time goes on from here: the wait does not count as any command's.
+        self.clock = Instant::now();
+        // CLIENT REPLY OFF (or SKIP, which EXEC's reply consumes) silences the whole reply.
+        let silent = self.reply_mode != ReplyMode::On;
+        let after = match self.reply_mode {
+            ReplyMode::Skip => ReplyMode::On,
+            mode => mode,
+        };
+        self.reply_mode = ReplyMode::On;
+        let reply = |s: &mut Session, f: Frame| {
+            if !silent {
+                f.encode(s.proto, &mut s.out);
+            }
+        };
+        let changed = self.watched_changed();
+        self.watched.clear();
+        if changed {
+            reply(self, Frame::NullArray);
+        } else if let Some(e) = self.exec_refusal(&m) {
+            reply(self, Frame::Error(errors::exec_abort(e).into()));
+        } else {
+            if silent {
+                self.reply_mode = ReplyMode::Off;
+            } else {
+                Frame::encode_array_header(m.queue.len(), &mut self.out);
+            }
+            self.in_exec = true;
+            for args in &m.queue {
+                if self.must_wait(args) {
+                    self.resolve().await;
+                }
+                self.run(args);
+            }
+            self.in_exec = false;
+        }
+        if silent {
+            self.reply_mode = after;
+        }
+        if self.shared.monitor_count.load(Ordering::Relaxed) > 0 {
+            self.shared.feed_monitors(self.monitor_line(&exec_args));
+        }
+        // The replies are in order; the cluster's still being computed are waited for with the
+        // rest of the batch.
+        self.resolve().await;
+    }
+
+    /// Why `EXEC` must run nothing, as Redis checks before running a transaction: memory full
+    /// with a command that needs memory, or (HyperCache) a draining node with a write queued.
+    fn exec_refusal(&mut self, m: &Multi) -> Option<&'static str> {
+        let flagged = |flag: &str| {
+            m.queue.iter().any(|a| {
+                cmd::lookup(&a[0]).is_some_and(|(spec, _)| {
+                    let sub = (!spec.subcommands.is_empty() && a.len() > 1)
+                        .then(|| spec.subcommand(&a[1]))
+                        .flatten();
+                    sub.unwrap_or(spec).has_flag(flag)
+                })
+            })
+        };
+        if self.maxmemory > 0 && flagged("denyoom") {
+            let ctx = self.ctx();
+            let (max, policy, samples) = (self.maxmemory, self.policy, self.samples);
+            if !crate::memory::make_room(&self.shared, max, policy, samples, &ctx, &mut self.rng) {
+                return Some(errors::OOM);
+            }
+        }
+        if self
+            .shared
+            .cluster
+            .as_ref()
+            .is_some_and(|c| c.is_draining())
+            && flagged("write")
+        {
+            return Some(errors::DRAINING);
+        }
+        None
     }
 
     /// A `MONITOR` line for `args`: time, database, client address, and the arguments quoted as
@@ -465,12 +683,16 @@ impl Session {
     /// Finds and runs the handler. Returns the reply (None for no reply at all, as for
     /// `CLIENT REPLY OFF`), the command spec when the command exists, and whether it was
     /// refused before running (INFO `commandstats` counts those as `rejected_calls`).
-    fn dispatch(&mut self, args: &[Bytes]) -> (Option<Frame>, Option<&'static CommandSpec>, bool) {
+    fn dispatch(
+        &mut self,
+        args: &[Bytes],
+    ) -> (Option<Frame>, Option<&'static CommandSpec>, Disposition) {
+        use Disposition::{Queued, Ran, Rejected};
         let Some((spec, handler)) = cmd::lookup(&args[0]) else {
             return (
                 Some(Frame::Error(errors::unknown_command(args).into())),
                 None,
-                true,
+                Rejected,
             );
         };
         let mut effective = spec;
@@ -479,7 +701,7 @@ impl Session {
                 Some(sub) => effective = sub,
                 None => {
                     let e = errors::unknown_subcommand(&args[1], spec.name);
-                    return (Some(Frame::Error(e.into())), Some(spec), true);
+                    return (Some(Frame::Error(e.into())), Some(spec), Rejected);
                 }
             }
         }
@@ -487,11 +709,15 @@ impl Session {
             return (
                 Some(Frame::Error(errors::wrong_arity(effective.fullname).into())),
                 Some(effective),
-                true,
+                Rejected,
             );
         }
         if !self.authed && !effective.has_flag("no_auth") {
-            return (Some(Frame::error(errors::NOAUTH)), Some(effective), true);
+            return (
+                Some(Frame::error(errors::NOAUTH)),
+                Some(effective),
+                Rejected,
+            );
         }
         if effective.has_flag("write")
             && self
@@ -500,18 +726,44 @@ impl Session {
                 .as_ref()
                 .is_some_and(|c| c.is_draining())
         {
-            return (Some(Frame::error(errors::DRAINING)), Some(effective), true);
+            return (
+                Some(Frame::error(errors::DRAINING)),
+                Some(effective),
+                Rejected,
+            );
         }
-        if self.maxmemory > 0 && effective.has_flag("denyoom") {
+        let queue = self.multi.is_some() && !controls_transaction(spec.name);
+        // As Redis: inside MULTI every command but the transaction's own is refused when memory is
+        // full (queuing takes memory); inside EXEC memory was checked once for all.
+        let oom_check = if queue {
+            true
+        } else {
+            effective.has_flag("denyoom") && !self.in_exec
+        };
+        if self.maxmemory > 0 && oom_check {
             let ctx = self.ctx();
             let (max, policy, samples) = (self.maxmemory, self.policy, self.samples);
             if !crate::memory::make_room(&self.shared, max, policy, samples, &ctx, &mut self.rng) {
-                return (Some(Frame::error(errors::OOM)), Some(effective), true);
+                return (Some(Frame::error(errors::OOM)), Some(effective), Rejected);
             }
         }
+        if queue {
+            return match self.queue_command(args) {
+                Ok(()) => (Some(Frame::simple("QUEUED")), Some(effective), Queued),
+                Err(e) => (Some(Frame::error(e)), Some(effective), Rejected),
+            };
+        }
         let reply = (handler as Handler)(self, args);
-        (reply, Some(effective), false)
+        (reply, Some(effective), Ran)
     }
+}
+
+/// The commands that run at once inside `MULTI` rather than being queued.
+fn controls_transaction(name: &str) -> bool {
+    matches!(
+        name,
+        "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
+    )
 }
 
 fn is_sensitive_config(args: &[Bytes], j: usize) -> bool {

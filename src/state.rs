@@ -51,6 +51,8 @@ pub struct ClientMeta {
     pub last_active: Option<Instant>,
     /// CLIENT NO-EVICT.
     pub no_evict: bool,
+    /// Commands queued in `MULTI`, or `None` outside a transaction.
+    pub multi: Option<usize>,
 }
 
 /// A registered connection.
@@ -90,7 +92,7 @@ impl ClientHandle {
             .map_or(now - self.created, |t| now - t)
             .as_secs();
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags=N db=0 sub=0 psub=0 ssub=0 multi=-1 \
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} \
              qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
              cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
@@ -100,6 +102,8 @@ impl ClientHandle {
             m.name,
             (now - self.created).as_secs(),
             idle,
+            if m.multi.is_some() { "x" } else { "N" },
+            m.multi.map_or(-1, |n| n as i64),
             if m.last_cmd.is_empty() { "NULL" } else { m.last_cmd },
             m.resp.max(2),
             m.lib_name,
@@ -175,6 +179,8 @@ pub struct Shared {
     pub monitors: Mutex<Vec<Monitor>>,
     /// How many (read on every command: nothing else is done while it is 0).
     pub monitor_count: std::sync::atomic::AtomicUsize,
+    /// Held shared by every batch of commands and exclusive by `EXEC` (single node).
+    pub exclusive: crate::exclusive::Exclusive,
 }
 
 /// A client in `MONITOR` mode.
@@ -242,6 +248,7 @@ impl Shared {
             telemetry,
             monitors: Mutex::new(Vec::new()),
             monitor_count: Default::default(),
+            exclusive: Default::default(),
         });
         if let Some(t) = &shared.telemetry {
             t.export_metrics(Arc::downgrade(&shared));

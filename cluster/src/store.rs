@@ -546,6 +546,18 @@ impl Store {
         (out, changed)
     }
 
+    /// What `WATCH` remembers of `key` on this node: the version of its entry and whether that
+    /// entry had expired at `now`, or `None` when it holds no entry. Any write gives the key a
+    /// new version, so comparing two marks tells whether it changed in between (a key created
+    /// and deleted again in between is the one change two marks cannot see).
+    pub fn watch_mark(&self, key: &[u8], now: u64) -> Option<(Version, bool)> {
+        let hash = self.hash(key);
+        let s = self.lock(key_slot(key));
+        s.map
+            .find(hash, |e| e.key() == key)
+            .map(|e| (e.version(), e.is_expired(now)))
+    }
+
     /// What this node holds for `key`, without touching its access time: the live value, its
     /// tombstone (or the FLUSHALL horizon), or `Missing`. An expired value is reported as held
     /// (with its version), so that an older write cannot win over it.

@@ -112,6 +112,32 @@ pub fn sanitize(b: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// `EXEC` of a transaction that had a command refused while it was queued.
+pub const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
+/// `MULTI` inside a transaction.
+pub const MULTI_NESTED: &str = "ERR MULTI calls can not be nested";
+/// `EXEC` outside a transaction.
+pub const EXEC_WITHOUT_MULTI: &str = "ERR EXEC without MULTI";
+/// `DISCARD` outside a transaction.
+pub const DISCARD_WITHOUT_MULTI: &str = "ERR DISCARD without MULTI";
+/// A transaction whose queued arguments outgrow `client-query-buffer-limit` (HyperCache's bound:
+/// Redis queues without one).
+pub const MULTI_TOO_LARGE: &str =
+    "ERR transaction too large: its queued commands exceed 'client-query-buffer-limit'";
+/// `WATCH` inside a transaction.
+pub const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
+
+/// `WATCH` on a node of a cluster (HyperCache: a watched key's versions live on its replicas,
+/// and comparing them atomically with the transaction's writes is not built yet).
+pub const WATCH_IN_CLUSTER: &str =
+    "ERR WATCH is not supported in a cluster yet: a transaction there is not isolated (see docs/cluster.md)";
+
+/// `EXEC` refused for `reason` (an error reply's text, code included): Redis discards the
+/// transaction and says why.
+pub fn exec_abort(reason: &str) -> String {
+    format!("EXECABORT Transaction discarded because of: {reason}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

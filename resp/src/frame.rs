@@ -125,6 +125,12 @@ impl Frame {
         }
     }
 
+    /// The header of an array of `len` items whose items are encoded after it one by one (the
+    /// reply of `EXEC`, whose items are its commands' replies).
+    pub fn encode_array_header(len: usize, out: &mut BytesMut) {
+        int_line(out, b'*', len as i64);
+    }
+
     /// The frame encoded on its own, for tests and tools.
     pub fn to_bytes(&self, proto: Protocol) -> Bytes {
         let mut out = BytesMut::new();

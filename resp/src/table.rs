@@ -536,6 +536,12 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("flushall", -1, ["write"], 0, 0, 0, ["@keyspace", "@write", "@slow", "@dangerous"], "server", "1.0.0", "Removes all keys from all databases."),
     spec!("object", "object", -2, [], 0, 0, 0, ["@slow"], "generic", "2.2.3", "A container for object introspection commands.", OBJECT_SUBS),
     // connection
+    // transactions
+    cmd!("multi", 1, ["noscript", "loading", "stale", "fast", "allow_busy"], 0, 0, 0, ["@fast", "@transaction"], "transactions", "1.2.0", "Starts a transaction."),
+    cmd!("exec", 1, ["noscript", "loading", "stale", "skip_slowlog"], 0, 0, 0, ["@slow", "@transaction"], "transactions", "1.2.0", "Executes all commands in a transaction."),
+    cmd!("discard", 1, ["noscript", "loading", "stale", "fast", "allow_busy"], 0, 0, 0, ["@fast", "@transaction"], "transactions", "2.0.0", "Discards a transaction."),
+    cmd!("watch", -2, ["noscript", "loading", "stale", "fast", "allow_busy"], 1, -1, 1, ["@fast", "@transaction"], "transactions", "2.2.0", "Monitors changes to keys to determine the execution of a transaction."),
+    cmd!("unwatch", 1, ["noscript", "loading", "stale", "fast", "allow_busy"], 0, 0, 0, ["@fast", "@transaction"], "transactions", "2.2.0", "Forgets about watched keys of a transaction."),
     cmd!("ping", -1, ["fast"], 0, 0, 0, ["@fast", "@connection"], "connection", "1.0.0", "Returns the server's liveliness response."),
     cmd!("echo", 2, ["fast"], 0, 0, 0, ["@fast", "@connection"], "connection", "1.0.0", "Returns the given string."),
     cmd!("hello", -1, ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], 0, 0, 0, ["@fast", "@connection"], "connection", "6.0.0", "Handshakes with the Redis server."),

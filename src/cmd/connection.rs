@@ -143,6 +143,7 @@ pub(super) fn reset(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     if s.monitor.take().is_some() {
         s.shared.stop_monitor(s.handle.id);
     }
+    s.discard_transaction();
     s.proto = Protocol::Resp2;
     s.reply_mode = ReplyMode::On;
     s.authed = s.shared.config.read().requirepass.is_empty();

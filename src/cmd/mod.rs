@@ -24,6 +24,7 @@ pub(crate) mod hc;
 mod keys;
 mod server;
 mod strings;
+mod transactions;
 
 /// A command implementation.
 pub(crate) type Handler = fn(&mut Session, &[Bytes]) -> Option<Frame>;
@@ -93,6 +94,11 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("debug", server::debug),
         ("monitor", server::monitor),
         ("memory", server::memory),
+        ("multi", transactions::multi),
+        ("exec", transactions::exec),
+        ("discard", transactions::discard),
+        ("watch", transactions::watch),
+        ("unwatch", transactions::unwatch),
         ("hc.node", hc::node),
         ("hc.members", hc::members),
         ("hc.keyslot", hc::keyslot),

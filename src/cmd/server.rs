@@ -34,6 +34,9 @@ fn command_info(c: &CommandSpec) -> Frame {
                 "flags",
                 status_set(if c.has_flag("write") {
                     &["RW", "UPDATE"]
+                } else if c.name == "watch" {
+                    // WATCH reads no value: only the key's version.
+                    &["RO"]
                 } else {
                     &["RO", "ACCESS"]
                 }),

@@ -1,0 +1,243 @@
+//! Transactions (`MULTI`/`EXEC`/`DISCARD`/`WATCH`) through real clients: isolation and
+//! optimistic locking on a single node, ordered execution through a cluster node.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use std::io::Write;
+
+use common::{Server, TestCluster};
+use redis::{Commands, Value};
+
+/// The optimistic-locking loop every client library documents: WATCH, read, MULTI, write,
+/// EXEC, and again on a nil EXEC. Concurrent clients must never lose an increment.
+fn watched_increments(s: &Server, clients: usize, each: usize) -> (i64, usize) {
+    let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let threads: Vec<_> = (0..clients)
+        .map(|_| {
+            let mut c = s.conn();
+            let retries = retries.clone();
+            std::thread::spawn(move || {
+                for _ in 0..each {
+                    loop {
+                        let _: () = redis::cmd("WATCH").arg("counter").query(&mut c).unwrap();
+                        let n: Option<i64> = c.get("counter").unwrap();
+                        let r: Option<(String,)> = redis::pipe()
+                            .atomic()
+                            .set("counter", n.unwrap_or(0) + 1)
+                            .query(&mut c)
+                            .unwrap();
+                        if r.is_some() {
+                            break;
+                        }
+                        retries.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n: i64 = s.conn().get("counter").unwrap();
+    (n, retries.load(Ordering::Relaxed))
+}
+
+#[test]
+fn concurrent_watched_increments_never_lose_an_update() {
+    let s = Server::start(&["--threads", "4"]);
+    let (n, retries) = watched_increments(&s, 4, 250);
+    assert_eq!(n, 1000, "{retries} retries");
+}
+
+/// While one client moves a unit from `a` to `b` in transactions, another reading both keys in
+/// one command (not a transaction) must always see them sum to the same total: no command runs
+/// between a transaction's commands.
+#[test]
+fn no_command_runs_between_a_transaction_s_commands() {
+    // Several workers, so that batches really run in parallel (the default on a 2-core machine
+    // is one worker, where a batch is never interleaved anyway).
+    let s = Server::start(&["--threads", "4"]);
+    let mut c = s.conn();
+    let _: () = c.mset(&[("a", 1_000_000), ("b", 0)]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..3)
+        .map(|_| {
+            let mut r = s.conn();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (a, b): (i64, i64) =
+                        redis::cmd("MGET").arg("a").arg("b").query(&mut r).unwrap();
+                    assert_eq!(a + b, 1_000_000, "read between a transaction's commands");
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    for _ in 0..2000 {
+        // Commands in between widen the window a reader could fall into.
+        let mut p = redis::pipe();
+        p.atomic().decr("a", 1);
+        for _ in 0..50 {
+            p.incr("pad", 1).ignore();
+        }
+        let (a, b): (i64, i64) = p.incr("b", 1).query(&mut c).unwrap();
+        assert_eq!(a + b, 1_000_000);
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let got: (i64, i64) = redis::cmd("MGET").arg("a").arg("b").query(&mut c).unwrap();
+    assert_eq!(got, (1_000_000 - 2000, 2000));
+}
+
+/// The cases a library meets: queued replies, an error at run time reported in its place, a
+/// command refused while queuing aborting everything, a watched key changed by another client,
+/// by expiry, or by FLUSHALL.
+#[test]
+fn exec_replies_as_redis_does() {
+    let s = Server::start(&[]);
+    let mut c = s.conn();
+    let mut other = s.conn();
+
+    let mut raw = s.raw();
+    let mut exec = |cmds: &[&[&str]], want: &str| {
+        assert_eq!(exec_raw(&mut raw, cmds, want), want, "{cmds:?}");
+    };
+    let _: () = c.set("s", "text").unwrap();
+    // An error at run time is the reply in its place; the other commands run.
+    exec(
+        &[&["SET", "k", "1"], &["INCR", "s"], &["INCR", "k"]],
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n\
+         *3\r\n+OK\r\n-ERR value is not an integer or out of range\r\n:2\r\n",
+    );
+    // A command refused while queuing: nothing runs.
+    exec(
+        &[&["SET", "k", "100"], &["GET"], &["INCR", "k"]],
+        "+OK\r\n+QUEUED\r\n-ERR wrong number of arguments for 'get' command\r\n+QUEUED\r\n\
+         -EXECABORT Transaction discarded because of previous errors.\r\n",
+    );
+    assert_eq!(c.get::<_, i64>("k").unwrap(), 2);
+
+    // WATCH: another client's write, an expiry and a FLUSHALL each make EXEC answer nil.
+    let watch = |raw: &mut std::net::TcpStream, keys: &str| {
+        raw.write_all(format!("WATCH {keys}\r\n").as_bytes())
+            .unwrap();
+        assert_eq!(common::read_exactly(raw, 5), b"+OK\r\n");
+    };
+    let mut watching = s.raw();
+    let mut run = |keys: &str, between: &mut dyn FnMut(), cmds: &[&[&str]], want: &str| {
+        watch(&mut watching, keys);
+        between();
+        assert_eq!(exec_raw(&mut watching, cmds, want), want, "WATCH {keys}");
+    };
+    run(
+        "k",
+        &mut || other.set::<_, _, ()>("k", 7).unwrap(),
+        &[&["INCR", "k"]],
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+    );
+    assert_eq!(c.get::<_, i64>("k").unwrap(), 7);
+    let _: () = redis::cmd("SET")
+        .arg("t")
+        .arg(1)
+        .arg("PX")
+        .arg(50)
+        .query(&mut c)
+        .unwrap();
+    run(
+        "t",
+        &mut || std::thread::sleep(std::time::Duration::from_millis(120)),
+        &[&["SET", "t", "2"]],
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+    );
+    run(
+        "k never-set",
+        &mut || redis::cmd("FLUSHALL").query::<()>(&mut other).unwrap(),
+        &[&["PING"]],
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+    );
+    // A key absent when watched and absent still (FLUSHALL changed nothing for it).
+    run(
+        "never-set",
+        &mut || redis::cmd("FLUSHALL").query::<()>(&mut other).unwrap(),
+        &[&["PING"]],
+        "+OK\r\n+QUEUED\r\n*1\r\n+PONG\r\n",
+    );
+    // Nothing changed: the transaction runs.
+    run(
+        "k",
+        &mut || {},
+        &[&["SET", "k", "1"]],
+        "+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n",
+    );
+
+    // CLIENT LIST shows the open transaction as Redis does.
+    let _: () = redis::cmd("MULTI").query(&mut c).unwrap();
+    let _: Value = redis::cmd("SET").arg("x").arg(1).query(&mut c).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut other).unwrap();
+    assert!(
+        list.contains("flags=x") && list.contains("multi=1"),
+        "{list}"
+    );
+    let _: () = redis::cmd("DISCARD").query(&mut c).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut other).unwrap();
+    assert!(
+        !list.contains("flags=x") && !list.contains("multi=1"),
+        "{list}"
+    );
+}
+
+/// Sends MULTI, `cmds` and EXEC in one write on `sock` and returns as many bytes as `want` has,
+/// as text.
+fn exec_raw(sock: &mut std::net::TcpStream, cmds: &[&[&str]], want: &str) -> String {
+    let mut p = redis::pipe();
+    p.cmd("MULTI");
+    for cmd in cmds {
+        let mut one = redis::cmd(cmd[0]);
+        for a in &cmd[1..] {
+            one.arg(*a);
+        }
+        p.add_command(one);
+    }
+    p.cmd("EXEC");
+    sock.write_all(&p.get_packed_pipeline()).unwrap();
+    let got = common::read_exactly(sock, want.len());
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// Through one node of a 3-node cluster a transaction runs every queued command in order and
+/// answers like Redis; WATCH is refused with a clear error rather than promising isolation it
+/// cannot give.
+#[test]
+fn a_transaction_through_a_cluster_node_runs_in_order() {
+    let cluster = TestCluster::start(3, &[]);
+    let mut c = cluster.conn(0);
+    let r: (String, i64, i64, Option<String>, i64) = redis::pipe()
+        .atomic()
+        .set("tx:a", 10)
+        .incr("tx:a", 5)
+        .incr("tx:b", 1)
+        .get("tx:missing")
+        .del(&["tx:a", "tx:b"])
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(r, ("OK".into(), 15, 1, None, 2));
+    let mut d = cluster.conn(1);
+    assert_eq!(d.exists::<_, i64>(&["tx:a", "tx:b"]).unwrap(), 0);
+    let err = redis::cmd("WATCH")
+        .arg("tx:a")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("WATCH is not supported in a cluster"),
+        "{err}"
+    );
+}
