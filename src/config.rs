@@ -48,6 +48,12 @@ pub struct Config {
     pub slowlog_log_slower_than: i64,
     /// Entries kept in the slow log. Default 128.
     pub slowlog_max_len: u64,
+    /// `busy-reply-threshold` (alias `lua-time-limit`), ms: past it, a running script makes other
+    /// clients' commands answer `-BUSY`, and `SCRIPT KILL` may stop it (0: never busy).
+    pub busy_reply_threshold: u64,
+    /// `script-memory-limit`: most bytes one script may allocate in the Lua VM (HyperCache; Redis
+    /// has no such bound). 0: no limit.
+    pub script_memory_limit: u64,
     /// Worker threads serving clients; 0 means one per CPU core but one (at least one). 0..=1024.
     /// Default 0.
     pub threads: u64,
@@ -170,6 +176,8 @@ impl Default for Config {
             client_query_buffer_limit: 1024 * 1024 * 1024,
             slowlog_log_slower_than: 10_000,
             slowlog_max_len: 128,
+            busy_reply_threshold: 5000,
+            script_memory_limit: 256 * 1024 * 1024,
             hz: 10,
             threads: 0,
             maxmemory: 0,
@@ -389,6 +397,27 @@ pub static PARAMS: &[Param] = &[
         true,
         |c| c.client_query_buffer_limit.to_string(),
         |c, v| c.client_query_buffer_limit = v.int() as u64
+    ),
+    p!(
+        "busy-reply-threshold",
+        Kind::Int(0, i64::MAX),
+        true,
+        |c| c.busy_reply_threshold.to_string(),
+        |c, v| c.busy_reply_threshold = v.int() as u64
+    ),
+    p!(
+        "lua-time-limit",
+        Kind::Int(0, i64::MAX),
+        true,
+        |c| c.busy_reply_threshold.to_string(),
+        |c, v| c.busy_reply_threshold = v.int() as u64
+    ),
+    p!(
+        "script-memory-limit",
+        Kind::Memory(0, i64::MAX as u64),
+        true,
+        |c| c.script_memory_limit.to_string(),
+        |c, v| c.script_memory_limit = v.int() as u64
     ),
     p!(
         "slowlog-log-slower-than",

@@ -12,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::exclusive::{Exclusive, SharedGuard};
 use crate::session::Session;
 use crate::state::{ClientHandle, ClientMeta, Shared, Stats};
 
@@ -154,12 +155,16 @@ async fn run(
                         s.resolve().await;
                     }
                     if let (Some(g), None) = (gate, &held) {
-                        held = Some(g.shared().await);
+                        held = enter(g, s).await;
                     }
                     s.run(&req.args);
                     if s.exec_ready.is_some() {
                         held = None;
                         s.run_transaction().await;
+                    }
+                    if s.script_ready.is_some() {
+                        held = None;
+                        s.run_script(false).await;
                     }
                     if s.close_after {
                         close = true;
@@ -203,6 +208,30 @@ async fn run(
         }
         if s.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
             return "killed";
+        }
+    }
+}
+
+/// Holds `gate` shared for a batch. While a script holds it past `busy-reply-threshold`, returns
+/// `None` with the session marked busy instead: its command answers `-BUSY` unless it may run
+/// during a busy script (SCRIPT KILL, SHUTDOWN NOSAVE, ...), which then runs without the gate.
+async fn enter<'a>(gate: &'a Exclusive, s: &mut Session) -> Option<SharedGuard<'a>> {
+    if let Some(g) = gate.try_shared() {
+        return Some(g);
+    }
+    loop {
+        let threshold = s.shared.config.read().busy_reply_threshold;
+        let wait = match s.shared.scripts.running.busy_in(threshold) {
+            Some(d) if d.is_zero() => {
+                s.busy = true;
+                return None;
+            }
+            Some(d) => d.min(Duration::from_millis(100)),
+            None => Duration::from_millis(100),
+        };
+        tokio::select! {
+            g = gate.shared() => return Some(g),
+            _ = tokio::time::sleep(wait) => {}
         }
     }
 }

@@ -43,13 +43,21 @@ pub struct ExclusiveGuard<'a> {
 }
 
 impl Exclusive {
+    /// Holds the gate shared if no writer holds it or waits for it.
+    pub fn try_shared(&self) -> Option<SharedGuard<'_>> {
+        if self.state.fetch_add(READER, Ordering::Acquire) & HELD == 0 {
+            return Some(SharedGuard(self));
+        }
+        self.leave_shared();
+        None
+    }
+
     /// Holds the gate shared: at once unless a writer holds it or waits for it.
     pub async fn shared(&self) -> SharedGuard<'_> {
         loop {
-            if self.state.fetch_add(READER, Ordering::Acquire) & HELD == 0 {
-                return SharedGuard(self);
+            if let Some(g) = self.try_shared() {
+                return g;
             }
-            self.leave_shared();
             let notified = self.changed.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();

@@ -10,7 +10,8 @@
 //! - [`conn`]: one client socket: read, parse, run, write once per read.
 //! - [`session`]: per-connection state and command dispatch (arity, auth, slow log), and
 //!   transactions (`MULTI` ... `EXEC`, `WATCH`).
-//! - [`exclusive`]: the gate that lets `EXEC` run with no other command in between.
+//! - [`exclusive`]: the gate that lets `EXEC` and scripts run with no other command in between.
+//! - [`script`]: Lua scripting (`EVAL`, `EVALSHA`, `SCRIPT`).
 //! - `cmd`: the command handlers, grouped by family.
 //! - [`state`]: what all connections share (store, live config, clients, counters).
 //! - [`cluster`]: peers, links, the slot ring as this node sees it, and the coordinator.
@@ -26,6 +27,7 @@ pub mod exclusive;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod script;
 pub mod server;
 pub mod session;
 pub mod state;

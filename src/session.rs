@@ -100,8 +100,17 @@ pub struct Session {
     /// A transaction `EXEC` accepted, with `EXEC`'s own arguments: the connection runs it
     /// ([`Session::run_transaction`]) before the next command.
     pub exec_ready: Option<(Multi, Vec<Bytes>)>,
-    /// Running a transaction's commands: `maxmemory` was checked once, at `EXEC`.
+    /// Running a transaction's commands (or a script's): `maxmemory` was checked once, before.
     in_exec: bool,
+    /// A script or `SCRIPT LOAD` a command asked for: the connection runs it
+    /// ([`Session::run_script`]) before the next command.
+    pub script_ready: Option<crate::script::Job>,
+    /// This is the session scripts run their commands through (Redis's "lua client"): its time
+    /// stands still during a script, and MONITOR shows it as `lua`.
+    pub script: bool,
+    /// A script has run past `busy-reply-threshold`: the next command gets `-BUSY` unless it may
+    /// run while a script is busy (`allow_busy`).
+    pub busy: bool,
 }
 
 /// A transaction being queued.
@@ -187,6 +196,9 @@ impl Session {
             watched: Vec::new(),
             exec_ready: None,
             in_exec: false,
+            script_ready: None,
+            script: false,
+            busy: false,
         };
         s.rand_state
             .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -357,7 +369,12 @@ impl Session {
 
     /// The operation context at the current time.
     pub fn ctx(&self) -> Ctx {
-        let now = self.batch_wall_ms + (self.clock - self.batch_start).as_millis() as u64;
+        // A script sees one instant, as in Redis (a key does not expire half way through it).
+        let now = if self.script {
+            self.batch_wall_ms
+        } else {
+            self.batch_wall_ms + (self.clock - self.batch_start).as_millis() as u64
+        };
         let rand = if matches!(self.access_mode, AccessMode::Lfu { .. }) {
             // xorshift64: only LFU's probabilistic increment uses it.
             let mut x = self.rand_state.get();
@@ -554,6 +571,9 @@ impl Session {
                     self.resolve().await;
                 }
                 self.run(args);
+                if self.script_ready.is_some() {
+                    self.run_script(true).await;
+                }
             }
             self.in_exec = false;
         }
@@ -566,6 +586,43 @@ impl Session {
         // The replies are in order; the cluster's still being computed are waited for with the
         // rest of the batch.
         self.resolve().await;
+    }
+
+    /// Starts a script run on the script session: one instant for the whole script, and
+    /// `maxmemory` left to the script's own rule.
+    pub fn begin_script(&mut self) {
+        self.begin_batch();
+        self.in_exec = true;
+        self.reply_mode = ReplyMode::On;
+    }
+
+    /// Runs the script job a command asked for ([`Session::script_ready`]) and writes its reply.
+    /// On a single node it holds the node's gate exclusive (unless `holding`, inside EXEC), so
+    /// that no other command runs during the script; Lua runs on a blocking thread.
+    pub async fn run_script(&mut self, holding: bool) {
+        let Some(job) = self.script_ready.take() else {
+            return;
+        };
+        self.resolve().await;
+        let shared = self.shared.clone();
+        let _exclusive = match (&shared.cluster, holding) {
+            (None, false) => Some(shared.exclusive.exclusive().await),
+            _ => None,
+        };
+        let levels = self.consistency;
+        let sh = shared.clone();
+        let runtime = tokio::runtime::Handle::current();
+        let reply = tokio::task::spawn_blocking(move || {
+            crate::script::Scripts::run_blocking(&sh, job, levels, runtime)
+        })
+        .await
+        .unwrap_or_else(|_| Frame::error("ERR script failed"));
+        self.clock = Instant::now();
+        match self.reply_mode {
+            ReplyMode::On => reply.encode(self.proto, &mut self.out),
+            ReplyMode::Off => {}
+            ReplyMode::Skip => self.reply_mode = ReplyMode::On,
+        }
     }
 
     /// Why `EXEC` must run nothing, as Redis checks before running a transaction: memory full
@@ -606,12 +663,16 @@ impl Session {
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
-        let mut line = format!(
-            "+{}.{:06} [0 {}]",
-            now.as_secs(),
-            now.subsec_micros(),
-            self.handle.addr
-        )
+        let mut line = if self.script {
+            format!("+{}.{:06} [0 lua]", now.as_secs(), now.subsec_micros())
+        } else {
+            format!(
+                "+{}.{:06} [0 {}]",
+                now.as_secs(),
+                now.subsec_micros(),
+                self.handle.addr
+            )
+        }
         .into_bytes();
         let redact_from = if args[0].eq_ignore_ascii_case(b"auth") {
             1
@@ -719,6 +780,16 @@ impl Session {
                 Rejected,
             );
         }
+        if self.busy {
+            self.busy = false;
+            if !effective.has_flag("allow_busy") && !is_shutdown_nosave(args) {
+                return (
+                    Some(Frame::error(errors::BUSY_SCRIPT)),
+                    Some(effective),
+                    Rejected,
+                );
+            }
+        }
         if effective.has_flag("write")
             && self
                 .shared
@@ -756,6 +827,15 @@ impl Session {
         let reply = (handler as Handler)(self, args);
         (reply, Some(effective), Ran)
     }
+}
+
+/// `SHUTDOWN NOSAVE`, which Redis lets through while a script is busy.
+fn is_shutdown_nosave(args: &[Bytes]) -> bool {
+    args[0].eq_ignore_ascii_case(b"shutdown")
+        && args
+            .iter()
+            .skip(1)
+            .any(|a| a.eq_ignore_ascii_case(b"nosave"))
 }
 
 /// The commands that run at once inside `MULTI` rather than being queued.

@@ -179,8 +179,10 @@ pub struct Shared {
     pub monitors: Mutex<Vec<Monitor>>,
     /// How many (read on every command: nothing else is done while it is 0).
     pub monitor_count: std::sync::atomic::AtomicUsize,
-    /// Held shared by every batch of commands and exclusive by `EXEC` (single node).
+    /// Held shared by every batch of commands and exclusive by `EXEC` and scripts (single node).
     pub exclusive: crate::exclusive::Exclusive,
+    /// The Lua engine and the script cache.
+    pub scripts: crate::script::Scripts,
 }
 
 /// A client in `MONITOR` mode.
@@ -249,6 +251,7 @@ impl Shared {
             monitors: Mutex::new(Vec::new()),
             monitor_count: Default::default(),
             exclusive: Default::default(),
+            scripts: Default::default(),
         });
         if let Some(t) = &shared.telemetry {
             t.export_metrics(Arc::downgrade(&shared));

@@ -112,6 +112,20 @@ pub fn sanitize(b: &[u8]) -> Vec<u8> {
         .collect()
 }
 
+/// EVALSHA of a script not in the cache.
+pub const NOSCRIPT: &str = "NOSCRIPT No matching script. Please use EVAL.";
+/// SCRIPT KILL of a script that wrote.
+pub const UNKILLABLE: &str = "UNKILLABLE Sorry the script already executed write commands against the dataset. You can either wait the script termination or kill the server in a hard way using the SHUTDOWN NOSAVE command.";
+/// A command while a script has run past `busy-reply-threshold`.
+pub const BUSY_SCRIPT: &str =
+    "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+/// Keys of one command (or of a script's declared keys) in different slots, in a cluster.
+pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
+/// EVAL's numkeys above the number of arguments.
+pub const NUMKEYS_TOO_MANY: &str = "ERR Number of keys can't be greater than number of args";
+/// EVAL's numkeys below 0.
+pub const NUMKEYS_NEGATIVE: &str = "ERR Number of keys can't be negative";
+
 /// `EXEC` of a transaction that had a command refused while it was queued.
 pub const EXECABORT: &str = "EXECABORT Transaction discarded because of previous errors.";
 /// `MULTI` inside a transaction.

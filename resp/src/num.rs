@@ -91,9 +91,66 @@ pub fn push_i64(out: &mut Vec<u8>, v: i64) {
     out.extend_from_slice(itoa::Buffer::new().format(v).as_bytes());
 }
 
+/// Formats a double as C's `printf("%.*g", precision, v)` does (`%.17g` is how Redis turns a Lua
+/// number into a command argument and writes a RESP3 double; `%.14g` is Lua's `tostring`).
+pub fn format_g(v: f64, precision: usize) -> String {
+    if v.is_nan() {
+        return if v.is_sign_negative() { "-nan" } else { "nan" }.to_string();
+    }
+    if v.is_infinite() {
+        return if v < 0.0 { "-inf" } else { "inf" }.to_string();
+    }
+    let p = precision.max(1);
+    if v == 0.0 {
+        return if v.is_sign_negative() { "-0" } else { "0" }.to_string();
+    }
+    // The exponent C would print in %e with p significant digits (after rounding).
+    let sci = format!("{:.*e}", p - 1, v);
+    let (mantissa, exp) = sci.split_once('e').expect("exponent");
+    let exp: i32 = exp.parse().expect("exponent digits");
+    let strip = |s: &str| -> String {
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s.to_string()
+        }
+    };
+    if exp < -4 || exp >= p as i32 {
+        let m = strip(mantissa);
+        let sign = if exp < 0 { '-' } else { '+' };
+        format!("{m}e{sign}{:02}", exp.abs())
+    } else {
+        let decimals = (p as i32 - 1 - exp).max(0) as usize;
+        strip(&format!("{:.*}", decimals, v))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn format_g_matches_printf() {
+        let cases: &[(f64, usize, &str)] = &[
+            (3.0, 17, "3"),
+            (3.5, 17, "3.5"),
+            (0.1, 17, "0.10000000000000001"),
+            (1e21, 17, "1e+21"),
+            (123456789012345680.0, 17, "1.2345678901234568e+17"),
+            (1e16, 17, "10000000000000000"),
+            (0.0001, 17, "0.0001"),
+            (0.00001, 17, "1.0000000000000001e-05"),
+            (-2.25, 17, "-2.25"),
+            (0.44658343468168, 14, "0.44658343468168"),
+            (100.0, 14, "100"),
+            (1e15, 14, "1e+15"),
+            (f64::INFINITY, 17, "inf"),
+            (0.0, 17, "0"),
+        ];
+        for (v, p, want) in cases {
+            assert_eq!(format_g(*v, *p), *want, "{v} at {p}");
+        }
+    }
 
     #[test]
     fn integers_follow_string2ll() {

@@ -536,6 +536,19 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("flushall", -1, ["write"], 0, 0, 0, ["@keyspace", "@write", "@slow", "@dangerous"], "server", "1.0.0", "Removes all keys from all databases."),
     spec!("object", "object", -2, [], 0, 0, 0, ["@slow"], "generic", "2.2.3", "A container for object introspection commands.", OBJECT_SUBS),
     // connection
+    // scripting
+    cmd!("eval", -3, ["noscript", "stale", "skip_monitor", "no_mandatory_keys", "movablekeys"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "2.6.0", "Executes a server-side Lua script."),
+    cmd!("evalsha", -3, ["noscript", "stale", "skip_monitor", "no_mandatory_keys", "movablekeys"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "2.6.0", "Executes a server-side Lua script by SHA1 digest."),
+    cmd!("eval_ro", -3, ["readonly", "noscript", "stale", "skip_monitor", "no_mandatory_keys", "movablekeys"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "7.0.0", "Executes a read-only server-side Lua script."),
+    cmd!("evalsha_ro", -3, ["readonly", "noscript", "stale", "skip_monitor", "no_mandatory_keys", "movablekeys"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "7.0.0", "Executes a read-only server-side Lua script by SHA1 digest."),
+    spec!("script", "script", -2, [], 0, 0, 0, ["@slow"], "scripting", "2.6.0", "A container for Lua scripts management commands.", &[
+        spec!("flush", "script|flush", -2, ["noscript"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "2.6.0", "Removes all server-side Lua scripts from the script cache.", &[]),
+        spec!("exists", "script|exists", -3, ["noscript"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "2.6.0", "Determines whether server-side Lua scripts exist in the script cache.", &[]),
+        spec!("kill", "script|kill", 2, ["noscript", "allow_busy"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "2.6.0", "Terminates a server-side Lua script during execution.", &[]),
+        spec!("load", "script|load", 3, ["noscript", "stale"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "2.6.0", "Loads a server-side Lua script to the script cache.", &[]),
+        spec!("debug", "script|debug", 3, ["noscript"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "3.2.0", "Sets the debug mode of server-side Lua scripts.", &[]),
+        spec!("help", "script|help", 2, ["loading", "stale"], 0, 0, 0, ["@slow", "@scripting"], "scripting", "5.0.0", "Returns helpful text about the different subcommands.", &[]),
+    ]),
     // transactions
     cmd!("multi", 1, ["noscript", "loading", "stale", "fast", "allow_busy"], 0, 0, 0, ["@fast", "@transaction"], "transactions", "1.2.0", "Starts a transaction."),
     cmd!("exec", 1, ["noscript", "loading", "stale", "skip_slowlog"], 0, 0, 0, ["@slow", "@transaction"], "transactions", "1.2.0", "Executes all commands in a transaction."),

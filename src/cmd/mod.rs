@@ -22,6 +22,7 @@ use std::sync::Arc;
 mod connection;
 pub(crate) mod hc;
 mod keys;
+mod scripting;
 mod server;
 mod strings;
 mod transactions;
@@ -94,6 +95,11 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("debug", server::debug),
         ("monitor", server::monitor),
         ("memory", server::memory),
+        ("eval", scripting::eval),
+        ("evalsha", scripting::evalsha),
+        ("eval_ro", scripting::eval_ro),
+        ("evalsha_ro", scripting::evalsha_ro),
+        ("script", scripting::script),
         ("multi", transactions::multi),
         ("exec", transactions::exec),
         ("discard", transactions::discard),
@@ -298,6 +304,11 @@ pub(crate) fn verbatim(text: String) -> Frame {
 
 /// A HELP reply: one status line per entry.
 pub(crate) fn help(cmd: &str, lines: &[&str]) -> Option<Frame> {
+    help_with(cmd, lines, "    Print this help.")
+}
+
+/// A HELP reply whose last line is `last` (SCRIPT HELP says "Prints this help.").
+pub(crate) fn help_with(cmd: &str, lines: &[&str], last: &'static str) -> Option<Frame> {
     let mut out = vec![Frame::Simple(Bytes::from(format!(
         "{} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",
         cmd
@@ -308,6 +319,6 @@ pub(crate) fn help(cmd: &str, lines: &[&str]) -> Option<Frame> {
             .map(|l| Frame::Simple(Bytes::copy_from_slice(l.as_bytes()))),
     );
     out.push(Frame::simple("HELP"));
-    out.push(Frame::simple("    Print this help."));
+    out.push(Frame::simple(last));
     Some(Frame::Array(out))
 }

@@ -412,6 +412,17 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("used_memory_peak", &peak);
                 line("used_memory_peak_human", &human(peak));
                 line("used_memory_dataset", &store.bytes);
+                let lua = shared.scripts.vm_memory();
+                let (scripts, script_bytes) = shared.scripts.cached();
+                line("used_memory_lua", &lua);
+                line("used_memory_vm_eval", &lua);
+                line("used_memory_lua_human", &human(lua as u64));
+                line("used_memory_scripts_eval", &script_bytes);
+                line("number_of_cached_scripts", &scripts);
+                line("used_memory_vm_total", &lua);
+                line("used_memory_vm_total_human", &human(lua as u64));
+                line("used_memory_scripts", &script_bytes);
+                line("used_memory_scripts_human", &human(script_bytes as u64));
                 line("maxmemory", &c.maxmemory);
                 line("maxmemory_human", &human(c.maxmemory));
                 line("maxmemory_policy", &c.maxmemory_policy.name());

@@ -1,0 +1,1088 @@
+//! Lua scripting: `EVAL`, `EVALSHA`, `EVAL_RO`, `EVALSHA_RO` and `SCRIPT`, as Redis 7.0 runs them.
+//!
+//! - **One VM** (Lua 5.1 through `mlua`, vendored), created on first use, reset by
+//!   `SCRIPT FLUSH`. Scripts are compiled once and kept by SHA1; the bodies are kept for
+//!   `SCRIPT EXISTS`.
+//! - **Where a script runs:** on a blocking thread (Lua is synchronous), with the VM locked. On
+//!   a single node the caller holds the node's gate exclusive first ([`crate::exclusive`]), so a
+//!   script is atomic as in Redis. In a cluster each `redis.call` goes through the coordinator
+//!   like a client command (the thread waits for the network), so a script is *not* atomic
+//!   there; its declared keys must share one slot (`CROSSSLOT` otherwise), and so must every key
+//!   it touches.
+//! - **`redis.call`** runs the command through a session of the script's own (the "lua client"
+//!   of Redis): same handlers, same replies, counted in INFO commandstats and shown by MONITOR.
+//!   The reply is converted as Redis converts it ([`convert`]).
+//! - **Sandbox:** Redis's globals allow list (no `os`, `io`, `print`, `loadfile`, `dofile`,
+//!   `debug`), globals that cannot be created (`Attempt to modify a readonly table`) or read
+//!   when missing (`Script attempted to access nonexistent global variable`), read-only library
+//!   tables, no binary chunks (`loadstring` of bytecode is refused: Lua 5.1's loader trusts it).
+//! - **Limits:** `busy-reply-threshold` (after which other clients get `-BUSY` and `SCRIPT KILL`
+//!   works) and `script-memory-limit` (per script, HyperCache's own).
+
+pub(crate) mod convert;
+pub(crate) mod libs;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use hypercache_cluster::slot::{key_slot, Slot};
+use hypercache_resp::frame::{decode, DecodeLimits};
+use hypercache_resp::num::format_g;
+use hypercache_resp::{errors, Frame, Protocol};
+use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
+use parking_lot::Mutex;
+
+use crate::session::Session;
+use crate::state::{now_ms, ClientHandle, ClientMeta, Shared};
+
+/// The node's scripts: the VM, the cache of bodies, and what runs now.
+#[derive(Default)]
+pub struct Scripts {
+    engine: Mutex<Option<Engine>>,
+    /// Bodies by SHA1 (lower-case hex).
+    bodies: Mutex<HashMap<String, Bytes>>,
+    /// The script running now.
+    pub running: Running,
+}
+
+impl std::fmt::Debug for Scripts {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scripts").finish_non_exhaustive()
+    }
+}
+
+/// The script running now, for `-BUSY` and `SCRIPT KILL`.
+#[derive(Debug, Default)]
+pub struct Running {
+    /// When it started (unix ms), 0 when none runs.
+    started_ms: AtomicU64,
+    /// `SCRIPT KILL` asked it to stop.
+    kill: AtomicBool,
+    /// It ran a write command (then it cannot be killed).
+    wrote: AtomicBool,
+}
+
+impl Running {
+    /// Whether a script has run for at least `threshold_ms` (`-BUSY` for other clients), or how
+    /// long until it has: `None` when no script runs (or the threshold is 0: never busy).
+    pub fn busy_in(&self, threshold_ms: u64) -> Option<std::time::Duration> {
+        let started = self.started_ms.load(Ordering::Acquire);
+        if started == 0 || threshold_ms == 0 {
+            return None;
+        }
+        let ran = now_ms().saturating_sub(started);
+        Some(std::time::Duration::from_millis(
+            threshold_ms.saturating_sub(ran),
+        ))
+    }
+
+    /// `SCRIPT KILL`.
+    pub fn kill(&self) -> Result<(), &'static str> {
+        if self.started_ms.load(Ordering::Acquire) == 0 {
+            return Err("NOTBUSY No scripts in execution right now.");
+        }
+        if self.wrote.load(Ordering::Acquire) {
+            return Err(errors::UNKILLABLE);
+        }
+        self.kill.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
+/// A client's consistency overrides (read, write), which its scripts' commands run at.
+pub type Levels = (
+    Option<hypercache_cluster::msg::Level>,
+    Option<hypercache_cluster::msg::Level>,
+);
+
+/// A script to run, from EVAL/EVALSHA (and their `_RO` forms).
+#[derive(Debug, Clone)]
+pub struct Call {
+    /// SHA1 of the body.
+    pub sha: String,
+    /// The body (EVAL); `None` for EVALSHA.
+    pub body: Option<Bytes>,
+    /// `KEYS`.
+    pub keys: Vec<Bytes>,
+    /// `ARGV`.
+    pub args: Vec<Bytes>,
+    /// `EVAL_RO`/`EVALSHA_RO`: write commands are refused.
+    pub read_only: bool,
+}
+
+/// What a connection asks the script engine to do (on a blocking thread).
+#[derive(Debug, Clone)]
+pub enum Job {
+    /// Run a script.
+    Run(Call),
+    /// `SCRIPT LOAD`: compile and cache.
+    Load(Bytes),
+}
+
+/// Lower-case hex SHA1 of `body`.
+pub fn sha1_hex(body: &[u8]) -> String {
+    sha1_smol::Sha1::from(body).digest().to_string()
+}
+
+/// Script flags from a `#!lua flags=...` first line (Redis 7).
+#[derive(Debug, Clone, Copy, Default)]
+struct Flags {
+    no_writes: bool,
+    allow_oom: bool,
+    no_cluster: bool,
+    allow_cross_slot: bool,
+    /// No shebang: Redis's compatibility mode (no flags checked before the run).
+    compat: bool,
+}
+
+/// Parses the shebang; returns the flags and how many bytes of `body` it takes (the line feed
+/// is kept, so that line numbers stay right).
+fn shebang(body: &[u8]) -> Result<(Flags, usize), String> {
+    let mut flags = Flags {
+        compat: true,
+        ..Flags::default()
+    };
+    if !body.starts_with(b"#!") {
+        return Ok((flags, 0));
+    }
+    let Some(end) = body.iter().position(|&c| c == b'\n') else {
+        return Err("ERR Invalid script shebang".into());
+    };
+    let line = String::from_utf8_lossy(&body[..end]).into_owned();
+    let mut parts = line.split_ascii_whitespace();
+    let engine = parts.next().unwrap_or("");
+    if engine != "#!lua" {
+        return Err(format!("ERR Unexpected engine in script shebang: {engine}"));
+    }
+    flags.compat = false;
+    for part in parts {
+        let Some(list) = part.strip_prefix("flags=") else {
+            return Err(format!("ERR Unknown lua shebang option: {part}"));
+        };
+        for f in list.split(',').filter(|f| !f.is_empty()) {
+            match f {
+                "no-writes" => flags.no_writes = true,
+                "allow-oom" => flags.allow_oom = true,
+                "allow-stale" => {}
+                "no-cluster" => flags.no_cluster = true,
+                "allow-cross-slot-keys" => flags.allow_cross_slot = true,
+                other => return Err(format!("ERR Unexpected flag in script shebang: {other}")),
+            }
+        }
+    }
+    Ok((flags, end))
+}
+
+/// A compiled script.
+struct Compiled {
+    function: Function,
+    flags: Flags,
+}
+
+/// The VM and what lives in it.
+struct Engine {
+    lua: Lua,
+    /// Runs a compiled function with its KEYS and ARGV, in an environment of its own, under
+    /// Redis's error handler.
+    runner: Function,
+    scripts: HashMap<String, Compiled>,
+    /// The script's own session (Redis's "lua client"), kept between runs.
+    session: Option<Session>,
+}
+
+/// What a running script's `redis.call` needs (Lua app data for the run).
+struct RunCtx {
+    session: Session,
+    /// `redis.setresp(3)`.
+    resp3: bool,
+    read_only: bool,
+    /// The script ran a write command.
+    wrote: bool,
+    /// Memory was full when it started: commands that need memory fail until it writes.
+    oom: bool,
+    /// In a cluster: the slot every key must hash to (`None`: not known yet).
+    slot: Option<Slot>,
+    cluster: bool,
+    allow_cross_slot: bool,
+    runtime: tokio::runtime::Handle,
+    shared: Arc<Shared>,
+}
+
+/// The prelude run once in a new VM: Redis's API in Lua around the Rust functions, the error
+/// handler, and the sandbox. Returns the runner (`xpcall` under the handler).
+const PRELUDE: &str = r#"
+local hc_call, hc_pcall, hc_errtext = ...
+local lua_pcall, lua_error, lua_type, lua_tostring, rawget = pcall, error, type, tostring, rawget
+local lua_select, lua_unpack, lua_setmetatable = select, unpack, setmetatable
+
+-- redis.call raises a command's error; redis.pcall returns it as {err=...}.
+redis.call = hc_call
+redis.pcall = hc_pcall
+
+-- Redis 7's pcall turns an error table back into its text.
+local function pack(...) return { n = lua_select('#', ...), ... } end
+pcall = function(f, ...)
+  local r = pack(lua_pcall(f, ...))
+  if not r[1] and lua_type(r[2]) == 'userdata' then
+    local text, coded = hc_errtext(r[2])
+    r[2] = text
+  end
+  if not r[1] and lua_type(r[2]) == 'table' then
+    local e = rawget(r[2], 'err')
+    if lua_type(e) == 'string' then r[2] = e end
+  end
+  return lua_unpack(r, 1, r.n)
+end
+
+-- Redis's error handler: where the script failed, as {err=, source=, line=}.
+local dbg = debug
+debug = nil
+print, dofile, loadfile, module, require = nil, nil, nil, nil, nil
+local function handler(err)
+  local level = 2
+  local i = dbg.getinfo(level, 'nSl')
+  while i and (i.what == 'C' or i.source == '@hc_prelude') do
+    level = level + 1
+    i = dbg.getinfo(level, 'nSl')
+  end
+  if lua_type(err) == 'userdata' then
+    -- An error raised by a Rust function: one that Redis raises as a table comes with its
+    -- code; any other gets the position, as luaL_error gives it.
+    local text, coded = hc_errtext(err)
+    if coded then
+      err = { err = text }
+    elseif i and i.currentline then
+      err = i.source:sub(2) .. ':' .. i.currentline .. ': ' .. text
+    else
+      err = text
+    end
+  end
+  if lua_type(err) ~= 'table' then
+    err = { err = 'ERR ' .. lua_tostring(err) }
+  end
+  if i then
+    err['source'] = i.source
+    err['line'] = i.currentline
+  end
+  return err
+end
+__redis__err__handler = handler
+
+-- The sandbox. Redis makes the globals and the libraries read-only inside its Lua; here every
+-- run gets an environment of its own (a proxy of the globals: missing names raise, nothing can
+-- be assigned) and the libraries are read-only proxies. Nothing a script does outlives it.
+local G = _G
+local protected = lua_setmetatable({}, { __mode = 'k' })
+local function readonly_error() lua_error('Attempt to modify a readonly table', 2) end
+local sealed = lua_setmetatable({}, { __newindex = readonly_error, __metatable = false })
+protected[sealed] = true
+local function readonly(t)
+  local p = lua_setmetatable({}, { __index = t, __newindex = readonly_error, __metatable = sealed })
+  protected[p] = true
+  return p
+end
+for _, name in ipairs({ 'redis', 'string', 'math', 'table', 'bit', 'cjson', 'cmsgpack', 'coroutine' }) do
+  rawset(G, name, readonly(G[name]))
+end
+getmetatable('').__metatable = sealed
+
+local current_env
+local env_meta = {
+  __index = function(env, k)
+    if k == '_G' then return env end
+    local v = rawget(G, k)
+    if v == nil then
+      lua_error("Script attempted to access nonexistent global variable '" .. lua_tostring(k) .. "'", 2)
+    end
+    return v
+  end,
+  __newindex = readonly_error,
+  __metatable = sealed,
+}
+
+local lua_rawset, lua_getfenv, lua_setfenv = rawset, getfenv, setfenv
+-- Raised from C in Redis: no position.
+local function refused() lua_error('Attempt to modify a readonly table', 0) end
+setmetatable = function(t, m)
+  if protected[t] then refused() end
+  return lua_setmetatable(t, m)
+end
+rawset = function(t, k, v)
+  if protected[t] then refused() end
+  return lua_rawset(t, k, v)
+end
+getfenv = function(f)
+  local e = lua_getfenv(f == nil and 2 or (lua_type(f) == 'number' and f > 0 and f + 1 or f))
+  if e == G then return current_env end
+  return e
+end
+setfenv = function(f, t)
+  if f == 0 or (lua_type(f) == 'function' and lua_getfenv(f) == G) then refused() end
+  return lua_setfenv(lua_type(f) == 'number' and f + 1 or f, t)
+end
+
+-- No binary chunks (Lua 5.1 trusts bytecode); what a script loads runs in its environment.
+local lua_loadstring = loadstring
+loadstring = function(s, name)
+  if lua_type(s) == 'string' and s:byte(1) == 27 then
+    return nil, 'binary chunks are not allowed'
+  end
+  local f, e = lua_loadstring(s, name)
+  if f and current_env then lua_setfenv(f, current_env) end
+  return f, e
+end
+load = function(f, name)
+  local parts = {}
+  while true do
+    local piece = f()
+    if piece == nil or piece == '' then break end
+    parts[#parts + 1] = piece
+  end
+  return loadstring(table.concat(parts), name)
+end
+
+-- Runs a compiled script with KEYS and ARGV in an environment of its own.
+return function(f, keys, argv)
+  local env = lua_setmetatable({ KEYS = keys, ARGV = argv }, env_meta)
+  protected[env] = true
+  current_env = env
+  lua_setfenv(f, env)
+  return xpcall(f, handler)
+end
+"#;
+
+impl Engine {
+    fn new(shared: &Arc<Shared>) -> mlua::Result<Engine> {
+        let lua = unsafe_lua()?;
+        let g = lua.globals();
+        libs::register(&lua, &g)?;
+        let redis = redis_table(&lua, shared)?;
+        g.raw_set("redis", redis)?;
+        random(&lua, &g)?;
+        let call = lua.create_function(|lua, a: MultiValue| {
+            let (v, failed) = redis_command(lua, a)?;
+            if failed {
+                // Raised as the error table Redis raises (the handler rebuilds it from the
+                // text): redis.call stays a C function, so a `return redis.call(...)` keeps
+                // the script's frame for the error's line.
+                let text = match &v {
+                    Value::Table(t) => convert::error_text(t)
+                        .map(|b| String::from_utf8_lossy(&b).into_owned())
+                        .unwrap_or_default(),
+                    _ => String::new(),
+                };
+                return Err(mlua::Error::runtime(format!("{CODED}{text}")));
+            }
+            Ok(v)
+        })?;
+        let pcall = lua.create_function(|lua, a: MultiValue| Ok(redis_command(lua, a)?.0))?;
+        let errtext = lua.create_function(|_, v: Value| {
+            Ok(match v {
+                Value::Error(e) => {
+                    let text = error_message(&e);
+                    match text.strip_prefix(CODED) {
+                        Some(t) => (t.to_string(), true),
+                        None => (text, false),
+                    }
+                }
+                other => (format!("{other:?}"), false),
+            })
+        })?;
+        let runner: Function = lua
+            .load(PRELUDE)
+            .set_name("@hc_prelude")
+            .set_mode(mlua::chunk::ChunkMode::Text)
+            .call((call, pcall, errtext))?;
+        Ok(Engine {
+            lua,
+            runner,
+            scripts: HashMap::new(),
+            session: None,
+        })
+    }
+
+    /// Compiles `body` (unless cached) and returns its SHA1.
+    fn compile(&mut self, scripts: &Scripts, body: &Bytes) -> Result<String, String> {
+        let sha = sha1_hex(body);
+        if self.scripts.contains_key(&sha) {
+            return Ok(sha);
+        }
+        let (flags, skip) = shebang(body)?;
+        let function = self
+            .lua
+            .load(&body[skip..])
+            .set_name("@user_script")
+            .set_mode(mlua::chunk::ChunkMode::Text)
+            .into_function()
+            .map_err(|e| {
+                format!(
+                    "ERR Error compiling script (new function): {}",
+                    error_message(&e)
+                )
+            })?;
+        self.scripts
+            .insert(sha.clone(), Compiled { function, flags });
+        scripts.bodies.lock().insert(sha.clone(), body.clone());
+        Ok(sha)
+    }
+}
+
+/// A Lua state with the libraries Redis loads (base, table, string, math) and `debug`.
+///
+/// The one `unsafe` here: mlua counts the `debug` library as unsafe (it can reach any
+/// function's upvalues and break mlua's invariants). Invariant: the prelude, which runs before
+/// any script, keeps `debug` as a local of its error handler (which only calls `getinfo`) and
+/// removes it from the globals, as Redis does; no script can reach it.
+fn unsafe_lua() -> mlua::Result<Lua> {
+    let libs = StdLib::TABLE | StdLib::STRING | StdLib::MATH | StdLib::DEBUG;
+    #[allow(unsafe_code)]
+    // SAFETY: see the invariant above.
+    let lua = unsafe { Lua::unsafe_new_with(libs, LuaOptions::new()) };
+    Ok(lua)
+}
+
+/// A Lua number (mlua hands integral ones over as integers).
+pub(crate) fn as_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => Some(*n),
+        Value::Integer(i) => Some(*i as f64),
+        _ => None,
+    }
+}
+
+/// A number as Lua's `luaL_checknumber` takes it: a number, or a string that reads as one.
+pub(crate) fn coerce_number(v: &Value) -> Option<f64> {
+    match v {
+        Value::String(s) => {
+            let b = s.as_bytes();
+            let t = std::str::from_utf8(&b).ok()?.trim();
+            match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u64::from_str_radix(hex, 16).ok().map(|n| n as f64),
+                None => t.parse::<f64>().ok(),
+            }
+        }
+        v => as_number(v),
+    }
+}
+
+/// The text of a Lua-side error as Redis would print it.
+fn error_message(e: &mlua::Error) -> String {
+    match e {
+        mlua::Error::RuntimeError(m) => m.clone(),
+        mlua::Error::SyntaxError { message, .. } => message.clone(),
+        mlua::Error::MemoryError(m) => m.clone(),
+        mlua::Error::CallbackError { cause, .. } => error_message(cause),
+        mlua::Error::ExternalError(e) => e.to_string(),
+        other => other.to_string(),
+    }
+}
+
+/// The `redis` table: the Rust side of its functions (`call`/`pcall` are added by the prelude).
+fn redis_table(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
+    let r = lua.create_table()?;
+    r.raw_set(
+        "sha1hex",
+        lua.create_function(|lua, a: MultiValue| {
+            if a.len() != 1 {
+                return raise_table(lua, "wrong number of arguments");
+            }
+            let s = match &a[0] {
+                Value::String(s) => s.as_bytes().to_vec(),
+                v => as_number(v).map_or(Vec::new(), |n| format_g(n, 14).into_bytes()),
+            };
+            Ok(Value::String(lua.create_string(sha1_hex(&s))?))
+        })?,
+    )?;
+    r.raw_set(
+        "error_reply",
+        lua.create_function(|lua, a: MultiValue| match (a.len(), a.front()) {
+            (1, Some(Value::String(s))) => {
+                let mut text = s.as_bytes().to_vec();
+                if text.first() != Some(&b'-') {
+                    text.insert(0, b'-');
+                }
+                error_table(lua, &text)
+            }
+            _ => error_table(lua, b"wrong number or type of arguments"),
+        })?,
+    )?;
+    r.raw_set(
+        "status_reply",
+        lua.create_function(|lua, a: MultiValue| match (a.len(), a.front()) {
+            (1, Some(Value::String(s))) => {
+                let t = lua.create_table()?;
+                t.raw_set("ok", s.clone())?;
+                Ok(Value::Table(t))
+            }
+            _ => error_table(lua, b"wrong number or type of arguments"),
+        })?,
+    )?;
+    let node = shared.node_id.clone();
+    r.raw_set(
+        "log",
+        lua.create_function(move |lua, a: MultiValue| {
+            if a.len() < 2 {
+                return raise_table(lua, "redis.log() requires two arguments or more.");
+            }
+            let Some(level) = as_number(&a[0]).map(|n| n as i64) else {
+                return raise_table(lua, "First argument must be a number (log level).");
+            };
+            if !(0..=3).contains(&level) {
+                return raise_table(lua, "Invalid debug level.");
+            }
+            let text: Vec<String> = a
+                .iter()
+                .skip(1)
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(String::from_utf8_lossy(&s.as_bytes()).into_owned()),
+                    v => as_number(v).map(|n| format_g(n, 14)),
+                })
+                .collect();
+            let text = text.join(" ");
+            match level {
+                0 => tracing::debug!(node_id = %node, component = "script", "{text}"),
+                1 | 2 => tracing::info!(node_id = %node, component = "script", "{text}"),
+                _ => tracing::warn!(node_id = %node, component = "script", "{text}"),
+            }
+            Ok(Value::Nil)
+        })?,
+    )?;
+    for (name, v) in [
+        ("LOG_DEBUG", 0.0),
+        ("LOG_VERBOSE", 1.0),
+        ("LOG_NOTICE", 2.0),
+        ("LOG_WARNING", 3.0),
+        ("REPL_NONE", 0.0),
+        ("REPL_AOF", 1.0),
+        ("REPL_SLAVE", 2.0),
+        ("REPL_REPLICA", 2.0),
+        ("REPL_ALL", 3.0),
+    ] {
+        r.raw_set(name, v)?;
+    }
+    r.raw_set("REDIS_VERSION", crate::REDIS_VERSION)?;
+    let num = crate::REDIS_VERSION
+        .split('.')
+        .filter_map(|p| p.parse::<u32>().ok())
+        .fold(0u32, |acc, p| acc * 256 + p);
+    r.raw_set("REDIS_VERSION_NUM", f64::from(num))?;
+    r.raw_set(
+        "setresp",
+        lua.create_function(|lua, a: MultiValue| {
+            if a.len() != 1 {
+                return raise_table(lua, "redis.setresp() requires one argument.");
+            }
+            let v = as_number(&a[0]).map_or(0, |n| n as i64);
+            if v != 2 && v != 3 {
+                return raise_table(lua, "RESP version must be 2 or 3.");
+            }
+            if let Some(mut ctx) = lua.app_data_mut::<RunCtx>() {
+                ctx.resp3 = v == 3;
+                ctx.session.proto = if v == 3 {
+                    Protocol::Resp3
+                } else {
+                    Protocol::Resp2
+                };
+            }
+            Ok(Value::Nil)
+        })?,
+    )?;
+    r.raw_set(
+        "set_repl",
+        lua.create_function(|lua, a: MultiValue| {
+            if a.len() != 1 {
+                return raise_table(lua, "redis.set_repl() requires two arguments.");
+            }
+            match as_number(&a[0]) {
+                Some(n) if (0.0..=3.0).contains(&n) => Ok(Value::Nil),
+                _ => raise_table(
+                    lua,
+                    "Invalid replication flags. Use REPL_AOF, REPL_REPLICA, REPL_ALL or REPL_NONE.",
+                ),
+            }
+        })?,
+    )?;
+    r.raw_set(
+        "replicate_commands",
+        lua.create_function(|_, _: MultiValue| Ok(true))?,
+    )?;
+    r.raw_set(
+        "breakpoint",
+        lua.create_function(|_, _: MultiValue| Ok(false))?,
+    )?;
+    r.raw_set("debug", lua.create_function(|_, _: MultiValue| Ok(()))?)?;
+    r.raw_set(
+        "acl_check_cmd",
+        lua.create_function(|lua, a: MultiValue| {
+            let name = match a.front() {
+                Some(Value::String(s)) => s.as_bytes().to_vec(),
+                _ => {
+                    return raise_table(
+                        lua,
+                        "Please specify at least one argument for this redis lib call",
+                    )
+                }
+            };
+            match crate::cmd::lookup(&name) {
+                Some(_) => Ok(Value::Boolean(true)),
+                None => raise_table(lua, "Invalid command passed to redis.acl_check_cmd()"),
+            }
+        })?,
+    )?;
+    Ok(r)
+}
+
+/// Redis's `math.random` and `math.randomseed` (its `rand.c`: the same sequence on every
+/// platform, from the same start).
+fn random(lua: &Lua, g: &Table) -> mlua::Result<()> {
+    let math: Table = g.raw_get("math")?;
+    let state = Arc::new(AtomicU64::new(0x1234_ABCD_330E));
+    let s = state.clone();
+    math.raw_set(
+        "random",
+        lua.create_function(move |_, a: MultiValue| {
+            let x = (s
+                .load(Ordering::Relaxed)
+                .wrapping_mul(0x5_DEEC_E66D)
+                .wrapping_add(0xB))
+                & 0xFFFF_FFFF_FFFF;
+            s.store(x, Ordering::Relaxed);
+            let r = ((x >> 17) % 0x7FFF_FFFF) as f64 / f64::from(0x7FFF_FFFF_u32);
+            let int = |i: usize| match a.get(i).and_then(coerce_number) {
+                Some(n) => Ok(n as i64),
+                None => Err(mlua::Error::runtime(format!(
+                    "bad argument #{} to 'random' (number expected, got {})",
+                    i + 1,
+                    a.get(i).map_or("no value", |v| v.type_name())
+                ))),
+            };
+            Ok(match a.len() {
+                0 => r,
+                1 => {
+                    let u = int(0)?;
+                    if u < 1 {
+                        return Err(mlua::Error::runtime(
+                            "bad argument #1 to 'random' (interval is empty)",
+                        ));
+                    }
+                    (r * u as f64).floor() + 1.0
+                }
+                2 => {
+                    let (l, u) = (int(0)?, int(1)?);
+                    if l > u {
+                        return Err(mlua::Error::runtime(
+                            "bad argument #2 to 'random' (interval is empty)",
+                        ));
+                    }
+                    (r * (u - l + 1) as f64).floor() + l as f64
+                }
+                _ => return Err(mlua::Error::runtime("wrong number of arguments")),
+            })
+        })?,
+    )?;
+    math.raw_set(
+        "randomseed",
+        lua.create_function(move |_, seed: Value| {
+            let seed = coerce_number(&seed).ok_or_else(|| {
+                mlua::Error::runtime("bad argument #1 to 'randomseed' (number expected)")
+            })?;
+            let seed = (seed as i64) as u32 as u64;
+            state.store((seed << 16) | 0x330E, Ordering::Relaxed);
+            Ok(())
+        })?,
+    )?;
+    Ok(())
+}
+
+/// An error table `{err="CODE msg"}` from `text` as Redis builds it (`luaPushErrorBuff`):
+/// `-CODE msg` keeps its code; text without a leading `-` gets `ERR`.
+fn error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Value> {
+    let text = String::from_utf8_lossy(text);
+    let full = match text.strip_prefix('-') {
+        Some(rest) => match rest.split_once(' ') {
+            Some((code, msg)) => format!("{code} {}", msg.trim_end_matches(['\r', '\n'])),
+            None => format!("ERR {}", rest.trim_end_matches(['\r', '\n'])),
+        },
+        None => format!("ERR {}", text.trim_end_matches(['\r', '\n'])),
+    };
+    let t = lua.create_table()?;
+    t.raw_set("err", full)?;
+    Ok(Value::Table(t))
+}
+
+/// Marks a Rust error whose text is a whole Redis error, code included (what Redis raises as
+/// an error table): the error handler makes it `{err=text}`.
+const CODED: &str = "\u{1}";
+
+/// Raises `ERR text` as Redis raises an error table from its C functions (no position).
+fn raise_table(_lua: &Lua, text: &str) -> mlua::Result<Value> {
+    Err(mlua::Error::runtime(format!("{CODED}ERR {text}")))
+}
+
+/// `hc_command(...)`: runs one command for `redis.call`/`redis.pcall`. Returns the reply
+/// converted for Lua and whether it is an error (an error table).
+fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
+    let fail = |text: &[u8]| -> mlua::Result<(Value, bool)> { Ok((error_table(lua, text)?, true)) };
+    if a.is_empty() {
+        return fail(b"Please specify at least one argument for this redis lib call");
+    }
+    let mut args = Vec::with_capacity(a.len());
+    for v in a.iter() {
+        match v {
+            Value::String(s) => args.push(Bytes::copy_from_slice(&s.as_bytes())),
+            Value::Number(n) => args.push(Bytes::from(format_g(*n, 17))),
+            Value::Integer(n) => args.push(Bytes::from(n.to_string())),
+            _ => return fail(b"Lua redis lib command arguments must be strings or integers"),
+        }
+    }
+    let Some(mut ctx) = lua.app_data_mut::<RunCtx>() else {
+        return fail(b"redis.call/pcall can only be called inside a script invocation");
+    };
+    let Some((spec, _)) = crate::cmd::lookup(&args[0]) else {
+        return fail(b"Unknown Redis command called from script");
+    };
+    let spec = if !spec.subcommands.is_empty() && args.len() >= 2 {
+        match spec.subcommand(&args[1]) {
+            Some(sub) => sub,
+            None => return fail(b"Unknown Redis command called from script"),
+        }
+    } else {
+        spec
+    };
+    if !spec.arity_ok(args.len()) {
+        return fail(b"Wrong number of args calling Redis command from script");
+    }
+    if spec.has_flag("noscript") {
+        return fail(b"This Redis command is not allowed from script");
+    }
+    let write = spec.has_flag("write");
+    if write && ctx.read_only {
+        return fail(b"Write commands are not allowed from read-only scripts.");
+    }
+    if ctx.oom && !ctx.wrote && spec.has_flag("denyoom") {
+        return fail(format!("-{}", errors::OOM).as_bytes());
+    }
+    if write {
+        ctx.wrote = true;
+        ctx.shared
+            .scripts
+            .running
+            .wrote
+            .store(true, Ordering::Release);
+    }
+    if ctx.cluster && !ctx.allow_cross_slot && spec.first_key > 0 {
+        for key in command_keys(spec, &args) {
+            let slot = key_slot(key);
+            match ctx.slot {
+                None => ctx.slot = Some(slot),
+                Some(s) if s != slot => {
+                    return fail(
+                        b"Script attempted to access keys that do not hash to the same slot",
+                    )
+                }
+                Some(_) => {}
+            }
+        }
+    }
+    let ctx = &mut *ctx;
+    ctx.session.run(&args);
+    if !ctx.session.pending.is_empty() {
+        let s = &mut ctx.session;
+        ctx.runtime.block_on(s.resolve());
+    }
+    let out = std::mem::take(&mut ctx.session.out);
+    let limits = DecodeLimits {
+        max_bulk_len: usize::MAX,
+        max_elements: usize::MAX,
+        max_depth: 1024,
+    };
+    let frame = match decode(&out, &limits) {
+        Ok(Some((f, _))) => f,
+        _ => Frame::Null,
+    };
+    let mut out = out;
+    out.clear();
+    ctx.session.out = out;
+    let is_error = matches!(frame, Frame::Error(_));
+    let resp3 = ctx.resp3;
+    Ok((convert::reply_to_lua(lua, &frame, resp3)?, is_error))
+}
+
+/// The keys of a command, by its spec (first, last, step).
+fn command_keys<'a>(
+    spec: &hypercache_resp::table::CommandSpec,
+    args: &'a [Bytes],
+) -> impl Iterator<Item = &'a Bytes> {
+    let first = spec.first_key.max(1) as usize;
+    let last = if spec.last_key < 0 {
+        (args.len() as i64 + i64::from(spec.last_key)).max(0) as usize
+    } else {
+        spec.last_key as usize
+    };
+    let step = spec.step.max(1) as usize;
+    (first..=last.min(args.len().saturating_sub(1)))
+        .step_by(step)
+        .map(move |i| &args[i])
+}
+
+impl Scripts {
+    /// Whether a script with this SHA1 is cached (`SCRIPT EXISTS`, EVALSHA's check).
+    pub fn exists(&self, sha: &str) -> bool {
+        self.bodies.lock().contains_key(sha)
+    }
+
+    /// Cached scripts and the bytes of their bodies (INFO).
+    pub fn cached(&self) -> (usize, usize) {
+        let b = self.bodies.lock();
+        (b.len(), b.values().map(|v| v.len() + 40).sum())
+    }
+
+    /// Memory the VM uses (INFO `used_memory_lua`), 0 before the first script.
+    pub fn vm_memory(&self) -> usize {
+        match self.engine.try_lock() {
+            Some(e) => e.as_ref().map_or(0, |e| e.lua.used_memory()),
+            None => 0,
+        }
+    }
+
+    /// `SCRIPT FLUSH`: forgets every script and starts a new VM on next use.
+    pub fn flush(&self) {
+        let old = self.engine.lock().take();
+        self.bodies.lock().clear();
+        drop(old);
+    }
+
+    /// Runs `job` for a client with `caller_levels` (its `HC.CONSISTENCY`): blocking (call it on
+    /// a blocking thread). Returns the reply.
+    pub fn run_blocking(
+        shared: &Arc<Shared>,
+        job: Job,
+        caller_levels: Levels,
+        runtime: tokio::runtime::Handle,
+    ) -> Frame {
+        let scripts = &shared.scripts;
+        let mut guard = scripts.engine.lock();
+        if guard.is_none() {
+            match Engine::new(shared) {
+                Ok(e) => *guard = Some(e),
+                Err(e) => {
+                    return Frame::Error(
+                        format!("ERR could not start the Lua VM: {}", error_message(&e)).into(),
+                    )
+                }
+            }
+        }
+        let engine = guard.as_mut().expect("engine");
+        match job {
+            Job::Load(body) => match engine.compile(scripts, &body) {
+                Ok(sha) => Frame::Bulk(sha.into()),
+                Err(e) => Frame::Error(e.into()),
+            },
+            Job::Run(call) => {
+                let sha = match &call.body {
+                    Some(body) => match engine.compile(scripts, body) {
+                        Ok(sha) => sha,
+                        Err(e) => return Frame::Error(e.into()),
+                    },
+                    None => call.sha.clone(),
+                };
+                if !engine.scripts.contains_key(&sha) {
+                    return Frame::error(errors::NOSCRIPT);
+                }
+                engine.run(shared, &sha, &call, caller_levels, runtime)
+            }
+        }
+    }
+}
+
+impl Engine {
+    fn run(
+        &mut self,
+        shared: &Arc<Shared>,
+        sha: &str,
+        call: &Call,
+        caller_levels: Levels,
+        runtime: tokio::runtime::Handle,
+    ) -> Frame {
+        let compiled = &self.scripts[sha];
+        let flags = compiled.flags;
+        let function = compiled.function.clone();
+        let cluster = shared.cluster.is_some();
+        if cluster && flags.no_cluster {
+            return Frame::error("ERR Can not run script on cluster, 'no-cluster' flag is set.");
+        }
+        let read_only = call.read_only || flags.no_writes;
+        if call.read_only && !flags.compat && !flags.no_writes {
+            return Frame::error(
+                "ERR Can not execute a script with write flag using *_ro command.",
+            );
+        }
+        let oom = {
+            let max = shared.config.read().maxmemory;
+            max > 0 && crate::memory::used() > max
+        };
+        if oom && !flags.compat && !flags.allow_oom && !flags.no_writes {
+            return Frame::error(
+                "OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'",
+            );
+        }
+        let mut session = self
+            .session
+            .take()
+            .unwrap_or_else(|| script_session(shared.clone()));
+        session.proto = Protocol::Resp2;
+        session.consistency = caller_levels;
+        session.refresh_config();
+        session.begin_script();
+        let slot = if cluster && !flags.allow_cross_slot {
+            call.keys.first().map(|k| key_slot(k))
+        } else {
+            None
+        };
+        self.lua.set_app_data(RunCtx {
+            session,
+            resp3: false,
+            read_only,
+            wrote: false,
+            oom: oom && !flags.allow_oom,
+            slot,
+            cluster,
+            allow_cross_slot: flags.allow_cross_slot,
+            runtime,
+            shared: shared.clone(),
+        });
+        let running = &shared.scripts.running;
+        running.kill.store(false, Ordering::Release);
+        running.wrote.store(false, Ordering::Release);
+        running.started_ms.store(now_ms().max(1), Ordering::Release);
+        let reply = self.call_function(shared, sha, &function, call);
+        running.started_ms.store(0, Ordering::Release);
+        let ctx = self.lua.remove_app_data::<RunCtx>().expect("run context");
+        let mut session = ctx.session;
+        session.end_batch();
+        self.session = Some(session);
+        reply
+    }
+
+    fn call_function(&self, shared: &Arc<Shared>, sha: &str, f: &Function, call: &Call) -> Frame {
+        let lua = &self.lua;
+        let array = |items: &[Bytes]| -> mlua::Result<Table> {
+            let t = lua.create_table_with_capacity(items.len(), 0)?;
+            for (i, v) in items.iter().enumerate() {
+                t.raw_set(i + 1, lua.create_string(v)?)?;
+            }
+            Ok(t)
+        };
+        let (keys, argv) = match (array(&call.keys), array(&call.args)) {
+            (Ok(k), Ok(a)) => (k, a),
+            (Err(e), _) | (_, Err(e)) => {
+                return Frame::Error(format!("ERR {}", error_message(&e)).into())
+            }
+        };
+        // SCRIPT KILL is checked every 100,000 instructions, as Redis's hook does. Once killed,
+        // the script is stopped at every line, so that a `pcall` cannot catch the error and go on.
+        fn on_hook(
+            sh: Arc<Shared>,
+        ) -> impl Fn(&Lua, &mlua::debug::Debug) -> mlua::Result<VmState> + Send + 'static {
+            move |lua, _| {
+                if sh.scripts.running.kill.load(Ordering::Acquire) {
+                    let again = on_hook(sh.clone());
+                    let _ = lua.set_hook(HookTriggers::EVERY_LINE, again);
+                    return Err(mlua::Error::runtime(
+                        "Script killed by user with SCRIPT KILL...",
+                    ));
+                }
+                Ok(VmState::Continue)
+            }
+        }
+        let _ = lua.set_hook(
+            HookTriggers::new().every_nth_instruction(100_000),
+            on_hook(shared.clone()),
+        );
+        let limit = shared.config.read().script_memory_limit as usize;
+        let base = lua.used_memory();
+        let _ = lua.set_memory_limit(if limit == 0 { 0 } else { base + limit });
+        let result = self.runner.call::<MultiValue>((f.clone(), keys, argv));
+        let _ = lua.set_memory_limit(0);
+        lua.remove_hook();
+        let _ = lua.gc_step();
+        let resp3 = lua.app_data_ref::<RunCtx>().is_some_and(|c| c.resp3);
+        match result {
+            Ok(values) => {
+                let ok = matches!(values.front(), Some(Value::Boolean(true)));
+                let v = values.get(1).cloned().unwrap_or(Value::Nil);
+                if ok {
+                    return convert::lua_to_reply(&v, resp3, 0);
+                }
+                match v {
+                    Value::Table(t) => script_error(&t, sha),
+                    Value::String(s) => Frame::Error(
+                        format!(
+                            "ERR Error running script {sha}, {}",
+                            String::from_utf8_lossy(&s.as_bytes())
+                        )
+                        .into(),
+                    ),
+                    other => Frame::Error(
+                        format!("ERR Error running script {sha}, {}", other.type_name()).into(),
+                    ),
+                }
+            }
+            Err(e) => Frame::Error(
+                format!("ERR Error running script {sha}, {}", error_message(&e)).into(),
+            ),
+        }
+    }
+}
+
+/// A failed script's reply: its error text, then where it failed (`script: <sha>, on
+/// @user_script:<line>.`), as Redis writes it.
+fn script_error(t: &Table, sha: &str) -> Frame {
+    let msg = convert::error_text(t)
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_else(|| "ERR unknown error".into());
+    let source: Option<String> = t.raw_get("source").ok();
+    let line: Option<Value> = t.raw_get("line").ok();
+    let line = match line {
+        Some(Value::Number(n)) => Some(format_g(n, 14)),
+        Some(Value::Integer(n)) => Some(n.to_string()),
+        Some(Value::String(s)) => Some(String::from_utf8_lossy(&s.as_bytes()).into_owned()),
+        _ => None,
+    };
+    let mut text = msg;
+    if let (Some(src), Some(line)) = (source, line) {
+        text.push_str(&format!(" script: {sha}, on {src}:{line}."));
+    }
+    let clean: String = text
+        .chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect();
+    Frame::Error(clean.into())
+}
+
+/// The session scripts run their commands through (Redis's "lua client"): never registered as
+/// a client, always authenticated.
+fn script_session(shared: Arc<Shared>) -> Session {
+    let unspecified: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
+    let handle = Arc::new(ClientHandle {
+        id: 0,
+        addr: unspecified,
+        laddr: unspecified,
+        fd: -1,
+        created: Instant::now(),
+        meta: parking_lot::Mutex::new(ClientMeta {
+            resp: 2,
+            ..Default::default()
+        }),
+        killed: Default::default(),
+        kill_notify: Default::default(),
+    });
+    let mut s = Session::new(shared, handle);
+    s.authed = true;
+    s.script = true;
+    s.out = BytesMut::new();
+    s
+}

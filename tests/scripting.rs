@@ -1,0 +1,268 @@
+//! Lua scripts through real clients: the redis-py `Lock` pattern, atomicity, `-BUSY` and
+//! `SCRIPT KILL`, the memory limit, scripts inside transactions, and scripts through a cluster.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Server, TestCluster};
+use redis::Commands;
+
+/// redis-py's `Lock.release` script: delete the lock only if it still holds our token.
+const RELEASE: &str = r#"
+local token = redis.call('get', KEYS[1])
+if not token or token ~= ARGV[1] then
+    return 0
+end
+redis.call('del', KEYS[1])
+return 1
+"#;
+
+/// EVALSHA first, and on `NOSCRIPT` load the script and try again: what redis-py's
+/// `Script.__call__` does.
+fn evalsha(c: &mut redis::Connection, body: &str, keys: &[&str], args: &[&str]) -> i64 {
+    let sha = sha1_hex(body);
+    let run = |c: &mut redis::Connection| -> redis::RedisResult<i64> {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&sha).arg(keys.len()).arg(keys).arg(args);
+        cmd.query(c)
+    };
+    match run(c) {
+        Ok(v) => v,
+        Err(e) if e.code() == Some("NOSCRIPT") => {
+            let loaded: String = redis::cmd("SCRIPT").arg("LOAD").arg(body).query(c).unwrap();
+            assert_eq!(loaded, sha);
+            run(c).unwrap()
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// SHA1 computed here, independently of the node: its `SCRIPT LOAD` answer must match.
+fn sha1_hex(body: &str) -> String {
+    sha1_smol::Sha1::from(body.as_bytes()).digest().to_string()
+}
+
+/// Workers on separate connections take a lock with `SET NX PX`, do a read-modify-write that
+/// is only correct under mutual exclusion, and release it with the compare-and-delete script
+/// (loaded on first `NOSCRIPT`, as redis-py does). No increment may be lost.
+#[test]
+fn a_lua_released_lock_gives_mutual_exclusion() {
+    let s = Server::start(&["--threads", "4"]);
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let mut c = s.conn();
+            std::thread::spawn(move || {
+                let token = format!("worker-{w}");
+                let mut done = 0;
+                while done < 50 {
+                    let got: Option<String> = redis::cmd("SET")
+                        .arg("lock")
+                        .arg(&token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(10_000)
+                        .query(&mut c)
+                        .unwrap();
+                    if got.is_none() {
+                        continue;
+                    }
+                    let n: i64 = c.get::<_, Option<i64>>("counter").unwrap().unwrap_or(0);
+                    std::thread::sleep(Duration::from_micros(200));
+                    let _: () = c.set("counter", n + 1).unwrap();
+                    assert_eq!(evalsha(&mut c, RELEASE, &["lock"], &[&token]), 1);
+                    done += 1;
+                }
+                // Releasing a lock we no longer hold does nothing.
+                assert_eq!(evalsha(&mut c, RELEASE, &["lock"], &[&token]), 0);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let n: i64 = s.conn().get("counter").unwrap();
+    assert_eq!(n, 200);
+    let exists: i64 = s.conn().exists("lock").unwrap();
+    assert_eq!(exists, 0, "the lock was released");
+}
+
+/// A script is atomic on a single node: readers never see its first write without its last.
+#[test]
+fn no_command_runs_during_a_script() {
+    let s = Server::start(&["--threads", "4"]);
+    let mut c = s.conn();
+    let _: () = c.mset(&[("a", 1_000_000), ("b", 0)]).unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let mut r = s.conn();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (a, b): (i64, i64) =
+                        redis::cmd("MGET").arg("a").arg("b").query(&mut r).unwrap();
+                    assert_eq!(a + b, 1_000_000, "read in the middle of a script");
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    let script = "redis.call('decr', KEYS[1]) \
+                  for i = 1, 50 do redis.call('incr', KEYS[3]) end \
+                  return redis.call('incr', KEYS[2])";
+    for _ in 0..1000 {
+        let _: i64 = redis::cmd("EVAL")
+            .arg(script)
+            .arg(3)
+            .arg("a")
+            .arg("b")
+            .arg("pad")
+            .query(&mut c)
+            .unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() > 0);
+    }
+    let got: (i64, i64) = redis::cmd("MGET").arg("a").arg("b").query(&mut c).unwrap();
+    assert_eq!(got, (999_000, 1000));
+}
+
+/// A script past `busy-reply-threshold` makes other clients' commands answer `-BUSY`; SCRIPT
+/// KILL stops it (its caller gets Redis's error) and the node serves again.
+#[test]
+fn a_busy_script_answers_busy_until_script_kill() {
+    let s = Server::start(&["--busy-reply-threshold", "100"]);
+    let mut looping = s.conn();
+    let runner = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg("local i = 0 while true do i = i + 1 end")
+            .arg(0)
+            .query::<()>(&mut looping)
+            .unwrap_err()
+    });
+    let mut c = s.conn();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let busy = loop {
+        match redis::cmd("PING").query::<String>(&mut c) {
+            Err(e) if e.to_string().contains("BUSY") => break e,
+            _ if Instant::now() > deadline => panic!("never busy"),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    assert!(
+        busy.to_string().contains(
+            "Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."
+        ),
+        "{busy}"
+    );
+    let killed: String = redis::cmd("SCRIPT").arg("KILL").query(&mut c).unwrap();
+    assert_eq!(killed, "OK");
+    let err = runner.join().unwrap();
+    assert!(
+        err.to_string()
+            .contains("Script killed by user with SCRIPT KILL"),
+        "{err}"
+    );
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+    let not_busy = redis::cmd("SCRIPT")
+        .arg("KILL")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        not_busy
+            .to_string()
+            .contains("No scripts in execution right now."),
+        "{not_busy}"
+    );
+}
+
+/// A script that allocates past `script-memory-limit` fails; the node and its next scripts do
+/// not.
+#[test]
+fn a_script_is_held_to_its_memory_limit() {
+    let s = Server::start(&["--script-memory-limit", "2mb"]);
+    let mut c = s.conn();
+    let err = redis::cmd("EVAL")
+        .arg("local t = {} for i = 1, 1000000 do t[i] = string.rep('x', 100) .. i end return #t")
+        .arg(0)
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert!(err.to_string().contains("not enough memory"), "{err}");
+    let n: i64 = redis::cmd("EVAL")
+        .arg("return #string.rep('x', 1000)")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 1000);
+}
+
+/// EVAL queued in a transaction runs in its place, with the transaction's isolation.
+#[test]
+fn a_script_runs_inside_exec() {
+    let s = Server::start(&[]);
+    let mut c = s.conn();
+    let (a, b, n): (String, i64, i64) = redis::pipe()
+        .atomic()
+        .set("k", 41)
+        .cmd("EVAL")
+        .arg("return redis.call('incr', KEYS[1])")
+        .arg(1)
+        .arg("k")
+        .get("k")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!((a.as_str(), b, n), ("OK", 42, 42));
+}
+
+/// Through a node of a 3-node cluster: a script's keys must share a slot (`CROSSSLOT`), a key
+/// of another slot touched by the script is refused, and a script that keeps to one slot runs
+/// and replicates its writes (read back through another node at QUORUM).
+#[test]
+fn scripts_through_a_cluster_node() {
+    let cluster = TestCluster::start(3, &[]);
+    let mut c = cluster.conn(0);
+    let n: i64 = redis::cmd("EVAL")
+        .arg("redis.call('set', KEYS[1], ARGV[1]) return redis.call('incrby', KEYS[2], 5)")
+        .arg(2)
+        .arg("{user:1}:name")
+        .arg("{user:1}:visits")
+        .arg("ada")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 5);
+    let err = redis::cmd("EVAL")
+        .arg("return 1")
+        .arg(2)
+        .arg("a")
+        .arg("b")
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Keys in request don't hash to the same slot"),
+        "{err}"
+    );
+    let err = redis::cmd("EVAL")
+        .arg("return redis.call('get', 'elsewhere')")
+        .arg(1)
+        .arg("{user:1}:name")
+        .query::<i64>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Script attempted to access keys that do not hash to the same slot"),
+        "{err}"
+    );
+    let mut other = cluster.conn_at(2, "quorum", "quorum");
+    let name: String = other.get("{user:1}:name").unwrap();
+    assert_eq!(name, "ada");
+    let visits: i64 = other.get("{user:1}:visits").unwrap();
+    assert_eq!(visits, 5);
+}
