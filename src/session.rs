@@ -803,6 +803,13 @@ impl Session {
                 Rejected,
             );
         }
+        if self.multi.is_some() && effective.has_flag("no_multi") {
+            return (
+                Some(Frame::error(errors::NOT_IN_MULTI)),
+                Some(effective),
+                Rejected,
+            );
+        }
         let queue = self.multi.is_some() && !controls_transaction(spec.name);
         // As Redis: inside MULTI every command but the transaction's own is refused when memory is
         // full (queuing takes memory); inside EXEC memory was checked once for all.

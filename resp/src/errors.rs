@@ -138,6 +138,8 @@ pub const DISCARD_WITHOUT_MULTI: &str = "ERR DISCARD without MULTI";
 /// Redis queues without one).
 pub const MULTI_TOO_LARGE: &str =
     "ERR transaction too large: its queued commands exceed 'client-query-buffer-limit'";
+/// A `no_multi` command (SHUTDOWN) inside a transaction.
+pub const NOT_IN_MULTI: &str = "ERR Command not allowed inside a transaction";
 /// `WATCH` inside a transaction.
 pub const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
 
