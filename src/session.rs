@@ -783,11 +783,8 @@ impl Session {
         if self.busy {
             self.busy = false;
             if !effective.has_flag("allow_busy") && !is_shutdown_nosave(args) {
-                return (
-                    Some(Frame::error(errors::BUSY_SCRIPT)),
-                    Some(effective),
-                    Rejected,
-                );
+                let busy = self.shared.scripts.running.busy_error();
+                return (Some(Frame::error(busy)), Some(effective), Rejected);
             }
         }
         if effective.has_flag("write")

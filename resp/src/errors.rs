@@ -119,6 +119,9 @@ pub const UNKILLABLE: &str = "UNKILLABLE Sorry the script already executed write
 /// A command while a script has run past `busy-reply-threshold`.
 pub const BUSY_SCRIPT: &str =
     "BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE.";
+/// A command while a function has run past `busy-reply-threshold`.
+pub const BUSY_FUNCTION: &str =
+    "BUSY Redis is busy running a script. You can only call FUNCTION KILL or SHUTDOWN NOSAVE.";
 /// Keys of one command (or of a script's declared keys) in different slots, in a cluster.
 pub const CROSSSLOT: &str = "CROSSSLOT Keys in request don't hash to the same slot";
 /// EVAL's numkeys above the number of arguments.

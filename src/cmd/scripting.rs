@@ -61,6 +61,7 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
         (sha1_hex(&a[1]), Some(a[1].clone()))
     };
     s.script_ready = Some(Job::Run(Call {
+        argv: a.to_vec(),
         sha,
         body,
         keys,
@@ -96,10 +97,10 @@ pub(super) fn script(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                         && (m.eq_ignore_ascii_case(b"sync") || m.eq_ignore_ascii_case(b"async")) => {}
                 Some(_) => return err("ERR SCRIPT FLUSH only support SYNC|ASYNC option"),
             }
-            s.shared.scripts.flush();
-            Some(Frame::ok())
+            s.script_ready = Some(Job::FlushScripts);
+            None
         }
-        b"kill" => match s.shared.scripts.running.kill() {
+        b"kill" => match s.shared.scripts.running.kill(false) {
             Ok(()) => Some(Frame::ok()),
             Err(e) => err(e),
         },
@@ -123,6 +124,131 @@ pub(super) fn script(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 "    Kill the currently executing Lua script.",
                 "LOAD <script>",
                 "    Load a script into the scripts cache without executing it.",
+            ],
+            "    Prints this help.",
+        ),
+    }
+}
+
+/// # Format
+/// `FCALL function numkeys [key ...] [arg ...]`
+pub(super) fn fcall(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    fcall_generic(s, a, false)
+}
+
+/// # Format
+/// `FCALL_RO function numkeys [key ...] [arg ...]`
+pub(super) fn fcall_ro(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    fcall_generic(s, a, true)
+}
+
+fn fcall_generic(s: &mut Session, a: &[Bytes], read_only: bool) -> Option<Frame> {
+    let Some(numkeys) = num::parse_i64(&a[2]) else {
+        return err("ERR Bad number of keys provided");
+    };
+    if numkeys > (a.len() - 3) as i64 {
+        return err(errors::NUMKEYS_TOO_MANY);
+    }
+    if numkeys < 0 {
+        return err(errors::NUMKEYS_NEGATIVE);
+    }
+    let n = numkeys as usize;
+    let keys = a[3..3 + n].to_vec();
+    if s.shared.cluster.is_some() && keys.windows(2).any(|w| key_slot(&w[0]) != key_slot(&w[1])) {
+        return err(errors::CROSSSLOT);
+    }
+    s.script_ready = Some(Job::Fcall(Call {
+        argv: a.to_vec(),
+        sha: String::from_utf8_lossy(&a[1]).into_owned(),
+        body: None,
+        keys,
+        args: a[3 + n..].to_vec(),
+        read_only,
+    }));
+    None
+}
+
+/// # Format
+/// `FUNCTION LOAD|LIST|DELETE|FLUSH|DUMP|RESTORE|STATS|KILL|HELP ...`
+pub(super) fn function(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let sub = a[1].to_ascii_lowercase();
+    match sub.as_slice() {
+        b"load" | b"list" | b"delete" | b"flush" | b"dump" | b"restore" => {
+            s.script_ready = Some(Job::Function(a.to_vec()));
+            None
+        }
+        b"kill" => match s.shared.scripts.running.kill(true) {
+            Ok(()) => Some(Frame::ok()),
+            Err(e) => err(e),
+        },
+        b"stats" => {
+            let bulk = |t: &str| Frame::Bulk(Bytes::copy_from_slice(t.as_bytes()));
+            let running = match s.shared.scripts.running.current() {
+                Some((name, argv, ms)) => Frame::Map(vec![
+                    (bulk("name"), bulk(&name)),
+                    (
+                        bulk("command"),
+                        Frame::Array(argv.into_iter().map(Frame::Bulk).collect()),
+                    ),
+                    (bulk("duration_ms"), Frame::Integer(ms as i64)),
+                ]),
+                None => Frame::Null,
+            };
+            let (libraries, functions) = s.shared.scripts.function_counts();
+            Some(Frame::Map(vec![
+                (bulk("running_script"), running),
+                (
+                    bulk("engines"),
+                    Frame::Map(vec![(
+                        bulk("LUA"),
+                        Frame::Map(vec![
+                            (bulk("libraries_count"), Frame::Integer(libraries as i64)),
+                            (bulk("functions_count"), Frame::Integer(functions as i64)),
+                        ]),
+                    )]),
+                ),
+            ]))
+        }
+        _ => super::help_with(
+            "FUNCTION",
+            &[
+                "LOAD [REPLACE] <FUNCTION CODE>",
+                "    Create a new library with the given library name and code.",
+                "DELETE <LIBRARY NAME>",
+                "    Delete the given library.",
+                "LIST [LIBRARYNAME PATTERN] [WITHCODE]",
+                "    Return general information on all the libraries:",
+                "    * Library name",
+                "    * The engine used to run the Library",
+                "    * Library description",
+                "    * Functions list",
+                "    * Library code (if WITHCODE is given)",
+                "    It also possible to get only function that matches a pattern using LIBRARYNAME argument.",
+                "STATS",
+                "    Return information about the current function running:",
+                "    * Function name",
+                "    * Command used to run the function",
+                "    * Duration in MS that the function is running",
+                "    If no function is running, return nil",
+                "    In addition, returns a list of available engines.",
+                "KILL",
+                "    Kill the current running function.",
+                "FLUSH [ASYNC|SYNC]",
+                "    Delete all the libraries.",
+                "    When called without the optional mode argument, the behavior is determined by the",
+                "    lazyfree-lazy-user-flush configuration directive. Valid modes are:",
+                "    * ASYNC: Asynchronously flush the libraries.",
+                "    * SYNC: Synchronously flush the libraries.",
+                "DUMP",
+                "    Return a serialized payload representing the current libraries, can be restored using FUNCTION RESTORE command",
+                "RESTORE <PAYLOAD> [FLUSH|APPEND|REPLACE]",
+                "    Restore the libraries represented by the given payload, it is possible to give a restore policy to",
+                "    control how to handle existing libraries (default APPEND):",
+                "    * FLUSH: delete all existing libraries.",
+                "    * APPEND: appends the restored libraries to the existing libraries. On collision, abort.",
+                "    * REPLACE: appends the restored libraries to the existing libraries, On collision, replace the old",
+                "      libraries with the new libraries (notice that even on this option there is a chance of failure",
+                "      in case of functions name collision with another library).",
             ],
             "    Prints this help.",
         ),

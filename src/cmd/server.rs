@@ -184,6 +184,17 @@ pub(super) fn command(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             if !spec.arity_ok(a.len() - 2) {
                 return err("ERR Invalid number of arguments specified for command");
             }
+            if spec.has_flag("movablekeys") {
+                // EVAL/EVALSHA/FCALL and their _RO forms: `numkeys` keys after it (none if
+                // it is not a count that fits), as Redis's keynum key spec finds them.
+                let args = &a[2..];
+                let n = hypercache_resp::num::parse_i64(&args[2])
+                    .filter(|n| *n >= 0 && (*n as usize) <= args.len() - 3)
+                    .unwrap_or(0) as usize;
+                return Some(Frame::Array(
+                    args[3..3 + n].iter().cloned().map(Frame::Bulk).collect(),
+                ));
+            }
             let keys = keys_of(spec, &a[2..]);
             if keys.is_empty() {
                 return err("ERR The command has no key arguments");

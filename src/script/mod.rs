@@ -20,6 +20,7 @@
 //!   works) and `script-memory-limit` (per script, HyperCache's own).
 
 pub(crate) mod convert;
+mod functions;
 pub(crate) mod libs;
 
 use std::collections::HashMap;
@@ -44,6 +45,10 @@ pub struct Scripts {
     engine: Mutex<Option<Engine>>,
     /// Bodies by SHA1 (lower-case hex).
     bodies: Mutex<HashMap<String, Bytes>>,
+    /// Libraries loaded (FUNCTION STATS answers without the VM, even while a function runs).
+    libraries: std::sync::atomic::AtomicUsize,
+    /// Functions loaded.
+    functions: std::sync::atomic::AtomicUsize,
     /// The script running now.
     pub running: Running,
 }
@@ -63,6 +68,11 @@ pub struct Running {
     kill: AtomicBool,
     /// It ran a write command (then it cannot be killed).
     wrote: AtomicBool,
+    /// It is a function (FCALL), not an EVAL script: FUNCTION KILL, not SCRIPT KILL, stops it.
+    function: AtomicBool,
+    /// What runs: its name (a function's, or the script's SHA1) and its command, for
+    /// `FUNCTION STATS`.
+    current: Mutex<Option<(String, Vec<Bytes>)>>,
 }
 
 impl Running {
@@ -79,16 +89,40 @@ impl Running {
         ))
     }
 
-    /// `SCRIPT KILL`.
-    pub fn kill(&self) -> Result<(), &'static str> {
+    /// `SCRIPT KILL` (`function == false`) or `FUNCTION KILL`.
+    pub fn kill(&self, function: bool) -> Result<(), &'static str> {
         if self.started_ms.load(Ordering::Acquire) == 0 {
             return Err("NOTBUSY No scripts in execution right now.");
         }
         if self.wrote.load(Ordering::Acquire) {
             return Err(errors::UNKILLABLE);
         }
+        match (function, self.function.load(Ordering::Acquire)) {
+            (false, true) => return Err(errors::BUSY_FUNCTION),
+            (true, false) => return Err(errors::BUSY_SCRIPT),
+            _ => {}
+        }
         self.kill.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// The `-BUSY` error for what runs now.
+    pub fn busy_error(&self) -> &'static str {
+        if self.function.load(Ordering::Acquire) {
+            errors::BUSY_FUNCTION
+        } else {
+            errors::BUSY_SCRIPT
+        }
+    }
+
+    /// `FUNCTION STATS`' `running_script`: name, command and milliseconds so far.
+    pub fn current(&self) -> Option<(String, Vec<Bytes>, u64)> {
+        let started = self.started_ms.load(Ordering::Acquire);
+        if started == 0 {
+            return None;
+        }
+        let (name, argv) = self.current.lock().clone()?;
+        Some((name, argv, now_ms().saturating_sub(started)))
     }
 }
 
@@ -98,9 +132,11 @@ pub type Levels = (
     Option<hypercache_cluster::msg::Level>,
 );
 
-/// A script to run, from EVAL/EVALSHA (and their `_RO` forms).
+/// A script to run, from EVAL/EVALSHA (and their `_RO` forms), or a function (FCALL).
 #[derive(Debug, Clone)]
 pub struct Call {
+    /// The command as the client sent it (FUNCTION STATS shows it).
+    pub argv: Vec<Bytes>,
     /// SHA1 of the body.
     pub sha: String,
     /// The body (EVAL); `None` for EVALSHA.
@@ -120,6 +156,12 @@ pub enum Job {
     Run(Call),
     /// `SCRIPT LOAD`: compile and cache.
     Load(Bytes),
+    /// `SCRIPT FLUSH`.
+    FlushScripts,
+    /// `FCALL`/`FCALL_RO` of the function named `sha`.
+    Fcall(Call),
+    /// A `FUNCTION` subcommand (its whole argument list).
+    Function(Vec<Bytes>),
 }
 
 /// Lower-case hex SHA1 of `body`.
@@ -129,9 +171,10 @@ pub fn sha1_hex(body: &[u8]) -> String {
 
 /// Script flags from a `#!lua flags=...` first line (Redis 7).
 #[derive(Debug, Clone, Copy, Default)]
-struct Flags {
+pub(crate) struct Flags {
     no_writes: bool,
     allow_oom: bool,
+    allow_stale: bool,
     no_cluster: bool,
     allow_cross_slot: bool,
     /// No shebang: Redis's compatibility mode (no flags checked before the run).
@@ -166,7 +209,7 @@ fn shebang(body: &[u8]) -> Result<(Flags, usize), String> {
             match f {
                 "no-writes" => flags.no_writes = true,
                 "allow-oom" => flags.allow_oom = true,
-                "allow-stale" => {}
+                "allow-stale" => flags.allow_stale = true,
                 "no-cluster" => flags.no_cluster = true,
                 "allow-cross-slot-keys" => flags.allow_cross_slot = true,
                 other => return Err(format!("ERR Unexpected flag in script shebang: {other}")),
@@ -188,10 +231,28 @@ struct Engine {
     /// Runs a compiled function with its KEYS and ARGV, in an environment of its own, under
     /// Redis's error handler.
     runner: Function,
+    /// Runs a function's callback with (KEYS, ARGV) under the error handler.
+    fcall_runner: Function,
+    /// Runs a library's code at FUNCTION LOAD.
+    load_runner: Function,
+    /// Makes a library's environment: returns it and the function that opens it to the
+    /// globals once the library is loaded.
+    library_env: Function,
+    /// What a library's code sees while it loads: `redis.register_function`, `redis.log`, ...
+    load_api: Table,
     scripts: HashMap<String, Compiled>,
+    /// Function libraries by name.
+    libraries: std::collections::BTreeMap<String, functions::Library>,
+    /// Functions by name.
+    functions: HashMap<String, functions::FunctionDef>,
     /// The script's own session (Redis's "lua client"), kept between runs.
     session: Option<Session>,
+    /// Scripts and functions run (for the collector's period).
+    runs: std::cell::Cell<u64>,
 }
+
+/// Runs between full collections of the VM.
+const GC_PERIOD: u64 = 20;
 
 /// What a running script's `redis.call` needs (Lua app data for the run).
 struct RunCtx {
@@ -214,7 +275,7 @@ struct RunCtx {
 /// The prelude run once in a new VM: Redis's API in Lua around the Rust functions, the error
 /// handler, and the sandbox. Returns the runner (`xpcall` under the handler).
 const PRELUDE: &str = r#"
-local hc_call, hc_pcall, hc_errtext = ...
+local hc_call, hc_pcall, hc_errtext, load_api = ...
 local lua_pcall, lua_error, lua_type, lua_tostring, rawget = pcall, error, type, tostring, rawget
 local lua_select, lua_unpack, lua_setmetatable = select, unpack, setmetatable
 
@@ -345,13 +406,62 @@ load = function(f, name)
 end
 
 -- Runs a compiled script with KEYS and ARGV in an environment of its own.
-return function(f, keys, argv)
+local function run_script(f, keys, argv)
   local env = lua_setmetatable({ KEYS = keys, ARGV = argv }, env_meta)
   protected[env] = true
   current_env = env
   lua_setfenv(f, env)
   return xpcall(f, handler)
 end
+
+-- Runs a function's callback: it keeps its library's environment.
+local function run_function(f, keys, argv)
+  current_env = lua_getfenv(f)
+  return xpcall(function() return f(keys, argv) end, handler)
+end
+
+-- The load API's `redis` raises on a missing field, as Redis's does.
+lua_setmetatable(load_api.redis, {
+  __index = function(_, k)
+    lua_error("Script attempted to access nonexistent global variable '" .. lua_tostring(k) .. "'", 2)
+  end,
+  __newindex = readonly_error,
+  __metatable = sealed,
+})
+
+-- A library's environment: while its code loads, only the load API (redis.register_function,
+-- redis.log, ...); then the globals, read-only, as a script's.
+local function library_env(load_api)
+  local meta = { __newindex = readonly_error, __metatable = sealed }
+  meta.__index = function(_, k)
+    local v = rawget(load_api, k)
+    if v == nil then
+      lua_error("Script attempted to access nonexistent global variable '" .. lua_tostring(k) .. "'", 2)
+    end
+    return v
+  end
+  local env = lua_setmetatable({}, meta)
+  protected[env] = true
+  return env, function() meta.__index = env_meta.__index end
+end
+
+-- Runs a library's code at FUNCTION LOAD; an error comes back as Redis's text.
+local function load_handler(err)
+  if lua_type(err) == 'userdata' then
+    local text, coded = hc_errtext(err)
+    if coded then return text end
+    err = text
+  end
+  if lua_type(err) == 'table' then return lua_tostring(rawget(err, 'err')) end
+  return 'ERR ' .. lua_tostring(err)
+end
+local function load_library(f, env)
+  current_env = env
+  lua_setfenv(f, env)
+  return xpcall(f, load_handler)
+end
+
+return run_script, run_function, load_library, library_env
 "#;
 
 impl Engine {
@@ -360,7 +470,8 @@ impl Engine {
         let g = lua.globals();
         libs::register(&lua, &g)?;
         let redis = redis_table(&lua, shared)?;
-        g.raw_set("redis", redis)?;
+        g.raw_set("redis", redis.clone())?;
+        let load_api = functions::load_api(&lua, &redis)?;
         random(&lua, &g)?;
         let call = lua.create_function(|lua, a: MultiValue| {
             let (v, failed) = redis_command(lua, a)?;
@@ -391,16 +502,28 @@ impl Engine {
                 other => (format!("{other:?}"), false),
             })
         })?;
-        let runner: Function = lua
+        let (runner, fcall_runner, load_runner, library_env): (
+            Function,
+            Function,
+            Function,
+            Function,
+        ) = lua
             .load(PRELUDE)
             .set_name("@hc_prelude")
             .set_mode(mlua::chunk::ChunkMode::Text)
-            .call((call, pcall, errtext))?;
+            .call((call, pcall, errtext, load_api.clone()))?;
         Ok(Engine {
             lua,
             runner,
+            fcall_runner,
+            load_runner,
+            library_env,
+            load_api,
             scripts: HashMap::new(),
+            libraries: Default::default(),
+            functions: HashMap::new(),
             session: None,
+            runs: Default::default(),
         })
     }
 
@@ -848,11 +971,12 @@ impl Scripts {
         }
     }
 
-    /// `SCRIPT FLUSH`: forgets every script and starts a new VM on next use.
-    pub fn flush(&self) {
-        let old = self.engine.lock().take();
-        self.bodies.lock().clear();
-        drop(old);
+    /// Libraries and functions loaded (`FUNCTION STATS`, INFO).
+    pub fn function_counts(&self) -> (usize, usize) {
+        (
+            self.libraries.load(Ordering::Relaxed),
+            self.functions.load(Ordering::Relaxed),
+        )
     }
 
     /// Runs `job` for a client with `caller_levels` (its `HC.CONSISTENCY`): blocking (call it on
@@ -889,27 +1013,69 @@ impl Scripts {
                     },
                     None => call.sha.clone(),
                 };
-                if !engine.scripts.contains_key(&sha) {
+                let Some(compiled) = engine.scripts.get(&sha) else {
                     return Frame::error(errors::NOSCRIPT);
-                }
-                engine.run(shared, &sha, &call, caller_levels, runtime)
+                };
+                let (flags, f) = (compiled.flags, compiled.function.clone());
+                let runner = engine.runner.clone();
+                engine.run(
+                    shared,
+                    &sha,
+                    flags,
+                    f,
+                    runner,
+                    false,
+                    &call,
+                    caller_levels,
+                    runtime,
+                )
             }
+            Job::FlushScripts => {
+                engine.scripts.clear();
+                scripts.bodies.lock().clear();
+                let _ = engine.lua.gc_collect();
+                Frame::ok()
+            }
+            Job::Fcall(call) => {
+                let Some(def) = engine.functions.get(&call.sha.to_ascii_lowercase()) else {
+                    return Frame::error("ERR Function not found");
+                };
+                let (flags, f) = (def.flags, def.callback.clone());
+                let runner = engine.fcall_runner.clone();
+                let name = call.sha.clone();
+                engine.run(
+                    shared,
+                    &name,
+                    flags,
+                    f,
+                    runner,
+                    true,
+                    &call,
+                    caller_levels,
+                    runtime,
+                )
+            }
+            Job::Function(args) => engine.function_command(scripts, &args),
         }
     }
 }
 
 impl Engine {
+    /// Runs a script (`function == false`: `name` is its SHA1) or a function's callback, with
+    /// `runner` (the prelude's, for one or the other).
+    #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
         shared: &Arc<Shared>,
-        sha: &str,
+        name: &str,
+        flags: Flags,
+        function: Function,
+        runner: Function,
+        is_function: bool,
         call: &Call,
         caller_levels: Levels,
         runtime: tokio::runtime::Handle,
     ) -> Frame {
-        let compiled = &self.scripts[sha];
-        let flags = compiled.flags;
-        let function = compiled.function.clone();
         let cluster = shared.cluster.is_some();
         if cluster && flags.no_cluster {
             return Frame::error("ERR Can not run script on cluster, 'no-cluster' flag is set.");
@@ -957,9 +1123,12 @@ impl Engine {
         let running = &shared.scripts.running;
         running.kill.store(false, Ordering::Release);
         running.wrote.store(false, Ordering::Release);
+        running.function.store(is_function, Ordering::Release);
+        *running.current.lock() = Some((name.to_string(), call.argv.clone()));
         running.started_ms.store(now_ms().max(1), Ordering::Release);
-        let reply = self.call_function(shared, sha, &function, call);
+        let reply = self.call_function(shared, name, &function, &runner, call);
         running.started_ms.store(0, Ordering::Release);
+        *running.current.lock() = None;
         let ctx = self.lua.remove_app_data::<RunCtx>().expect("run context");
         let mut session = ctx.session;
         session.end_batch();
@@ -967,7 +1136,14 @@ impl Engine {
         reply
     }
 
-    fn call_function(&self, shared: &Arc<Shared>, sha: &str, f: &Function, call: &Call) -> Frame {
+    fn call_function(
+        &self,
+        shared: &Arc<Shared>,
+        sha: &str,
+        f: &Function,
+        runner: &Function,
+        call: &Call,
+    ) -> Frame {
         let lua = &self.lua;
         let array = |items: &[Bytes]| -> mlua::Result<Table> {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
@@ -1005,10 +1181,18 @@ impl Engine {
         let limit = shared.config.read().script_memory_limit as usize;
         let base = lua.used_memory();
         let _ = lua.set_memory_limit(if limit == 0 { 0 } else { base + limit });
-        let result = self.runner.call::<MultiValue>((f.clone(), keys, argv));
+        let result = runner.call::<MultiValue>((f.clone(), keys, argv));
         let _ = lua.set_memory_limit(0);
         lua.remove_hook();
-        let _ = lua.gc_step();
+        // Every run leaves its environment and KEYS/ARGV behind: a full collection every
+        // GC_PERIOD runs keeps the VM near its live size (Redis steps its collector every 50).
+        let runs = self.runs.get() + 1;
+        self.runs.set(runs);
+        if runs.is_multiple_of(GC_PERIOD) {
+            let _ = lua.gc_collect();
+        } else {
+            let _ = lua.gc_step();
+        }
         let resp3 = lua.app_data_ref::<RunCtx>().is_some_and(|c| c.resp3);
         match result {
             Ok(values) => {
