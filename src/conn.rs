@@ -139,6 +139,7 @@ async fn run(
         let mut close = false;
         let mut held = None;
         loop {
+            let before = rbuf.len();
             match request::parse_into(
                 &mut rbuf,
                 &s.limits,
@@ -151,6 +152,7 @@ async fn run(
                     if req.args.is_empty() {
                         continue;
                     }
+                    s.request_len = before;
                     if s.must_wait(&req.args) {
                         s.resolve().await;
                     }

@@ -357,6 +357,10 @@ pub struct CommandStat {
 /// [`CommandStat`]s of every command and subcommand of the command table, found by the
 /// address of its spec (no hashing of names per command).
 pub struct CommandStats {
+    /// Error replies by error code (INFO `errorstats`).
+    errors: parking_lot::Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Error replies in all (INFO `total_error_replies`).
+    pub total_errors: AtomicU64,
     by_spec: ahash::AHashMap<usize, usize>,
     names: Vec<&'static str>,
     stats: Vec<CommandStat>,
@@ -380,6 +384,8 @@ impl Default for CommandStats {
         walk(hypercache_resp::table::COMMANDS, &mut by_spec, &mut names);
         let stats = names.iter().map(|_| CommandStat::default()).collect();
         CommandStats {
+            errors: Default::default(),
+            total_errors: AtomicU64::new(0),
             by_spec,
             names,
             stats,
@@ -400,8 +406,31 @@ impl CommandStats {
         self.names.iter().copied().zip(self.stats.iter())
     }
 
+    /// Counts an error reply sent to a client, by its code (the text up to the first space, as
+    /// Redis reads it; `ERR` when there is none).
+    pub fn count_error(&self, text: &[u8]) {
+        let head = &text[..text.len().min(32)];
+        let code = match head.iter().position(|&c| c == b' ') {
+            Some(n) if n > 0 => String::from_utf8_lossy(&head[..n]).into_owned(),
+            _ => "ERR".to_string(),
+        };
+        self.total_errors.fetch_add(1, Ordering::Relaxed);
+        *self.errors.lock().entry(code).or_default() += 1;
+    }
+
+    /// Error replies by code, in code order (`errorstat_<code>:count=<n>`).
+    pub fn errors(&self) -> Vec<(String, u64)> {
+        self.errors
+            .lock()
+            .iter()
+            .map(|(k, v)| (k.clone(), *v))
+            .collect()
+    }
+
     /// Forgets every count (`CONFIG RESETSTAT`).
     pub fn reset(&self) {
+        self.errors.lock().clear();
+        self.total_errors.store(0, Ordering::Relaxed);
         for s in &self.stats {
             s.calls.store(0, Ordering::Relaxed);
             s.failed.store(0, Ordering::Relaxed);

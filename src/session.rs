@@ -105,9 +105,15 @@ pub struct Session {
     /// A script or `SCRIPT LOAD` a command asked for: the connection runs it
     /// ([`Session::run_script`]) before the next command.
     pub script_ready: Option<crate::script::Job>,
+    /// The command (EVAL, FCALL, ...) whose script [`Session::script_ready`] holds: its
+    /// `failed_calls` are counted when the script's reply is known.
+    pub script_spec: Option<&'static CommandSpec>,
     /// This is the session scripts run their commands through (Redis's "lua client"): its time
     /// stands still during a script, and MONITOR shows it as `lua`.
     pub script: bool,
+    /// Bytes of the request running now plus those still unparsed after it (CLIENT LIST's
+    /// `qbuf` for the client's own line, as Redis counts its query buffer).
+    pub request_len: usize,
     /// A script has run past `busy-reply-threshold`: the next command gets `-BUSY` unless it may
     /// run while a script is busy (`allow_busy`).
     pub busy: bool,
@@ -197,6 +203,8 @@ impl Session {
             exec_ready: None,
             in_exec: false,
             script_ready: None,
+            script_spec: None,
+            request_len: 0,
             script: false,
             busy: false,
         };
@@ -345,6 +353,9 @@ impl Session {
                     .unwrap_or_else(|_| Frame::error("ERR internal error")),
                 DeferredTask::Waiting(f) => f.await,
             };
+            if let Frame::Error(e) = &frame {
+                self.shared.metrics.commands.count_error(e);
+            }
             if !d.silent {
                 frame.encode(self.proto, &mut out);
             }
@@ -424,6 +435,9 @@ impl Session {
             }
         } else if let Some(spec) = spec {
             self.last_cmd = Some(spec.fullname);
+            if self.script_ready.is_some() {
+                self.script_spec = Some(spec);
+            }
             // As Redis: commands that ran (failed ones too), but no administrative command.
             if !rejected
                 && self.shared.monitor_count.load(Ordering::Relaxed) > 0
@@ -449,6 +463,9 @@ impl Session {
             }
         }
         let Some(frame) = frame else { return };
+        if let Frame::Error(e) = &frame {
+            self.shared.metrics.commands.count_error(e);
+        }
         match self.reply_mode {
             ReplyMode::On => frame.encode(self.proto, &mut self.out),
             ReplyMode::Off => {}
@@ -558,7 +575,9 @@ impl Session {
         if changed {
             reply(self, Frame::NullArray);
         } else if let Some(e) = self.exec_refusal(&m) {
-            reply(self, Frame::Error(errors::exec_abort(e).into()));
+            let text = errors::exec_abort(e);
+            self.shared.metrics.commands.count_error(text.as_bytes());
+            reply(self, Frame::Error(text.into()));
         } else {
             if silent {
                 self.reply_mode = ReplyMode::Off;
@@ -612,12 +631,25 @@ impl Session {
         let levels = self.consistency;
         let sh = shared.clone();
         let runtime = tokio::runtime::Handle::current();
-        let reply = tokio::task::spawn_blocking(move || {
+        let (reply, counted) = tokio::task::spawn_blocking(move || {
             crate::script::Scripts::run_blocking(&sh, job, levels, runtime)
         })
         .await
-        .unwrap_or_else(|_| Frame::error("ERR script failed"));
+        .unwrap_or_else(|_| (Frame::error("ERR script failed"), false));
         self.clock = Instant::now();
+        if let Frame::Error(e) = &reply {
+            // An error the script passed on from redis.call was counted when the command
+            // answered it; either way the script's command failed (Redis's accounting).
+            if !counted {
+                self.shared.metrics.commands.count_error(e.as_ref());
+            }
+            if let Some(stat) = self
+                .script_spec
+                .and_then(|s| self.shared.metrics.commands.of(s))
+            {
+                stat.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         match self.reply_mode {
             ReplyMode::On => reply.encode(self.proto, &mut self.out),
             ReplyMode::Off => {}

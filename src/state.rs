@@ -53,6 +53,9 @@ pub struct ClientMeta {
     pub no_evict: bool,
     /// Commands queued in `MULTI`, or `None` outside a transaction.
     pub multi: Option<usize>,
+    /// Bytes in the query buffer, the running command's included (set only while the client
+    /// lists itself: an idle client has none, as in Redis).
+    pub qbuf: usize,
 }
 
 /// A registered connection.
@@ -93,7 +96,7 @@ impl ClientHandle {
             .as_secs();
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} \
-             qbuf=0 qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+             qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
              cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
@@ -104,6 +107,7 @@ impl ClientHandle {
             idle,
             if m.multi.is_some() { "x" } else { "N" },
             m.multi.map_or(-1, |n| n as i64),
+            m.qbuf,
             if m.last_cmd.is_empty() { "NULL" } else { m.last_cmd },
             m.resp.max(2),
             m.lib_name,

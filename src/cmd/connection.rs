@@ -179,12 +179,24 @@ pub(super) fn client(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         }
         b"info" => {
             // As Redis, a client's own line names the command it is running.
-            s.handle.meta.lock().last_cmd = "client|info";
-            Some(verbatim(s.handle.info_line() + "\n"))
+            {
+                let mut m = s.handle.meta.lock();
+                m.last_cmd = "client|info";
+                m.qbuf = s.request_len;
+            }
+            let line = s.handle.info_line();
+            s.handle.meta.lock().qbuf = 0;
+            Some(verbatim(line + "\n"))
         }
         b"list" => {
-            s.handle.meta.lock().last_cmd = "client|list";
-            client_list(s, a)
+            {
+                let mut m = s.handle.meta.lock();
+                m.last_cmd = "client|list";
+                m.qbuf = s.request_len;
+            }
+            let list = client_list(s, a);
+            s.handle.meta.lock().qbuf = 0;
+            list
         }
         b"kill" => client_kill(s, a),
         b"setinfo" => {
@@ -372,7 +384,11 @@ fn client_kill(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 "master" | "replica" | "slave" | "pubsub" => none = true,
                 _ => return err_owned(format!("ERR Unknown client type '{text}'")),
             },
-            b"user" => none |= text != "default",
+            b"user" if text != "default" => {
+                // The only user is `default` (ACL users are not built yet).
+                return err_owned(format!("ERR No such user '{text}'"));
+            }
+            b"user" => {}
             b"skipme" => match text.to_ascii_lowercase().as_str() {
                 "yes" => skipme = true,
                 "no" => skipme = false,

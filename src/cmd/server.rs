@@ -282,6 +282,12 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     return fail("duplicate parameter");
                 }
                 if !p.runtime {
+                    // Setting a fixed setting to the value it has changes nothing, and is
+                    // accepted (Redis may change some of these at run time, `bind` and
+                    // `port`; HyperCache fixes them at start).
+                    if (p.get)(&next) == String::from_utf8_lossy(&pair[1]) {
+                        continue;
+                    }
                     return fail("can't set immutable config");
                 }
                 if let Err(r) = p.apply(&mut next, &String::from_utf8_lossy(&pair[1])) {
@@ -352,6 +358,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
         "replication",
         "cpu",
         "commandstats",
+        "errorstats",
         "latencystats",
         "cluster",
         "keyspace",
@@ -470,7 +477,10 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("evicted_keys", &store.evicted);
                 line("keyspace_hits", &load(&st.keyspace_hits));
                 line("keyspace_misses", &load(&st.keyspace_misses));
-                line("total_error_replies", &0);
+                line(
+                    "total_error_replies",
+                    &load(&shared.metrics.commands.total_errors),
+                );
                 line("protocol_errors", &load(&st.protocol_errors));
             }
             "replication" => {
@@ -557,6 +567,11 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                             load(&stat.failed)
                         ),
                     );
+                }
+            }
+            "errorstats" => {
+                for (code, n) in shared.metrics.commands.errors() {
+                    line(&format!("errorstat_{code}"), &format!("count={n}"));
                 }
             }
             "latencystats" => {

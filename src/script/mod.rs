@@ -312,9 +312,10 @@ local function handler(err)
   if lua_type(err) == 'userdata' then
     -- An error raised by a Rust function: one that Redis raises as a table comes with its
     -- code; any other gets the position, as luaL_error gives it.
-    local text, coded = hc_errtext(err)
+    local text, coded, counted = hc_errtext(err)
     if coded then
       err = { err = text }
+      if counted then err['ignore_error_stats_update'] = true end
     elseif i and i.currentline then
       err = i.source:sub(2) .. ':' .. i.currentline .. ': ' .. text
     else
@@ -485,21 +486,30 @@ impl Engine {
                         .unwrap_or_default(),
                     _ => String::new(),
                 };
-                return Err(mlua::Error::runtime(format!("{CODED}{text}")));
+                return Err(mlua::Error::runtime(format!("{COUNTED}{text}")));
             }
             Ok(v)
         })?;
-        let pcall = lua.create_function(|lua, a: MultiValue| Ok(redis_command(lua, a)?.0))?;
+        let pcall = lua.create_function(|lua, a: MultiValue| {
+            let (v, failed) = redis_command(lua, a)?;
+            if let (true, Value::Table(t)) = (failed, &v) {
+                t.raw_set("ignore_error_stats_update", true)?;
+            }
+            Ok(v)
+        })?;
         let errtext = lua.create_function(|_, v: Value| {
             Ok(match v {
                 Value::Error(e) => {
                     let text = error_message(&e);
-                    match text.strip_prefix(CODED) {
-                        Some(t) => (t.to_string(), true),
-                        None => (text, false),
+                    if let Some(t) = text.strip_prefix(COUNTED) {
+                        (t.to_string(), true, true)
+                    } else if let Some(t) = text.strip_prefix(CODED) {
+                        (t.to_string(), true, false)
+                    } else {
+                        (text, false, false)
                     }
                 }
-                other => (format!("{other:?}"), false),
+                other => (format!("{other:?}"), false, false),
             })
         })?;
         let (runner, fcall_runner, load_runner, library_env): (
@@ -840,15 +850,32 @@ fn error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Value> {
 /// an error table): the error handler makes it `{err=text}`.
 const CODED: &str = "\u{1}";
 
+/// Marks an error `redis.call` raises: a command's error, already counted in INFO errorstats
+/// when the command answered it (`ignore_error_stats_update`, as Redis marks it).
+const COUNTED: &str = "\u{2}";
+
 /// Raises `ERR text` as Redis raises an error table from its C functions (no position).
 fn raise_table(_lua: &Lua, text: &str) -> mlua::Result<Value> {
     Err(mlua::Error::runtime(format!("{CODED}ERR {text}")))
 }
 
+/// Redis's OOM error as a script's refused command gets it.
+const OOM_REFUSAL: &str = "-OOM command not allowed when used memory > 'maxmemory'.";
+
 /// `hc_command(...)`: runs one command for `redis.call`/`redis.pcall`. Returns the reply
 /// converted for Lua and whether it is an error (an error table).
 fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
-    let fail = |text: &[u8]| -> mlua::Result<(Value, bool)> { Ok((error_table(lua, text)?, true)) };
+    let fail = |text: &[u8]| -> mlua::Result<(Value, bool)> {
+        let t = error_table(lua, text)?;
+        // A command refused before it ran is counted here, as Redis counts it (errorstats, and
+        // the command's rejected_calls when it exists).
+        if let (Value::Table(t), Some(ctx)) = (&t, lua.app_data_ref::<RunCtx>()) {
+            if let Some(e) = convert::error_text(t) {
+                ctx.shared.metrics.commands.count_error(&e);
+            }
+        }
+        Ok((t, true))
+    };
     if a.is_empty() {
         return fail(b"Please specify at least one argument for this redis lib call");
     }
@@ -861,9 +888,9 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
             _ => return fail(b"Lua redis lib command arguments must be strings or integers"),
         }
     }
-    let Some(mut ctx) = lua.app_data_mut::<RunCtx>() else {
+    if lua.app_data_ref::<RunCtx>().is_none() {
         return fail(b"redis.call/pcall can only be called inside a script invocation");
-    };
+    }
     let Some((spec, _)) = crate::cmd::lookup(&args[0]) else {
         return fail(b"Unknown Redis command called from script");
     };
@@ -875,19 +902,55 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
     } else {
         spec
     };
+    // A refusal before the command runs: its rejected_calls, and the error (counted by
+    // `fail`), as Redis's scriptCall does.
+    let refuse = |text: &[u8]| {
+        if let Some(ctx) = lua.app_data_ref::<RunCtx>() {
+            if let Some(stat) = ctx.shared.metrics.commands.of(spec) {
+                stat.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        fail(text)
+    };
     if !spec.arity_ok(args.len()) {
-        return fail(b"Wrong number of args calling Redis command from script");
+        return refuse(b"Wrong number of args calling Redis command from script");
     }
     if spec.has_flag("noscript") {
-        return fail(b"This Redis command is not allowed from script");
+        return refuse(b"This Redis command is not allowed from script");
     }
     let write = spec.has_flag("write");
-    if write && ctx.read_only {
-        return fail(b"Write commands are not allowed from read-only scripts.");
+    let refusal: Option<&[u8]> = {
+        let ctx = lua.app_data_ref::<RunCtx>().expect("checked above");
+        if write && ctx.read_only {
+            Some(b"Write commands are not allowed from read-only scripts.")
+        } else if ctx.oom && !ctx.wrote && spec.has_flag("denyoom") {
+            Some(OOM_REFUSAL.as_bytes())
+        } else {
+            None
+        }
+    };
+    if let Some(text) = refusal {
+        return refuse(text);
     }
-    if ctx.oom && !ctx.wrote && spec.has_flag("denyoom") {
-        return fail(format!("-{}", errors::OOM).as_bytes());
+    let cross_slot = {
+        let mut ctx = lua.app_data_mut::<RunCtx>().expect("checked above");
+        let mut cross = false;
+        if ctx.cluster && !ctx.allow_cross_slot && spec.first_key > 0 {
+            for key in command_keys(spec, &args) {
+                let slot = key_slot(key);
+                match ctx.slot {
+                    None => ctx.slot = Some(slot),
+                    Some(s) if s != slot => cross = true,
+                    Some(_) => {}
+                }
+            }
+        }
+        cross
+    };
+    if cross_slot {
+        return fail(b"Script attempted to access keys that do not hash to the same slot");
     }
+    let mut ctx = lua.app_data_mut::<RunCtx>().expect("checked above");
     if write {
         ctx.wrote = true;
         ctx.shared
@@ -895,20 +958,6 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
             .running
             .wrote
             .store(true, Ordering::Release);
-    }
-    if ctx.cluster && !ctx.allow_cross_slot && spec.first_key > 0 {
-        for key in command_keys(spec, &args) {
-            let slot = key_slot(key);
-            match ctx.slot {
-                None => ctx.slot = Some(slot),
-                Some(s) if s != slot => {
-                    return fail(
-                        b"Script attempted to access keys that do not hash to the same slot",
-                    )
-                }
-                Some(_) => {}
-            }
-        }
     }
     let ctx = &mut *ctx;
     ctx.session.run(&args);
@@ -980,41 +1029,53 @@ impl Scripts {
     }
 
     /// Runs `job` for a client with `caller_levels` (its `HC.CONSISTENCY`): blocking (call it on
-    /// a blocking thread). Returns the reply.
+    /// a blocking thread). Returns the reply, and whether it is an error a command answered
+    /// inside the script and INFO errorstats already counted.
     pub fn run_blocking(
         shared: &Arc<Shared>,
         job: Job,
         caller_levels: Levels,
         runtime: tokio::runtime::Handle,
-    ) -> Frame {
+    ) -> (Frame, bool) {
+        let (reply, counted) = Self::run_job(shared, job, caller_levels, runtime);
+        (reply, counted)
+    }
+
+    fn run_job(
+        shared: &Arc<Shared>,
+        job: Job,
+        caller_levels: Levels,
+        runtime: tokio::runtime::Handle,
+    ) -> (Frame, bool) {
+        let plain = |f: Frame| (f, false);
         let scripts = &shared.scripts;
         let mut guard = scripts.engine.lock();
         if guard.is_none() {
             match Engine::new(shared) {
                 Ok(e) => *guard = Some(e),
                 Err(e) => {
-                    return Frame::Error(
+                    return plain(Frame::Error(
                         format!("ERR could not start the Lua VM: {}", error_message(&e)).into(),
-                    )
+                    ))
                 }
             }
         }
         let engine = guard.as_mut().expect("engine");
         match job {
-            Job::Load(body) => match engine.compile(scripts, &body) {
+            Job::Load(body) => plain(match engine.compile(scripts, &body) {
                 Ok(sha) => Frame::Bulk(sha.into()),
                 Err(e) => Frame::Error(e.into()),
-            },
+            }),
             Job::Run(call) => {
                 let sha = match &call.body {
                     Some(body) => match engine.compile(scripts, body) {
                         Ok(sha) => sha,
-                        Err(e) => return Frame::Error(e.into()),
+                        Err(e) => return plain(Frame::Error(e.into())),
                     },
                     None => call.sha.clone(),
                 };
                 let Some(compiled) = engine.scripts.get(&sha) else {
-                    return Frame::error(errors::NOSCRIPT);
+                    return plain(Frame::error(errors::NOSCRIPT));
                 };
                 let (flags, f) = (compiled.flags, compiled.function.clone());
                 let runner = engine.runner.clone();
@@ -1034,11 +1095,11 @@ impl Scripts {
                 engine.scripts.clear();
                 scripts.bodies.lock().clear();
                 let _ = engine.lua.gc_collect();
-                Frame::ok()
+                plain(Frame::ok())
             }
             Job::Fcall(call) => {
                 let Some(def) = engine.functions.get(&call.sha.to_ascii_lowercase()) else {
-                    return Frame::error("ERR Function not found");
+                    return plain(Frame::error("ERR Function not found"));
                 };
                 let (flags, f) = (def.flags, def.callback.clone());
                 let runner = engine.fcall_runner.clone();
@@ -1055,7 +1116,7 @@ impl Scripts {
                     runtime,
                 )
             }
-            Job::Function(args) => engine.function_command(scripts, &args),
+            Job::Function(args) => plain(engine.function_command(scripts, &args)),
         }
     }
 }
@@ -1075,25 +1136,28 @@ impl Engine {
         call: &Call,
         caller_levels: Levels,
         runtime: tokio::runtime::Handle,
-    ) -> Frame {
+    ) -> (Frame, bool) {
+        let plain = |f: Frame| (f, false);
         let cluster = shared.cluster.is_some();
         if cluster && flags.no_cluster {
-            return Frame::error("ERR Can not run script on cluster, 'no-cluster' flag is set.");
+            return plain(Frame::error(
+                "ERR Can not run script on cluster, 'no-cluster' flag is set.",
+            ));
         }
         let read_only = call.read_only || flags.no_writes;
         if call.read_only && !flags.compat && !flags.no_writes {
-            return Frame::error(
+            return plain(Frame::error(
                 "ERR Can not execute a script with write flag using *_ro command.",
-            );
+            ));
         }
         let oom = {
             let max = shared.config.read().maxmemory;
             max > 0 && crate::memory::used() > max
         };
         if oom && !flags.compat && !flags.allow_oom && !flags.no_writes {
-            return Frame::error(
+            return plain(Frame::error(
                 "OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'",
-            );
+            ));
         }
         let mut session = self
             .session
@@ -1143,7 +1207,8 @@ impl Engine {
         f: &Function,
         runner: &Function,
         call: &Call,
-    ) -> Frame {
+    ) -> (Frame, bool) {
+        let plain = |f: Frame| (f, false);
         let lua = &self.lua;
         let array = |items: &[Bytes]| -> mlua::Result<Table> {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
@@ -1155,7 +1220,7 @@ impl Engine {
         let (keys, argv) = match (array(&call.keys), array(&call.args)) {
             (Ok(k), Ok(a)) => (k, a),
             (Err(e), _) | (_, Err(e)) => {
-                return Frame::Error(format!("ERR {}", error_message(&e)).into())
+                return plain(Frame::Error(format!("ERR {}", error_message(&e)).into()))
             }
         };
         // SCRIPT KILL is checked every 100,000 instructions, as Redis's hook does. Once killed,
@@ -1199,25 +1264,41 @@ impl Engine {
                 let ok = matches!(values.front(), Some(Value::Boolean(true)));
                 let v = values.get(1).cloned().unwrap_or(Value::Nil);
                 if ok {
-                    return convert::lua_to_reply(&v, resp3, 0);
+                    // An error table returned (`return redis.pcall(...)`) keeps its mark.
+                    let counted = match &v {
+                        Value::Table(t) => {
+                            matches!(
+                                t.raw_get("ignore_error_stats_update"),
+                                Ok(Value::Boolean(true))
+                            )
+                        }
+                        _ => false,
+                    };
+                    return (convert::lua_to_reply(&v, resp3, 0), counted);
                 }
                 match v {
-                    Value::Table(t) => script_error(&t, sha),
-                    Value::String(s) => Frame::Error(
+                    Value::Table(t) => {
+                        let counted = matches!(
+                            t.raw_get("ignore_error_stats_update"),
+                            Ok(Value::Boolean(true))
+                        );
+                        (script_error(&t, sha), counted)
+                    }
+                    Value::String(s) => plain(Frame::Error(
                         format!(
                             "ERR Error running script {sha}, {}",
                             String::from_utf8_lossy(&s.as_bytes())
                         )
                         .into(),
-                    ),
-                    other => Frame::Error(
+                    )),
+                    other => plain(Frame::Error(
                         format!("ERR Error running script {sha}, {}", other.type_name()).into(),
-                    ),
+                    )),
                 }
             }
-            Err(e) => Frame::Error(
+            Err(e) => plain(Frame::Error(
                 format!("ERR Error running script {sha}, {}", error_message(&e)).into(),
-            ),
+            )),
         }
     }
 }
