@@ -266,3 +266,138 @@ fn scripts_through_a_cluster_node() {
     let visits: i64 = other.get("{user:1}:visits").unwrap();
     assert_eq!(visits, 5);
 }
+
+/// A library loaded on one node, dumped and restored on another, answers the same there; a
+/// payload that is not a dump is refused.
+#[test]
+fn a_function_library_moves_between_nodes_by_dump_and_restore() {
+    let a = Server::start(&[]);
+    let b = Server::start(&[]);
+    let (mut ca, mut cb) = (a.conn(), b.conn());
+    let lib = "#!lua name=counter\n\
+               redis.register_function('bump', function(keys, args) \
+                 return redis.call('incrby', keys[1], args[1]) end)\n\
+               redis.register_function{function_name='peek', \
+                 callback=function(keys) return redis.call('get', keys[1]) end, \
+                 flags={'no-writes'}}";
+    let name: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib)
+        .query(&mut ca)
+        .unwrap();
+    assert_eq!(name, "counter");
+    let n: i64 = redis::cmd("FCALL")
+        .arg("bump")
+        .arg(1)
+        .arg("c")
+        .arg(5)
+        .query(&mut ca)
+        .unwrap();
+    assert_eq!(n, 5);
+    let dump: Vec<u8> = redis::cmd("FUNCTION").arg("DUMP").query(&mut ca).unwrap();
+    let ok: String = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&dump)
+        .query(&mut cb)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let n: i64 = redis::cmd("FCALL")
+        .arg("BUMP")
+        .arg(1)
+        .arg("c")
+        .arg(2)
+        .query(&mut cb)
+        .unwrap();
+    assert_eq!(n, 2);
+    let v: String = redis::cmd("FCALL_RO")
+        .arg("peek")
+        .arg(1)
+        .arg("c")
+        .query(&mut cb)
+        .unwrap();
+    assert_eq!(v, "2");
+    let err = redis::cmd("FCALL_RO")
+        .arg("bump")
+        .arg(1)
+        .arg("c")
+        .arg(1)
+        .query::<i64>(&mut cb)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Can not execute a script with write flag using *_ro command."),
+        "{err}"
+    );
+    // Restoring again collides (APPEND is the default), a corrupt payload is refused.
+    let err = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&dump)
+        .query::<String>(&mut cb)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("Library counter already exists"),
+        "{err}"
+    );
+    let mut bad = dump.clone();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    let err = redis::cmd("FUNCTION")
+        .arg("RESTORE")
+        .arg(&bad)
+        .arg("REPLACE")
+        .query::<String>(&mut cb)
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("DUMP payload version or checksum are wrong"),
+        "{err}"
+    );
+}
+
+/// A function past `busy-reply-threshold` answers FUNCTION's `-BUSY` to others, shows in
+/// FUNCTION STATS, and FUNCTION KILL (not SCRIPT KILL) stops it.
+#[test]
+fn function_kill_stops_a_busy_function() {
+    let s = Server::start(&["--busy-reply-threshold", "100"]);
+    let mut c = s.conn();
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=spin\nredis.register_function('spin', function() local i = 0 while true do i = i + 1 end end)")
+        .query(&mut c)
+        .unwrap();
+    let mut looping = s.conn();
+    let runner = std::thread::spawn(move || {
+        redis::cmd("FCALL")
+            .arg("spin")
+            .arg(0)
+            .query::<()>(&mut looping)
+            .unwrap_err()
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match redis::cmd("PING").query::<String>(&mut c) {
+            Err(e) if e.to_string().contains("You can only call FUNCTION KILL") => break,
+            Err(e) if Instant::now() > deadline => panic!("{e}"),
+            _ if Instant::now() > deadline => panic!("never busy"),
+            _ => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let stats: redis::Value = redis::cmd("FUNCTION").arg("STATS").query(&mut c).unwrap();
+    assert!(format!("{stats:?}").contains("spin"), "{stats:?}");
+    let wrong = redis::cmd("SCRIPT")
+        .arg("KILL")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert!(
+        wrong
+            .to_string()
+            .contains("You can only call FUNCTION KILL"),
+        "{wrong}"
+    );
+    let ok: String = redis::cmd("FUNCTION").arg("KILL").query(&mut c).unwrap();
+    assert_eq!(ok, "OK");
+    let err = runner.join().unwrap();
+    assert!(err.to_string().contains("Script killed by user"), "{err}");
+    let pong: String = redis::cmd("PING").query(&mut c).unwrap();
+    assert_eq!(pong, "PONG");
+}

@@ -172,11 +172,7 @@ fn register_function(lua: &Lua, a: MultiValue) -> mlua::Result<()> {
         return Err(raise("Library names can only contain letters, numbers, or underscores(_) and must be at least one character long"));
     }
     let mut ctx = lua.app_data_mut::<LoadCtx>().expect("loading");
-    if ctx
-        .registered
-        .iter()
-        .any(|(n, ..)| n.eq_ignore_ascii_case(&name))
-    {
+    if ctx.registered.iter().any(|(n, ..)| *n == name) {
         return Err(raise("Function already exists in the library"));
     }
     ctx.registered.push((name, callback, flags, description));
@@ -253,9 +249,7 @@ impl Engine {
             }
             b"flush" => {
                 if a.len() > 3 {
-                    return Frame::error(
-                        "ERR unknown subcommand or wrong number of arguments for 'flush'. Try FUNCTION HELP.",
-                    );
+                    return syntax_error(&a[1]);
                 }
                 match a.get(2) {
                     None => {}
@@ -495,9 +489,7 @@ impl Engine {
     /// `FUNCTION RESTORE payload [FLUSH|APPEND|REPLACE]`.
     fn restore(&mut self, a: &[Bytes]) -> Frame {
         if a.len() > 4 {
-            return Frame::error(
-                "ERR unknown subcommand or wrong number of arguments for 'restore'. Try FUNCTION HELP.",
-            );
+            return syntax_error(&a[1]);
         }
         #[derive(PartialEq)]
         enum Policy {
@@ -537,6 +529,17 @@ impl Engine {
         }
         Frame::ok()
     }
+}
+
+/// Redis's reply to a subcommand given the wrong arguments (the name as the client wrote it).
+fn syntax_error(sub: &[u8]) -> Frame {
+    Frame::Error(
+        format!(
+            "ERR unknown subcommand or wrong number of arguments for '{}'. Try FUNCTION HELP.",
+            String::from_utf8_lossy(sub)
+        )
+        .into(),
+    )
 }
 
 /// The libraries' code in a `FUNCTION DUMP` payload, or `None` if it is not one of ours.
