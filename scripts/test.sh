@@ -13,12 +13,14 @@ command -v redis-cli >/dev/null 2>&1 || need_install+=(redis-tools)
 command -v redis-benchmark >/dev/null 2>&1 || need_install+=(redis-tools)
 # The observability tests read /metrics with the Prometheus client's own parsers.
 /usr/bin/python3 -c 'import prometheus_client' >/dev/null 2>&1 || need_install+=(python3-prometheus-client)
+# Real client libraries, unchanged (tests/libraries.rs): redis-py from Debian.
+/usr/bin/python3 -c 'import redis' >/dev/null 2>&1 || need_install+=(python3-redis)
 if [ ${#need_install[@]} -gt 0 ]; then
     echo "installing ${need_install[*]} (the tests compare against a real Redis)"
     sudo_cmd=()
     [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq redis-server redis-tools python3-prometheus-client >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq redis-server redis-tools python3-prometheus-client python3-redis >/dev/null
 fi
 # Debian starts a redis-server service on install; the tests start their own on free ports.
 redis-server --version
