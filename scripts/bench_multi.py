@@ -1,0 +1,67 @@
+"""Load generator for MULTI + 10 SETs + EXEC (used by bench-scripting.sh).
+
+Usage: bench_multi.py PORT TRANSACTIONS CONNECTIONS PIPELINE
+Each connection writes PIPELINE transactions at once (pre-encoded bytes) and reads exactly the
+bytes their replies take; prints transactions per second. The replies are checked byte for byte.
+"""
+import socket
+import sys
+import threading
+import time
+
+port, total, conns, depth = (int(a) for a in sys.argv[1:5])
+
+
+def encode(*args):
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%s\r\n" % (len(a), a)
+    return out
+
+
+def transaction(c, i):
+    cmds = [encode(b"MULTI")]
+    for j in range(10):
+        cmds.append(encode(b"SET", b"tx:%d:%d" % (c, (i * 10 + j) % 10000), b"x" * 16))
+    cmds.append(encode(b"EXEC"))
+    return b"".join(cmds)
+
+
+REPLY = b"+OK\r\n" + b"+QUEUED\r\n" * 10 + b"*10\r\n" + b"+OK\r\n" * 10
+per_conn = total // conns
+errors = []
+
+
+def work(c):
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    batch = b"".join(transaction(c, i) for i in range(depth))
+    want = REPLY * depth
+    done = 0
+    while done < per_conn:
+        s.sendall(batch)
+        got = bytearray()
+        while len(got) < len(want):
+            chunk = s.recv(1 << 20)
+            if not chunk:
+                errors.append("closed")
+                return
+            got += chunk
+        if bytes(got) != want:
+            errors.append("unexpected reply: %r" % bytes(got[:80]))
+            return
+        done += depth
+    s.close()
+
+
+threads = [threading.Thread(target=work, args=(c,)) for c in range(conns)]
+start = time.perf_counter()
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+elapsed = time.perf_counter() - start
+if errors:
+    print("error:", errors[0], file=sys.stderr)
+    sys.exit(1)
+print("%.0f" % (per_conn * conns / elapsed))
