@@ -4,7 +4,7 @@
 
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use hypercache_resp::{request, Frame, Protocol};
@@ -14,7 +14,7 @@ use tokio::sync::watch;
 
 use crate::exclusive::{Exclusive, SharedGuard};
 use crate::session::Session;
-use crate::state::{ClientHandle, ClientMeta, Shared, Stats};
+use crate::state::{ClientHandle, Shared, Stats};
 
 /// Smallest free space kept in the read buffer before a read.
 const READ_CHUNK: usize = 16 * 1024;
@@ -45,19 +45,12 @@ pub async fn serve(
     let id = shared
         .next_client_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let handle = Arc::new(ClientHandle {
+    let handle = Arc::new(ClientHandle::new(
         id,
         addr,
         laddr,
-        fd: i64::from(socket.as_raw_fd()),
-        created: Instant::now(),
-        meta: parking_lot::Mutex::new(ClientMeta {
-            resp: 2,
-            ..Default::default()
-        }),
-        killed: Default::default(),
-        kill_notify: Default::default(),
-    });
+        i64::from(socket.as_raw_fd()),
+    ));
     shared.clients.lock().insert(id, handle.clone());
     let mut session = Session::new(shared.clone(), handle.clone());
     let reason = run(&mut session, &mut socket, &mut shutdown).await;
@@ -153,11 +146,20 @@ async fn run(
                         continue;
                     }
                     s.request_len = before;
-                    if s.must_wait(&req.args) {
+                    // A script after scripts joins their batch; anything else waits for them.
+                    if s.must_wait(&req.args)
+                        && !(s.is_script_call(&req.args) && s.only_scripts_pending())
+                    {
                         s.resolve().await;
                     }
                     if let (Some(g), None) = (gate, &held) {
-                        held = enter(g, s).await;
+                        if s.runs_exclusive(&req.args) {
+                            // It will wait for the gate exclusive: holding it shared first
+                            // would only make every release wake it twice.
+                            s.mark_if_busy();
+                        } else {
+                            held = enter(g, s).await;
+                        }
                     }
                     s.run(&req.args);
                     if s.exec_ready.is_some() {
@@ -166,7 +168,7 @@ async fn run(
                     }
                     if s.script_ready.is_some() {
                         held = None;
-                        s.run_script(false).await;
+                        s.queue_script();
                     }
                     if s.close_after {
                         close = true;

@@ -117,6 +117,10 @@ pub struct Session {
     /// A script has run past `busy-reply-threshold`: the next command gets `-BUSY` unless it may
     /// run while a script is busy (`allow_busy`).
     pub busy: bool,
+    /// Scripts waiting to run, in order (their replies are deferred).
+    scripts: Vec<QueuedScript>,
+    /// Inside EXEC on a single node: the node's gate is already held exclusive.
+    holding_exclusive: bool,
 }
 
 /// A transaction being queued.
@@ -151,6 +155,17 @@ pub struct Deferred {
     slot: Option<Slot>,
     /// Whether the reply is dropped.
     silent: bool,
+    /// A script's reply: already counted in the error stats, and it may be batched with the
+    /// scripts after it.
+    script: bool,
+}
+
+/// A script queued to run with the ones after it in the same batch (one exclusive hold and one
+/// trip to a blocking thread for them all).
+struct QueuedScript {
+    job: crate::script::Job,
+    reply: tokio::sync::oneshot::Sender<Frame>,
+    spec: Option<&'static CommandSpec>,
 }
 
 /// How a deferred reply is computed.
@@ -205,6 +220,8 @@ impl Session {
             script_ready: None,
             script_spec: None,
             request_len: 0,
+            scripts: Vec::new(),
+            holding_exclusive: false,
             script: false,
             busy: false,
         };
@@ -297,6 +314,10 @@ impl Session {
     }
 
     fn push_deferred(&mut self, task: DeferredTask, slot: Option<Slot>) {
+        self.push_deferred_as(task, slot, false);
+    }
+
+    fn push_deferred_as(&mut self, task: DeferredTask, slot: Option<Slot>, script: bool) {
         let silent = match self.reply_mode {
             ReplyMode::On => false,
             ReplyMode::Off => true,
@@ -310,6 +331,7 @@ impl Session {
             task,
             slot,
             silent,
+            script,
         });
     }
 
@@ -334,6 +356,7 @@ impl Session {
 
     /// Waits for every pending reply and splices each into [`Session::out`] at its place.
     pub async fn resolve(&mut self) {
+        self.flush_scripts().await;
         if self.pending.is_empty() {
             return;
         }
@@ -353,7 +376,7 @@ impl Session {
                     .unwrap_or_else(|_| Frame::error("ERR internal error")),
                 DeferredTask::Waiting(f) => f.await,
             };
-            if let Frame::Error(e) = &frame {
+            if let (Frame::Error(e), false) = (&frame, d.script) {
                 self.shared.metrics.commands.count_error(e);
             }
             if !d.silent {
@@ -585,16 +608,18 @@ impl Session {
                 Frame::encode_array_header(m.queue.len(), &mut self.out);
             }
             self.in_exec = true;
+            self.holding_exclusive = _exclusive.is_some();
             for args in &m.queue {
                 if self.must_wait(args) {
                     self.resolve().await;
                 }
                 self.run(args);
-                if self.script_ready.is_some() {
-                    self.run_script(true).await;
-                }
+                self.queue_script();
             }
+            // The transaction's scripts run while the gate is still held.
+            self.flush_scripts().await;
             self.in_exec = false;
+            self.holding_exclusive = false;
         }
         if silent {
             self.reply_mode = after;
@@ -607,6 +632,35 @@ impl Session {
         self.resolve().await;
     }
 
+    /// Whether `args` is a command that runs with the node's gate held exclusive (a script, a
+    /// function, or EXEC of a transaction being queued).
+    pub fn runs_exclusive(&self, args: &[Bytes]) -> bool {
+        let name = &args[0];
+        let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+        is(b"eval")
+            || is(b"evalsha")
+            || is(b"eval_ro")
+            || is(b"evalsha_ro")
+            || is(b"fcall")
+            || is(b"fcall_ro")
+            || (is(b"exec") && self.multi.is_some())
+    }
+
+    /// Marks the session busy (its next command answers `-BUSY` unless allowed) if a script has
+    /// run past `busy-reply-threshold`.
+    pub fn mark_if_busy(&mut self) {
+        let threshold = self.shared.config.read().busy_reply_threshold;
+        if self
+            .shared
+            .scripts
+            .running
+            .busy_in(threshold)
+            .is_some_and(|d| d.is_zero())
+        {
+            self.busy = true;
+        }
+    }
+
     /// Starts a script run on the script session: one instant for the whole script, and
     /// `maxmemory` left to the script's own rule.
     pub fn begin_script(&mut self) {
@@ -615,45 +669,87 @@ impl Session {
         self.reply_mode = ReplyMode::On;
     }
 
-    /// Runs the script job a command asked for ([`Session::script_ready`]) and writes its reply.
-    /// On a single node it holds the node's gate exclusive (unless `holding`, inside EXEC), so
-    /// that no other command runs during the script; Lua runs on a blocking thread.
-    pub async fn run_script(&mut self, holding: bool) {
+    /// Queues the script job a command asked for ([`Session::script_ready`]); its reply takes
+    /// its place among the batch's replies once it has run ([`Session::flush_scripts`]).
+    pub fn queue_script(&mut self) {
         let Some(job) = self.script_ready.take() else {
             return;
         };
-        self.resolve().await;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.scripts.push(QueuedScript {
+            job,
+            reply: tx,
+            spec: self.script_spec.take(),
+        });
+        let reply = async move {
+            rx.await
+                .unwrap_or_else(|_| Frame::error("ERR script failed"))
+        };
+        self.push_deferred_as(DeferredTask::Waiting(Box::pin(reply)), None, true);
+    }
+
+    /// Whether every reply still pending is a queued script's (a script command after them
+    /// joins their batch instead of waiting for them).
+    pub fn only_scripts_pending(&self) -> bool {
+        self.pending.iter().all(|d| d.script)
+    }
+
+    /// Whether `args` is a script or function call (EVAL*, EVALSHA*, FCALL*).
+    pub fn is_script_call(&self, args: &[Bytes]) -> bool {
+        self.runs_exclusive(args) && !args[0].eq_ignore_ascii_case(b"exec")
+    }
+
+    /// Runs the queued scripts, in order, in one trip to a blocking thread (Lua is synchronous):
+    /// on a single node with the node's gate held exclusive, so that no other command runs
+    /// during them. Each reply goes to its place in the output.
+    pub async fn flush_scripts(&mut self) {
+        if self.scripts.is_empty() {
+            return;
+        }
+        let queued = std::mem::take(&mut self.scripts);
         let shared = self.shared.clone();
-        let _exclusive = match (&shared.cluster, holding) {
-            (None, false) => Some(shared.exclusive.exclusive().await),
+        // Only what runs a script excludes other commands; loading or listing does not.
+        let runs = queued.iter().any(|q| {
+            matches!(
+                q.job,
+                crate::script::Job::Run(_) | crate::script::Job::Fcall(_)
+            )
+        });
+        let _exclusive = match (&shared.cluster, self.holding_exclusive, runs) {
+            (None, false, true) => Some(shared.exclusive.exclusive().await),
             _ => None,
         };
         let levels = self.consistency;
         let sh = shared.clone();
         let runtime = tokio::runtime::Handle::current();
-        let (reply, counted) = tokio::task::spawn_blocking(move || {
-            crate::script::Scripts::run_blocking(&sh, job, levels, runtime)
+        let (jobs, rest): (Vec<_>, Vec<_>) = queued
+            .into_iter()
+            .map(|q| (q.job, (q.reply, q.spec)))
+            .unzip();
+        let replies = tokio::task::spawn_blocking(move || {
+            jobs.into_iter()
+                .map(|job| crate::script::Scripts::run_blocking(&sh, job, levels, runtime.clone()))
+                .collect::<Vec<_>>()
         })
         .await
-        .unwrap_or_else(|_| (Frame::error("ERR script failed"), false));
+        .unwrap_or_default();
         self.clock = Instant::now();
-        if let Frame::Error(e) = &reply {
-            // An error the script passed on from redis.call was counted when the command
-            // answered it; either way the script's command failed (Redis's accounting).
-            if !counted {
-                self.shared.metrics.commands.count_error(e.as_ref());
+        let mut replies = replies.into_iter();
+        for (tx, spec) in rest {
+            let (reply, counted) = replies
+                .next()
+                .unwrap_or_else(|| (Frame::error("ERR script failed"), false));
+            if let Frame::Error(e) = &reply {
+                // An error the script passed on from redis.call was counted when the command
+                // answered it; either way the script's command failed (Redis's accounting).
+                if !counted {
+                    self.shared.metrics.commands.count_error(e.as_ref());
+                }
+                if let Some(stat) = spec.and_then(|s| self.shared.metrics.commands.of(s)) {
+                    stat.failed.fetch_add(1, Ordering::Relaxed);
+                }
             }
-            if let Some(stat) = self
-                .script_spec
-                .and_then(|s| self.shared.metrics.commands.of(s))
-            {
-                stat.failed.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        match self.reply_mode {
-            ReplyMode::On => reply.encode(self.proto, &mut self.out),
-            ReplyMode::Off => {}
-            ReplyMode::Skip => self.reply_mode = ReplyMode::On,
+            let _ = tx.send(reply);
         }
     }
 

@@ -86,6 +86,23 @@ impl ClientHandle {
         self.kill_notify.notify_one();
     }
 
+    /// A client's entry: `addr`/`laddr` its socket's ends, `fd` its descriptor (-1: none).
+    pub fn new(id: u64, addr: SocketAddr, laddr: SocketAddr, fd: i64) -> ClientHandle {
+        ClientHandle {
+            id,
+            addr,
+            laddr,
+            fd,
+            created: Instant::now(),
+            meta: Mutex::new(ClientMeta {
+                resp: 2,
+                ..Default::default()
+            }),
+            killed: Default::default(),
+            kill_notify: Default::default(),
+        }
+    }
+
     /// The CLIENT LIST / CLIENT INFO line (without the trailing newline).
     pub fn info_line(&self) -> String {
         let m = self.meta.lock();

@@ -3,8 +3,6 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{Server, TestCluster};
@@ -93,43 +91,26 @@ fn a_lua_released_lock_gives_mutual_exclusion() {
 #[test]
 fn no_command_runs_during_a_script() {
     let s = Server::start(&["--threads", "4"]);
-    let mut c = s.conn();
-    let _: () = c.mset(&[("a", 1_000_000), ("b", 0)]).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..2)
-        .map(|_| {
-            let mut r = s.conn();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut seen = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let (a, b): (i64, i64) =
-                        redis::cmd("MGET").arg("a").arg("b").query(&mut r).unwrap();
-                    assert_eq!(a + b, 1_000_000, "read in the middle of a script");
-                    seen += 1;
-                }
-                seen
-            })
-        })
-        .collect();
     let script = "redis.call('decr', KEYS[1]) \
                   for i = 1, 50 do redis.call('incr', KEYS[3]) end \
                   return redis.call('incr', KEYS[2])";
-    for _ in 0..1000 {
-        let _: i64 = redis::cmd("EVAL")
-            .arg(script)
-            .arg(3)
-            .arg("a")
-            .arg("b")
-            .arg("pad")
-            .query(&mut c)
-            .unwrap();
-    }
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        assert!(r.join().unwrap() > 0);
-    }
-    let got: (i64, i64) = redis::cmd("MGET").arg("a").arg("b").query(&mut c).unwrap();
+    common::reads_never_see_half_a_move(&s, 2, 1_000_000, |c| {
+        for _ in 0..1000 {
+            let _: i64 = redis::cmd("EVAL")
+                .arg(script)
+                .arg(3)
+                .arg("a")
+                .arg("b")
+                .arg("pad")
+                .query(c)
+                .unwrap();
+        }
+    });
+    let got: (i64, i64) = redis::cmd("MGET")
+        .arg("a")
+        .arg("b")
+        .query(&mut s.conn())
+        .unwrap();
     assert_eq!(got, (999_000, 1000));
 }
 

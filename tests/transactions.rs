@@ -3,7 +3,7 @@
 
 mod common;
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use std::io::Write;
@@ -60,40 +60,23 @@ fn no_command_runs_between_a_transaction_s_commands() {
     // Several workers, so that batches really run in parallel (the default on a 2-core machine
     // is one worker, where a batch is never interleaved anyway).
     let s = Server::start(&["--threads", "4"]);
-    let mut c = s.conn();
-    let _: () = c.mset(&[("a", 1_000_000), ("b", 0)]).unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let readers: Vec<_> = (0..3)
-        .map(|_| {
-            let mut r = s.conn();
-            let stop = stop.clone();
-            std::thread::spawn(move || {
-                let mut seen = 0u64;
-                while !stop.load(Ordering::Relaxed) {
-                    let (a, b): (i64, i64) =
-                        redis::cmd("MGET").arg("a").arg("b").query(&mut r).unwrap();
-                    assert_eq!(a + b, 1_000_000, "read between a transaction's commands");
-                    seen += 1;
-                }
-                seen
-            })
-        })
-        .collect();
-    for _ in 0..2000 {
-        // Commands in between widen the window a reader could fall into.
-        let mut p = redis::pipe();
-        p.atomic().decr("a", 1);
-        for _ in 0..50 {
-            p.incr("pad", 1).ignore();
+    common::reads_never_see_half_a_move(&s, 3, 1_000_000, |c| {
+        for _ in 0..2000 {
+            // Commands in between widen the window a reader could fall into.
+            let mut p = redis::pipe();
+            p.atomic().decr("a", 1);
+            for _ in 0..50 {
+                p.incr("pad", 1).ignore();
+            }
+            let (a, b): (i64, i64) = p.incr("b", 1).query(c).unwrap();
+            assert_eq!(a + b, 1_000_000);
         }
-        let (a, b): (i64, i64) = p.incr("b", 1).query(&mut c).unwrap();
-        assert_eq!(a + b, 1_000_000);
-    }
-    stop.store(true, Ordering::Relaxed);
-    for r in readers {
-        assert!(r.join().unwrap() > 0);
-    }
-    let got: (i64, i64) = redis::cmd("MGET").arg("a").arg("b").query(&mut c).unwrap();
+    });
+    let got: (i64, i64) = redis::cmd("MGET")
+        .arg("a")
+        .arg("b")
+        .query(&mut s.conn())
+        .unwrap();
     assert_eq!(got, (1_000_000 - 2000, 2000));
 }
 

@@ -37,20 +37,10 @@ pub(super) fn evalsha_ro(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 }
 
 fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> Option<Frame> {
-    let Some(numkeys) = num::parse_i64(&a[2]) else {
-        return err(errors::NOT_INTEGER);
+    let (keys, args) = match keys_and_args(s, a, errors::NOT_INTEGER) {
+        Ok(ka) => ka,
+        Err(e) => return e,
     };
-    if numkeys > (a.len() - 3) as i64 {
-        return err(errors::NUMKEYS_TOO_MANY);
-    }
-    if numkeys < 0 {
-        return err(errors::NUMKEYS_NEGATIVE);
-    }
-    let n = numkeys as usize;
-    let keys = a[3..3 + n].to_vec();
-    if s.shared.cluster.is_some() && keys.windows(2).any(|w| key_slot(&w[0]) != key_slot(&w[1])) {
-        return err(errors::CROSSSLOT);
-    }
     let (sha, body) = if by_sha {
         let sha = String::from_utf8_lossy(&a[1]).to_ascii_lowercase();
         if a[1].len() != 40 || !s.shared.scripts.exists(&sha) {
@@ -65,10 +55,34 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
         sha,
         body,
         keys,
-        args: a[3 + n..].to_vec(),
+        args,
         read_only,
     }));
     None
+}
+
+/// A script's or function's `numkeys` (a[2]), its keys and its arguments, with Redis's errors
+/// (`not_a_number` when numkeys is not an integer); in a cluster the keys must share a slot.
+fn keys_and_args(
+    s: &Session,
+    a: &[Bytes],
+    not_a_number: &'static str,
+) -> Result<(Vec<Bytes>, Vec<Bytes>), Option<Frame>> {
+    let Some(numkeys) = num::parse_i64(&a[2]) else {
+        return Err(err(not_a_number));
+    };
+    if numkeys > (a.len() - 3) as i64 {
+        return Err(err(errors::NUMKEYS_TOO_MANY));
+    }
+    if numkeys < 0 {
+        return Err(err(errors::NUMKEYS_NEGATIVE));
+    }
+    let n = numkeys as usize;
+    let keys = a[3..3 + n].to_vec();
+    if s.shared.cluster.is_some() && keys.windows(2).any(|w| key_slot(&w[0]) != key_slot(&w[1])) {
+        return Err(err(errors::CROSSSLOT));
+    }
+    Ok((keys, a[3 + n..].to_vec()))
 }
 
 /// # Format
@@ -143,26 +157,16 @@ pub(super) fn fcall_ro(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 }
 
 fn fcall_generic(s: &mut Session, a: &[Bytes], read_only: bool) -> Option<Frame> {
-    let Some(numkeys) = num::parse_i64(&a[2]) else {
-        return err("ERR Bad number of keys provided");
+    let (keys, args) = match keys_and_args(s, a, "ERR Bad number of keys provided") {
+        Ok(ka) => ka,
+        Err(e) => return e,
     };
-    if numkeys > (a.len() - 3) as i64 {
-        return err(errors::NUMKEYS_TOO_MANY);
-    }
-    if numkeys < 0 {
-        return err(errors::NUMKEYS_NEGATIVE);
-    }
-    let n = numkeys as usize;
-    let keys = a[3..3 + n].to_vec();
-    if s.shared.cluster.is_some() && keys.windows(2).any(|w| key_slot(&w[0]) != key_slot(&w[1])) {
-        return err(errors::CROSSSLOT);
-    }
     s.script_ready = Some(Job::Fcall(Call {
         argv: a.to_vec(),
         sha: String::from_utf8_lossy(&a[1]).into_owned(),
         body: None,
         keys,
-        args: a[3 + n..].to_vec(),
+        args,
         read_only,
     }));
     None

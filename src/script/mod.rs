@@ -26,7 +26,6 @@ pub(crate) mod libs;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use hypercache_cluster::slot::{key_slot, Slot};
@@ -37,7 +36,7 @@ use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, V
 use parking_lot::Mutex;
 
 use crate::session::Session;
-use crate::state::{now_ms, ClientHandle, ClientMeta, Shared};
+use crate::state::{now_ms, ClientHandle, Shared};
 
 /// The node's scripts: the VM, the cache of bodies, and what runs now.
 #[derive(Default)]
@@ -1332,19 +1331,7 @@ fn script_error(t: &Table, sha: &str) -> Frame {
 /// a client, always authenticated.
 fn script_session(shared: Arc<Shared>) -> Session {
     let unspecified: std::net::SocketAddr = ([0, 0, 0, 0], 0).into();
-    let handle = Arc::new(ClientHandle {
-        id: 0,
-        addr: unspecified,
-        laddr: unspecified,
-        fd: -1,
-        created: Instant::now(),
-        meta: parking_lot::Mutex::new(ClientMeta {
-            resp: 2,
-            ..Default::default()
-        }),
-        killed: Default::default(),
-        kill_notify: Default::default(),
-    });
+    let handle = Arc::new(ClientHandle::new(0, unspecified, unspecified, -1));
     let mut s = Session::new(shared, handle);
     s.authed = true;
     s.script = true;

@@ -451,3 +451,47 @@ impl TestCluster {
         }
     }
 }
+
+/// Sets `a` to `total` and `b` to 0, then runs `moves` (which moves units from `a` to `b`, each
+/// move being one transaction or script) while `readers` other connections read both keys in
+/// one MGET, over and over, asserting that they always sum to `total`: no read may land between
+/// a move's two writes. Returns after `moves`, once every reader did at least one read.
+#[allow(dead_code)]
+pub(crate) fn reads_never_see_half_a_move(
+    s: &Server,
+    readers: usize,
+    total: i64,
+    moves: impl FnOnce(&mut redis::Connection),
+) {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut c = s.conn();
+    let _: () = redis::cmd("MSET")
+        .arg("a")
+        .arg(total)
+        .arg("b")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let threads: Vec<_> = (0..readers)
+        .map(|_| {
+            let mut r = s.conn();
+            let stop = stop.clone();
+            std::thread::spawn(move || {
+                let mut seen = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let (a, b): (i64, i64) =
+                        redis::cmd("MGET").arg("a").arg("b").query(&mut r).unwrap();
+                    assert_eq!(a + b, total, "a read landed in the middle of a move");
+                    seen += 1;
+                }
+                seen
+            })
+        })
+        .collect();
+    moves(&mut c);
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        assert!(t.join().unwrap() > 0, "a reader never read");
+    }
+}
