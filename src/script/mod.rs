@@ -250,8 +250,8 @@ struct Engine {
     runs: std::cell::Cell<u64>,
 }
 
-/// Runs between full collections of the VM.
-const GC_PERIOD: u64 = 20;
+/// Runs between explicit steps of the VM's collector.
+const GC_PERIOD: u64 = 50;
 
 /// What a running script's `redis.call` needs (Lua app data for the run).
 struct RunCtx {
@@ -1011,10 +1011,14 @@ impl Scripts {
         (b.len(), b.values().map(|v| v.len() + 40).sum())
     }
 
-    /// Memory the VM uses (INFO `used_memory_lua`), 0 before the first script.
+    /// Memory the VM's live objects use (INFO `used_memory_lua`), after a full collection; 0
+    /// before the first script, or while a script runs (the VM is busy).
     pub fn vm_memory(&self) -> usize {
         match self.engine.try_lock() {
-            Some(e) => e.as_ref().map_or(0, |e| e.lua.used_memory()),
+            Some(e) => e.as_ref().map_or(0, |e| {
+                let _ = e.lua.gc_collect();
+                e.lua.used_memory()
+            }),
             None => 0,
         }
     }
@@ -1248,13 +1252,12 @@ impl Engine {
         let result = runner.call::<MultiValue>((f.clone(), keys, argv));
         let _ = lua.set_memory_limit(0);
         lua.remove_hook();
-        // Every run leaves its environment and KEYS/ARGV behind: a full collection every
-        // GC_PERIOD runs keeps the VM near its live size (Redis steps its collector every 50).
+        // Every run leaves its environment and KEYS/ARGV behind; Lua's incremental collector
+        // reclaims them as it allocates, and a step every GC_PERIOD runs keeps it ahead (Redis
+        // steps its collector every 50 runs). INFO collects fully before it reads the size.
         let runs = self.runs.get() + 1;
         self.runs.set(runs);
         if runs.is_multiple_of(GC_PERIOD) {
-            let _ = lua.gc_collect();
-        } else {
             let _ = lua.gc_step();
         }
         let resp3 = lua.app_data_ref::<RunCtx>().is_some_and(|c| c.resp3);
