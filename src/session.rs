@@ -103,7 +103,7 @@ pub struct Session {
     /// Running a transaction's commands (or a script's): `maxmemory` was checked once, before.
     in_exec: bool,
     /// A script or `SCRIPT LOAD` a command asked for: the connection runs it
-    /// ([`Session::run_script`]) before the next command.
+    /// ([`Session::queue_script`], [`Session::flush_scripts`]).
     pub script_ready: Option<crate::script::Job>,
     /// The command (EVAL, FCALL, ...) whose script [`Session::script_ready`] holds: its
     /// `failed_calls` are counted when the script's reply is known.
@@ -938,12 +938,7 @@ impl Session {
         let queue = self.multi.is_some() && !controls_transaction(spec.name);
         // As Redis: inside MULTI every command but the transaction's own is refused when memory is
         // full (queuing takes memory); inside EXEC memory was checked once for all.
-        let oom_check = if queue {
-            true
-        } else {
-            effective.has_flag("denyoom") && !self.in_exec
-        };
-        if self.maxmemory > 0 && oom_check {
+        if self.maxmemory > 0 && (queue || (!self.in_exec && effective.has_flag("denyoom"))) {
             let ctx = self.ctx();
             let (max, policy, samples) = (self.maxmemory, self.policy, self.samples);
             if !crate::memory::make_room(&self.shared, max, policy, samples, &ctx, &mut self.rng) {

@@ -1,8 +1,8 @@
 //! Scripting: `EVAL`, `EVALSHA`, `EVAL_RO`, `EVALSHA_RO`, `SCRIPT`.
 //!
 //! The handlers check the arguments and hand the script to the connection
-//! ([`Session::script_ready`]), which runs it ([`Session::run_script`]): on a single node with no
-//! other command in between. The engine is [`crate::script`].
+//! ([`Session::script_ready`]), which queues it and runs it ([`Session::flush_scripts`]): on a
+//! single node with no other command in between. The engine is [`crate::script`].
 
 use bytes::Bytes;
 use hypercache_cluster::slot::key_slot;

@@ -1,9 +1,11 @@
-//! Lua scripting: `EVAL`, `EVALSHA`, `EVAL_RO`, `EVALSHA_RO` and `SCRIPT`, as Redis 7.0 runs them.
+//! Lua scripting: `EVAL`, `EVALSHA`, `EVAL_RO`, `EVALSHA_RO` and `SCRIPT`, and Redis 7's
+//! functions (`FUNCTION`, `FCALL`: [`functions`]), as Redis 7.0 runs them.
 //!
-//! - **One VM** (Lua 5.1 through `mlua`, vendored), created on first use, reset by
-//!   `SCRIPT FLUSH`. Scripts are compiled once and kept by SHA1; the bodies are kept for
-//!   `SCRIPT EXISTS`.
-//! - **Where a script runs:** on a blocking thread (Lua is synchronous), with the VM locked. On
+//! - **One VM** (Lua 5.1 through `mlua`, vendored), created on first use. Scripts are compiled
+//!   once and kept by SHA1 (`SCRIPT FLUSH` forgets them); the bodies are kept for
+//!   `SCRIPT EXISTS`. Function libraries live in the same VM.
+//! - **Where a script runs:** on a blocking thread (Lua is synchronous), with the VM locked;
+//!   the scripts of one pipeline go together, in one trip ([`Session::flush_scripts`]). On
 //!   a single node the caller holds the node's gate exclusive first ([`crate::exclusive`]), so a
 //!   script is atomic as in Redis. In a cluster each `redis.call` goes through the coordinator
 //!   like a client command (the thread waits for the network), so a script is *not* atomic
@@ -1035,16 +1037,6 @@ impl Scripts {
     /// a blocking thread). Returns the reply, and whether it is an error a command answered
     /// inside the script and INFO errorstats already counted.
     pub fn run_blocking(
-        shared: &Arc<Shared>,
-        job: Job,
-        caller_levels: Levels,
-        runtime: tokio::runtime::Handle,
-    ) -> (Frame, bool) {
-        let (reply, counted) = Self::run_job(shared, job, caller_levels, runtime);
-        (reply, counted)
-    }
-
-    fn run_job(
         shared: &Arc<Shared>,
         job: Job,
         caller_levels: Levels,
