@@ -22,6 +22,11 @@ if [ ${#need_install[@]} -gt 0 ]; then
     "${sudo_cmd[@]}" apt-get update -qq
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq redis-server redis-tools python3-prometheus-client python3-redis >/dev/null
 fi
+# ioredis, pinned in tests/libs/package.json (tests/libraries.rs).
+if [ ! -d tests/libs/node_modules/ioredis ]; then
+    command -v npm >/dev/null 2>&1 || { echo "npm is needed for the ioredis tests" >&2; exit 1; }
+    (cd tests/libs && npm ci --no-audit --no-fund --silent)
+fi
 # Debian starts a redis-server service on install; the tests start their own on free ports.
 redis-server --version
 

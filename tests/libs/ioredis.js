@@ -1,0 +1,118 @@
+// Cache scenarios as applications run them with ioredis, unchanged.
+//
+// Usage: node ioredis.js PORT [--no-watch]
+// Each scenario prints "ok <name>" or "FAIL <name>: <reason>"; the exit status is the number of
+// failures. `--no-watch` leaves out the WATCH scenario (refused by a cluster node, on purpose:
+// docs/cluster.md).
+"use strict";
+const assert = require("assert");
+const Redis = require("ioredis");
+
+const port = Number(process.argv[2]);
+const noWatch = process.argv.includes("--no-watch");
+const redis = new Redis({ host: "127.0.0.1", port, lazyConnect: false, maxRetriesPerRequest: 1 });
+let failures = 0;
+
+async function scenario(name, fn) {
+  await redis.flushall();
+  try {
+    await fn();
+    console.log("ok", name);
+  } catch (e) {
+    failures++;
+    console.log("FAIL", name + ":", e && e.message);
+  }
+}
+
+async function main() {
+  await scenario("strings_and_expiry", async () => {
+    assert.strictEqual(await redis.set("greeting", "hello", "EX", 100), "OK");
+    assert.strictEqual(await redis.get("greeting"), "hello");
+    const ttl = await redis.ttl("greeting");
+    assert.ok(ttl > 0 && ttl <= 100, String(ttl));
+    assert.deepStrictEqual(await redis.mget("greeting", "missing"), ["hello", null]);
+    assert.strictEqual(await redis.incrby("n", 41), 41);
+  });
+
+  await scenario("multi_exec", async () => {
+    const r = await redis.multi().set("a", 1).incr("a").get("a").exec();
+    assert.deepStrictEqual(r, [[null, "OK"], [null, 2], [null, "2"]]);
+  });
+
+  await scenario("multi_reports_errors_in_place", async () => {
+    await redis.set("text", "abc");
+    const r = await redis.multi().set("n", 1).incr("text").incr("n").exec();
+    assert.strictEqual(r[0][1], "OK");
+    assert.ok(r[1][0] instanceof Error && /not an integer/.test(r[1][0].message), String(r[1][0]));
+    assert.strictEqual(r[2][1], 2);
+  });
+
+  await scenario("multi_aborts_on_a_refused_command", async () => {
+    let err = null;
+    try {
+      await redis.multi().set("x", 1).call("nosuchcommand").exec();
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err && /EXECABORT/.test(err.message), String(err));
+    assert.strictEqual(await redis.exists("x"), 0);
+  });
+
+  await scenario("pipeline", async () => {
+    const p = redis.pipeline();
+    for (let i = 0; i < 100; i++) p.set(`key:${i}`, i);
+    const r = await p.exec();
+    assert.strictEqual(r.length, 100);
+    assert.strictEqual(await redis.get("key:99"), "99");
+  });
+
+  if (!noWatch) {
+    await scenario("watch_increments", async () => {
+      // The optimistic-locking loop from four connections at once.
+      const clients = [0, 1, 2, 3].map(() => new Redis({ host: "127.0.0.1", port }));
+      await Promise.all(clients.map(async (c) => {
+        for (let i = 0; i < 50; i++) {
+          for (;;) {
+            await c.watch("counter");
+            const v = Number((await c.get("counter")) || 0);
+            const r = await c.multi().set("counter", v + 1).exec();
+            if (r !== null) break;
+          }
+        }
+      }));
+      clients.forEach((c) => c.disconnect());
+      assert.strictEqual(await redis.get("counter"), "200");
+    });
+  }
+
+  await scenario("define_command", async () => {
+    // EVALSHA first, EVAL when the script is not cached: ioredis's own fallback.
+    await redis.script("FLUSH");
+    redis.defineCommand("hits", {
+      numberOfKeys: 1,
+      lua: "local n = redis.call('incr', KEYS[1]) if n == 1 then redis.call('pexpire', KEYS[1], ARGV[1]) end return n",
+    });
+    assert.strictEqual(await redis.hits("rl:user", 60000), 1);
+    assert.strictEqual(await redis.hits("rl:user", 60000), 2);
+    const pttl = await redis.pttl("rl:user");
+    assert.ok(pttl > 0 && pttl <= 60000, String(pttl));
+  });
+
+  await scenario("eval_errors_reject", async () => {
+    let err = null;
+    try {
+      await redis.eval("return redis.error_reply('MY failure')", 0);
+    } catch (e) {
+      err = e;
+    }
+    assert.ok(err && /failure/.test(err.message), String(err));
+  });
+
+  redis.disconnect();
+  process.exit(failures);
+}
+
+main().catch((e) => {
+  console.log("FAIL setup:", e && e.message);
+  process.exit(100);
+});
