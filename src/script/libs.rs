@@ -633,36 +633,22 @@ fn mp_decode(lua: &Lua, b: &[u8], at: &mut usize, depth: usize) -> mlua::Result<
         0xca => Value::Number(f64::from(f32::from_bits(be(take(b, at, 4)?) as u32))),
         0xcb => Value::Number(f64::from_bits(be(take(b, at, 8)?))),
         0xa0..=0xbf => string(lua, at, usize::from(tag & 0x1f))?,
-        0xd9 | 0xc4 => {
-            let n = be(take(b, at, 1)?) as usize;
-            string(lua, at, n)?
-        }
-        0xda | 0xc5 => {
-            let n = be(take(b, at, 2)?) as usize;
-            string(lua, at, n)?
-        }
-        0xdb | 0xc6 => {
-            let n = be(take(b, at, 4)?) as usize;
-            string(lua, at, n)?
+        0xd9 | 0xc4 | 0xda | 0xc5 | 0xdb | 0xc6 | 0xdc | 0xdd | 0xde | 0xdf => {
+            // A length of 1, 2 or 4 bytes, then a string (str and bin alike), an array or a map.
+            let width = match tag {
+                0xd9 | 0xc4 => 1,
+                0xda | 0xc5 | 0xdc | 0xde => 2,
+                _ => 4,
+            };
+            let n = be(take(b, at, width)?) as usize;
+            match tag {
+                0xdc | 0xdd => array(lua, at, n)?,
+                0xde | 0xdf => map(lua, at, n)?,
+                _ => string(lua, at, n)?,
+            }
         }
         0x90..=0x9f => array(lua, at, usize::from(tag & 0x0f))?,
-        0xdc => {
-            let n = be(take(b, at, 2)?) as usize;
-            array(lua, at, n)?
-        }
-        0xdd => {
-            let n = be(take(b, at, 4)?) as usize;
-            array(lua, at, n)?
-        }
         0x80..=0x8f => map(lua, at, usize::from(tag & 0x0f))?,
-        0xde => {
-            let n = be(take(b, at, 2)?) as usize;
-            map(lua, at, n)?
-        }
-        0xdf => {
-            let n = be(take(b, at, 4)?) as usize;
-            map(lua, at, n)?
-        }
         _ => return Err(mlua::Error::runtime("Bad data format in input.")),
     })
 }
@@ -670,6 +656,42 @@ fn mp_decode(lua: &Lua, b: &[u8], at: &mut usize, depth: usize) -> mlua::Result<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn msgpack_round_trips_every_length_width() {
+        let lua = Lua::new();
+        let t = cmsgpack(&lua).unwrap();
+        let pack: mlua::Function = t.raw_get("pack").unwrap();
+        let unpack: mlua::Function = t.raw_get("unpack").unwrap();
+        let round = |v: Value| -> Value {
+            let packed: mlua::LuaString = pack.call(v).unwrap();
+            unpack.call(packed).unwrap()
+        };
+        for len in [5usize, 40, 300, 70_000] {
+            let s = lua.create_string("x".repeat(len)).unwrap();
+            match round(Value::String(s)) {
+                Value::String(back) => assert_eq!(back.as_bytes().len(), len),
+                other => panic!("{other:?}"),
+            }
+            let arr = lua.create_table().unwrap();
+            let map = lua.create_table().unwrap();
+            for i in 1..=len.min(70_000) {
+                arr.raw_set(i, i as f64).unwrap();
+                map.raw_set(format!("k{i}"), i as f64).unwrap();
+            }
+            match round(Value::Table(arr)) {
+                Value::Table(back) => assert_eq!(back.raw_len(), len),
+                other => panic!("{other:?}"),
+            }
+            match round(Value::Table(map)) {
+                Value::Table(back) => {
+                    assert_eq!(back.pairs::<Value, Value>().count(), len);
+                    assert_eq!(back.raw_get::<f64>(format!("k{len}")).unwrap(), len as f64);
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+    }
 
     #[test]
     fn tobit_wraps_like_luabitop() {
