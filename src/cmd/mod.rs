@@ -103,6 +103,7 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("fcall", scripting::fcall),
         ("fcall_ro", scripting::fcall_ro),
         ("function", scripting::function),
+        ("cluster", server::cluster),
         ("multi", transactions::multi),
         ("exec", transactions::exec),
         ("discard", transactions::discard),

@@ -897,3 +897,12 @@ pub(super) fn memory(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 pub(super) fn debug(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     err(errors::DEBUG_DISABLED)
 }
+
+/// # Format
+/// `CLUSTER <subcommand> ...`
+///
+/// Answered as a Redis without cluster mode answers: HyperCache does not speak the Redis
+/// Cluster protocol (no slot map for clients, no redirections): any node serves any key.
+pub(super) fn cluster(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    err("ERR This instance has cluster support disabled")
+}
