@@ -294,21 +294,25 @@ fn encode_string(s: &[u8], out: &mut Vec<u8>) {
     out.push(b'"');
 }
 
-fn encode_table(t: &Table, depth: usize, cfg: &JsonCfg, out: &mut Vec<u8>) -> mlua::Result<()> {
-    // lua-cjson: an array if every key is a positive integer (holes up to a sparse ratio
-    // become null); an empty table is an object.
-    let mut max = 0usize;
-    let mut count = 0usize;
-    let mut array = true;
+/// A table's shape as lua-cjson and lua-cmsgpack both read it: how many keys, the largest
+/// positive integer key, and whether every key is one (an array, possibly with holes).
+fn array_shape(t: &Table) -> mlua::Result<(usize, usize, bool)> {
+    let (mut count, mut max, mut array) = (0usize, 0usize, true);
     for pair in t.clone().pairs::<Value, Value>() {
         let (k, _) = pair?;
         count += 1;
-        match k {
-            Value::Number(n) if n >= 1.0 && n.fract() == 0.0 => max = max.max(n as usize),
-            Value::Integer(n) if n >= 1 => max = max.max(n as usize),
+        match as_number(&k) {
+            Some(n) if n >= 1.0 && n.fract() == 0.0 => max = max.max(n as usize),
             _ => array = false,
         }
     }
+    Ok((count, max, array))
+}
+
+fn encode_table(t: &Table, depth: usize, cfg: &JsonCfg, out: &mut Vec<u8>) -> mlua::Result<()> {
+    // lua-cjson: an array if every key is a positive integer (holes up to a sparse ratio
+    // become null); an empty table is an object.
+    let (count, max, array) = array_shape(t)?;
     if array && max > 0 {
         let sparse =
             cfg.sparse_ratio > 0 && max > count * cfg.sparse_ratio && max > cfg.sparse_safe;
@@ -489,17 +493,7 @@ fn mp_encode(v: &Value, depth: usize, out: &mut Vec<u8>) -> mlua::Result<()> {
             out.extend_from_slice(&b);
         }
         Value::Table(t) if depth < MSGPACK_MAX_NESTING => {
-            let mut count = 0usize;
-            let mut max = 0usize;
-            let mut array = true;
-            for pair in t.clone().pairs::<Value, Value>() {
-                let (k, _) = pair?;
-                count += 1;
-                match as_number(&k) {
-                    Some(n) if n >= 1.0 && n.fract() == 0.0 => max = max.max(n as usize),
-                    _ => array = false,
-                }
-            }
+            let (count, max, array) = array_shape(t)?;
             if array && max == count {
                 mp_len(count, 0x90, 0xdc, 0xdd, out);
                 for i in 1..=count {
