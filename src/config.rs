@@ -19,15 +19,85 @@ pub enum LogFormat {
     Json,
 }
 
+/// `tls-auth-clients`: whether TLS clients must present a certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsAuthClients {
+    /// No certificate is asked for.
+    No,
+    /// A certificate is asked for and checked if one is presented.
+    Optional,
+    /// A certificate from the CA is required.
+    Yes,
+}
+
+impl TlsAuthClients {
+    /// The setting's word.
+    pub fn name(self) -> &'static str {
+        match self {
+            TlsAuthClients::No => "no",
+            TlsAuthClients::Optional => "optional",
+            TlsAuthClients::Yes => "yes",
+        }
+    }
+}
+
+/// `yes` or `no`, as Redis prints a boolean setting.
+fn yes_no(b: bool) -> String {
+    if b { "yes" } else { "no" }.into()
+}
+
 /// The node's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// Address to listen on for clients. Default `127.0.0.1`.
     pub bind: String,
-    /// Client port, 0..=65535 (0 picks a free port). Default 6379.
+    /// Plain-text client port, 0..=65535 (0: no plain-text listener, as in Redis; `tls-port`
+    /// must then be set). Default 6379.
     pub port: u16,
     /// Password of the default user; empty means none. Runtime-settable.
     pub requirepass: String,
+    /// `protected-mode`: with no password, only clients from 127.0.0.1 and ::1 are served; the
+    /// others get Redis's `-DENIED` text and are closed. Default yes. Runtime-settable.
+    pub protected_mode: bool,
+    /// TLS client port, 0..=65535 (0: none). Default 0.
+    pub tls_port: u16,
+    /// The node's certificate chain (PEM), for the TLS client port and, with `tls-cluster`,
+    /// its links. Runtime-settable: a new value is loaded at once (as is SIGHUP).
+    pub tls_cert_file: String,
+    /// The private key of `tls-cert-file` (PEM: PKCS#8, PKCS#1 or SEC1). Runtime-settable.
+    pub tls_key_file: String,
+    /// CA certificates (PEM) that client and peer certificates must chain to. Runtime-settable.
+    pub tls_ca_cert_file: String,
+    /// A directory of CA certificates (PEM files), read like `tls-ca-cert-file`.
+    /// Runtime-settable.
+    pub tls_ca_cert_dir: String,
+    /// Certificate a node presents when it dials a peer with `tls-cluster` (empty:
+    /// `tls-cert-file`). Runtime-settable.
+    pub tls_client_cert_file: String,
+    /// The private key of `tls-client-cert-file`. Runtime-settable.
+    pub tls_client_key_file: String,
+    /// `tls-auth-clients`: `yes` (clients must present a certificate from the CA), `optional`
+    /// (checked if presented) or `no`. Default yes, as in Redis. Runtime-settable.
+    pub tls_auth_clients: TlsAuthClients,
+    /// Accepted TLS versions, space-separated: `TLSv1.2`, `TLSv1.3`. Empty (the default): both.
+    /// Runtime-settable.
+    pub tls_protocols: String,
+    /// TLS 1.3 cipher suites, colon-separated OpenSSL names (`TLS_AES_256_GCM_SHA384:...`).
+    /// Empty (the default): all that rustls offers. Runtime-settable.
+    pub tls_ciphersuites: String,
+    /// TLS 1.2 ciphers, colon-separated OpenSSL names (`ECDHE-RSA-AES256-GCM-SHA384:...`;
+    /// `DEFAULT` for all). Empty (the default): all. Runtime-settable.
+    pub tls_ciphers: String,
+    /// Choose the cipher by the node's order rather than the client's. Default no.
+    /// Runtime-settable.
+    pub tls_prefer_server_ciphers: bool,
+    /// Resume TLS sessions (session ids and tickets). Default yes. Runtime-settable.
+    pub tls_session_caching: bool,
+    /// TLS sessions kept for resumption. Default 20480. Runtime-settable.
+    pub tls_session_cache_size: u64,
+    /// Links between nodes over mutual TLS (both sides present certificates from the CA).
+    /// Default no.
+    pub tls_cluster: bool,
     /// Most simultaneous client connections, 1..=4294967295. Default 10000. Runtime-settable.
     pub maxclients: u64,
     /// Close a client idle for this many seconds; 0 never. 0..=2147483647. Runtime-settable.
@@ -166,6 +236,22 @@ impl Default for Config {
             bind: "127.0.0.1".into(),
             port: 6379,
             requirepass: String::new(),
+            protected_mode: true,
+            tls_port: 0,
+            tls_cert_file: String::new(),
+            tls_key_file: String::new(),
+            tls_ca_cert_file: String::new(),
+            tls_ca_cert_dir: String::new(),
+            tls_client_cert_file: String::new(),
+            tls_client_key_file: String::new(),
+            tls_auth_clients: TlsAuthClients::Yes,
+            tls_protocols: String::new(),
+            tls_ciphersuites: String::new(),
+            tls_ciphers: String::new(),
+            tls_prefer_server_ciphers: false,
+            tls_session_caching: true,
+            tls_session_cache_size: 20 * 1024,
+            tls_cluster: false,
             maxclients: 10000,
             timeout: 0,
             log_level: "info".into(),
@@ -263,6 +349,8 @@ pub enum Kind {
     Str,
     /// One of the listed words.
     Enum(&'static [&'static str]),
+    /// `yes` or `no`.
+    Bool,
     /// A decimal number from 0 to 1.
     Ratio,
 }
@@ -295,6 +383,9 @@ impl Value {
             Value::Str(_) => 0,
         }
     }
+    fn yes(&self) -> bool {
+        matches!(self, Value::Int(1))
+    }
     fn text(self) -> String {
         match self {
             Value::Str(s) => s,
@@ -326,6 +417,122 @@ pub static PARAMS: &[Param] = &[
         false,
         |c| c.port.to_string(),
         |c, v| c.port = v.int() as u16
+    ),
+    p!(
+        "protected-mode",
+        Kind::Bool,
+        true,
+        |c| yes_no(c.protected_mode),
+        |c, v| c.protected_mode = v.yes()
+    ),
+    p!(
+        "tls-port",
+        Kind::Int(0, 65535),
+        false,
+        |c| c.tls_port.to_string(),
+        |c, v| c.tls_port = v.int() as u16
+    ),
+    p!(
+        "tls-cert-file",
+        Kind::Str,
+        true,
+        |c| c.tls_cert_file.clone(),
+        |c, v| c.tls_cert_file = v.text()
+    ),
+    p!(
+        "tls-key-file",
+        Kind::Str,
+        true,
+        |c| c.tls_key_file.clone(),
+        |c, v| c.tls_key_file = v.text()
+    ),
+    p!(
+        "tls-ca-cert-file",
+        Kind::Str,
+        true,
+        |c| c.tls_ca_cert_file.clone(),
+        |c, v| c.tls_ca_cert_file = v.text()
+    ),
+    p!(
+        "tls-ca-cert-dir",
+        Kind::Str,
+        true,
+        |c| c.tls_ca_cert_dir.clone(),
+        |c, v| c.tls_ca_cert_dir = v.text()
+    ),
+    p!(
+        "tls-client-cert-file",
+        Kind::Str,
+        true,
+        |c| c.tls_client_cert_file.clone(),
+        |c, v| c.tls_client_cert_file = v.text()
+    ),
+    p!(
+        "tls-client-key-file",
+        Kind::Str,
+        true,
+        |c| c.tls_client_key_file.clone(),
+        |c, v| c.tls_client_key_file = v.text()
+    ),
+    p!(
+        "tls-auth-clients",
+        Kind::Enum(&["no", "optional", "yes"]),
+        true,
+        |c| c.tls_auth_clients.name().into(),
+        |c, v| c.tls_auth_clients = match v.text().as_str() {
+            "no" => TlsAuthClients::No,
+            "optional" => TlsAuthClients::Optional,
+            _ => TlsAuthClients::Yes,
+        }
+    ),
+    p!(
+        "tls-protocols",
+        Kind::Str,
+        true,
+        |c| c.tls_protocols.clone(),
+        |c, v| c.tls_protocols = v.text()
+    ),
+    p!(
+        "tls-ciphersuites",
+        Kind::Str,
+        true,
+        |c| c.tls_ciphersuites.clone(),
+        |c, v| c.tls_ciphersuites = v.text()
+    ),
+    p!(
+        "tls-ciphers",
+        Kind::Str,
+        true,
+        |c| c.tls_ciphers.clone(),
+        |c, v| c.tls_ciphers = v.text()
+    ),
+    p!(
+        "tls-prefer-server-ciphers",
+        Kind::Bool,
+        true,
+        |c| yes_no(c.tls_prefer_server_ciphers),
+        |c, v| c.tls_prefer_server_ciphers = v.yes()
+    ),
+    p!(
+        "tls-session-caching",
+        Kind::Bool,
+        true,
+        |c| yes_no(c.tls_session_caching),
+        |c, v| c.tls_session_caching = v.yes()
+    ),
+    p!(
+        "tls-session-cache-size",
+        Kind::Int(0, i32::MAX as i64),
+        true,
+        |c| c.tls_session_cache_size.to_string(),
+        |c, v| c.tls_session_cache_size = v.int() as u64
+    ),
+    p!(
+        "tls-cluster",
+        Kind::Bool,
+        false,
+        |c| yes_no(c.tls_cluster),
+        |c, v| c.tls_cluster = v.yes()
     ),
     p!(
         "requirepass",
@@ -811,6 +1018,11 @@ impl Param {
                 Ok(v) if (0.0..=1.0).contains(&v) => Ok(Value::Str(raw.to_string())),
                 _ => Err(Rejected("argument must be a number from 0 to 1".into())),
             },
+            Kind::Bool => match raw.to_ascii_lowercase().as_str() {
+                "yes" => Ok(Value::Int(1)),
+                "no" => Ok(Value::Int(0)),
+                _ => Err(Rejected("argument must be 'yes' or 'no'".into())),
+            },
             Kind::Enum(words) => {
                 let l = raw.to_ascii_lowercase();
                 if words.contains(&l.as_str()) {
@@ -841,19 +1053,28 @@ impl Param {
             Kind::Str => "text".into(),
             Kind::Ratio => "a number from 0 to 1".into(),
             Kind::Enum(w) => format!("one of: {}", w.join(", ")),
+            Kind::Bool => "yes or no".into(),
         }
     }
 }
 
 impl Config {
-    /// The HTTP port: `http-port`, or the client port + 3000 (minus 3000 where that would not
+    /// The HTTP port: `http-port`, or the client port ([`Config::client_port`]) + 3000 (minus 3000 where that would not
     /// fit); 0 when it is off.
     pub fn http_port(&self) -> u16 {
         self.http_port.unwrap_or_else(|| {
-            self.port
-                .checked_add(3000)
-                .unwrap_or(self.port.wrapping_sub(3000))
+            let port = self.client_port();
+            port.checked_add(3000).unwrap_or(port.wrapping_sub(3000))
         })
+    }
+
+    /// The port clients use: `port`, or `tls-port` when the plain-text port is off.
+    pub fn client_port(&self) -> u16 {
+        if self.port != 0 {
+            self.port
+        } else {
+            self.tls_port
+        }
     }
 
     /// The cluster port: `cluster-port`, or the client port + 10000.
@@ -861,7 +1082,7 @@ impl Config {
         if self.cluster_port != 0 {
             self.cluster_port
         } else {
-            self.port.wrapping_add(10000)
+            self.client_port().wrapping_add(10000)
         }
     }
 
@@ -887,7 +1108,7 @@ impl Config {
         } else {
             self.advertise.split(':').next().unwrap_or(&self.bind)
         };
-        format!("{host}:{}", self.port)
+        format!("{host}:{}", self.client_port())
     }
 
     /// This node's id: `node-id`, else derived from the advertised cluster address.
@@ -994,6 +1215,9 @@ impl Config {
     /// two anti-entropy rounds (at the longest backoff), or a late hint or a replica that missed
     /// the delete could bring the deleted key back after its tombstone is gone.
     pub fn check(&self) -> Result<(), String> {
+        if self.port == 0 && self.tls_port == 0 {
+            return Err("port and tls-port are both 0: the node would have no client port".into());
+        }
         if !self.otlp_endpoint.is_empty() && !self.otlp_endpoint.starts_with("http://") {
             return Err(format!(
                 "otlp-endpoint must be an http:// URL of an OTLP/HTTP receiver (such as http://127.0.0.1:4318), got {}",

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use hypercache_resp::{request, Frame, Protocol};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
@@ -21,39 +21,120 @@ const READ_CHUNK: usize = 16 * 1024;
 /// Buffers larger than this are released after use rather than kept for the next request.
 const KEEP_BUFFER: usize = 1024 * 1024;
 
-/// Registers the client, serves it until it leaves, is killed, idles out or the node stops, then
-/// unregisters it.
-pub async fn serve(
-    shared: Arc<Shared>,
-    mut socket: TcpStream,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let _ = socket.set_nodelay(true);
-    // Whatever happens below, the connection stops counting against maxclients when this ends.
-    struct Counted<'a>(&'a Shared);
-    impl Drop for Counted<'_> {
-        fn drop(&mut self) {
-            self.0
-                .connected
-                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        }
+/// How long a TLS client may take over its handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Redis's refusal of a client from another host while protected mode is on (`-DENIED`).
+const DENIED: &[u8] = b"-DENIED Redis is running in protected mode because protected \
+mode is enabled and no password is set for the default user. \
+In this mode connections are only accepted from the loopback interface. \
+If you want to connect from external computers to Redis you \
+may adopt one of the following solutions: \
+1) Just disable protected mode sending the command \
+'CONFIG SET protected-mode no' from the loopback interface \
+by connecting to Redis from the same host the server is \
+running, however MAKE SURE Redis is not publicly accessible \
+from internet if you do so. Use CONFIG REWRITE to make this \
+change permanent. \
+2) Alternatively you can just disable the protected mode by \
+editing the Redis configuration file, and setting the protected \
+mode option to 'no', and then restarting the server. \
+3) If you started the server manually just for testing, restart \
+it with the '--protected-mode no' option. \
+4) Setup a an authentication password for the default user. \
+NOTE: You only need to do one of the above things in order for \
+the server to start accepting connections from the outside.\r\n";
+
+/// Whatever happens, a connection stops counting against `maxclients` when this drops.
+struct Counted<'a>(&'a Shared);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0
+            .connected
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
+}
+
+/// Serves a plain-text client (see [`serve_stream`]).
+pub async fn serve(shared: Arc<Shared>, socket: TcpStream, shutdown: watch::Receiver<bool>) {
     let _counted = Counted(&shared);
+    let _ = socket.set_nodelay(true);
     let (Ok(addr), Ok(laddr)) = (socket.peer_addr(), socket.local_addr()) else {
         return;
     };
+    let fd = i64::from(socket.as_raw_fd());
+    serve_stream(&shared, socket, addr, laddr, fd, shutdown).await;
+}
+
+/// Serves a client of the TLS port: its handshake (with the configuration in force when it
+/// arrived), then the same as a plain-text client.
+pub async fn serve_tls(shared: Arc<Shared>, socket: TcpStream, shutdown: watch::Receiver<bool>) {
+    let _counted = Counted(&shared);
+    let _ = socket.set_nodelay(true);
+    let (Ok(addr), Ok(laddr)) = (socket.peer_addr(), socket.local_addr()) else {
+        return;
+    };
+    let fd = i64::from(socket.as_raw_fd());
+    let Some(acceptor) = shared.tls.acceptor() else {
+        return;
+    };
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            // Redis logs these at warning too ("Error accepting a client connection").
+            tracing::warn!(node_id = %shared.node_id, component = "server", client = %addr, error = %e, "TLS handshake with a client failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!(node_id = %shared.node_id, component = "server", client = %addr, "TLS handshake with a client timed out");
+            return;
+        }
+    };
+    serve_stream(&shared, stream, addr, laddr, fd, shutdown).await;
+}
+
+/// Whether a client at `ip` is local for protected mode: 127.0.0.1 or ::1 exactly, as Redis
+/// decides (not the rest of 127.0.0.0/8).
+fn is_local(ip: std::net::IpAddr) -> bool {
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    match ip {
+        IpAddr::V4(v4) => v4 == Ipv4Addr::LOCALHOST,
+        IpAddr::V6(v6) => {
+            v6 == Ipv6Addr::LOCALHOST || v6.to_ipv4_mapped() == Some(Ipv4Addr::LOCALHOST)
+        }
+    }
+}
+
+/// Registers the client, serves it until it leaves, is killed, idles out or the node stops, then
+/// unregisters it. A client from another host while protected mode is on gets `-DENIED` and is
+/// closed instead.
+async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
+    shared: &Arc<Shared>,
+    mut socket: S,
+    addr: std::net::SocketAddr,
+    laddr: std::net::SocketAddr,
+    fd: i64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let protected = {
+        let c = shared.config.read();
+        c.protected_mode && c.requirepass.is_empty()
+    };
+    if protected && !is_local(addr.ip()) {
+        Stats::add(&shared.metrics.server.rejected_connections, 1);
+        let _ = socket.write_all(DENIED).await;
+        close(&mut socket).await;
+        return;
+    }
     let id = shared
         .next_client_id
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let handle = Arc::new(ClientHandle::new(
-        id,
-        addr,
-        laddr,
-        i64::from(socket.as_raw_fd()),
-    ));
+    let handle = Arc::new(ClientHandle::new(id, addr, laddr, fd));
     shared.clients.lock().insert(id, handle.clone());
     let mut session = Session::new(shared.clone(), handle.clone());
     let reason = run(&mut session, &mut socket, &mut shutdown).await;
+    close(&mut socket).await;
     if session.monitor.is_some() {
         shared.stop_monitor(id);
     }
@@ -67,9 +148,15 @@ pub async fn serve(
     shared.clients.lock().remove(&id);
 }
 
-async fn run(
+/// Flushes what is buffered and ends the stream (a TLS close_notify), within a bound: a client
+/// that reads nothing cannot hold it open.
+async fn close<S: AsyncWrite + Unpin>(socket: &mut S) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+}
+
+async fn run<S: AsyncRead + AsyncWrite + Unpin>(
     s: &mut Session,
-    socket: &mut TcpStream,
+    socket: &mut S,
     shutdown: &mut watch::Receiver<bool>,
 ) -> &'static str {
     // The write buffer grows to the size of a typical batch of replies and is kept; the read
@@ -108,7 +195,7 @@ async fn run(
                 while let Ok(more) = rx.try_recv() {
                     s.out.extend_from_slice(&more);
                 }
-                if socket.write_all(&s.out).await.is_err() {
+                if write_out(socket, &s.out).await.is_err() {
                     return "write error";
                 }
                 Stats::add(&s.shared.metrics.server.net_output_bytes, s.out.len() as u64);
@@ -192,7 +279,7 @@ async fn run(
         s.resolve().await;
         s.end_batch();
         if !s.out.is_empty() {
-            if socket.write_all(&s.out).await.is_err() {
+            if write_out(socket, &s.out).await.is_err() {
                 return "write error";
             }
             Stats::add(
@@ -214,6 +301,12 @@ async fn run(
             return "killed";
         }
     }
+}
+
+/// Writes `out` and flushes it (a no-op on TCP; TLS may hold the last record otherwise).
+async fn write_out<S: AsyncWrite + Unpin>(socket: &mut S, out: &[u8]) -> std::io::Result<()> {
+    socket.write_all(out).await?;
+    socket.flush().await
 }
 
 /// Holds `gate` shared for a batch. While a script holds it past `busy-reply-threshold`, returns

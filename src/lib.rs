@@ -17,6 +17,7 @@
 //! - [`cluster`]: peers, links, the slot ring as this node sees it, and the coordinator.
 //! - [`alloc`]: the counting allocator behind `used_memory`.
 //! - [`memory`]: staying inside `maxmemory` (eviction) and memory figures.
+//! - [`tls`]: TLS on the client port and between nodes (rustls).
 
 pub mod alloc;
 pub mod cluster;
@@ -32,6 +33,7 @@ pub mod server;
 pub mod session;
 pub mod state;
 pub mod telemetry;
+pub mod tls;
 
 /// The Redis version whose behaviour HyperCache reproduces; reported as `redis_version` by INFO and
 /// `version` by HELLO, because clients gate features on it.

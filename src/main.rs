@@ -84,13 +84,21 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(async move {
-        let listener = match tokio::net::TcpListener::bind((config.bind.as_str(), config.port)).await {
-            Ok(l) => l,
-            Err(e) => {
-                tracing::error!(component = "server", node_id = %config.node_id(), bind = %config.bind, port = config.port, error = %e, "cannot listen");
-                return ExitCode::FAILURE;
+        // The plain-text and TLS client ports (`port 0` or `tls-port 0` turns one off).
+        let mut listeners = [None, None];
+        for (i, (port, what)) in [(config.port, "port"), (config.tls_port, "tls-port")].into_iter().enumerate() {
+            if port == 0 {
+                continue;
             }
-        };
+            match tokio::net::TcpListener::bind((config.bind.as_str(), port)).await {
+                Ok(l) => listeners[i] = Some(l),
+                Err(e) => {
+                    tracing::error!(component = "server", node_id = %config.node_id(), bind = %config.bind, port, setting = what, error = %e, "cannot listen");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+        let [listener, tls_listener] = listeners;
         // The HTTP listener (health, readiness, metrics) binds where clients do; a port that
         // cannot be had stops the start, as the client port does.
         let http_port = config.http_port();
@@ -108,9 +116,21 @@ fn main() -> ExitCode {
                 }
             }
         };
-        let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+        let addr = listener.iter().chain(&tls_listener).filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
+        let tls_wanted = hypercache::tls::wanted(&config);
         let shared = Shared::new(config);
-        shared.port.store(listener.local_addr().map_or(0, |a| u64::from(a.port())), Ordering::Relaxed);
+        if let Some(l) = &listener {
+            shared.port.store(l.local_addr().map_or(0, |a| u64::from(a.port())), Ordering::Relaxed);
+        }
+        if tls_wanted {
+            // Certificates that do not load stop the start, as in Redis.
+            let c = shared.config.read().clone();
+            if let Err(e) = shared.tls.configure(&c) {
+                tracing::error!(component = "server", node_id = %shared.node_id, error = %e, "cannot configure TLS");
+                return ExitCode::FAILURE;
+            }
+            shared.tasks.spawn(server::reload_tls_on_hangup(shared.clone()));
+        }
         if let Some(cl) = shared.cluster.clone() {
             match hypercache::cluster::start(shared.clone(), cl.clone()).await {
                 Ok(l) => {
@@ -129,7 +149,7 @@ fn main() -> ExitCode {
         shared.tasks.spawn(server::signals(shared.clone()));
         let node_id = shared.config.read().node_id();
         tracing::info!(component = "server", node_id = %node_id, addr = %addr, version = env!("CARGO_PKG_VERSION"), "ready to accept connections");
-        server::run(listener, shared.clone(), Duration::from_secs(5)).await;
+        server::run(listener, tls_listener, shared.clone(), Duration::from_secs(5)).await;
         // Every background task ends on shutdown (or, for a request's replication, by its own
         // deadline): wait for them, within a bound.
         shared.tasks.close();

@@ -5,7 +5,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use crate::conn;
@@ -16,39 +16,27 @@ const EXPIRE_CYCLE_BUDGET: Duration = Duration::from_millis(25);
 /// Entries examined per expiry step before checking the time budget again.
 const EXPIRE_STEP_ENTRIES: usize = 2_000;
 
-/// Serves clients from `listener` until `shared.shutdown` fires, then waits (up to `grace`) for
-/// open connections to finish their in-flight replies.
-pub async fn run(listener: TcpListener, shared: Arc<Shared>, grace: Duration) {
+/// Serves clients from `plain` and `tls` (the `port` and `tls-port` listeners; either may be
+/// off) until `shared.shutdown` fires, then waits (up to `grace`) for open connections to
+/// finish their in-flight replies.
+pub async fn run(
+    plain: Option<TcpListener>,
+    tls: Option<TcpListener>,
+    shared: Arc<Shared>,
+    grace: Duration,
+) {
     let mut shutdown = shared.shutdown.subscribe();
     let mut conns = JoinSet::new();
     let mut backoff = Duration::from_millis(5);
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((socket, _)) => {
-                    backoff = Duration::from_millis(5);
-                    Stats::add(&shared.metrics.server.connections_received, 1);
-                    let max = shared.config.read().maxclients as usize;
-                    if shared.connected.load(Ordering::Relaxed) >= max {
-                        Stats::add(&shared.metrics.server.rejected_connections, 1);
-                        conns.spawn(conn::refuse(socket));
-                        continue;
-                    }
-                    shared.connected.fetch_add(1, Ordering::Relaxed);
-                    conns.spawn(conn::serve(shared.clone(), socket, shared.shutdown.subscribe()));
-                }
-                Err(e) => {
-                    // Out of file descriptors and similar: wait and retry rather than spin.
-                    tracing::warn!(node_id = %shared.node_id, component = "server", error = %e, "accept failed; backing off");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(Duration::from_secs(1));
-                }
-            },
+            accepted = accept(&plain, false) => accepted_one(&shared, &mut conns, &mut backoff, accepted).await,
+            accepted = accept(&tls, true) => accepted_one(&shared, &mut conns, &mut backoff, accepted).await,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             _ = shutdown.changed() => break,
         }
     }
-    drop(listener);
+    drop((plain, tls));
     let deadline = tokio::time::sleep(grace);
     tokio::pin!(deadline);
     loop {
@@ -59,6 +47,52 @@ pub async fn run(listener: TcpListener, shared: Arc<Shared>, grace: Duration) {
                 conns.abort_all();
                 break;
             }
+        }
+    }
+}
+
+/// The next connection on `listener` (never, when it is off), and whether it is a TLS one.
+async fn accept(listener: &Option<TcpListener>, tls: bool) -> (std::io::Result<TcpStream>, bool) {
+    match listener {
+        Some(l) => (l.accept().await.map(|(s, _)| s), tls),
+        None => std::future::pending().await,
+    }
+}
+
+/// Starts serving an accepted connection, or refuses it over `maxclients`.
+async fn accepted_one(
+    shared: &Arc<Shared>,
+    conns: &mut JoinSet<()>,
+    backoff: &mut Duration,
+    (accepted, tls): (std::io::Result<TcpStream>, bool),
+) {
+    match accepted {
+        Ok(socket) => {
+            *backoff = Duration::from_millis(5);
+            Stats::add(&shared.metrics.server.connections_received, 1);
+            let max = shared.config.read().maxclients as usize;
+            if shared.connected.load(Ordering::Relaxed) >= max {
+                Stats::add(&shared.metrics.server.rejected_connections, 1);
+                // A TLS client could not read the error before a handshake: it is
+                // closed, as Redis closes it.
+                if !tls {
+                    conns.spawn(conn::refuse(socket));
+                }
+                return;
+            }
+            shared.connected.fetch_add(1, Ordering::Relaxed);
+            let stop = shared.shutdown.subscribe();
+            if tls {
+                conns.spawn(conn::serve_tls(shared.clone(), socket, stop));
+            } else {
+                conns.spawn(conn::serve(shared.clone(), socket, stop));
+            }
+        }
+        Err(e) => {
+            // Out of file descriptors and similar: wait and retry rather than spin.
+            tracing::warn!(node_id = %shared.node_id, component = "server", error = %e, "accept failed; backing off");
+            tokio::time::sleep(*backoff).await;
+            *backoff = (*backoff * 2).min(Duration::from_secs(1));
         }
     }
 }
@@ -113,4 +147,29 @@ pub async fn signals(shared: Arc<Shared>) {
         _ = shutdown.changed() => return,
     }
     shared.trigger_shutdown();
+}
+
+/// Loads the TLS certificates again on every SIGHUP, until the node stops: a rotated
+/// certificate is in force for the connections that come after, and open ones keep theirs.
+pub async fn reload_tls_on_hangup(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let Ok(mut hup) = signal(SignalKind::hangup()) else {
+        return;
+    };
+    let mut shutdown = shared.shutdown.subscribe();
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {}
+            _ = shutdown.changed() => return,
+        }
+        let c = shared.config.read().clone();
+        match shared.tls.configure(&c) {
+            Ok(()) => {
+                tracing::info!(node_id = %shared.node_id, component = "server", "SIGHUP: TLS certificates reloaded")
+            }
+            Err(e) => {
+                tracing::warn!(node_id = %shared.node_id, component = "server", error = %e, "SIGHUP: cannot reload the TLS certificates; the previous ones stay in force")
+            }
+        }
+    }
 }

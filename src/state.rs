@@ -204,6 +204,8 @@ pub struct Shared {
     pub exclusive: crate::exclusive::Exclusive,
     /// The Lua engine and the script cache.
     pub scripts: crate::script::Scripts,
+    /// The TLS configurations in force (client port, cluster links).
+    pub tls: crate::tls::Tls,
 }
 
 /// A client in `MONITOR` mode.
@@ -273,6 +275,7 @@ impl Shared {
             monitor_count: Default::default(),
             exclusive: Default::default(),
             scripts: Default::default(),
+            tls: Default::default(),
         });
         if let Some(t) = &shared.telemetry {
             t.export_metrics(Arc::downgrade(&shared));

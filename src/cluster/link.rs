@@ -23,8 +23,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use hypercache_cluster::wire::{self, Hello, Kind, WireLimits};
 use parking_lot::Mutex;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, Notify};
 
@@ -45,6 +44,33 @@ const HEARTBEAT: Duration = Duration::from_millis(500);
 const HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(2);
 /// First and largest redial delay.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(50), Duration::from_secs(1));
+
+/// A link's read side: a TCP read half, or one half of a TLS stream (`tls-cluster`).
+type ReadSide = Box<dyn AsyncRead + Send + Unpin>;
+/// A link's write side.
+type WriteSide = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// A link's connection once its TLS handshake (with `tls-cluster`) is done.
+enum PeerStream {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::TlsStream<TcpStream>>),
+}
+
+impl PeerStream {
+    /// The two sides, each used by one task.
+    fn split(self) -> (ReadSide, WriteSide) {
+        match self {
+            PeerStream::Plain(s) => {
+                let (r, w) = s.into_split();
+                (Box::new(r), Box::new(w))
+            }
+            PeerStream::Tls(s) => {
+                let (r, w) = tokio::io::split(*s);
+                (Box::new(r), Box::new(w))
+            }
+        }
+    }
+}
 
 /// Bytes over the links with one peer (`dist.transport.bytes_in`/`bytes_out`), counted once per
 /// read or write call, not per frame.
@@ -123,14 +149,14 @@ impl Outbound {
     }
 
     /// Writes queued frames until the link fails or is closed; returns why it ended.
-    pub async fn write_loop(&self, w: OwnedWriteHalf) -> LinkEnd {
+    async fn write_loop(&self, w: WriteSide) -> LinkEnd {
         match self.write_all(w).await {
             Ok(()) => LinkEnd::Closed,
             Err(e) => LinkEnd::Write(e),
         }
     }
 
-    async fn write_all(&self, mut w: OwnedWriteHalf) -> std::io::Result<()> {
+    async fn write_all(&self, mut w: WriteSide) -> std::io::Result<()> {
         loop {
             // Let every task that is ready run first: under load they queue more frames, and all of
             // them go out in the one write below (woken at once, this would write one frame per
@@ -143,6 +169,8 @@ impl Outbound {
             match chunk {
                 Some(c) => {
                     w.write_all(&c).await?;
+                    // A no-op on TCP; TLS may otherwise keep the last record back.
+                    w.flush().await?;
                     self.traffic
                         .bytes_out
                         .fetch_add(c.len() as u64, Ordering::Relaxed);
@@ -202,6 +230,10 @@ pub enum LinkError {
     /// The first frame was not a handshake.
     #[error("expected a handshake, got {0:?}")]
     NotHello(Kind),
+    /// The TLS handshake failed (`tls-cluster`): a plain-text peer, or a certificate that does
+    /// not chain to the CA.
+    #[error("TLS handshake failed: {0}")]
+    Tls(std::io::Error),
     /// The peer asks for a proof of `cluster-secret` and this node has none.
     #[error("the peer requires cluster-secret, and this node has none")]
     SecretRequired,
@@ -254,6 +286,7 @@ impl LinkError {
                 | LinkError::Protocol { .. }
                 | LinkError::OriginCollision { .. }
                 | LinkError::SecretRequired
+                | LinkError::Tls(_)
                 | LinkError::NoProof
                 | LinkError::BadProof
                 | LinkError::HandshakeTimeout
@@ -574,7 +607,7 @@ impl Peer {
 
 /// Reads frames from `r` into `buf`, handing each to `f`; returns why the link ended.
 async fn read_frames(
-    mut r: OwnedReadHalf,
+    mut r: ReadSide,
     limits: WireLimits,
     traffic: Arc<Traffic>,
     mut f: impl FnMut(wire::Frame) -> Result<(), LinkEnd>,
@@ -606,7 +639,10 @@ async fn read_frames(
 }
 
 /// Reads exactly one frame (the handshake).
-async fn read_one(s: &mut TcpStream, limits: &WireLimits) -> Result<wire::Frame, LinkError> {
+async fn read_one<S: AsyncRead + Unpin>(
+    s: &mut S,
+    limits: &WireLimits,
+) -> Result<wire::Frame, LinkError> {
     let mut buf = BytesMut::with_capacity(512);
     loop {
         match wire::decode(&mut buf, limits) {
@@ -648,19 +684,26 @@ fn nonce() -> [u8; 16] {
     n
 }
 
+/// Writes `out` and flushes it.
+async fn write_flush<S: AsyncWrite + Unpin>(s: &mut S, out: &[u8]) -> std::io::Result<()> {
+    s.write_all(out).await?;
+    s.flush().await
+}
+
 /// Sends one handshake frame.
-async fn send_frame<T: serde::Serialize>(
-    s: &mut TcpStream,
+async fn send_frame<T: serde::Serialize, S: AsyncWrite + Unpin>(
+    s: &mut S,
     kind: Kind,
     msg: &T,
 ) -> Result<(), LinkError> {
     let mut out = BytesMut::new();
     wire::encode(kind, 0, &wire::to_body(msg), &mut out);
-    s.write_all(&out).await.map_err(LinkError::Write)
+    s.write_all(&out).await.map_err(LinkError::Write)?;
+    s.flush().await.map_err(LinkError::Write)
 }
 
 /// Reads one handshake frame (small, never decompressed), within [`HANDSHAKE_TIMEOUT`].
-async fn read_handshake(s: &mut TcpStream) -> Result<wire::Frame, LinkError> {
+async fn read_handshake<S: AsyncRead + Unpin>(s: &mut S) -> Result<wire::Frame, LinkError> {
     tokio::time::timeout(HANDSHAKE_TIMEOUT, read_one(s, &WireLimits::handshake()))
         .await
         .map_err(|_| LinkError::HandshakeTimeout)?
@@ -695,17 +738,47 @@ fn check_hello(cl: &Cluster, f: &wire::Frame) -> Result<Hello, LinkError> {
     Ok(h)
 }
 
-async fn dial(cl: &Cluster, addr: &str) -> Result<(TcpStream, Hello), LinkError> {
-    let mut s = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
+async fn dial(
+    cl: &Cluster,
+    tls: Option<tokio_rustls::TlsConnector>,
+    addr: &str,
+) -> Result<(PeerStream, Hello), LinkError> {
+    let s = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr))
         .await
         .map_err(|_| LinkError::ConnectTimeout)?
         .map_err(LinkError::Connect)?;
     let _ = s.set_nodelay(true);
+    match tls {
+        None => {
+            let mut s = s;
+            let h = dial_handshake(cl, &mut s).await?;
+            Ok((PeerStream::Plain(s), h))
+        }
+        Some(connector) => {
+            let name = crate::tls::server_name(addr);
+            let mut s = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, s))
+                .await
+                .map_err(|_| LinkError::HandshakeTimeout)?
+                .map_err(LinkError::Tls)?;
+            let h = dial_handshake(cl, &mut s).await?;
+            Ok((PeerStream::Tls(Box::new(s.into())), h))
+        }
+    }
+}
+
+/// The dialer's side of a handshake (inside TLS, with `tls-cluster`): its hello, and with
+/// `cluster-secret` the acceptor's proof checked before its own goes out. Returns the peer's
+/// hello.
+async fn dial_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    cl: &Cluster,
+    s: &mut S,
+) -> Result<Hello, LinkError> {
     let mine = nonce();
     let mut out = BytesMut::new();
     wire::encode(Kind::Hello, 0, &hello(cl, mine), &mut out);
     s.write_all(&out).await.map_err(LinkError::Write)?;
-    let mut f = read_handshake(&mut s).await?;
+    s.flush().await.map_err(LinkError::Write)?;
+    let mut f = read_handshake(s).await?;
     match (&cl.secret, f.kind) {
         (None, Kind::Auth) => return Err(LinkError::SecretRequired),
         (Some(_), Kind::Hello) => return Err(LinkError::NoProof),
@@ -718,13 +791,12 @@ async fn dial(cl: &Cluster, addr: &str) -> Result<(TcpStream, Hello), LinkError>
                 return Err(LinkError::BadProof);
             }
             let proof = secret.proof(wire::Role::Dialer, &mine, &c.nonce, &cl.node_id);
-            send_frame(&mut s, Kind::Auth, &wire::Proof { proof }).await?;
-            f = read_handshake(&mut s).await?;
+            send_frame(s, Kind::Auth, &wire::Proof { proof }).await?;
+            f = read_handshake(s).await?;
         }
         _ => {}
     }
-    let h = check_hello(cl, &f)?;
-    Ok((s, h))
+    check_hello(cl, &f)
 }
 
 /// Keeps the outbound link to `peer` connected until the node stops or the peer is stopped
@@ -738,7 +810,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, peer: Arc<Peer>
         if *shutdown.borrow() || peer.is_stopped() {
             return;
         }
-        match dial(&cl, &peer.addr).await {
+        match dial(&cl, shared.tls.cluster_connector(), &peer.addr).await {
             Ok((stream, h)) if h.node_id != peer.id => {
                 let text = format!("{} answers as {}", peer.addr, h.node_id);
                 if text != last_error {
@@ -750,7 +822,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, peer: Arc<Peer>
             }
             Ok((stream, h)) => {
                 *peer.client_addr.lock() = h.client_addr.clone();
-                let (r, w) = stream.into_split();
+                let (r, w) = stream.split();
                 let traffic = cl.traffic(&peer.id);
                 let q = Arc::new(Outbound::new(cl.epoch_cell(), traffic.clone()));
                 *peer.queue.lock() = Some(q.clone());
@@ -873,7 +945,10 @@ pub async fn accept_loop(listener: tokio::net::TcpListener, shared: Arc<Shared>,
 /// The acceptor's side of a handshake: the peer's hello, and with `cluster-secret` the
 /// challenge and the peer's proof (checked before its hello is even looked at, so that an
 /// outsider learns nothing, not whether it guessed the cluster name). Returns the peer's hello.
-async fn accept_handshake(cl: &Cluster, s: &mut TcpStream) -> Result<Hello, LinkError> {
+async fn accept_handshake<S: AsyncRead + AsyncWrite + Unpin>(
+    cl: &Cluster,
+    s: &mut S,
+) -> Result<Hello, LinkError> {
     let f = read_handshake(s).await?;
     let Some(secret) = &cl.secret else {
         return check_hello(cl, &f);
@@ -906,16 +981,33 @@ async fn accept_handshake(cl: &Cluster, s: &mut TcpStream) -> Result<Hello, Link
 async fn serve_inbound(
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
-    mut s: TcpStream,
+    s: TcpStream,
     from: std::net::SocketAddr,
 ) {
     let _ = s.set_nodelay(true);
     let limits = WireLimits::default();
+    // With tls-cluster the TLS handshake comes first: a peer without a certificate from the CA
+    // (or speaking plain text) is refused before a byte of the protocol is read.
+    let accepted = match shared.tls.cluster_acceptor() {
+        None => {
+            let mut s = s;
+            accept_handshake(&cl, &mut s)
+                .await
+                .map(|h| (PeerStream::Plain(s), h))
+        }
+        Some(acceptor) => match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(s)).await {
+            Err(_) => Err(LinkError::HandshakeTimeout),
+            Ok(Err(e)) => Err(LinkError::Tls(e)),
+            Ok(Ok(mut s)) => accept_handshake(&cl, &mut s)
+                .await
+                .map(|h| (PeerStream::Tls(Box::new(s.into())), h)),
+        },
+    };
     // Until the peer's hello (and with cluster-secret, its proof) checks out, frames are small
     // and never decompressed, none is acted on, and nothing about this node is sent: a refusal
     // is the link closing, with no cluster name or node id.
-    let h = match accept_handshake(&cl, &mut s).await {
-        Ok(h) => h,
+    let (mut s, h) = match accepted {
+        Ok(x) => x,
         Err(e) => {
             inc(&cl.metrics.dist.handshake_failures);
             if matches!(e, LinkError::NoProof | LinkError::BadProof) {
@@ -927,13 +1019,17 @@ async fn serve_inbound(
     };
     let mut out = BytesMut::new();
     wire::encode(Kind::Hello, 0, &hello(&cl, nonce()), &mut out);
-    if s.write_all(&out).await.is_err() {
+    let sent = match &mut s {
+        PeerStream::Plain(t) => write_flush(t, &out).await,
+        PeerStream::Tls(t) => write_flush(t, &out).await,
+    };
+    if sent.is_err() {
         return;
     }
     if let Some(p) = cl.peer_by_id(&h.node_id).filter(|p| !p.is_up()) {
         p.redial.notify_one();
     }
-    let (r, w) = s.into_split();
+    let (r, w) = s.split();
     let traffic = cl.traffic(&h.node_id);
     let q = Arc::new(Outbound::new(cl.epoch_cell(), traffic.clone()));
     let mut shutdown = shared.shutdown.subscribe();

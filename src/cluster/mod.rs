@@ -511,15 +511,20 @@ pub async fn start(
         .store
         .set_tombstone_ttl(shared.config.read().tombstone_ttl * 1000);
     tracing::info!(component = "cluster", node_id = %cl.node_id, cluster = %cl.name, addr = %cl.cluster_addr,
-        seeds = cl.seeds.len(), replication = cl.replication, authenticated = cl.secret.is_some(),
+        seeds = cl.seeds.len(), replication = cl.replication, authenticated = cl.secret.is_some(), tls = shared.config.read().tls_cluster,
         "cluster port listening (TCP links, UDP membership)");
     let local = listener
         .local_addr()
         .map(|a| a.ip().is_loopback())
         .unwrap_or(true);
-    if cl.secret.is_none() && !local {
+    let tls = shared.config.read().tls_cluster;
+    if cl.secret.is_none() && !tls && !local {
         tracing::warn!(component = "cluster", node_id = %cl.node_id, addr = %cl.cluster_addr,
-            "THE CLUSTER PORT IS OPEN BEYOND LOOPBACK WITHOUT cluster-secret: anyone who can reach it and knows the cluster name can read, write and erase every key. Set cluster-secret on every node.");
+            "THE CLUSTER PORT IS OPEN BEYOND LOOPBACK WITHOUT cluster-secret OR tls-cluster: anyone who can reach it and knows the cluster name can read, write and erase every key. Set cluster-secret (and tls-cluster) on every node.");
+    }
+    if cl.secret.is_none() && tls && !local {
+        tracing::warn!(component = "cluster", node_id = %cl.node_id, addr = %cl.cluster_addr,
+            "tls-cluster without cluster-secret: links are authenticated by certificate, but membership datagrams (UDP) are not, so anyone who reaches the port can announce itself as a member. Set cluster-secret on every node.");
     }
     Ok(listener)
 }

@@ -297,6 +297,19 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             if let Err(why) = next.check() {
                 return err_owned(format!("ERR CONFIG SET failed - {why}"));
             }
+            // New TLS settings load at once, or the command fails and nothing changes.
+            let tls_set = a[2..]
+                .chunks(2)
+                .find(|p| p[0].len() > 4 && p[0][..4].eq_ignore_ascii_case(b"tls-"));
+            if let (Some(p), true) = (tls_set, crate::tls::wanted(&next)) {
+                if let Err(why) = s.shared.tls.configure(&next) {
+                    tracing::warn!(node_id = %s.shared.node_id, component = "server", error = %why, "CONFIG SET: cannot load the TLS settings; the previous ones stay in force");
+                    return err_owned(format!(
+                        "ERR CONFIG SET failed (possibly related to argument '{}') - Unable to update TLS configuration. Check server logs.",
+                        String::from_utf8_lossy(&p[0])
+                    ));
+                }
+            }
             *s.shared.config.write() = next;
             s.shared.config_gen.fetch_add(1, Ordering::Release);
             s.refresh_config();

@@ -1,0 +1,568 @@
+//! Protected mode, TLS on the client port and TLS between nodes, with real processes and real
+//! clients (our own rustls client, redis-cli). Certificates are made at test time with rcgen, in
+//! a directory of the test's own that is removed when it ends.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{Server, TestCluster};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+
+/// A directory of certificates, removed on drop.
+struct Pki {
+    dir: PathBuf,
+}
+
+/// A certificate authority that issues certificates into a [`Pki`] directory.
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+}
+
+impl Pki {
+    fn new(name: &str) -> Pki {
+        let dir = std::env::temp_dir().join(format!("hc-tls-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Pki { dir }
+    }
+
+    fn path(&self, file: &str) -> String {
+        self.dir.join(file).to_string_lossy().into_owned()
+    }
+
+    /// A new CA; its certificate goes to `<name>.pem`.
+    fn ca(&self, name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("HyperCache test {name}"));
+        let cert = params.self_signed(&key).unwrap();
+        std::fs::write(self.dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        Ca {
+            issuer: Issuer::new(params, key),
+        }
+    }
+}
+
+impl Drop for Pki {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Ca {
+    /// A certificate for 127.0.0.1 and localhost, good for servers and clients, written to
+    /// `<name>.pem` and `<name>.key` in `pki`.
+    fn issue(&self, pki: &Pki, name: &str) {
+        let key = KeyPair::generate().unwrap();
+        let mut params =
+            CertificateParams::new(vec!["localhost".to_string(), "127.0.0.1".to_string()]).unwrap();
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        std::fs::write(pki.dir.join(format!("{name}.pem")), cert.pem()).unwrap();
+        std::fs::write(pki.dir.join(format!("{name}.key")), key.serialize_pem()).unwrap();
+    }
+}
+
+/// A blocking TLS client connection.
+type Tls = rustls::StreamOwned<rustls::ClientConnection, TcpStream>;
+
+/// Connects over TLS to `addr`, trusting the CA in `ca` (a PEM file), presenting `cert`
+/// (`name.pem`/`name.key` in `pki`) if given, and completes the handshake (a refusal by the
+/// server surfaces here or at the first read).
+fn tls_connect(addr: SocketAddr, ca: &str, cert: Option<(&Pki, &str)>) -> std::io::Result<Tls> {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(ca).unwrap() {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots);
+    let config = match cert {
+        None => builder.with_no_client_auth(),
+        Some((pki, name)) => {
+            let chain: Vec<_> = CertificateDer::pem_file_iter(pki.path(&format!("{name}.pem")))
+                .unwrap()
+                .map(|c| c.unwrap())
+                .collect();
+            let key = PrivateKeyDer::from_pem_file(pki.path(&format!("{name}.key"))).unwrap();
+            builder.with_client_auth_cert(chain, key).unwrap()
+        }
+    };
+    let conn =
+        rustls::ClientConnection::new(Arc::new(config), ServerName::try_from("127.0.0.1").unwrap())
+            .map_err(std::io::Error::other)?;
+    let sock = TcpStream::connect(addr)?;
+    sock.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut tls = rustls::StreamOwned::new(conn, sock);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock)?;
+    }
+    Ok(tls)
+}
+
+/// Sends a command (RESP) and reads one whole reply, as its raw bytes. An error is the
+/// connection failing: a refused certificate, a closed link.
+fn call(s: &mut impl ReadWrite, args: &[&str]) -> std::io::Result<String> {
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    s.write_all(req.as_bytes())?;
+    s.flush()?;
+    let mut got = Vec::new();
+    read_reply(s, &mut got)?;
+    Ok(String::from_utf8_lossy(&got).into_owned())
+}
+
+/// Appends one RESP2 reply from `s` to `out`.
+fn read_reply(s: &mut impl ReadWrite, out: &mut Vec<u8>) -> std::io::Result<()> {
+    let start = out.len();
+    let mut b = [0u8; 1];
+    while !out[start..].ends_with(b"\r\n") {
+        if s.read(&mut b)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        out.push(b[0]);
+    }
+    let line = String::from_utf8_lossy(&out[start + 1..out.len() - 2]).into_owned();
+    let n: i64 = line.parse().unwrap_or(-1);
+    match out[start] {
+        b'$' if n >= 0 => {
+            let mut data = vec![0u8; n as usize + 2];
+            s.read_exact(&mut data)?;
+            out.extend_from_slice(&data);
+        }
+        b'*' => {
+            for _ in 0..n.max(0) {
+                read_reply(s, out)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+trait ReadWrite: Read + Write {}
+impl<T: Read + Write> ReadWrite for T {}
+
+/// Starts a node with `args`, waiting until a TLS client trusting `ca` (and presenting
+/// `client`, if given) gets PONG on `tls_port`.
+fn start_tls(args: &[String], tls_port: u16, ca: &str, client: Option<(&Pki, &str)>) -> Server {
+    let child = Command::new(env!("CARGO_BIN_EXE_hypercache"))
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--http-port",
+            "0",
+            "--log-level",
+            "warn",
+        ])
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut server = Server {
+        name: "hypercache",
+        child,
+        addr: SocketAddr::from(([127, 0, 0, 1], tls_port)),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Ok(Some(status)) = server.child.try_wait() {
+            panic!("hypercache exited with {status} before serving TLS");
+        }
+        if let Ok(mut c) = tls_connect(server.addr, ca, client) {
+            if call(&mut c, &["PING"]).is_ok_and(|r| r == "+PONG\r\n") {
+                return server;
+            }
+        }
+        assert!(Instant::now() < deadline, "no TLS PONG within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A TCP connection to `to` from the local address `from` (another loopback address).
+fn connect_from(from: [u8; 4], to: SocketAddr) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let s = rt.block_on(async {
+        let s = tokio::net::TcpSocket::new_v4().unwrap();
+        s.bind(SocketAddr::from((from, 0))).unwrap();
+        s.connect(to).await.unwrap()
+    });
+    let s = s.into_std().unwrap();
+    s.set_nonblocking(false).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s
+}
+
+/// Everything the server sends until it closes (or 5 s pass).
+fn read_to_close(s: &mut TcpStream) -> Vec<u8> {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    out
+}
+
+/// Protected mode, as Redis 7: with no password, a client from an address other than
+/// 127.0.0.1 gets the `-DENIED` text (byte for byte Redis's) and is closed; a password or
+/// `protected-mode no` lets it in. Checked against a real redis-server in the same run.
+#[test]
+fn protected_mode_denies_other_addresses_as_redis_does() {
+    let ours = Server::start(&[]);
+    let redis = Server::redis();
+    let mut denied = Vec::new();
+    for s in [&ours, &redis] {
+        // From 127.0.0.1: served.
+        let mut local = connect_from([127, 0, 0, 1], s.addr);
+        assert_eq!(call(&mut local, &["PING"]).unwrap(), "+PONG\r\n");
+        // From 127.0.0.2 (loopback, but not 127.0.0.1): refused before any command.
+        let mut other = connect_from([127, 0, 0, 2], s.addr);
+        let _ = other.write_all(b"*1\r\n$4\r\nPING\r\n");
+        denied.push(read_to_close(&mut other));
+    }
+    assert!(
+        denied[0].starts_with(b"-DENIED Redis is running in protected mode"),
+        "{}",
+        String::from_utf8_lossy(&denied[0])
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&denied[0]),
+        String::from_utf8_lossy(&denied[1]),
+        "the same refusal as redis-server"
+    );
+    let stats: String = redis::cmd("INFO")
+        .arg("stats")
+        .query(&mut ours.conn())
+        .unwrap();
+    assert!(
+        stats.contains("rejected_connections:1\r\n"),
+        "a denied client is a rejected connection: {stats}"
+    );
+
+    // A password lifts it: the client is served (and must authenticate).
+    let mut admin = ours.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("requirepass")
+        .arg("pw")
+        .query(&mut admin)
+        .unwrap();
+    let mut other = connect_from([127, 0, 0, 2], ours.addr);
+    assert!(call(&mut other, &["PING"]).unwrap().starts_with("-NOAUTH"));
+    assert_eq!(call(&mut other, &["AUTH", "pw"]).unwrap(), "+OK\r\n");
+    assert_eq!(call(&mut other, &["PING"]).unwrap(), "+PONG\r\n");
+    // So does protected-mode no, without a password.
+    assert_eq!(
+        call(&mut other, &["CONFIG", "SET", "requirepass", ""]).unwrap(),
+        "+OK\r\n"
+    );
+    let mut again = connect_from([127, 0, 0, 2], ours.addr);
+    let _ = again.write_all(b"*1\r\n$4\r\nPING\r\n");
+    assert!(read_to_close(&mut again).starts_with(b"-DENIED"));
+    let mut local = connect_from([127, 0, 0, 1], ours.addr);
+    assert_eq!(
+        call(&mut local, &["CONFIG", "SET", "protected-mode", "no"]).unwrap(),
+        "+OK\r\n"
+    );
+    let mut other = connect_from([127, 0, 0, 2], ours.addr);
+    assert_eq!(call(&mut other, &["PING"]).unwrap(), "+PONG\r\n");
+    assert_eq!(
+        call(&mut local, &["CONFIG", "SET", "protected-mode", "maybe"]).unwrap(),
+        "-ERR CONFIG SET failed (possibly related to argument 'protected-mode') - argument must be 'yes' or 'no'\r\n"
+    );
+}
+
+/// The TLS port with `port 0`: clients with a certificate from the CA are served; without one
+/// (`tls-auth-clients yes`, Redis's default) or in plain text they are refused; `optional` and
+/// `no` relax it at run time; settings that do not load are refused with Redis's error and
+/// change nothing.
+#[test]
+fn the_tls_port_serves_clients_as_tls_auth_clients_says() {
+    let pki = Pki::new("port");
+    let ca = pki.ca("ca");
+    ca.issue(&pki, "server");
+    ca.issue(&pki, "client");
+    let other = pki.ca("other-ca");
+    other.issue(&pki, "stranger");
+    let tls_port = common::free_port();
+    let args: Vec<String> = [
+        "--port",
+        "0",
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &pki.path("server.pem"),
+        "--tls-key-file",
+        &pki.path("server.key"),
+        "--tls-ca-cert-file",
+        &pki.path("ca.pem"),
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let ca_pem = pki.path("ca.pem");
+    let node = start_tls(&args, tls_port, &ca_pem, Some((&pki, "client")));
+    let mut c = tls_connect(node.addr, &ca_pem, Some((&pki, "client"))).unwrap();
+    assert_eq!(call(&mut c, &["SET", "k", "v"]).unwrap(), "+OK\r\n");
+    assert_eq!(call(&mut c, &["GET", "k"]).unwrap(), "$1\r\nv\r\n");
+    assert_eq!(
+        call(&mut c, &["CONFIG", "GET", "port"]).unwrap(),
+        "*2\r\n$4\r\nport\r\n$1\r\n0\r\n",
+        "no plain-text port"
+    );
+
+    // No client certificate, or one from another CA: the handshake fails.
+    let refused = |client: Option<(&Pki, &str)>| {
+        tls_connect(node.addr, &ca_pem, client).and_then(|mut c| call(&mut c, &["PING"]))
+    };
+    assert!(refused(None).is_err(), "served without a certificate");
+    assert!(
+        refused(Some((&pki, "stranger"))).is_err(),
+        "served with a certificate from another CA"
+    );
+    // Plain text on the TLS port gets no reply.
+    let mut plain = TcpStream::connect(node.addr).unwrap();
+    plain
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    plain.write_all(b"*1\r\n$4\r\nPING\r\n").unwrap();
+    let got = read_to_close(&mut plain);
+    assert!(!got.windows(4).any(|w| w == b"PONG"), "{got:?}");
+
+    // optional: no certificate is fine, a bad one is still refused.
+    assert_eq!(
+        call(&mut c, &["CONFIG", "SET", "tls-auth-clients", "optional"]).unwrap(),
+        "+OK\r\n"
+    );
+    assert_eq!(refused(None).unwrap(), "+PONG\r\n");
+    assert!(refused(Some((&pki, "stranger"))).is_err());
+
+    // A certificate file that does not exist: Redis's error, and the old settings stay.
+    assert_eq!(
+        call(&mut c, &["CONFIG", "SET", "tls-cert-file", "/nonexistent.pem"]).unwrap(),
+        "-ERR CONFIG SET failed (possibly related to argument 'tls-cert-file') - Unable to update TLS configuration. Check server logs.\r\n"
+    );
+    let cert_file = pki.path("server.pem");
+    assert_eq!(
+        call(&mut c, &["CONFIG", "GET", "tls-cert-file"]).unwrap(),
+        format!(
+            "*2\r\n$13\r\ntls-cert-file\r\n${}\r\n{cert_file}\r\n",
+            cert_file.len()
+        )
+    );
+    assert_eq!(refused(None).unwrap(), "+PONG\r\n");
+    assert_eq!(
+        call(&mut c, &["CONFIG", "SET", "tls-protocols", "TLSv1.1"]).unwrap(),
+        "-ERR CONFIG SET failed (possibly related to argument 'tls-protocols') - Unable to update TLS configuration. Check server logs.\r\n",
+        "rustls has no TLS 1.1: refused rather than a port that accepts nobody"
+    );
+
+    // redis-cli --tls, with and without a client certificate.
+    let cli = |extra: &[&str]| {
+        let out = Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &tls_port.to_string(), "--tls"])
+            .args(["--cacert", &ca_pem])
+            .args(extra)
+            .args(["GET", "k"])
+            .output()
+            .expect("redis-cli (redis-tools) is installed");
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+    };
+    let cert = pki.path("client.pem");
+    let key = pki.path("client.key");
+    assert_eq!(cli(&["--cert", &cert, "--key", &key]), "v\n");
+    assert_eq!(cli(&[]), "v\n", "optional: no certificate needed");
+    assert_eq!(
+        call(&mut c, &["CONFIG", "SET", "tls-auth-clients", "yes"]).unwrap(),
+        "+OK\r\n"
+    );
+    assert_ne!(cli(&[]), "v\n", "yes: a certificate is required");
+    assert_eq!(cli(&["--cert", &cert, "--key", &key]), "v\n");
+}
+
+/// A certificate rotated on disk and reloaded (by `CONFIG SET tls-cert-file` to the same path,
+/// then by SIGHUP) is presented to new clients, while a client connected before keeps working.
+#[test]
+fn a_rotated_certificate_reaches_new_clients_and_keeps_open_ones() {
+    let pki = Pki::new("rotate");
+    let old_ca = pki.ca("old-ca");
+    let new_ca = pki.ca("new-ca");
+    old_ca.issue(&pki, "old");
+    new_ca.issue(&pki, "new");
+    let install = |name: &str| {
+        std::fs::copy(pki.path(&format!("{name}.pem")), pki.path("server.pem")).unwrap();
+        std::fs::copy(pki.path(&format!("{name}.key")), pki.path("server.key")).unwrap();
+    };
+    install("old");
+    let tls_port = common::free_port();
+    let plain_port = common::free_port();
+    let args: Vec<String> = [
+        "--port",
+        &plain_port.to_string(),
+        "--tls-port",
+        &tls_port.to_string(),
+        "--tls-cert-file",
+        &pki.path("server.pem"),
+        "--tls-key-file",
+        &pki.path("server.key"),
+        "--tls-auth-clients",
+        "no",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let (old_pem, new_pem) = (pki.path("old-ca.pem"), pki.path("new-ca.pem"));
+    let node = start_tls(&args, tls_port, &old_pem, None);
+    let mut before = tls_connect(node.addr, &old_pem, None).unwrap();
+    assert_eq!(call(&mut before, &["SET", "k", "1"]).unwrap(), "+OK\r\n");
+    assert!(tls_connect(node.addr, &new_pem, None)
+        .and_then(|mut c| call(&mut c, &["PING"]))
+        .is_err());
+
+    install("new");
+    let path = pki.path("server.pem");
+    assert_eq!(
+        call(&mut before, &["CONFIG", "SET", "tls-cert-file", &path]).unwrap(),
+        "+OK\r\n"
+    );
+    let mut after = tls_connect(node.addr, &new_pem, None).expect("the new certificate");
+    assert_eq!(call(&mut after, &["GET", "k"]).unwrap(), "$1\r\n1\r\n");
+    assert!(
+        tls_connect(node.addr, &old_pem, None)
+            .and_then(|mut c| call(&mut c, &["PING"]))
+            .is_err(),
+        "the old certificate is no longer presented"
+    );
+    assert_eq!(
+        call(&mut before, &["INCR", "k"]).unwrap(),
+        ":2\r\n",
+        "a client connected before the rotation keeps working"
+    );
+
+    // Back to the old one, by SIGHUP.
+    install("old");
+    node.signal("HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while tls_connect(node.addr, &old_pem, None)
+        .and_then(|mut c| call(&mut c, &["PING"]))
+        .is_err()
+    {
+        assert!(Instant::now() < deadline, "SIGHUP did not reload");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(call(&mut after, &["GET", "k"]).unwrap(), "$1\r\n2\r\n");
+    assert_eq!(call(&mut before, &["GET", "k"]).unwrap(), "$1\r\n2\r\n");
+}
+
+/// `tls-cluster`: nodes link over mutual TLS and replicate as usual. A process that knows the
+/// cluster secret but speaks plain text, or presents a certificate from another CA, is refused
+/// on every link and reads nothing.
+#[test]
+fn tls_cluster_links_refuse_plain_text_and_foreign_certificates() {
+    let pki = Pki::new("cluster");
+    let ca = pki.ca("ca");
+    ca.issue(&pki, "node");
+    let other = pki.ca("other-ca");
+    other.issue(&pki, "stranger");
+    let tls_args = |cert: &str| -> Vec<String> {
+        [
+            "--tls-cluster",
+            "yes",
+            "--tls-cert-file",
+            &pki.path(&format!("{cert}.pem")),
+            "--tls-key-file",
+            &pki.path(&format!("{cert}.key")),
+            "--tls-ca-cert-file",
+            &pki.path("ca.pem"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let mut extra = tls_args("node");
+    extra.extend(["--cluster-secret".to_string(), "s3cret".to_string()]);
+    let extra_ref: Vec<&str> = extra.iter().map(|s| s.as_str()).collect();
+    let c = TestCluster::start(3, &extra_ref);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut c.conn_at(0, "one", "all"))
+        .unwrap();
+    let got: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query(&mut c.conn_at(2, "all", "all"))
+        .unwrap();
+    assert_eq!(got.as_deref(), Some("v"), "replicated over TLS links");
+
+    let seeds = format!("127.0.0.1:{}", c.ports[0].1);
+    let foreign_args = tls_args("stranger");
+    for foreign in [false, true] {
+        let what = if foreign { "another CA" } else { "plain text" };
+        let failures_before = c.metric(0, "dist.link.handshake_failures");
+        let cport = common::free_port().to_string();
+        let mut args = vec!["--cluster-secret", "s3cret", "--seeds", &seeds];
+        args.extend(["--cluster-port", &cport, "--read-consistency", "one"]);
+        if foreign {
+            args.extend(foreign_args.iter().map(|s| s.as_str()));
+        }
+        let stranger = Server::start(&args);
+        // It knows the secret, so its gossip is heard, and members dial it; every link
+        // either way fails its TLS handshake.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while c.metric(0, "dist.link.handshake_failures") <= failures_before {
+            assert!(
+                Instant::now() < deadline,
+                "{what}: no refused link on node 0"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let mut sc = stranger.conn();
+        let established: Vec<redis::Value> = redis::cmd("HC.METRICS").query(&mut sc).unwrap();
+        let up = established
+            .chunks(2)
+            .find_map(|p| match (&p[0], &p[1]) {
+                (redis::Value::BulkString(k), redis::Value::Int(v))
+                    if k == b"dist.link.established" =>
+                {
+                    Some(*v)
+                }
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(up, 0, "{what}: a link came up");
+        let got: redis::RedisResult<Option<String>> = redis::cmd("GET").arg("k").query(&mut sc);
+        assert!(
+            !matches!(got, Ok(Some(_))),
+            "{what}: a stranger read a member's key"
+        );
+    }
+    // The members still hold the key and serve it.
+    let got: Option<String> = redis::cmd("GET")
+        .arg("k")
+        .query(&mut c.conn_at(1, "one", "all"))
+        .unwrap();
+    assert_eq!(got.as_deref(), Some("v"));
+}
