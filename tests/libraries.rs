@@ -6,7 +6,8 @@
 //! (MULTI/EXEC by default), WATCH transactions, `Lock` (released and extended by scripts) and
 //! `register_script` (EVALSHA, then SCRIPT LOAD on NOSCRIPT). ioredis comes from npm, pinned in
 //! `tests/libs/package.json` (`scripts/test.sh` installs it): `multi()`, pipelines, WATCH,
-//! `defineCommand` (EVALSHA, then EVAL on NOSCRIPT).
+//! `defineCommand` (EVALSHA, then EVAL on NOSCRIPT). Both also run over TLS with client
+//! certificates.
 
 mod common;
 
@@ -94,4 +95,68 @@ fn ioredis_scenarios_pass_on_redis_a_node_and_a_cluster() {
     );
     assert!(ok, "3-node cluster:\n{out}");
     assert_eq!(out.matches("ok ").count(), 7, "{out}");
+}
+
+/// redis-py and ioredis over TLS with client certificates (`tls-auth-clients yes`), against
+/// redis-server's TLS port first and then a node's: every scenario passes unchanged.
+#[test]
+fn redis_py_and_ioredis_over_tls() {
+    let pki = common::pki::Pki::new("libraries");
+    let ca = pki.ca("ca");
+    ca.issue(&pki, "server");
+    ca.issue(&pki, "client");
+    let (ca_pem, cert, key) = (
+        pki.path("ca.pem"),
+        pki.path("server.pem"),
+        pki.path("server.key"),
+    );
+    let tls_args = |tls_port: u16| -> Vec<String> {
+        [
+            "--tls-port",
+            &tls_port.to_string(),
+            "--tls-cert-file",
+            &cert,
+            "--tls-key-file",
+            &key,
+            "--tls-ca-cert-file",
+            &ca_pem,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    };
+    let client = [
+        "--tls",
+        &ca_pem,
+        &pki.path("client.pem"),
+        &pki.path("client.key"),
+    ];
+    let redis_tls = common::free_port();
+    let args = tls_args(redis_tls);
+    let _reference = common::start("redis-server", |port| {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(&args)
+            .current_dir(std::env::temp_dir())
+            .stdout(std::process::Stdio::null());
+        cmd
+    });
+    let node_tls = common::free_port();
+    let args = tls_args(node_tls);
+    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
+    let _node = Server::start(&args);
+    let ioredis = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/libs/node_modules/ioredis");
+    assert!(
+        ioredis.is_dir(),
+        "ioredis is missing: (cd tests/libs && npm ci)"
+    );
+    for (what, port) in [("redis-server", redis_tls), ("hypercache", node_tls)] {
+        let (ok, out) = redis_py(port, &client);
+        assert!(ok, "redis-py over TLS to {what}:\n{out}");
+        assert_eq!(out.matches("ok ").count(), 9, "{out}");
+        let (ok, out) = scenarios("node", "ioredis.js", port, &client);
+        assert!(ok, "ioredis over TLS to {what}:\n{out}");
+        assert_eq!(out.matches("ok ").count(), 8, "{out}");
+    }
 }

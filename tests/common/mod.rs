@@ -2,6 +2,8 @@
 //! it answers, and always stop it (by pid) when the test ends, even on panic.
 #![allow(dead_code)]
 
+pub(crate) mod pki;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};

@@ -1,16 +1,26 @@
 // Cache scenarios as applications run them with ioredis, unchanged.
 //
-// Usage: node ioredis.js PORT [--no-watch]
+// Usage: node ioredis.js PORT [--no-watch] [--tls CA CERT KEY]
 // Each scenario prints "ok <name>" or "FAIL <name>: <reason>"; the exit status is the number of
 // failures. `--no-watch` leaves out the WATCH scenario (refused by a cluster node, on purpose:
 // docs/cluster.md).
 "use strict";
 const assert = require("assert");
+const fs = require("fs");
 const Redis = require("ioredis");
 
 const port = Number(process.argv[2]);
 const noWatch = process.argv.includes("--no-watch");
-const redis = new Redis({ host: "127.0.0.1", port, lazyConnect: false, maxRetriesPerRequest: 1 });
+// --tls CA CERT KEY: over TLS, trusting CA and presenting CERT and KEY.
+const t = process.argv.indexOf("--tls");
+const tls = t < 0 ? {} : {
+  tls: {
+    ca: fs.readFileSync(process.argv[t + 1]),
+    cert: fs.readFileSync(process.argv[t + 2]),
+    key: fs.readFileSync(process.argv[t + 3]),
+  },
+};
+const redis = new Redis({ host: "127.0.0.1", port, lazyConnect: false, maxRetriesPerRequest: 1, ...tls });
 let failures = 0;
 
 async function scenario(name, fn) {
@@ -69,7 +79,7 @@ async function main() {
   if (!noWatch) {
     await scenario("watch_increments", async () => {
       // The optimistic-locking loop from four connections at once.
-      const clients = [0, 1, 2, 3].map(() => new Redis({ host: "127.0.0.1", port }));
+      const clients = [0, 1, 2, 3].map(() => new Redis({ host: "127.0.0.1", port, ...tls }));
       await Promise.all(clients.map(async (c) => {
         for (let i = 0; i < 50; i++) {
           for (;;) {

@@ -1,10 +1,10 @@
 """Cache scenarios as applications run them with redis-py, unchanged.
 
-Usage: redis_py.py PORT [--no-watch]
+Usage: redis_py.py PORT [--no-watch] [--tls CA CERT KEY]
 
 Each scenario prints "ok <name>" or "FAIL <name>: <reason>"; the exit status is the number of
 failures. `--no-watch` leaves out the WATCH scenario (refused by a cluster node, on purpose:
-docs/cluster.md).
+docs/cluster.md). `--tls` connects over TLS, trusting CA and presenting CERT and KEY.
 """
 import sys
 import threading
@@ -14,7 +14,11 @@ import redis
 
 port = int(sys.argv[1])
 no_watch = "--no-watch" in sys.argv[2:]
-r = redis.Redis(host="127.0.0.1", port=port)
+tls = {}
+if "--tls" in sys.argv:
+    ca, cert, key = sys.argv[sys.argv.index("--tls") + 1 : sys.argv.index("--tls") + 4]
+    tls = dict(ssl=True, ssl_ca_certs=ca, ssl_certfile=cert, ssl_keyfile=key)
+r = redis.Redis(host="127.0.0.1", port=port, **tls)
 failures = 0
 
 
