@@ -56,6 +56,11 @@ pub struct Config {
     pub port: u16,
     /// Password of the default user; empty means none. Runtime-settable.
     pub requirepass: String,
+    /// `aclfile`: where `ACL LOAD` reads users and `ACL SAVE` writes them; loaded at start.
+    /// Empty (the default): none.
+    pub aclfile: String,
+    /// `acllog-max-len`: entries the ACL log keeps. Default 128. Runtime-settable.
+    pub acllog_max_len: u64,
     /// `protected-mode`: with no password, only clients from 127.0.0.1 and ::1 are served; the
     /// others get Redis's `-DENIED` text and are closed. Default yes. Runtime-settable.
     pub protected_mode: bool,
@@ -236,6 +241,8 @@ impl Default for Config {
             bind: "127.0.0.1".into(),
             port: 6379,
             requirepass: String::new(),
+            aclfile: String::new(),
+            acllog_max_len: 128,
             protected_mode: true,
             tls_port: 0,
             tls_cert_file: String::new(),
@@ -417,6 +424,20 @@ pub static PARAMS: &[Param] = &[
         false,
         |c| c.port.to_string(),
         |c, v| c.port = v.int() as u16
+    ),
+    p!(
+        "aclfile",
+        Kind::Str,
+        false,
+        |c| c.aclfile.clone(),
+        |c, v| c.aclfile = v.text()
+    ),
+    p!(
+        "acllog-max-len",
+        Kind::Int(0, i64::MAX),
+        true,
+        |c| c.acllog_max_len.to_string(),
+        |c, v| c.acllog_max_len = v.int() as u64
     ),
     p!(
         "protected-mode",

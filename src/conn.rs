@@ -117,10 +117,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     fd: i64,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let protected = {
-        let c = shared.config.read();
-        c.protected_mode && c.requirepass.is_empty()
-    };
+    let protected = shared.config.read().protected_mode && shared.acl.default_user().nopass;
     if protected && !is_local(addr.ip()) {
         Stats::add(&shared.metrics.server.rejected_connections, 1);
         let _ = socket.write_all(DENIED).await;

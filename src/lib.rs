@@ -5,6 +5,7 @@
 //! `hypercache-cluster` (the store and its semantics).
 //!
 //! ## Layout
+//! - [`acl`]: ACL users: passwords, and the commands, keys and channels each may use.
 //! - [`config`]: settings from defaults, file, environment and flags.
 //! - [`server`]: accept loop, connection limit, background expiry, signals, shutdown.
 //! - [`conn`]: one client socket: read, parse, run, write once per read.
@@ -19,6 +20,7 @@
 //! - [`memory`]: staying inside `maxmemory` (eviction) and memory figures.
 //! - [`tls`]: TLS on the client port and between nodes (rustls).
 
+pub mod acl;
 pub mod alloc;
 pub mod cluster;
 pub(crate) mod cmd;

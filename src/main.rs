@@ -122,6 +122,14 @@ fn main() -> ExitCode {
         if let Some(l) = &listener {
             shared.port.store(l.local_addr().map_or(0, |a| u64::from(a.port())), Ordering::Relaxed);
         }
+        let aclfile = shared.config.read().aclfile.clone();
+        if !aclfile.is_empty() {
+            // Users that do not load stop the start, as in Redis.
+            if let Err(e) = shared.acl.load_file(&aclfile) {
+                tracing::error!(component = "acl", node_id = %shared.node_id, path = %aclfile, error = %e, "cannot load the ACL file");
+                return ExitCode::FAILURE;
+            }
+        }
         if tls_wanted {
             // Certificates that do not load stop the start, as in Redis.
             let c = shared.config.read().clone();

@@ -40,6 +40,10 @@ pub struct Session {
     pub proto: Protocol,
     /// Whether AUTH succeeded (or no password is required).
     pub authed: bool,
+    /// The ACL user this connection runs as.
+    pub user: Arc<crate::acl::User>,
+    /// The ACL generation `user` was read at (re-read when the users change).
+    acl_gen: u64,
     /// CLIENT REPLY state.
     pub reply_mode: ReplyMode,
     /// Close the connection once the current replies are written (QUIT, killed itself).
@@ -185,6 +189,8 @@ impl Session {
             handle,
             proto: Protocol::Resp2,
             authed: false,
+            user: Arc::new(crate::acl::User::new(b"default")),
+            acl_gen: 0,
             reply_mode: ReplyMode::On,
             close_after: false,
             monitor: None,
@@ -228,7 +234,7 @@ impl Session {
         s.rand_state
             .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
         s.refresh_config();
-        s.authed = s.shared.config.read().requirepass.is_empty();
+        s.reset_user();
         s
     }
 
@@ -394,6 +400,108 @@ impl Session {
         self.pending = pending;
         // The next command's time (its `now`, and its slow-log duration) starts after the wait.
         self.clock = Instant::now();
+    }
+
+    /// Whether a transaction is being queued or run.
+    pub fn in_transaction(&self) -> bool {
+        self.multi.is_some() || self.in_exec
+    }
+
+    /// Back to the `default` user, authenticated if it needs no password (a new connection,
+    /// `RESET`).
+    pub fn reset_user(&mut self) {
+        let u = self.shared.acl.default_user();
+        self.authed = u.nopass && u.enabled;
+        self.set_user(u);
+    }
+
+    /// Runs as `user` from now on (AUTH, a script's caller).
+    pub fn set_user(&mut self, user: Arc<crate::acl::User>) {
+        self.acl_gen = self.shared.acl.generation();
+        let mut m = self.handle.meta.lock();
+        if m.user != user.name {
+            m.user = user.name.clone();
+        }
+        drop(m);
+        self.user = user;
+    }
+
+    /// Checks the command against this connection's ACL user (re-read if the users changed);
+    /// the error is Redis's refusal, and the refusal goes to the ACL log.
+    fn acl_refusal(&mut self, spec: &'static CommandSpec, args: &[Bytes]) -> Option<Frame> {
+        let acl = &self.shared.acl;
+        let generation = acl.generation();
+        if generation != self.acl_gen {
+            self.acl_gen = generation;
+            if let Some(u) = acl.get(&self.user.name) {
+                self.user = u;
+            }
+        }
+        if self.user.unrestricted() {
+            return None;
+        }
+        use crate::acl::{Context, Denied, Reason};
+        let denied = self.user.check(spec, args).err()?;
+        let (reason, object) = match denied {
+            Denied::Command => (
+                Reason::Command,
+                Bytes::from_static(spec.fullname.as_bytes()),
+            ),
+            Denied::Key(i) => (Reason::Key, args[i].clone()),
+            Denied::Channel(i) => (Reason::Channel, args[i].clone()),
+        };
+        let context = if self.script {
+            Context::Lua
+        } else if self.multi.is_some() || self.in_exec {
+            Context::Multi
+        } else {
+            Context::Toplevel
+        };
+        self.handle.meta.lock().last_cmd = spec.fullname;
+        self.acl_log(reason, context, object, self.user.name.clone());
+        let text = match (denied, self.script) {
+            (Denied::Command, false) => format!(
+                "NOPERM this user has no permissions to run the '{}' command",
+                spec.fullname
+            ),
+            (Denied::Key(_), false) => {
+                "NOPERM this user has no permissions to access one of the keys used as arguments"
+                    .into()
+            }
+            (Denied::Channel(_), false) => {
+                "NOPERM this user has no permissions to access one of the channels used as arguments"
+                    .into()
+            }
+            (Denied::Command, true) => {
+                "ERR The user executing the script can't run this command or subcommand".into()
+            }
+            (Denied::Key(_), true) => "ERR The user executing the script can't access at least one of the keys mentioned in the command".into(),
+            (Denied::Channel(_), true) => "ERR The user executing the script can't publish to the channel mentioned in the command".into(),
+        };
+        Some(Frame::Error(text.into()))
+    }
+
+    /// Adds an entry to the ACL log for this client.
+    pub fn acl_log(
+        &self,
+        reason: crate::acl::Reason,
+        context: crate::acl::Context,
+        object: Bytes,
+        username: Bytes,
+    ) {
+        let max = self.shared.config.read().acllog_max_len as usize;
+        self.shared.acl.log(
+            crate::acl::LogEntry {
+                count: 1,
+                reason,
+                context,
+                object,
+                username,
+                at: Instant::now(),
+                client_info: self.handle.info_line(),
+            },
+            max,
+        );
     }
 
     /// Whether the parser may relax its pre-authentication limits.
@@ -907,6 +1015,9 @@ impl Session {
                 Some(effective),
                 Rejected,
             );
+        }
+        if let Some(refusal) = self.acl_refusal(effective, args) {
+            return (Some(refusal), Some(effective), Rejected);
         }
         if self.busy {
             self.busy = false;

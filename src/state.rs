@@ -53,6 +53,8 @@ pub struct ClientMeta {
     pub no_evict: bool,
     /// Commands queued in `MULTI`, or `None` outside a transaction.
     pub multi: Option<usize>,
+    /// The ACL user it runs as (empty: `default`).
+    pub user: bytes::Bytes,
     /// Bytes in the query buffer, the running command's included (set only while the client
     /// lists itself: an idle client has none, as in Redis).
     pub qbuf: usize,
@@ -114,7 +116,7 @@ impl ClientHandle {
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} \
              qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-             cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
+             cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -126,6 +128,11 @@ impl ClientHandle {
             m.multi.map_or(-1, |n| n as i64),
             m.qbuf,
             if m.last_cmd.is_empty() { "NULL" } else { m.last_cmd },
+            if m.user.is_empty() {
+                std::borrow::Cow::Borrowed("default")
+            } else {
+                String::from_utf8_lossy(&m.user)
+            },
             m.resp.max(2),
             m.lib_name,
             m.lib_ver,
@@ -206,6 +213,8 @@ pub struct Shared {
     pub scripts: crate::script::Scripts,
     /// The TLS configurations in force (client port, cluster links).
     pub tls: crate::tls::Tls,
+    /// ACL users and the ACL log.
+    pub acl: crate::acl::Acl,
 }
 
 /// A client in `MONITOR` mode.
@@ -251,6 +260,7 @@ impl Shared {
             tracing::error!(component = "telemetry", node_id = %node_id, error = %e, "cannot start the OTLP exporter; running without it");
             None
         });
+        let acl = crate::acl::Acl::new(&config.requirepass);
         let shared = Arc::new(Shared {
             store: Store::new(StoreConfig {
                 hash_seed: seed,
@@ -276,6 +286,7 @@ impl Shared {
             exclusive: Default::default(),
             scripts: Default::default(),
             tls: Default::default(),
+            acl,
         });
         if let Some(t) = &shared.telemetry {
             t.export_metrics(Arc::downgrade(&shared));

@@ -157,6 +157,126 @@ static OBJECT_SUBS: &[CommandSpec] = &[
     ),
 ];
 
+static ACL_SUBS: &[CommandSpec] = &[
+    sub!(
+        "acl",
+        "cat",
+        -2,
+        ["noscript", "loading", "stale"],
+        ["@slow"],
+        "6.0.0",
+        "Lists the ACL categories, or the commands inside a category."
+    ),
+    sub!(
+        "acl",
+        "deluser",
+        -3,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "6.0.0",
+        "Deletes ACL users, and terminates their connections."
+    ),
+    sub!(
+        "acl",
+        "dryrun",
+        -4,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "7.0.0",
+        "Simulates the execution of a command by a user, without executing the command."
+    ),
+    sub!(
+        "acl",
+        "genpass",
+        -2,
+        ["noscript", "loading", "stale"],
+        ["@slow"],
+        "6.0.0",
+        "Generates a pseudorandom, secure password that can be used to identify ACL users."
+    ),
+    sub!(
+        "acl",
+        "getuser",
+        3,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "6.0.0",
+        "Lists the ACL rules of a user."
+    ),
+    sub!(
+        "acl",
+        "help",
+        2,
+        ["loading", "stale"],
+        ["@slow"],
+        "6.0.0",
+        "Returns helpful text about the different subcommands."
+    ),
+    sub!(
+        "acl",
+        "list",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "6.0.0",
+        "Dumps the effective rules in ACL file format."
+    ),
+    sub!(
+        "acl",
+        "load",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "6.0.0",
+        "Reloads the rules from the configured ACL file."
+    ),
+    sub!(
+        "acl",
+        "log",
+        -2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "6.0.0",
+        "Lists recent security events generated due to ACL rules."
+    ),
+    sub!(
+        "acl",
+        "save",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "6.0.0",
+        "Saves the effective ACL rules in the configured ACL file."
+    ),
+    sub!(
+        "acl",
+        "setuser",
+        -3,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "6.0.0",
+        "Creates and modifies an ACL user and its rules."
+    ),
+    sub!(
+        "acl",
+        "users",
+        2,
+        ["admin", "noscript", "loading", "stale"],
+        ["@admin", "@slow", "@dangerous"],
+        "6.0.0",
+        "Lists all ACL users."
+    ),
+    sub!(
+        "acl",
+        "whoami",
+        2,
+        ["noscript", "loading", "stale"],
+        ["@slow"],
+        "6.0.0",
+        "Returns the authenticated username of the current connection."
+    ),
+];
+
 static CLIENT_SUBS: &[CommandSpec] = &[
     sub!(
         "client",
@@ -606,6 +726,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("quit", -1, ["allow_busy", "noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, ["@fast", "@connection"], "connection", "1.0.0", "Closes the connection."),
     cmd!("reset", 1, ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], 0, 0, 0, ["@fast", "@connection"], "connection", "6.2.0", "Resets the connection."),
     spec!("client", "client", -2, [], 0, 0, 0, ["@slow"], "connection", "2.4.0", "A container for client connection commands.", CLIENT_SUBS),
+    spec!("acl", "acl", -2, [], 0, 0, 0, ["@slow"], "server", "6.0.0", "A container for Access List Control commands.", ACL_SUBS),
     // server
     spec!("command", "command", -1, ["loading", "stale"], 0, 0, 0, ["@slow", "@connection"], "server", "2.8.13", "Returns detailed information about all commands.", COMMAND_SUBS),
     spec!("config", "config", -2, [], 0, 0, 0, ["@slow"], "server", "2.0.0", "A container for server configuration commands.", CONFIG_SUBS),

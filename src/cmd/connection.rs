@@ -24,14 +24,45 @@ pub(super) fn echo(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     Some(Frame::Bulk(a[1].clone()))
 }
 
-/// Checks a password for `user` against `requirepass`.
-fn check_password(s: &Session, user: &[u8], pass: &[u8]) -> bool {
-    let required = s.shared.config.read().requirepass.clone();
-    if user != b"default" {
-        return false;
+/// Authenticates as `user` with `pass` (the connection then runs as that user), or logs the
+/// failure in the ACL log (the object is the command's name as sent) and returns false.
+fn authenticate(s: &mut Session, command: &Bytes, user: &[u8], pass: &[u8]) -> bool {
+    match s.shared.acl.get(user).filter(|u| u.check_password(pass)) {
+        Some(u) => {
+            s.set_user(u);
+            s.authed = true;
+            true
+        }
+        None => {
+            s.handle.meta.lock().last_cmd = if command.eq_ignore_ascii_case(b"hello") {
+                "hello"
+            } else {
+                "auth"
+            };
+            let context = if s.in_transaction() {
+                crate::acl::Context::Multi
+            } else {
+                crate::acl::Context::Toplevel
+            };
+            s.acl_log(
+                crate::acl::Reason::Auth,
+                context,
+                command.clone(),
+                Bytes::copy_from_slice(user),
+            );
+            false
+        }
     }
-    // With no password configured the default user accepts any password.
-    required.is_empty() || required.as_bytes() == pass
+}
+
+/// The ACL user a client runs as.
+fn user_of(h: &crate::state::ClientHandle) -> Bytes {
+    let u = h.meta.lock().user.clone();
+    if u.is_empty() {
+        Bytes::from_static(b"default")
+    } else {
+        u
+    }
 }
 
 /// # Format
@@ -40,7 +71,7 @@ pub(super) fn auth(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a.len() > 3 {
         return err(errors::SYNTAX);
     }
-    if a.len() == 2 && s.shared.config.read().requirepass.is_empty() {
+    if a.len() == 2 && s.shared.acl.default_user().nopass {
         return err(errors::AUTH_NOT_CONFIGURED);
     }
     let (user, pass) = if a.len() == 3 {
@@ -48,8 +79,7 @@ pub(super) fn auth(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     } else {
         (&b"default"[..], &a[1][..])
     };
-    if check_password(s, user, pass) {
-        s.authed = true;
+    if authenticate(s, &a[0], user, pass) {
         Some(Frame::ok())
     } else {
         err(errors::WRONGPASS)
@@ -77,10 +107,9 @@ pub(super) fn hello(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     while i < a.len() {
         let more = a.len() - i - 1;
         if a[i].eq_ignore_ascii_case(b"auth") && more >= 2 {
-            if !check_password(s, &a[i + 1], &a[i + 2]) {
+            if !authenticate(s, &a[0], &a[i + 1], &a[i + 2]) {
                 return err(errors::WRONGPASS);
             }
-            s.authed = true;
             i += 3;
         } else if a[i].eq_ignore_ascii_case(b"setname") && more >= 1 {
             if !valid_name(&a[i + 1]) {
@@ -146,7 +175,7 @@ pub(super) fn reset(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     s.discard_transaction();
     s.proto = Protocol::Resp2;
     s.reply_mode = ReplyMode::On;
-    s.authed = s.shared.config.read().requirepass.is_empty();
+    s.reset_user();
     {
         let mut m = s.handle.meta.lock();
         m.name.clear();
@@ -369,6 +398,7 @@ fn client_kill(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     }
     let (mut id, mut addr, mut laddr, mut skipme, mut maxage, mut none) =
         (None, None, None, true, None, false);
+    let mut user: Option<Bytes> = None;
     for pair in a[2..].chunks(2) {
         let (k, v) = (pair[0].to_ascii_lowercase(), &pair[1]);
         let text = String::from_utf8_lossy(v).into_owned();
@@ -384,11 +414,12 @@ fn client_kill(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 "master" | "replica" | "slave" | "pubsub" => none = true,
                 _ => return err_owned(format!("ERR Unknown client type '{text}'")),
             },
-            b"user" if text != "default" => {
-                // The only user is `default` (ACL users are not built yet).
-                return err_owned(format!("ERR No such user '{text}'"));
+            b"user" => {
+                if s.shared.acl.get(v).is_none() {
+                    return err_owned(format!("ERR No such user '{text}'"));
+                }
+                user = Some(v.clone());
             }
-            b"user" => {}
             b"skipme" => match text.to_ascii_lowercase().as_str() {
                 "yes" => skipme = true,
                 "no" => skipme = false,
@@ -410,6 +441,7 @@ fn client_kill(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             || addr.as_ref().is_some_and(|x| *x != h.addr.to_string())
             || laddr.as_ref().is_some_and(|x| *x != h.laddr.to_string())
             || maxage.is_some_and(|m| h.created.elapsed().as_secs() < m)
+            || user.as_ref().is_some_and(|u| *u != user_of(&h))
         {
             continue;
         }

@@ -19,6 +19,7 @@ use hypercache_cluster::slot::key_slot;
 use hypercache_cluster::Op;
 use std::sync::Arc;
 
+pub(crate) mod acl;
 mod connection;
 pub(crate) mod hc;
 mod keys;
@@ -85,6 +86,7 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("quit", connection::quit),
         ("reset", connection::reset),
         ("client", connection::client),
+        ("acl", acl::acl),
         ("command", server::command),
         ("config", server::config),
         ("info", server::info),

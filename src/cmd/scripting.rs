@@ -57,6 +57,7 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
         keys,
         args,
         read_only,
+        user: s.user.clone(),
     }));
     None
 }
@@ -168,6 +169,7 @@ fn fcall_generic(s: &mut Session, a: &[Bytes], read_only: bool) -> Option<Frame>
         keys,
         args,
         read_only,
+        user: s.user.clone(),
     }));
     None
 }

@@ -310,6 +310,9 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     ));
                 }
             }
+            if next.requirepass != s.shared.config.read().requirepass {
+                s.shared.acl.set_default_password(&next.requirepass);
+            }
             *s.shared.config.write() = next;
             s.shared.config_gen.fetch_add(1, Ordering::Release);
             s.refresh_config();

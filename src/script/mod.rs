@@ -148,6 +148,8 @@ pub struct Call {
     pub args: Vec<Bytes>,
     /// `EVAL_RO`/`EVALSHA_RO`: write commands are refused.
     pub read_only: bool,
+    /// The caller's ACL user: the script's commands are checked against it.
+    pub user: Arc<crate::acl::User>,
 }
 
 /// What a connection asks the script engine to do (on a blocking thread).
@@ -1160,6 +1162,7 @@ impl Engine {
             .unwrap_or_else(|| script_session(shared.clone()));
         session.proto = Protocol::Resp2;
         session.consistency = caller_levels;
+        session.set_user(call.user.clone());
         session.refresh_config();
         session.begin_script();
         let slot = if cluster && !flags.allow_cross_slot {
@@ -1329,6 +1332,7 @@ fn script_session(shared: Arc<Shared>) -> Session {
     let handle = Arc::new(ClientHandle::new(0, unspecified, unspecified, -1));
     let mut s = Session::new(shared, handle);
     s.authed = true;
+    // The caller's user is set for each run.
     s.script = true;
     s.out = BytesMut::new();
     s
