@@ -501,3 +501,345 @@ fn tls_cluster_links_refuse_plain_text_and_foreign_certificates() {
         .unwrap();
     assert_eq!(got.as_deref(), Some("v"));
 }
+
+/// Runs `program` with `args`, returning stdout and stderr together.
+fn run(program: &str, args: &[&str], env: &[(&str, String)]) -> String {
+    let mut cmd = Command::new(program);
+    cmd.args(args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// ACL users through redis-cli (`--user`/`--pass`), redis-py and ioredis: each connects as a
+/// user, runs what its rules allow and gets Redis's exact refusal for the rest. Every client's
+/// output is compared with the same run against redis-server.
+#[test]
+fn acl_users_work_through_redis_cli_redis_py_and_ioredis_as_on_redis() {
+    let ours = Server::start(&[]);
+    let redis = Server::redis();
+    let libs = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/libs/node_modules");
+    assert!(libs.join("ioredis").is_dir(), "(cd tests/libs && npm ci)");
+    let mut outputs = Vec::new();
+    for s in [&redis, &ours] {
+        let mut admin = s.conn();
+        for rules in [
+            &["app", "on", ">s3cret", "~cache:*", "+@all", "-@dangerous"][..],
+            &["reader", "on", ">r", "~*", "-@all", "+@read", "+ping"],
+        ] {
+            let _: () = redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(rules)
+                .query(&mut admin)
+                .unwrap();
+        }
+        let port = s.addr.port().to_string();
+        let cli = |user: &str, pass: &str, cmd: &[&str]| {
+            run(
+                "redis-cli",
+                &[
+                    &[
+                        "-p",
+                        &port,
+                        "--user",
+                        user,
+                        "--pass",
+                        pass,
+                        "--no-auth-warning",
+                    ],
+                    cmd,
+                ]
+                .concat(),
+                &[],
+            )
+        };
+        let mut out = String::new();
+        out += &cli("app", "s3cret", &["SET", "cache:1", "v"]);
+        out += &cli("app", "s3cret", &["GET", "cache:1"]);
+        out += &cli("app", "s3cret", &["GET", "other"]);
+        out += &cli("app", "s3cret", &["FLUSHALL"]);
+        out += &cli("app", "wrong", &["PING"]);
+        out += &cli("reader", "r", &["GET", "cache:1"]);
+        out += &cli("reader", "r", &["SET", "cache:1", "w"]);
+        out += &run(
+            "/usr/bin/python3",
+            &[
+                "-c",
+                r#"
+import sys, redis
+r = redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), username="app", password="s3cret")
+print(r.set("cache:py", "1"), r.get("cache:py"), r.acl_whoami())
+for f in (lambda: r.get("other"), lambda: r.flushall()):
+    try:
+        f()
+    except redis.exceptions.NoPermissionError as e:
+        print("NoPermissionError", e)
+try:
+    redis.Redis(host="127.0.0.1", port=int(sys.argv[1]), username="app", password="no").ping()
+except redis.exceptions.ResponseError as e:
+    print("refused:", e)
+"#,
+                &port,
+            ],
+            &[],
+        );
+        out += &run(
+            "node",
+            &[
+                "-e",
+                r#"
+const Redis = require("ioredis");
+const port = Number(process.argv[1]);
+(async () => {
+  const r = new Redis({ host: "127.0.0.1", port, username: "reader", password: "r" });
+  console.log(await r.get("cache:1"));
+  try { await r.set("cache:1", "x"); } catch (e) { console.log(e.message); }
+  r.disconnect();
+  const bad = new Redis({ host: "127.0.0.1", port, username: "reader", password: "x",
+    lazyConnect: true, retryStrategy: () => null, maxRetriesPerRequest: 0 });
+  try { await bad.connect(); await bad.ping(); } catch (e) { console.log(e.message); }
+  bad.disconnect();
+})();
+"#,
+                &port,
+            ],
+            &[("NODE_PATH", libs.to_string_lossy().into_owned())],
+        );
+        outputs.push(out);
+    }
+    assert!(
+        outputs[1].contains("NOPERM this user has no permissions to run the 'flushall' command"),
+        "{}",
+        outputs[1]
+    );
+    assert!(outputs[1].contains("NoPermissionError"), "{}", outputs[1]);
+    assert!(outputs[1].contains("refused: WRONGPASS"), "{}", outputs[1]);
+    assert!(
+        outputs[1].contains("NOPERM this user has no permissions to run the 'set' command"),
+        "ioredis: {}",
+        outputs[1]
+    );
+    assert_eq!(
+        outputs[1], outputs[0],
+        "HyperCache (left) and redis-server (right) differ"
+    );
+}
+
+/// The ACL log records refusals (grouping repeats), DELUSER closes the users' connections,
+/// scripts run with their caller's permissions, CLIENT LIST names the user, and `requirepass`
+/// is the default user's password.
+#[test]
+fn acl_log_deluser_scripts_and_requirepass() {
+    let node = Server::start(&[]);
+    let mut admin = node.conn();
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "app",
+            "on",
+            ">pw",
+            "~cache:*",
+            "+@all",
+            "-flushall",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    let mut app = node.raw();
+    assert_eq!(call(&mut app, &["AUTH", "app", "pw"]).unwrap(), "+OK\r\n");
+    for _ in 0..2 {
+        assert!(call(&mut app, &["FLUSHALL"])
+            .unwrap()
+            .starts_with("-NOPERM"));
+    }
+    assert!(call(&mut app, &["GET", "secret"])
+        .unwrap()
+        .starts_with("-NOPERM"));
+    assert!(call(&mut app, &["AUTH", "app", "bad"])
+        .unwrap()
+        .starts_with("-WRONGPASS"));
+    // A script runs with its caller's permissions.
+    let script = call(&mut app, &["EVAL", "return redis.call('flushall')", "0"]).unwrap();
+    assert!(
+        script
+            .starts_with("-ERR The user executing the script can't run this command or subcommand"),
+        "{script}"
+    );
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut admin).unwrap();
+    assert!(list.contains("user=app"), "{list}");
+
+    let log: Vec<std::collections::HashMap<String, redis::Value>> =
+        redis::cmd("ACL").arg("LOG").query(&mut admin).unwrap();
+    let field = |e: &std::collections::HashMap<String, redis::Value>, k: &str| match &e[k] {
+        redis::Value::BulkString(b) => String::from_utf8_lossy(b).into_owned(),
+        redis::Value::Int(i) => i.to_string(),
+        other => format!("{other:?}"),
+    };
+    let summary: Vec<String> = log
+        .iter()
+        .map(|e| {
+            format!(
+                "{} {} {} {} {}",
+                field(e, "count"),
+                field(e, "reason"),
+                field(e, "context"),
+                field(e, "object"),
+                field(e, "username")
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            "1 command lua flushall app",
+            "1 auth toplevel AUTH app",
+            "1 key toplevel secret app",
+            "2 command toplevel flushall app",
+        ],
+        "newest first, repeats grouped"
+    );
+    assert!(field(&log[0], "client-info").contains("user=app"));
+
+    // Every HC.* command has a category: a cache-only user cannot drain or reshape the cluster.
+    let _: () = redis::cmd("ACL")
+        .arg(&[
+            "SETUSER",
+            "cacheonly",
+            "on",
+            "nopass",
+            "~*",
+            "+@all",
+            "-@admin",
+        ])
+        .query(&mut admin)
+        .unwrap();
+    let mut cache = node.raw();
+    assert_eq!(
+        call(&mut cache, &["AUTH", "cacheonly", "x"]).unwrap(),
+        "+OK\r\n"
+    );
+    for (cmd, name) in [
+        (&["HC.DRAIN"][..], "hc.drain"),
+        (&["HC.FORGET", "n1"], "hc.forget"),
+        (&["HC.SYNC"], "hc.sync"),
+        (&["CONFIG", "SET", "maxmemory", "1"], "config|set"),
+    ] {
+        assert_eq!(
+            call(&mut cache, cmd).unwrap(),
+            format!("-NOPERM this user has no permissions to run the '{name}' command\r\n")
+        );
+    }
+    assert_eq!(call(&mut cache, &["SET", "k", "v"]).unwrap(), "+OK\r\n");
+
+    // Deleting the user closes its connections.
+    let deleted: i64 = redis::cmd("ACL")
+        .arg(&["DELUSER", "app"])
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(deleted, 1);
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(app.read(&mut buf), Ok(0)),
+        "a deleted user's client stays connected"
+    );
+
+    // requirepass is the default user's password.
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "requirepass", "pw"])
+        .query(&mut admin)
+        .unwrap();
+    let user: std::collections::HashMap<String, redis::Value> = redis::cmd("ACL")
+        .arg(&["GETUSER", "default"])
+        .query(&mut admin)
+        .unwrap();
+    assert_eq!(
+        user["passwords"],
+        redis::Value::Array(vec![redis::Value::BulkString(
+            b"30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4".to_vec()
+        )])
+    );
+    let mut fresh = node.raw();
+    assert!(call(&mut fresh, &["GET", "k"])
+        .unwrap()
+        .starts_with("-NOAUTH"));
+    assert_eq!(call(&mut fresh, &["AUTH", "pw"]).unwrap(), "+OK\r\n");
+}
+
+/// `aclfile`: users load at start, `ACL SAVE` writes them, `ACL LOAD` reads them back, and a
+/// file with an error changes nothing (at start, the node refuses to start).
+#[test]
+fn an_acl_file_loads_at_start_and_round_trips() {
+    let dir = std::env::temp_dir().join(format!("hc-aclfile-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("users.acl");
+    let path_s = path.to_string_lossy().into_owned();
+    std::fs::write(
+        &path,
+        "user default on nopass ~* &* +@all\nuser app on #30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4 ~cache:* +@all\n",
+    )
+    .unwrap();
+    let node = Server::start(&["--aclfile", &path_s]);
+    let mut c = node.raw();
+    assert_eq!(call(&mut c, &["AUTH", "app", "pw"]).unwrap(), "+OK\r\n");
+    assert!(call(&mut c, &["GET", "x"]).unwrap().starts_with("-NOPERM"));
+    let mut admin = node.conn();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "ops", "on", ">o", "+@admin"])
+        .query(&mut admin)
+        .unwrap();
+    let _: () = redis::cmd("ACL").arg("SAVE").query(&mut admin).unwrap();
+    let saved = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(
+        saved,
+        "user app on #30c952fab122c3f9759f02a6d95c3758b246b4fee239957b2d4fee46e26170c4 ~cache:* resetchannels +@all\n\
+         user default on nopass ~* &* +@all\n\
+         user ops on #65c74c15a686187bb6bbf9958f494fc6b80068034a659a9ad44991b08c58f2d2 resetchannels -@all +@admin\n"
+    );
+    // An edit by hand, then ACL LOAD: ops is gone.
+    std::fs::write(&path, saved.lines().take(2).collect::<Vec<_>>().join("\n")).unwrap();
+    let _: () = redis::cmd("ACL").arg("LOAD").query(&mut admin).unwrap();
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
+    assert_eq!(users, ["app", "default"]);
+    // A broken file: the error lists the problems, and nothing changes.
+    std::fs::write(&path, "user app on +nosuchcommand\nnonsense\n").unwrap();
+    let e = redis::cmd("ACL")
+        .arg("LOAD")
+        .query::<()>(&mut admin)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("Error in applying operation '+nosuchcommand'"),
+        "{e}"
+    );
+    assert!(
+        e.contains("no change to the previously active ACL rules was performed"),
+        "{e}"
+    );
+    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query(&mut admin).unwrap();
+    assert_eq!(users, ["app", "default"]);
+    // At start, a broken file stops the node.
+    let status = Command::new(env!("CARGO_BIN_EXE_hypercache"))
+        .args([
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            &common::free_port().to_string(),
+        ])
+        .args([
+            "--http-port",
+            "0",
+            "--aclfile",
+            &path_s,
+            "--log-level",
+            "error",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "started with a broken aclfile");
+    let _ = std::fs::remove_dir_all(&dir);
+}
