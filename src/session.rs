@@ -946,13 +946,24 @@ impl Session {
 
     fn slowlog(&self, args: &[Bytes], spec: &CommandSpec, micros: u64) {
         let max = self.shared.config.read().slowlog_max_len as usize;
-        let redact = matches!(spec.name, "auth" | "hello" | "config");
+        // Secrets never reach the slow log: AUTH and HELLO credentials, CONFIG SET requirepass's
+        // value, and every rule of ACL SETUSER (as Redis redacts them).
+        let redact = matches!(
+            spec.fullname,
+            "auth" | "hello" | "config|set" | "acl|setuser"
+        );
         let mut trimmed: Vec<Bytes> = Vec::new();
         let argc = args.len().min(32);
         for (j, a) in args.iter().take(argc).enumerate() {
             if argc == 32 && j == 31 && args.len() > 32 {
                 trimmed.push(format!("... ({} more arguments)", args.len() - 31).into());
-            } else if redact && j > 0 && (spec.name != "config" || is_sensitive_config(args, j)) {
+            } else if redact
+                && match spec.fullname {
+                    "config|set" => is_sensitive_config(args, j),
+                    "acl|setuser" => j >= 2,
+                    _ => j > 0,
+                }
+            {
                 trimmed.push(Bytes::from_static(b"(redacted)"));
             } else if a.len() > 128 {
                 let mut s = a[..128].to_vec();

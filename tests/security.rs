@@ -703,6 +703,29 @@ fn acl_log_deluser_scripts_and_requirepass() {
     );
     assert!(field(&log[0], "client-info").contains("user=app"));
 
+    // Secrets stay out of the slow log.
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "slowlog-log-slower-than", "0"])
+        .query(&mut admin)
+        .unwrap();
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "spy", "on", ">hunter2"])
+        .query(&mut admin)
+        .unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "requirepass", "hunter3"])
+        .query(&mut admin)
+        .unwrap();
+    let _: () = redis::cmd("AUTH").arg("hunter3").query(&mut admin).unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg(&["SET", "requirepass", ""])
+        .query(&mut admin)
+        .unwrap();
+    let slow: redis::Value = redis::cmd("SLOWLOG").arg("GET").query(&mut admin).unwrap();
+    let text = format!("{slow:?}");
+    assert!(text.contains("(redacted)"), "{text}");
+    assert!(!text.contains("hunter"), "a secret in the slow log: {text}");
+
     // Every HC.* command has a category: a cache-only user cannot drain or reshape the cluster.
     let _: () = redis::cmd("ACL")
         .arg(&[
