@@ -14,8 +14,8 @@
 //!
 //! Departures: selectors (`(...)` rules, Redis 7's second sets of permissions) are refused with
 //! a syntax error; rules naming a command HyperCache does not have are refused as unknown
-//! commands, as Redis refuses a command it does not have. Users are per node: as in Redis
-//! Cluster, a user made on one node does not exist on the others (`aclfile` shares them).
+//! commands, as Redis refuses a command it does not have. In a cluster the users are one
+//! cluster-wide setting (`crate::cluster::settings`), where Redis Cluster keeps them per node.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -866,3 +866,100 @@ fn an_acl_file_loads_at_start_and_round_trips() {
     assert!(!status.success(), "started with a broken aclfile");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Waits (bounded, 10 s) until `check` holds.
+fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !check() {
+        assert!(Instant::now() < deadline, "{what}: not within 10 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// In a cluster the users are one cluster-wide setting: a change through any node reaches every
+/// node (a deleted user's connections close everywhere), a node that was down or joins later
+/// gets the current users, and concurrent changes end the same on every node.
+#[test]
+fn acl_users_reach_every_node_of_a_cluster() {
+    let mut c = TestCluster::start(3, &[]);
+    let list = |c: &TestCluster, i: usize| -> Vec<String> {
+        redis::cmd("ACL").arg("LIST").query(&mut c.conn(i)).unwrap()
+    };
+    let auth = |c: &TestCluster, i: usize| -> String {
+        let mut s = TcpStream::connect(c.addr(i)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        call(&mut s, &["AUTH", "app", "pw"]).unwrap()
+    };
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "on", ">pw", "~cache:*", "+@all"])
+        .query(&mut c.conn(0))
+        .unwrap();
+    eventually("the user on every node", || {
+        (0..3).all(|i| auth(&c, i) == "+OK\r\n")
+    });
+    // A client of node 2 authenticated as app.
+    let mut app = TcpStream::connect(c.addr(2)).unwrap();
+    app.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(call(&mut app, &["AUTH", "app", "pw"]).unwrap(), "+OK\r\n");
+    assert_eq!(call(&mut app, &["SET", "cache:1", "v"]).unwrap(), "+OK\r\n");
+    assert!(call(&mut app, &["SET", "other", "v"])
+        .unwrap()
+        .starts_with("-NOPERM"));
+
+    // Node 2 goes down; the user changes meanwhile; node 2 comes back with its own (empty)
+    // users and gets the cluster's.
+    c.kill(2);
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "app", "~other"])
+        .query(&mut c.conn(1))
+        .unwrap();
+    c.restart(2);
+    eventually("the restarted node has the change", || {
+        list(&c, 2) == list(&c, 0)
+    });
+    assert!(
+        list(&c, 2).iter().any(|l| l.contains("~cache:* ~other")),
+        "{:?}",
+        list(&c, 2)
+    );
+
+    // A node that joins later gets the users too.
+    let d = c.add(0);
+    eventually("the new node has the users", || auth(&c, d) == "+OK\r\n");
+
+    // Changes through two nodes at once: every node ends with the same users.
+    let mut a = c.conn(0);
+    let mut b = c.conn(1);
+    for i in 0..20 {
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", &format!("u{i}"), "on", "nopass"])
+            .query(&mut a)
+            .unwrap();
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", "app", &format!("~k{i}")])
+            .query(&mut b)
+            .unwrap();
+    }
+    eventually("every node agrees", || {
+        let first = list(&c, 0);
+        (1..=d).all(|i| list(&c, i) == first)
+    });
+
+    // Deleting the user through node 1 closes its client on node 2 and refuses it everywhere.
+    let mut app = TcpStream::connect(c.addr(2)).unwrap();
+    app.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    assert_eq!(call(&mut app, &["AUTH", "app", "pw"]).unwrap(), "+OK\r\n");
+    let n: i64 = redis::cmd("ACL")
+        .arg(&["DELUSER", "app"])
+        .query(&mut c.conn(1))
+        .unwrap();
+    assert_eq!(n, 1);
+    let mut buf = [0u8; 1];
+    assert!(
+        matches!(app.read(&mut buf), Ok(0)),
+        "the client stayed connected"
+    );
+    eventually("refused on every node", || {
+        (0..=d).all(|i| auth(&c, i).starts_with("-WRONGPASS"))
+    });
+}

@@ -21,6 +21,7 @@
 //! - [`node`]: the node machines (keyed requests, the start-up transfer, serving peers), run by
 //!   both the production driver and the simulator.
 //! - [`rebalance`]: the planner: slot transfers between old and new preference lists.
+//! - [`settings`]: the cluster-wide settings document (ACL users), last write wins.
 //! - [`repair`]: hinted handoff, Merkle anti-entropy and the catch-up of a starting node, as one
 //!   machine both drivers run.
 //! - [`wire`]: the inter-node protocol's framing, handshake and message bodies.
@@ -50,6 +51,7 @@ pub mod repair;
 #[cfg(test)]
 mod repair_sim;
 pub mod ring;
+pub mod settings;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 #[cfg(any(test, feature = "sim"))]

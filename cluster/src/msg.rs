@@ -515,6 +515,17 @@ pub enum Request<'a> {
         #[serde(borrow)]
         id: Cow<'a, str>,
     },
+    /// The cluster-wide settings document ([`crate::settings`]): answered with
+    /// [`Response::Settings`].
+    Settings,
+    /// A change to the cluster-wide settings: keep it if it is newer. Answered with
+    /// [`Response::Done`].
+    PutSettings {
+        /// Its version.
+        version: Version,
+        /// The document.
+        body: Bytes,
+    },
 }
 
 impl Request<'_> {
@@ -538,6 +549,8 @@ impl Request<'_> {
             Request::Pull { .. } => 14,
             Request::Status => 15,
             Request::Forget { .. } => 16,
+            Request::Settings => 17,
+            Request::PutSettings { .. } => 18,
         }
     }
 }
@@ -639,6 +652,16 @@ pub enum Response {
         /// The digest of the ring set the node works with ([`crate::ring::Ring::digest`]):
         /// members that agree on the ring report the same.
         ring: u64,
+        /// The version of the cluster-wide settings it holds ([`crate::settings`]): a node
+        /// holding an older one pulls them.
+        settings: Version,
+    },
+    /// To [`Request::Settings`].
+    Settings {
+        /// Its version (zero: nothing set).
+        version: Version,
+        /// The document.
+        body: Bytes,
     },
 }
 
@@ -667,6 +690,7 @@ impl Response {
             Response::Listed { .. } => 18,
             Response::Entries { .. } => 19,
             Response::Status { .. } => 20,
+            Response::Settings { .. } => 21,
         }
     }
 }
@@ -856,6 +880,14 @@ mod tests {
                 },
                 "000010026e31",
             ),
+            (Request::Settings, "000011"),
+            (
+                Request::PutSettings {
+                    version: v,
+                    body: Bytes::from_static(b"user a"),
+                },
+                "000012868a9098a0208d98ac5006757365722061",
+            ),
         ];
         let responses = vec![
             (Response::Pong, "000000"),
@@ -930,8 +962,16 @@ mod tests {
                 Response::Status {
                     catching_up: 300,
                     ring: 5,
+                    settings: v,
                 },
-                "000014ac0205",
+                "000014ac0205868a9098a0208d98ac50",
+            ),
+            (
+                Response::Settings {
+                    version: v,
+                    body: Bytes::from_static(b"user a"),
+                },
+                "000015868a9098a0208d98ac5006757365722061",
             ),
         ];
         (requests, responses)

@@ -135,6 +135,8 @@ pub trait Env {
     fn timing(&self) -> Timing;
     /// The per-key queue of read-modify-write rounds.
     fn gate(&self) -> &Gate;
+    /// This node's copy of the cluster-wide settings ([`crate::settings`]).
+    fn settings(&self) -> crate::settings::Settings;
 }
 
 /// What a driver needs of a machine: inputs in, effects out (the same for [`KeyRequest`] and
@@ -303,6 +305,13 @@ pub enum Call {
         /// The flush's version.
         horizon: Version,
     },
+    /// See [`Request::PutSettings`].
+    PutSettings {
+        /// Its version.
+        version: Version,
+        /// The document.
+        body: Bytes,
+    },
 }
 
 impl Call {
@@ -342,6 +351,10 @@ impl Call {
             },
             Call::Count { slots } => Request::Count {
                 slots: slots.clone(),
+            },
+            Call::PutSettings { version, body } => Request::PutSettings {
+                version: *version,
+                body: body.clone(),
             },
             Call::Flush { horizon } => Request::Flush { horizon: *horizon },
         })
@@ -1307,6 +1320,10 @@ pub enum Served {
     /// `HC.FORGET` of this member id: the driver's membership forgets it, and it answers
     /// [`Response::Done`].
     Forget(String),
+    /// A peer's change to the cluster-wide settings: the driver offers it to its copy
+    /// ([`crate::settings::Settings::offer`]), applies it if it was newer, and answers
+    /// [`Response::Done`].
+    Settings(Version, Bytes),
 }
 
 /// Serves request `req` from member `from` (`None`: a peer this node cannot place in its ring);
@@ -1321,7 +1338,19 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
         Request::Status => Response::Status {
             catching_up: env.catching_up() as u32,
             ring: env.ring_digest(),
+            settings: env.settings().version(),
         },
+        Request::Settings => {
+            let s = env.settings();
+            Response::Settings {
+                version: s.version(),
+                body: s.body().clone(),
+            }
+        }
+        Request::PutSettings { version, .. } if !plausible(Some(version), ctx.now) => {
+            return refuse()
+        }
+        Request::PutSettings { version, body } => return Served::Settings(version, body),
         // Not a replica of the slot by this node's ring: not stored, not counted (see Fetch).
         Request::Put { key, .. } if !env.prefs(key_slot(key)).contains(&env.me()) => {
             Response::Syncing

@@ -229,6 +229,8 @@ pub struct SimNode {
     calls: BTreeMap<u64, CallRec>,
     reqs: BTreeMap<u64, (Waiter, KeyRequest)>,
     gate: Gate,
+    /// The cluster-wide settings document ([`crate::settings`]).
+    pub settings: crate::settings::Settings,
 }
 
 impl Env for SimNode {
@@ -296,6 +298,9 @@ impl Env for SimNode {
     }
     fn gate(&self) -> &Gate {
         &self.gate
+    }
+    fn settings(&self) -> crate::settings::Settings {
+        self.settings.clone()
     }
 }
 
@@ -366,6 +371,7 @@ impl SimNode {
             calls: BTreeMap::new(),
             reqs: BTreeMap::new(),
             gate: Gate::default(),
+            settings: Default::default(),
         }
     }
 
@@ -494,6 +500,27 @@ impl SimNode {
         self.now = now;
         self.repair_timers = true;
         self.repair_input(out, |r, env, o| r.on_timer(env, o));
+    }
+
+    /// Changes the cluster-wide settings through this node (as `ACL SETUSER` does): a new
+    /// version from its clock, kept here and pushed to every other member.
+    pub fn set_settings(&mut self, body: Bytes, now: u64, out: &mut SimOutbox) {
+        self.now = now;
+        let version = self.store.new_version(now);
+        self.settings.offer(version, body.clone());
+        let put = to_body(&Request::PutSettings { version, body });
+        for p in 0..self.live.len() {
+            if p != usize::from(self.me) {
+                let id = self.next_id();
+                out.send(
+                    p,
+                    SimMsg::Request {
+                        id,
+                        body: crate::wire::stamp(self.placement.epoch, &put),
+                    },
+                );
+            }
+        }
     }
 
     /// `HC.SYNC` with `peer`: a round now; its report lands in [`SimNode::sync_reports`] under
@@ -740,6 +767,10 @@ impl SimNode {
             }
             Served::Flush(h) => {
                 self.store.flush_at(h);
+                reply(out, self.placement.epoch, from, id, &Response::Done);
+            }
+            Served::Settings(version, body) => {
+                self.settings.offer(version, body);
                 reply(out, self.placement.epoch, from, id, &Response::Done);
             }
             Served::Forget(member) => {
@@ -1001,10 +1032,30 @@ impl Machine for SimNode {
         match msg {
             SimMsg::Request { id, body } => self.serve(from, id, &body, out),
             SimMsg::Reply { id, body } => {
-                if let Ok(Response::Status { ring, .. }) = from_body::<Response>(&body) {
-                    if let Some(r) = self.peer_ring.get_mut(from) {
-                        *r = ring;
+                match from_body::<Response>(&body) {
+                    Ok(Response::Status { ring, settings, .. }) => {
+                        if let Some(r) = self.peer_ring.get_mut(from) {
+                            *r = ring;
+                        }
+                        // A peer holds newer cluster-wide settings: pull them.
+                        if self.settings.should_pull(settings) {
+                            let id = self.next_id();
+                            out.send(
+                                from,
+                                SimMsg::Request {
+                                    id,
+                                    body: crate::wire::stamp(
+                                        self.placement.epoch,
+                                        &to_body(&Request::Settings),
+                                    ),
+                                },
+                            );
+                        }
                     }
+                    Ok(Response::Settings { version, body }) => {
+                        self.settings.offer(version, body);
+                    }
+                    _ => {}
                 }
                 // A reply to a request this node did not make (or from the wrong peer) is ignored.
                 if self
@@ -1204,6 +1255,69 @@ mod tests {
         s.nodes[n] = s.nodes[n].restarted();
         s.heal(n);
         s.input(n, |node, now, out| node.start_catch_up(now, out));
+    }
+
+    /// Cluster-wide settings (the ACL users, [`crate::settings`]): a change reaches every
+    /// member; a member cut off when it was made gets it once the partition heals; of two
+    /// changes made on both sides of a partition, the newer wins everywhere; a restarted member
+    /// (which holds nothing) pulls the settings at its first heartbeat.
+    #[test]
+    fn cluster_wide_settings_converge_on_the_newest_change() {
+        for seed in [1, 2, 3] {
+            let mut s = sim(4, 3, seed);
+            s.set_delay(1, 8);
+            for n in &mut s.nodes {
+                n.heartbeat = true;
+            }
+            for n in 0..4 {
+                s.input(n, |node, _now, out| node.start_heartbeat(out));
+            }
+            let set = |s: &mut Sim<SimNode>, n: NodeId, body: &'static [u8]| {
+                s.input(n, |node, now, out| {
+                    node.set_settings(Bytes::from_static(body), now, out)
+                });
+            };
+            let bodies = |s: &Sim<SimNode>| -> Vec<Bytes> {
+                s.nodes.iter().map(|n| n.settings.body().clone()).collect()
+            };
+            s.isolate(3);
+            set(&mut s, 0, b"a");
+            s.run_until(s.now() + 100, STEPS);
+            assert_eq!(
+                bodies(&s)[..3],
+                [&b"a"[..]; 3],
+                "seed {seed}: pushed to every member"
+            );
+            assert!(!s.nodes[3].settings.is_set(), "seed {seed}: cut off");
+            // One change on each side of the partition; node 3's is the later one.
+            set(&mut s, 1, b"b");
+            s.run_until(s.now() + 50, STEPS);
+            set(&mut s, 3, b"c");
+            s.run_until(s.now() + 50, STEPS);
+            assert_eq!(bodies(&s), [&b"b"[..], b"b", b"b", b"c"], "seed {seed}");
+            s.heal(3);
+            s.run_until(s.now() + 3 * HEARTBEAT_MS, STEPS);
+            assert_eq!(
+                bodies(&s),
+                [&b"c"[..]; 4],
+                "seed {seed}: the newest wins everywhere"
+            );
+            let v = s.nodes[3].settings.version();
+            assert!(
+                s.nodes.iter().all(|n| n.settings.version() == v),
+                "seed {seed}"
+            );
+            // A restarted member starts with nothing and pulls at its first heartbeat.
+            s.nodes[2] = s.nodes[2].restarted();
+            s.input(2, |node, _now, out| node.start_heartbeat(out));
+            assert!(!s.nodes[2].settings.is_set());
+            s.run_until(s.now() + 3 * HEARTBEAT_MS, STEPS);
+            assert_eq!(
+                bodies(&s),
+                [&b"c"[..]; 4],
+                "seed {seed}: the restarted member pulled"
+            );
+        }
     }
 
     /// The deadline rule: a forward whose coordinator is connected but silent (paused) gets

@@ -563,7 +563,11 @@ impl Peer {
     }
 
     /// [`Peer::call`] on the link whatever SWIM says (the heartbeat).
-    async fn call_link(&self, body: &[u8], timeout: Duration) -> Result<Bytes, CallError> {
+    pub(crate) async fn call_link(
+        &self,
+        body: &[u8],
+        timeout: Duration,
+    ) -> Result<Bytes, CallError> {
         let q = self.link_queue()?;
         self.call_on(q, body, timeout).await
     }
@@ -859,7 +863,7 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, peer: Arc<Peer>
                 let why = tokio::select! {
                     why = reader => why,
                     why = q.write_loop(w) => why,
-                    why = heartbeat(&peer) => why,
+                    why = heartbeat(&shared, &cl, &peer) => why,
                     _ = shutdown.changed() => LinkEnd::Stopping,
                     _ = peer.redial.notified(), if peer.is_stopped() => LinkEnd::Stopping,
                 };
@@ -902,19 +906,29 @@ pub async fn run_outbound(shared: Arc<Shared>, cl: Arc<Cluster>, peer: Arc<Peer>
 /// Pings the peer every [`HEARTBEAT`] and returns (ending the link) when a ping goes unanswered
 /// for [`HEARTBEAT_TIMEOUT`]: a peer that is connected but not running (paused, overloaded,
 /// behind a black hole) is then taken out of coordination like a crashed one, and the requests
-/// queued for it are failed instead of piling up.
-async fn heartbeat(peer: &Peer) -> LinkEnd {
+/// queued for it are failed instead of piling up. A peer that reports newer cluster-wide
+/// settings (the ACL users) is asked for them.
+async fn heartbeat(shared: &Arc<Shared>, cl: &Arc<Cluster>, peer: &Arc<Peer>) -> LinkEnd {
     let ping = wire::to_body(&hypercache_cluster::msg::Request::Status);
     loop {
         tokio::time::sleep(HEARTBEAT).await;
         match peer.call_link(&ping, HEARTBEAT_TIMEOUT).await {
             Ok(body) => {
-                if let Ok(hypercache_cluster::msg::Response::Status { catching_up, ring }) =
-                    wire::from_body(&body)
+                if let Ok(hypercache_cluster::msg::Response::Status {
+                    catching_up,
+                    ring,
+                    settings,
+                }) = wire::from_body(&body)
                 {
                     peer.catching_up
                         .store(i64::from(catching_up), Ordering::Relaxed);
                     peer.ring.store(ring, Ordering::Relaxed);
+                    if cl.settings.lock().should_pull(settings) {
+                        let (sh, c, p) = (shared.clone(), cl.clone(), peer.clone());
+                        shared.tasks.spawn(async move {
+                            super::settings::pull(&sh, &c, &p, settings).await;
+                        });
+                    }
                 }
             }
             Err(CallError::Timeout) => return LinkEnd::Heartbeat(HEARTBEAT_TIMEOUT),

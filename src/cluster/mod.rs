@@ -16,6 +16,7 @@
 
 pub mod exec;
 pub mod link;
+pub mod settings;
 pub mod swim;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -134,6 +135,9 @@ pub struct Cluster {
     wakers: parking_lot::Mutex<std::collections::HashMap<u64, exec::Answers>>,
     /// Bytes over the links with each member, by node id.
     traffic: parking_lot::Mutex<std::collections::HashMap<String, Arc<link::Traffic>>>,
+    /// This node's copy of the cluster-wide settings (the ACL users, [`settings`]). Held while
+    /// a change is applied, so that changes apply in version order.
+    pub settings: parking_lot::Mutex<hypercache_cluster::settings::Settings>,
 }
 
 impl Cluster {
@@ -224,6 +228,7 @@ impl Cluster {
             next_token: std::sync::atomic::AtomicU64::new(1),
             wakers: Default::default(),
             traffic: Default::default(),
+            settings: Default::default(),
         };
         Some(Arc::new(cl))
     }

@@ -48,10 +48,12 @@ pub(super) fn acl(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 return err("ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.");
             }
             if sub == b"load" {
-                match s.shared.acl.load_file(&path) {
-                    Ok(()) => Some(Frame::ok()),
-                    Err(e) => err_owned(format!("ERR {e}")),
-                }
+                crate::cluster::settings::change_users(&s.shared, |users| {
+                    match users.load_file(&path) {
+                        Ok(()) => (Some(Frame::ok()), true),
+                        Err(e) => (err_owned(format!("ERR {e}")), false),
+                    }
+                })
             } else {
                 match s.shared.acl.save_file(&path) {
                     Ok(()) => Some(Frame::ok()),
@@ -127,21 +129,26 @@ fn setuser(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if !acl::valid_name(name) {
         return err("ERR Usernames can't contain spaces or null characters");
     }
-    let current = s.shared.acl.get(name);
-    match acl::set_user(current.as_deref(), name, &a[3..]) {
-        Ok(u) => {
-            s.shared.acl.put(u);
-            Some(Frame::ok())
+    // In a cluster the change goes to every member (crate::cluster::settings).
+    crate::cluster::settings::change_users(&s.shared, |users| {
+        match acl::set_user(users.get(name).as_deref(), name, &a[3..]) {
+            Ok(u) => {
+                users.put(u);
+                (Some(Frame::ok()), true)
+            }
+            Err(e) => (err_owned(format!("ERR {e}")), false),
         }
-        Err(e) => err_owned(format!("ERR {e}")),
-    }
+    })
 }
 
 fn deluser(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a[2..].iter().any(|n| n.as_ref() == b"default") {
         return err("ERR The 'default' user cannot be removed");
     }
-    let deleted = s.shared.acl.delete(&a[2..]);
+    let deleted = crate::cluster::settings::change_users(&s.shared, |users| {
+        let n = users.delete(&a[2..]);
+        (n, n > 0)
+    });
     // As Redis: every connection authenticated as a deleted user is closed (this one after its
     // reply).
     let gone: Vec<&Bytes> = a[2..].iter().collect();

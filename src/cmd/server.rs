@@ -311,7 +311,11 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 }
             }
             if next.requirepass != s.shared.config.read().requirepass {
-                s.shared.acl.set_default_password(&next.requirepass);
+                // The default user's password: in a cluster, a change to the users like any.
+                crate::cluster::settings::change_users(&s.shared, |users| {
+                    users.set_default_password(&next.requirepass);
+                    ((), true)
+                });
             }
             *s.shared.config.write() = next;
             s.shared.config_gen.fetch_add(1, Ordering::Release);

@@ -1,4 +1,5 @@
-//! The cluster-wide commands: KEYS, SCAN, DBSIZE, RANDOMKEY and FLUSHALL.
+//! The cluster-wide commands: KEYS, SCAN, DBSIZE, RANDOMKEY and FLUSHALL, and the push of a
+//! change to the cluster-wide settings.
 
 use super::keyed::{Driver, Prepared};
 use super::*;
@@ -244,4 +245,35 @@ pub async fn flushall(
         return Err(NoReplicas { write: true });
     }
     Ok(())
+}
+
+/// Pushes a change to the cluster-wide settings to every member. None is required to answer:
+/// a member that misses it pulls the settings after its next heartbeat with one that has them.
+pub async fn put_settings(shared: &Shared, cl: &Cluster, version: Version, body: Bytes) {
+    let view = cl.view();
+    let calls = (0..view.peers.len() as MemberIdx)
+        .filter(|&m| {
+            m != view.me
+                && view.peers[usize::from(m)]
+                    .as_ref()
+                    .is_some_and(|p| !p.is_stopped())
+        })
+        .map(|m| {
+            (
+                m,
+                Call::PutSettings {
+                    version,
+                    body: body.clone(),
+                },
+                false,
+            )
+        })
+        .collect();
+    let timeout = Duration::from_millis(shared.config.read().request_timeout_ms);
+    if let Gathered::Answers(a) = gather(shared, cl, view, calls, timeout).await {
+        let missed = a.iter().filter(|r| r.is_none()).count();
+        if missed > 0 {
+            tracing::debug!(component = "acl", node_id = %cl.node_id, missed, "members that missed the users' change will pull it after a heartbeat");
+        }
+    }
 }

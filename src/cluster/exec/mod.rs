@@ -162,6 +162,9 @@ impl Env for NodeEnv<'_> {
     fn gate(&self) -> &Gate {
         &self.cl.gate
     }
+    fn settings(&self) -> hypercache_cluster::settings::Settings {
+        self.cl.settings.lock().clone()
+    }
 }
 
 /// The node as its machines see it through `view`, with the configured deadline.
@@ -203,7 +206,7 @@ mod keyed;
 mod repair;
 mod serve;
 
-pub use broadcast::{dbsize, flushall, keys, randomkey, scan};
+pub use broadcast::{dbsize, flushall, keys, put_settings, randomkey, scan};
 pub use keyed::{run, start};
 pub use repair::{run as repair_task, settings as repair_settings, RepairCmd};
 pub use serve::serve_request;

@@ -119,6 +119,10 @@ pub fn serve_request(
             cl.member_cmd(super::super::swim::MemberCmd::Forget(member, tx));
             q.push_msg(Kind::Reply, id, &Response::Done);
         }
+        Served::Settings(version, body) => {
+            super::super::settings::offer(shared, cl, version, body);
+            q.push_msg(Kind::Reply, id, &Response::Done);
+        }
         Served::RandomKey => {
             let k = shared
                 .store
