@@ -1200,4 +1200,52 @@ fn a_cluster_secret_keeps_outsiders_out() {
             "node {i}"
         );
     }
+
+    // A Dump (every slot), a Flush and a change of the users sent instead of the proof: each
+    // closes the link unanswered, and nothing is read, erased or changed.
+    let users_before: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut c.conn(2)).unwrap();
+    let future = Version {
+        hlc: u64::MAX / 2,
+        origin: 1,
+    };
+    let requests = [
+        Request::Dump {
+            slots: (0..16384).collect(),
+            budget: 1 << 20,
+        },
+        Request::Flush { horizon: future },
+        Request::PutSettings {
+            version: future,
+            body: bytes::Bytes::from_static(b"user default off\n"),
+        },
+    ];
+    let refused = metric(&c, 2, "dist.link.handshake_failures");
+    for (n, req) in requests.iter().enumerate() {
+        let mut raw = TcpStream::connect(("127.0.0.1", c.ports[2].1)).unwrap();
+        raw.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        raw.write_all(&out).unwrap();
+        let challenge = read_frame(&mut raw);
+        assert_eq!(challenge.kind, Kind::Auth);
+        let mut frame = bytes::BytesMut::new();
+        wire::encode(Kind::Request, 1, &wire::to_body(req), &mut frame);
+        let _ = raw.write_all(&frame);
+        let mut rest = Vec::new();
+        let _ = raw.read_to_end(&mut rest);
+        assert!(rest.is_empty(), "answered an unauthenticated {req:?}");
+        // Refused for its size (the Dump, over the 4 KB of a handshake frame) or as a missing
+        // proof: a refused handshake either way.
+        assert_eq!(
+            metric(&c, 2, "dist.link.handshake_failures"),
+            refused + n as i64 + 1
+        );
+    }
+    for i in 0..3 {
+        assert_eq!(
+            get(&mut c.conn_at(i, "all", "quorum"), "k").as_deref(),
+            Some("v"),
+            "node {i}"
+        );
+    }
+    let users_after: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut c.conn(2)).unwrap();
+    assert_eq!(users_after, users_before, "an outsider changed the users");
 }
