@@ -463,7 +463,33 @@ impl User {
                 }
             }
         }
+        if !self.allchannels {
+            let pattern = spec.fullname == "psubscribe";
+            let positions = match spec.fullname {
+                "publish" => 1..2,
+                "subscribe" | "psubscribe" => 1..args.len(),
+                _ => 0..0,
+            };
+            for pos in positions {
+                if !self.may_use_channel(&args[pos], pattern) {
+                    return Err(Denied::Channel(pos));
+                }
+            }
+        }
         Ok(())
+    }
+
+    /// Whether the user may publish or subscribe to `channel` (a pattern subscription, when
+    /// `pattern`, must equal one of the user's channel patterns, as Redis requires).
+    pub fn may_use_channel(&self, channel: &[u8], pattern: bool) -> bool {
+        self.allchannels
+            || self.channels.iter().any(|p| {
+                if pattern {
+                    p.as_ref() == channel
+                } else {
+                    hypercache_cluster::glob::matches(p, channel)
+                }
+            })
     }
 
     /// The rules in `ACL LIST`'s form (after `user <name> `).

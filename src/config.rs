@@ -61,6 +61,9 @@ pub struct Config {
     pub aclfile: String,
     /// `acllog-max-len`: entries the ACL log keeps. Default 128. Runtime-settable.
     pub acllog_max_len: u64,
+    /// `client-output-buffer-limit`'s pubsub class: how far a subscriber may fall behind
+    /// before it is disconnected. Default `pubsub 32mb 8mb 60`. Runtime-settable.
+    pub client_output_buffer_limit: crate::pubsub::Limits,
     /// `protected-mode`: with no password, only clients from 127.0.0.1 and ::1 are served; the
     /// others get Redis's `-DENIED` text and are closed. Default yes. Runtime-settable.
     pub protected_mode: bool,
@@ -243,6 +246,7 @@ impl Default for Config {
             requirepass: String::new(),
             aclfile: String::new(),
             acllog_max_len: 128,
+            client_output_buffer_limit: Default::default(),
             protected_mode: true,
             tls_port: 0,
             tls_cert_file: String::new(),
@@ -358,6 +362,8 @@ pub enum Kind {
     Enum(&'static [&'static str]),
     /// `yes` or `no`.
     Bool,
+    /// `client-output-buffer-limit`'s `<class> <hard> <soft> <seconds>` groups.
+    BufferLimit,
     /// A decimal number from 0 to 1.
     Ratio,
 }
@@ -438,6 +444,17 @@ pub static PARAMS: &[Param] = &[
         true,
         |c| c.acllog_max_len.to_string(),
         |c, v| c.acllog_max_len = v.int() as u64
+    ),
+    p!(
+        "client-output-buffer-limit",
+        Kind::BufferLimit,
+        true,
+        |c| crate::pubsub::render_limits(&c.client_output_buffer_limit),
+        |c, v| {
+            let current = c.client_output_buffer_limit;
+            c.client_output_buffer_limit =
+                crate::pubsub::parse_limits(&v.text(), current).unwrap_or(current)
+        }
     ),
     p!(
         "protected-mode",
@@ -1039,6 +1056,9 @@ impl Param {
                 Ok(v) if (0.0..=1.0).contains(&v) => Ok(Value::Str(raw.to_string())),
                 _ => Err(Rejected("argument must be a number from 0 to 1".into())),
             },
+            Kind::BufferLimit => crate::pubsub::parse_limits(raw, Default::default())
+                .map(|_| Value::Str(raw.to_string()))
+                .map_err(Rejected),
             Kind::Bool => match raw.to_ascii_lowercase().as_str() {
                 "yes" => Ok(Value::Int(1)),
                 "no" => Ok(Value::Int(0)),
@@ -1075,6 +1095,7 @@ impl Param {
             Kind::Ratio => "a number from 0 to 1".into(),
             Kind::Enum(w) => format!("one of: {}", w.join(", ")),
             Kind::Bool => "yes or no".into(),
+            Kind::BufferLimit => "<class> <hard> <soft> <seconds> groups".into(),
         }
     }
 }

@@ -131,6 +131,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     shared.clients.lock().insert(id, handle.clone());
     let mut session = Session::new(shared.clone(), handle.clone());
     let reason = run(&mut session, &mut socket, &mut shutdown).await;
+    session.unsubscribe_all();
     close(&mut socket).await;
     if session.monitor.is_some() {
         shared.stop_monitor(id);
@@ -191,6 +192,33 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 s.out.extend_from_slice(&line);
                 while let Ok(more) = rx.try_recv() {
                     s.out.extend_from_slice(&more);
+                }
+                if write_out(socket, &s.out).await.is_err() {
+                    return "write error";
+                }
+                Stats::add(&s.shared.metrics.server.net_output_bytes, s.out.len() as u64);
+                s.out.clear();
+                continue;
+            }
+            got = next_message(&mut s.subs) => {
+                // Pub/Sub messages: every one waiting (up to a bound, to stay fair to this
+                // client's own commands) goes out in one write.
+                let Some(first) = got else { continue };
+                let mut bytes = 0;
+                let mut next = Some(first);
+                let mut n = 0;
+                while let Some(m) = next {
+                    bytes += m.size();
+                    encode_message(s.proto, m, &mut s.out);
+                    n += 1;
+                    next = if n < 1024 {
+                        s.subs.as_mut().and_then(|x| x.rx.try_recv().ok())
+                    } else {
+                        None
+                    };
+                }
+                if let Some(x) = &s.subs {
+                    x.mailbox.written(bytes);
                 }
                 if write_out(socket, &s.out).await.is_err() {
                     return "write error";
@@ -338,6 +366,36 @@ async fn monitor_line(
         Some(rx) => rx.recv().await,
         None => std::future::pending().await,
     }
+}
+
+/// The next Pub/Sub message for this connection (never, for one without subscriptions).
+async fn next_message(
+    subs: &mut Option<Box<crate::pubsub::Subscriptions>>,
+) -> Option<crate::pubsub::Message> {
+    match subs {
+        Some(s) => s.rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// A message as Redis writes it: `message`/`pmessage`, a push in RESP3, an array in RESP2.
+pub fn encode_message(proto: Protocol, m: crate::pubsub::Message, out: &mut BytesMut) {
+    let mut items = Vec::with_capacity(4);
+    match m.pattern {
+        Some(p) => {
+            items.push(Frame::bulk(b"pmessage"));
+            items.push(Frame::Bulk(p));
+        }
+        None => items.push(Frame::bulk(b"message")),
+    }
+    items.push(Frame::Bulk(m.channel));
+    items.push(Frame::Bulk(m.payload));
+    let f = if proto == Protocol::Resp3 {
+        Frame::Push(items)
+    } else {
+        Frame::Array(items)
+    };
+    f.encode(proto, out);
 }
 
 async fn sleep_opt(d: Option<Duration>) {

@@ -18,6 +18,7 @@
 //! - [`cluster`]: peers, links, the slot ring as this node sees it, and the coordinator.
 //! - [`alloc`]: the counting allocator behind `used_memory`.
 //! - [`memory`]: staying inside `maxmemory` (eviction) and memory figures.
+//! - [`pubsub`]: channels, patterns and the delivery of published messages.
 //! - [`tls`]: TLS on the client port and between nodes (rustls).
 
 pub mod acl;
@@ -30,6 +31,7 @@ pub mod exclusive;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod pubsub;
 pub mod script;
 pub mod server;
 pub mod session;

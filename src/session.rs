@@ -48,6 +48,8 @@ pub struct Session {
     pub reply_mode: ReplyMode,
     /// Close the connection once the current replies are written (QUIT, killed itself).
     pub close_after: bool,
+    /// Pub/Sub: this connection's subscriptions (made at its first SUBSCRIBE or PSUBSCRIBE).
+    pub subs: Option<Box<crate::pubsub::Subscriptions>>,
     /// In `MONITOR` mode: the lines to write to this client.
     pub monitor: Option<tokio::sync::mpsc::Receiver<Bytes>>,
     /// Replies waiting to be written: everything a batch answers goes out in one write. The write
@@ -194,6 +196,7 @@ impl Session {
             reply_mode: ReplyMode::On,
             close_after: false,
             monitor: None,
+            subs: None,
             out: BytesMut::new(),
             limits: Limits::default(),
             max_len: 0,
@@ -400,6 +403,24 @@ impl Session {
         self.pending = pending;
         // The next command's time (its `now`, and its slow-log duration) starts after the wait.
         self.clock = Instant::now();
+    }
+
+    /// Whether the connection has a subscription (Pub/Sub mode).
+    pub fn subscribed(&self) -> bool {
+        self.subs.as_ref().is_some_and(|s| s.count() > 0)
+    }
+
+    /// Leaves every channel and pattern (RESET, and when the connection ends).
+    pub fn unsubscribe_all(&mut self) {
+        if let Some(subs) = self.subs.take() {
+            for c in &subs.channels {
+                self.shared.pubsub.unsubscribe(false, c, self.handle.id);
+            }
+            for p in &subs.patterns {
+                self.shared.pubsub.unsubscribe(true, p, self.handle.id);
+            }
+            self.handle.meta.lock().subs = (0, 0);
+        }
     }
 
     /// Whether a transaction is being queued or run.
@@ -1029,6 +1050,27 @@ impl Session {
         }
         if let Some(refusal) = self.acl_refusal(effective, args) {
             return (Some(refusal), Some(effective), Rejected);
+        }
+        // A RESP2 connection with subscriptions takes only the Pub/Sub commands, PING, QUIT and
+        // RESET (RESP3 has no such limit), as in Redis.
+        if self.proto == Protocol::Resp2
+            && self.subscribed()
+            && !matches!(
+                spec.name,
+                "ping"
+                    | "subscribe"
+                    | "psubscribe"
+                    | "unsubscribe"
+                    | "punsubscribe"
+                    | "quit"
+                    | "reset"
+            )
+        {
+            let e = format!(
+                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
+                effective.fullname
+            );
+            return (Some(Frame::Error(e.into())), Some(effective), Rejected);
         }
         if self.busy {
             self.busy = false;

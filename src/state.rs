@@ -53,6 +53,8 @@ pub struct ClientMeta {
     pub no_evict: bool,
     /// Commands queued in `MULTI`, or `None` outside a transaction.
     pub multi: Option<usize>,
+    /// Channels and patterns it is subscribed to.
+    pub subs: (usize, usize),
     /// The ACL user it runs as (empty: `default`).
     pub user: bytes::Bytes,
     /// Bytes in the query buffer, the running command's included (set only while the client
@@ -114,7 +116,7 @@ impl ClientHandle {
             .map_or(now - self.created, |t| now - t)
             .as_secs();
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub=0 psub=0 ssub=0 multi={} \
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} \
              qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
              cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
@@ -124,7 +126,14 @@ impl ClientHandle {
             m.name,
             (now - self.created).as_secs(),
             idle,
-            if m.multi.is_some() { "x" } else { "N" },
+            match (m.subs != (0, 0), m.multi.is_some()) {
+                (true, true) => "Px",
+                (true, false) => "P",
+                (false, true) => "x",
+                (false, false) => "N",
+            },
+            m.subs.0,
+            m.subs.1,
             m.multi.map_or(-1, |n| n as i64),
             m.qbuf,
             if m.last_cmd.is_empty() { "NULL" } else { m.last_cmd },
@@ -215,6 +224,8 @@ pub struct Shared {
     pub tls: crate::tls::Tls,
     /// ACL users and the ACL log.
     pub acl: crate::acl::Acl,
+    /// Pub/Sub subscriptions.
+    pub pubsub: crate::pubsub::PubSub,
 }
 
 /// A client in `MONITOR` mode.
@@ -287,6 +298,7 @@ impl Shared {
             scripts: Default::default(),
             tls: Default::default(),
             acl,
+            pubsub: Default::default(),
         });
         if let Some(t) = &shared.telemetry {
             t.export_metrics(Arc::downgrade(&shared));

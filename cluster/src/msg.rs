@@ -526,6 +526,14 @@ pub enum Request<'a> {
         /// The document.
         body: Bytes,
     },
+    /// `PUBLISH` through another member: deliver to this node's subscribers. Not answered (the
+    /// sender does not wait).
+    Publish {
+        /// The channel.
+        channel: Bytes,
+        /// The message.
+        message: Bytes,
+    },
 }
 
 impl Request<'_> {
@@ -551,6 +559,7 @@ impl Request<'_> {
             Request::Forget { .. } => 16,
             Request::Settings => 17,
             Request::PutSettings { .. } => 18,
+            Request::Publish { .. } => 19,
         }
     }
 }
@@ -887,6 +896,13 @@ mod tests {
                     body: Bytes::from_static(b"user a"),
                 },
                 "000012868a9098a0208d98ac5006757365722061",
+            ),
+            (
+                Request::Publish {
+                    channel: Bytes::from_static(b"ch"),
+                    message: Bytes::from_static(b"hi"),
+                },
+                "000013026368026869",
             ),
         ];
         let responses = vec![

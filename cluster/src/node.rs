@@ -1324,6 +1324,9 @@ pub enum Served {
     /// ([`crate::settings::Settings::offer`]), applies it if it was newer, and answers
     /// [`Response::Done`].
     Settings(Version, Bytes),
+    /// A message published through another member: the driver delivers it to this node's
+    /// subscribers (no answer).
+    Publish(Bytes, Bytes),
 }
 
 /// Serves request `req` from member `from` (`None`: a peer this node cannot place in its ring);
@@ -1351,6 +1354,7 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             return refuse()
         }
         Request::PutSettings { version, body } => return Served::Settings(version, body),
+        Request::Publish { channel, message } => return Served::Publish(channel, message),
         // Not a replica of the slot by this node's ring: not stored, not counted (see Fetch).
         Request::Put { key, .. } if !env.prefs(key_slot(key)).contains(&env.me()) => {
             Response::Syncing

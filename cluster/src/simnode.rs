@@ -231,6 +231,8 @@ pub struct SimNode {
     gate: Gate,
     /// The cluster-wide settings document ([`crate::settings`]).
     pub settings: crate::settings::Settings,
+    /// Messages published through other members and delivered here, in arrival order.
+    pub published: Vec<(Bytes, Bytes)>,
 }
 
 impl Env for SimNode {
@@ -372,6 +374,7 @@ impl SimNode {
             reqs: BTreeMap::new(),
             gate: Gate::default(),
             settings: Default::default(),
+            published: Vec::new(),
         }
     }
 
@@ -500,6 +503,24 @@ impl SimNode {
         self.now = now;
         self.repair_timers = true;
         self.repair_input(out, |r, env, o| r.on_timer(env, o));
+    }
+
+    /// `PUBLISH` through this node: sent to every other member (each delivers it to its own
+    /// subscribers, [`SimNode::published`]), as the production driver does.
+    pub fn publish(&mut self, channel: Bytes, message: Bytes, out: &mut SimOutbox) {
+        let msg = to_body(&Request::Publish { channel, message });
+        for p in 0..self.live.len() {
+            if p != usize::from(self.me) && self.live[p] {
+                let id = self.next_id();
+                out.send(
+                    p,
+                    SimMsg::Request {
+                        id,
+                        body: crate::wire::stamp(self.placement.epoch, &msg),
+                    },
+                );
+            }
+        }
     }
 
     /// Changes the cluster-wide settings through this node (as `ACL SETUSER` does): a new
@@ -769,6 +790,7 @@ impl SimNode {
                 self.store.flush_at(h);
                 reply(out, self.placement.epoch, from, id, &Response::Done);
             }
+            Served::Publish(channel, message) => self.published.push((channel, message)),
             Served::Settings(version, body) => {
                 self.settings.offer(version, body);
                 reply(out, self.placement.epoch, from, id, &Response::Done);

@@ -277,6 +277,63 @@ static ACL_SUBS: &[CommandSpec] = &[
     ),
 ];
 
+static PUBSUB_SUBS: &[CommandSpec] = &[
+    sub!(
+        "pubsub",
+        "channels",
+        -2,
+        ["pubsub", "loading", "stale"],
+        ["@pubsub", "@slow"],
+        "2.8.0",
+        "List active channels"
+    ),
+    sub!(
+        "pubsub",
+        "help",
+        2,
+        ["loading", "stale"],
+        ["@slow"],
+        "6.2.0",
+        "Show helpful text about the different subcommands"
+    ),
+    sub!(
+        "pubsub",
+        "numpat",
+        2,
+        ["pubsub", "loading", "stale"],
+        ["@pubsub", "@slow"],
+        "2.8.0",
+        "Get the count of unique patterns pattern subscriptions"
+    ),
+    sub!(
+        "pubsub",
+        "numsub",
+        -2,
+        ["pubsub", "loading", "stale"],
+        ["@pubsub", "@slow"],
+        "2.8.0",
+        "Get the count of subscribers for channels"
+    ),
+    sub!(
+        "pubsub",
+        "shardchannels",
+        -2,
+        ["pubsub", "loading", "stale"],
+        ["@pubsub", "@slow"],
+        "7.0.0",
+        "List active shard channels"
+    ),
+    sub!(
+        "pubsub",
+        "shardnumsub",
+        -2,
+        ["pubsub", "loading", "stale"],
+        ["@pubsub", "@slow"],
+        "7.0.0",
+        "Get the count of subscribers for shard channels"
+    ),
+];
+
 static CLIENT_SUBS: &[CommandSpec] = &[
     sub!(
         "client",
@@ -726,6 +783,13 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("quit", -1, ["allow_busy", "noscript", "loading", "stale", "fast", "no_auth"], 0, 0, 0, ["@fast", "@connection"], "connection", "1.0.0", "Closes the connection."),
     cmd!("reset", 1, ["noscript", "loading", "stale", "fast", "no_auth", "allow_busy"], 0, 0, 0, ["@fast", "@connection"], "connection", "6.2.0", "Resets the connection."),
     spec!("client", "client", -2, [], 0, 0, 0, ["@slow"], "connection", "2.4.0", "A container for client connection commands.", CLIENT_SUBS),
+    // pub/sub
+    cmd!("subscribe", -2, ["pubsub", "noscript", "loading", "stale"], 0, 0, 0, ["@pubsub", "@slow"], "pubsub", "2.0.0", "Listen for messages published to the given channels"),
+    cmd!("psubscribe", -2, ["pubsub", "noscript", "loading", "stale"], 0, 0, 0, ["@pubsub", "@slow"], "pubsub", "2.0.0", "Listen for messages published to channels matching the given patterns"),
+    cmd!("unsubscribe", -1, ["pubsub", "noscript", "loading", "stale"], 0, 0, 0, ["@pubsub", "@slow"], "pubsub", "2.0.0", "Stop listening for messages posted to the given channels"),
+    cmd!("punsubscribe", -1, ["pubsub", "noscript", "loading", "stale"], 0, 0, 0, ["@pubsub", "@slow"], "pubsub", "2.0.0", "Stop listening for messages posted to channels matching the given patterns"),
+    cmd!("publish", 3, ["pubsub", "loading", "stale", "fast"], 0, 0, 0, ["@pubsub", "@fast"], "pubsub", "2.0.0", "Post a message to a channel"),
+    spec!("pubsub", "pubsub", -2, [], 0, 0, 0, ["@slow"], "pubsub", "2.8.0", "A container for Pub/Sub commands", PUBSUB_SUBS),
     spec!("acl", "acl", -2, [], 0, 0, 0, ["@slow"], "server", "6.0.0", "A container for Access List Control commands.", ACL_SUBS),
     // server
     spec!("command", "command", -1, ["loading", "stale"], 0, 0, 0, ["@slow", "@connection"], "server", "2.8.13", "Returns detailed information about all commands.", COMMAND_SUBS),

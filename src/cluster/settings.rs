@@ -35,13 +35,18 @@ fn document(acl: &Acl) -> Bytes {
 /// cluster, publishes the users as a new version to every member.
 pub fn change_users<R>(shared: &Arc<Shared>, change: impl FnOnce(&Acl) -> (R, bool)) -> R {
     let Some(cl) = shared.cluster.clone() else {
-        return change(&shared.acl).0;
+        let (r, changed) = change(&shared.acl);
+        if changed {
+            shared.pubsub.enforce_acl(&shared.acl);
+        }
+        return r;
     };
     let mut held = cl.settings.lock();
     let (r, changed) = change(&shared.acl);
     if !changed {
         return r;
     }
+    shared.pubsub.enforce_acl(&shared.acl);
     let body = document(&shared.acl);
     let version = shared.store.new_version(now_ms());
     held.offer(version, body.clone());
@@ -66,6 +71,7 @@ pub fn offer(shared: &Shared, cl: &Cluster, version: Version, body: Bytes) {
             let n = users.len();
             shared.acl.replace(users);
             close_orphans(shared);
+            shared.pubsub.enforce_acl(&shared.acl);
             tracing::info!(component = "acl", node_id = %cl.node_id, version = ?version, users = n, "users changed by a peer; applied");
         }
         // A member of the same version writes what this one parses: this is a bug, not an

@@ -8,9 +8,16 @@ use crate::session::{ReplyMode, Session};
 
 /// # Format
 /// `PING [message]`
-pub(super) fn ping(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+pub(super) fn ping(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a.len() > 2 {
         return err_owned(errors::wrong_arity("ping"));
+    }
+    // In RESP2 Pub/Sub mode, as Redis: a "pong" message with the argument (or "").
+    if s.proto == Protocol::Resp2 && s.subscribed() {
+        return Some(Frame::Array(vec![
+            Frame::bulk(b"pong"),
+            Frame::Bulk(a.get(1).cloned().unwrap_or_default()),
+        ]));
     }
     Some(match a.get(1) {
         Some(m) => Frame::Bulk(m.clone()),
@@ -173,6 +180,7 @@ pub(super) fn reset(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         s.shared.stop_monitor(s.handle.id);
     }
     s.discard_transaction();
+    s.unsubscribe_all();
     s.proto = Protocol::Resp2;
     s.reply_mode = ReplyMode::On;
     s.reset_user();

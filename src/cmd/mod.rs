@@ -23,6 +23,7 @@ pub(crate) mod acl;
 mod connection;
 pub(crate) mod hc;
 mod keys;
+mod pubsub;
 mod scripting;
 mod server;
 mod strings;
@@ -87,6 +88,12 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("reset", connection::reset),
         ("client", connection::client),
         ("acl", acl::acl),
+        ("subscribe", pubsub::subscribe),
+        ("psubscribe", pubsub::psubscribe),
+        ("unsubscribe", pubsub::unsubscribe),
+        ("punsubscribe", pubsub::punsubscribe),
+        ("publish", pubsub::publish),
+        ("pubsub", pubsub::pubsub),
         ("command", server::command),
         ("config", server::config),
         ("info", server::info),

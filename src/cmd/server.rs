@@ -497,6 +497,10 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("evicted_keys", &store.evicted);
                 line("keyspace_hits", &load(&st.keyspace_hits));
                 line("keyspace_misses", &load(&st.keyspace_misses));
+                let (channels, patterns) = shared.pubsub.counts();
+                line("pubsub_channels", &channels);
+                line("pubsub_patterns", &patterns);
+                line("pubsubshard_channels", &0);
                 line(
                     "total_error_replies",
                     &load(&shared.metrics.commands.total_errors),

@@ -119,6 +119,13 @@ pub fn serve_request(
             cl.member_cmd(super::super::swim::MemberCmd::Forget(member, tx));
             q.push_msg(Kind::Reply, id, &Response::Done);
         }
+        Served::Publish(channel, message) => {
+            // Delivered in the order the link carries them: a publisher's order is kept.
+            let limits = shared.config.read().client_output_buffer_limit;
+            shared
+                .pubsub
+                .publish(&channel, &message, &limits, crate::state::now_ms());
+        }
         Served::Settings(version, body) => {
             super::super::settings::offer(shared, cl, version, body);
             q.push_msg(Kind::Reply, id, &Response::Done);
