@@ -193,8 +193,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 while let Ok(more) = rx.try_recv() {
                     s.out.extend_from_slice(&more);
                 }
-                if write_out(socket, &s.out).await.is_err() {
-                    return "write error";
+                if let Err(why) = write_unless_killed(socket, &s.out, &s.handle).await {
+                    return why;
                 }
                 Stats::add(&s.shared.metrics.server.net_output_bytes, s.out.len() as u64);
                 s.out.clear();
@@ -220,8 +220,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 if let Some(x) = &s.subs {
                     x.mailbox.written(bytes);
                 }
-                if write_out(socket, &s.out).await.is_err() {
-                    return "write error";
+                if let Err(why) = write_unless_killed(socket, &s.out, &s.handle).await {
+                    return why;
                 }
                 Stats::add(&s.shared.metrics.server.net_output_bytes, s.out.len() as u64);
                 s.out.clear();
@@ -304,8 +304,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         s.resolve().await;
         s.end_batch();
         if !s.out.is_empty() {
-            if write_out(socket, &s.out).await.is_err() {
-                return "write error";
+            if let Err(why) = write_unless_killed(socket, &s.out, &s.handle).await {
+                return why;
             }
             Stats::add(
                 &s.shared.metrics.server.net_output_bytes,
@@ -325,6 +325,19 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if s.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
             return "killed";
         }
+    }
+}
+
+/// Writes `out`, unless the client is killed first: a client that stops reading must not hold
+/// its connection open against CLIENT KILL or its output buffer limit.
+async fn write_unless_killed<S: AsyncWrite + Unpin>(
+    socket: &mut S,
+    out: &[u8],
+    handle: &ClientHandle,
+) -> Result<(), &'static str> {
+    tokio::select! {
+        r = write_out(socket, out) => r.map_err(|_| "write error"),
+        _ = handle.kill_notify.notified() => Err("killed"),
     }
 }
 

@@ -60,14 +60,14 @@ fn redis_py_scenarios_pass_on_redis_a_node_and_a_cluster() {
     let node = Server::start(&[]);
     let (ok, out) = redis_py(node.addr.port(), &[]);
     assert!(ok, "single node:\n{out}");
-    assert_eq!(out.matches("ok ").count(), 9, "{out}");
+    assert_eq!(out.matches("ok ").count(), 10, "{out}");
 
     // Through one node of a cluster, WATCH is refused on purpose (docs/cluster.md); every other
     // scenario must pass unchanged.
     let cluster = TestCluster::start(3, &[]);
     let (ok, out) = redis_py(cluster.addr(0).port(), &["--no-watch"]);
     assert!(ok, "3-node cluster:\n{out}");
-    assert_eq!(out.matches("ok ").count(), 8, "{out}");
+    assert_eq!(out.matches("ok ").count(), 9, "{out}");
 }
 
 #[test]
@@ -84,7 +84,7 @@ fn ioredis_scenarios_pass_on_redis_a_node_and_a_cluster() {
     let node = Server::start(&[]);
     let (ok, out) = scenarios("node", "ioredis.js", node.addr.port(), &[]);
     assert!(ok, "single node:\n{out}");
-    assert_eq!(out.matches("ok ").count(), 8, "{out}");
+    assert_eq!(out.matches("ok ").count(), 9, "{out}");
 
     let cluster = TestCluster::start(3, &[]);
     let (ok, out) = scenarios(
@@ -94,7 +94,7 @@ fn ioredis_scenarios_pass_on_redis_a_node_and_a_cluster() {
         &["--no-watch"],
     );
     assert!(ok, "3-node cluster:\n{out}");
-    assert_eq!(out.matches("ok ").count(), 7, "{out}");
+    assert_eq!(out.matches("ok ").count(), 8, "{out}");
 }
 
 /// redis-py and ioredis over TLS with client certificates (`tls-auth-clients yes`), against
@@ -154,9 +154,9 @@ fn redis_py_and_ioredis_over_tls() {
     for (what, port) in [("redis-server", redis_tls), ("hypercache", node_tls)] {
         let (ok, out) = redis_py(port, &client);
         assert!(ok, "redis-py over TLS to {what}:\n{out}");
-        assert_eq!(out.matches("ok ").count(), 9, "{out}");
+        assert_eq!(out.matches("ok ").count(), 10, "{out}");
         let (ok, out) = scenarios("node", "ioredis.js", port, &client);
         assert!(ok, "ioredis over TLS to {what}:\n{out}");
-        assert_eq!(out.matches("ok ").count(), 8, "{out}");
+        assert_eq!(out.matches("ok ").count(), 9, "{out}");
     }
 }

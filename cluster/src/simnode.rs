@@ -1279,6 +1279,31 @@ mod tests {
         s.input(n, |node, now, out| node.start_catch_up(now, out));
     }
 
+    /// `PUBLISH` through one node reaches every other live member once (each delivers to its
+    /// own subscribers); a member cut off at the time misses it, as a disconnected Redis
+    /// subscriber does.
+    #[test]
+    fn a_published_message_reaches_every_live_member_once() {
+        for seed in [1, 2] {
+            let mut s = sim(4, 3, seed);
+            s.set_delay(1, 8);
+            s.isolate(3);
+            for i in 0..5u8 {
+                s.input(0, |n, _now, out| {
+                    n.publish(Bytes::from_static(b"news"), Bytes::from(vec![i]), out)
+                });
+            }
+            s.run_until_quiet(STEPS);
+            for n in 1..3 {
+                let mut got: Vec<u8> = s.nodes[n].published.iter().map(|(_, m)| m[0]).collect();
+                got.sort_unstable();
+                assert_eq!(got, [0, 1, 2, 3, 4], "seed {seed}: node {n}, each once");
+            }
+            assert!(s.nodes[0].published.is_empty(), "not sent to itself");
+            assert!(s.nodes[3].published.is_empty(), "cut off");
+        }
+    }
+
     /// Cluster-wide settings (the ACL users, [`crate::settings`]): a change reaches every
     /// member; a member cut off when it was made gets it once the partition heals; of two
     /// changes made on both sides of a partition, the newer wins everywhere; a restarted member

@@ -118,6 +118,22 @@ async function main() {
     assert.ok(err && /failure/.test(err.message), String(err));
   });
 
+  await scenario("pubsub_messages", async () => {
+    const sub = new Redis({ host: "127.0.0.1", port, ...tls });
+    const got = [];
+    const two = new Promise((resolve) => {
+      sub.on("message", (ch, msg) => { got.push([ch, msg]); if (got.length === 2) resolve(); });
+      sub.on("pmessage", (pat, ch, msg) => { got.push([pat, ch, msg]); if (got.length === 2) resolve(); });
+    });
+    assert.strictEqual(await sub.subscribe("invalidate"), 1);
+    assert.strictEqual(await sub.psubscribe("invalidate:*"), 2);
+    assert.strictEqual(await redis.publish("invalidate", "user:1"), 1);
+    assert.strictEqual(await redis.publish("invalidate:users", "user:2"), 1);
+    await two;
+    assert.deepStrictEqual(got, [["invalidate", "user:1"], ["invalidate:*", "invalidate:users", "user:2"]]);
+    sub.disconnect();
+  });
+
   redis.disconnect();
   process.exit(failures);
 }

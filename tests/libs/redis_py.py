@@ -158,4 +158,25 @@ def eval_with_conversions():
         raise AssertionError("no error")
 
 
+@scenario
+def pubsub_messages():
+    # Cache invalidation over Pub/Sub: a listener on a channel and a pattern.
+    p = r.pubsub()
+    p.subscribe("invalidate")
+    p.psubscribe("invalidate:*")
+    for _ in range(2):
+        assert p.get_message(timeout=2)["type"] in ("subscribe", "psubscribe")
+    assert r.publish("invalidate", "user:1") == 1
+    assert r.publish("invalidate:users", "user:2") == 1
+    m = p.get_message(timeout=2)
+    assert (m["type"], m["channel"], m["data"]) == ("message", b"invalidate", b"user:1"), m
+    m = p.get_message(timeout=2)
+    assert (m["type"], m["pattern"], m["data"]) == ("pmessage", b"invalidate:*", b"user:2"), m
+    assert r.pubsub_numsub("invalidate") == [(b"invalidate", 1)]
+    p.unsubscribe("invalidate")
+    assert p.get_message(timeout=2)["type"] == "unsubscribe"
+    assert r.publish("invalidate", "user:3") == 0
+    p.close()
+
+
 sys.exit(failures)
