@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Question: what does replication cost? A single node against a 3-node cluster (replication 3,
-# writes at QUORUM, reads at ONE: the defaults) on this machine, through redis-benchmark.
+# writes and reads at QUORUM: the defaults) on this machine, through redis-benchmark.
 #
 # Starts one single node and three cluster nodes (hypercache release binary) on free loopback
 # ports; redis-benchmark talks to the single node and to cluster node 1, alternating, ROUNDS times
@@ -12,6 +12,7 @@
 #   REQUESTS=200000  requests per run      ROUNDS=3       runs per target (median reported)
 #   CLIENTS=50       connections           KEYSPACE=100000 random keys (-r)
 #   SIZE=100         value bytes (-d)      WRITE=quorum   cluster write consistency
+#   READ=quorum      cluster read consistency (one: the fast option, a local read)
 #   HC_BIN=path      hypercache binary (default: target/release/hypercache, built if missing)
 #   OUT=path         also write the report to this file
 set -euo pipefail
@@ -23,6 +24,7 @@ CLIENTS=${CLIENTS:-50}
 KEYSPACE=${KEYSPACE:-100000}
 SIZE=${SIZE:-100}
 WRITE=${WRITE:-quorum}
+READ=${READ:-quorum}
 OUT=${OUT:-}
 RUN_TIMEOUT=600
 REDIS_SERVER=${REDIS_SERVER:-redis-server}
@@ -57,9 +59,9 @@ read -r C1 C2 < <(free_ports)
 read -r C3 _ < <(free_ports)
 SEEDS="127.0.0.1:$C1,127.0.0.1:$C2,127.0.0.1:$C3"
 start_node single "$SINGLE_PORT"
-start_node node1 "$P1" --cluster-port "$C1" --seeds "$SEEDS" --write-consistency "$WRITE"
-start_node node2 "$P2" --cluster-port "$C2" --seeds "$SEEDS" --write-consistency "$WRITE"
-start_node node3 "$P3" --cluster-port "$C3" --seeds "$SEEDS" --write-consistency "$WRITE"
+start_node node1 "$P1" --cluster-port "$C1" --seeds "$SEEDS" --write-consistency "$WRITE" --read-consistency "$READ"
+start_node node2 "$P2" --cluster-port "$C2" --seeds "$SEEDS" --write-consistency "$WRITE" --read-consistency "$READ"
+start_node node3 "$P3" --cluster-port "$C3" --seeds "$SEEDS" --write-consistency "$WRITE" --read-consistency "$READ"
 for ((i = 0; i < 100; i++)); do
     live=$(redis-cli -p "$P1" info cluster | tr -d '\r' | sed -n 's/^hc_members_live://p')
     [[ "$live" == 3 ]] && break
@@ -109,7 +111,7 @@ REPORT="$TMP/report.md"
     echo
     print_machine_line
     echo "- hypercache: $HC_BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no git'))"
-    echo "- cluster: 3 nodes on this machine, replication 3, write $WRITE, read one; client on node 1"
+    echo "- cluster: 3 nodes on this machine, replication 3, write $WRITE, read $READ; client on node 1"
     echo "- redis-benchmark -c $CLIENTS -n $REQUESTS -r $KEYSPACE -d $SIZE, median of $ROUNDS alternating runs"
     echo
     python3 - "$RESULTS" <<'PY'

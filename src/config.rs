@@ -171,7 +171,9 @@ pub struct Config {
     pub seeds: String,
     /// Copies of each slot, 1..=64, capped at the member count. Default 3.
     pub replication: u64,
-    /// Default read consistency: `one`, `quorum` or `all`. Default `one`. Runtime-settable.
+    /// Default read consistency: `one`, `quorum` or `all`. Default `quorum`: with QUORUM
+    /// writes, a read through any node sees the last acknowledged write (R + W > N).
+    /// Runtime-settable.
     pub read_consistency: Level,
     /// Default write consistency: `one`, `quorum` or `all`. Default `quorum`. Runtime-settable.
     pub write_consistency: Level,
@@ -292,7 +294,7 @@ impl Default for Config {
             advertise: String::new(),
             seeds: String::new(),
             replication: 3,
-            read_consistency: Level::One,
+            read_consistency: Level::Quorum,
             write_consistency: Level::Quorum,
             request_timeout_ms: 1000,
             cluster_name: "hypercache".into(),

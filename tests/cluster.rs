@@ -364,7 +364,7 @@ fn admin_commands_describe_the_cluster() {
     assert_eq!(replicas.len(), 3);
     // Per-connection consistency.
     let levels: BTreeMap<String, String> = redis::cmd("HC.CONSISTENCY").query(&mut conn).unwrap();
-    assert_eq!(levels["read"], "one");
+    assert_eq!(levels["read"], "quorum");
     assert_eq!(levels["write"], "quorum");
     let _: () = redis::cmd("HC.CONSISTENCY")
         .arg("WRITE")
@@ -1248,4 +1248,34 @@ fn a_cluster_secret_keeps_outsiders_out() {
     }
     let users_after: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut c.conn(2)).unwrap();
     assert_eq!(users_after, users_before, "an outsider changed the users");
+}
+
+/// At the default levels (QUORUM reads and writes: R + W > N), a read through one node right
+/// after an acknowledged write through another returns that write: 0 stale in 10,000 tries.
+/// (With ONE reads, 45 of 2,000 tries were stale: an application behind a load balancer posts
+/// through one app server and reads through another.)
+#[test]
+fn default_levels_read_the_last_write_through_any_node() {
+    let c = TestCluster::start(3, &[]);
+    let mut conns: Vec<_> = (0..3).map(|i| c.conn(i)).collect();
+    let mut stale = Vec::new();
+    for i in 0..10_000u32 {
+        let (w, r) = ((i % 3) as usize, ((i + 1) % 3) as usize);
+        let key = format!("raw:{}", i % 64);
+        let _: () = redis::cmd("SET")
+            .arg(&key)
+            .arg(i)
+            .query(&mut conns[w])
+            .unwrap();
+        let got: Option<u32> = redis::cmd("GET").arg(&key).query(&mut conns[r]).unwrap();
+        if got != Some(i) {
+            stale.push((i, got));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "{} stale reads: {:?}",
+        stale.len(),
+        &stale[..stale.len().min(10)]
+    );
 }

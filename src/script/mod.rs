@@ -762,10 +762,37 @@ fn redis_table(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                     )
                 }
             };
-            match crate::cmd::lookup(&name) {
-                Some(_) => Ok(Value::Boolean(true)),
-                None => raise_table(lua, "Invalid command passed to redis.acl_check_cmd()"),
+            let mut args = Vec::with_capacity(a.len());
+            for v in a.iter() {
+                match v {
+                    Value::String(s) => args.push(Bytes::copy_from_slice(&s.as_bytes())),
+                    Value::Number(n) => args.push(Bytes::from(format_g(*n, 17))),
+                    Value::Integer(n) => args.push(Bytes::from(n.to_string())),
+                    _ => {
+                        return raise_table(
+                            lua,
+                            "Lua redis lib command arguments must be strings or integers",
+                        )
+                    }
+                }
             }
+            let Some((spec, _)) = crate::cmd::lookup(&name) else {
+                return raise_table(lua, "Invalid command passed to redis.acl_check_cmd()");
+            };
+            let spec = match args.get(1) {
+                Some(sub) if !spec.subcommands.is_empty() => match spec.subcommand(sub) {
+                    Some(s) => s,
+                    None => {
+                        return raise_table(lua, "Invalid command passed to redis.acl_check_cmd()")
+                    }
+                },
+                _ => spec,
+            };
+            // Whether the script's caller may run it, by its ACL user (the keys included).
+            let allowed = lua
+                .app_data_ref::<RunCtx>()
+                .is_none_or(|ctx| ctx.session.user.check(spec, &args).is_ok());
+            Ok(Value::Boolean(allowed))
         })?,
     )?;
     Ok(r)
