@@ -1352,7 +1352,8 @@ mod tests {
         assert_eq!(c.node_id(), "127.0.0.2:17001");
         assert_eq!(
             (c.read_consistency, c.write_consistency),
-            (Level::One, Level::Quorum)
+            (Level::Quorum, Level::Quorum),
+            "read-after-write through any node by default"
         );
         let c = Config::load(
             &s(&[

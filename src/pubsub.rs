@@ -157,12 +157,22 @@ struct Registry {
 /// The node's subscriptions.
 #[derive(Default)]
 pub struct PubSub {
+    /// The node's id, for logs.
+    pub node_id: String,
     reg: RwLock<Registry>,
     /// Subscribers disconnected for their output buffer (INFO).
     pub disconnected: AtomicU64,
 }
 
 impl PubSub {
+    /// No subscriptions yet, on node `node_id`.
+    pub fn new(node_id: String) -> PubSub {
+        PubSub {
+            node_id,
+            ..Default::default()
+        }
+    }
+
     /// Client `id` listens to `channel` (or pattern) through `mailbox`.
     pub fn subscribe(&self, pattern: bool, name: &Bytes, id: u64, mailbox: &Arc<Mailbox>) {
         let mut reg = self.reg.write();
@@ -202,7 +212,7 @@ impl PubSub {
             Err(first) => {
                 if first {
                     self.disconnected.fetch_add(1, Ordering::Relaxed);
-                    tracing::warn!(component = "pubsub", client_id = mb.handle.id, addr = %mb.handle.addr,
+                    tracing::warn!(node_id = %self.node_id, component = "pubsub", client_id = mb.handle.id, addr = %mb.handle.addr,
                             "subscriber closed for overcoming its output buffer limits (client-output-buffer-limit pubsub)");
                 }
             }

@@ -272,6 +272,7 @@ impl Shared {
             None
         });
         let acl = crate::acl::Acl::new(&config.requirepass);
+        let config_node_id = config.node_id();
         let shared = Arc::new(Shared {
             store: Store::new(StoreConfig {
                 hash_seed: seed,
@@ -298,7 +299,7 @@ impl Shared {
             scripts: Default::default(),
             tls: Default::default(),
             acl,
-            pubsub: Default::default(),
+            pubsub: crate::pubsub::PubSub::new(config_node_id),
         });
         if let Some(t) = &shared.telemetry {
             t.export_metrics(Arc::downgrade(&shared));

@@ -229,6 +229,11 @@ pub fn may_queue(op: &Op<'_>, write: Level, synced: bool) -> bool {
 /// synced). It is exactly [`coord::plan`]'s `LocalRead` on a synced node, which
 /// [`KeyRequest::start`] would take too.
 pub fn local_read(env: &impl Env, key: &[u8], op: &Op<'_>, read: Level) -> Option<Outcome> {
+    let read = if op.describes_a_copy() {
+        Level::One
+    } else {
+        read
+    };
     if read != Level::One || !op.is_read_only() || !env.synced(key_slot(key)) {
         return None;
     }
@@ -711,6 +716,9 @@ impl KeyRequest {
     /// Starts the command with operation `op` (borrowed: it is copied only if a phase needs it
     /// after this call).
     pub fn start(&mut self, env: &impl Env, op: &Op<'_>, out: &mut Out) {
+        if op.describes_a_copy() {
+            self.read = Level::One;
+        }
         let now = env.ctx().now;
         self.deadline = now + env.timing().coordinator_ms();
         match self.origin {

@@ -224,6 +224,16 @@ impl<'a> Op<'a> {
         }
     }
 
+    /// Whether the operation describes one node's copy of the key rather than the key (OBJECT
+    /// ENCODING, IDLETIME, FREQ, REFCOUNT: access bookkeeping differs between replicas). It reads
+    /// at ONE whatever the level, so that it describes the copy the client's reads touch.
+    pub fn describes_a_copy(&self) -> bool {
+        matches!(
+            self,
+            Op::ObjectEncoding | Op::ObjectIdleTime | Op::ObjectFreq | Op::ObjectRefcount
+        )
+    }
+
     /// Whether the operation counts as an access for LRU bookkeeping (Redis's lookups without
     /// `LOOKUP_NOTOUCH`).
     pub fn touches(&self) -> bool {
