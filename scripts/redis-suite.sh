@@ -7,10 +7,9 @@
 #   REDIS_SRC=/path/to/redis-7.0.15 scripts/redis-suite.sh   # an unpacked source tree
 #
 # The suite runs against an external server: `./runtest --host 127.0.0.1 --port P --singledb
-# --ignore-encoding --ignore-digest --tags -needs:debug`. Tests that need what HyperCache does
-# not have (lists, hashes, sets, sorted sets, streams; Redis replication; ACL users; SAVE) are
-# skipped by name, each with its reason, in tests/redis-suite/<unit>.skip; nothing else is
-# skipped. The node is restarted between units (a failed test can leave settings behind).
+# --ignore-encoding --ignore-digest --tags -needs:debug`. Tests that need a data type HyperCache
+# does not store (lists, hashes, sets, sorted sets, streams) are skipped by name, each with its
+# reason, in tests/redis-suite/<unit>.skip; nothing else is skipped. The node is restarted between units (a failed test can leave settings behind).
 # Needs tclsh, and the network once to fetch the Redis sources (or REDIS_SRC).
 # Exits non-zero if any test failed.
 set -euo pipefail
@@ -18,7 +17,7 @@ set -euo pipefail
 REDIS_TAG=7.0.15
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SRC=${REDIS_SRC:-$ROOT/target/redis-suite/redis-$REDIS_TAG}
-UNITS=${UNITS:-"unit/multi unit/scripting unit/functions unit/info-command unit/type/string unit/type/incr unit/expire unit/keyspace unit/protocol unit/quit unit/introspection"}
+UNITS=${UNITS:-"unit/multi unit/scripting unit/pubsub unit/functions unit/info-command unit/type/string unit/type/incr unit/expire unit/keyspace unit/protocol unit/quit unit/introspection"}
 
 if [ ! -x "$SRC/runtest" ]; then
     mkdir -p "$(dirname "$SRC")"
