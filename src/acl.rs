@@ -674,28 +674,7 @@ fn single_order() -> &'static [usize] {
 /// value; write: it creates, changes or deletes it), from Redis 7.0's key specs.
 pub fn key_access(spec: &CommandSpec, args: &[Bytes]) -> Vec<(usize, u8)> {
     let name = spec.fullname;
-    let positions: Vec<usize> = if spec.has_flag("movablekeys") {
-        // EVAL, EVALSHA, FCALL and their _RO forms: numkeys keys after the numkeys argument.
-        let n = args
-            .get(2)
-            .and_then(|a| hypercache_resp::num::parse_i64(a))
-            .filter(|n| *n >= 0 && (*n as usize) <= args.len().saturating_sub(3))
-            .unwrap_or(0) as usize;
-        (3..3 + n).collect()
-    } else if spec.first_key > 0 {
-        let first = spec.first_key as usize;
-        let last = if spec.last_key < 0 {
-            (args.len() as i64 + i64::from(spec.last_key)).max(0) as usize
-        } else {
-            spec.last_key as usize
-        };
-        let step = spec.step.max(1) as usize;
-        (first..=last.min(args.len().saturating_sub(1)))
-            .step_by(step)
-            .collect()
-    } else {
-        Vec::new()
-    };
+    let positions = spec.key_positions(args);
     positions
         .into_iter()
         .enumerate()

@@ -174,28 +174,18 @@ fn build(c: &Config) -> Result<Configs, String> {
                     .map_err(|e| format!("tls-ca-cert-file: {e}"))?
             }
         };
-        let mut sc = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&versions)
-            .map_err(|e| format!("tls-protocols: {e}"))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| format!("tls-cert-file/tls-key-file: {e}"))?;
-        sessions(c, &mut sc)?;
-        out.client_port = Some(Arc::new(sc));
+        out.client_port = Some(server_config(
+            c, &provider, &versions, verifier, &chain, &key,
+        )?);
     }
     if c.tls_cluster {
         let roots = roots.expect("tls-cluster needs the CA");
         let verifier = WebPkiClientVerifier::builder_with_provider(roots.clone(), provider.clone())
             .build()
             .map_err(|e| format!("tls-ca-cert-file: {e}"))?;
-        let mut sc = ServerConfig::builder_with_provider(provider.clone())
-            .with_protocol_versions(&versions)
-            .map_err(|e| format!("tls-protocols: {e}"))?
-            .with_client_cert_verifier(verifier)
-            .with_single_cert(chain.clone(), key.clone_key())
-            .map_err(|e| format!("tls-cert-file/tls-key-file: {e}"))?;
-        sessions(c, &mut sc)?;
-        out.cluster_accept = Some(Arc::new(sc));
+        out.cluster_accept = Some(server_config(
+            c, &provider, &versions, verifier, &chain, &key,
+        )?);
         let (dial_chain, dial_key) = if c.tls_client_cert_file.is_empty() {
             (chain, key)
         } else {
@@ -218,6 +208,26 @@ fn build(c: &Config) -> Result<Configs, String> {
         out.cluster_dial = Some(Arc::new(cc));
     }
     Ok(out)
+}
+
+/// An acceptor's configuration: the node's certificate, client certificates checked by
+/// `verifier`, and session resumption per the settings.
+fn server_config(
+    c: &Config,
+    provider: &Arc<CryptoProvider>,
+    versions: &[&'static SupportedProtocolVersion],
+    verifier: Arc<dyn rustls::server::danger::ClientCertVerifier>,
+    chain: &[CertificateDer<'static>],
+    key: &PrivateKeyDer<'static>,
+) -> Result<Arc<ServerConfig>, String> {
+    let mut sc = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(versions)
+        .map_err(|e| format!("tls-protocols: {e}"))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.to_vec(), key.clone_key())
+        .map_err(|e| format!("tls-cert-file/tls-key-file: {e}"))?;
+    sessions(c, &mut sc)?;
+    Ok(Arc::new(sc))
 }
 
 /// Session resumption per `tls-session-caching` and `tls-session-cache-size`.

@@ -144,7 +144,25 @@ fn metrics_after_known_traffic_parse_and_count_exactly() {
     }
     let got: Option<String> = redis::cmd("GET").arg("m:a").query(&mut conn).unwrap();
     assert_eq!(got.as_deref(), Some("v"));
-    let after: Vec<Families> = (0..3).map(|i| scrape(&c, i)).collect();
+    // A write's machine books its counts when it finishes, which can be just after the client's
+    // reply (a QUORUM write answers before the last replica's ack): scrape until the three
+    // writes are booked, or 5 s pass (then the assertion below fails).
+    let attempts = |after: &[Families]| -> f64 {
+        (0..3)
+            .map(|i| {
+                value(&after[i], "hypercache_dist_write_attempts_total", &[])
+                    - value(&before[i], "hypercache_dist_write_attempts_total", &[])
+            })
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let after: Vec<Families> = loop {
+        let after: Vec<Families> = (0..3).map(|i| scrape(&c, i)).collect();
+        if attempts(&after) >= 3.0 || Instant::now() > deadline {
+            break after;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
 
     // The parser typed them as the catalogue says.
     let f = &after[0];

@@ -509,18 +509,7 @@ impl SimNode {
     /// subscribers, [`SimNode::published`]), as the production driver does.
     pub fn publish(&mut self, channel: Bytes, message: Bytes, out: &mut SimOutbox) {
         let msg = to_body(&Request::Publish { channel, message });
-        for p in 0..self.live.len() {
-            if p != usize::from(self.me) && self.live[p] {
-                let id = self.next_id();
-                out.send(
-                    p,
-                    SimMsg::Request {
-                        id,
-                        body: crate::wire::stamp(self.placement.epoch, &msg),
-                    },
-                );
-            }
-        }
+        self.send_to_peers(&msg, true, out);
     }
 
     /// Changes the cluster-wide settings through this node (as `ACL SETUSER` does): a new
@@ -529,15 +518,24 @@ impl SimNode {
         self.now = now;
         let version = self.store.new_version(now);
         self.settings.offer(version, body.clone());
-        let put = to_body(&Request::PutSettings { version, body });
+        self.send_to_peers(
+            &to_body(&Request::PutSettings { version, body }),
+            false,
+            out,
+        );
+    }
+
+    /// Sends request `body` to every other member (only those it sees live, if `live_only`);
+    /// answers are matched to no call.
+    fn send_to_peers(&mut self, body: &[u8], live_only: bool, out: &mut SimOutbox) {
         for p in 0..self.live.len() {
-            if p != usize::from(self.me) {
+            if p != usize::from(self.me) && (!live_only || self.live[p]) {
                 let id = self.next_id();
                 out.send(
                     p,
                     SimMsg::Request {
                         id,
-                        body: crate::wire::stamp(self.placement.epoch, &put),
+                        body: crate::wire::stamp(self.placement.epoch, body),
                     },
                 );
             }
@@ -1171,19 +1169,7 @@ impl Machine for SimNode {
                 for p in silent {
                     self.mark_down(p, out);
                 }
-                let ping = to_body(&Request::Status);
-                for p in 0..self.live.len() {
-                    if p != usize::from(self.me) {
-                        let id = self.next_id();
-                        out.send(
-                            p,
-                            SimMsg::Request {
-                                id,
-                                body: crate::wire::stamp(self.placement.epoch, &ping),
-                            },
-                        );
-                    }
-                }
+                self.send_to_peers(&to_body(&Request::Status), false, out);
                 self.start_heartbeat(out);
             }
         }

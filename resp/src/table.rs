@@ -45,6 +45,36 @@ impl CommandSpec {
         }
     }
 
+    /// Where the keys are in `args` (the command name at 0): from the first key to the last (a
+    /// negative last counts from the end) by the step; for EVAL, EVALSHA, FCALL and their _RO
+    /// forms (`movablekeys`), the `numkeys` arguments after it (none if it is not a count that
+    /// fits), as Redis's keynum key spec finds them.
+    pub fn key_positions(&self, args: &[impl AsRef<[u8]>]) -> Vec<usize> {
+        if self.has_flag("movablekeys") {
+            let n = args
+                .get(2)
+                .and_then(|a| crate::num::parse_i64(a.as_ref()))
+                .filter(|n| *n >= 0 && (*n as usize) <= args.len().saturating_sub(3))
+                .unwrap_or(0) as usize;
+            return (3..3 + n).collect();
+        }
+        if self.first_key <= 0 {
+            return Vec::new();
+        }
+        let last = if self.last_key < 0 {
+            args.len() as i64 + i64::from(self.last_key)
+        } else {
+            i64::from(self.last_key)
+        };
+        let last = last.min(args.len() as i64 - 1);
+        if last < i64::from(self.first_key) {
+            return Vec::new();
+        }
+        (self.first_key as usize..=last as usize)
+            .step_by(self.step.max(1) as usize)
+            .collect()
+    }
+
     /// Whether the command has `flag`.
     pub fn has_flag(&self, flag: &str) -> bool {
         self.flags.contains(&flag)

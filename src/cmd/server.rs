@@ -112,24 +112,6 @@ fn command_docs(c: &CommandSpec) -> Frame {
 }
 
 /// Keys of a command line according to its spec (COMMAND GETKEYS).
-fn keys_of(spec: &CommandSpec, args: &[Bytes]) -> Vec<Frame> {
-    if spec.first_key <= 0 {
-        return vec![];
-    }
-    let last = if spec.last_key < 0 {
-        args.len() as i32 + spec.last_key
-    } else {
-        spec.last_key
-    };
-    let mut out = vec![];
-    let mut i = spec.first_key;
-    while i <= last && (i as usize) < args.len() {
-        out.push(Frame::Bulk(args[i as usize].clone()));
-        i += spec.step.max(1);
-    }
-    out
-}
-
 /// # Format
 /// `COMMAND [COUNT | INFO [name ...] | DOCS [name ...] | LIST | GETKEYS command [arg ...] | HELP]`
 pub(super) fn command(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
@@ -184,18 +166,15 @@ pub(super) fn command(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             if !spec.arity_ok(a.len() - 2) {
                 return err("ERR Invalid number of arguments specified for command");
             }
+            let args = &a[2..];
+            let keys: Vec<Frame> = spec
+                .key_positions(args)
+                .into_iter()
+                .map(|i| Frame::Bulk(args[i].clone()))
+                .collect();
             if spec.has_flag("movablekeys") {
-                // EVAL/EVALSHA/FCALL and their _RO forms: `numkeys` keys after it (none if
-                // it is not a count that fits), as Redis's keynum key spec finds them.
-                let args = &a[2..];
-                let n = hypercache_resp::num::parse_i64(&args[2])
-                    .filter(|n| *n >= 0 && (*n as usize) <= args.len() - 3)
-                    .unwrap_or(0) as usize;
-                return Some(Frame::Array(
-                    args[3..3 + n].iter().cloned().map(Frame::Bulk).collect(),
-                ));
+                return Some(Frame::Array(keys));
             }
-            let keys = keys_of(spec, &a[2..]);
             if keys.is_empty() {
                 return err("ERR The command has no key arguments");
             }

@@ -762,20 +762,12 @@ fn redis_table(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                     )
                 }
             };
-            let mut args = Vec::with_capacity(a.len());
-            for v in a.iter() {
-                match v {
-                    Value::String(s) => args.push(Bytes::copy_from_slice(&s.as_bytes())),
-                    Value::Number(n) => args.push(Bytes::from(format_g(*n, 17))),
-                    Value::Integer(n) => args.push(Bytes::from(n.to_string())),
-                    _ => {
-                        return raise_table(
-                            lua,
-                            "Lua redis lib command arguments must be strings or integers",
-                        )
-                    }
-                }
-            }
+            let Some(args) = command_args(&a) else {
+                return raise_table(
+                    lua,
+                    "Lua redis lib command arguments must be strings or integers",
+                );
+            };
             let Some((spec, _)) = crate::cmd::lookup(&name) else {
                 return raise_table(lua, "Invalid command passed to redis.acl_check_cmd()");
             };
@@ -909,15 +901,9 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
     if a.is_empty() {
         return fail(b"Please specify at least one argument for this redis lib call");
     }
-    let mut args = Vec::with_capacity(a.len());
-    for v in a.iter() {
-        match v {
-            Value::String(s) => args.push(Bytes::copy_from_slice(&s.as_bytes())),
-            Value::Number(n) => args.push(Bytes::from(format_g(*n, 17))),
-            Value::Integer(n) => args.push(Bytes::from(n.to_string())),
-            _ => return fail(b"Lua redis lib command arguments must be strings or integers"),
-        }
-    }
+    let Some(args) = command_args(&a) else {
+        return fail(b"Lua redis lib command arguments must be strings or integers");
+    };
     if lua.app_data_ref::<RunCtx>().is_none() {
         return fail(b"redis.call/pcall can only be called inside a script invocation");
     }
@@ -1013,21 +999,25 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
     Ok((convert::reply_to_lua(lua, &frame, resp3)?, is_error))
 }
 
-/// The keys of a command, by its spec (first, last, step).
+/// A command's arguments from Lua values, as redis.call takes them: strings, and numbers
+/// written as `%.17g` (integers plainly); `None` for any other type.
+fn command_args(a: &MultiValue) -> Option<Vec<Bytes>> {
+    a.iter()
+        .map(|v| match v {
+            Value::String(s) => Some(Bytes::copy_from_slice(&s.as_bytes())),
+            Value::Number(n) => Some(Bytes::from(format_g(*n, 17))),
+            Value::Integer(n) => Some(Bytes::from(n.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The keys of a command, by its spec.
 fn command_keys<'a>(
     spec: &hypercache_resp::table::CommandSpec,
     args: &'a [Bytes],
 ) -> impl Iterator<Item = &'a Bytes> {
-    let first = spec.first_key.max(1) as usize;
-    let last = if spec.last_key < 0 {
-        (args.len() as i64 + i64::from(spec.last_key)).max(0) as usize
-    } else {
-        spec.last_key as usize
-    };
-    let step = spec.step.max(1) as usize;
-    (first..=last.min(args.len().saturating_sub(1)))
-        .step_by(step)
-        .map(move |i| &args[i])
+    spec.key_positions(args).into_iter().map(move |i| &args[i])
 }
 
 impl Scripts {

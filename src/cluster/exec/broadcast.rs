@@ -223,13 +223,7 @@ pub async fn flushall(
     let view = cl.view();
     // Every other member: a live one must confirm (else the command fails); one that is down
     // keeps its keys until it is repaired or flushed again.
-    let calls = (0..view.peers.len() as MemberIdx)
-        .filter(|&m| {
-            m != view.me
-                && view.peers[usize::from(m)]
-                    .as_ref()
-                    .is_some_and(|p| !p.is_stopped())
-        })
+    let calls = other_members(&view)
         .map(|m| (m, Call::Flush { horizon }, view.live(&cl, m)))
         .collect();
     let (failed, down) = match gather(&shared, &cl, view, calls, timeout).await {
@@ -247,17 +241,21 @@ pub async fn flushall(
     Ok(())
 }
 
+/// Every member but this node that has not left (live or not).
+fn other_members(view: &View) -> impl Iterator<Item = MemberIdx> + '_ {
+    (0..view.peers.len() as MemberIdx).filter(|&m| {
+        m != view.me
+            && view.peers[usize::from(m)]
+                .as_ref()
+                .is_some_and(|p| !p.is_stopped())
+    })
+}
+
 /// Pushes a change to the cluster-wide settings to every member. None is required to answer:
 /// a member that misses it pulls the settings after its next heartbeat with one that has them.
 pub async fn put_settings(shared: &Shared, cl: &Cluster, version: Version, body: Bytes) {
     let view = cl.view();
-    let calls = (0..view.peers.len() as MemberIdx)
-        .filter(|&m| {
-            m != view.me
-                && view.peers[usize::from(m)]
-                    .as_ref()
-                    .is_some_and(|p| !p.is_stopped())
-        })
+    let calls = other_members(&view)
         .map(|m| {
             (
                 m,
