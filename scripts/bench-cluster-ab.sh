@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Question: does a change make the cluster cost more per request? Two hypercache builds, A and B,
-# each as a 3-node cluster (replication 3, the default levels: writes QUORUM, reads ONE) on this
+# each as a 3-node cluster (replication 3, the default levels: writes and reads QUORUM; builds
+# before 2026-12-02 read at ONE by default: pass HC_*_ARGS="--read-consistency one") on this
 # machine, driven by redis-benchmark against node 1, alternating A and B ROUNDS times per
 # workload (SET and GET, -P 1 and -P 16). For every run it reads the CPU time the three nodes
 # used (utime + stime from /proc) and divides by the requests. Prints medians of throughput, p95

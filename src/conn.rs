@@ -335,7 +335,10 @@ async fn write_unless_killed<S: AsyncWrite + Unpin>(
     out: &[u8],
     handle: &ClientHandle,
 ) -> Result<(), &'static str> {
+    // The write first: when it completes at once (the usual case) the kill's waiter is never
+    // registered (that would take Notify's lock twice per batch).
     tokio::select! {
+        biased;
         r = write_out(socket, out) => r.map_err(|_| "write error"),
         _ = handle.kill_notify.notified() => Err("killed"),
     }
