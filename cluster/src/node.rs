@@ -243,6 +243,15 @@ pub fn local_read(env: &impl Env, key: &[u8], op: &Op<'_>, read: Level) -> Optio
     Some(env.store().apply(key, op, &env.ctx()))
 }
 
+/// Where a message published through this node goes (`Request::Publish`): every other member of
+/// the `members` it knows that it sees live. One that is not misses the message, as a Redis
+/// subscriber that is disconnected does: nothing is queued for it.
+pub fn publish_targets(env: &impl Env, members: usize) -> Vec<MemberIdx> {
+    (0..members as MemberIdx)
+        .filter(|&m| m != env.me() && env.live(m))
+        .collect()
+}
+
 /// Whether a version received from a peer is plausible at `now`.
 pub fn plausible(v: Option<Version>, now: u64) -> bool {
     v.is_none_or(|v| v.is_plausible(now, MAX_AHEAD_MS))

@@ -509,7 +509,16 @@ impl SimNode {
     /// subscribers, [`SimNode::published`]), as the production driver does.
     pub fn publish(&mut self, channel: Bytes, message: Bytes, out: &mut SimOutbox) {
         let msg = to_body(&Request::Publish { channel, message });
-        self.send_to_peers(&msg, true, out);
+        for p in crate::node::publish_targets(&*self, self.live.len()) {
+            let id = self.next_id();
+            out.send(
+                usize::from(p),
+                SimMsg::Request {
+                    id,
+                    body: crate::wire::stamp(self.placement.epoch, &msg),
+                },
+            );
+        }
     }
 
     /// Changes the cluster-wide settings through this node (as `ACL SETUSER` does): a new
@@ -518,18 +527,13 @@ impl SimNode {
         self.now = now;
         let version = self.store.new_version(now);
         self.settings.offer(version, body.clone());
-        self.send_to_peers(
-            &to_body(&Request::PutSettings { version, body }),
-            false,
-            out,
-        );
+        self.send_to_peers(&to_body(&Request::PutSettings { version, body }), out);
     }
 
-    /// Sends request `body` to every other member (only those it sees live, if `live_only`);
-    /// answers are matched to no call.
-    fn send_to_peers(&mut self, body: &[u8], live_only: bool, out: &mut SimOutbox) {
+    /// Sends request `body` to every other member; answers are matched to no call.
+    fn send_to_peers(&mut self, body: &[u8], out: &mut SimOutbox) {
         for p in 0..self.live.len() {
-            if p != usize::from(self.me) && (!live_only || self.live[p]) {
+            if p != usize::from(self.me) {
                 let id = self.next_id();
                 out.send(
                     p,
@@ -1169,7 +1173,7 @@ impl Machine for SimNode {
                 for p in silent {
                     self.mark_down(p, out);
                 }
-                self.send_to_peers(&to_body(&Request::Status), false, out);
+                self.send_to_peers(&to_body(&Request::Status), out);
                 self.start_heartbeat(out);
             }
         }

@@ -167,7 +167,7 @@ pub(super) fn publish(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         .pubsub
         .publish(&a[1], &a[2], &limits, crate::state::now_ms());
     if let Some(cl) = &s.shared.cluster {
-        crate::cluster::exec::publish_to_peers(cl, &a[1], &a[2]);
+        crate::cluster::exec::publish_to_peers(&s.shared, cl, &a[1], &a[2]);
     }
     // A subscriber that publishes gets its own messages before the reply, as from Redis
     // (which writes them to its output at once).

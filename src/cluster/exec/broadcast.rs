@@ -280,17 +280,21 @@ pub async fn put_settings(shared: &Shared, cl: &Cluster, version: Version, body:
 /// delivers it to its own subscribers. Fire and forget (no answer is sent or awaited): a member
 /// whose link is down misses it, as a Redis subscriber that is disconnected does. One link per
 /// pair of nodes, written and read in order, keeps a publisher's order.
-pub fn publish_to_peers(cl: &Cluster, channel: &Bytes, message: &Bytes) {
+pub fn publish_to_peers(shared: &Shared, cl: &Cluster, channel: &Bytes, message: &Bytes) {
     let view = cl.view();
     let body = hypercache_cluster::wire::to_body(&Request::Publish {
         channel: channel.clone(),
         message: message.clone(),
     });
-    for (m, p) in view.peers.iter().enumerate() {
-        if m == usize::from(view.me) {
-            continue;
-        }
-        if let Some(p) = p {
+    let env = NodeEnv {
+        shared,
+        cl,
+        view: &view,
+        ctx: Default::default(),
+        timing: Timing { request_ms: 0 },
+    };
+    for m in node::publish_targets(&env, view.peers.len()) {
+        if let Some(p) = &view.peers[usize::from(m)] {
             let _ = p.send_oneway(&body, None);
         }
     }
