@@ -186,12 +186,13 @@ enum DeferredTask {
 impl Session {
     /// A new session for a registered client.
     pub fn new(shared: Arc<Shared>, handle: Arc<ClientHandle>) -> Session {
+        let user = shared.acl.default_user();
         let mut s = Session {
             shared,
             handle,
             proto: Protocol::Resp2,
             authed: false,
-            user: Arc::new(crate::acl::User::new(b"default")),
+            user,
             acl_gen: 0,
             reply_mode: ReplyMode::On,
             close_after: false,
@@ -473,7 +474,7 @@ impl Session {
         };
         let context = if self.script {
             Context::Lua
-        } else if self.multi.is_some() || self.in_exec {
+        } else if self.in_transaction() {
             Context::Multi
         } else {
             Context::Toplevel
