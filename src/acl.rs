@@ -681,9 +681,13 @@ pub fn key_access(spec: &CommandSpec, args: &[Bytes]) -> Vec<(usize, u8)> {
         .map(|(i, pos)| {
             let need = match name {
                 "get" | "mget" | "getrange" | "substr" | "ttl" | "pttl" | "expiretime"
-                | "pexpiretime" | "eval_ro" | "evalsha_ro" | "fcall_ro" | "dump" | "lcs" => READ,
+                | "pexpiretime" | "eval_ro" | "evalsha_ro" | "fcall_ro" | "dump" | "lcs"
+                | "getbit" | "bitcount" | "bitpos" | "bitfield_ro" => READ,
                 "getset" | "getdel" | "getex" | "incr" | "decr" | "incrby" | "decrby"
-                | "incrbyfloat" | "eval" | "evalsha" | "fcall" => READ | WRITE,
+                | "incrbyfloat" | "eval" | "evalsha" | "fcall" | "setbit" | "bitfield" => {
+                    READ | WRITE
+                }
+                "bitop" if i > 0 => READ,
                 "set" => {
                     if args.iter().skip(3).any(|a| a.eq_ignore_ascii_case(b"get")) {
                         READ | WRITE

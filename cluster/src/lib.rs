@@ -7,6 +7,7 @@
 //! - [`slot`]: CRC16 key slots with hash tags (Redis Cluster's function).
 //! - [`ring`]: slot -> preference list of N members (balanced, stable, minimal movement).
 //! - [`version`]: hybrid-logical-clock versions with origin tie-break (last write wins).
+//! - [`bits`]: the bitmap commands' arithmetic (SETBIT, BITCOUNT, BITPOS, BITOP, BITFIELD).
 //! - [`entry`]: one stored value and its bookkeeping.
 //! - [`op`]: the semantics of every key command as a pure function of the current entry.
 //! - [`store`]: per-slot maps with counts and digests, multi-key operations, SCAN, expiry cycle.
@@ -33,6 +34,7 @@
 //! - An expired key is never visible, whether or not it has been reclaimed yet.
 //! - Per-slot digests always equal the XOR of `hash(key, version)` over the slot's entries.
 
+pub mod bits;
 pub mod coord;
 pub mod entry;
 pub mod evict;

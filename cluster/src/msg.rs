@@ -9,6 +9,7 @@ use std::borrow::Cow;
 
 use serde::{Deserialize, Serialize};
 
+use crate::bits::{self, BitSpan};
 use crate::op::{ExpireCond, ExpiryChange, Op, OpError, Outcome, SetCond};
 use crate::version::Version;
 
@@ -120,6 +121,8 @@ pub enum WireOutcome {
     Text(String),
     /// See [`Outcome`].
     Err(OpError),
+    /// See [`Outcome`].
+    Fields(Vec<Option<i64>>),
 }
 
 impl From<Outcome> for WireOutcome {
@@ -132,6 +135,7 @@ impl From<Outcome> for WireOutcome {
             Outcome::Status(s) => WireOutcome::Status(s.into()),
             Outcome::Text(s) => WireOutcome::Text(s.into()),
             Outcome::Err(e) => WireOutcome::Err(e),
+            Outcome::Fields(f) => WireOutcome::Fields(f),
         }
     }
 }
@@ -146,6 +150,7 @@ impl From<WireOutcome> for Outcome {
             WireOutcome::Status(s) => Outcome::Status(Outcome::static_text(&s)),
             WireOutcome::Text(s) => Outcome::Text(Outcome::static_text(&s)),
             WireOutcome::Err(e) => Outcome::Err(e),
+            WireOutcome::Fields(f) => Outcome::Fields(f),
         }
     }
 }
@@ -220,6 +225,28 @@ pub enum WireOp<'a> {
     ObjectFreq,
     /// Tag 21: `OBJECT REFCOUNT`.
     ObjectRefcount,
+    /// Tag 22: `SETBIT`.
+    SetBit {
+        /// Bit offset.
+        offset: u64,
+        /// The new bit.
+        on: bool,
+    },
+    /// Tag 23: `GETBIT`.
+    GetBit(u64),
+    /// Tag 24: `BITCOUNT`.
+    BitCount(BitSpan),
+    /// Tag 25: `BITPOS`.
+    BitPos {
+        /// The bit looked for.
+        bit: bool,
+        /// The range.
+        span: BitSpan,
+    },
+    /// Tag 26: `BITFIELD`: the encoded program (checked before it runs).
+    BitField(#[serde(borrow)] &'a [u8]),
+    /// Tag 27: `BITOP`'s result stored at its destination.
+    StoreBitOp(#[serde(borrow)] &'a [u8]),
 }
 
 /// An expiry change on the wire. Tag 0 clear, 1 keep, 2 at (unix ms).
@@ -298,6 +325,12 @@ impl<'a> From<&Op<'a>> for WireOp<'a> {
             Op::ObjectIdleTime => WireOp::ObjectIdleTime,
             Op::ObjectFreq => WireOp::ObjectFreq,
             Op::ObjectRefcount => WireOp::ObjectRefcount,
+            Op::SetBit { offset, on } => WireOp::SetBit { offset, on },
+            Op::GetBit(o) => WireOp::GetBit(o),
+            Op::BitCount(sp) => WireOp::BitCount(sp),
+            Op::BitPos { bit, span } => WireOp::BitPos { bit, span },
+            Op::BitField(p) => WireOp::BitField(p),
+            Op::StoreBitOp(v) => WireOp::StoreBitOp(v),
         }
     }
 }
@@ -356,6 +389,15 @@ impl<'a> WireOp<'a> {
             WireOp::ObjectIdleTime => Op::ObjectIdleTime,
             WireOp::ObjectFreq => Op::ObjectFreq,
             WireOp::ObjectRefcount => Op::ObjectRefcount,
+            WireOp::SetBit { offset, on } => Op::SetBit { offset, on },
+            WireOp::GetBit(o) => Op::GetBit(o),
+            WireOp::BitCount(sp) => Op::BitCount(sp),
+            WireOp::BitPos { bit, span } => Op::BitPos { bit, span },
+            WireOp::BitField(p) => {
+                bits::decode_fields(p)?;
+                Op::BitField(p)
+            }
+            WireOp::StoreBitOp(v) => Op::StoreBitOp(v),
         })
     }
 }
@@ -1028,7 +1070,17 @@ mod tests {
 
     #[test]
     fn every_operation_crosses_the_wire_unchanged() {
+        use crate::bits::{FieldKind, FieldOp, Overflow};
         use crate::op::ExpireCond;
+        let mut prog = Vec::new();
+        FieldOp {
+            kind: FieldKind::IncrBy(-2),
+            overflow: Overflow::Sat,
+            signed: true,
+            bits: 5,
+            offset: 100,
+        }
+        .encode(&mut prog);
         let ops = [
             Op::Get,
             Op::set(b"v"),
@@ -1060,6 +1112,18 @@ mod tests {
             Op::ObjectIdleTime,
             Op::ObjectFreq,
             Op::ObjectRefcount,
+            Op::SetBit {
+                offset: 9,
+                on: true,
+            },
+            Op::GetBit(70),
+            Op::BitCount(BitSpan::Bits(-3, Some(12))),
+            Op::BitPos {
+                bit: false,
+                span: BitSpan::Invalid(OpError::Syntax),
+            },
+            Op::BitField(&prog),
+            Op::StoreBitOp(b"\x0f"),
         ];
         for (i, op) in ops.iter().enumerate() {
             let w = WireOp::from(op);
@@ -1074,5 +1138,9 @@ mod tests {
             get: false,
         };
         assert_eq!(bad.op(), None, "an out-of-range condition is refused");
+        let mut unsigned64 = prog.clone();
+        unsigned64[2..4].copy_from_slice(&[0, 64]);
+        let bad = WireOp::BitField(&unsigned64);
+        assert_eq!(bad.op(), None, "a u64 field is refused");
     }
 }

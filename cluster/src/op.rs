@@ -7,6 +7,7 @@
 
 use bytes::Bytes;
 
+use crate::bits::{self, BitSpan};
 use crate::entry::{num::parse_i64, EncodingHint, Entry, ACCESS_MASK};
 
 use crate::float::{incr_by_float, FloatError};
@@ -116,6 +117,30 @@ pub enum Op<'a> {
     ObjectFreq,
     /// `OBJECT REFCOUNT`
     ObjectRefcount,
+    /// `SETBIT offset value` (offset already checked against `proto-max-bulk-len`).
+    SetBit {
+        /// Bit offset.
+        offset: u64,
+        /// The new bit.
+        on: bool,
+    },
+    /// `GETBIT offset`
+    GetBit(u64),
+    /// `BITCOUNT [range]`
+    BitCount(BitSpan),
+    /// `BITPOS bit [range]`
+    BitPos {
+        /// The bit looked for.
+        bit: bool,
+        /// The range.
+        span: BitSpan,
+    },
+    /// `BITFIELD`/`BITFIELD_RO`: a program of [`bits::FieldOp`]s as [`bits::FieldOp::encode`]
+    /// writes them.
+    BitField(&'a [u8]),
+    /// The result of `BITOP` stored at its destination: the value (raw encoding, no expiry), or
+    /// the key deleted when the result is empty. Answers the result's length.
+    StoreBitOp(&'a [u8]),
 }
 
 /// An operation that owns its bytes (an [`Op`] borrows them): what a request that outlives the
@@ -148,6 +173,12 @@ impl OpBuf {
             Op::IncrByFloat(b) => (Op::IncrByFloat(&[]), b),
             Op::Append(b) => (Op::Append(&[]), b),
             Op::SetRange(o, b) => (Op::SetRange(o, &[]), b),
+            Op::BitField(b) => (Op::BitField(&[]), b),
+            Op::StoreBitOp(b) => (Op::StoreBitOp(&[]), b),
+            Op::SetBit { offset, on } => (Op::SetBit { offset, on }, &[]),
+            Op::GetBit(o) => (Op::GetBit(o), &[]),
+            Op::BitCount(sp) => (Op::BitCount(sp), &[]),
+            Op::BitPos { bit, span } => (Op::BitPos { bit, span }, &[]),
             Op::Get => (Op::Get, &[]),
             Op::GetDel => (Op::GetDel, &[]),
             Op::GetEx(x) => (Op::GetEx(x), &[]),
@@ -188,6 +219,8 @@ impl OpBuf {
             Op::IncrByFloat(_) => Op::IncrByFloat(b),
             Op::Append(_) => Op::Append(b),
             Op::SetRange(o, _) => Op::SetRange(o, b),
+            Op::BitField(_) => Op::BitField(b),
+            Op::StoreBitOp(_) => Op::StoreBitOp(b),
             other => other,
         }
     }
@@ -208,7 +241,24 @@ impl<'a> Op<'a> {
     /// and needs no replication.
     pub fn is_read_only(&self) -> bool {
         // Every operation that does not even touch the access time only reads.
-        !self.touches() || matches!(self, Op::Get | Op::Strlen | Op::GetRange(..) | Op::Touch)
+        match self {
+            Op::BitField(prog) => {
+                bits::decode_fields(prog).is_some_and(|ops| bits::highest_write(&ops).is_none())
+            }
+            _ => {
+                !self.touches()
+                    || matches!(
+                        self,
+                        Op::Get
+                            | Op::Strlen
+                            | Op::GetRange(..)
+                            | Op::Touch
+                            | Op::GetBit(_)
+                            | Op::BitCount(_)
+                            | Op::BitPos { .. }
+                    )
+            }
+        }
     }
 
     /// Whether the operation writes without reading the current entry (a plain `SET` without
@@ -372,6 +422,9 @@ pub enum OpError {
     /// The value would exceed `proto-max-bulk-len`. Nothing changed.
     #[error("ERR string exceeds maximum allowed size (proto-max-bulk-len)")]
     TooLong,
+    /// A range argument is malformed (BITCOUNT, BITPOS: Redis reports it once the key exists).
+    #[error("ERR syntax error")]
+    Syntax,
 }
 
 /// What an operation answers.
@@ -391,6 +444,8 @@ pub enum Outcome {
     Text(&'static str),
     /// An error; nothing changed.
     Err(OpError),
+    /// `BITFIELD`'s replies: one integer per subcommand, nil for an overflow under `FAIL`.
+    Fields(Vec<Option<i64>>),
 }
 
 impl Outcome {
@@ -722,6 +777,142 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
             Some(_) => (Effect::None, Outcome::Int(1)),
             None => (Effect::None, Outcome::Nil),
         },
+        Op::SetBit { offset, on } => set_bit(key, cur, offset, on, ctx),
+        Op::GetBit(offset) => (
+            Effect::None,
+            Outcome::Int(i64::from(
+                cur.is_some_and(|e| bits::get_bit(e.value(), offset)),
+            )),
+        ),
+        Op::BitCount(span) => match cur {
+            None => (Effect::None, Outcome::Int(0)),
+            Some(e) => (Effect::None, int_or_err(bits::count(e.value(), span))),
+        },
+        Op::BitPos { bit, span } => match cur {
+            // A missing key is an infinite string of zeros.
+            None => (Effect::None, Outcome::Int(if bit { -1 } else { 0 })),
+            Some(e) => (
+                Effect::None,
+                int_or_err(bits::position(e.value(), bit, span)),
+            ),
+        },
+        Op::BitField(prog) => bit_field(key, cur, prog, ctx),
+        Op::StoreBitOp(value) => match cur {
+            _ if value.is_empty() => (
+                if cur.is_some() {
+                    Effect::Deleted
+                } else {
+                    Effect::None
+                },
+                Outcome::Int(0),
+            ),
+            cur => (
+                put(cur, key, value, 0, EncodingHint::Raw, ctx),
+                Outcome::Int(value.len() as i64),
+            ),
+        },
+    }
+}
+
+fn int_or_err(r: Result<i64, OpError>) -> Outcome {
+    match r {
+        Ok(n) => Outcome::Int(n),
+        Err(e) => Outcome::Err(e),
+    }
+}
+
+/// `SETBIT`: like Redis, the value becomes a raw string even when the bit does not change.
+fn set_bit(
+    key: &[u8],
+    cur: Option<&mut Entry>,
+    offset: u64,
+    on: bool,
+    ctx: &Ctx,
+) -> (Effect, Outcome) {
+    let byte = offset >> 3;
+    if byte >= ctx.max_len {
+        return (Effect::None, Outcome::Err(OpError::TooLong));
+    }
+    let byte = byte as usize;
+    match cur {
+        None => {
+            let mut v = Vec::new();
+            bits::set_bit(&mut v, offset, on);
+            (
+                Effect::Created(Entry::new(
+                    key,
+                    &v,
+                    0,
+                    ctx.initial_access(),
+                    EncodingHint::Raw,
+                )),
+                Outcome::Int(0),
+            )
+        }
+        Some(e) => {
+            let grows = byte >= e.value().len();
+            let mut patch = vec![e.value().get(byte).copied().unwrap_or(0)];
+            let old = bits::set_bit(&mut patch, offset & 7, on);
+            // A value that only becomes raw is a change too, so that every replica reports the
+            // same encoding (a WATCH of the key then sees a write where Redis sees none).
+            let changed = grows || old != on || e.enc() != EncodingHint::Raw;
+            if changed {
+                e.set_range(byte, &patch);
+            }
+            (
+                if changed {
+                    Effect::Modified
+                } else {
+                    Effect::None
+                },
+                Outcome::Int(i64::from(old)),
+            )
+        }
+    }
+}
+
+/// `BITFIELD`: a program of only `GET`s reads (and creates nothing); one that writes creates the
+/// key or grows it with zeros to its highest written bit first, as Redis does, even if every
+/// write then fails under `OVERFLOW FAIL`.
+fn bit_field(key: &[u8], cur: Option<&mut Entry>, prog: &[u8], ctx: &Ctx) -> (Effect, Outcome) {
+    let Some(ops) = bits::decode_fields(prog) else {
+        return (Effect::None, Outcome::Err(OpError::Syntax));
+    };
+    let Some(highest) = bits::highest_write(&ops) else {
+        let mut v = cur.map_or_else(Vec::new, |e| e.value().to_vec());
+        return (
+            Effect::None,
+            Outcome::Fields(bits::run_fields(&mut v, &ops).0),
+        );
+    };
+    let len = (highest >> 3) + 1;
+    if len > ctx.max_len {
+        return (Effect::None, Outcome::Err(OpError::TooLong));
+    }
+    let len = len as usize;
+    match cur {
+        None => {
+            let mut v = vec![0u8; len];
+            let (out, _) = bits::run_fields(&mut v, &ops);
+            let e = Entry::new(key, &v, 0, ctx.initial_access(), EncodingHint::Raw);
+            (Effect::Created(e), Outcome::Fields(out))
+        }
+        Some(e) => {
+            let mut v = e.value().to_vec();
+            let grows = v.len() < len;
+            if grows {
+                v.resize(len, 0);
+            }
+            let (out, changes) = bits::run_fields(&mut v, &ops);
+            // As SETBIT: becoming raw is a change every replica must see.
+            if grows || changes > 0 || e.enc() != EncodingHint::Raw {
+                let at = e.expire_at();
+                e.set_value(&v, at, EncodingHint::Raw);
+                (Effect::Modified, Outcome::Fields(out))
+            } else {
+                (Effect::None, Outcome::Fields(out))
+            }
+        }
     }
 }
 

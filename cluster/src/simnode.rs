@@ -1189,6 +1189,7 @@ mod tests {
     use rand::{Rng, SeedableRng};
 
     use super::*;
+    use crate::bits::BitSpan;
     use crate::op::Outcome;
     use crate::sim::Sim;
     use crate::version::Version;
@@ -1606,6 +1607,60 @@ mod tests {
         );
         let r = run(&mut s, 1, 1000, b"hits", Op::Get, (QUORUM, QUORUM));
         assert_eq!(r, value(b"300"), "seed {seed}");
+        quiet(&s);
+    }
+
+    /// 240 SETBITs of distinct bits of one bitmap, issued at once through the three nodes: each
+    /// is a read-modify-write at the coordinator, so none is lost, and every replica ends with
+    /// all of them (BITCOUNT at ALL, and BITFIELD reading the bytes).
+    #[test]
+    fn concurrent_setbits_through_every_node_lose_no_bit() {
+        use crate::bits::{FieldKind, FieldOp, Overflow};
+        let seed = 67;
+        let mut s = sim(3, 3, seed);
+        s.set_delay(1, 3);
+        for c in 0..240u64 {
+            let op = Op::SetBit {
+                offset: c * 3,
+                on: true,
+            };
+            s.input((c % 3) as NodeId, |n, now, out| {
+                n.client_default(c, b"bits", op, now, out)
+            });
+        }
+        s.run_until_quiet(STEPS);
+        for (i, n) in s.nodes.iter().enumerate() {
+            assert_eq!(n.results.len(), 80, "seed {seed}: node {i} answered all");
+            for (c, r) in &n.results {
+                assert_eq!(r, &Ok(Outcome::Int(0)), "seed {seed}: client {c}");
+            }
+        }
+        let count = run(
+            &mut s,
+            2,
+            1000,
+            b"bits",
+            Op::BitCount(BitSpan::Whole),
+            (ALL, ALL),
+        );
+        assert_eq!(count, Ok(Outcome::Int(240)), "seed {seed}");
+        let mut prog = Vec::new();
+        for byte in [0u64, 89] {
+            FieldOp {
+                kind: FieldKind::Get,
+                overflow: Overflow::Wrap,
+                signed: false,
+                bits: 8,
+                offset: byte * 8,
+            }
+            .encode(&mut prog);
+        }
+        // Bits 0, 3, 6 of byte 0; bits 714 and 717 of byte 89 (the last set bit is 717).
+        let r = run(&mut s, 0, 1001, b"bits", Op::BitField(&prog), (ALL, ALL));
+        assert_eq!(
+            r,
+            Ok(Outcome::Fields(vec![Some(0b1001_0010), Some(0b0010_0100)]))
+        );
         quiet(&s);
     }
 

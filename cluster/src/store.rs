@@ -852,6 +852,41 @@ impl Store {
         true
     }
 
+    /// `BITOP`: `f` of the sources' values (`None` for a missing key) is stored at `dst` as a raw
+    /// string without expiry, or `dst` is deleted when the result is empty, atomically with
+    /// respect to other commands on this node. Returns the result's length.
+    pub fn bitop(
+        &self,
+        dst: &[u8],
+        srcs: &[&[u8]],
+        f: impl FnOnce(&[Option<&[u8]>]) -> Vec<u8>,
+        ctx: &Ctx,
+    ) -> usize {
+        let mut keys = srcs.to_vec();
+        keys.push(dst);
+        let mut guards = self.lock_many(&keys);
+        let mut values: Vec<Option<Vec<u8>>> = Vec::with_capacity(srcs.len());
+        for k in srcs {
+            let s = Self::guard_for(&mut guards, k);
+            let hash = self.hash(k);
+            values.push(self.reap(s, k, hash, ctx.now).then(|| {
+                let e = s.map.find_mut(hash, |e| e.key() == *k).expect("live");
+                e.set_access(ctx.touched(e.access()));
+                e.value().to_vec()
+            }));
+        }
+        let views: Vec<Option<&[u8]>> = values.iter().map(|v| v.as_deref()).collect();
+        let result = f(&views);
+        let d = Self::guard_for(&mut guards, dst);
+        let hash = self.hash(dst);
+        self.remove(d, dst, hash);
+        if !result.is_empty() {
+            let e = Entry::new(dst, &result, 0, ctx.initial_access(), EncodingHint::Raw);
+            self.insert(d, dst, hash, e, ctx.now);
+        }
+        result.len()
+    }
+
     /// `RENAME` (`nx == false`) or `RENAMENX`. `Err(())` if `src` does not exist; `Ok(false)` if
     /// `nx` and `dst` exists.
     #[allow(clippy::result_unit_err)]

@@ -716,6 +716,14 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("strlen", 2, ["readonly", "fast"], 1, 1, 1, ["@read", "@string", "@fast"], "string", "2.2.0", "Returns the length of a string value."),
     cmd!("getrange", 4, ["readonly"], 1, 1, 1, ["@read", "@string", "@slow"], "string", "2.4.0", "Returns a substring of the string stored at a key."),
     cmd!("setrange", 4, ["write", "denyoom"], 1, 1, 1, ["@write", "@string", "@slow"], "string", "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."),
+    // bitmaps
+    cmd!("setbit", 4, ["write", "denyoom"], 1, 1, 1, ["@write", "@bitmap", "@slow"], "bitmap", "2.2.0", "Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist."),
+    cmd!("getbit", 3, ["readonly", "fast"], 1, 1, 1, ["@read", "@bitmap", "@fast"], "bitmap", "2.2.0", "Returns a bit value by offset."),
+    cmd!("bitcount", -2, ["readonly"], 1, 1, 1, ["@read", "@bitmap", "@slow"], "bitmap", "2.6.0", "Counts the number of set bits (population counting) in a string."),
+    cmd!("bitpos", -3, ["readonly"], 1, 1, 1, ["@read", "@bitmap", "@slow"], "bitmap", "2.8.7", "Finds the first set (1) or clear (0) bit in a string."),
+    cmd!("bitop", -4, ["write", "denyoom"], 2, -1, 1, ["@write", "@bitmap", "@slow"], "bitmap", "2.6.0", "Performs bitwise operations on multiple strings, and stores the result."),
+    cmd!("bitfield", -2, ["write", "denyoom"], 1, 1, 1, ["@write", "@bitmap", "@slow"], "bitmap", "3.2.0", "Performs arbitrary bitfield integer operations on strings."),
+    cmd!("bitfield_ro", -2, ["readonly", "fast"], 1, 1, 1, ["@read", "@bitmap", "@fast"], "bitmap", "6.0.0", "Performs arbitrary read-only bitfield integer operations on strings."),
     cmd!("substr", 4, ["readonly"], 1, 1, 1, ["@read", "@string", "@slow"], "string", "1.0.0", "Returns a substring from a string value."),
     // keyspace
     cmd!("del", -2, ["write"], 1, -1, 1, ["@keyspace", "@write", "@slow"], "generic", "1.0.0", "Deletes one or more keys."),

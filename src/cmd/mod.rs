@@ -20,6 +20,7 @@ use hypercache_cluster::Op;
 use std::sync::Arc;
 
 pub(crate) mod acl;
+mod bitmap;
 mod connection;
 pub(crate) mod hc;
 mod keys;
@@ -55,6 +56,13 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("getrange", strings::getrange),
         ("substr", strings::getrange),
         ("setrange", strings::setrange),
+        ("setbit", bitmap::setbit),
+        ("getbit", bitmap::getbit),
+        ("bitcount", bitmap::bitcount),
+        ("bitpos", bitmap::bitpos),
+        ("bitop", bitmap::bitop),
+        ("bitfield", bitmap::bitfield),
+        ("bitfield_ro", bitmap::bitfield_ro),
         ("del", keys::del),
         ("unlink", keys::del),
         ("exists", keys::exists),
@@ -182,6 +190,11 @@ pub(crate) fn reply(o: Outcome) -> Frame {
         Outcome::Status(s) => Frame::simple(s),
         Outcome::Text(s) => Frame::Bulk(Bytes::from_static(s.as_bytes())),
         Outcome::Err(e) => op_error(e),
+        Outcome::Fields(f) => Frame::Array(
+            f.into_iter()
+                .map(|v| v.map_or(Frame::Null, Frame::Integer))
+                .collect(),
+        ),
     }
 }
 
@@ -303,6 +316,7 @@ pub(crate) fn op_error(e: OpError) -> Frame {
         OpError::NotFloat => errors::NOT_FLOAT,
         OpError::NanOrInfinity => errors::NAN_OR_INF,
         OpError::TooLong => errors::STRING_TOO_LONG,
+        OpError::Syntax => errors::SYNTAX,
     };
     Frame::error(text)
 }
