@@ -64,6 +64,10 @@ pub struct Config {
     /// `client-output-buffer-limit`'s pubsub class: how far a subscriber may fall behind
     /// before it is disconnected. Default `pubsub 32mb 8mb 60`. Runtime-settable.
     pub client_output_buffer_limit: crate::pubsub::Limits,
+    /// `notify-keyspace-events`: the keyspace notification classes, as Redis's letters
+    /// (`KEA`, `Ex`, ...) turned into bits ([`hypercache_cluster::notify`]). Default empty:
+    /// off. Runtime-settable; per node (set it on every node of a cluster).
+    pub notify_keyspace_events: u32,
     /// `protected-mode`: with no password, only clients from 127.0.0.1 and ::1 are served; the
     /// others get Redis's `-DENIED` text and are closed. Default yes. Runtime-settable.
     pub protected_mode: bool,
@@ -249,6 +253,7 @@ impl Default for Config {
             aclfile: String::new(),
             acllog_max_len: 128,
             client_output_buffer_limit: Default::default(),
+            notify_keyspace_events: 0,
             protected_mode: true,
             tls_port: 0,
             tls_cert_file: String::new(),
@@ -366,6 +371,8 @@ pub enum Kind {
     Bool,
     /// `client-output-buffer-limit`'s `<class> <hard> <soft> <seconds>` groups.
     BufferLimit,
+    /// `notify-keyspace-events`' class letters.
+    Events,
     /// A decimal number from 0 to 1.
     Ratio,
 }
@@ -457,6 +464,14 @@ pub static PARAMS: &[Param] = &[
             c.client_output_buffer_limit =
                 crate::pubsub::parse_limits(&v.text(), current).unwrap_or(current)
         }
+    ),
+    p!(
+        "notify-keyspace-events",
+        Kind::Events,
+        true,
+        |c| hypercache_cluster::notify::render_flags(c.notify_keyspace_events),
+        |c, v| c.notify_keyspace_events =
+            hypercache_cluster::notify::parse_flags(v.text().as_bytes()).unwrap_or(0)
     ),
     p!(
         "protected-mode",
@@ -1061,6 +1076,12 @@ impl Param {
             Kind::BufferLimit => crate::pubsub::parse_limits(raw, Default::default())
                 .map(|_| Value::Str(raw.to_string()))
                 .map_err(Rejected),
+            Kind::Events => match hypercache_cluster::notify::parse_flags(raw.as_bytes()) {
+                Some(_) => Ok(Value::Str(raw.to_string())),
+                None => Err(Rejected(
+                    "Invalid event class character. Use 'Ag$lshzxeKEtmdn'.".into(),
+                )),
+            },
             Kind::Bool => match raw.to_ascii_lowercase().as_str() {
                 "yes" => Ok(Value::Int(1)),
                 "no" => Ok(Value::Int(0)),
@@ -1098,6 +1119,7 @@ impl Param {
             Kind::Enum(w) => format!("one of: {}", w.join(", ")),
             Kind::Bool => "yes or no".into(),
             Kind::BufferLimit => "<class> <hard> <soft> <seconds> groups".into(),
+            Kind::Events => "keyspace event classes (Ag$lshzxeKEtmdn)".into(),
         }
     }
 }

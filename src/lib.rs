@@ -7,6 +7,7 @@
 //! ## Layout
 //! - [`acl`]: ACL users: passwords, and the commands, keys and channels each may use.
 //! - [`config`]: settings from defaults, file, environment and flags.
+//! - [`notify`]: keyspace notifications: publishing the events of writes, expiries, evictions.
 //! - [`server`]: accept loop, connection limit, background expiry, signals, shutdown.
 //! - [`conn`]: one client socket: read, parse, run, write once per read.
 //! - [`session`]: per-connection state and command dispatch (arity, auth, slow log), and
@@ -31,6 +32,7 @@ pub mod exclusive;
 pub mod http;
 pub mod memory;
 pub mod metrics;
+pub mod notify;
 pub mod pubsub;
 pub mod script;
 pub mod server;

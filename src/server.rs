@@ -132,6 +132,8 @@ pub async fn expiry_task(shared: Arc<Shared>) {
                 break;
             }
         }
+        // Keyspace notifications of the keys expired (and evicted) above.
+        crate::notify::publish_lost(&shared);
     }
 }
 

@@ -123,6 +123,10 @@ pub struct Session {
     /// A script has run past `busy-reply-threshold`: the next command gets `-BUSY` unless it may
     /// run while a script is busy (`allow_busy`).
     pub busy: bool,
+    /// The last command's keyspace events come after its reply ([`notify::Events::after_reply`]).
+    ///
+    /// [`notify::Events::after_reply`]: hypercache_cluster::notify::Events::after_reply
+    pub events_after_reply: bool,
     /// Scripts waiting to run, in order (their replies are deferred).
     scripts: Vec<QueuedScript>,
     /// Inside EXEC on a single node: the node's gate is already held exclusive.
@@ -234,6 +238,7 @@ impl Session {
             holding_exclusive: false,
             script: false,
             busy: false,
+            events_after_reply: false,
         };
         s.rand_state
             .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -1116,8 +1121,40 @@ impl Session {
                 Err(e) => (Some(Frame::error(e)), Some(effective), Rejected),
             };
         }
+        let noting = crate::notify::flags(&self.shared) != 0;
+        if noting {
+            // Events a previous command raised after its reply go out before this one's.
+            self.deliver_own_messages();
+        }
         let reply = (handler as Handler)(self, args);
+        if noting {
+            // Keys this command expired or evicted raise their events now, and a subscriber
+            // gets the events of its own command before its reply, as from Redis, except for
+            // the commands Redis answers first (they reach it after the reply).
+            crate::notify::publish_lost(&self.shared);
+            if !std::mem::take(&mut self.events_after_reply) {
+                self.deliver_own_messages();
+            }
+        }
         (reply, Some(effective), Ran)
+    }
+
+    /// Writes the messages already delivered to this connection's subscriptions ahead of the
+    /// reply being built (a client that publishes, or raises keyspace events, while subscribed
+    /// gets them before the command's reply, as Redis writes them to its output at once).
+    pub fn deliver_own_messages(&mut self) {
+        let proto = self.proto;
+        let Some(x) = self.subs.as_mut() else {
+            return;
+        };
+        let mut bytes = 0;
+        let mut own = bytes::BytesMut::new();
+        while let Ok(m) = x.rx.try_recv() {
+            bytes += m.size();
+            crate::conn::encode_message(proto, m, &mut own);
+        }
+        x.mailbox.written(bytes);
+        self.out.extend_from_slice(&own);
     }
 }
 

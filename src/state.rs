@@ -183,6 +183,8 @@ pub struct Shared {
     pub config: RwLock<Config>,
     /// Bumped on every CONFIG SET so connections refresh their cached limits.
     pub config_gen: AtomicU64,
+    /// `notify-keyspace-events` as class bits (0: off), read on every write ([`crate::notify`]).
+    pub notify_flags: std::sync::atomic::AtomicU32,
     /// Connected clients by id.
     pub clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
     /// Connections accepted and not yet closed: counted at accept, so a burst of connections
@@ -280,6 +282,7 @@ impl Shared {
             }),
             config: RwLock::new(config),
             config_gen: AtomicU64::new(0),
+            notify_flags: Default::default(),
             clients: Mutex::new(HashMap::new()),
             connected: Default::default(),
             next_client_id: AtomicU64::new(1),
@@ -304,6 +307,7 @@ impl Shared {
         if let Some(t) = &shared.telemetry {
             t.export_metrics(Arc::downgrade(&shared));
         }
+        crate::notify::refresh(&shared);
         shared
     }
 

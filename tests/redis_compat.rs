@@ -80,7 +80,11 @@ fn corpus_matches_redis_through_a_3_node_cluster() {
     let cluster = common::TestCluster::start(3, &[]);
     // WATCH is refused in a cluster until a watched key can be compared atomically with the
     // transaction's writes at the slot's coordinator (docs/cluster.md).
-    corpus_matches(cluster.addr(0), "a 3-node cluster", &["18-watch.txt"]);
+    corpus_matches(
+        cluster.addr(0),
+        "a 3-node cluster",
+        &["18-watch.txt", "24-notifications.txt"],
+    );
 }
 
 /// The runner must not pass silently: against a real server, two connections get different

@@ -15,6 +15,7 @@
 
 use crate::entry::{EncodingHint, Entry};
 use crate::msg::{Level, State};
+use crate::notify::Change;
 use crate::op::{apply, Ctx, Effect, Op, Outcome};
 use crate::ring::MemberIdx;
 use crate::version::Version;
@@ -232,6 +233,19 @@ pub fn state_after(
             };
             (out, next)
         }
+    }
+}
+
+/// What a write that turned `before` into `after` (`None`: left it) did to the key, for
+/// keyspace notifications.
+pub fn change_of(before: &State, after: Option<&State>, now: u64) -> Option<Change> {
+    let was_live =
+        matches!(before, State::Live { expire_at, .. } if *expire_at == 0 || *expire_at > now);
+    match after? {
+        State::Live { .. } if was_live => Some(Change::Modified),
+        State::Live { .. } => Some(Change::Created),
+        State::Dead(_) if was_live => Some(Change::Deleted),
+        _ => None,
     }
 }
 

@@ -19,6 +19,7 @@
 //!   state and stale replicas.
 //! - [`member`]: SWIM membership (foca), the member registry and the ring set with its epoch.
 //! - [`msg`]: inter-node requests and replies, replicated key states, consistency levels.
+//! - [`notify`]: keyspace notifications: the events a write raises, Redis's class flags.
 //! - [`node`]: the node machines (keyed requests, the start-up transfer, serving peers), run by
 //!   both the production driver and the simulator.
 //! - [`rebalance`]: the planner: slot transfers between old and new preference lists.
@@ -45,6 +46,7 @@ pub mod member;
 mod member_sim;
 pub mod msg;
 pub mod node;
+pub mod notify;
 pub mod op;
 pub mod rebalance;
 #[cfg(test)]

@@ -51,6 +51,7 @@ use bytes::Bytes;
 
 use crate::coord::{self, Plan, ReadTally, Tally};
 use crate::msg::{Level, Request, Response, State};
+use crate::notify::{self, Events};
 use crate::op::{Ctx, Op, OpBuf, Outcome};
 use crate::ring::MemberIdx;
 use crate::slot::{key_slot, Slot};
@@ -483,6 +484,9 @@ pub struct Out {
     /// Hints: a write's state for each replica that did not store it (link down, failed, no
     /// answer by the deadline), for the node's [`crate::repair::Hints`].
     pub hints: Vec<(MemberIdx, Bytes, State)>,
+    /// The keyspace events of a write this machine coordinated, once it is acknowledged (the
+    /// driver publishes those its `notify-keyspace-events` selects).
+    pub events: Option<(Bytes, Events)>,
 }
 
 /// Counters a machine reports (the driver adds them to the node's metrics).
@@ -558,6 +562,8 @@ enum Phase {
         kept: State,
         restamps: u8,
         blind: bool,
+        /// The write's keyspace events, reported when it is acknowledged.
+        events: Events,
     },
 }
 
@@ -888,9 +894,13 @@ impl KeyRequest {
         self.counts.write_attempts += 1;
         if op.is_blind() || (self.write == Level::One && env.synced(key_slot(&self.key))) {
             let ctx = env.ctx();
-            let (outcome, changed) = env.store().apply_versioned(&self.key, op, &ctx);
+            let (outcome, changed, change) =
+                env.store().apply_versioned_noting(&self.key, op, &ctx);
             match changed {
-                Some(state) => self.start_accept(env, outcome, state, op.is_blind(), true, out),
+                Some(state) => {
+                    let events = notify::events(op, change);
+                    self.start_accept(env, outcome, state, op.is_blind(), true, events, out)
+                }
                 None => {
                     self.phase = Phase::Idle;
                     self.finish(out, Ok(outcome), None);
@@ -980,6 +990,7 @@ impl KeyRequest {
                 let ctx = env.ctx();
                 let op = self.op_buf().op();
                 let (outcome, next) = coord::state_after(&op, &self.key, newest, &ctx, ballot);
+                let events = notify::events(&op, coord::change_of(newest, next.as_ref(), ctx.now));
                 // An operation that changes nothing still writes back what it read when the
                 // replicas disagreed: its reply is based on that state (DEL answering 0 because
                 // of a tombstone on one replica), so the state must be on a quorum before the
@@ -1016,7 +1027,7 @@ impl KeyRequest {
                         }
                     }
                 }
-                self.start_accept(env, outcome, state, false, local, out);
+                self.start_accept(env, outcome, state, false, local, events, out);
                 // The accept is on its way (before anything the next round sends): its turn.
                 self.release(env, out);
                 true
@@ -1037,6 +1048,7 @@ impl KeyRequest {
     }
 
     /// Sends the new `state` (already held here if `local`) to the other replicas.
+    #[allow(clippy::too_many_arguments)]
     fn start_accept(
         &mut self,
         env: &impl Env,
@@ -1044,6 +1056,7 @@ impl KeyRequest {
         state: State,
         blind: bool,
         local: bool,
+        events: Events,
         out: &mut Out,
     ) {
         let prefs = env.prefs(key_slot(&self.key));
@@ -1076,6 +1089,7 @@ impl KeyRequest {
             kept: state,
             restamps: 0,
             blind,
+            events,
         };
         self.settle_accept(out);
     }
@@ -1087,6 +1101,7 @@ impl KeyRequest {
             tally,
             outcome,
             kept,
+            events,
             ..
         } = &self.phase
         else {
@@ -1097,6 +1112,9 @@ impl KeyRequest {
                 let o = outcome.clone();
                 let s = matches!(self.origin, Origin::Forwarded { want_state: true })
                     .then(|| kept.clone());
+                if !events.is_empty() {
+                    out.events = Some((self.key.clone(), *events));
+                }
                 self.finish(out, Ok(o), s);
             }
             Some(false) if !self.replied => self.finish(out, Err(NoReplicas { write: true }), None),
@@ -1243,8 +1261,9 @@ impl KeyRequest {
                             State::Dead(dv) => *dv = version,
                             State::Missing => {}
                         }
-                        let Phase::Accept { outcome, .. } =
-                            std::mem::replace(&mut self.phase, Phase::Idle)
+                        let Phase::Accept {
+                            outcome, events, ..
+                        } = std::mem::replace(&mut self.phase, Phase::Idle)
                         else {
                             unreachable!("in the accept phase")
                         };
@@ -1252,7 +1271,7 @@ impl KeyRequest {
                             store.offer(&self.key, &st, &env.ctx()),
                             Offered::Stored | Offered::Duplicate
                         );
-                        self.start_accept(env, outcome, st, true, stored, out);
+                        self.start_accept(env, outcome, st, true, stored, events, out);
                         if let Phase::Accept { restamps: r, .. } = &mut self.phase {
                             *r = restamps;
                         }

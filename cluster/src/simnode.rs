@@ -220,6 +220,9 @@ pub struct SimNode {
     redialing: Vec<bool>,
     /// Finished client commands: client id -> result.
     pub results: BTreeMap<u64, ClientResult>,
+    /// Keyspace events of the writes this node coordinated, in order (what production
+    /// publishes).
+    pub keyspace_events: Vec<(Bytes, crate::notify::Events)>,
     /// The machines' counters, summed.
     pub counts: Counts,
     now: u64,
@@ -363,6 +366,7 @@ impl SimNode {
             redial_ms: 0,
             redialing: vec![false; members],
             results: BTreeMap::new(),
+            keyspace_events: Vec::new(),
             counts: Counts::default(),
             now: 0,
             incarnation,
@@ -737,6 +741,9 @@ impl SimNode {
                 }
             }
             _ => {}
+        }
+        if let Some(ev) = o.events {
+            self.keyspace_events.push(ev);
         }
         if let (Some(f), Owner::Req(id)) = (o.reply, owner) {
             if let Some((w, _)) = self.reqs.get(&id) {
@@ -1660,6 +1667,49 @@ mod tests {
         assert_eq!(
             r,
             Ok(Outcome::Fields(vec![Some(0b1001_0010), Some(0b0010_0100)]))
+        );
+        quiet(&s);
+    }
+
+    /// Keyspace events come from the machine that coordinated each write, once per
+    /// acknowledged write whichever node the client used, and only for writes that changed the
+    /// key: `new` and `set` for a creation, `set` for an overwrite, nothing for a refused
+    /// SET NX, `del` for a DEL that found the key and nothing for one that did not.
+    #[test]
+    fn keyspace_events_come_once_from_the_coordinator() {
+        let seed = 68;
+        let mut s = sim(3, 3, seed);
+        s.set_delay(1, 3);
+        let nx = Op::Set {
+            value: b"z",
+            cond: crate::op::SetCond::IfMissing,
+            expiry: Default::default(),
+            get: false,
+        };
+        let steps: [(NodeId, Op<'_>); 6] = [
+            (0, Op::set(b"a")),
+            (1, Op::set(b"b")),
+            (2, nx),
+            (0, Op::IncrBy(1)),
+            (1, Op::Del),
+            (2, Op::Del),
+        ];
+        for (c, (node, op)) in steps.into_iter().enumerate() {
+            assert!(run(&mut s, node, 100 + c as u64, b"ev", op, (QUORUM, QUORUM)).is_ok());
+        }
+        let names: Vec<Vec<&str>> = s
+            .nodes
+            .iter()
+            .flat_map(|n| n.keyspace_events.iter())
+            .map(|(k, e)| {
+                assert_eq!(&k[..], b"ev");
+                e.iter().map(|(_, n)| n).collect()
+            })
+            .collect();
+        assert_eq!(
+            names.concat(),
+            ["new", "set", "set", "del"],
+            "seed {seed}: INCR of a non-number raised nothing either"
         );
         quiet(&s);
     }

@@ -17,6 +17,7 @@ use crate::entry::{table_bytes, EncodingHint, Entry};
 use crate::evict::{offer, Candidate, Policy, POOL_SIZE};
 use crate::glob;
 use crate::msg::State;
+use crate::notify::Change;
 use crate::op::{apply, Ctx, Effect, Op, Outcome};
 use crate::slot::{key_slot, Slot, SLOTS};
 use crate::version::{Hlc, Version};
@@ -111,6 +112,10 @@ pub struct StoreStats {
 #[derive(Debug)]
 pub struct Store {
     slots: Box<[SlotCell]>,
+    /// Whether keys expired or evicted are recorded in `journal` (keyspace notifications).
+    journal_on: AtomicBool,
+    /// Keys expired or evicted since the driver last took them ([`Store::take_journal`]).
+    journal: Mutex<Vec<(Lost, Bytes)>>,
     /// Bit per slot: the slot holds at least one key.
     occupied: Box<[AtomicU64]>,
     /// Bit per slot: the slot holds at least one key with an expiry.
@@ -151,6 +156,15 @@ fn entry_hash(key: &[u8], v: &Version) -> u64 {
     xxh3_64_with_seed(key, v.hlc ^ (u64::from(v.origin) << 32))
 }
 
+/// Why a key left the store without a command (see [`Store::take_journal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lost {
+    /// Its expiry passed.
+    Expired,
+    /// It was evicted for `maxmemory`.
+    Evicted,
+}
+
 /// Result of [`Store::expire_cycle`].
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct ExpireCycle {
@@ -184,6 +198,8 @@ impl Store {
             volatile_slots: bitmap(),
             bytes: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
+            journal_on: AtomicBool::new(false),
+            journal: Mutex::new(Vec::new()),
             pool: Mutex::new(Vec::with_capacity(POOL_SIZE)),
             hasher: ahash::RandomState::with_seeds(seed, !seed, seed.rotate_left(17), 0x9e37_79b9),
             clock: Hlc::new(),
@@ -278,10 +294,36 @@ impl Store {
     fn remove_expired(&self, s: &mut SlotData, key: &[u8], hash: u64, now: u64) {
         if let Some(e) = self.remove(s, key, hash) {
             self.expired.fetch_add(1, Ordering::Relaxed);
+            self.note(Lost::Expired, key);
             if self.tombstones.load(Ordering::Relaxed) {
                 self.tomb(s, key, e.version(), now);
             }
         }
+    }
+
+    /// Records a key lost to expiry or eviction, while the journal is on.
+    fn note(&self, why: Lost, key: &[u8]) {
+        if self.journal_on.load(Ordering::Relaxed) {
+            self.journal.lock().push((why, Bytes::copy_from_slice(key)));
+        }
+    }
+
+    /// Starts (or stops, dropping what it holds) recording the keys this store expires or
+    /// evicts, for keyspace notifications of those classes.
+    pub fn set_journal(&self, on: bool) {
+        self.journal_on.store(on, Ordering::Relaxed);
+        if !on {
+            self.journal.lock().clear();
+        }
+    }
+
+    /// The keys expired or evicted since the last call, in order (empty while the journal is
+    /// off).
+    pub fn take_journal(&self) -> Vec<(Lost, Bytes)> {
+        if !self.journal_on.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.journal.lock())
     }
 
     fn forget(&self, s: &mut SlotData, e: &Entry) {
@@ -475,9 +517,27 @@ impl Store {
         self.apply_inner(key, op, ctx, false).0
     }
 
+    /// Applies one operation and also says what it did to the key (`None`: nothing), for
+    /// keyspace notifications.
+    pub fn apply_noting(&self, key: &[u8], op: &Op<'_>, ctx: &Ctx) -> (Outcome, Option<Change>) {
+        let (o, _, change) = self.apply_inner(key, op, ctx, false);
+        (o, change)
+    }
+
     /// Applies one operation as the key's coordinator: also returns the key's new state when the
     /// operation changed it (the value to replicate), or `None` if nothing changed.
     pub fn apply_versioned(&self, key: &[u8], op: &Op<'_>, ctx: &Ctx) -> (Outcome, Option<State>) {
+        let (o, st, _) = self.apply_inner(key, op, ctx, true);
+        (o, st)
+    }
+
+    /// [`Store::apply_versioned`], and what the operation did to the key.
+    pub fn apply_versioned_noting(
+        &self,
+        key: &[u8],
+        op: &Op<'_>,
+        ctx: &Ctx,
+    ) -> (Outcome, Option<State>, Option<Change>) {
         self.apply_inner(key, op, ctx, true)
     }
 
@@ -487,7 +547,7 @@ impl Store {
         op: &Op<'_>,
         ctx: &Ctx,
         capture: bool,
-    ) -> (Outcome, Option<State>) {
+    ) -> (Outcome, Option<State>, Option<Change>) {
         let hash = self.hash(key);
         let mut guard = self.lock(key_slot(key));
         let s = &mut *guard;
@@ -518,6 +578,12 @@ impl Store {
         if expired {
             self.remove_expired(s, key, hash, ctx.now);
         }
+        let change = match &effect {
+            Effect::None => None,
+            Effect::Modified => Some(Change::Modified),
+            Effect::Created(_) => Some(Change::Created),
+            Effect::Deleted => Some(Change::Deleted),
+        };
         match effect {
             Effect::None | Effect::Modified => {}
             Effect::Created(e) => {
@@ -543,7 +609,7 @@ impl Store {
                 }
             }
         }
-        (out, changed)
+        (out, changed, change)
     }
 
     /// What `WATCH` remembers of `key` on this node: the version of its entry and whether that
@@ -854,14 +920,15 @@ impl Store {
 
     /// `BITOP`: `f` of the sources' values (`None` for a missing key) is stored at `dst` as a raw
     /// string without expiry, or `dst` is deleted when the result is empty, atomically with
-    /// respect to other commands on this node. Returns the result's length.
+    /// respect to other commands on this node. Returns the result's length, and whether `dst`
+    /// existed before.
     pub fn bitop(
         &self,
         dst: &[u8],
         srcs: &[&[u8]],
         f: impl FnOnce(&[Option<&[u8]>]) -> Vec<u8>,
         ctx: &Ctx,
-    ) -> usize {
+    ) -> (usize, bool) {
         let mut keys = srcs.to_vec();
         keys.push(dst);
         let mut guards = self.lock_many(&keys);
@@ -879,12 +946,13 @@ impl Store {
         let result = f(&views);
         let d = Self::guard_for(&mut guards, dst);
         let hash = self.hash(dst);
+        let existed = self.reap(d, dst, hash, ctx.now);
         self.remove(d, dst, hash);
         if !result.is_empty() {
             let e = Entry::new(dst, &result, 0, ctx.initial_access(), EncodingHint::Raw);
             self.insert(d, dst, hash, e, ctx.now);
         }
-        result.len()
+        (result.len(), existed)
     }
 
     /// `RENAME` (`nx == false`) or `RENAMENX`. `Err(())` if `src` does not exist; `Ok(false)` if
@@ -1174,6 +1242,7 @@ impl Store {
                 let key: Box<[u8]> = e.key().into();
                 let e = self.remove(&mut s, &key, self.hash(&key))?;
                 self.evicted.fetch_add(1, Ordering::Relaxed);
+                self.note(Lost::Evicted, &key);
                 return Some(e.footprint());
             }
             return None;
@@ -1192,6 +1261,7 @@ impl Store {
                 if live {
                     let e = self.remove(&mut s, &c.key, c.hash)?;
                     self.evicted.fetch_add(1, Ordering::Relaxed);
+                    self.note(Lost::Evicted, &c.key);
                     return Some(e.footprint());
                 }
             }

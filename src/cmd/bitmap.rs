@@ -271,10 +271,15 @@ pub(super) fn bitop(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     }
     let Some(cl) = s.shared.cluster.clone() else {
         let srcs: Vec<&[u8]> = a[3..].iter().map(|k| &k[..]).collect();
-        let n = s
+        let (n, existed) = s
             .shared
             .store
             .bitop(&a[2], &srcs, |v| bits::bitop(op, v), &s.ctx());
+        match (n, existed) {
+            (0, true) => crate::notify::generic(&s.shared, "del", &a[2]),
+            (0, false) => {}
+            _ => crate::notify::generic(&s.shared, "set", &a[2]),
+        }
         return Some(Frame::Integer(n as i64));
     };
     let (shared, lv, ctx) = (s.shared.clone(), s.levels(), s.ctx());

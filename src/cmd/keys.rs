@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use hypercache_cluster::op::{ExpireCond, ExpiryChange, SetCond};
-use hypercache_cluster::{Op, Outcome};
+use hypercache_cluster::{notify, Op, Outcome};
 use hypercache_resp::{errors, Frame};
 
 use super::{err, err_owned, help, int_arg, keyed, keyed_many, reply};
@@ -24,11 +24,21 @@ fn count(s: &mut Session, keys: &[Bytes], op: Op<'_>) -> Option<Frame> {
         });
     }
     let ctx = s.ctx();
+    let noting = crate::notify::flags(&s.shared) != 0;
     let n = keys
         .iter()
-        .map(|k| match s.shared.store.apply(k, &op, &ctx) {
-            Outcome::Int(i) => i,
-            _ => 0,
+        .map(|k| {
+            let o = if noting {
+                let (o, change) = s.shared.store.apply_noting(k, &op, &ctx);
+                crate::notify::after_write(&s.shared, k, notify::events(&op, change));
+                o
+            } else {
+                s.shared.store.apply(k, &op, &ctx)
+            };
+            match o {
+                Outcome::Int(i) => i,
+                _ => 0,
+            }
         })
         .sum();
     Some(Frame::Integer(n))
@@ -284,7 +294,10 @@ pub(super) fn rename(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return move_key(s, a, Move::Rename);
     }
     match s.shared.store.rename(&a[1], &a[2], false, &s.ctx()) {
-        Ok(_) => Some(Frame::ok()),
+        Ok(_) => {
+            renamed(s, a);
+            Some(Frame::ok())
+        }
         Err(()) => err(errors::NO_SUCH_KEY),
     }
 }
@@ -296,8 +309,22 @@ pub(super) fn renamenx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return move_key(s, a, Move::RenameNx);
     }
     match s.shared.store.rename(&a[1], &a[2], true, &s.ctx()) {
-        Ok(done) => Some(Frame::Integer(i64::from(done))),
+        Ok(done) => {
+            if done {
+                renamed(s, a);
+            }
+            Some(Frame::Integer(i64::from(done)))
+        }
         Err(()) => err(errors::NO_SUCH_KEY),
+    }
+}
+
+/// RENAME's events on a single node: `rename_from` of the source, `rename_to` of the
+/// destination (none when they are the same key, as in Redis).
+fn renamed(s: &Session, a: &[Bytes]) {
+    if a[1] != a[2] {
+        crate::notify::generic(&s.shared, "rename_from", &a[1]);
+        crate::notify::generic(&s.shared, "rename_to", &a[2]);
     }
 }
 
@@ -329,6 +356,9 @@ pub(super) fn copy(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return move_key(s, a, Move::Copy { replace });
     }
     let done = s.shared.store.copy(&a[1], &a[2], replace, &s.ctx());
+    if done {
+        crate::notify::generic(&s.shared, "copy_to", &a[2]);
+    }
     Some(Frame::Integer(i64::from(done)))
 }
 

@@ -15,6 +15,7 @@ use hypercache_resp::{errors, num, Frame};
 use crate::cluster::{exec, Cluster};
 use crate::session::Session;
 use crate::state::{Shared, Stats};
+use hypercache_cluster::notify;
 use hypercache_cluster::slot::key_slot;
 use hypercache_cluster::Op;
 use std::sync::Arc;
@@ -230,7 +231,14 @@ pub(crate) fn keyed(
 ) -> Option<Frame> {
     let ctx = s.ctx();
     let Some(cl) = s.shared.cluster.clone() else {
-        return Some(finish(s.shared.store.apply(key, &op, &ctx)));
+        if crate::notify::flags(&s.shared) == 0 {
+            return Some(finish(s.shared.store.apply(key, &op, &ctx)));
+        }
+        let (o, change) = s.shared.store.apply_noting(key, &op, &ctx);
+        let events = notify::events(&op, change);
+        s.events_after_reply = events.after_reply;
+        crate::notify::after_write(&s.shared, key, events);
+        return Some(finish(o));
     };
     match exec::start(&s.shared, &cl, key, &op, s.levels(), &ctx) {
         exec::Part::Ready(r) => {

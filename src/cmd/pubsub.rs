@@ -169,19 +169,8 @@ pub(super) fn publish(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if let Some(cl) = &s.shared.cluster {
         crate::cluster::exec::publish_to_peers(&s.shared, cl, &a[1], &a[2]);
     }
-    // A subscriber that publishes gets its own messages before the reply, as from Redis
-    // (which writes them to its output at once).
-    let proto = s.proto;
-    let mut bytes = 0;
-    let mut own = bytes::BytesMut::new();
-    if let Some(x) = s.subs.as_mut() {
-        while let Ok(m) = x.rx.try_recv() {
-            bytes += m.size();
-            crate::conn::encode_message(proto, m, &mut own);
-        }
-        x.mailbox.written(bytes);
-    }
-    s.out.extend_from_slice(&own);
+    // A subscriber that publishes gets its own messages before the reply.
+    s.deliver_own_messages();
     Some(Frame::Integer(n as i64))
 }
 

@@ -298,6 +298,7 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             }
             *s.shared.config.write() = next;
             s.shared.config_gen.fetch_add(1, Ordering::Release);
+            crate::notify::refresh(&s.shared);
             s.refresh_config();
             Some(Frame::ok())
         }

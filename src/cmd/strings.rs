@@ -283,6 +283,9 @@ pub(super) fn mset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return keyed_many(s, &cl, &items, |_| Frame::ok());
     }
     s.shared.store.mset(&pairs(a), false, &s.ctx());
+    for p in a[1..].chunks_exact(2) {
+        crate::notify::generic(&s.shared, "set", &p[0]);
+    }
     Some(Frame::ok())
 }
 
@@ -320,6 +323,11 @@ pub(super) fn msetnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return None;
     }
     let done = s.shared.store.mset(&pairs(a), true, &s.ctx());
+    if done {
+        for p in a[1..].chunks_exact(2) {
+            crate::notify::generic(&s.shared, "set", &p[0]);
+        }
+    }
     Some(Frame::Integer(i64::from(done)))
 }
 

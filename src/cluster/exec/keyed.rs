@@ -79,6 +79,9 @@ impl<M: Machine + Send + 'static> Driver<M> {
             if let Some(w) = o.wake_at.take() {
                 self.wake_at = Some(w);
             }
+            if let Some((key, events)) = o.events.take() {
+                crate::notify::after_write(shared, &key, events);
+            }
             if let Some(f) = o.reply.take() {
                 reply = Some(f);
             }

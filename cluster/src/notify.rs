@@ -1,0 +1,313 @@
+//! Keyspace notifications (`notify-keyspace-events`): which events a write raises, as a pure
+//! function of the operation and what it did to the key, and Redis's class flags.
+//!
+//! The machine that applies a write (the local store on a single node, the coordinator's
+//! [`crate::node::KeyRequest`] in a cluster) reports the [`Events`] of an acknowledged write;
+//! the driver publishes them on the `__keyspace@0__:<key>` and `__keyevent@0__:<event>`
+//! channels, as Redis's `notifyKeyspaceEvent` does.
+
+use crate::op::{ExpiryChange, Op};
+
+/// `K`: `__keyspace@<db>__:<key>` channels.
+pub const KEYSPACE: u32 = 1 << 0;
+/// `E`: `__keyevent@<db>__:<event>` channels.
+pub const KEYEVENT: u32 = 1 << 1;
+/// `g`: generic commands (DEL, EXPIRE, RENAME, ...).
+pub const GENERIC: u32 = 1 << 2;
+/// `$`: string commands.
+pub const STRING: u32 = 1 << 3;
+/// `l`: list commands (none here).
+pub const LIST: u32 = 1 << 4;
+/// `s`: set commands (none here).
+pub const SET: u32 = 1 << 5;
+/// `h`: hash commands (none here).
+pub const HASH: u32 = 1 << 6;
+/// `z`: sorted-set commands (none here).
+pub const ZSET: u32 = 1 << 7;
+/// `x`: a key expired.
+pub const EXPIRED: u32 = 1 << 8;
+/// `e`: a key was evicted for `maxmemory`.
+pub const EVICTED: u32 = 1 << 9;
+/// `t`: stream commands (none here).
+pub const STREAM: u32 = 1 << 10;
+/// `m`: a read missed (not raised by HyperCache; accepted and shown).
+pub const KEY_MISS: u32 = 1 << 11;
+/// `d`: module events (none here).
+pub const MODULE: u32 = 1 << 13;
+/// `n`: a key was created.
+pub const NEW: u32 = 1 << 14;
+/// `A`: every class but `m` and `n`, as in Redis.
+pub const ALL: u32 =
+    GENERIC | STRING | LIST | SET | HASH | ZSET | EXPIRED | EVICTED | STREAM | MODULE;
+
+/// Redis's `keyspaceEventsStringToFlags`: `None` for a character that names no class.
+pub fn parse_flags(classes: &[u8]) -> Option<u32> {
+    classes.iter().try_fold(0u32, |flags, c| {
+        Some(
+            flags
+                | match c {
+                    b'A' => ALL,
+                    b'g' => GENERIC,
+                    b'$' => STRING,
+                    b'l' => LIST,
+                    b's' => SET,
+                    b'h' => HASH,
+                    b'z' => ZSET,
+                    b'x' => EXPIRED,
+                    b'e' => EVICTED,
+                    b'K' => KEYSPACE,
+                    b'E' => KEYEVENT,
+                    b't' => STREAM,
+                    b'm' => KEY_MISS,
+                    b'd' => MODULE,
+                    b'n' => NEW,
+                    _ => return None,
+                },
+        )
+    })
+}
+
+/// Redis's `keyspaceEventsFlagsToString` (what `CONFIG GET` shows).
+pub fn render_flags(flags: u32) -> String {
+    let mut s = String::new();
+    if flags & ALL == ALL {
+        s.push('A');
+    } else {
+        for (bit, c) in [
+            (GENERIC, 'g'),
+            (STRING, '$'),
+            (LIST, 'l'),
+            (SET, 's'),
+            (HASH, 'h'),
+            (ZSET, 'z'),
+            (EXPIRED, 'x'),
+            (EVICTED, 'e'),
+            (STREAM, 't'),
+            (MODULE, 'd'),
+            (NEW, 'n'),
+        ] {
+            if flags & bit != 0 {
+                s.push(c);
+            }
+        }
+    }
+    for (bit, c) in [(KEYSPACE, 'K'), (KEYEVENT, 'E'), (KEY_MISS, 'm')] {
+        if flags & bit != 0 {
+            s.push(c);
+        }
+    }
+    s
+}
+
+/// What a write did to its key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The key did not exist (or had expired) and now does.
+    Created,
+    /// The key's value or expiry changed.
+    Modified,
+    /// The key was removed.
+    Deleted,
+}
+
+/// The events of one write, in the order Redis raises them: at most three (`new`, then the
+/// command's event, then `expire` for a SET with an expiry).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Events {
+    /// Positions in [`EVENTS`] plus one (0: none): four bytes rather than three fat pointers,
+    /// since every write's machine output carries them.
+    list: [u8; 3],
+    /// Whether Redis writes the command's reply before these events (a subscriber on the same
+    /// connection sees them after the reply): commands that reply with the old value (`SET ...
+    /// GET`, `GETSET`, `GETDEL`, `GETEX`), `BITFIELD`, and an `EXPIRE` that sets a deadline.
+    pub after_reply: bool,
+}
+
+/// Every event a write raises, with its class.
+const EVENTS: [(u32, &str); 15] = [
+    (NEW, "new"),
+    (STRING, "set"),
+    (GENERIC, "expire"),
+    (GENERIC, "del"),
+    (GENERIC, "persist"),
+    (STRING, "incrby"),
+    (STRING, "incrbyfloat"),
+    (STRING, "append"),
+    (STRING, "setrange"),
+    (STRING, "setbit"),
+    (GENERIC, "rename_from"),
+    (GENERIC, "rename_to"),
+    (GENERIC, "copy_to"),
+    (EXPIRED, "expired"),
+    (EVICTED, "evicted"),
+];
+
+impl Events {
+    fn of(list: &[(u32, &'static str)]) -> Events {
+        let mut e = Events::default();
+        for (slot, ev) in e.list.iter_mut().zip(list) {
+            let i = EVENTS.iter().position(|x| x == ev).expect("a known event");
+            *slot = i as u8 + 1;
+        }
+        e
+    }
+
+    /// Whether there is no event.
+    pub fn is_empty(&self) -> bool {
+        self.list[0] == 0
+    }
+
+    /// The events as (class, name), in order.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, &'static str)> + '_ {
+        self.list
+            .iter()
+            .filter(|&&i| i > 0)
+            .map(|&i| EVENTS[usize::from(i) - 1])
+    }
+
+    /// Only the events whose class is in `flags`.
+    pub fn enabled(&self, flags: u32) -> impl Iterator<Item = (u32, &'static str)> + '_ {
+        self.iter().filter(move |(class, _)| flags & class != 0)
+    }
+}
+
+/// The events Redis raises for `op` when it did `change` to the key (`None`: nothing changed).
+pub fn events(op: &Op<'_>, change: Option<Change>) -> Events {
+    let mut e = events_of(op, change);
+    e.after_reply = match *op {
+        Op::Set { get, .. } => get,
+        Op::GetDel | Op::GetEx(_) | Op::BitField(_) => true,
+        Op::Expire { .. } => change == Some(Change::Modified),
+        _ => false,
+    };
+    e
+}
+
+fn events_of(op: &Op<'_>, change: Option<Change>) -> Events {
+    let new = (NEW, "new");
+    let one = |class, name| match change {
+        Some(Change::Created) => Events::of(&[new, (class, name)]),
+        Some(_) => Events::of(&[(class, name)]),
+        None => Events::default(),
+    };
+    match *op {
+        Op::Set { expiry, .. } => {
+            let expires = matches!(expiry, ExpiryChange::At(_));
+            match change {
+                Some(Change::Created) if expires => {
+                    Events::of(&[new, (STRING, "set"), (GENERIC, "expire")])
+                }
+                Some(Change::Created) => Events::of(&[new, (STRING, "set")]),
+                // A deadline already past: Redis 7.0 writes the key with it (set, expire) and it
+                // is gone at once.
+                Some(_) if expires => Events::of(&[(STRING, "set"), (GENERIC, "expire")]),
+                Some(_) => Events::of(&[(STRING, "set")]),
+                None => Events::default(),
+            }
+        }
+        Op::GetDel | Op::Del => one(GENERIC, "del"),
+        Op::GetEx(_) | Op::Expire { .. } => match change {
+            Some(Change::Deleted) => Events::of(&[(GENERIC, "del")]),
+            Some(_) if matches!(op, Op::GetEx(ExpiryChange::Clear)) => {
+                Events::of(&[(GENERIC, "persist")])
+            }
+            Some(_) => Events::of(&[(GENERIC, "expire")]),
+            None => Events::default(),
+        },
+        Op::Persist => one(GENERIC, "persist"),
+        Op::IncrBy(_) => one(STRING, "incrby"),
+        Op::IncrByFloat(_) => one(STRING, "incrbyfloat"),
+        Op::Append(_) => one(STRING, "append"),
+        Op::SetRange(..) => one(STRING, "setrange"),
+        Op::SetBit { .. } | Op::BitField(_) => one(STRING, "setbit"),
+        Op::StoreBitOp(_) => match change {
+            Some(Change::Deleted) => Events::of(&[(GENERIC, "del")]),
+            _ => one(STRING, "set"),
+        },
+        Op::Get
+        | Op::Strlen
+        | Op::GetRange(..)
+        | Op::Exists
+        | Op::Touch
+        | Op::Type
+        | Op::Ttl { .. }
+        | Op::ExpireTime { .. }
+        | Op::ObjectEncoding
+        | Op::ObjectIdleTime
+        | Op::ObjectFreq
+        | Op::ObjectRefcount
+        | Op::GetBit(_)
+        | Op::BitCount(_)
+        | Op::BitPos { .. } => Events::default(),
+    }
+}
+
+/// The (channel, message) pairs Redis publishes for one event of `key` in database 0, as
+/// `flags` selects them (none if the event's class is off).
+pub fn messages(flags: u32, class: u32, name: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut out = Vec::new();
+    if flags & class == 0 {
+        return out;
+    }
+    if flags & KEYSPACE != 0 {
+        let mut ch = b"__keyspace@0__:".to_vec();
+        ch.extend_from_slice(key);
+        out.push((ch, name.as_bytes().to_vec()));
+    }
+    if flags & KEYEVENT != 0 {
+        let mut ch = b"__keyevent@0__:".to_vec();
+        ch.extend_from_slice(name.as_bytes());
+        out.push((ch, key.to_vec()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_round_trip_as_redis_renders_them() {
+        for (given, shown) in [
+            ("", ""),
+            ("KEA", "AKE"),
+            ("Ex", "xE"),
+            ("g$lshzxetd", "A"),
+            ("Kg$", "g$K"),
+            ("An", "A"),
+            ("nm", "nm"),
+            ("KEg$lshzxetdmn", "AKEm"),
+        ] {
+            let f = parse_flags(given.as_bytes()).unwrap();
+            assert_eq!(render_flags(f), shown, "{given}");
+        }
+        assert_eq!(parse_flags(b"KEw"), None);
+    }
+
+    #[test]
+    fn events_follow_the_write() {
+        let names = |op: Op<'_>, c| events(&op, c).iter().map(|e| e.1).collect::<Vec<_>>();
+        assert_eq!(names(Op::set(b"v"), Some(Change::Created)), ["new", "set"]);
+        let setex = Op::Set {
+            value: b"v",
+            cond: crate::op::SetCond::Always,
+            expiry: ExpiryChange::At(5),
+            get: false,
+        };
+        assert_eq!(names(setex, Some(Change::Modified)), ["set", "expire"]);
+        assert_eq!(names(Op::set(b"v"), None), Vec::<&str>::new());
+        assert_eq!(names(Op::Del, Some(Change::Deleted)), ["del"]);
+        assert_eq!(names(Op::IncrBy(1), Some(Change::Modified)), ["incrby"]);
+        assert_eq!(
+            names(Op::GetEx(ExpiryChange::Clear), Some(Change::Modified)),
+            ["persist"]
+        );
+        let past = Op::Expire {
+            at: 1,
+            cond: Default::default(),
+        };
+        assert_eq!(names(past, Some(Change::Deleted)), ["del"]);
+        assert_eq!(names(past, Some(Change::Modified)), ["expire"]);
+        assert_eq!(names(Op::Get, None), Vec::<&str>::new());
+    }
+}

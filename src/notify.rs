@@ -1,0 +1,94 @@
+//! Keyspace notifications (`notify-keyspace-events`): the driver's half. The events of a write
+//! come from whoever applied it (the store's [`hypercache_cluster::Store::apply_noting`] on a
+//! single node, the coordinating machine's [`hypercache_cluster::node::Out::events`] in a
+//! cluster); expired and evicted keys come from the store's journal. This module publishes them
+//! on the `__keyspace@0__:<key>` and `__keyevent@0__:<event>` channels, to this node's
+//! subscribers and, in a cluster, to every other node's (like `PUBLISH`).
+//!
+//! In a cluster the node that coordinated a write publishes its events, so a write raises them
+//! once whichever node the client used; an expiry is published by the key's primary replica
+//! only (every replica expires its own copy); an eviction by the node whose copy was evicted.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use hypercache_cluster::notify::{self, Events, EVICTED, EXPIRED, GENERIC, STRING};
+use hypercache_cluster::slot::key_slot;
+use hypercache_cluster::store::Lost;
+
+use crate::state::{now_ms, Shared};
+
+/// Applies the configured classes (after a start or a `CONFIG SET`).
+pub fn refresh(shared: &Shared) {
+    let flags = shared.config.read().notify_keyspace_events;
+    shared.notify_flags.store(flags, Ordering::Relaxed);
+    shared
+        .store
+        .set_journal(flags & (EXPIRED | EVICTED) != 0 && wants_channels(flags));
+}
+
+/// The configured classes (0: notifications off, the default).
+pub fn flags(shared: &Shared) -> u32 {
+    shared.notify_flags.load(Ordering::Relaxed)
+}
+
+/// Whether `flags` names a channel kind (`K` or `E`): without one nothing is published.
+fn wants_channels(flags: u32) -> bool {
+    flags & (notify::KEYSPACE | notify::KEYEVENT) != 0
+}
+
+/// Publishes one event of `key` if its class is on.
+pub fn emit(shared: &Shared, class: u32, name: &str, key: &[u8]) {
+    let flags = flags(shared);
+    if flags & class == 0 || !wants_channels(flags) {
+        return;
+    }
+    let limits = shared.config.read().client_output_buffer_limit;
+    for (channel, message) in notify::messages(flags, class, name, key) {
+        let (channel, message) = (Bytes::from(channel), Bytes::from(message));
+        shared.pubsub.publish(&channel, &message, &limits, now_ms());
+        if let Some(cl) = &shared.cluster {
+            crate::cluster::exec::publish_to_peers(shared, cl, &channel, &message);
+        }
+    }
+}
+
+/// Publishes the keys lost to expiry or eviction since the last call, then `events` of `key`
+/// (a write's), in that order, as Redis raises them (a write to an expired key: `expired`, then
+/// `new` and the write's event).
+pub fn after_write(shared: &Shared, key: &[u8], events: Events) {
+    publish_lost(shared);
+    for (class, name) in events.iter() {
+        emit(shared, class, name, key);
+    }
+}
+
+/// Publishes the keys the store expired or evicted since the last call.
+pub fn publish_lost(shared: &Shared) {
+    for (why, key) in shared.store.take_journal() {
+        match why {
+            Lost::Expired if primary_here(shared, &key) => emit(shared, EXPIRED, "expired", &key),
+            Lost::Expired => {}
+            Lost::Evicted => emit(shared, EVICTED, "evicted", &key),
+        }
+    }
+}
+
+/// Whether this node is the first replica of `key`'s slot (always, on a single node).
+fn primary_here(shared: &Shared, key: &[u8]) -> bool {
+    match &shared.cluster {
+        None => true,
+        Some(cl) => {
+            let view = cl.view();
+            view.prefs(key_slot(key)).first() == Some(&view.me)
+        }
+    }
+}
+
+/// The events of the multi-key commands a single node runs as one store call (MSET, RENAME,
+/// COPY, BITOP): `set` of each key, `rename_from`/`rename_to`, `copy_to`.
+pub fn generic(shared: &Shared, name: &'static str, key: &[u8]) {
+    publish_lost(shared);
+    let class = if name == "set" { STRING } else { GENERIC };
+    emit(shared, class, name, key);
+}
