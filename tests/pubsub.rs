@@ -269,3 +269,157 @@ fn acl_channel_rules_apply_to_publish_and_subscribe() {
     let _ = app.0.read_to_end(&mut sink);
     assert!(sink.is_empty(), "{sink:?}");
 }
+
+/// Keyspace notifications of keys that expire (found by the active cycle, and by a read) are
+/// the bytes redis-server sends for the same exchange.
+#[test]
+fn expired_key_events_are_as_redis_sends_them() {
+    let ours = Server::start(&[]);
+    let redis = Server::redis();
+    let mut transcripts = Vec::new();
+    for s in [&redis, &ours] {
+        let mut t = Vec::new();
+        let mut client = Conn::to(s.addr);
+        client.call(&[b"CONFIG", b"SET", b"notify-keyspace-events", b"KEx"]);
+        let mut sub = Conn::to(s.addr);
+        t.extend(sub.call(&[b"PSUBSCRIBE", b"__key*@0__:*"]));
+        t.extend(client.call(&[b"SET", b"soon", b"v", b"PX", b"30"]));
+        // The active expiry cycle finds it (10 times a second on both servers).
+        t.extend(sub.read());
+        t.extend(sub.read());
+        t.extend(client.call(&[b"SET", b"read", b"v", b"PX", b"30"]));
+        // Past its deadline: expired by the cycle or by this GET, whichever comes first.
+        std::thread::sleep(Duration::from_millis(60));
+        t.extend(client.call(&[b"GET", b"read"]));
+        t.extend(sub.read());
+        t.extend(sub.read());
+        transcripts.push(String::from_utf8_lossy(&t).into_owned());
+    }
+    assert!(transcripts[1].contains("expired"), "{}", transcripts[1]);
+    assert_eq!(
+        transcripts[1], transcripts[0],
+        "HyperCache (left), redis-server (right)"
+    );
+}
+
+/// Under `maxmemory`, every key evicted raises `evicted` once (INFO's `evicted_keys` counts the
+/// same keys).
+#[test]
+fn evicted_keys_raise_one_event_each() {
+    let node = Server::start(&[]);
+    let mut client = Conn::to(node.addr);
+    client.call(&[b"CONFIG", b"SET", b"notify-keyspace-events", b"Ee"]);
+    let mut sub = Conn::to(node.addr);
+    sub.call(&[b"SUBSCRIBE", b"__keyevent@0__:evicted"]);
+    let used: u64 = info_field(&mut client, "used_memory").parse().unwrap();
+    client.call(&[
+        b"CONFIG",
+        b"SET",
+        b"maxmemory",
+        (used + 4_000_000).to_string().as_bytes(),
+        b"maxmemory-policy",
+        b"allkeys-lru",
+    ]);
+    let value = vec![b'x'; 1000];
+    for i in 0..20_000 {
+        client.send(&[b"SET", format!("k{i}").as_bytes(), &value]);
+    }
+    for _ in 0..20_000 {
+        assert_eq!(client.read(), b"+OK\r\n");
+    }
+    client.call(&[b"CONFIG", b"SET", b"maxmemory", b"0"]);
+    let evicted: usize = info_field(&mut client, "evicted_keys").parse().unwrap();
+    assert!(evicted > 10_000, "only {evicted} evicted");
+    let mut seen = std::collections::HashSet::new();
+    for _ in 0..evicted {
+        let m = sub.read();
+        let text = String::from_utf8_lossy(&m).into_owned();
+        let key = text.rsplit("\r\n").nth(1).unwrap().to_string();
+        assert!(key.starts_with('k'), "{text}");
+        assert!(seen.insert(key.clone()), "{key} evicted twice");
+        assert_eq!(
+            client.call(&[b"EXISTS", key.as_bytes()]),
+            b":0\r\n",
+            "{key} was reported evicted"
+        );
+    }
+    // Nothing more: the next message is the marker.
+    client.call(&[b"PUBLISH", b"__keyevent@0__:evicted", b"marker"]);
+    assert_eq!(sub.read(), message("__keyevent@0__:evicted", "marker"));
+}
+
+fn info_field(c: &mut Conn, field: &str) -> String {
+    let info = String::from_utf8_lossy(&c.call(&[b"INFO"])).into_owned();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in INFO"))
+        .trim()
+        .to_string()
+}
+
+/// Through a 3-node cluster (the setting on every node), a write through any node raises its
+/// events once, at every node's subscribers, whichever node coordinated it; an expiry raises
+/// `expired` once (from the key's primary replica), not once per replica.
+#[test]
+fn keyspace_events_reach_every_node_once_through_a_cluster() {
+    let c = TestCluster::start(3, &[]);
+    for i in 0..3 {
+        let mut p = Conn::to(c.addr(i));
+        assert_eq!(
+            p.call(&[b"CONFIG", b"SET", b"notify-keyspace-events", b"EA"]),
+            b"+OK\r\n"
+        );
+    }
+    let mut subs: Vec<Conn> = (0..3).map(|i| Conn::to(c.addr(i))).collect();
+    for s in &mut subs {
+        s.call(&[b"PSUBSCRIBE", b"__keyevent@0__:*"]);
+    }
+    let ops: [(usize, &[&[u8]]); 8] = [
+        (0, &[b"SET", b"k1", b"v"]),
+        (1, &[b"INCR", b"counter"]),
+        (2, &[b"INCR", b"counter"]),
+        (0, &[b"APPEND", b"k1", b"w"]),
+        (1, &[b"SETBIT", b"bits", b"7", b"1"]),
+        (2, &[b"DEL", b"k1", b"nothere"]),
+        (1, &[b"EXPIRE", b"counter", b"100"]),
+        (0, &[b"SET", b"gone", b"v", b"PX", b"200"]),
+    ];
+    for (node, args) in ops {
+        let mut w = Conn::to(c.addr(node));
+        let r = w.call(args);
+        assert!(!r.starts_with(b"-"), "{:?}", String::from_utf8_lossy(&r));
+    }
+    let mut want = vec![
+        "set k1",
+        "incrby counter",
+        "incrby counter",
+        "append k1",
+        "setbit bits",
+        "del k1",
+        "expire counter",
+        "set gone",
+        "expire gone",
+        "expired gone",
+    ];
+    want.sort_unstable();
+    for (node, s) in subs.iter_mut().enumerate() {
+        let mut got: Vec<String> = (0..want.len())
+            .map(|_| {
+                let m = String::from_utf8_lossy(&s.read()).into_owned();
+                let parts: Vec<&str> = m.split("\r\n").collect();
+                // *4 $8 pmessage $n pattern $n channel $n key
+                let event = parts[6].trim_start_matches("__keyevent@0__:");
+                format!("{event} {}", parts[8])
+            })
+            .collect();
+        got.sort_unstable();
+        assert_eq!(got, want, "node {node}");
+    }
+    // No duplicates: the next message each subscriber gets is the marker.
+    let mut p = Conn::to(c.addr(0));
+    p.call(&[b"PUBLISH", b"__keyevent@0__:marker", b"m"]);
+    for (node, s) in subs.iter_mut().enumerate() {
+        let m = String::from_utf8_lossy(&s.read()).into_owned();
+        assert!(m.contains("marker"), "node {node}: {m}");
+    }
+}

@@ -106,6 +106,9 @@ pub struct StoreStats {
     pub tombstones_purged: u64,
     /// Replicated states refused for a newer version held (`dist.version.conflicts`).
     pub conflicts: u64,
+    /// Keys changed by commands applied here (Redis's `dirty`, INFO's
+    /// `rdb_changes_since_last_save`: nothing is ever saved).
+    pub changes: u64,
 }
 
 /// The key-value store of one node.
@@ -132,6 +135,8 @@ pub struct Store {
     keys: AtomicU64,
     volatile: AtomicU64,
     expired: AtomicU64,
+    /// See [`StoreStats::changes`].
+    changes: AtomicU64,
     expire_cursor: AtomicUsize,
     /// Whether deletes leave tombstones (on in a cluster with more than one replica per slot).
     tombstones: AtomicBool,
@@ -207,6 +212,7 @@ impl Store {
             keys: AtomicU64::new(0),
             volatile: AtomicU64::new(0),
             expired: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
             expire_cursor: AtomicUsize::new(0),
             tombstones: AtomicBool::new(false),
             tomb_count: AtomicU64::new(0),
@@ -299,6 +305,12 @@ impl Store {
                 self.tomb(s, key, e.version(), now);
             }
         }
+    }
+
+    /// Counts `n` keys changed by commands (see [`StoreStats::changes`]): the store counts what
+    /// it applies itself; a cluster's driver counts the writes its coordinator acknowledged.
+    pub fn add_changes(&self, n: u64) {
+        self.changes.fetch_add(n, Ordering::Relaxed);
     }
 
     /// Records a key lost to expiry or eviction, while the journal is on.
@@ -584,6 +596,9 @@ impl Store {
             Effect::Created(_) => Some(Change::Created),
             Effect::Deleted => Some(Change::Deleted),
         };
+        if change.is_some() && !capture {
+            self.add_changes(1);
+        }
         match effect {
             Effect::None | Effect::Modified => {}
             Effect::Created(e) => {
@@ -903,6 +918,7 @@ impl Store {
                 }
             }
         }
+        self.add_changes(pairs.len() as u64);
         for (k, v) in pairs {
             let s = Self::guard_for(&mut guards, k);
             let hash = self.hash(k);
@@ -947,6 +963,9 @@ impl Store {
         let d = Self::guard_for(&mut guards, dst);
         let hash = self.hash(dst);
         let existed = self.reap(d, dst, hash, ctx.now);
+        if existed || !result.is_empty() {
+            self.add_changes(1);
+        }
         self.remove(d, dst, hash);
         if !result.is_empty() {
             let e = Entry::new(dst, &result, 0, ctx.initial_access(), EncodingHint::Raw);
@@ -978,6 +997,7 @@ impl Store {
         let d = Self::guard_for(&mut guards, dst);
         self.remove(d, dst, hd);
         self.insert(d, dst, hd, moved, ctx.now);
+        self.add_changes(1);
         Ok(true)
     }
 
@@ -998,6 +1018,7 @@ impl Store {
         }
         self.remove(d, dst, hd);
         self.insert(d, dst, hd, copy, ctx.now);
+        self.add_changes(1);
         true
     }
 
@@ -1366,6 +1387,7 @@ impl Store {
             expired: self.expired.load(Ordering::Relaxed),
             evicted: self.evicted.load(Ordering::Relaxed),
             bytes: self.bytes.load(Ordering::Relaxed),
+            changes: self.changes.load(Ordering::Relaxed),
         }
     }
 

@@ -459,7 +459,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
             }
             "persistence" => {
                 line("loading", &0);
-                line("rdb_changes_since_last_save", &0);
+                line("rdb_changes_since_last_save", &shared.store.stats().changes);
                 line("rdb_bgsave_in_progress", &0);
                 line("aof_enabled", &0);
             }

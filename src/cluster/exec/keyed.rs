@@ -80,6 +80,8 @@ impl<M: Machine + Send + 'static> Driver<M> {
                 self.wake_at = Some(w);
             }
             if let Some((key, events)) = o.events.take() {
+                // An acknowledged write that changed its key, coordinated here.
+                shared.store.add_changes(1);
                 crate::notify::after_write(shared, &key, events);
             }
             if let Some(f) = o.reply.take() {
