@@ -115,3 +115,80 @@ fn runner_detects_differences_against_real_redis() {
     let stale: Vec<_> = report.stale.iter().map(|e| e.key()).collect();
     assert_eq!(stale, ["t:ids:2"]);
 }
+
+/// Bitmaps and LCS on random values: where several answers are equally right (which common
+/// subsequence, which match ranges; which bits a range covers), the same one as Redis. 300
+/// random pairs of short strings over a small alphabet (many ties) and random ranges, with a
+/// fixed seed.
+#[test]
+fn random_lcs_and_bit_ranges_match_redis() {
+    use rand::{Rng, SeedableRng};
+    let (ours, redis) = (hypercache(), redis_server());
+    let (mut a, mut b) = (ours.conn(), redis.conn());
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(23);
+    let mut word = |rng: &mut rand::rngs::SmallRng| -> Vec<u8> {
+        let n = rng.random_range(0..24);
+        (0..n)
+            .map(|_| b"abc\xff\x00"[rng.random_range(0..5)])
+            .collect()
+    };
+    for round in 0..300 {
+        let (x, y) = (word(&mut rng), word(&mut rng));
+        let (s, e) = (rng.random_range(-30..30i64), rng.random_range(-30..30i64));
+        let bit = rng.random_range(0..2);
+        let cmds: Vec<redis::Cmd> = vec![
+            redis::cmd("MSET").arg("x").arg(&x).arg("y").arg(&y).clone(),
+            redis::cmd("LCS").arg("x").arg("y").clone(),
+            redis::cmd("LCS")
+                .arg("x")
+                .arg("y")
+                .arg("IDX")
+                .arg("WITHMATCHLEN")
+                .clone(),
+            redis::cmd("LCS")
+                .arg("y")
+                .arg("x")
+                .arg("IDX")
+                .arg("MINMATCHLEN")
+                .arg(2)
+                .clone(),
+            redis::cmd("BITCOUNT")
+                .arg("x")
+                .arg(s)
+                .arg(e)
+                .arg("BIT")
+                .clone(),
+            redis::cmd("BITPOS")
+                .arg("x")
+                .arg(bit)
+                .arg(s)
+                .arg(e)
+                .arg("BIT")
+                .clone(),
+            redis::cmd("BITPOS").arg("x").arg(bit).arg(s).clone(),
+            redis::cmd("BITOP")
+                .arg("XOR")
+                .arg("z")
+                .arg("x")
+                .arg("y")
+                .clone(),
+            redis::cmd("GET").arg("z").clone(),
+        ];
+        for c in cmds {
+            let ra: redis::Value = c
+                .query(&mut a)
+                .unwrap_or_else(|e| redis::Value::SimpleString(e.to_string()));
+            let rb: redis::Value = c
+                .query(&mut b)
+                .unwrap_or_else(|e| redis::Value::SimpleString(e.to_string()));
+            assert_eq!(
+                ra,
+                rb,
+                "round {round}: {:?} {:?} {:?}",
+                c.get_packed_command(),
+                x,
+                y
+            );
+        }
+    }
+}

@@ -12,6 +12,7 @@
 //! - [`op`]: the semantics of every key command as a pure function of the current entry.
 //! - [`store`]: per-slot maps with counts and digests, multi-key operations, SCAN, expiry cycle.
 //! - [`evict`]: `maxmemory` policies and the sampled eviction pool.
+//! - [`lcs`]: LCS, the longest common subsequence of two strings, as Redis computes it.
 //! - [`glob`]: Redis's glob matcher (KEYS, SCAN MATCH).
 //! - [`thin`]: a byte buffer behind an 8-byte pointer (entries' storage).
 //! - [`float`]: INCRBYFLOAT's long-double arithmetic.
@@ -41,6 +42,7 @@ pub mod entry;
 pub mod evict;
 pub mod float;
 pub mod glob;
+pub mod lcs;
 pub mod member;
 #[cfg(test)]
 mod member_sim;

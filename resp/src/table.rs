@@ -716,6 +716,7 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("strlen", 2, ["readonly", "fast"], 1, 1, 1, ["@read", "@string", "@fast"], "string", "2.2.0", "Returns the length of a string value."),
     cmd!("getrange", 4, ["readonly"], 1, 1, 1, ["@read", "@string", "@slow"], "string", "2.4.0", "Returns a substring of the string stored at a key."),
     cmd!("setrange", 4, ["write", "denyoom"], 1, 1, 1, ["@write", "@string", "@slow"], "string", "2.2.0", "Overwrites a part of a string value with another by an offset. Creates the key if it doesn't exist."),
+    cmd!("lcs", -3, ["readonly"], 1, 2, 1, ["@read", "@string", "@slow"], "string", "7.0.0", "Finds the longest common substring."),
     // bitmaps
     cmd!("setbit", 4, ["write", "denyoom"], 1, 1, 1, ["@write", "@bitmap", "@slow"], "bitmap", "2.2.0", "Sets or clears the bit at offset of the string value. Creates the key if it doesn't exist."),
     cmd!("getbit", 3, ["readonly", "fast"], 1, 1, 1, ["@read", "@bitmap", "@fast"], "bitmap", "2.2.0", "Returns a bit value by offset."),

@@ -57,6 +57,7 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("getrange", strings::getrange),
         ("substr", strings::getrange),
         ("setrange", strings::setrange),
+        ("lcs", strings::lcs),
         ("setbit", bitmap::setbit),
         ("getbit", bitmap::getbit),
         ("bitcount", bitmap::bitcount),

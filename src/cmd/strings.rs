@@ -404,3 +404,114 @@ pub(super) fn setrange(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     };
     keyed(s, &a[1], Op::SetRange(offset, &a[3]), reply)
 }
+
+/// LCS's options.
+struct LcsOpts {
+    len: bool,
+    idx: bool,
+    with_match_len: bool,
+    min_len: u64,
+}
+
+/// # Format
+/// `LCS key1 key2 [LEN] [IDX] [MINMATCHLEN len] [WITHMATCHLEN]`
+///
+/// Reads both keys (missing ones are empty strings) and computes as Redis does. In a cluster the
+/// two keys are read at the session's read level, one after the other.
+pub(super) fn lcs(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let mut o = LcsOpts {
+        len: false,
+        idx: false,
+        with_match_len: false,
+        min_len: 0,
+    };
+    let mut j = 3;
+    while j < a.len() {
+        let opt = &a[j][..];
+        if opt.eq_ignore_ascii_case(b"idx") {
+            o.idx = true;
+        } else if opt.eq_ignore_ascii_case(b"len") {
+            o.len = true;
+        } else if opt.eq_ignore_ascii_case(b"withmatchlen") {
+            o.with_match_len = true;
+        } else if opt.eq_ignore_ascii_case(b"minmatchlen") && j + 1 < a.len() {
+            match int_arg(&a[j + 1]) {
+                Ok(n) => o.min_len = n.max(0) as u64,
+                Err(e) => return e,
+            }
+            j += 1;
+        } else {
+            return err(errors::SYNTAX);
+        }
+        j += 1;
+    }
+    if o.len && o.idx {
+        return err("ERR If you want both the length and indexes, please just use IDX.");
+    }
+    let max = s.ctx().max_len;
+    let Some(cl) = s.shared.cluster.clone() else {
+        let value = |s: &Session, k: &Bytes| match read(s, k) {
+            Outcome::Value(v) => v,
+            _ => Bytes::new(),
+        };
+        let (x, y) = (value(s, &a[1]), value(s, &a[2]));
+        return Some(lcs_reply(&x, &y, &o, max));
+    };
+    let (shared, lv, ctx) = (s.shared.clone(), s.levels(), s.ctx());
+    let (k1, k2) = (a[1].clone(), a[2].clone());
+    s.defer(
+        async move {
+            let mut values = Vec::with_capacity(2);
+            for k in [&k1, &k2] {
+                match exec::run(&shared, &cl, k, Op::Get, lv, ctx).await {
+                    Ok(Outcome::Value(v)) => values.push(v),
+                    Ok(_) => values.push(Bytes::new()),
+                    Err(e) => return Frame::error(e.text()),
+                }
+            }
+            lcs_reply(&values[0], &values[1], &o, max)
+        },
+        None,
+    );
+    None
+}
+
+fn lcs_reply(x: &[u8], y: &[u8], o: &LcsOpts, max: u64) -> Frame {
+    use hypercache_cluster::lcs;
+    if x.len() as u64 >= u64::from(u32::MAX) - 1 || y.len() as u64 >= u64::from(u32::MAX) - 1 {
+        return Frame::error("ERR String too long for LCS");
+    }
+    if lcs::table_bytes(x.len(), y.len()) > max {
+        return Frame::error(
+            "ERR Insufficient memory, transient memory for LCS exceeds proto-max-bulk-len",
+        );
+    }
+    let r = lcs::lcs(x, y, o.min_len);
+    if o.idx {
+        let pair = |p: (u32, u32)| {
+            Frame::Array(vec![
+                Frame::Integer(i64::from(p.0)),
+                Frame::Integer(i64::from(p.1)),
+            ])
+        };
+        let matches = r
+            .matches
+            .iter()
+            .map(|m| {
+                let mut v = vec![pair(m.a), pair(m.b)];
+                if o.with_match_len {
+                    v.push(Frame::Integer(i64::from(m.len())));
+                }
+                Frame::Array(v)
+            })
+            .collect();
+        Frame::Map(vec![
+            (Frame::bulk(b"matches"), Frame::Array(matches)),
+            (Frame::bulk(b"len"), Frame::Integer(i64::from(r.len))),
+        ])
+    } else if o.len {
+        Frame::Integer(i64::from(r.len))
+    } else {
+        Frame::Bulk(Bytes::from(r.seq))
+    }
+}
