@@ -126,7 +126,7 @@ fn random_lcs_and_bit_ranges_match_redis() {
     let (ours, redis) = (hypercache(), redis_server());
     let (mut a, mut b) = (ours.conn(), redis.conn());
     let mut rng = rand::rngs::SmallRng::seed_from_u64(23);
-    let mut word = |rng: &mut rand::rngs::SmallRng| -> Vec<u8> {
+    let word = |rng: &mut rand::rngs::SmallRng| -> Vec<u8> {
         let n = rng.random_range(0..24);
         (0..n)
             .map(|_| b"abc\xff\x00"[rng.random_range(0..5)])
