@@ -17,7 +17,7 @@ set -euo pipefail
 REDIS_TAG=7.0.15
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SRC=${REDIS_SRC:-$ROOT/target/redis-suite/redis-$REDIS_TAG}
-UNITS=${UNITS:-"unit/multi unit/scripting unit/pubsub unit/functions unit/info-command unit/type/string unit/type/incr unit/expire unit/keyspace unit/protocol unit/quit unit/introspection unit/bitops unit/bitfield"}
+UNITS=${UNITS:-"unit/multi unit/scripting unit/pubsub unit/functions unit/info-command unit/type/string unit/type/incr unit/expire unit/keyspace unit/protocol unit/quit unit/introspection unit/bitops unit/bitfield unit/tracking"}
 
 if [ ! -x "$SRC/runtest" ]; then
     mkdir -p "$(dirname "$SRC")"

@@ -68,6 +68,10 @@ pub struct Config {
     /// (`KEA`, `Ex`, ...) turned into bits ([`hypercache_cluster::notify`]). Default empty:
     /// off. Runtime-settable; per node (set it on every node of a cluster).
     pub notify_keyspace_events: u32,
+    /// `tracking-table-max-keys`: keys the client-side caching table may remember before
+    /// dropping some (and invalidating them for their clients). Default 1,000,000; 0: no limit.
+    /// Runtime-settable.
+    pub tracking_table_max_keys: u64,
     /// `protected-mode`: with no password, only clients from 127.0.0.1 and ::1 are served; the
     /// others get Redis's `-DENIED` text and are closed. Default yes. Runtime-settable.
     pub protected_mode: bool,
@@ -254,6 +258,7 @@ impl Default for Config {
             acllog_max_len: 128,
             client_output_buffer_limit: Default::default(),
             notify_keyspace_events: 0,
+            tracking_table_max_keys: 1_000_000,
             protected_mode: true,
             tls_port: 0,
             tls_cert_file: String::new(),
@@ -464,6 +469,13 @@ pub static PARAMS: &[Param] = &[
             c.client_output_buffer_limit =
                 crate::pubsub::parse_limits(&v.text(), current).unwrap_or(current)
         }
+    ),
+    p!(
+        "tracking-table-max-keys",
+        Kind::Int(0, i64::MAX),
+        true,
+        |c| c.tracking_table_max_keys.to_string(),
+        |c, v| c.tracking_table_max_keys = v.int() as u64
     ),
     p!(
         "notify-keyspace-events",

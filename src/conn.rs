@@ -132,6 +132,8 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     let mut session = Session::new(shared.clone(), handle.clone());
     let reason = run(&mut session, &mut socket, &mut shutdown).await;
     session.unsubscribe_all();
+    session.stop_tracking();
+    *handle.mailbox.lock() = None;
     close(&mut socket).await;
     if session.monitor.is_some() {
         shared.stop_monitor(id);
@@ -209,7 +211,8 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 let mut n = 0;
                 while let Some(m) = next {
                     bytes += m.size();
-                    encode_message(s.proto, m, &mut s.out);
+                    let subscribed = s.subscribed();
+                    encode_message(s.proto, subscribed, m, &mut s.out);
                     n += 1;
                     next = if n < 1024 {
                         s.subs.as_mut().and_then(|x| x.rx.try_recv().ok())
@@ -394,8 +397,39 @@ async fn next_message(
     }
 }
 
-/// A message as Redis writes it: `message`/`pmessage`, a push in RESP3, an array in RESP2.
-pub fn encode_message(proto: Protocol, m: crate::pubsub::Message, out: &mut BytesMut) {
+/// A message as Redis writes it: `message`/`pmessage`, a push in RESP3, an array in RESP2. A
+/// tracking invalidation is a push `invalidate [keys]` (null: all keys) in RESP3; in RESP2 only a
+/// connection in Pub/Sub mode that others redirect to gets it, as a message on
+/// `__redis__:invalidate`; `tracking-redir-broken` goes to RESP3 connections only.
+pub fn encode_message(
+    proto: Protocol,
+    subscribed: bool,
+    m: crate::pubsub::Message,
+    out: &mut BytesMut,
+) {
+    use crate::pubsub::Invalidation;
+    if let Some((what, redirected)) = m.invalidation {
+        let keys = |what: Invalidation| match what {
+            Invalidation::Keys(k) => Frame::Array(k.into_iter().map(Frame::Bulk).collect()),
+            _ => Frame::Null,
+        };
+        let f = match (&what, proto) {
+            (Invalidation::RedirBroken(id), Protocol::Resp3) => Frame::Push(vec![
+                Frame::bulk(b"tracking-redir-broken"),
+                Frame::Integer(*id as i64),
+            ]),
+            (Invalidation::RedirBroken(_), _) => return,
+            (_, Protocol::Resp3) => Frame::Push(vec![Frame::bulk(b"invalidate"), keys(what)]),
+            _ if redirected && subscribed => Frame::Array(vec![
+                Frame::bulk(b"message"),
+                Frame::bulk(b"__redis__:invalidate"),
+                keys(what),
+            ]),
+            _ => return,
+        };
+        f.encode(proto, out);
+        return;
+    }
     let mut items = Vec::with_capacity(4);
     match m.pattern {
         Some(p) => {

@@ -13,6 +13,8 @@
 //! - [`session`]: per-connection state and command dispatch (arity, auth, slow log), and
 //!   transactions (`MULTI` ... `EXEC`, `WATCH`).
 //! - [`exclusive`]: the gate that lets `EXEC` and scripts run with no other command in between.
+//! - [`tracking`]: client-side caching (`CLIENT TRACKING`): who may cache which key, and the
+//!   invalidations.
 //! - [`script`]: Lua scripting (`EVAL`, `EVALSHA`, `SCRIPT`).
 //! - `cmd`: the command handlers, grouped by family.
 //! - [`state`]: what all connections share (store, live config, clients, counters).
@@ -40,6 +42,7 @@ pub mod session;
 pub mod state;
 pub mod telemetry;
 pub mod tls;
+pub mod tracking;
 
 /// The Redis version whose behaviour HyperCache reproduces; reported as `redis_version` by INFO and
 /// `version` by HELLO, because clients gate features on it.

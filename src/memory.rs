@@ -38,6 +38,23 @@ fn ctx(shared: &Shared) -> (Ctx, Policy, usize) {
     (ctx, c.maxmemory_policy, c.maxmemory_samples as usize)
 }
 
+/// Objects handed to a thread to be freed and not freed yet (`FLUSHALL ASYNC`, ...): INFO's
+/// `lazyfree_pending_objects`.
+pub static LAZYFREE_PENDING: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+/// Objects freed that way so far (`lazyfreed_objects`).
+pub static LAZYFREED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Frees `what` (holding `objects` keys) on another thread, counted in the lazy-free figures.
+pub fn free_later<T: Send + 'static>(what: T, objects: u64) {
+    use std::sync::atomic::Ordering;
+    LAZYFREE_PENDING.fetch_add(objects, Ordering::Relaxed);
+    std::thread::spawn(move || {
+        drop(what);
+        LAZYFREE_PENDING.fetch_sub(objects, Ordering::Relaxed);
+        LAZYFREED.fetch_add(objects, Ordering::Relaxed);
+    });
+}
+
 /// Frees memory until `used_memory` is at most `max`, within a bounded amount of work, for a
 /// command that needs memory. Returns false when it must be refused with `-OOM`: the node is
 /// over its limit and nothing can be evicted (`noeviction`, or no eligible key).

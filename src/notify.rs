@@ -18,18 +18,30 @@ use hypercache_cluster::store::Lost;
 
 use crate::state::{now_ms, Shared};
 
-/// Applies the configured classes (after a start or a `CONFIG SET`).
+/// Applies the configured classes (after a start or a `CONFIG SET`) and whether clients track
+/// keys (after `CLIENT TRACKING`, and every second in a cluster).
 pub fn refresh(shared: &Shared) {
-    let flags = shared.config.read().notify_keyspace_events;
+    let mut flags = shared.config.read().notify_keyspace_events;
+    if !wants_channels(flags) {
+        flags = 0;
+    }
     shared.notify_flags.store(flags, Ordering::Relaxed);
+    let tracking = shared.tracking.cluster_active();
+    shared.tracking_on.store(tracking, Ordering::Relaxed);
     shared
         .store
-        .set_journal(flags & (EXPIRED | EVICTED) != 0 && wants_channels(flags));
+        .set_journal(flags & (EXPIRED | EVICTED) != 0 || tracking);
 }
 
 /// The configured classes (0: notifications off, the default).
 pub fn flags(shared: &Shared) -> u32 {
     shared.notify_flags.load(Ordering::Relaxed)
+}
+
+/// Whether writes must say what they changed: keyspace notifications are on, or clients (of
+/// this node, or of another node of the cluster) track keys.
+pub fn noting(shared: &Shared) -> bool {
+    flags(shared) != 0 || shared.tracking_on.load(Ordering::Relaxed)
 }
 
 /// Whether `flags` names a channel kind (`K` or `E`): without one nothing is published.
@@ -54,22 +66,52 @@ pub fn emit(shared: &Shared, class: u32, name: &str, key: &[u8]) {
 }
 
 /// Publishes the keys lost to expiry or eviction since the last call, then `events` of `key`
-/// (a write's), in that order, as Redis raises them (a write to an expired key: `expired`, then
-/// `new` and the write's event).
-pub fn after_write(shared: &Shared, key: &[u8], events: Events) {
+/// (a write's, by client `writer`; 0: none here), in that order, as Redis raises them (a write
+/// to an expired key: `expired`, then `new` and the write's event), and invalidates the key for
+/// the clients that may cache it (here, and in a cluster on every node).
+pub fn after_write(shared: &Shared, key: &[u8], events: Events, writer: u64) {
     publish_lost(shared);
     for (class, name) in events.iter() {
         emit(shared, class, name, key);
     }
+    if !events.is_empty() {
+        changed(shared, key, writer);
+    }
 }
 
-/// Publishes the keys the store expired or evicted since the last call.
+/// `key` changed: invalidate it for the tracking clients of this node, and in a cluster send it
+/// to the other nodes for theirs.
+pub fn changed(shared: &Shared, key: &[u8], writer: u64) {
+    shared.tracking.invalidate(shared, key, writer);
+    if let Some(cl) = &shared.cluster {
+        if shared.tracking.cluster_active() {
+            let channel = Bytes::from_static(crate::tracking::CHANNEL);
+            crate::cluster::exec::publish_to_peers(
+                shared,
+                cl,
+                &channel,
+                &Bytes::copy_from_slice(key),
+            );
+        }
+    }
+}
+
+/// Publishes the keys the store expired or evicted since the last call (and invalidates them
+/// for tracking clients).
 pub fn publish_lost(shared: &Shared) {
     for (why, key) in shared.store.take_journal() {
         match why {
-            Lost::Expired if primary_here(shared, &key) => emit(shared, EXPIRED, "expired", &key),
-            Lost::Expired => {}
-            Lost::Evicted => emit(shared, EVICTED, "evicted", &key),
+            Lost::Expired if primary_here(shared, &key) => {
+                emit(shared, EXPIRED, "expired", &key);
+                changed(shared, &key, 0);
+            }
+            // Another replica's copy: its primary raises the event and the invalidation; this
+            // node's own clients are invalidated now.
+            Lost::Expired => shared.tracking.invalidate(shared, &key, 0),
+            Lost::Evicted => {
+                emit(shared, EVICTED, "evicted", &key);
+                changed(shared, &key, 0);
+            }
         }
     }
 }
@@ -87,8 +129,9 @@ fn primary_here(shared: &Shared, key: &[u8]) -> bool {
 
 /// The events of the multi-key commands a single node runs as one store call (MSET, RENAME,
 /// COPY, BITOP): `set` of each key, `rename_from`/`rename_to`, `copy_to`.
-pub fn generic(shared: &Shared, name: &'static str, key: &[u8]) {
+pub fn generic(shared: &Shared, name: &'static str, key: &[u8], writer: u64) {
     publish_lost(shared);
     let class = if name == "set" { STRING } else { GENERIC };
     emit(shared, class, name, key);
+    changed(shared, key, writer);
 }

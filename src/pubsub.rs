@@ -33,14 +33,43 @@ pub struct Message {
     pub channel: Bytes,
     /// The payload.
     pub payload: Bytes,
+    /// A client-side caching invalidation instead of a published message
+    /// ([`crate::tracking`]), and whether it comes through a redirection.
+    pub invalidation: Option<(Invalidation, bool)>,
+}
+
+/// What a tracking invalidation says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Invalidation {
+    /// These keys changed.
+    Keys(Vec<Bytes>),
+    /// Every key (FLUSHALL, FLUSHDB).
+    All,
+    /// The client this connection redirects to has gone (its id).
+    RedirBroken(u64),
 }
 
 impl Message {
+    /// An invalidation (`redirected`: for another connection's tracking).
+    pub fn invalidation(what: Invalidation, redirected: bool) -> Message {
+        Message {
+            pattern: None,
+            channel: Bytes::new(),
+            payload: Bytes::new(),
+            invalidation: Some((what, redirected)),
+        }
+    }
+
     /// Bytes it takes in a subscriber's output (what the buffer limits count).
     pub fn size(&self) -> usize {
+        let keys = match &self.invalidation {
+            Some((Invalidation::Keys(k), _)) => k.iter().map(|k| k.len() + 16).sum(),
+            _ => 0,
+        };
         self.pattern.as_ref().map_or(0, |p| p.len() + 16)
             + self.channel.len()
             + self.payload.len()
+            + keys
             + 40
     }
 }
@@ -121,6 +150,11 @@ impl Mailbox {
         }
         let _ = self.tx.send(m);
         Ok(())
+    }
+
+    /// Queues `m` as [`Mailbox::deliver`] does (a client past its limits is disconnected).
+    pub fn offer(&self, m: Message, limits: &Limits, now_ms: u64) {
+        let _ = self.deliver(m, limits, now_ms);
     }
 
     /// The connection wrote `bytes` of queued messages.
@@ -225,6 +259,7 @@ impl PubSub {
                         pattern: None,
                         channel: channel.clone(),
                         payload: payload.clone(),
+                        invalidation: None,
                     },
                 );
             }
@@ -238,6 +273,7 @@ impl PubSub {
                             pattern: Some(pat.clone()),
                             channel: channel.clone(),
                             payload: payload.clone(),
+                            invalidation: None,
                         },
                     );
                 }

@@ -132,8 +132,12 @@ pub async fn expiry_task(shared: Arc<Shared>) {
                 break;
             }
         }
-        // Keyspace notifications of the keys expired (and evicted) above.
+        // Keyspace notifications and tracking invalidations of the keys expired (and evicted)
+        // above; in a cluster, this node's tracking clients announced to the others.
+        crate::tracking::tick(&shared);
+        crate::notify::refresh(&shared);
         crate::notify::publish_lost(&shared);
+        shared.tracking.flush_bcast(&shared);
     }
 }
 

@@ -123,6 +123,13 @@ pub struct Session {
     /// A script has run past `busy-reply-threshold`: the next command gets `-BUSY` unless it may
     /// run while a script is busy (`allow_busy`).
     pub busy: bool,
+    /// `CLIENT TRACKING` settings (`None`: off).
+    pub tracking: Option<crate::tracking::TrackState>,
+    /// The client id reads and writes are tracked for: this connection's, or for a script's
+    /// session, its caller's.
+    pub tracking_id: u64,
+    /// In a script's session: the keys the script declared (what its reads remember).
+    pub script_keys: Vec<Bytes>,
     /// The last command's keyspace events come after its reply ([`notify::Events::after_reply`]).
     ///
     /// [`notify::Events::after_reply`]: hypercache_cluster::notify::Events::after_reply
@@ -239,9 +246,13 @@ impl Session {
             script: false,
             busy: false,
             events_after_reply: false,
+            tracking: None,
+            tracking_id: 0,
+            script_keys: Vec::new(),
         };
         s.rand_state
             .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
+        s.tracking_id = s.handle.id;
         s.refresh_config();
         s.reset_user();
         s
@@ -294,6 +305,8 @@ impl Session {
             );
             self.commands = 0;
         }
+        // BCAST invalidations of the keys changed by this batch, one message per prefix.
+        self.shared.tracking.flush_bcast(&self.shared);
     }
 
     /// The consistency levels and deadline this connection's requests run at.
@@ -418,14 +431,27 @@ impl Session {
 
     /// Leaves every channel and pattern (RESET, and when the connection ends).
     pub fn unsubscribe_all(&mut self) {
-        if let Some(subs) = self.subs.take() {
-            for c in &subs.channels {
-                self.shared.pubsub.unsubscribe(false, c, self.handle.id);
+        // The mailbox stays: tracking invalidations may still come through it.
+        if let Some(subs) = self.subs.as_mut() {
+            for c in std::mem::take(&mut subs.channels) {
+                self.shared.pubsub.unsubscribe(false, &c, self.handle.id);
             }
-            for p in &subs.patterns {
-                self.shared.pubsub.unsubscribe(true, p, self.handle.id);
+            for p in std::mem::take(&mut subs.patterns) {
+                self.shared.pubsub.unsubscribe(true, &p, self.handle.id);
             }
             self.handle.meta.lock().subs = (0, 0);
+        }
+    }
+
+    /// Turns client-side caching off for this connection (`CLIENT TRACKING off`, `RESET`, and
+    /// when the connection ends).
+    pub fn stop_tracking(&mut self) {
+        if self.tracking.take().is_some() {
+            self.shared.tracking.disable(self.handle.id);
+            crate::notify::refresh(&self.shared);
+            let mut m = self.handle.meta.lock();
+            m.tracking = None;
+            m.tracking_broken = false;
         }
     }
 
@@ -1108,10 +1134,14 @@ impl Session {
         let queue = self.multi.is_some() && !controls_transaction(spec.name);
         // As Redis: inside MULTI every command but the transaction's own is refused when memory is
         // full (queuing takes memory); inside EXEC memory was checked once for all.
-        if self.maxmemory > 0 && (queue || (!self.in_exec && effective.has_flag("denyoom"))) {
+        // As Redis, every command (outside EXEC) first evicts what is over the limit; only those
+        // that need memory are refused when nothing can be.
+        if self.maxmemory > 0 && !self.in_exec {
             let ctx = self.ctx();
             let (max, policy, samples) = (self.maxmemory, self.policy, self.samples);
-            if !crate::memory::make_room(&self.shared, max, policy, samples, &ctx, &mut self.rng) {
+            let room =
+                crate::memory::make_room(&self.shared, max, policy, samples, &ctx, &mut self.rng);
+            if !room && (queue || effective.has_flag("denyoom")) {
                 return (Some(Frame::error(errors::OOM)), Some(effective), Rejected);
             }
         }
@@ -1122,11 +1152,52 @@ impl Session {
             };
         }
         let noting = crate::notify::flags(&self.shared) != 0;
-        if noting {
-            // Events a previous command raised after its reply go out before this one's.
+        if noting || self.shared.tracking_on.load(Ordering::Relaxed) {
+            // Keys evicted or expired before this command raise their events and invalidations
+            // now, before its reply, as in Redis.
+            crate::notify::publish_lost(&self.shared);
+        }
+        if (noting || self.tracking.is_some()) && !self.in_exec && !self.script {
+            // What came for this connection (a previous command's events raised after its
+            // reply, invalidations so far) goes out before this command's reply.
             self.deliver_own_messages();
         }
+        if let Some(t) = &self.tracking {
+            // A read remembers its keys before it runs: a write that lands after this can only
+            // invalidate after the value was read.
+            if t.remembers()
+                && effective.has_flag("readonly")
+                && !matches!(spec.name, "eval_ro" | "evalsha_ro" | "fcall_ro")
+            {
+                // In a script, as in Redis, a read remembers the keys the script declared (the
+                // caller's command's keys), not the ones the read names.
+                let keys: Vec<&[u8]> = if self.script {
+                    self.script_keys.iter().map(|k| &k[..]).collect()
+                } else {
+                    effective
+                        .key_positions(args)
+                        .into_iter()
+                        .map(|i| &args[i][..])
+                        .collect()
+                };
+                if !keys.is_empty() {
+                    let max = self.shared.config.read().tracking_table_max_keys as usize;
+                    self.shared
+                        .tracking
+                        .remember(&self.shared, self.tracking_id, &keys, max);
+                }
+            }
+        }
         let reply = (handler as Handler)(self, args);
+        if self.multi.is_none() && !self.in_exec && spec.name != "client" {
+            // CLIENT CACHING applies to the next command (or the transaction it starts).
+            if let Some(t) = self.tracking.as_mut() {
+                t.caching = false;
+            }
+        }
+        if noting || self.shared.tracking_on.load(Ordering::Relaxed) {
+            crate::notify::publish_lost(&self.shared);
+        }
         if noting {
             // Keys this command expired or evicted raise their events now, and a subscriber
             // gets the events of its own command before its reply, as from Redis, except for
@@ -1144,6 +1215,7 @@ impl Session {
     /// gets them before the command's reply, as Redis writes them to its output at once).
     pub fn deliver_own_messages(&mut self) {
         let proto = self.proto;
+        let subscribed = self.subscribed();
         let Some(x) = self.subs.as_mut() else {
             return;
         };
@@ -1151,7 +1223,7 @@ impl Session {
         let mut own = bytes::BytesMut::new();
         while let Ok(m) = x.rx.try_recv() {
             bytes += m.size();
-            crate::conn::encode_message(proto, m, &mut own);
+            crate::conn::encode_message(proto, subscribed, m, &mut own);
         }
         x.mailbox.written(bytes);
         self.out.extend_from_slice(&own);

@@ -60,6 +60,10 @@ pub struct ClientMeta {
     /// Bytes in the query buffer, the running command's included (set only while the client
     /// lists itself: an idle client has none, as in Redis).
     pub qbuf: usize,
+    /// `CLIENT TRACKING`: on, BCAST, and the redirect target (-1: tracking off).
+    pub tracking: Option<(bool, i64)>,
+    /// The tracking redirect target has gone.
+    pub tracking_broken: bool,
 }
 
 /// A registered connection.
@@ -81,6 +85,9 @@ pub struct ClientHandle {
     pub killed: AtomicBool,
     /// Wakes the connection task when killed.
     pub kill_notify: Notify,
+    /// The connection's mailbox, once it has one (Pub/Sub, tracking): where other connections'
+    /// messages for it are queued.
+    pub mailbox: Mutex<Option<Arc<crate::pubsub::Mailbox>>>,
 }
 
 impl ClientHandle {
@@ -104,6 +111,7 @@ impl ClientHandle {
             }),
             killed: Default::default(),
             kill_notify: Default::default(),
+            mailbox: Default::default(),
         }
     }
 
@@ -118,7 +126,7 @@ impl ClientHandle {
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} \
              qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
-             cmd={} user={} redir=-1 resp={} lib-name={} lib-ver={}",
+             cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
             self.laddr,
@@ -126,11 +134,27 @@ impl ClientHandle {
             m.name,
             (now - self.created).as_secs(),
             idle,
-            match (m.subs != (0, 0), m.multi.is_some()) {
-                (true, true) => "Px",
-                (true, false) => "P",
-                (false, true) => "x",
-                (false, false) => "N",
+            {
+                let mut f = String::new();
+                if m.subs != (0, 0) {
+                    f.push('P');
+                }
+                if m.multi.is_some() {
+                    f.push('x');
+                }
+                if let Some((bcast, _)) = m.tracking {
+                    f.push('t');
+                    if m.tracking_broken {
+                        f.push('R');
+                    }
+                    if bcast {
+                        f.push('B');
+                    }
+                }
+                if f.is_empty() {
+                    f.push('N');
+                }
+                f
             },
             m.subs.0,
             m.subs.1,
@@ -142,6 +166,7 @@ impl ClientHandle {
             } else {
                 String::from_utf8_lossy(&m.user)
             },
+            m.tracking.map_or(-1, |t| t.1),
             m.resp.max(2),
             m.lib_name,
             m.lib_ver,
@@ -183,6 +208,10 @@ pub struct Shared {
     pub config: RwLock<Config>,
     /// Bumped on every CONFIG SET so connections refresh their cached limits.
     pub config_gen: AtomicU64,
+    /// Client-side caching ([`crate::tracking`]).
+    pub tracking: crate::tracking::Tracking,
+    /// Whether clients track keys here or on another node (read on every write).
+    pub tracking_on: AtomicBool,
     /// `notify-keyspace-events` as class bits (0: off), read on every write ([`crate::notify`]).
     pub notify_flags: std::sync::atomic::AtomicU32,
     /// Connected clients by id.
@@ -283,6 +312,8 @@ impl Shared {
             config: RwLock::new(config),
             config_gen: AtomicU64::new(0),
             notify_flags: Default::default(),
+            tracking: Default::default(),
+            tracking_on: Default::default(),
             clients: Mutex::new(HashMap::new()),
             connected: Default::default(),
             next_client_id: AtomicU64::new(1),

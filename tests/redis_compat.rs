@@ -79,11 +79,14 @@ fn corpus_matches_redis() {
 fn corpus_matches_redis_through_a_3_node_cluster() {
     let cluster = common::TestCluster::start(3, &[]);
     // WATCH is refused in a cluster until a watched key can be compared atomically with the
-    // transaction's writes at the slot's coordinator (docs/cluster.md).
+    // transaction's writes at the slot's coordinator (docs/cluster.md). Keyspace notifications
+    // are a per-node setting there, and a client's own keyspace events and invalidations come
+    // when its write's coordinator acknowledges it, not at Redis's place next to the reply:
+    // tests/pubsub.rs and tests/tracking.rs check both through a cluster.
     corpus_matches(
         cluster.addr(0),
         "a 3-node cluster",
-        &["18-watch.txt", "24-notifications.txt"],
+        &["18-watch.txt", "24-notifications.txt", "26-tracking.txt"],
     );
 }
 

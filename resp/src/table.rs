@@ -367,6 +367,42 @@ static PUBSUB_SUBS: &[CommandSpec] = &[
 static CLIENT_SUBS: &[CommandSpec] = &[
     sub!(
         "client",
+        "tracking",
+        -3,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "6.0.0",
+        "Controls server-assisted client-side caching for the connection."
+    ),
+    sub!(
+        "client",
+        "caching",
+        3,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "6.0.0",
+        "Instructs the server whether to track the keys in the next request."
+    ),
+    sub!(
+        "client",
+        "getredir",
+        2,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "6.0.0",
+        "Returns the client ID to which the connection's tracking notifications are redirected."
+    ),
+    sub!(
+        "client",
+        "trackinginfo",
+        2,
+        ["noscript", "loading", "stale"],
+        ["@slow", "@connection"],
+        "6.2.0",
+        "Returns information about server-assisted client-side caching for the connection."
+    ),
+    sub!(
+        "client",
         "id",
         2,
         ["noscript", "loading", "stale"],

@@ -276,9 +276,9 @@ pub(super) fn bitop(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             .store
             .bitop(&a[2], &srcs, |v| bits::bitop(op, v), &s.ctx());
         match (n, existed) {
-            (0, true) => crate::notify::generic(&s.shared, "del", &a[2]),
+            (0, true) => crate::notify::generic(&s.shared, "del", &a[2], s.tracking_id),
             (0, false) => {}
-            _ => crate::notify::generic(&s.shared, "set", &a[2]),
+            _ => crate::notify::generic(&s.shared, "set", &a[2], s.tracking_id),
         }
         return Some(Frame::Integer(n as i64));
     };

@@ -181,6 +181,7 @@ pub(super) fn reset(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     }
     s.discard_transaction();
     s.unsubscribe_all();
+    s.stop_tracking();
     s.proto = Protocol::Resp2;
     s.reply_mode = ReplyMode::On;
     s.reset_user();
@@ -259,6 +260,74 @@ pub(super) fn client(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 m.lib_ver = value;
             }
             Some(Frame::ok())
+        }
+        b"tracking" => client_tracking(s, a),
+        b"caching" => {
+            let Some(t) = s.tracking.as_mut() else {
+                return err("ERR CLIENT CACHING can be called only when the client is in tracking mode with OPTIN or OPTOUT mode enabled");
+            };
+            if a[2].eq_ignore_ascii_case(b"yes") {
+                if !t.optin {
+                    return err("ERR CLIENT CACHING YES is only valid when tracking is enabled in OPTIN mode.");
+                }
+            } else if a[2].eq_ignore_ascii_case(b"no") {
+                if !t.optout {
+                    return err("ERR CLIENT CACHING NO is only valid when tracking is enabled in OPTOUT mode.");
+                }
+            } else {
+                return err(errors::SYNTAX);
+            }
+            t.caching = true;
+            Some(Frame::ok())
+        }
+        b"getredir" => Some(Frame::Integer(
+            s.tracking.as_ref().map_or(-1, |t| t.redirect as i64),
+        )),
+        b"trackinginfo" => {
+            let mut flags = Vec::new();
+            let t = s.tracking.as_ref();
+            flags.push(Frame::bulk(if t.is_some() { b"on" } else { b"off" }));
+            if let Some(t) = t {
+                let mut push = |f: &[u8]| flags.push(Frame::bulk(f));
+                if t.bcast {
+                    push(b"bcast");
+                }
+                if t.optin {
+                    push(b"optin");
+                    if t.caching {
+                        push(b"caching-yes");
+                    }
+                }
+                if t.optout {
+                    push(b"optout");
+                    if t.caching {
+                        push(b"caching-no");
+                    }
+                }
+                if t.noloop {
+                    push(b"noloop");
+                }
+                if s.handle.meta.lock().tracking_broken {
+                    push(b"broken_redirect");
+                }
+            }
+            Some(Frame::Map(vec![
+                (Frame::bulk(b"flags"), Frame::Set(flags)),
+                (
+                    Frame::bulk(b"redirect"),
+                    Frame::Integer(t.map_or(-1, |t| t.redirect as i64)),
+                ),
+                (
+                    Frame::bulk(b"prefixes"),
+                    Frame::Array(
+                        t.map_or(&[][..], |t| &t.prefixes[..])
+                            .iter()
+                            .cloned()
+                            .map(Frame::Bulk)
+                            .collect(),
+                    ),
+                ),
+            ]))
         }
         b"no-evict" => {
             let on = if a[2].eq_ignore_ascii_case(b"on") {
@@ -461,4 +530,106 @@ fn client_kill(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         killed += 1;
     }
     Some(Frame::Integer(killed))
+}
+
+/// # Format
+/// `CLIENT TRACKING ON|OFF [REDIRECT id] [PREFIX p ...] [BCAST] [OPTIN] [OPTOUT] [NOLOOP]`
+///
+/// Redis's checks, in its order.
+fn client_tracking(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    use crate::tracking::TrackState;
+    let mut want = TrackState::default();
+    let mut prefixes: Vec<Bytes> = Vec::new();
+    let mut j = 3;
+    while j < a.len() {
+        let opt = &a[j][..];
+        let more = j + 1 < a.len();
+        let is = |n: &str| opt.eq_ignore_ascii_case(n.as_bytes());
+        if is("redirect") && more {
+            j += 1;
+            if want.redirect != 0 {
+                return err("ERR A client can only redirect to a single other client");
+            }
+            let id = match super::int_arg(&a[j]) {
+                Ok(id) => id,
+                Err(e) => return e,
+            };
+            if id <= 0 || !s.shared.clients.lock().contains_key(&(id as u64)) {
+                return err("ERR The client ID you want redirect to does not exist");
+            }
+            want.redirect = id as u64;
+        } else if is("bcast") {
+            want.bcast = true;
+        } else if is("optin") {
+            want.optin = true;
+        } else if is("optout") {
+            want.optout = true;
+        } else if is("noloop") {
+            want.noloop = true;
+        } else if is("prefix") && more {
+            j += 1;
+            prefixes.push(a[j].clone());
+        } else {
+            return err(errors::SYNTAX);
+        }
+        j += 1;
+    }
+    if a[2].eq_ignore_ascii_case(b"off") {
+        s.stop_tracking();
+        return Some(Frame::ok());
+    }
+    if !a[2].eq_ignore_ascii_case(b"on") {
+        return err(errors::SYNTAX);
+    }
+    if !want.bcast && !prefixes.is_empty() {
+        return err("ERR PREFIX option requires BCAST mode to be enabled");
+    }
+    let current = s.tracking.clone();
+    if let Some(cur) = &current {
+        if cur.bcast != want.bcast {
+            return err("ERR You can't switch BCAST mode on/off before disabling tracking for this client, and then re-enabling it with a different mode.");
+        }
+    }
+    if want.bcast && (want.optin || want.optout) {
+        return err("ERR OPTIN and OPTOUT are not compatible with BCAST");
+    }
+    if want.optin && want.optout {
+        return err("ERR You can't specify both OPTIN mode and OPTOUT mode");
+    }
+    if let Some(cur) = &current {
+        if (want.optin && cur.optout) || (want.optout && cur.optin) {
+            return err("ERR You can't switch OPTIN/OPTOUT mode before disabling tracking for this client, and then re-enabling it with a different mode.");
+        }
+    }
+    let existing = current.as_ref().map_or(&[][..], |c| &c.prefixes[..]);
+    if want.bcast {
+        if let Some(e) = crate::tracking::prefix_collision(existing, &prefixes) {
+            return err_owned(e);
+        }
+        // Without PREFIX, BCAST covers every key (the empty prefix).
+        if prefixes.is_empty() && existing.is_empty() {
+            prefixes.push(Bytes::new());
+        }
+    }
+    // Prefixes add up across calls; the other settings are replaced.
+    let mut all: Vec<Bytes> = existing.to_vec();
+    for p in prefixes {
+        if !all.contains(&p) {
+            all.push(p);
+        }
+    }
+    all.sort();
+    want.prefixes = all;
+    // A tracking connection needs a mailbox for its invalidations.
+    super::pubsub::subs(s);
+    s.shared.tracking.enable(s.handle.id, &want);
+    {
+        let mut m = s.handle.meta.lock();
+        m.tracking = Some((want.bcast, want.redirect as i64));
+        m.tracking_broken = false;
+    }
+    s.tracking = Some(want);
+    crate::notify::refresh(&s.shared);
+    crate::tracking::announce(&s.shared);
+    Some(Frame::ok())
 }

@@ -24,13 +24,18 @@ fn count(s: &mut Session, keys: &[Bytes], op: Op<'_>) -> Option<Frame> {
         });
     }
     let ctx = s.ctx();
-    let noting = crate::notify::flags(&s.shared) != 0;
+    let noting = crate::notify::noting(&s.shared);
     let n = keys
         .iter()
         .map(|k| {
             let o = if noting {
                 let (o, change) = s.shared.store.apply_noting(k, &op, &ctx);
-                crate::notify::after_write(&s.shared, k, notify::events(&op, change));
+                crate::notify::after_write(
+                    &s.shared,
+                    k,
+                    notify::events(&op, change),
+                    s.tracking_id,
+                );
                 o
             } else {
                 s.shared.store.apply(k, &op, &ctx)
@@ -323,8 +328,8 @@ pub(super) fn renamenx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// destination (none when they are the same key, as in Redis).
 fn renamed(s: &Session, a: &[Bytes]) {
     if a[1] != a[2] {
-        crate::notify::generic(&s.shared, "rename_from", &a[1]);
-        crate::notify::generic(&s.shared, "rename_to", &a[2]);
+        crate::notify::generic(&s.shared, "rename_from", &a[1], s.tracking_id);
+        crate::notify::generic(&s.shared, "rename_to", &a[2], s.tracking_id);
     }
 }
 
@@ -357,7 +362,7 @@ pub(super) fn copy(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     }
     let done = s.shared.store.copy(&a[1], &a[2], replace, &s.ctx());
     if done {
-        crate::notify::generic(&s.shared, "copy_to", &a[2]);
+        crate::notify::generic(&s.shared, "copy_to", &a[2], s.tracking_id);
     }
     Some(Frame::Integer(i64::from(done)))
 }
@@ -403,10 +408,12 @@ pub(super) fn flush(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         );
         return None;
     }
+    let keys = s.shared.store.len();
     let dropped = s.shared.store.flush();
+    s.shared.tracking.flush_all(&s.shared);
     if asynchronous {
         // Free the maps off the request path.
-        std::thread::spawn(move || drop(dropped));
+        crate::memory::free_later(dropped, keys);
     } else {
         drop(dropped);
     }

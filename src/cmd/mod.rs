@@ -232,13 +232,13 @@ pub(crate) fn keyed(
 ) -> Option<Frame> {
     let ctx = s.ctx();
     let Some(cl) = s.shared.cluster.clone() else {
-        if crate::notify::flags(&s.shared) == 0 {
+        if !crate::notify::noting(&s.shared) {
             return Some(finish(s.shared.store.apply(key, &op, &ctx)));
         }
         let (o, change) = s.shared.store.apply_noting(key, &op, &ctx);
         let events = notify::events(&op, change);
         s.events_after_reply = events.after_reply;
-        crate::notify::after_write(&s.shared, key, events);
+        crate::notify::after_write(&s.shared, key, events, s.tracking_id);
         return Some(finish(o));
     };
     match exec::start(&s.shared, &cl, key, &op, s.levels(), &ctx) {

@@ -21,9 +21,10 @@ fn push(s: &mut Session, items: Vec<Frame>) {
 }
 
 /// The connection's subscriptions, made on first use.
-fn subs(s: &mut Session) -> &mut Subscriptions {
+pub(crate) fn subs(s: &mut Session) -> &mut Subscriptions {
     if s.subs.is_none() {
         let (mailbox, rx) = Mailbox::new(s.handle.clone());
+        *s.handle.mailbox.lock() = Some(mailbox.clone());
         s.subs = Some(Box::new(Subscriptions {
             channels: Vec::new(),
             patterns: Vec::new(),

@@ -58,6 +58,7 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
         args,
         read_only,
         user: s.user.clone(),
+        tracking: (s.tracking_id, s.tracking.clone()),
     }));
     None
 }
@@ -170,6 +171,7 @@ fn fcall_generic(s: &mut Session, a: &[Bytes], read_only: bool) -> Option<Frame>
         args,
         read_only,
         user: s.user.clone(),
+        tracking: (s.tracking_id, s.tracking.clone()),
     }));
     None
 }

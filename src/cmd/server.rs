@@ -417,6 +417,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("connected_clients", &shared.clients.lock().len());
                 line("maxclients", &c.maxclients);
                 line("blocked_clients", &0);
+                line("tracking_clients", &shared.tracking.info().clients);
             }
             "memory" => {
                 let used = crate::memory::sample(shared);
@@ -455,7 +456,17 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                         }
                     ),
                 );
+                // No replication or AOF buffers: everything counts for eviction.
+                line("mem_not_counted_for_evict", &0);
                 line("mem_allocator", &"libc");
+                line(
+                    "lazyfree_pending_objects",
+                    &crate::memory::LAZYFREE_PENDING.load(Ordering::Relaxed),
+                );
+                line(
+                    "lazyfreed_objects",
+                    &crate::memory::LAZYFREED.load(Ordering::Relaxed),
+                );
             }
             "persistence" => {
                 line("loading", &0);
@@ -481,6 +492,10 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("pubsub_channels", &channels);
                 line("pubsub_patterns", &patterns);
                 line("pubsubshard_channels", &0);
+                let t = shared.tracking.info();
+                line("tracking_total_keys", &t.keys);
+                line("tracking_total_items", &t.items);
+                line("tracking_total_prefixes", &t.prefixes);
                 line(
                     "total_error_replies",
                     &load(&shared.metrics.commands.total_errors),

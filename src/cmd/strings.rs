@@ -284,7 +284,7 @@ pub(super) fn mset(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     }
     s.shared.store.mset(&pairs(a), false, &s.ctx());
     for p in a[1..].chunks_exact(2) {
-        crate::notify::generic(&s.shared, "set", &p[0]);
+        crate::notify::generic(&s.shared, "set", &p[0], s.tracking_id);
     }
     Some(Frame::ok())
 }
@@ -325,7 +325,7 @@ pub(super) fn msetnx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     let done = s.shared.store.mset(&pairs(a), true, &s.ctx());
     if done {
         for p in a[1..].chunks_exact(2) {
-            crate::notify::generic(&s.shared, "set", &p[0]);
+            crate::notify::generic(&s.shared, "set", &p[0], s.tracking_id);
         }
     }
     Some(Frame::Integer(i64::from(done)))

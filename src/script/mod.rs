@@ -150,6 +150,9 @@ pub struct Call {
     pub read_only: bool,
     /// The caller's ACL user: the script's commands are checked against it.
     pub user: Arc<crate::acl::User>,
+    /// The caller's client id and `CLIENT TRACKING` settings: the script's reads are
+    /// remembered for it, and its writes are its own (NOLOOP).
+    pub tracking: (u64, Option<crate::tracking::TrackState>),
 }
 
 /// What a connection asks the script engine to do (on a blocking thread).
@@ -1180,6 +1183,13 @@ impl Engine {
         session.proto = Protocol::Resp2;
         session.consistency = caller_levels;
         session.set_user(call.user.clone());
+        session.tracking_id = call.tracking.0;
+        session.tracking = call.tracking.1.clone();
+        session.script_keys = if session.tracking.is_some() {
+            call.keys.clone()
+        } else {
+            Vec::new()
+        };
         session.refresh_config();
         session.begin_script();
         let slot = if cluster && !flags.allow_cross_slot {

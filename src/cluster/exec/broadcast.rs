@@ -219,7 +219,10 @@ pub async fn flushall(
         origin: 0,
     };
     let sh = shared.clone();
-    let local = tokio::task::spawn_blocking(move || sh.store.flush_at(horizon));
+    let local = tokio::task::spawn_blocking(move || {
+        sh.store.flush_at(horizon);
+        sh.tracking.flush_all(&sh);
+    });
     let view = cl.view();
     // Every other member: a live one must confirm (else the command fails); one that is down
     // keeps its keys until it is repaired or flushed again.

@@ -82,7 +82,8 @@ impl<M: Machine + Send + 'static> Driver<M> {
             if let Some((key, events)) = o.events.take() {
                 // An acknowledged write that changed its key, coordinated here.
                 shared.store.add_changes(1);
-                crate::notify::after_write(shared, &key, events);
+                // The writing client may be on another node: NOLOOP cannot exclude it here.
+                crate::notify::after_write(shared, &key, events, 0);
             }
             if let Some(f) = o.reply.take() {
                 reply = Some(f);

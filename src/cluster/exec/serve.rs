@@ -111,6 +111,7 @@ pub fn serve_request(
             let (sh, q) = (shared.clone(), q.clone());
             tokio::task::spawn_blocking(move || {
                 sh.store.flush_at(horizon);
+                sh.tracking.flush_all(&sh);
                 q.push_msg(Kind::Reply, id, &Response::Done);
             });
         }
@@ -118,6 +119,15 @@ pub fn serve_request(
             let (tx, _rx) = tokio::sync::oneshot::channel();
             cl.member_cmd(super::super::swim::MemberCmd::Forget(member, tx));
             q.push_msg(Kind::Reply, id, &Response::Done);
+        }
+        Served::Publish(channel, message) if channel[..] == *crate::tracking::CHANNEL => {
+            // A key changed at its coordinator: this node's tracking clients forget it.
+            shared.tracking.invalidate(shared, &message, 0);
+        }
+        Served::Publish(channel, _) if channel[..] == *crate::tracking::ANNOUNCE => {
+            // That node has tracking clients: send it the keys that change here.
+            shared.tracking.peer_announced();
+            crate::notify::refresh(shared);
         }
         Served::Publish(channel, message) => {
             // Delivered in the order the link carries them: a publisher's order is kept.
