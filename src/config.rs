@@ -72,6 +72,10 @@ pub struct Config {
     /// dropping some (and invalidating them for their clients). Default 1,000,000; 0: no limit.
     /// Runtime-settable.
     pub tracking_table_max_keys: u64,
+    /// `reported-redis-version`: the Redis version INFO (`redis_version`) and HELLO (`version`)
+    /// report, which client libraries gate features on. Default `7.0.15`, the version whose
+    /// behaviour HyperCache reproduces ([`crate::REDIS_VERSION`]). Runtime-settable.
+    pub reported_redis_version: String,
     /// `protected-mode`: with no password, only clients from 127.0.0.1 and ::1 are served; the
     /// others get Redis's `-DENIED` text and are closed. Default yes. Runtime-settable.
     pub protected_mode: bool,
@@ -259,6 +263,7 @@ impl Default for Config {
             client_output_buffer_limit: Default::default(),
             notify_keyspace_events: 0,
             tracking_table_max_keys: 1_000_000,
+            reported_redis_version: crate::REDIS_VERSION.to_string(),
             protected_mode: true,
             tls_port: 0,
             tls_cert_file: String::new(),
@@ -378,6 +383,8 @@ pub enum Kind {
     BufferLimit,
     /// `notify-keyspace-events`' class letters.
     Events,
+    /// A version: three dot-separated numbers (`7.0.15`).
+    Version,
     /// A decimal number from 0 to 1.
     Ratio,
 }
@@ -469,6 +476,13 @@ pub static PARAMS: &[Param] = &[
             c.client_output_buffer_limit =
                 crate::pubsub::parse_limits(&v.text(), current).unwrap_or(current)
         }
+    ),
+    p!(
+        "reported-redis-version",
+        Kind::Version,
+        true,
+        |c| c.reported_redis_version.clone(),
+        |c, v| c.reported_redis_version = v.text()
     ),
     p!(
         "tracking-table-max-keys",
@@ -1088,6 +1102,19 @@ impl Param {
             Kind::BufferLimit => crate::pubsub::parse_limits(raw, Default::default())
                 .map(|_| Value::Str(raw.to_string()))
                 .map_err(Rejected),
+            Kind::Version => {
+                let parts: Vec<&str> = raw.split('.').collect();
+                let numbers = parts.iter().all(|p| {
+                    !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit())
+                });
+                if parts.len() == 3 && numbers {
+                    Ok(Value::Str(raw.to_string()))
+                } else {
+                    Err(Rejected(
+                        "argument must be a version: three numbers, as 7.0.15".into(),
+                    ))
+                }
+            }
             Kind::Events => match hypercache_cluster::notify::parse_flags(raw.as_bytes()) {
                 Some(_) => Ok(Value::Str(raw.to_string())),
                 None => Err(Rejected(
@@ -1132,6 +1159,7 @@ impl Param {
             Kind::Bool => "yes or no".into(),
             Kind::BufferLimit => "<class> <hard> <soft> <seconds> groups".into(),
             Kind::Events => "keyspace event classes (Ag$lshzxeKEtmdn)".into(),
+            Kind::Version => "a version (7.0.15)".into(),
         }
     }
 }

@@ -694,3 +694,44 @@ fn monitor_shows_what_redis_shows() {
         String::from_utf8_lossy(&reply)
     );
 }
+
+/// `reported-redis-version` is what INFO and HELLO say (clients gate features on it): 7.0.15 by
+/// default, another version when set, and nothing that is not a version.
+#[test]
+fn the_reported_version_is_a_setting() {
+    let s = Server::start(&["--reported-redis-version", "7.4.0"]);
+    let mut c = s.conn();
+    let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+    assert!(info.contains("\r\nredis_version:7.4.0\r\n"), "{info}");
+    let mut raw = s.raw();
+    raw.write_all(b"*2\r\n$5\r\nHELLO\r\n$1\r\n3\r\n").unwrap();
+    let hello = String::from_utf8_lossy(&read_exactly(&mut raw, 64)).into_owned();
+    assert!(
+        hello.contains("$7\r\nversion\r\n$5\r\n7.4.0\r\n"),
+        "{hello}"
+    );
+    let err = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("reported-redis-version")
+        .arg("7.4")
+        .query::<()>(&mut c)
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("argument must be a version"),
+        "{err}"
+    );
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("reported-redis-version")
+        .arg("7.0.15")
+        .query(&mut c)
+        .unwrap();
+    let info: String = redis::cmd("INFO").arg("server").query(&mut c).unwrap();
+    assert!(info.contains("\r\nredis_version:7.0.15\r\n"), "{info}");
+    let plain = Server::start(&[]);
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut plain.conn())
+        .unwrap();
+    assert!(info.contains("\r\nredis_version:7.0.15\r\n"), "{info}");
+}

@@ -146,7 +146,10 @@ pub(super) fn hello(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     let kv = |k: &'static str, v: Frame| (Frame::Bulk(Bytes::from_static(k.as_bytes())), v);
     Some(Frame::Map(vec![
         kv("server", Frame::bulk(b"redis")),
-        kv("version", Frame::bulk(crate::REDIS_VERSION.as_bytes())),
+        kv(
+            "version",
+            Frame::Bulk(s.shared.config.read().reported_redis_version.clone().into()),
+        ),
         kv("proto", Frame::Integer(proto_num)),
         kv("id", Frame::Integer(s.handle.id as i64)),
         kv("mode", Frame::bulk(b"standalone")),

@@ -389,7 +389,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
         match section {
             "server" => {
                 let up = shared.started.elapsed().as_secs();
-                line("redis_version", &crate::REDIS_VERSION);
+                line("redis_version", &c.reported_redis_version);
                 line("hypercache_version", &env!("CARGO_PKG_VERSION"));
                 line("redis_mode", &"standalone");
                 line("os", &std::env::consts::OS);
