@@ -7,7 +7,8 @@
 //! `register_script` (EVALSHA, then SCRIPT LOAD on NOSCRIPT). ioredis comes from npm, pinned in
 //! `tests/libs/package.json` (`scripts/test.sh` installs it): `multi()`, pipelines, WATCH,
 //! `defineCommand` (EVALSHA, then EVAL on NOSCRIPT). Both also run over TLS with client
-//! certificates.
+//! certificates. redis-py 5.2.1 from PyPI (pinned; `scripts/test.sh` installs it into
+//! `tests/libs/pylib`) runs client-side caching, which Debian's 4.3.4 does not have.
 
 mod common;
 
@@ -23,10 +24,22 @@ fn redis_py(port: u16, extra: &[&str]) -> (bool, String) {
 /// Runs `tests/libs/<script>` with `program` against `port`: whether every scenario passed, and
 /// what it printed.
 fn scenarios(program: &str, script: &str, port: u16, extra: &[&str]) -> (bool, String) {
+    scenarios_with(program, script, port, extra, &[])
+}
+
+/// [`scenarios`] with environment variables.
+fn scenarios_with(
+    program: &str,
+    script: &str,
+    port: u16,
+    extra: &[&str],
+    env: &[(&str, &str)],
+) -> (bool, String) {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/libs")
         .join(script);
     let out = Command::new(program)
+        .envs(env.iter().copied())
         .arg(&path)
         .arg(port.to_string())
         .args(extra)
@@ -68,6 +81,56 @@ fn redis_py_scenarios_pass_on_redis_a_node_and_a_cluster() {
     let (ok, out) = redis_py(cluster.addr(0).port(), &["--no-watch"]);
     assert!(ok, "3-node cluster:\n{out}");
     assert_eq!(out.matches("ok ").count(), 9, "{out}");
+}
+
+/// redis-py 5.2.1's client-side caching (`protocol=3, cache_config=CacheConfig()`), unchanged:
+/// cached reads, and every write by another client, an own write, an expiry and FLUSHALL seen
+/// within 2 s, on a node and through a 3-node cluster (the cached client on one node, the writer
+/// on another). The nodes report 7.4.0 (`reported-redis-version`): redis-py refuses client-side
+/// caching below 7.4, which is also why redis-server 7.0 cannot be the reference here.
+#[test]
+fn redis_py_client_side_caching_on_a_node_and_a_cluster() {
+    let pylib = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/libs/pylib");
+    assert!(
+        pylib.join("redis").is_dir(),
+        "redis-py 5.2.1 is missing: pip install --target tests/libs/pylib redis==5.2.1 \
+         (scripts/test.sh does)"
+    );
+    let env = [("PYTHONPATH", pylib.to_str().expect("utf-8 path"))];
+    let version = ["--reported-redis-version", "7.4.0"];
+
+    let node = Server::start(&version);
+    let (ok, out) = scenarios_with(
+        "/usr/bin/python3",
+        "redis_py_csc.py",
+        node.addr.port(),
+        &[],
+        &env,
+    );
+    assert!(ok, "single node:\n{out}");
+    assert_eq!(out.matches("ok ").count(), 5, "{out}");
+
+    // A node at the default version: redis-py refuses, as it refuses Redis 7.0.
+    let plain = Server::start(&[]);
+    let (ok, out) = scenarios_with(
+        "/usr/bin/python3",
+        "redis_py_csc.py",
+        plain.addr.port(),
+        &[],
+        &env,
+    );
+    assert!(!ok && out.contains("7.4 or later"), "{out}");
+
+    let cluster = TestCluster::start(3, &version);
+    let (ok, out) = scenarios_with(
+        "/usr/bin/python3",
+        "redis_py_csc.py",
+        cluster.addr(0).port(),
+        &[&cluster.addr(1).port().to_string()],
+        &env,
+    );
+    assert!(ok, "3-node cluster:\n{out}");
+    assert_eq!(out.matches("ok ").count(), 5, "{out}");
 }
 
 #[test]

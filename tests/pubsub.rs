@@ -4,75 +4,11 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Read;
 use std::time::{Duration, Instant};
 
+use common::resp::Conn;
 use common::{Server, TestCluster};
-
-/// A raw RESP connection.
-struct Conn(TcpStream);
-
-impl Conn {
-    fn to(addr: std::net::SocketAddr) -> Conn {
-        let s = TcpStream::connect(addr).unwrap();
-        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        Conn(s)
-    }
-
-    fn send(&mut self, args: &[&[u8]]) {
-        let mut req = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            req.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            req.extend_from_slice(a);
-            req.extend_from_slice(b"\r\n");
-        }
-        self.0.write_all(&req).unwrap();
-    }
-
-    /// One reply, as its raw bytes.
-    fn read(&mut self) -> Vec<u8> {
-        let mut out = Vec::new();
-        self.read_into(&mut out);
-        out
-    }
-
-    fn read_into(&mut self, out: &mut Vec<u8>) {
-        let start = out.len();
-        let mut b = [0u8; 1];
-        while !out[start..].ends_with(b"\r\n") {
-            assert_eq!(self.0.read(&mut b).unwrap(), 1, "closed");
-            out.push(b[0]);
-        }
-        let head = out[start];
-        let n: i64 = String::from_utf8_lossy(&out[start + 1..out.len() - 2])
-            .parse()
-            .unwrap_or(-1);
-        match head {
-            b'$' if n >= 0 => {
-                let mut data = vec![0u8; n as usize + 2];
-                self.0.read_exact(&mut data).unwrap();
-                out.extend_from_slice(&data);
-            }
-            b'*' | b'>' | b'~' => {
-                for _ in 0..n.max(0) {
-                    self.read_into(out);
-                }
-            }
-            b'%' => {
-                for _ in 0..2 * n.max(0) {
-                    self.read_into(out);
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn call(&mut self, args: &[&[u8]]) -> Vec<u8> {
-        self.send(args);
-        self.read()
-    }
-}
 
 fn message(channel: &str, payload: &str) -> Vec<u8> {
     format!(

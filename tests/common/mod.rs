@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub(crate) mod pki;
+pub(crate) mod resp;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
