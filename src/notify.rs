@@ -9,7 +9,7 @@
 //! once whichever node the client used; an expiry is published by the key's primary replica
 //! only (every replica expires its own copy); an eviction by the node whose copy was evicted.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use hypercache_cluster::notify::{self, Events, EVICTED, EXPIRED, GENERIC, STRING};
@@ -17,6 +17,9 @@ use hypercache_cluster::slot::key_slot;
 use hypercache_cluster::store::Lost;
 
 use crate::state::{now_ms, Shared};
+
+/// Keyspace notifications published by this node (metric `notify.events`).
+pub static EVENTS: AtomicU64 = AtomicU64::new(0);
 
 /// Applies the configured classes (after a start or a `CONFIG SET`) and whether clients track
 /// keys (after `CLIENT TRACKING`, and every second in a cluster).
@@ -57,6 +60,7 @@ pub fn emit(shared: &Shared, class: u32, name: &str, key: &[u8]) {
     }
     let limits = shared.config.read().client_output_buffer_limit;
     for (channel, message) in notify::messages(flags, class, name, key) {
+        EVENTS.fetch_add(1, Ordering::Relaxed);
         let (channel, message) = (Bytes::from(channel), Bytes::from(message));
         shared.pubsub.publish(&channel, &message, &limits, now_ms());
         if let Some(cl) = &shared.cluster {

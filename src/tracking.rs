@@ -92,6 +92,8 @@ pub struct Tracking {
     on: AtomicUsize,
     /// Until when (ms) another node said it has tracking clients.
     peers_until: std::sync::atomic::AtomicU64,
+    /// Invalidation messages queued (metric `tracking.invalidations`).
+    sent: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
 }
 
@@ -123,6 +125,11 @@ impl Tracking {
     /// announces every second while it has them).
     pub fn peer_announced(&self) {
         self.peers_until.store(now_ms() + 3_000, Ordering::Relaxed);
+    }
+
+    /// Invalidation messages queued so far.
+    pub fn invalidations(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// INFO's figures.
@@ -298,6 +305,7 @@ impl Tracking {
 
     /// Delivers `what` to client `id` (tracking with `st`), or to its redirect target.
     fn send(&self, shared: &Shared, id: u64, st: &TrackState, what: Invalidation) {
+        self.sent.fetch_add(1, Ordering::Relaxed);
         let limits = shared.config.read().client_output_buffer_limit;
         let mailbox_of = |cid: u64| {
             shared
@@ -309,6 +317,8 @@ impl Tracking {
         if st.redirect != 0 {
             let alive = shared.clients.lock().contains_key(&st.redirect);
             if !alive {
+                tracing::debug!(node_id = %shared.node_id, component = "tracking", client_id = id, redirect = st.redirect,
+                    "the client's tracking redirect target has gone");
                 // The redirect target is gone: tell the client itself (RESP3 only).
                 if let Some(mb) = mailbox_of(id) {
                     mb.offer(

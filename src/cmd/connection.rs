@@ -136,6 +136,9 @@ pub(super) fn hello(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     }
     if let Some(v) = proto {
         s.proto = if v == 3 {
+            // A RESP3 connection can receive pushes from others (tracking invalidations
+            // redirected to it): it gets its mailbox now.
+            super::pubsub::subs(s);
             Protocol::Resp3
         } else {
             Protocol::Resp2
@@ -631,6 +634,8 @@ fn client_tracking(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         m.tracking = Some((want.bcast, want.redirect as i64));
         m.tracking_broken = false;
     }
+    tracing::debug!(node_id = %s.shared.node_id, component = "tracking", client_id = s.handle.id,
+        bcast = want.bcast, redirect = want.redirect, prefixes = want.prefixes.len(), "client tracking on");
     s.tracking = Some(want);
     crate::notify::refresh(&s.shared);
     crate::tracking::announce(&s.shared);
