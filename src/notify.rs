@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use hypercache_cluster::notify::{self, Events, EVICTED, EXPIRED, GENERIC, STRING};
-use hypercache_cluster::slot::key_slot;
 use hypercache_cluster::store::Lost;
 
 use crate::state::{now_ms, Shared};
@@ -29,6 +28,7 @@ pub fn refresh(shared: &Shared) {
         flags = 0;
     }
     shared.notify_flags.store(flags, Ordering::Relaxed);
+    shared.tracking.refresh_peers();
     let tracking = shared.tracking.cluster_active();
     shared.tracking_on.store(tracking, Ordering::Relaxed);
     shared
@@ -88,7 +88,7 @@ pub fn after_write(shared: &Shared, key: &[u8], events: Events, writer: u64) {
 pub fn changed(shared: &Shared, key: &[u8], writer: u64) {
     shared.tracking.invalidate(shared, key, writer);
     if let Some(cl) = &shared.cluster {
-        if shared.tracking.cluster_active() {
+        if shared.tracking.peers_active() {
             let channel = Bytes::from_static(crate::tracking::CHANNEL);
             crate::cluster::exec::publish_to_peers(
                 shared,
@@ -120,14 +120,12 @@ pub fn publish_lost(shared: &Shared) {
     }
 }
 
-/// Whether this node is the first replica of `key`'s slot (always, on a single node).
+/// Whether this node raises `key`'s expiry (always, on a single node; in a cluster,
+/// [`hypercache_cluster::node::raises_expiry`]).
 fn primary_here(shared: &Shared, key: &[u8]) -> bool {
     match &shared.cluster {
         None => true,
-        Some(cl) => {
-            let view = cl.view();
-            view.prefs(key_slot(key)).first() == Some(&view.me)
-        }
+        Some(cl) => crate::cluster::exec::raises_expiry(shared, cl, key),
     }
 }
 

@@ -90,8 +90,10 @@ struct Inner {
 pub struct Tracking {
     /// Tracking clients on this node.
     on: AtomicUsize,
-    /// Until when (ms) another node said it has tracking clients.
-    peers_until: std::sync::atomic::AtomicU64,
+    /// Other nodes' tracking clients, and this node's announcements of its own.
+    peers: Mutex<hypercache_cluster::notify::PeerTracking>,
+    /// `peers` says changed keys go to the other nodes (cached for the write path).
+    peers_on: std::sync::atomic::AtomicBool,
     /// Invalidation messages queued (metric `tracking.invalidations`).
     sent: std::sync::atomic::AtomicU64,
     inner: Mutex<Inner>,
@@ -116,15 +118,35 @@ impl Tracking {
         self.on.load(Ordering::Relaxed) > 0
     }
 
-    /// Whether a change must be sent to the other nodes: some node has tracking clients.
+    /// Whether clients track keys here or on another node of the cluster.
     pub fn cluster_active(&self) -> bool {
-        self.active() || self.peers_until.load(Ordering::Relaxed) > now_ms()
+        self.active() || self.peers_active()
     }
 
-    /// Another node announced tracking clients: send it changes for the next 3 seconds (it
-    /// announces every second while it has them).
+    /// Whether keys that change here must be sent to the other nodes: one of them announced
+    /// tracking clients recently ([`hypercache_cluster::notify::PeerTracking`]).
+    pub fn peers_active(&self) -> bool {
+        self.peers_on.load(Ordering::Relaxed)
+    }
+
+    /// Another node announced tracking clients.
     pub fn peer_announced(&self) {
-        self.peers_until.store(now_ms() + 3_000, Ordering::Relaxed);
+        self.peers.lock().announced(now_ms());
+        self.refresh_peers();
+    }
+
+    /// Re-reads whether another node's announcement still holds.
+    pub fn refresh_peers(&self) {
+        let on = self.peers.lock().sends_changes(now_ms());
+        self.peers_on.store(on, Ordering::Relaxed);
+    }
+
+    /// Whether this node announces its tracking clients now (`fresh`: one just turned tracking
+    /// on).
+    fn announce_due(&self, fresh: bool) -> bool {
+        self.peers
+            .lock()
+            .announce_due(now_ms(), self.active(), fresh)
     }
 
     /// Invalidation messages queued so far.
@@ -372,21 +394,20 @@ pub fn prefix_collision(existing: &[Bytes], prefixes: &[Bytes]) -> Option<String
 /// clients tells the others, which then send it every key that changes (for 3 seconds after
 /// each announcement).
 pub fn tick(shared: &Shared) {
-    use std::sync::atomic::AtomicU64;
-    static LAST: AtomicU64 = AtomicU64::new(0);
     let max = shared.config.read().tracking_table_max_keys as usize;
     shared.tracking.limit(shared, max);
-    let now = now_ms();
-    if shared.tracking.active() && now >= LAST.load(Ordering::Relaxed) + 1_000 {
-        LAST.store(now, Ordering::Relaxed);
-        announce(shared);
-    }
+    shared.tracking.refresh_peers();
+    announce(shared, false);
 }
 
-/// Tells the other nodes of a cluster that this one has tracking clients.
-pub fn announce(shared: &Shared) {
+/// Tells the other nodes of a cluster that this one has tracking clients, when
+/// [`hypercache_cluster::notify::PeerTracking::announce_due`] says so (`fresh`: a client just
+/// turned tracking on).
+pub fn announce(shared: &Shared, fresh: bool) {
     if let Some(cl) = &shared.cluster {
-        let channel = Bytes::from_static(ANNOUNCE);
-        crate::cluster::exec::publish_to_peers(shared, cl, &channel, &Bytes::new());
+        if shared.tracking.announce_due(fresh) {
+            let channel = Bytes::from_static(ANNOUNCE);
+            crate::cluster::exec::publish_to_peers(shared, cl, &channel, &Bytes::new());
+        }
     }
 }

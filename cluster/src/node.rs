@@ -253,6 +253,14 @@ pub fn publish_targets(env: &impl Env, members: usize) -> Vec<MemberIdx> {
         .collect()
 }
 
+/// Whether this node raises the keyspace event and the tracking invalidation of `key`'s expiry:
+/// every replica expires its own copy, and only the first of the key's preference list speaks
+/// for the cluster (the others invalidate only their own clients). Both drivers decide this
+/// here: production for its store's journal, the simulator for its expiry cycles.
+pub fn raises_expiry(env: &impl Env, key: &[u8]) -> bool {
+    env.prefs(key_slot(key)).first() == Some(&env.me())
+}
+
 /// Whether a version received from a peer is plausible at `now`.
 pub fn plausible(v: Option<Version>, now: u64) -> bool {
     v.is_none_or(|v| v.is_plausible(now, MAX_AHEAD_MS))

@@ -242,6 +242,47 @@ fn events_of(op: &Op<'_>, change: Option<Change>) -> Events {
     }
 }
 
+/// How often a node with tracking clients announces them to the others, ms.
+pub const ANNOUNCE_EVERY_MS: u64 = 1_000;
+/// How long after an announcement the others keep sending it changed keys, ms (three
+/// announcements: one lost datagram-like message does not stop invalidations).
+pub const ANNOUNCE_VALID_MS: u64 = 3_000;
+
+/// Client-side caching across a cluster: whether this node must send the keys that change here to
+/// the other nodes (some node has tracking clients), and when to announce its own tracking
+/// clients. Time comes in as an argument; the driver sends and receives the announcements.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PeerTracking {
+    /// Until when (ms) another node's announcement holds.
+    until: u64,
+    /// When this node last announced (ms; 0: never).
+    last: u64,
+}
+
+impl PeerTracking {
+    /// Another node announced tracking clients at `now`.
+    pub fn announced(&mut self, now: u64) {
+        self.until = self.until.max(now + ANNOUNCE_VALID_MS);
+    }
+
+    /// Whether a key changed here at `now` must be sent to the other nodes (this node's own
+    /// tracking clients are invalidated here either way).
+    pub fn sends_changes(&self, now: u64) -> bool {
+        now < self.until
+    }
+
+    /// Whether this node, with tracking clients (`local`), announces them at `now`: at once when
+    /// they appear (`fresh`: a `CLIENT TRACKING ON` just happened), then every
+    /// [`ANNOUNCE_EVERY_MS`].
+    pub fn announce_due(&mut self, now: u64, local: bool, fresh: bool) -> bool {
+        let due = local && (fresh || self.last == 0 || now >= self.last + ANNOUNCE_EVERY_MS);
+        if due {
+            self.last = now;
+        }
+        due
+    }
+}
+
 /// The (channel, message) pairs Redis publishes for one event of `key` in database 0, as
 /// `flags` selects them (none if the event's class is off).
 pub fn messages(flags: u32, class: u32, name: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -282,6 +323,24 @@ mod tests {
             assert_eq!(render_flags(f), shown, "{given}");
         }
         assert_eq!(parse_flags(b"KEw"), None);
+    }
+
+    #[test]
+    fn announcements_hold_three_seconds_and_repeat_every_second() {
+        let mut p = PeerTracking::default();
+        assert!(!p.sends_changes(0), "no node has announced");
+        p.announced(1_000);
+        assert!(p.sends_changes(1_000) && p.sends_changes(3_999));
+        assert!(!p.sends_changes(4_000), "the announcement ran out");
+        assert!(!p.announce_due(10, false, true), "nothing to announce");
+        assert!(p.announce_due(10, true, false), "the first time");
+        assert!(!p.announce_due(500, true, false));
+        assert!(
+            p.announce_due(600, true, true),
+            "a new tracking client: at once"
+        );
+        assert!(!p.announce_due(1_599, true, false));
+        assert!(p.announce_due(1_600, true, false));
     }
 
     #[test]

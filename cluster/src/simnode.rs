@@ -223,6 +223,9 @@ pub struct SimNode {
     /// Keyspace events of the writes this node coordinated, in order (what production
     /// publishes).
     pub keyspace_events: Vec<(Bytes, crate::notify::Events)>,
+    /// Keys whose expiry this node raised (their `expired` event and invalidation), as production
+    /// raises them from its store's journal ([`crate::node::raises_expiry`]).
+    pub raised_expiries: Vec<Bytes>,
     /// The machines' counters, summed.
     pub counts: Counts,
     now: u64,
@@ -367,6 +370,7 @@ impl SimNode {
             redialing: vec![false; members],
             results: BTreeMap::new(),
             keyspace_events: Vec::new(),
+            raised_expiries: Vec::new(),
             counts: Counts::default(),
             now: 0,
             incarnation,
@@ -422,6 +426,19 @@ impl SimNode {
             .iter()
             .map(|&m| usize::from(m))
             .collect()
+    }
+
+    /// Runs this node's expiry cycle at `now`: its copies past their deadline go, and it raises
+    /// the expiries it speaks for. Call it through [`crate::sim::Sim::input`].
+    pub fn expire(&mut self, now: u64) {
+        self.now = now;
+        self.store.set_journal(true);
+        self.store.expire_cycle(now, usize::MAX);
+        for (why, key) in self.store.take_journal() {
+            if why == crate::store::Lost::Expired && crate::node::raises_expiry(&*self, &key) {
+                self.raised_expiries.push(key);
+            }
+        }
     }
 
     /// The result of client command `client_id`, once finished.
@@ -1711,6 +1728,53 @@ mod tests {
             ["new", "set", "set", "del"],
             "seed {seed}: INCR of a non-number raised nothing either"
         );
+        quiet(&s);
+    }
+
+    /// Every replica expires its own copy of a key; exactly one of them (the first of the key's
+    /// preference list) raises the expiry for the cluster, whichever node wrote the key.
+    #[test]
+    fn one_replica_raises_an_expiry() {
+        let seed = 69;
+        let mut s = sim(5, 3, seed);
+        s.set_delay(1, 3);
+        let keys: [&[u8]; 6] = [b"a", b"b", b"c", b"{x}1", b"{y}2", b"session:9"];
+        for (i, key) in keys.iter().enumerate() {
+            let at = s.now() + 500;
+            let op = Op::Set {
+                value: b"v",
+                cond: crate::op::SetCond::Always,
+                expiry: crate::op::ExpiryChange::At(at),
+                get: false,
+            };
+            let r = run(
+                &mut s,
+                (i % 5) as NodeId,
+                200 + i as u64,
+                key,
+                op,
+                (ALL, ALL),
+            );
+            assert_eq!(r, Ok(Outcome::Ok), "seed {seed}");
+        }
+        let t = s.now() + 1_000;
+        s.run_until(t, STEPS);
+        for n in 0..5 {
+            s.input(n, |node, now, _out| node.expire(now));
+        }
+        let mut raised: Vec<(usize, Bytes)> = s
+            .nodes
+            .iter()
+            .enumerate()
+            .flat_map(|(i, n)| n.raised_expiries.iter().map(move |k| (i, k.clone())))
+            .collect();
+        raised.sort();
+        let mut want: Vec<(usize, Bytes)> = keys
+            .iter()
+            .map(|k| (s.nodes[0].replicas_of(k)[0], Bytes::copy_from_slice(k)))
+            .collect();
+        want.sort();
+        assert_eq!(raised, want, "seed {seed}: once each, by the first replica");
         quiet(&s);
     }
 

@@ -638,6 +638,6 @@ fn client_tracking(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         bcast = want.bcast, redirect = want.redirect, prefixes = want.prefixes.len(), "client tracking on");
     s.tracking = Some(want);
     crate::notify::refresh(&s.shared);
-    crate::tracking::announce(&s.shared);
+    crate::tracking::announce(&s.shared, true);
     Some(Frame::ok())
 }

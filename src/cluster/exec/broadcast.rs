@@ -302,3 +302,17 @@ pub fn publish_to_peers(shared: &Shared, cl: &Cluster, channel: &Bytes, message:
         }
     }
 }
+
+/// Whether this node raises the keyspace event and invalidation of `key`'s expiry (the node
+/// machine's rule, [`node::raises_expiry`]).
+pub fn raises_expiry(shared: &Shared, cl: &Cluster, key: &[u8]) -> bool {
+    let view = cl.view();
+    let env = NodeEnv {
+        shared,
+        cl,
+        view: &view,
+        ctx: Default::default(),
+        timing: Timing { request_ms: 0 },
+    };
+    node::raises_expiry(&env, key)
+}
