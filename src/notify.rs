@@ -89,7 +89,7 @@ pub fn changed(shared: &Shared, key: &[u8], writer: u64) {
     shared.tracking.invalidate(shared, key, writer);
     if let Some(cl) = &shared.cluster {
         if shared.tracking.peers_active() {
-            let channel = Bytes::from_static(crate::tracking::CHANNEL);
+            let channel = Bytes::from_static(notify::INVALIDATE_CHANNEL);
             crate::cluster::exec::publish_to_peers(
                 shared,
                 cl,

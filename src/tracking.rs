@@ -15,7 +15,7 @@
 //!   connection's mailbox ([`crate::pubsub::Mailbox`]), so they follow its output limits, and a
 //!   client's own write invalidates it after that command's reply.
 //! - **In a cluster** every node keeps the table of its own clients; the coordinator of a write
-//!   sends the changed key to every node (`Publish` on an internal channel, [`CHANNEL`]) while
+//!   sends the changed key to every node (`Publish` on an internal channel, [`hypercache_cluster::notify::INVALIDATE_CHANNEL`]) while
 //!   any node has tracking clients, and each node invalidates its own ([`crate::notify`]).
 
 use std::collections::{BTreeMap, HashMap};
@@ -26,12 +26,6 @@ use parking_lot::Mutex;
 
 use crate::pubsub::{Invalidation, Message};
 use crate::state::{now_ms, Shared};
-
-/// The internal channel a coordinator sends changed keys on to the other nodes (never
-/// delivered to subscribers: no client can subscribe to a channel with this prefix's bytes).
-pub const CHANNEL: &[u8] = b"\0hc:invalidate";
-/// The internal channel a node announces that it has tracking clients on.
-pub const ANNOUNCE: &[u8] = b"\0hc:tracking";
 
 /// A client's tracking settings (`CLIENT TRACKING ON ...`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -406,7 +400,7 @@ pub fn tick(shared: &Shared) {
 pub fn announce(shared: &Shared, fresh: bool) {
     if let Some(cl) = &shared.cluster {
         if shared.tracking.announce_due(fresh) {
-            let channel = Bytes::from_static(ANNOUNCE);
+            let channel = Bytes::from_static(hypercache_cluster::notify::ANNOUNCE_CHANNEL);
             crate::cluster::exec::publish_to_peers(shared, cl, &channel, &Bytes::new());
         }
     }

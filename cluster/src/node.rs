@@ -1371,6 +1371,12 @@ pub enum Served {
     /// A message published through another member: the driver delivers it to this node's
     /// subscribers (no answer).
     Publish(Bytes, Bytes),
+    /// A key changed at its coordinator: this node's tracking clients must forget it (not
+    /// answered).
+    Invalidate(Bytes),
+    /// The sender has tracking clients: send it the keys that change here for a while
+    /// ([`crate::notify::PeerTracking::announced`]; not answered).
+    TrackingAnnounced,
 }
 
 /// Serves request `req` from member `from` (`None`: a peer this node cannot place in its ring);
@@ -1398,6 +1404,14 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             return refuse()
         }
         Request::PutSettings { version, body } => return Served::Settings(version, body),
+        Request::Publish { channel, .. } if channel[..] == *crate::notify::ANNOUNCE_CHANNEL => {
+            return Served::TrackingAnnounced
+        }
+        Request::Publish { channel, message }
+            if channel[..] == *crate::notify::INVALIDATE_CHANNEL =>
+        {
+            return Served::Invalidate(message)
+        }
         Request::Publish { channel, message } => return Served::Publish(channel, message),
         // Not a replica of the slot by this node's ring: not stored, not counted (see Fetch).
         Request::Put { key, .. } if !env.prefs(key_slot(key)).contains(&env.me()) => {

@@ -242,6 +242,14 @@ fn events_of(op: &Op<'_>, change: Option<Change>) -> Events {
     }
 }
 
+/// The internal channel a coordinator sends changed keys on to the other nodes (a `Publish`
+/// the receiving node's machine turns into [`crate::node::Served::Invalidate`]; never delivered
+/// to subscribers).
+pub const INVALIDATE_CHANNEL: &[u8] = b"\0hc:invalidate";
+/// The internal channel a node announces its tracking clients on
+/// ([`crate::node::Served::TrackingAnnounced`]).
+pub const ANNOUNCE_CHANNEL: &[u8] = b"\0hc:tracking";
+
 /// How often a node with tracking clients announces them to the others, ms.
 pub const ANNOUNCE_EVERY_MS: u64 = 1_000;
 /// How long after an announcement the others keep sending it changed keys, ms (three

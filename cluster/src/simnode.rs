@@ -226,6 +226,10 @@ pub struct SimNode {
     /// Keys whose expiry this node raised (their `expired` event and invalidation), as production
     /// raises them from its store's journal ([`crate::node::raises_expiry`]).
     pub raised_expiries: Vec<Bytes>,
+    /// Keys other nodes said changed, for this node's tracking clients, in arrival order.
+    pub invalidated: Vec<Bytes>,
+    /// The other nodes' tracking announcements ([`crate::notify::PeerTracking`]).
+    pub peer_tracking: crate::notify::PeerTracking,
     /// The machines' counters, summed.
     pub counts: Counts,
     now: u64,
@@ -371,6 +375,8 @@ impl SimNode {
             results: BTreeMap::new(),
             keyspace_events: Vec::new(),
             raised_expiries: Vec::new(),
+            invalidated: Vec::new(),
+            peer_tracking: Default::default(),
             counts: Counts::default(),
             now: 0,
             incarnation,
@@ -759,8 +765,17 @@ impl SimNode {
             }
             _ => {}
         }
-        if let Some(ev) = o.events {
-            self.keyspace_events.push(ev);
+        if let Some((key, ev)) = o.events {
+            // As production: the changed key goes to the other nodes while one of them has
+            // announced tracking clients.
+            if self.peer_tracking.sends_changes(self.now) {
+                self.publish(
+                    Bytes::from_static(crate::notify::INVALIDATE_CHANNEL),
+                    key.clone(),
+                    out,
+                );
+            }
+            self.keyspace_events.push((key, ev));
         }
         if let (Some(f), Owner::Req(id)) = (o.reply, owner) {
             if let Some((w, _)) = self.reqs.get(&id) {
@@ -817,6 +832,11 @@ impl SimNode {
                 reply(out, self.placement.epoch, from, id, &Response::Done);
             }
             Served::Publish(channel, message) => self.published.push((channel, message)),
+            Served::Invalidate(key) => self.invalidated.push(key),
+            Served::TrackingAnnounced => {
+                let now = self.now;
+                self.peer_tracking.announced(now);
+            }
             Served::Settings(version, body) => {
                 self.settings.offer(version, body);
                 reply(out, self.placement.epoch, from, id, &Response::Done);
@@ -1728,6 +1748,82 @@ mod tests {
             ["new", "set", "set", "del"],
             "seed {seed}: INCR of a non-number raised nothing either"
         );
+        quiet(&s);
+    }
+
+    /// Client-side caching across nodes: until a node announces tracking clients, writes send
+    /// nothing; after, every write that changed its key (whichever node coordinated it) reaches
+    /// that node once, through the machines' `Invalidate`; a write that changed nothing sends
+    /// nothing, and the announcement runs out.
+    #[test]
+    fn changed_keys_reach_a_node_that_announced_tracking() {
+        use crate::notify::{ANNOUNCE_CHANNEL, ANNOUNCE_VALID_MS};
+        let seed = 70;
+        let mut s = sim(3, 3, seed);
+        s.set_delay(1, 3);
+        let nx = Op::Set {
+            value: b"z",
+            cond: crate::op::SetCond::IfMissing,
+            expiry: Default::default(),
+            get: false,
+        };
+        assert!(run(&mut s, 0, 300, b"before", Op::set(b"v"), (QUORUM, QUORUM)).is_ok());
+        assert!(
+            s.nodes[2].invalidated.is_empty(),
+            "seed {seed}: nobody tracks yet"
+        );
+        // Node 2 announces before each write, as production's driver repeats its announcement
+        // every second (a quiet simulated cluster can pass seconds between two writes).
+        let announce = |s: &mut Sim<SimNode>| {
+            s.input(2, |n, _now, out| {
+                n.publish(Bytes::from_static(ANNOUNCE_CHANNEL), Bytes::new(), out)
+            });
+            s.run_until_quiet(STEPS);
+        };
+        let keys: [&[u8]; 4] = [b"k1", b"k2", b"{t}k3", b"k4"];
+        for (i, key) in keys.iter().enumerate() {
+            announce(&mut s);
+            let r = run(
+                &mut s,
+                (i % 3) as NodeId,
+                310 + i as u64,
+                key,
+                Op::set(b"v"),
+                (QUORUM, QUORUM),
+            );
+            assert!(r.is_ok(), "seed {seed}");
+        }
+        // SET NX of an existing key changes nothing: no invalidation.
+        announce(&mut s);
+        assert!(run(&mut s, 1, 320, b"k1", nx, (QUORUM, QUORUM)).is_ok());
+        // Node 2 learns each change once: from another coordinator's `Invalidate`, or as the
+        // coordinator itself (its own events, which production invalidates directly).
+        let mut got: Vec<Bytes> = s.nodes[2].invalidated.clone();
+        got.extend(s.nodes[2].keyspace_events.iter().map(|(k, _)| k.clone()));
+        got.sort();
+        let mut want: Vec<Bytes> = keys.iter().map(|k| Bytes::copy_from_slice(k)).collect();
+        want.sort();
+        assert!(
+            !s.nodes[2].invalidated.is_empty(),
+            "seed {seed}: some key coordinated elsewhere"
+        );
+        assert_eq!(got, want, "seed {seed}: each changed key once");
+        // The announcement runs out: writes send nothing more.
+        let later = s.now() + ANNOUNCE_VALID_MS + 1;
+        s.run_until(later, STEPS);
+        let before = s.nodes[2].invalidated.len();
+        for (i, key) in keys.iter().enumerate() {
+            assert!(run(
+                &mut s,
+                (i % 3) as NodeId,
+                330 + i as u64,
+                key,
+                Op::set(b"w"),
+                (QUORUM, QUORUM)
+            )
+            .is_ok());
+        }
+        assert_eq!(s.nodes[2].invalidated.len(), before, "seed {seed}");
         quiet(&s);
     }
 

@@ -120,11 +120,11 @@ pub fn serve_request(
             cl.member_cmd(super::super::swim::MemberCmd::Forget(member, tx));
             q.push_msg(Kind::Reply, id, &Response::Done);
         }
-        Served::Publish(channel, message) if channel[..] == *crate::tracking::CHANNEL => {
+        Served::Invalidate(message) => {
             // A key changed at its coordinator: this node's tracking clients forget it.
             shared.tracking.invalidate(shared, &message, 0);
         }
-        Served::Publish(channel, _) if channel[..] == *crate::tracking::ANNOUNCE => {
+        Served::TrackingAnnounced => {
             // That node has tracking clients: send it the keys that change here.
             shared.tracking.peer_announced();
             crate::notify::refresh(shared);
