@@ -292,7 +292,7 @@ fn a_killed_node_s_slots_get_their_replicas_back_after_remove_after() {
 }
 
 #[test]
-fn a_stopped_node_leaves_at_once_and_a_killed_one_is_suspected_at_once() {
+fn a_stopped_node_leaves_and_a_killed_one_is_only_suspected() {
     let mut c = TestCluster::start(4, &["--suspect-timeout", "30000"]);
     let state_of = |c: &TestCluster, i: usize, port: u16| -> String {
         members(c, i)
@@ -301,20 +301,20 @@ fn a_stopped_node_leaves_at_once_and_a_killed_one_is_suspected_at_once() {
             .map(|e| text(&e["state"]))
             .unwrap_or_default()
     };
-    // SIGTERM: it announces its departure; its peers see it left (and leave it out of the ring)
-    // long before any suspect timeout could.
+    // SIGTERM: it announces its departure; its peers see it left (and leave it out of the ring).
+    // "left" can only come from that announcement: a node that merely went silent is suspect,
+    // then down. The budget stays under the 30 s suspect timeout, but is not a timing claim
+    // (a loaded CI machine once needed over 5 s to stop the process and rebuild the ring).
     let cport = c.ports[3].1;
-    let t = Instant::now();
     c.stop(3);
-    wait_for("node 3 left", Duration::from_secs(5), || {
+    wait_for("node 3 left", Duration::from_secs(20), || {
         state_of(&c, 0, cport) == "left" && c.info_field(0, "hc_members") == "3"
     });
-    assert!(t.elapsed() < Duration::from_secs(5));
-    // SIGKILL: the reset links make its peers suspect it at once; it is not down before the
-    // (long) suspect timeout, and keeps its slots.
+    // SIGKILL: the reset links make its peers suspect it; it is not down before the (long)
+    // suspect timeout, and keeps its slots.
     let cport = c.ports[2].1;
     c.kill(2);
-    wait_for("node 2 suspected", Duration::from_secs(2), || {
+    wait_for("node 2 suspected", Duration::from_secs(10), || {
         state_of(&c, 0, cport) == "suspect" && state_of(&c, 1, cport) == "suspect"
     });
     assert_eq!(c.info_field(0, "hc_members"), "3");
