@@ -120,6 +120,10 @@ pub struct Config {
     pub tls_cluster: bool,
     /// Most simultaneous client connections, 1..=4294967295. Default 10000. Runtime-settable.
     pub maxclients: u64,
+    /// Databases `SELECT` can choose from, 1..=256 (Redis allows more; a database number is one
+    /// byte of a stored key, see `hypercache_cluster::db`). Default 16, as Redis. Startup only,
+    /// and in a cluster every node must have the same.
+    pub databases: u64,
     /// Close a client idle for this many seconds; 0 never. 0..=2147483647. Runtime-settable.
     pub timeout: u64,
     /// `error`, `warn`, `info`, `debug` or `trace`. Default `info`.
@@ -281,6 +285,7 @@ impl Default for Config {
             tls_session_cache_size: 20 * 1024,
             tls_cluster: false,
             maxclients: 10000,
+            databases: 16,
             timeout: 0,
             log_level: "info".into(),
             log_format: LogFormat::Text,
@@ -1017,14 +1022,14 @@ pub static PARAMS: &[Param] = &[
         |c| c.rebalance_grace_ms.to_string(),
         |c, v| c.rebalance_grace_ms = v.int() as u64
     ),
-    // Read-only facts some clients ask for: one database, no persistence.
     p!(
         "databases",
-        Kind::Int(1, 1),
+        Kind::Int(1, hypercache_cluster::db::MAX_DATABASES as i64),
         false,
-        |_c| "1".into(),
-        |_c, _v| ()
+        |c| c.databases.to_string(),
+        |c, v| c.databases = v.int() as u64
     ),
+    // Read-only facts some clients ask for: no persistence.
     p!("save", Kind::Str, false, |_c| String::new(), |_c, _v| ()),
     p!(
         "appendonly",
@@ -1245,7 +1250,7 @@ impl Config {
     /// Sets `name` from startup input (file, environment or flag).
     pub fn set(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
         let p = param(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
-        if matches!(p.name, "databases" | "save" | "appendonly") {
+        if matches!(p.name, "save" | "appendonly") {
             return Err(ConfigError::Unknown(name.to_string()));
         }
         p.apply(self, raw)

@@ -30,6 +30,7 @@ pub mod cluster;
 pub(crate) mod cmd;
 pub mod config;
 pub mod conn;
+pub mod dbs;
 pub mod exclusive;
 pub mod http;
 pub mod memory;

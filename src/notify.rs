@@ -59,7 +59,8 @@ pub fn emit(shared: &Shared, class: u32, name: &str, key: &[u8]) {
         return;
     }
     let limits = shared.config.read().client_output_buffer_limit;
-    for (channel, message) in notify::messages(flags, class, name, key) {
+    let (db, key) = crate::dbs::client_key(&shared.dbs, key);
+    for (channel, message) in notify::messages(flags, class, name, db, key) {
         EVENTS.fetch_add(1, Ordering::Relaxed);
         let (channel, message) = (Bytes::from(channel), Bytes::from(message));
         shared.pubsub.publish(&channel, &message, &limits, now_ms());

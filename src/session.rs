@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use hypercache_cluster::evict::Policy;
 use hypercache_cluster::msg::Level;
 use hypercache_cluster::op::AccessMode;
-use hypercache_cluster::slot::{key_slot, Slot};
+use hypercache_cluster::slot::{redis_slot, Slot};
 use hypercache_cluster::version::Version;
 use hypercache_cluster::Ctx;
 use hypercache_resp::table::CommandSpec;
@@ -18,6 +18,10 @@ use rand::SeedableRng;
 
 use crate::cmd::{self, Handler};
 use crate::state::{now_ms, ClientHandle, Shared, SlowEntry, Stats};
+
+/// A key under `WATCH`: its stored form, the database it was watched in, and what it was then
+/// (its version and whether it had expired; `None`: absent).
+pub type Watched = (Bytes, u8, Option<(Version, bool)>);
 
 /// CLIENT REPLY mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,7 +106,7 @@ pub struct Session {
     /// The transaction being queued, from `MULTI` to `EXEC` or `DISCARD`.
     pub multi: Option<Multi>,
     /// Keys under `WATCH`, each with what it was when watched.
-    pub watched: Vec<(Bytes, Option<(Version, bool)>)>,
+    pub watched: Vec<Watched>,
     /// A transaction `EXEC` accepted, with `EXEC`'s own arguments: the connection runs it
     /// ([`Session::run_transaction`]) before the next command.
     pub exec_ready: Option<(Multi, Vec<Bytes>)>,
@@ -117,6 +121,8 @@ pub struct Session {
     /// This is the session scripts run their commands through (Redis's "lua client"): its time
     /// stands still during a script, and MONITOR shows it as `lua`.
     pub script: bool,
+    /// The database `SELECT` chose (logical: `SWAPDB` may store it elsewhere, [`crate::dbs`]).
+    pub db: u8,
     /// Bytes of the request running now plus those still unparsed after it (CLIENT LIST's
     /// `qbuf` for the client's own line, as Redis counts its query buffer).
     pub request_len: usize,
@@ -244,6 +250,7 @@ impl Session {
             scripts: Vec::new(),
             holding_exclusive: false,
             script: false,
+            db: 0,
             busy: false,
             events_after_reply: false,
             tracking: None,
@@ -376,7 +383,7 @@ impl Session {
         if spec.first_key != 1 || spec.last_key != 1 || args.len() < 2 {
             return true;
         }
-        let slot = key_slot(&args[1]);
+        let slot = redis_slot(&args[1]);
         self.pending
             .iter()
             .any(|d| d.slot.is_none_or(|s| s == slot))
@@ -657,6 +664,18 @@ impl Session {
         }
     }
 
+    /// Where this session's database is stored ([`crate::dbs::DbMap`]).
+    #[inline]
+    pub fn physical_db(&self) -> u8 {
+        self.shared.dbs.physical(self.db)
+    }
+
+    /// `SELECT`: from now on commands run in database `db`.
+    pub fn select(&mut self, db: u8) {
+        self.db = db;
+        self.handle.meta.lock().db = db;
+    }
+
     /// Starts a transaction (`MULTI`).
     pub fn begin_transaction(&mut self) {
         self.multi = Some(Multi::default());
@@ -698,19 +717,24 @@ impl Session {
 
     /// Remembers `key` as it is now, for `EXEC` to compare (`WATCH`).
     pub fn watch(&mut self, key: &Bytes) {
-        if self.watched.iter().any(|(k, _)| k == key) {
+        if self.watched.iter().any(|(k, _, _)| k == key) {
             return;
         }
         let now = self.ctx().now;
         let mark = self.shared.store.watch_mark(key, now);
-        self.watched.push((key.clone(), mark));
+        self.watched.push((key.clone(), self.db, mark));
     }
 
     /// Whether a watched key changed since `WATCH`: written (a new version), deleted, or expired
     /// since. A key that had already expired when watched counts as absent, as in Redis.
     fn watched_changed(&self) -> bool {
         let now = self.ctx().now;
-        self.watched.iter().any(|(key, then)| {
+        self.watched.iter().any(|(key, db, then)| {
+            // SWAPDB of its database since: its name now means another key (Redis makes a
+            // watched key dirty then if it exists on either side; this is the same or more).
+            if hypercache_cluster::db::of(key) != self.shared.dbs.physical(*db) {
+                return true;
+            }
             let current = self.shared.store.watch_mark(key, now);
             match (then, current) {
                 // Absent then: any entry now is a change, unless it is absent still.
@@ -953,12 +977,18 @@ impl Session {
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap_or_default();
         let mut line = if self.script {
-            format!("+{}.{:06} [0 lua]", now.as_secs(), now.subsec_micros())
-        } else {
             format!(
-                "+{}.{:06} [0 {}]",
+                "+{}.{:06} [{} lua]",
                 now.as_secs(),
                 now.subsec_micros(),
+                self.db
+            )
+        } else {
+            format!(
+                "+{}.{:06} [{} {}]",
+                now.as_secs(),
+                now.subsec_micros(),
+                self.db,
                 self.handle.addr
             )
         }
@@ -1188,6 +1218,15 @@ impl Session {
                 }
             }
         }
+        // The keys in their stored form: the database is part of a key's identity.
+        let stored;
+        let args = match crate::dbs::stored_args(self.physical_db(), effective, args) {
+            Some(v) => {
+                stored = v;
+                &stored[..]
+            }
+            None => args,
+        };
         let reply = (handler as Handler)(self, args);
         if self.multi.is_none() && !self.in_exec && spec.name != "client" {
             // CLIENT CACHING applies to the next command (or the transaction it starts).

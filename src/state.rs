@@ -64,6 +64,8 @@ pub struct ClientMeta {
     pub tracking: Option<(bool, i64)>,
     /// The tracking redirect target has gone.
     pub tracking_broken: bool,
+    /// The database it selected.
+    pub db: u8,
 }
 
 /// A registered connection.
@@ -124,7 +126,7 @@ impl ClientHandle {
             .map_or(now - self.created, |t| now - t)
             .as_secs();
         format!(
-            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 multi={} \
+            "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} \
              qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
              cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
             self.id,
@@ -156,6 +158,7 @@ impl ClientHandle {
                 }
                 f
             },
+            m.db,
             m.subs.0,
             m.subs.1,
             m.multi.map_or(-1, |n| n as i64),
@@ -214,6 +217,8 @@ pub struct Shared {
     pub tracking_on: AtomicBool,
     /// `notify-keyspace-events` as class bits (0: off), read on every write ([`crate::notify`]).
     pub notify_flags: std::sync::atomic::AtomicU32,
+    /// Which physical database each logical one is (`SWAPDB`, [`crate::dbs`]).
+    pub dbs: crate::dbs::DbMap,
     /// Connected clients by id.
     pub clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
     /// Connections accepted and not yet closed: counted at accept, so a burst of connections
@@ -312,6 +317,7 @@ impl Shared {
             config: RwLock::new(config),
             config_gen: AtomicU64::new(0),
             notify_flags: Default::default(),
+            dbs: Default::default(),
             tracking: Default::default(),
             tracking_on: Default::default(),
             clients: Mutex::new(HashMap::new()),

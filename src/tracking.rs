@@ -239,6 +239,8 @@ impl Tracking {
         if !self.active() {
             return;
         }
+        // As in Redis, tracking knows keys by name, whatever their database.
+        let key = hypercache_cluster::db::user_key(key);
         let mut g = self.inner.lock();
         for (p, e) in g.prefixes.iter_mut() {
             if key.starts_with(p) {

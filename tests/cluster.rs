@@ -115,6 +115,86 @@ fn a_write_through_one_node_is_read_through_every_other() {
 /// Each key's acknowledged value, as the test wrote it.
 type Acked = BTreeMap<String, String>;
 
+/// A connection to node `i` of `c` with database `db` selected.
+fn conn_in_db(c: &TestCluster, i: usize, db: i64) -> Connection {
+    let mut conn = c.conn(i);
+    let _: () = redis::cmd("SELECT").arg(db).query(&mut conn).unwrap();
+    conn
+}
+
+/// The database is part of a key's identity on every node: written in one database through one
+/// node, a key is read in that database through each replica at ALL (so every replica holds it
+/// there) and nowhere else; MOVE and FLUSHDB act on one database cluster-wide; SWAPDB, which
+/// would have to change every node's map of databases at once, is refused.
+#[test]
+fn databases_are_part_of_a_key_on_every_node() {
+    let c = TestCluster::start(3, &[]);
+    let mut w = conn_in_db(&c, 0, 3);
+    for i in 0..40 {
+        let _: () = redis::cmd("SET")
+            .arg(format!("k{i}"))
+            .arg(format!("three:{i}"))
+            .query(&mut w)
+            .unwrap();
+    }
+    let _: () = redis::cmd("SET")
+        .arg("k0")
+        .arg("zero")
+        .query(&mut c.conn(1))
+        .unwrap();
+    for node in 0..3 {
+        let mut all = c.conn_at(node, "all", "quorum");
+        let _: () = redis::cmd("SELECT").arg(3).query(&mut all).unwrap();
+        for i in 0..40 {
+            assert_eq!(
+                get(&mut all, &format!("k{i}")).as_deref(),
+                Some(format!("three:{i}").as_str()),
+                "k{i} in db 3 through node {node}"
+            );
+        }
+        let n: i64 = redis::cmd("DBSIZE").query(&mut all).unwrap();
+        assert_eq!(n, 40, "DBSIZE of db 3 through node {node}");
+        let mut zero = c.conn_at(node, "all", "quorum");
+        assert_eq!(get(&mut zero, "k0").as_deref(), Some("zero"), "node {node}");
+        assert_eq!(get(&mut zero, "k1"), None, "node {node}");
+    }
+    // MOVE through another node; the key leaves db 3 and arrives in db 4 on every replica.
+    let mut m = conn_in_db(&c, 2, 3);
+    let moved: i64 = redis::cmd("MOVE").arg("k1").arg(4).query(&mut m).unwrap();
+    assert_eq!(moved, 1);
+    for node in 0..3 {
+        let mut all = c.conn_at(node, "all", "quorum");
+        let _: () = redis::cmd("SELECT").arg(4).query(&mut all).unwrap();
+        assert_eq!(
+            get(&mut all, "k1").as_deref(),
+            Some("three:1"),
+            "node {node}"
+        );
+        let _: () = redis::cmd("SELECT").arg(3).query(&mut all).unwrap();
+        assert_eq!(get(&mut all, "k1"), None, "node {node}");
+    }
+    // FLUSHDB of db 3 through node 1: db 4 and db 0 keep theirs.
+    let _: () = redis::cmd("FLUSHDB")
+        .query(&mut conn_in_db(&c, 1, 3))
+        .unwrap();
+    for node in 0..3 {
+        let n: i64 = redis::cmd("DBSIZE")
+            .query(&mut conn_in_db(&c, node, 3))
+            .unwrap();
+        assert_eq!(n, 0, "node {node}");
+        let mut four = conn_in_db(&c, node, 4);
+        assert_eq!(get(&mut four, "k1").as_deref(), Some("three:1"));
+        assert_eq!(get(&mut c.conn(node), "k0").as_deref(), Some("zero"));
+    }
+    let refused: RedisResult<()> = redis::cmd("SWAPDB").arg(0).arg(1).query(&mut c.conn(0));
+    let e = refused.unwrap_err();
+    assert_eq!(
+        e.detail(),
+        Some("SWAPDB is not allowed in cluster mode"),
+        "{e:?}"
+    );
+}
+
 fn write_all(c: &TestCluster, nodes: &[usize], round: &str, acked: &mut Acked) {
     for (j, &node) in nodes.iter().enumerate() {
         let mut conn = c.conn_at(node, "quorum", "quorum");
@@ -1213,7 +1293,10 @@ fn a_cluster_secret_keeps_outsiders_out() {
             slots: (0..16384).collect(),
             budget: 1 << 20,
         },
-        Request::Flush { horizon: future },
+        Request::Flush {
+            horizon: future,
+            db: None,
+        },
         Request::PutSettings {
             version: future,
             body: bytes::Bytes::from_static(b"user default off\n"),

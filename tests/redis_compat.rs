@@ -82,11 +82,17 @@ fn corpus_matches_redis_through_a_3_node_cluster() {
     // transaction's writes at the slot's coordinator (docs/cluster.md). Keyspace notifications
     // are a per-node setting there, and a client's own keyspace events and invalidations come
     // when its write's coordinator acknowledges it, not at Redis's place next to the reply:
-    // tests/pubsub.rs and tests/tracking.rs check both through a cluster.
+    // tests/pubsub.rs and tests/tracking.rs check both through a cluster. SWAPDB is refused in a
+    // cluster (tests/cluster.rs checks the refusal).
     corpus_matches(
         cluster.addr(0),
         "a 3-node cluster",
-        &["18-watch.txt", "24-notifications.txt", "26-tracking.txt"],
+        &[
+            "18-watch.txt",
+            "24-notifications.txt",
+            "26-tracking.txt",
+            "28-swapdb.txt",
+        ],
     );
 }
 

@@ -38,6 +38,7 @@
 
 pub mod bits;
 pub mod coord;
+pub mod db;
 pub mod entry;
 pub mod evict;
 pub mod float;

@@ -471,21 +471,30 @@ pub enum Request<'a> {
         #[serde(borrow)]
         key: &'a [u8],
     },
-    /// Keys of these slots (matching `pattern`, all if `None`). Answered with [`Response::Keys`].
+    /// Keys of database `db` in these slots (matching `pattern`, all if `None`), without their
+    /// database. Answered with [`Response::Keys`].
     Keys {
         /// Slots to list, ascending.
         slots: Vec<u16>,
         /// Glob pattern.
         #[serde(borrow)]
         pattern: Option<&'a [u8]>,
+        /// The database ([`crate::db`]).
+        db: u8,
     },
-    /// How many keys these slots hold. Answered with [`Response::Count`].
+    /// How many keys of database `db` these slots hold. Answered with [`Response::Count`].
     Count {
         /// Slots to count.
         slots: Vec<u16>,
+        /// The database.
+        db: u8,
     },
-    /// A random key of this node. Answered with [`Response::Key`].
-    RandomKey,
+    /// A random key of database `db` on this node, without its database. Answered with
+    /// [`Response::Key`].
+    RandomKey {
+        /// The database.
+        db: u8,
+    },
     /// Every key's state in these slots, tombstones included (anti-entropy copies a slot whole
     /// when it holds nothing of it), in pages: whole slots, from the first, until about `budget`
     /// bytes. Answered with [`Response::Dump`] or [`Response::NotLive`].
@@ -495,11 +504,13 @@ pub enum Request<'a> {
         /// Bytes per page (at least one whole slot is sent).
         budget: u64,
     },
-    /// Remove every key and tombstone older than `horizon` (FLUSHALL). Answered with
-    /// [`Response::Done`].
+    /// Remove every key and tombstone older than `horizon` (FLUSHALL), or only those of database
+    /// `db` (FLUSHDB). Answered with [`Response::Done`].
     Flush {
         /// The flush's version: anything older is gone, on this node and in what it receives.
         horizon: Version,
+        /// FLUSHDB's database (`None`: FLUSHALL).
+        db: Option<u8>,
     },
     /// The read round of a read-modify-write at QUORUM/ALL: promise to accept nothing older than
     /// `ballot` for `key` for a while, and say what you hold ([`crate::store::Store::prepare`]).
@@ -588,7 +599,7 @@ impl Request<'_> {
             Request::Fetch { .. } => 3,
             Request::Keys { .. } => 4,
             Request::Count { .. } => 5,
-            Request::RandomKey => 6,
+            Request::RandomKey { .. } => 6,
             Request::Dump { .. } => 7,
             Request::Flush { .. } => 8,
             Request::Prepare { .. } => 9,
@@ -780,9 +791,11 @@ mod tests {
             Request::Keys {
                 slots: vec![1, 2],
                 pattern: Some(b"a*"),
+                db: 3,
             },
             Request::Flush {
                 horizon: Version { hlc: 1, origin: 2 },
+                db: Some(4),
             },
         ];
         for r in reqs {
@@ -876,11 +889,18 @@ mod tests {
                 Request::Keys {
                     slots: vec![1, 300],
                     pattern: Some(b"a*"),
+                    db: 1,
                 },
-                "0000040201ac020102612a",
+                "0000040201ac020102612a01",
             ),
-            (Request::Count { slots: vec![7] }, "0000050107"),
-            (Request::RandomKey, "000006"),
+            (
+                Request::Count {
+                    slots: vec![7],
+                    db: 0,
+                },
+                "000005010700",
+            ),
+            (Request::RandomKey { db: 2 }, "00000602"),
             (
                 Request::Dump {
                     slots: vec![0, 16383],
@@ -888,7 +908,13 @@ mod tests {
                 },
                 "0000070200ff7f80808002",
             ),
-            (Request::Flush { horizon: v }, "000008868a9098a0208d98ac50"),
+            (
+                Request::Flush {
+                    horizon: v,
+                    db: None,
+                },
+                "000008868a9098a0208d98ac5000",
+            ),
             (
                 Request::Prepare {
                     key: b"k",

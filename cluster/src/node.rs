@@ -317,16 +317,22 @@ pub enum Call {
         slots: Vec<u16>,
         /// Glob pattern.
         pattern: Option<Bytes>,
+        /// The database.
+        db: u8,
     },
     /// See [`Request::Count`].
     Count {
         /// Slots to count.
         slots: Vec<u16>,
+        /// The database.
+        db: u8,
     },
     /// See [`Request::Flush`].
     Flush {
         /// The flush's version.
         horizon: Version,
+        /// FLUSHDB's database (`None`: FLUSHALL).
+        db: Option<u8>,
     },
     /// See [`Request::PutSettings`].
     PutSettings {
@@ -368,18 +374,23 @@ impl Call {
                 budget: *budget,
             },
             Call::Encoded(_) => return None,
-            Call::Keys { slots, pattern } => Request::Keys {
+            Call::Keys { slots, pattern, db } => Request::Keys {
                 slots: slots.clone(),
                 pattern: pattern.as_deref(),
+                db: *db,
             },
-            Call::Count { slots } => Request::Count {
+            Call::Count { slots, db } => Request::Count {
                 slots: slots.clone(),
+                db: *db,
             },
             Call::PutSettings { version, body } => Request::PutSettings {
                 version: *version,
                 body: body.clone(),
             },
-            Call::Flush { horizon } => Request::Flush { horizon: *horizon },
+            Call::Flush { horizon, db } => Request::Flush {
+                horizon: *horizon,
+                db: *db,
+            },
         })
     }
 
@@ -1356,11 +1367,12 @@ pub enum Served {
     /// A forwarded command: run this machine (already started with the output in `Out`) and
     /// answer with what it finishes with.
     Exec(Box<KeyRequest>, Out),
-    /// FLUSHALL at this horizon: the driver runs it (it walks every key) and answers
-    /// [`Response::Done`].
-    Flush(Version),
-    /// RANDOMKEY: the driver picks one with its RNG and answers [`Response::Key`].
-    RandomKey,
+    /// FLUSHALL (or, with a database, FLUSHDB) at this horizon: the driver runs it (it walks
+    /// every key) and answers [`Response::Done`].
+    Flush(Version, Option<u8>),
+    /// RANDOMKEY of this database: the driver picks one with its RNG and answers
+    /// [`Response::Key`].
+    RandomKey(u8),
     /// `HC.FORGET` of this member id: the driver's membership forgets it, and it answers
     /// [`Response::Done`].
     Forget(String),
@@ -1461,16 +1473,17 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             }
             Response::Dump { entries, slots: n }
         }
-        Request::Keys { slots, pattern } => Response::Keys {
-            keys: store.keys_in(&slots, pattern, &ctx),
-            examined: store.count_in(&slots, ctx.now),
+        Request::Keys { slots, pattern, db } => Response::Keys {
+            keys: store.keys_in(&slots, db, pattern, &ctx),
+            // The work done, as on a single node: every key of the slots, of any database.
+            examined: store.count_in(&slots, None, ctx.now),
         },
-        Request::Count { slots } => Response::Count(store.count_in(&slots, ctx.now)),
-        Request::RandomKey => return Served::RandomKey,
-        Request::Flush { horizon } if !horizon.is_plausible(ctx.now, MAX_AHEAD_MS) => {
+        Request::Count { slots, db } => Response::Count(store.count_in(&slots, Some(db), ctx.now)),
+        Request::RandomKey { db } => return Served::RandomKey(db),
+        Request::Flush { horizon, .. } if !horizon.is_plausible(ctx.now, MAX_AHEAD_MS) => {
             return refuse()
         }
-        Request::Flush { horizon } => return Served::Flush(horizon),
+        Request::Flush { horizon, db } => return Served::Flush(horizon, db),
         r @ (Request::Merge { .. }
         | Request::Tree { .. }
         | Request::Buckets { .. }

@@ -291,20 +291,20 @@ impl PeerTracking {
     }
 }
 
-/// The (channel, message) pairs Redis publishes for one event of `key` in database 0, as
+/// The (channel, message) pairs Redis publishes for one event of `key` in database `db`, as
 /// `flags` selects them (none if the event's class is off).
-pub fn messages(flags: u32, class: u32, name: &str, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
+pub fn messages(flags: u32, class: u32, name: &str, db: u8, key: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut out = Vec::new();
     if flags & class == 0 {
         return out;
     }
     if flags & KEYSPACE != 0 {
-        let mut ch = b"__keyspace@0__:".to_vec();
+        let mut ch = format!("__keyspace@{db}__:").into_bytes();
         ch.extend_from_slice(key);
         out.push((ch, name.as_bytes().to_vec()));
     }
     if flags & KEYEVENT != 0 {
-        let mut ch = b"__keyevent@0__:".to_vec();
+        let mut ch = format!("__keyevent@{db}__:").into_bytes();
         ch.extend_from_slice(name.as_bytes());
         out.push((ch, key.to_vec()));
     }

@@ -827,8 +827,8 @@ impl SimNode {
             Served::Exec(m, o) => {
                 self.settle(rid, Waiter::Peer { node: from, id }, *m, o, out);
             }
-            Served::Flush(h) => {
-                self.store.flush_at(h);
+            Served::Flush(h, db) => {
+                self.store.flush_at(h, db);
                 reply(out, self.placement.epoch, from, id, &Response::Done);
             }
             Served::Publish(channel, message) => self.published.push((channel, message)),
@@ -849,9 +849,9 @@ impl SimNode {
                 self.swim_flush(out);
                 reply(out, self.placement.epoch, from, id, &Response::Done);
             }
-            Served::RandomKey => {
+            Served::RandomKey(db) => {
                 let mut rng = <rand::rngs::SmallRng as rand::SeedableRng>::seed_from_u64(id);
-                let k = self.store.random_key(&mut rng, &self.ctx());
+                let k = self.store.random_key(db, &mut rng, &self.ctx());
                 reply(out, self.placement.epoch, from, id, &Response::Key(k));
             }
         }
@@ -2057,9 +2057,30 @@ mod tests {
         let env = &nodes[0];
         let calls = |third_required| {
             vec![
-                (0, Call::Count { slots: vec![1] }, true),
-                (1, Call::Count { slots: vec![2] }, true),
-                (2, Call::Count { slots: vec![3] }, third_required),
+                (
+                    0,
+                    Call::Count {
+                        slots: vec![1],
+                        db: 0,
+                    },
+                    true,
+                ),
+                (
+                    1,
+                    Call::Count {
+                        slots: vec![2],
+                        db: 0,
+                    },
+                    true,
+                ),
+                (
+                    2,
+                    Call::Count {
+                        slots: vec![3],
+                        db: 0,
+                    },
+                    third_required,
+                ),
             ]
         };
         let mut out = Out::default();

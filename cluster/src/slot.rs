@@ -34,8 +34,16 @@ pub fn crc16(data: &[u8]) -> u16 {
     })
 }
 
-/// The slot of `key`: if the key has a non-empty `{...}` section, only that part is hashed.
-pub fn key_slot(key: &[u8]) -> Slot {
+/// The slot of a stored key (see [`crate::db`]): the slot of the client's key, without its
+/// database, so that a key has the same slot in every database.
+#[inline]
+pub fn key_slot(stored: &[u8]) -> Slot {
+    redis_slot(crate::db::user_key(stored))
+}
+
+/// The slot of a client's key, as Redis Cluster computes it: if the key has a non-empty `{...}`
+/// section, only that part is hashed.
+pub fn redis_slot(key: &[u8]) -> Slot {
     let hashed = match key.iter().position(|&b| b == b'{') {
         Some(open) => match key[open + 1..].iter().position(|&b| b == b'}') {
             Some(len) if len > 0 => &key[open + 1..open + 1 + len],

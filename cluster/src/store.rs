@@ -13,6 +13,7 @@ use parking_lot::{Mutex, MutexGuard};
 use rand::Rng;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
+use crate::db;
 use crate::entry::{table_bytes, EncodingHint, Entry};
 use crate::evict::{offer, Candidate, Policy, POOL_SIZE};
 use crate::glob;
@@ -32,6 +33,10 @@ struct SlotData {
     digest: u64,
     /// Entries with an expiry.
     volatile: u32,
+    /// Whether the slot may hold stored keys that name their database ([`crate::db`]): set by
+    /// the first, cleared when the slot empties. While it is false, every key of the slot is a
+    /// database-0 key as the client wrote it. (A flag, not a count: the cell stays one line.)
+    marked: bool,
     /// This slot's number.
     slot: Slot,
     /// Tombstones of deleted keys (cluster mode only; allocated on the slot's first delete).
@@ -149,6 +154,11 @@ pub struct Store {
     conflicts: AtomicU64,
     /// FLUSHALL horizon (an HLC value): nothing older exists or is accepted.
     horizon: AtomicU64,
+    /// FLUSHDB horizons, by database: nothing of that database older exists or is accepted.
+    db_horizons: Box<[AtomicU64]>,
+    /// Keys and keys with an expiry of each database, counted for stored keys that name their
+    /// database ([`crate::db`]); database 0's ordinary keys are the rest of [`Store::len`].
+    db_keys: Box<[(AtomicU64, AtomicU64)]>,
     /// How long a tombstone lives after its version's time, ms (0: for ever).
     tomb_ttl: AtomicU64,
     /// Promises of read-before-write rounds, by slot shard ([`Store::prepare`]).
@@ -219,6 +229,10 @@ impl Store {
             tombs_purged: AtomicU64::new(0),
             conflicts: AtomicU64::new(0),
             horizon: AtomicU64::new(0),
+            db_horizons: (0..db::MAX_DATABASES).map(|_| AtomicU64::new(0)).collect(),
+            db_keys: (0..db::MAX_DATABASES)
+                .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
+                .collect(),
             tomb_ttl: AtomicU64::new(0),
             promises: (0..PROMISE_SHARDS)
                 .map(|i| {
@@ -347,7 +361,24 @@ impl Store {
             s.volatile -= 1;
             self.volatile.fetch_sub(1, Ordering::Relaxed);
         }
+        if e.key().first() == Some(&db::MARK) {
+            self.count_db(e.key(), -1, -i64::from(e.expire_at() != 0));
+        }
+        if s.map.is_empty() {
+            s.marked = false;
+        }
         self.sync_bits(s);
+    }
+
+    /// Keeps [`Store::db_keys`] for a stored key that names its database.
+    fn count_db(&self, key: &[u8], keys: i64, volatile: i64) {
+        let (k, v) = &self.db_keys[usize::from(db::of(key))];
+        if keys != 0 {
+            k.fetch_add(keys as u64, Ordering::Relaxed);
+        }
+        if volatile != 0 {
+            v.fetch_add(volatile as u64, Ordering::Relaxed);
+        }
     }
 
     /// Accounts a slot table's growth or shrinkage in `bytes`.
@@ -450,6 +481,10 @@ impl Store {
             s.volatile += 1;
             self.volatile.fetch_add(1, Ordering::Relaxed);
         }
+        if key.first() == Some(&db::MARK) {
+            s.marked = true;
+            self.count_db(key, 1, i64::from(e.expire_at() != 0));
+        }
         self.keys.fetch_add(1, Ordering::Relaxed);
         self.bytes
             .fetch_add(e.footprint() as u64, Ordering::Relaxed);
@@ -512,6 +547,9 @@ impl Store {
             } else {
                 s.volatile -= 1;
                 self.volatile.fetch_sub(1, Ordering::Relaxed);
+            }
+            if key.first() == Some(&db::MARK) {
+                self.count_db(key, 0, if now.1 { 1 } else { -1 });
             }
             self.sync_bits(s);
         }
@@ -655,7 +693,7 @@ impl Store {
         if let Some(v) = s.tombs.as_ref().and_then(|t| t.get(key)) {
             return State::Dead(*v);
         }
-        self.horizon_state()
+        self.horizon_state(key)
     }
 
     /// The live promise for `key` at `now`, if any (the caller holds the key's slot lock).
@@ -736,8 +774,14 @@ impl Store {
         dropped
     }
 
-    fn horizon_state(&self) -> State {
-        match self.horizon.load(Ordering::Relaxed) {
+    /// The FLUSHALL or FLUSHDB horizon that applies to `key` (0: none).
+    fn horizon_of(&self, key: &[u8]) -> u64 {
+        let all = self.horizon.load(Ordering::Relaxed);
+        all.max(self.db_horizons[usize::from(db::of(key))].load(Ordering::Relaxed))
+    }
+
+    fn horizon_state(&self, key: &[u8]) -> State {
+        match self.horizon_of(key) {
             0 => State::Missing,
             hlc => State::Dead(Version { hlc, origin: 0 }),
         }
@@ -767,7 +811,7 @@ impl Store {
             _ => state,
         };
         self.clock.observe(version.hlc);
-        let horizon = self.horizon.load(Ordering::Relaxed);
+        let horizon = self.horizon_of(key);
         if version.hlc < horizon {
             return Offered::Refused(Version {
                 hlc: horizon,
@@ -1022,20 +1066,24 @@ impl Store {
         true
     }
 
-    /// Live keys matching `pattern` (all if `None`), in slot order.
-    pub fn keys(&self, pattern: Option<&[u8]>, ctx: &Ctx) -> Vec<Bytes> {
+    /// Live keys of database `db` matching `pattern` (all if `None`), in slot order, as the
+    /// client names them (without their database).
+    pub fn keys(&self, db: u8, pattern: Option<&[u8]>, ctx: &Ctx) -> Vec<Bytes> {
         let mut out = Vec::new();
         let mut next = self.next_occupied(0);
         while let Some(slot) = next {
-            self.collect_slot(slot, pattern, ctx, &mut out);
+            self.collect_slot(slot, db, pattern, ctx, &mut out);
             next = self.next_occupied(usize::from(slot) + 1);
         }
         out
     }
 
+    /// Adds the live keys of database `db` in `slot` that match `pattern` to `out` (without
+    /// their database); returns how many entries the slot holds (the work done, for SCAN).
     fn collect_slot(
         &self,
         slot: Slot,
+        db: u8,
         pattern: Option<&[u8]>,
         ctx: &Ctx,
         out: &mut Vec<Bytes>,
@@ -1044,9 +1092,16 @@ impl Store {
         // match the empty key).
         let pattern = pattern.filter(|p| *p != b"*");
         let s = self.lock(slot);
+        if !s.marked && db != 0 {
+            return s.map.len();
+        }
         for e in s.map.iter() {
-            if !e.is_expired(ctx.now) && pattern.is_none_or(|p| glob::matches(p, e.key())) {
-                out.push(Bytes::copy_from_slice(e.key()));
+            let (in_db, key) = db::split(e.key());
+            if in_db == db
+                && !e.is_expired(ctx.now)
+                && pattern.is_none_or(|p| glob::matches(p, key))
+            {
+                out.push(Bytes::copy_from_slice(key));
             }
         }
         s.map.len()
@@ -1059,6 +1114,7 @@ impl Store {
     pub fn scan(
         &self,
         cursor: u64,
+        db: u8,
         pattern: Option<&[u8]>,
         count: usize,
         ctx: &Ctx,
@@ -1072,36 +1128,55 @@ impl Store {
                 slot = SLOTS;
                 break;
             };
-            seen += self.collect_slot(next, pattern, ctx, &mut out);
+            seen += self.collect_slot(next, db, pattern, ctx, &mut out);
             slot = usize::from(next) + 1;
         }
         let next = if slot >= SLOTS { 0 } else { slot as u64 };
         (next, out)
     }
 
-    /// A random live key, or `None` if there is none.
-    pub fn random_key<R: Rng>(&self, rng: &mut R, ctx: &Ctx) -> Option<Bytes> {
-        // Bounded: expired-but-unreclaimed keys are skipped, a few slots at most.
+    /// A random live key of database `db` (without its database), or `None` if there is none.
+    pub fn random_key<R: Rng>(&self, db: u8, rng: &mut R, ctx: &Ctx) -> Option<Bytes> {
+        if self.len_db(db) == 0 {
+            return None;
+        }
+        let eligible = |e: &Entry| db::of(e.key()) == db && !e.is_expired(ctx.now);
+        let copy = |e: &Entry| Bytes::copy_from_slice(db::user_key(e.key()));
+        // Bounded: expired-but-unreclaimed keys (and other databases' keys) are skipped, a few
+        // slots at most.
         for _ in 0..64 {
             let slot = self.random_slot(false, rng)?;
             let s = self.lock(slot);
-            let live: Vec<&Entry> = s.map.iter().filter(|e| !e.is_expired(ctx.now)).collect();
+            let live: Vec<&Entry> = s.map.iter().filter(|e| eligible(e)).collect();
             if !live.is_empty() {
-                return Some(Bytes::copy_from_slice(
-                    live[rng.random_range(0..live.len())].key(),
-                ));
+                return Some(copy(live[rng.random_range(0..live.len())]));
             }
         }
-        None
+        // A database with few keys among many: one walk finds them.
+        let mut all = Vec::new();
+        let mut next = self.next_occupied(0);
+        while let Some(slot) = next {
+            let s = self.lock(slot);
+            all.extend(s.map.iter().filter(|e| eligible(e)).map(copy));
+            next = self.next_occupied(usize::from(slot) + 1);
+        }
+        (!all.is_empty()).then(|| all.swap_remove(rng.random_range(0..all.len())))
     }
 
     /// FLUSHALL in a cluster: removes every key and tombstone older than `horizon` and raises the
     /// horizon, below which no version is accepted any more (so a replica that missed the flush
     /// cannot bring keys back through repair). Anything newer than the flush stays.
-    pub fn flush_at(&self, horizon: Version) {
+    ///
+    /// With `only` a database, this is its FLUSHDB: the horizon is that database's, and the
+    /// other databases' keys stay.
+    pub fn flush_at(&self, horizon: Version, only: Option<u8>) {
         self.clock.observe(horizon.hlc);
-        self.horizon.fetch_max(horizon.hlc, Ordering::Relaxed);
-        let below = |v: &Version| v.hlc < horizon.hlc;
+        match only {
+            None => self.horizon.fetch_max(horizon.hlc, Ordering::Relaxed),
+            Some(d) => self.db_horizons[usize::from(d)].fetch_max(horizon.hlc, Ordering::Relaxed),
+        };
+        let below =
+            |k: &[u8], v: &Version| v.hlc < horizon.hlc && only.is_none_or(|d| db::of(k) == d);
         for cell in self.slots.iter() {
             let mut guard = cell.0.lock();
             let s = &mut *guard;
@@ -1112,7 +1187,7 @@ impl Store {
             let dead: Vec<(u64, Box<[u8]>)> = s
                 .map
                 .iter()
-                .filter(|e| below(&e.version()))
+                .filter(|e| below(e.key(), &e.version()))
                 .map(|e| (self.hash(e.key()), e.key().into()))
                 .collect();
             for (hash, k) in dead {
@@ -1122,7 +1197,7 @@ impl Store {
                 let mut digest = s.digest;
                 let mut purged = 0;
                 t.retain(|k, v| {
-                    let keep = !below(v);
+                    let keep = !below(k, v);
                     if !keep {
                         digest ^= entry_hash(k, v);
                         purged += 1;
@@ -1140,21 +1215,41 @@ impl Store {
         self.pool.lock().clear();
     }
 
-    /// Removes every key; returns the removed maps so the caller may free them elsewhere
-    /// (`FLUSHALL ASYNC`).
-    pub fn flush(&self) -> Vec<impl Send + 'static> {
+    /// Removes every key (FLUSHALL on a single node), or every key of database `only`
+    /// (FLUSHDB); returns the slot tables emptied whole, for the caller to free where it likes
+    /// (`ASYNC`).
+    pub fn flush(&self, only: Option<u8>) -> Vec<impl Send + 'static> {
         let mut dropped = Vec::new();
         let mut next = self.next_occupied(0);
         while let Some(slot) = next {
-            let mut s = self.lock(slot);
-            let (old, _) = self.take_values(&mut s);
-            s.digest = s
-                .tombs
-                .as_ref()
-                .map_or(0, |t| t.iter().fold(0, |d, (k, v)| d ^ entry_hash(k, v)));
-            self.sync_bits(&s);
-            drop(s);
-            dropped.push(old);
+            let mut guard = self.lock(slot);
+            let s = &mut *guard;
+            // A slot of database-0 keys as written goes whole or not at all.
+            let whole = match only {
+                None => true,
+                Some(db) => !s.marked && db == 0,
+            };
+            if whole {
+                let (old, _) = self.take_values(s);
+                s.digest = s
+                    .tombs
+                    .as_ref()
+                    .map_or(0, |t| t.iter().fold(0, |d, (k, v)| d ^ entry_hash(k, v)));
+                dropped.push(old);
+            } else if s.marked {
+                let db = only.unwrap_or_default();
+                let gone: Vec<(u64, Box<[u8]>)> = s
+                    .map
+                    .iter()
+                    .filter(|e| db::of(e.key()) == db)
+                    .map(|e| (self.hash(e.key()), e.key().into()))
+                    .collect();
+                for (hash, k) in gone {
+                    self.remove(s, &k, hash);
+                }
+            }
+            self.sync_bits(s);
+            drop(guard);
             next = self.next_occupied(usize::from(slot) + 1);
         }
         self.pool.lock().clear();
@@ -1173,6 +1268,12 @@ impl Store {
         self.volatile
             .fetch_sub(u64::from(s.volatile), Ordering::Relaxed);
         s.volatile = 0;
+        if s.marked {
+            for e in old.iter().filter(|e| e.key().first() == Some(&db::MARK)) {
+                self.count_db(e.key(), -1, -i64::from(e.expire_at() != 0));
+            }
+            s.marked = false;
+        }
         (old, bytes)
     }
 
@@ -1391,9 +1492,29 @@ impl Store {
         }
     }
 
-    /// Number of keys held (`DBSIZE`).
+    /// Number of keys held, in every database.
     pub fn len(&self) -> u64 {
         self.keys.load(Ordering::Relaxed)
+    }
+
+    /// Keys of database `db`, and how many of them have an expiry (`DBSIZE`, INFO's keyspace).
+    pub fn db_stats(&self, db: u8) -> (u64, u64) {
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        if db != 0 {
+            let (k, v) = &self.db_keys[usize::from(db)];
+            return (load(k), load(v));
+        }
+        let (mut keys, mut volatile) = (load(&self.keys), load(&self.volatile));
+        for (k, v) in &self.db_keys[1..] {
+            keys = keys.saturating_sub(load(k));
+            volatile = volatile.saturating_sub(load(v));
+        }
+        (keys, volatile)
+    }
+
+    /// Keys of database `db`.
+    pub fn len_db(&self, db: u8) -> u64 {
+        self.db_stats(db).0
     }
 
     /// Whether the store holds no keys.
@@ -1567,11 +1688,11 @@ impl Store {
 
     /// Keys of the given slots matching `pattern` (cluster-wide KEYS and SCAN ask each node for
     /// the slots it answers for).
-    pub fn keys_in(&self, slots: &[Slot], pattern: Option<&[u8]>, ctx: &Ctx) -> Vec<Bytes> {
+    pub fn keys_in(&self, slots: &[Slot], db: u8, pattern: Option<&[u8]>, ctx: &Ctx) -> Vec<Bytes> {
         let mut out = Vec::new();
         for &slot in slots {
             if usize::from(slot) < SLOTS {
-                self.collect_slot(slot, pattern, ctx, &mut out);
+                self.collect_slot(slot, db, pattern, ctx, &mut out);
             }
         }
         out
@@ -1580,12 +1701,24 @@ impl Store {
     /// Live keys held in the given slots at `now`. Unlike a single node's DBSIZE, expired keys not
     /// yet reclaimed are left out: replicas reclaim them at different moments, and a cluster-wide
     /// count must not depend on which replica answered. Only slots with expiring keys are walked.
-    pub fn count_in(&self, slots: &[Slot], now: u64) -> u64 {
+    ///
+    /// Only database `db`'s keys, or every database's (`None`).
+    pub fn count_in(&self, slots: &[Slot], db: Option<u8>, now: u64) -> u64 {
         slots
             .iter()
             .filter(|s| usize::from(**s) < SLOTS)
             .map(|&slot| {
                 let s = self.lock(slot);
+                match db {
+                    Some(db) if s.marked => {
+                        let n = s.map.iter();
+                        return n
+                            .filter(|e| db::of(e.key()) == db && !e.is_expired(now))
+                            .count() as u64;
+                    }
+                    Some(db) if db != 0 => return 0,
+                    _ => {}
+                }
                 let expired = if s.volatile > 0 {
                     s.map.iter().filter(|e| e.is_expired(now)).count()
                 } else {
@@ -1692,7 +1825,7 @@ mod tests {
         let mut seen = std::collections::HashMap::new();
         let (mut cursor, mut steps) = (0, 0);
         loop {
-            let (next, keys) = st.scan(cursor, None, 10, &ctx);
+            let (next, keys) = st.scan(cursor, 0, None, 10, &ctx);
             for k in keys {
                 *seen.entry(k).or_insert(0) += 1;
             }
@@ -1865,9 +1998,12 @@ mod tests {
         let st = store();
         let ctx = Ctx::at(1000);
         let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
-        assert_eq!(st.random_key(&mut rng, &ctx), None);
+        assert_eq!(st.random_key(0, &mut rng, &ctx), None);
         st.apply(b"only", &set(b"v", ExpiryChange::Clear), &ctx);
-        assert_eq!(st.random_key(&mut rng, &ctx).as_deref(), Some(&b"only"[..]));
+        assert_eq!(
+            st.random_key(0, &mut rng, &ctx).as_deref(),
+            Some(&b"only"[..])
+        );
     }
 
     fn live(v: &[u8], hlc: u64, origin: u32) -> State {
@@ -2004,7 +2140,7 @@ mod tests {
             hlc: 200 << 16,
             origin: 1,
         };
-        st.flush_at(h);
+        st.flush_at(h, None);
         assert_eq!(st.len(), 0);
         assert!(!st.merge(b"a", &live(b"1", 100 << 16, 1), &ctx));
         assert_eq!(
@@ -2112,6 +2248,92 @@ mod tests {
     }
 
     #[test]
+    fn databases_are_counted_listed_and_flushed_apart() {
+        use crate::db::encode;
+        let st = store();
+        let ctx = Ctx::at(1000);
+        for (db, k) in [
+            (0u8, &b"a"[..]),
+            (0, b"\xffz"),
+            (1, b"a"),
+            (1, b"b"),
+            (7, b"a"),
+        ] {
+            let expiry = if db == 1 {
+                ExpiryChange::At(9_000)
+            } else {
+                ExpiryChange::Clear
+            };
+            st.apply(&encode(db, k), &set(b"v", expiry), &ctx);
+        }
+        assert_eq!(st.len(), 5);
+        assert_eq!(
+            [
+                st.db_stats(0),
+                st.db_stats(1),
+                st.db_stats(7),
+                st.db_stats(2)
+            ],
+            [(2, 0), (2, 2), (1, 0), (0, 0)]
+        );
+        let mut k1 = st.keys(1, None, &ctx);
+        k1.sort();
+        assert_eq!(k1, [&b"a"[..], b"b"]);
+        let mut k0 = st.keys(0, None, &ctx);
+        k0.sort();
+        assert_eq!(k0, [&b"a"[..], b"\xffz"]);
+        assert_eq!(st.keys(7, Some(b"a"), &ctx), [&b"a"[..]]);
+        assert!(st.keys(2, None, &ctx).is_empty());
+        let slot = key_slot(b"a");
+        assert_eq!(
+            key_slot(&encode(7, b"a")),
+            slot,
+            "a key's slot is its name's"
+        );
+        assert_eq!(st.count_in(&[slot], Some(1), 1000), 1);
+        assert_eq!(st.count_in(&[slot], None, 1000), 3);
+        let mut rng = rand::rngs::SmallRng::seed_from_u64(1);
+        assert_eq!(st.random_key(7, &mut rng, &ctx).as_deref(), Some(&b"a"[..]));
+        assert_eq!(st.random_key(3, &mut rng, &ctx), None);
+        // FLUSHDB 1 leaves the others, and the books balance.
+        drop(st.flush(Some(1)));
+        assert_eq!(
+            [st.db_stats(0), st.db_stats(1), st.db_stats(7)],
+            [(2, 0), (0, 0), (1, 0)]
+        );
+        assert_eq!(st.stats().volatile, 0);
+        drop(st.flush(Some(0)));
+        assert_eq!(st.len(), 1);
+        assert_eq!(st.keys(7, None, &ctx), [&b"a"[..]]);
+        drop(st.flush(None));
+        assert_eq!((st.len(), st.db_stats(7)), (0, (0, 0)));
+    }
+
+    #[test]
+    fn a_flushdb_horizon_refuses_only_its_databases_older_writes() {
+        use crate::db::encode;
+        let st = store();
+        st.set_tombstones(true);
+        let ctx = Ctx::at(5000);
+        let h = Version {
+            hlc: 200 << 16,
+            origin: 0,
+        };
+        st.merge(&encode(2, b"k"), &live(b"1", 100 << 16, 1), &ctx);
+        st.merge(&encode(0, b"k"), &live(b"1", 100 << 16, 1), &ctx);
+        st.flush_at(h, Some(2));
+        assert_eq!(st.fetch(&encode(2, b"k")), State::Dead(h));
+        assert_eq!(st.apply(b"k", &Op::Get, &ctx), Outcome::Value("1".into()));
+        // A replica that missed the flush offers its old copy: refused in database 2 only.
+        assert_eq!(
+            st.offer(&encode(2, b"j"), &live(b"old", 150 << 16, 1), &ctx),
+            Offered::Refused(h)
+        );
+        assert!(st.merge(&encode(3, b"j"), &live(b"old", 150 << 16, 1), &ctx));
+        assert!(st.merge(&encode(2, b"j"), &live(b"new", 250 << 16, 1), &ctx));
+    }
+
+    #[test]
     fn a_flush_keeps_what_is_newer_than_its_horizon() {
         let st = store();
         st.set_tombstones(true);
@@ -2126,10 +2348,13 @@ mod tests {
             }),
             &ctx,
         );
-        st.flush_at(Version {
-            hlc: 200 << 16,
-            origin: 0,
-        });
+        st.flush_at(
+            Version {
+                hlc: 200 << 16,
+                origin: 0,
+            },
+            None,
+        );
         assert_eq!(
             st.fetch(b"old"),
             State::Dead(Version {

@@ -143,6 +143,15 @@ pub const MULTI_TOO_LARGE: &str =
     "ERR transaction too large: its queued commands exceed 'client-query-buffer-limit'";
 /// A `no_multi` command (SHUTDOWN) inside a transaction.
 pub const NOT_IN_MULTI: &str = "ERR Command not allowed inside a transaction";
+/// An integer argument outside a C `int` (Redis's `getIntFromObjectOrReply`: `SELECT`, `MOVE`,
+/// `COPY ... DB`).
+pub const NOT_AN_INT: &str =
+    "ERR value is out of range, value must between -2147483648 and 2147483647";
+/// `COPY`/`MOVE` onto itself (Redis's `shared.sameobjecterr`).
+pub const SAME_OBJECT: &str = "ERR source and destination objects are the same";
+/// `SWAPDB` on a node of a cluster (Redis Cluster's text; HyperCache: the map of databases would
+/// have to change on every node at once).
+pub const SWAPDB_IN_CLUSTER: &str = "ERR SWAPDB is not allowed in cluster mode";
 /// `WATCH` inside a transaction.
 pub const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
 

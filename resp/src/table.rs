@@ -783,6 +783,8 @@ pub static COMMANDS: &[CommandSpec] = &[
     cmd!("rename", 3, ["write"], 1, 2, 1, ["@keyspace", "@write", "@slow"], "generic", "1.0.0", "Renames a key and overwrites the destination."),
     cmd!("renamenx", 3, ["write", "fast"], 1, 2, 1, ["@keyspace", "@write", "@fast"], "generic", "1.0.0", "Renames a key only when the target key name doesn't exist."),
     cmd!("copy", -3, ["write", "denyoom"], 1, 2, 1, ["@keyspace", "@write", "@slow"], "generic", "6.2.0", "Copies the value of a key to a new key."),
+    cmd!("move", 3, ["write", "fast"], 1, 1, 1, ["@keyspace", "@write", "@fast"], "generic", "1.0.0", "Moves a key to another database."),
+    cmd!("swapdb", 3, ["write", "fast"], 0, 0, 0, ["@keyspace", "@write", "@fast", "@dangerous"], "server", "4.0.0", "Swaps two Redis databases."),
     cmd!("dbsize", 1, ["readonly", "fast"], 0, 0, 0, ["@keyspace", "@read", "@fast"], "server", "1.0.0", "Returns the number of keys in the database."),
     cmd!("flushdb", -1, ["write"], 0, 0, 0, ["@keyspace", "@write", "@slow", "@dangerous"], "server", "1.0.0", "Remove all keys from the current database."),
     cmd!("flushall", -1, ["write"], 0, 0, 0, ["@keyspace", "@write", "@slow", "@dangerous"], "server", "1.0.0", "Removes all keys from all databases."),

@@ -3,7 +3,7 @@
 use bytes::Bytes;
 use hypercache_resp::{errors, num, Frame, Protocol};
 
-use super::{err, err_owned, help, int_arg, verbatim};
+use super::{err, err_owned, help, verbatim};
 use crate::session::{ReplyMode, Session};
 
 /// # Format
@@ -163,11 +163,12 @@ pub(super) fn hello(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 
 /// # Format
 /// `SELECT index`
-pub(super) fn select(_s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    match int_arg(&a[1]) {
-        Ok(db) if i32::try_from(db).is_err() => err(errors::NOT_INTEGER),
-        Ok(0) => Some(Frame::ok()),
-        Ok(_) => err(errors::DB_OUT_OF_RANGE),
+pub(super) fn select(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    match super::keys::db_index(s, &a[1]) {
+        Ok(db) => {
+            s.select(db);
+            Some(Frame::ok())
+        }
         Err(e) => e,
     }
 }
@@ -191,6 +192,7 @@ pub(super) fn reset(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     s.proto = Protocol::Resp2;
     s.reply_mode = ReplyMode::On;
     s.reset_user();
+    s.select(0);
     {
         let mut m = s.handle.meta.lock();
         m.name.clear();

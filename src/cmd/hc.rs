@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use hypercache_cluster::msg::Level;
-use hypercache_cluster::slot::key_slot;
+use hypercache_cluster::slot::redis_slot;
 use hypercache_resp::{errors, Frame};
 
 use super::err_owned;
@@ -179,7 +179,7 @@ pub(crate) fn member_table(shared: &crate::state::Shared) -> Frame {
 /// `HC.KEYSLOT key`: the key's slot and its preference list (member ids, coordinator first,
 /// with each one's state).
 pub(super) fn keyslot(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
-    let slot = key_slot(&a[1]);
+    let slot = redis_slot(&a[1]);
     let replicas = match &s.shared.cluster {
         None => vec![Frame::Array(vec![
             bulk(s.shared.config.read().node_id()),

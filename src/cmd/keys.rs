@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use hypercache_cluster::op::{ExpireCond, ExpiryChange, SetCond};
-use hypercache_cluster::{notify, Op, Outcome};
+use hypercache_cluster::{db, notify, Op, Outcome};
 use hypercache_resp::{errors, Frame};
 
 use super::{err, err_owned, help, int_arg, keyed, keyed_many, reply};
@@ -179,11 +179,12 @@ pub(super) fn persist(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `KEYS pattern`
 pub(super) fn keys(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let db = s.physical_db();
     if let Some(cl) = s.shared.cluster.clone() {
         let (shared, pattern, t) = (s.shared.clone(), a[1].clone(), s.levels().timeout);
         s.defer(
             async move {
-                match exec::keys(shared, cl, pattern, t).await {
+                match exec::keys(shared, cl, db, pattern, t).await {
                     Ok(keys) => Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
                     Err(e) => Frame::error(e.text()),
                 }
@@ -192,7 +193,7 @@ pub(super) fn keys(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         );
         return None;
     }
-    let keys = s.shared.store.keys(Some(&a[1]), &s.ctx());
+    let keys = s.shared.store.keys(db, Some(&a[1]), &s.ctx());
     Some(Frame::Array(keys.into_iter().map(Frame::Bulk).collect()))
 }
 
@@ -254,12 +255,13 @@ pub(super) fn scan(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             Frame::Array(keys.into_iter().map(Frame::Bulk).collect()),
         ])
     };
+    let db = s.physical_db();
     if let Some(cl) = s.shared.cluster.clone() {
         let (shared, t) = (s.shared.clone(), s.levels().timeout);
         let pattern = pattern.map(Bytes::copy_from_slice);
         s.defer(
             async move {
-                match exec::scan(shared, cl, cursor, pattern, count, t).await {
+                match exec::scan(shared, cl, db, cursor, pattern, count, t).await {
                     Ok((next, keys)) => scan_reply(next, keys),
                     Err(e) => Frame::error(e.text()),
                 }
@@ -268,18 +270,19 @@ pub(super) fn scan(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         );
         return None;
     }
-    let (next, keys) = s.shared.store.scan(cursor, pattern, count, &s.ctx());
+    let (next, keys) = s.shared.store.scan(cursor, db, pattern, count, &s.ctx());
     Some(scan_reply(next, keys))
 }
 
 /// # Format
 /// `RANDOMKEY`
 pub(super) fn randomkey(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    let db = s.physical_db();
     if let Some(cl) = s.shared.cluster.clone() {
         let (shared, t) = (s.shared.clone(), s.levels().timeout);
         s.defer(
             async move {
-                exec::randomkey(shared, cl, t)
+                exec::randomkey(shared, cl, db, t)
                     .await
                     .map_or(Frame::Null, Frame::Bulk)
             },
@@ -288,7 +291,10 @@ pub(super) fn randomkey(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         return None;
     }
     let ctx = s.ctx();
-    let key = s.shared.store.random_key(&mut *s.shared.rng.lock(), &ctx);
+    let key = s
+        .shared
+        .store
+        .random_key(db, &mut *s.shared.rng.lock(), &ctx);
     Some(key.map_or(Frame::Null, Frame::Bulk))
 }
 
@@ -296,7 +302,7 @@ pub(super) fn randomkey(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
 /// `RENAME key newkey`
 pub(super) fn rename(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if s.shared.cluster.is_some() {
-        return move_key(s, a, Move::Rename);
+        return move_key(s, a[1].clone(), a[2].clone(), Move::Rename);
     }
     match s.shared.store.rename(&a[1], &a[2], false, &s.ctx()) {
         Ok(_) => {
@@ -311,7 +317,7 @@ pub(super) fn rename(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 /// `RENAMENX key newkey`
 pub(super) fn renamenx(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if s.shared.cluster.is_some() {
-        return move_key(s, a, Move::RenameNx);
+        return move_key(s, a[1].clone(), a[2].clone(), Move::RenameNx);
     }
     match s.shared.store.rename(&a[1], &a[2], true, &s.ctx()) {
         Ok(done) => {
@@ -337,15 +343,18 @@ fn renamed(s: &Session, a: &[Bytes]) {
 /// `COPY source destination [DB destination-db] [REPLACE]`
 pub(super) fn copy(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     let mut replace = false;
+    // The keys come in their stored form, in this session's database.
+    let mut dst = a[2].clone();
     let mut i = 3;
     while i < a.len() {
         if a[i].eq_ignore_ascii_case(b"replace") {
             replace = true;
         } else if a[i].eq_ignore_ascii_case(b"db") && i + 1 < a.len() {
-            match int_arg(&a[i + 1]) {
-                Ok(db) if i32::try_from(db).is_err() => return err(errors::NOT_INTEGER),
-                Ok(0) => {}
-                Ok(_) => return err(errors::DB_OUT_OF_RANGE),
+            match db_index(s, &a[i + 1]) {
+                Ok(to) => {
+                    let to = s.shared.dbs.physical(to);
+                    dst = db::encode(to, db::user_key(&a[2]));
+                }
                 Err(e) => return e,
             }
             i += 1;
@@ -354,27 +363,99 @@ pub(super) fn copy(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         }
         i += 1;
     }
-    if a[1] == a[2] {
-        return err("ERR source and destination objects are the same");
+    if a[1] == dst {
+        return err(errors::SAME_OBJECT);
     }
     if s.shared.cluster.is_some() {
-        return move_key(s, a, Move::Copy { replace });
+        return move_key(s, a[1].clone(), dst, Move::Copy { replace });
     }
-    let done = s.shared.store.copy(&a[1], &a[2], replace, &s.ctx());
+    let done = s.shared.store.copy(&a[1], &dst, replace, &s.ctx());
     if done {
-        crate::notify::generic(&s.shared, "copy_to", &a[2], s.tracking_id);
+        crate::notify::generic(&s.shared, "copy_to", &dst, s.tracking_id);
     }
     Some(Frame::Integer(i64::from(done)))
+}
+
+/// A database number argument (`SELECT`, `MOVE`, `COPY ... DB`): an integer, below
+/// `databases`, with Redis's errors.
+pub(super) fn db_index(s: &Session, arg: &[u8]) -> Result<u8, Option<Frame>> {
+    let n = int_arg(arg)?;
+    if i32::try_from(n).is_err() {
+        return Err(err(errors::NOT_AN_INT));
+    }
+    let max = s.shared.config.read().databases as i64;
+    if !(0..max).contains(&n) {
+        return Err(err(errors::DB_OUT_OF_RANGE));
+    }
+    Ok(n as u8)
+}
+
+/// # Format
+/// `MOVE key db`
+pub(super) fn move_(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let to = match db_index(s, &a[2]) {
+        Ok(to) => to,
+        Err(e) => return e,
+    };
+    if to == s.db {
+        return err(errors::SAME_OBJECT);
+    }
+    let dst = db::encode(s.shared.dbs.physical(to), db::user_key(&a[1]));
+    if s.shared.cluster.is_some() {
+        return move_key(s, a[1].clone(), dst, Move::ToDb);
+    }
+    // RENAMENX across databases: the value, its expiry and its access time go along.
+    match s.shared.store.rename(&a[1], &dst, true, &s.ctx()) {
+        Ok(true) => {
+            crate::notify::generic(&s.shared, "move_from", &a[1], s.tracking_id);
+            crate::notify::generic(&s.shared, "move_to", &dst, s.tracking_id);
+            Some(Frame::Integer(1))
+        }
+        Ok(false) | Err(()) => Some(Frame::Integer(0)),
+    }
+}
+
+/// # Format
+/// `SWAPDB index1 index2`
+pub(super) fn swapdb(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if s.shared.cluster.is_some() {
+        // The map of databases would have to change on every node at the same instant, or a
+        // write could land in either database: refused, as Redis Cluster refuses it.
+        return err(errors::SWAPDB_IN_CLUSTER);
+    }
+    let index = |arg: &[u8], bad: &'static str| -> Result<i64, Option<Frame>> {
+        match hypercache_resp::num::parse_i64(arg) {
+            Some(n) if i32::try_from(n).is_ok() => Ok(n),
+            _ => Err(err(bad)),
+        }
+    };
+    let (x, y) = match (
+        index(&a[1], "ERR invalid first DB index"),
+        index(&a[2], "ERR invalid second DB index"),
+    ) {
+        (Err(e), _) | (_, Err(e)) => return e,
+        (Ok(x), Ok(y)) => (x, y),
+    };
+    let max = s.shared.config.read().databases as i64;
+    if !(0..max).contains(&x) || !(0..max).contains(&y) {
+        return err(errors::DB_OUT_OF_RANGE);
+    }
+    if x != y {
+        s.shared.dbs.swap(x as u8, y as u8);
+        s.shared.store.add_changes(1);
+    }
+    Some(Frame::ok())
 }
 
 /// # Format
 /// `DBSIZE`
 pub(super) fn dbsize(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    let db = s.physical_db();
     if let Some(cl) = s.shared.cluster.clone() {
         let (shared, t) = (s.shared.clone(), s.levels().timeout);
         s.defer(
             async move {
-                match exec::dbsize(shared, cl, t).await {
+                match exec::dbsize(shared, cl, db, t).await {
                     Ok(n) => Frame::Integer(n),
                     Err(e) => Frame::error(e.text()),
                 }
@@ -383,7 +464,7 @@ pub(super) fn dbsize(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
         );
         return None;
     }
-    Some(Frame::Integer(s.shared.store.len() as i64))
+    Some(Frame::Integer(s.shared.store.len_db(db) as i64))
 }
 
 /// # Format
@@ -395,11 +476,15 @@ pub(super) fn flush(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         Some(m) if a.len() == 2 && m.eq_ignore_ascii_case(b"async") => true,
         Some(_) => return err(errors::SYNTAX),
     };
+    // FLUSHDB: this session's database only.
+    let only = a[0]
+        .eq_ignore_ascii_case(b"flushdb")
+        .then(|| s.physical_db());
     if let Some(cl) = s.shared.cluster.clone() {
         let (shared, t) = (s.shared.clone(), s.levels().timeout);
         s.defer(
             async move {
-                match exec::flushall(shared, cl, t).await {
+                match exec::flushall(shared, cl, only, t).await {
                     Ok(()) => Frame::ok(),
                     Err(e) => Frame::error(e.text()),
                 }
@@ -408,8 +493,8 @@ pub(super) fn flush(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         );
         return None;
     }
-    let keys = s.shared.store.len();
-    let dropped = s.shared.store.flush();
+    let keys = only.map_or_else(|| s.shared.store.len(), |db| s.shared.store.len_db(db));
+    let dropped = s.shared.store.flush(only);
     s.shared.tracking.flush_all(&s.shared);
     if asynchronous {
         // Free the maps off the request path.
@@ -473,25 +558,29 @@ pub(super) fn object(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     keyed(s, &a[2], op, reply)
 }
 
-/// RENAME, RENAMENX and COPY in a cluster.
+/// RENAME, RENAMENX, COPY and MOVE in a cluster.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Move {
     Rename,
     RenameNx,
-    Copy { replace: bool },
+    Copy {
+        replace: bool,
+    },
+    /// MOVE to another database: the same key in the same slot, but a key of its own.
+    ToDb,
 }
 
-/// RENAME/RENAMENX/COPY across the cluster: read the source's value and expiry, write the
-/// destination, and (for RENAME) delete the source. The keys may live on different nodes, so this
-/// is a sequence of single-key operations, not atomic (docs/cluster.md).
-fn move_key(s: &mut Session, a: &[Bytes], how: Move) -> Option<Frame> {
+/// RENAME/RENAMENX/COPY/MOVE across the cluster (`src` and `dst` stored keys): read the
+/// source's value and expiry, write the destination, and (for RENAME and MOVE) delete the
+/// source. The keys may live on different nodes, so this is a sequence of single-key operations,
+/// not atomic (docs/cluster.md).
+fn move_key(s: &mut Session, src: Bytes, dst: Bytes, how: Move) -> Option<Frame> {
     let cl = s.shared.cluster.clone()?;
     let (shared, lv, ctx) = (s.shared.clone(), s.levels(), s.ctx());
-    let (src, dst) = (a[1].clone(), a[2].clone());
     s.defer(
         async move {
             let missing = match how {
-                Move::Copy { .. } => Frame::Integer(0),
+                Move::Copy { .. } | Move::ToDb => Frame::Integer(0),
                 _ => Frame::error(errors::NO_SUCH_KEY),
             };
             let value = match exec::run(&shared, &cl, &src, Op::Get, lv, ctx).await {
@@ -513,22 +602,26 @@ fn move_key(s: &mut Session, a: &[Bytes], how: Move) -> Option<Frame> {
                     _ => Frame::Integer(0),
                 };
             }
-            let must_be_free = matches!(how, Move::RenameNx | Move::Copy { replace: false });
-            if must_be_free {
-                match exec::run(&shared, &cl, &dst, Op::Exists, lv, ctx).await {
-                    Ok(Outcome::Int(0)) => {}
-                    Ok(_) => return Frame::Integer(0),
-                    Err(e) => return Frame::error(e.text()),
-                }
-            }
+            let must_be_free = matches!(
+                how,
+                Move::RenameNx | Move::ToDb | Move::Copy { replace: false }
+            );
+            // The destination must be free: checked by the write itself (NX), so that a key
+            // written there meanwhile is never overwritten.
             let set = Op::Set {
                 value: &value,
-                cond: SetCond::Always,
+                cond: if must_be_free {
+                    SetCond::IfMissing
+                } else {
+                    SetCond::Always
+                },
                 expiry,
                 get: false,
             };
-            if let Err(e) = exec::run(&shared, &cl, &dst, set, lv, ctx).await {
-                return Frame::error(e.text());
+            match exec::run(&shared, &cl, &dst, set, lv, ctx).await {
+                Ok(Outcome::Nil) => return Frame::Integer(0),
+                Ok(_) => {}
+                Err(e) => return Frame::error(e.text()),
             }
             if !matches!(how, Move::Copy { .. }) {
                 if let Err(e) = exec::run(&shared, &cl, &src, Op::Del, lv, ctx).await {

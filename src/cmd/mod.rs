@@ -85,6 +85,8 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("rename", keys::rename),
         ("renamenx", keys::renamenx),
         ("copy", keys::copy),
+        ("move", keys::move_),
+        ("swapdb", keys::swapdb),
         ("dbsize", keys::dbsize),
         ("flushdb", keys::flush),
         ("flushall", keys::flush),

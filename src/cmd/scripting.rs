@@ -5,7 +5,7 @@
 //! single node with no other command in between. The engine is [`crate::script`].
 
 use bytes::Bytes;
-use hypercache_cluster::slot::key_slot;
+use hypercache_cluster::slot::redis_slot;
 use hypercache_resp::{errors, num, Frame};
 
 use super::{err, err_owned};
@@ -59,6 +59,7 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
         read_only,
         user: s.user.clone(),
         tracking: (s.tracking_id, s.tracking.clone()),
+        db: s.db,
     }));
     None
 }
@@ -81,7 +82,11 @@ fn keys_and_args(
     }
     let n = numkeys as usize;
     let keys = a[3..3 + n].to_vec();
-    if s.shared.cluster.is_some() && keys.windows(2).any(|w| key_slot(&w[0]) != key_slot(&w[1])) {
+    if s.shared.cluster.is_some()
+        && keys
+            .windows(2)
+            .any(|w| redis_slot(&w[0]) != redis_slot(&w[1]))
+    {
         return Err(err(errors::CROSSSLOT));
     }
     Ok((keys, a[3 + n..].to_vec()))
@@ -172,6 +177,7 @@ fn fcall_generic(s: &mut Session, a: &[Bytes], read_only: bool) -> Option<Frame>
         read_only,
         user: s.user.clone(),
         tracking: (s.tracking_id, s.tracking.clone()),
+        db: s.db,
     }));
     None
 }

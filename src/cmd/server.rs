@@ -611,12 +611,15 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 }
             }
             "keyspace" => {
-                let store = shared.store.stats();
-                if store.keys > 0 {
-                    line(
-                        "db0",
-                        &format!("keys={},expires={},avg_ttl=0", store.keys, store.volatile),
-                    );
+                let databases = shared.config.read().databases;
+                for db in 0..databases.min(hypercache_cluster::db::MAX_DATABASES as u64) as u8 {
+                    let (keys, volatile) = shared.store.db_stats(shared.dbs.physical(db));
+                    if keys > 0 {
+                        line(
+                            &format!("db{db}"),
+                            &format!("keys={keys},expires={volatile},avg_ttl=0"),
+                        );
+                    }
                 }
             }
             _ => {}

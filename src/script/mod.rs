@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use hypercache_cluster::slot::{key_slot, Slot};
+use hypercache_cluster::slot::{redis_slot, Slot};
 use hypercache_resp::frame::{decode, DecodeLimits};
 use hypercache_resp::num::format_g;
 use hypercache_resp::{errors, Frame, Protocol};
@@ -153,6 +153,9 @@ pub struct Call {
     /// The caller's client id and `CLIENT TRACKING` settings: the script's reads are
     /// remembered for it, and its writes are its own (NOLOOP).
     pub tracking: (u64, Option<crate::tracking::TrackState>),
+    /// The caller's database: the script starts in it (a `SELECT` inside changes only the
+    /// script's).
+    pub db: u8,
 }
 
 /// What a connection asks the script engine to do (on a blocking thread).
@@ -956,7 +959,7 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
         let mut cross = false;
         if ctx.cluster && !ctx.allow_cross_slot && spec.first_key > 0 {
             for key in command_keys(spec, &args) {
-                let slot = key_slot(key);
+                let slot = redis_slot(key);
                 match ctx.slot {
                     None => ctx.slot = Some(slot),
                     Some(s) if s != slot => cross = true,
@@ -1185,6 +1188,7 @@ impl Engine {
         session.set_user(call.user.clone());
         session.tracking_id = call.tracking.0;
         session.tracking = call.tracking.1.clone();
+        session.select(call.db);
         session.script_keys = if session.tracking.is_some() {
             call.keys.clone()
         } else {
@@ -1193,7 +1197,7 @@ impl Engine {
         session.refresh_config();
         session.begin_script();
         let slot = if cluster && !flags.allow_cross_slot {
-            call.keys.first().map(|k| key_slot(k))
+            call.keys.first().map(|k| redis_slot(k))
         } else {
             None
         };

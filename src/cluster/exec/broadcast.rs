@@ -3,6 +3,7 @@
 
 use super::keyed::{Driver, Prepared};
 use super::*;
+use hypercache_cluster::slot::redis_slot;
 
 /// Runs one [`Gather`] round over `calls` (target, request, required) with the keyed driver,
 /// until every target answered, failed or the deadline passed.
@@ -70,21 +71,26 @@ fn owners(
     node::slot_owners(&env, slots).inspect_err(|_| count_failure(cl, false))
 }
 
-/// Cluster-wide KEYS (each slot listed by its first live replica).
+/// Cluster-wide KEYS of database `db` (each slot listed by its first live replica).
 pub async fn keys(
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
+    db: u8,
     pattern: Bytes,
     timeout: Duration,
 ) -> Result<Vec<Bytes>, NoReplicas> {
-    let (keys, _) = keys_in_slots(&shared, &cl, 0..SLOTS as Slot, Some(&pattern), timeout).await?;
+    let all = 0..SLOTS as Slot;
+    let (keys, _) = keys_in_slots(&shared, &cl, all, db, Some(&pattern), timeout).await?;
     Ok(keys)
 }
 
+/// The keys of database `db` in `slots` (as clients name them), and how many keys of any
+/// database the slots hold.
 async fn keys_in_slots(
     shared: &Arc<Shared>,
     cl: &Arc<Cluster>,
     slots: impl Iterator<Item = Slot>,
+    db: u8,
     pattern: Option<&Bytes>,
     timeout: Duration,
 ) -> Result<(Vec<Bytes>, u64), NoReplicas> {
@@ -95,7 +101,7 @@ async fn keys_in_slots(
         .into_iter()
         .map(|(m, slots)| {
             let pattern = pattern.cloned();
-            (m, Call::Keys { slots, pattern }, true)
+            (m, Call::Keys { slots, pattern, db }, true)
         })
         .collect();
     let resp = ask_groups(shared, cl, view, calls, timeout)
@@ -105,7 +111,8 @@ async fn keys_in_slots(
     let mut seen = 0;
     for r in resp {
         if let Response::Keys { keys, examined } = r {
-            all.extend(keys.into_iter().map(|k| (key_slot(&k), k)));
+            // Keys as clients name them: their slot is Redis's.
+            all.extend(keys.into_iter().map(|k| (redis_slot(&k), k)));
             seen += examined;
         }
     }
@@ -119,9 +126,11 @@ async fn keys_in_slots(
 /// few keys, until about `count` keys were examined (COUNT measures work, as in Redis: with MATCH,
 /// fewer keys may come back) or the end is reached. Whole slots, so a key present for the whole
 /// iteration is returned exactly once.
+#[allow(clippy::too_many_arguments)]
 pub async fn scan(
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
+    db: u8,
     cursor: u64,
     pattern: Option<Bytes>,
     count: usize,
@@ -137,6 +146,7 @@ pub async fn scan(
             &shared,
             &cl,
             from as Slot..to as Slot,
+            db,
             pattern.as_ref(),
             timeout,
         )
@@ -150,10 +160,11 @@ pub async fn scan(
     Ok((next, out))
 }
 
-/// Cluster-wide DBSIZE: each slot counted by its first live replica.
+/// Cluster-wide DBSIZE of database `db`: each slot counted by its first live replica.
 pub async fn dbsize(
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
+    db: u8,
     timeout: Duration,
 ) -> Result<i64, NoReplicas> {
     inc(&cl.metrics.dist.broadcasts);
@@ -161,7 +172,7 @@ pub async fn dbsize(
     let groups = owners(&shared, &cl, &view, 0..SLOTS as Slot)?;
     let calls = groups
         .into_iter()
-        .map(|(m, slots)| (m, Call::Count { slots }, true))
+        .map(|(m, slots)| (m, Call::Count { slots, db }, true))
         .collect();
     let resp = ask_groups(&shared, &cl, view, calls, timeout)
         .await
@@ -177,17 +188,22 @@ pub async fn dbsize(
 
 /// Cluster-wide RANDOMKEY: a random key of a random live member (every member holds copies of
 /// its slots' keys, so any member's key is a key of the cluster).
-pub async fn randomkey(shared: Arc<Shared>, cl: Arc<Cluster>, timeout: Duration) -> Option<Bytes> {
+pub async fn randomkey(
+    shared: Arc<Shared>,
+    cl: Arc<Cluster>,
+    db: u8,
+    timeout: Duration,
+) -> Option<Bytes> {
     inc(&cl.metrics.dist.broadcasts);
     let ctx = node_ctx(&shared);
     let peers = cl.all_peers();
     let live: Vec<usize> = (0..peers.len()).filter(|&i| peers[i].is_live()).collect();
     let start = rand::Rng::random_range(&mut *shared.rng.lock(), 0..=live.len());
-    let body = wire::to_body(&Request::RandomKey);
+    let body = wire::to_body(&Request::RandomKey { db });
     for k in 0..=live.len() {
         let pick = (start + k) % (live.len() + 1);
         let found = if pick == live.len() {
-            shared.store.random_key(&mut *shared.rng.lock(), &ctx)
+            shared.store.random_key(db, &mut *shared.rng.lock(), &ctx)
         } else {
             match peers[live[pick]].call(&body, timeout).await {
                 Ok(b) => match wire::from_body::<Response>(&b) {
@@ -204,13 +220,15 @@ pub async fn randomkey(shared: Arc<Shared>, cl: Arc<Cluster>, timeout: Duration)
     None
 }
 
-/// Cluster-wide FLUSHALL: flushes here and on every live member at a new version (the horizon),
-/// below which no write is accepted any more, so that a replica that missed the flush cannot bring
-/// keys back through repair. Members that are down keep their keys until they are repaired or
-/// flushed again (logged). A member that was live but did not confirm makes the command fail.
+/// Cluster-wide FLUSHALL (or FLUSHDB of database `only`): flushes here and on every live member
+/// at a new version (the horizon), below which no write (of that database) is accepted any more,
+/// so that a replica that missed the flush cannot bring keys back through repair. Members that
+/// are down keep their keys until they are repaired or flushed again (logged). A member that was
+/// live but did not confirm makes the command fail.
 pub async fn flushall(
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
+    only: Option<u8>,
     timeout: Duration,
 ) -> Result<(), NoReplicas> {
     inc(&cl.metrics.dist.broadcasts);
@@ -220,14 +238,17 @@ pub async fn flushall(
     };
     let sh = shared.clone();
     let local = tokio::task::spawn_blocking(move || {
-        sh.store.flush_at(horizon);
+        sh.store.flush_at(horizon, only);
         sh.tracking.flush_all(&sh);
     });
     let view = cl.view();
     // Every other member: a live one must confirm (else the command fails); one that is down
     // keeps its keys until it is repaired or flushed again.
     let calls = other_members(&view)
-        .map(|m| (m, Call::Flush { horizon }, view.live(&cl, m)))
+        .map(|m| {
+            let call = Call::Flush { horizon, db: only };
+            (m, call, view.live(&cl, m))
+        })
         .collect();
     let (failed, down) = match gather(&shared, &cl, view, calls, timeout).await {
         Gathered::Answers(a) => (0, a.iter().filter(|r| r.is_none()).count()),

@@ -106,11 +106,11 @@ pub fn serve_request(
                 }
             }
         }
-        Served::Flush(horizon) => {
+        Served::Flush(horizon, db) => {
             // Off the link's reader: a flush walks every key.
             let (sh, q) = (shared.clone(), q.clone());
             tokio::task::spawn_blocking(move || {
-                sh.store.flush_at(horizon);
+                sh.store.flush_at(horizon, db);
                 sh.tracking.flush_all(&sh);
                 q.push_msg(Kind::Reply, id, &Response::Done);
             });
@@ -140,10 +140,10 @@ pub fn serve_request(
             super::super::settings::offer(shared, cl, version, body);
             q.push_msg(Kind::Reply, id, &Response::Done);
         }
-        Served::RandomKey => {
+        Served::RandomKey(db) => {
             let k = shared
                 .store
-                .random_key(&mut *shared.rng.lock(), &node_ctx(shared));
+                .random_key(db, &mut *shared.rng.lock(), &node_ctx(shared));
             q.push_msg(Kind::Reply, id, &Response::Key(k));
         }
     }
