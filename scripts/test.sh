@@ -25,15 +25,24 @@ if [ ${#need_install[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq redis-server redis-tools python3-prometheus-client python3-redis python3-pip >/dev/null
 fi
 # ioredis, pinned in tests/libs/package.json (tests/libraries.rs).
-if [ ! -d tests/libs/node_modules/ioredis ]; then
-    command -v npm >/dev/null 2>&1 || { echo "npm is needed for the ioredis tests" >&2; exit 1; }
+# The Node libraries (ioredis, node-redis, connect-redis, cache-manager with Keyv,
+# rate-limit-redis with express-rate-limit), pinned in tests/libs/package-lock.json.
+if [ ! -d tests/libs/node_modules/rate-limit-redis ]; then
+    command -v npm >/dev/null 2>&1 || { echo "npm is needed for the Node library tests" >&2; exit 1; }
     (cd tests/libs && npm ci --no-audit --no-fund --silent)
 fi
-# redis-py 5.2.1 from PyPI, pinned, for its client-side caching (tests/libraries.rs); into the
-# tree (tests/libs/pylib, ignored by git), not the system's Python.
-if [ ! -d tests/libs/pylib/redis ]; then
-    /usr/bin/python3 -m pip install --quiet --disable-pip-version-check \
-        --target tests/libs/pylib redis==5.2.1 async-timeout==5.0.1
+# The Python libraries from PyPI, pinned (tests/libraries.rs): redis-py 5.2.1 for client-side
+# caching, and Django's cache, Flask-Caching, dogpile.cache, aiocache and limits on top of it
+# (Flask-Caching 2.4.1 with cachelib 0.14.0: later cachelib wants redis-py 6). Into the tree
+# (tests/libs/pylib, ignored by git), not the system's Python.
+if [ ! -d tests/libs/pylib/limits ]; then
+    /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --upgrade \
+        --target tests/libs/pylib redis==5.2.1 async-timeout==5.0.1 \
+        django==5.2.19 asgiref==3.13.0 sqlparse==0.6.1 \
+        flask==3.1.3 werkzeug==3.1.9 jinja2==3.1.6 markupsafe==3.0.4 itsdangerous==2.2.0 \
+        click==8.5.1 blinker==1.9.0 flask-caching==2.4.1 cachelib==0.14.0 \
+        dogpile.cache==1.5.0 decorator==5.3.1 stevedore==5.10.0 aiocache==0.12.3 \
+        limits==5.8.0 deprecated==1.3.1 wrapt==2.5.2 packaging==26.4 typing-extensions==4.16.0
 fi
 # Debian starts a redis-server service on install; the tests start their own on free ports.
 redis-server --version

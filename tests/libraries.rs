@@ -160,6 +160,88 @@ fn ioredis_scenarios_pass_on_redis_a_node_and_a_cluster() {
     assert_eq!(out.matches("ok ").count(), 8, "{out}");
 }
 
+/// The pinned Python libraries (`scripts/test.sh` installs them into `tests/libs/pylib`).
+fn pylib_env() -> [(&'static str, String); 1] {
+    let pylib = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/libs/pylib");
+    assert!(
+        pylib.join("limits").is_dir() && pylib.join("django").is_dir(),
+        "the pinned Python libraries are missing: scripts/test.sh installs them"
+    );
+    [(
+        "PYTHONPATH",
+        pylib.to_str().expect("utf-8 path").to_string(),
+    )]
+}
+
+/// Django's cache backend, Flask-Caching, dogpile.cache, aiocache and limits, unchanged
+/// (`tests/libs/py_caches.py`), in database 0 and through a `/1` URL: on redis-server, a node,
+/// and through one node of a 3-node cluster. limits' moving window keeps its hits in a Redis list,
+/// which HyperCache does not store (docs/commands.md): it runs against redis-server only.
+#[test]
+fn python_cache_libraries_on_redis_a_node_and_a_cluster() {
+    let env = pylib_env();
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let run = |port: u16, extra: &[&str]| {
+        scenarios_with("/usr/bin/python3", "py_caches.py", port, extra, &env)
+    };
+    let reference = Server::redis();
+    for db in ["0", "1"] {
+        let (ok, out) = run(reference.addr.port(), &["--db", db]);
+        assert!(
+            ok,
+            "the scenarios fail against redis-server itself (db {db}):\n{out}"
+        );
+        assert_eq!(out.matches("ok ").count(), 12, "{out}");
+    }
+    let node = Server::start(&[]);
+    for db in ["0", "1"] {
+        let (ok, out) = run(node.addr.port(), &["--db", db, "--no-lists"]);
+        assert!(ok, "single node, db {db}:\n{out}");
+        assert_eq!(out.matches("ok ").count(), 11, "{out}");
+    }
+    let cluster = TestCluster::start(3, &[]);
+    let (ok, out) = run(cluster.addr(0).port(), &["--db", "1", "--no-lists"]);
+    assert!(ok, "3-node cluster, db 1:\n{out}");
+    assert_eq!(out.matches("ok ").count(), 11, "{out}");
+}
+
+/// node-redis, connect-redis, cache-manager with Keyv, and rate-limit-redis behind
+/// express-rate-limit, unchanged (`tests/libs/node_caches.js`), in database 0 and 1: on
+/// redis-server, a node, and through one node of a 3-node cluster (without its WATCH scenario,
+/// which a cluster node refuses on purpose: docs/cluster.md).
+#[test]
+fn node_cache_libraries_on_redis_a_node_and_a_cluster() {
+    let installed =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/libs/node_modules/rate-limit-redis");
+    assert!(
+        installed.is_dir(),
+        "the Node libraries are missing: (cd tests/libs && npm ci) (scripts/test.sh does)"
+    );
+    let run = |port: u16, db: &str| scenarios("node", "node_caches.js", port, &["--db", db]);
+    let no_watch = |port: u16, db: &str| {
+        scenarios("node", "node_caches.js", port, &["--db", db, "--no-watch"])
+    };
+    let reference = Server::redis();
+    for db in ["0", "1"] {
+        let (ok, out) = run(reference.addr.port(), db);
+        assert!(
+            ok,
+            "the scenarios fail against redis-server itself (db {db}):\n{out}"
+        );
+        assert_eq!(out.matches("ok ").count(), 13, "{out}");
+    }
+    let node = Server::start(&[]);
+    for db in ["0", "1"] {
+        let (ok, out) = run(node.addr.port(), db);
+        assert!(ok, "single node, db {db}:\n{out}");
+        assert_eq!(out.matches("ok ").count(), 13, "{out}");
+    }
+    let cluster = TestCluster::start(3, &[]);
+    let (ok, out) = no_watch(cluster.addr(0).port(), "1");
+    assert!(ok, "3-node cluster, db 1:\n{out}");
+    assert_eq!(out.matches("ok ").count(), 12, "{out}");
+}
+
 /// redis-py and ioredis over TLS with client certificates (`tls-auth-clients yes`), against
 /// redis-server's TLS port first and then a node's: every scenario passes unchanged.
 #[test]
