@@ -19,6 +19,8 @@
 #   BASELINE=8     seconds of reads before the join
 #   CHUNK=20000    requests per redis-benchmark chunk
 #   RATE=          rebalance-max-bytes-per-sec of every node (default: the node's default)
+#   READ=          read-consistency of every node, so of the client's GETs (default: the node's
+#                  default, QUORUM; ONE measures the fast option)
 #   HC_BIN=path    hypercache binary (default: target/release/hypercache, built if missing)
 #   OUT=path       also write the report to this file
 set -euo pipefail
@@ -31,6 +33,8 @@ CHUNK=${CHUNK:-20000}
 RATE=${RATE:-}
 RATE_ARGS=()
 [[ -n "$RATE" ]] && RATE_ARGS=(--rebalance-max-bytes-per-sec "$RATE")
+READ=${READ:-}
+[[ -n "$READ" ]] && RATE_ARGS+=(--read-consistency "$READ")
 OUT=${OUT:-}
 require_positive_int KEYS VALUE CHUNK
 require_seconds BASELINE
@@ -65,7 +69,9 @@ start_node() { # start_node I SEEDS
 cli() { redis-cli -h 127.0.0.1 -p "$@"; }
 field() { cli "$1" info cluster | tr -d '\r' | sed -n "s/^$2://p"; }
 metric() { # metric PORT NAME
-    cli "$1" hc.metrics | awk -v n="$2" 'found { print; exit } $0 == n { found = 1 }'
+    # awk reads to the end: exiting early would kill redis-cli with SIGPIPE (and the script,
+    # under pipefail).
+    cli "$1" hc.metrics | awk -v n="$2" 'found && !done { print; done = 1 } $0 == n { found = 1 }'
 }
 settled() { # settled N PORT...: each has the N-member ring and nothing to receive
     local n=$1 p
@@ -146,7 +152,7 @@ REPORT="$TMP/report.md"
     print_machine_line
     echo "- hypercache: $HC_BIN ($(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo 'no git'))"
     echo "- $KEYS keys of $VALUE bytes loaded at QUORUM in $LOAD_S s; client: redis-benchmark GET, -c 50 -P 16, random keys, through node 1"
-    echo "- rebalance-max-bytes-per-sec: $(cli "$P4" config get rebalance-max-bytes-per-sec | tail -1)"
+    echo "- rebalance-max-bytes-per-sec: $(cli "$P4" config get rebalance-max-bytes-per-sec | tail -1); read-consistency: $(cli "$P1" config get read-consistency | tail -1)"
     echo
     echo "| measure | value |"
     echo "|---|---|"

@@ -63,7 +63,9 @@ wait_live() { # wait_live PORT N
     die "node on port $1 does not see $2 live members"
 }
 metric() { # metric PORT NAME
-    cli "$1" hc.metrics | awk -v n="$2" 'found { print; exit } $0 == n { found = 1 }'
+    # awk reads to the end: exiting early would kill redis-cli with SIGPIPE (and the script,
+    # under pipefail).
+    cli "$1" hc.metrics | awk -v n="$2" 'found && !done { print; done = 1 } $0 == n { found = 1 }'
 }
 for p in "${PORTS[@]}"; do wait_live "$p" 3; done
 

@@ -87,6 +87,60 @@ fn a_lua_released_lock_gives_mutual_exclusion() {
     assert_eq!(exists, 0, "the lock was released");
 }
 
+/// The same lock across the nodes of a 3-node cluster, while no node fails: each worker talks to
+/// another node. The lock's SET NX is a read-modify-write round (two coordinators cannot both
+/// take it), the critical section's read sees the last acknowledged write (QUORUM reads and
+/// writes), and the release script runs through the lock's slot coordinator. No increment may
+/// be lost, and no worker ever finds the lock held by itself when it takes it.
+#[test]
+fn a_lua_released_lock_gives_mutual_exclusion_across_cluster_nodes() {
+    let c = TestCluster::start(3, &[]);
+    let workers: Vec<_> = (0..3)
+        .map(|w| {
+            let mut conn = c.conn(w);
+            std::thread::spawn(move || {
+                let token = format!("worker-{w}");
+                let mut done = 0;
+                let mut tries = 0;
+                while done < 25 {
+                    tries += 1;
+                    assert!(tries < 200_000, "worker {w} starved");
+                    let got: Option<String> = redis::cmd("SET")
+                        .arg("{l}lock")
+                        .arg(&token)
+                        .arg("NX")
+                        .arg("PX")
+                        .arg(30_000)
+                        .query(&mut conn)
+                        .unwrap();
+                    if got.is_none() {
+                        continue;
+                    }
+                    let n: i64 = conn
+                        .get::<_, Option<i64>>("{l}counter")
+                        .unwrap()
+                        .unwrap_or(0);
+                    std::thread::sleep(Duration::from_micros(300));
+                    let _: () = conn.set("{l}counter", n + 1).unwrap();
+                    assert_eq!(evalsha(&mut conn, RELEASE, &["{l}lock"], &[&token]), 1);
+                    done += 1;
+                }
+                assert_eq!(evalsha(&mut conn, RELEASE, &["{l}lock"], &[&token]), 0);
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    for node in 0..3 {
+        let mut conn = c.conn_at(node, "all", "quorum");
+        let n: i64 = conn.get("{l}counter").unwrap();
+        assert_eq!(n, 75, "through node {node}");
+        let exists: i64 = conn.exists("{l}lock").unwrap();
+        assert_eq!(exists, 0, "the lock was released");
+    }
+}
+
 /// A script is atomic on a single node: readers never see its first write without its last.
 #[test]
 fn no_command_runs_during_a_script() {
