@@ -23,6 +23,10 @@ use crate::state::{now_ms, ClientHandle, Shared, SlowEntry, Stats};
 /// (its version and whether it had expired; `None`: absent).
 pub type Watched = (Bytes, u8, Option<(Version, bool)>);
 
+/// What a cluster `WATCH` read found, once it answered: `Some(version)` (`None`: absent), or
+/// `None` if it failed.
+pub type ClusterWatch = Arc<std::sync::OnceLock<Option<Option<Version>>>>;
+
 /// CLIENT REPLY mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyMode {
@@ -107,6 +111,12 @@ pub struct Session {
     pub multi: Option<Multi>,
     /// Keys under `WATCH`, each with what it was when watched.
     pub watched: Vec<Watched>,
+    /// In a cluster, keys under `WATCH`: the stored key, and the version a read at QUORUM found
+    /// (filled when the read answers; `Some(None)`: absent; `None` inside: the read failed).
+    pub cluster_watched: Vec<(Bytes, ClusterWatch)>,
+    /// While `EXEC` runs a watched transaction's command in a cluster: the key and the version
+    /// it must still have ([`crate::cmd`]'s `keyed` turns the command into `Op::IfVersion`).
+    pub cas: Option<(Bytes, Option<Version>)>,
     /// A transaction `EXEC` accepted, with `EXEC`'s own arguments: the connection runs it
     /// ([`Session::run_transaction`]) before the next command.
     pub exec_ready: Option<(Multi, Vec<Bytes>)>,
@@ -242,6 +252,8 @@ impl Session {
             spare: BytesMut::new(),
             multi: None,
             watched: Vec::new(),
+            cluster_watched: Vec::new(),
+            cas: None,
             exec_ready: None,
             in_exec: false,
             script_ready: None,
@@ -686,6 +698,7 @@ impl Session {
     /// `EXEC` whatever its outcome).
     pub fn discard_transaction(&mut self) -> Option<Multi> {
         self.watched.clear();
+        self.cluster_watched.clear();
         self.take_transaction()
     }
 
@@ -780,12 +793,39 @@ impl Session {
         };
         let changed = self.watched_changed();
         self.watched.clear();
+        let cluster_watched = std::mem::take(&mut self.cluster_watched);
         if changed {
             reply(self, Frame::NullArray);
         } else if let Some(e) = self.exec_refusal(&m) {
             let text = errors::exec_abort(e);
             self.shared.metrics.commands.count_error(text.as_bytes());
             reply(self, Frame::Error(text.into()));
+        } else if !cluster_watched.is_empty() {
+            match self.guarded_command(&m, &cluster_watched) {
+                Err(text) => {
+                    self.shared.metrics.commands.count_error(text.as_bytes());
+                    reply(self, Frame::error(text));
+                }
+                // A WATCH read failed: what the key was is not known.
+                Ok(None) => reply(self, Frame::NullArray),
+                Ok(Some(cas)) => {
+                    if silent {
+                        self.reply_mode = ReplyMode::Off;
+                    }
+                    self.in_exec = true;
+                    let mark = self.out.len();
+                    self.cas = Some(cas);
+                    self.run(&m.queue[0]);
+                    if self.cas.take().is_some() && !silent {
+                        // Refused before it ran (a syntax error, say): EXEC's array carries
+                        // the error, as Redis's does.
+                        let tail = self.out.split_off(mark);
+                        Frame::encode_array_header(1, &mut self.out);
+                        self.out.unsplit(tail);
+                    }
+                    self.in_exec = false;
+                }
+            }
         } else {
             if silent {
                 self.reply_mode = ReplyMode::Off;
@@ -815,6 +855,31 @@ impl Session {
         // The replies are in order; the cluster's still being computed are waited for with the
         // rest of the batch.
         self.resolve().await;
+    }
+
+    /// A watched transaction in a cluster: its one command, if it is one command on the one
+    /// watched key that runs as one operation of that key; with the version `WATCH` saw
+    /// (`Ok(None)`: the `WATCH` read failed).
+    fn guarded_command(
+        &self,
+        m: &Multi,
+        watched: &[(Bytes, ClusterWatch)],
+    ) -> Result<Option<(Bytes, Option<Version>)>, &'static str> {
+        let refused = Err(errors::WATCH_SHAPE_IN_CLUSTER);
+        let ([(key, seen)], [args]) = (watched, &m.queue[..]) else {
+            return refused;
+        };
+        let Some((spec, _)) = cmd::lookup(&args[0]) else {
+            return refused;
+        };
+        let positions = spec.key_positions(args);
+        if !cmd::guardable(spec.name)
+            || positions.len() != 1
+            || hypercache_cluster::db::encode(self.physical_db(), &args[positions[0]]) != *key
+        {
+            return refused;
+        }
+        Ok(seen.get().copied().flatten().map(|v| (key.clone(), v)))
     }
 
     /// Whether `args` is a command that runs with the node's gate held exclusive (a script, a

@@ -75,12 +75,11 @@ fn redis_py_scenarios_pass_on_redis_a_node_and_a_cluster() {
     assert!(ok, "single node:\n{out}");
     assert_eq!(out.matches("ok ").count(), 10, "{out}");
 
-    // Through one node of a cluster, WATCH is refused on purpose (docs/cluster.md); every other
-    // scenario must pass unchanged.
+    // Through one node of a cluster every scenario passes unchanged, WATCH's too.
     let cluster = TestCluster::start(3, &[]);
-    let (ok, out) = redis_py(cluster.addr(0).port(), &["--no-watch"]);
+    let (ok, out) = redis_py(cluster.addr(0).port(), &[]);
     assert!(ok, "3-node cluster:\n{out}");
-    assert_eq!(out.matches("ok ").count(), 9, "{out}");
+    assert_eq!(out.matches("ok ").count(), 10, "{out}");
 }
 
 /// redis-py 5.2.1's client-side caching (`protocol=3, cache_config=CacheConfig()`), unchanged:
@@ -150,14 +149,9 @@ fn ioredis_scenarios_pass_on_redis_a_node_and_a_cluster() {
     assert_eq!(out.matches("ok ").count(), 9, "{out}");
 
     let cluster = TestCluster::start(3, &[]);
-    let (ok, out) = scenarios(
-        "node",
-        "ioredis.js",
-        cluster.addr(0).port(),
-        &["--no-watch"],
-    );
+    let (ok, out) = scenarios("node", "ioredis.js", cluster.addr(0).port(), &[]);
     assert!(ok, "3-node cluster:\n{out}");
-    assert_eq!(out.matches("ok ").count(), 8, "{out}");
+    assert_eq!(out.matches("ok ").count(), 9, "{out}");
 }
 
 /// The pinned Python libraries (`scripts/test.sh` installs them into `tests/libs/pylib`).
@@ -207,8 +201,7 @@ fn python_cache_libraries_on_redis_a_node_and_a_cluster() {
 
 /// node-redis, connect-redis, cache-manager with Keyv, and rate-limit-redis behind
 /// express-rate-limit, unchanged (`tests/libs/node_caches.js`), in database 0 and 1: on
-/// redis-server, a node, and through one node of a 3-node cluster (without its WATCH scenario,
-/// which a cluster node refuses on purpose: docs/cluster.md).
+/// redis-server, a node, and through one node of a 3-node cluster.
 #[test]
 fn node_cache_libraries_on_redis_a_node_and_a_cluster() {
     let installed =
@@ -218,9 +211,6 @@ fn node_cache_libraries_on_redis_a_node_and_a_cluster() {
         "the Node libraries are missing: (cd tests/libs && npm ci) (scripts/test.sh does)"
     );
     let run = |port: u16, db: &str| scenarios("node", "node_caches.js", port, &["--db", db]);
-    let no_watch = |port: u16, db: &str| {
-        scenarios("node", "node_caches.js", port, &["--db", db, "--no-watch"])
-    };
     let reference = Server::redis();
     for db in ["0", "1"] {
         let (ok, out) = run(reference.addr.port(), db);
@@ -237,9 +227,9 @@ fn node_cache_libraries_on_redis_a_node_and_a_cluster() {
         assert_eq!(out.matches("ok ").count(), 13, "{out}");
     }
     let cluster = TestCluster::start(3, &[]);
-    let (ok, out) = no_watch(cluster.addr(0).port(), "1");
+    let (ok, out) = run(cluster.addr(0).port(), "1");
     assert!(ok, "3-node cluster, db 1:\n{out}");
-    assert_eq!(out.matches("ok ").count(), 12, "{out}");
+    assert_eq!(out.matches("ok ").count(), 13, "{out}");
 }
 
 /// redis-py and ioredis over TLS with client certificates (`tls-auth-clients yes`), against

@@ -78,8 +78,9 @@ fn corpus_matches_redis() {
 #[test]
 fn corpus_matches_redis_through_a_3_node_cluster() {
     let cluster = common::TestCluster::start(3, &[]);
-    // WATCH is refused in a cluster until a watched key can be compared atomically with the
-    // transaction's writes at the slot's coordinator (docs/cluster.md). Keyspace notifications
+    // A watched transaction in a cluster is one command on the one watched key (several are
+    // refused on purpose: docs/cluster.md), and 18-watch has several; tests/transactions.rs
+    // checks WATCH through a cluster. Keyspace notifications
     // are a per-node setting there, and a client's own keyspace events and invalidations come
     // when its write's coordinator acknowledges it, not at Redis's place next to the reply:
     // tests/pubsub.rs and tests/tracking.rs check both through a cluster. SWAPDB is refused in a

@@ -13,11 +13,12 @@ use redis::{Commands, Value};
 
 /// The optimistic-locking loop every client library documents: WATCH, read, MULTI, write,
 /// EXEC, and again on a nil EXEC. Concurrent clients must never lose an increment.
-fn watched_increments(s: &Server, clients: usize, each: usize) -> (i64, usize) {
+/// Each connection of `conns` adds `each`; returns how many EXECs answered nil.
+fn watched_increments(conns: Vec<redis::Connection>, each: usize) -> usize {
     let retries = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let threads: Vec<_> = (0..clients)
-        .map(|_| {
-            let mut c = s.conn();
+    let threads: Vec<_> = conns
+        .into_iter()
+        .map(|mut c| {
             let retries = retries.clone();
             std::thread::spawn(move || {
                 for _ in 0..each {
@@ -41,15 +42,32 @@ fn watched_increments(s: &Server, clients: usize, each: usize) -> (i64, usize) {
     for t in threads {
         t.join().unwrap();
     }
-    let n: i64 = s.conn().get("counter").unwrap();
-    (n, retries.load(Ordering::Relaxed))
+    retries.load(Ordering::Relaxed)
 }
 
 #[test]
 fn concurrent_watched_increments_never_lose_an_update() {
     let s = Server::start(&["--threads", "4"]);
-    let (n, retries) = watched_increments(&s, 4, 250);
+    let retries = watched_increments((0..4).map(|_| s.conn()).collect(), 250);
+    let n: i64 = s.conn().get("counter").unwrap();
     assert_eq!(n, 1000, "{retries} retries");
+}
+
+/// The same loop through every node of a 3-node cluster, two clients per node: the WATCH check
+/// and the write are one read-modify-write round of the key, so no increment is lost, and
+/// every replica ends with the total.
+#[test]
+fn concurrent_watched_increments_through_every_node_never_lose_an_update() {
+    let cluster = TestCluster::start(3, &[]);
+    let conns = (0..6).map(|i| cluster.conn(i % 3)).collect();
+    let retries = watched_increments(conns, 40);
+    for node in 0..3 {
+        let n: i64 = cluster
+            .conn_at(node, "all", "quorum")
+            .get("counter")
+            .unwrap();
+        assert_eq!(n, 240, "through node {node} ({retries} retries)");
+    }
 }
 
 /// While one client moves a unit from `a` to `b` in transactions, another reading both keys in
@@ -179,6 +197,13 @@ fn exec_replies_as_redis_does() {
 
 /// Sends MULTI, `cmds` and EXEC in one write on `sock` and returns as many bytes as `want` has,
 /// as text.
+/// Sends inline commands `text` and reads as many bytes as `want` has.
+fn exec_raw_text(sock: &mut std::net::TcpStream, text: &str, want: &str) -> String {
+    sock.write_all(text.as_bytes()).unwrap();
+    let got = common::read_exactly(sock, want.len());
+    String::from_utf8_lossy(&got).into_owned()
+}
+
 fn exec_raw(sock: &mut std::net::TcpStream, cmds: &[&[&str]], want: &str) -> String {
     let mut p = redis::pipe();
     p.cmd("MULTI");
@@ -196,8 +221,9 @@ fn exec_raw(sock: &mut std::net::TcpStream, cmds: &[&[&str]], want: &str) -> Str
 }
 
 /// Through one node of a 3-node cluster a transaction runs every queued command in order and
-/// answers like Redis; WATCH is refused with a clear error rather than promising isolation it
-/// cannot give.
+/// answers like Redis. A watched transaction is one command on the one watched key: it answers
+/// nil after a write through another node, a delete or an expiry, and anything else is refused
+/// with a clear error before it runs.
 #[test]
 fn a_transaction_through_a_cluster_node_runs_in_order() {
     let cluster = TestCluster::start(3, &[]);
@@ -214,13 +240,76 @@ fn a_transaction_through_a_cluster_node_runs_in_order() {
     assert_eq!(r, ("OK".into(), 15, 1, None, 2));
     let mut d = cluster.conn(1);
     assert_eq!(d.exists::<_, i64>(&["tx:a", "tx:b"]).unwrap(), 0);
-    let err = redis::cmd("WATCH")
-        .arg("tx:a")
-        .query::<()>(&mut c)
-        .unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("WATCH is not supported in a cluster"),
-        "{err}"
+    let mut raw = std::net::TcpStream::connect(cluster.addr(0)).unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let mut send = |cmds: &[&str], want: &str| {
+        let text: String = cmds.iter().map(|c| format!("{c}\r\n")).collect();
+        assert_eq!(exec_raw_text(&mut raw, &text, want), want, "{cmds:?}");
+    };
+    // Unchanged: applies, with the command's reply in the array.
+    send(
+        &["SET w 1", "WATCH w", "MULTI", "INCR w", "EXEC"],
+        "+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n:2\r\n",
     );
+    // Written through another node between WATCH and EXEC: nil, and that write stays.
+    send(&["WATCH w"], "+OK\r\n");
+    let _: () = d.set("w", "other").unwrap();
+    send(
+        &["MULTI", "SET w mine", "EXEC"],
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+    );
+    assert_eq!(d.get::<_, String>("w").unwrap(), "other");
+    // Deleted, or expired, since: nil.
+    send(&["WATCH w"], "+OK\r\n");
+    let _: i64 = d.del("w").unwrap();
+    send(
+        &["MULTI", "SET w mine", "EXEC"],
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+    );
+    send(&["SET w v PX 300", "WATCH w"], "+OK\r\n+OK\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    send(
+        &["MULTI", "SET w mine", "EXEC"],
+        "+OK\r\n+QUEUED\r\n*-1\r\n",
+    );
+    // Absent when watched and still absent: applies. UNWATCH forgets.
+    send(
+        &["WATCH fresh", "MULTI", "SET fresh 1", "EXEC"],
+        "+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n+OK\r\n",
+    );
+    send(
+        &[
+            "WATCH fresh",
+            "UNWATCH",
+            "MULTI",
+            "SET fresh 2",
+            "SET other 3",
+            "EXEC",
+        ],
+        "+OK\r\n+OK\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n*2\r\n+OK\r\n+OK\r\n",
+    );
+    // An error at run time is the command's reply inside the array.
+    send(
+        &["WATCH fresh", "MULTI", "SET fresh v EX notanumber", "EXEC"],
+        "+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n-ERR value is not an integer or out of range\r\n",
+    );
+    // More than the one command on the one key: refused, nothing runs.
+    let refused = "-ERR in a cluster a WATCHed transaction must be one command on the one watched key (see docs/cluster.md)\r\n";
+    for body in [
+        &["MULTI", "SET other x", "EXEC"][..],
+        &["MULTI", "SET fresh x", "SET fresh y", "EXEC"][..],
+        &["MULTI", "MSET fresh x other y", "EXEC"][..],
+    ] {
+        let mut cmds = vec!["WATCH fresh"];
+        cmds.extend_from_slice(body);
+        let queued = "+QUEUED\r\n".repeat(body.len() - 2);
+        send(&cmds, &format!("+OK\r\n+OK\r\n{queued}{refused}"));
+    }
+    send(
+        &["WATCH fresh other", "MULTI", "SET fresh x", "EXEC"],
+        &format!("+OK\r\n+OK\r\n+QUEUED\r\n{refused}"),
+    );
+    assert_eq!(d.get::<_, String>("fresh").unwrap(), "2");
+    assert_eq!(d.get::<_, String>("other").unwrap(), "3");
 }

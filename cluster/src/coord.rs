@@ -205,7 +205,7 @@ pub fn state_after(
             value,
             expire_at,
             enc,
-            ..
+            version: held,
         } if *expire_at == 0 || *expire_at > ctx.now => {
             let mut e = Entry::new(
                 key,
@@ -214,6 +214,8 @@ pub fn state_after(
                 ctx.initial_access(),
                 EncodingHint::from_bits(*enc),
             );
+            // The version it holds, for the operations that look at it (WATCH's).
+            e.set_version(*held);
             let (effect, out) = apply(op, key, Some(&mut e), ctx);
             let next = match effect {
                 Effect::None => None,

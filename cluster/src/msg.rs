@@ -123,6 +123,10 @@ pub enum WireOutcome {
     Err(OpError),
     /// See [`Outcome`].
     Fields(Vec<Option<i64>>),
+    /// See [`Outcome`].
+    Changed,
+    /// See [`Outcome`].
+    Version(Option<Version>),
 }
 
 impl From<Outcome> for WireOutcome {
@@ -136,6 +140,8 @@ impl From<Outcome> for WireOutcome {
             Outcome::Text(s) => WireOutcome::Text(s.into()),
             Outcome::Err(e) => WireOutcome::Err(e),
             Outcome::Fields(f) => WireOutcome::Fields(f),
+            Outcome::Changed => WireOutcome::Changed,
+            Outcome::Version(v) => WireOutcome::Version(v),
         }
     }
 }
@@ -151,6 +157,8 @@ impl From<WireOutcome> for Outcome {
             WireOutcome::Text(s) => Outcome::Text(Outcome::static_text(&s)),
             WireOutcome::Err(e) => Outcome::Err(e),
             WireOutcome::Fields(f) => Outcome::Fields(f),
+            WireOutcome::Changed => Outcome::Changed,
+            WireOutcome::Version(v) => Outcome::Version(v),
         }
     }
 }
@@ -247,6 +255,16 @@ pub enum WireOp<'a> {
     BitField(#[serde(borrow)] &'a [u8]),
     /// Tag 27: `BITOP`'s result stored at its destination.
     StoreBitOp(#[serde(borrow)] &'a [u8]),
+    /// Tag 28: `WATCH`'s check and a transaction's command ([`Op::IfVersion`]).
+    IfVersion {
+        /// The version `WATCH` saw (none: absent).
+        expect: Option<Version>,
+        /// The command's operation, itself a [`WireOp`] (never another `IfVersion`).
+        #[serde(borrow)]
+        then: &'a [u8],
+    },
+    /// Tag 29: the key's newest version ([`Op::Version`]).
+    Version,
 }
 
 /// An expiry change on the wire. Tag 0 clear, 1 keep, 2 at (unix ms).
@@ -331,6 +349,8 @@ impl<'a> From<&Op<'a>> for WireOp<'a> {
             Op::BitPos { bit, span } => WireOp::BitPos { bit, span },
             Op::BitField(p) => WireOp::BitField(p),
             Op::StoreBitOp(v) => WireOp::StoreBitOp(v),
+            Op::IfVersion { expect, then } => WireOp::IfVersion { expect, then },
+            Op::Version => WireOp::Version,
         }
     }
 }
@@ -398,8 +418,29 @@ impl<'a> WireOp<'a> {
                 Op::BitField(p)
             }
             WireOp::StoreBitOp(v) => Op::StoreBitOp(v),
+            WireOp::IfVersion { expect, then } => {
+                guarded(then)?;
+                Op::IfVersion { expect, then }
+            }
+            WireOp::Version => Op::Version,
         })
     }
+}
+
+/// The wire form of `op`, as [`Op::IfVersion`] carries the command it guards.
+pub fn guard_bytes(op: &Op<'_>) -> Vec<u8> {
+    postcard::to_allocvec(&WireOp::from(op)).unwrap_or_default()
+}
+
+/// The command an [`Op::IfVersion`] guards (`None` if it does not decode, or is itself a guard
+/// or a version read: one check per command).
+pub fn guarded(then: &[u8]) -> Option<Op<'_>> {
+    let w: WireOp<'_> = postcard::from_bytes(then).ok()?;
+    // Refused before it is decoded further: a guard nested in guards must not recurse.
+    if matches!(w, WireOp::IfVersion { .. } | WireOp::Version) {
+        return None;
+    }
+    w.op()
 }
 
 /// The name of each [`Request`] by its wire tag, in declaration order (for spans and logs).
@@ -976,6 +1017,11 @@ mod tests {
         let responses = vec![
             (Response::Pong, "000000"),
             (Response::Outcome(Outcome::Int(42).into()), "0000010254"),
+            (Response::Outcome(Outcome::Changed.into()), "00000108"),
+            (
+                Response::Outcome(Outcome::Version(Some(v)).into()),
+                "0000010901868a9098a0208d98ac50",
+            ),
             (
                 Response::Written {
                     outcome: Outcome::Ok.into(),
@@ -1098,6 +1144,7 @@ mod tests {
     fn every_operation_crosses_the_wire_unchanged() {
         use crate::bits::{FieldKind, FieldOp, Overflow};
         use crate::op::ExpireCond;
+        let guard = guard_bytes(&Op::IncrBy(-3));
         let mut prog = Vec::new();
         FieldOp {
             kind: FieldKind::IncrBy(-2),
@@ -1150,6 +1197,11 @@ mod tests {
             },
             Op::BitField(&prog),
             Op::StoreBitOp(b"\x0f"),
+            Op::IfVersion {
+                expect: Some(Version { hlc: 5, origin: 6 }),
+                then: &guard,
+            },
+            Op::Version,
         ];
         for (i, op) in ops.iter().enumerate() {
             let w = WireOp::from(op);
@@ -1168,5 +1220,28 @@ mod tests {
         unsigned64[2..4].copy_from_slice(&[0, 64]);
         let bad = WireOp::BitField(&unsigned64);
         assert_eq!(bad.op(), None, "a u64 field is refused");
+        // A guard guards one command: a guard or a version read inside one is refused, without
+        // decoding what is nested deeper.
+        let nested = guard_bytes(&Op::IfVersion {
+            expect: None,
+            then: &guard,
+        });
+        let bad = WireOp::IfVersion {
+            expect: None,
+            then: &nested,
+        };
+        assert_eq!(bad.op(), None, "a nested guard is refused");
+        let version = guard_bytes(&Op::Version);
+        let bad = WireOp::IfVersion {
+            expect: None,
+            then: &version,
+        };
+        assert_eq!(bad.op(), None, "a guarded version read is refused");
+        let bad = WireOp::IfVersion {
+            expect: None,
+            then: b"\xff\xff",
+        };
+        assert_eq!(bad.op(), None, "garbage is refused");
+        assert_eq!(guarded(&guard), Some(Op::IncrBy(-3)));
     }
 }

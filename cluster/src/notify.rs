@@ -173,6 +173,10 @@ impl Events {
 
 /// The events Redis raises for `op` when it did `change` to the key (`None`: nothing changed).
 pub fn events(op: &Op<'_>, change: Option<Change>) -> Events {
+    // A WATCH-guarded command raises its command's events.
+    if let Op::IfVersion { then, .. } = *op {
+        return crate::msg::guarded(then).map_or_else(Events::default, |o| events(&o, change));
+    }
     let mut e = events_of(op, change);
     e.after_reply = match *op {
         Op::Set { get, .. } => get,
@@ -238,7 +242,9 @@ fn events_of(op: &Op<'_>, change: Option<Change>) -> Events {
         | Op::ObjectRefcount
         | Op::GetBit(_)
         | Op::BitCount(_)
-        | Op::BitPos { .. } => Events::default(),
+        | Op::BitPos { .. }
+        | Op::Version
+        | Op::IfVersion { .. } => Events::default(),
     }
 }
 

@@ -11,6 +11,7 @@ use crate::bits::{self, BitSpan};
 use crate::entry::{num::parse_i64, EncodingHint, Entry, ACCESS_MASK};
 
 use crate::float::{incr_by_float, FloatError};
+use crate::version::Version;
 
 /// The condition of a `SET`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -141,6 +142,20 @@ pub enum Op<'a> {
     /// The result of `BITOP` stored at its destination: the value (raw encoding, no expiry), or
     /// the key deleted when the result is empty. Answers the result's length.
     StoreBitOp(&'a [u8]),
+    /// The key's newest version (`None`: absent or expired): what `WATCH` remembers in a
+    /// cluster. Answers [`Outcome::Version`].
+    Version,
+    /// `WATCH`'s check and a transaction's command as one read-modify-write: `then` runs only if
+    /// the key's newest version is still `expect` (`None`: still absent); otherwise nothing
+    /// changes and the answer is [`Outcome::Changed`]. Coordinated at QUORUM/ALL, the version is
+    /// the newest of the round's quorum, and the round's promises keep any other
+    /// read-modify-write from slipping in between the check and the write.
+    IfVersion {
+        /// The version `WATCH` saw.
+        expect: Option<Version>,
+        /// The command's operation in its wire form ([`crate::msg::guard_bytes`]).
+        then: &'a [u8],
+    },
 }
 
 /// An operation that owns its bytes (an [`Op`] borrows them): what a request that outlives the
@@ -175,6 +190,8 @@ impl OpBuf {
             Op::SetRange(o, b) => (Op::SetRange(o, &[]), b),
             Op::BitField(b) => (Op::BitField(&[]), b),
             Op::StoreBitOp(b) => (Op::StoreBitOp(&[]), b),
+            Op::IfVersion { expect, then } => (Op::IfVersion { expect, then: &[] }, then),
+            Op::Version => (Op::Version, &[]),
             Op::SetBit { offset, on } => (Op::SetBit { offset, on }, &[]),
             Op::GetBit(o) => (Op::GetBit(o), &[]),
             Op::BitCount(sp) => (Op::BitCount(sp), &[]),
@@ -221,6 +238,7 @@ impl OpBuf {
             Op::SetRange(o, _) => Op::SetRange(o, b),
             Op::BitField(_) => Op::BitField(b),
             Op::StoreBitOp(_) => Op::StoreBitOp(b),
+            Op::IfVersion { expect, .. } => Op::IfVersion { expect, then: b },
             other => other,
         }
     }
@@ -297,6 +315,7 @@ impl<'a> Op<'a> {
                 | Op::ObjectIdleTime
                 | Op::ObjectFreq
                 | Op::ObjectRefcount
+                | Op::Version
         )
     }
 }
@@ -446,6 +465,10 @@ pub enum Outcome {
     Err(OpError),
     /// `BITFIELD`'s replies: one integer per subcommand, nil for an overflow under `FAIL`.
     Fields(Vec<Option<i64>>),
+    /// [`Op::IfVersion`]: the key changed since its version was taken; nothing was done.
+    Changed,
+    /// [`Op::Version`]: the key's newest version (`None`: absent).
+    Version(Option<Version>),
 }
 
 impl Outcome {
@@ -515,6 +538,16 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
     }
     match *op {
         Op::Get => (Effect::None, value_of(cur)),
+        Op::Version => (Effect::None, Outcome::Version(cur.map(|e| e.version()))),
+        Op::IfVersion { expect, then } => {
+            let Some(inner) = crate::msg::guarded(then) else {
+                return (Effect::None, Outcome::Err(OpError::Syntax));
+            };
+            if cur.as_ref().map(|e| e.version()) != expect {
+                return (Effect::None, Outcome::Changed);
+            }
+            apply(&inner, key, cur, ctx)
+        }
         Op::Set {
             value,
             cond,

@@ -1708,6 +1708,149 @@ mod tests {
         quiet(&s);
     }
 
+    /// WATCH/MULTI/EXEC increments through every node, as a client library runs them: read the
+    /// key's version (WATCH, at QUORUM) and its value, then write value + 1 only if the version
+    /// is unchanged (`Op::IfVersion`, one read-modify-write round), and start over when it
+    /// changed. Six clients on three nodes, with message delays so that their rounds overlap:
+    /// no increment is lost, and every client sees some of its attempts refused.
+    #[test]
+    fn concurrent_watched_increments_through_every_node_lose_no_update() {
+        #[derive(Clone, Copy)]
+        enum Step {
+            Version,
+            Get(Option<crate::version::Version>),
+            Cas(Option<crate::version::Version>, i64),
+        }
+        let seed = 71;
+        let mut s = sim(3, 3, seed);
+        s.set_delay(1, 4);
+        const CLIENTS: usize = 6;
+        const EACH: usize = 8;
+        let mut step = [Step::Version; CLIENTS];
+        let mut done = [0usize; CLIENTS];
+        let mut refused = [0usize; CLIENTS];
+        let mut next_id = 10_000u64;
+        for _round in 0..5_000 {
+            if done.iter().all(|d| *d == EACH) {
+                break;
+            }
+            let mut issued = Vec::new();
+            for c in 0..CLIENTS {
+                if done[c] == EACH {
+                    continue;
+                }
+                next_id += 1;
+                let (id, node) = (next_id, (c % 3) as NodeId);
+                let value;
+                let guard;
+                let op = match step[c] {
+                    Step::Version => Op::Version,
+                    Step::Get(_) => Op::Get,
+                    Step::Cas(expect, n) => {
+                        value = (n + 1).to_string();
+                        guard = crate::msg::guard_bytes(&set(value.as_bytes()));
+                        Op::IfVersion {
+                            expect,
+                            then: &guard,
+                        }
+                    }
+                };
+                s.input(node, |n, now, out| {
+                    n.client(id, b"counter", op, QUORUM, QUORUM, now, out)
+                });
+                issued.push((c, node, id));
+            }
+            s.run_until_quiet(STEPS);
+            for (c, node, id) in issued {
+                let r = s.nodes[node].result(id).cloned();
+                step[c] = match (step[c], r) {
+                    (Step::Version, Some(Ok(Outcome::Version(v)))) => Step::Get(v),
+                    (Step::Get(v), Some(Ok(Outcome::Value(b)))) => {
+                        Step::Cas(v, std::str::from_utf8(&b).unwrap().parse().unwrap())
+                    }
+                    (Step::Get(v), Some(Ok(Outcome::Nil))) => Step::Cas(v, 0),
+                    (Step::Cas(..), Some(Ok(Outcome::Ok))) => {
+                        done[c] += 1;
+                        Step::Version
+                    }
+                    (Step::Cas(..), Some(Ok(Outcome::Changed))) => {
+                        refused[c] += 1;
+                        Step::Version
+                    }
+                    (_, other) => panic!("seed {seed}: client {c} got {other:?}"),
+                };
+            }
+        }
+        assert_eq!(done, [EACH; CLIENTS], "seed {seed}: every client finished");
+        let total = (CLIENTS * EACH).to_string();
+        for n in 0..3 {
+            let got = run(&mut s, n, 1, b"counter", Op::Get, (ALL, ALL));
+            assert_eq!(got, Ok(Outcome::Value(total.clone().into())), "seed {seed}");
+        }
+        assert!(
+            refused.iter().sum::<usize>() > 0,
+            "seed {seed}: the clients never raced"
+        );
+        quiet(&s);
+    }
+
+    /// A write between WATCH and EXEC, whichever node it went through, makes EXEC's guarded
+    /// write change nothing, and is kept; so does the key's expiry, and its deletion. A key that
+    /// was absent when watched and still is takes the write. Four nodes, three replicas: the
+    /// version reads and guarded writes through the node that is not a replica are forwarded.
+    #[test]
+    fn a_guarded_write_applies_only_over_the_version_it_watched() {
+        let seed = 72;
+        let mut s = sim(4, 3, seed);
+        let key = b"w";
+        let far = non_replica(&s, key);
+        let lv = (QUORUM, QUORUM);
+        let version = |s: &mut Sim<SimNode>, id| match run(s, far, id, key, Op::Version, lv) {
+            Ok(Outcome::Version(v)) => v,
+            other => panic!("seed {seed}: {other:?}"),
+        };
+        let b = crate::msg::guard_bytes(&set(b"b"));
+        let cas = |expect| Op::IfVersion { expect, then: &b };
+        // Absent, still absent: applies.
+        assert_eq!(version(&mut s, 1), None);
+        assert_eq!(run(&mut s, 2, 2, key, cas(None), lv), Ok(Outcome::Ok));
+        // Another node writes in between: nothing changes, its value stays.
+        let seen = version(&mut s, 3);
+        assert!(seen.is_some());
+        assert_eq!(run(&mut s, 0, 4, key, set(b"c"), lv), Ok(Outcome::Ok));
+        assert_eq!(run(&mut s, 2, 5, key, cas(seen), lv), Ok(Outcome::Changed));
+        for n in s.nodes[0].replicas_of(key) {
+            assert_eq!(held(&s, n, key).as_deref(), Some(&b"c"[..]), "seed {seed}");
+        }
+        // Watched again: applies (forwarded to a replica).
+        let seen = version(&mut s, 6);
+        assert_eq!(run(&mut s, far, 7, key, cas(seen), lv), Ok(Outcome::Ok));
+        assert_eq!(
+            run(&mut s, 2, 8, key, Op::Get, lv),
+            Ok(Outcome::Value("b".into()))
+        );
+        // Deleted since: changed.
+        let seen = version(&mut s, 9);
+        assert_eq!(run(&mut s, 0, 10, key, Op::Del, lv), Ok(Outcome::Int(1)));
+        assert_eq!(run(&mut s, 1, 11, key, cas(seen), lv), Ok(Outcome::Changed));
+        assert_eq!(run(&mut s, 1, 12, key, Op::Exists, lv), Ok(Outcome::Int(0)));
+        // Expired since: changed.
+        let now = s.now();
+        let soon = Op::Set {
+            value: b"e",
+            cond: crate::op::SetCond::Always,
+            expiry: crate::op::ExpiryChange::At(now + 5_000),
+            get: false,
+        };
+        assert_eq!(run(&mut s, 0, 13, key, soon, lv), Ok(Outcome::Ok));
+        let seen = version(&mut s, 14);
+        assert!(seen.is_some());
+        let later = now + 10_000;
+        s.run_until(later, STEPS);
+        assert_eq!(run(&mut s, 2, 15, key, cas(seen), lv), Ok(Outcome::Changed));
+        quiet(&s);
+    }
+
     /// Keyspace events come from the machine that coordinated each write, once per
     /// acknowledged write whichever node the client used, and only for writes that changed the
     /// key: `new` and `set` for a creation, `set` for an overwrite, nothing for a refused

@@ -155,10 +155,11 @@ pub const SWAPDB_IN_CLUSTER: &str = "ERR SWAPDB is not allowed in cluster mode";
 /// `WATCH` inside a transaction.
 pub const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
 
-/// `WATCH` on a node of a cluster (HyperCache: a watched key's versions live on its replicas,
-/// and comparing them atomically with the transaction's writes is not built yet).
-pub const WATCH_IN_CLUSTER: &str =
-    "ERR WATCH is not supported in a cluster yet: a transaction there is not isolated (see docs/cluster.md)";
+/// `EXEC` of a watched transaction in a cluster that is not one command on the one watched key
+/// (HyperCache: the check and the write are one read-modify-write round of one key; see
+/// docs/cluster.md).
+pub const WATCH_SHAPE_IN_CLUSTER: &str =
+    "ERR in a cluster a WATCHed transaction must be one command on the one watched key (see docs/cluster.md)";
 
 /// `EXEC` refused for `reason` (an error reply's text, code included): Redis discards the
 /// transaction and says why.

@@ -10,6 +10,10 @@ use crate::cluster::exec;
 use crate::session::Session;
 
 fn count(s: &mut Session, keys: &[Bytes], op: Op<'_>) -> Option<Frame> {
+    if s.shared.cluster.is_some() && keys.len() == 1 {
+        // One key: one operation (and, in a watched transaction, one guarded round).
+        return keyed(s, &keys[0], op, reply);
+    }
     if let Some(cl) = s.shared.cluster.clone() {
         let items: Vec<_> = keys.iter().map(|k| (k, op)).collect();
         return keyed_many(s, &cl, &items, |v| {

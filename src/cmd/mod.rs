@@ -199,6 +199,9 @@ pub(crate) fn reply(o: Outcome) -> Frame {
                 .map(|v| v.map_or(Frame::Null, Frame::Integer))
                 .collect(),
         ),
+        // WATCH's outcomes: `guarded` and `WATCH` itself turn them into their replies.
+        Outcome::Changed => Frame::NullArray,
+        Outcome::Version(_) => Frame::ok(),
     }
 }
 
@@ -243,6 +246,9 @@ pub(crate) fn keyed(
         crate::notify::after_write(&s.shared, key, events, s.tracking_id);
         return Some(finish(o));
     };
+    if s.cas.as_ref().is_some_and(|(k, _)| k == key) {
+        return guarded(s, &cl, key, op, finish);
+    }
     match exec::start(&s.shared, &cl, key, &op, s.levels(), &ctx) {
         exec::Part::Ready(r) => {
             count_lookup(&s.shared, &op, &r);
@@ -260,6 +266,86 @@ pub(crate) fn keyed(
                 },
                 Some(key_slot(key)),
             );
+            None
+        }
+    }
+}
+
+/// The commands that run as one operation of their one key (through `keyed`): in a cluster, a
+/// watched transaction's command must be one of them (its check and write are one round).
+pub(crate) fn guardable(name: &str) -> bool {
+    matches!(
+        name,
+        "get"
+            | "set"
+            | "setnx"
+            | "setex"
+            | "psetex"
+            | "getset"
+            | "getdel"
+            | "getex"
+            | "incr"
+            | "decr"
+            | "incrby"
+            | "decrby"
+            | "incrbyfloat"
+            | "append"
+            | "strlen"
+            | "getrange"
+            | "substr"
+            | "setrange"
+            | "setbit"
+            | "getbit"
+            | "bitcount"
+            | "bitpos"
+            | "bitfield"
+            | "bitfield_ro"
+            | "del"
+            | "unlink"
+            | "exists"
+            | "touch"
+            | "type"
+            | "expire"
+            | "pexpire"
+            | "expireat"
+            | "pexpireat"
+            | "ttl"
+            | "pttl"
+            | "expiretime"
+            | "pexpiretime"
+            | "persist"
+    )
+}
+
+/// A watched transaction's command in a cluster ([`Session::cas`]): the operation runs only if
+/// the key still has the version `WATCH` saw, checked and applied in one read-modify-write round
+/// at QUORUM at least (`Op::IfVersion`). Its reply is the whole `EXEC` reply: a null array if the
+/// key changed, else the command's reply in an array.
+fn guarded(
+    s: &mut Session,
+    cl: &Arc<Cluster>,
+    key: &Bytes,
+    op: Op<'_>,
+    finish: fn(Outcome) -> Frame,
+) -> Option<Frame> {
+    let (_, expect) = s.cas.take()?;
+    let then = hypercache_cluster::msg::guard_bytes(&op);
+    let guard = Op::IfVersion {
+        expect,
+        then: &then,
+    };
+    let mut lv = s.levels();
+    if lv.write == hypercache_cluster::msg::Level::One {
+        lv.write = hypercache_cluster::msg::Level::Quorum;
+    }
+    let exec_reply = move |r: exec::Res| match r {
+        Ok(Outcome::Changed) => Frame::NullArray,
+        r => Frame::Array(vec![finished(r, finish)]),
+    };
+    match exec::start(&s.shared, cl, key, &guard, lv, &s.ctx()) {
+        exec::Part::Ready(r) => Some(exec_reply(r)),
+        exec::Part::Later(f) => {
+            s.defer_waiting(async move { exec_reply(f.await) }, Some(key_slot(key)));
             None
         }
     }

@@ -8,8 +8,14 @@
 use bytes::Bytes;
 use hypercache_resp::{errors, Frame};
 
+use std::sync::Arc;
+
+use hypercache_cluster::msg::Level;
+use hypercache_cluster::{Op, Outcome};
+
 use super::err;
-use crate::session::Session;
+use crate::cluster::{exec, Cluster};
+use crate::session::{ClusterWatch, Session};
 
 /// # Format
 /// `MULTI`
@@ -31,6 +37,7 @@ pub(super) fn exec(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     };
     if m.aborted {
         s.watched.clear();
+        s.cluster_watched.clear();
         return err(errors::EXECABORT);
     }
     s.exec_ready = Some((m, a.to_vec()));
@@ -52,8 +59,8 @@ pub(super) fn watch(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if s.multi.is_some() {
         return err(errors::WATCH_IN_MULTI);
     }
-    if s.shared.cluster.is_some() {
-        return err(errors::WATCH_IN_CLUSTER);
+    if let Some(cl) = s.shared.cluster.clone() {
+        return watch_in_cluster(s, &cl, &a[1..]);
     }
     for key in &a[1..] {
         s.watch(key);
@@ -61,9 +68,55 @@ pub(super) fn watch(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     Some(Frame::ok())
 }
 
+/// `WATCH` in a cluster: each key's newest version, read at QUORUM at least, is what `EXEC`
+/// compares (in the same round as its write: see [`Session::cas`]). Answered once every read
+/// has; a read that fails fails `WATCH` with its error, and `EXEC` then aborts (a null reply).
+fn watch_in_cluster(s: &mut Session, cl: &Arc<Cluster>, keys: &[Bytes]) -> Option<Frame> {
+    let mut lv = s.levels();
+    if lv.read == Level::One {
+        lv.read = Level::Quorum;
+    }
+    let ctx = s.ctx();
+    let mut reads = Vec::new();
+    for key in keys {
+        if s.cluster_watched.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let cell = ClusterWatch::default();
+        s.cluster_watched.push((key.clone(), cell.clone()));
+        reads.push((
+            cell,
+            exec::start(&s.shared, cl, key, &Op::Version, lv, &ctx),
+        ));
+    }
+    s.defer(
+        async move {
+            let mut failed = None;
+            for (cell, part) in reads {
+                let r = match part {
+                    exec::Part::Ready(r) => r,
+                    exec::Part::Later(f) => f.await,
+                };
+                let _ = cell.set(match r {
+                    Ok(Outcome::Version(v)) => Some(v),
+                    Ok(_) => None,
+                    Err(e) => {
+                        failed.get_or_insert(e);
+                        None
+                    }
+                });
+            }
+            failed.map_or_else(Frame::ok, |e| Frame::error(e.text()))
+        },
+        None,
+    );
+    None
+}
+
 /// # Format
 /// `UNWATCH`
 pub(super) fn unwatch(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     s.watched.clear();
+    s.cluster_watched.clear();
     Some(Frame::ok())
 }

@@ -1,16 +1,14 @@
 // Cache scenarios as applications run them with ioredis, unchanged.
 //
-// Usage: node ioredis.js PORT [--no-watch] [--tls CA CERT KEY]
+// Usage: node ioredis.js PORT [--tls CA CERT KEY]
 // Each scenario prints "ok <name>" or "FAIL <name>: <reason>"; the exit status is the number of
-// failures. `--no-watch` leaves out the WATCH scenario (refused by a cluster node, on purpose:
-// docs/cluster.md).
+// failures.
 "use strict";
 const assert = require("assert");
 const fs = require("fs");
 const Redis = require("ioredis");
 
 const port = Number(process.argv[2]);
-const noWatch = process.argv.includes("--no-watch");
 // --tls CA CERT KEY: over TLS, trusting CA and presenting CERT and KEY.
 const t = process.argv.indexOf("--tls");
 const tls = t < 0 ? {} : {
@@ -76,24 +74,22 @@ async function main() {
     assert.strictEqual(await redis.get("key:99"), "99");
   });
 
-  if (!noWatch) {
-    await scenario("watch_increments", async () => {
-      // The optimistic-locking loop from four connections at once.
-      const clients = [0, 1, 2, 3].map(() => new Redis({ host: "127.0.0.1", port, ...tls }));
-      await Promise.all(clients.map(async (c) => {
-        for (let i = 0; i < 50; i++) {
-          for (;;) {
-            await c.watch("counter");
-            const v = Number((await c.get("counter")) || 0);
-            const r = await c.multi().set("counter", v + 1).exec();
-            if (r !== null) break;
-          }
+  await scenario("watch_increments", async () => {
+    // The optimistic-locking loop from four connections at once.
+    const clients = [0, 1, 2, 3].map(() => new Redis({ host: "127.0.0.1", port, ...tls }));
+    await Promise.all(clients.map(async (c) => {
+      for (let i = 0; i < 50; i++) {
+        for (;;) {
+          await c.watch("counter");
+          const v = Number((await c.get("counter")) || 0);
+          const r = await c.multi().set("counter", v + 1).exec();
+          if (r !== null) break;
         }
-      }));
-      clients.forEach((c) => c.disconnect());
-      assert.strictEqual(await redis.get("counter"), "200");
-    });
-  }
+      }
+    }));
+    clients.forEach((c) => c.disconnect());
+    assert.strictEqual(await redis.get("counter"), "200");
+  });
 
   await scenario("define_command", async () => {
     // EVALSHA first, EVAL when the script is not cached: ioredis's own fallback.

@@ -2,9 +2,7 @@
 // store), cache-manager over Keyv (@keyv/redis) and express-rate-limit with rate-limit-redis, all
 // unchanged and pinned in package.json.
 //
-// Usage: node node_caches.js PORT [--db N] [--no-watch]
-// `--no-watch` leaves out the WATCH scenario: a cluster node refuses WATCH on purpose
-// (docs/cluster.md).
+// Usage: node node_caches.js PORT [--db N]
 // Every library connects to 127.0.0.1:PORT, database N (default 0), through its own option: the
 // URL path `/N` or `database: N`. Each scenario prints "ok <name>" or "FAIL <name>: <reason>"; the
 // exit status is the number of failures. The server is flushed (FLUSHALL, from a connection on
@@ -24,7 +22,6 @@ const port = Number(process.argv[2]);
 const d = process.argv.indexOf("--db");
 const db = d < 0 ? 0 : Number(process.argv[d + 1]);
 const url = `redis://127.0.0.1:${port}/${db}`;
-const noWatch = process.argv.includes("--no-watch");
 // Per scenario, so that a server that never answers fails that scenario and not the whole run.
 const SCENARIO_TIMEOUT_MS = 5000;
 
@@ -159,7 +156,7 @@ async function main() {
     assert.strictEqual(await c.exists("x"), 0);
   });
 
-  if (!noWatch) await scenario("node_redis_watch_check_and_set", async () => {
+  await scenario("node_redis_watch_check_and_set", async () => {
     const c = await open();
     const other = await open();
     await c.set("stock:sku1", "10");

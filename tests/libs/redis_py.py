@@ -1,10 +1,9 @@
 """Cache scenarios as applications run them with redis-py, unchanged.
 
-Usage: redis_py.py PORT [--no-watch] [--tls CA CERT KEY]
+Usage: redis_py.py PORT [--tls CA CERT KEY]
 
 Each scenario prints "ok <name>" or "FAIL <name>: <reason>"; the exit status is the number of
-failures. `--no-watch` leaves out the WATCH scenario (refused by a cluster node, on purpose:
-docs/cluster.md). `--tls` connects over TLS, trusting CA and presenting CERT and KEY.
+failures. `--tls` connects over TLS, trusting CA and presenting CERT and KEY.
 """
 import sys
 import threading
@@ -13,7 +12,6 @@ import traceback
 import redis
 
 port = int(sys.argv[1])
-no_watch = "--no-watch" in sys.argv[2:]
 tls = {}
 if "--tls" in sys.argv:
     ca, cert, key = sys.argv[sys.argv.index("--tls") + 1 : sys.argv.index("--tls") + 4]
@@ -79,6 +77,7 @@ def pipeline_without_transaction():
     assert r.get("key:99") == b"99"
 
 
+@scenario
 def watch_increments():
     # The optimistic-locking loop of redis-py's docs, from four threads at once.
     def incr(pipe):
@@ -102,10 +101,6 @@ def watch_increments():
         t.join()
     assert not errors, errors
     assert int(r.get("counter")) == 200, r.get("counter")
-
-
-if not no_watch:
-    scenario(watch_increments)
 
 
 @scenario
