@@ -2049,6 +2049,85 @@ mod tests {
         quiet(&s);
     }
 
+    /// A key's database is part of its identity in every machine: the same name in databases 0
+    /// and 3 is two keys, written through different nodes, hinted to a replica that was cut off,
+    /// copied to a replica that restarts empty, and deleted apart.
+    #[test]
+    fn databases_are_replicated_hinted_and_repaired_apart() {
+        use crate::db::encode;
+        let seed = 89;
+        let mut s = sim(4, 3, seed);
+        let (k0, k3) = (encode(0, b"same"), encode(3, b"same"));
+        assert_eq!(key_slot(&k0), key_slot(&k3), "one slot for both");
+        let reps = s.nodes[0].replicas_of(&k0);
+        let (r0, r1, r2) = (reps[0], reps[1], reps[2]);
+        let lv = (QUORUM, QUORUM);
+        assert_eq!(run(&mut s, r0, 1, &k0, set(b"zero"), lv), Ok(Outcome::Ok));
+        // r2 is cut off (its links reset) through database 3's write: it gets it as a hint
+        // when it is back.
+        kill(&mut s, r2);
+        let far = non_replica(&s, &k0);
+        assert_eq!(run(&mut s, far, 2, &k3, set(b"three"), lv), Ok(Outcome::Ok));
+        s.run_until(s.now() + 5_000, STEPS);
+        let hints: usize = s.nodes.iter().map(|n| n.hints_held()).sum();
+        assert!(
+            hints >= 1,
+            "seed {seed}: database 3's write waits as a hint"
+        );
+        assert_eq!(held(&s, r2, &k3), None, "seed {seed}");
+        s.heal(r2);
+        // Its peers see it live again when it next speaks to them: a read through it.
+        assert_eq!(
+            run(&mut s, r2, 21, &k0, Op::Get, (ALL, ALL)),
+            Ok(Outcome::Value("zero".into()))
+        );
+        s.run_until(s.now() + 5_000, STEPS);
+        assert_eq!(s.nodes.iter().map(|n| n.hints_held()).sum::<usize>(), 0);
+        assert_eq!(
+            held(&s, r2, &k3).as_deref(),
+            Some(&b"three"[..]),
+            "seed {seed}"
+        );
+        assert_eq!(
+            held(&s, r2, &k0).as_deref(),
+            Some(&b"zero"[..]),
+            "seed {seed}"
+        );
+        // r1 restarts empty and copies both keys, each under its own name.
+        kill(&mut s, r1);
+        restart(&mut s, r1);
+        s.run_until_quiet(STEPS);
+        for n in [r0, r1, r2] {
+            assert_eq!(
+                held(&s, n, &k0).as_deref(),
+                Some(&b"zero"[..]),
+                "seed {seed}"
+            );
+            assert_eq!(
+                held(&s, n, &k3).as_deref(),
+                Some(&b"three"[..]),
+                "seed {seed}"
+            );
+        }
+        // Deleting one leaves the other.
+        assert_eq!(run(&mut s, r1, 3, &k3, Op::Del, lv), Ok(Outcome::Int(1)));
+        assert_eq!(
+            run(&mut s, r0, 4, &k0, Op::Get, lv),
+            Ok(Outcome::Value("zero".into()))
+        );
+        assert_eq!(run(&mut s, r0, 5, &k3, Op::Exists, lv), Ok(Outcome::Int(0)));
+        s.run_until(s.now() + 1_000, STEPS);
+        for n in [r0, r1, r2] {
+            assert_eq!(
+                held(&s, n, &k0).as_deref(),
+                Some(&b"zero"[..]),
+                "seed {seed}"
+            );
+            assert_eq!(held(&s, n, &k3), None, "seed {seed}");
+        }
+        quiet(&s);
+    }
+
     /// Bugs 1 and 2 of the node-machine issue: a restarted node copies from every other replica
     /// (not the first that answers), so a replica that missed a write does not pass its gap on.
     #[test]
