@@ -17,6 +17,10 @@ set -euo pipefail
 REDIS_TAG=7.0.15
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SRC=${REDIS_SRC:-$ROOT/target/redis-suite/redis-$REDIS_TAG}
+# The tags of tests left out: the issue's `-needs:debug` (DEBUG is refused, as in a default Redis).
+# `TAGS="-needs:debug -needs:repl"` also leaves out what needs Redis's replication (SYNC and its
+# command stream, MIGRATE), which HyperCache does not have: see docs/commands.md.
+TAGS=${TAGS:--needs:debug}
 UNITS=${UNITS:-"unit/multi unit/scripting unit/pubsub unit/functions unit/info-command unit/type/string unit/type/incr unit/expire unit/keyspace unit/protocol unit/quit unit/introspection unit/bitops unit/bitfield unit/tracking"}
 
 if [ ! -x "$SRC/runtest" ]; then
@@ -65,7 +69,7 @@ for unit in $UNITS; do
     [ -f "$skip" ] || skip=/dev/null
     log="$(dirname "$SRC")/$(echo "$unit" | tr / _).log"
     (cd "$SRC" && ./runtest --host 127.0.0.1 --port "$PORT" --singledb --ignore-encoding \
-        --ignore-digest --tags -needs:debug --skipfile "$skip" --single "$unit" \
+        --ignore-digest --tags "$TAGS" --skipfile "$skip" --single "$unit" \
         >"$log" 2>&1) || true
     stop_node
     clean=$(sed 's/\x1b\[[0-9;]*m//g' "$log")

@@ -111,6 +111,8 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("info", server::info),
         ("time", server::time),
         ("shutdown", server::shutdown),
+        ("save", server::save),
+        ("bgsave", server::save),
         ("latency", server::latency),
         ("slowlog", server::slowlog),
         ("debug", server::debug),

@@ -925,6 +925,15 @@ pub(super) fn debug(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
 ///
 /// Answered as a Redis without cluster mode answers: HyperCache does not speak the Redis
 /// Cluster protocol (no slot map for clients, no redirections): any node serves any key.
+/// # Format
+/// `SAVE` and `BGSAVE [SCHEDULE]`
+///
+/// HyperCache keeps its data in memory only (its replicas are its durability): known, so that a
+/// transaction or a script refuses them as Redis does, and refused with a clear error.
+pub(super) fn save(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    err(errors::NO_PERSISTENCE)
+}
+
 pub(super) fn cluster(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     err("ERR This instance has cluster support disabled")
 }
