@@ -267,8 +267,8 @@ fn a_transaction_through_a_cluster_node_runs_in_order() {
         &["MULTI", "SET w mine", "EXEC"],
         "+OK\r\n+QUEUED\r\n*-1\r\n",
     );
-    send(&["SET w v PX 300", "WATCH w"], "+OK\r\n+OK\r\n");
-    std::thread::sleep(std::time::Duration::from_millis(400));
+    send(&["SET w v PX 1500", "WATCH w"], "+OK\r\n+OK\r\n");
+    std::thread::sleep(std::time::Duration::from_millis(1700));
     send(
         &["MULTI", "SET w mine", "EXEC"],
         "+OK\r\n+QUEUED\r\n*-1\r\n",
