@@ -159,6 +159,10 @@ pub struct Store {
     /// Keys and keys with an expiry of each database, counted for stored keys that name their
     /// database ([`crate::db`]); database 0's ordinary keys are the rest of [`Store::len`].
     db_keys: Box<[(AtomicU64, AtomicU64)]>,
+    /// Estimated average time to live (ms) of each database's keys with an expiry, kept as Redis
+    /// keeps `avg_ttl`: a running average over the keys each expire cycle looks at, the newest
+    /// sample weighing 2% ([`Store::avg_ttl`]).
+    avg_ttl: Box<[AtomicU64]>,
     /// How long a tombstone lives after its version's time, ms (0: for ever).
     tomb_ttl: AtomicU64,
     /// Promises of read-before-write rounds, by slot shard ([`Store::prepare`]).
@@ -233,6 +237,7 @@ impl Store {
             db_keys: (0..db::MAX_DATABASES)
                 .map(|_| (AtomicU64::new(0), AtomicU64::new(0)))
                 .collect(),
+            avg_ttl: (0..db::MAX_DATABASES).map(|_| AtomicU64::new(0)).collect(),
             tomb_ttl: AtomicU64::new(0),
             promises: (0..PROMISE_SHARDS)
                 .map(|i| {
@@ -1299,34 +1304,76 @@ impl Store {
     pub fn expire_cycle(&self, now: u64, budget: usize) -> ExpireCycle {
         let mut r = ExpireCycle::default();
         let mut from = self.expire_cursor.load(Ordering::Relaxed) % SLOTS;
+        // Remaining times to live seen, by database: (database, sum ms, keys).
+        let mut ttls: Vec<(u8, u64, u64)> = Vec::new();
         while r.slots < SLOTS && r.examined < budget {
             let Some(slot) = Self::next_set(&self.volatile_slots, from) else {
                 break;
             };
+            // Count the slots passed over (empty ones too) so that one cycle visits each at most
+            // once: a search that wrapped around to a slot already seen ends the cycle.
+            let passed = {
+                let slot = usize::from(slot);
+                if slot >= from {
+                    slot - from + 1
+                } else {
+                    SLOTS - from + slot + 1
+                }
+            };
+            if r.slots + passed > SLOTS {
+                break;
+            }
+            r.slots += passed;
             let mut s = self.lock(slot);
             r.examined += s.map.len();
-            let dead: Vec<(u64, Box<[u8]>)> = s
-                .map
-                .iter()
-                .filter(|e| e.is_expired(now))
-                .map(|e| (self.hash(e.key()), e.key().into()))
-                .collect();
+            let marked = s.marked;
+            let mut dead: Vec<(u64, Box<[u8]>)> = Vec::new();
+            for e in s.map.iter() {
+                let at = e.expire_at();
+                if at == 0 {
+                    continue;
+                }
+                if now > at {
+                    dead.push((self.hash(e.key()), e.key().into()));
+                    continue;
+                }
+                let d = if marked { db::of(e.key()) } else { 0 };
+                match ttls.iter_mut().find(|t| t.0 == d) {
+                    Some(t) => {
+                        t.1 = t.1.saturating_add(at - now);
+                        t.2 += 1;
+                    }
+                    None => ttls.push((d, at - now, 1)),
+                }
+            }
             for (hash, k) in dead {
                 self.remove_expired(&mut s, &k, hash, now);
                 r.expired += 1;
             }
             drop(s);
-            // Count the slots passed over (empty ones too) so that one cycle visits each at most once.
-            let slot = usize::from(slot);
-            r.slots += if slot >= from {
-                slot - from + 1
-            } else {
-                SLOTS - from + slot + 1
-            };
-            from = (slot + 1) % SLOTS;
+            from = (usize::from(slot) + 1) % SLOTS;
         }
         self.expire_cursor.store(from, Ordering::Relaxed);
+        for (d, sum, n) in ttls {
+            let sample = sum / n;
+            let cell = &self.avg_ttl[usize::from(d)];
+            let avg = match cell.load(Ordering::Relaxed) {
+                0 => sample,
+                avg => avg,
+            };
+            cell.store((avg / 50) * 49 + sample / 50, Ordering::Relaxed);
+        }
         r
+    }
+
+    /// Database `db`'s estimated average time to live of keys with an expiry, ms, as INFO's
+    /// `avg_ttl`: 0 until an expire cycle has seen one of them, and 0 while the database holds
+    /// none.
+    pub fn avg_ttl(&self, db: u8) -> u64 {
+        if self.db_stats(db).1 == 0 {
+            return 0;
+        }
+        self.avg_ttl[usize::from(db)].load(Ordering::Relaxed)
     }
 
     /// A random slot that holds keys (with an expiry, if `volatile`), or `None` if there is none.
@@ -1765,6 +1812,31 @@ mod tests {
     #[test]
     fn a_slot_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<SlotCell>(), 64);
+    }
+
+    #[test]
+    fn avg_ttl_is_estimated_per_database_by_the_expire_cycle() {
+        let st = store();
+        let ctx = Ctx::at(1000);
+        st.apply(b"a", &set(b"1", ExpiryChange::At(11_000)), &ctx);
+        st.apply(b"b", &set(b"2", ExpiryChange::At(21_000)), &ctx);
+        st.apply(b"c", &set(b"3", ExpiryChange::Clear), &ctx);
+        let k3 = db::encode(3, b"a");
+        st.apply(&k3, &set(b"1", ExpiryChange::At(40_000)), &ctx);
+        // Nothing sampled yet: 0, as Redis reports before its first cycle.
+        assert_eq!((st.avg_ttl(0), st.avg_ttl(3)), (0, 0));
+        st.expire_cycle(1000, usize::MAX);
+        // The first sample is taken as it is.
+        assert_eq!(st.avg_ttl(0), 15_000);
+        assert_eq!(st.avg_ttl(3), 39_000);
+        assert_eq!(st.avg_ttl(5), 0, "a database without keys");
+        // Later samples move the estimate by 2% of the difference.
+        st.expire_cycle(6000, usize::MAX);
+        assert_eq!(st.avg_ttl(0), 15_000 / 50 * 49 + 10_000 / 50);
+        assert_eq!(st.avg_ttl(3), 39_000 / 50 * 49 + 34_000 / 50);
+        // Once the last key with an expiry goes, the database reports 0.
+        st.apply(&k3, &Op::Del, &Ctx::at(6000));
+        assert_eq!(st.avg_ttl(3), 0);
     }
 
     #[test]

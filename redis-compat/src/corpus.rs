@@ -6,6 +6,9 @@
 //! SET k "v w"               one command, split like redis-cli, sent as a RESP multibulk array
 //! !sorted KEYS *            compare after sorting every aggregate's elements (recursively)
 //! !type HELLO 3             compare only the reply's type byte
+//! !estimate avg_ttl INFO keyspace
+//!                           compare byte for byte, except the number after each `avg_ttl=`
+//!                           (for figures both servers estimate on their own schedule)
 //! !sleep 120                sleep 120 ms
 //! !raw 2 "PING\r\nPING\r\n" send exact bytes (the quoted string is unescaped like an argument),
 //!                           then read 2 replies
@@ -90,7 +93,7 @@ pub enum Action {
 }
 
 /// How a command's reply is compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Check {
     /// Byte for byte.
     Exact,
@@ -98,6 +101,9 @@ pub enum Check {
     Sorted,
     /// `!type`: only the type byte.
     Type,
+    /// `!estimate FIELD`: byte for byte after replacing the digits that follow each `FIELD=` in
+    /// a (verbatim) bulk string with `#`.
+    Estimate(Vec<u8>),
 }
 
 /// Encodes `args` as a RESP multibulk array.
@@ -210,6 +216,16 @@ fn parse_modifier(word: &[u8], rest: &[u8]) -> Result<Action, String> {
             args: command_args(rest)?,
             check: Check::Type,
         }),
+        b"!estimate" => {
+            let (field, command) = first_word(rest);
+            if field.is_empty() {
+                return Err("`!estimate` needs a field name and a command".into());
+            }
+            Ok(Action::Command {
+                args: command_args(command)?,
+                check: Check::Estimate(field.to_vec()),
+            })
+        }
         b"!sleep" => {
             let ms = std::str::from_utf8(rest.trim_ascii())
                 .ok()
@@ -351,6 +367,8 @@ mod tests {
         assert!(parse_err("@case a\n!raw 1 \"a\" \"b\"\n").contains("exactly one"));
         assert!(parse_err("@case a\n!raw 1 \"a\n").contains("unbalanced"));
         assert!(parse_err("@case a\n!sorted\n").contains("empty command"));
+        assert!(parse_err("@case a\n!estimate\n").contains("field name"));
+        assert!(parse_err("@case a\n!estimate avg_ttl\n").contains("empty command"));
         assert!(parse_err("@case a\n!closed now\n").contains("no arguments"));
         assert!(parse_err("@case a\nGET \"a\n").starts_with("t.txt:2: cannot split command"));
     }

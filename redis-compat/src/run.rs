@@ -257,7 +257,7 @@ fn run_step(conn: &mut Conn, step: &Step, timeouts: &Timeouts) -> Observed {
 /// Reads the replies a command or `!raw` step expects (its bytes already sent).
 fn read_step_replies(conn: &mut Conn, step: &Step, timeouts: &Timeouts) -> Observed {
     let (count, check) = match &step.action {
-        Action::Command { check, .. } => (1, *check),
+        Action::Command { check, .. } => (1, check.clone()),
         Action::Raw { replies, .. } => (*replies, Check::Exact),
         Action::Sleep(_) | Action::Closed => return Observed::Replies(Vec::new()),
     };
@@ -268,11 +268,48 @@ fn read_step_replies(conn: &mut Conn, step: &Step, timeouts: &Timeouts) -> Obser
                 Check::Exact => Reply::Bytes(raw),
                 Check::Sorted => Reply::Bytes(sort_aggregates(&raw)),
                 Check::Type => Reply::Type(raw[0]),
+                Check::Estimate(ref field) => Reply::Bytes(mask_estimates(&raw, field)),
             }),
             Err(failure) => return Observed::Failed { replies, failure },
         }
     }
     Observed::Replies(replies)
+}
+
+/// Replaces the digits after each `field=` in a bulk or verbatim string reply with `#` (and
+/// rewrites the length). Other replies are returned unchanged.
+pub fn mask_estimates(reply: &[u8], field: &[u8]) -> Vec<u8> {
+    let Some(&tag @ (b'$' | b'=')) = reply.first() else {
+        return reply.to_vec();
+    };
+    let Some(header_len) = reply.windows(2).position(|w| w == b"\r\n").map(|p| p + 2) else {
+        return reply.to_vec();
+    };
+    let Some(body) = reply[header_len..].strip_suffix(b"\r\n") else {
+        return reply.to_vec();
+    };
+    let mut key = field.to_vec();
+    key.push(b'=');
+    let mut out = Vec::with_capacity(body.len());
+    let mut i = 0;
+    while i < body.len() {
+        if body[i..].starts_with(&key) {
+            out.extend_from_slice(&key);
+            i += key.len();
+            let digits = body[i..].iter().take_while(|b| b.is_ascii_digit()).count();
+            if digits > 0 {
+                out.push(b'#');
+                i += digits;
+            }
+        } else {
+            out.push(body[i]);
+            i += 1;
+        }
+    }
+    let mut masked = format!("{}{}\r\n", tag as char, out.len()).into_bytes();
+    masked.extend_from_slice(&out);
+    masked.extend_from_slice(b"\r\n");
+    masked
 }
 
 /// Sorts the elements of every aggregate in `reply` (one complete RESP value) by their encoding,
@@ -444,5 +481,24 @@ mod tests {
         );
         // Not RESP: unchanged.
         assert_eq!(sort_aggregates(b"*2\r\n?x\r\n"), b"*2\r\n?x\r\n");
+    }
+
+    #[test]
+    fn estimates_are_masked_and_the_rest_compared() {
+        let redis =
+            b"$61\r\n# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=99950\r\nx_avg_ttl=7\r\n\r\n";
+        let ours = b"$58\r\n# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=0\r\nx_avg_ttl=12\r\n\r\n";
+        let masked = mask_estimates(redis, b"avg_ttl");
+        assert_eq!(
+            masked,
+            b"$57\r\n# Keyspace\r\ndb0:keys=2,expires=1,avg_ttl=#\r\nx_avg_ttl=#\r\n\r\n"
+        );
+        assert_eq!(masked, mask_estimates(ours, b"avg_ttl"));
+        // Everything else still counts.
+        let other = b"$58\r\n# Keyspace\r\ndb0:keys=3,expires=1,avg_ttl=0\r\nx_avg_ttl=12\r\n\r\n";
+        assert_ne!(masked, mask_estimates(other, b"avg_ttl"));
+        // Not a bulk string: unchanged.
+        assert_eq!(mask_estimates(b":5\r\n", b"avg_ttl"), b":5\r\n");
+        assert_eq!(mask_estimates(b"$5\r\nab", b"avg_ttl"), b"$5\r\nab");
     }
 }

@@ -613,11 +613,13 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
             "keyspace" => {
                 let databases = shared.config.read().databases;
                 for db in 0..databases.min(hypercache_cluster::db::MAX_DATABASES as u64) as u8 {
-                    let (keys, volatile) = shared.store.db_stats(shared.dbs.physical(db));
+                    let physical = shared.dbs.physical(db);
+                    let (keys, volatile) = shared.store.db_stats(physical);
                     if keys > 0 {
+                        let avg_ttl = shared.store.avg_ttl(physical);
                         line(
                             &format!("db{db}"),
-                            &format!("keys={keys},expires={volatile},avg_ttl=0"),
+                            &format!("keys={keys},expires={volatile},avg_ttl={avg_ttl}"),
                         );
                     }
                 }
