@@ -70,9 +70,10 @@ fn main() -> ExitCode {
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
-        // Scripts run on blocking threads and recurse with the data they convert (nested
-        // tables, JSON, MessagePack, each bounded in depth): room for the deepest, even in a
-        // debug build. Only the pages touched are used.
+        // Scripts run on the workers (a single node's) or on blocking threads (a cluster's),
+        // and recurse with the data they convert (nested tables, JSON, MessagePack, each
+        // bounded in depth): room for the deepest, even in a debug build, on both kinds of
+        // thread. Only the pages touched are used.
         .thread_stack_size(16 * 1024 * 1024)
         .enable_all()
         .build()

@@ -193,8 +193,8 @@ pub struct Deferred {
     script: bool,
 }
 
-/// A script queued to run with the ones after it in the same batch (one exclusive hold and one
-/// trip to a blocking thread for them all).
+/// A script queued to run with the ones after it in the same batch (one exclusive hold for them
+/// all, and in a cluster one trip to a blocking thread).
 struct QueuedScript {
     job: crate::script::Job,
     reply: tokio::sync::oneshot::Sender<Frame>,
@@ -949,8 +949,8 @@ impl Session {
         self.runs_exclusive(args) && !args[0].eq_ignore_ascii_case(b"exec")
     }
 
-    /// Runs the queued scripts, in order, in one trip to a blocking thread (Lua is synchronous):
-    /// on a single node with the node's gate held exclusive, so that no other command runs
+    /// Runs the queued scripts, in order (Lua is synchronous): on a single node on this worker,
+    /// with the node's gate held exclusive, so that no other command runs
     /// during them. Each reply goes to its place in the output.
     pub async fn flush_scripts(&mut self) {
         if self.scripts.is_empty() {
@@ -976,13 +976,29 @@ impl Session {
             .into_iter()
             .map(|q| (q.job, (q.reply, q.spec)))
             .unzip();
-        let replies = tokio::task::spawn_blocking(move || {
+        // On a single node a script's commands are local and synchronous, and the scripts run
+        // here, on the runtime worker: a trip to a blocking thread and back cost more than the
+        // script (docs/benchmarks.md). One that runs long moves off the worker itself
+        // ([`crate::script::Scripts::run_job`]). In a cluster a script's commands wait for
+        // replicas, and `FUNCTION` subcommands run library code: those go to a blocking thread.
+        let on_worker = shared.cluster.is_none()
+            && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+            && !jobs
+                .iter()
+                .any(|j| matches!(j, crate::script::Job::Function(_)));
+        let replies = if on_worker {
             jobs.into_iter()
-                .map(|job| crate::script::Scripts::run_blocking(&sh, job, levels, runtime.clone()))
+                .map(|job| crate::script::Scripts::run_job(&sh, job, levels, &runtime, true))
                 .collect::<Vec<_>>()
-        })
-        .await
-        .unwrap_or_default();
+        } else {
+            tokio::task::spawn_blocking(move || {
+                jobs.into_iter()
+                    .map(|job| crate::script::Scripts::run_job(&sh, job, levels, &runtime, false))
+                    .collect::<Vec<_>>()
+            })
+            .await
+            .unwrap_or_default()
+        };
         self.clock = Instant::now();
         let mut replies = replies.into_iter();
         for (tx, spec) in rest {

@@ -147,11 +147,15 @@ fn no_command_runs_during_a_script() {
 }
 
 /// A script past `busy-reply-threshold` makes other clients' commands answer `-BUSY`; SCRIPT
-/// KILL stops it (its caller gets Redis's error) and the node serves again.
+/// KILL stops it (its caller gets Redis's error) and the node serves again. With one runtime
+/// worker, the one the script started on: a script that runs long leaves it to the node.
 #[test]
 fn a_busy_script_answers_busy_until_script_kill() {
-    let s = Server::start(&["--busy-reply-threshold", "100"]);
+    let s = Server::start(&["--busy-reply-threshold", "100", "--threads", "1"]);
     let mut looping = s.conn();
+    // A node that stopped serving fails the test instead of hanging it.
+    let mut c = s.conn();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let runner = std::thread::spawn(move || {
         redis::cmd("EVAL")
             .arg("local i = 0 while true do i = i + 1 end")
@@ -159,7 +163,6 @@ fn a_busy_script_answers_busy_until_script_kill() {
             .query::<()>(&mut looping)
             .unwrap_err()
     });
-    let mut c = s.conn();
     let deadline = Instant::now() + Duration::from_secs(10);
     let busy = loop {
         match redis::cmd("PING").query::<String>(&mut c) {
@@ -174,6 +177,17 @@ fn a_busy_script_answers_busy_until_script_kill() {
         ),
         "{busy}"
     );
+    // A client that connects while the script runs is served too.
+    let mut late = s
+        .client()
+        .get_connection_with_timeout(Duration::from_secs(5))
+        .unwrap();
+    late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let late = redis::cmd("GET")
+        .arg("k")
+        .query::<Option<String>>(&mut late)
+        .unwrap_err();
+    assert!(late.to_string().contains("BUSY"), "{late}");
     let killed: String = redis::cmd("SCRIPT").arg("KILL").query(&mut c).unwrap();
     assert_eq!(killed, "OK");
     let err = runner.join().unwrap();
@@ -371,8 +385,9 @@ fn a_function_library_moves_between_nodes_by_dump_and_restore() {
 /// FUNCTION STATS, and FUNCTION KILL (not SCRIPT KILL) stops it.
 #[test]
 fn function_kill_stops_a_busy_function() {
-    let s = Server::start(&["--busy-reply-threshold", "100"]);
+    let s = Server::start(&["--busy-reply-threshold", "100", "--threads", "1"]);
     let mut c = s.conn();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let _: String = redis::cmd("FUNCTION")
         .arg("LOAD")
         .arg("#!lua name=spin\nredis.register_function('spin', function() local i = 0 while true do i = i + 1 end end)")

@@ -4,12 +4,17 @@
 //! - **One VM** (Lua 5.1 through `mlua`, vendored), created on first use. Scripts are compiled
 //!   once and kept by SHA1 (`SCRIPT FLUSH` forgets them); the bodies are kept for
 //!   `SCRIPT EXISTS`. Function libraries live in the same VM.
-//! - **Where a script runs:** on a blocking thread (Lua is synchronous), with the VM locked;
-//!   the scripts of one pipeline go together, in one trip ([`Session::flush_scripts`]). On
-//!   a single node the caller holds the node's gate exclusive first ([`crate::exclusive`]), so a
-//!   script is atomic as in Redis. In a cluster each `redis.call` goes through the coordinator
-//!   like a client command (the thread waits for the network), so a script is *not* atomic
-//!   there; its declared keys must share one slot (`CROSSSLOT` otherwise), and so must every key
+//! - **Where a script runs:** with the VM locked, the scripts of one pipeline together
+//!   ([`Session::flush_scripts`]). On a single node the caller holds the node's gate exclusive
+//!   first ([`crate::exclusive`]), so a script is atomic as in Redis, and it runs on the runtime
+//!   worker that serves the connection: its commands are local and complete at once, and a trip
+//!   to a blocking thread cost more than the script. One that runs past [`ESCALATE_AFTER_MS`]
+//!   hands that worker's other tasks to a new thread and goes on where it is, so the node keeps
+//!   answering (`-BUSY`, `SCRIPT KILL`) as Redis does from inside its script hook. (The check is
+//!   in the hook, every 100,000 instructions: a single C call that runs long, such as a huge
+//!   `string.rep`, holds the worker until it returns.) In a cluster scripts run on a blocking
+//!   thread: each `redis.call` goes through the coordinator like a client command (the thread
+//!   waits for the network), so a script is *not* atomic there; its declared keys must share one slot (`CROSSSLOT` otherwise), and so must every key
 //!   it touches.
 //! - **`redis.call`** runs the command through a session of the script's own (the "lua client"
 //!   of Redis): same handlers, same replies, counted in INFO commandstats and shown by MONITOR.
@@ -74,6 +79,8 @@ pub struct Running {
     /// What runs: its name (a function's, or the script's SHA1) and its command, for
     /// `FUNCTION STATS`.
     current: Mutex<Option<(String, Vec<Bytes>)>>,
+    /// It still holds a runtime worker ([`Scripts::run_job`]).
+    on_worker: AtomicBool,
 }
 
 impl Running {
@@ -158,7 +165,7 @@ pub struct Call {
     pub db: u8,
 }
 
-/// What a connection asks the script engine to do (on a blocking thread).
+/// What a connection asks the script engine to do ([`Scripts::run_job`]).
 #[derive(Debug, Clone)]
 pub enum Job {
     /// Run a script.
@@ -278,6 +285,9 @@ struct RunCtx {
     cluster: bool,
     allow_cross_slot: bool,
     runtime: tokio::runtime::Handle,
+    /// It runs on a runtime worker ([`Scripts::run_job`]): waiting for a command must first
+    /// hand the worker's other tasks to another thread.
+    on_worker: bool,
     shared: Arc<Shared>,
 }
 
@@ -985,7 +995,12 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
     ctx.session.run(&args);
     if !ctx.session.pending.is_empty() {
         let s = &mut ctx.session;
-        ctx.runtime.block_on(s.resolve());
+        let rt = &ctx.runtime;
+        if ctx.on_worker {
+            tokio::task::block_in_place(|| rt.block_on(s.resolve()));
+        } else {
+            rt.block_on(s.resolve());
+        }
     }
     let out = std::mem::take(&mut ctx.session.out);
     let limits = DecodeLimits {
@@ -1058,14 +1073,21 @@ impl Scripts {
         )
     }
 
-    /// Runs `job` for a client with `caller_levels` (its `HC.CONSISTENCY`): blocking (call it on
-    /// a blocking thread). Returns the reply, and whether it is an error a command answered
-    /// inside the script and INFO errorstats already counted.
-    pub fn run_blocking(
+    /// Runs `job` for a client with `caller_levels` (its `HC.CONSISTENCY`). Returns the reply,
+    /// and whether it is an error a command answered inside the script and INFO errorstats
+    /// already counted.
+    ///
+    /// `on_worker`: called on a runtime worker of a multi-threaded runtime (a single node's
+    /// scripts, whose commands complete at once). A script that runs past
+    /// [`ESCALATE_AFTER_MS`] then hands the worker's other tasks to a new thread and goes on
+    /// where it is, so that the node answers other clients (`-BUSY`, `SCRIPT KILL`) as Redis
+    /// does while a script runs. Otherwise call it on a blocking thread.
+    pub fn run_job(
         shared: &Arc<Shared>,
         job: Job,
         caller_levels: Levels,
-        runtime: tokio::runtime::Handle,
+        runtime: &tokio::runtime::Handle,
+        on_worker: bool,
     ) -> (Frame, bool) {
         let plain = |f: Frame| (f, false);
         let scripts = &shared.scripts;
@@ -1108,7 +1130,8 @@ impl Scripts {
                     false,
                     &call,
                     caller_levels,
-                    runtime,
+                    runtime.clone(),
+                    on_worker,
                 )
             }
             Job::FlushScripts => {
@@ -1133,12 +1156,36 @@ impl Scripts {
                     true,
                     &call,
                     caller_levels,
-                    runtime,
+                    runtime.clone(),
+                    on_worker,
                 )
             }
             Job::Function(args) => plain(engine.function_command(scripts, &args)),
         }
     }
+}
+
+/// How long a script runs on a runtime worker before it hands the worker's other tasks to
+/// another thread ([`Scripts::run_job`]), ms: far above a cache script's run (microseconds), far
+/// below `busy-reply-threshold`.
+pub const ESCALATE_AFTER_MS: u64 = 10;
+
+/// Hands the runtime worker this thread runs, with its queued tasks, to another thread, and
+/// returns once that thread has run a task: from then on this thread may block without
+/// stopping the node. Returns false if no other thread took the worker within 100 ms (the caller
+/// tries again later).
+fn leave_worker() -> bool {
+    let ran = Arc::new(AtomicBool::new(false));
+    let flag = ran.clone();
+    // A task spawned here waits in this worker's queue: whoever runs it holds the worker.
+    tokio::spawn(async move { flag.store(true, Ordering::Release) });
+    tokio::task::block_in_place(|| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(100);
+        while !ran.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_micros(100));
+        }
+    });
+    ran.load(Ordering::Acquire)
 }
 
 impl Engine {
@@ -1156,6 +1203,7 @@ impl Engine {
         call: &Call,
         caller_levels: Levels,
         runtime: tokio::runtime::Handle,
+        on_worker: bool,
     ) -> (Frame, bool) {
         let plain = |f: Frame| (f, false);
         let cluster = shared.cluster.is_some();
@@ -1211,9 +1259,11 @@ impl Engine {
             cluster,
             allow_cross_slot: flags.allow_cross_slot,
             runtime,
+            on_worker,
             shared: shared.clone(),
         });
         let running = &shared.scripts.running;
+        running.on_worker.store(on_worker, Ordering::Release);
         running.kill.store(false, Ordering::Release);
         running.wrote.store(false, Ordering::Release);
         running.function.store(is_function, Ordering::Release);
@@ -1258,7 +1308,14 @@ impl Engine {
             sh: Arc<Shared>,
         ) -> impl Fn(&Lua, &mlua::debug::Debug) -> mlua::Result<VmState> + Send + 'static {
             move |lua, _| {
-                if sh.scripts.running.kill.load(Ordering::Acquire) {
+                let running = &sh.scripts.running;
+                if running.on_worker.load(Ordering::Acquire) {
+                    let started = running.started_ms.load(Ordering::Acquire);
+                    if now_ms().saturating_sub(started) >= ESCALATE_AFTER_MS && leave_worker() {
+                        running.on_worker.store(false, Ordering::Release);
+                    }
+                }
+                if running.kill.load(Ordering::Acquire) {
                     let again = on_hook(sh.clone());
                     let _ = lua.set_hook(HookTriggers::EVERY_LINE, again);
                     return Err(mlua::Error::runtime(
