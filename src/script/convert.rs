@@ -4,10 +4,41 @@
 use bytes::Bytes;
 use hypercache_resp::num::format_g;
 use hypercache_resp::Frame;
-use mlua::{Lua, Table, Value};
+use mlua::{Lua, LuaString, Table, Value};
+
+/// The field names Redis's conversions look for, made once per VM: a lookup with a Lua string
+/// already made costs a fraction of one that makes the string first.
+pub(crate) struct Names {
+    err: LuaString,
+    ok: LuaString,
+    double: LuaString,
+    big_number: LuaString,
+    verbatim_string: LuaString,
+    map: LuaString,
+    set: LuaString,
+}
+
+impl Names {
+    pub(crate) fn new(lua: &Lua) -> mlua::Result<Names> {
+        Ok(Names {
+            err: lua.create_string("err")?,
+            ok: lua.create_string("ok")?,
+            double: lua.create_string("double")?,
+            big_number: lua.create_string("big_number")?,
+            verbatim_string: lua.create_string("verbatim_string")?,
+            map: lua.create_string("map")?,
+            set: lua.create_string("set")?,
+        })
+    }
+}
 
 /// A command's reply as the script sees it, with the script's protocol (`redis.setresp`).
-pub(crate) fn reply_to_lua(lua: &Lua, f: &Frame, resp3: bool) -> mlua::Result<Value> {
+pub(crate) fn reply_to_lua(
+    lua: &Lua,
+    names: &Names,
+    f: &Frame,
+    resp3: bool,
+) -> mlua::Result<Value> {
     Ok(match f {
         Frame::Integer(i) => Value::Number(*i as f64),
         Frame::Bulk(b) => Value::String(lua.create_string(b)?),
@@ -18,50 +49,53 @@ pub(crate) fn reply_to_lua(lua: &Lua, f: &Frame, resp3: bool) -> mlua::Result<Va
                 Value::Boolean(false)
             }
         }
-        Frame::Simple(s) => single_field(lua, "ok", Value::String(lua.create_string(s)?))?,
-        Frame::Error(e) => single_field(lua, "err", Value::String(lua.create_string(e)?))?,
+        Frame::Simple(s) => single_field(lua, &names.ok, Value::String(lua.create_string(s)?))?,
+        Frame::Error(e) => single_field(lua, &names.err, Value::String(lua.create_string(e)?))?,
         Frame::Array(items) | Frame::Push(items) => {
             let t = lua.create_table_with_capacity(items.len(), 0)?;
             for (i, item) in items.iter().enumerate() {
-                t.raw_set(i + 1, reply_to_lua(lua, item, resp3)?)?;
+                t.raw_set(i + 1, reply_to_lua(lua, names, item, resp3)?)?;
             }
             Value::Table(t)
         }
         Frame::Map(pairs) => {
             let m = lua.create_table()?;
             for (k, v) in pairs {
-                m.raw_set(reply_to_lua(lua, k, resp3)?, reply_to_lua(lua, v, resp3)?)?;
+                m.raw_set(
+                    reply_to_lua(lua, names, k, resp3)?,
+                    reply_to_lua(lua, names, v, resp3)?,
+                )?;
             }
-            single_field(lua, "map", Value::Table(m))?
+            single_field(lua, &names.map, Value::Table(m))?
         }
         Frame::Set(items) => {
             let m = lua.create_table()?;
             for k in items {
-                m.raw_set(reply_to_lua(lua, k, resp3)?, true)?;
+                m.raw_set(reply_to_lua(lua, names, k, resp3)?, true)?;
             }
-            single_field(lua, "set", Value::Table(m))?
+            single_field(lua, &names.set, Value::Table(m))?
         }
         Frame::Double(d) => {
             let v = std::str::from_utf8(d)
                 .ok()
                 .and_then(|s| s.parse::<f64>().ok())
                 .unwrap_or(0.0);
-            single_field(lua, "double", Value::Number(v))?
+            single_field(lua, &names.double, Value::Number(v))?
         }
         Frame::Boolean(b) => Value::Boolean(*b),
         Frame::BigNumber(n) => {
-            single_field(lua, "big_number", Value::String(lua.create_string(n)?))?
+            single_field(lua, &names.big_number, Value::String(lua.create_string(n)?))?
         }
         Frame::Verbatim { format, text } => {
             let v = lua.create_table()?;
             v.raw_set("format", lua.create_string(format)?)?;
             v.raw_set("string", lua.create_string(text)?)?;
-            single_field(lua, "verbatim_string", Value::Table(v))?
+            single_field(lua, &names.verbatim_string, Value::Table(v))?
         }
     })
 }
 
-fn single_field(lua: &Lua, name: &str, v: Value) -> mlua::Result<Value> {
+fn single_field(lua: &Lua, name: &LuaString, v: Value) -> mlua::Result<Value> {
     let t = lua.create_table_with_capacity(0, 1)?;
     t.raw_set(name, v)?;
     Ok(Value::Table(t))
@@ -98,7 +132,7 @@ const MAX_REPLY_DEPTH: usize = 1000;
 
 /// The script's return value as a reply. `resp3` is the script's protocol: a boolean is a RESP3
 /// boolean only when the script chose RESP3 (otherwise `true` is 1 and `false` nil).
-pub(crate) fn lua_to_reply(v: &Value, resp3: bool, depth: usize) -> Frame {
+pub(crate) fn lua_to_reply(names: &Names, v: &Value, resp3: bool, depth: usize) -> Frame {
     // Redis stops where its Lua stack would overflow (about 2,000 levels); a table that
     // contains itself ends there with this error, nested in the arrays already written.
     if depth > MAX_REPLY_DEPTH {
@@ -111,27 +145,27 @@ pub(crate) fn lua_to_reply(v: &Value, resp3: bool, depth: usize) -> Frame {
         Value::Boolean(false) => Frame::Null,
         Value::Integer(i) => Frame::Integer(*i),
         Value::Number(n) => Frame::Integer(number_to_int(*n)),
-        Value::Table(t) => table_to_reply(t, resp3, depth),
+        Value::Table(t) => table_to_reply(names, t, resp3, depth),
         _ => Frame::Null,
     }
 }
 
-fn table_to_reply(t: &Table, resp3: bool, depth: usize) -> Frame {
-    if let Some(e) = error_text(t) {
-        return Frame::Error(one_line(&e));
+fn table_to_reply(names: &Names, t: &Table, resp3: bool, depth: usize) -> Frame {
+    if let Ok(Value::String(e)) = t.raw_get::<Value>(&names.err) {
+        return Frame::Error(one_line(&e.as_bytes()));
     }
-    if let Ok(Value::String(s)) = t.raw_get::<Value>("ok") {
+    if let Ok(Value::String(s)) = t.raw_get::<Value>(&names.ok) {
         return Frame::Simple(one_line(&s.as_bytes()));
     }
-    if let Ok(v) = t.raw_get::<Value>("double") {
+    if let Ok(v) = t.raw_get::<Value>(&names.double) {
         if let Some(n) = super::as_number(&v) {
             return Frame::Double(Bytes::from(format_g(n, 17)));
         }
     }
-    if let Ok(Value::String(s)) = t.raw_get::<Value>("big_number") {
+    if let Ok(Value::String(s)) = t.raw_get::<Value>(&names.big_number) {
         return Frame::BigNumber(one_line(&s.as_bytes()));
     }
-    if let Ok(Value::Table(v)) = t.raw_get::<Value>("verbatim_string") {
+    if let Ok(Value::Table(v)) = t.raw_get::<Value>(&names.verbatim_string) {
         if let (Ok(Value::String(f)), Ok(Value::String(s))) =
             (v.raw_get::<Value>("format"), v.raw_get::<Value>("string"))
         {
@@ -146,21 +180,21 @@ fn table_to_reply(t: &Table, resp3: bool, depth: usize) -> Frame {
             };
         }
     }
-    if let Ok(Value::Table(m)) = t.raw_get::<Value>("map") {
+    if let Ok(Value::Table(m)) = t.raw_get::<Value>(&names.map) {
         let mut pairs = Vec::new();
         for (k, v) in m.pairs::<Value, Value>().flatten() {
             pairs.push((
-                lua_to_reply(&k, resp3, depth + 1),
-                lua_to_reply(&v, resp3, depth + 1),
+                lua_to_reply(names, &k, resp3, depth + 1),
+                lua_to_reply(names, &v, resp3, depth + 1),
             ));
         }
         return Frame::Map(pairs);
     }
-    if let Ok(Value::Table(m)) = t.raw_get::<Value>("set") {
+    if let Ok(Value::Table(m)) = t.raw_get::<Value>(&names.set) {
         let items = m
             .pairs::<Value, Value>()
             .flatten()
-            .map(|(k, _)| lua_to_reply(&k, resp3, depth + 1))
+            .map(|(k, _)| lua_to_reply(names, &k, resp3, depth + 1))
             .collect();
         return Frame::Set(items);
     }
@@ -168,7 +202,7 @@ fn table_to_reply(t: &Table, resp3: bool, depth: usize) -> Frame {
     for i in 1.. {
         match t.raw_get::<Value>(i) {
             Ok(Value::Nil) | Err(_) => break,
-            Ok(v) => items.push(lua_to_reply(&v, resp3, depth + 1)),
+            Ok(v) => items.push(lua_to_reply(names, &v, resp3, depth + 1)),
         }
     }
     Frame::Array(items)

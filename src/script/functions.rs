@@ -360,6 +360,8 @@ impl Engine {
         );
         let result = self.load_runner.call::<MultiValue>((f, env));
         self.lua.remove_hook();
+        // The next script sets its own hook again.
+        self.hooked.set(false);
         let ctx = self.lua.remove_app_data::<LoadCtx>().expect("load context");
         let failed = match result {
             Ok(v) if matches!(v.front(), Some(Value::Boolean(true))) => None,

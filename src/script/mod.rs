@@ -19,8 +19,8 @@
 //! - **`redis.call`** runs the command through a session of the script's own (the "lua client"
 //!   of Redis): same handlers, same replies, counted in INFO commandstats and shown by MONITOR.
 //!   The reply is converted as Redis converts it ([`convert`]).
-//! - **Sandbox:** Redis's globals allow list (no `os`, `io`, `print`, `loadfile`, `dofile`,
-//!   `debug`), globals that cannot be created (`Attempt to modify a readonly table`) or read
+//! - **Sandbox:** Redis 7.0's globals allow list (no `os`, `io`, `print`, `loadfile`, `dofile`,
+//!   `debug`, `getfenv`, `setfenv`, `newproxy`), globals that cannot be created (`Attempt to modify a readonly table`) or read
 //!   when missing (`Script attempted to access nonexistent global variable`), read-only library
 //!   tables, no binary chunks (`loadstring` of bytecode is refused: Lua 5.1's loader trusts it).
 //! - **Limits:** `busy-reply-threshold` (after which other clients get `-BUSY` and `SCRIPT KILL`
@@ -81,6 +81,8 @@ pub struct Running {
     current: Mutex<Option<(String, Vec<Bytes>)>>,
     /// It still holds a runtime worker ([`Scripts::run_job`]).
     on_worker: AtomicBool,
+    /// The hook of a killed script switched to every line: the next run sets the usual one.
+    rehook: AtomicBool,
 }
 
 impl Running {
@@ -265,6 +267,12 @@ struct Engine {
     session: Option<Session>,
     /// Scripts and functions run (for the collector's period).
     runs: std::cell::Cell<u64>,
+    /// The field names of Redis's conversions ([`convert::Names`]).
+    names: Arc<convert::Names>,
+    /// Whether the script hook (SCRIPT KILL, leaving the worker) is set: it stays set between
+    /// runs (setting it costs as much as a short script's conversions), and is set again after
+    /// `FUNCTION LOAD` set its own or a killed script's hook switched to every line.
+    hooked: std::cell::Cell<bool>,
 }
 
 /// Runs between explicit steps of the VM's collector.
@@ -288,6 +296,8 @@ struct RunCtx {
     /// It runs on a runtime worker ([`Scripts::run_job`]): waiting for a command must first
     /// hand the worker's other tasks to another thread.
     on_worker: bool,
+    /// The engine's [`convert::Names`].
+    names: Arc<convert::Names>,
     shared: Arc<Shared>,
 }
 
@@ -371,38 +381,35 @@ end
 getmetatable('').__metatable = sealed
 
 local current_env
+-- A script's globals are read through a table (a plain index, no function call per name):
+-- a copy of the globals made at the end of this prelude (nothing sets one after it), whose
+-- own metatable answers `_G` with the running environment and raises on a missing name.
+local globals = {}
 local env_meta = {
-  __index = function(env, k)
-    if k == '_G' then return env end
-    local v = rawget(G, k)
-    if v == nil then
-      lua_error("Script attempted to access nonexistent global variable '" .. lua_tostring(k) .. "'", 2)
-    end
-    return v
-  end,
+  __index = globals,
   __newindex = readonly_error,
   __metatable = sealed,
 }
+lua_setmetatable(globals, {
+  __index = function(_, k)
+    if k == '_G' then return current_env end
+    lua_error("Script attempted to access nonexistent global variable '" .. lua_tostring(k) .. "'", 2)
+  end,
+  __newindex = readonly_error,
+  __metatable = sealed,
+})
 
 local lua_rawset, lua_getfenv, lua_setfenv = rawset, getfenv, setfenv
 -- Raised from C in Redis: no position.
 local function refused() lua_error('Attempt to modify a readonly table', 0) end
+-- The running script's environment is protected too, without a weak-table entry per run.
 setmetatable = function(t, m)
-  if protected[t] then refused() end
+  if t == current_env or protected[t] then refused() end
   return lua_setmetatable(t, m)
 end
 rawset = function(t, k, v)
-  if protected[t] then refused() end
+  if t == current_env or protected[t] then refused() end
   return lua_rawset(t, k, v)
-end
-getfenv = function(f)
-  local e = lua_getfenv(f == nil and 2 or (lua_type(f) == 'number' and f > 0 and f + 1 or f))
-  if e == G then return current_env end
-  return e
-end
-setfenv = function(f, t)
-  if f == 0 or (lua_type(f) == 'function' and lua_getfenv(f) == G) then refused() end
-  return lua_setfenv(lua_type(f) == 'number' and f + 1 or f, t)
 end
 
 -- No binary chunks (Lua 5.1 trusts bytecode); what a script loads runs in its environment.
@@ -428,7 +435,6 @@ end
 -- Runs a compiled script with KEYS and ARGV in an environment of its own.
 local function run_script(f, keys, argv)
   local env = lua_setmetatable({ KEYS = keys, ARGV = argv }, env_meta)
-  protected[env] = true
   current_env = env
   lua_setfenv(f, env)
   return xpcall(f, handler)
@@ -479,6 +485,12 @@ local function load_library(f, env)
   current_env = env
   lua_setfenv(f, env)
   return xpcall(f, load_handler)
+end
+
+-- Redis 7.0 gives scripts no getfenv, setfenv or newproxy.
+local hidden = { _G = true, getfenv = true, setfenv = true, newproxy = true }
+for k, v in pairs(G) do
+  if not hidden[k] then lua_rawset(globals, k, v) end
 end
 
 return run_script, run_function, load_library, library_env
@@ -541,6 +553,7 @@ impl Engine {
             .set_name("@hc_prelude")
             .set_mode(mlua::chunk::ChunkMode::Text)
             .call((call, pcall, errtext, load_api.clone()))?;
+        let names = Arc::new(convert::Names::new(&lua)?);
         Ok(Engine {
             lua,
             runner,
@@ -553,6 +566,8 @@ impl Engine {
             functions: HashMap::new(),
             session: None,
             runs: Default::default(),
+            names,
+            hooked: Default::default(),
         })
     }
 
@@ -1016,8 +1031,10 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
     out.clear();
     ctx.session.out = out;
     let is_error = matches!(frame, Frame::Error(_));
-    let resp3 = ctx.resp3;
-    Ok((convert::reply_to_lua(lua, &frame, resp3)?, is_error))
+    Ok((
+        convert::reply_to_lua(lua, &ctx.names, &frame, ctx.resp3)?,
+        is_error,
+    ))
 }
 
 /// A command's arguments from Lua values, as redis.call takes them: strings, and numbers
@@ -1260,6 +1277,7 @@ impl Engine {
             allow_cross_slot: flags.allow_cross_slot,
             runtime,
             on_worker,
+            names: self.names.clone(),
             shared: shared.clone(),
         });
         let running = &shared.scripts.running;
@@ -1308,6 +1326,9 @@ impl Engine {
             sh: Arc<Shared>,
         ) -> impl Fn(&Lua, &mlua::debug::Debug) -> mlua::Result<VmState> + Send + 'static {
             move |lua, _| {
+                if sh.scripts.running.started_ms.load(Ordering::Acquire) == 0 {
+                    return Ok(VmState::Continue);
+                }
                 let running = &sh.scripts.running;
                 if running.on_worker.load(Ordering::Acquire) {
                     let started = running.started_ms.load(Ordering::Acquire);
@@ -1316,6 +1337,7 @@ impl Engine {
                     }
                 }
                 if running.kill.load(Ordering::Acquire) {
+                    running.rehook.store(true, Ordering::Release);
                     let again = on_hook(sh.clone());
                     let _ = lua.set_hook(HookTriggers::EVERY_LINE, again);
                     return Err(mlua::Error::runtime(
@@ -1325,16 +1347,18 @@ impl Engine {
                 Ok(VmState::Continue)
             }
         }
-        let _ = lua.set_hook(
-            HookTriggers::new().every_nth_instruction(100_000),
-            on_hook(shared.clone()),
-        );
+        if !self.hooked.get() || shared.scripts.running.rehook.swap(false, Ordering::AcqRel) {
+            let _ = lua.set_hook(
+                HookTriggers::new().every_nth_instruction(100_000),
+                on_hook(shared.clone()),
+            );
+            self.hooked.set(true);
+        }
         let limit = shared.config.read().script_memory_limit as usize;
         let base = lua.used_memory();
         let _ = lua.set_memory_limit(if limit == 0 { 0 } else { base + limit });
         let result = runner.call::<MultiValue>((f.clone(), keys, argv));
         let _ = lua.set_memory_limit(0);
-        lua.remove_hook();
         // Every run leaves its environment and KEYS/ARGV behind; Lua's incremental collector
         // reclaims them as it allocates, and a step every GC_PERIOD runs keeps it ahead (Redis
         // steps its collector every 50 runs). INFO collects fully before it reads the size.
@@ -1359,7 +1383,7 @@ impl Engine {
                         }
                         _ => false,
                     };
-                    return (convert::lua_to_reply(&v, resp3, 0), counted);
+                    return (convert::lua_to_reply(&self.names, &v, resp3, 0), counted);
                 }
                 match v {
                     Value::Table(t) => {
