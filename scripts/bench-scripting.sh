@@ -7,7 +7,8 @@
 #     hit; 10,000 keys) with redis-benchmark, pipelines of 1 and 16;
 #   - MULTI with 10 SETs and EXEC, 16 transactions pipelined per connection (bench_multi.py,
 #     which checks every reply byte).
-# Prints the medians and the HyperCache/Redis ratio of each.
+# Prints the medians and the HyperCache/Redis ratio of each, and the server's CPU time per request
+# (or per transaction), read from /proc: the figure a busy machine disturbs least.
 #
 # Usage: scripts/bench-scripting.sh
 # Environment: REQUESTS=200000 (EVALSHA calls per run), TRANSACTIONS=40000 (per run),
@@ -48,28 +49,35 @@ multi() { # PORT -> transactions per second
     python3 "$ROOT/scripts/bench_multi.py" "$1" "$TRANSACTIONS" "$CONNS" 16
 }
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+# cpu_ticks PID: user + system clock ticks the process has used.
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+TICK=$(getconf CLK_TCK)
 
-declare -A R H
+declare -A R H RC HC
 for ((round = 1; round <= ROUNDS; round++)); do
     for w in evalsha1 evalsha16 multi; do
         for side in R H; do
-            port=$REDIS_PORT
-            [[ $side == H ]] && port=$HC_PORT
+            port=$REDIS_PORT pid=$REDIS_PID
+            [[ $side == H ]] && port=$HC_PORT pid=$HC_PID
+            before=$(cpu_ticks "$pid")
             case $w in
-                evalsha1) v=$(evalsha "$port" 1) ;;
-                evalsha16) v=$(evalsha "$port" 16) ;;
-                multi) v=$(multi "$port") ;;
+                evalsha1) v=$(evalsha "$port" 1) n=$REQUESTS ;;
+                evalsha16) v=$(evalsha "$port" 16) n=$REQUESTS ;;
+                multi) v=$(multi "$port") n=$TRANSACTIONS ;;
             esac
-            if [[ $side == R ]]; then R[$w]+="$v "; else H[$w]+="$v "; fi
-            echo "round $round $w $side $v" >&2
+            us=$(python3 -c "print(f'{($(cpu_ticks "$pid") - $before) * 1e6 / $TICK / $n:.2f}')")
+            if [[ $side == R ]]; then R[$w]+="$v " RC[$w]+="$us "; else H[$w]+="$v " HC[$w]+="$us "; fi
+            echo "round $round $w $side $v ($us us CPU each)" >&2
         done
     done
 done
 
-echo "| workload | redis-server | HyperCache | ratio |"
-echo "|---|---|---|---|"
+echo "| workload | redis-server | HyperCache | ratio | redis CPU us | HyperCache CPU us |"
+echo "|---|---|---|---|---|---|"
 for w in evalsha1 evalsha16 multi; do
     r=$(tr ' ' '\n' <<<"${R[$w]}" | grep . | median)
     h=$(tr ' ' '\n' <<<"${H[$w]}" | grep . | median)
-    echo "| $w | $r | $h | $(python3 -c "print(f'{$h/$r:.2f}')") |"
+    rc=$(tr ' ' '\n' <<<"${RC[$w]}" | grep . | median)
+    hc=$(tr ' ' '\n' <<<"${HC[$w]}" | grep . | median)
+    echo "| $w | $r | $h | $(python3 -c "print(f'{$h/$r:.2f}')") | $rc | $hc |"
 done
