@@ -76,6 +76,65 @@ fn expiry_is_exact_and_reclaimed_in_the_background() {
     assert!(info.contains("expired_keys:2001"), "{info}");
 }
 
+/// INFO keyspace's `avg_ttl` is Redis's estimate: 0 until the background cycle has looked at the
+/// keys with an expiry, then close to their remaining time to live, per database.
+#[test]
+fn info_keyspace_estimates_the_average_ttl_per_database() {
+    let s = Server::start(&["--hz", "50"]);
+    let mut c = s.conn();
+    let mut pipe = redis::pipe();
+    for i in 0..100 {
+        pipe.cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .arg("EX")
+            .arg(100)
+            .ignore();
+    }
+    pipe.cmd("SELECT").arg(2).ignore();
+    for i in 0..100 {
+        pipe.cmd("SET")
+            .arg(format!("k{i}"))
+            .arg("v")
+            .arg("EX")
+            .arg(1000)
+            .ignore();
+    }
+    pipe.cmd("SET").arg("forever").arg("v").ignore();
+    let _: () = pipe.query(&mut c).unwrap();
+    let avg_ttl = |info: &str, db: &str| -> u64 {
+        let line = info
+            .lines()
+            .find(|l| l.starts_with(&format!("{db}:")))
+            .unwrap_or_else(|| panic!("no {db} in {info}"));
+        line.rsplit("avg_ttl=").next().unwrap().parse().unwrap()
+    };
+    // The cycle runs 50 times a second: give it a few rounds.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let info = loop {
+        let info: String = redis::cmd("INFO").arg("keyspace").query(&mut c).unwrap();
+        if avg_ttl(&info, "db0") > 0 && avg_ttl(&info, "db2") > 0 {
+            break info;
+        }
+        assert!(Instant::now() < deadline, "never estimated: {info}");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(info.contains("db0:keys=100,expires=100,"), "{info}");
+    assert!(info.contains("db2:keys=101,expires=100,"), "{info}");
+    let (db0, db2) = (avg_ttl(&info, "db0"), avg_ttl(&info, "db2"));
+    assert!((90_000..=100_000).contains(&db0), "db0 avg_ttl {db0}");
+    assert!((990_000..=1_000_000).contains(&db2), "db2 avg_ttl {db2}");
+    // A database without keys with an expiry reports 0.
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    let _: () = redis::cmd("SET")
+        .arg("plain")
+        .arg("v")
+        .query(&mut c)
+        .unwrap();
+    let info: String = redis::cmd("INFO").arg("keyspace").query(&mut c).unwrap();
+    assert!(info.contains("db2:keys=1,expires=0,avg_ttl=0"), "{info}");
+}
+
 #[test]
 fn pipelines_answer_in_order_in_one_batch() {
     let s = Server::start(&[]);
