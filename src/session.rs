@@ -117,6 +117,9 @@ pub struct Session {
     /// While `EXEC` runs a watched transaction's command in a cluster: the key and the version
     /// it must still have ([`crate::cmd`]'s `keyed` turns the command into `Op::IfVersion`).
     pub cas: Option<(Bytes, Option<Version>)>,
+    /// While `EXEC` collects a transaction's commands on one key in a cluster: each command's
+    /// operation (wire form) and how its reply is made ([`crate::cmd::batch`]).
+    pub batching: Option<cmd::Batched>,
     /// A transaction `EXEC` accepted, with `EXEC`'s own arguments: the connection runs it
     /// ([`Session::run_transaction`]) before the next command.
     pub exec_ready: Option<(Multi, Vec<Bytes>)>,
@@ -254,6 +257,7 @@ impl Session {
             watched: Vec::new(),
             cluster_watched: Vec::new(),
             cas: None,
+            batching: None,
             exec_ready: None,
             in_exec: false,
             script_ready: None,
@@ -794,12 +798,20 @@ impl Session {
         let changed = self.watched_changed();
         self.watched.clear();
         let cluster_watched = std::mem::take(&mut self.cluster_watched);
+        let batch = self.batch_plan(&m, &cluster_watched);
         if changed {
             reply(self, Frame::NullArray);
         } else if let Some(e) = self.exec_refusal(&m) {
             let text = errors::exec_abort(e);
             self.shared.metrics.commands.count_error(text.as_bytes());
             reply(self, Frame::Error(text.into()));
+        } else if let Some((key, expect)) = batch {
+            match expect {
+                // A WATCH read failed: what the key was is not known.
+                Some(None) => reply(self, Frame::NullArray),
+                Some(Some(v)) => self.run_batch(&m, &key, Some(v), silent).await,
+                None => self.run_batch(&m, &key, None, silent).await,
+            }
         } else if !cluster_watched.is_empty() {
             match self.guarded_command(&m, &cluster_watched) {
                 Err(text) => {
@@ -855,6 +867,101 @@ impl Session {
         // The replies are in order; the cluster's still being computed are waited for with the
         // rest of the batch.
         self.resolve().await;
+    }
+
+    /// In a cluster, whether `m` runs as one batch of its key ([`crate::cmd::batch`]): two
+    /// commands or more, each one that runs as one operation of its one key (`guardable`), all
+    /// on the same key, and nothing watched but that key. Returns the key (its stored form) and,
+    /// if it is watched, the version `WATCH` saw (`Some(None)`: the WATCH read failed).
+    #[allow(clippy::type_complexity)]
+    fn batch_plan(
+        &self,
+        m: &Multi,
+        watched: &[(Bytes, ClusterWatch)],
+    ) -> Option<(Bytes, Option<Option<Option<Version>>>)> {
+        self.shared.cluster.as_ref()?;
+        if m.queue.len() < 2 || watched.len() > 1 {
+            return None;
+        }
+        let mut key: Option<Bytes> = None;
+        for args in &m.queue {
+            let (spec, _) = cmd::lookup(&args[0])?;
+            let positions = spec.key_positions(args);
+            if !cmd::guardable(spec.name) || positions.len() != 1 {
+                return None;
+            }
+            let stored = hypercache_cluster::db::encode(self.physical_db(), &args[positions[0]]);
+            match &key {
+                Some(k) if *k != stored => return None,
+                Some(_) => {}
+                None => key = Some(stored),
+            }
+        }
+        let key = key?;
+        match watched {
+            [] => Some((key, None)),
+            [(w, seen)] if *w == key => Some((key, Some(seen.get().copied().flatten()))),
+            _ => None,
+        }
+    }
+
+    /// Runs `m` as one batch of `key` ([`Session::batch_plan`]): each command's handler runs
+    /// and hands its operation over instead of running it (`keyed`), then the batch runs as one
+    /// operation and its reply is `EXEC`'s.
+    async fn run_batch(
+        &mut self,
+        m: &Multi,
+        key: &Bytes,
+        expect: Option<Option<Version>>,
+        silent: bool,
+    ) {
+        self.in_exec = true;
+        self.batching = Some(Vec::new());
+        let mut slots = Vec::with_capacity(m.queue.len());
+        for args in &m.queue {
+            let (mark, before) = (self.out.len(), self.pending.len());
+            let collected = self.batching.as_ref().map_or(0, Vec::len);
+            self.run(args);
+            if self.pending.len() > before {
+                // Not expected of a guardable command; its reply is waited for in its place.
+                self.resolve().await;
+            }
+            let now = self.batching.as_ref().map_or(0, Vec::len);
+            if now > collected {
+                slots.push(Ok(now - 1));
+            } else {
+                // Refused before it ran (wrong arguments, say): its reply is already written.
+                let written = self.out.split_off(mark);
+                let limits = hypercache_resp::frame::DecodeLimits {
+                    max_bulk_len: usize::MAX,
+                    max_elements: usize::MAX,
+                    max_depth: 1024,
+                };
+                let frame = match hypercache_resp::frame::decode(&written, &limits) {
+                    Ok(Some((f, _))) => f,
+                    _ => Frame::Null,
+                };
+                slots.push(Err(frame));
+            }
+        }
+        let ops = self.batching.take().unwrap_or_default();
+        if silent {
+            self.reply_mode = ReplyMode::Off;
+        }
+        let reply = if ops.is_empty() {
+            Some(Frame::Array(
+                slots
+                    .into_iter()
+                    .map(|s| s.err().unwrap_or(Frame::Null))
+                    .collect(),
+            ))
+        } else {
+            cmd::batch(self, key, expect, ops, slots)
+        };
+        if let (Some(f), false) = (reply, silent) {
+            f.encode(self.proto, &mut self.out);
+        }
+        self.in_exec = false;
     }
 
     /// A watched transaction in a cluster: its one command, if it is one command on the one

@@ -325,7 +325,31 @@ fn keyspace_events_reach_every_node_once_through_a_cluster() {
         let r = w.call(args);
         assert!(!r.starts_with(b"-"), "{:?}", String::from_utf8_lossy(&r));
     }
+    // A transaction on one key runs as one operation; each command raises its events, in order
+    // (the INCR fails: none).
+    let mut w = Conn::to(c.addr(2));
+    let tx: [&[&[u8]]; 6] = [
+        &[b"MULTI"],
+        &[b"SET", b"tx", b"v"],
+        &[b"INCR", b"tx"],
+        &[b"APPEND", b"tx", b"w"],
+        &[b"EXPIRE", b"tx", b"100"],
+        &[b"DEL", b"tx"],
+    ];
+    for args in tx {
+        w.call(args);
+    }
+    let r = w.call(&[b"EXEC"]);
+    assert_eq!(
+        String::from_utf8_lossy(&r),
+        "*5\r\n+OK\r\n-ERR value is not an integer or out of range\r\n:2\r\n:1\r\n:1\r\n"
+    );
+    let in_tx = ["set tx", "append tx", "expire tx", "del tx"];
     let mut want = vec![
+        "set tx",
+        "append tx",
+        "expire tx",
+        "del tx",
         "set k1",
         "incrby counter",
         "incrby counter",
@@ -348,6 +372,15 @@ fn keyspace_events_reach_every_node_once_through_a_cluster() {
                 format!("{event} {}", parts[8])
             })
             .collect();
+        let tx_order: Vec<&str> = got
+            .iter()
+            .map(String::as_str)
+            .filter(|e| e.ends_with(" tx"))
+            .collect();
+        assert_eq!(
+            tx_order, in_tx,
+            "node {node}: the transaction's events in order"
+        );
         got.sort_unstable();
         assert_eq!(got, want, "node {node}");
     }

@@ -294,11 +294,31 @@ fn a_transaction_through_a_cluster_node_runs_in_order() {
         &["WATCH fresh", "MULTI", "SET fresh v EX notanumber", "EXEC"],
         "+OK\r\n+OK\r\n+QUEUED\r\n*1\r\n-ERR value is not an integer or out of range\r\n",
     );
-    // More than the one command on the one key: refused, nothing runs.
-    let refused = "-ERR in a cluster a WATCHed transaction must be one command on the one watched key (see docs/cluster.md)\r\n";
+    // Several commands on the watched key: one batch, checked and applied as one.
+    send(
+        &[
+            "WATCH fresh",
+            "MULTI",
+            "SET fresh x",
+            "APPEND fresh y",
+            "GET fresh",
+            "EXEC",
+        ],
+        "+OK\r\n+OK\r\n+QUEUED\r\n+QUEUED\r\n+QUEUED\r\n*3\r\n+OK\r\n:2\r\n$2\r\nxy\r\n",
+    );
+    send(&["WATCH fresh"], "+OK\r\n");
+    let _: () = d.set("fresh", "theirs").unwrap();
+    send(
+        &["MULTI", "SET fresh x", "APPEND fresh y", "EXEC"],
+        "+OK\r\n+QUEUED\r\n+QUEUED\r\n*-1\r\n",
+    );
+    assert_eq!(d.get::<_, String>("fresh").unwrap(), "theirs");
+    let _: () = d.set("fresh", "2").unwrap();
+    // Another key in it: refused, nothing runs.
+    let refused = "-ERR in a cluster a WATCHed transaction must be commands on the one watched key (see docs/cluster.md)\r\n";
     for body in [
         &["MULTI", "SET other x", "EXEC"][..],
-        &["MULTI", "SET fresh x", "SET fresh y", "EXEC"][..],
+        &["MULTI", "SET fresh x", "SET other y", "EXEC"][..],
         &["MULTI", "MSET fresh x other y", "EXEC"][..],
     ] {
         let mut cmds = vec!["WATCH fresh"];
@@ -312,4 +332,70 @@ fn a_transaction_through_a_cluster_node_runs_in_order() {
     );
     assert_eq!(d.get::<_, String>("fresh").unwrap(), "2");
     assert_eq!(d.get::<_, String>("other").unwrap(), "3");
+}
+
+/// A transaction's commands on one key run through a cluster as one operation: concurrent
+/// transactions through every node, each `INCR k`, `INCR k`, never interleave (each gets two
+/// consecutive numbers, the first odd), and a counter with its expiry set in the same
+/// transaction always has both (the fixed-window rate limiter's `INCR`, `EXPIRE`).
+#[test]
+fn a_transaction_on_one_key_is_atomic_through_a_cluster() {
+    let cluster = TestCluster::start(3, &[]);
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let mut c = cluster.conn(i % 3);
+            std::thread::spawn(move || {
+                for _ in 0..50 {
+                    let (a, b): (i64, i64) = redis::pipe()
+                        .atomic()
+                        .incr("pair", 1)
+                        .incr("pair", 1)
+                        .query(&mut c)
+                        .unwrap();
+                    assert_eq!((a % 2, b), (1, a + 1), "interleaved");
+                    let (hits, set, ttl): (i64, i64, i64) = redis::pipe()
+                        .atomic()
+                        .incr("window", 1)
+                        .expire("window", 60)
+                        .ttl("window")
+                        .query(&mut c)
+                        .unwrap();
+                    assert!(
+                        hits >= 1 && set == 1 && (59..=60).contains(&ttl),
+                        "{hits} {set} {ttl}"
+                    );
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for node in 0..3 {
+        let mut c = cluster.conn_at(node, "all", "quorum");
+        assert_eq!(c.get::<_, i64>("pair").unwrap(), 600, "through node {node}");
+        assert_eq!(
+            c.get::<_, i64>("window").unwrap(),
+            300,
+            "through node {node}"
+        );
+        assert!(c.ttl::<_, i64>("window").unwrap() > 0);
+    }
+    // A command refused at run time is reported in its place; the others run.
+    let mut raw = std::net::TcpStream::connect(cluster.addr(1)).unwrap();
+    raw.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let not_int = "-ERR value is not an integer or out of range\r\n";
+    let want = format!(
+        "+OK\r\n{}*4\r\n+OK\r\n{not_int}{not_int}:4\r\n",
+        "+QUEUED\r\n".repeat(4)
+    );
+    let got = exec_raw_text(
+        &mut raw,
+        "MULTI\r\nSET mixed abc\r\nINCR mixed\r\nSET mixed v EX no\r\nAPPEND mixed d\r\nEXEC\r\n",
+        &want,
+    );
+    assert_eq!(got, want);
+    let mut c = cluster.conn(2);
+    assert_eq!(c.get::<_, String>("mixed").unwrap(), "abcd");
 }

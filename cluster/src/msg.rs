@@ -127,6 +127,8 @@ pub enum WireOutcome {
     Changed,
     /// See [`Outcome`].
     Version(Option<Version>),
+    /// [`Outcome::Batch`]'s outcomes (what each did to the key stays where the batch ran).
+    Batch(Vec<WireOutcome>),
 }
 
 impl From<Outcome> for WireOutcome {
@@ -142,6 +144,9 @@ impl From<Outcome> for WireOutcome {
             Outcome::Fields(f) => WireOutcome::Fields(f),
             Outcome::Changed => WireOutcome::Changed,
             Outcome::Version(v) => WireOutcome::Version(v),
+            Outcome::Batch(outs, _) => {
+                WireOutcome::Batch(outs.into_iter().map(WireOutcome::from).collect())
+            }
         }
     }
 }
@@ -159,6 +164,9 @@ impl From<WireOutcome> for Outcome {
             WireOutcome::Fields(f) => Outcome::Fields(f),
             WireOutcome::Changed => Outcome::Changed,
             WireOutcome::Version(v) => Outcome::Version(v),
+            WireOutcome::Batch(outs) => {
+                Outcome::Batch(outs.into_iter().map(Outcome::from).collect(), Vec::new())
+            }
         }
     }
 }
@@ -265,6 +273,8 @@ pub enum WireOp<'a> {
     },
     /// Tag 29: the key's newest version ([`Op::Version`]).
     Version,
+    /// Tag 30: a transaction's commands on one key ([`Op::Batch`]): [`batch_bytes`].
+    Batch(#[serde(borrow)] &'a [u8]),
 }
 
 /// An expiry change on the wire. Tag 0 clear, 1 keep, 2 at (unix ms).
@@ -351,6 +361,7 @@ impl<'a> From<&Op<'a>> for WireOp<'a> {
             Op::StoreBitOp(v) => WireOp::StoreBitOp(v),
             Op::IfVersion { expect, then } => WireOp::IfVersion { expect, then },
             Op::Version => WireOp::Version,
+            Op::Batch(b) => WireOp::Batch(b),
         }
     }
 }
@@ -423,6 +434,10 @@ impl<'a> WireOp<'a> {
                 Op::IfVersion { expect, then }
             }
             WireOp::Version => Op::Version,
+            WireOp::Batch(b) => {
+                batched(b)?;
+                Op::Batch(b)
+            }
         })
     }
 }
@@ -432,8 +447,41 @@ pub fn guard_bytes(op: &Op<'_>) -> Vec<u8> {
     postcard::to_allocvec(&WireOp::from(op)).unwrap_or_default()
 }
 
+/// The commands of an [`Op::Batch`], each in its wire form ([`guard_bytes`]), in order.
+pub fn batch_bytes(ops: &[Vec<u8>]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = ops.iter().map(Vec::as_slice).collect();
+    postcard::to_allocvec(&parts).unwrap_or_default()
+}
+
+/// The most commands one [`Op::Batch`] carries: a transaction's commands on one key, each a
+/// client's command queued under `client-query-buffer-limit`.
+pub const MAX_BATCH: usize = 100_000;
+
+/// The commands of an [`Op::Batch`] (`None` if one does not decode, or is a batch, a guard or
+/// a version read, or there are none or more than [`MAX_BATCH`]).
+pub fn batched(bytes: &[u8]) -> Option<Vec<Op<'_>>> {
+    let parts: Vec<&[u8]> = postcard::from_bytes(bytes).ok()?;
+    if parts.is_empty() || parts.len() > MAX_BATCH {
+        return None;
+    }
+    parts
+        .into_iter()
+        .map(|p| {
+            let w: WireOp<'_> = postcard::from_bytes(p).ok()?;
+            // Refused before it is decoded further: nothing nests inside a batch.
+            if matches!(
+                w,
+                WireOp::IfVersion { .. } | WireOp::Version | WireOp::Batch(_)
+            ) {
+                return None;
+            }
+            w.op()
+        })
+        .collect()
+}
+
 /// The command an [`Op::IfVersion`] guards (`None` if it does not decode, or is itself a guard
-/// or a version read: one check per command).
+/// or a version read: one check per command, or one batch of them).
 pub fn guarded(then: &[u8]) -> Option<Op<'_>> {
     let w: WireOp<'_> = postcard::from_bytes(then).ok()?;
     // Refused before it is decoded further: a guard nested in guards must not recurse.
@@ -1145,6 +1193,7 @@ mod tests {
         use crate::bits::{FieldKind, FieldOp, Overflow};
         use crate::op::ExpireCond;
         let guard = guard_bytes(&Op::IncrBy(-3));
+        let batch = batch_bytes(&[guard.clone(), guard_bytes(&Op::Persist)]);
         let mut prog = Vec::new();
         FieldOp {
             kind: FieldKind::IncrBy(-2),
@@ -1202,6 +1251,7 @@ mod tests {
                 then: &guard,
             },
             Op::Version,
+            Op::Batch(&batch),
         ];
         for (i, op) in ops.iter().enumerate() {
             let w = WireOp::from(op);
@@ -1243,5 +1293,44 @@ mod tests {
         };
         assert_eq!(bad.op(), None, "garbage is refused");
         assert_eq!(guarded(&guard), Some(Op::IncrBy(-3)));
+        // A batch holds plain commands, in order; a guard may hold a batch.
+        assert_eq!(batched(&batch), Some(vec![Op::IncrBy(-3), Op::Persist]));
+        let guarded_batch = guard_bytes(&Op::Batch(&batch));
+        assert_eq!(guarded(&guarded_batch), Some(Op::Batch(&batch)));
+        for (inner, what) in [
+            (guard_bytes(&Op::Batch(&batch)), "a batch in a batch"),
+            (guard_bytes(&Op::Version), "a version read in a batch"),
+            (
+                guard_bytes(&Op::IfVersion {
+                    expect: None,
+                    then: &guard,
+                }),
+                "a guard in a batch",
+            ),
+            (b"\xff\xff".to_vec(), "garbage in a batch"),
+        ] {
+            let bad = batch_bytes(&[guard.clone(), inner]);
+            assert_eq!(WireOp::Batch(&bad).op(), None, "{what} is refused");
+        }
+        assert_eq!(
+            batched(&batch_bytes(&[])),
+            None,
+            "an empty batch is refused"
+        );
+        // The outcome crosses the wire without what each command did (kept where it ran).
+        let out = Outcome::Batch(
+            vec![Outcome::Int(1), Outcome::Err(OpError::NotInteger)],
+            vec![Some(crate::notify::Change::Created), None],
+        );
+        let back: Outcome = from_body::<WireOutcome>(&to_body(&WireOutcome::from(out)))
+            .unwrap()
+            .into();
+        assert_eq!(
+            back,
+            Outcome::Batch(
+                vec![Outcome::Int(1), Outcome::Err(OpError::NotInteger)],
+                Vec::new()
+            )
+        );
     }
 }

@@ -915,12 +915,17 @@ impl KeyRequest {
             let ctx = env.ctx();
             let (outcome, changed, change) =
                 env.store().apply_versioned_noting(&self.key, op, &ctx);
+            let events = notify::write_events(op, change, &outcome);
             match changed {
                 Some(state) => {
-                    let events = notify::events(op, change);
                     self.start_accept(env, outcome, state, op.is_blind(), true, events, out)
                 }
                 None => {
+                    // As in a read-modify-write round: a batch that left the key as it found
+                    // it still raises its commands' events.
+                    if !events.is_empty() {
+                        out.events = Some((self.key.clone(), events));
+                    }
                     self.phase = Phase::Idle;
                     self.finish(out, Ok(outcome), None);
                 }
@@ -1009,7 +1014,11 @@ impl KeyRequest {
                 let ctx = env.ctx();
                 let op = self.op_buf().op();
                 let (outcome, next) = coord::state_after(&op, &self.key, newest, &ctx, ballot);
-                let events = notify::events(&op, coord::change_of(newest, next.as_ref(), ctx.now));
+                let events = notify::write_events(
+                    &op,
+                    coord::change_of(newest, next.as_ref(), ctx.now),
+                    &outcome,
+                );
                 // An operation that changes nothing still writes back what it read when the
                 // replicas disagreed: its reply is based on that state (DEL answering 0 because
                 // of a tombstone on one replica), so the state must be on a quorum before the
@@ -1022,9 +1031,14 @@ impl KeyRequest {
                     }
                 });
                 let Some(state) = next else {
-                    // Nothing to write (SET NX on an existing key, INCR on a non-number, ...).
+                    // Nothing to write (SET NX on an existing key, INCR on a non-number, ...,
+                    // or a transaction's batch that created the key and deleted it again: its
+                    // commands still raise their events, as in Redis).
                     self.release(env, out);
                     self.phase = Phase::Idle;
+                    if !events.is_empty() {
+                        out.events = Some((self.key.clone(), events));
+                    }
                     self.finish(out, Ok(outcome), None);
                     return true;
                 };
@@ -1132,7 +1146,7 @@ impl KeyRequest {
                 let s = matches!(self.origin, Origin::Forwarded { want_state: true })
                     .then(|| kept.clone());
                 if !events.is_empty() {
-                    out.events = Some((self.key.clone(), *events));
+                    out.events = Some((self.key.clone(), events.clone()));
                 }
                 self.finish(out, Ok(o), s);
             }

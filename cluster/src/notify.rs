@@ -6,7 +6,7 @@
 //! the driver publishes them on the `__keyspace@0__:<key>` and `__keyevent@0__:<event>`
 //! channels, as Redis's `notifyKeyspaceEvent` does.
 
-use crate::op::{ExpiryChange, Op};
+use crate::op::{ExpiryChange, Op, Outcome};
 
 /// `K`: `__keyspace@<db>__:<key>` channels.
 pub const KEYSPACE: u32 = 1 << 0;
@@ -110,13 +110,16 @@ pub enum Change {
     Deleted,
 }
 
-/// The events of one write, in the order Redis raises them: at most three (`new`, then the
-/// command's event, then `expire` for a SET with an expiry).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The events of one write, in the order Redis raises them: at most three for one command
+/// (`new`, then the command's event, then `expire` for a SET with an expiry), more for a
+/// transaction's batch ([`crate::op::Op::Batch`]).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Events {
     /// Positions in [`EVENTS`] plus one (0: none): four bytes rather than three fat pointers,
     /// since every write's machine output carries them.
     list: [u8; 3],
+    /// A batch's events after the first three (same coding), allocated only for a batch.
+    more: Option<Box<[u8]>>,
     /// Whether Redis writes the command's reply before these events (a subscriber on the same
     /// connection sees them after the reply): commands that reply with the old value (`SET ...
     /// GET`, `GETSET`, `GETDEL`, `GETEX`), `BITFIELD`, and an `EXPIRE` that sets a deadline.
@@ -161,14 +164,67 @@ impl Events {
     pub fn iter(&self) -> impl Iterator<Item = (u32, &'static str)> + '_ {
         self.list
             .iter()
+            .chain(self.more.iter().flat_map(|m| m.iter()))
             .filter(|&&i| i > 0)
             .map(|&i| EVENTS[usize::from(i) - 1])
+    }
+
+    /// These events, then `next`'s (a batch's commands in order).
+    fn then(self, next: &Events) -> Events {
+        let mut all: Vec<u8> = self
+            .list
+            .iter()
+            .chain(self.more.iter().flat_map(|m| m.iter()))
+            .copied()
+            .filter(|&i| i > 0)
+            .collect();
+        all.extend(
+            next.list
+                .iter()
+                .chain(next.more.iter().flat_map(|m| m.iter()))
+                .copied()
+                .filter(|&i| i > 0),
+        );
+        let mut e = Events {
+            after_reply: self.after_reply,
+            ..Events::default()
+        };
+        for (slot, i) in e.list.iter_mut().zip(&all) {
+            *slot = *i;
+        }
+        if all.len() > 3 {
+            e.more = Some(all[3..].into());
+        }
+        e
     }
 
     /// Only the events whose class is in `flags`.
     pub fn enabled(&self, flags: u32) -> impl Iterator<Item = (u32, &'static str)> + '_ {
         self.iter().filter(move |(class, _)| flags & class != 0)
     }
+}
+
+/// The events of a write whose outcome is `outcome`: [`events`], and for a transaction's batch
+/// ([`Op::Batch`], guarded or not) each command's events in order, from what each did to the
+/// key (`after_reply` off: `EXEC` replies once all of them ran).
+pub fn write_events(op: &Op<'_>, change: Option<Change>, outcome: &Outcome) -> Events {
+    let batch = match *op {
+        Op::Batch(b) => Some(b),
+        Op::IfVersion { then, .. } => match crate::msg::guarded(then) {
+            Some(Op::Batch(b)) => Some(b),
+            _ => None,
+        },
+        _ => None,
+    };
+    let (Some(bytes), Outcome::Batch(_, changes)) = (batch, outcome) else {
+        return events(op, change);
+    };
+    let ops = crate::msg::batched(bytes).unwrap_or_default();
+    ops.iter()
+        .zip(changes)
+        .fold(Events::default(), |all, (op, change)| {
+            all.then(&events_of(op, *change))
+        })
 }
 
 /// The events Redis raises for `op` when it did `change` to the key (`None`: nothing changed).
@@ -244,7 +300,8 @@ fn events_of(op: &Op<'_>, change: Option<Change>) -> Events {
         | Op::BitCount(_)
         | Op::BitPos { .. }
         | Op::Version
-        | Op::IfVersion { .. } => Events::default(),
+        | Op::IfVersion { .. }
+        | Op::Batch(_) => Events::default(),
     }
 }
 
@@ -382,5 +439,43 @@ mod tests {
         assert_eq!(names(past, Some(Change::Deleted)), ["del"]);
         assert_eq!(names(past, Some(Change::Modified)), ["expire"]);
         assert_eq!(names(Op::Get, None), Vec::<&str>::new());
+    }
+
+    #[test]
+    fn a_batch_raises_each_command_s_events_in_order() {
+        let g = crate::msg::guard_bytes;
+        let setex = Op::Set {
+            value: b"v",
+            cond: crate::op::SetCond::Always,
+            expiry: ExpiryChange::At(5),
+            get: false,
+        };
+        let b = crate::msg::batch_bytes(&[g(&setex), g(&Op::Get), g(&Op::IncrBy(1)), g(&Op::Del)]);
+        let outcome = Outcome::Batch(
+            vec![Outcome::Ok, Outcome::Nil, Outcome::Int(1), Outcome::Int(1)],
+            vec![
+                Some(Change::Created),
+                None,
+                Some(Change::Modified),
+                Some(Change::Deleted),
+            ],
+        );
+        let names = |op: &Op<'_>| {
+            write_events(op, Some(Change::Modified), &outcome)
+                .iter()
+                .map(|e| e.1)
+                .collect::<Vec<_>>()
+        };
+        let want = ["new", "set", "expire", "incrby", "del"];
+        assert_eq!(names(&Op::Batch(&b)), want);
+        let then = g(&Op::Batch(&b));
+        let guarded = Op::IfVersion {
+            expect: None,
+            then: &then,
+        };
+        assert_eq!(names(&guarded), want, "guarded by WATCH");
+        assert!(!write_events(&Op::Batch(&b), None, &outcome).after_reply);
+        // A batch that was refused (its WATCH saw a change) raises nothing.
+        assert!(write_events(&guarded, None, &Outcome::Changed).is_empty());
     }
 }

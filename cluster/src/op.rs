@@ -156,6 +156,12 @@ pub enum Op<'a> {
         /// The command's operation in its wire form ([`crate::msg::guard_bytes`]).
         then: &'a [u8],
     },
+    /// A transaction's commands on one key, applied in order as one operation: one
+    /// read-modify-write round, so no other write to the key comes between them, and all of
+    /// them or none take effect. Each command's errors are its own (the others still run), as in
+    /// `EXEC`. Answers [`Outcome::Batch`]. The bytes are [`crate::msg::batch_bytes`]: never a
+    /// batch, a guard or a version read inside.
+    Batch(&'a [u8]),
 }
 
 /// An operation that owns its bytes (an [`Op`] borrows them): what a request that outlives the
@@ -191,6 +197,7 @@ impl OpBuf {
             Op::BitField(b) => (Op::BitField(&[]), b),
             Op::StoreBitOp(b) => (Op::StoreBitOp(&[]), b),
             Op::IfVersion { expect, then } => (Op::IfVersion { expect, then: &[] }, then),
+            Op::Batch(b) => (Op::Batch(&[]), b),
             Op::Version => (Op::Version, &[]),
             Op::SetBit { offset, on } => (Op::SetBit { offset, on }, &[]),
             Op::GetBit(o) => (Op::GetBit(o), &[]),
@@ -239,6 +246,7 @@ impl OpBuf {
             Op::BitField(_) => Op::BitField(b),
             Op::StoreBitOp(_) => Op::StoreBitOp(b),
             Op::IfVersion { expect, .. } => Op::IfVersion { expect, then: b },
+            Op::Batch(_) => Op::Batch(b),
             other => other,
         }
     }
@@ -469,6 +477,9 @@ pub enum Outcome {
     Changed,
     /// [`Op::Version`]: the key's newest version (`None`: absent).
     Version(Option<Version>),
+    /// [`Op::Batch`]: each command's outcome, and what it did to the key (for its keyspace
+    /// events, known where the batch ran; empty in an outcome received from another node).
+    Batch(Vec<Outcome>, Vec<Option<crate::notify::Change>>),
 }
 
 impl Outcome {
@@ -529,6 +540,49 @@ fn put(
     }
 }
 
+/// [`Op::Batch`]: applies `ops` in order to a copy of the entry, and the result to the entry.
+fn apply_batch(
+    ops: &[Op<'_>],
+    key: &[u8],
+    cur: Option<&mut Entry>,
+    ctx: &Ctx,
+) -> (Effect, Outcome) {
+    use crate::notify::Change;
+    let mut scratch: Option<Entry> = cur.as_deref().cloned();
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut changes = Vec::with_capacity(ops.len());
+    let mut changed = false;
+    for op in ops {
+        let existed = scratch.is_some();
+        let (effect, out) = apply(op, key, scratch.as_mut(), ctx);
+        let change = match effect {
+            Effect::None => None,
+            Effect::Created(e) => {
+                scratch = Some(e);
+                Some(Change::Created)
+            }
+            Effect::Modified => Some(Change::Modified),
+            Effect::Deleted => {
+                scratch = None;
+                existed.then_some(Change::Deleted)
+            }
+        };
+        changed |= change.is_some();
+        outcomes.push(out);
+        changes.push(change);
+    }
+    let effect = match (changed, cur, scratch) {
+        (false, _, _) | (true, None, None) => Effect::None,
+        (true, Some(c), Some(s)) => {
+            *c = s;
+            Effect::Modified
+        }
+        (true, Some(_), None) => Effect::Deleted,
+        (true, None, Some(s)) => Effect::Created(s),
+    };
+    (effect, Outcome::Batch(outcomes, changes))
+}
+
 /// Applies `op` to `key`, whose current live entry is `cur` (`None` if missing or expired).
 pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) -> (Effect, Outcome) {
     if op.touches() {
@@ -547,6 +601,12 @@ pub fn apply(op: &Op<'_>, key: &[u8], mut cur: Option<&mut Entry>, ctx: &Ctx) ->
                 return (Effect::None, Outcome::Changed);
             }
             apply(&inner, key, cur, ctx)
+        }
+        Op::Batch(bytes) => {
+            let Some(ops) = crate::msg::batched(bytes) else {
+                return (Effect::None, Outcome::Err(OpError::Syntax));
+            };
+            apply_batch(&ops, key, cur, ctx)
         }
         Op::Set {
             value,
@@ -985,6 +1045,95 @@ mod tests {
             Effect::None | Effect::Modified => {}
         }
         out
+    }
+
+    #[test]
+    fn a_batch_applies_its_commands_in_order_to_one_entry() {
+        use crate::notify::Change;
+        let ctx = Ctx::at(1000);
+        let g = crate::msg::guard_bytes;
+        let batch = |ops: &[Op<'_>]| ops.iter().map(g).collect::<Vec<_>>();
+        // Created, changed, read: one creation in the end.
+        let b = crate::msg::batch_bytes(&batch(&[
+            Op::IncrBy(2),
+            Op::IncrBy(3),
+            Op::Expire {
+                at: 9000,
+                cond: Default::default(),
+            },
+            Op::Ttl { ms: true },
+            Op::IncrByFloat(b"x"),
+        ]));
+        let (effect, out) = apply(&Op::Batch(&b), b"k", None, &ctx);
+        let Effect::Created(e) = effect else {
+            panic!("{effect:?}")
+        };
+        assert_eq!((e.value(), e.expire_at()), (&b"5"[..], 9000));
+        assert_eq!(
+            out,
+            Outcome::Batch(
+                vec![
+                    Outcome::Int(2),
+                    Outcome::Int(5),
+                    Outcome::Int(1),
+                    Outcome::Int(8000),
+                    Outcome::Err(OpError::NotFloat),
+                ],
+                vec![
+                    Some(Change::Created),
+                    Some(Change::Modified),
+                    Some(Change::Modified),
+                    None,
+                    None
+                ],
+            )
+        );
+        // On an existing entry: the entry takes the result in place.
+        let mut e = Entry::new(b"k", b"ab", 0, 0, EncodingHint::Auto);
+        let b = crate::msg::batch_bytes(&batch(&[Op::Append(b"c"), Op::Strlen]));
+        let (effect, out) = apply(&Op::Batch(&b), b"k", Some(&mut e), &ctx);
+        assert!(matches!(effect, Effect::Modified), "{effect:?}");
+        assert_eq!(e.value(), b"abc");
+        assert_eq!(
+            out,
+            Outcome::Batch(
+                vec![Outcome::Int(3), Outcome::Int(3)],
+                vec![Some(Change::Modified), None]
+            )
+        );
+        // Deleted, then written again: the entry is replaced; deleted last: the key goes.
+        let b = crate::msg::batch_bytes(&batch(&[Op::Del, Op::set(b"new")]));
+        let (effect, _) = apply(&Op::Batch(&b), b"k", Some(&mut e), &ctx);
+        assert!(matches!(effect, Effect::Modified), "{effect:?}");
+        assert_eq!(e.value(), b"new");
+        let b = crate::msg::batch_bytes(&batch(&[Op::set(b"x"), Op::Del]));
+        let (effect, out) = apply(&Op::Batch(&b), b"k", Some(&mut e), &ctx);
+        assert!(matches!(effect, Effect::Deleted), "{effect:?}");
+        assert_eq!(
+            out,
+            Outcome::Batch(
+                vec![Outcome::Ok, Outcome::Int(1)],
+                vec![Some(Change::Modified), Some(Change::Deleted)]
+            )
+        );
+        // Created and deleted again on a missing key: nothing to do.
+        let (effect, _) = apply(&Op::Batch(&b), b"k", None, &ctx);
+        assert!(matches!(effect, Effect::None), "{effect:?}");
+        // Reads only: nothing changes.
+        let b = crate::msg::batch_bytes(&batch(&[Op::Get, Op::Exists]));
+        let (effect, out) = apply(&Op::Batch(&b), b"k", Some(&mut e), &ctx);
+        assert!(matches!(effect, Effect::None), "{effect:?}");
+        assert_eq!(
+            out,
+            Outcome::Batch(
+                vec![Outcome::Value("new".into()), Outcome::Int(1)],
+                vec![None, None]
+            )
+        );
+        // Garbage: a syntax error, nothing done.
+        let (effect, out) = apply(&Op::Batch(b"\xff"), b"k", Some(&mut e), &ctx);
+        assert!(matches!(effect, Effect::None));
+        assert_eq!(out, Outcome::Err(OpError::Syntax));
     }
 
     #[test]

@@ -1794,6 +1794,87 @@ mod tests {
         quiet(&s);
     }
 
+    /// A transaction's commands on one key as one batch (`Op::Batch`), issued concurrently
+    /// through every node with message delays so that their rounds overlap: `INCR`, `INCR`
+    /// never interleave with another batch (each sees two consecutive numbers, the first odd),
+    /// every batch applies once, and each raises its commands' keyspace events in order. A batch
+    /// guarded by a stale version changes nothing.
+    #[test]
+    fn concurrent_batches_on_one_key_never_interleave() {
+        let seed = 73;
+        let mut s = sim(3, 3, seed);
+        s.set_delay(1, 4);
+        let incr = crate::msg::guard_bytes(&Op::IncrBy(1));
+        let pair = crate::msg::batch_bytes(&[incr.clone(), incr.clone()]);
+        const CLIENTS: usize = 6;
+        const EACH: usize = 8;
+        let mut next_id = 20_000u64;
+        let mut seen = Vec::new();
+        for _round in 0..EACH {
+            let mut issued = Vec::new();
+            for c in 0..CLIENTS {
+                next_id += 1;
+                let (id, node) = (next_id, (c % 3) as NodeId);
+                s.input(node, |n, now, out| {
+                    n.client(id, b"pair", Op::Batch(&pair), QUORUM, QUORUM, now, out)
+                });
+                issued.push((node, id));
+            }
+            s.run_until_quiet(STEPS);
+            for (node, id) in issued {
+                match s.nodes[node].result(id).cloned() {
+                    Some(Ok(Outcome::Batch(outs, _))) => match outs[..] {
+                        [Outcome::Int(a), Outcome::Int(b)] => {
+                            assert_eq!((a % 2, b), (1, a + 1), "seed {seed}: interleaved");
+                            seen.push(a);
+                        }
+                        _ => panic!("seed {seed}: {outs:?}"),
+                    },
+                    other => panic!("seed {seed}: {other:?}"),
+                }
+            }
+        }
+        seen.sort_unstable();
+        // Every applied batch saw its own numbers: none was computed over a state another one
+        // had already left behind (that would be a lost update).
+        assert!(
+            seen.windows(2).all(|w| w[0] != w[1]),
+            "seed {seed}: two batches saw the same state: {seen:?}"
+        );
+        assert_eq!(seen.len(), CLIENTS * EACH, "seed {seed}");
+        let total = (2 * seen.len()).to_string();
+        for n in 0..3 {
+            let got = run(&mut s, n, 1, b"pair", Op::Get, (ALL, ALL));
+            assert_eq!(got, Ok(Outcome::Value(total.clone().into())), "seed {seed}");
+        }
+        // Each applied batch raised incrby twice on its coordinator.
+        let incrbys: usize = s
+            .nodes
+            .iter()
+            .flat_map(|n| n.keyspace_events.iter())
+            .filter(|(k, _)| &k[..] == b"pair")
+            .map(|(_, e)| e.iter().filter(|(_, name)| *name == "incrby").count())
+            .sum();
+        assert_eq!(incrbys, 2 * seen.len(), "seed {seed}");
+        // Guarded by a version that is no longer the key's: nothing changes.
+        let stale = crate::msg::guard_bytes(&Op::Batch(&pair));
+        let r = run(
+            &mut s,
+            1,
+            2,
+            b"pair",
+            Op::IfVersion {
+                expect: None,
+                then: &stale,
+            },
+            (QUORUM, QUORUM),
+        );
+        assert_eq!(r, Ok(Outcome::Changed), "seed {seed}");
+        let got = run(&mut s, 2, 3, b"pair", Op::Get, (ALL, ALL));
+        assert_eq!(got, Ok(Outcome::Value(total.into())), "seed {seed}");
+        quiet(&s);
+    }
+
     /// A write between WATCH and EXEC, whichever node it went through, makes EXEC's guarded
     /// write change nothing, and is kept; so does the key's expiry, and its deletion. A key that
     /// was absent when watched and still is takes the write. Four nodes, three replicas: the
@@ -2399,9 +2480,13 @@ mod tests {
         Del,
         Get,
         Incr,
+        /// A transaction of two INCRs on the counter (`Op::Batch`): its two numbers must be
+        /// consecutive.
+        IncrPair,
     }
 
-    /// Keys: 0..REGS are registers (SET, DEL, GET), REGS..REGS+COUNTERS counters (INCR).
+    /// Keys: 0..REGS are registers (SET, DEL, GET), REGS..REGS+COUNTERS counters (INCR, and
+    /// two INCRs as one transaction).
     const REGS: usize = 24;
     const COUNTERS: usize = 4;
 
@@ -2410,7 +2495,8 @@ mod tests {
     }
 
     /// One random client operation through `node` at QUORUM (the mix of both randomized runs:
-    /// SET, DEL and GET on registers, INCR and GET on counters), recorded in `recs`.
+    /// SET, DEL and GET on registers, INCR, a transaction of two INCRs and GET on counters),
+    /// recorded in `recs`.
     fn random_op(
         s: &mut Sim<SimNode>,
         rng: &mut SmallRng,
@@ -2424,10 +2510,10 @@ mod tests {
             REGS + rng.random_range(0..COUNTERS)
         };
         let kind = if key >= REGS {
-            if rng.random_bool(0.7) {
-                Kind::Incr
-            } else {
-                Kind::Get
+            match rng.random_range(0..10) {
+                0..=4 => Kind::Incr,
+                5 | 6 => Kind::IncrPair,
+                _ => Kind::Get,
             }
         } else {
             match rng.random_range(0..10) {
@@ -2439,11 +2525,14 @@ mod tests {
         let name = key_name(key);
         let cid = recs.len() as u64;
         let val = cid.to_string().into_bytes();
+        let incr = crate::msg::guard_bytes(&Op::IncrBy(1));
+        let pair = crate::msg::batch_bytes(&[incr.clone(), incr]);
         let op = match &kind {
             Kind::Set(_) => Op::set(&val),
             Kind::Del => Op::Del,
             Kind::Get => Op::Get,
             Kind::Incr => Op::IncrBy(1),
+            Kind::IncrPair => Op::Batch(&pair),
         };
         s.input(node, |n, now, o| {
             n.client(cid, &name, op, QUORUM, QUORUM, now, o)
@@ -2684,15 +2773,21 @@ mod tests {
         for k in REGS..REGS + COUNTERS {
             let incrs: Vec<&Rec> = recs
                 .iter()
-                .filter(|r| r.key == k && r.kind == Kind::Incr)
+                .filter(|r| r.key == k && matches!(r.kind, Kind::Incr | Kind::IncrPair))
                 .collect();
-            let acked: Vec<i64> = incrs
-                .iter()
-                .filter_map(|r| match r.result {
-                    Some(Ok(Outcome::Int(v))) => Some(v),
-                    _ => None,
-                })
-                .collect();
+            let mut acked: Vec<i64> = Vec::new();
+            for r in &incrs {
+                match &r.result {
+                    Some(Ok(Outcome::Int(v))) => acked.push(*v),
+                    Some(Ok(Outcome::Batch(outs, _))) => match outs[..] {
+                        [Outcome::Int(a), Outcome::Int(b)] if b == a + 1 => {
+                            acked.extend([a, b]);
+                        }
+                        _ => err.push(format!("k{k}: a transaction of two INCRs gave {outs:?}")),
+                    },
+                    _ => {}
+                }
+            }
             let distinct: BTreeSet<i64> = acked.iter().copied().collect();
             if distinct.len() != acked.len() {
                 err.push(format!(

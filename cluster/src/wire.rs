@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// First bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"HC";
 /// Protocol version this build speaks.
-pub const VERSION: u8 = 8;
+pub const VERSION: u8 = 9;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Bodies larger than this are compressed.
@@ -645,7 +645,14 @@ mod tests {
             decode(&mut b, &limits)
         };
         assert_eq!(bad(0, b'X'), Err(WireError::BadMagic([b'X', b'C'])));
-        assert_eq!(bad(2, 9), Err(WireError::UnsupportedVersion(9)));
+        assert_eq!(
+            bad(2, VERSION + 1),
+            Err(WireError::UnsupportedVersion(VERSION + 1))
+        );
+        assert_eq!(
+            bad(2, VERSION - 1),
+            Err(WireError::UnsupportedVersion(VERSION - 1))
+        );
         assert_eq!(bad(3, 0), Err(WireError::UnknownKind(0)));
         assert_eq!(bad(4, 2), Err(WireError::BadFlags(2)));
         assert_eq!(bad(17, 1), Err(WireError::TooLarge((1 << 24) + 1)));

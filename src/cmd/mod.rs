@@ -204,6 +204,8 @@ pub(crate) fn reply(o: Outcome) -> Frame {
         // WATCH's outcomes: `guarded` and `WATCH` itself turn them into their replies.
         Outcome::Changed => Frame::NullArray,
         Outcome::Version(_) => Frame::ok(),
+        // A transaction's batch: the session replies per command (`Session::run_batch`).
+        Outcome::Batch(outs, _) => Frame::Array(outs.into_iter().map(reply).collect()),
     }
 }
 
@@ -248,6 +250,11 @@ pub(crate) fn keyed(
         crate::notify::after_write(&s.shared, key, events, s.tracking_id);
         return Some(finish(o));
     };
+    if let Some(batch) = s.batching.as_mut() {
+        // A transaction's command on its one key: it runs with the others, as one operation.
+        batch.push((hypercache_cluster::msg::guard_bytes(&op), finish));
+        return None;
+    }
     if s.cas.as_ref().is_some_and(|(k, _)| k == key) {
         return guarded(s, &cl, key, op, finish);
     }
@@ -345,6 +352,70 @@ fn guarded(
         r => Frame::Array(vec![finished(r, finish)]),
     };
     match exec::start(&s.shared, cl, key, &guard, lv, &s.ctx()) {
+        exec::Part::Ready(r) => Some(exec_reply(r)),
+        exec::Part::Later(f) => {
+            s.defer_waiting(async move { exec_reply(f.await) }, Some(key_slot(key)));
+            None
+        }
+    }
+}
+
+/// How a keyed command's reply is made from its operation's outcome.
+pub(crate) type Finish = fn(Outcome) -> Frame;
+
+/// A transaction's commands collected for [`batch`]: each one's operation (wire form) and how
+/// its reply is made.
+pub(crate) type Batched = Vec<(Vec<u8>, Finish)>;
+
+/// A transaction's commands on one key in a cluster, run as one [`Op::Batch`] (guarded by the
+/// version `WATCH` saw when `expect` is set): one read-modify-write round at QUORUM at least, so
+/// that no other write to the key comes between them. `slots` is each command's place in the
+/// `EXEC` reply: its reply already known (refused before it ran), or the index of its operation
+/// in `ops`, whose `finish` makes its reply from its outcome. Returns the `EXEC` reply, or
+/// `None` when it comes later (deferred in the session's output).
+pub(crate) fn batch(
+    s: &mut Session,
+    key: &Bytes,
+    expect: Option<Option<hypercache_cluster::version::Version>>,
+    ops: Batched,
+    slots: Vec<Result<usize, Frame>>,
+) -> Option<Frame> {
+    let cl = s.shared.cluster.clone()?;
+    let (bytes, finish): (Vec<Vec<u8>>, Vec<Finish>) = ops.into_iter().unzip();
+    let batch = hypercache_cluster::msg::batch_bytes(&bytes);
+    let guard = expect.map(|_| hypercache_cluster::msg::guard_bytes(&Op::Batch(&batch)));
+    let op = match (expect, &guard) {
+        (Some(expect), Some(then)) => Op::IfVersion { expect, then },
+        _ => Op::Batch(&batch),
+    };
+    let mut lv = s.levels();
+    if lv.write == hypercache_cluster::msg::Level::One {
+        lv.write = hypercache_cluster::msg::Level::Quorum;
+    }
+    let exec_reply = move |r: exec::Res| {
+        let mut outs = match r {
+            Ok(Outcome::Changed) => return Frame::NullArray,
+            Ok(Outcome::Batch(outs, _)) if outs.len() == finish.len() => {
+                outs.into_iter().map(Ok).collect::<Vec<_>>()
+            }
+            Ok(other) => vec![Ok(other); finish.len()],
+            Err(e) => vec![Err(e); finish.len()],
+        }
+        .into_iter()
+        .zip(finish)
+        .map(|(r, f)| Some(finished(r, f)))
+        .collect::<Vec<_>>();
+        Frame::Array(
+            slots
+                .into_iter()
+                .map(|slot| match slot {
+                    Ok(i) => outs[i].take().unwrap_or(Frame::Null),
+                    Err(f) => f,
+                })
+                .collect(),
+        )
+    };
+    match exec::start(&s.shared, &cl, key, &op, lv, &s.ctx()) {
         exec::Part::Ready(r) => Some(exec_reply(r)),
         exec::Part::Later(f) => {
             s.defer_waiting(async move { exec_reply(f.await) }, Some(key_slot(key)));
