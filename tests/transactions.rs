@@ -398,4 +398,27 @@ fn a_transaction_on_one_key_is_atomic_through_a_cluster() {
     assert_eq!(got, want);
     let mut c = cluster.conn(2);
     assert_eq!(c.get::<_, String>("mixed").unwrap(), "abcd");
+    // Its GETs count as keyspace hits and misses, as on their own.
+    let stat = |c: &mut redis::Connection, name: &str| -> i64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (hits, misses) = (
+        stat(&mut c, "keyspace_hits"),
+        stat(&mut c, "keyspace_misses"),
+    );
+    let _: (Option<String>, String, String) = redis::pipe()
+        .atomic()
+        .get("counted")
+        .set("counted", "v")
+        .get("counted")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(stat(&mut c, "keyspace_hits"), hits + 1);
+    assert_eq!(stat(&mut c, "keyspace_misses"), misses + 1);
 }

@@ -382,6 +382,12 @@ pub(crate) fn batch(
 ) -> Option<Frame> {
     let cl = s.shared.cluster.clone()?;
     let (bytes, finish): (Vec<Vec<u8>>, Vec<Finish>) = ops.into_iter().unzip();
+    // The GETs among them count as keyspace hits or misses, as on their own.
+    let gets: Vec<bool> = bytes
+        .iter()
+        .map(|b| matches!(hypercache_cluster::msg::guarded(b), Some(Op::Get)))
+        .collect();
+    let shared = s.shared.clone();
     let batch = hypercache_cluster::msg::batch_bytes(&bytes);
     let guard = expect.map(|_| hypercache_cluster::msg::guard_bytes(&Op::Batch(&batch)));
     let op = match (expect, &guard) {
@@ -396,6 +402,9 @@ pub(crate) fn batch(
         let mut outs = match r {
             Ok(Outcome::Changed) => return Frame::NullArray,
             Ok(Outcome::Batch(outs, _)) if outs.len() == finish.len() => {
+                for (o, _) in outs.iter().zip(&gets).filter(|(_, get)| **get) {
+                    count_lookup(&shared, &Op::Get, &Ok(o.clone()));
+                }
                 outs.into_iter().map(Ok).collect::<Vec<_>>()
             }
             Ok(other) => vec![Ok(other); finish.len()],
