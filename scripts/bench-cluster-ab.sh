@@ -10,7 +10,9 @@
 # Usage: HC_A=path/to/old/hypercache HC_B=path/to/new/hypercache scripts/bench-cluster-ab.sh
 # Environment: REQUESTS=200000 ROUNDS=3 CLIENTS=50 KEYSPACE=100000 SIZE=100, OUT=path (report copy),
 # HC_A_ARGS / HC_B_ARGS (more flags for each build's nodes, e.g. "--otlp-endpoint http://...").
-# WORKLOADS="SET:1 SET:16 GET:1 GET:16" (test:pipeline pairs).
+# WORKLOADS="SET:1 SET:16 GET:1 GET:16" (test:pipeline pairs; TX1KEY:16 runs scripts/bench_multi.py's
+# one-key transactions, MULTI SET EXPIRE GET EXEC, TRANSACTIONS=20000 of them on CONNS=8
+# connections: throughput in transactions/s, CPU per transaction, no p95).
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 
@@ -87,9 +89,20 @@ echo "A: $HC_A ${HC_A_ARGS:-} (node 1 on ${PORT1[A]}); B: $HC_B ${HC_B_ARGS:-} (
 RESULTS="$TMP/results.tsv"
 : >"$RESULTS"
 run_one() { # run_one WORKLOAD NAME TEST PIPELINE ROUND
-    local workload=$1 name=$2 test=$3 pipeline=$4 round=$5 csv="$TMP/run.csv" before after
+    local workload=$1 name=$2 test=$3 pipeline=$4 round=$5 csv="$TMP/run.csv" before after tps
     # shellcheck disable=SC2086
     before=$(cpu_ticks ${NODE_PIDS[$name]})
+    if [[ $test == TX1KEY ]]; then
+        local n=${TRANSACTIONS:-20000}
+        tps=$(timeout "$RUN_TIMEOUT" python3 "$ROOT/scripts/bench_multi.py" "${PORT1[$name]}" "$n" \
+            "${CONNS:-8}" "$pipeline" one-key) || die "bench_multi.py failed against $name"
+        # shellcheck disable=SC2086
+        after=$(cpu_ticks ${NODE_PIDS[$name]})
+        python3 -c "import sys; print('\t'.join([sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], '0', f'{int(sys.argv[5]) / int(sys.argv[6]) * 1e6 / int(sys.argv[7]):.2f}']))" \
+            "$workload" "$name" "$round" "$tps" "$((after - before))" "$TICK" "$n" >>"$RESULTS"
+        tail -n 1 "$RESULTS" | awk -F'\t' '{printf "  %-8s %s round %s: tx/s %s cpu/tx %s us\n", $1, $2, $3, $4, $6}' >&2
+        return
+    fi
     if ! timeout "$RUN_TIMEOUT" redis-benchmark -h 127.0.0.1 -p "${PORT1[$name]}" -c "$CLIENTS" \
         -n "$REQUESTS" -P "$pipeline" -d "$SIZE" -r "$KEYSPACE" -t "$test" --csv >"$csv" 2>"$TMP/err"; then
         cat "$TMP/err" "$csv" >&2
@@ -144,8 +157,8 @@ print("|---|--:|--:|--:|--:|--:|--:|")
 for w in order:
     a, b = runs[w]["A"], runs[w]["B"]
     print(f"| {w} | {med(a,0):,.0f} / {med(b,0):,.0f} | {med(b,0)/med(a,0):.2f} "
-          f"| {med(a,1):.3f} / {med(b,1):.3f} | {med(b,1)/med(a,1):.2f} "
-          f"| {med(a,2):.2f} / {med(b,2):.2f} | {med(b,2)/med(a,2):.2f} |")
+          + (f"| {med(a,1):.3f} / {med(b,1):.3f} | {med(b,1)/med(a,1):.2f} " if med(a,1) else "| - | - ")
+          + f"| {med(a,2):.2f} / {med(b,2):.2f} | {med(b,2)/med(a,2):.2f} |")
 PY
 } >"$REPORT"
 emit_report "$REPORT"

@@ -1,6 +1,8 @@
-"""Load generator for MULTI + 10 SETs + EXEC (used by bench-scripting.sh).
+"""Load generator for transactions (used by bench-scripting.sh and bench-cluster-ab.sh).
 
-Usage: bench_multi.py PORT TRANSACTIONS CONNECTIONS PIPELINE
+Usage: bench_multi.py PORT TRANSACTIONS CONNECTIONS PIPELINE [SHAPE]
+SHAPE is `sets` (the default: MULTI, 10 SETs of 10 keys, EXEC) or `one-key` (MULTI, SET k, EXPIRE
+k 60, GET k, EXEC: a transaction on one key, which a cluster runs as one operation of the key).
 Each connection writes PIPELINE transactions at once (pre-encoded bytes) and reads exactly the
 bytes their replies take; prints transactions per second. The replies are checked byte for byte.
 """
@@ -10,6 +12,9 @@ import threading
 import time
 
 port, total, conns, depth = (int(a) for a in sys.argv[1:5])
+shape = sys.argv[5] if len(sys.argv) > 5 else "sets"
+if shape not in ("sets", "one-key"):
+    sys.exit("SHAPE must be sets or one-key")
 
 
 def encode(*args):
@@ -21,13 +26,20 @@ def encode(*args):
 
 def transaction(c, i):
     cmds = [encode(b"MULTI")]
-    for j in range(10):
-        cmds.append(encode(b"SET", b"tx:%d:%d" % (c, (i * 10 + j) % 10000), b"x" * 16))
+    if shape == "one-key":
+        key = b"tx:%d:%d" % (c, i % 10000)
+        cmds += [encode(b"SET", key, b"x" * 16), encode(b"EXPIRE", key, b"60"), encode(b"GET", key)]
+    else:
+        for j in range(10):
+            cmds.append(encode(b"SET", b"tx:%d:%d" % (c, (i * 10 + j) % 10000), b"x" * 16))
     cmds.append(encode(b"EXEC"))
     return b"".join(cmds)
 
 
-REPLY = b"+OK\r\n" + b"+QUEUED\r\n" * 10 + b"*10\r\n" + b"+OK\r\n" * 10
+if shape == "one-key":
+    REPLY = b"+OK\r\n" + b"+QUEUED\r\n" * 3 + b"*3\r\n+OK\r\n:1\r\n$16\r\n" + b"x" * 16 + b"\r\n"
+else:
+    REPLY = b"+OK\r\n" + b"+QUEUED\r\n" * 10 + b"*10\r\n" + b"+OK\r\n" * 10
 per_conn = total // conns
 errors = []
 
