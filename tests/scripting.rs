@@ -210,6 +210,41 @@ fn a_busy_script_answers_busy_until_script_kill() {
     );
 }
 
+/// A `SCRIPT LOAD` sent while a script runs long waits, as every command does, and past
+/// `busy-reply-threshold` answers `-BUSY` (as Redis: only SCRIPT KILL, FUNCTION KILL and
+/// SHUTDOWN NOSAVE run then); once the script is killed it loads.
+#[test]
+fn a_script_load_during_a_long_script_answers_busy() {
+    let s = Server::start(&["--busy-reply-threshold", "500", "--threads", "1"]);
+    let mut looping = s.conn();
+    let mut c = s.conn();
+    c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let runner = std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg("local i = 0 while true do i = i + 1 end")
+            .arg(0)
+            .query::<()>(&mut looping)
+            .unwrap_err()
+    });
+    // Inside the threshold: it waits, then is refused.
+    std::thread::sleep(Duration::from_millis(100));
+    let busy = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 1")
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert!(busy.to_string().contains("BUSY"), "{busy}");
+    let killed: String = redis::cmd("SCRIPT").arg("KILL").query(&mut c).unwrap();
+    assert_eq!(killed, "OK");
+    assert!(runner.join().unwrap().to_string().contains("Script killed"));
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg("return 1")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(sha, sha1_hex("return 1"));
+}
+
 /// A script that allocates past `script-memory-limit` fails; the node and its next scripts do
 /// not.
 #[test]
