@@ -231,6 +231,8 @@ pub struct DistMetrics {
     pub read_quorum_failures: AtomicU64,
     /// Reads this node coordinated at QUORUM or ALL.
     pub read_fanouts: AtomicU64,
+    /// Reads that asked more replicas than they first did (one failed, or was slow).
+    pub read_hedges: AtomicU64,
     /// Reads served from the local copy at ONE.
     pub local_reads: AtomicU64,
     /// Operations forwarded to another node's coordinator.
@@ -280,6 +282,7 @@ impl DistMetrics {
         };
         a(&self.local_reads, c.local_reads);
         a(&self.read_fanouts, c.read_fanouts);
+        a(&self.read_hedges, c.read_hedges);
         a(&self.forwards, c.forwards);
         a(&self.forward_retries, c.forward_retries);
         a(&self.write_attempts, c.write_attempts);
@@ -549,6 +552,12 @@ pub static CATALOGUE: &[Desc] = &[
     m("dist.write.prepare_retries", C, "", "Read-modify-write prepare rounds retried after a refusal."),
     m("dist.read.quorum_failures", C, "", "Reads answered `-NOREPLICAS`."),
     m("dist.read.fanouts", C, "", "Reads coordinated here at QUORUM or ALL."),
+    m(
+        "dist.read.hedges",
+        C,
+        "",
+        "Reads that asked more replicas than their level needed at first: one they asked failed, or had not answered after request-timeout-ms / 20.",
+    ),
     m("dist.read.local", C, "", "Reads answered from the local copy at ONE."),
     m("dist.read.repairs", C, "", "Stale replicas repaired by reads (and read-before-write)."),
     m("dist.version.conflicts", C, "", "Replicated states refused because this node held a newer version (concurrent writes resolved by last-write-wins)."),
@@ -677,6 +686,7 @@ pub fn collect(shared: &crate::state::Shared) -> Collected {
         ("dist.write.prepare_retries", g(&d.prepare_retries)),
         ("dist.read.quorum_failures", g(&d.read_quorum_failures)),
         ("dist.read.fanouts", g(&d.read_fanouts)),
+        ("dist.read.hedges", g(&d.read_hedges)),
         ("dist.read.local", g(&d.local_reads)),
         ("dist.read.repairs", g(&d.read_repairs)),
         ("dist.version.conflicts", st.conflicts),

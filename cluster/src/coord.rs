@@ -125,6 +125,11 @@ impl Tally {
     pub fn successes(&self) -> usize {
         self.ok
     }
+
+    /// Successes still needed.
+    pub fn missing(&self) -> usize {
+        self.need.saturating_sub(self.ok)
+    }
 }
 
 /// A QUORUM/ALL read in progress: the answers so far and the newest state among them.

@@ -95,6 +95,13 @@ impl Timing {
         3 * self.request_ms
     }
 
+    /// How long a read waits for the replicas it asked before it asks the others too, ms
+    /// (`T / 20`, at least 1: 50 ms at the default request timeout). A read asks only as many
+    /// replicas as its level still needs; a slow or silent one costs this much, not a failure.
+    pub fn hedge_ms(self) -> u64 {
+        (self.request_ms / 20).max(1)
+    }
+
     /// How long a replica keeps a prepare's promise, ms: longer than its coordinator can still
     /// count an acceptance (`3T`).
     pub fn promise_ms(self) -> u64 {
@@ -515,6 +522,9 @@ pub struct Counts {
     pub local_reads: u64,
     /// QUORUM/ALL read rounds.
     pub read_fanouts: u64,
+    /// Reads that asked more replicas than they first did: one they asked failed, or did not
+    /// answer within [`Timing::hedge_ms`].
+    pub read_hedges: u64,
     /// Forwards to a coordinator.
     pub forwards: u64,
     /// Forwards planned again after their link failed.
@@ -561,6 +571,10 @@ enum Phase {
     Read {
         tally: ReadTally<MemberIdx>,
         local: bool,
+        /// Replicas not asked yet: asked when one that was fails, or at `hedge_at`.
+        spare: Vec<MemberIdx>,
+        /// When to ask the spares if the read is still undecided (0: never).
+        hedge_at: u64,
     },
     Prepare {
         ballot: Version,
@@ -774,7 +788,10 @@ impl KeyRequest {
 
     fn arm(&self, out: &mut Out) {
         if !self.is_done() {
-            out.wake_at = Some(self.deadline);
+            out.wake_at = Some(match self.phase {
+                Phase::Read { hedge_at, .. } if hedge_at != 0 => hedge_at.min(self.deadline),
+                _ => self.deadline,
+            });
         }
     }
 
@@ -846,22 +863,86 @@ impl KeyRequest {
             tally.answer(me, env.store().fetch(&self.key));
         }
         self.round += 1;
-        self.phase = Phase::Read { tally, local };
+        // Ask only as many of the others as the level still needs (QUORUM of 3 with the local
+        // copy: one), live ones first, starting after this node in the list so that each
+        // replica asks a different peer; the rest are spares, asked if one of those fails or
+        // is slow.
+        let at = prefs.iter().position(|&m| m == me).map_or(0, |i| i + 1);
+        let mut others: Vec<MemberIdx> = prefs[at..]
+            .iter()
+            .chain(&prefs[..at])
+            .copied()
+            .filter(|&m| m != me)
+            .collect();
+        others.sort_by_key(|&m| !env.live(m));
+        let need = tally.tally.missing().min(others.len());
+        let spare = others.split_off(need);
+        let hedge_at = if spare.is_empty() {
+            0
+        } else {
+            env.ctx().now + env.timing().hedge_ms()
+        };
+        self.phase = Phase::Read {
+            tally,
+            local,
+            spare,
+            hedge_at,
+        };
         if self.settle_read(env, out) {
             return;
         }
-        let to = self.ask_others(prefs, me);
-        out.sends.push(Send {
-            call: Call::Fetch {
-                key: self.key.clone(),
-            },
-            to,
-        });
+        self.waiting.clear();
+        self.ask_for_state(&others, out);
+    }
+
+    /// Asks `replicas` for the key's state in this round (a read's).
+    fn ask_for_state(&mut self, replicas: &[MemberIdx], out: &mut Out) {
+        let mut to = Vec::with_capacity(replicas.len());
+        for &m in replicas {
+            self.waiting.push(m);
+            to.push((m, Some(tag(self.round, m))));
+        }
+        if !to.is_empty() {
+            out.sends.push(Send {
+                call: Call::Fetch {
+                    key: self.key.clone(),
+                },
+                to,
+            });
+        }
+    }
+
+    /// A read still undecided asks its spares: `all` of them (the hedge delay passed), or the
+    /// next one (a replica it asked failed). Returns whether it asked any.
+    fn ask_spares(&mut self, all: bool, out: &mut Out) -> bool {
+        let Phase::Read {
+            tally,
+            spare,
+            hedge_at,
+            ..
+        } = &mut self.phase
+        else {
+            return false;
+        };
+        if spare.is_empty() || tally.tally.verdict().is_some() {
+            return false;
+        }
+        let asked: Vec<MemberIdx> = if all {
+            std::mem::take(spare)
+        } else {
+            vec![spare.remove(0)]
+        };
+        if spare.is_empty() {
+            *hedge_at = 0;
+        }
+        self.counts.read_hedges += 1;
+        self.ask_for_state(&asked, out);
+        true
     }
 
     /// Finishes a read whose tally has a verdict; returns whether it did.
     fn settle_read(&mut self, env: &impl Env, out: &mut Out) -> bool {
-        let Phase::Read { tally, local } = &self.phase else {
+        let Phase::Read { tally, local, .. } = &self.phase else {
             return false;
         };
         match tally.tally.verdict() {
@@ -1217,7 +1298,10 @@ impl KeyRequest {
                     Some(Response::State(s)) if plausible(s.version(), now()) => {
                         tally.answer(from, s)
                     }
-                    _ => tally.failed(),
+                    _ => {
+                        tally.failed();
+                        self.ask_spares(false, out);
+                    }
                 }
                 self.settle_read(env, out);
             }
@@ -1344,6 +1428,10 @@ impl KeyRequest {
     pub fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
         let now = env.ctx().now;
         if now < self.deadline {
+            if matches!(self.phase, Phase::Read { hedge_at, .. } if hedge_at != 0 && now >= hedge_at)
+            {
+                self.ask_spares(true, out);
+            }
             self.arm(out);
             return;
         }

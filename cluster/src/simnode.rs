@@ -1030,6 +1030,7 @@ impl SimNode {
 fn add(to: &mut Counts, c: &Counts) {
     to.local_reads += c.local_reads;
     to.read_fanouts += c.read_fanouts;
+    to.read_hedges += c.read_hedges;
     to.forwards += c.forwards;
     to.forward_retries += c.forward_retries;
     to.write_attempts += c.write_attempts;
@@ -1790,6 +1791,60 @@ mod tests {
         assert!(
             refused.iter().sum::<usize>() > 0,
             "seed {seed}: the clients never raced"
+        );
+        quiet(&s);
+    }
+
+    /// A QUORUM read on a replica asks one other replica, not both: the one after it in the
+    /// key's preference list. When that one's messages are lost, the read asks the third after
+    /// the hedge delay and still answers the newest value; when that one is down, it asks the
+    /// third at once.
+    #[test]
+    fn a_quorum_read_asks_one_replica_and_hedges_when_it_is_silent() {
+        let seed = 74;
+        let mut s = sim(3, 3, seed);
+        let key = b"hedged";
+        let lv = (QUORUM, QUORUM);
+        assert_eq!(run(&mut s, 0, 1, key, set(b"v1"), lv), Ok(Outcome::Ok));
+        let prefs = s.nodes[0].replicas_of(key);
+        let (me, next, third) = (prefs[0], prefs[1], prefs[2]);
+        let sent_before = s.stats.delivered;
+        assert_eq!(run(&mut s, me, 2, key, Op::Get, lv), value(b"v1"));
+        // One request and its reply.
+        assert_eq!(
+            s.stats.delivered - sent_before,
+            2,
+            "seed {seed}: asked one replica"
+        );
+        assert_eq!(s.nodes[me].counts.read_hedges, 0);
+        // The next replica is silent (its messages are lost) and missed a write: the read
+        // waits for the hedge, asks the third, and answers the write.
+        s.drop(me, next, 1.0);
+        assert_eq!(
+            run(&mut s, third, 3, key, set(b"v2"), (QUORUM, ONE)),
+            Ok(Outcome::Ok)
+        );
+        let started = s.now();
+        assert_eq!(run(&mut s, me, 4, key, Op::Get, lv), value(b"v2"));
+        assert_eq!(s.nodes[me].counts.read_hedges, 1, "seed {seed}");
+        let hedge = Timing {
+            request_ms: DEFAULT_TIMEOUT_MS,
+        }
+        .hedge_ms();
+        assert!(
+            s.now() - started >= hedge,
+            "seed {seed}: answered before the hedge"
+        );
+        // The next replica is known to be down: the third is asked first, no hedge.
+        s.drop(me, next, 0.0);
+        s.input(me, |n, now, out| n.link_down(next as MemberIdx, now, out));
+        let sent_before = s.stats.delivered;
+        assert_eq!(run(&mut s, me, 5, key, Op::Get, lv), value(b"v2"));
+        assert_eq!(s.nodes[me].counts.read_hedges, 1, "seed {seed}");
+        assert_eq!(
+            s.stats.delivered - sent_before,
+            2,
+            "seed {seed}: asked the third only"
         );
         quiet(&s);
     }
