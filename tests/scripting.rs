@@ -146,23 +146,28 @@ fn no_command_runs_during_a_script() {
     assert_eq!(got, (999_000, 1000));
 }
 
+/// Runs a script that never ends on `conn`, in a thread that returns the error it ends with.
+fn spin(mut conn: redis::Connection) -> std::thread::JoinHandle<redis::RedisError> {
+    std::thread::spawn(move || {
+        redis::cmd("EVAL")
+            .arg("local i = 0 while true do i = i + 1 end")
+            .arg(0)
+            .query::<()>(&mut conn)
+            .unwrap_err()
+    })
+}
+
 /// A script past `busy-reply-threshold` makes other clients' commands answer `-BUSY`; SCRIPT
 /// KILL stops it (its caller gets Redis's error) and the node serves again. With one runtime
 /// worker, the one the script started on: a script that runs long leaves it to the node.
 #[test]
 fn a_busy_script_answers_busy_until_script_kill() {
     let s = Server::start(&["--busy-reply-threshold", "100", "--threads", "1"]);
-    let mut looping = s.conn();
+    let looping = s.conn();
     // A node that stopped serving fails the test instead of hanging it.
     let mut c = s.conn();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let runner = std::thread::spawn(move || {
-        redis::cmd("EVAL")
-            .arg("local i = 0 while true do i = i + 1 end")
-            .arg(0)
-            .query::<()>(&mut looping)
-            .unwrap_err()
-    });
+    let runner = spin(looping);
     let deadline = Instant::now() + Duration::from_secs(10);
     let busy = loop {
         match redis::cmd("PING").query::<String>(&mut c) {
@@ -216,16 +221,10 @@ fn a_busy_script_answers_busy_until_script_kill() {
 #[test]
 fn a_script_load_during_a_long_script_answers_busy() {
     let s = Server::start(&["--busy-reply-threshold", "500", "--threads", "1"]);
-    let mut looping = s.conn();
+    let looping = s.conn();
     let mut c = s.conn();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    let runner = std::thread::spawn(move || {
-        redis::cmd("EVAL")
-            .arg("local i = 0 while true do i = i + 1 end")
-            .arg(0)
-            .query::<()>(&mut looping)
-            .unwrap_err()
-    });
+    let runner = spin(looping);
     // Inside the threshold: it waits, then is refused.
     std::thread::sleep(Duration::from_millis(100));
     let busy = redis::cmd("SCRIPT")
