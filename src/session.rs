@@ -120,6 +120,8 @@ pub struct Session {
     /// While `EXEC` collects a transaction's commands on one key in a cluster: each command's
     /// operation (wire form) and how its reply is made ([`crate::cmd::batch`]).
     pub batching: Option<cmd::Batched>,
+    /// Commands were queued in this batch: CLIENT LIST's `multi=` count is out of date.
+    queued_changed: bool,
     /// A transaction `EXEC` accepted, with `EXEC`'s own arguments: the connection runs it
     /// ([`Session::run_transaction`]) before the next command.
     pub exec_ready: Option<(Multi, Vec<Bytes>)>,
@@ -258,6 +260,7 @@ impl Session {
             cluster_watched: Vec::new(),
             cas: None,
             batching: None,
+            queued_changed: false,
             exec_ready: None,
             in_exec: false,
             script_ready: None,
@@ -316,10 +319,17 @@ impl Session {
     /// Ends a batch: publishes the client's last command and activity time, and adds the local
     /// counters to the node's (one shared atomic add per batch instead of one per command).
     pub fn end_batch(&mut self) {
-        if let Some(cmd) = self.last_cmd.take() {
+        let queued = std::mem::take(&mut self.queued_changed)
+            .then(|| self.multi.as_ref().map(|m| m.queue.len()));
+        if self.last_cmd.is_some() || queued.is_some() {
             let mut m = self.handle.meta.lock();
-            m.last_cmd = cmd;
-            m.last_active = Some(self.clock);
+            if let Some(cmd) = self.last_cmd.take() {
+                m.last_cmd = cmd;
+                m.last_active = Some(self.clock);
+            }
+            if let Some(queued) = queued {
+                m.multi = queued;
+            }
         }
         if self.commands > 0 {
             Stats::add(
@@ -716,10 +726,12 @@ impl Session {
     }
 
     fn queue_command(&mut self, args: &[Bytes]) -> Result<(), &'static str> {
-        let limit = self.shared.config.read().client_query_buffer_limit;
+        // `client-query-buffer-limit`, as this session last read it (every batch, and at once
+        // after its own CONFIG SET).
+        let limit = self.limits.max_query_buffer;
         let m = self.multi.as_mut().expect("in MULTI");
         let bytes = args.iter().map(|a| a.len() + 16).sum::<usize>();
-        if (m.bytes + bytes) as u64 > limit {
+        if m.bytes + bytes > limit {
             return Err(errors::MULTI_TOO_LARGE);
         }
         if !m.aborted {
@@ -727,8 +739,9 @@ impl Session {
             m.bytes += bytes;
             m.queue.push(args.to_vec());
         }
-        let n = m.queue.len();
-        self.handle.meta.lock().multi = Some(n);
+        // CLIENT LIST's `multi=` count is updated once per batch (`end_batch`), as other
+        // clients see a Redis client: between the batches it runs.
+        self.queued_changed = true;
         Ok(())
     }
 
