@@ -14,15 +14,16 @@
 //!   in the hook, every 100,000 instructions: a single C call that runs long, such as a huge
 //!   `string.rep`, holds the worker until it returns.) In a cluster scripts run on a blocking
 //!   thread: each `redis.call` goes through the coordinator like a client command (the thread
-//!   waits for the network), so a script is *not* atomic there; its declared keys must share one slot (`CROSSSLOT` otherwise), and so must every key
-//!   it touches.
+//!   waits for the network), so a script is *not* atomic there; its declared keys must share
+//!   one slot (`CROSSSLOT` otherwise), and so must every key it touches.
 //! - **`redis.call`** runs the command through a session of the script's own (the "lua client"
 //!   of Redis): same handlers, same replies, counted in INFO commandstats and shown by MONITOR.
 //!   The reply is converted as Redis converts it ([`convert`]).
 //! - **Sandbox:** Redis 7.0's globals allow list (no `os`, `io`, `print`, `loadfile`, `dofile`,
-//!   `debug`, `getfenv`, `setfenv`, `newproxy`), globals that cannot be created (`Attempt to modify a readonly table`) or read
-//!   when missing (`Script attempted to access nonexistent global variable`), read-only library
-//!   tables, no binary chunks (`loadstring` of bytecode is refused: Lua 5.1's loader trusts it).
+//!   `debug`, `getfenv`, `setfenv`, `newproxy`), globals that cannot be created (`Attempt to
+//!   modify a readonly table`) or read when missing (`Script attempted to access nonexistent
+//!   global variable`), read-only library tables, no binary chunks (`loadstring` of bytecode
+//!   is refused: Lua 5.1's loader trusts it).
 //! - **Limits:** `busy-reply-threshold` (after which other clients get `-BUSY` and `SCRIPT KILL`
 //!   works) and `script-memory-limit` (per script, HyperCache's own).
 
