@@ -1368,12 +1368,15 @@ impl Store {
 
     /// Database `db`'s estimated average time to live of keys with an expiry, ms, as INFO's
     /// `avg_ttl`: 0 until an expire cycle has seen one of them, and 0 while the database holds
-    /// none.
+    /// none (read then, the estimate starts over from the next sample, as Redis's does when its
+    /// cycle finds the database without such keys).
     pub fn avg_ttl(&self, db: u8) -> u64 {
+        let cell = &self.avg_ttl[usize::from(db)];
         if self.db_stats(db).1 == 0 {
+            cell.store(0, Ordering::Relaxed);
             return 0;
         }
-        self.avg_ttl[usize::from(db)].load(Ordering::Relaxed)
+        cell.load(Ordering::Relaxed)
     }
 
     /// A random slot that holds keys (with an expiry, if `volatile`), or `None` if there is none.
@@ -1834,9 +1837,13 @@ mod tests {
         st.expire_cycle(6000, usize::MAX);
         assert_eq!(st.avg_ttl(0), 15_000 / 50 * 49 + 10_000 / 50);
         assert_eq!(st.avg_ttl(3), 39_000 / 50 * 49 + 34_000 / 50);
-        // Once the last key with an expiry goes, the database reports 0.
+        // Once the last key with an expiry goes, the database reports 0, and a new key's
+        // estimate starts from its own first sample.
         st.apply(&k3, &Op::Del, &Ctx::at(6000));
         assert_eq!(st.avg_ttl(3), 0);
+        st.apply(&k3, &set(b"1", ExpiryChange::At(8_000)), &Ctx::at(6000));
+        st.expire_cycle(6000, usize::MAX);
+        assert_eq!(st.avg_ttl(3), 2_000);
     }
 
     #[test]
