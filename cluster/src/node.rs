@@ -913,8 +913,8 @@ impl KeyRequest {
     }
 
     /// A read still undecided asks its spares: `all` of them (the hedge delay passed), or the
-    /// next one (a replica it asked failed). Returns whether it asked any.
-    fn ask_spares(&mut self, all: bool, out: &mut Out) -> bool {
+    /// next one (a replica it asked failed).
+    fn ask_spares(&mut self, all: bool, out: &mut Out) {
         let Phase::Read {
             tally,
             spare,
@@ -922,10 +922,10 @@ impl KeyRequest {
             ..
         } = &mut self.phase
         else {
-            return false;
+            return;
         };
         if spare.is_empty() || tally.tally.verdict().is_some() {
-            return false;
+            return;
         }
         let asked: Vec<MemberIdx> = if all {
             std::mem::take(spare)
@@ -937,7 +937,6 @@ impl KeyRequest {
         }
         self.counts.read_hedges += 1;
         self.ask_for_state(&asked, out);
-        true
     }
 
     /// Finishes a read whose tally has a verdict; returns whether it did.
