@@ -162,38 +162,27 @@ impl Events {
 
     /// The events as (class, name), in order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &'static str)> + '_ {
-        self.list
-            .iter()
-            .chain(self.more.iter().flat_map(|m| m.iter()))
-            .filter(|&&i| i > 0)
-            .map(|&i| EVENTS[usize::from(i) - 1])
+        self.codes().map(|i| EVENTS[usize::from(i) - 1])
     }
 
-    /// These events, then `next`'s (a batch's commands in order).
-    fn then(self, next: &Events) -> Events {
-        let mut all: Vec<u8> = self
-            .list
+    /// The events' codes (positions in [`EVENTS`] plus one), in order.
+    fn codes(&self) -> impl Iterator<Item = u8> + '_ {
+        self.list
             .iter()
             .chain(self.more.iter().flat_map(|m| m.iter()))
             .copied()
             .filter(|&i| i > 0)
-            .collect();
-        all.extend(
-            next.list
-                .iter()
-                .chain(next.more.iter().flat_map(|m| m.iter()))
-                .copied()
-                .filter(|&i| i > 0),
-        );
-        let mut e = Events {
-            after_reply: self.after_reply,
-            ..Events::default()
-        };
-        for (slot, i) in e.list.iter_mut().zip(&all) {
+    }
+
+    /// The events of several commands, in order (a batch's).
+    fn concat<'a>(all: impl Iterator<Item = &'a Events>) -> Events {
+        let codes: Vec<u8> = all.flat_map(Events::codes).collect();
+        let mut e = Events::default();
+        for (slot, i) in e.list.iter_mut().zip(&codes) {
             *slot = *i;
         }
-        if all.len() > 3 {
-            e.more = Some(all[3..].into());
+        if codes.len() > 3 {
+            e.more = Some(codes[3..].into());
         }
         e
     }
@@ -220,11 +209,12 @@ pub fn write_events(op: &Op<'_>, change: Option<Change>, outcome: &Outcome) -> E
         return events(op, change);
     };
     let ops = crate::msg::batched(bytes).unwrap_or_default();
-    ops.iter()
+    let each: Vec<Events> = ops
+        .iter()
         .zip(changes)
-        .fold(Events::default(), |all, (op, change)| {
-            all.then(&events_of(op, *change))
-        })
+        .map(|(op, change)| events_of(op, *change))
+        .collect();
+    Events::concat(each.iter())
 }
 
 /// The events Redis raises for `op` when it did `change` to the key (`None`: nothing changed).
