@@ -119,7 +119,7 @@ pub struct Session {
     pub cas: Option<(Bytes, Option<Version>)>,
     /// While `EXEC` collects a transaction's commands on one key in a cluster: each command's
     /// operation (wire form) and how its reply is made ([`crate::cmd::batch`]).
-    pub batching: Option<cmd::Batched>,
+    pub(crate) batching: Option<cmd::Batched>,
     /// Commands were queued in this batch: CLIENT LIST's `multi=` count is out of date.
     queued_changed: bool,
     /// A transaction `EXEC` accepted, with `EXEC`'s own arguments: the connection runs it

@@ -252,7 +252,11 @@ pub(crate) fn keyed(
     };
     if let Some(batch) = s.batching.as_mut() {
         // A transaction's command on its one key: it runs with the others, as one operation.
-        batch.push((hypercache_cluster::msg::guard_bytes(&op), finish));
+        batch.push(BatchedOp {
+            bytes: hypercache_cluster::msg::guard_bytes(&op),
+            finish,
+            get: matches!(op, Op::Get),
+        });
         return None;
     }
     if s.cas.as_ref().is_some_and(|(k, _)| k == key) {
@@ -363,9 +367,18 @@ fn guarded(
 /// How a keyed command's reply is made from its operation's outcome.
 pub(crate) type Finish = fn(Outcome) -> Frame;
 
-/// A transaction's commands collected for [`batch`]: each one's operation (wire form) and how
-/// its reply is made.
-pub(crate) type Batched = Vec<(Vec<u8>, Finish)>;
+/// A transaction's command collected for [`batch`].
+pub(crate) struct BatchedOp {
+    /// Its operation's wire form.
+    bytes: Vec<u8>,
+    /// How its reply is made.
+    finish: Finish,
+    /// It is a GET (a keyspace hit or miss).
+    get: bool,
+}
+
+/// A transaction's commands collected for [`batch`], in order.
+pub(crate) type Batched = Vec<BatchedOp>;
 
 /// A transaction's commands on one key in a cluster, run as one [`Op::Batch`] (guarded by the
 /// version `WATCH` saw when `expect` is set): one read-modify-write round at QUORUM at least, so
@@ -381,12 +394,12 @@ pub(crate) fn batch(
     slots: Vec<Result<usize, Frame>>,
 ) -> Option<Frame> {
     let cl = s.shared.cluster.clone()?;
-    let (bytes, finish): (Vec<Vec<u8>>, Vec<Finish>) = ops.into_iter().unzip();
-    // The GETs among them count as keyspace hits or misses, as on their own.
-    let gets: Vec<bool> = bytes
-        .iter()
-        .map(|b| matches!(hypercache_cluster::msg::guarded(b), Some(Op::Get)))
-        .collect();
+    let (mut bytes, mut finish, mut gets) = (Vec::new(), Vec::new(), Vec::new());
+    for o in ops {
+        bytes.push(o.bytes);
+        finish.push(o.finish);
+        gets.push(o.get);
+    }
     let shared = s.shared.clone();
     let batch = hypercache_cluster::msg::batch_bytes(&bytes);
     let guard = expect.map(|_| hypercache_cluster::msg::guard_bytes(&Op::Batch(&batch)));
@@ -402,6 +415,7 @@ pub(crate) fn batch(
         let mut outs = match r {
             Ok(Outcome::Changed) => return Frame::NullArray,
             Ok(Outcome::Batch(outs, _)) if outs.len() == finish.len() => {
+                // The GETs among them count as keyspace hits or misses, as on their own.
                 for (o, _) in outs.iter().zip(&gets).filter(|(_, get)| **get) {
                     count_lookup(&shared, &Op::Get, &Ok(o.clone()));
                 }
