@@ -421,4 +421,28 @@ fn a_transaction_on_one_key_is_atomic_through_a_cluster() {
         .unwrap();
     assert_eq!(stat(&mut c, "keyspace_hits"), hits + 1);
     assert_eq!(stat(&mut c, "keyspace_misses"), misses + 1);
+    // A transaction of reads on one key is one read of it (a QUORUM read, no write round).
+    let dist = |c: &mut redis::Connection, name: &str| -> i64 {
+        let info: String = redis::cmd("INFO").arg("cluster").query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no {name} in {info}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let (reads, writes) = (
+        dist(&mut c, "dist_read_fanouts"),
+        dist(&mut c, "dist_write_attempts"),
+    );
+    let (v, ttl): (String, i64) = redis::pipe()
+        .atomic()
+        .get("window")
+        .ttl("window")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, "300");
+    assert!(ttl > 0);
+    assert_eq!(dist(&mut c, "dist_read_fanouts"), reads + 1);
+    assert_eq!(dist(&mut c, "dist_write_attempts"), writes);
 }

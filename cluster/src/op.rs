@@ -271,6 +271,11 @@ impl<'a> Op<'a> {
             Op::BitField(prog) => {
                 bits::decode_fields(prog).is_some_and(|ops| bits::highest_write(&ops).is_none())
             }
+            // A transaction of reads is a read: one consistent look at the key, no round of
+            // promises and no write-back.
+            Op::Batch(b) => {
+                crate::msg::batched(b).is_some_and(|ops| ops.iter().all(Op::is_read_only))
+            }
             _ => {
                 !self.touches()
                     || matches!(
@@ -1119,8 +1124,14 @@ mod tests {
         // Created and deleted again on a missing key: nothing to do.
         let (effect, _) = apply(&Op::Batch(&b), b"k", None, &ctx);
         assert!(matches!(effect, Effect::None), "{effect:?}");
-        // Reads only: nothing changes.
+        // Reads only: nothing changes, and the batch is a read.
         let b = crate::msg::batch_bytes(&batch(&[Op::Get, Op::Exists]));
+        assert!(Op::Batch(&b).is_read_only());
+        let w = crate::msg::batch_bytes(&batch(&[Op::Get, Op::Persist]));
+        assert!(
+            !Op::Batch(&w).is_read_only(),
+            "a batch with a write is a write"
+        );
         let (effect, out) = apply(&Op::Batch(&b), b"k", Some(&mut e), &ctx);
         assert!(matches!(effect, Effect::None), "{effect:?}");
         assert_eq!(
