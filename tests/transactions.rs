@@ -399,18 +399,13 @@ fn a_transaction_on_one_key_is_atomic_through_a_cluster() {
     let mut c = cluster.conn(2);
     assert_eq!(c.get::<_, String>("mixed").unwrap(), "abcd");
     // Its GETs count as keyspace hits and misses, as on their own.
-    let stat = |c: &mut redis::Connection, name: &str| -> i64 {
-        let info: String = redis::cmd("INFO").arg("stats").query(c).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
+    let count = |section: &str, field: &str| -> i64 {
+        let v = cluster.info_in(2, section, field);
+        v.parse().unwrap_or_else(|_| panic!("{field}: {v:?}"))
     };
     let (hits, misses) = (
-        stat(&mut c, "keyspace_hits"),
-        stat(&mut c, "keyspace_misses"),
+        count("stats", "keyspace_hits"),
+        count("stats", "keyspace_misses"),
     );
     let _: (Option<String>, String, String) = redis::pipe()
         .atomic()
@@ -419,21 +414,12 @@ fn a_transaction_on_one_key_is_atomic_through_a_cluster() {
         .get("counted")
         .query(&mut c)
         .unwrap();
-    assert_eq!(stat(&mut c, "keyspace_hits"), hits + 1);
-    assert_eq!(stat(&mut c, "keyspace_misses"), misses + 1);
+    assert_eq!(count("stats", "keyspace_hits"), hits + 1);
+    assert_eq!(count("stats", "keyspace_misses"), misses + 1);
     // A transaction of reads on one key is one read of it (a QUORUM read, no write round).
-    let dist = |c: &mut redis::Connection, name: &str| -> i64 {
-        let info: String = redis::cmd("INFO").arg("cluster").query(c).unwrap();
-        info.lines()
-            .find_map(|l| l.strip_prefix(&format!("{name}:")))
-            .unwrap_or_else(|| panic!("no {name} in {info}"))
-            .trim()
-            .parse()
-            .unwrap()
-    };
     let (reads, writes) = (
-        dist(&mut c, "dist_read_fanouts"),
-        dist(&mut c, "dist_write_attempts"),
+        count("cluster", "dist_read_fanouts"),
+        count("cluster", "dist_write_attempts"),
     );
     let (v, ttl): (String, i64) = redis::pipe()
         .atomic()
@@ -443,6 +429,6 @@ fn a_transaction_on_one_key_is_atomic_through_a_cluster() {
         .unwrap();
     assert_eq!(v, "300");
     assert!(ttl > 0);
-    assert_eq!(dist(&mut c, "dist_read_fanouts"), reads + 1);
-    assert_eq!(dist(&mut c, "dist_write_attempts"), writes);
+    assert_eq!(count("cluster", "dist_read_fanouts"), reads + 1);
+    assert_eq!(count("cluster", "dist_write_attempts"), writes);
 }

@@ -336,8 +336,13 @@ impl TestCluster {
 
     /// One `INFO cluster` field of node `i`.
     pub(crate) fn info_field(&self, i: usize, field: &str) -> String {
+        self.info_in(i, "cluster", field)
+    }
+
+    /// One field of node `i`'s INFO `section` (empty if it has none).
+    pub(crate) fn info_in(&self, i: usize, section: &str, field: &str) -> String {
         let info: String = redis::cmd("INFO")
-            .arg("cluster")
+            .arg(section)
             .query(&mut self.conn(i))
             .unwrap();
         info.lines()
