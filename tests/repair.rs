@@ -187,9 +187,20 @@ fn a_paused_node_converges_through_hints_and_sync() {
     }
     let replayed: i64 = (0..2).map(|i| metric(&c, i, "dist.hinted.replayed")).sum();
     assert!(replayed > 0, "hints were replayed");
-    // HC.HINTS: nothing left queued; HC.SYNC names an unknown node in Redis's words.
-    let hints: Vec<Value> = redis::cmd("HC.HINTS").query(&mut c.conn(0)).unwrap();
-    assert!(hints.is_empty(), "{hints:?}");
+    // HC.HINTS: nothing left queued, once replay has drained what is still due. A write's
+    // accept to the paused node becomes a hint when it fails or at the write's deadline, so on a
+    // loaded machine some hints are queued after node 2 already caught up through anti-entropy
+    // (CI saw 976 queued 35 ms before this check); replay drains them, bounded in time.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let hints: Vec<Value> = redis::cmd("HC.HINTS").query(&mut c.conn(0)).unwrap();
+        if hints.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{hints:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // HC.SYNC names an unknown node in Redis's words.
     let err = redis::cmd("HC.SYNC")
         .arg("nosuch")
         .query::<Value>(&mut c.conn(0))
