@@ -706,6 +706,188 @@ impl Request<'_> {
     }
 }
 
+/// Entries (keys and their states, tombstones included) packed one after the other in one
+/// buffer, each as the postcard encoding of `(key, State)`: a page of a slot copy
+/// ([`Response::Dump`]). A transfer moves every key of a slot this way, so neither side spends
+/// an allocation per entry: the sender writes entries straight from its store ([`Packer`]),
+/// the receiver reads keys and values as slices of the page ([`Packed::entries`]). On the wire:
+/// the entry count, then the buffer as one byte string.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Packed {
+    count: u32,
+    buf: Bytes,
+}
+
+/// A key or value written and read as a byte string that borrows from its input (serde's own
+/// `&[u8]` would write it byte by byte; the encoding is the same).
+struct Raw<'a>(&'a [u8]);
+
+impl Serialize for Raw<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+impl<'de: 'a, 'a> Deserialize<'de> for Raw<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V<'a>(std::marker::PhantomData<&'a ()>);
+        impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+            type Value = Raw<'a>;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("borrowed bytes")
+            }
+            fn visit_borrowed_bytes<E: serde::de::Error>(self, v: &'de [u8]) -> Result<Raw<'a>, E> {
+                Ok(Raw(v))
+            }
+        }
+        d.deserialize_bytes(V(std::marker::PhantomData))
+    }
+}
+
+/// [`State`] with its value borrowed: same variants, same fields, in the same order, so the
+/// same encoding (a unit test compares them).
+#[derive(Serialize, Deserialize)]
+enum StateRef<'a> {
+    Missing,
+    Dead(Version),
+    Live {
+        #[serde(borrow)]
+        value: Raw<'a>,
+        expire_at: u64,
+        version: Version,
+        enc: u8,
+    },
+}
+
+/// Builds a [`Packed`] page.
+#[derive(Debug, Default)]
+pub struct Packer {
+    count: u32,
+    buf: Vec<u8>,
+}
+
+impl Packer {
+    /// An empty page with room for about `bytes`.
+    pub fn with_capacity(bytes: usize) -> Packer {
+        Packer {
+            count: 0,
+            buf: Vec::with_capacity(bytes),
+        }
+    }
+
+    fn push(&mut self, key: &[u8], state: StateRef<'_>) {
+        let buf = std::mem::take(&mut self.buf);
+        self.buf = postcard::to_extend(&(Raw(key), state), buf)
+            .expect("serializing to memory cannot fail");
+        self.count += 1;
+    }
+
+    /// Adds a live entry.
+    pub fn live(&mut self, key: &[u8], value: &[u8], expire_at: u64, version: Version, enc: u8) {
+        let value = Raw(value);
+        self.push(
+            key,
+            StateRef::Live {
+                value,
+                expire_at,
+                version,
+                enc,
+            },
+        );
+    }
+
+    /// Adds a tombstone.
+    pub fn dead(&mut self, key: &[u8], version: Version) {
+        self.push(key, StateRef::Dead(version));
+    }
+
+    /// Bytes packed so far.
+    pub fn bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// The page.
+    pub fn finish(self) -> Packed {
+        Packed {
+            count: self.count,
+            buf: Bytes::from(self.buf),
+        }
+    }
+}
+
+impl Packed {
+    /// Entries in the page.
+    pub fn len(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether the page holds no entry.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The entries in order, keys and values as slices of the page; an error for a page that
+    /// does not decode (then nothing after it is read).
+    pub fn entries(&self) -> impl Iterator<Item = Result<(Bytes, State), postcard::Error>> + '_ {
+        let mut rest: &[u8] = &self.buf;
+        let mut left = self.count;
+        std::iter::from_fn(move || {
+            if left == 0 {
+                return (!rest.is_empty()).then(|| {
+                    rest = &[];
+                    Err(postcard::Error::DeserializeBadEncoding)
+                });
+            }
+            left -= 1;
+            match postcard::take_from_bytes::<(Raw<'_>, StateRef<'_>)>(rest) {
+                Ok(((key, state), tail)) => {
+                    rest = tail;
+                    let state = match state {
+                        StateRef::Missing => State::Missing,
+                        StateRef::Dead(v) => State::Dead(v),
+                        StateRef::Live {
+                            value,
+                            expire_at,
+                            version,
+                            enc,
+                        } => State::Live {
+                            value: self.buf.slice_ref(value.0),
+                            expire_at,
+                            version,
+                            enc,
+                        },
+                    };
+                    Some(Ok((self.buf.slice_ref(key.0), state)))
+                }
+                Err(e) => {
+                    left = 0;
+                    rest = &[];
+                    Some(Err(e))
+                }
+            }
+        })
+    }
+}
+
+impl FromIterator<(Bytes, State)> for Packed {
+    fn from_iter<I: IntoIterator<Item = (Bytes, State)>>(it: I) -> Packed {
+        let mut p = Packer::default();
+        for (k, s) in it {
+            match s {
+                State::Missing => p.push(&k, StateRef::Missing),
+                State::Dead(v) => p.dead(&k, v),
+                State::Live {
+                    value,
+                    expire_at,
+                    version,
+                    enc,
+                } => p.live(&k, &value, expire_at, version, enc),
+            }
+        }
+        p.finish()
+    }
+}
+
 /// The reply to a [`Request`]. Tags are the variants' positions ([`Response::tag`]),
 /// append-only, pinned by golden-bytes tests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -745,7 +927,7 @@ pub enum Response {
     /// A page of a [`Request::Dump`]: the entries of the request's first `slots` slots.
     Dump {
         /// Entries, tombstones included.
-        entries: Vec<(Bytes, State)>,
+        entries: Packed,
         /// How many of the requested slots this page covers (the rest: ask again).
         slots: u32,
     },
@@ -851,6 +1033,89 @@ mod tests {
     use super::*;
     use crate::op::{ExpiryChange, SetCond};
     use crate::wire::{from_body, to_body};
+
+    /// A packed page gives back what was packed, keys and values as slices of the page; each
+    /// entry is encoded exactly as `(key, State)` would be.
+    #[test]
+    fn a_packed_page_gives_back_its_entries() {
+        let v = Version { hlc: 77, origin: 3 };
+        let entries = vec![
+            (
+                Bytes::from_static(b"a"),
+                State::Live {
+                    value: Bytes::from_static(b"one"),
+                    expire_at: 123_456,
+                    version: v,
+                    enc: 2,
+                },
+            ),
+            (Bytes::from_static(b""), State::Dead(v)),
+            (Bytes::from_static(b"missing"), State::Missing),
+            (
+                Bytes::from(vec![0u8; 300]),
+                State::Live {
+                    value: Bytes::new(),
+                    expire_at: 0,
+                    version: v,
+                    enc: 0,
+                },
+            ),
+        ];
+        let packed: Packed = entries.iter().cloned().collect();
+        assert_eq!(packed.len(), 4);
+        let mut expected = Vec::new();
+        for e in &entries {
+            expected.extend(postcard::to_allocvec(e).unwrap());
+        }
+        assert_eq!(&packed.buf[..], &expected[..]);
+        let back: Vec<(Bytes, State)> = packed.entries().map(Result::unwrap).collect();
+        assert_eq!(back, entries);
+        // Through the wire.
+        let r = Response::Dump {
+            entries: packed,
+            slots: 2,
+        };
+        let Response::Dump { entries: p, slots } = from_body(&to_body(&r)).unwrap() else {
+            panic!("a dump")
+        };
+        assert_eq!(slots, 2);
+        assert_eq!(p.entries().collect::<Result<Vec<_>, _>>().unwrap(), entries);
+    }
+
+    /// A page that does not decode ends its entries with an error: cut short, with bytes left
+    /// over, or with an entry count larger than its entries.
+    #[test]
+    fn a_malformed_page_ends_with_an_error() {
+        let good: Packed = [(
+            Bytes::from_static(b"k"),
+            State::Dead(Version { hlc: 1, origin: 1 }),
+        )]
+        .into_iter()
+        .collect();
+        let cut = Packed {
+            count: 1,
+            buf: good.buf.slice(..good.buf.len() - 1),
+        };
+        assert!(cut.entries().any(|e| e.is_err()));
+        let longer = Packed {
+            count: 1,
+            buf: [&good.buf[..], b"x"].concat().into(),
+        };
+        let r: Vec<_> = longer.entries().collect();
+        assert_eq!(r.len(), 2);
+        assert!(r[0].is_ok() && r[1].is_err());
+        let more = Packed {
+            count: 2,
+            buf: good.buf.clone(),
+        };
+        let r: Vec<_> = more.entries().collect();
+        assert!(r[0].is_ok() && r[1].is_err());
+        let wild = Packed {
+            count: 1,
+            buf: Bytes::from_static(&[0xff, 0xff, 0xff, 0xff, 0xff, 0xff]),
+        };
+        assert!(wild.entries().all(|e| e.is_err()));
+    }
 
     #[test]
     fn requests_roundtrip_borrowing_their_bytes() {
@@ -1094,10 +1359,10 @@ mod tests {
             ),
             (
                 Response::Dump {
-                    entries: vec![(Bytes::from_static(b"k"), live)],
+                    entries: [(Bytes::from_static(b"k"), live)].into_iter().collect(),
                     slots: 1,
                 },
-                "00000901016b020376616c80d095ffbc31868a9098a0208d98ac500201",
+                "0000090118016b020376616c80d095ffbc31868a9098a0208d98ac500201",
             ),
             (Response::Syncing, "00000a"),
             (Response::Done, "00000b"),

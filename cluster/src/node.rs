@@ -1557,22 +1557,21 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
         }
         Request::Dump { .. } if !from.is_some_and(|m| env.live(m)) => Response::NotLive,
         Request::Dump { slots, budget } => {
-            let mut entries = Vec::new();
-            let mut bytes = 0u64;
+            // Room for the budget and the slot that crosses it, without growing the page.
+            let room = budget.saturating_add(budget / 8).min(64 << 20) as usize;
+            let mut page = crate::msg::Packer::with_capacity(room);
             let mut n = 0u32;
             for &slot in &slots {
-                let page = store.dump(&[slot]);
-                bytes += page
-                    .iter()
-                    .map(|(k, s)| (k.len() + s.value_len() + 24) as u64)
-                    .sum::<u64>();
-                entries.extend(page);
+                store.dump_into(slot, &mut page);
                 n += 1;
-                if bytes >= budget {
+                if page.bytes() as u64 >= budget {
                     break;
                 }
             }
-            Response::Dump { entries, slots: n }
+            Response::Dump {
+                entries: page.finish(),
+                slots: n,
+            }
         }
         Request::Keys { slots, pattern, db } => Response::Keys {
             keys: store.keys_in(&slots, db, pattern, &ctx),

@@ -1119,7 +1119,22 @@ impl Round {
                 if n > 0 && *at + n as usize <= self.dumps.len() =>
             {
                 *at += n as usize;
-                self.pull_in(env, entries);
+                let mut malformed = false;
+                for e in entries.entries() {
+                    match e {
+                        Ok((k, s)) => {
+                            if merge_one(env, &k, &s) {
+                                self.report.keys_pulled += 1;
+                            }
+                        }
+                        Err(_) => malformed = true,
+                    }
+                }
+                if malformed {
+                    // What decoded is kept (each entry is newer or ignored); the rest is
+                    // asked again by the next round.
+                    return self.failed(env, "malformed page");
+                }
                 self.go_on(env, out);
             }
             (Step::Pull { at, n }, Response::Entries { entries, keys })

@@ -1712,28 +1712,28 @@ impl Store {
             .fold(tombs, |d, e| d ^ entry_hash(e.key(), &e.version()))
     }
 
-    /// Every key's state in the given slots, tombstones included (a returning replica's
-    /// bootstrap copies them from another replica).
-    pub fn dump(&self, slots: &[Slot]) -> Vec<(Bytes, State)> {
-        let mut out = Vec::new();
-        for &slot in slots {
-            if usize::from(slot) >= SLOTS {
-                continue;
-            }
-            let s = self.lock(slot);
-            out.extend(
-                s.map
-                    .iter()
-                    .map(|e| (Bytes::copy_from_slice(e.key()), live_state(e))),
+    /// Adds every key's state in `slot` to `page`, tombstones included (a transfer, or a
+    /// returning replica's catch-up, copies a slot whole), written from the entries as they are
+    /// held: nothing is allocated per key.
+    pub fn dump_into(&self, slot: Slot, page: &mut crate::msg::Packer) {
+        if usize::from(slot) >= SLOTS {
+            return;
+        }
+        let s = self.lock(slot);
+        for e in s.map.iter() {
+            page.live(
+                e.key(),
+                e.value(),
+                e.expire_at(),
+                e.version(),
+                e.enc().bits(),
             );
-            if let Some(t) = &s.tombs {
-                out.extend(
-                    t.iter()
-                        .map(|(k, v)| (Bytes::copy_from_slice(k), State::Dead(*v))),
-                );
+        }
+        if let Some(t) = &s.tombs {
+            for (k, v) in t.iter() {
+                page.dead(k, *v);
             }
         }
-        out
     }
 
     /// Keys of the given slots matching `pattern` (cluster-wide KEYS and SCAN ask each node for
