@@ -22,6 +22,8 @@
 #   READ=          read-consistency of every node, so of the client's GETs (default: the node's
 #                  default, QUORUM; ONE measures the fast option)
 #   HC_BIN=path    hypercache binary (default: target/release/hypercache, built if missing)
+#   CLIENT=1       0: no reading client (measures what the transfer itself costs: the report's
+#                  CPU line is then the join's own CPU)
 #   OUT=path       also write the report to this file
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
@@ -36,6 +38,7 @@ RATE_ARGS=()
 READ=${READ:-}
 [[ -n "$READ" ]] && RATE_ARGS+=(--read-consistency "$READ")
 OUT=${OUT:-}
+CLIENT=${CLIENT:-1}
 require_positive_int KEYS VALUE CHUNK
 require_seconds BASELINE
 require_tools redis-cli redis-benchmark python3 setsid
@@ -67,6 +70,11 @@ start_node() { # start_node I SEEDS
     wait_ready "node$i" "$!" "${PORTS[$i]}"
 }
 cli() { redis-cli -h 127.0.0.1 -p "$@"; }
+cpu_ticks() { # cpu_ticks PID...: user + system CPU ticks of these processes, summed
+    local p t=0
+    for p in "$@"; do t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat"))); done
+    echo "$t"
+}
 field() { cli "$1" info cluster | tr -d '\r' | sed -n "s/^$2://p"; }
 metric() { # metric PORT NAME
     # awk reads to the end: exiting early would kill redis-cli with SIGPIPE (and the script,
@@ -105,7 +113,7 @@ LOAD_S=$(python3 -c "print(f'{$t1 - $t0:.1f}')")
 
 # The client: chunks of GETs, each line "end-time rps".
 (
-    while true; do
+    while [[ "$CLIENT" != 0 ]]; do
         r=$(redis-benchmark -h 127.0.0.1 -p "$P1" -t get -r "$KEYS" -n "$CHUNK" -c 50 -P 16 -d "$VALUE" --csv -q 2>/dev/null |
             tr -d '"' | awk -F, '$1 == "GET" { print $2 }')
         echo "$(date +%s.%N) ${r:-0}"
@@ -115,12 +123,19 @@ READER=$!
 sleep "$BASELINE"
 echo "starting node 4 (seed: node 1)..." >&2
 J0=$(date +%s.%N)
+CPU0=$(cpu_ticks "${PIDS[@]}")
+HEDGES0=$(metric "$P1" dist.read.hedges)
+FANOUTS0=$(metric "$P1" dist.read.fanouts)
 start_node 3 "127.0.0.1:$C1"
 for ((i = 0; i < 1800; i++)); do
     settled 4 "$P1" "$P2" "$P3" "$P4" && break
     sleep 0.1
 done
 J1=$(date +%s.%N)
+CPU1=$(cpu_ticks "${PIDS[@]}")
+HEDGES1=$(metric "$P1" dist.read.hedges)
+FANOUTS1=$(metric "$P1" dist.read.fanouts)
+JOIN_CPU=$(python3 -c "print(f'{($CPU1 - $CPU0) / $(getconf CLK_TCK):.1f}')")
 settled 4 "$P1" "$P2" "$P3" "$P4" || die "the join did not finish in 180 s"
 sleep "$BASELINE"
 kill "$READER" 2>/dev/null || true
@@ -158,7 +173,9 @@ REPORT="$TMP/report.md"
     echo "|---|---|"
     echo "| join time (node 4 started -> every node has the 4-member ring, nothing to receive) | **$JOIN_S s** |"
     echo "| node 4's rebalance (dist.rebalance.last_ns) | $((REB_NS / 1000000)) ms |"
+    echo "| CPU the four servers used during the join (user + system$([[ "$CLIENT" == 0 ]] && echo ', no client')) | $JOIN_CPU s |"
     echo "| keys received by node 4 (dist.rebalance.keys) / held after | $RECEIVED / $HELD |"
+    echo "| node 1's QUORUM reads during the join / those that asked a spare replica (dist.read.fanouts, dist.read.hedges) | $((FANOUTS1 - FANOUTS0)) / $((HEDGES1 - HEDGES0)) |"
     echo "| client GET/s before the join (median of $NB chunks) | $BEFORE |"
     echo "| client GET/s during the join (median of $ND chunks) | $DURING |"
     echo "| ratio during / before | **$RATIO** |"
