@@ -142,6 +142,7 @@ kill "$READER" 2>/dev/null || true
 wait "$READER" 2>/dev/null || true
 READER=""
 RECEIVED=$(metric "$P4" dist.rebalance.keys)
+PAGED=$(metric "$P4" dist.rebalance.entries_received)
 HELD=$(metric "$P4" store.keys)
 REB_NS=$(metric "$P4" dist.rebalance.last_ns)
 read -r JOIN_S BEFORE DURING RATIO NB ND AFTER ARATIO NA < <(python3 - "$TMP/rates" "$J0" "$J1" <<'PY'
@@ -175,6 +176,7 @@ REPORT="$TMP/report.md"
     echo "| node 4's rebalance (dist.rebalance.last_ns) | $((REB_NS / 1000000)) ms |"
     echo "| CPU the four servers used during the join (user + system$([[ "$CLIENT" == 0 ]] && echo ', no client')) | $JOIN_CPU s |"
     echo "| keys received by node 4 (dist.rebalance.keys) / held after | $RECEIVED / $HELD |"
+    echo "| entries in the pages node 4 received, stored or not (dist.rebalance.entries_received) | $PAGED |"
     echo "| node 1's QUORUM reads during the join / those that asked a spare replica (dist.read.fanouts, dist.read.hedges) | $((FANOUTS1 - FANOUTS0)) / $((HEDGES1 - HEDGES0)) |"
     echo "| client GET/s before the join (median of $NB chunks) | $BEFORE |"
     echo "| client GET/s during the join (median of $ND chunks) | $DURING |"

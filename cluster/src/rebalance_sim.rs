@@ -253,6 +253,32 @@ fn a_joining_node_receives_its_share_while_every_read_at_quorum_succeeds() {
     }
 }
 
+/// A newcomer pulls each of its slots from every old replica (three here), but copies each
+/// whole only once: its rounds start their copies a third of the ring apart, and a slot that
+/// another round filled first is compared bucket by bucket instead of copied again. It receives
+/// about one copy of its share, not three.
+#[test]
+fn a_joining_node_copies_each_slot_once_though_it_pulls_from_every_replica() {
+    for seed in [4, 5] {
+        let mut r = Run::new(4, 3, seed);
+        r.load(&[0, 1, 2]);
+        r.sim
+            .input(3, |n, now, out| n.start_member(settings(), now, out));
+        r.settle(&[0, 1, 2, 3], 30_000);
+        let share = (0..KEYS).filter(|&i| r.copies(&[3], i) == 1).count() as u64;
+        let c = r.sim.nodes[3].repair.as_ref().expect("repair").counters();
+        assert!(c.slots_late > 0, "seed {seed}: {c:?}");
+        assert_eq!(c.rebalance_keys, share, "seed {seed}: {c:?}");
+        // Entries received, stored or not: well under two copies of the share (three copies
+        // when every round copied every slot).
+        assert!(
+            c.rebalance_entries < share * 3 / 2,
+            "seed {seed}: {} entries received for a share of {share}: {c:?}",
+            c.rebalance_entries
+        );
+    }
+}
+
 #[test]
 fn a_drained_node_hands_every_slot_to_the_others_and_leaves_with_nothing_lost() {
     for seed in [4, 5] {

@@ -68,6 +68,14 @@ const KEYS_PER_REQUEST: usize = 1024;
 /// Buckets or slots named in one [`Request::List`] or [`Request::Dump`] of a round, at most.
 const ITEMS_PER_REQUEST: usize = 4096;
 
+/// Slots named in one [`Request::Dump`] of a catch-up or transfer round, at most: each is checked
+/// to be still empty here just before it is asked for (see [`Round::late`]).
+const RECHECKED_PER_DUMP: usize = 512;
+
+/// How far apart in the ring two sources of the same slots start their copies: a third of
+/// it, so that a newcomer's three sources (replication 3) each copy a different third first.
+const DUMP_STRIDE: usize = 5461;
+
 /// Where a hint comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HintSource {
@@ -699,8 +707,12 @@ pub struct SyncReport {
     pub slots_compared: u64,
     /// Slots whose digests differed.
     pub slots_differing: u64,
+    /// Slots this round was to copy whole that another round filled first: compared instead.
+    pub slots_late: u64,
     /// Entries pulled and stored here.
     pub keys_pulled: u64,
+    /// Entries in the pages this round received (copies and pulls), stored or not.
+    pub entries_received: u64,
     /// Entries pushed and stored by the peer.
     pub keys_pushed: u64,
     /// Bytes of requests and replies (message bodies).
@@ -755,6 +767,14 @@ pub struct Round {
     diff: Vec<Slot>,
     items: Vec<(u16, u8)>,
     dumps: Vec<Slot>,
+    /// Slots this catch-up or transfer round was to copy whole but that another round (from
+    /// another replica of them) filled first: compared bucket by bucket after the copies
+    /// instead (a newcomer pulls each slot from every old replica, and copying it whole from
+    /// each would receive every key once per replica).
+    late: Vec<Slot>,
+    /// Whether the slots to copy whole are checked again just before each is asked for (a
+    /// catch-up or transfer round's first copy pass).
+    recheck: bool,
     pulls: Vec<Bytes>,
     pushes: Vec<Bytes>,
     report: SyncReport,
@@ -828,8 +848,23 @@ impl Round {
         };
         r.diff = held;
         r.dumps = empty;
+        r.rotate_dumps();
         r.first(env, out);
         r
+    }
+
+    /// Starts a catch-up or transfer round's copies at its own place in the ring
+    /// ([`DUMP_STRIDE`] times the peer's index), so that the rounds pulling the same slots from
+    /// different replicas each copy different slots first and find the others' already filled.
+    fn rotate_dumps(&mut self) {
+        if !self.recheck || self.dumps.is_empty() {
+            return;
+        }
+        let start = (usize::from(self.peer) * DUMP_STRIDE % SLOTS) as Slot;
+        let at = self.dumps.partition_point(|&s| s < start);
+        if self.dumps.is_sorted() {
+            self.dumps.rotate_left(at);
+        }
     }
 
     fn begin(
@@ -848,6 +883,8 @@ impl Round {
             diff: Vec::new(),
             items: Vec::new(),
             dumps: Vec::new(),
+            late: Vec::new(),
+            recheck: catch_up,
             pulls: Vec::new(),
             pushes: Vec::new(),
             report: SyncReport {
@@ -948,7 +985,27 @@ impl Round {
                 }))
             }
             Step::Dump { at } => {
-                let end = (*at + ITEMS_PER_REQUEST).min(self.dumps.len());
+                let mut end = (*at + ITEMS_PER_REQUEST).min(self.dumps.len());
+                if self.recheck {
+                    // A slot another round filled since this one planned its copy is compared
+                    // afterwards instead of copied again.
+                    end = (*at + RECHECKED_PER_DUMP).min(self.dumps.len());
+                    let window: Vec<Slot> = self.dumps[*at..end].to_vec();
+                    let (still, filled): (Vec<Slot>, Vec<Slot>) = window
+                        .into_iter()
+                        .partition(|&s| store.slot_summary(s) == (0, 0));
+                    if !filled.is_empty() {
+                        end = *at + still.len();
+                        self.dumps
+                            .splice(*at..*at + still.len() + filled.len(), still);
+                        self.report.slots_late += filled.len() as u64;
+                        self.late.extend(filled);
+                    }
+                    if end == *at {
+                        // Every slot of the window was filled: on with the next ones.
+                        return self.go_on(env, out);
+                    }
+                }
                 Call::Dump {
                     slots: self.dumps[*at..end].to_vec(),
                     budget: self.page_bytes,
@@ -998,7 +1055,19 @@ impl Round {
             let next = match &self.step {
                 Step::Tree { .. } => Step::Buckets { at: 0, n: 0 },
                 Step::Buckets { .. } => Step::List { at: 0 },
-                Step::List { .. } => Step::Dump { at: 0 },
+                Step::List { .. } => {
+                    self.rotate_dumps();
+                    Step::Dump { at: 0 }
+                }
+                Step::Dump { .. } if !self.late.is_empty() => {
+                    // The slots another round filled first: compare them now (once: what this
+                    // finds empty again is copied without another check).
+                    self.recheck = false;
+                    self.dumps.clear();
+                    self.items.clear();
+                    self.diff = std::mem::take(&mut self.late);
+                    Step::Buckets { at: 0, n: 0 }
+                }
                 Step::Dump { .. } => Step::Pull { at: 0, n: 0 },
                 Step::Pull { .. } => Step::Push { at: 0, n: 0 },
                 Step::Push { .. } => return self.finish(now, None),
@@ -1120,6 +1189,7 @@ impl Round {
             {
                 *at += n as usize;
                 let mut malformed = false;
+                self.report.entries_received += u64::from(entries.len());
                 for e in entries.entries() {
                     match e {
                         Ok((k, s)) => {
@@ -1176,6 +1246,7 @@ impl Round {
 
     /// Stores what a peer sent that is newer here (and fits).
     fn pull_in(&mut self, env: &impl Env, entries: Vec<(Bytes, State)>) {
+        self.report.entries_received += entries.len() as u64;
         for (k, s) in entries {
             if merge_one(env, &k, &s) {
                 self.report.keys_pulled += 1;
@@ -1451,8 +1522,11 @@ pub struct SyncCounters {
     pub not_live: u64,
     /// The largest backoff factor of any peer.
     pub backoff_factor: u64,
-    /// Entries received by transfer rounds (`dist.rebalance.keys`).
+    /// Entries received by transfer rounds and stored (`dist.rebalance.keys`).
     pub rebalance_keys: u64,
+    /// Entries in the pages transfer rounds received, stored or not
+    /// (`dist.rebalance.entries_received`).
+    pub rebalance_entries: u64,
     /// Requests of transfer rounds (`dist.rebalance.batches`).
     pub rebalance_batches: u64,
     /// Requests held back by the pace (`dist.rebalance.throttle`).
@@ -1468,6 +1542,9 @@ pub struct SyncCounters {
     pub keys_released: u64,
     /// Transfer rounds failed (and started again) (`dist.migration.failures`).
     pub transfer_failures: u64,
+    /// Slots a catch-up or transfer round compared instead of copying whole, because a round
+    /// from another replica had filled them first (`dist.migration.slots_late`).
+    pub slots_late: u64,
 }
 
 /// An event for the driver's log (the machine decides; the driver writes the record).
@@ -1880,9 +1957,11 @@ impl Repair {
             self.counters.bytes += rep.bytes;
             self.counters.not_live += rep.not_live;
             self.counters.rebalance_throttle += rep.throttled;
+            self.counters.slots_late += rep.slots_late;
             if rep.transfer {
                 self.counters.rebalance_batches += rep.requests;
                 self.counters.rebalance_keys += rep.keys_pulled;
+                self.counters.rebalance_entries += rep.entries_received;
                 if rep.error.is_some() {
                     self.counters.transfer_failures += 1;
                 }

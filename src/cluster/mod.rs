@@ -360,6 +360,7 @@ impl Cluster {
             ("dist.catch_up.slots", self.catching.len() as u64),
             ("dist.catch_up.not_live", c.not_live),
             ("dist.rebalance.keys", c.rebalance_keys),
+            ("dist.rebalance.entries_received", c.rebalance_entries),
             ("dist.rebalance.batches", c.rebalance_batches),
             ("dist.rebalance.throttle", c.rebalance_throttle),
             ("dist.rebalance.last_ns", c.rebalance_last_ns),
@@ -367,6 +368,7 @@ impl Cluster {
             ("dist.migration.slots_released", c.slots_released),
             ("dist.migration.keys_released", c.keys_released),
             ("dist.migration.failures", c.transfer_failures),
+            ("dist.migration.slots_late", c.slots_late),
         ] {
             out.push(name, x);
         }
