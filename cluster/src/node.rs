@@ -122,6 +122,10 @@ pub trait Env {
     fn synced(&self, slot: Slot) -> bool;
     /// Marks `slot` up to date (or catching up).
     fn set_synced(&self, slot: Slot, synced: bool);
+    /// Whether peer `m` said in its last heartbeat that it still has slots catching up, or has
+    /// not said yet (a node that just started or joined): reads ask it after the replicas that
+    /// are up to date, since it answers a slot it has not received yet with `Syncing`.
+    fn catching(&self, m: MemberIdx) -> bool;
     /// Whether `bytes` more fit in this node's memory budget (`maxmemory`; always without one).
     /// Repair never stores what does not fit.
     fn room(&self, bytes: u64) -> bool;
@@ -874,7 +878,9 @@ impl KeyRequest {
             .copied()
             .filter(|&m| m != me)
             .collect();
-        others.sort_by_key(|&m| !env.live(m));
+        // Replicas still catching up after a start or a join come after the others: they would
+        // answer `Syncing` for the slots they are receiving, and the read would ask again.
+        others.sort_by_key(|&m| (!env.live(m), env.catching(m)));
         let need = tally.tally.missing().min(others.len());
         let spare = others.split_off(need);
         let hedge_at = if spare.is_empty() {

@@ -236,6 +236,8 @@ pub struct SimNode {
     incarnation: u64,
     next_id: u64,
     last_heard: Vec<u64>,
+    /// Slots each peer said were catching up in its last heartbeat (-1: not said yet).
+    peer_catching: Vec<i64>,
     calls: BTreeMap<u64, CallRec>,
     reqs: BTreeMap<u64, (Waiter, KeyRequest)>,
     gate: Gate,
@@ -265,6 +267,9 @@ impl Env for SimNode {
     }
     fn set_synced(&self, slot: Slot, synced: bool) {
         self.catching.set(slot, !synced);
+    }
+    fn catching(&self, m: MemberIdx) -> bool {
+        m != self.me && self.peer_catching.get(usize::from(m)) != Some(&0)
     }
     fn catching_up(&self) -> usize {
         self.catching.len()
@@ -384,6 +389,7 @@ impl SimNode {
             // cannot be taken for one to this node.
             next_id: incarnation << 40,
             last_heard: vec![0; members],
+            peer_catching: vec![-1; members],
             calls: BTreeMap::new(),
             reqs: BTreeMap::new(),
             gate: Gate::default(),
@@ -903,6 +909,7 @@ impl SimNode {
         n.live = vec![true; self.live.len()];
         n.redialing = vec![false; self.live.len()];
         n.last_heard = vec![0; self.live.len()];
+        n.peer_catching = vec![-1; self.live.len()];
         n.become_empty();
         n
     }
@@ -1102,9 +1109,16 @@ impl Machine for SimNode {
             SimMsg::Request { id, body } => self.serve(from, id, &body, out),
             SimMsg::Reply { id, body } => {
                 match from_body::<Response>(&body) {
-                    Ok(Response::Status { ring, settings, .. }) => {
+                    Ok(Response::Status {
+                        ring,
+                        settings,
+                        catching_up,
+                    }) => {
                         if let Some(r) = self.peer_ring.get_mut(from) {
                             *r = ring;
+                        }
+                        if let Some(c) = self.peer_catching.get_mut(from) {
+                            *c = i64::from(catching_up);
                         }
                         // A peer holds newer cluster-wide settings: pull them.
                         if self.settings.should_pull(settings) {
@@ -1846,6 +1860,44 @@ mod tests {
             2,
             "seed {seed}: asked the third only"
         );
+        quiet(&s);
+    }
+
+    /// A QUORUM read asks a replica that is up to date before one whose heartbeat said it is
+    /// still catching up (a newcomer receiving its slots would answer `Syncing`, and the read
+    /// would have to ask again): with the catching-up replica silent, the read needs no hedge
+    /// and sends one request.
+    #[test]
+    fn a_quorum_read_asks_a_replica_that_is_not_catching_up_first() {
+        let seed = 75;
+        let mut s = sim(3, 3, seed);
+        let key = b"prefer-synced";
+        let lv = (QUORUM, QUORUM);
+        assert_eq!(run(&mut s, 0, 1, key, set(b"v1"), lv), Ok(Outcome::Ok));
+        let prefs = s.nodes[0].replicas_of(key);
+        let (me, next) = (prefs[0], prefs[1]);
+        // Heard from both: `next` is catching up (and silent), the third is up to date.
+        s.nodes[me].peer_catching = vec![0; 3];
+        s.nodes[me].peer_catching[next] = 40;
+        s.drop(me, next, 1.0);
+        let sent_before = s.stats.delivered;
+        assert_eq!(run(&mut s, me, 2, key, Op::Get, lv), value(b"v1"));
+        assert_eq!(s.nodes[me].counts.read_hedges, 0, "seed {seed}");
+        assert_eq!(
+            s.stats.delivered - sent_before,
+            2,
+            "seed {seed}: asked the third only"
+        );
+        // Not heard from yet counts as catching up too (a node that just started).
+        s.nodes[me].peer_catching[next] = -1;
+        assert_eq!(run(&mut s, me, 3, key, Op::Get, lv), value(b"v1"));
+        assert_eq!(s.nodes[me].counts.read_hedges, 0, "seed {seed}");
+        // Once `next` reports itself up to date it is asked first again (in preference
+        // order): silent, it costs the read a hedge.
+        s.nodes[me].peer_catching[next] = 0;
+        assert_eq!(run(&mut s, me, 4, key, Op::Get, lv), value(b"v1"));
+        assert_eq!(s.nodes[me].counts.read_hedges, 1, "seed {seed}");
+        s.drop(me, next, 0.0);
         quiet(&s);
     }
 

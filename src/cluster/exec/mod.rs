@@ -98,6 +98,13 @@ impl Env for NodeEnv<'_> {
     fn set_synced(&self, slot: Slot, synced: bool) {
         self.cl.catching.set(slot, !synced);
     }
+    fn catching(&self, m: MemberIdx) -> bool {
+        m != self.view.me
+            && self
+                .cl
+                .peer(self.view, m)
+                .is_some_and(|p| p.catching_up.load(std::sync::atomic::Ordering::Relaxed) != 0)
+    }
     fn catching_up(&self) -> usize {
         self.cl.catching.len()
     }
