@@ -460,6 +460,7 @@ pub fn repair_span_name(name: &str) -> &'static str {
     match name {
         "tree" => "dist.merkle.tree",
         "buckets" => "dist.merkle.buckets",
+        "digests" => "dist.merkle.digests",
         "list" => "dist.merkle.list",
         "pull" => "dist.merkle.pull",
         "dump" => "dist.rebalance.batch",
@@ -478,6 +479,7 @@ pub fn serve_span_name(name: &str) -> &'static str {
         "dump" => "dist.serve.dump",
         "tree" => "dist.serve.tree",
         "buckets" => "dist.serve.buckets",
+        "digests" => "dist.serve.digests",
         "list" => "dist.serve.list",
         "pull" => "dist.serve.pull",
         _ => "dist.serve",

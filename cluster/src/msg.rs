@@ -492,7 +492,7 @@ pub fn guarded(then: &[u8]) -> Option<Op<'_>> {
 }
 
 /// The name of each [`Request`] by its wire tag, in declaration order (for spans and logs).
-pub const REQUEST_NAMES: [&str; 17] = [
+pub const REQUEST_NAMES: [&str; 21] = [
     "ping",
     "exec",
     "put",
@@ -510,6 +510,10 @@ pub const REQUEST_NAMES: [&str; 17] = [
     "pull",
     "status",
     "forget",
+    "settings",
+    "put_settings",
+    "publish",
+    "digests",
 ];
 
 /// The name of the request a message body carries (`"unknown"` if it does not decode), read
@@ -676,6 +680,14 @@ pub enum Request<'a> {
         /// The message.
         message: Bytes,
     },
+    /// Anti-entropy: the digest of each of these slots, as maintained by the store (xor of
+    /// every entry's key-and-version hash, tombstones included): a transfer round compares the
+    /// slots another round filled first this way before walking their buckets. Answered with
+    /// [`Response::Digests`] or [`Response::NotLive`].
+    Digests {
+        /// The slots.
+        slots: Vec<u16>,
+    },
 }
 
 impl Request<'_> {
@@ -702,6 +714,7 @@ impl Request<'_> {
             Request::Settings => 17,
             Request::PutSettings { .. } => 18,
             Request::Publish { .. } => 19,
+            Request::Digests { .. } => 20,
         }
     }
 }
@@ -996,6 +1009,8 @@ pub enum Response {
         /// The document.
         body: Bytes,
     },
+    /// To [`Request::Digests`]: each slot's digest, in the order asked.
+    Digests(Vec<u64>),
 }
 
 impl Response {
@@ -1024,6 +1039,7 @@ impl Response {
             Response::Entries { .. } => 19,
             Response::Status { .. } => 20,
             Response::Settings { .. } => 21,
+            Response::Digests(_) => 22,
         }
     }
 }
@@ -1326,6 +1342,12 @@ mod tests {
                 },
                 "000013026368026869",
             ),
+            (
+                Request::Digests {
+                    slots: vec![1, 300],
+                },
+                "0000140201ac02",
+            ),
         ];
         let responses = vec![
             (Response::Pong, "000000"),
@@ -1416,6 +1438,7 @@ mod tests {
                 },
                 "000015868a9098a0208d98ac5006757365722061",
             ),
+            (Response::Digests(vec![5, 300]), "0000160205ac02"),
         ];
         (requests, responses)
     }

@@ -1593,6 +1593,7 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
         r @ (Request::Merge { .. }
         | Request::Tree { .. }
         | Request::Buckets { .. }
+        | Request::Digests { .. }
         | Request::List { .. }
         | Request::Pull { .. }) => {
             crate::repair::serve_repair(env, from, &r).expect("a repair request")

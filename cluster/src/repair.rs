@@ -585,6 +585,7 @@ pub fn serve_repair(
         // round and the peer's return.
         Request::Tree { .. }
         | Request::Buckets { .. }
+        | Request::Digests { .. }
         | Request::List { .. }
         | Request::Pull { .. }
             if !from.is_some_and(|m| env.live(m)) =>
@@ -594,6 +595,9 @@ pub fn serve_repair(
         Request::Tree { level, nodes } => {
             let tree = Tree::build(env, from.expect("checked live"));
             Response::Hashes(tree.hashes(*level, nodes))
+        }
+        Request::Digests { slots } => {
+            Response::Digests(slots.iter().map(|&s| store.slot_summary(s).0).collect())
         }
         Request::Buckets { slots } => {
             let mut counts = Vec::with_capacity(slots.len());
@@ -746,6 +750,9 @@ impl SyncReport {
 enum Step {
     /// Comparing tree nodes at a level.
     Tree { level: u8, nodes: Vec<u32> },
+    /// Comparing the digests of the slots another round filled first ([`Round::late`]), from
+    /// the `at`th: those that differ go on to [`Step::Buckets`].
+    Digests { at: usize, n: usize },
     /// Comparing differing slots' buckets, from the `at`th.
     Buckets { at: usize, n: usize },
     /// Listing differing buckets, from the `at`th.
@@ -768,7 +775,8 @@ pub struct Round {
     items: Vec<(u16, u8)>,
     dumps: Vec<Slot>,
     /// Slots this catch-up or transfer round was to copy whole but that another round (from
-    /// another replica of them) filled first: compared bucket by bucket after the copies
+    /// another replica of them) filled first: compared after the copies, by slot digest and
+    /// then, for those that differ, bucket by bucket
     /// instead (a newcomer pulls each slot from every old replica, and copying it whole from
     /// each would receive every key once per replica).
     late: Vec<Slot>,
@@ -971,6 +979,12 @@ impl Round {
                 level: *level,
                 nodes: nodes.clone(),
             })),
+            Step::Digests { at, n } => {
+                *n = (self.late.len() - *at).min(ITEMS_PER_REQUEST);
+                Call::Encoded(wire_req(&Request::Digests {
+                    slots: self.late[*at..*at + *n].to_vec(),
+                }))
+            }
             Step::Buckets { at, n } => {
                 *n = (self.diff.len() - *at).min(BUCKET_SLOTS_PER_REQUEST);
                 Call::Encoded(wire_req(&Request::Buckets {
@@ -1059,20 +1073,23 @@ impl Round {
                     self.rotate_dumps();
                     Step::Dump { at: 0 }
                 }
-                Step::Dump { .. } if !self.late.is_empty() => {
-                    // The slots another round filled first: compare them now (once: what this
-                    // finds empty again is copied without another check).
+                Step::Dump { .. } if self.recheck && !self.late.is_empty() => {
+                    // The slots another round filled first: compare them now, by digest, then
+                    // bucket by bucket those that differ (once: what this finds empty again is
+                    // copied without another check).
                     self.recheck = false;
                     self.dumps.clear();
                     self.items.clear();
-                    self.diff = std::mem::take(&mut self.late);
-                    Step::Buckets { at: 0, n: 0 }
+                    self.diff.clear();
+                    Step::Digests { at: 0, n: 0 }
                 }
+                Step::Digests { .. } => Step::Buckets { at: 0, n: 0 },
                 Step::Dump { .. } => Step::Pull { at: 0, n: 0 },
                 Step::Pull { .. } => Step::Push { at: 0, n: 0 },
                 Step::Push { .. } => return self.finish(now, None),
             };
             let has_work = match &next {
+                Step::Digests { .. } => !self.late.is_empty(),
                 Step::Buckets { .. } => !self.diff.is_empty(),
                 Step::List { .. } => !self.items.is_empty(),
                 Step::Dump { .. } => !self.dumps.is_empty(),
@@ -1138,6 +1155,15 @@ impl Round {
                     nodes: children,
                 };
                 self.ask(env, out);
+            }
+            (Step::Digests { at, n }, Response::Digests(theirs)) if theirs.len() == *n => {
+                for (&slot, theirs) in self.late[*at..*at + *n].iter().zip(theirs) {
+                    if store.slot_summary(slot).0 != theirs {
+                        self.diff.push(slot);
+                    }
+                }
+                *at += *n;
+                self.go_on(env, out);
             }
             (Step::Buckets { at, n }, Response::Buckets { counts, digests })
                 if counts.len() == *n && digests.len() == *n * BUCKETS =>
@@ -1231,6 +1257,7 @@ impl Round {
     fn go_on(&mut self, env: &impl Env, out: &mut Out) {
         let (at, len) = match &self.step {
             Step::Tree { .. } => (0, 0),
+            Step::Digests { at, .. } => (*at, self.late.len()),
             Step::Buckets { at, .. } => (*at, self.diff.len()),
             Step::List { at } => (*at, self.items.len()),
             Step::Dump { at } => (*at, self.dumps.len()),

@@ -48,6 +48,7 @@ pub fn serve_request(
         Request::Dump { .. }
         | Request::Tree { .. }
         | Request::Buckets { .. }
+        | Request::Digests { .. }
         | Request::List { .. }
         | Request::Pull { .. } => cl.member_idx(from_id),
         _ => None,
