@@ -276,7 +276,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                             held = enter(g, s).await;
                         }
                     }
-                    s.run(&req.args);
+                    s.run(&mut req.args);
                     if s.exec_ready.is_some() {
                         held = None;
                         s.run_transaction().await;

@@ -91,6 +91,8 @@ pub struct Session {
     batch_start: Instant,
     /// Monotonic time the previous command of the batch finished (or the batch started).
     clock: Instant,
+    /// Commands were queued (`MULTI`) since `clock` was read: the next command reads it again.
+    clock_stale: bool,
     /// Full name of the last command run, published to CLIENT LIST at the end of the batch.
     last_cmd: Option<&'static str>,
     /// Commands run since the last [`Session::flush_stats`] (kept local: one shared atomic add
@@ -246,6 +248,7 @@ impl Session {
             batch_wall_ms: now_ms(),
             batch_start: Instant::now(),
             clock: Instant::now(),
+            clock_stale: false,
             last_cmd: None,
             consistency: (None, None),
             default_levels: crate::cluster::Levels {
@@ -623,9 +626,32 @@ impl Session {
         }
     }
 
-    /// Runs one request and appends its reply (if any) to [`Session::out`].
-    pub fn run(&mut self, args: &[Bytes]) {
+    /// Runs one request and appends its reply (if any) to [`Session::out`]. A command queued
+    /// in `MULTI` takes `args` (left empty): it is kept as it came, not copied.
+    pub fn run(&mut self, args: &mut Vec<Bytes>) {
+        if self.clock_stale {
+            // Commands were queued since the clock was last read: this one's time starts now.
+            self.clock = Instant::now();
+            self.clock_stale = false;
+        }
         let (mut frame, spec, disposition) = self.dispatch(args);
+        if disposition == Disposition::Queued {
+            // Queued: it runs (and is timed, counted, logged and monitored) at EXEC. No clock
+            // read for it (a transaction of ten commands would read it ten times for nothing).
+            self.commands += 1;
+            self.clock_stale = true;
+            if let Some(spec) = spec {
+                self.last_cmd = Some(spec.fullname);
+            }
+            if let Some(frame) = frame {
+                match self.reply_mode {
+                    ReplyMode::On => frame.encode(self.proto, &mut self.out),
+                    ReplyMode::Off => {}
+                    ReplyMode::Skip => self.reply_mode = ReplyMode::On,
+                }
+            }
+            return;
+        }
         let finished = Instant::now();
         let elapsed = finished - self.clock;
         self.clock = finished;
@@ -645,12 +671,7 @@ impl Session {
                 m.aborted = true;
             }
         }
-        if disposition == Disposition::Queued {
-            // A queued command runs (and is counted, logged and monitored) at EXEC.
-            if let Some(spec) = spec {
-                self.last_cmd = Some(spec.fullname);
-            }
-        } else if let Some(spec) = spec {
+        if let Some(spec) = spec {
             self.last_cmd = Some(spec.fullname);
             if self.script_ready.is_some() {
                 self.script_spec = Some(spec);
@@ -725,7 +746,7 @@ impl Session {
         m
     }
 
-    fn queue_command(&mut self, args: &[Bytes]) -> Result<(), &'static str> {
+    fn queue_command(&mut self, args: &mut Vec<Bytes>) -> Result<(), &'static str> {
         // `client-query-buffer-limit`, as this session last read it (every batch, and at once
         // after its own CONFIG SET).
         let limit = self.limits.max_query_buffer;
@@ -737,7 +758,7 @@ impl Session {
         if !m.aborted {
             // As Redis: an aborted transaction keeps nothing (EXEC will run none of it).
             m.bytes += bytes;
-            m.queue.push(args.to_vec());
+            m.queue.push(std::mem::take(args));
         }
         // CLIENT LIST's `multi=` count is updated once per batch (`end_batch`), as other
         // clients see a Redis client: between the batches it runs.
@@ -785,7 +806,7 @@ impl Session {
     /// reply: the replies of the commands as one array, a null array when a watched key changed,
     /// or `EXECABORT` with the reason (memory full, node draining) when nothing could run.
     pub async fn run_transaction(&mut self) {
-        let Some((m, exec_args)) = self.exec_ready.take() else {
+        let Some((mut m, exec_args)) = self.exec_ready.take() else {
             return;
         };
         self.resolve().await;
@@ -822,8 +843,8 @@ impl Session {
             match expect {
                 // A WATCH read failed: what the key was is not known.
                 Some(None) => reply(self, Frame::NullArray),
-                Some(Some(v)) => self.run_batch(&m, &key, Some(v), silent).await,
-                None => self.run_batch(&m, &key, None, silent).await,
+                Some(Some(v)) => self.run_batch(&mut m, &key, Some(v), silent).await,
+                None => self.run_batch(&mut m, &key, None, silent).await,
             }
         } else if !cluster_watched.is_empty() {
             match self.guarded_command(&m, &cluster_watched) {
@@ -840,7 +861,7 @@ impl Session {
                     self.in_exec = true;
                     let mark = self.out.len();
                     self.cas = Some(cas);
-                    self.run(&m.queue[0]);
+                    self.run(&mut m.queue[0]);
                     if self.cas.take().is_some() && !silent {
                         // Refused before it ran (a syntax error, say): EXEC's array carries
                         // the error, as Redis's does.
@@ -859,7 +880,7 @@ impl Session {
             }
             self.in_exec = true;
             self.holding_exclusive = _exclusive.is_some();
-            for args in &m.queue {
+            for args in m.queue.iter_mut() {
                 if self.must_wait(args) {
                     self.resolve().await;
                 }
@@ -923,7 +944,7 @@ impl Session {
     /// operation and its reply is `EXEC`'s.
     async fn run_batch(
         &mut self,
-        m: &Multi,
+        m: &mut Multi,
         key: &Bytes,
         expect: Option<Option<Version>>,
         silent: bool,
@@ -931,7 +952,7 @@ impl Session {
         self.in_exec = true;
         self.batching = Some(Vec::new());
         let mut slots = Vec::with_capacity(m.queue.len());
-        for args in &m.queue {
+        for args in m.queue.iter_mut() {
             let (mark, before) = (self.out.len(), self.pending.len());
             let collected = self.batching.as_ref().map_or(0, Vec::len);
             self.run(args);
@@ -1277,7 +1298,7 @@ impl Session {
     /// refused before running (INFO `commandstats` counts those as `rejected_calls`).
     fn dispatch(
         &mut self,
-        args: &[Bytes],
+        args: &mut Vec<Bytes>,
     ) -> (Option<Frame>, Option<&'static CommandSpec>, Disposition) {
         use Disposition::{Queued, Ran, Rejected};
         let Some((spec, handler)) = cmd::lookup(&args[0]) else {

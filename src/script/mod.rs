@@ -933,7 +933,7 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
     if a.is_empty() {
         return fail(b"Please specify at least one argument for this redis lib call");
     }
-    let Some(args) = command_args(&a) else {
+    let Some(mut args) = command_args(&a) else {
         return fail(b"Lua redis lib command arguments must be strings or integers");
     };
     if lua.app_data_ref::<RunCtx>().is_none() {
@@ -1008,7 +1008,7 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
             .store(true, Ordering::Release);
     }
     let ctx = &mut *ctx;
-    ctx.session.run(&args);
+    ctx.session.run(&mut args);
     if !ctx.session.pending.is_empty() {
         let s = &mut ctx.session;
         let rt = &ctx.runtime;
