@@ -93,6 +93,8 @@ pub struct Session {
     clock: Instant,
     /// Commands were queued (`MULTI`) since `clock` was read: the next command reads it again.
     clock_stale: bool,
+    /// The command [`Session::dispatch`] found last.
+    last_lookup: Option<(&'static CommandSpec, cmd::Handler)>,
     /// Full name of the last command run, published to CLIENT LIST at the end of the batch.
     last_cmd: Option<&'static str>,
     /// Commands run since the last [`Session::flush_stats`] (kept local: one shared atomic add
@@ -249,6 +251,7 @@ impl Session {
             batch_start: Instant::now(),
             clock: Instant::now(),
             clock_stale: false,
+            last_lookup: None,
             last_cmd: None,
             consistency: (None, None),
             default_levels: crate::cluster::Levels {
@@ -1301,7 +1304,14 @@ impl Session {
         args: &mut Vec<Bytes>,
     ) -> (Option<Frame>, Option<&'static CommandSpec>, Disposition) {
         use Disposition::{Queued, Ran, Rejected};
-        let Some((spec, handler)) = cmd::lookup(&args[0]) else {
+        // The command looked up last, checked first: a pipeline or a transaction mostly repeats
+        // one command, and comparing its name costs a fraction of the table's hash lookup.
+        let found = match self.last_lookup {
+            Some(hit) if args[0].eq_ignore_ascii_case(hit.0.name.as_bytes()) => Some(hit),
+            _ => cmd::lookup(&args[0]),
+        };
+        self.last_lookup = found.or(self.last_lookup);
+        let Some((spec, handler)) = found else {
             return (
                 Some(Frame::Error(errors::unknown_command(args).into())),
                 None,
