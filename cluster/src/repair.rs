@@ -775,10 +775,9 @@ pub struct Round {
     items: Vec<(u16, u8)>,
     dumps: Vec<Slot>,
     /// Slots this catch-up or transfer round was to copy whole but that another round (from
-    /// another replica of them) filled first: compared after the copies, by slot digest and
-    /// then, for those that differ, bucket by bucket
-    /// instead (a newcomer pulls each slot from every old replica, and copying it whole from
-    /// each would receive every key once per replica).
+    /// another replica of them) filled first: compared after the copies instead, by slot digest
+    /// and then, for those that differ, bucket by bucket (a newcomer pulls each slot from every
+    /// old replica, and copying it whole from each would receive every key once per replica).
     late: Vec<Slot>,
     /// Whether the slots to copy whole are checked again just before each is asked for (a
     /// catch-up or transfer round's first copy pass).
