@@ -117,11 +117,11 @@ fn start_tls(args: &[String], tls_port: u16, ca: &str, client: Option<(&Pki, &st
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let mut server = Server {
-        name: "hypercache",
+    let mut server = Server::new(
+        "hypercache",
         child,
-        addr: SocketAddr::from(([127, 0, 0, 1], tls_port)),
-    };
+        SocketAddr::from(([127, 0, 0, 1], tls_port)),
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         if let Ok(Some(status)) = server.child.try_wait() {

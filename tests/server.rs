@@ -421,7 +421,7 @@ fn settings_from_environment_and_file() {
     let port = common::free_port();
     let file = std::env::temp_dir().join(format!("hc-test-{}.toml", std::process::id()));
     std::fs::write(&file, "maxclients = 77\nslowlog-max-len = 5\n").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hypercache"))
+    let child = Command::new(env!("CARGO_BIN_EXE_hypercache"))
         .args(["--config", file.to_str().unwrap(), "--bind", "127.0.0.1"])
         .args(["--http-port", "0"])
         .env("HYPERCACHE_PORT", port.to_string())
@@ -429,6 +429,12 @@ fn settings_from_environment_and_file() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Stopped when the test ends, however it ends.
+    let server = Server::new(
+        "hypercache",
+        child,
+        std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+    );
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}/")).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut conn = loop {
@@ -445,8 +451,7 @@ fn settings_from_environment_and_file() {
         .arg("slowlog-max-len")
         .query(&mut conn)
         .unwrap();
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(server);
     std::fs::remove_file(&file).ok();
     assert_eq!(
         got,

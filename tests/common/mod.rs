@@ -1,5 +1,7 @@
 //! Helpers shared by the process tests: start the real binary on a free loopback port, wait until
-//! it answers, and always stop it (by pid) when the test ends, even on panic.
+//! it answers, and always stop it (by pid) when the test ends, even on panic, and even when the
+//! test binary itself is stopped by SIGTERM, SIGINT or SIGHUP (`timeout`, Ctrl-C): see
+//! [`Server::new`].
 #![allow(dead_code)]
 
 pub(crate) mod pki;
@@ -8,7 +10,51 @@ pub(crate) mod resp;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+/// Pids of the servers this test process started and has not stopped yet.
+static RUNNING: Mutex<Vec<u32>> = Mutex::new(Vec::new());
+
+fn running() -> std::sync::MutexGuard<'static, Vec<u32>> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A test binary stopped by a signal runs no destructor, and its servers would outlive it (and
+/// disturb whatever runs next on the machine, a benchmark say). A thread of its own waits for
+/// SIGTERM, SIGINT and SIGHUP, kills every server still running (SIGKILL, by pid) and exits.
+fn watch_signals() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use tokio::signal::unix::{signal, SignalKind};
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime for the signal watcher");
+            rt.block_on(async {
+                let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+                let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+                let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+                let _ = tx.send(());
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                    _ = hup.recv() => {}
+                }
+            });
+            for pid in running().drain(..) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+            std::process::exit(130);
+        });
+        // The handlers are in place before the first server starts.
+        let _ = rx.recv();
+    });
+}
 
 /// A free TCP port on 127.0.0.1 (bound and released; the race with other processes is accepted).
 /// Never the same port twice in one test process: a cluster test restarts a killed node on its
@@ -58,11 +104,7 @@ pub(crate) fn start(name: &'static str, command: impl Fn(u16) -> Command) -> Ser
             ),
             Err(e) => panic!("cannot start {name} ({cmd:?}): {e}"),
         };
-        let mut server = Server {
-            name,
-            child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
+        let mut server = Server::new(name, child, SocketAddr::from(([127, 0, 0, 1], port)));
         match server.wait_ready() {
             Ok(()) => return server,
             Err(e) => last_error = e,
@@ -84,6 +126,14 @@ fn ping(addr: SocketAddr) -> bool {
 }
 
 impl Server {
+    /// Wraps a server process just spawned: stopped when dropped, or when a signal stops the
+    /// test binary ([`watch_signals`]).
+    pub(crate) fn new(name: &'static str, child: Child, addr: SocketAddr) -> Server {
+        watch_signals();
+        running().push(child.id());
+        Server { name, child, addr }
+    }
+
     /// Starts `hypercache` with `--bind 127.0.0.1 --port <free>` plus `extra` arguments and waits
     /// until it answers PING.
     pub(crate) fn start(extra: &[&str]) -> Server {
@@ -187,6 +237,8 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let pid = self.child.id();
+        running().retain(|&p| p != pid);
     }
 }
 
@@ -298,11 +350,11 @@ impl TestCluster {
             .stderr(stderr)
             .spawn()
             .expect("start hypercache");
-        let mut server = Server {
-            name: "hypercache",
+        let mut server = Server::new(
+            "hypercache",
             child,
-            addr: SocketAddr::from(([127, 0, 0, 1], port)),
-        };
+            SocketAddr::from(([127, 0, 0, 1], port)),
+        );
         if let Err(e) = server.wait_ready() {
             panic!("cluster node {i}: {e}");
         }
