@@ -647,11 +647,7 @@ impl Session {
                 self.last_cmd = Some(spec.fullname);
             }
             if let Some(frame) = frame {
-                match self.reply_mode {
-                    ReplyMode::On => frame.encode(self.proto, &mut self.out),
-                    ReplyMode::Off => {}
-                    ReplyMode::Skip => self.reply_mode = ReplyMode::On,
-                }
+                self.emit(frame);
             }
             return;
         }
@@ -707,6 +703,12 @@ impl Session {
         if let Frame::Error(e) = &frame {
             self.shared.metrics.commands.count_error(e);
         }
+        self.emit(frame);
+    }
+
+    /// Appends a command's reply to [`Session::out`] as `CLIENT REPLY` allows (`SKIP` drops
+    /// this one).
+    fn emit(&mut self, frame: Frame) {
         match self.reply_mode {
             ReplyMode::On => frame.encode(self.proto, &mut self.out),
             ReplyMode::Off => {}
