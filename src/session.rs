@@ -27,6 +27,15 @@ pub type Watched = (Bytes, u8, Option<(Version, bool)>);
 /// `None` if it failed.
 pub type ClusterWatch = Arc<std::sync::OnceLock<Option<Option<Version>>>>;
 
+/// How a transaction runs as one round in a cluster ([`Session::run_batch`]).
+enum Round {
+    /// On one key, with the version `WATCH` saw if it is watched.
+    Key(Bytes, Option<Option<Version>>),
+    /// On several keys of one slot, with the versions `WATCH` saw of the watched ones (index
+    /// in the keys).
+    Group(Vec<Bytes>, Vec<(u16, Option<Version>)>),
+}
+
 /// CLIENT REPLY mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReplyMode {
@@ -844,12 +853,23 @@ impl Session {
             let text = errors::exec_abort(e);
             self.shared.metrics.commands.count_error(text.as_bytes());
             reply(self, Frame::Error(text.into()));
-        } else if let Some((key, expect)) = batch {
-            match expect {
-                // A WATCH read failed: what the key was is not known.
-                Some(None) => reply(self, Frame::NullArray),
-                Some(Some(v)) => self.run_batch(&mut m, &key, Some(v), silent).await,
-                None => self.run_batch(&mut m, &key, None, silent).await,
+        } else if let Some((keys, seen)) = batch {
+            // What WATCH saw of each watched key (`None`: its read failed, so what the key was
+            // is not known and EXEC aborts).
+            let expect: Option<Vec<(u16, Option<Version>)>> = seen
+                .into_iter()
+                .map(|(i, v)| v.map(|v| (i as u16, v)))
+                .collect();
+            match (expect, &keys[..]) {
+                (None, _) => reply(self, Frame::NullArray),
+                (Some(expect), [key]) => {
+                    let round = Round::Key(key.clone(), expect.first().map(|(_, v)| *v));
+                    self.run_batch(&mut m, round, silent).await
+                }
+                (Some(expect), _) => {
+                    self.run_batch(&mut m, Round::Group(keys, expect), silent)
+                        .await
+                }
             }
         } else if !cluster_watched.is_empty() {
             match self.guarded_command(&m, &cluster_watched) {
@@ -908,21 +928,20 @@ impl Session {
         self.resolve().await;
     }
 
-    /// In a cluster, whether `m` runs as one batch of its key ([`crate::cmd::batch`]): two
-    /// commands or more, each one that runs as one operation of its one key (`guardable`), all
-    /// on the same key, and nothing watched but that key. Returns the key (its stored form) and,
-    /// if it is watched, the version `WATCH` saw (`Some(None)`: the WATCH read failed).
+    /// In a cluster, whether `m` runs as one round ([`crate::cmd::batch`] for one key,
+    /// [`crate::cmd::group`] for several): each command one that runs as one operation of its
+    /// one key (`guardable`), the keys (watched ones included) all of one slot, and two commands
+    /// or more unless more than one key is involved. Returns the keys (stored form: the
+    /// commands' in order, then the other watched ones) and, for each watched key, its index
+    /// and what `WATCH` saw (`None`: the WATCH read failed).
     #[allow(clippy::type_complexity)]
     fn batch_plan(
         &self,
         m: &Multi,
         watched: &[(Bytes, ClusterWatch)],
-    ) -> Option<(Bytes, Option<Option<Option<Version>>>)> {
+    ) -> Option<(Vec<Bytes>, Vec<(usize, Option<Option<Version>>)>)> {
         self.shared.cluster.as_ref()?;
-        if m.queue.len() < 2 || watched.len() > 1 {
-            return None;
-        }
-        let mut key: Option<Bytes> = None;
+        let mut keys: Vec<Bytes> = Vec::new();
         for args in &m.queue {
             let (spec, _) = cmd::lookup(&args[0])?;
             let positions = spec.key_positions(args);
@@ -930,30 +949,33 @@ impl Session {
                 return None;
             }
             let stored = hypercache_cluster::db::encode(self.physical_db(), &args[positions[0]]);
-            match &key {
-                Some(k) if *k != stored => return None,
-                Some(_) => {}
-                None => key = Some(stored),
+            if !keys.contains(&stored) {
+                keys.push(stored);
             }
         }
-        let key = key?;
-        match watched {
-            [] => Some((key, None)),
-            [(w, seen)] if *w == key => Some((key, Some(seen.get().copied().flatten()))),
-            _ => None,
+        let mut seen = Vec::with_capacity(watched.len());
+        for (w, cell) in watched {
+            let i = match keys.iter().position(|k| k == w) {
+                Some(i) => i,
+                None => {
+                    keys.push(w.clone());
+                    keys.len() - 1
+                }
+            };
+            seen.push((i, cell.get().copied().flatten()));
         }
+        let slot = hypercache_cluster::slot::key_slot(keys.first()?);
+        let key_slot = hypercache_cluster::slot::key_slot;
+        if keys.iter().any(|k| key_slot(k) != slot) || (keys.len() == 1 && m.queue.len() < 2) {
+            return None;
+        }
+        Some((keys, seen))
     }
 
-    /// Runs `m` as one batch of `key` ([`Session::batch_plan`]): each command's handler runs
-    /// and hands its operation over instead of running it (`keyed`), then the batch runs as one
-    /// operation and its reply is `EXEC`'s.
-    async fn run_batch(
-        &mut self,
-        m: &mut Multi,
-        key: &Bytes,
-        expect: Option<Option<Version>>,
-        silent: bool,
-    ) {
+    /// Runs `m` as one round ([`Session::batch_plan`]): each command's handler runs and hands
+    /// its operation over instead of running it (`keyed`), then the round runs them all and
+    /// its reply is `EXEC`'s.
+    async fn run_batch(&mut self, m: &mut Multi, round: Round, silent: bool) {
         self.in_exec = true;
         self.batching = Some(Vec::new());
         let mut slots = Vec::with_capacity(m.queue.len());
@@ -995,7 +1017,10 @@ impl Session {
                     .collect(),
             ))
         } else {
-            cmd::batch(self, key, expect, ops, slots)
+            match round {
+                Round::Key(key, expect) => cmd::batch(self, &key, expect, ops, slots),
+                Round::Group(keys, expect) => cmd::group(self, keys, expect, ops, slots),
+            }
         };
         if let (Some(f), false) = (reply, silent) {
             f.encode(self.proto, &mut self.out);

@@ -43,6 +43,9 @@ pub mod entry;
 pub mod evict;
 pub mod float;
 pub mod glob;
+pub mod group;
+#[cfg(test)]
+mod group_sim;
 pub mod lcs;
 pub mod member;
 #[cfg(test)]

@@ -492,7 +492,7 @@ pub fn guarded(then: &[u8]) -> Option<Op<'_>> {
 }
 
 /// The name of each [`Request`] by its wire tag, in declaration order (for spans and logs).
-pub const REQUEST_NAMES: [&str; 21] = [
+pub const REQUEST_NAMES: [&str; 24] = [
     "ping",
     "exec",
     "put",
@@ -514,6 +514,9 @@ pub const REQUEST_NAMES: [&str; 21] = [
     "put_settings",
     "publish",
     "digests",
+    "exec_group",
+    "prepare_group",
+    "put_group",
 ];
 
 /// The name of the request a message body carries (`"unknown"` if it does not decode), read
@@ -688,6 +691,73 @@ pub enum Request<'a> {
         /// The slots.
         slots: Vec<u16>,
     },
+    /// A transaction's commands on several keys of one slot, forwarded to the slot's
+    /// coordinator, which runs them as one round ([`crate::group`]). Answered with
+    /// [`Response::Outcome`] (an `Outcome::Batch`, or `Outcome::Changed` when a watched key
+    /// changed), [`Response::WrittenGroup`] or [`Response::NoReplicas`].
+    ExecGroup {
+        /// The keys, distinct, all of one slot.
+        #[serde(borrow)]
+        keys: Vec<&'a [u8]>,
+        /// The commands ([`group_bytes`]).
+        #[serde(borrow)]
+        ops: &'a [u8],
+        /// Watched keys (by index in `keys`) and the version `WATCH` saw.
+        expect: Vec<(u16, Option<Version>)>,
+        /// Write level.
+        write: Level,
+        /// Answer with the keys' new states (the sender is a replica).
+        want_state: bool,
+    },
+    /// The read round of a transaction on several keys of one slot: [`Request::Prepare`] of
+    /// every key with one ballot, all or none ([`crate::store::Store::prepare_group`]).
+    /// Answered with [`Response::States`], [`Response::Refused`] or [`Response::Syncing`].
+    PrepareGroup {
+        /// The keys.
+        #[serde(borrow)]
+        keys: Vec<&'a [u8]>,
+        /// The round's ballot: the version its writes will carry.
+        ballot: Version,
+    },
+    /// The write round of a transaction on several keys of one slot: [`Request::Put`] of every
+    /// entry, all or none ([`crate::store::Store::offer_group`]). Answered with
+    /// [`Response::Stored`], [`Response::Refused`] or [`Response::Syncing`].
+    PutGroup {
+        /// Keys and their new states.
+        entries: Vec<(Bytes, State)>,
+    },
+}
+
+/// The commands of a transaction on several keys of one slot ([`Request::ExecGroup`]): each
+/// command's key (an index in the round's keys) and its operation's wire form ([`guard_bytes`]),
+/// in order.
+pub fn group_bytes(ops: &[(u16, Vec<u8>)]) -> Vec<u8> {
+    let parts: Vec<(u16, &[u8])> = ops.iter().map(|(k, b)| (*k, b.as_slice())).collect();
+    postcard::to_allocvec(&parts).unwrap_or_default()
+}
+
+/// The commands of [`group_bytes`] for a round on `keys` keys (`None` if one does not decode,
+/// names a key out of range, or is a batch, a guard or a version read, or there are none or
+/// more than [`MAX_BATCH`]).
+pub fn grouped(bytes: &[u8], keys: usize) -> Option<Vec<(usize, Op<'_>)>> {
+    let parts: Vec<(u16, &[u8])> = postcard::from_bytes(bytes).ok()?;
+    if parts.is_empty() || parts.len() > MAX_BATCH {
+        return None;
+    }
+    parts
+        .into_iter()
+        .map(|(k, p)| {
+            let k = usize::from(k);
+            if k >= keys {
+                return None;
+            }
+            let op = guarded(p)?;
+            if matches!(op, Op::IfVersion { .. } | Op::Version | Op::Batch(_)) {
+                return None;
+            }
+            Some((k, op))
+        })
+        .collect()
 }
 
 impl Request<'_> {
@@ -715,6 +785,9 @@ impl Request<'_> {
             Request::PutSettings { .. } => 18,
             Request::Publish { .. } => 19,
             Request::Digests { .. } => 20,
+            Request::ExecGroup { .. } => 21,
+            Request::PrepareGroup { .. } => 22,
+            Request::PutGroup { .. } => 23,
         }
     }
 }
@@ -1011,6 +1084,16 @@ pub enum Response {
     },
     /// To [`Request::Digests`]: each slot's digest, in the order asked.
     Digests(Vec<u64>),
+    /// To [`Request::PrepareGroup`]: each key's state, in the order asked.
+    States(Vec<State>),
+    /// A transaction's outcome and its keys' new states (to a [`Request::ExecGroup`] with
+    /// `want_state`).
+    WrittenGroup {
+        /// The transaction's outcome.
+        outcome: WireOutcome,
+        /// The keys it wrote and their new states.
+        entries: Vec<(Bytes, State)>,
+    },
 }
 
 impl Response {
@@ -1040,6 +1123,8 @@ impl Response {
             Response::Status { .. } => 20,
             Response::Settings { .. } => 21,
             Response::Digests(_) => 22,
+            Response::States(_) => 23,
+            Response::WrittenGroup { .. } => 24,
         }
     }
 }
@@ -1348,6 +1433,29 @@ mod tests {
                 },
                 "0000140201ac02",
             ),
+            (
+                Request::ExecGroup {
+                    keys: vec![b"{t}a", b"{t}b"],
+                    ops: b"ops",
+                    expect: vec![(1, Some(v)), (0, None)],
+                    write: Level::Quorum,
+                    want_state: true,
+                },
+                "00001502047b747d61047b747d62036f7073020101868a9098a0208d98ac5000000101",
+            ),
+            (
+                Request::PrepareGroup {
+                    keys: vec![b"{t}a", b"{t}b"],
+                    ballot: v,
+                },
+                "00001602047b747d61047b747d62868a9098a0208d98ac50",
+            ),
+            (
+                Request::PutGroup {
+                    entries: vec![(Bytes::from_static(b"{t}a"), State::Dead(v))],
+                },
+                "00001701047b747d6101868a9098a0208d98ac50",
+            ),
         ];
         let responses = vec![
             (Response::Pong, "000000"),
@@ -1439,6 +1547,17 @@ mod tests {
                 "000015868a9098a0208d98ac5006757365722061",
             ),
             (Response::Digests(vec![5, 300]), "0000160205ac02"),
+            (
+                Response::States(vec![State::Missing, State::Dead(v)]),
+                "000017020001868a9098a0208d98ac50",
+            ),
+            (
+                Response::WrittenGroup {
+                    outcome: Outcome::Int(3).into(),
+                    entries: vec![(Bytes::from_static(b"k"), State::Dead(v))],
+                },
+                "000018020601016b01868a9098a0208d98ac50",
+            ),
         ];
         (requests, responses)
     }
@@ -1471,9 +1590,9 @@ mod tests {
         assert!(wrong.is_empty(), "bytes changed:\n{}", wrong.join("\n"));
         // Tags are distinct and dense.
         let tags: Vec<u8> = requests.iter().map(|(r, _)| r.tag()).collect();
-        assert!((0..16).all(|t| tags.contains(&t)));
+        assert!((0..24).all(|t| tags.contains(&t)));
         let tags: Vec<u8> = responses.iter().map(|(r, _)| r.tag()).collect();
-        assert!((0..21).all(|t| tags.contains(&t)));
+        assert!((0..25).all(|t| tags.contains(&t)));
     }
 
     #[test]

@@ -497,6 +497,9 @@ pub struct Finished {
     /// The key's new state when the command wrote it (a forwarding replica applies it before
     /// answering its client: read-your-writes).
     pub state: Option<State>,
+    /// A transaction's keys and their new states, likewise ([`crate::group`]; empty for a
+    /// keyed command).
+    pub group: Vec<(Bytes, State)>,
 }
 
 /// What a machine asks its driver to do after an input.
@@ -515,8 +518,9 @@ pub struct Out {
     /// answer by the deadline), for the node's [`crate::repair::Hints`].
     pub hints: Vec<(MemberIdx, Bytes, State)>,
     /// The keyspace events of a write this machine coordinated, once it is acknowledged (the
-    /// driver publishes those its `notify-keyspace-events` selects).
-    pub events: Option<(Bytes, Events)>,
+    /// driver publishes those its `notify-keyspace-events` selects), by key in the order the
+    /// commands raised them (a transaction's several keys: [`crate::group`]).
+    pub events: Vec<(Bytes, Events)>,
 }
 
 /// Counters a machine reports (the driver adds them to the node's metrics).
@@ -630,19 +634,19 @@ pub struct KeyRequest {
 /// A small set of members (the targets a round still waits for): inline up to 8, no allocation
 /// for any replication factor up to that.
 #[derive(Debug, Default)]
-struct Waiting {
+pub(crate) struct Waiting {
     inline: [MemberIdx; 8],
     len: u8,
     more: Vec<MemberIdx>,
 }
 
 impl Waiting {
-    fn clear(&mut self) {
+    pub(crate) fn clear(&mut self) {
         self.len = 0;
         self.more.clear();
     }
 
-    fn push(&mut self, m: MemberIdx) {
+    pub(crate) fn push(&mut self, m: MemberIdx) {
         if usize::from(self.len) < self.inline.len() {
             self.inline[usize::from(self.len)] = m;
             self.len += 1;
@@ -651,7 +655,7 @@ impl Waiting {
         }
     }
 
-    fn remove(&mut self, m: MemberIdx) -> bool {
+    pub(crate) fn remove(&mut self, m: MemberIdx) -> bool {
         let n = usize::from(self.len);
         if let Some(i) = self.inline[..n].iter().position(|&x| x == m) {
             self.inline[i] = self.inline[n - 1];
@@ -667,11 +671,11 @@ impl Waiting {
         }
     }
 
-    fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.len == 0 && self.more.is_empty()
     }
 
-    fn take(&mut self) -> Vec<MemberIdx> {
+    pub(crate) fn take(&mut self) -> Vec<MemberIdx> {
         let mut v = self.inline[..usize::from(self.len)].to_vec();
         v.append(&mut self.more);
         self.len = 0;
@@ -679,11 +683,11 @@ impl Waiting {
     }
 }
 
-fn tag(round: u64, m: MemberIdx) -> u64 {
+pub(crate) fn tag(round: u64, m: MemberIdx) -> u64 {
     (round << 16) | u64::from(m)
 }
 
-fn untag(t: u64) -> (u64, MemberIdx) {
+pub(crate) fn untag(t: u64) -> (u64, MemberIdx) {
     (t >> 16, (t & 0xffff) as MemberIdx)
 }
 
@@ -732,7 +736,11 @@ impl KeyRequest {
     fn finish(&mut self, out: &mut Out, result: KeyResult, state: Option<State>) {
         if !self.replied {
             self.replied = true;
-            out.reply = Some(Finished { result, state });
+            out.reply = Some(Finished {
+                result,
+                state,
+                group: Vec::new(),
+            });
         }
     }
 
@@ -1010,7 +1018,7 @@ impl KeyRequest {
                     // As in a read-modify-write round: a batch that left the key as it found
                     // it still raises its commands' events.
                     if !events.is_empty() {
-                        out.events = Some((self.key.clone(), events));
+                        out.events.push((self.key.clone(), events));
                     }
                     self.phase = Phase::Idle;
                     self.finish(out, Ok(outcome), None);
@@ -1123,7 +1131,7 @@ impl KeyRequest {
                     self.release(env, out);
                     self.phase = Phase::Idle;
                     if !events.is_empty() {
-                        out.events = Some((self.key.clone(), events));
+                        out.events.push((self.key.clone(), events));
                     }
                     self.finish(out, Ok(outcome), None);
                     return true;
@@ -1232,7 +1240,7 @@ impl KeyRequest {
                 let s = matches!(self.origin, Origin::Forwarded { want_state: true })
                     .then(|| kept.clone());
                 if !events.is_empty() {
-                    out.events = Some((self.key.clone(), events.clone()));
+                    out.events.push((self.key.clone(), events.clone()));
                 }
                 self.finish(out, Ok(o), s);
             }
@@ -1474,6 +1482,9 @@ pub enum Served {
     /// A forwarded command: run this machine (already started with the output in `Out`) and
     /// answer with what it finishes with.
     Exec(Box<KeyRequest>, Out),
+    /// A forwarded transaction on several keys of one slot: run this machine (already started,
+    /// its output in `Out`) and answer with what it finishes with.
+    ExecGroup(Box<crate::group::GroupRequest>, Out),
     /// FLUSHALL (or, with a database, FLUSHDB) at this horizon: the driver runs it (it walks
     /// every key) and answers [`Response::Done`].
     Flush(Version, Option<u8>),
@@ -1598,6 +1609,61 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
         | Request::Pull { .. }) => {
             crate::repair::serve_repair(env, from, &r).expect("a repair request")
         }
+        Request::PrepareGroup { keys, .. } | Request::ExecGroup { keys, .. }
+            if !one_slot(&keys) =>
+        {
+            Response::Error("keys of several slots".into())
+        }
+        Request::PrepareGroup { keys, .. }
+            if !env.synced(key_slot(keys[0]))
+                || !env.prefs(key_slot(keys[0])).contains(&env.me()) =>
+        {
+            Response::Syncing
+        }
+        Request::PrepareGroup { ballot, .. } if !plausible(Some(ballot), ctx.now) => {
+            return refuse()
+        }
+        Request::PrepareGroup { keys, ballot } => {
+            match store.prepare_group(&keys, ballot, ctx.now, env.timing().promise_ms()) {
+                Ok(s) => Response::States(s),
+                Err(v) => Response::Refused(v),
+            }
+        }
+        Request::PutGroup { entries } => {
+            let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| &k[..]).collect();
+            if !one_slot(&keys) {
+                Response::Error("keys of several slots".into())
+            } else if !env.prefs(key_slot(keys[0])).contains(&env.me()) {
+                Response::Syncing
+            } else if !entries.iter().all(|(_, s)| plausible(s.version(), ctx.now)) {
+                return refuse();
+            } else {
+                let synced = env.synced(key_slot(keys[0]));
+                match store.offer_group(&entries, &ctx) {
+                    Offered::Stored | Offered::Duplicate if !synced => Response::Syncing,
+                    Offered::Stored | Offered::Duplicate => Response::Stored,
+                    Offered::Refused(v) => Response::Refused(v),
+                }
+            }
+        }
+        Request::ExecGroup {
+            keys,
+            ops,
+            expect,
+            write,
+            want_state,
+        } => {
+            let keys = keys.into_iter().map(Bytes::copy_from_slice).collect();
+            let Some(g) = crate::group::Group::new(keys, Bytes::copy_from_slice(ops), expect)
+            else {
+                return Served::Reply(Response::Error("malformed operation".into()));
+            };
+            let mut m =
+                crate::group::GroupRequest::new(g, token, write, Origin::Forwarded { want_state });
+            let mut out = Out::default();
+            m.start(env, &mut out);
+            return Served::ExecGroup(Box::new(m), out);
+        }
         Request::Exec {
             key,
             op,
@@ -1622,8 +1688,14 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
     })
 }
 
+/// Whether `keys` are some keys, all of one slot.
+fn one_slot(keys: &[&[u8]]) -> bool {
+    keys.first()
+        .is_some_and(|k| keys.iter().all(|x| key_slot(x) == key_slot(k)))
+}
+
 /// `state` stamped with `version` (`None` for `Missing`: nothing to write back).
-fn restamped(state: &State, version: Version) -> Option<State> {
+pub(crate) fn restamped(state: &State, version: Version) -> Option<State> {
     match state {
         State::Missing => None,
         State::Dead(_) => Some(State::Dead(version)),
@@ -1791,7 +1863,16 @@ pub fn exec_response(f: Finished) -> Response {
     match f {
         Finished {
             result: Ok(o),
+            group,
+            ..
+        } if !group.is_empty() => Response::WrittenGroup {
+            outcome: o.into(),
+            entries: group,
+        },
+        Finished {
+            result: Ok(o),
             state: Some(state),
+            ..
         } => Response::Written {
             outcome: o.into(),
             state,

@@ -30,8 +30,10 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
+use crate::group::{Group, GroupRequest};
 use crate::member::{Ident, MemberEvent, MemberSettings, Membership};
 use crate::msg::{Level, Request, Response, State};
+use crate::node::Machine as _;
 use crate::node::{
     exec_response, serve, Answer, Counts, Env, Gate, KeyRequest, KeyResult, Origin, Out, Served,
     Timing, HEARTBEAT_MS, SILENCE_MS,
@@ -149,6 +151,46 @@ enum Waiter {
     Peer { node: NodeId, id: u64 },
 }
 
+/// A command's machine: a keyed command's, or a transaction's on several keys of one slot.
+#[derive(Debug)]
+enum Req {
+    Key(KeyRequest),
+    Group(GroupRequest),
+}
+
+impl crate::node::Machine for Req {
+    fn on_answer(&mut self, env: &impl Env, tag: u64, answer: Answer, out: &mut Out) {
+        match self {
+            Req::Key(m) => m.on_answer(env, tag, answer, out),
+            Req::Group(m) => m.on_answer(env, tag, answer, out),
+        }
+    }
+    fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
+        match self {
+            Req::Key(m) => m.on_deadline(env, out),
+            Req::Group(m) => m.on_deadline(env, out),
+        }
+    }
+    fn on_wake(&mut self, env: &impl Env, out: &mut Out) {
+        match self {
+            Req::Key(m) => m.on_wake(env, out),
+            Req::Group(m) => m.on_wake(env, out),
+        }
+    }
+    fn is_done(&self) -> bool {
+        match self {
+            Req::Key(m) => m.is_done(),
+            Req::Group(m) => m.is_done(),
+        }
+    }
+    fn counts(&self) -> Counts {
+        match self {
+            Req::Key(m) => m.counts,
+            Req::Group(m) => m.counts,
+        }
+    }
+}
+
 /// A call to a peer awaiting its answer.
 #[derive(Debug, Clone, Copy)]
 struct CallRec {
@@ -239,7 +281,7 @@ pub struct SimNode {
     /// Slots each peer said were catching up in its last heartbeat (-1: not said yet).
     peer_catching: Vec<i64>,
     calls: BTreeMap<u64, CallRec>,
-    reqs: BTreeMap<u64, (Waiter, KeyRequest)>,
+    reqs: BTreeMap<u64, (Waiter, Req)>,
     gate: Gate,
     /// The cluster-wide settings document ([`crate::settings`]).
     pub settings: crate::settings::Settings,
@@ -492,7 +534,7 @@ impl SimNode {
         let mut m = KeyRequest::new(Bytes::copy_from_slice(key), id, read, write, Origin::Client);
         let mut o = Out::default();
         m.start(&*self, &op, &mut o);
-        self.settle(id, Waiter::Client(client_id), m, o, out);
+        self.settle(id, Waiter::Client(client_id), Req::Key(m), o, out);
     }
 
     /// [`SimNode::client`] at this node's default levels ([`SimNode::read`], [`SimNode::write`]).
@@ -506,6 +548,24 @@ impl SimNode {
     ) {
         let (read, write) = (self.read, self.write);
         self.client(client_id, key, op, read, write, now, out);
+    }
+
+    /// A client sends a transaction on several keys of one slot (`group`) to this node at write
+    /// level `write`; its result lands in [`SimNode::results`] under `client_id`.
+    pub fn client_group(
+        &mut self,
+        client_id: u64,
+        group: Group,
+        write: Level,
+        now: u64,
+        out: &mut SimOutbox,
+    ) {
+        self.now = now;
+        let id = self.next_id();
+        let mut m = GroupRequest::new(group, id, write, Origin::Client);
+        let mut o = Out::default();
+        m.start(&*self, &mut o);
+        self.settle(id, Waiter::Client(client_id), Req::Group(m), o, out);
     }
 
     /// Starts the catch-up of this node's slots (and its heartbeat, if on).
@@ -771,7 +831,7 @@ impl SimNode {
             }
             _ => {}
         }
-        if let Some((key, ev)) = o.events {
+        for (key, ev) in o.events {
             // As production: the changed key goes to the other nodes while one of them has
             // announced tracking clients.
             if self.peer_tracking.sends_changes(self.now) {
@@ -798,7 +858,7 @@ impl SimNode {
         if let Owner::Req(id) = owner {
             if self.reqs.get(&id).is_some_and(|(_, m)| m.is_done()) {
                 let (_, m) = self.reqs.remove(&id).expect("checked");
-                add(&mut self.counts, &m.counts);
+                add(&mut self.counts, &crate::node::Machine::counts(&m));
                 // Calls it no longer waits for.
                 self.calls.retain(|_, c| c.owner != Owner::Req(id));
             }
@@ -807,7 +867,7 @@ impl SimNode {
     }
 
     /// Keeps request machine `m` (id `id`, for `w`) and carries out its first output.
-    fn settle(&mut self, id: u64, w: Waiter, m: KeyRequest, o: Out, out: &mut SimOutbox) {
+    fn settle(&mut self, id: u64, w: Waiter, m: Req, o: Out, out: &mut SimOutbox) {
         self.reqs.insert(id, (w, m));
         let answers = self.dispatch(Owner::Req(id), o, out);
         self.feed(answers, out);
@@ -831,7 +891,10 @@ impl SimNode {
         match serve(&*self, Some(from as MemberIdx), rid, req) {
             Served::Reply(r) => reply(out, self.placement.epoch, from, id, &r),
             Served::Exec(m, o) => {
-                self.settle(rid, Waiter::Peer { node: from, id }, *m, o, out);
+                self.settle(rid, Waiter::Peer { node: from, id }, Req::Key(*m), o, out);
+            }
+            Served::ExecGroup(m, o) => {
+                self.settle(rid, Waiter::Peer { node: from, id }, Req::Group(*m), o, out);
             }
             Served::Flush(h, db) => {
                 self.store.flush_at(h, db);

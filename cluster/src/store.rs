@@ -67,6 +67,12 @@ pub fn bucket_of(key: &[u8]) -> usize {
 /// Shards of the promise table (slot % this).
 const PROMISE_SHARDS: usize = 64;
 
+/// The slot every one of `keys` hashes to (`None` if there are none, or they span slots).
+fn one_slot(keys: &[&[u8]]) -> Option<Slot> {
+    let slot = key_slot(keys.first()?);
+    keys.iter().all(|k| key_slot(k) == slot).then_some(slot)
+}
+
 /// What [`Store::offer`] did with a replicated state.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Offered {
@@ -823,10 +829,23 @@ impl Store {
                 origin: 0,
             });
         }
-        let hash = self.hash(key);
         let slot = key_slot(key);
         let mut guard = self.lock(slot);
-        let s = &mut *guard;
+        self.offer_in(&mut guard, slot, key, state, version, ctx)
+    }
+
+    /// [`Store::offer`] of a state that is not past the horizon (its version is `version`),
+    /// with its slot `slot` locked (`s`).
+    fn offer_in(
+        &self,
+        s: &mut SlotData,
+        slot: Slot,
+        key: &[u8],
+        state: &State,
+        version: Version,
+        ctx: &Ctx,
+    ) -> Offered {
+        let hash = self.hash(key);
         if let Some(p) = self.promise_of(slot, key, ctx.now).filter(|p| *p > version) {
             // Held against a read-modify-write round in progress: its value wins.
             return match s.map.find(hash, |e| e.key() == key) {
@@ -895,6 +914,115 @@ impl Store {
             }
         }
         self.settle_promise(slot, key, version);
+        Offered::Stored
+    }
+
+    /// The first phase of a transaction's round on several keys of one slot
+    /// ([`crate::group`]): [`Store::prepare`] of every key with one `ballot`, all or none, under
+    /// the slot's lock. Returns each key's state in order, or the newest version held or
+    /// promised for any of them when that is at least `ballot` (nothing is promised then).
+    pub fn prepare_group(
+        &self,
+        keys: &[&[u8]],
+        ballot: Version,
+        now: u64,
+        ttl_ms: u64,
+    ) -> Result<Vec<State>, Version> {
+        self.clock.observe(ballot.hlc);
+        let Some(slot) = one_slot(keys) else {
+            return Err(ballot);
+        };
+        let s = self.lock(slot);
+        let mut p = self.promises[usize::from(slot) % PROMISE_SHARDS].lock();
+        let mut states = Vec::with_capacity(keys.len());
+        let mut newer: Option<Version> = None;
+        for key in keys {
+            let state = self.fetch_in(&s, key, self.hash(key));
+            let promised = p.get(*key).filter(|(_, exp)| *exp > now).map(|(v, _)| *v);
+            if let Some(h) = state.version().max(promised).filter(|h| *h >= ballot) {
+                newer = newer.max(Some(h));
+            }
+            states.push(state);
+        }
+        if let Some(h) = newer {
+            return Err(h);
+        }
+        let until = now.saturating_add(ttl_ms);
+        for key in keys {
+            if p.insert((*key).into(), (ballot, until)).is_none() {
+                self.promised.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Ok(states)
+    }
+
+    /// The second phase of a transaction's round on several keys of one slot: offers every
+    /// entry ([`Store::offer`]), all or none, under the slot's lock. Refused (nothing stored)
+    /// with the newest version that stands against one of them: held, promised or the horizon;
+    /// `Duplicate` when every one is already held.
+    pub fn offer_group(&self, entries: &[(Bytes, State)], ctx: &Ctx) -> Offered {
+        let keys: Vec<&[u8]> = entries.iter().map(|(k, _)| &k[..]).collect();
+        let Some(slot) = one_slot(&keys) else {
+            return Offered::Refused(Version::default());
+        };
+        let mut against: Option<Version> = None;
+        for (key, state) in entries {
+            let Some(version) = state.version() else {
+                continue;
+            };
+            self.clock.observe(version.hlc);
+            let horizon = self.horizon_of(key);
+            if version.hlc < horizon {
+                against = against.max(Some(Version {
+                    hlc: horizon,
+                    origin: 0,
+                }));
+            }
+        }
+        let mut guard = self.lock(slot);
+        let s = &mut *guard;
+        let mut fresh = 0;
+        for (key, state) in entries {
+            let Some(version) = state.version() else {
+                continue;
+            };
+            let hash = self.hash(key);
+            let held = match s.map.find(hash, |e| e.key() == &key[..]) {
+                Some(e) => Some(e.version()),
+                None => s.tombs.as_ref().and_then(|t| t.get(&key[..])).copied(),
+            };
+            if held == Some(version) {
+                continue;
+            }
+            fresh += 1;
+            let promised = self.promise_of(slot, key, ctx.now).filter(|p| *p > version);
+            let newer = held.filter(|h| *h > version).max(promised);
+            if newer.is_some() {
+                against = against.max(newer);
+            }
+        }
+        if let Some(v) = against {
+            self.conflicts.fetch_add(1, Ordering::Relaxed);
+            return Offered::Refused(v);
+        }
+        if fresh == 0 {
+            return Offered::Duplicate;
+        }
+        for (key, state) in entries {
+            let Some(version) = state.version() else {
+                continue;
+            };
+            let dead;
+            let state = match state {
+                // An expired value is its tombstone, as in `offer`.
+                State::Live { expire_at, .. } if *expire_at != 0 && *expire_at <= ctx.now => {
+                    dead = State::Dead(version);
+                    &dead
+                }
+                _ => state,
+            };
+            self.offer_in(s, slot, key, state, version, ctx);
+        }
         Offered::Stored
     }
 
@@ -2492,5 +2620,48 @@ mod tests {
         assert_eq!(st.purge_promises(1_499), 0);
         assert_eq!(st.purge_promises(1_500), 1);
         assert_eq!(st.promises(), 0);
+    }
+
+    /// A transaction's two phases on several keys of a slot are all or none: one key held or
+    /// promised at least as new refuses the whole prepare (nothing promised) or the whole
+    /// offer (nothing stored); keys of two slots are refused.
+    #[test]
+    fn group_prepares_and_offers_are_all_or_none() {
+        let st = store();
+        st.set_tombstones(true);
+        let ctx = Ctx::at(1_000);
+        let v = |hlc: u64| Version { hlc, origin: 1 };
+        let (x, y) = (&b"{t}x"[..], &b"{t}y"[..]);
+        assert!(st.merge(x, &live(b"a", 30, 1), &ctx));
+        // y is missing; x holds 30: a ballot of 20 is refused for both, nothing is promised.
+        assert_eq!(st.prepare_group(&[x, y], v(20), 1_000, 500), Err(v(30)));
+        assert_eq!(st.promises(), 0);
+        assert_eq!(
+            st.prepare_group(&[x, y], v(40), 1_000, 500),
+            Ok(vec![live(b"a", 30, 1), State::Missing])
+        );
+        assert_eq!(st.promises(), 2);
+        // An offer at 35 is older than the promise on both keys: refused whole.
+        let at = |hlc| {
+            vec![
+                (Bytes::copy_from_slice(x), live(b"b", hlc, 1)),
+                (Bytes::copy_from_slice(y), live(b"c", hlc, 1)),
+            ]
+        };
+        assert_eq!(st.offer_group(&at(35), &ctx), Offered::Refused(v(40)));
+        assert_eq!(st.fetch(y), State::Missing, "nothing stored");
+        // Someone writes y at 50 meanwhile: the accept at 40 is refused whole, x stays.
+        assert!(st.merge(y, &live(b"z", 50, 1), &ctx));
+        assert_eq!(st.offer_group(&at(40), &ctx), Offered::Refused(v(50)));
+        assert_eq!(st.fetch(x), live(b"a", 30, 1));
+        // A newer round stores both, settles both promises, and a repeat is a duplicate.
+        assert!(st.prepare_group(&[x, y], v(60), 1_000, 500).is_ok());
+        assert_eq!(st.offer_group(&at(60), &ctx), Offered::Stored);
+        assert_eq!(st.fetch(x), live(b"b", 60, 1));
+        assert_eq!(st.fetch(y), live(b"c", 60, 1));
+        assert_eq!(st.offer_group(&at(60), &ctx), Offered::Duplicate);
+        assert_eq!(st.purge_promises(10_000), 0, "settled by the accept");
+        // Keys of two slots are never one round.
+        assert!(st.prepare_group(&[x, b"other"], v(70), 1_000, 500).is_err());
     }
 }

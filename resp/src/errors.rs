@@ -158,11 +158,11 @@ pub const SWAPDB_IN_CLUSTER: &str = "ERR SWAPDB is not allowed in cluster mode";
 /// `WATCH` inside a transaction.
 pub const WATCH_IN_MULTI: &str = "ERR WATCH inside MULTI is not allowed";
 
-/// `EXEC` of a watched transaction in a cluster whose commands are not all on the one watched key
-/// (HyperCache: the check and the write are one read-modify-write round of one key; see
-/// docs/cluster.md).
+/// `EXEC` of a watched transaction in a cluster that cannot run as one round: its keys (watched
+/// ones included) span slots, or a command is not a single-key operation (HyperCache: the check
+/// and the writes are one read-modify-write round of one slot; see docs/cluster.md).
 pub const WATCH_SHAPE_IN_CLUSTER: &str =
-    "ERR in a cluster a WATCHed transaction must be commands on the one watched key (see docs/cluster.md)";
+    "ERR in a cluster a WATCHed transaction must be single-key commands on keys of one slot (see docs/cluster.md)";
 
 /// `EXEC` refused for `reason` (an error reply's text, code included): Redis discards the
 /// transaction and says why.

@@ -253,6 +253,7 @@ pub(crate) fn keyed(
     if let Some(batch) = s.batching.as_mut() {
         // A transaction's command on its one key: it runs with the others, as one operation.
         batch.push(BatchedOp {
+            key: key.clone(),
             bytes: hypercache_cluster::msg::guard_bytes(&op),
             finish,
             get: matches!(op, Op::Get),
@@ -369,6 +370,8 @@ pub(crate) type Finish = fn(Outcome) -> Frame;
 
 /// A transaction's command collected for [`batch`].
 pub(crate) struct BatchedOp {
+    /// Its key (stored form).
+    key: Bytes,
     /// Its operation's wire form.
     bytes: Vec<u8>,
     /// How its reply is made.
@@ -394,13 +397,8 @@ pub(crate) fn batch(
     slots: Vec<Result<usize, Frame>>,
 ) -> Option<Frame> {
     let cl = s.shared.cluster.clone()?;
-    let (mut bytes, mut finish, mut gets) = (Vec::new(), Vec::new(), Vec::new());
-    for o in ops {
-        bytes.push(o.bytes);
-        finish.push(o.finish);
-        gets.push(o.get);
-    }
-    let shared = s.shared.clone();
+    let bytes: Vec<Vec<u8>> = ops.iter().map(|o| o.bytes.clone()).collect();
+    let exec_reply = exec_reply(s.shared.clone(), ops, slots);
     let batch = hypercache_cluster::msg::batch_bytes(&bytes);
     let guard = expect.map(|_| hypercache_cluster::msg::guard_bytes(&Op::Batch(&batch)));
     let op = match (expect, &guard) {
@@ -411,7 +409,57 @@ pub(crate) fn batch(
     if lv.write == hypercache_cluster::msg::Level::One {
         lv.write = hypercache_cluster::msg::Level::Quorum;
     }
-    let exec_reply = move |r: exec::Res| {
+    match exec::start(&s.shared, &cl, key, &op, lv, &s.ctx()) {
+        exec::Part::Ready(r) => Some(exec_reply(r)),
+        exec::Part::Later(f) => {
+            s.defer_waiting(async move { exec_reply(f.await) }, Some(key_slot(key)));
+            None
+        }
+    }
+}
+
+/// A transaction's commands on several keys of one slot in a cluster (`keys`, stored form),
+/// run as one round at the slot's coordinator ([`hypercache_cluster::group`]), guarded by the
+/// versions `WATCH` saw of some of them (`expect`: index in `keys`, version). `slots` as for
+/// [`batch`]. Returns the `EXEC` reply, or `None` when it comes later.
+pub(crate) fn group(
+    s: &mut Session,
+    keys: Vec<Bytes>,
+    expect: Vec<(u16, Option<hypercache_cluster::version::Version>)>,
+    ops: Batched,
+    slots: Vec<Result<usize, Frame>>,
+) -> Option<Frame> {
+    let cl = s.shared.cluster.clone()?;
+    let mut parts = Vec::with_capacity(ops.len());
+    for o in &ops {
+        let i = keys.iter().position(|k| *k == o.key)?;
+        parts.push((i as u16, o.bytes.clone()));
+    }
+    let slot = key_slot(&keys[0]);
+    let bytes = Bytes::from(hypercache_cluster::msg::group_bytes(&parts));
+    let Some(g) = hypercache_cluster::group::Group::new(keys, bytes, expect) else {
+        return err("ERR transaction too large for one round");
+    };
+    let exec_reply = exec_reply(s.shared.clone(), ops, slots);
+    match exec::start_group(&s.shared, &cl, g, s.levels()) {
+        exec::Part::Ready(r) => Some(exec_reply(r)),
+        exec::Part::Later(f) => {
+            s.defer_waiting(async move { exec_reply(f.await) }, Some(slot));
+            None
+        }
+    }
+}
+
+/// How `EXEC`'s reply is made from the outcome of its batch or group of `ops`: each command's
+/// reply by its `finish`, in the places `slots` gives (see [`batch`]); a null array if a
+/// watched key changed; each command's error if the round failed.
+fn exec_reply(
+    shared: Arc<Shared>,
+    ops: Batched,
+    slots: Vec<Result<usize, Frame>>,
+) -> impl FnOnce(exec::Res) -> Frame + Send + 'static {
+    let (finish, gets): (Vec<Finish>, Vec<bool>) = ops.iter().map(|o| (o.finish, o.get)).unzip();
+    move |r: exec::Res| {
         let mut outs = match r {
             Ok(Outcome::Changed) => return Frame::NullArray,
             Ok(Outcome::Batch(outs, _)) if outs.len() == finish.len() => {
@@ -437,13 +485,6 @@ pub(crate) fn batch(
                 })
                 .collect(),
         )
-    };
-    match exec::start(&s.shared, &cl, key, &op, lv, &s.ctx()) {
-        exec::Part::Ready(r) => Some(exec_reply(r)),
-        exec::Part::Later(f) => {
-            s.defer_waiting(async move { exec_reply(f.await) }, Some(key_slot(key)));
-            None
-        }
     }
 }
 

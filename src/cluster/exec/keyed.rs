@@ -5,6 +5,7 @@ use hypercache_cluster::msg::Level;
 
 use crate::metrics::OpClass;
 use crate::telemetry::Span;
+use hypercache_cluster::group::{Group, GroupRequest};
 use tokio::sync::oneshot;
 
 use super::*;
@@ -79,7 +80,7 @@ impl<M: Machine + Send + 'static> Driver<M> {
             if let Some(w) = o.wake_at.take() {
                 self.wake_at = Some(w);
             }
-            if let Some((key, events)) = o.events.take() {
+            for (key, events) in o.events.drain(..) {
                 // An acknowledged write that changed its key, coordinated here.
                 shared.store.add_changes(1);
                 // The writing client may be on another node: NOLOOP cannot exclude it here.
@@ -385,13 +386,13 @@ impl Prepared {
 
 /// A driver owned by a client's future: when the future ends (its reply delivered, or the
 /// client gone), the machine is closed or parked on its inbox ([`Driver::finish_or_park`]).
-struct Driven {
-    d: Option<Driver<KeyRequest>>,
+struct Driven<M: Machine + Send + 'static> {
+    d: Option<Driver<M>>,
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
 }
 
-impl Drop for Driven {
+impl<M: Machine + Send + 'static> Drop for Driven<M> {
     fn drop(&mut self) {
         if let Some(d) = self.d.take() {
             d.finish_or_park(self.shared.clone(), self.cl.clone());
@@ -404,10 +405,10 @@ impl Drop for Driven {
 /// task of its own that hands its reply to `to`; any other is driven by the future returned
 /// here until its reply, then parked on its inbox for the answers still to come.
 #[allow(clippy::too_many_arguments)]
-pub(super) fn drive(
+pub(super) fn drive<M: Machine + Send + 'static>(
     shared: &Arc<Shared>,
     cl: &Arc<Cluster>,
-    m: KeyRequest,
+    m: M,
     p: Prepared,
     o: Out,
     lv: &Levels,
@@ -437,6 +438,7 @@ pub(super) fn drive(
                 // The driver stopped without a reply (the node is stopping).
                 result: Err(NoReplicas { write }),
                 state: None,
+                group: Vec::new(),
             })
         }));
     }
@@ -535,6 +537,47 @@ pub fn start(
         view.clone(),
         latency,
         trace,
+    ) {
+        Ok(f) => Part::Ready(f.result),
+        Err(later) => Part::Later(Box::pin(async move { later.await.result })),
+    }
+}
+
+/// Starts transaction `group` (keys of one slot) for a client of this node: one round at the
+/// slot's coordinator ([`hypercache_cluster::group`]).
+pub fn start_group(shared: &Arc<Shared>, cl: &Arc<Cluster>, group: Group, lv: Levels) -> Part {
+    let started = Instant::now();
+    let view = cl.view();
+    let env = NodeEnv {
+        shared,
+        cl,
+        view: &view,
+        ctx: Default::default(),
+        timing: timing(&lv),
+    };
+    // It may wait at the gates of its keys: its channel is registered before it starts.
+    let p = Prepared::new(cl, true);
+    let mut m = GroupRequest::new(group, p.token, lv.write, Origin::Client);
+    let mut o = Out::default();
+    m.start(&env, &mut o);
+    // Booked with the writes: it is one read-modify-write round.
+    let class = OpClass::Set;
+    let level = match lv.write {
+        Level::One => Level::Quorum,
+        l => l,
+    };
+    match drive(
+        shared,
+        cl,
+        m,
+        p,
+        o,
+        &lv,
+        true,
+        started,
+        view.clone(),
+        Some((class, level)),
+        None,
     ) {
         Ok(f) => Part::Ready(f.result),
         Err(later) => Part::Later(Box::pin(async move { later.await.result })),

@@ -216,6 +216,6 @@ mod serve;
 pub use broadcast::{
     dbsize, flushall, keys, publish_to_peers, put_settings, raises_expiry, randomkey, scan,
 };
-pub use keyed::{run, start};
+pub use keyed::{run, start, start_group};
 pub use repair::{run as repair_task, settings as repair_settings, RepairCmd};
 pub use serve::serve_request;

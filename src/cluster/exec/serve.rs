@@ -40,6 +40,8 @@ pub fn serve_request(
         Request::Exec { key, op, write, .. } => op
             .op()
             .is_some_and(|op| node::may_queue(&op, *write, cl.synced(key_slot(key)))),
+        // A transaction waits at its keys' gates.
+        Request::ExecGroup { .. } => true,
         _ => false,
     };
     let from = match req {
@@ -65,7 +67,7 @@ pub fn serve_request(
         ctx: Default::default(),
         timing: timing(&lv),
     };
-    let is_exec = matches!(req, Request::Exec { .. });
+    let is_exec = matches!(req, Request::Exec { .. } | Request::ExecGroup { .. });
     let p = is_exec.then(|| Prepared::new(cl, may_queue));
     match node::serve(&env, from, p.as_ref().map_or(0, |p| p.token), req) {
         Served::Reply(r) => {
@@ -79,33 +81,14 @@ pub fn serve_request(
             q.push_msg(Kind::Reply, id, &r);
         }
         Served::Exec(m, o) => {
-            inc(&cl.metrics.dist.forwarded_in);
-            let started = Instant::now();
             let p = p.unwrap_or_else(|| Prepared::new(cl, false));
-            // The forwarded operation's own calls are children of this node's span.
             let trace = span.take().map(|s| super::keyed::Traced::new(s, None));
-            match drive(
-                shared,
-                cl,
-                *m,
-                p,
-                o,
-                &lv,
-                false,
-                started,
-                view.clone(),
-                None,
-                trace,
-            ) {
-                Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
-                Err(later) => {
-                    let q = q.clone();
-                    shared.tasks.spawn(async move {
-                        let f = later.await;
-                        q.push_msg(Kind::Reply, id, &node::exec_response(f));
-                    });
-                }
-            }
+            run_forwarded(shared, cl, *m, p, o, &lv, view.clone(), trace, id, q);
+        }
+        Served::ExecGroup(m, o) => {
+            let p = p.unwrap_or_else(|| Prepared::new(cl, false));
+            let trace = span.take().map(|s| super::keyed::Traced::new(s, None));
+            run_forwarded(shared, cl, *m, p, o, &lv, view.clone(), trace, id, q);
         }
         Served::Flush(horizon, db) => {
             // Off the link's reader: a flush walks every key.
@@ -150,5 +133,35 @@ pub fn serve_request(
     }
     if let Some(s) = span {
         s.end();
+    }
+}
+
+/// Runs a forwarded command's machine `m` (started, first output `o`) and answers request `id`
+/// on `q` with what it finishes with. The forwarded operation's own calls are children of this
+/// node's span (`trace`).
+#[allow(clippy::too_many_arguments)]
+fn run_forwarded<M: Machine + Send + 'static>(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    m: M,
+    p: Prepared,
+    o: Out,
+    lv: &Levels,
+    view: Arc<View>,
+    trace: Option<Box<super::keyed::Traced>>,
+    id: u64,
+    q: &Arc<Outbound>,
+) {
+    inc(&cl.metrics.dist.forwarded_in);
+    let started = Instant::now();
+    match drive(shared, cl, m, p, o, lv, false, started, view, None, trace) {
+        Ok(f) => q.push_msg(Kind::Reply, id, &node::exec_response(f)),
+        Err(later) => {
+            let q = q.clone();
+            shared.tasks.spawn(async move {
+                let f = later.await;
+                q.push_msg(Kind::Reply, id, &node::exec_response(f));
+            });
+        }
     }
 }

@@ -1,0 +1,732 @@
+//! A transaction on several keys of one slot, run as one read-modify-write round at the slot's
+//! coordinator: [`GroupRequest`].
+//!
+//! A transaction (`MULTI`/`EXEC`) whose keys share a slot must run as one unit: no other write
+//! to its keys lands between its commands, and all of its writes take effect or none. A keyed
+//! command's round ([`crate::node::KeyRequest`]) covers one key; this one covers several with the
+//! same two phases, because the keys of one slot live on the same replicas under one lock:
+//!
+//! - **Forward.** A client's transaction goes to the slot's coordinator (its first live replica),
+//!   as a keyed write does, so that the rounds on a key queue at one node's [`Gate`] instead of
+//!   refusing each other's promises.
+//! - **Gate.** The coordinator takes the gate of every key, in the keys' byte order (so two
+//!   transactions cannot each hold a key the other waits for; a keyed command holds one gate).
+//! - **Prepare.** One ballot for all keys: each replica promises it for every key at once, or
+//!   refuses it if it holds or has promised anything at least as new for any of them
+//!   ([`crate::store::Store::prepare_group`]), and answers every key's state.
+//! - **Compute.** Watched keys are compared with the versions `WATCH` saw (any difference: the
+//!   transaction answers `Changed`, nothing is written). The commands then run in order over the
+//!   newest state of each key, as [`crate::coord::state_after`] runs one command; each key it
+//!   changed gets its new state stamped with the ballot.
+//! - **Accept.** The new states go to every replica in one message, stored all or none
+//!   ([`crate::store::Store::offer_group`]: a replica refuses the whole message if it holds or
+//!   has promised a newer version of any key). The write level counts replicas that stored them
+//!   all.
+//!
+//! Why nothing interleaves: a write to one of the keys that reaches a replica after its promise
+//! with an older version is refused there (a blind write is then stamped above the ballot, so it
+//! comes after the transaction in version order); one with a newer version makes the
+//! transaction's accept fail on that replica, so the transaction cannot be acknowledged by a
+//! quorum that missed it. Two rounds on a key cannot both reach a quorum (as for one key: a
+//! replica that promised the higher ballot refuses the lower one's accept).
+//!
+//! What it is not: a transaction whose accept failed (`NOREPLICAS`) may have been stored by some
+//! replicas and spread from there (as a failed keyed write may), so it may later take effect, in
+//! whole per replica but key by key as repair copies it. Readers are not isolated: a read of two
+//! of its keys at ONE may see one before and one after it until the write has reached every
+//! replica. Keys of different slots are never in one round.
+
+use bytes::Bytes;
+
+use crate::coord::{self, Tally};
+use crate::msg::{self, Level, Request, Response, State};
+use crate::node::{
+    plausible, restamped, tag, untag, Answer, Call, Counts, Env, Finished, Machine, NoReplicas,
+    Origin, Out, Send, TargetResult, Waiting, MAX_PREPARES,
+};
+use crate::notify::{self, Events};
+use crate::op::Outcome;
+use crate::ring::MemberIdx;
+use crate::slot::{key_slot, Slot};
+use crate::store::Offered;
+use crate::version::Version;
+use crate::wire;
+
+/// A transaction's keys and commands ([`Request::ExecGroup`]), checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Group {
+    keys: Vec<Bytes>,
+    ops: Bytes,
+    expect: Vec<(u16, Option<Version>)>,
+    slot: Slot,
+}
+
+impl Group {
+    /// A transaction on `keys` (distinct, all of one slot) running `ops` ([`msg::group_bytes`]),
+    /// guarded by the versions `WATCH` saw of some keys (`expect`: index in `keys`, version).
+    /// `None` if the keys are empty, repeated, of several slots or too many, or an operation
+    /// does not decode or names a key out of range.
+    pub fn new(keys: Vec<Bytes>, ops: Bytes, expect: Vec<(u16, Option<Version>)>) -> Option<Group> {
+        let slot = key_slot(keys.first()?);
+        if keys.len() > usize::from(u16::MAX) || keys.iter().any(|k| key_slot(k) != slot) {
+            return None;
+        }
+        let mut sorted: Vec<&Bytes> = keys.iter().collect();
+        sorted.sort();
+        if sorted.windows(2).any(|w| w[0] == w[1]) {
+            return None;
+        }
+        msg::grouped(&ops, keys.len())?;
+        if expect.iter().any(|(i, _)| usize::from(*i) >= keys.len()) {
+            return None;
+        }
+        Some(Group {
+            keys,
+            ops,
+            expect,
+            slot,
+        })
+    }
+
+    /// The keys.
+    pub fn keys(&self) -> &[Bytes] {
+        &self.keys
+    }
+
+    /// Their slot.
+    pub fn slot(&self) -> Slot {
+        self.slot
+    }
+
+    fn key_refs(&self) -> Vec<&[u8]> {
+        self.keys.iter().map(|k| &k[..]).collect()
+    }
+}
+
+#[derive(Debug)]
+enum Phase {
+    /// Not started, or finished.
+    Idle,
+    /// Waiting for the [`Gate`](crate::node::Gate) of the next key in order.
+    Queued,
+    Forward {
+        to: MemberIdx,
+        retried: bool,
+    },
+    Prepare {
+        ballot: Version,
+        tally: Tally,
+        /// The newest state of each key so far.
+        newest: Vec<State>,
+        tries: u8,
+        answers: u8,
+        /// Whether the answers disagree on some key.
+        mixed: bool,
+    },
+    Accept {
+        tally: Tally,
+        outcome: Outcome,
+        /// The keys written and their new states.
+        kept: Vec<(Bytes, State)>,
+        /// The commands' keyspace events, reported when the write is acknowledged.
+        events: Vec<(Bytes, Events)>,
+    },
+}
+
+/// One transaction on several keys of one slot (see the module docs).
+#[derive(Debug)]
+pub struct GroupRequest {
+    group: Group,
+    /// Indexes of the keys in byte order: the order their gates are taken in.
+    order: Vec<usize>,
+    /// Gates held (the first `gated` of `order`).
+    gated: usize,
+    token: u64,
+    write: Level,
+    origin: Origin,
+    phase: Phase,
+    round: u64,
+    waiting: Waiting,
+    deadline: u64,
+    replied: bool,
+    /// The replicas of the write phase that did not store it, and how.
+    targets: Vec<(MemberIdx, TargetResult)>,
+    /// Counters so far.
+    pub counts: Counts,
+}
+
+impl GroupRequest {
+    /// Transaction `group` at write level `write` (QUORUM at least: a transaction always runs
+    /// its read round); `token` is its driver's id for it (gate wake-ups name it).
+    pub fn new(group: Group, token: u64, write: Level, origin: Origin) -> GroupRequest {
+        let mut order: Vec<usize> = (0..group.keys.len()).collect();
+        order.sort_by(|a, b| group.keys[*a].cmp(&group.keys[*b]));
+        GroupRequest {
+            group,
+            order,
+            gated: 0,
+            token,
+            write: if write == Level::One {
+                Level::Quorum
+            } else {
+                write
+            },
+            origin,
+            phase: Phase::Idle,
+            round: 0,
+            waiting: Waiting::default(),
+            deadline: 0,
+            replied: false,
+            targets: Vec::new(),
+            counts: Counts::default(),
+        }
+    }
+
+    /// The transaction.
+    pub fn group(&self) -> &Group {
+        &self.group
+    }
+
+    /// Whether the client has its reply.
+    pub fn replied(&self) -> bool {
+        self.replied
+    }
+
+    /// Whether nothing more will happen.
+    pub fn is_done(&self) -> bool {
+        self.replied && (self.waiting.is_empty() || matches!(self.phase, Phase::Idle))
+    }
+
+    /// The replicas that did not store the write, and how, once done.
+    pub fn targets(&self) -> &[(MemberIdx, TargetResult)] {
+        &self.targets
+    }
+
+    fn finish(
+        &mut self,
+        out: &mut Out,
+        result: Result<Outcome, NoReplicas>,
+        group: Vec<(Bytes, State)>,
+    ) {
+        if !self.replied {
+            self.replied = true;
+            out.reply = Some(Finished {
+                result,
+                state: None,
+                group,
+            });
+        }
+    }
+
+    fn fail(&mut self, out: &mut Out) {
+        self.phase = Phase::Idle;
+        self.finish(out, Err(NoReplicas { write: true }), Vec::new());
+    }
+
+    /// Starts the transaction.
+    pub fn start(&mut self, env: &impl Env, out: &mut Out) {
+        self.deadline = env.ctx().now + env.timing().coordinator_ms();
+        match self.origin {
+            Origin::Forwarded { .. } => self.start_write(env, out),
+            Origin::Client => self.route(env, None, out),
+        }
+        self.arm(out);
+    }
+
+    fn arm(&self, out: &mut Out) {
+        if !self.is_done() {
+            out.wake_at = Some(self.deadline);
+        }
+    }
+
+    /// Runs the transaction here if this node coordinates the slot, else forwards it to the
+    /// first live replica (leaving out `failed`, whose link just failed).
+    fn route(&mut self, env: &impl Env, failed: Option<MemberIdx>, out: &mut Out) {
+        let prefs = env.prefs(self.group.slot);
+        let me = env.me();
+        let first = prefs
+            .iter()
+            .copied()
+            .find(|&m| Some(m) != failed && (m == me || env.live(m)));
+        match first {
+            None => self.fail(out),
+            Some(m) if m == me => self.start_write(env, out),
+            Some(m) => {
+                self.counts.forwards += 1;
+                let want_state = prefs.contains(&me);
+                self.round += 1;
+                self.waiting.clear();
+                self.waiting.push(m);
+                self.phase = Phase::Forward {
+                    to: m,
+                    retried: failed.is_some(),
+                };
+                self.deadline = env.ctx().now + env.timing().forward_ms();
+                let body = wire::to_body(&Request::ExecGroup {
+                    keys: self.group.key_refs(),
+                    ops: &self.group.ops,
+                    expect: self.group.expect.clone(),
+                    write: self.write,
+                    want_state,
+                });
+                out.sends.push(Send {
+                    call: Call::Encoded(body),
+                    to: vec![(m, Some(tag(self.round, m)))],
+                });
+            }
+        }
+    }
+
+    fn start_write(&mut self, env: &impl Env, out: &mut Out) {
+        self.counts.write_attempts += 1;
+        if self.enter_gates(env) {
+            self.start_prepare(env, 0, out);
+        }
+    }
+
+    /// Takes the gates of the keys not held yet, in order; false if it must wait for one
+    /// ([`GroupRequest::on_wake`] goes on).
+    fn enter_gates(&mut self, env: &impl Env) -> bool {
+        while self.gated < self.order.len() {
+            let key = &self.group.keys[self.order[self.gated]];
+            if !env.gate().enter(key, self.token) {
+                self.phase = Phase::Queued;
+                return false;
+            }
+            self.gated += 1;
+        }
+        true
+    }
+
+    /// Leaves every gate held or queued for, waking the next round on each key.
+    fn release(&mut self, env: &impl Env, out: &mut Out) {
+        let queued = matches!(self.phase, Phase::Queued) && self.gated < self.order.len();
+        let upto = self.gated + usize::from(queued);
+        for &i in &self.order[..upto] {
+            if let Some(next) = env.gate().leave(&self.group.keys[i], self.token) {
+                out.wake.push(next);
+            }
+        }
+        self.gated = 0;
+    }
+
+    /// Its turn at the gate it waited for.
+    pub fn on_wake(&mut self, env: &impl Env, out: &mut Out) {
+        if matches!(self.phase, Phase::Queued) {
+            self.gated += 1;
+            if self.enter_gates(env) {
+                self.start_prepare(env, 0, out);
+            }
+            self.arm(out);
+        }
+    }
+
+    fn start_prepare(&mut self, env: &impl Env, tries: u8, out: &mut Out) {
+        let ctx = env.ctx();
+        let store = env.store();
+        let ballot = store.new_version(ctx.now);
+        let slot = self.group.slot;
+        let prefs = env.prefs(slot);
+        let me = env.me();
+        let mut tally = Tally::for_level(self.write, prefs.len(), false);
+        let mut newest = vec![State::Missing; self.group.keys.len()];
+        let mut answers = 0;
+        if prefs.contains(&me) && env.synced(slot) {
+            match store.prepare_group(
+                &self.group.key_refs(),
+                ballot,
+                ctx.now,
+                env.timing().promise_ms(),
+            ) {
+                Ok(s) => {
+                    tally.ok();
+                    newest = s;
+                    answers = 1;
+                }
+                // Cannot happen with a ballot from this store's own clock.
+                Err(_) => tally.failed(),
+            }
+        } else if prefs.contains(&me) {
+            tally.failed();
+        }
+        self.round += 1;
+        self.phase = Phase::Prepare {
+            ballot,
+            tally,
+            newest,
+            tries,
+            answers,
+            mixed: false,
+        };
+        if self.settle_prepare(env, out) {
+            return;
+        }
+        let to = self.ask_others(env.prefs(slot), me);
+        let body = wire::to_body(&Request::PrepareGroup {
+            keys: self.group.key_refs(),
+            ballot,
+        });
+        out.sends.push(Send {
+            call: Call::Encoded(body),
+            to,
+        });
+    }
+
+    fn ask_others(&mut self, prefs: &[MemberIdx], me: MemberIdx) -> Vec<(MemberIdx, Option<u64>)> {
+        self.waiting.clear();
+        let mut to = Vec::with_capacity(prefs.len());
+        for &m in prefs.iter().filter(|&&m| m != me) {
+            self.waiting.push(m);
+            to.push((m, Some(tag(self.round, m))));
+        }
+        to
+    }
+
+    /// Moves on from a prepare round with a verdict; returns whether it did.
+    fn settle_prepare(&mut self, env: &impl Env, out: &mut Out) -> bool {
+        let Phase::Prepare {
+            ballot,
+            tally,
+            newest,
+            tries,
+            mixed,
+            ..
+        } = &self.phase
+        else {
+            return false;
+        };
+        match tally.verdict() {
+            None => false,
+            Some(false) => {
+                self.release(env, out);
+                self.fail(out);
+                true
+            }
+            Some(true) => {
+                let (ballot, tries, mixed) = (*ballot, *tries, *mixed);
+                let newest = newest.clone();
+                let ctx = env.ctx();
+                let live = |s: &State| match s {
+                    State::Live {
+                        version, expire_at, ..
+                    } if *expire_at == 0 || *expire_at > ctx.now => Some(*version),
+                    _ => None,
+                };
+                if self
+                    .group
+                    .expect
+                    .iter()
+                    .any(|&(i, v)| live(&newest[usize::from(i)]) != v)
+                {
+                    // A watched key changed since WATCH: nothing runs.
+                    self.release(env, out);
+                    self.phase = Phase::Idle;
+                    self.finish(out, Ok(Outcome::Changed), Vec::new());
+                    return true;
+                }
+                let ops = msg::grouped(&self.group.ops, self.group.keys.len())
+                    .expect("checked when the group was made");
+                let mut cur = newest.clone();
+                let mut wrote = vec![false; cur.len()];
+                let mut outcomes = Vec::with_capacity(ops.len());
+                let mut events = Vec::new();
+                for (i, op) in &ops {
+                    let key = &self.group.keys[*i];
+                    let (o, next) = coord::state_after(op, key, &cur[*i], &ctx, ballot);
+                    let ev = notify::write_events(
+                        op,
+                        coord::change_of(&cur[*i], next.as_ref(), ctx.now),
+                        &o,
+                    );
+                    if !ev.is_empty() {
+                        events.push((key.clone(), ev));
+                    }
+                    if let Some(s) = next {
+                        cur[*i] = s;
+                        wrote[*i] = true;
+                    }
+                    outcomes.push(o);
+                }
+                let outcome = Outcome::Batch(outcomes, Vec::new());
+                // As for one key: what the replies are based on must be on a quorum before
+                // them, so a key the replicas disagreed on is written back even if unchanged.
+                let mut entries = Vec::new();
+                for (i, state) in cur.into_iter().enumerate() {
+                    let state = if wrote[i] {
+                        Some(state)
+                    } else if mixed {
+                        restamped(&newest[i], ballot)
+                    } else {
+                        None
+                    };
+                    if let Some(s) = state {
+                        entries.push((self.group.keys[i].clone(), s));
+                    }
+                }
+                if entries.is_empty() {
+                    self.release(env, out);
+                    self.phase = Phase::Idle;
+                    out.events.extend(events);
+                    self.finish(out, Ok(outcome), Vec::new());
+                    return true;
+                }
+                let local = env.prefs(self.group.slot).contains(&env.me());
+                if local {
+                    match env.store().offer_group(&entries, &ctx) {
+                        Offered::Stored | Offered::Duplicate => {}
+                        Offered::Refused(_) if tries + 1 < MAX_PREPARES => {
+                            self.counts.prepare_retries += 1;
+                            self.start_prepare(env, tries + 1, out);
+                            return true;
+                        }
+                        Offered::Refused(_) => {
+                            self.release(env, out);
+                            self.fail(out);
+                            return true;
+                        }
+                    }
+                }
+                self.start_accept(env, outcome, entries, local, events, out);
+                // The accept is on its way before anything the next round sends: its turn.
+                self.release(env, out);
+                true
+            }
+        }
+    }
+
+    fn start_accept(
+        &mut self,
+        env: &impl Env,
+        outcome: Outcome,
+        entries: Vec<(Bytes, State)>,
+        local: bool,
+        events: Vec<(Bytes, Events)>,
+        out: &mut Out,
+    ) {
+        let slot = self.group.slot;
+        let prefs = env.prefs(slot);
+        let me = env.me();
+        // A copy on a slot still catching up is kept but not counted (as for one key).
+        let local = local && env.synced(slot);
+        let mut tally = Tally::for_level(self.write, prefs.len(), local);
+        if prefs.contains(&me) && !local {
+            tally.failed();
+        }
+        if local {
+            self.counts.write_acks += 1;
+        }
+        self.round += 1;
+        let to = self.ask_others(prefs, me);
+        self.counts.replica_fanout += to.len() as u64;
+        self.targets.clear();
+        let body = wire::to_body(&Request::PutGroup {
+            entries: entries.clone(),
+        });
+        out.sends.push(Send {
+            call: Call::Encoded(body),
+            to,
+        });
+        self.phase = Phase::Accept {
+            tally,
+            outcome,
+            kept: entries,
+            events,
+        };
+        self.settle_accept(out);
+    }
+
+    fn settle_accept(&mut self, out: &mut Out) {
+        let Phase::Accept {
+            tally,
+            outcome,
+            kept,
+            events,
+        } = &self.phase
+        else {
+            return;
+        };
+        match tally.verdict() {
+            Some(true) if !self.replied => {
+                let o = outcome.clone();
+                let states = if matches!(self.origin, Origin::Forwarded { want_state: true }) {
+                    kept.clone()
+                } else {
+                    Vec::new()
+                };
+                out.events.extend(events.iter().cloned());
+                self.finish(out, Ok(o), states);
+            }
+            Some(false) if !self.replied => {
+                self.finish(out, Err(NoReplicas { write: true }), Vec::new())
+            }
+            _ => {}
+        }
+    }
+
+    /// Feeds the answer to the call tagged `t`.
+    pub fn on_answer(&mut self, env: &impl Env, t: u64, answer: Answer, out: &mut Out) {
+        let (round, from) = untag(t);
+        if round != self.round || !self.waiting.remove(from) {
+            return;
+        }
+        let now = || env.ctx().now;
+        let reply = match answer {
+            Answer::Reply(r) => Some(r),
+            Answer::LinkDown => None,
+        };
+        if !matches!(
+            reply,
+            Some(
+                Response::States(_)
+                    | Response::Stored
+                    | Response::Refused(_)
+                    | Response::Outcome(_)
+                    | Response::WrittenGroup { .. }
+                    | Response::NoReplicas { .. }
+            )
+        ) {
+            self.counts.transport_errors += 1;
+        }
+        let n = self.group.keys.len();
+        match &mut self.phase {
+            Phase::Idle | Phase::Queued => {}
+            Phase::Forward { to, retried } => {
+                let (to, retried) = (*to, *retried);
+                self.phase = Phase::Idle;
+                match reply {
+                    Some(Response::Outcome(o)) => self.finish(out, Ok(o.into()), Vec::new()),
+                    Some(Response::WrittenGroup { outcome, entries }) => {
+                        // This node is a replica: it holds the new states before its client
+                        // hears back, so the client's next read here sees its writes.
+                        let ctx = env.ctx();
+                        if entries.iter().all(|(_, s)| plausible(s.version(), ctx.now)) {
+                            env.store().offer_group(&entries, &ctx);
+                        }
+                        self.finish(out, Ok(outcome.into()), Vec::new());
+                    }
+                    Some(Response::NoReplicas { .. }) => self.fail(out),
+                    None if !retried => {
+                        // The coordinator's link failed: the next live replica takes over.
+                        self.counts.forward_retries += 1;
+                        self.route(env, Some(to), out);
+                    }
+                    _ => self.fail(out),
+                }
+            }
+            Phase::Prepare {
+                tally,
+                newest,
+                tries,
+                answers,
+                mixed,
+                ..
+            } => match reply {
+                Some(Response::States(states))
+                    if states.len() == n
+                        && states.iter().all(|s| plausible(s.version(), now())) =>
+                {
+                    tally.ok();
+                    for (held, s) in newest.iter_mut().zip(states) {
+                        if *answers > 0 && s.version() != held.version() {
+                            *mixed = true;
+                        }
+                        if s.newer_than(held) {
+                            *held = s;
+                        }
+                    }
+                    *answers = answers.saturating_add(1);
+                    self.settle_prepare(env, out);
+                }
+                Some(Response::Refused(v)) if plausible(Some(v), now()) => {
+                    env.store().clock().observe(v.hlc);
+                    if *tries + 1 < MAX_PREPARES {
+                        let tries = *tries + 1;
+                        self.counts.prepare_retries += 1;
+                        self.start_prepare(env, tries, out);
+                    } else {
+                        self.release(env, out);
+                        self.fail(out);
+                    }
+                }
+                _ => {
+                    tally.failed();
+                    self.settle_prepare(env, out);
+                }
+            },
+            Phase::Accept { tally, kept, .. } => {
+                match reply {
+                    Some(Response::Stored) => {
+                        tally.ok();
+                        self.counts.write_acks += 1;
+                    }
+                    Some(Response::Refused(v)) => {
+                        tally.failed();
+                        self.targets.push((from, TargetResult::Refused(v)));
+                    }
+                    Some(Response::Syncing) => {
+                        tally.failed();
+                        self.targets.push((from, TargetResult::Failed));
+                    }
+                    other => {
+                        tally.failed();
+                        let how = if other.is_none() {
+                            TargetResult::LinkDown
+                        } else {
+                            TargetResult::Failed
+                        };
+                        self.targets.push((from, how));
+                        for (k, s) in kept.iter() {
+                            out.hints.push((from, k.clone(), s.clone()));
+                        }
+                    }
+                }
+                self.settle_accept(out);
+                if self.waiting.is_empty() {
+                    self.phase = Phase::Idle;
+                }
+            }
+        }
+        self.arm(out);
+    }
+
+    /// The deadline passed: whatever has not answered has failed.
+    pub fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
+        if env.ctx().now < self.deadline {
+            self.arm(out);
+            return;
+        }
+        let unanswered = self.waiting.take();
+        self.counts.transport_errors += unanswered.len() as u64;
+        self.release(env, out);
+        if let Phase::Accept { kept, .. } = &self.phase {
+            for m in unanswered {
+                self.targets.push((m, TargetResult::TimedOut));
+                for (k, s) in kept {
+                    out.hints.push((m, k.clone(), s.clone()));
+                }
+            }
+        }
+        if !self.replied {
+            self.finish(out, Err(NoReplicas { write: true }), Vec::new());
+        }
+        self.phase = Phase::Idle;
+    }
+}
+
+impl Machine for GroupRequest {
+    fn on_answer(&mut self, env: &impl Env, tag: u64, answer: Answer, out: &mut Out) {
+        GroupRequest::on_answer(self, env, tag, answer, out)
+    }
+    fn on_deadline(&mut self, env: &impl Env, out: &mut Out) {
+        GroupRequest::on_deadline(self, env, out)
+    }
+    fn on_wake(&mut self, env: &impl Env, out: &mut Out) {
+        GroupRequest::on_wake(self, env, out)
+    }
+    fn is_done(&self) -> bool {
+        GroupRequest::is_done(self)
+    }
+    fn counts(&self) -> Counts {
+        self.counts
+    }
+}
