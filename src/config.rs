@@ -145,6 +145,15 @@ pub struct Config {
     /// `busy-reply-threshold` (alias `lua-time-limit`), ms: past it, a running script makes other
     /// clients' commands answer `-BUSY`, and `SCRIPT KILL` may stop it (0: never busy).
     pub busy_reply_threshold: u64,
+    /// `min-replicas-to-write` (alias `min-slaves-to-write`): with it above 0 (and
+    /// `min-replicas-max-lag` above 0), Redis refuses writes while fewer replicas are connected.
+    /// HyperCache has no Redis replicas (its replication is the cluster's), so this node then
+    /// refuses every write with `-NOREPLICAS`, as a Redis primary without replicas does.
+    /// Default 0 (off).
+    pub min_replicas_to_write: u64,
+    /// `min-replicas-max-lag` (alias `min-slaves-max-lag`), seconds: 0 turns the check above
+    /// off, as in Redis. Default 10.
+    pub min_replicas_max_lag: u64,
     /// `script-memory-limit`: most bytes one script may allocate in the Lua VM (HyperCache; Redis
     /// has no such bound). 0: no limit.
     pub script_memory_limit: u64,
@@ -300,6 +309,8 @@ impl Default for Config {
             slowlog_max_len: 128,
             busy_reply_threshold: 5000,
             script_memory_limit: 256 * 1024 * 1024,
+            min_replicas_to_write: 0,
+            min_replicas_max_lag: 10,
             hz: 10,
             threads: 0,
             maxmemory: 0,
@@ -700,6 +711,34 @@ pub static PARAMS: &[Param] = &[
         true,
         |c| c.busy_reply_threshold.to_string(),
         |c, v| c.busy_reply_threshold = v.int() as u64
+    ),
+    p!(
+        "min-replicas-to-write",
+        Kind::Int(0, i64::MAX),
+        true,
+        |c| c.min_replicas_to_write.to_string(),
+        |c, v| c.min_replicas_to_write = v.int() as u64
+    ),
+    p!(
+        "min-slaves-to-write",
+        Kind::Int(0, i64::MAX),
+        true,
+        |c| c.min_replicas_to_write.to_string(),
+        |c, v| c.min_replicas_to_write = v.int() as u64
+    ),
+    p!(
+        "min-replicas-max-lag",
+        Kind::Int(0, i64::MAX),
+        true,
+        |c| c.min_replicas_max_lag.to_string(),
+        |c, v| c.min_replicas_max_lag = v.int() as u64
+    ),
+    p!(
+        "min-slaves-max-lag",
+        Kind::Int(0, i64::MAX),
+        true,
+        |c| c.min_replicas_max_lag.to_string(),
+        |c, v| c.min_replicas_max_lag = v.int() as u64
     ),
     p!(
         "lua-time-limit",
@@ -1173,6 +1212,12 @@ impl Param {
 }
 
 impl Config {
+    /// Whether writes are refused for want of Redis replicas (`min-replicas-to-write`): this
+    /// node never has any.
+    pub fn writes_want_replicas(&self) -> bool {
+        self.min_replicas_to_write > 0 && self.min_replicas_max_lag > 0
+    }
+
     /// The HTTP port: `http-port`, or the client port ([`Config::client_port`]) + 3000 (minus 3000 where that would not
     /// fit); 0 when it is off.
     pub fn http_port(&self) -> u16 {

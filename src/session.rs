@@ -84,6 +84,8 @@ pub struct Session {
     slowlog_threshold: i64,
     /// `maxmemory` (0: no limit).
     maxmemory: u64,
+    /// `min-replicas-to-write` is set: writes are refused (this node has no Redis replicas).
+    pub(crate) no_replicas: bool,
     /// `maxmemory-policy`.
     policy: Policy,
     /// `maxmemory-samples`.
@@ -251,6 +253,7 @@ impl Session {
             slowlog_threshold: -1,
             commands: 0,
             maxmemory: 0,
+            no_replicas: false,
             policy: Policy::NoEviction,
             samples: 5,
             rng: SmallRng::seed_from_u64(0),
@@ -311,6 +314,7 @@ impl Session {
         self.timeout = c.timeout;
         self.slowlog_threshold = c.slowlog_log_slower_than;
         self.maxmemory = c.maxmemory;
+        self.no_replicas = c.writes_want_replicas();
         self.policy = c.maxmemory_policy;
         self.samples = c.maxmemory_samples as usize;
         self.access_mode = c.access_mode();
@@ -1219,6 +1223,9 @@ impl Session {
         {
             return Some(errors::DRAINING);
         }
+        if self.no_replicas && flagged("write") {
+            return Some(errors::NOREPLICAS);
+        }
         None
     }
 
@@ -1409,6 +1416,13 @@ impl Session {
         {
             return (
                 Some(Frame::error(errors::DRAINING)),
+                Some(effective),
+                Rejected,
+            );
+        }
+        if self.no_replicas && effective.has_flag("write") {
+            return (
+                Some(Frame::error(errors::NOREPLICAS)),
                 Some(effective),
                 Rejected,
             );

@@ -799,3 +799,76 @@ fn the_reported_version_is_a_setting() {
         .unwrap();
     assert!(info.contains("\r\nredis_version:7.0.15\r\n"), "{info}");
 }
+
+/// `min-replicas-to-write` as a Redis primary without replicas applies it: every write is
+/// refused with `-NOREPLICAS` (a transaction with a write aborts at EXEC, a script that declares
+/// it may write is refused, a compat script's write fails inside it), reads go on, and setting
+/// it back to 0 (or `min-replicas-max-lag` to 0) lets writes through again.
+#[test]
+fn min_replicas_to_write_refuses_writes_as_a_primary_without_replicas() {
+    let s = Server::start(&[]);
+    let mut c = s.conn();
+    let _: () = c.set("x", "v").unwrap();
+    let set = |c: &mut redis::Connection, k: &str, v: &str| -> Result<(), String> {
+        c.set::<_, _, ()>(k, v).map_err(|e| e.to_string())
+    };
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    let e = set(&mut c, "x", "1").unwrap_err();
+    assert!(e.contains("NOREPLICAS"), "{e}");
+    assert_eq!(c.get::<_, String>("x").unwrap(), "v");
+    let script = |c: &mut redis::Connection, body: &str| -> Result<Value, String> {
+        redis::cmd("EVAL")
+            .arg(body)
+            .arg(1)
+            .arg("x")
+            .query(c)
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(
+        script(&mut c, "return redis.call('get','x')").unwrap(),
+        Value::BulkString(b"v".to_vec())
+    );
+    assert_eq!(
+        script(
+            &mut c,
+            "#!lua flags=no-writes\nreturn redis.call('get','x')"
+        )
+        .unwrap(),
+        Value::BulkString(b"v".to_vec())
+    );
+    for body in [
+        "#!lua\nreturn redis.call('get','x')",
+        "return redis.call('set','x',1)",
+    ] {
+        let e = script(&mut c, body).unwrap_err();
+        assert!(e.contains("NOREPLICAS"), "{body}: {e}");
+    }
+    let mut raw = s.raw();
+    raw.write_all(b"MULTI\r\nSET x 2\r\nEXEC\r\n").unwrap();
+    let want = "+OK\r\n-NOREPLICAS Not enough good replicas to write.\r\n-EXECABORT Transaction discarded because of previous errors.\r\n";
+    let mut got = vec![0; want.len()];
+    raw.read_exact(&mut got).unwrap();
+    assert_eq!(String::from_utf8_lossy(&got), want);
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-slaves-max-lag")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    set(&mut c, "x", "3").unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-max-lag")
+        .arg(10)
+        .arg("min-replicas-to-write")
+        .arg(0)
+        .query(&mut c)
+        .unwrap();
+    set(&mut c, "x", "4").unwrap();
+    assert_eq!(c.get::<_, String>("x").unwrap(), "4");
+}

@@ -1245,6 +1245,11 @@ impl Engine {
                 "OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'",
             ));
         }
+        if !flags.compat && !flags.no_writes && shared.config.read().writes_want_replicas() {
+            // A script that declares it may write is a write command (Redis's
+            // `scriptFlagsToCmdFlags`): refused like one.
+            return plain(Frame::error(errors::NOREPLICAS));
+        }
         let mut session = self
             .session
             .take()
