@@ -135,6 +135,9 @@ pub struct Session {
     /// While `EXEC` collects a transaction's commands on one key in a cluster: each command's
     /// operation (wire form) and how its reply is made ([`crate::cmd::batch`]).
     pub(crate) batching: Option<cmd::Batched>,
+    /// A script running at its slot's coordinator in a cluster: its keyed commands run over
+    /// these states of its keys ([`crate::cluster::script`]).
+    pub(crate) overlay: Option<Box<crate::cluster::script::Overlay>>,
     /// Commands were queued in this batch: CLIENT LIST's `multi=` count is out of date.
     queued_changed: bool,
     /// A transaction `EXEC` accepted, with `EXEC`'s own arguments: the connection runs it
@@ -278,6 +281,7 @@ impl Session {
             cluster_watched: Vec::new(),
             cas: None,
             batching: None,
+            overlay: None,
             queued_changed: false,
             exec_ready: None,
             in_exec: false,

@@ -328,6 +328,102 @@ fn scripts_through_a_cluster_node() {
     assert_eq!(visits, 5);
 }
 
+/// A script whose keys share a slot runs atomically at the slot's coordinator: six clients on
+/// three nodes run a read-then-write script (GET, then SET of the value plus one: lost updates
+/// if anything came between) and a script that increments two keys, and no update is lost and
+/// no script sees another's half. A key of the slot it did not declare is used as outside a
+/// script; what it may not do there is refused in words (a command on its keys that is not an
+/// operation of them, a flush).
+#[test]
+fn a_script_is_atomic_at_its_slot_s_coordinator() {
+    let cluster = TestCluster::start(3, &[]);
+    let read_then_write = "local v = tonumber(redis.call('get', KEYS[1]) or '0') \
+        redis.call('set', KEYS[1], v + 1) return v + 1";
+    let both = "return {redis.call('incr', KEYS[1]), redis.call('incr', KEYS[2])}";
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(std::collections::BTreeSet::new()));
+    let threads: Vec<_> = (0..6)
+        .map(|i| {
+            let mut c = cluster.conn(i % 3);
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                for _ in 0..40 {
+                    let n: i64 = redis::cmd("EVAL")
+                        .arg(read_then_write)
+                        .arg(1)
+                        .arg("{s}counter")
+                        .query(&mut c)
+                        .unwrap();
+                    assert!(seen.lock().unwrap().insert(n), "{n} twice: a lost update");
+                    let (a, b): (i64, i64) = redis::cmd("EVAL")
+                        .arg(both)
+                        .arg(2)
+                        .arg("{s}a")
+                        .arg("{s}b")
+                        .query(&mut c)
+                        .unwrap();
+                    assert_eq!(a, b, "a script saw another's half");
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for node in 0..3 {
+        let mut c = cluster.conn_at(node, "all", "quorum");
+        let got: (i64, i64, i64) = redis::cmd("MGET")
+            .arg("{s}counter")
+            .arg("{s}a")
+            .arg("{s}b")
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(got, (240, 240, 240), "through node {node}");
+    }
+    let mut c = cluster.conn(1);
+    // A key of the slot it did not declare is reached as outside a script.
+    let v: String = redis::cmd("EVAL")
+        .arg("redis.call('set', '{s}undeclared', 'u') return redis.call('get', '{s}undeclared')")
+        .arg(1)
+        .arg("{s}counter")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(v, "u");
+    for (body, want) in [
+        (
+            "return redis.call('rename', KEYS[1], '{s}a')",
+            "This command is not available to a script in a cluster",
+        ),
+        (
+            "return redis.call('flushall')",
+            "This command is not available to a script in a cluster",
+        ),
+    ] {
+        let e = redis::cmd("EVAL")
+            .arg(body)
+            .arg(1)
+            .arg("{s}counter")
+            .query::<redis::Value>(&mut c)
+            .unwrap_err();
+        assert!(e.to_string().contains(want), "{body}: {e}");
+    }
+    // A script that fails half way keeps what it did before the error, as in Redis (whose
+    // scripts do not roll back): its round replicates that.
+    let e = redis::cmd("EVAL")
+        .arg("redis.call('set', KEYS[1], 'half') return redis.call('incr', KEYS[2]) .. error()")
+        .arg(2)
+        .arg("{s}x")
+        .arg("{s}counter")
+        .query::<redis::Value>(&mut c)
+        .unwrap_err();
+    assert!(e.to_string().contains("nil script"), "{e}");
+    let got: (String, i64) = redis::cmd("MGET")
+        .arg("{s}x")
+        .arg("{s}counter")
+        .query(&mut cluster.conn_at(2, "quorum", "quorum"))
+        .unwrap();
+    assert_eq!(got, ("half".to_string(), 241));
+}
+
 /// A library loaded on one node, dumped and restored on another, answers the same there; a
 /// payload that is not a dump is refused.
 #[test]

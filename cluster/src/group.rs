@@ -56,9 +56,12 @@ use crate::wire;
 #[derive(Debug, Clone, PartialEq)]
 pub struct Group {
     keys: Vec<Bytes>,
+    /// The commands ([`msg::group_bytes`]), or the driver's program when `external`.
     ops: Bytes,
     expect: Vec<(u16, Option<Version>)>,
     slot: Slot,
+    /// The driver runs the program ([`Out::compute`]): a script.
+    external: bool,
 }
 
 impl Group {
@@ -67,6 +70,23 @@ impl Group {
     /// `None` if the keys are empty, repeated, of several slots or too many, or an operation
     /// does not decode or names a key out of range.
     pub fn new(keys: Vec<Bytes>, ops: Bytes, expect: Vec<(u16, Option<Version>)>) -> Option<Group> {
+        msg::grouped(&ops, keys.len())?;
+        Group::checked(keys, ops, expect, false)
+    }
+
+    /// A transaction on `keys` whose commands the driver decides as it runs `program` over the
+    /// keys' states ([`Out::compute`], [`GroupRequest::on_computed`]): a script. `None` as for
+    /// [`Group::new`].
+    pub fn external(keys: Vec<Bytes>, program: Bytes) -> Option<Group> {
+        Group::checked(keys, program, Vec::new(), true)
+    }
+
+    fn checked(
+        keys: Vec<Bytes>,
+        ops: Bytes,
+        expect: Vec<(u16, Option<Version>)>,
+        external: bool,
+    ) -> Option<Group> {
         let slot = key_slot(keys.first()?);
         if keys.len() > usize::from(u16::MAX) || keys.iter().any(|k| key_slot(k) != slot) {
             return None;
@@ -76,7 +96,6 @@ impl Group {
         if sorted.windows(2).any(|w| w[0] == w[1]) {
             return None;
         }
-        msg::grouped(&ops, keys.len())?;
         if expect.iter().any(|(i, _)| usize::from(*i) >= keys.len()) {
             return None;
         }
@@ -85,7 +104,23 @@ impl Group {
             ops,
             expect,
             slot,
+            external,
         })
+    }
+
+    /// Whether the driver runs its program.
+    pub fn is_external(&self) -> bool {
+        self.external
+    }
+
+    /// Its commands, or the driver's program.
+    pub fn program(&self) -> &Bytes {
+        &self.ops
+    }
+
+    /// The versions `WATCH` saw of some keys (index in [`Group::keys`]).
+    pub fn expect(&self) -> &[(u16, Option<Version>)] {
+        &self.expect
     }
 
     /// The keys.
@@ -100,6 +135,110 @@ impl Group {
 
     fn key_refs(&self) -> Vec<&[u8]> {
         self.keys.iter().map(|k| &k[..]).collect()
+    }
+}
+
+/// A program for the driver to run ([`Out::compute`]): its keys' newest states, read by the
+/// prepare round. The writes it computes are stamped with the round's ballot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Compute {
+    /// The program ([`Group::external`]).
+    pub program: Bytes,
+    /// The keys.
+    pub keys: Vec<Bytes>,
+    /// Each key's newest state.
+    pub states: Vec<State>,
+    /// The round's ballot.
+    pub ballot: Version,
+}
+
+/// What the driver computed ([`Machine::on_computed`]): the reply, each key it changed (index
+/// in the keys) with its new state, and the commands' keyspace events in order.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Computed {
+    /// The transaction's reply.
+    pub outcome: crate::msg::WireOutcome,
+    /// Keys changed and their new states (versions are replaced by the ballot).
+    pub writes: Vec<(u16, State)>,
+    /// Keyspace events, in order.
+    pub events: Vec<(u16, Events)>,
+}
+
+/// The commands' result over the keys' states: the reply, each key's new state if changed, and
+/// the keyspace events.
+struct Run {
+    outcome: Outcome,
+    next: Vec<Option<State>>,
+    events: Vec<(Bytes, Events)>,
+}
+
+/// Runs a group's commands in order over the keys' newest states, each as
+/// [`coord::state_after`] runs one, stamping new states with `ballot`.
+fn run_ops(group: &Group, newest: &[State], ctx: &crate::op::Ctx, ballot: Version) -> Run {
+    let ops = msg::grouped(&group.ops, group.keys.len()).expect("checked when the group was made");
+    let mut cur = newest.to_vec();
+    let mut next = vec![None; cur.len()];
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let mut events = Vec::new();
+    for (i, op) in &ops {
+        let key = &group.keys[*i];
+        let (o, after) = coord::state_after(op, key, &cur[*i], ctx, ballot);
+        let ev = notify::write_events(op, coord::change_of(&cur[*i], after.as_ref(), ctx.now), &o);
+        if !ev.is_empty() {
+            events.push((key.clone(), ev));
+        }
+        if let Some(s) = after {
+            cur[*i] = s.clone();
+            next[*i] = Some(s);
+        }
+        outcomes.push(o);
+    }
+    Run {
+        outcome: Outcome::Batch(outcomes, Vec::new()),
+        next,
+        events,
+    }
+}
+
+/// Runs a program written as a group's commands ([`msg::group_bytes`]) over the states of
+/// `c`: what a driver whose programs are plain commands computes (the simulator's). `None` if
+/// the program does not decode.
+pub fn compute_ops(c: &Compute, ctx: &crate::op::Ctx) -> Option<Computed> {
+    let g = Group::new(c.keys.clone(), c.program.clone(), Vec::new())?;
+    let run = run_ops(&g, &c.states, ctx, c.ballot);
+    let index = |k: &Bytes| g.keys.iter().position(|x| x == k).unwrap_or(0) as u16;
+    Some(Computed {
+        outcome: run.outcome.into(),
+        writes: run
+            .next
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((i as u16, s?)))
+            .collect(),
+        events: run
+            .events
+            .iter()
+            .map(|(k, e)| (index(k), e.clone()))
+            .collect(),
+    })
+}
+
+/// `state` with version `v` (`None` for `Missing`).
+fn stamped(state: State, v: Version) -> Option<State> {
+    match state {
+        State::Missing => None,
+        State::Dead(_) => Some(State::Dead(v)),
+        State::Live {
+            value,
+            expire_at,
+            enc,
+            ..
+        } => Some(State::Live {
+            value,
+            expire_at,
+            version: v,
+            enc,
+        }),
     }
 }
 
@@ -121,6 +260,13 @@ enum Phase {
         tries: u8,
         answers: u8,
         /// Whether the answers disagree on some key.
+        mixed: bool,
+    },
+    /// Waiting for the driver to run the program ([`Out::compute`]).
+    Compute {
+        ballot: Version,
+        newest: Vec<State>,
+        tries: u8,
         mixed: bool,
     },
     Accept {
@@ -268,6 +414,7 @@ impl GroupRequest {
                     expect: self.group.expect.clone(),
                     write: self.write,
                     want_state,
+                    external: self.group.external,
                 });
                 out.sends.push(Send {
                     call: Call::Encoded(body),
@@ -424,74 +571,125 @@ impl GroupRequest {
                     self.finish(out, Ok(Outcome::Changed), Vec::new());
                     return true;
                 }
-                let ops = msg::grouped(&self.group.ops, self.group.keys.len())
-                    .expect("checked when the group was made");
-                let mut cur = newest.clone();
-                let mut wrote = vec![false; cur.len()];
-                let mut outcomes = Vec::with_capacity(ops.len());
-                let mut events = Vec::new();
-                for (i, op) in &ops {
-                    let key = &self.group.keys[*i];
-                    let (o, next) = coord::state_after(op, key, &cur[*i], &ctx, ballot);
-                    let ev = notify::write_events(
-                        op,
-                        coord::change_of(&cur[*i], next.as_ref(), ctx.now),
-                        &o,
-                    );
-                    if !ev.is_empty() {
-                        events.push((key.clone(), ev));
-                    }
-                    if let Some(s) = next {
-                        cur[*i] = s;
-                        wrote[*i] = true;
-                    }
-                    outcomes.push(o);
-                }
-                let outcome = Outcome::Batch(outcomes, Vec::new());
-                // As for one key: what the replies are based on must be on a quorum before
-                // them, so a key the replicas disagreed on is written back even if unchanged.
-                let mut entries = Vec::new();
-                for (i, state) in cur.into_iter().enumerate() {
-                    let state = if wrote[i] {
-                        Some(state)
-                    } else if mixed {
-                        restamped(&newest[i], ballot)
-                    } else {
-                        None
+                if self.group.external {
+                    self.phase = Phase::Compute {
+                        ballot,
+                        newest: newest.clone(),
+                        tries,
+                        mixed,
                     };
-                    if let Some(s) = state {
-                        entries.push((self.group.keys[i].clone(), s));
-                    }
-                }
-                if entries.is_empty() {
-                    self.release(env, out);
-                    self.phase = Phase::Idle;
-                    out.events.extend(events);
-                    self.finish(out, Ok(outcome), Vec::new());
+                    out.compute = Some(Compute {
+                        program: self.group.ops.clone(),
+                        keys: self.group.keys.clone(),
+                        states: newest,
+                        ballot,
+                    });
                     return true;
                 }
-                let local = env.prefs(self.group.slot).contains(&env.me());
-                if local {
-                    match env.store().offer_group(&entries, &ctx) {
-                        Offered::Stored | Offered::Duplicate => {}
-                        Offered::Refused(_) if tries + 1 < MAX_PREPARES => {
-                            self.counts.prepare_retries += 1;
-                            self.start_prepare(env, tries + 1, out);
-                            return true;
-                        }
-                        Offered::Refused(_) => {
-                            self.release(env, out);
-                            self.fail(out);
-                            return true;
-                        }
-                    }
-                }
-                self.start_accept(env, outcome, entries, local, events, out);
-                // The accept is on its way before anything the next round sends: its turn.
-                self.release(env, out);
+                let run = run_ops(&self.group, &newest, &ctx, ballot);
+                self.write(env, ballot, tries, mixed, &newest, run, out);
                 true
             }
         }
+    }
+
+    /// The driver ran the program over the states of the prepare round: its writes go to the
+    /// replicas as the commands' would (a result that names a key out of range fails it).
+    pub fn on_computed(&mut self, env: &impl Env, c: Computed, out: &mut Out) {
+        let Phase::Compute {
+            ballot,
+            newest,
+            tries,
+            mixed,
+        } = std::mem::replace(&mut self.phase, Phase::Idle)
+        else {
+            return;
+        };
+        let n = self.group.keys.len();
+        let mut next = vec![None; n];
+        for (i, state) in c.writes {
+            match next.get_mut(usize::from(i)) {
+                Some(slot) => *slot = stamped(state, ballot),
+                None => {
+                    self.release(env, out);
+                    self.fail(out);
+                    return;
+                }
+            }
+        }
+        let events = c
+            .events
+            .into_iter()
+            .filter_map(|(i, e)| Some((self.group.keys.get(usize::from(i))?.clone(), e)))
+            .collect();
+        let run = Run {
+            outcome: c.outcome.into(),
+            next,
+            events,
+        };
+        self.write(env, ballot, tries, mixed, &newest, run, out);
+        self.arm(out);
+    }
+
+    /// Writes what the commands computed from `newest` (read by the round of `ballot`): to this
+    /// node's copy first (read again if something newer arrived here), then to the others; or
+    /// replies at once when nothing changed.
+    #[allow(clippy::too_many_arguments)]
+    fn write(
+        &mut self,
+        env: &impl Env,
+        ballot: Version,
+        tries: u8,
+        mixed: bool,
+        newest: &[State],
+        run: Run,
+        out: &mut Out,
+    ) {
+        let ctx = env.ctx();
+        let Run {
+            outcome,
+            next,
+            events,
+        } = run;
+        // As for one key: what the replies are based on must be on a quorum before them, so a
+        // key the replicas disagreed on is written back even if unchanged.
+        let mut entries = Vec::new();
+        for (i, state) in next.into_iter().enumerate() {
+            let state = match state {
+                Some(s) => Some(s),
+                None if mixed => restamped(&newest[i], ballot),
+                None => None,
+            };
+            if let Some(s) = state {
+                entries.push((self.group.keys[i].clone(), s));
+            }
+        }
+        if entries.is_empty() {
+            self.release(env, out);
+            self.phase = Phase::Idle;
+            out.events.extend(events);
+            self.finish(out, Ok(outcome), Vec::new());
+            return;
+        }
+        let local = env.prefs(self.group.slot).contains(&env.me());
+        if local {
+            match env.store().offer_group(&entries, &ctx) {
+                Offered::Stored | Offered::Duplicate => {}
+                Offered::Refused(_) if tries + 1 < MAX_PREPARES => {
+                    self.counts.prepare_retries += 1;
+                    self.start_prepare(env, tries + 1, out);
+                    return;
+                }
+                Offered::Refused(_) => {
+                    self.release(env, out);
+                    self.fail(out);
+                    return;
+                }
+            }
+        }
+        self.start_accept(env, outcome, entries, local, events, out);
+        // The accept is on its way before anything the next round sends: its turn.
+        self.release(env, out);
     }
 
     fn start_accept(
@@ -589,7 +787,7 @@ impl GroupRequest {
         }
         let n = self.group.keys.len();
         match &mut self.phase {
-            Phase::Idle | Phase::Queued => {}
+            Phase::Idle | Phase::Queued | Phase::Compute { .. } => {}
             Phase::Forward { to, retried } => {
                 let (to, retried) = (*to, *retried);
                 self.phase = Phase::Idle;
@@ -722,6 +920,9 @@ impl Machine for GroupRequest {
     }
     fn on_wake(&mut self, env: &impl Env, out: &mut Out) {
         GroupRequest::on_wake(self, env, out)
+    }
+    fn on_computed(&mut self, env: &impl Env, c: Computed, out: &mut Out) {
+        GroupRequest::on_computed(self, env, c, out)
     }
     fn is_done(&self) -> bool {
         GroupRequest::is_done(self)

@@ -39,6 +39,12 @@ fn incr_both() -> Group {
     group(&[X, Y], &[(0, Op::IncrBy(1)), (1, Op::IncrBy(1))], vec![])
 }
 
+/// The same as a program the coordinator's driver runs (as a script is).
+fn incr_both_external() -> Group {
+    let g = incr_both();
+    Group::external(g.keys().to_vec(), g.program().clone()).unwrap()
+}
+
 fn run_group(s: &mut Sim<SimNode>, node: NodeId, client: u64, g: Group) -> crate::node::KeyResult {
     s.input(node, |n, now, out| {
         n.client_group(client, g, QUORUM, now, out)
@@ -125,20 +131,25 @@ fn a_transaction_on_two_keys_of_a_slot_runs_in_order_through_any_node() {
 }
 
 /// Transactions of INCR x; INCR y sent at once through every node, with message delays so that
-/// their rounds overlap: each one's two replies are equal (no other write came between its
-/// commands), the replies are all different (no two ran on the same state), and both counters
-/// end at the number of transactions.
+/// their rounds overlap, as commands and as programs the coordinator's driver runs (scripts):
+/// each one's two replies are equal (no other write came between its commands), the replies are
+/// all different (no two ran on the same state), and both counters end at the number of
+/// transactions.
 #[test]
 fn concurrent_transactions_on_two_keys_never_interleave() {
-    for seed in [2, 3, 4] {
+    for seed in [2, 3, 4, 5] {
         let mut s = sim(3, 3, seed);
         s.set_delay(1, 4);
         const N: u64 = 60;
         for c in 0..N {
             let node = (c % 3) as NodeId;
-            s.input(node, |n, now, out| {
-                n.client_group(c, incr_both(), QUORUM, now, out)
-            });
+            // Half of them (every seed but the first) run as programs of the driver (scripts).
+            let g = if seed > 2 && c % 2 == 0 {
+                incr_both_external()
+            } else {
+                incr_both()
+            };
+            s.input(node, |n, now, out| n.client_group(c, g, QUORUM, now, out));
         }
         s.run_until_quiet(STEPS);
         let mut seen = std::collections::BTreeSet::new();
@@ -327,9 +338,12 @@ fn randomized_transactions_with_drops_lose_no_acknowledged_increment() {
                 });
                 issued.push((c, node, false));
             } else {
-                s.input(node, |n, now, out| {
-                    n.client_group(c, incr_both(), QUORUM, now, out)
-                });
+                let g = if c % 3 == 0 {
+                    incr_both_external()
+                } else {
+                    incr_both()
+                };
+                s.input(node, |n, now, out| n.client_group(c, g, QUORUM, now, out));
                 issued.push((c, node, true));
             }
             if c % 10 == 9 {

@@ -708,6 +708,9 @@ pub enum Request<'a> {
         write: Level,
         /// Answer with the keys' new states (the sender is a replica).
         want_state: bool,
+        /// `ops` is a program the coordinator's driver runs (a script), not commands
+        /// ([`crate::group::Group::external`]).
+        external: bool,
     },
     /// The read round of a transaction on several keys of one slot: [`Request::Prepare`] of
     /// every key with one ballot, all or none ([`crate::store::Store::prepare_group`]).
@@ -1440,8 +1443,9 @@ mod tests {
                     expect: vec![(1, Some(v)), (0, None)],
                     write: Level::Quorum,
                     want_state: true,
+                    external: false,
                 },
-                "00001502047b747d61047b747d62036f7073020101868a9098a0208d98ac5000000101",
+                "00001502047b747d61047b747d62036f7073020101868a9098a0208d98ac500000010100",
             ),
             (
                 Request::PrepareGroup {

@@ -160,6 +160,8 @@ pub trait Machine {
     fn on_deadline(&mut self, env: &impl Env, out: &mut Out);
     /// Its turn at the [`Gate`] ([`Out::wake`] named it).
     fn on_wake(&mut self, _env: &impl Env, _out: &mut Out) {}
+    /// What the driver computed for it ([`Out::compute`]).
+    fn on_computed(&mut self, _env: &impl Env, _c: crate::group::Computed, _out: &mut Out) {}
     /// Nothing more will happen.
     fn is_done(&self) -> bool;
     /// Counters so far.
@@ -521,6 +523,9 @@ pub struct Out {
     /// driver publishes those its `notify-keyspace-events` selects), by key in the order the
     /// commands raised them (a transaction's several keys: [`crate::group`]).
     pub events: Vec<(Bytes, Events)>,
+    /// A transaction whose commands the driver runs ([`crate::group`], a script): run them over
+    /// these states and hand the result to [`Machine::on_computed`].
+    pub compute: Option<crate::group::Compute>,
 }
 
 /// Counters a machine reports (the driver adds them to the node's metrics).
@@ -1652,10 +1657,16 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             expect,
             write,
             want_state,
+            external,
         } => {
             let keys = keys.into_iter().map(Bytes::copy_from_slice).collect();
-            let Some(g) = crate::group::Group::new(keys, Bytes::copy_from_slice(ops), expect)
-            else {
+            let ops = Bytes::copy_from_slice(ops);
+            let g = if external {
+                crate::group::Group::external(keys, ops)
+            } else {
+                crate::group::Group::new(keys, ops, expect)
+            };
+            let Some(g) = g else {
                 return Served::Reply(Response::Error("malformed operation".into()));
             };
             let mut m =

@@ -113,7 +113,7 @@ pub enum Change {
 /// The events of one write, in the order Redis raises them: at most three for one command
 /// (`new`, then the command's event, then `expire` for a SET with an expiry), more for a
 /// transaction's batch ([`crate::op::Op::Batch`]).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Events {
     /// Positions in [`EVENTS`] plus one (0: none): four bytes rather than three fat pointers,
     /// since every write's machine output carries them.

@@ -177,6 +177,11 @@ impl crate::node::Machine for Req {
             Req::Group(m) => m.on_wake(env, out),
         }
     }
+    fn on_computed(&mut self, env: &impl Env, c: crate::group::Computed, out: &mut Out) {
+        if let Req::Group(m) = self {
+            m.on_computed(env, c, out)
+        }
+    }
     fn is_done(&self) -> bool {
         match self {
             Req::Key(m) => m.is_done(),
@@ -772,6 +777,7 @@ impl SimNode {
         mut o: Out,
         out: &mut SimOutbox,
     ) -> Vec<(Owner, u64, Option<Answer>)> {
+        let compute = o.compute.take();
         if !o.hints.is_empty() {
             let hints = std::mem::take(&mut o.hints);
             let now = self.now;
@@ -861,6 +867,18 @@ impl SimNode {
                 add(&mut self.counts, &crate::node::Machine::counts(&m));
                 // Calls it no longer waits for.
                 self.calls.retain(|_, c| c.owner != Owner::Req(id));
+            }
+        }
+        if let (Some(c), Owner::Req(id)) = (compute, owner) {
+            // A transaction whose program the driver runs: the simulator's programs are plain
+            // commands ([`crate::group::compute_ops`]), run at once.
+            if let Some((w, mut m)) = self.reqs.remove(&id) {
+                let mut next = Out::default();
+                if let Some(done) = crate::group::compute_ops(&c, &self.ctx()) {
+                    m.on_computed(&*self, done, &mut next);
+                }
+                self.reqs.insert(id, (w, m));
+                now_failed.extend(self.dispatch(owner, next, out));
             }
         }
         now_failed

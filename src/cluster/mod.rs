@@ -16,6 +16,7 @@
 
 pub mod exec;
 pub mod link;
+pub mod script;
 pub mod settings;
 pub mod swim;
 

@@ -580,7 +580,17 @@ enum Move {
 /// not atomic (docs/cluster.md).
 fn move_key(s: &mut Session, src: Bytes, dst: Bytes, how: Move) -> Option<Frame> {
     let cl = s.shared.cluster.clone()?;
-    let (shared, lv, ctx) = (s.shared.clone(), s.levels(), s.ctx());
+    let ctx = s.ctx();
+    if let Some(ov) = s.overlay.as_mut() {
+        // A script at its slot's coordinator: between two of its keys, the same steps over
+        // the states its round read; one of its keys and another may not meet here.
+        match (ov.has(&src), ov.has(&dst)) {
+            (true, true) => return Some(move_in_overlay(ov, &src, &dst, how, &ctx)),
+            (false, false) => {}
+            _ => return Some(Frame::error(crate::cluster::script::NOT_HERE)),
+        }
+    }
+    let (shared, lv) = (s.shared.clone(), s.levels());
     s.defer(
         async move {
             let missing = match how {
@@ -640,6 +650,59 @@ fn move_key(s: &mut Session, src: Bytes, dst: Bytes, how: Move) -> Option<Frame>
         None,
     );
     None
+}
+
+/// [`move_key`]'s steps over a script's keys at its slot's coordinator
+/// ([`crate::cluster::script::Overlay`]).
+fn move_in_overlay(
+    ov: &mut crate::cluster::script::Overlay,
+    src: &Bytes,
+    dst: &Bytes,
+    how: Move,
+    ctx: &hypercache_cluster::Ctx,
+) -> Frame {
+    let missing = match how {
+        Move::Copy { .. } | Move::ToDb => Frame::Integer(0),
+        _ => Frame::error(errors::NO_SUCH_KEY),
+    };
+    let Some(Outcome::Value(value)) = ov.apply(src, &Op::Get, ctx) else {
+        return missing;
+    };
+    let expiry = match ov.apply(src, &Op::ExpireTime { ms: true }, ctx) {
+        Some(Outcome::Int(t)) if t > 0 => ExpiryChange::At(t as u64),
+        Some(Outcome::Int(-1)) => ExpiryChange::Clear,
+        _ => return missing,
+    };
+    if src == dst {
+        return match how {
+            Move::Rename => Frame::ok(),
+            _ => Frame::Integer(0),
+        };
+    }
+    let must_be_free = matches!(
+        how,
+        Move::RenameNx | Move::ToDb | Move::Copy { replace: false }
+    );
+    let set = Op::Set {
+        value: &value,
+        cond: if must_be_free {
+            SetCond::IfMissing
+        } else {
+            SetCond::Always
+        },
+        expiry,
+        get: false,
+    };
+    if let Some(Outcome::Nil) = ov.apply(dst, &set, ctx) {
+        return Frame::Integer(0);
+    }
+    if !matches!(how, Move::Copy { .. }) {
+        ov.apply(src, &Op::Del, ctx);
+    }
+    match how {
+        Move::Rename => Frame::ok(),
+        _ => Frame::Integer(1),
+    }
 }
 
 #[cfg(test)]

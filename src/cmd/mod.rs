@@ -250,6 +250,11 @@ pub(crate) fn keyed(
         crate::notify::after_write(&s.shared, key, events, s.tracking_id);
         return Some(finish(o));
     };
+    if let Some(o) = s.overlay.as_mut().and_then(|ov| ov.apply(key, &op, &ctx)) {
+        // A script at its slot's coordinator, on one of its keys: over the state its round
+        // read.
+        return Some(finish(o));
+    }
     if let Some(batch) = s.batching.as_mut() {
         // A transaction's command on its one key: it runs with the others, as one operation.
         batch.push(BatchedOp {
@@ -501,6 +506,11 @@ pub(crate) fn keyed_many(
     let mut parts = Vec::with_capacity(items.len());
     let mut later = false;
     for (key, op) in items {
+        // A script at its slot's coordinator: its own keys over the states its round read.
+        if let Some(o) = s.overlay.as_mut().and_then(|ov| ov.apply(key, op, &ctx)) {
+            parts.push(Ok(Ok(o)));
+            continue;
+        }
         match exec::start(&s.shared, cl, key, op, lv, &ctx) {
             exec::Part::Ready(r) => parts.push(Ok(r)),
             exec::Part::Later(f) => {

@@ -50,6 +50,12 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
     } else {
         (sha1_hex(&a[1]), Some(a[1].clone()))
     };
+    if s.shared.cluster.is_some() && !keys.is_empty() {
+        let text = body.clone().or_else(|| s.shared.scripts.body(&sha));
+        if let Some(text) = text.filter(|t| crate::script::atomic_in_cluster(t)) {
+            return at_coordinator(s, a, text, keys, args, read_only);
+        }
+    }
     s.script_ready = Some(Job::Run(Call {
         argv: a.to_vec(),
         sha,
@@ -62,6 +68,75 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
         db: s.db,
     }));
     None
+}
+
+/// In a cluster, runs a script whose declared keys share a slot atomically at the slot's
+/// coordinator: one round of its keys, the script run there over their states
+/// ([`crate::cluster::script`]). Its reply comes later.
+fn at_coordinator(
+    s: &mut Session,
+    a: &[Bytes],
+    body: Bytes,
+    keys: Vec<Bytes>,
+    args: Vec<Bytes>,
+    read_only: bool,
+) -> Option<Frame> {
+    use crate::cluster::script::{reply_of, Program};
+    let cl = s.shared.cluster.clone()?;
+    let db = s.physical_db();
+    let mut stored: Vec<Bytes> = Vec::with_capacity(keys.len());
+    for k in &keys {
+        let k = hypercache_cluster::db::encode(db, k);
+        if !stored.contains(&k) {
+            stored.push(k);
+        }
+    }
+    if s.tracking.as_ref().is_some_and(|t| t.remembers()) {
+        // The script's reads are remembered for the caller by the keys it declared, as in
+        // Redis (here whether or not it reads them).
+        let max = s.shared.config.read().tracking_table_max_keys as usize;
+        let refs: Vec<&[u8]> = stored.iter().map(|k| &k[..]).collect();
+        s.shared
+            .tracking
+            .remember(&s.shared, s.tracking_id, &refs, max);
+    }
+    let program = Program {
+        body,
+        keys,
+        args,
+        db,
+        user: s.user.name.clone(),
+        read_only,
+        resp3: s.proto == hypercache_resp::Protocol::Resp3,
+        argv: a.to_vec(),
+    };
+    let slot = hypercache_cluster::slot::key_slot(&stored[0]);
+    let Some(g) = hypercache_cluster::group::Group::external(stored, program.encode()) else {
+        return err(errors::CROSSSLOT);
+    };
+    let (shared, sha, text) = (
+        s.shared.clone(),
+        sha1_hex(&program.body),
+        program.body.clone(),
+    );
+    let reply = move |r: crate::cluster::exec::Res| match r {
+        Ok(o) => {
+            let f = reply_of(o);
+            // Cached here as an EVAL caches it, unless it did not compile.
+            if !matches!(&f, Frame::Error(e) if e.starts_with(b"ERR Error compiling script")) {
+                shared.scripts.remember(sha, text);
+            }
+            f
+        }
+        Err(e) => Frame::error(e.text()),
+    };
+    match crate::cluster::exec::start_group(&s.shared, &cl, g, s.levels()) {
+        crate::cluster::exec::Part::Ready(r) => Some(reply(r)),
+        crate::cluster::exec::Part::Later(f) => {
+            s.defer_waiting(async move { reply(f.await) }, Some(slot));
+            None
+        }
+    }
 }
 
 /// A script's or function's `numkeys` (a[2]), its keys and its arguments, with Redis's errors

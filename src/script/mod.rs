@@ -13,9 +13,12 @@
 //!   answering (`-BUSY`, `SCRIPT KILL`) as Redis does from inside its script hook. (The check is
 //!   in the hook, every 100,000 instructions: a single C call that runs long, such as a huge
 //!   `string.rep`, holds the worker until it returns.) In a cluster scripts run on a blocking
-//!   thread: each `redis.call` goes through the coordinator like a client command (the thread
-//!   waits for the network), so a script is *not* atomic there; its declared keys must share
-//!   one slot (`CROSSSLOT` otherwise), and so must every key it touches.
+//!   thread. One with declared keys (which must share one slot: `CROSSSLOT` otherwise) runs at
+//!   the slot's coordinator, atomically, over the keys' states that its round read
+//!   ([`crate::cluster::script`], [`Scripts::run_in_overlay`]); any other (no keys, or flagged
+//!   `allow-cross-slot-keys`, or a function) sends each `redis.call` through its key's
+//!   coordinator like a client command (the thread waits for the network): *not* atomic. Every
+//!   key a script touches must share its slot.
 //! - **`redis.call`** runs the command through a session of the script's own (the "lua client"
 //!   of Redis): same handlers, same replies, counted in INFO commandstats and shown by MONITOR.
 //!   The reply is converted as Redis converts it ([`convert`]).
@@ -200,6 +203,13 @@ pub(crate) struct Flags {
     compat: bool,
 }
 
+/// In a cluster, whether a script with this body runs atomically at its keys' slot's
+/// coordinator ([`crate::cluster::script`]): unless its flags say `allow-cross-slot-keys` or
+/// `no-cluster` (or its shebang is malformed: the engine reports that).
+pub(crate) fn atomic_in_cluster(body: &[u8]) -> bool {
+    shebang(body).is_ok_and(|(f, _)| !f.allow_cross_slot && !f.no_cluster)
+}
+
 /// Parses the shebang; returns the flags and how many bytes of `body` it takes (the line feed
 /// is kept, so that line numbers stay right).
 fn shebang(body: &[u8]) -> Result<(Flags, usize), String> {
@@ -274,6 +284,9 @@ struct Engine {
     /// runs (setting it costs as much as a short script's conversions), and is set again after
     /// `FUNCTION LOAD` set its own or a killed script's hook switched to every line.
     hooked: std::cell::Cell<bool>,
+    /// In a cluster, the keys of the script about to run (or that just ran) at its slot's
+    /// coordinator ([`Scripts::run_in_overlay`]): its session runs its commands over them.
+    overlay: Option<crate::cluster::script::Overlay>,
 }
 
 /// Runs between explicit steps of the VM's collector.
@@ -569,6 +582,7 @@ impl Engine {
             runs: Default::default(),
             names,
             hooked: Default::default(),
+            overlay: None,
         })
     }
 
@@ -998,6 +1012,15 @@ fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
     if cross_slot {
         return fail(b"Script attempted to access keys that do not hash to the same slot");
     }
+    let refused_here = lua.app_data_ref::<RunCtx>().is_some_and(|c| {
+        c.session
+            .overlay
+            .as_ref()
+            .is_some_and(|o| !crate::cluster::script::allowed(spec, &args, o))
+    });
+    if refused_here {
+        return refuse(format!("-{}", crate::cluster::script::NOT_HERE).as_bytes());
+    }
     let mut ctx = lua.app_data_mut::<RunCtx>().expect("checked above");
     if write {
         ctx.wrote = true;
@@ -1065,6 +1088,19 @@ impl Scripts {
         self.bodies.lock().contains_key(sha)
     }
 
+    /// The body of cached script `sha`.
+    pub fn body(&self, sha: &str) -> Option<Bytes> {
+        self.bodies.lock().get(sha).cloned()
+    }
+
+    /// Caches `body` (its SHA1 `sha`) without compiling it here: a script that ran at its
+    /// slot's coordinator in a cluster ([`crate::cluster::script`]), which `EVALSHA` and
+    /// `SCRIPT EXISTS` through this node must then know, as after an `EVAL` in Redis. It is
+    /// compiled here when a run needs it.
+    pub fn remember(&self, sha: String, body: Bytes) {
+        self.bodies.lock().insert(sha, body);
+    }
+
     /// Cached scripts and the bytes of their bodies (INFO).
     pub fn cached(&self) -> (usize, usize) {
         let b = self.bodies.lock();
@@ -1127,7 +1163,13 @@ impl Scripts {
                 Err(e) => Frame::Error(e.into()),
             }),
             Job::Run(call) => {
-                let sha = match &call.body {
+                // A body cached without compiling ([`Scripts::remember`]) is compiled now.
+                let body = call.body.clone().or_else(|| {
+                    (!engine.scripts.contains_key(&call.sha))
+                        .then(|| scripts.body(&call.sha))
+                        .flatten()
+                });
+                let sha = match &body {
                     Some(body) => match engine.compile(scripts, body) {
                         Ok(sha) => sha,
                         Err(e) => return plain(Frame::Error(e.into())),
@@ -1180,6 +1222,59 @@ impl Scripts {
             }
             Job::Function(args) => plain(engine.function_command(scripts, &args)),
         }
+    }
+}
+
+impl Scripts {
+    /// Runs script `call` at its slot's coordinator in a cluster, its commands over `overlay`
+    /// ([`crate::cluster::script`]); returns its reply and the overlay as the script left it.
+    /// On a blocking thread.
+    pub fn run_in_overlay(
+        shared: &Arc<Shared>,
+        call: Call,
+        overlay: crate::cluster::script::Overlay,
+        runtime: &tokio::runtime::Handle,
+    ) -> (Frame, crate::cluster::script::Overlay) {
+        let scripts = &shared.scripts;
+        let mut guard = scripts.engine.lock();
+        if guard.is_none() {
+            match Engine::new(shared) {
+                Ok(e) => *guard = Some(e),
+                Err(e) => {
+                    let text = format!("ERR could not start the Lua VM: {}", error_message(&e));
+                    return (Frame::Error(text.into()), overlay);
+                }
+            }
+        }
+        let engine = guard.as_mut().expect("engine");
+        let body = call.body.clone().unwrap_or_default();
+        let sha = match engine.compile(scripts, &body) {
+            Ok(sha) => sha,
+            Err(e) => return (Frame::Error(e.into()), overlay),
+        };
+        let Some(compiled) = engine.scripts.get(&sha) else {
+            return (Frame::error(errors::NOSCRIPT), overlay);
+        };
+        let (flags, f) = (compiled.flags, compiled.function.clone());
+        let runner = engine.runner.clone();
+        engine.overlay = Some(overlay);
+        let (reply, _) = engine.run(
+            shared,
+            &sha,
+            flags,
+            f,
+            runner,
+            false,
+            &call,
+            (None, None),
+            runtime.clone(),
+            false,
+        );
+        let overlay = engine
+            .overlay
+            .take()
+            .expect("the run gives the overlay back");
+        (reply, overlay)
     }
 }
 
@@ -1267,6 +1362,7 @@ impl Engine {
         };
         session.refresh_config();
         session.begin_script();
+        session.overlay = self.overlay.take().map(Box::new);
         let slot = if cluster && !flags.allow_cross_slot {
             call.keys.first().map(|k| redis_slot(k))
         } else {
@@ -1298,6 +1394,7 @@ impl Engine {
         *running.current.lock() = None;
         let ctx = self.lua.remove_app_data::<RunCtx>().expect("run context");
         let mut session = ctx.session;
+        self.overlay = session.overlay.take().map(|o| *o);
         session.end_batch();
         self.session = Some(session);
         reply

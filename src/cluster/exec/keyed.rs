@@ -30,6 +30,8 @@ pub(super) struct Driver<M> {
     latency: Option<(crate::metrics::OpClass, Level)>,
     /// Its spans, when its trace is sampled.
     trace: Option<Box<Traced>>,
+    /// The node, for a program the machine asks to run ([`Out::compute`]: a script).
+    shared: Option<Arc<Shared>>,
 }
 
 /// A traced machine's spans: its own (a client operation's root, or the span serving a peer's
@@ -88,6 +90,19 @@ impl<M: Machine + Send + 'static> Driver<M> {
             }
             if let Some(f) = o.reply.take() {
                 reply = Some(f);
+            }
+            if let Some(c) = o.compute.take() {
+                // A script's round: it runs on a blocking thread (the VM may be busy), and its
+                // result comes back on the machine's channel.
+                if let Some(sh) = self.shared.clone() {
+                    let inbox = self.inbox.clone();
+                    let rt = tokio::runtime::Handle::current();
+                    tokio::task::spawn_blocking(move || {
+                        let done = crate::cluster::script::compute(&sh, &c, &rt);
+                        let body = postcard::to_allocvec(&done).unwrap_or_default();
+                        inbox.push(COMPUTED, Some(Bytes::from(body)));
+                    });
+                }
             }
             if o.sends.is_empty() {
                 return reply;
@@ -162,6 +177,11 @@ impl<M: Machine + Send + 'static> Driver<M> {
         let env = self.env(shared, cl, &view);
         match got {
             (WAKE, _) => self.m.on_wake(&env, o),
+            (COMPUTED, body) => {
+                if let Some(c) = body.and_then(|b| postcard::from_bytes(&b).ok()) {
+                    self.m.on_computed(&env, c, o);
+                }
+            }
             (tag, body) => {
                 if let Some(t) = self.trace.as_mut() {
                     t.answered(tag as u64, body.is_none().then_some("link down"));
@@ -357,6 +377,7 @@ impl<M> Driver<M> {
             write,
             latency: None,
             trace: None,
+            shared: None,
         }
     }
 }
@@ -419,6 +440,7 @@ pub(super) fn drive<M: Machine + Send + 'static>(
     trace: Option<Box<Traced>>,
 ) -> Result<Finished, Later<Finished>> {
     let mut d = Driver::new(m, p, view, timing(lv), write);
+    d.shared = Some(shared.clone());
     d.started = started;
     d.latency = latency;
     d.trace = trace;

@@ -200,6 +200,10 @@ pub type Answers = Arc<super::link::Inbox>;
 /// The tag of a gate wake-up on a machine's answer channel.
 const WAKE: usize = usize::MAX;
 
+/// The tag of a program's result ([`hypercache_cluster::group::Computed`], encoded) on a
+/// machine's answer channel.
+const COMPUTED: usize = usize::MAX - 1;
+
 fn count_failure(cl: &Cluster, write: bool) {
     inc(if write {
         &cl.metrics.dist.write_quorum_failures
