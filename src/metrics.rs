@@ -263,6 +263,10 @@ pub struct DistMetrics {
     pub restamps: AtomicU64,
     /// Prepare rounds of read-modify-writes retried after a refusal.
     pub prepare_retries: AtomicU64,
+    /// Rounds on several keys of one slot coordinated here (transactions and scripts).
+    pub groups: AtomicU64,
+    /// Of those, scripts run here over their keys' states.
+    pub programs: AtomicU64,
     /// Client-facing latency of the operations this node answered (forwards included), by
     /// [`OpClass`] and consistency level (the read level for gets, the write level otherwise).
     pub latency: [[Histogram; 3]; 3],
@@ -291,6 +295,8 @@ impl DistMetrics {
         a(&self.read_repairs, c.read_repairs);
         a(&self.restamps, c.restamps);
         a(&self.prepare_retries, c.prepare_retries);
+        a(&self.groups, c.groups);
+        a(&self.programs, c.programs);
         a(&self.transport_errors, c.transport_errors);
     }
 
@@ -550,6 +556,8 @@ pub static CATALOGUE: &[Desc] = &[
     m("dist.write.quorum_failures", C, "", "Writes answered `-NOREPLICAS`."),
     m("dist.write.restamps", C, "", "Blind writes stamped again above a version a replica refused them with."),
     m("dist.write.prepare_retries", C, "", "Read-modify-write prepare rounds retried after a refusal."),
+    m("dist.group.rounds", C, "", "Rounds on several keys of one slot coordinated here: transactions whose keys share a slot, and scripts with declared keys (each also counts in `dist.write.attempts`)."),
+    m("dist.group.scripts", C, "", "Of those rounds, scripts run here over their keys' states."),
     m("dist.read.quorum_failures", C, "", "Reads answered `-NOREPLICAS`."),
     m("dist.read.fanouts", C, "", "Reads coordinated here at QUORUM or ALL."),
     m(
@@ -686,6 +694,8 @@ pub fn collect(shared: &crate::state::Shared) -> Collected {
         ("dist.write.quorum_failures", g(&d.write_quorum_failures)),
         ("dist.write.restamps", g(&d.restamps)),
         ("dist.write.prepare_retries", g(&d.prepare_retries)),
+        ("dist.group.rounds", g(&d.groups)),
+        ("dist.group.scripts", g(&d.programs)),
         ("dist.read.quorum_failures", g(&d.read_quorum_failures)),
         ("dist.read.fanouts", g(&d.read_fanouts)),
         ("dist.read.hedges", g(&d.read_hedges)),

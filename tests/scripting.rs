@@ -379,6 +379,22 @@ fn a_script_is_atomic_at_its_slot_s_coordinator() {
             .unwrap();
         assert_eq!(got, (240, 240, 240), "through node {node}");
     }
+    // All 480 ran at the slot's coordinator (a machine books its counts once its last
+    // acknowledgement is in, just after its reply).
+    let scripts = |n: usize| -> i64 {
+        cluster
+            .info_in(n, "cluster", "dist_group_scripts")
+            .parse()
+            .unwrap()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut ran: Vec<i64> = (0..3).map(scripts).collect();
+    while ran.iter().sum::<i64>() < 480 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+        ran = (0..3).map(scripts).collect();
+    }
+    assert_eq!(ran.iter().sum::<i64>(), 480, "{ran:?}");
+    assert_eq!(ran.iter().filter(|n| **n > 0).count(), 1, "{ran:?}");
     let mut c = cluster.conn(1);
     // A key of the slot it did not declare is reached as outside a script.
     let v: String = redis::cmd("EVAL")

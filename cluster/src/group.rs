@@ -426,6 +426,8 @@ impl GroupRequest {
 
     fn start_write(&mut self, env: &impl Env, out: &mut Out) {
         self.counts.write_attempts += 1;
+        self.counts.groups += 1;
+        self.counts.programs += u64::from(self.group.external);
         if self.enter_gates(env) {
             self.start_prepare(env, 0, out);
         }

@@ -168,6 +168,21 @@ fn concurrent_transactions_on_two_keys_never_interleave() {
         }
         assert_eq!(read_all(&mut s, 0, 10_000, X), Some(N as i64));
         assert_eq!(read_all(&mut s, 1, 10_001, Y), Some(N as i64));
+        // Every round ran at the slot's coordinator: the others forwarded theirs.
+        let coordinator = s.nodes[0].replicas_of(X)[0];
+        let external = if seed > 2 { N / 2 } else { 0 };
+        for (i, n) in s.nodes.iter().enumerate() {
+            let (groups, programs) = if i == coordinator {
+                (N, external)
+            } else {
+                (0, 0)
+            };
+            assert_eq!(
+                (n.counts.groups, n.counts.programs),
+                (groups, programs),
+                "seed {seed}: node {i}"
+            );
+        }
         quiet(&s);
     }
 }

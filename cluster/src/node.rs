@@ -556,6 +556,10 @@ pub struct Counts {
     pub prepare_retries: u64,
     /// Calls that failed (link down, error, no answer by the deadline).
     pub transport_errors: u64,
+    /// Rounds on several keys of one slot coordinated here (a transaction's, or a script's).
+    pub groups: u64,
+    /// Of those, scripts (programs the driver ran over the keys' states).
+    pub programs: u64,
 }
 
 /// Where a command came from.

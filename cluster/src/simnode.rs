@@ -1128,6 +1128,8 @@ fn add(to: &mut Counts, c: &Counts) {
     to.restamps += c.restamps;
     to.prepare_retries += c.prepare_retries;
     to.transport_errors += c.transport_errors;
+    to.groups += c.groups;
+    to.programs += c.programs;
 }
 
 /// Sends `resp` to `to` as the reply to its request `id`.
