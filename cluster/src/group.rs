@@ -42,7 +42,7 @@ use crate::coord::{self, Tally};
 use crate::msg::{self, Level, Request, Response, State};
 use crate::node::{
     plausible, restamped, tag, untag, Answer, Call, Counts, Env, Finished, Machine, NoReplicas,
-    Origin, Out, Send, TargetResult, Waiting, MAX_PREPARES,
+    Origin, Out, Send, TargetResult, Waiting, MAX_PREPARES, MAX_RESTAMPS,
 };
 use crate::notify::{self, Events};
 use crate::op::Outcome;
@@ -62,6 +62,10 @@ pub struct Group {
     slot: Slot,
     /// The driver runs the program ([`Out::compute`]): a script.
     external: bool,
+    /// Every key's first command is a blind write (a plain `SET`), and nothing is watched: the
+    /// replies and new states do not depend on what the keys held, so no read round is needed
+    /// ([`GroupRequest`]'s blind path).
+    blind: bool,
 }
 
 impl Group {
@@ -70,8 +74,17 @@ impl Group {
     /// `None` if the keys are empty, repeated, of several slots or too many, or an operation
     /// does not decode or names a key out of range.
     pub fn new(keys: Vec<Bytes>, ops: Bytes, expect: Vec<(u16, Option<Version>)>) -> Option<Group> {
-        msg::grouped(&ops, keys.len())?;
-        Group::checked(keys, ops, expect, false)
+        let parsed = msg::grouped(&ops, keys.len())?;
+        let mut first_blind = vec![None; keys.len()];
+        for (i, op) in &parsed {
+            if first_blind[*i].is_none() {
+                first_blind[*i] = Some(op.is_blind());
+            }
+        }
+        let blind = expect.is_empty() && first_blind.iter().all(|b| *b == Some(true));
+        let mut g = Group::checked(keys, ops, expect, false)?;
+        g.blind = blind;
+        Some(g)
     }
 
     /// A transaction on `keys` whose commands the driver decides as it runs `program` over the
@@ -105,12 +118,18 @@ impl Group {
             expect,
             slot,
             external,
+            blind: false,
         })
     }
 
     /// Whether the driver runs its program.
     pub fn is_external(&self) -> bool {
         self.external
+    }
+
+    /// Whether it needs no read round (every key's first command a blind write).
+    pub fn is_blind(&self) -> bool {
+        self.blind
     }
 
     /// Its commands, or the driver's program.
@@ -223,6 +242,17 @@ pub fn compute_ops(c: &Compute, ctx: &crate::op::Ctx) -> Option<Computed> {
     })
 }
 
+/// Every entry's state stamped with `v`.
+fn restamp_all(entries: &mut [(Bytes, State)], v: Version) {
+    for (_, s) in entries.iter_mut() {
+        match s {
+            State::Live { version, .. } => *version = v,
+            State::Dead(d) => *d = v,
+            State::Missing => {}
+        }
+    }
+}
+
 /// `state` with version `v` (`None` for `Missing`).
 fn stamped(state: State, v: Version) -> Option<State> {
     match state {
@@ -276,6 +306,10 @@ enum Phase {
         kept: Vec<(Bytes, State)>,
         /// The commands' keyspace events, reported when the write is acknowledged.
         events: Vec<(Bytes, Events)>,
+        /// A blind transaction's write (no read round): stamped again above a version a
+        /// replica refused it with, as a blind write is, at most [`MAX_RESTAMPS`] times.
+        blind: bool,
+        restamps: u8,
     },
 }
 
@@ -396,6 +430,8 @@ impl GroupRequest {
             .find(|&m| Some(m) != failed && (m == me || env.live(m)));
         match first {
             None => self.fail(out),
+            // A blind transaction needs no gate: any replica writes it, as a plain SET.
+            Some(_) if self.group.blind && prefs.contains(&me) => self.start_write(env, out),
             Some(m) if m == me => self.start_write(env, out),
             Some(m) => {
                 self.counts.forwards += 1;
@@ -428,8 +464,58 @@ impl GroupRequest {
         self.counts.write_attempts += 1;
         self.counts.groups += 1;
         self.counts.programs += u64::from(self.group.external);
-        if self.enter_gates(env) {
+        if self.group.blind && env.prefs(self.group.slot).contains(&env.me()) {
+            self.start_blind(env, out);
+        } else if self.enter_gates(env) {
             self.start_prepare(env, 0, out);
+        }
+    }
+
+    /// A blind transaction at a replica: its commands run over what this node holds (only
+    /// their keyspace events depend on it), stamped with a fresh version, and the results go
+    /// to every replica in one message, stored all or none (a replica that holds or has
+    /// promised something newer refuses it, and it is stamped above that and sent again).
+    fn start_blind(&mut self, env: &impl Env, out: &mut Out) {
+        let ctx = env.ctx();
+        let store = env.store();
+        let mut version = store.new_version(ctx.now);
+        let held: Vec<State> = self.group.keys.iter().map(|k| store.fetch(k)).collect();
+        let run = run_ops(&self.group, &held, &ctx, version);
+        let Run {
+            outcome,
+            next,
+            events,
+        } = run;
+        let mut entries: Vec<(Bytes, State)> = next
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, s)| Some((self.group.keys[i].clone(), s?)))
+            .collect();
+        let mut restamps = 0;
+        loop {
+            match store.offer_group(&entries, &ctx) {
+                Offered::Stored | Offered::Duplicate => break,
+                Offered::Refused(v) if restamps < MAX_RESTAMPS => {
+                    // Something newer is held or promised here: stamp above it.
+                    restamps += 1;
+                    self.counts.restamps += 1;
+                    store.clock().observe(v.hlc);
+                    version = store.new_version(ctx.now);
+                    restamp_all(&mut entries, version);
+                }
+                Offered::Refused(_) => {
+                    self.fail(out);
+                    return;
+                }
+            }
+        }
+        self.start_accept(env, outcome, entries, true, events, out);
+        if let Phase::Accept {
+            blind, restamps: r, ..
+        } = &mut self.phase
+        {
+            *blind = true;
+            *r = restamps;
         }
     }
 
@@ -731,6 +817,8 @@ impl GroupRequest {
             outcome,
             kept: entries,
             events,
+            blind: false,
+            restamps: 0,
         };
         self.settle_accept(out);
     }
@@ -741,6 +829,7 @@ impl GroupRequest {
             outcome,
             kept,
             events,
+            ..
         } = &self.phase
         else {
             return;
@@ -853,11 +942,57 @@ impl GroupRequest {
                     self.settle_prepare(env, out);
                 }
             },
-            Phase::Accept { tally, kept, .. } => {
+            Phase::Accept {
+                tally,
+                kept,
+                blind,
+                restamps,
+                ..
+            } => {
+                let held = kept.first().and_then(|(_, s)| s.version());
                 match reply {
                     Some(Response::Stored) => {
                         tally.ok();
                         self.counts.write_acks += 1;
+                    }
+                    // Only before the reply, as for a blind write: once acknowledged, a newer
+                    // version may be a write that follows this one.
+                    Some(Response::Refused(v))
+                        if *blind
+                            && !self.replied
+                            && *restamps < MAX_RESTAMPS
+                            && plausible(Some(v), now())
+                            && Some(v) > held =>
+                    {
+                        let store = env.store();
+                        let restamps = *restamps + 1;
+                        self.counts.restamps += 1;
+                        store.clock().observe(v.hlc);
+                        let version = store.new_version(now());
+                        let Phase::Accept {
+                            outcome,
+                            mut kept,
+                            events,
+                            ..
+                        } = std::mem::replace(&mut self.phase, Phase::Idle)
+                        else {
+                            unreachable!("in the accept phase")
+                        };
+                        restamp_all(&mut kept, version);
+                        let stored = matches!(
+                            store.offer_group(&kept, &env.ctx()),
+                            Offered::Stored | Offered::Duplicate
+                        );
+                        self.start_accept(env, outcome, kept, stored, events, out);
+                        if let Phase::Accept {
+                            blind, restamps: r, ..
+                        } = &mut self.phase
+                        {
+                            *blind = true;
+                            *r = restamps;
+                        }
+                        self.arm(out);
+                        return;
                     }
                     Some(Response::Refused(v)) => {
                         tally.failed();

@@ -397,3 +397,68 @@ fn randomized_transactions_with_drops_lose_no_acknowledged_increment() {
         assert!(acked > 0, "seed {seed}: nothing acknowledged");
     }
 }
+
+/// Blind transactions (SET x n; SET y n: no read round, written by whichever replica the client
+/// reached) racing transactions of INCR x; INCR y through every node, with delays and a tenth
+/// of the messages dropped: every transaction keeps x equal to y, so each INCR pair sees them
+/// equal, and every replica ends with x equal to y.
+#[test]
+fn blind_transactions_and_increments_keep_two_keys_equal() {
+    for seed in [20, 21, 22] {
+        let mut rng = SmallRng::seed_from_u64(seed);
+        let mut s = sim(4, 3, seed);
+        s.set_delay(1, 4);
+        for a in 0..4 {
+            for b in (0..4).filter(|&b| b != a) {
+                s.drop(a, b, 0.1);
+            }
+        }
+        let mut issued = Vec::new();
+        for c in 0..80u64 {
+            let node = rng.random_range(0..4) as NodeId;
+            let g = if c % 2 == 0 {
+                let n = (1000 * c).to_string();
+                let g = group(
+                    &[X, Y],
+                    &[(0, Op::set(n.as_bytes())), (1, Op::set(n.as_bytes()))],
+                    vec![],
+                );
+                assert!(g.is_blind());
+                g
+            } else {
+                incr_both()
+            };
+            s.input(node, |n, now, out| n.client_group(c, g, QUORUM, now, out));
+            issued.push((c, node));
+            if c % 8 == 7 {
+                s.run_until_quiet(STEPS);
+            }
+        }
+        s.run_until_quiet(STEPS);
+        let mut acked = 0;
+        for (c, node) in issued {
+            match s.nodes[node].result(c).cloned() {
+                Some(Ok(Outcome::Batch(outs, _))) if c % 2 == 0 => {
+                    assert_eq!(outs, vec![Outcome::Ok, Outcome::Ok], "seed {seed}");
+                    acked += 1;
+                }
+                Some(Ok(Outcome::Batch(outs, _))) => {
+                    let [Outcome::Int(a), Outcome::Int(b)] = outs[..] else {
+                        panic!("seed {seed}: client {c} got {outs:?}");
+                    };
+                    assert_eq!(a, b, "seed {seed}: client {c}: x and y differed");
+                    acked += 1;
+                }
+                Some(Err(NoReplicas { write: true })) => {}
+                other => panic!("seed {seed}: client {c} got {other:?}"),
+            }
+        }
+        assert!(acked > 40, "seed {seed}: only {acked} acknowledged");
+        s.recover();
+        for n in 0..4 {
+            let x = read_all(&mut s, n, 100_000 + n as u64 * 2, X);
+            let y = read_all(&mut s, n, 100_001 + n as u64 * 2, Y);
+            assert_eq!(x, y, "seed {seed}: through node {n}");
+        }
+    }
+}
