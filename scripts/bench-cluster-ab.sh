@@ -12,7 +12,9 @@
 # HC_A_ARGS / HC_B_ARGS (more flags for each build's nodes, e.g. "--otlp-endpoint http://...").
 # WORKLOADS="SET:1 SET:16 GET:1 GET:16" (test:pipeline pairs; TX1KEY:16 runs scripts/bench_multi.py's
 # one-key transactions, MULTI SET EXPIRE GET EXEC, TRANSACTIONS=20000 of them on CONNS=8
-# connections: throughput in transactions/s, CPU per transaction, no p95).
+# connections: throughput in transactions/s, CPU per transaction, no p95; TXSLOT runs its `slot`
+# shape, a transaction on two keys of one slot, and EVALSLOT its `script` shape, EVAL of a script
+# on two keys of one slot).
 set -euo pipefail
 source "$(dirname "$0")/bench-lib.sh"
 
@@ -92,10 +94,16 @@ run_one() { # run_one WORKLOAD NAME TEST PIPELINE ROUND
     local workload=$1 name=$2 test=$3 pipeline=$4 round=$5 csv="$TMP/run.csv" before after tps
     # shellcheck disable=SC2086
     before=$(cpu_ticks ${NODE_PIDS[$name]})
-    if [[ $test == TX1KEY ]]; then
+    local shape=""
+    case $test in
+        TX1KEY) shape=one-key ;;
+        TXSLOT) shape=slot ;;
+        EVALSLOT) shape=script ;;
+    esac
+    if [[ -n $shape ]]; then
         local n=${TRANSACTIONS:-20000}
         tps=$(timeout "$RUN_TIMEOUT" python3 "$ROOT/scripts/bench_multi.py" "${PORT1[$name]}" "$n" \
-            "${CONNS:-8}" "$pipeline" one-key) || die "bench_multi.py failed against $name"
+            "${CONNS:-8}" "$pipeline" "$shape") || die "bench_multi.py failed against $name"
         # shellcheck disable=SC2086
         after=$(cpu_ticks ${NODE_PIDS[$name]})
         python3 -c "import sys; print('\t'.join([sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4], '0', f'{int(sys.argv[5]) / int(sys.argv[6]) * 1e6 / int(sys.argv[7]):.2f}']))" \
