@@ -438,6 +438,39 @@ fn a_script_is_atomic_at_its_slot_s_coordinator() {
         .query(&mut cluster.conn_at(2, "quorum", "quorum"))
         .unwrap();
     assert_eq!(got, ("half".to_string(), 241));
+    // A function with keys runs the same way (its library loaded on every node, as functions
+    // live on the node that loaded them).
+    let library = "#!lua name=counters\n\
+        redis.register_function('bump', function(keys) \
+        local v = tonumber(redis.call('get', keys[1]) or '0') \
+        redis.call('set', keys[1], v + 1) return v + 1 end)";
+    for node in 0..3 {
+        let _: String = redis::cmd("FUNCTION")
+            .arg("LOAD")
+            .arg(library)
+            .query(&mut cluster.conn(node))
+            .unwrap();
+    }
+    let threads: Vec<_> = (0..3)
+        .map(|i| {
+            let mut c = cluster.conn(i);
+            std::thread::spawn(move || {
+                for _ in 0..30 {
+                    let _: i64 = redis::cmd("FCALL")
+                        .arg("bump")
+                        .arg(1)
+                        .arg("{s}f")
+                        .query(&mut c)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let n: i64 = cluster.conn_at(0, "all", "quorum").get("{s}f").unwrap();
+    assert_eq!(n, 90);
 }
 
 /// A library loaded on one node, dumped and restored on another, answers the same there; a

@@ -50,6 +50,8 @@ pub struct Program {
     pub resp3: bool,
     /// The command as the client sent it (for the running script's name and MONITOR).
     pub argv: Vec<Bytes>,
+    /// `FCALL`/`FCALL_RO` of this function (loaded on the coordinator too) instead of `body`.
+    pub function: Option<String>,
 }
 
 impl Program {
@@ -185,10 +187,13 @@ pub fn compute(
     let Some(user) = shared.acl.get(&p.user) else {
         return overlay.computed(Frame::error("ERR no such user"), proto);
     };
+    let function = p.function.is_some();
     let call = crate::script::Call {
         argv: p.argv,
-        sha: crate::script::sha1_hex(&p.body),
-        body: Some(p.body),
+        sha: p
+            .function
+            .unwrap_or_else(|| crate::script::sha1_hex(&p.body)),
+        body: (!function).then_some(p.body),
         keys: p.keys,
         args: p.args,
         read_only: p.read_only,
@@ -196,7 +201,8 @@ pub fn compute(
         tracking: (0, None),
         db: p.db,
     };
-    let (reply, overlay) = crate::script::Scripts::run_in_overlay(shared, call, overlay, runtime);
+    let (reply, overlay) =
+        crate::script::Scripts::run_in_overlay(shared, call, function, overlay, runtime);
     overlay.computed(reply, proto)
 }
 

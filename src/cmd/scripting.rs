@@ -53,7 +53,7 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
     if s.shared.cluster.is_some() && !keys.is_empty() {
         let text = body.clone().or_else(|| s.shared.scripts.body(&sha));
         if let Some(text) = text.filter(|t| crate::script::atomic_in_cluster(t)) {
-            return at_coordinator(s, a, text, keys, args, read_only);
+            return at_coordinator(s, a, text, keys, args, read_only, None);
         }
     }
     s.script_ready = Some(Job::Run(Call {
@@ -80,6 +80,7 @@ fn at_coordinator(
     keys: Vec<Bytes>,
     args: Vec<Bytes>,
     read_only: bool,
+    function: Option<Call>,
 ) -> Option<Frame> {
     use crate::cluster::script::{reply_of, Program};
     let cl = s.shared.cluster.clone()?;
@@ -109,7 +110,9 @@ fn at_coordinator(
         read_only,
         resp3: s.proto == hypercache_resp::Protocol::Resp3,
         argv: a.to_vec(),
+        function: function.as_ref().map(|c| c.sha.clone()),
     };
+    let is_script = program.function.is_none();
     let slot = hypercache_cluster::slot::key_slot(&stored[0]);
     let Some(g) = hypercache_cluster::group::Group::external(stored, program.encode()) else {
         return err(errors::CROSSSLOT);
@@ -123,20 +126,46 @@ fn at_coordinator(
         Ok(o) => {
             let f = reply_of(o);
             // Cached here as an EVAL caches it, unless it did not compile.
-            if !matches!(&f, Frame::Error(e) if e.starts_with(b"ERR Error compiling script")) {
+            if is_script
+                && !matches!(&f, Frame::Error(e) if e.starts_with(b"ERR Error compiling script"))
+            {
                 shared.scripts.remember(sha, text);
             }
             f
         }
         Err(e) => Frame::error(e.text()),
     };
-    match crate::cluster::exec::start_group(&s.shared, &cl, g, s.levels()) {
-        crate::cluster::exec::Part::Ready(r) => Some(reply(r)),
-        crate::cluster::exec::Part::Later(f) => {
-            s.defer_waiting(async move { reply(f.await) }, Some(slot));
-            None
-        }
-    }
+    let part = crate::cluster::exec::start_group(&s.shared, &cl, g, s.levels());
+    let Some(call) = function else {
+        return match part {
+            crate::cluster::exec::Part::Ready(r) => Some(reply(r)),
+            crate::cluster::exec::Part::Later(f) => {
+                s.defer_waiting(async move { reply(f.await) }, Some(slot));
+                None
+            }
+        };
+    };
+    // A function the coordinator does not have runs here instead (not atomically).
+    let (shared, levels) = (s.shared.clone(), s.consistency);
+    s.defer_waiting(
+        async move {
+            let f = reply(match part {
+                crate::cluster::exec::Part::Ready(r) => r,
+                crate::cluster::exec::Part::Later(f) => f.await,
+            });
+            if !matches!(&f, Frame::Error(e) if e[..] == *b"ERR Function not found") {
+                return f;
+            }
+            let rt = tokio::runtime::Handle::current();
+            tokio::task::spawn_blocking(move || {
+                crate::script::Scripts::run_job(&shared, Job::Fcall(call), levels, &rt, false).0
+            })
+            .await
+            .unwrap_or_else(|_| Frame::error("ERR function failed"))
+        },
+        Some(slot),
+    );
+    None
 }
 
 /// A script's or function's `numkeys` (a[2]), its keys and its arguments, with Redis's errors
@@ -243,7 +272,7 @@ fn fcall_generic(s: &mut Session, a: &[Bytes], read_only: bool) -> Option<Frame>
         Ok(ka) => ka,
         Err(e) => return e,
     };
-    s.script_ready = Some(Job::Fcall(Call {
+    let call = Call {
         argv: a.to_vec(),
         sha: String::from_utf8_lossy(&a[1]).into_owned(),
         body: None,
@@ -253,7 +282,15 @@ fn fcall_generic(s: &mut Session, a: &[Bytes], read_only: bool) -> Option<Frame>
         user: s.user.clone(),
         tracking: (s.tracking_id, s.tracking.clone()),
         db: s.db,
-    }));
+    };
+    if s.shared.cluster.is_some() && !call.keys.is_empty() {
+        // With keys, in a cluster: atomically at their slot's coordinator if the library is
+        // loaded there too (functions live on the node that loaded them); else here, call by
+        // call, as without keys.
+        let (keys, args) = (call.keys.clone(), call.args.clone());
+        return at_coordinator(s, a, Bytes::new(), keys, args, read_only, Some(call));
+    }
+    s.script_ready = Some(Job::Fcall(call));
     None
 }
 

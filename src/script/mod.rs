@@ -1226,12 +1226,13 @@ impl Scripts {
 }
 
 impl Scripts {
-    /// Runs script `call` at its slot's coordinator in a cluster, its commands over `overlay`
-    /// ([`crate::cluster::script`]); returns its reply and the overlay as the script left it.
-    /// On a blocking thread.
+    /// Runs script `call` (or, with `function`, the function it names) at its slot's
+    /// coordinator in a cluster, its commands over `overlay` ([`crate::cluster::script`]);
+    /// returns its reply and the overlay as the script left it. On a blocking thread.
     pub fn run_in_overlay(
         shared: &Arc<Shared>,
         call: Call,
+        function: bool,
         overlay: crate::cluster::script::Overlay,
         runtime: &tokio::runtime::Handle,
     ) -> (Frame, crate::cluster::script::Overlay) {
@@ -1247,24 +1248,33 @@ impl Scripts {
             }
         }
         let engine = guard.as_mut().expect("engine");
-        let body = call.body.clone().unwrap_or_default();
-        let sha = match engine.compile(scripts, &body) {
-            Ok(sha) => sha,
-            Err(e) => return (Frame::Error(e.into()), overlay),
+        let (name, flags, f, runner) = if function {
+            // FCALL: `call.sha` names the function, loaded on this node too.
+            let Some(def) = engine.functions.get(&call.sha.to_ascii_lowercase()) else {
+                return (Frame::error("ERR Function not found"), overlay);
+            };
+            let (flags, f) = (def.flags, def.callback.clone());
+            (call.sha.clone(), flags, f, engine.fcall_runner.clone())
+        } else {
+            let body = call.body.clone().unwrap_or_default();
+            let sha = match engine.compile(scripts, &body) {
+                Ok(sha) => sha,
+                Err(e) => return (Frame::Error(e.into()), overlay),
+            };
+            let Some(compiled) = engine.scripts.get(&sha) else {
+                return (Frame::error(errors::NOSCRIPT), overlay);
+            };
+            let (flags, f) = (compiled.flags, compiled.function.clone());
+            (sha, flags, f, engine.runner.clone())
         };
-        let Some(compiled) = engine.scripts.get(&sha) else {
-            return (Frame::error(errors::NOSCRIPT), overlay);
-        };
-        let (flags, f) = (compiled.flags, compiled.function.clone());
-        let runner = engine.runner.clone();
         engine.overlay = Some(overlay);
         let (reply, _) = engine.run(
             shared,
-            &sha,
+            &name,
             flags,
             f,
             runner,
-            false,
+            function,
             &call,
             (None, None),
             runtime.clone(),
