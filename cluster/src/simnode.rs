@@ -2673,15 +2673,26 @@ mod tests {
         /// A transaction of two INCRs on the counter (`Op::Batch`): its two numbers must be
         /// consecutive.
         IncrPair,
+        /// A transaction of INCR on each of the two keys of one slot ([`GROUP`]: one round of
+        /// [`crate::group`]): both answers must be equal (the keys only ever change together).
+        GroupPair,
     }
 
     /// Keys: 0..REGS are registers (SET, DEL, GET), REGS..REGS+COUNTERS counters (INCR, and
     /// two INCRs as one transaction).
     const REGS: usize = 24;
     const COUNTERS: usize = 4;
+    /// The first of the two keys of one slot that transactions increment together.
+    const GROUP: usize = REGS + COUNTERS;
+    /// Every key: registers, counters, and the two keys of [`GROUP`].
+    const KEYS: usize = GROUP + 2;
 
     fn key_name(k: usize) -> Vec<u8> {
-        format!("k{k}").into_bytes()
+        match k {
+            GROUP => b"{grp}a".to_vec(),
+            k if k == GROUP + 1 => b"{grp}b".to_vec(),
+            k => format!("k{k}").into_bytes(),
+        }
     }
 
     /// One random client operation through `node` at QUORUM (the mix of both randomized runs:
@@ -2712,8 +2723,31 @@ mod tests {
                 _ => Kind::Get,
             }
         };
-        let name = key_name(key);
         let cid = recs.len() as u64;
+        if cid % 10 == 9 {
+            // Every tenth operation (drawing nothing from the seed's generator, so the rest of
+            // the run is the one the seed always made): INCR {grp}a; INCR {grp}b as one round.
+            let incr = crate::msg::guard_bytes(&Op::IncrBy(1));
+            let ops = crate::msg::group_bytes(&[(0, incr.clone()), (1, incr)]);
+            let g = crate::group::Group::new(
+                vec![key_name(GROUP).into(), key_name(GROUP + 1).into()],
+                ops.into(),
+                Vec::new(),
+            )
+            .expect("two keys of one slot");
+            s.input(node, |n, now, o| n.client_group(cid, g, QUORUM, now, o));
+            recs.push(Rec {
+                node,
+                key: GROUP,
+                kind: Kind::GroupPair,
+                start: t,
+                end: None,
+                result: None,
+            });
+            collect(s, recs, t);
+            return;
+        }
+        let name = key_name(key);
         let val = cid.to_string().into_bytes();
         let incr = crate::msg::guard_bytes(&Op::IncrBy(1));
         let pair = crate::msg::batch_bytes(&[incr.clone(), incr]);
@@ -2723,6 +2757,7 @@ mod tests {
             Kind::Get => Op::Get,
             Kind::Incr => Op::IncrBy(1),
             Kind::IncrPair => Op::Batch(&pair),
+            Kind::GroupPair => unreachable!("sent above"),
         };
         s.input(node, |n, now, o| {
             n.client(cid, &name, op, QUORUM, QUORUM, now, o)
@@ -2857,7 +2892,7 @@ mod tests {
         // Final reads at ALL, through rotating nodes, after everything.
         let final_start = s.now() + 1;
         let base = ops as u64 + 1_000_000;
-        for k in 0..REGS + COUNTERS {
+        for k in 0..KEYS {
             let node = k % nodes;
             let name = key_name(k);
             s.input(node, |n, now, o| {
@@ -2868,11 +2903,11 @@ mod tests {
         for _ in 0..200 {
             t += 50;
             s.run_until(t, STEPS);
-            if (0..REGS + COUNTERS).all(|k| s.nodes[k % nodes].result(base + k as u64).is_some()) {
+            if (0..KEYS).all(|k| s.nodes[k % nodes].result(base + k as u64).is_some()) {
                 break;
             }
         }
-        let finals: Vec<Option<ClientResult>> = (0..REGS + COUNTERS)
+        let finals: Vec<Option<ClientResult>> = (0..KEYS)
             .map(|k| s.nodes[k % nodes].result(base + k as u64).cloned())
             .collect();
         check(&recs, &finals, final_start, &mut errors);
@@ -3003,6 +3038,50 @@ mod tests {
                 Some(Ok(Outcome::Nil)) if acked.is_empty() => {}
                 other => err.push(format!("k{k}: the final ALL read gave {other:?}")),
             }
+        }
+        // The two keys of one slot, only ever incremented together in one round: every
+        // acknowledged round saw them equal and gave a number no other did, and they end
+        // equal, at no less than the rounds acknowledged.
+        let mut acked: Vec<i64> = Vec::new();
+        for r in recs.iter().filter(|r| r.kind == Kind::GroupPair) {
+            if let Some(Ok(o)) = &r.result {
+                match o {
+                    Outcome::Batch(outs, _) => match outs[..] {
+                        [Outcome::Int(a), Outcome::Int(b)] if a == b => acked.push(a),
+                        _ => err.push(format!("{{grp}}: a round of two INCRs gave {outs:?}")),
+                    },
+                    other => err.push(format!("{{grp}}: a round of two INCRs gave {other:?}")),
+                }
+            }
+        }
+        let distinct: BTreeSet<i64> = acked.iter().copied().collect();
+        if distinct.len() != acked.len() {
+            err.push("{grp}: two acknowledged rounds returned the same value".into());
+        }
+        let issued = recs.iter().filter(|r| r.kind == Kind::GroupPair).count();
+        if issued >= 20 && acked.len() < issued / 2 {
+            err.push(format!(
+                "{{grp}}: only {} of {issued} rounds acknowledged",
+                acked.len()
+            ));
+        }
+        let num = |f: &Option<ClientResult>| match f {
+            Some(Ok(Outcome::Value(v))) => std::str::from_utf8(v).ok()?.parse::<i64>().ok(),
+            Some(Ok(Outcome::Nil)) => Some(0),
+            _ => None,
+        };
+        match (num(&finals[GROUP]), num(&finals[GROUP + 1])) {
+            (Some(a), Some(b)) if a == b && a >= acked.len() as i64 => {
+                if acked.iter().any(|&x| x > a) {
+                    err.push(format!(
+                        "{{grp}}: an acknowledged round returned more than {a}"
+                    ));
+                }
+            }
+            other => err.push(format!(
+                "{{grp}}: final reads {other:?}, {} rounds acknowledged",
+                acked.len()
+            )),
         }
     }
 
@@ -3289,7 +3368,7 @@ mod tests {
             .collect();
         let final_start = s.now() + 1;
         let base = ops as u64 + 1_000_000;
-        for k in 0..REGS + COUNTERS {
+        for k in 0..KEYS {
             let node = serving[k % serving.len()];
             let name = key_name(k);
             s.input(node, |n, now, o| {
@@ -3300,7 +3379,7 @@ mod tests {
         for _ in 0..200 {
             t += 50;
             s.run_until(t, STEPS);
-            if (0..REGS + COUNTERS).all(|k| {
+            if (0..KEYS).all(|k| {
                 s.nodes[serving[k % serving.len()]]
                     .result(base + k as u64)
                     .is_some()
@@ -3308,7 +3387,7 @@ mod tests {
                 break;
             }
         }
-        let finals: Vec<Option<ClientResult>> = (0..REGS + COUNTERS)
+        let finals: Vec<Option<ClientResult>> = (0..KEYS)
             .map(|k| {
                 s.nodes[serving[k % serving.len()]]
                     .result(base + k as u64)
