@@ -1068,3 +1068,138 @@ impl Machine for GroupRequest {
         self.counts
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::msg::guard_bytes;
+    use crate::op::Op;
+
+    fn ops(list: &[(u16, Op<'_>)]) -> Bytes {
+        let parts: Vec<(u16, Vec<u8>)> = list.iter().map(|(k, op)| (*k, guard_bytes(op))).collect();
+        Bytes::from(msg::group_bytes(&parts))
+    }
+
+    fn keys(list: &[&'static [u8]]) -> Vec<Bytes> {
+        list.iter().map(|k| Bytes::from_static(k)).collect()
+    }
+
+    /// A round covers distinct keys of one slot, with commands on them only; anything else is
+    /// refused before it starts.
+    #[test]
+    fn a_group_is_distinct_keys_of_one_slot() {
+        let two = keys(&[b"{t}a", b"{t}b"]);
+        let incr = ops(&[(0, Op::IncrBy(1)), (1, Op::IncrBy(1))]);
+        let g = Group::new(two.clone(), incr.clone(), vec![(1, None)]).unwrap();
+        assert_eq!(g.slot(), key_slot(b"{t}a"));
+        assert!(!g.is_blind(), "INCR reads its key");
+        assert!(
+            Group::new(Vec::new(), incr.clone(), vec![]).is_none(),
+            "no keys"
+        );
+        assert!(
+            Group::new(keys(&[b"{t}a", b"{t}a"]), incr.clone(), vec![]).is_none(),
+            "a key twice"
+        );
+        assert!(
+            Group::new(keys(&[b"{t}a", b"{u}b"]), incr.clone(), vec![]).is_none(),
+            "two slots"
+        );
+        assert!(
+            Group::new(two.clone(), incr.clone(), vec![(2, None)]).is_none(),
+            "a watch out of range"
+        );
+        let far = ops(&[(2, Op::IncrBy(1))]);
+        assert!(
+            Group::new(two.clone(), far, vec![]).is_none(),
+            "a command out of range"
+        );
+        assert!(Group::new(two.clone(), Bytes::from_static(b"junk"), vec![]).is_none());
+        let nested = ops(&[(0, Op::Version)]);
+        assert!(
+            Group::new(two.clone(), nested, vec![]).is_none(),
+            "a version read"
+        );
+        // Blind: every key's first command a plain SET, nothing watched.
+        let set = ops(&[(0, Op::set(b"1")), (1, Op::set(b"2")), (0, Op::IncrBy(1))]);
+        assert!(Group::new(two.clone(), set.clone(), vec![])
+            .unwrap()
+            .is_blind());
+        assert!(!Group::new(two.clone(), set, vec![(0, None)])
+            .unwrap()
+            .is_blind());
+        let half = ops(&[(0, Op::set(b"1")), (1, Op::IncrBy(1))]);
+        assert!(!Group::new(two.clone(), half, vec![]).unwrap().is_blind());
+        // A program is the driver's: its bytes are not read here.
+        let p = Group::external(two, Bytes::from_static(b"script")).unwrap();
+        assert!(p.is_external() && !p.is_blind());
+    }
+
+    /// The commands run in order over the keys' states, each seeing the ones before it, and
+    /// the new states carry the round's ballot.
+    #[test]
+    fn the_commands_run_in_order_over_the_keys() {
+        let g = Group::new(
+            keys(&[b"{t}a", b"{t}b"]),
+            ops(&[
+                (0, Op::set(b"5")),
+                (1, Op::IncrBy(2)),
+                (0, Op::IncrBy(1)),
+                (1, Op::Get),
+            ]),
+            vec![],
+        )
+        .unwrap();
+        let ballot = Version {
+            hlc: 9 << 16,
+            origin: 1,
+        };
+        let held = State::Live {
+            value: Bytes::from_static(b"10"),
+            expire_at: 0,
+            version: Version {
+                hlc: 1 << 16,
+                origin: 2,
+            },
+            enc: 0,
+        };
+        let run = run_ops(
+            &g,
+            &[State::Missing, held],
+            &crate::op::Ctx::at(1_000),
+            ballot,
+        );
+        let Outcome::Batch(outs, _) = run.outcome else {
+            panic!("a batch outcome");
+        };
+        assert_eq!(
+            outs,
+            vec![
+                Outcome::Ok,
+                Outcome::Int(12),
+                Outcome::Int(6),
+                Outcome::Value(Bytes::from_static(b"12"))
+            ]
+        );
+        for (s, want) in run.next.iter().zip([&b"6"[..], b"12"]) {
+            let Some(State::Live { value, version, .. }) = s else {
+                panic!("both keys written");
+            };
+            assert_eq!((&value[..], *version), (want, ballot));
+        }
+        // Each command's keyspace events, in order (a GET raises none).
+        let events: Vec<(&[u8], Vec<&str>)> = run
+            .events
+            .iter()
+            .map(|(k, e)| (&k[..], e.iter().map(|(_, name)| name).collect()))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (&b"{t}a"[..], vec!["new", "set"]),
+                (&b"{t}b"[..], vec!["incrby"]),
+                (&b"{t}a"[..], vec!["incrby"]),
+            ]
+        );
+    }
+}

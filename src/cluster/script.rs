@@ -40,7 +40,7 @@ pub struct Program {
     pub keys: Vec<Bytes>,
     /// `ARGV`.
     pub args: Vec<Bytes>,
-    /// The caller's database.
+    /// The caller's database (as it selected it: the script starts in it).
     pub db: u8,
     /// The caller's ACL user.
     pub user: Bytes,

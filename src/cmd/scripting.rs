@@ -105,7 +105,9 @@ fn at_coordinator(
         body,
         keys,
         args,
-        db,
+        // The caller's database as it selected it (the script starts in it); the keys above
+        // are stored in its physical one.
+        db: s.db,
         user: s.user.name.clone(),
         read_only,
         resp3: s.proto == hypercache_resp::Protocol::Resp3,
