@@ -462,3 +462,60 @@ fn blind_transactions_and_increments_keep_two_keys_equal() {
         }
     }
 }
+
+/// Scripts that take a while to run (30 ms each) sent at once through every node: each holds
+/// its keys' gates while it runs, the others wait their turn, and none interleaves.
+#[test]
+fn slow_programs_hold_their_keys_until_they_are_written() {
+    let seed = 30;
+    let mut s = sim(3, 3, seed);
+    for n in &mut s.nodes {
+        n.compute_delay_ms = 30;
+    }
+    s.set_delay(1, 4);
+    const N: u64 = 30;
+    for c in 0..N {
+        let node = (c % 3) as NodeId;
+        s.input(node, |n, now, out| {
+            n.client_group(c, incr_both_external(), QUORUM, now, out)
+        });
+    }
+    s.run_until_quiet(STEPS);
+    let mut seen = std::collections::BTreeSet::new();
+    for c in 0..N {
+        match s.nodes[(c % 3) as usize].result(c).cloned() {
+            Some(Ok(Outcome::Batch(outs, _))) => {
+                let [Outcome::Int(a), Outcome::Int(b)] = outs[..] else {
+                    panic!("seed {seed}: client {c} got {outs:?}");
+                };
+                assert_eq!(a, b, "seed {seed}: client {c}");
+                assert!(seen.insert(a), "seed {seed}: {a} twice");
+            }
+            other => panic!("seed {seed}: client {c} got {other:?}"),
+        }
+    }
+    assert_eq!(read_all(&mut s, 0, 10_000, X), Some(N as i64));
+    quiet(&s);
+}
+
+/// A program that runs past its coordinator's deadline fails the transaction (`NOREPLICAS`):
+/// nothing is written, even when its result comes in late, and its keys' gates are free for
+/// the next transaction.
+#[test]
+fn a_program_past_its_deadline_writes_nothing_and_frees_its_keys() {
+    let seed = 31;
+    let mut s = sim(3, 3, seed);
+    let coordinator = s.nodes[0].replicas_of(X)[0];
+    s.nodes[coordinator].compute_delay_ms = 60_000;
+    let r = run_group(&mut s, coordinator, 1, incr_both_external());
+    assert_eq!(r, Err(NoReplicas { write: true }), "seed {seed}");
+    for n in 0..3 {
+        assert_eq!(s.nodes[n].held(X), None, "seed {seed}: node {n}");
+        assert_eq!(s.nodes[n].held(Y), None, "seed {seed}: node {n}");
+    }
+    let r = run_group(&mut s, coordinator, 2, incr_both());
+    assert!(matches!(r, Ok(Outcome::Batch(..))), "seed {seed}: {r:?}");
+    assert_eq!(read_all(&mut s, 1, 3, X), Some(1));
+    assert_eq!(read_all(&mut s, 2, 4, Y), Some(1));
+    quiet(&s);
+}

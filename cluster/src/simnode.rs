@@ -106,6 +106,13 @@ pub enum SimTimer {
         /// The peer.
         peer: MemberIdx,
     },
+    /// A transaction's program has run ([`SimNode::compute_delay_ms`] after the machine asked).
+    Computed {
+        /// The node incarnation that set it.
+        incarnation: u64,
+        /// Whose.
+        owner: u64,
+    },
     /// Time to ping the peers.
     Heartbeat {
         /// The node incarnation that set it.
@@ -260,6 +267,11 @@ pub struct SimNode {
     repair_generation: u64,
     /// Whether this node pings its peers (see the module docs); off unless set.
     pub heartbeat: bool,
+    /// How long a transaction's program takes to run, ms (a script: [`crate::group`]); 0: it
+    /// runs at once.
+    pub compute_delay_ms: u64,
+    /// Programs being run, by the machine that asked.
+    computing: BTreeMap<u64, crate::group::Compute>,
     /// How long, after hearing from a peer it believes down, this node takes to see it live
     /// again (its redial), ms. 0 (the default): at once, as production's redial on an inbound
     /// link does when it succeeds at once.
@@ -422,6 +434,8 @@ impl SimNode {
             sync_reports: BTreeMap::new(),
             repair_generation: 0,
             heartbeat: false,
+            compute_delay_ms: 0,
+            computing: BTreeMap::new(),
             redial_ms: 0,
             redialing: vec![false; members],
             results: BTreeMap::new(),
@@ -458,6 +472,7 @@ impl SimNode {
         n.read = self.read;
         n.write = self.write;
         n.heartbeat = self.heartbeat;
+        n.compute_delay_ms = self.compute_delay_ms;
         n.redial_ms = self.redial_ms;
         n.budget = self.budget;
         n.set_tombstone_ttl(self.tombstone_ttl_ms);
@@ -871,17 +886,39 @@ impl SimNode {
         }
         if let (Some(c), Owner::Req(id)) = (compute, owner) {
             // A transaction whose program the driver runs: the simulator's programs are plain
-            // commands ([`crate::group::compute_ops`]), run at once.
-            if let Some((w, mut m)) = self.reqs.remove(&id) {
-                let mut next = Out::default();
-                if let Some(done) = crate::group::compute_ops(&c, &self.ctx()) {
-                    m.on_computed(&*self, done, &mut next);
-                }
-                self.reqs.insert(id, (w, m));
-                now_failed.extend(self.dispatch(owner, next, out));
+            // commands ([`crate::group::compute_ops`]), run at once or after a delay.
+            if self.compute_delay_ms > 0 {
+                self.computing.insert(id, c);
+                out.schedule(
+                    self.compute_delay_ms,
+                    SimTimer::Computed {
+                        incarnation: self.incarnation,
+                        owner: id,
+                    },
+                );
+            } else {
+                now_failed.extend(self.computed(id, c, out));
             }
         }
         now_failed
+    }
+
+    /// Hands machine `id` the result of its program `c`.
+    fn computed(
+        &mut self,
+        id: u64,
+        c: crate::group::Compute,
+        out: &mut SimOutbox,
+    ) -> Vec<(Owner, u64, Option<Answer>)> {
+        let Some((w, mut m)) = self.reqs.remove(&id) else {
+            return Vec::new();
+        };
+        let mut next = Out::default();
+        if let Some(done) = crate::group::compute_ops(&c, &self.ctx()) {
+            m.on_computed(&*self, done, &mut next);
+        }
+        self.reqs.insert(id, (w, m));
+        self.dispatch(Owner::Req(id), next, out)
     }
 
     /// Keeps request machine `m` (id `id`, for `w`) and carries out its first output.
@@ -1249,6 +1286,7 @@ impl Machine for SimNode {
         }
         match timer {
             SimTimer::Wake { incarnation, .. }
+            | SimTimer::Computed { incarnation, .. }
             | SimTimer::Heartbeat { incarnation }
             | SimTimer::Redial { incarnation, .. }
             | SimTimer::Repair { incarnation, .. }
@@ -1291,6 +1329,12 @@ impl Machine for SimNode {
             SimTimer::Repair { generation, .. } => {
                 if generation == self.repair_generation {
                     self.repair_input(out, |r, env, o| r.on_timer(env, o));
+                }
+            }
+            SimTimer::Computed { owner, .. } => {
+                if let Some(c) = self.computing.remove(&owner) {
+                    let answers = self.computed(owner, c, out);
+                    self.feed(answers, out);
                 }
             }
             SimTimer::Wake { owner, .. } => {
