@@ -608,13 +608,7 @@ impl GroupRequest {
     }
 
     fn ask_others(&mut self, prefs: &[MemberIdx], me: MemberIdx) -> Vec<(MemberIdx, Option<u64>)> {
-        self.waiting.clear();
-        let mut to = Vec::with_capacity(prefs.len());
-        for &m in prefs.iter().filter(|&&m| m != me) {
-            self.waiting.push(m);
-            to.push((m, Some(tag(self.round, m))));
-        }
-        to
+        self.waiting.ask(self.round, prefs, me)
     }
 
     /// Moves on from a prepare round with a verdict; returns whether it did.

@@ -684,6 +684,23 @@ impl Waiting {
         self.len == 0 && self.more.is_empty()
     }
 
+    /// Waits (in round `round`) for every replica in `prefs` but `me`, and nothing else;
+    /// returns them with their tags.
+    pub(crate) fn ask(
+        &mut self,
+        round: u64,
+        prefs: &[MemberIdx],
+        me: MemberIdx,
+    ) -> Vec<(MemberIdx, Option<u64>)> {
+        self.clear();
+        let mut to = Vec::with_capacity(prefs.len());
+        for &m in prefs.iter().filter(|&&m| m != me) {
+            self.push(m);
+            to.push((m, Some(tag(round, m))));
+        }
+        to
+    }
+
     pub(crate) fn take(&mut self) -> Vec<MemberIdx> {
         let mut v = self.inline[..usize::from(self.len)].to_vec();
         v.append(&mut self.more);
@@ -1174,13 +1191,7 @@ impl KeyRequest {
     /// Starts waiting for every replica in `prefs` but `me`, in this round; returns them with
     /// their tags.
     fn ask_others(&mut self, prefs: &[MemberIdx], me: MemberIdx) -> Vec<(MemberIdx, Option<u64>)> {
-        self.waiting.clear();
-        let mut to = Vec::with_capacity(prefs.len());
-        for &m in prefs.iter().filter(|&&m| m != me) {
-            self.waiting.push(m);
-            to.push((m, Some(tag(self.round, m))));
-        }
-        to
+        self.waiting.ask(self.round, prefs, me)
     }
 
     /// Sends the new `state` (already held here if `local`) to the other replicas.
