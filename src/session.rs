@@ -949,6 +949,9 @@ impl Session {
         watched: &[(Bytes, ClusterWatch)],
     ) -> Option<(Vec<Bytes>, Vec<(usize, Option<Option<Version>>)>)> {
         self.shared.cluster.as_ref()?;
+        if m.queue.is_empty() {
+            return None;
+        }
         let mut keys: Vec<Bytes> = Vec::new();
         for args in &m.queue {
             let (spec, _) = cmd::lookup(&args[0])?;

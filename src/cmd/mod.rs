@@ -437,7 +437,10 @@ pub(crate) fn group(
     let cl = s.shared.cluster.clone()?;
     let mut parts = Vec::with_capacity(ops.len());
     for o in &ops {
-        let i = keys.iter().position(|k| *k == o.key)?;
+        let Some(i) = keys.iter().position(|k| *k == o.key) else {
+            // Not expected (the plan listed every command's key): refused, nothing runs.
+            return err("ERR transaction key not planned");
+        };
         parts.push((i as u16, o.bytes.clone()));
     }
     let slot = key_slot(&keys[0]);
