@@ -879,6 +879,16 @@ impl Session {
                         .await
                 }
             }
+        } else if m.queue.is_empty() && !cluster_watched.is_empty() {
+            // Nothing to run: EXEC only says whether a watched key changed.
+            let (sh, lv, ctx) = (self.shared.clone(), self.levels(), self.ctx());
+            let unchanged = Self::watched_unchanged(sh, lv, ctx, &cluster_watched).await;
+            let f = if unchanged {
+                Frame::Array(Vec::new())
+            } else {
+                Frame::NullArray
+            };
+            reply(self, f);
         } else if !cluster_watched.is_empty() {
             match self.guarded_command(&m, &cluster_watched) {
                 Err(text) => {
@@ -1037,6 +1047,33 @@ impl Session {
             f.encode(self.proto, &mut self.out);
         }
         self.in_exec = false;
+    }
+
+    /// In a cluster, whether every watched key still has the version `WATCH` saw (read again
+    /// at QUORUM at least, at levels `lv`; a read that fails, then or now, counts as changed).
+    async fn watched_unchanged(
+        shared: Arc<Shared>,
+        mut lv: crate::cluster::Levels,
+        ctx: hypercache_cluster::Ctx,
+        watched: &[(Bytes, ClusterWatch)],
+    ) -> bool {
+        let Some(cl) = shared.cluster.clone() else {
+            return false;
+        };
+        if lv.read == Level::One {
+            lv.read = Level::Quorum;
+        }
+        for (key, cell) in watched {
+            let Some(seen) = cell.get().copied().flatten() else {
+                return false;
+            };
+            let op = hypercache_cluster::Op::Version;
+            let now = crate::cluster::exec::run(&shared, &cl, key, op, lv, ctx).await;
+            if !matches!(now, Ok(hypercache_cluster::Outcome::Version(v)) if v == seen) {
+                return false;
+            }
+        }
+        true
     }
 
     /// A watched transaction in a cluster: its one command, if it is one command on the one

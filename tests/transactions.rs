@@ -540,4 +540,15 @@ fn a_transaction_on_keys_of_one_slot_is_atomic_through_a_cluster() {
         .query(&mut other)
         .unwrap();
     assert_eq!(got, (880, "theirs".to_string()));
+    // Nothing queued: EXEC only says whether a watched key changed.
+    let want = "+OK\r\n+OK\r\n*0\r\n";
+    let got = exec_raw_text(&mut raw, "WATCH {bank}x {bank}y\r\nMULTI\r\nEXEC\r\n", want);
+    assert_eq!(got, want);
+    assert_eq!(
+        exec_raw_text(&mut raw, "WATCH {bank}x\r\n", "+OK\r\n"),
+        "+OK\r\n"
+    );
+    let _: () = other.set("{bank}x", "1").unwrap();
+    let want = "+OK\r\n*-1\r\n";
+    assert_eq!(exec_raw_text(&mut raw, "MULTI\r\nEXEC\r\n", want), want);
 }
