@@ -1362,3 +1362,68 @@ fn default_levels_read_the_last_write_through_any_node() {
         &stale[..stale.len().min(10)]
     );
 }
+
+/// `MSET`, `DEL` and `UNLINK` on keys of one slot are one round of that slot, as in Redis
+/// Cluster: concurrent MSETs through every node (racing each other on the same keys, which
+/// restamps them) all succeed and leave both keys with the same client's value on every
+/// replica, each counts as one round, and a DEL of both answers 2.
+#[test]
+fn multi_key_writes_of_one_slot_are_one_round() {
+    let cluster = TestCluster::start(3, &[]);
+    let rounds = |cluster: &TestCluster| -> i64 {
+        (0..3)
+            .map(|n| {
+                let v = cluster.info_in(n, "cluster", "dist_group_rounds");
+                v.parse::<i64>().unwrap_or_else(|_| panic!("{v:?}"))
+            })
+            .sum()
+    };
+    let before = rounds(&cluster);
+    let threads: Vec<_> = (0..6)
+        .map(|t| {
+            let mut c = cluster.conn(t % 3);
+            std::thread::spawn(move || {
+                for i in 0..40 {
+                    let v = format!("{t}-{i}");
+                    let _: () = redis::cmd("MSET")
+                        .arg("{m}a")
+                        .arg(&v)
+                        .arg("{m}b")
+                        .arg(&v)
+                        .query(&mut c)
+                        .unwrap();
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    for node in 0..3 {
+        let (a, b): (String, String) = redis::cmd("MGET")
+            .arg("{m}a")
+            .arg("{m}b")
+            .query(&mut cluster.conn_at(node, "all", "quorum"))
+            .unwrap();
+        assert_eq!(a, b, "through node {node}");
+    }
+    // Each MSET was one round (the counts are booked once the last acknowledgement is in).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while rounds(&cluster) < before + 240 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(rounds(&cluster), before + 240);
+    let mut c = cluster.conn(1);
+    let n: i64 = redis::cmd("DEL")
+        .arg("{m}a")
+        .arg("{m}b")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 2);
+    let n: i64 = redis::cmd("EXISTS")
+        .arg("{m}a")
+        .arg("{m}b")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(n, 0);
+}

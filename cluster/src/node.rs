@@ -63,8 +63,11 @@ use crate::wire;
 /// broken clock or a hostile peer, and observing it would drag every clock forward.
 pub const MAX_AHEAD_MS: u64 = 5 * 60 * 1000;
 
-/// Most times a blind write is stamped again above a version a replica refused it with.
-pub const MAX_RESTAMPS: u8 = 3;
+/// Most times a blind write is stamped again above a version a replica refused it with. Each
+/// time is a round trip, and only happens while other writers race it on the key: six clients
+/// SETting one key through three nodes failed 40 of 1,200 writes with `NOREPLICAS` at 3, 1 at 8,
+/// none of 2,400 at 16 (the coordinator's deadline bounds it anyway).
+pub const MAX_RESTAMPS: u8 = 16;
 
 /// Most prepare rounds of one read-modify-write (each refused one retries with a higher ballot).
 pub const MAX_PREPARES: u8 = 3;

@@ -496,14 +496,25 @@ fn exec_reply(
     }
 }
 
-/// In a cluster, runs one operation per key (across slots, in parallel, not atomically) and
-/// replies with `combine` of the outcomes in order, or the first `NOREPLICAS` error.
+/// In a cluster, runs one operation per key and replies with `combine` of the outcomes in
+/// order, or the first `NOREPLICAS` error. Writes to several keys of one slot (`MSET`, `DEL`,
+/// `UNLINK` on `{tag}` keys) are one round of that slot, atomic as in Redis Cluster
+/// ([`hypercache_cluster::group`]); otherwise one operation per key, across slots, in parallel,
+/// not atomically.
 pub(crate) fn keyed_many(
     s: &mut Session,
     cl: &Arc<Cluster>,
     items: &[(&Bytes, Op<'_>)],
     combine: fn(Vec<Outcome>) -> Frame,
 ) -> Option<Frame> {
+    if items.len() > 1 && s.overlay.is_none() && items.iter().all(|(_, op)| !op.is_read_only()) {
+        let slot = key_slot(items[0].0);
+        if items.iter().all(|(k, _)| key_slot(k) == slot) {
+            if let Some(f) = keyed_group(s, cl, items, combine) {
+                return f;
+            }
+        }
+    }
     let ctx = s.ctx();
     let lv = s.levels();
     let mut parts = Vec::with_capacity(items.len());
@@ -553,6 +564,46 @@ pub(crate) fn keyed_many(
         None,
     );
     None
+}
+
+/// [`keyed_many`]'s writes to several keys of one slot as one round of it. `None` if they
+/// cannot be one (too many keys): the caller runs them one by one.
+fn keyed_group(
+    s: &mut Session,
+    cl: &Arc<Cluster>,
+    items: &[(&Bytes, Op<'_>)],
+    combine: fn(Vec<Outcome>) -> Frame,
+) -> Option<Option<Frame>> {
+    let mut keys: Vec<Bytes> = Vec::new();
+    let mut parts = Vec::with_capacity(items.len());
+    for (key, op) in items {
+        let i = match keys.iter().position(|k| k == *key) {
+            Some(i) => i,
+            None => {
+                keys.push((*key).clone());
+                keys.len() - 1
+            }
+        };
+        parts.push((
+            u16::try_from(i).ok()?,
+            hypercache_cluster::msg::guard_bytes(op),
+        ));
+    }
+    let slot = key_slot(&keys[0]);
+    let ops = Bytes::from(hypercache_cluster::msg::group_bytes(&parts));
+    let g = hypercache_cluster::group::Group::new(keys, ops, Vec::new())?;
+    let reply = move |r: exec::Res| match r {
+        Ok(Outcome::Batch(outs, _)) => combine(outs),
+        Ok(_) => Frame::error("ERR unexpected result of a multi-key round"),
+        Err(e) => Frame::error(e.text()),
+    };
+    Some(match exec::start_group(&s.shared, cl, g, s.levels()) {
+        exec::Part::Ready(r) => Some(reply(r)),
+        exec::Part::Later(f) => {
+            s.defer_waiting(async move { reply(f.await) }, Some(slot));
+            None
+        }
+    })
 }
 
 /// The reply for an operation's error.
