@@ -336,21 +336,23 @@ pub struct GroupRequest {
 }
 
 impl GroupRequest {
-    /// Transaction `group` at write level `write` (QUORUM at least: a transaction always runs
-    /// its read round); `token` is its driver's id for it (gate wake-ups name it).
+    /// Transaction `group` at write level `write` (QUORUM at least when it has a read round;
+    /// a blind one keeps the level, as a plain SET does); `token` is its driver's id for it
+    /// (gate wake-ups name it).
     pub fn new(group: Group, token: u64, write: Level, origin: Origin) -> GroupRequest {
         let mut order: Vec<usize> = (0..group.keys.len()).collect();
         order.sort_by(|a, b| group.keys[*a].cmp(&group.keys[*b]));
+        let write = if write == Level::One && !group.blind {
+            Level::Quorum
+        } else {
+            write
+        };
         GroupRequest {
             group,
             order,
             gated: 0,
             token,
-            write: if write == Level::One {
-                Level::Quorum
-            } else {
-                write
-            },
+            write,
             origin,
             phase: Phase::Idle,
             round: 0,

@@ -519,3 +519,32 @@ fn a_program_past_its_deadline_writes_nothing_and_frees_its_keys() {
     assert_eq!(read_all(&mut s, 2, 4, Y), Some(1));
     quiet(&s);
 }
+
+/// The write level: a blind transaction keeps it, as a plain SET does (at ONE, the replica the
+/// client reached is enough), while one with a read round runs at QUORUM at least.
+#[test]
+fn a_blind_transaction_keeps_its_level_and_a_reading_one_needs_a_quorum() {
+    let seed = 40;
+    let mut s = sim(3, 3, seed);
+    let reps = s.nodes[0].replicas_of(X);
+    let (reached, others) = (reps[0], [reps[1], reps[2]]);
+    for n in others {
+        s.isolate(n);
+    }
+    let blind = group(&[X, Y], &[(0, Op::set(b"1")), (1, Op::set(b"1"))], vec![]);
+    s.input(reached, |n, now, out| {
+        n.client_group(1, blind, Level::One, now, out)
+    });
+    s.run_until_quiet(STEPS);
+    let r = s.nodes[reached].result(1).cloned();
+    assert!(
+        matches!(r, Some(Ok(Outcome::Batch(..)))),
+        "seed {seed}: {r:?}"
+    );
+    s.input(reached, |n, now, out| {
+        n.client_group(2, incr_both(), Level::One, now, out)
+    });
+    s.run_until_quiet(STEPS);
+    let r = s.nodes[reached].result(2).cloned();
+    assert_eq!(r, Some(Err(NoReplicas { write: true })), "seed {seed}");
+}
