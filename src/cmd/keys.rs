@@ -593,10 +593,7 @@ fn move_key(s: &mut Session, src: Bytes, dst: Bytes, how: Move) -> Option<Frame>
     let (shared, lv) = (s.shared.clone(), s.levels());
     s.defer(
         async move {
-            let missing = match how {
-                Move::Copy { .. } | Move::ToDb => Frame::Integer(0),
-                _ => Frame::error(errors::NO_SUCH_KEY),
-            };
+            let missing = how.missing();
             let value = match exec::run(&shared, &cl, &src, Op::Get, lv, ctx).await {
                 Ok(Outcome::Value(v)) => v,
                 Ok(_) => return missing,
@@ -604,48 +601,29 @@ fn move_key(s: &mut Session, src: Bytes, dst: Bytes, how: Move) -> Option<Frame>
             };
             let expiry =
                 match exec::run(&shared, &cl, &src, Op::ExpireTime { ms: true }, lv, ctx).await {
-                    Ok(Outcome::Int(t)) if t > 0 => ExpiryChange::At(t as u64),
-                    Ok(Outcome::Int(-1)) => ExpiryChange::Clear,
                     // -2: it expired or was deleted since the read.
-                    Ok(_) => return missing,
+                    Ok(o) => match Move::expiry(o) {
+                        Some(e) => e,
+                        None => return missing,
+                    },
                     Err(e) => return Frame::error(e.text()),
                 };
             if src == dst {
-                return match how {
-                    Move::Rename => Frame::ok(),
-                    _ => Frame::Integer(0),
-                };
+                return how.same_key();
             }
-            let must_be_free = matches!(
-                how,
-                Move::RenameNx | Move::ToDb | Move::Copy { replace: false }
-            );
             // The destination must be free: checked by the write itself (NX), so that a key
             // written there meanwhile is never overwritten.
-            let set = Op::Set {
-                value: &value,
-                cond: if must_be_free {
-                    SetCond::IfMissing
-                } else {
-                    SetCond::Always
-                },
-                expiry,
-                get: false,
-            };
-            match exec::run(&shared, &cl, &dst, set, lv, ctx).await {
+            match exec::run(&shared, &cl, &dst, how.set(&value, expiry), lv, ctx).await {
                 Ok(Outcome::Nil) => return Frame::Integer(0),
                 Ok(_) => {}
                 Err(e) => return Frame::error(e.text()),
             }
-            if !matches!(how, Move::Copy { .. }) {
+            if how.deletes_source() {
                 if let Err(e) = exec::run(&shared, &cl, &src, Op::Del, lv, ctx).await {
                     return Frame::error(e.text());
                 }
             }
-            match how {
-                Move::Rename => Frame::ok(),
-                _ => Frame::Integer(1),
-            }
+            how.done()
         },
         None,
     );
@@ -661,47 +639,80 @@ fn move_in_overlay(
     how: Move,
     ctx: &hypercache_cluster::Ctx,
 ) -> Frame {
-    let missing = match how {
-        Move::Copy { .. } | Move::ToDb => Frame::Integer(0),
-        _ => Frame::error(errors::NO_SUCH_KEY),
-    };
     let Some(Outcome::Value(value)) = ov.apply(src, &Op::Get, ctx) else {
-        return missing;
+        return how.missing();
     };
-    let expiry = match ov.apply(src, &Op::ExpireTime { ms: true }, ctx) {
-        Some(Outcome::Int(t)) if t > 0 => ExpiryChange::At(t as u64),
-        Some(Outcome::Int(-1)) => ExpiryChange::Clear,
-        _ => return missing,
+    let expiry = ov.apply(src, &Op::ExpireTime { ms: true }, ctx);
+    let Some(expiry) = expiry.and_then(Move::expiry) else {
+        return how.missing();
     };
     if src == dst {
-        return match how {
-            Move::Rename => Frame::ok(),
-            _ => Frame::Integer(0),
-        };
+        return how.same_key();
     }
-    let must_be_free = matches!(
-        how,
-        Move::RenameNx | Move::ToDb | Move::Copy { replace: false }
-    );
-    let set = Op::Set {
-        value: &value,
-        cond: if must_be_free {
-            SetCond::IfMissing
-        } else {
-            SetCond::Always
-        },
-        expiry,
-        get: false,
-    };
-    if let Some(Outcome::Nil) = ov.apply(dst, &set, ctx) {
+    if let Some(Outcome::Nil) = ov.apply(dst, &how.set(&value, expiry), ctx) {
         return Frame::Integer(0);
     }
-    if !matches!(how, Move::Copy { .. }) {
+    if how.deletes_source() {
         ov.apply(src, &Op::Del, ctx);
     }
-    match how {
-        Move::Rename => Frame::ok(),
-        _ => Frame::Integer(1),
+    how.done()
+}
+
+impl Move {
+    /// The reply when the source is missing.
+    fn missing(self) -> Frame {
+        match self {
+            Move::Copy { .. } | Move::ToDb => Frame::Integer(0),
+            _ => Frame::error(errors::NO_SUCH_KEY),
+        }
+    }
+
+    /// The source's expiry from its `PEXPIRETIME` (`None`: it is gone).
+    fn expiry(o: Outcome) -> Option<ExpiryChange> {
+        match o {
+            Outcome::Int(t) if t > 0 => Some(ExpiryChange::At(t as u64)),
+            Outcome::Int(-1) => Some(ExpiryChange::Clear),
+            _ => None,
+        }
+    }
+
+    /// The reply when source and destination are the same key.
+    fn same_key(self) -> Frame {
+        match self {
+            Move::Rename => Frame::ok(),
+            _ => Frame::Integer(0),
+        }
+    }
+
+    /// The write of the destination: only if it is free, unless this replaces it.
+    fn set<'a>(self, value: &'a [u8], expiry: ExpiryChange) -> Op<'a> {
+        let must_be_free = matches!(
+            self,
+            Move::RenameNx | Move::ToDb | Move::Copy { replace: false }
+        );
+        Op::Set {
+            value,
+            cond: if must_be_free {
+                SetCond::IfMissing
+            } else {
+                SetCond::Always
+            },
+            expiry,
+            get: false,
+        }
+    }
+
+    /// Whether the source is deleted after the copy.
+    fn deletes_source(self) -> bool {
+        !matches!(self, Move::Copy { .. })
+    }
+
+    /// The reply once done.
+    fn done(self) -> Frame {
+        match self {
+            Move::Rename => Frame::ok(),
+            _ => Frame::Integer(1),
+        }
     }
 }
 
