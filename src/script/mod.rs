@@ -21,7 +21,8 @@
 //!   key a script touches must share its slot.
 //! - **`redis.call`** runs the command through a session of the script's own (the "lua client"
 //!   of Redis): same handlers, same replies, counted in INFO commandstats and shown by MONITOR.
-//!   The reply is converted as Redis converts it ([`convert`]).
+//!   The reply is converted as Redis converts it. That call, KEYS/ARGV and the script's reply
+//!   go through Lua's C API ([`raw`], with its invariants), the rest through mlua.
 //! - **Sandbox:** Redis 7.0's globals allow list (no `os`, `io`, `print`, `loadfile`, `dofile`,
 //!   `debug`, `getfenv`, `setfenv`, `newproxy`), globals that cannot be created (`Attempt to
 //!   modify a readonly table`) or read when missing (`Script attempted to access nonexistent
@@ -33,6 +34,7 @@
 pub(crate) mod convert;
 mod functions;
 pub(crate) mod libs;
+mod raw;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,7 +42,6 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use hypercache_cluster::slot::{redis_slot, Slot};
-use hypercache_resp::frame::{decode, DecodeLimits};
 use hypercache_resp::num::format_g;
 use hypercache_resp::{errors, Frame, Protocol};
 use mlua::{Function, HookTriggers, Lua, LuaOptions, MultiValue, StdLib, Table, Value, VmState};
@@ -278,8 +279,6 @@ struct Engine {
     session: Option<Session>,
     /// Scripts and functions run (for the collector's period).
     runs: std::cell::Cell<u64>,
-    /// The field names of Redis's conversions ([`convert::Names`]).
-    names: Arc<convert::Names>,
     /// Whether the script hook (SCRIPT KILL, leaving the worker) is set: it stays set between
     /// runs (setting it costs as much as a short script's conversions), and is set again after
     /// `FUNCTION LOAD` set its own or a killed script's hook switched to every line.
@@ -292,7 +291,7 @@ struct Engine {
 /// Runs between explicit steps of the VM's collector.
 const GC_PERIOD: u64 = 50;
 
-/// What a running script's `redis.call` needs (Lua app data for the run).
+/// What a running script's `redis.call` needs, reached through [`raw::with_run`] for the run.
 struct RunCtx {
     session: Session,
     /// `redis.setresp(3)`.
@@ -310,9 +309,12 @@ struct RunCtx {
     /// It runs on a runtime worker ([`Scripts::run_job`]): waiting for a command must first
     /// hand the worker's other tasks to another thread.
     on_worker: bool,
-    /// The engine's [`convert::Names`].
-    names: Arc<convert::Names>,
     shared: Arc<Shared>,
+    /// The reply of the command `redis.call` ran, kept here until it is on Lua's stack
+    /// ([`raw`]'s invariant 1).
+    reply: Frame,
+    /// A command of the script is running ([`raw`]'s invariant 4).
+    busy: bool,
 }
 
 /// The prelude run once in a new VM: Redis's API in Lua around the Rust functions, the error
@@ -355,10 +357,9 @@ local function handler(err)
   if lua_type(err) == 'userdata' then
     -- An error raised by a Rust function: one that Redis raises as a table comes with its
     -- code; any other gets the position, as luaL_error gives it.
-    local text, coded, counted = hc_errtext(err)
+    local text, coded = hc_errtext(err)
     if coded then
       err = { err = text }
-      if counted then err['ignore_error_stats_update'] = true end
     elseif i and i.currentline then
       err = i.source:sub(2) .. ':' .. i.currentline .. ': ' .. text
     else
@@ -519,42 +520,20 @@ impl Engine {
         g.raw_set("redis", redis.clone())?;
         let load_api = functions::load_api(&lua, &redis)?;
         random(&lua, &g)?;
-        let call = lua.create_function(|lua, a: MultiValue| {
-            let (v, failed) = redis_command(lua, a)?;
-            if failed {
-                // Raised as the error table Redis raises (the handler rebuilds it from the
-                // text): redis.call stays a C function, so a `return redis.call(...)` keeps
-                // the script's frame for the error's line.
-                let text = match &v {
-                    Value::Table(t) => convert::error_text(t)
-                        .map(|b| String::from_utf8_lossy(&b).into_owned())
-                        .unwrap_or_default(),
-                    _ => String::new(),
-                };
-                return Err(mlua::Error::runtime(format!("{COUNTED}{text}")));
-            }
-            Ok(v)
-        })?;
-        let pcall = lua.create_function(|lua, a: MultiValue| {
-            let (v, failed) = redis_command(lua, a)?;
-            if let (true, Value::Table(t)) = (failed, &v) {
-                t.raw_set("ignore_error_stats_update", true)?;
-            }
-            Ok(v)
-        })?;
+        // redis.call and redis.pcall are C functions (Lua's C API, [`raw`]): a `return
+        // redis.call(...)` keeps the script's frame for the error's line, and the error raised
+        // is Redis's table.
+        let (call, pcall) = raw::functions(&lua)?;
         let errtext = lua.create_function(|_, v: Value| {
             Ok(match v {
                 Value::Error(e) => {
                     let text = error_message(&e);
-                    if let Some(t) = text.strip_prefix(COUNTED) {
-                        (t.to_string(), true, true)
-                    } else if let Some(t) = text.strip_prefix(CODED) {
-                        (t.to_string(), true, false)
-                    } else {
-                        (text, false, false)
+                    match text.strip_prefix(CODED) {
+                        Some(t) => (t.to_string(), true),
+                        None => (text, false),
                     }
                 }
-                other => (format!("{other:?}"), false, false),
+                other => (format!("{other:?}"), false),
             })
         })?;
         let (runner, fcall_runner, load_runner, library_env): (
@@ -567,7 +546,6 @@ impl Engine {
             .set_name("@hc_prelude")
             .set_mode(mlua::chunk::ChunkMode::Text)
             .call((call, pcall, errtext, load_api.clone()))?;
-        let names = Arc::new(convert::Names::new(&lua)?);
         Ok(Engine {
             lua,
             runner,
@@ -580,7 +558,6 @@ impl Engine {
             functions: HashMap::new(),
             session: None,
             runs: Default::default(),
-            names,
             hooked: Default::default(),
             overlay: None,
         })
@@ -761,14 +738,14 @@ fn redis_table(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
             if v != 2 && v != 3 {
                 return raise_table(lua, "RESP version must be 2 or 3.");
             }
-            if let Some(mut ctx) = lua.app_data_mut::<RunCtx>() {
+            raw::with_run(|ctx| {
                 ctx.resp3 = v == 3;
                 ctx.session.proto = if v == 3 {
                     Protocol::Resp3
                 } else {
                     Protocol::Resp2
                 };
-            }
+            });
             Ok(Value::Nil)
         })?,
     )?;
@@ -827,9 +804,8 @@ fn redis_table(lua: &Lua, shared: &Arc<Shared>) -> mlua::Result<Table> {
                 _ => spec,
             };
             // Whether the script's caller may run it, by its ACL user (the keys included).
-            let allowed = lua
-                .app_data_ref::<RunCtx>()
-                .is_none_or(|ctx| ctx.session.user.check(spec, &args).is_ok());
+            let allowed =
+                raw::with_run(|ctx| ctx.session.user.check(spec, &args).is_ok()).unwrap_or(true);
             Ok(Value::Boolean(allowed))
         })?,
     )?;
@@ -901,26 +877,27 @@ fn random(lua: &Lua, g: &Table) -> mlua::Result<()> {
 /// An error table `{err="CODE msg"}` from `text` as Redis builds it (`luaPushErrorBuff`):
 /// `-CODE msg` keeps its code; text without a leading `-` gets `ERR`.
 fn error_table(lua: &Lua, text: &[u8]) -> mlua::Result<Value> {
+    let t = lua.create_table()?;
+    t.raw_set("err", error_text_of(text))?;
+    Ok(Value::Table(t))
+}
+
+/// The text of an error table (`luaPushErrorBuff`): `-CODE msg` keeps its code; text without
+/// a leading `-` gets `ERR`.
+fn error_text_of(text: &[u8]) -> String {
     let text = String::from_utf8_lossy(text);
-    let full = match text.strip_prefix('-') {
+    match text.strip_prefix('-') {
         Some(rest) => match rest.split_once(' ') {
             Some((code, msg)) => format!("{code} {}", msg.trim_end_matches(['\r', '\n'])),
             None => format!("ERR {}", rest.trim_end_matches(['\r', '\n'])),
         },
         None => format!("ERR {}", text.trim_end_matches(['\r', '\n'])),
-    };
-    let t = lua.create_table()?;
-    t.raw_set("err", full)?;
-    Ok(Value::Table(t))
+    }
 }
 
 /// Marks a Rust error whose text is a whole Redis error, code included (what Redis raises as
 /// an error table): the error handler makes it `{err=text}`.
 const CODED: &str = "\u{1}";
-
-/// Marks an error `redis.call` raises: a command's error, already counted in INFO errorstats
-/// when the command answered it (`ignore_error_stats_update`, as Redis marks it).
-const COUNTED: &str = "\u{2}";
 
 /// Raises `ERR text` as Redis raises an error table from its C functions (no position).
 fn raise_table(_lua: &Lua, text: &str) -> mlua::Result<Value> {
@@ -929,137 +906,6 @@ fn raise_table(_lua: &Lua, text: &str) -> mlua::Result<Value> {
 
 /// Redis's OOM error as a script's refused command gets it.
 const OOM_REFUSAL: &str = "-OOM command not allowed when used memory > 'maxmemory'.";
-
-/// `hc_command(...)`: runs one command for `redis.call`/`redis.pcall`. Returns the reply
-/// converted for Lua and whether it is an error (an error table).
-fn redis_command(lua: &Lua, a: MultiValue) -> mlua::Result<(Value, bool)> {
-    let fail = |text: &[u8]| -> mlua::Result<(Value, bool)> {
-        let t = error_table(lua, text)?;
-        // A command refused before it ran is counted here, as Redis counts it (errorstats, and
-        // the command's rejected_calls when it exists).
-        if let (Value::Table(t), Some(ctx)) = (&t, lua.app_data_ref::<RunCtx>()) {
-            if let Some(e) = convert::error_text(t) {
-                ctx.shared.metrics.commands.count_error(&e);
-            }
-        }
-        Ok((t, true))
-    };
-    if a.is_empty() {
-        return fail(b"Please specify at least one argument for this redis lib call");
-    }
-    let Some(mut args) = command_args(&a) else {
-        return fail(b"Lua redis lib command arguments must be strings or integers");
-    };
-    if lua.app_data_ref::<RunCtx>().is_none() {
-        return fail(b"redis.call/pcall can only be called inside a script invocation");
-    }
-    let Some((spec, _)) = crate::cmd::lookup(&args[0]) else {
-        return fail(b"Unknown Redis command called from script");
-    };
-    let spec = if !spec.subcommands.is_empty() && args.len() >= 2 {
-        match spec.subcommand(&args[1]) {
-            Some(sub) => sub,
-            None => return fail(b"Unknown Redis command called from script"),
-        }
-    } else {
-        spec
-    };
-    // A refusal before the command runs: its rejected_calls, and the error (counted by
-    // `fail`), as Redis's scriptCall does.
-    let refuse = |text: &[u8]| {
-        if let Some(ctx) = lua.app_data_ref::<RunCtx>() {
-            if let Some(stat) = ctx.shared.metrics.commands.of(spec) {
-                stat.rejected.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        fail(text)
-    };
-    if !spec.arity_ok(args.len()) {
-        return refuse(b"Wrong number of args calling Redis command from script");
-    }
-    if spec.has_flag("noscript") {
-        return refuse(b"This Redis command is not allowed from script");
-    }
-    let write = spec.has_flag("write");
-    let refusal: Option<&[u8]> = {
-        let ctx = lua.app_data_ref::<RunCtx>().expect("checked above");
-        if write && ctx.read_only {
-            Some(b"Write commands are not allowed from read-only scripts.")
-        } else if ctx.oom && !ctx.wrote && spec.has_flag("denyoom") {
-            Some(OOM_REFUSAL.as_bytes())
-        } else {
-            None
-        }
-    };
-    if let Some(text) = refusal {
-        return refuse(text);
-    }
-    let cross_slot = {
-        let mut ctx = lua.app_data_mut::<RunCtx>().expect("checked above");
-        let mut cross = false;
-        if ctx.cluster && !ctx.allow_cross_slot && spec.first_key > 0 {
-            for key in command_keys(spec, &args) {
-                let slot = redis_slot(key);
-                match ctx.slot {
-                    None => ctx.slot = Some(slot),
-                    Some(s) if s != slot => cross = true,
-                    Some(_) => {}
-                }
-            }
-        }
-        cross
-    };
-    if cross_slot {
-        return fail(b"Script attempted to access keys that do not hash to the same slot");
-    }
-    let refused_here = lua.app_data_ref::<RunCtx>().is_some_and(|c| {
-        c.session
-            .overlay
-            .as_ref()
-            .is_some_and(|o| !crate::cluster::script::allowed(spec, &args, o))
-    });
-    if refused_here {
-        return refuse(format!("-{}", crate::cluster::script::NOT_HERE).as_bytes());
-    }
-    let mut ctx = lua.app_data_mut::<RunCtx>().expect("checked above");
-    if write {
-        ctx.wrote = true;
-        ctx.shared
-            .scripts
-            .running
-            .wrote
-            .store(true, Ordering::Release);
-    }
-    let ctx = &mut *ctx;
-    ctx.session.run(&mut args);
-    if !ctx.session.pending.is_empty() {
-        let s = &mut ctx.session;
-        let rt = &ctx.runtime;
-        if ctx.on_worker {
-            tokio::task::block_in_place(|| rt.block_on(s.resolve()));
-        } else {
-            rt.block_on(s.resolve());
-        }
-    }
-    let out = std::mem::take(&mut ctx.session.out);
-    let limits = DecodeLimits {
-        max_bulk_len: usize::MAX,
-        max_elements: usize::MAX,
-        max_depth: 1024,
-    };
-    let frame = match decode(&out, &limits) {
-        Ok(Some((f, _))) => f,
-        _ => Frame::Null,
-    };
-    let mut out = out;
-    out.clear();
-    ctx.session.out = out;
-    let is_error = matches!(frame, Frame::Error(_));
-    Ok((
-        convert::reply_to_lua(lua, &ctx.names, &frame, ctx.resp3)?,
-        is_error,
-    ))
-}
 
 /// A command's arguments from Lua values, as redis.call takes them: strings, and numbers
 /// written as `%.17g` (integers plainly); `None` for any other type.
@@ -1072,14 +918,6 @@ fn command_args(a: &MultiValue) -> Option<Vec<Bytes>> {
             _ => None,
         })
         .collect()
-}
-
-/// The keys of a command, by its spec.
-fn command_keys<'a>(
-    spec: &hypercache_resp::table::CommandSpec,
-    args: &'a [Bytes],
-) -> impl Iterator<Item = &'a Bytes> {
-    spec.key_positions(args).into_iter().map(move |i| &args[i])
 }
 
 impl Scripts {
@@ -1378,7 +1216,7 @@ impl Engine {
         } else {
             None
         };
-        self.lua.set_app_data(RunCtx {
+        let mut ctx = RunCtx {
             session,
             resp3: false,
             read_only,
@@ -1389,9 +1227,10 @@ impl Engine {
             allow_cross_slot: flags.allow_cross_slot,
             runtime,
             on_worker,
-            names: self.names.clone(),
             shared: shared.clone(),
-        });
+            reply: Frame::Null,
+            busy: false,
+        };
         let running = &shared.scripts.running;
         running.on_worker.store(on_worker, Ordering::Release);
         running.kill.store(false, Ordering::Release);
@@ -1399,10 +1238,12 @@ impl Engine {
         running.function.store(is_function, Ordering::Release);
         *running.current.lock() = Some((name.to_string(), call.argv.clone()));
         running.started_ms.store(now_ms().max(1), Ordering::Release);
-        let reply = self.call_function(shared, name, &function, &runner, call);
+        let reply = {
+            let _entered = raw::enter(&mut ctx);
+            self.call_function(shared, name, &function, &runner, call)
+        };
         running.started_ms.store(0, Ordering::Release);
         *running.current.lock() = None;
-        let ctx = self.lua.remove_app_data::<RunCtx>().expect("run context");
         let mut session = ctx.session;
         self.overlay = session.overlay.take().map(|o| *o);
         session.end_batch();
@@ -1420,19 +1261,6 @@ impl Engine {
     ) -> (Frame, bool) {
         let plain = |f: Frame| (f, false);
         let lua = &self.lua;
-        let array = |items: &[Bytes]| -> mlua::Result<Table> {
-            let t = lua.create_table_with_capacity(items.len(), 0)?;
-            for (i, v) in items.iter().enumerate() {
-                t.raw_set(i + 1, lua.create_string(v)?)?;
-            }
-            Ok(t)
-        };
-        let (keys, argv) = match (array(&call.keys), array(&call.args)) {
-            (Ok(k), Ok(a)) => (k, a),
-            (Err(e), _) | (_, Err(e)) => {
-                return plain(Frame::Error(format!("ERR {}", error_message(&e)).into()))
-            }
-        };
         // SCRIPT KILL is checked every 100,000 instructions, as Redis's hook does. Once killed,
         // the script is stopped at every line, so that a `pcall` cannot catch the error and go on.
         fn on_hook(
@@ -1470,8 +1298,19 @@ impl Engine {
         let limit = shared.config.read().script_memory_limit as usize;
         let base = lua.used_memory();
         let _ = lua.set_memory_limit(if limit == 0 { 0 } else { base + limit });
-        let result = runner.call::<MultiValue>((f.clone(), keys, argv));
-        let _ = lua.set_memory_limit(0);
+        let mut done: raw::Outcome = None;
+        let lift = || {
+            let _ = lua.set_memory_limit(0);
+        };
+        // SAFETY: the closure owns nothing with a destructor (`raw`'s invariant 1), and the
+        // runner and the function are the two values exec_raw pushes.
+        #[allow(unsafe_code)]
+        let result = unsafe {
+            lua.exec_raw::<MultiValue>((runner, f), |l| {
+                raw::invoke(l, &call.keys, &call.args, &lift, &mut done)
+            })
+        };
+        lift();
         // Every run leaves its environment and KEYS/ARGV behind; Lua's incremental collector
         // reclaims them as it allocates, and a step every GC_PERIOD runs keeps it ahead (Redis
         // steps its collector every 50 runs). INFO collects fully before it reads the size.
@@ -1480,25 +1319,13 @@ impl Engine {
         if runs.is_multiple_of(GC_PERIOD) {
             let _ = lua.gc_step();
         }
-        let resp3 = lua.app_data_ref::<RunCtx>().is_some_and(|c| c.resp3);
+        if let Some(reply) = done {
+            return reply;
+        }
         match result {
             Ok(values) => {
-                let ok = matches!(values.front(), Some(Value::Boolean(true)));
-                let v = values.get(1).cloned().unwrap_or(Value::Nil);
-                if ok {
-                    // An error table returned (`return redis.pcall(...)`) keeps its mark.
-                    let counted = match &v {
-                        Value::Table(t) => {
-                            matches!(
-                                t.raw_get("ignore_error_stats_update"),
-                                Ok(Value::Boolean(true))
-                            )
-                        }
-                        _ => false,
-                    };
-                    return (convert::lua_to_reply(&self.names, &v, resp3, 0), counted);
-                }
-                match v {
+                // The script failed: the runner returned false and the error.
+                match values.get(1).cloned().unwrap_or(Value::Nil) {
                     Value::Table(t) => {
                         let counted = matches!(
                             t.raw_get("ignore_error_stats_update"),
