@@ -220,7 +220,9 @@ pub struct Deferred {
 /// all, and in a cluster one trip to a blocking thread).
 struct QueuedScript {
     job: crate::script::Job,
-    reply: tokio::sync::oneshot::Sender<Frame>,
+    /// Its reply's place in [`Session::pending`] (which only [`Session::resolve`] drains,
+    /// after running the queued scripts).
+    at: usize,
     spec: Option<&'static CommandSpec>,
 }
 
@@ -231,6 +233,8 @@ enum DeferredTask {
     /// A future that only waits for work already running elsewhere (a cluster request's driver
     /// task): no task of its own.
     Waiting(std::pin::Pin<Box<dyn std::future::Future<Output = Frame> + Send>>),
+    /// Computed already: a queued script's reply, set when the scripts of the batch ran.
+    Ready(Frame),
 }
 
 impl Session {
@@ -459,6 +463,7 @@ impl Session {
                     .await
                     .unwrap_or_else(|_| Frame::error("ERR internal error")),
                 DeferredTask::Waiting(f) => f.await,
+                DeferredTask::Ready(f) => f,
             };
             if let (Frame::Error(e), false) = (&frame, d.script) {
                 self.shared.metrics.commands.count_error(e);
@@ -1144,17 +1149,13 @@ impl Session {
         let Some(job) = self.script_ready.take() else {
             return;
         };
-        let (tx, rx) = tokio::sync::oneshot::channel();
         self.scripts.push(QueuedScript {
             job,
-            reply: tx,
+            at: self.pending.len(),
             spec: self.script_spec.take(),
         });
-        let reply = async move {
-            rx.await
-                .unwrap_or_else(|_| Frame::error("ERR script failed"))
-        };
-        self.push_deferred_as(DeferredTask::Waiting(Box::pin(reply)), None, true);
+        let placeholder = Frame::error("ERR script failed");
+        self.push_deferred_as(DeferredTask::Ready(placeholder), None, true);
     }
 
     /// Whether every reply still pending is a queued script's (a script command after them
@@ -1193,7 +1194,7 @@ impl Session {
         let runtime = tokio::runtime::Handle::current();
         let (jobs, rest): (Vec<_>, Vec<_>) = queued
             .into_iter()
-            .map(|q| (q.job, (q.reply, q.spec)))
+            .map(|q| (q.job, (q.at, q.spec)))
             .unzip();
         // On a single node a script's commands are local and synchronous, and the scripts run
         // here, on the runtime worker: a trip to a blocking thread and back cost more than the
@@ -1220,7 +1221,7 @@ impl Session {
         };
         self.clock = Instant::now();
         let mut replies = replies.into_iter();
-        for (tx, spec) in rest {
+        for (at, spec) in rest {
             let (reply, counted) = replies
                 .next()
                 .unwrap_or_else(|| (Frame::error("ERR script failed"), false));
@@ -1234,7 +1235,9 @@ impl Session {
                     stat.failed.fetch_add(1, Ordering::Relaxed);
                 }
             }
-            let _ = tx.send(reply);
+            if let Some(d) = self.pending.get_mut(at) {
+                d.task = DeferredTask::Ready(reply);
+            }
         }
     }
 
