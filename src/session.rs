@@ -1192,10 +1192,8 @@ impl Session {
         let levels = self.consistency;
         let sh = shared.clone();
         let runtime = tokio::runtime::Handle::current();
-        let (jobs, rest): (Vec<_>, Vec<_>) = queued
-            .into_iter()
-            .map(|q| (q.job, (q.at, q.spec)))
-            .unzip();
+        let (jobs, rest): (Vec<_>, Vec<_>) =
+            queued.into_iter().map(|q| (q.job, (q.at, q.spec))).unzip();
         // On a single node a script's commands are local and synchronous, and the scripts run
         // here, on the runtime worker: a trip to a blocking thread and back cost more than the
         // script (docs/benchmarks.md). One that runs long moves off the worker itself

@@ -447,11 +447,22 @@ load = function(f, name)
   return loadstring(table.concat(parts), name)
 end
 
--- Runs a compiled script with KEYS and ARGV in an environment of its own.
+-- Runs a compiled script with KEYS and ARGV in the scripts' environment. One table serves
+-- every run (a new one per run was a fifth of a short script's garbage). It stays empty: a
+-- script can neither assign to it nor rawset it, and reads its names through `run_vars`
+-- (this run's KEYS and ARGV) and then the globals, so that assigning KEYS raises as
+-- assigning any global does in Redis.
+local run_vars = lua_setmetatable({}, { __index = globals, __metatable = sealed })
+local script_env = lua_setmetatable({}, {
+  __index = run_vars,
+  __newindex = readonly_error,
+  __metatable = sealed,
+})
 local function run_script(f, keys, argv)
-  local env = lua_setmetatable({ KEYS = keys, ARGV = argv }, env_meta)
-  current_env = env
-  lua_setfenv(f, env)
+  lua_rawset(run_vars, 'KEYS', keys)
+  lua_rawset(run_vars, 'ARGV', argv)
+  current_env = script_env
+  lua_setfenv(f, script_env)
   return xpcall(f, handler)
 end
 
@@ -1000,7 +1011,7 @@ impl Scripts {
                 Ok(sha) => Frame::Bulk(sha.into()),
                 Err(e) => Frame::Error(e.into()),
             }),
-            Job::Run(call) => {
+            Job::Run(mut call) => {
                 // A body cached without compiling ([`Scripts::remember`]) is compiled now.
                 let body = call.body.clone().or_else(|| {
                     (!engine.scripts.contains_key(&call.sha))
@@ -1026,7 +1037,7 @@ impl Scripts {
                     f,
                     runner,
                     false,
-                    &call,
+                    &mut call,
                     caller_levels,
                     runtime.clone(),
                     on_worker,
@@ -1038,7 +1049,7 @@ impl Scripts {
                 let _ = engine.lua.gc_collect();
                 plain(Frame::ok())
             }
-            Job::Fcall(call) => {
+            Job::Fcall(mut call) => {
                 let Some(def) = engine.functions.get(&call.sha.to_ascii_lowercase()) else {
                     return plain(Frame::error("ERR Function not found"));
                 };
@@ -1052,7 +1063,7 @@ impl Scripts {
                     f,
                     runner,
                     true,
-                    &call,
+                    &mut call,
                     caller_levels,
                     runtime.clone(),
                     on_worker,
@@ -1069,7 +1080,7 @@ impl Scripts {
     /// returns its reply and the overlay as the script left it. On a blocking thread.
     pub fn run_in_overlay(
         shared: &Arc<Shared>,
-        call: Call,
+        mut call: Call,
         function: bool,
         overlay: crate::cluster::script::Overlay,
         runtime: &tokio::runtime::Handle,
@@ -1113,7 +1124,7 @@ impl Scripts {
             f,
             runner,
             function,
-            &call,
+            &mut call,
             (None, None),
             runtime.clone(),
             false,
@@ -1161,7 +1172,7 @@ impl Engine {
         function: Function,
         runner: Function,
         is_function: bool,
-        call: &Call,
+        call: &mut Call,
         caller_levels: Levels,
         runtime: tokio::runtime::Handle,
         on_worker: bool,
@@ -1236,7 +1247,9 @@ impl Engine {
         running.kill.store(false, Ordering::Release);
         running.wrote.store(false, Ordering::Release);
         running.function.store(is_function, Ordering::Release);
-        *running.current.lock() = Some((name.to_string(), call.argv.clone()));
+        // Moved, not copied: nothing reads the command after this (FUNCTION STATS reads it here).
+        let argv = std::mem::take(&mut call.argv);
+        *running.current.lock() = Some((name.to_string(), argv));
         running.started_ms.store(now_ms().max(1), Ordering::Release);
         let reply = {
             let _entered = raw::enter(&mut ctx);
