@@ -267,6 +267,10 @@ pub struct DistMetrics {
     pub groups: AtomicU64,
     /// Of those, scripts run here over their keys' states.
     pub programs: AtomicU64,
+    /// Changes of cluster-wide settings (users, function libraries) made here and published.
+    pub settings_published: AtomicU64,
+    /// Changes of cluster-wide settings from peers applied here.
+    pub settings_applied: AtomicU64,
     /// Client-facing latency of the operations this node answered (forwards included), by
     /// [`OpClass`] and consistency level (the read level for gets, the write level otherwise).
     pub latency: [[Histogram; 3]; 3],
@@ -558,6 +562,8 @@ pub static CATALOGUE: &[Desc] = &[
     m("dist.write.prepare_retries", C, "", "Read-modify-write prepare rounds retried after a refusal."),
     m("dist.group.rounds", C, "", "Rounds on several keys of one slot coordinated here: transactions whose keys share a slot, and scripts with declared keys (each also counts in `dist.write.attempts`)."),
     m("dist.group.scripts", C, "", "Of those rounds, scripts run here over their keys' states."),
+    m("dist.settings.published", C, "", "Changes of the cluster-wide settings (ACL users, function libraries) made through this node and pushed to every member."),
+    m("dist.settings.applied", C, "", "Changes of the cluster-wide settings made through other nodes and applied here (pushed or pulled)."),
     m("dist.read.quorum_failures", C, "", "Reads answered `-NOREPLICAS`."),
     m("dist.read.fanouts", C, "", "Reads coordinated here at QUORUM or ALL."),
     m(
@@ -696,6 +702,8 @@ pub fn collect(shared: &crate::state::Shared) -> Collected {
         ("dist.write.prepare_retries", g(&d.prepare_retries)),
         ("dist.group.rounds", g(&d.groups)),
         ("dist.group.scripts", g(&d.programs)),
+        ("dist.settings.published", g(&d.settings_published)),
+        ("dist.settings.applied", g(&d.settings_applied)),
         ("dist.read.quorum_failures", g(&d.read_quorum_failures)),
         ("dist.read.fanouts", g(&d.read_fanouts)),
         ("dist.read.hedges", g(&d.read_hedges)),

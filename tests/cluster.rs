@@ -1298,6 +1298,7 @@ fn a_cluster_secret_keeps_outsiders_out() {
             db: None,
         },
         Request::PutSettings {
+            doc: hypercache_cluster::settings::USERS,
             version: future,
             body: bytes::Bytes::from_static(b"user default off\n"),
         },

@@ -438,18 +438,19 @@ fn a_script_is_atomic_at_its_slot_s_coordinator() {
         .query(&mut cluster.conn_at(2, "quorum", "quorum"))
         .unwrap();
     assert_eq!(got, ("half".to_string(), 241));
-    // A function with keys runs the same way (its library loaded on every node, as functions
-    // live on the node that loaded them).
+    // A function with keys runs the same way (its library loaded through one node: libraries
+    // are cluster-wide).
     let library = "#!lua name=counters\n\
         redis.register_function('bump', function(keys) \
         local v = tonumber(redis.call('get', keys[1]) or '0') \
         redis.call('set', keys[1], v + 1) return v + 1 end)";
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(library)
+        .query(&mut cluster.conn(0))
+        .unwrap();
     for node in 0..3 {
-        let _: String = redis::cmd("FUNCTION")
-            .arg("LOAD")
-            .arg(library)
-            .query(&mut cluster.conn(node))
-            .unwrap();
+        wait_libraries(&cluster, node, &["counters"]);
     }
     let threads: Vec<_> = (0..3)
         .map(|i| {
@@ -607,4 +608,129 @@ fn function_kill_stops_a_busy_function() {
     assert!(err.to_string().contains("Script killed by user"), "{err}");
     let pong: String = redis::cmd("PING").query(&mut c).unwrap();
     assert_eq!(pong, "PONG");
+}
+
+/// The names of the libraries node `node` lists.
+fn libraries(cluster: &TestCluster, node: usize) -> Vec<String> {
+    let list: Vec<Vec<redis::Value>> = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .query(&mut cluster.conn(node))
+        .unwrap();
+    let mut names: Vec<String> = list
+        .iter()
+        .filter_map(|lib| {
+            lib.chunks(2).find_map(|kv| match (&kv[0], kv.get(1)) {
+                (redis::Value::BulkString(k), Some(redis::Value::BulkString(v)))
+                    if k == b"library_name" =>
+                {
+                    Some(String::from_utf8_lossy(v).into_owned())
+                }
+                _ => None,
+            })
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+/// Waits (at most 10 s) until node `node` lists exactly the libraries `want` (sorted).
+fn wait_libraries(cluster: &TestCluster, node: usize, want: &[&str]) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let have = libraries(cluster, node);
+        if have == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {node} lists {have:?}, not {want:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Function libraries are cluster-wide: one loaded, replaced, deleted or flushed through any
+/// node is so on every node (FCALL works through each), a node that was down when they changed
+/// has the cluster's libraries once it is back, and a library loaded through it as it comes
+/// back joins them instead of replacing them.
+#[test]
+fn function_libraries_are_cluster_wide() {
+    let mut cluster = TestCluster::start(3, &[]);
+    let lib = |name: &str, reply: &str| {
+        format!(
+            "#!lua name={name}\nredis.register_function('{name}_f', function(keys, args) \
+             return '{reply}' end)"
+        )
+    };
+    let load = |cluster: &TestCluster, node: usize, body: &str, replace: bool| -> String {
+        let mut cmd = redis::cmd("FUNCTION");
+        cmd.arg("LOAD");
+        if replace {
+            cmd.arg("REPLACE");
+        }
+        cmd.arg(body).query(&mut cluster.conn(node)).unwrap()
+    };
+    let fcall = |cluster: &TestCluster, node: usize, f: &str| -> redis::RedisResult<String> {
+        redis::cmd("FCALL")
+            .arg(f)
+            .arg(1)
+            .arg("{lib}k")
+            .query(&mut cluster.conn(node))
+    };
+    assert_eq!(load(&cluster, 0, &lib("alpha", "a1"), false), "alpha");
+    for node in 0..3 {
+        wait_libraries(&cluster, node, &["alpha"]);
+        assert_eq!(
+            fcall(&cluster, node, "alpha_f").unwrap(),
+            "a1",
+            "node {node}"
+        );
+    }
+    // Loading it again through another node is the error a single Redis gives.
+    let e = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg(lib("alpha", "a1"))
+        .query::<String>(&mut cluster.conn(2))
+        .unwrap_err();
+    assert!(e.to_string().contains("already exists"), "{e}");
+    // REPLACE through node 1, a second library through node 2.
+    assert_eq!(load(&cluster, 1, &lib("alpha", "a2"), true), "alpha");
+    assert_eq!(load(&cluster, 2, &lib("beta", "b1"), false), "beta");
+    for node in 0..3 {
+        wait_libraries(&cluster, node, &["alpha", "beta"]);
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while (0..3).any(|n| fcall(&cluster, n, "alpha_f").ok().as_deref() != Some("a2")) {
+        assert!(
+            Instant::now() < deadline,
+            "the replaced library did not reach every node"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // Node 2 down while alpha is deleted through node 0; back, it has what the others have.
+    cluster.stop(2);
+    let _: String = redis::cmd("FUNCTION")
+        .arg("DELETE")
+        .arg("alpha")
+        .query(&mut cluster.conn(0))
+        .unwrap();
+    wait_libraries(&cluster, 1, &["beta"]);
+    let e = fcall(&cluster, 1, "alpha_f").unwrap_err();
+    assert!(e.to_string().contains("Function not found"), "{e}");
+    cluster.restart(2);
+    // A library loaded through it at once is added to the cluster's: the node first hears
+    // them (beta), rather than publishing its empty set plus gamma.
+    assert_eq!(load(&cluster, 2, &lib("gamma", "g1"), false), "gamma");
+    for node in 0..3 {
+        wait_libraries(&cluster, node, &["beta", "gamma"]);
+    }
+    assert_eq!(fcall(&cluster, 2, "beta_f").unwrap(), "b1");
+    // FLUSH through the node that came back empties every node.
+    let _: String = redis::cmd("FUNCTION")
+        .arg("FLUSH")
+        .query(&mut cluster.conn(2))
+        .unwrap();
+    for node in 0..3 {
+        wait_libraries(&cluster, node, &[]);
+    }
 }

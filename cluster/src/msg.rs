@@ -664,12 +664,14 @@ pub enum Request<'a> {
         #[serde(borrow)]
         id: Cow<'a, str>,
     },
-    /// The cluster-wide settings document ([`crate::settings`]): answered with
+    /// The cluster-wide settings documents ([`crate::settings`]): answered with
     /// [`Response::Settings`].
     Settings,
-    /// A change to the cluster-wide settings: keep it if it is newer. Answered with
+    /// A change to a cluster-wide settings document: keep it if it is newer. Answered with
     /// [`Response::Done`].
     PutSettings {
+        /// Which document ([`crate::settings::Doc`]).
+        doc: u8,
         /// Its version.
         version: Version,
         /// The document.
@@ -1074,17 +1076,12 @@ pub enum Response {
         /// The digest of the ring set the node works with ([`crate::ring::Ring::digest`]):
         /// members that agree on the ring report the same.
         ring: u64,
-        /// The version of the cluster-wide settings it holds ([`crate::settings`]): a node
-        /// holding an older one pulls them.
-        settings: Version,
+        /// The version of each cluster-wide settings document it holds
+        /// ([`crate::settings`]): a node holding an older one pulls them.
+        settings: Vec<(u8, Version)>,
     },
-    /// To [`Request::Settings`].
-    Settings {
-        /// Its version (zero: nothing set).
-        version: Version,
-        /// The document.
-        body: Bytes,
-    },
+    /// To [`Request::Settings`]: every document held, with its version.
+    Settings(Vec<(u8, Version, Bytes)>),
     /// To [`Request::Digests`]: each slot's digest, in the order asked.
     Digests(Vec<u64>),
     /// To [`Request::PrepareGroup`]: each key's state, in the order asked.
@@ -1418,10 +1415,11 @@ mod tests {
             (Request::Settings, "000011"),
             (
                 Request::PutSettings {
+                    doc: 1,
                     version: v,
                     body: Bytes::from_static(b"user a"),
                 },
-                "000012868a9098a0208d98ac5006757365722061",
+                "00001201868a9098a0208d98ac5006757365722061",
             ),
             (
                 Request::Publish {
@@ -1539,16 +1537,13 @@ mod tests {
                 Response::Status {
                     catching_up: 300,
                     ring: 5,
-                    settings: v,
+                    settings: vec![(1, v)],
                 },
-                "000014ac0205868a9098a0208d98ac50",
+                "000014ac02050101868a9098a0208d98ac50",
             ),
             (
-                Response::Settings {
-                    version: v,
-                    body: Bytes::from_static(b"user a"),
-                },
-                "000015868a9098a0208d98ac5006757365722061",
+                Response::Settings(vec![(1, v, Bytes::from_static(b"user a"))]),
+                "0000150101868a9098a0208d98ac5006757365722061",
             ),
             (Response::Digests(vec![5, 300]), "0000160205ac02"),
             (

@@ -352,6 +352,8 @@ pub enum Call {
     },
     /// See [`Request::PutSettings`].
     PutSettings {
+        /// Which document.
+        doc: u8,
         /// Its version.
         version: Version,
         /// The document.
@@ -399,7 +401,8 @@ impl Call {
                 slots: slots.clone(),
                 db: *db,
             },
-            Call::PutSettings { version, body } => Request::PutSettings {
+            Call::PutSettings { doc, version, body } => Request::PutSettings {
+                doc: *doc,
                 version: *version,
                 body: body.clone(),
             },
@@ -1517,10 +1520,10 @@ pub enum Served {
     /// `HC.FORGET` of this member id: the driver's membership forgets it, and it answers
     /// [`Response::Done`].
     Forget(String),
-    /// A peer's change to the cluster-wide settings: the driver offers it to its copy
+    /// A peer's change to a cluster-wide settings document: the driver offers it to its copy
     /// ([`crate::settings::Settings::offer`]), applies it if it was newer, and answers
     /// [`Response::Done`].
-    Settings(Version, Bytes),
+    Settings(u8, Version, Bytes),
     /// A message published through another member: the driver delivers it to this node's
     /// subscribers (no answer).
     Publish(Bytes, Bytes),
@@ -1544,19 +1547,13 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
         Request::Status => Response::Status {
             catching_up: env.catching_up() as u32,
             ring: env.ring_digest(),
-            settings: env.settings().version(),
+            settings: env.settings().versions(),
         },
-        Request::Settings => {
-            let s = env.settings();
-            Response::Settings {
-                version: s.version(),
-                body: s.body().clone(),
-            }
-        }
+        Request::Settings => Response::Settings(env.settings().documents()),
         Request::PutSettings { version, .. } if !plausible(Some(version), ctx.now) => {
             return refuse()
         }
-        Request::PutSettings { version, body } => return Served::Settings(version, body),
+        Request::PutSettings { doc, version, body } => return Served::Settings(doc, version, body),
         Request::Publish { channel, .. } if channel[..] == *crate::notify::ANNOUNCE_CHANNEL => {
             return Served::TrackingAnnounced
         }

@@ -1,65 +1,92 @@
-//! Cluster-wide settings: a document every member holds a copy of (today: the ACL users, in
-//! `ACL LIST`'s text form), kept the same on every member by last-write-wins on its version.
+//! Cluster-wide settings: documents every member holds a copy of, each kept the same on every
+//! member by last-write-wins on its own version. Today two: the ACL users ([`USERS`], in `ACL
+//! LIST`'s text form) and the function libraries ([`FUNCTIONS`], `FUNCTION DUMP`'s payload).
 //!
 //! - **A change** made through any node gets a new version from that node's clock and is pushed
 //!   to every member ([`crate::msg::Request::PutSettings`]).
 //! - **Repair:** every heartbeat's answer ([`crate::msg::Response::Status`]) carries the
-//!   sender's version. A node that sees a newer one than its own pulls the document
-//!   ([`crate::msg::Request::Settings`]), so a member that missed a push (down, partitioned, or
-//!   joining) has it within a heartbeat of its next link to a member that has it.
+//!   sender's version of each document. A node that sees a newer one than its own pulls the
+//!   documents ([`crate::msg::Request::Settings`]), so a member that missed a push (down,
+//!   partitioned, or joining) has it within a heartbeat of its next link to a member that has it.
 //! - **Order:** versions are HLC values with the origin as tie-break, as for keys: of two
-//!   concurrent changes, every member keeps the same one.
+//!   concurrent changes of one document, every member keeps the same one. Documents are
+//!   independent: a change of the users never undoes a change of the functions made at the
+//!   same time elsewhere.
 //!
 //! Both drivers (production and simulator) hold a [`Settings`] and run these decisions; neither
-//! re-implements them.
+//! re-implements them. A document this build does not know is kept and passed on like the
+//! others (the driver applies only those it knows).
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 
 use crate::version::Version;
 
-/// One member's copy of the cluster-wide document.
+/// Which document (its number on the wire).
+pub type Doc = u8;
+
+/// The ACL users, as the lines `ACL LIST` prints.
+pub const USERS: Doc = 0;
+
+/// The function libraries, as `FUNCTION DUMP`'s payload (empty: none).
+pub const FUNCTIONS: Doc = 1;
+
+/// One member's copy of the cluster-wide documents.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
-    version: Version,
-    body: Bytes,
+    docs: BTreeMap<Doc, (Version, Bytes)>,
 }
 
 impl Settings {
-    /// Nothing set cluster-wide yet (version zero: any change is newer).
+    /// Nothing set cluster-wide yet (every version zero: any change is newer).
     pub fn new() -> Settings {
         Settings::default()
     }
 
-    /// The version held (zero: none).
-    pub fn version(&self) -> Version {
-        self.version
+    /// The version held of `doc` (zero: none).
+    pub fn version(&self, doc: Doc) -> Version {
+        self.docs.get(&doc).map(|d| d.0).unwrap_or_default()
     }
 
     /// The document held (empty: none).
-    pub fn body(&self) -> &Bytes {
-        &self.body
+    pub fn body(&self, doc: Doc) -> Bytes {
+        self.docs.get(&doc).map(|d| d.1.clone()).unwrap_or_default()
     }
 
-    /// Whether anything was ever set cluster-wide.
-    pub fn is_set(&self) -> bool {
-        self.version != Version::default()
+    /// Whether `doc` was ever set cluster-wide.
+    pub fn is_set(&self, doc: Doc) -> bool {
+        self.version(doc) != Version::default()
     }
 
-    /// Stores `body` at `version` if it is newer than what is held; returns whether it was (the
-    /// driver then applies it). Used for a local change (its version from this node's clock)
-    /// and for a peer's push or pulled copy.
-    pub fn offer(&mut self, version: Version, body: Bytes) -> bool {
-        if version <= self.version {
+    /// Stores `body` as `doc` at `version` if it is newer than what is held; returns whether it
+    /// was (the driver then applies it). Used for a local change (its version from this node's
+    /// clock) and for a peer's push or pulled copy.
+    pub fn offer(&mut self, doc: Doc, version: Version, body: Bytes) -> bool {
+        if version <= self.version(doc) {
             return false;
         }
-        self.version = version;
-        self.body = body;
+        self.docs.insert(doc, (version, body));
         true
     }
 
-    /// A peer's heartbeat reported `theirs`: whether to pull its document.
-    pub fn should_pull(&self, theirs: Version) -> bool {
-        theirs > self.version
+    /// The version of every document held, for a heartbeat's answer.
+    pub fn versions(&self) -> Vec<(Doc, Version)> {
+        self.docs.iter().map(|(&d, &(v, _))| (d, v)).collect()
+    }
+
+    /// Every document held, with its version (what a pull gets).
+    pub fn documents(&self) -> Vec<(Doc, Version, Bytes)> {
+        self.docs
+            .iter()
+            .map(|(&d, (v, b))| (d, *v, b.clone()))
+            .collect()
+    }
+
+    /// A peer's heartbeat reported `theirs`: whether to pull its documents (one of them is
+    /// newer than this node's copy).
+    pub fn should_pull(&self, theirs: &[(Doc, Version)]) -> bool {
+        theirs.iter().any(|&(d, v)| v > self.version(d))
     }
 }
 
@@ -95,24 +122,47 @@ mod tests {
             let mut s = Settings::new();
             for &i in &order {
                 let (version, body) = changes[i];
-                s.offer(version, Bytes::from_static(body.as_bytes()));
+                s.offer(USERS, version, Bytes::from_static(body.as_bytes()));
             }
-            assert_eq!(s.version(), v(12 << 16, 3), "{order:?}");
-            assert_eq!(s.body(), &Bytes::from_static(b"c"));
+            assert_eq!(s.version(USERS), v(12 << 16, 3), "{order:?}");
+            assert_eq!(s.body(USERS), Bytes::from_static(b"c"));
         }
     }
 
     #[test]
     fn a_node_pulls_only_what_is_newer() {
         let mut s = Settings::new();
-        assert!(!s.is_set());
-        assert!(!s.should_pull(Version::default()), "nothing set anywhere");
-        assert!(s.should_pull(v(1, 1)));
-        assert!(s.offer(v(5, 1), Bytes::from_static(b"x")));
-        assert!(!s.offer(v(5, 1), Bytes::from_static(b"x")), "a duplicate");
-        assert!(!s.offer(v(4, 7), Bytes::from_static(b"old")), "older");
-        assert!(!s.should_pull(v(5, 1)));
-        assert!(s.should_pull(v(5, 2)));
-        assert!(s.is_set());
+        assert!(!s.is_set(USERS));
+        assert!(!s.should_pull(&[]), "nothing set anywhere");
+        assert!(!s.should_pull(&[(USERS, Version::default())]));
+        assert!(s.should_pull(&[(USERS, v(1, 1))]));
+        assert!(s.offer(USERS, v(5, 1), Bytes::from_static(b"x")));
+        assert!(
+            !s.offer(USERS, v(5, 1), Bytes::from_static(b"x")),
+            "a duplicate"
+        );
+        assert!(
+            !s.offer(USERS, v(4, 7), Bytes::from_static(b"old")),
+            "older"
+        );
+        assert!(!s.should_pull(&[(USERS, v(5, 1))]));
+        assert!(s.should_pull(&[(USERS, v(5, 2))]));
+        assert!(s.is_set(USERS));
+        assert_eq!(s.versions(), vec![(USERS, v(5, 1))]);
+    }
+
+    #[test]
+    fn documents_are_independent() {
+        let mut s = Settings::new();
+        assert!(s.offer(USERS, v(9, 1), Bytes::from_static(b"users")));
+        // An older version of another document is still news: versions are per document.
+        assert!(s.should_pull(&[(USERS, v(9, 1)), (FUNCTIONS, v(3, 2))]));
+        assert!(s.offer(FUNCTIONS, v(3, 2), Bytes::from_static(b"libs")));
+        assert!(!s.should_pull(&[(USERS, v(9, 1)), (FUNCTIONS, v(3, 2))]));
+        assert_eq!(s.body(USERS), Bytes::from_static(b"users"));
+        assert_eq!(s.body(FUNCTIONS), Bytes::from_static(b"libs"));
+        // A document this build does not know is kept and passed on.
+        assert!(s.offer(7, v(1, 1), Bytes::from_static(b"?")));
+        assert_eq!(s.documents().len(), 3);
     }
 }

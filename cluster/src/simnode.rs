@@ -634,13 +634,14 @@ impl SimNode {
         }
     }
 
-    /// Changes the cluster-wide settings through this node (as `ACL SETUSER` does): a new
-    /// version from its clock, kept here and pushed to every other member.
-    pub fn set_settings(&mut self, body: Bytes, now: u64, out: &mut SimOutbox) {
+    /// Changes cluster-wide settings document `doc` through this node (as `ACL SETUSER` or
+    /// `FUNCTION LOAD` does): a new version from its clock, kept here and pushed to every other
+    /// member.
+    pub fn set_settings(&mut self, doc: u8, body: Bytes, now: u64, out: &mut SimOutbox) {
         self.now = now;
         let version = self.store.new_version(now);
-        self.settings.offer(version, body.clone());
-        self.send_to_peers(&to_body(&Request::PutSettings { version, body }), out);
+        self.settings.offer(doc, version, body.clone());
+        self.send_to_peers(&to_body(&Request::PutSettings { doc, version, body }), out);
     }
 
     /// Sends request `body` to every other member; answers are matched to no call.
@@ -961,8 +962,8 @@ impl SimNode {
                 let now = self.now;
                 self.peer_tracking.announced(now);
             }
-            Served::Settings(version, body) => {
-                self.settings.offer(version, body);
+            Served::Settings(doc, version, body) => {
+                self.settings.offer(doc, version, body);
                 reply(out, self.placement.epoch, from, id, &Response::Done);
             }
             Served::Forget(member) => {
@@ -1241,7 +1242,7 @@ impl Machine for SimNode {
                             *c = i64::from(catching_up);
                         }
                         // A peer holds newer cluster-wide settings: pull them.
-                        if self.settings.should_pull(settings) {
+                        if self.settings.should_pull(&settings) {
                             let id = self.next_id();
                             out.send(
                                 from,
@@ -1255,8 +1256,10 @@ impl Machine for SimNode {
                             );
                         }
                     }
-                    Ok(Response::Settings { version, body }) => {
-                        self.settings.offer(version, body);
+                    Ok(Response::Settings(docs)) => {
+                        for (doc, version, body) in docs {
+                            self.settings.offer(doc, version, body);
+                        }
                     }
                     _ => {}
                 }
@@ -1481,12 +1484,14 @@ mod tests {
         }
     }
 
-    /// Cluster-wide settings (the ACL users, [`crate::settings`]): a change reaches every
-    /// member; a member cut off when it was made gets it once the partition heals; of two
-    /// changes made on both sides of a partition, the newer wins everywhere; a restarted member
-    /// (which holds nothing) pulls the settings at its first heartbeat.
+    /// Cluster-wide settings (the ACL users and the function libraries, [`crate::settings`]):
+    /// a change reaches every member; a member cut off when it was made gets it once the
+    /// partition heals; of two changes of one document made on both sides of a partition, the
+    /// newer wins everywhere, while a change of the other document made meanwhile survives; a
+    /// restarted member (which holds nothing) pulls the settings at its first heartbeat.
     #[test]
     fn cluster_wide_settings_converge_on_the_newest_change() {
+        use crate::settings::{FUNCTIONS, USERS};
         for seed in [1, 2, 3] {
             let mut s = sim(4, 3, seed);
             s.set_delay(1, 8);
@@ -1496,51 +1501,65 @@ mod tests {
             for n in 0..4 {
                 s.input(n, |node, _now, out| node.start_heartbeat(out));
             }
-            let set = |s: &mut Sim<SimNode>, n: NodeId, body: &'static [u8]| {
+            let set = |s: &mut Sim<SimNode>, n: NodeId, doc: u8, body: &'static [u8]| {
                 s.input(n, |node, now, out| {
-                    node.set_settings(Bytes::from_static(body), now, out)
+                    node.set_settings(doc, Bytes::from_static(body), now, out)
                 });
             };
-            let bodies = |s: &Sim<SimNode>| -> Vec<Bytes> {
-                s.nodes.iter().map(|n| n.settings.body().clone()).collect()
+            let bodies = |s: &Sim<SimNode>, doc: u8| -> Vec<Bytes> {
+                s.nodes.iter().map(|n| n.settings.body(doc)).collect()
             };
             s.isolate(3);
-            set(&mut s, 0, b"a");
+            set(&mut s, 0, USERS, b"a");
             s.run_until(s.now() + 100, STEPS);
             assert_eq!(
-                bodies(&s)[..3],
+                bodies(&s, USERS)[..3],
                 [&b"a"[..]; 3],
                 "seed {seed}: pushed to every member"
             );
-            assert!(!s.nodes[3].settings.is_set(), "seed {seed}: cut off");
-            // One change on each side of the partition; node 3's is the later one.
-            set(&mut s, 1, b"b");
+            assert!(!s.nodes[3].settings.is_set(USERS), "seed {seed}: cut off");
+            // One change of the users on each side of the partition, node 3's the later one;
+            // the functions change on the majority side after both.
+            set(&mut s, 1, USERS, b"b");
             s.run_until(s.now() + 50, STEPS);
-            set(&mut s, 3, b"c");
+            set(&mut s, 3, USERS, b"c");
             s.run_until(s.now() + 50, STEPS);
-            assert_eq!(bodies(&s), [&b"b"[..], b"b", b"b", b"c"], "seed {seed}");
+            set(&mut s, 2, FUNCTIONS, b"f");
+            s.run_until(s.now() + 50, STEPS);
+            assert_eq!(
+                bodies(&s, USERS),
+                [&b"b"[..], b"b", b"b", b"c"],
+                "seed {seed}"
+            );
             s.heal(3);
             s.run_until(s.now() + 3 * HEARTBEAT_MS, STEPS);
             assert_eq!(
-                bodies(&s),
+                bodies(&s, USERS),
                 [&b"c"[..]; 4],
                 "seed {seed}: the newest wins everywhere"
             );
-            let v = s.nodes[3].settings.version();
+            assert_eq!(
+                bodies(&s, FUNCTIONS),
+                [&b"f"[..]; 4],
+                "seed {seed}: the other document's change survives"
+            );
+            let v = s.nodes[3].settings.version(USERS);
             assert!(
-                s.nodes.iter().all(|n| n.settings.version() == v),
+                s.nodes.iter().all(|n| n.settings.version(USERS) == v),
                 "seed {seed}"
             );
             // A restarted member starts with nothing and pulls at its first heartbeat.
             s.nodes[2] = s.nodes[2].restarted();
             s.input(2, |node, _now, out| node.start_heartbeat(out));
-            assert!(!s.nodes[2].settings.is_set());
+            assert!(!s.nodes[2].settings.is_set(USERS));
+            assert!(!s.nodes[2].settings.is_set(FUNCTIONS));
             s.run_until(s.now() + 3 * HEARTBEAT_MS, STEPS);
             assert_eq!(
-                bodies(&s),
+                bodies(&s, USERS),
                 [&b"c"[..]; 4],
                 "seed {seed}: the restarted member pulled"
             );
+            assert_eq!(bodies(&s, FUNCTIONS), [&b"f"[..]; 4], "seed {seed}");
         }
     }
 

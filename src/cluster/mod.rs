@@ -136,9 +136,18 @@ pub struct Cluster {
     wakers: parking_lot::Mutex<std::collections::HashMap<u64, exec::Answers>>,
     /// Bytes over the links with each member, by node id.
     traffic: parking_lot::Mutex<std::collections::HashMap<String, Arc<link::Traffic>>>,
-    /// This node's copy of the cluster-wide settings (the ACL users, [`settings`]). Held while
-    /// a change is applied, so that changes apply in version order.
+    /// This node's copy of the cluster-wide settings (the ACL users and the function
+    /// libraries, [`settings`]). Held while a change of the users is applied, so that changes
+    /// apply in version order.
     pub settings: parking_lot::Mutex<hypercache_cluster::settings::Settings>,
+    /// Held while the function libraries change or a peer's are installed ([`settings`]): one
+    /// at a time, and never under the settings lock (the Lua VM may be busy with a script).
+    pub functions: parking_lot::Mutex<()>,
+    /// The version of the cluster's libraries installed in this node's VM.
+    pub functions_applied: parking_lot::Mutex<hypercache_cluster::version::Version>,
+    /// A member answered a heartbeat since this node started, and any newer settings it
+    /// reported were pulled: this node knows the cluster's settings ([`settings`]).
+    pub settings_heard: AtomicBool,
 }
 
 impl Cluster {
@@ -230,6 +239,9 @@ impl Cluster {
             wakers: Default::default(),
             traffic: Default::default(),
             settings: Default::default(),
+            functions: Default::default(),
+            functions_applied: Default::default(),
+            settings_heard: AtomicBool::new(false),
         };
         Some(Arc::new(cl))
     }

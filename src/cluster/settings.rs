@@ -1,20 +1,29 @@
 //! The driver of the cluster-wide settings ([`hypercache_cluster::settings`], the machine both
-//! drivers run): today the ACL users, as the text `ACL LIST` prints.
+//! drivers run): the ACL users, as the text `ACL LIST` prints, and the function libraries, as
+//! `FUNCTION DUMP`'s payload.
 //!
-//! - A change made through this node ([`change_users`]) gets a new version from the node's
-//!   clock and is pushed to every member (`PutSettings`, none required to answer).
+//! - A change made through this node ([`change_users`], [`change_functions`]) gets a new
+//!   version from the node's clock and is pushed to every member (`PutSettings`, none
+//!   required to answer).
 //! - A peer's push ([`offer`], from the serving side) or a copy pulled after a heartbeat showed
-//!   a newer version ([`pull`]) replaces this node's users if it is newer than what it holds;
-//!   connections of users that no longer exist are closed, as `ACL DELUSER` closes them.
-//! - The settings lock is held while a change is made or applied, so changes apply in version
-//!   order and a local change cannot be overwritten half way.
+//!   a newer version ([`pull`]) replaces this node's users or libraries if it is newer than
+//!   what it holds. Connections of users that no longer exist are closed, as `ACL DELUSER`
+//!   closes them; libraries are restored with `FUNCTION RESTORE ... FLUSH`.
+//! - The users are changed and applied with the settings lock held, so changes apply in
+//!   version order and a local change cannot be overwritten half way. The libraries live in the
+//!   Lua VM, which a long script holds: they are changed and applied under a lock of their own
+//!   ([`super::Cluster::functions`]), never the settings lock, so that a heartbeat never waits
+//!   for a script. Applying always installs the newest document held, so concurrent applies
+//!   end on the newest.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hypercache_cluster::msg::{Request, Response};
+use hypercache_cluster::settings::{Doc, FUNCTIONS, USERS};
 use hypercache_cluster::version::Version;
 use hypercache_cluster::wire;
+use hypercache_resp::Frame;
 
 use super::link::Peer;
 use super::Cluster;
@@ -49,23 +58,162 @@ pub fn change_users<R>(shared: &Arc<Shared>, change: impl FnOnce(&Acl) -> (R, bo
     shared.pubsub.enforce_acl(&shared.acl);
     let body = document(&shared.acl);
     let version = shared.store.new_version(now_ms());
-    held.offer(version, body.clone());
+    held.offer(USERS, version, body.clone());
     drop(held);
     tracing::info!(component = "acl", node_id = %cl.node_id, version = ?version, "users changed here; publishing them to every member");
-    let (sh, c) = (shared.clone(), cl.clone());
-    shared.tasks.spawn(async move {
-        super::exec::put_settings(&sh, &c, version, body).await;
-    });
+    publish(shared, &cl, USERS, version, body);
     r
 }
 
-/// A peer's users at `version`: applied if newer than what this node holds.
-pub fn offer(shared: &Shared, cl: &Cluster, version: Version, body: Bytes) {
-    let mut held = cl.settings.lock();
-    if !held.offer(version, body.clone()) {
+/// Pushes `doc` at `version` to every member, in the background.
+fn publish(shared: &Arc<Shared>, cl: &Arc<Cluster>, doc: Doc, version: Version, body: Bytes) {
+    cl.metrics
+        .dist
+        .settings_published
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let (sh, c) = (shared.clone(), cl.clone());
+    shared.tasks.spawn(async move {
+        super::exec::put_settings(&sh, &c, doc, version, body).await;
+    });
+}
+
+/// A `FUNCTION` subcommand that changes the libraries (`LOAD`, `DELETE`, `FLUSH`, `RESTORE`)
+/// through this node of a cluster: runs it, and if it succeeded publishes the node's libraries
+/// as a new version to every member. Its reply is the command's. Blocks (the Lua VM): call it
+/// on a blocking thread.
+pub fn change_functions(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    args: Vec<Bytes>,
+    runtime: &tokio::runtime::Handle,
+) -> Frame {
+    // A node that has not yet heard the cluster's libraries (just started) would publish its
+    // own few as the cluster's and undo the others': it waits for its first heartbeat answer.
+    let deadline = std::time::Instant::now() + HEARD_WITHIN;
+    while !cl.settings_heard.load(std::sync::atomic::Ordering::Acquire)
+        && super::exec::has_other_members(cl)
+    {
+        if std::time::Instant::now() >= deadline {
+            return Frame::error(NOT_HEARD);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let _functions = cl.functions.lock();
+    // A peer's newer libraries that arrived and wait to be installed go first: the change is
+    // made on top of them.
+    install_newest(shared, cl, runtime);
+    let reply = function_command(shared, runtime, args);
+    if matches!(reply, Frame::Error(_)) {
+        return reply;
+    }
+    let Some(body) = dump(shared, cl, runtime) else {
+        return reply;
+    };
+    let version = shared.store.new_version(now_ms());
+    if !cl.settings.lock().offer(FUNCTIONS, version, body.clone()) {
+        // A peer's change newer than this one arrived meanwhile: it wins (as two concurrent
+        // changes of the users do), and is applied once this lock is free.
+        tracing::info!(component = "functions", node_id = %cl.node_id, "a newer change of the libraries from a peer supersedes this one");
+        return reply;
+    }
+    *cl.functions_applied.lock() = version;
+    tracing::info!(component = "functions", node_id = %cl.node_id, version = ?version, "libraries changed here; publishing them to every member");
+    publish(shared, cl, FUNCTIONS, version, body);
+    reply
+}
+
+/// How long a change waits for the node's first heartbeat answer ([`change_functions`]).
+const HEARD_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
+
+/// The refusal of a change before the node heard the cluster's libraries.
+const NOT_HEARD: &str =
+    "TRYAGAIN This node has not yet heard the cluster's function libraries: try again";
+
+/// Runs `FUNCTION ...` on this node's VM.
+fn function_command(
+    shared: &Arc<Shared>,
+    runtime: &tokio::runtime::Handle,
+    args: Vec<Bytes>,
+) -> Frame {
+    let job = crate::script::Job::Function(args);
+    crate::script::Scripts::run_job(shared, job, (None, None), runtime, false).0
+}
+
+/// This node's libraries as `FUNCTION DUMP` gives them.
+fn dump(shared: &Arc<Shared>, cl: &Cluster, runtime: &tokio::runtime::Handle) -> Option<Bytes> {
+    let args = vec![Bytes::from_static(b"FUNCTION"), Bytes::from_static(b"DUMP")];
+    match function_command(shared, runtime, args) {
+        Frame::Bulk(b) => Some(b),
+        other => {
+            tracing::error!(component = "functions", node_id = %cl.node_id, reply = ?other, "FUNCTION DUMP failed; the libraries are not published");
+            None
+        }
+    }
+}
+
+/// Installs the newest libraries this node holds as the cluster's, unless they are installed
+/// already. Blocks (the Lua VM): on a blocking thread.
+fn install_functions(shared: &Arc<Shared>, cl: &Arc<Cluster>, runtime: &tokio::runtime::Handle) {
+    let _functions = cl.functions.lock();
+    install_newest(shared, cl, runtime);
+}
+
+/// [`install_functions`] with [`Cluster::functions`] held by the caller.
+fn install_newest(shared: &Arc<Shared>, cl: &Arc<Cluster>, runtime: &tokio::runtime::Handle) {
+    let (version, body) = {
+        let held = cl.settings.lock();
+        (held.version(FUNCTIONS), held.body(FUNCTIONS))
+    };
+    if version <= *cl.functions_applied.lock() {
         return;
     }
-    let text = String::from_utf8_lossy(&body);
+    let args = vec![
+        Bytes::from_static(b"FUNCTION"),
+        Bytes::from_static(b"RESTORE"),
+        body,
+        Bytes::from_static(b"FLUSH"),
+    ];
+    match function_command(shared, runtime, args) {
+        Frame::Error(e) => {
+            // A member of the same version dumps what this one restores: this is a bug, not
+            // an operator's mistake. The version is marked applied so it is not retried.
+            tracing::error!(component = "functions", node_id = %cl.node_id, version = ?version, error = %String::from_utf8_lossy(&e), "cannot install the cluster's libraries; keeping this node's");
+        }
+        _ => {
+            tracing::info!(component = "functions", node_id = %cl.node_id, version = ?version, "libraries changed by a peer; installed")
+        }
+    }
+    *cl.functions_applied.lock() = version;
+}
+
+/// A peer's document `doc` at `version`: applied if newer than what this node holds.
+pub fn offer(shared: &Arc<Shared>, cl: &Arc<Cluster>, doc: Doc, version: Version, body: Bytes) {
+    let mut held = cl.settings.lock();
+    if !held.offer(doc, version, body.clone()) {
+        return;
+    }
+    cl.metrics
+        .dist
+        .settings_applied
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    match doc {
+        USERS => apply_users(shared, cl, version, &body),
+        FUNCTIONS => {
+            drop(held);
+            let (sh, c) = (shared.clone(), cl.clone());
+            let runtime = tokio::runtime::Handle::current();
+            shared.tasks.spawn(async move {
+                let _ =
+                    tokio::task::spawn_blocking(move || install_functions(&sh, &c, &runtime)).await;
+            });
+        }
+        // A document of a newer build: kept and passed on, nothing to apply here.
+        _ => {}
+    }
+}
+
+fn apply_users(shared: &Shared, cl: &Cluster, version: Version, body: &Bytes) {
+    let text = String::from_utf8_lossy(body);
     match crate::acl::parse_file(&text, "cluster users") {
         Ok(users) => {
             let n = users.len();
@@ -80,7 +228,6 @@ pub fn offer(shared: &Shared, cl: &Cluster, version: Version, body: Bytes) {
             tracing::error!(component = "acl", node_id = %cl.node_id, version = ?version, error = %e, "cannot apply the cluster's users; keeping this node's")
         }
     }
-    drop(held);
 }
 
 /// Closes the connections authenticated as users that no longer exist.
@@ -94,8 +241,8 @@ fn close_orphans(shared: &Shared) {
     }
 }
 
-/// `peer`'s heartbeat reported settings at `theirs`: pulls them if they are newer.
-pub async fn pull(shared: &Shared, cl: &Cluster, peer: &Peer, theirs: Version) {
+/// `peer`'s heartbeat reported the versions `theirs`: pulls its documents if one is newer.
+pub async fn pull(shared: &Arc<Shared>, cl: &Arc<Cluster>, peer: &Peer, theirs: &[(Doc, Version)]) {
     if !cl.settings.lock().should_pull(theirs) {
         return;
     }
@@ -106,7 +253,9 @@ pub async fn pull(shared: &Shared, cl: &Cluster, peer: &Peer, theirs: Version) {
     else {
         return;
     };
-    if let Ok(Response::Settings { version, body }) = wire::from_body::<Response>(&body) {
-        offer(shared, cl, version, body);
+    if let Ok(Response::Settings(docs)) = wire::from_body::<Response>(&body) {
+        for (doc, version, body) in docs {
+            offer(shared, cl, doc, version, body);
+        }
     }
 }

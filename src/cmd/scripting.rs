@@ -301,6 +301,24 @@ fn fcall_generic(s: &mut Session, a: &[Bytes], read_only: bool) -> Option<Frame>
 pub(super) fn function(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     let sub = a[1].to_ascii_lowercase();
     match sub.as_slice() {
+        // In a cluster the libraries are cluster-wide: a change through any node is published
+        // to every member ([`crate::cluster::settings::change_functions`]).
+        b"load" | b"delete" | b"flush" | b"restore" if s.shared.cluster.is_some() => {
+            let (sh, args) = (s.shared.clone(), a.to_vec());
+            let cl = s.shared.cluster.clone()?;
+            let runtime = tokio::runtime::Handle::current();
+            s.defer(
+                async move {
+                    tokio::task::spawn_blocking(move || {
+                        crate::cluster::settings::change_functions(&sh, &cl, args, &runtime)
+                    })
+                    .await
+                    .unwrap_or_else(|_| Frame::error("ERR internal error"))
+                },
+                None,
+            );
+            None
+        }
         b"load" | b"list" | b"delete" | b"flush" | b"dump" | b"restore" => {
             s.script_ready = Some(Job::Function(a.to_vec()));
             None

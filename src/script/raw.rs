@@ -115,7 +115,8 @@ unsafe fn command(l: *mut lua_State, raise: bool) -> c_int {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(l, &mut *p))).is_err();
     (*p).busy = false;
     if panicked {
-        tracing::error!(component = "script", "a script's command panicked");
+        let node = &(&*p).shared.node_id;
+        tracing::error!(component = "script", node_id = %node, "a script's command panicked");
         (*p).reply = Frame::error("ERR the command failed inside the server");
     }
     let failed = matches!((*p).reply, Frame::Error(_));

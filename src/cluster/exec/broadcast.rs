@@ -275,15 +275,22 @@ fn other_members(view: &View) -> impl Iterator<Item = MemberIdx> + '_ {
     })
 }
 
-/// Pushes a change to the cluster-wide settings to every member. None is required to answer:
-/// a member that misses it pulls the settings after its next heartbeat with one that has them.
-pub async fn put_settings(shared: &Shared, cl: &Cluster, version: Version, body: Bytes) {
+/// Whether any other member is live in this node's view.
+pub fn has_other_members(cl: &Cluster) -> bool {
+    other_members(&cl.view()).next().is_some()
+}
+
+/// Pushes a change of cluster-wide settings document `doc` to every member. None is required to
+/// answer: a member that misses it pulls the settings after its next heartbeat with one that
+/// has them.
+pub async fn put_settings(shared: &Shared, cl: &Cluster, doc: u8, version: Version, body: Bytes) {
     let view = cl.view();
     let calls = other_members(&view)
         .map(|m| {
             (
                 m,
                 Call::PutSettings {
+                    doc,
                     version,
                     body: body.clone(),
                 },
@@ -295,7 +302,7 @@ pub async fn put_settings(shared: &Shared, cl: &Cluster, version: Version, body:
     if let Gathered::Answers(a) = gather(shared, cl, view, calls, timeout).await {
         let missed = a.iter().filter(|r| r.is_none()).count();
         if missed > 0 {
-            tracing::debug!(component = "acl", node_id = %cl.node_id, missed, "members that missed the users' change will pull it after a heartbeat");
+            tracing::debug!(component = "settings", node_id = %cl.node_id, doc, missed, "members that missed the change will pull it after a heartbeat");
         }
     }
 }

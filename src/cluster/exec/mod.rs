@@ -218,7 +218,8 @@ mod repair;
 mod serve;
 
 pub use broadcast::{
-    dbsize, flushall, keys, publish_to_peers, put_settings, raises_expiry, randomkey, scan,
+    dbsize, flushall, has_other_members, keys, publish_to_peers, put_settings, raises_expiry,
+    randomkey, scan,
 };
 pub use keyed::{run, start, start_group};
 pub use repair::{run as repair_task, settings as repair_settings, RepairCmd};
