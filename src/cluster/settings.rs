@@ -88,11 +88,11 @@ pub fn change_functions(
     runtime: &tokio::runtime::Handle,
 ) -> Frame {
     // A node that has not yet heard the cluster's libraries (just started) would publish its
-    // own few as the cluster's and undo the others': it waits for its first heartbeat answer.
+    // own few as the cluster's and undo the others': it waits for its first heartbeat answer,
+    // unless it is a cluster of one (no other member, no seed but itself).
+    let alone = !super::exec::has_other_members(cl) && cl.seeds.is_empty();
     let deadline = std::time::Instant::now() + HEARD_WITHIN;
-    while !cl.settings_heard.load(std::sync::atomic::Ordering::Acquire)
-        && super::exec::has_other_members(cl)
-    {
+    while !alone && !cl.settings_heard.load(std::sync::atomic::Ordering::Acquire) {
         if std::time::Instant::now() >= deadline {
             return Frame::error(NOT_HEARD);
         }

@@ -275,7 +275,7 @@ fn other_members(view: &View) -> impl Iterator<Item = MemberIdx> + '_ {
     })
 }
 
-/// Whether any other member is live in this node's view.
+/// Whether this node's view holds any other member (live or not).
 pub fn has_other_members(cl: &Cluster) -> bool {
     other_members(&cl.view()).next().is_some()
 }
