@@ -261,6 +261,13 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         continue;
                     }
                     s.request_len = before;
+                    if s.must_hear_settings(&req.args) {
+                        s.resolve().await;
+                        if !crate::cluster::settings::wait_heard(&s.shared).await {
+                            s.refuse_unheard();
+                            continue;
+                        }
+                    }
                     // A script after scripts joins their batch; anything else waits for them.
                     if s.must_wait(&req.args)
                         && !(s.is_script_call(&req.args) && s.only_scripts_pending())

@@ -728,6 +728,43 @@ impl Session {
         self.emit(frame);
     }
 
+    /// In a cluster, whether `args` changes the cluster-wide settings (the ACL users, the
+    /// function libraries) while this node has not yet heard them from any member since it
+    /// started: the command must wait for that ([`crate::cluster::settings::wait_heard`]), or a
+    /// node that just restarted would publish its own few users or libraries over the
+    /// cluster's. One atomic load once heard; queued in MULTI, the command is not run yet.
+    pub fn must_hear_settings(&self, args: &[Bytes]) -> bool {
+        let Some(cl) = self.shared.cluster.as_ref() else {
+            return false;
+        };
+        if cl.settings_heard.load(Ordering::Acquire) || self.multi.is_some() || args.len() < 2 {
+            return false;
+        }
+        let (cmd, sub) = (&args[0], &args[1]);
+        let is = |a: &Bytes, b: &[u8]| a.eq_ignore_ascii_case(b);
+        (is(cmd, b"acl")
+            && [&b"setuser"[..], b"deluser", b"load"]
+                .iter()
+                .any(|x| is(sub, x)))
+            || (is(cmd, b"function")
+                && [&b"load"[..], b"delete", b"flush", b"restore"]
+                    .iter()
+                    .any(|x| is(sub, x)))
+            || (is(cmd, b"config")
+                && is(sub, b"set")
+                && args[2..].iter().any(|a| is(a, b"requirepass")))
+    }
+
+    /// Answers a command that [`Session::must_hear_settings`] held until the node heard the
+    /// cluster's settings, when no member answered in time: nothing was changed.
+    pub fn refuse_unheard(&mut self) {
+        let e = Frame::error(crate::cluster::settings::NOT_HEARD);
+        if let Frame::Error(text) = &e {
+            self.shared.metrics.commands.count_error(text);
+        }
+        self.emit(e);
+    }
+
     /// Appends a command's reply to [`Session::out`] as `CLIENT REPLY` allows (`SKIP` drops
     /// this one).
     fn emit(&mut self, frame: Frame) {

@@ -907,21 +907,33 @@ fn acl_users_reach_every_node_of_a_cluster() {
         .starts_with("-NOPERM"));
 
     // Node 2 goes down; the user changes meanwhile; node 2 comes back with its own (empty)
-    // users and gets the cluster's.
+    // users and gets the cluster's, before a change made through it.
     c.kill(2);
     let _: () = redis::cmd("ACL")
         .arg(&["SETUSER", "app", "~other"])
         .query(&mut c.conn(1))
         .unwrap();
     c.restart(2);
+    // A change through it at once waits until it heard the cluster's users, and is made on top
+    // of them (it does not replace them with the restarted node's own).
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "late", "on", "nopass"])
+        .query(&mut c.conn(2))
+        .unwrap();
     eventually("the restarted node has the change", || {
-        list(&c, 2) == list(&c, 0)
+        list(&c, 2) == list(&c, 0) && list(&c, 1) == list(&c, 0)
     });
-    assert!(
-        list(&c, 2).iter().any(|l| l.contains("~cache:* ~other")),
-        "{:?}",
-        list(&c, 2)
-    );
+    for i in 0..3 {
+        let users = list(&c, i);
+        assert!(
+            users.iter().any(|l| l.contains("~cache:* ~other")),
+            "node {i}: {users:?}"
+        );
+        assert!(
+            users.iter().any(|l| l.starts_with("user late on")),
+            "node {i}: {users:?}"
+        );
+    }
 
     // A node that joins later gets the users too.
     let d = c.add(0);

@@ -88,15 +88,10 @@ pub fn change_functions(
     runtime: &tokio::runtime::Handle,
 ) -> Frame {
     // A node that has not yet heard the cluster's libraries (just started) would publish its
-    // own few as the cluster's and undo the others': it waits for its first heartbeat answer,
-    // unless it is a cluster of one (no other member, no seed but itself).
-    let alone = !super::exec::has_other_members(cl) && cl.seeds.is_empty();
-    let deadline = std::time::Instant::now() + HEARD_WITHIN;
-    while !alone && !cl.settings_heard.load(std::sync::atomic::Ordering::Acquire) {
-        if std::time::Instant::now() >= deadline {
-            return Frame::error(NOT_HEARD);
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
+    // own few as the cluster's and undo the others'. The connection waited for that already
+    // ([`crate::session::Session::must_hear_settings`]); a change queued in MULTI did not.
+    if !heard(cl) {
+        return Frame::error(NOT_HEARD);
     }
     let _functions = cl.functions.lock();
     // A peer's newer libraries that arrived and wait to be installed go first: the change is
@@ -122,12 +117,37 @@ pub fn change_functions(
     reply
 }
 
-/// How long a change waits for the node's first heartbeat answer ([`change_functions`]).
+/// How long a change waits for the node's first heartbeat answer ([`wait_heard`]).
 const HEARD_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 
-/// The refusal of a change before the node heard the cluster's libraries.
-const NOT_HEARD: &str =
-    "TRYAGAIN This node has not yet heard the cluster's function libraries: try again";
+/// The refusal of a change before the node heard the cluster's settings.
+pub const NOT_HEARD: &str =
+    "TRYAGAIN This node has not yet heard the cluster's users and libraries: try again";
+
+/// Whether this node knows the cluster's settings: a member answered a heartbeat since it
+/// started (and what it reported newer was pulled), or it is a cluster of one (no other
+/// member, no seed).
+fn heard(cl: &Cluster) -> bool {
+    cl.settings_heard.load(std::sync::atomic::Ordering::Acquire)
+        || (!super::exec::has_other_members(cl) && cl.seeds.is_empty())
+}
+
+/// Waits (at most [`HEARD_WITHIN`]) until this node knows the cluster's settings; whether it
+/// does. A change of the users or the libraries through a node that just started waits here,
+/// so that it is made on top of the cluster's instead of replacing them with the node's own.
+pub async fn wait_heard(shared: &Shared) -> bool {
+    let Some(cl) = shared.cluster.as_ref() else {
+        return true;
+    };
+    let deadline = tokio::time::Instant::now() + HEARD_WITHIN;
+    while !heard(cl) {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    true
+}
 
 /// Runs `FUNCTION ...` on this node's VM.
 fn function_command(
