@@ -1071,8 +1071,17 @@ pub static PARAMS: &[Param] = &[
         |c| c.databases.to_string(),
         |c, v| c.databases = v.int() as u64
     ),
-    // Read-only facts some clients ask for: no persistence.
+    // Read-only facts some clients ask for: no persistence, and never a Redis replica (a
+    // primary answers `replicaof` empty; Redis makes it immutable in CONFIG SET too).
     p!("save", Kind::Str, false, |_c| String::new(), |_c, _v| ()),
+    p!(
+        "replicaof",
+        Kind::Str,
+        false,
+        |_c| String::new(),
+        |_c, _v| ()
+    ),
+    p!("slaveof", Kind::Str, false, |_c| String::new(), |_c, _v| ()),
     p!(
         "appendonly",
         Kind::Enum(&["no"]),
@@ -1298,7 +1307,7 @@ impl Config {
     /// Sets `name` from startup input (file, environment or flag).
     pub fn set(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
         let p = param(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
-        if matches!(p.name, "save" | "appendonly") {
+        if matches!(p.name, "save" | "appendonly" | "replicaof" | "slaveof") {
             return Err(ConfigError::Unknown(name.to_string()));
         }
         p.apply(self, raw)

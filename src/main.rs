@@ -19,10 +19,12 @@ fn usage() -> String {
          over the file. Settings and defaults:\n",
     );
     let d = Config::default();
-    for p in PARAMS
-        .iter()
-        .filter(|p| !matches!(p.name, "databases" | "save" | "appendonly"))
-    {
+    for p in PARAMS.iter().filter(|p| {
+        !matches!(
+            p.name,
+            "databases" | "save" | "appendonly" | "replicaof" | "slaveof"
+        )
+    }) {
         s.push_str(&format!("  --{:<28} default: {}\n", p.name, (p.get)(&d)));
     }
     s

@@ -264,7 +264,9 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     // Setting a fixed setting to the value it has changes nothing, and is
                     // accepted (Redis may change some of these at run time, `bind` and
                     // `port`; HyperCache fixes them at start).
-                    if (p.get)(&next) == String::from_utf8_lossy(&pair[1]) {
+                    // `replicaof`/`slaveof` are immutable in Redis too, whatever the value.
+                    let settable = !matches!(p.name, "replicaof" | "slaveof");
+                    if settable && (p.get)(&next) == String::from_utf8_lossy(&pair[1]) {
                         continue;
                     }
                     return fail("can't set immutable config");
