@@ -164,6 +164,10 @@ pub struct Config {
     pub hz: u64,
     /// Memory budget in bytes (Redis units accepted); 0 means no limit. Runtime-settable.
     pub maxmemory: u64,
+    /// `maxmemory-clients`: the memory all client connections together may hold before the
+    /// largest are closed (bytes; negative: that percentage of `maxmemory`, Redis's own
+    /// encoding); 0 means no limit. Runtime-settable.
+    pub maxmemory_clients: i64,
     /// What happens when the budget is reached: one of Redis's eight policies. Default
     /// `noeviction`. Runtime-settable.
     pub maxmemory_policy: Policy,
@@ -314,6 +318,7 @@ impl Default for Config {
             hz: 10,
             threads: 0,
             maxmemory: 0,
+            maxmemory_clients: 0,
             maxmemory_policy: Policy::NoEviction,
             maxmemory_samples: 5,
             lfu_log_factor: 10,
@@ -392,6 +397,8 @@ pub enum Kind {
     Int(i64, i64),
     /// A byte size with Redis units (`1k`=1000, `1kb`=1024, `mb`, `gb`), in `min..=max`.
     Memory(u64, u64),
+    /// A byte size, or a percentage (`10%`, at most 100) of `maxmemory`.
+    MemoryOrPercent,
     /// Free text.
     Str,
     /// One of the listed words.
@@ -790,6 +797,17 @@ pub static PARAMS: &[Param] = &[
         |c, v| c.maxmemory = v.int() as u64
     ),
     p!(
+        "maxmemory-clients",
+        Kind::MemoryOrPercent,
+        true,
+        |c| if c.maxmemory_clients < 0 {
+            format!("{}%", -c.maxmemory_clients)
+        } else {
+            c.maxmemory_clients.to_string()
+        },
+        |c, v| c.maxmemory_clients = v.int()
+    ),
+    p!(
         "maxmemory-policy",
         // Redis's order, which its CONFIG SET error message lists.
         Kind::Enum(&[
@@ -1150,6 +1168,27 @@ impl Param {
                 }
                 Ok(Value::Int(v as i64))
             }
+            Kind::MemoryOrPercent => match raw.strip_suffix('%') {
+                Some(p) => {
+                    let v: i64 = p
+                        .parse()
+                        .ok()
+                        .filter(|v| *v >= 0 && !p.starts_with('+'))
+                        .ok_or_else(|| {
+                            Rejected("argument must be a memory or percent value".into())
+                        })?;
+                    if v > 100 {
+                        return Err(Rejected(
+                            "percentage argument must be less or equal to 100".into(),
+                        ));
+                    }
+                    Ok(Value::Int(-v))
+                }
+                None => parse_memory(raw)
+                    .filter(|v| *v <= i64::MAX as u64)
+                    .map(|v| Value::Int(v as i64))
+                    .ok_or_else(|| Rejected("argument must be a memory or percent value".into())),
+            },
             Kind::Str => Ok(Value::Str(raw.to_string())),
             Kind::Ratio => match raw.parse::<f64>() {
                 Ok(v) if (0.0..=1.0).contains(&v) => Ok(Value::Str(raw.to_string())),
@@ -1209,6 +1248,9 @@ impl Param {
             Kind::Memory(min, _) => {
                 format!("a byte size such as 512mb or 1gb, at least {min} bytes")
             }
+            Kind::MemoryOrPercent => {
+                "a byte size such as 512mb, or a percentage of maxmemory such as 10%".into()
+            }
             Kind::Str => "text".into(),
             Kind::Ratio => "a number from 0 to 1".into(),
             Kind::Enum(w) => format!("one of: {}", w.join(", ")),
@@ -1221,6 +1263,16 @@ impl Param {
 }
 
 impl Config {
+    /// `maxmemory-clients` in bytes (0: no limit; a percentage of an unlimited `maxmemory`
+    /// is no limit either).
+    pub fn clients_limit(&self) -> u64 {
+        if self.maxmemory_clients < 0 {
+            self.maxmemory / 100 * self.maxmemory_clients.unsigned_abs()
+        } else {
+            self.maxmemory_clients as u64
+        }
+    }
+
     /// Whether writes are refused for want of Redis replicas (`min-replicas-to-write`): this
     /// node never has any.
     pub fn writes_want_replicas(&self) -> bool {

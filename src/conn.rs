@@ -131,6 +131,7 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     shared.clients.lock().insert(id, handle.clone());
     let mut session = Session::new(shared.clone(), handle.clone());
     let reason = run(&mut session, &mut socket, &mut shutdown).await;
+    shared.account_client(&handle, 0);
     session.unsubscribe_all();
     session.stop_tracking();
     *handle.mailbox.lock() = None;
@@ -152,6 +153,13 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
 /// that reads nothing cannot hold it open.
 async fn close<S: AsyncWrite + Unpin>(socket: &mut S) {
     let _ = tokio::time::timeout(Duration::from_secs(1), socket.shutdown()).await;
+}
+
+/// Records what the connection holds now ([`Shared::account_client`]): after a read, after a
+/// batch ran (its replies not yet written) and once they are written.
+fn account(s: &Session, rbuf: &BytesMut) {
+    let now = crate::state::CLIENT_BASE_MEMORY + rbuf.capacity() + s.held_memory();
+    s.shared.account_client(&s.handle, now);
 }
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(
@@ -242,6 +250,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             Ok(n) => Stats::add(&s.shared.metrics.server.net_input_bytes, n as u64),
             Err(_) => return "read error",
         }
+        account(s, &rbuf);
+        if s.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
+            // Evicted for what it just sent (`maxmemory-clients`): none of it runs.
+            return "killed";
+        }
         s.refresh_config();
         s.begin_batch();
         let mut close = false;
@@ -313,6 +326,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         drop(held);
         s.resolve().await;
         s.end_batch();
+        account(s, &rbuf);
         if !s.out.is_empty() {
             if let Err(why) = write_unless_killed(socket, &s.out, &s.handle).await {
                 return why;
@@ -332,6 +346,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if rbuf.is_empty() && rbuf.capacity() > KEEP_BUFFER {
             rbuf = BytesMut::new();
         }
+        account(s, &rbuf);
         if s.handle.killed.load(std::sync::atomic::Ordering::Relaxed) {
             return "killed";
         }

@@ -318,6 +318,8 @@ pub struct Stats {
     pub connections_received: AtomicU64,
     /// Connections refused at `maxclients`.
     pub rejected_connections: AtomicU64,
+    /// Connections closed for `maxmemory-clients`.
+    pub evicted_clients: AtomicU64,
     /// Commands executed.
     pub commands_processed: AtomicU64,
     /// Bytes read from clients.
@@ -527,6 +529,7 @@ use MetricType::{Counter as C, Gauge as G, Histogram as H};
 pub static CATALOGUE: &[Desc] = &[
     node(m("server.connections_received", C, "", "Client connections accepted.")),
     node(m("server.rejected_connections", C, "", "Client connections refused at `maxclients`.")),
+    node(m("server.evicted_clients", C, "", "Client connections closed because all clients together held more than `maxmemory-clients` (the largest first).")),
     node(m("server.connected_clients", G, "", "Client connections open.")),
     node(m("server.commands_processed", C, "", "Commands executed.")),
     node(m("server.net_input_bytes", C, "bytes", "Bytes read from clients.")),
@@ -645,6 +648,7 @@ pub fn collect(shared: &crate::state::Shared) -> Collected {
     for (name, v) in [
         ("server.connections_received", g(&s.connections_received)),
         ("server.rejected_connections", g(&s.rejected_connections)),
+        ("server.evicted_clients", g(&s.evicted_clients)),
         (
             "server.connected_clients",
             shared.clients.lock().len() as u64,

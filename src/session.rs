@@ -728,6 +728,17 @@ impl Session {
         self.emit(frame);
     }
 
+    /// The memory the session's own buffers hold: its output buffers and the commands queued in
+    /// a transaction (the connection adds its read buffer: [`crate::state::Shared::account_client`]).
+    pub fn held_memory(&self) -> usize {
+        self.out.capacity()
+            + self.spare.capacity()
+            + self
+                .multi
+                .as_ref()
+                .map_or(0, |m| m.bytes + 32 * m.queue.len())
+    }
+
     /// In a cluster, whether `args` changes the cluster-wide settings (the ACL users, the
     /// function libraries) while this node has not yet heard them from any member since it
     /// started: the command must wait for that ([`crate::cluster::settings::wait_heard`]), or a

@@ -3,7 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -90,6 +90,72 @@ pub struct ClientHandle {
     /// The connection's mailbox, once it has one (Pub/Sub, tracking): where other connections'
     /// messages for it are queued.
     pub mailbox: Mutex<Option<Arc<crate::pubsub::Mailbox>>>,
+    /// The memory the connection holds (its buffers and queued transaction), as of its last
+    /// read or reply: `CLIENT LIST`'s `tot-mem`, and what `maxmemory-clients` counts.
+    pub mem: AtomicUsize,
+}
+
+/// What a connection holds besides its buffers and queued transaction (its task, session and
+/// entry): counted in [`ClientHandle::mem`] so that `maxmemory-clients` sees idle clients too.
+pub const CLIENT_BASE_MEMORY: usize = 4096;
+
+impl Shared {
+    /// Records that client `h` now holds `now` bytes ([`ClientHandle::mem`]); when that is more
+    /// than before and all clients together hold more than `maxmemory-clients`, closes the
+    /// largest clients (not those with `CLIENT NO-EVICT on`) until they fit, as Redis's client
+    /// eviction does. `now` 0 at disconnection.
+    pub fn account_client(&self, h: &ClientHandle, now: usize) {
+        let before = h.mem.swap(now, Ordering::Relaxed);
+        if now == before {
+            return;
+        }
+        if now < before {
+            self.clients_memory
+                .fetch_sub(before - now, Ordering::Relaxed);
+            return;
+        }
+        let total = self
+            .clients_memory
+            .fetch_add(now - before, Ordering::Relaxed)
+            + now
+            - before;
+        let limit = self.config.read().clients_limit() as usize;
+        if limit > 0 && total > limit {
+            self.evict_clients(limit);
+        }
+    }
+
+    /// Closes the largest clients until the others hold at most `limit` bytes.
+    fn evict_clients(&self, limit: usize) {
+        let Some(_one) = self.evicting_clients.try_lock() else {
+            return;
+        };
+        // Clients killed already are on their way out: what they hold no longer counts.
+        let mut clients: Vec<(usize, Arc<ClientHandle>)> = self
+            .clients
+            .lock()
+            .values()
+            .filter(|h| !h.killed.load(Ordering::Relaxed))
+            .map(|h| (h.mem.load(Ordering::Relaxed), h.clone()))
+            .collect();
+        let mut total: usize = clients.iter().map(|c| c.0).sum();
+        clients.sort_by_key(|c| std::cmp::Reverse(c.0));
+        for (mem, h) in clients {
+            if total <= limit {
+                break;
+            }
+            if h.meta.lock().no_evict {
+                continue;
+            }
+            h.kill();
+            total = total.saturating_sub(mem);
+            self.metrics
+                .server
+                .evicted_clients
+                .fetch_add(1, Ordering::Relaxed);
+            tracing::info!(node_id = %self.node_id, component = "server", client_id = h.id, addr = %h.addr, bytes = mem, limit, "client evicted: clients hold more than maxmemory-clients");
+        }
+    }
 }
 
 impl ClientHandle {
@@ -114,6 +180,7 @@ impl ClientHandle {
             killed: Default::default(),
             kill_notify: Default::default(),
             mailbox: Default::default(),
+            mem: Default::default(),
         }
     }
 
@@ -127,7 +194,7 @@ impl ClientHandle {
             .as_secs();
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} \
-             qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem=0 events=r \
+             qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r \
              cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
@@ -163,6 +230,7 @@ impl ClientHandle {
             m.subs.1,
             m.multi.map_or(-1, |n| n as i64),
             m.qbuf,
+            self.mem.load(Ordering::Relaxed),
             if m.last_cmd.is_empty() { "NULL" } else { m.last_cmd },
             if m.user.is_empty() {
                 std::borrow::Cow::Borrowed("default")
@@ -221,6 +289,10 @@ pub struct Shared {
     pub dbs: crate::dbs::DbMap,
     /// Connected clients by id.
     pub clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
+    /// The memory all connected clients hold together ([`ClientHandle::mem`]).
+    pub clients_memory: AtomicUsize,
+    /// Held while clients are chosen for eviction (`maxmemory-clients`): one pass at a time.
+    pub evicting_clients: Mutex<()>,
     /// Connections accepted and not yet closed: counted at accept, so a burst of connections
     /// cannot overshoot `maxclients` before their tasks register.
     pub connected: std::sync::atomic::AtomicUsize,
@@ -321,6 +393,8 @@ impl Shared {
             tracking: Default::default(),
             tracking_on: Default::default(),
             clients: Mutex::new(HashMap::new()),
+            clients_memory: Default::default(),
+            evicting_clients: Default::default(),
             connected: Default::default(),
             next_client_id: AtomicU64::new(1),
             metrics,

@@ -2,7 +2,7 @@
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -871,4 +871,103 @@ fn min_replicas_to_write_refuses_writes_as_a_primary_without_replicas() {
         .unwrap();
     set(&mut c, "x", "4").unwrap();
     assert_eq!(c.get::<_, String>("x").unwrap(), "4");
+}
+
+/// `maxmemory-clients`: when the connections together hold more than the limit, the largest
+/// is closed before what it sent runs (INFO's `evicted_clients` counts it), the others stay;
+/// a client with `CLIENT NO-EVICT on` is never chosen, so the next largest goes instead.
+#[test]
+fn maxmemory_clients_closes_the_largest_client() {
+    let server = Server::start(&["--maxmemory-clients", "2mb"]);
+    let limit: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-clients")
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(limit, ["maxmemory-clients", "2097152"]);
+    // A transaction queuing 3 MB of values.
+    let big_transaction = |n: usize| -> Vec<u8> {
+        let mut req = b"*1\r\n$5\r\nMULTI\r\n".to_vec();
+        let value = vec![b'v'; 100_000];
+        for i in 0..n {
+            let key = format!("big:{i}");
+            req.extend_from_slice(
+                format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$100000\r\n", key.len()).as_bytes(),
+            );
+            req.extend_from_slice(&value);
+            req.extend_from_slice(b"\r\n");
+        }
+        req
+    };
+    let mut small = server.conn();
+    let _: String = redis::cmd("PING").query(&mut small).unwrap();
+    let evicted = |c: &mut redis::Connection| -> i64 {
+        let info: String = redis::cmd("INFO").arg("stats").query(c).unwrap();
+        info.lines()
+            .find_map(|l| l.strip_prefix("evicted_clients:"))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap()
+    };
+    assert_eq!(evicted(&mut small), 0);
+
+    let mut big = server.raw();
+    big.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    // The server may close the connection before it has read everything: a failed write is
+    // part of what is tested.
+    let _ = big.write_all(&big_transaction(30));
+    let mut got = Vec::new();
+    let closed = loop {
+        let mut buf = [0u8; 4096];
+        match big.read(&mut buf) {
+            Ok(0) => break true,
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                break false
+            }
+            // Reset: closed with input unread.
+            Err(_) => break true,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    assert!(closed, "the largest client stayed connected");
+    let queued = got.windows(8).filter(|w| w == b"+QUEUED\r").count();
+    assert!(
+        queued < 30,
+        "all 30 commands were queued before the eviction"
+    );
+    let _: String = redis::cmd("PING").query(&mut small).unwrap();
+    assert_eq!(evicted(&mut small), 1);
+    let list: String = redis::cmd("CLIENT").arg("INFO").query(&mut small).unwrap();
+    let tot: usize = list
+        .split(' ')
+        .find_map(|f| f.strip_prefix("tot-mem="))
+        .and_then(|v| v.parse().ok())
+        .unwrap();
+    assert!(tot > 0 && tot < 2 << 20, "{list}");
+    let n: i64 = small.exists("big:0").unwrap();
+    assert_eq!(n, 0, "nothing of the evicted transaction ran");
+
+    // With CLIENT NO-EVICT on, the big client stays and the small one goes instead.
+    let mut exempt = server.raw();
+    exempt
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    exempt
+        .write_all(b"*3\r\n$6\r\nCLIENT\r\n$8\r\nNO-EVICT\r\n$2\r\non\r\n")
+        .unwrap();
+    assert_eq!(read_exactly(&mut exempt, 5), b"+OK\r\n");
+    let mut req = big_transaction(30);
+    req.extend_from_slice(b"*1\r\n$4\r\nEXEC\r\n");
+    exempt.write_all(&req).unwrap();
+    let mut want = b"+OK\r\n".to_vec();
+    want.extend(b"+QUEUED\r\n".repeat(30));
+    want.extend_from_slice(b"*30\r\n");
+    want.extend(b"+OK\r\n".repeat(30));
+    assert_eq!(read_exactly(&mut exempt, want.len()), want);
+    let mut small = small;
+    let gone = redis::cmd("PING").query::<String>(&mut small).is_err();
+    assert!(gone, "the small client was not evicted");
+    let mut fresh = server.conn();
+    assert_eq!(evicted(&mut fresh), 2);
+    let n: i64 = fresh.exists("big:29").unwrap();
+    assert_eq!(n, 1);
 }

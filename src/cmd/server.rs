@@ -488,6 +488,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("rejected_connections", &load(&st.rejected_connections));
                 line("expired_keys", &store.expired);
                 line("evicted_keys", &store.evicted);
+                line("evicted_clients", &load(&st.evicted_clients));
                 line("keyspace_hits", &load(&st.keyspace_hits));
                 line("keyspace_misses", &load(&st.keyspace_misses));
                 let (channels, patterns) = shared.pubsub.counts();
