@@ -474,7 +474,7 @@ pub static PARAMS: &[Param] = &[
     p!(
         "port",
         Kind::Int(0, 65535),
-        false,
+        true,
         |c| c.port.to_string(),
         |c, v| c.port = v.int() as u16
     ),

@@ -121,6 +121,9 @@ fn main() -> ExitCode {
         };
         let addr = listener.iter().chain(&tls_listener).filter_map(|l| l.local_addr().ok()).map(|a| a.to_string()).collect::<Vec<_>>().join(", ");
         let tls_wanted = hypercache::tls::wanted(&config);
+        // The HTTP port as bound: it no longer follows `port` should that change at run time.
+        let mut config = config;
+        config.http_port = Some(http_port);
         let shared = Shared::new(config);
         if let Some(l) = &listener {
             shared.port.store(l.local_addr().map_or(0, |a| u64::from(a.port())), Ordering::Relaxed);

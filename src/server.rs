@@ -20,7 +20,7 @@ const EXPIRE_STEP_ENTRIES: usize = 2_000;
 /// off) until `shared.shutdown` fires, then waits (up to `grace`) for open connections to
 /// finish their in-flight replies.
 pub async fn run(
-    plain: Option<TcpListener>,
+    mut plain: Option<TcpListener>,
     tls: Option<TcpListener>,
     shared: Arc<Shared>,
     grace: Duration,
@@ -33,6 +33,13 @@ pub async fn run(
             accepted = accept(&plain, false) => accepted_one(&shared, &mut conns, &mut backoff, accepted).await,
             accepted = accept(&tls, true) => accepted_one(&shared, &mut conns, &mut backoff, accepted).await,
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
+            // CONFIG SET port bound a new listener: it replaces this one (whose port is then
+            // free), as in Redis; open connections stay.
+            _ = shared.rebound.notified() => {
+                if let Some(l) = shared.rebind.lock().take() {
+                    plain = Some(l);
+                }
+            }
             _ = shutdown.changed() => break,
         }
     }

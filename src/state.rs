@@ -311,6 +311,11 @@ pub struct Shared {
     pub shutdown: watch::Sender<bool>,
     /// The port actually bound.
     pub port: AtomicU64,
+    /// A new plain-text listener from `CONFIG SET port`, for the accept loop to take in place
+    /// of its own ([`Shared::rebound`] wakes it).
+    pub rebind: Mutex<Option<tokio::net::TcpListener>>,
+    /// Wakes the accept loop when [`Shared::rebind`] holds a listener.
+    pub rebound: Notify,
     /// The cluster this node belongs to (`None`: a single node).
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
     /// Every background task (peer links, repair, replication that continues after a
@@ -393,6 +398,8 @@ impl Shared {
             tracking: Default::default(),
             tracking_on: Default::default(),
             clients: Mutex::new(HashMap::new()),
+            rebind: Default::default(),
+            rebound: Default::default(),
             clients_memory: Default::default(),
             evicting_clients: Default::default(),
             connected: Default::default(),

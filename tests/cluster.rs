@@ -1427,4 +1427,12 @@ fn multi_key_writes_of_one_slot_are_one_round() {
         .query(&mut c)
         .unwrap();
     assert_eq!(n, 0);
+    // A member's client port is its identity for the others: it does not change at run time.
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("port")
+        .arg(common::free_port())
+        .query::<()>(&mut cluster.conn(0))
+        .unwrap_err();
+    assert!(e.to_string().contains("cannot change at run time"), "{e}");
 }

@@ -971,3 +971,57 @@ fn maxmemory_clients_closes_the_largest_client() {
     let n: i64 = fresh.exists("big:29").unwrap();
     assert_eq!(n, 1);
 }
+
+/// `CONFIG SET port`: the node listens on the new port and closes the old one, open
+/// connections stay; a port that cannot be had fails the whole command (`Unable to listen on
+/// this port`), and every setting given with it keeps its value.
+#[test]
+fn config_set_port_moves_the_listener_or_changes_nothing() {
+    let mut server = Server::start(&[]);
+    let mut open = server.conn();
+    let get = |c: &mut redis::Connection, name: &str| -> String {
+        let v: Vec<String> = redis::cmd("CONFIG").arg("GET").arg(name).query(c).unwrap();
+        v[1].clone()
+    };
+    let old = server.addr;
+    let new_port = common::free_port();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("port")
+        .arg(new_port)
+        .query(&mut open)
+        .unwrap();
+    assert_eq!(get(&mut open, "port"), new_port.to_string());
+    let info: String = redis::cmd("INFO").arg("server").query(&mut open).unwrap();
+    assert!(info.contains(&format!("tcp_port:{new_port}\r\n")), "{info}");
+    server.addr = std::net::SocketAddr::from(([127, 0, 0, 1], new_port));
+    let pong: String = redis::cmd("PING").query(&mut server.conn()).unwrap();
+    assert_eq!(pong, "PONG");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::net::TcpStream::connect(old).is_ok() {
+        assert!(Instant::now() < deadline, "the old port still accepts");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // A port in use: nothing of the command changes, and the node still answers.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_port = taken.local_addr().unwrap().port();
+    let before = get(&mut open, "maxmemory");
+    let e = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg("10000001")
+        .arg("port")
+        .arg(taken_port)
+        .query::<()>(&mut open)
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("(possibly related to argument 'port') - Unable to listen on this port"),
+        "{e}"
+    );
+    assert_eq!(get(&mut open, "maxmemory"), before);
+    assert_eq!(get(&mut open, "port"), new_port.to_string());
+    let pong: String = redis::cmd("PING").query(&mut server.conn()).unwrap();
+    assert_eq!(pong, "PONG");
+    drop(taken);
+}

@@ -278,6 +278,12 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             if let Err(why) = next.check() {
                 return err_owned(format!("ERR CONFIG SET failed - {why}"));
             }
+            // A new client port is bound first: if it cannot be had, nothing changes (the
+            // listener is dropped if a later step fails).
+            let listener = match rebind(s, &next) {
+                Ok(l) => l,
+                Err(why) => return err_owned(why),
+            };
             // New TLS settings load at once, or the command fails and nothing changes.
             let tls_set = a[2..]
                 .chunks(2)
@@ -297,6 +303,12 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     users.set_default_password(&next.requirepass);
                     ((), true)
                 });
+            }
+            if let Some((l, port)) = listener {
+                *s.shared.rebind.lock() = Some(l);
+                s.shared.rebound.notify_one();
+                s.shared.port.store(u64::from(port), Ordering::Relaxed);
+                tracing::info!(node_id = %s.shared.node_id, component = "server", port, "CONFIG SET port: listening on the new port; the old one is closed");
             }
             *s.shared.config.write() = next;
             s.shared.config_gen.fetch_add(1, Ordering::Release);
@@ -941,4 +953,39 @@ pub(super) fn save(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
 
 pub(super) fn cluster(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     err("ERR This instance has cluster support disabled")
+}
+
+/// `CONFIG SET port`: binds the new plain-text client port where clients connect (`bind`) and
+/// returns its listener, for the accept loop to take once the whole command succeeded. `None`
+/// when the port does not change. Refused in a cluster: the client address is each member's
+/// identity for the others.
+fn rebind(
+    s: &Session,
+    next: &crate::config::Config,
+) -> Result<Option<(tokio::net::TcpListener, u16)>, String> {
+    let now = s.shared.config.read().port;
+    if next.port == now {
+        return Ok(None);
+    }
+    let fail = |why: String| {
+        format!("ERR CONFIG SET failed (possibly related to argument 'port') - {why}")
+    };
+    if s.shared.cluster.is_some() {
+        return Err(fail(
+            "the client port of a cluster member cannot change at run time".into(),
+        ));
+    }
+    if next.port == 0 {
+        return Err(fail(
+            "Unable to listen on this port: the plain-text port cannot be turned off at run time"
+                .into(),
+        ));
+    }
+    let bound = std::net::TcpListener::bind((next.bind.as_str(), next.port))
+        .and_then(|l| l.set_nonblocking(true).map(|()| l))
+        .and_then(tokio::net::TcpListener::from_std);
+    match bound {
+        Ok(l) => Ok(Some((l, next.port))),
+        Err(e) => Err(fail(format!("Unable to listen on this port: {e}"))),
+    }
 }
