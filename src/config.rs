@@ -1100,6 +1100,14 @@ pub static PARAMS: &[Param] = &[
         |_c, _v| ()
     ),
     p!("slaveof", Kind::Str, false, |_c| String::new(), |_c, _v| ()),
+    // Never daemonized: it runs in the foreground (a service manager's job).
+    p!(
+        "daemonize",
+        Kind::Enum(&["no"]),
+        false,
+        |_c| "no".into(),
+        |_c, _v| ()
+    ),
     p!(
         "appendonly",
         Kind::Enum(&["no"]),
@@ -1359,7 +1367,10 @@ impl Config {
     /// Sets `name` from startup input (file, environment or flag).
     pub fn set(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
         let p = param(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
-        if matches!(p.name, "save" | "appendonly" | "replicaof" | "slaveof") {
+        if matches!(
+            p.name,
+            "save" | "appendonly" | "replicaof" | "slaveof" | "daemonize"
+        ) {
             return Err(ConfigError::Unknown(name.to_string()));
         }
         p.apply(self, raw)

@@ -22,7 +22,7 @@ fn usage() -> String {
     for p in PARAMS.iter().filter(|p| {
         !matches!(
             p.name,
-            "databases" | "save" | "appendonly" | "replicaof" | "slaveof"
+            "databases" | "save" | "appendonly" | "replicaof" | "slaveof" | "daemonize"
         )
     }) {
         s.push_str(&format!("  --{:<28} default: {}\n", p.name, (p.get)(&d)));

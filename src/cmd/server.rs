@@ -264,8 +264,8 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     // Setting a fixed setting to the value it has changes nothing, and is
                     // accepted (Redis may change some of these at run time, `bind` and
                     // `port`; HyperCache fixes them at start).
-                    // `replicaof`/`slaveof` are immutable in Redis too, whatever the value.
-                    let settable = !matches!(p.name, "replicaof" | "slaveof");
+                    // Those immutable in Redis too are refused whatever the value, as Redis does.
+                    let settable = !REDIS_IMMUTABLE.contains(&p.name);
                     if settable && (p.get)(&next) == String::from_utf8_lossy(&pair[1]) {
                         continue;
                     }
@@ -954,6 +954,17 @@ pub(super) fn save(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
 pub(super) fn cluster(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
     err("ERR This instance has cluster support disabled")
 }
+
+/// Settings Redis cannot change at run time either: `CONFIG SET` refuses them even to the value
+/// they have (HyperCache's other fixed settings accept that value, as a no-op).
+const REDIS_IMMUTABLE: [&str; 6] = [
+    "aclfile",
+    "cluster-port",
+    "daemonize",
+    "databases",
+    "replicaof",
+    "slaveof",
+];
 
 /// `CONFIG SET port`: binds the new plain-text client port where clients connect (`bind`) and
 /// returns its listener, for the accept loop to take once the whole command succeeded. `None`
