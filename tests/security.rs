@@ -975,3 +975,57 @@ fn acl_users_reach_every_node_of_a_cluster() {
         (0..=d).all(|i| auth(&c, i).starts_with("-WRONGPASS"))
     });
 }
+
+/// A node that restarts while no other member answers does not know the cluster's users: a
+/// change through it waits (3 s) and is refused with `-TRYAGAIN`, in a transaction too, and
+/// nothing changes; once a member answers, changes go through.
+#[test]
+fn a_node_that_has_not_heard_the_cluster_refuses_settings_changes() {
+    let mut c = TestCluster::start(3, &[]);
+    c.kill(0);
+    c.kill(1);
+    c.kill(2);
+    c.restart(2);
+    let mut conn = c.conn(2);
+    let started = std::time::Instant::now();
+    let e = redis::cmd("ACL")
+        .arg(&["SETUSER", "early", "on", "nopass"])
+        .query::<()>(&mut conn)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("TRYAGAIN"), "{e}");
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "it did not wait"
+    );
+    // Queued in MULTI, the changes cannot wait when EXEC runs them: refused there.
+    let mut raw = TcpStream::connect(c.addr(2)).unwrap();
+    raw.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    assert_eq!(call(&mut raw, &["MULTI"]).unwrap(), "+OK\r\n");
+    let queued = call(&mut raw, &["ACL", "SETUSER", "early", "on", "nopass"]).unwrap();
+    assert_eq!(queued, "+QUEUED\r\n");
+    let queued = call(&mut raw, &["CONFIG", "SET", "requirepass", "pw"]).unwrap();
+    assert_eq!(queued, "+QUEUED\r\n");
+    let refused =
+        "-TRYAGAIN This node has not yet heard the cluster's users and libraries: try again\r\n";
+    assert_eq!(
+        call(&mut raw, &["EXEC"]).unwrap(),
+        format!("*2\r\n{refused}{refused}")
+    );
+    let pass: Vec<String> = redis::cmd("CONFIG")
+        .arg(&["GET", "requirepass"])
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(pass[1], "");
+    let users: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut conn).unwrap();
+    assert!(!users.iter().any(|u| u.contains("early")), "{users:?}");
+    // A member is back: the node hears it and the change goes through.
+    c.restart(0);
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "early", "on", "nopass"])
+        .query(&mut c.conn(2))
+        .unwrap();
+    eventually("the user on the member that came back", || {
+        let users: Vec<String> = redis::cmd("ACL").arg("LIST").query(&mut c.conn(0)).unwrap();
+        users.iter().any(|u| u.contains("early"))
+    });
+}

@@ -124,6 +124,14 @@ const HEARD_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
 pub const NOT_HEARD: &str =
     "TRYAGAIN This node has not yet heard the cluster's users and libraries: try again";
 
+/// The refusal of a change of the cluster-wide settings made before this node heard them, for
+/// the paths that cannot wait ([`wait_heard`]): a change queued in MULTI and run by EXEC.
+/// `None` on a single node or once heard.
+pub fn unheard(shared: &Shared) -> Option<Frame> {
+    let cl = shared.cluster.as_ref()?;
+    (!heard(cl)).then(|| Frame::error(NOT_HEARD))
+}
+
 /// Whether this node knows the cluster's settings: a member answered a heartbeat since it
 /// started (and what it reported newer was pulled), or it is a cluster of one (no other
 /// member, no seed).

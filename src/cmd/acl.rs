@@ -48,6 +48,9 @@ pub(super) fn acl(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 return err("ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.");
             }
             if sub == b"load" {
+                if let Some(e) = crate::cluster::settings::unheard(&s.shared) {
+                    return Some(e);
+                }
                 crate::cluster::settings::change_users(&s.shared, |users| {
                     match users.load_file(&path) {
                         Ok(()) => (Some(Frame::ok()), true),
@@ -130,6 +133,9 @@ fn setuser(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return err("ERR Usernames can't contain spaces or null characters");
     }
     // In a cluster the change goes to every member (crate::cluster::settings).
+    if let Some(e) = crate::cluster::settings::unheard(&s.shared) {
+        return Some(e);
+    }
     crate::cluster::settings::change_users(&s.shared, |users| {
         match acl::set_user(users.get(name).as_deref(), name, &a[3..]) {
             Ok(u) => {
@@ -144,6 +150,9 @@ fn setuser(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 fn deluser(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a[2..].iter().any(|n| n.as_ref() == b"default") {
         return err("ERR The 'default' user cannot be removed");
+    }
+    if let Some(e) = crate::cluster::settings::unheard(&s.shared) {
+        return Some(e);
     }
     let deleted = crate::cluster::settings::change_users(&s.shared, |users| {
         let n = users.delete(&a[2..]);

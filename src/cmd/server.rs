@@ -278,6 +278,13 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             if let Err(why) = next.check() {
                 return err_owned(format!("ERR CONFIG SET failed - {why}"));
             }
+            // A new password is a change of the cluster's users: refused before this node
+            // heard them (only EXEC gets here that early; a connection waits first).
+            if next.requirepass != s.shared.config.read().requirepass {
+                if let Some(e) = crate::cluster::settings::unheard(&s.shared) {
+                    return Some(e);
+                }
+            }
             // A new client port is bound first: if it cannot be had, nothing changes (the
             // listener is dropped if a later step fails).
             let listener = match rebind(s, &next) {
