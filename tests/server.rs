@@ -943,6 +943,13 @@ fn maxmemory_clients_closes_the_largest_client() {
         .and_then(|v| v.parse().ok())
         .unwrap();
     assert!(tot > 0 && tot < 2 << 20, "{list}");
+    let memory: String = redis::cmd("INFO").arg("memory").query(&mut small).unwrap();
+    let clients: usize = memory
+        .lines()
+        .find_map(|l| l.strip_prefix("mem_clients_normal:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap();
+    assert!(clients >= tot && clients < 2 << 20, "{clients} {tot}");
     let n: i64 = small.exists("big:0").unwrap();
     assert_eq!(n, 0, "nothing of the evicted transaction ran");
 

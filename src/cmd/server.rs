@@ -479,6 +479,11 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 );
                 // No replication or AOF buffers: everything counts for eviction.
                 line("mem_not_counted_for_evict", &0);
+                // What client connections hold (`maxmemory-clients` counts the same).
+                line(
+                    "mem_clients_normal",
+                    &shared.clients_memory.load(Ordering::Relaxed),
+                );
                 line("mem_allocator", &"libc");
                 line(
                     "lazyfree_pending_objects",
