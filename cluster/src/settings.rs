@@ -8,6 +8,11 @@
 //!   sender's version of each document. A node that sees a newer one than its own pulls the
 //!   documents ([`crate::msg::Request::Settings`]), so a member that missed a push (down,
 //!   partitioned, or joining) has it within a heartbeat of its next link to a member that has it.
+//! - **Changes wait for the cluster's copy:** a node that just started holds only its own
+//!   few users and no libraries; a change through it published as the newest version would
+//!   replace the cluster's. It may change a document only once it has heard a member
+//!   ([`Settings::may_change`]): a heartbeat answer that reported nothing newer, or a pull
+//!   that followed one. A node with no other member does not wait.
 //! - **Order:** versions are HLC values with the origin as tie-break, as for keys: of two
 //!   concurrent changes of one document, every member keeps the same one. Documents are
 //!   independent: a change of the users never undoes a change of the functions made at the
@@ -36,6 +41,9 @@ pub const FUNCTIONS: Doc = 1;
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Settings {
     docs: BTreeMap<Doc, (Version, Bytes)>,
+    /// A member's heartbeat answer showed nothing newer than this copy, or what it showed
+    /// newer was pulled: this copy is the cluster's ([`Settings::may_change`]).
+    heard: bool,
 }
 
 impl Settings {
@@ -87,6 +95,29 @@ impl Settings {
     /// newer than this node's copy).
     pub fn should_pull(&self, theirs: &[(Doc, Version)]) -> bool {
         theirs.iter().any(|&(d, v)| v > self.version(d))
+    }
+
+    /// A peer's heartbeat answer reported `theirs`: whether to pull its documents. When
+    /// nothing is newer, this copy is the cluster's from now on.
+    pub fn heard_status(&mut self, theirs: &[(Doc, Version)]) -> bool {
+        let pull = self.should_pull(theirs);
+        if !pull {
+            self.heard = true;
+        }
+        pull
+    }
+
+    /// A pull's answer was offered ([`Settings::offer`] for each document): this copy is the
+    /// cluster's from now on.
+    pub fn pulled(&mut self) {
+        self.heard = true;
+    }
+
+    /// Whether a change through this node may be made and published: once it heard a member
+    /// ([`Settings::heard_status`], [`Settings::pulled`]), or at once when it has no other
+    /// member (`alone`). A change refused here is refused to the client (it retries).
+    pub fn may_change(&self, alone: bool) -> bool {
+        self.heard || alone
     }
 }
 
@@ -149,6 +180,21 @@ mod tests {
         assert!(s.should_pull(&[(USERS, v(5, 2))]));
         assert!(s.is_set(USERS));
         assert_eq!(s.versions(), vec![(USERS, v(5, 1))]);
+    }
+
+    #[test]
+    fn a_node_changes_nothing_before_it_heard_a_member() {
+        let mut s = Settings::new();
+        assert!(!s.may_change(false), "just started");
+        assert!(s.may_change(true), "a cluster of one");
+        assert!(s.heard_status(&[(USERS, v(5, 1))]), "newer: pull first");
+        assert!(!s.may_change(false), "not before the pull");
+        s.offer(USERS, v(5, 1), Bytes::from_static(b"x"));
+        s.pulled();
+        assert!(s.may_change(false));
+        let mut t = Settings::new();
+        assert!(!t.heard_status(&[]), "a member with nothing set");
+        assert!(t.may_change(false));
     }
 
     #[test]

@@ -637,11 +637,17 @@ impl SimNode {
     /// Changes cluster-wide settings document `doc` through this node (as `ACL SETUSER` or
     /// `FUNCTION LOAD` does): a new version from its clock, kept here and pushed to every other
     /// member.
-    pub fn set_settings(&mut self, doc: u8, body: Bytes, now: u64, out: &mut SimOutbox) {
+    /// Refused (`false`, nothing changed) before the node heard a member
+    /// ([`crate::settings::Settings::may_change`]).
+    pub fn set_settings(&mut self, doc: u8, body: Bytes, now: u64, out: &mut SimOutbox) -> bool {
         self.now = now;
+        if !self.settings.may_change(self.live.len() <= 1) {
+            return false;
+        }
         let version = self.store.new_version(now);
         self.settings.offer(doc, version, body.clone());
         self.send_to_peers(&to_body(&Request::PutSettings { doc, version, body }), out);
+        true
     }
 
     /// Sends request `body` to every other member; answers are matched to no call.
@@ -1242,7 +1248,7 @@ impl Machine for SimNode {
                             *c = i64::from(catching_up);
                         }
                         // A peer holds newer cluster-wide settings: pull them.
-                        if self.settings.should_pull(&settings) {
+                        if self.settings.heard_status(&settings) {
                             let id = self.next_id();
                             out.send(
                                 from,
@@ -1260,6 +1266,7 @@ impl Machine for SimNode {
                         for (doc, version, body) in docs {
                             self.settings.offer(doc, version, body);
                         }
+                        self.settings.pulled();
                     }
                     _ => {}
                 }
@@ -1488,7 +1495,8 @@ mod tests {
     /// a change reaches every member; a member cut off when it was made gets it once the
     /// partition heals; of two changes of one document made on both sides of a partition, the
     /// newer wins everywhere, while a change of the other document made meanwhile survives; a
-    /// restarted member (which holds nothing) pulls the settings at its first heartbeat.
+    /// restarted member (which holds nothing) pulls the settings at its first heartbeat, and
+    /// no change goes through a node before it heard a member.
     #[test]
     fn cluster_wide_settings_converge_on_the_newest_change() {
         use crate::settings::{FUNCTIONS, USERS};
@@ -1501,16 +1509,19 @@ mod tests {
             for n in 0..4 {
                 s.input(n, |node, _now, out| node.start_heartbeat(out));
             }
-            let set = |s: &mut Sim<SimNode>, n: NodeId, doc: u8, body: &'static [u8]| {
+            let set = |s: &mut Sim<SimNode>, n: NodeId, doc: u8, body: &'static [u8]| -> bool {
                 s.input(n, |node, now, out| {
                     node.set_settings(doc, Bytes::from_static(body), now, out)
-                });
+                })
             };
             let bodies = |s: &Sim<SimNode>, doc: u8| -> Vec<Bytes> {
                 s.nodes.iter().map(|n| n.settings.body(doc)).collect()
             };
+            // Nothing changes through a node before it heard a member.
+            assert!(!set(&mut s, 0, USERS, b"early"), "seed {seed}");
+            s.run_until(s.now() + 2 * HEARTBEAT_MS, STEPS);
             s.isolate(3);
-            set(&mut s, 0, USERS, b"a");
+            assert!(set(&mut s, 0, USERS, b"a"), "seed {seed}");
             s.run_until(s.now() + 100, STEPS);
             assert_eq!(
                 bodies(&s, USERS)[..3],
@@ -1520,11 +1531,14 @@ mod tests {
             assert!(!s.nodes[3].settings.is_set(USERS), "seed {seed}: cut off");
             // One change of the users on each side of the partition, node 3's the later one;
             // the functions change on the majority side after both.
-            set(&mut s, 1, USERS, b"b");
+            assert!(set(&mut s, 1, USERS, b"b"));
             s.run_until(s.now() + 50, STEPS);
-            set(&mut s, 3, USERS, b"c");
+            assert!(
+                set(&mut s, 3, USERS, b"c"),
+                "seed {seed}: it heard before the cut"
+            );
             s.run_until(s.now() + 50, STEPS);
-            set(&mut s, 2, FUNCTIONS, b"f");
+            assert!(set(&mut s, 2, FUNCTIONS, b"f"));
             s.run_until(s.now() + 50, STEPS);
             assert_eq!(
                 bodies(&s, USERS),
@@ -1553,6 +1567,8 @@ mod tests {
             s.input(2, |node, _now, out| node.start_heartbeat(out));
             assert!(!s.nodes[2].settings.is_set(USERS));
             assert!(!s.nodes[2].settings.is_set(FUNCTIONS));
+            // Its own few users would replace the cluster's: refused until it heard.
+            assert!(!set(&mut s, 2, USERS, b"mine"), "seed {seed}");
             s.run_until(s.now() + 3 * HEARTBEAT_MS, STEPS);
             assert_eq!(
                 bodies(&s, USERS),
@@ -1560,6 +1576,7 @@ mod tests {
                 "seed {seed}: the restarted member pulled"
             );
             assert_eq!(bodies(&s, FUNCTIONS), [&b"f"[..]; 4], "seed {seed}");
+            assert!(set(&mut s, 2, USERS, b"d"), "seed {seed}: heard");
         }
     }
 

@@ -923,11 +923,11 @@ async fn heartbeat(shared: &Arc<Shared>, cl: &Arc<Cluster>, peer: &Arc<Peer>) ->
                     peer.catching_up
                         .store(i64::from(catching_up), Ordering::Relaxed);
                     peer.ring.store(ring, Ordering::Relaxed);
-                    if cl.settings.lock().should_pull(&settings) {
+                    let pull = cl.settings.lock().heard_status(&settings);
+                    if pull {
                         let (sh, c, p) = (shared.clone(), cl.clone(), peer.clone());
                         shared.tasks.spawn(async move {
                             super::settings::pull(&sh, &c, &p, &settings).await;
-                            c.settings_heard.store(true, Ordering::Release);
                         });
                     } else {
                         cl.settings_heard.store(true, Ordering::Release);

@@ -145,8 +145,9 @@ pub struct Cluster {
     pub functions: parking_lot::Mutex<()>,
     /// The version of the cluster's libraries installed in this node's VM.
     pub functions_applied: parking_lot::Mutex<hypercache_cluster::version::Version>,
-    /// A member answered a heartbeat since this node started, and any newer settings it
-    /// reported were pulled: this node knows the cluster's settings ([`settings`]).
+    /// Set once the settings machine says this node heard a member
+    /// ([`hypercache_cluster::settings::Settings::may_change`]): a copy of its answer for the
+    /// client path, one atomic load per request ([`crate::session::Session::must_hear_settings`]).
     pub settings_heard: AtomicBool,
 }
 

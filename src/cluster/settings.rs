@@ -132,12 +132,12 @@ pub fn unheard(shared: &Shared) -> Option<Frame> {
     (!heard(cl)).then(|| Frame::error(NOT_HEARD))
 }
 
-/// Whether this node knows the cluster's settings: a member answered a heartbeat since it
-/// started (and what it reported newer was pulled), or it is a cluster of one (no other
-/// member, no seed).
+/// Whether a change of the settings may be made through this node, by the machine
+/// ([`hypercache_cluster::settings::Settings::may_change`]): it heard a member since it
+/// started, or it is a cluster of one (no other member, no seed).
 fn heard(cl: &Cluster) -> bool {
-    cl.settings_heard.load(std::sync::atomic::Ordering::Acquire)
-        || (!super::exec::has_other_members(cl) && cl.seeds.is_empty())
+    let alone = !super::exec::has_other_members(cl) && cl.seeds.is_empty();
+    cl.settings.lock().may_change(alone)
 }
 
 /// Waits (at most [`HEARD_WITHIN`]) until this node knows the cluster's settings; whether it
@@ -285,5 +285,8 @@ pub async fn pull(shared: &Arc<Shared>, cl: &Arc<Cluster>, peer: &Peer, theirs: 
         for (doc, version, body) in docs {
             offer(shared, cl, doc, version, body);
         }
+        cl.settings.lock().pulled();
+        cl.settings_heard
+            .store(true, std::sync::atomic::Ordering::Release);
     }
 }
