@@ -73,13 +73,13 @@ fn redis_py_scenarios_pass_on_redis_a_node_and_a_cluster() {
     let node = Server::start(&[]);
     let (ok, out) = redis_py(node.addr.port(), &[]);
     assert!(ok, "single node:\n{out}");
-    assert_eq!(out.matches("ok ").count(), 10, "{out}");
+    assert_eq!(out.matches("ok ").count(), 11, "{out}");
 
     // Through one node of a cluster every scenario passes unchanged, WATCH's too.
     let cluster = TestCluster::start(3, &[]);
     let (ok, out) = redis_py(cluster.addr(0).port(), &[]);
     assert!(ok, "3-node cluster:\n{out}");
-    assert_eq!(out.matches("ok ").count(), 10, "{out}");
+    assert_eq!(out.matches("ok ").count(), 11, "{out}");
 }
 
 /// redis-py 5.2.1's client-side caching (`protocol=3, cache_config=CacheConfig()`), unchanged:
@@ -289,7 +289,7 @@ fn redis_py_and_ioredis_over_tls() {
     for (what, port) in [("redis-server", redis_tls), ("hypercache", node_tls)] {
         let (ok, out) = redis_py(port, &client);
         assert!(ok, "redis-py over TLS to {what}:\n{out}");
-        assert_eq!(out.matches("ok ").count(), 10, "{out}");
+        assert_eq!(out.matches("ok ").count(), 11, "{out}");
         let (ok, out) = scenarios("node", "ioredis.js", port, &client);
         assert!(ok, "ioredis over TLS to {what}:\n{out}");
         assert_eq!(out.matches("ok ").count(), 9, "{out}");

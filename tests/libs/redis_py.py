@@ -154,6 +154,38 @@ def eval_with_conversions():
 
 
 @scenario
+def functions_load_and_fcall():
+    # A library as an application ships it: loaded (REPLACE on every deploy), called with keys,
+    # read-only calls through FCALL_RO, deleted.
+    r.function_flush()
+    code = (
+        "#!lua name=ratelimit\n"
+        "redis.register_function('hit', function(keys, args)\n"
+        "  local n = redis.call('incr', keys[1])\n"
+        "  if n == 1 then redis.call('pexpire', keys[1], args[1]) end\n"
+        "  return n\n"
+        "end)\n"
+        "redis.register_function{function_name='hits', flags={'no-writes'},\n"
+        "  callback=function(keys) return tonumber(redis.call('get', keys[1]) or '0') end}\n"
+    )
+    assert r.function_load(code) == b"ratelimit"
+    assert r.function_load(code, replace=True) == b"ratelimit"
+    assert r.fcall("hit", 1, "rl:{u1}", 60000) == 1
+    assert r.fcall("hit", 1, "rl:{u1}", 60000) == 2
+    assert r.fcall_ro("hits", 1, "rl:{u1}") == 2
+    assert 0 < r.pttl("rl:{u1}") <= 60000
+    names = [lib[b"library_name"] if isinstance(lib, dict) else lib[1] for lib in r.function_list()]
+    assert names == [b"ratelimit"], names
+    assert r.function_delete("ratelimit")
+    try:
+        r.fcall("hit", 1, "rl:{u1}", 60000)
+    except redis.exceptions.ResponseError as e:
+        assert "Function not found" in str(e)
+    else:
+        raise AssertionError("the deleted function ran")
+
+
+@scenario
 def pubsub_messages():
     # Cache invalidation over Pub/Sub: a listener on a channel and a pattern.
     p = r.pubsub()
