@@ -28,6 +28,11 @@ use bytes::Bytes;
 
 use crate::version::Version;
 
+/// How long a client's change through a node that has not heard a member yet may wait for it
+/// (the node's first heartbeat answer comes within a second of its links) before it is refused
+/// and the client retries ([`Settings::may_change`]).
+pub const HEARD_WAIT_MS: u64 = 3_000;
+
 /// Which document (its number on the wire).
 pub type Doc = u8;
 

@@ -20,7 +20,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use hypercache_cluster::msg::{Request, Response};
-use hypercache_cluster::settings::{Doc, FUNCTIONS, USERS};
+use hypercache_cluster::settings::{Doc, FUNCTIONS, HEARD_WAIT_MS, USERS};
 use hypercache_cluster::version::Version;
 use hypercache_cluster::wire;
 use hypercache_resp::Frame;
@@ -41,19 +41,29 @@ fn document(acl: &Acl) -> Bytes {
 }
 
 /// Runs `change` on this node's users; when it reports a change (`true`) and the node is in a
-/// cluster, publishes the users as a new version to every member.
-pub fn change_users<R>(shared: &Arc<Shared>, change: impl FnOnce(&Acl) -> (R, bool)) -> R {
+/// cluster, publishes the users as a new version to every member. In a cluster, refused
+/// (`Err`, the reply, nothing run) while the machine says this node may not change them yet
+/// ([`hypercache_cluster::settings::Settings::may_change`]): a connection waits for that
+/// first ([`wait_heard`]); a change run by `EXEC` cannot.
+pub fn change_users<R>(
+    shared: &Arc<Shared>,
+    change: impl FnOnce(&Acl) -> (R, bool),
+) -> Result<R, Frame> {
     let Some(cl) = shared.cluster.clone() else {
         let (r, changed) = change(&shared.acl);
         if changed {
             shared.pubsub.enforce_acl(&shared.acl);
         }
-        return r;
+        return Ok(r);
     };
+    let alone = is_alone(&cl);
     let mut held = cl.settings.lock();
+    if !held.may_change(alone) {
+        return Err(Frame::error(NOT_HEARD));
+    }
     let (r, changed) = change(&shared.acl);
     if !changed {
-        return r;
+        return Ok(r);
     }
     shared.pubsub.enforce_acl(&shared.acl);
     let body = document(&shared.acl);
@@ -62,7 +72,7 @@ pub fn change_users<R>(shared: &Arc<Shared>, change: impl FnOnce(&Acl) -> (R, bo
     drop(held);
     tracing::info!(component = "acl", node_id = %cl.node_id, version = ?version, "users changed here; publishing them to every member");
     publish(shared, &cl, USERS, version, body);
-    r
+    Ok(r)
 }
 
 /// Pushes `doc` at `version` to every member, in the background.
@@ -117,37 +127,39 @@ pub fn change_functions(
     reply
 }
 
-/// How long a change waits for the node's first heartbeat answer ([`wait_heard`]).
-const HEARD_WITHIN: std::time::Duration = std::time::Duration::from_secs(3);
-
 /// The refusal of a change before the node heard the cluster's settings.
 pub const NOT_HEARD: &str =
     "TRYAGAIN This node has not yet heard the cluster's users and libraries: try again";
 
-/// The refusal of a change of the cluster-wide settings made before this node heard them, for
-/// the paths that cannot wait ([`wait_heard`]): a change queued in MULTI and run by EXEC.
-/// `None` on a single node or once heard.
+/// The refusal of a change of the cluster-wide settings made before this node heard them
+/// ([`heard`]), for a command that must check before it applies anything else (`CONFIG SET`
+/// of `requirepass` with other settings). `None` on a single node or once heard.
 pub fn unheard(shared: &Shared) -> Option<Frame> {
     let cl = shared.cluster.as_ref()?;
     (!heard(cl)).then(|| Frame::error(NOT_HEARD))
 }
 
+/// A cluster of one: no other member, no seed. The input the machine's `may_change` takes.
+fn is_alone(cl: &Cluster) -> bool {
+    !super::exec::has_other_members(cl) && cl.seeds.is_empty()
+}
+
 /// Whether a change of the settings may be made through this node, by the machine
 /// ([`hypercache_cluster::settings::Settings::may_change`]): it heard a member since it
-/// started, or it is a cluster of one (no other member, no seed).
+/// started, or it is a cluster of one.
 fn heard(cl: &Cluster) -> bool {
-    let alone = !super::exec::has_other_members(cl) && cl.seeds.is_empty();
+    let alone = is_alone(cl);
     cl.settings.lock().may_change(alone)
 }
 
-/// Waits (at most [`HEARD_WITHIN`]) until this node knows the cluster's settings; whether it
-/// does. A change of the users or the libraries through a node that just started waits here,
+/// Waits (at most the machine's [`HEARD_WAIT_MS`]) until this node knows the cluster's
+/// settings; whether it does. A change of the users or the libraries through a node that just started waits here,
 /// so that it is made on top of the cluster's instead of replacing them with the node's own.
 pub async fn wait_heard(shared: &Shared) -> bool {
     let Some(cl) = shared.cluster.as_ref() else {
         return true;
     };
-    let deadline = tokio::time::Instant::now() + HEARD_WITHIN;
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(HEARD_WAIT_MS);
     while !heard(cl) {
         if tokio::time::Instant::now() >= deadline {
             return false;

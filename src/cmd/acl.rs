@@ -48,15 +48,13 @@ pub(super) fn acl(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 return err("ERR This Redis instance is not configured to use an ACL file. You may want to specify users via the ACL SETUSER command and then issue a CONFIG REWRITE (assuming you have a Redis configuration file set) in order to store users in the Redis configuration.");
             }
             if sub == b"load" {
-                if let Some(e) = crate::cluster::settings::unheard(&s.shared) {
-                    return Some(e);
-                }
                 crate::cluster::settings::change_users(&s.shared, |users| {
                     match users.load_file(&path) {
                         Ok(()) => (Some(Frame::ok()), true),
                         Err(e) => (err_owned(format!("ERR {e}")), false),
                     }
                 })
+                .unwrap_or_else(Some)
             } else {
                 match s.shared.acl.save_file(&path) {
                     Ok(()) => Some(Frame::ok()),
@@ -133,9 +131,6 @@ fn setuser(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return err("ERR Usernames can't contain spaces or null characters");
     }
     // In a cluster the change goes to every member (crate::cluster::settings).
-    if let Some(e) = crate::cluster::settings::unheard(&s.shared) {
-        return Some(e);
-    }
     crate::cluster::settings::change_users(&s.shared, |users| {
         match acl::set_user(users.get(name).as_deref(), name, &a[3..]) {
             Ok(u) => {
@@ -145,19 +140,20 @@ fn setuser(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
             Err(e) => (err_owned(format!("ERR {e}")), false),
         }
     })
+    .unwrap_or_else(Some)
 }
 
 fn deluser(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     if a[2..].iter().any(|n| n.as_ref() == b"default") {
         return err("ERR The 'default' user cannot be removed");
     }
-    if let Some(e) = crate::cluster::settings::unheard(&s.shared) {
-        return Some(e);
-    }
-    let deleted = crate::cluster::settings::change_users(&s.shared, |users| {
+    let deleted = match crate::cluster::settings::change_users(&s.shared, |users| {
         let n = users.delete(&a[2..]);
         (n, n > 0)
-    });
+    }) {
+        Ok(n) => n,
+        Err(refused) => return Some(refused),
+    };
     // As Redis: every connection authenticated as a deleted user is closed (this one after its
     // reply).
     let gone: Vec<&Bytes> = a[2..].iter().collect();

@@ -305,11 +305,14 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 }
             }
             if next.requirepass != s.shared.config.read().requirepass {
-                // The default user's password: in a cluster, a change to the users like any.
-                crate::cluster::settings::change_users(&s.shared, |users| {
+                // The default user's password: in a cluster, a change to the users like any
+                // (heard already: checked above, before anything was applied).
+                if let Err(refused) = crate::cluster::settings::change_users(&s.shared, |users| {
                     users.set_default_password(&next.requirepass);
                     ((), true)
-                });
+                }) {
+                    return Some(refused);
+                }
             }
             if let Some((l, port)) = listener {
                 *s.shared.rebind.lock() = Some(l);
