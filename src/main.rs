@@ -77,6 +77,8 @@ fn main() -> ExitCode {
         // bounded in depth): room for the deepest, even in a debug build, on both kinds of
         // thread. Only the pages touched are used.
         .thread_stack_size(16 * 1024 * 1024)
+        // Replies wait for the worker's turn to end only while it is busy (`conn::busy_worker`).
+        .on_thread_park(hypercache::conn::worker_parked)
         .enable_all()
         .build()
     {
