@@ -1224,7 +1224,8 @@ impl Session {
         if self.scripts.is_empty() {
             return;
         }
-        let queued = std::mem::take(&mut self.scripts);
+        // Taken to run, given back empty: its room is kept for the next batch.
+        let mut queued = std::mem::take(&mut self.scripts);
         let shared = self.shared.clone();
         // Only what runs a script excludes other commands; loading or listing does not.
         let runs = queued.iter().any(|q| {
@@ -1240,8 +1241,6 @@ impl Session {
         let levels = self.consistency;
         let sh = shared.clone();
         let runtime = tokio::runtime::Handle::current();
-        let (jobs, rest): (Vec<_>, Vec<_>) =
-            queued.into_iter().map(|q| (q.job, (q.at, q.spec))).unzip();
         // On a single node a script's commands are local and synchronous, and the scripts run
         // here, on the runtime worker: a trip to a blocking thread and back cost more than the
         // script (docs/benchmarks.md). One that runs long moves off the worker itself
@@ -1249,41 +1248,59 @@ impl Session {
         // replicas, and `FUNCTION` subcommands run library code: those go to a blocking thread.
         let on_worker = shared.cluster.is_none()
             && runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-            && !jobs
+            && !queued
                 .iter()
-                .any(|j| matches!(j, crate::script::Job::Function(_)));
-        let replies = if on_worker {
+                .any(|q| matches!(q.job, crate::script::Job::Function(_)));
+        if on_worker {
+            for q in queued.drain(..) {
+                let (reply, counted) =
+                    crate::script::Scripts::run_job(&sh, q.job, levels, &runtime, true);
+                self.script_replied(q.at, q.spec, reply, counted);
+            }
+            self.scripts = queued;
+            self.clock = Instant::now();
+            return;
+        }
+        let (jobs, rest): (Vec<_>, Vec<_>) =
+            queued.into_iter().map(|q| (q.job, (q.at, q.spec))).unzip();
+        let replies = tokio::task::spawn_blocking(move || {
             jobs.into_iter()
-                .map(|job| crate::script::Scripts::run_job(&sh, job, levels, &runtime, true))
+                .map(|job| crate::script::Scripts::run_job(&sh, job, levels, &runtime, false))
                 .collect::<Vec<_>>()
-        } else {
-            tokio::task::spawn_blocking(move || {
-                jobs.into_iter()
-                    .map(|job| crate::script::Scripts::run_job(&sh, job, levels, &runtime, false))
-                    .collect::<Vec<_>>()
-            })
-            .await
-            .unwrap_or_default()
-        };
+        })
+        .await
+        .unwrap_or_default();
         self.clock = Instant::now();
         let mut replies = replies.into_iter();
         for (at, spec) in rest {
             let (reply, counted) = replies
                 .next()
                 .unwrap_or_else(|| (Frame::error("ERR script failed"), false));
-            if let Frame::Error(e) = &reply {
-                // An error the script passed on from redis.call was counted when the command
-                // answered it; either way the script's command failed (Redis's accounting).
-                if !counted {
-                    self.shared.metrics.commands.count_error(e.as_ref());
-                }
-                if let Some(stat) = spec.and_then(|s| self.shared.metrics.commands.of(s)) {
-                    stat.failed.fetch_add(1, Ordering::Relaxed);
-                }
+            self.script_replied(at, spec, reply, counted);
+        }
+    }
+
+    /// Puts a queued script's reply in its place in [`Session::pending`], counted as Redis
+    /// counts a script's failure.
+    fn script_replied(
+        &mut self,
+        at: usize,
+        spec: Option<&'static CommandSpec>,
+        reply: Frame,
+        counted: bool,
+    ) {
+        if let Frame::Error(e) = &reply {
+            // An error the script passed on from redis.call was counted when the command
+            // answered it; either way the script's command failed (Redis's accounting).
+            if !counted {
+                self.shared.metrics.commands.count_error(e.as_ref());
             }
-            if let Some(d) = self.pending.get_mut(at) {
-                d.task = DeferredTask::Ready(reply);
+            if let Some(stat) = spec.and_then(|s| self.shared.metrics.commands.of(s)) {
+                stat.failed.fetch_add(1, Ordering::Relaxed);
             }
+        }
+        if let Some(d) = self.pending.get_mut(at) {
+            d.task = DeferredTask::Ready(reply);
         }
     }
 

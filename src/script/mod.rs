@@ -286,6 +286,8 @@ struct Engine {
     /// In a cluster, the keys of the script about to run (or that just ran) at its slot's
     /// coordinator ([`Scripts::run_in_overlay`]): its session runs its commands over them.
     overlay: Option<crate::cluster::script::Overlay>,
+    /// The arguments of a script's commands, kept between runs ([`RunCtx::args`]).
+    args: raw::Args,
 }
 
 /// Runs between explicit steps of the VM's collector.
@@ -315,6 +317,8 @@ struct RunCtx {
     reply: Frame,
     /// A command of the script is running ([`raw`]'s invariant 4).
     busy: bool,
+    /// Where `redis.call` copies its arguments.
+    args: raw::Args,
 }
 
 /// The prelude run once in a new VM: Redis's API in Lua around the Rust functions, the error
@@ -405,14 +409,15 @@ local env_meta = {
   __newindex = readonly_error,
   __metatable = sealed,
 }
-lua_setmetatable(globals, {
+local globals_meta = {
   __index = function(_, k)
     if k == '_G' then return current_env end
     lua_error("Script attempted to access nonexistent global variable '" .. lua_tostring(k) .. "'", 2)
   end,
   __newindex = readonly_error,
   __metatable = sealed,
-})
+}
+lua_setmetatable(globals, globals_meta)
 
 local lua_rawset, lua_getfenv, lua_setfenv = rawset, getfenv, setfenv
 -- Raised from C in Redis: no position.
@@ -449,18 +454,19 @@ end
 
 -- Runs a compiled script with KEYS and ARGV in the scripts' environment. One table serves
 -- every run (a new one per run was a fifth of a short script's garbage). It stays empty: a
--- script can neither assign to it nor rawset it, and reads its names through `run_vars`
--- (this run's KEYS and ARGV) and then the globals, so that assigning KEYS raises as
--- assigning any global does in Redis.
-local run_vars = lua_setmetatable({}, { __index = globals, __metatable = sealed })
+-- script can neither assign to it nor rawset it, and reads its names through
+-- `script_globals` (the globals, copied below, and this run's KEYS and ARGV), so that
+-- assigning KEYS raises as assigning any global does in Redis. One table behind the
+-- environment, not two: every global a script reads is one miss and one hit.
+local script_globals = lua_setmetatable({}, globals_meta)
 local script_env = lua_setmetatable({}, {
-  __index = run_vars,
+  __index = script_globals,
   __newindex = readonly_error,
   __metatable = sealed,
 })
 local function run_script(f, keys, argv)
-  lua_rawset(run_vars, 'KEYS', keys)
-  lua_rawset(run_vars, 'ARGV', argv)
+  lua_rawset(script_globals, 'KEYS', keys)
+  lua_rawset(script_globals, 'ARGV', argv)
   current_env = script_env
   lua_setfenv(f, script_env)
   return xpcall(f, handler)
@@ -516,7 +522,10 @@ end
 -- Redis 7.0 gives scripts no getfenv, setfenv or newproxy.
 local hidden = { _G = true, getfenv = true, setfenv = true, newproxy = true }
 for k, v in pairs(G) do
-  if not hidden[k] then lua_rawset(globals, k, v) end
+  if not hidden[k] then
+    lua_rawset(globals, k, v)
+    lua_rawset(script_globals, k, v)
+  end
 end
 
 return run_script, run_function, load_library, library_env
@@ -571,6 +580,7 @@ impl Engine {
             runs: Default::default(),
             hooked: Default::default(),
             overlay: None,
+            args: raw::Args::default(),
         })
     }
 
@@ -1241,6 +1251,7 @@ impl Engine {
             shared: shared.clone(),
             reply: Frame::Null,
             busy: false,
+            args: std::mem::take(&mut self.args),
         };
         let running = &shared.scripts.running;
         running.on_worker.store(on_worker, Ordering::Release);
@@ -1257,6 +1268,7 @@ impl Engine {
         };
         running.started_ms.store(0, Ordering::Release);
         *running.current.lock() = None;
+        self.args = ctx.args;
         let mut session = ctx.session;
         self.overlay = session.overlay.take().map(|o| *o);
         session.end_batch();

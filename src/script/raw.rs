@@ -36,7 +36,7 @@ use std::ffi::c_int;
 use std::marker::PhantomData;
 use std::sync::atomic::Ordering;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use hypercache_cluster::slot::redis_slot;
 use hypercache_resp::frame::{decode, DecodeLimits};
 use hypercache_resp::num::format_g;
@@ -136,29 +136,83 @@ unsafe fn command(l: *mut lua_State, raise: bool) -> c_int {
 /// Runs the command whose arguments are on the stack and leaves its reply (or the refusal) in
 /// `ctx.reply`. Touches the stack only to read it: nothing here raises.
 fn execute(l: *mut lua_State, ctx: &mut RunCtx) {
-    ctx.reply = match read_args(l) {
-        Ok(args) => run_command(ctx, args),
+    let mut args = std::mem::take(&mut ctx.args);
+    ctx.reply = match args.read(l) {
+        Ok(()) => run_command(ctx, &mut args.list),
         Err(text) => refusal(ctx, text),
     };
+    args.done();
+    ctx.args = args;
 }
 
-/// The command's arguments, as Redis takes them: strings, and numbers as `%.17g`.
-fn read_args(l: *mut lua_State) -> Result<Vec<Bytes>, &'static [u8]> {
-    // SAFETY: reads of the stack of the running C function (invariant 2).
-    unsafe {
-        let n = ffi::lua_gettop(l);
-        if n == 0 {
-            return Err(b"Please specify at least one argument for this redis lib call");
+/// The arguments of a script's command, and the buffer they are copied into: kept between
+/// commands and runs, so that a command's arguments cost no allocation of their own (three
+/// per command of a short script otherwise).
+#[derive(Default)]
+pub(super) struct Args {
+    list: Vec<Bytes>,
+    /// Short arguments are slices of this buffer; it is reused once the command dropped them
+    /// (a command that keeps an argument keeps the buffer, and the next one gets a new one).
+    arena: BytesMut,
+}
+
+/// Arguments longer than this get an allocation of their own rather than a slice of the arena,
+/// which a long-lived one would keep from being reused.
+const ARENA_ARG_MAX: usize = 1024;
+/// The arena is released after a command that grew it past this.
+const ARENA_KEEP: usize = 64 * 1024;
+
+impl Args {
+    /// Reads the command's arguments, as Redis takes them: strings, and numbers as `%.17g`.
+    fn read(&mut self, l: *mut lua_State) -> Result<(), &'static [u8]> {
+        // SAFETY: reads of the stack of the running C function (invariant 2).
+        unsafe {
+            let n = ffi::lua_gettop(l);
+            if n == 0 {
+                return Err(b"Please specify at least one argument for this redis lib call");
+            }
+            let mut short = 0;
+            for i in 1..=n {
+                match ffi::lua_type(l, i) {
+                    ffi::LUA_TSTRING => {
+                        let len = string_at(l, i).len();
+                        if len <= ARENA_ARG_MAX {
+                            short += len;
+                        }
+                    }
+                    ffi::LUA_TNUMBER => short += 24,
+                    _ => {
+                        return Err(b"Lua redis lib command arguments must be strings or integers")
+                    }
+                }
+            }
+            self.arena.reserve(short);
+            for i in 1..=n {
+                let arg = if ffi::lua_type(l, i) == ffi::LUA_TSTRING {
+                    let s = string_at(l, i);
+                    if s.len() > ARENA_ARG_MAX {
+                        self.list.push(Bytes::copy_from_slice(s));
+                        continue;
+                    }
+                    self.arena.extend_from_slice(s);
+                    self.arena.split()
+                } else {
+                    self.arena
+                        .extend_from_slice(format_g(ffi::lua_tonumber(l, i), 17).as_bytes());
+                    self.arena.split()
+                };
+                self.list.push(arg.freeze());
+            }
+            Ok(())
         }
-        let mut args = Vec::with_capacity(n as usize);
-        for i in 1..=n {
-            args.push(match ffi::lua_type(l, i) {
-                ffi::LUA_TSTRING => Bytes::copy_from_slice(string_at(l, i)),
-                ffi::LUA_TNUMBER => Bytes::from(format_g(ffi::lua_tonumber(l, i), 17)),
-                _ => return Err(b"Lua redis lib command arguments must be strings or integers"),
-            });
+    }
+
+    /// Drops the command's arguments, keeping the room they took.
+    fn done(&mut self) {
+        self.list.clear();
+        if self.arena.capacity() > ARENA_KEEP {
+            self.arena = BytesMut::new();
         }
-        Ok(args)
     }
 }
 
@@ -182,7 +236,7 @@ fn refusal(ctx: &RunCtx, text: &[u8]) -> Frame {
 }
 
 /// Runs one command of the script through its session; its reply, or why it was refused.
-fn run_command(ctx: &mut RunCtx, mut args: Vec<Bytes>) -> Frame {
+fn run_command(ctx: &mut RunCtx, args: &mut Vec<Bytes>) -> Frame {
     let Some((spec, _)) = crate::cmd::lookup(&args[0]) else {
         return refusal(ctx, b"Unknown Redis command called from script");
     };
@@ -223,7 +277,7 @@ fn run_command(ctx: &mut RunCtx, mut args: Vec<Bytes>) -> Frame {
     }
     if ctx.cluster && !ctx.allow_cross_slot && spec.first_key > 0 {
         let mut cross = false;
-        for i in spec.key_positions(&args) {
+        for i in spec.key_positions(args) {
             let slot = redis_slot(&args[i]);
             match ctx.slot {
                 None => ctx.slot = Some(slot),
@@ -239,7 +293,7 @@ fn run_command(ctx: &mut RunCtx, mut args: Vec<Bytes>) -> Frame {
         }
     }
     if let Some(o) = &ctx.session.overlay {
-        if !crate::cluster::script::allowed(spec, &args, o) {
+        if !crate::cluster::script::allowed(spec, args, o) {
             let text = format!("-{}", crate::cluster::script::NOT_HERE);
             return rejected(ctx, text.as_bytes());
         }
@@ -252,7 +306,7 @@ fn run_command(ctx: &mut RunCtx, mut args: Vec<Bytes>) -> Frame {
             .wrote
             .store(true, Ordering::Release);
     }
-    ctx.session.run(&mut args);
+    ctx.session.run(args);
     if !ctx.session.pending.is_empty() {
         let s = &mut ctx.session;
         let rt = &ctx.runtime;
