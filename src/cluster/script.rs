@@ -188,14 +188,20 @@ pub fn compute(
         return overlay.computed(Frame::error("ERR no such user"), proto);
     };
     let function = p.function.is_some();
+    // The command as the caller's node received it, with the keys and arguments it sent.
+    let nkeys = p.keys.len();
+    let mut argv = p.argv;
+    argv.truncate(3);
+    argv.resize(3, Bytes::new());
+    argv.extend(p.keys);
+    argv.extend(p.args);
     let call = crate::script::Call {
-        argv: p.argv,
+        argv: argv.into(),
+        nkeys,
         sha: p
             .function
             .unwrap_or_else(|| crate::script::sha1_hex(&p.body)),
         body: (!function).then_some(p.body),
-        keys: p.keys,
-        args: p.args,
         read_only: p.read_only,
         user,
         tracking: (0, None),

@@ -37,10 +37,11 @@ pub(super) fn evalsha_ro(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 }
 
 fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> Option<Frame> {
-    let (keys, args) = match keys_and_args(s, a, errors::NOT_INTEGER) {
-        Ok(ka) => ka,
+    let nkeys = match keys_and_args(s, a, errors::NOT_INTEGER) {
+        Ok(n) => n,
         Err(e) => return e,
     };
+    let keys = &a[3..3 + nkeys];
     let (sha, body) = if by_sha {
         let sha = String::from_utf8_lossy(&a[1]).to_ascii_lowercase();
         if a[1].len() != 40 || !s.shared.scripts.exists(&sha) {
@@ -53,15 +54,15 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
     if s.shared.cluster.is_some() && !keys.is_empty() {
         let text = body.clone().or_else(|| s.shared.scripts.body(&sha));
         if let Some(text) = text.filter(|t| crate::script::atomic_in_cluster(t)) {
-            return at_coordinator(s, a, text, keys, args, read_only, None);
+            let args = a[3 + nkeys..].to_vec();
+            return at_coordinator(s, a, text, keys.to_vec(), args, read_only, None);
         }
     }
     s.script_ready = Some(Job::Run(Call {
-        argv: a.to_vec(),
+        argv: a.into(),
+        nkeys,
         sha,
         body,
-        keys,
-        args,
         read_only,
         user: s.user.clone(),
         tracking: (s.tracking_id, s.tracking.clone()),
@@ -172,11 +173,13 @@ fn at_coordinator(
 
 /// A script's or function's `numkeys` (a[2]), its keys and its arguments, with Redis's errors
 /// (`not_a_number` when numkeys is not an integer); in a cluster the keys must share a slot.
+/// How many keys a script call (`a`: EVAL, EVALSHA, FCALL and their `_RO` forms) declares:
+/// `a[3..3 + n]` are its keys, the rest its arguments.
 fn keys_and_args(
     s: &Session,
     a: &[Bytes],
     not_a_number: &'static str,
-) -> Result<(Vec<Bytes>, Vec<Bytes>), Option<Frame>> {
+) -> Result<usize, Option<Frame>> {
     let Some(numkeys) = num::parse_i64(&a[2]) else {
         return Err(err(not_a_number));
     };
@@ -187,7 +190,7 @@ fn keys_and_args(
         return Err(err(errors::NUMKEYS_NEGATIVE));
     }
     let n = numkeys as usize;
-    let keys = a[3..3 + n].to_vec();
+    let keys = &a[3..3 + n];
     if s.shared.cluster.is_some()
         && keys
             .windows(2)
@@ -195,7 +198,7 @@ fn keys_and_args(
     {
         return Err(err(errors::CROSSSLOT));
     }
-    Ok((keys, a[3 + n..].to_vec()))
+    Ok(n)
 }
 
 /// # Format
@@ -270,26 +273,25 @@ pub(super) fn fcall_ro(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 }
 
 fn fcall_generic(s: &mut Session, a: &[Bytes], read_only: bool) -> Option<Frame> {
-    let (keys, args) = match keys_and_args(s, a, "ERR Bad number of keys provided") {
-        Ok(ka) => ka,
+    let nkeys = match keys_and_args(s, a, "ERR Bad number of keys provided") {
+        Ok(n) => n,
         Err(e) => return e,
     };
     let call = Call {
-        argv: a.to_vec(),
+        argv: a.into(),
+        nkeys,
         sha: String::from_utf8_lossy(&a[1]).into_owned(),
         body: None,
-        keys,
-        args,
         read_only,
         user: s.user.clone(),
         tracking: (s.tracking_id, s.tracking.clone()),
         db: s.db,
     };
-    if s.shared.cluster.is_some() && !call.keys.is_empty() {
+    if s.shared.cluster.is_some() && nkeys > 0 {
         // With keys, in a cluster: atomically at their slot's coordinator if the library is
         // loaded there too (functions live on the node that loaded them); else here, call by
         // call, as without keys.
-        let (keys, args) = (call.keys.clone(), call.args.clone());
+        let (keys, args) = (call.keys().to_vec(), call.args().to_vec());
         return at_coordinator(s, a, Bytes::new(), keys, args, read_only, Some(call));
     }
     s.script_ready = Some(Job::Fcall(call));
@@ -334,7 +336,7 @@ pub(super) fn function(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     (bulk("name"), bulk(&name)),
                     (
                         bulk("command"),
-                        Frame::Array(argv.into_iter().map(Frame::Bulk).collect()),
+                        Frame::Array(argv.iter().cloned().map(Frame::Bulk).collect()),
                     ),
                     (bulk("duration_ms"), Frame::Integer(ms as i64)),
                 ]),

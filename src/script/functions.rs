@@ -28,7 +28,7 @@ pub(crate) struct Library {
 /// case-insensitive, as in Redis).
 pub(crate) struct FunctionDef {
     library: String,
-    pub(crate) callback: Function,
+    pub(crate) callback: std::sync::Arc<Function>,
     pub(crate) flags: Flags,
     description: Option<String>,
 }
@@ -393,7 +393,7 @@ impl Engine {
                 fname.to_ascii_lowercase(),
                 FunctionDef {
                     library: name.clone(),
-                    callback,
+                    callback: std::sync::Arc::new(callback),
                     flags,
                     description,
                 },

@@ -36,7 +36,7 @@ mod functions;
 pub(crate) mod libs;
 mod raw;
 
-use std::collections::HashMap;
+use ahash::AHashMap as HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -83,7 +83,7 @@ pub struct Running {
     function: AtomicBool,
     /// What runs: its name (a function's, or the script's SHA1) and its command, for
     /// `FUNCTION STATS`.
-    current: Mutex<Option<(String, Vec<Bytes>)>>,
+    current: Mutex<Option<(String, Arc<[Bytes]>)>>,
     /// It still holds a runtime worker ([`Scripts::run_job`]).
     on_worker: AtomicBool,
     /// The hook of a killed script switched to every line: the next run sets the usual one.
@@ -131,7 +131,7 @@ impl Running {
     }
 
     /// `FUNCTION STATS`' `running_script`: name, command and milliseconds so far.
-    pub fn current(&self) -> Option<(String, Vec<Bytes>, u64)> {
+    pub fn current(&self) -> Option<(String, Arc<[Bytes]>, u64)> {
         let started = self.started_ms.load(Ordering::Acquire);
         if started == 0 {
             return None;
@@ -150,16 +150,15 @@ pub type Levels = (
 /// A script to run, from EVAL/EVALSHA (and their `_RO` forms), or a function (FCALL).
 #[derive(Debug, Clone)]
 pub struct Call {
-    /// The command as the client sent it (FUNCTION STATS shows it).
-    pub argv: Vec<Bytes>,
+    /// The command as the client sent it: `EVAL script numkeys key... arg...` (and the same
+    /// shape for EVALSHA and FCALL). FUNCTION STATS shows it; KEYS and ARGV are its slices.
+    pub argv: Arc<[Bytes]>,
+    /// How many of its arguments after the first three are keys.
+    pub nkeys: usize,
     /// SHA1 of the body.
     pub sha: String,
     /// The body (EVAL); `None` for EVALSHA.
     pub body: Option<Bytes>,
-    /// `KEYS`.
-    pub keys: Vec<Bytes>,
-    /// `ARGV`.
-    pub args: Vec<Bytes>,
     /// `EVAL_RO`/`EVALSHA_RO`: write commands are refused.
     pub read_only: bool,
     /// The caller's ACL user: the script's commands are checked against it.
@@ -170,6 +169,18 @@ pub struct Call {
     /// The caller's database: the script starts in it (a `SELECT` inside changes only the
     /// script's).
     pub db: u8,
+}
+
+impl Call {
+    /// `KEYS`.
+    pub fn keys(&self) -> &[Bytes] {
+        self.argv.get(3..3 + self.nkeys).unwrap_or_default()
+    }
+
+    /// `ARGV`.
+    pub fn args(&self) -> &[Bytes] {
+        self.argv.get(3 + self.nkeys..).unwrap_or_default()
+    }
 }
 
 /// What a connection asks the script engine to do ([`Scripts::run_job`]).
@@ -251,7 +262,8 @@ fn shebang(body: &[u8]) -> Result<(Flags, usize), String> {
 
 /// A compiled script.
 struct Compiled {
-    function: Function,
+    /// Shared, not cloned, for a run: cloning an mlua value takes its lock and a reference.
+    function: Arc<Function>,
     flags: Flags,
 }
 
@@ -260,9 +272,9 @@ struct Engine {
     lua: Lua,
     /// Runs a compiled function with its KEYS and ARGV, in an environment of its own, under
     /// Redis's error handler.
-    runner: Function,
+    runner: Arc<Function>,
     /// Runs a function's callback with (KEYS, ARGV) under the error handler.
-    fcall_runner: Function,
+    fcall_runner: Arc<Function>,
     /// Runs a library's code at FUNCTION LOAD.
     load_runner: Function,
     /// Makes a library's environment: returns it and the function that opens it to the
@@ -568,8 +580,8 @@ impl Engine {
             .call((call, pcall, errtext, load_api.clone()))?;
         Ok(Engine {
             lua,
-            runner,
-            fcall_runner,
+            runner: Arc::new(runner),
+            fcall_runner: Arc::new(fcall_runner),
             load_runner,
             library_env,
             load_api,
@@ -603,8 +615,13 @@ impl Engine {
                     error_message(&e)
                 )
             })?;
-        self.scripts
-            .insert(sha.clone(), Compiled { function, flags });
+        self.scripts.insert(
+            sha.clone(),
+            Compiled {
+                function: Arc::new(function),
+                flags,
+            },
+        );
         scripts.bodies.lock().insert(sha.clone(), body.clone());
         Ok(sha)
     }
@@ -1022,23 +1039,32 @@ impl Scripts {
                 Err(e) => Frame::Error(e.into()),
             }),
             Job::Run(mut call) => {
-                // A body cached without compiling ([`Scripts::remember`]) is compiled now.
-                let body = call.body.clone().or_else(|| {
-                    (!engine.scripts.contains_key(&call.sha))
-                        .then(|| scripts.body(&call.sha))
-                        .flatten()
-                });
-                let sha = match &body {
-                    Some(body) => match engine.compile(scripts, body) {
-                        Ok(sha) => sha,
-                        Err(e) => return plain(Frame::Error(e.into())),
-                    },
-                    None => call.sha.clone(),
+                // EVALSHA of a compiled script (the usual case) looks it up once; a body
+                // cached without compiling ([`Scripts::remember`]) is compiled now.
+                let known = match &call.body {
+                    None => engine
+                        .scripts
+                        .get(&call.sha)
+                        .map(|c| (c.flags, c.function.clone())),
+                    Some(_) => None,
                 };
-                let Some(compiled) = engine.scripts.get(&sha) else {
-                    return plain(Frame::error(errors::NOSCRIPT));
+                let (sha, flags, f) = match known {
+                    Some((flags, f)) => (std::mem::take(&mut call.sha), flags, f),
+                    None => {
+                        let body = call.body.clone().or_else(|| scripts.body(&call.sha));
+                        let Some(body) = body else {
+                            return plain(Frame::error(errors::NOSCRIPT));
+                        };
+                        let sha = match engine.compile(scripts, &body) {
+                            Ok(sha) => sha,
+                            Err(e) => return plain(Frame::Error(e.into())),
+                        };
+                        let Some(compiled) = engine.scripts.get(&sha) else {
+                            return plain(Frame::error(errors::NOSCRIPT));
+                        };
+                        (sha, compiled.flags, compiled.function.clone())
+                    }
                 };
-                let (flags, f) = (compiled.flags, compiled.function.clone());
                 let runner = engine.runner.clone();
                 engine.run(
                     shared,
@@ -1179,8 +1205,8 @@ impl Engine {
         shared: &Arc<Shared>,
         name: &str,
         flags: Flags,
-        function: Function,
-        runner: Function,
+        function: Arc<Function>,
+        runner: Arc<Function>,
         is_function: bool,
         call: &mut Call,
         caller_levels: Levels,
@@ -1225,7 +1251,7 @@ impl Engine {
         session.tracking = call.tracking.1.clone();
         session.select(call.db);
         session.script_keys = if session.tracking.is_some() {
-            call.keys.clone()
+            call.keys().to_vec()
         } else {
             Vec::new()
         };
@@ -1233,7 +1259,7 @@ impl Engine {
         session.begin_script();
         session.overlay = self.overlay.take().map(Box::new);
         let slot = if cluster && !flags.allow_cross_slot {
-            call.keys.first().map(|k| redis_slot(k))
+            call.keys().first().map(|k| redis_slot(k))
         } else {
             None
         };
@@ -1258,9 +1284,7 @@ impl Engine {
         running.kill.store(false, Ordering::Release);
         running.wrote.store(false, Ordering::Release);
         running.function.store(is_function, Ordering::Release);
-        // Moved, not copied: nothing reads the command after this (FUNCTION STATS reads it here).
-        let argv = std::mem::take(&mut call.argv);
-        *running.current.lock() = Some((name.to_string(), argv));
+        *running.current.lock() = Some((name.to_string(), call.argv.clone()));
         running.started_ms.store(now_ms().max(1), Ordering::Release);
         let reply = {
             let _entered = raw::enter(&mut ctx);
@@ -1332,7 +1356,7 @@ impl Engine {
         #[allow(unsafe_code)]
         let result = unsafe {
             lua.exec_raw::<MultiValue>((runner, f), |l| {
-                raw::invoke(l, &call.keys, &call.args, &lift, &mut done)
+                raw::invoke(l, call.keys(), call.args(), &lift, &mut done)
             })
         };
         lift();
