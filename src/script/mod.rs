@@ -83,7 +83,7 @@ pub struct Running {
     function: AtomicBool,
     /// What runs: its name (a function's, or the script's SHA1) and its command, for
     /// `FUNCTION STATS`.
-    current: Mutex<Option<(String, Arc<[Bytes]>)>>,
+    current: Mutex<Option<NameAndCommand>>,
     /// It still holds a runtime worker ([`Scripts::run_job`]).
     on_worker: AtomicBool,
     /// The hook of a killed script switched to every line: the next run sets the usual one.
@@ -131,7 +131,7 @@ impl Running {
     }
 
     /// `FUNCTION STATS`' `running_script`: name, command and milliseconds so far.
-    pub fn current(&self) -> Option<(String, Arc<[Bytes]>, u64)> {
+    pub fn current(&self) -> Option<(Arc<str>, Arc<[Bytes]>, u64)> {
         let started = self.started_ms.load(Ordering::Acquire);
         if started == 0 {
             return None;
@@ -140,6 +140,10 @@ impl Running {
         Some((name, argv, now_ms().saturating_sub(started)))
     }
 }
+
+/// A running script's name (a function's, or the script's SHA1) and its command, shared with
+/// the run (no copy per run).
+pub type NameAndCommand = (Arc<str>, Arc<[Bytes]>);
 
 /// A client's consistency overrides (read, write), which its scripts' commands run at.
 pub type Levels = (
@@ -265,14 +269,16 @@ struct Compiled {
     /// Shared, not cloned, for a run: cloning an mlua value takes its lock and a reference.
     function: Arc<Function>,
     flags: Flags,
+    /// Its SHA1, for what FUNCTION STATS shows while it runs.
+    name: Arc<str>,
 }
 
 /// The VM and what lives in it.
 struct Engine {
     lua: Lua,
-    /// Runs a compiled function with its KEYS and ARGV, in an environment of its own, under
-    /// Redis's error handler.
-    runner: Arc<Function>,
+    /// What a script's run needs from the prelude: its error handler, its globals and its
+    /// environment (a script runs from Rust: `raw::invoke`).
+    direct: raw::ScriptRefs,
     /// Runs a function's callback with (KEYS, ARGV) under the error handler.
     fcall_runner: Arc<Function>,
     /// Runs a library's code at FUNCTION LOAD.
@@ -333,8 +339,13 @@ struct RunCtx {
     args: raw::Args,
 }
 
+/// What the prelude returns (in its `return`'s order).
+type Prelude = (Function, Function, Function, Function, Table, Table, Table);
+
 /// The prelude run once in a new VM: Redis's API in Lua around the Rust functions, the error
-/// handler, and the sandbox. Returns the runner (`xpcall` under the handler).
+/// handler, and the sandbox. Returns the runners of functions and of libraries' code, and what
+/// a script's run uses from Rust (`raw::invoke`): the error handler, the scripts' globals and
+/// environment, and the slot naming the running environment.
 const PRELUDE: &str = r#"
 local hc_call, hc_pcall, hc_errtext, load_api = ...
 local lua_pcall, lua_error, lua_type, lua_tostring, rawget = pcall, error, type, tostring, rawget
@@ -411,7 +422,9 @@ for _, name in ipairs({ 'redis', 'string', 'math', 'table', 'bit', 'cjson', 'cms
 end
 getmetatable('').__metatable = sealed
 
-local current_env
+-- The running script's or library's environment, in a slot that a script's run sets from Rust
+-- (`raw::invoke`) without a Lua call.
+local current = {}
 -- A script's globals are read through a table (a plain index, no function call per name):
 -- a copy of the globals made at the end of this prelude (nothing sets one after it), whose
 -- own metatable answers `_G` with the running environment and raises on a missing name.
@@ -423,7 +436,7 @@ local env_meta = {
 }
 local globals_meta = {
   __index = function(_, k)
-    if k == '_G' then return current_env end
+    if k == '_G' then return current[1] end
     lua_error("Script attempted to access nonexistent global variable '" .. lua_tostring(k) .. "'", 2)
   end,
   __newindex = readonly_error,
@@ -436,11 +449,11 @@ local lua_rawset, lua_getfenv, lua_setfenv = rawset, getfenv, setfenv
 local function refused() lua_error('Attempt to modify a readonly table', 0) end
 -- The running script's environment is protected too, without a weak-table entry per run.
 setmetatable = function(t, m)
-  if t == current_env or protected[t] then refused() end
+  if t == current[1] or protected[t] then refused() end
   return lua_setmetatable(t, m)
 end
 rawset = function(t, k, v)
-  if t == current_env or protected[t] then refused() end
+  if t == current[1] or protected[t] then refused() end
   return lua_rawset(t, k, v)
 end
 
@@ -451,7 +464,7 @@ loadstring = function(s, name)
     return nil, 'binary chunks are not allowed'
   end
   local f, e = lua_loadstring(s, name)
-  if f and current_env then lua_setfenv(f, current_env) end
+  if f and current[1] then lua_setfenv(f, current[1]) end
   return f, e
 end
 load = function(f, name)
@@ -476,17 +489,13 @@ local script_env = lua_setmetatable({}, {
   __newindex = readonly_error,
   __metatable = sealed,
 })
-local function run_script(f, keys, argv)
-  lua_rawset(script_globals, 'KEYS', keys)
-  lua_rawset(script_globals, 'ARGV', argv)
-  current_env = script_env
-  lua_setfenv(f, script_env)
-  return xpcall(f, handler)
-end
+-- A script runs from Rust (`raw::invoke`, as Redis's C calls it): KEYS and ARGV set in
+-- `script_globals`, `current[1]` and the function's environment set to `script_env`, called
+-- under `handler`.
 
 -- Runs a function's callback: it keeps its library's environment.
 local function run_function(f, keys, argv)
-  current_env = lua_getfenv(f)
+  current[1] = lua_getfenv(f)
   return xpcall(function() return f(keys, argv) end, handler)
 end
 
@@ -526,7 +535,7 @@ local function load_handler(err)
   return 'ERR ' .. lua_tostring(err)
 end
 local function load_library(f, env)
-  current_env = env
+  current[1] = env
   lua_setfenv(f, env)
   return xpcall(f, load_handler)
 end
@@ -540,7 +549,7 @@ for k, v in pairs(G) do
   end
 end
 
-return run_script, run_function, load_library, library_env
+return run_function, load_library, library_env, handler, script_globals, script_env, current
 "#;
 
 impl Engine {
@@ -568,19 +577,15 @@ impl Engine {
                 other => (format!("{other:?}"), false),
             })
         })?;
-        let (runner, fcall_runner, load_runner, library_env): (
-            Function,
-            Function,
-            Function,
-            Function,
-        ) = lua
+        let (fcall_runner, load_runner, library_env, handler, globals, env, current): Prelude = lua
             .load(PRELUDE)
             .set_name("@hc_prelude")
             .set_mode(mlua::chunk::ChunkMode::Text)
             .call((call, pcall, errtext, load_api.clone()))?;
+        let direct = raw::ScriptRefs::new(&lua, handler, globals, env, current)?;
         Ok(Engine {
             lua,
-            runner: Arc::new(runner),
+            direct,
             fcall_runner: Arc::new(fcall_runner),
             load_runner,
             library_env,
@@ -620,6 +625,7 @@ impl Engine {
             Compiled {
                 function: Arc::new(function),
                 flags,
+                name: Arc::from(sha.as_str()),
             },
         );
         scripts.bodies.lock().insert(sha.clone(), body.clone());
@@ -1045,11 +1051,11 @@ impl Scripts {
                     None => engine
                         .scripts
                         .get(&call.sha)
-                        .map(|c| (c.flags, c.function.clone())),
+                        .map(|c| (c.name.clone(), c.flags, c.function.clone())),
                     Some(_) => None,
                 };
                 let (sha, flags, f) = match known {
-                    Some((flags, f)) => (std::mem::take(&mut call.sha), flags, f),
+                    Some(known) => known,
                     None => {
                         let body = call.body.clone().or_else(|| scripts.body(&call.sha));
                         let Some(body) = body else {
@@ -1062,16 +1068,19 @@ impl Scripts {
                         let Some(compiled) = engine.scripts.get(&sha) else {
                             return plain(Frame::error(errors::NOSCRIPT));
                         };
-                        (sha, compiled.flags, compiled.function.clone())
+                        (
+                            compiled.name.clone(),
+                            compiled.flags,
+                            compiled.function.clone(),
+                        )
                     }
                 };
-                let runner = engine.runner.clone();
                 engine.run(
                     shared,
-                    &sha,
+                    sha,
                     flags,
                     f,
-                    runner,
+                    None,
                     false,
                     &mut call,
                     caller_levels,
@@ -1090,11 +1099,11 @@ impl Scripts {
                     return plain(Frame::error("ERR Function not found"));
                 };
                 let (flags, f) = (def.flags, def.callback.clone());
-                let runner = engine.fcall_runner.clone();
-                let name = call.sha.clone();
+                let runner = Some(engine.fcall_runner.clone());
+                let name = Arc::from(call.sha.as_str());
                 engine.run(
                     shared,
-                    &name,
+                    name,
                     flags,
                     f,
                     runner,
@@ -1139,7 +1148,8 @@ impl Scripts {
                 return (Frame::error("ERR Function not found"), overlay);
             };
             let (flags, f) = (def.flags, def.callback.clone());
-            (call.sha.clone(), flags, f, engine.fcall_runner.clone())
+            let runner = Some(engine.fcall_runner.clone());
+            (Arc::from(call.sha.as_str()), flags, f, runner)
         } else {
             let body = call.body.clone().unwrap_or_default();
             let sha = match engine.compile(scripts, &body) {
@@ -1150,12 +1160,12 @@ impl Scripts {
                 return (Frame::error(errors::NOSCRIPT), overlay);
             };
             let (flags, f) = (compiled.flags, compiled.function.clone());
-            (sha, flags, f, engine.runner.clone())
+            (compiled.name.clone(), flags, f, None)
         };
         engine.overlay = Some(overlay);
         let (reply, _) = engine.run(
             shared,
-            &name,
+            name,
             flags,
             f,
             runner,
@@ -1203,10 +1213,10 @@ impl Engine {
     fn run(
         &mut self,
         shared: &Arc<Shared>,
-        name: &str,
+        name: Arc<str>,
         flags: Flags,
         function: Arc<Function>,
-        runner: Arc<Function>,
+        runner: Option<Arc<Function>>,
         is_function: bool,
         call: &mut Call,
         caller_levels: Levels,
@@ -1284,11 +1294,11 @@ impl Engine {
         running.kill.store(false, Ordering::Release);
         running.wrote.store(false, Ordering::Release);
         running.function.store(is_function, Ordering::Release);
-        *running.current.lock() = Some((name.to_string(), call.argv.clone()));
+        *running.current.lock() = Some((name.clone(), call.argv.clone()));
         running.started_ms.store(now_ms().max(1), Ordering::Release);
         let reply = {
             let _entered = raw::enter(&mut ctx);
-            self.call_function(shared, name, &function, &runner, call)
+            self.call_function(shared, &name, &function, runner.as_deref(), call)
         };
         running.started_ms.store(0, Ordering::Release);
         *running.current.lock() = None;
@@ -1305,7 +1315,7 @@ impl Engine {
         shared: &Arc<Shared>,
         sha: &str,
         f: &Function,
-        runner: &Function,
+        runner: Option<&Function>,
         call: &Call,
     ) -> (Frame, bool) {
         let plain = |f: Frame| (f, false);
@@ -1352,12 +1362,25 @@ impl Engine {
             let _ = lua.set_memory_limit(0);
         };
         // SAFETY: the closure owns nothing with a destructor (`raw`'s invariant 1), and the
-        // runner and the function are the two values exec_raw pushes.
+        // values exec_raw pushes are the ones `invoke` expects: the function alone (a script,
+        // run directly), or the runner and the function.
         #[allow(unsafe_code)]
         let result = unsafe {
-            lua.exec_raw::<MultiValue>((runner, f), |l| {
-                raw::invoke(l, call.keys(), call.args(), &lift, &mut done)
-            })
+            match runner {
+                None => lua.exec_raw::<MultiValue>(f, |l| {
+                    raw::invoke(
+                        l,
+                        Some(&self.direct),
+                        call.keys(),
+                        call.args(),
+                        &lift,
+                        &mut done,
+                    )
+                }),
+                Some(runner) => lua.exec_raw::<MultiValue>((runner, f), |l| {
+                    raw::invoke(l, None, call.keys(), call.args(), &lift, &mut done)
+                }),
+            }
         };
         lift();
         // Every run leaves its environment and KEYS/ARGV behind; Lua's incremental collector

@@ -442,30 +442,61 @@ pub(super) fn functions(lua: &mlua::Lua) -> mlua::Result<(mlua::Function, mlua::
     unsafe { Ok((lua.create_c_function(call)?, lua.create_c_function(pcall)?)) }
 }
 
-/// Called by `Lua::exec_raw` with the runner and the compiled function at 1 and 2: pushes
-/// KEYS and ARGV, runs the runner, lifts the memory limit (`lift`), and converts the reply if
-/// the script returned. Its reply's `ignore_error_stats_update` mark comes with it (a `return
-/// redis.pcall(...)` of an error counted already).
+/// Called by `Lua::exec_raw` with a script's compiled function at 1 (`direct`: the prelude's
+/// values a script's run uses), or with a runner and a function's callback at 1 and 2: makes
+/// KEYS and ARGV, runs the script (or the runner), lifts the memory limit (`lift`), and
+/// converts the reply if the script returned. Its reply's `ignore_error_stats_update` mark
+/// comes with it (a `return redis.pcall(...)` of an error counted already).
 ///
 /// # Safety
-/// `l` is the state `exec_raw` runs this in, with those two values on its stack. The caller's
-/// closure owns nothing with a destructor (invariant 1): KEYS and ARGV may fail to allocate
-/// under the memory limit.
+/// `l` is the state `exec_raw` runs this in, with those values on its stack (and nothing
+/// under them). The caller's closure owns nothing with a destructor (invariant 1): KEYS and
+/// ARGV may fail to allocate under the memory limit.
 pub(super) unsafe fn invoke(
     l: *mut lua_State,
+    direct: Option<&ScriptRefs>,
     keys: &[Bytes],
     argv: &[Bytes],
     lift: &dyn Fn(),
     out: &mut Outcome,
 ) {
-    push_array(l, keys);
-    push_array(l, argv);
-    let status = ffi::lua_pcall(l, 3, ffi::LUA_MULTRET, 0);
-    lift();
-    if status != 0 {
-        // An error outside the runner's handler (out of memory making the environment):
-        // raised again for exec_raw to report.
-        ffi::lua_error(l);
+    if let Some(refs) = direct {
+        // A script, as Redis's C runs one: the stack holds the compiled function. KEYS and
+        // ARGV go into the scripts' globals, the function gets the scripts' environment (and
+        // `_G` answers it), and it is called under the error handler. What the runner did in
+        // Lua, without its Lua frame, its `xpcall` and four library calls.
+        room(l, 6);
+        ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.handler);
+        ffi::lua_insert(l, 1);
+        ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.env);
+        ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.current);
+        ffi::lua_pushvalue(l, 3);
+        ffi::lua_rawseti(l, 4, 1);
+        ffi::lua_settop(l, 3);
+        ffi::lua_setfenv(l, 2);
+        ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.globals);
+        push_bytes(l, b"KEYS");
+        push_array(l, keys);
+        ffi::lua_rawset(l, 3);
+        push_bytes(l, b"ARGV");
+        push_array(l, argv);
+        ffi::lua_rawset(l, 3);
+        ffi::lua_settop(l, 2);
+        let status = ffi::lua_pcall(l, 0, ffi::LUA_MULTRET, 1);
+        lift();
+        // As the runner returned: true and the script's values, or false and the error.
+        ffi::lua_pushboolean(l, c_int::from(status == 0));
+        ffi::lua_replace(l, 1);
+    } else {
+        push_array(l, keys);
+        push_array(l, argv);
+        let status = ffi::lua_pcall(l, 3, ffi::LUA_MULTRET, 0);
+        lift();
+        if status != 0 {
+            // An error outside the runner's handler (out of memory making the environment):
+            // raised again for exec_raw to report.
+            ffi::lua_error(l);
+        }
     }
     let top = ffi::lua_gettop(l);
     if top == 0 || ffi::lua_toboolean(l, 1) == 0 {
@@ -473,7 +504,10 @@ pub(super) unsafe fn invoke(
     }
     let resp3 = with_run(|c| c.resp3).unwrap_or(false);
     let (frame, counted) = if top >= 2 {
-        (to_frame(l, 2, resp3, 0), is_marked(l, 2))
+        let frame = to_frame(l, 2, resp3, 0);
+        // Only an error reply can carry the mark (one lookup fewer for every other reply).
+        let counted = matches!(frame, Frame::Error(_)) && is_marked(l, 2);
+        (frame, counted)
     } else {
         (Frame::Null, false)
     };
@@ -482,6 +516,40 @@ pub(super) unsafe fn invoke(
 }
 
 /// A new array of `items` (KEYS, ARGV). May raise.
+/// The prelude's values a script's run uses, by their places in Lua's registry (held there by
+/// the keys kept here).
+pub(super) struct ScriptRefs {
+    handler: i64,
+    globals: i64,
+    env: i64,
+    current: i64,
+    _keys: [mlua::RegistryKey; 4],
+}
+
+impl ScriptRefs {
+    pub(super) fn new(
+        lua: &mlua::Lua,
+        handler: mlua::Function,
+        globals: mlua::Table,
+        env: mlua::Table,
+        current: mlua::Table,
+    ) -> mlua::Result<ScriptRefs> {
+        let keys = [
+            lua.create_registry_value(handler)?,
+            lua.create_registry_value(globals)?,
+            lua.create_registry_value(env)?,
+            lua.create_registry_value(current)?,
+        ];
+        Ok(ScriptRefs {
+            handler: i64::from(keys[0].id()),
+            globals: i64::from(keys[1].id()),
+            env: i64::from(keys[2].id()),
+            current: i64::from(keys[3].id()),
+            _keys: keys,
+        })
+    }
+}
+
 unsafe fn push_array(l: *mut lua_State, items: &[Bytes]) {
     ffi::lua_createtable(l, items.len().min(c_int::MAX as usize) as c_int, 0);
     for (i, v) in items.iter().enumerate() {
