@@ -343,6 +343,11 @@ impl Session {
         self.clock = self.batch_start;
     }
 
+    /// The wall-clock unix ms at which the current batch began ([`Session::begin_batch`]).
+    pub fn batch_wall_ms(&self) -> u64 {
+        self.batch_wall_ms
+    }
+
     /// Ends a batch: publishes the client's last command and activity time, and adds the local
     /// counters to the node's (one shared atomic add per batch instead of one per command).
     pub fn end_batch(&mut self) {

@@ -43,8 +43,15 @@ fn eval_generic(s: &mut Session, a: &[Bytes], by_sha: bool, read_only: bool) -> 
     };
     let keys = &a[3..3 + nkeys];
     let (sha, body) = if by_sha {
-        let sha = String::from_utf8_lossy(&a[1]).to_ascii_lowercase();
-        if a[1].len() != 40 || !s.shared.scripts.exists(&sha) {
+        // A SHA1 is 40 hex digits, in either case: anything else is not a script's.
+        if a[1].len() != 40 || !a[1].iter().all(u8::is_ascii_hexdigit) {
+            return err(errors::NOSCRIPT);
+        }
+        let sha: String = a[1]
+            .iter()
+            .map(|c| c.to_ascii_lowercase() as char)
+            .collect();
+        if !s.shared.scripts.exists(&sha) {
             return err(errors::NOSCRIPT);
         }
         (sha, None)

@@ -1295,7 +1295,9 @@ impl Engine {
         running.wrote.store(false, Ordering::Release);
         running.function.store(is_function, Ordering::Release);
         *running.current.lock() = Some((name.clone(), call.argv.clone()));
-        running.started_ms.store(now_ms().max(1), Ordering::Release);
+        // The time its session's batch began (one clock read fewer per run).
+        let started = ctx.session.batch_wall_ms().max(1);
+        running.started_ms.store(started, Ordering::Release);
         let reply = {
             let _entered = raw::enter(&mut ctx);
             self.call_function(shared, &name, &function, runner.as_deref(), call)
