@@ -340,7 +340,16 @@ struct RunCtx {
 }
 
 /// What the prelude returns (in its `return`'s order).
-type Prelude = (Function, Function, Function, Function, Table, Table, Table);
+type Prelude = (
+    Function,
+    Function,
+    Function,
+    Function,
+    Table,
+    Table,
+    Table,
+    Table,
+);
 
 /// The prelude run once in a new VM: Redis's API in Lua around the Rust functions, the error
 /// handler, and the sandbox. Returns the runners of functions and of libraries' code, and what
@@ -484,14 +493,15 @@ end
 -- assigning KEYS raises as assigning any global does in Redis. One table behind the
 -- environment, not two: every global a script reads is one miss and one hit.
 local script_globals = lua_setmetatable({}, globals_meta)
+-- KEYS and ARGV: two tables for good, refilled by every run (`raw::refill`).
+local script_keys, script_argv = {}, {}
 local script_env = lua_setmetatable({}, {
   __index = script_globals,
   __newindex = readonly_error,
   __metatable = sealed,
 })
--- A script runs from Rust (`raw::invoke`, as Redis's C calls it): KEYS and ARGV set in
--- `script_globals`, `current[1]` and the function's environment set to `script_env`, called
--- under `handler`.
+-- A script runs from Rust (`raw::invoke`, as Redis's C calls it): KEYS and ARGV refilled,
+-- `current[1]` and the function's environment set to `script_env`, called under `handler`.
 
 -- Runs a function's callback: it keeps its library's environment.
 local function run_function(f, keys, argv)
@@ -548,8 +558,11 @@ for k, v in pairs(G) do
     lua_rawset(script_globals, k, v)
   end
 end
+lua_rawset(script_globals, 'KEYS', script_keys)
+lua_rawset(script_globals, 'ARGV', script_argv)
 
-return run_function, load_library, library_env, handler, script_globals, script_env, current
+return run_function, load_library, library_env, handler, script_env, current, script_keys,
+  script_argv
 "#;
 
 impl Engine {
@@ -577,12 +590,12 @@ impl Engine {
                 other => (format!("{other:?}"), false),
             })
         })?;
-        let (fcall_runner, load_runner, library_env, handler, globals, env, current): Prelude = lua
-            .load(PRELUDE)
-            .set_name("@hc_prelude")
-            .set_mode(mlua::chunk::ChunkMode::Text)
-            .call((call, pcall, errtext, load_api.clone()))?;
-        let direct = raw::ScriptRefs::new(&lua, handler, globals, env, current)?;
+        let (fcall_runner, load_runner, library_env, handler, env, current, keys, argv): Prelude =
+            lua.load(PRELUDE)
+                .set_name("@hc_prelude")
+                .set_mode(mlua::chunk::ChunkMode::Text)
+                .call((call, pcall, errtext, load_api.clone()))?;
+        let direct = raw::ScriptRefs::new(&lua, handler, env, current, keys, argv)?;
         Ok(Engine {
             lua,
             direct,
