@@ -1299,8 +1299,11 @@ fn a_cluster_secret_keeps_outsiders_out() {
         },
         Request::PutSettings {
             doc: hypercache_cluster::settings::USERS,
-            version: future,
-            body: bytes::Bytes::from_static(b"user default off\n"),
+            entries: vec![(
+                bytes::Bytes::from_static(b"default"),
+                future,
+                Some(bytes::Bytes::from_static(b"user default off")),
+            )],
         },
     ];
     let refused = metric(&c, 2, "dist.link.handshake_failures");

@@ -649,6 +649,79 @@ fn wait_libraries(cluster: &TestCluster, node: usize, want: &[&str]) {
     }
 }
 
+/// Libraries loaded at the same time through different nodes (as application servers load
+/// theirs at startup, each through the node it reaches) are all kept: each library is its own
+/// entry of the cluster-wide settings, so one node's change never replaces another's made
+/// meanwhile. (With one version for all the libraries, the change made last, without the
+/// others', replaced them on every node.) Users set at the same time likewise.
+#[test]
+fn libraries_and_users_changed_at_once_through_different_nodes_are_all_kept() {
+    let cluster = TestCluster::start(3, &[]);
+    const EACH: usize = 8;
+    let name = |node: usize, i: usize| format!("lib{node}x{i}");
+    std::thread::scope(|s| {
+        for node in 0..3 {
+            let mut conn = cluster.conn(node);
+            s.spawn(move || {
+                for i in 0..EACH {
+                    let lib = format!("lib{node}x{i}");
+                    let code = format!(
+                        "#!lua name={lib}\nredis.register_function('{lib}_f', function() \
+                         return '{lib}' end)"
+                    );
+                    let got: String = redis::cmd("FUNCTION")
+                        .arg("LOAD")
+                        .arg(code)
+                        .query(&mut conn)
+                        .unwrap();
+                    assert_eq!(got, lib);
+                    let _: () = redis::cmd("ACL")
+                        .arg("SETUSER")
+                        .arg(format!("user{node}x{i}"))
+                        .arg("on")
+                        .arg(">pw")
+                        .query(&mut conn)
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let mut all: Vec<String> = (0..3)
+        .flat_map(|n| (0..EACH).map(move |i| name(n, i)))
+        .collect();
+    all.sort();
+    let want: Vec<&str> = all.iter().map(String::as_str).collect();
+    for node in 0..3 {
+        wait_libraries(&cluster, node, &want);
+        let f = format!("{}_f", name((node + 1) % 3, EACH - 1));
+        let got: String = redis::cmd("FCALL")
+            .arg(&f)
+            .arg(0)
+            .query(&mut cluster.conn(node))
+            .unwrap();
+        assert_eq!(got, name((node + 1) % 3, EACH - 1), "node {node}");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for node in 0..3 {
+        loop {
+            let users: Vec<String> = redis::cmd("ACL")
+                .arg("USERS")
+                .query(&mut cluster.conn(node))
+                .unwrap();
+            if users.len() == 3 * EACH + 1 {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node {node} has {} users, not {}: {users:?}",
+                users.len(),
+                3 * EACH + 1
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
 /// Function libraries are cluster-wide: one loaded, replaced, deleted or flushed through any
 /// node is so on every node (FCALL works through each), a node that was down when they changed
 /// has the cluster's libraries once it is back, and a library loaded through it as it comes

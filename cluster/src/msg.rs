@@ -664,18 +664,16 @@ pub enum Request<'a> {
         #[serde(borrow)]
         id: Cow<'a, str>,
     },
-    /// The cluster-wide settings documents ([`crate::settings`]): answered with
+    /// The cluster-wide settings' entries ([`crate::settings`]): answered with
     /// [`Response::Settings`].
     Settings,
-    /// A change to a cluster-wide settings document: keep it if it is newer. Answered with
-    /// [`Response::Done`].
+    /// A change to entries of a cluster-wide settings document: keep each that is newer.
+    /// Answered with [`Response::Done`].
     PutSettings {
         /// Which document ([`crate::settings::Doc`]).
         doc: u8,
-        /// Its version.
-        version: Version,
-        /// The document.
-        body: Bytes,
+        /// The entries changed: name, version, body (`None`: removed).
+        entries: Vec<crate::settings::Entry>,
     },
     /// `PUBLISH` through another member: deliver to this node's subscribers. Not answered (the
     /// sender does not wait).
@@ -1076,12 +1074,12 @@ pub enum Response {
         /// The digest of the ring set the node works with ([`crate::ring::Ring::digest`]):
         /// members that agree on the ring report the same.
         ring: u64,
-        /// The version of each cluster-wide settings document it holds
-        /// ([`crate::settings`]): a node holding an older one pulls them.
-        settings: Vec<(u8, Version)>,
+        /// The digest of each cluster-wide settings document it holds
+        /// ([`crate::settings`]): a node whose digest differs pulls the entries.
+        settings: Vec<(u8, u64)>,
     },
-    /// To [`Request::Settings`]: every document held, with its version.
-    Settings(Vec<(u8, Version, Bytes)>),
+    /// To [`Request::Settings`]: every entry held (removals included), by document.
+    Settings(Vec<(u8, Vec<crate::settings::Entry>)>),
     /// To [`Request::Digests`]: each slot's digest, in the order asked.
     Digests(Vec<u64>),
     /// To [`Request::PrepareGroup`]: each key's state, in the order asked.
@@ -1416,10 +1414,16 @@ mod tests {
             (
                 Request::PutSettings {
                     doc: 1,
-                    version: v,
-                    body: Bytes::from_static(b"user a"),
+                    entries: vec![
+                        (
+                            Bytes::from_static(b"a"),
+                            v,
+                            Some(Bytes::from_static(b"user a")),
+                        ),
+                        (Bytes::from_static(b"b"), v, None),
+                    ],
                 },
-                "00001201868a9098a0208d98ac5006757365722061",
+                "00001201020161868a9098a0208d98ac5001067573657220610162868a9098a0208d98ac5000",
             ),
             (
                 Request::Publish {
@@ -1537,13 +1541,20 @@ mod tests {
                 Response::Status {
                     catching_up: 300,
                     ring: 5,
-                    settings: vec![(1, v)],
+                    settings: vec![(1, 5)],
                 },
-                "000014ac02050101868a9098a0208d98ac50",
+                "000014ac0205010105",
             ),
             (
-                Response::Settings(vec![(1, v, Bytes::from_static(b"user a"))]),
-                "0000150101868a9098a0208d98ac5006757365722061",
+                Response::Settings(vec![(
+                    1,
+                    vec![(
+                        Bytes::from_static(b"a"),
+                        v,
+                        Some(Bytes::from_static(b"user a")),
+                    )],
+                )]),
+                "0000150101010161868a9098a0208d98ac500106757365722061",
             ),
             (Response::Digests(vec![5, 300]), "0000160205ac02"),
             (

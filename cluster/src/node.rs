@@ -354,10 +354,8 @@ pub enum Call {
     PutSettings {
         /// Which document.
         doc: u8,
-        /// Its version.
-        version: Version,
-        /// The document.
-        body: Bytes,
+        /// The entries changed.
+        entries: Vec<crate::settings::Entry>,
     },
 }
 
@@ -401,10 +399,9 @@ impl Call {
                 slots: slots.clone(),
                 db: *db,
             },
-            Call::PutSettings { doc, version, body } => Request::PutSettings {
+            Call::PutSettings { doc, entries } => Request::PutSettings {
                 doc: *doc,
-                version: *version,
-                body: body.clone(),
+                entries: entries.clone(),
             },
             Call::Flush { horizon, db } => Request::Flush {
                 horizon: *horizon,
@@ -1520,10 +1517,10 @@ pub enum Served {
     /// `HC.FORGET` of this member id: the driver's membership forgets it, and it answers
     /// [`Response::Done`].
     Forget(String),
-    /// A peer's change to a cluster-wide settings document: the driver offers it to its copy
-    /// ([`crate::settings::Settings::offer`]), applies it if it was newer, and answers
-    /// [`Response::Done`].
-    Settings(u8, Version, Bytes),
+    /// A peer's change to entries of a cluster-wide settings document: the driver offers them
+    /// to its copy ([`crate::settings::Settings::offer_all`]), applies the document if one was
+    /// newer, and answers [`Response::Done`].
+    Settings(u8, Vec<crate::settings::Entry>),
     /// A message published through another member: the driver delivers it to this node's
     /// subscribers (no answer).
     Publish(Bytes, Bytes),
@@ -1547,13 +1544,15 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
         Request::Status => Response::Status {
             catching_up: env.catching_up() as u32,
             ring: env.ring_digest(),
-            settings: env.settings().versions(),
+            settings: env.settings().digests(),
         },
-        Request::Settings => Response::Settings(env.settings().documents()),
-        Request::PutSettings { version, .. } if !plausible(Some(version), ctx.now) => {
+        Request::Settings => Response::Settings(env.settings().entries()),
+        Request::PutSettings { ref entries, .. }
+            if !entries.iter().all(|(_, v, _)| plausible(Some(*v), ctx.now)) =>
+        {
             return refuse()
         }
-        Request::PutSettings { doc, version, body } => return Served::Settings(doc, version, body),
+        Request::PutSettings { doc, entries } => return Served::Settings(doc, entries),
         Request::Publish { channel, .. } if channel[..] == *crate::notify::ANNOUNCE_CHANNEL => {
             return Served::TrackingAnnounced
         }

@@ -634,19 +634,37 @@ impl SimNode {
         }
     }
 
-    /// Changes cluster-wide settings document `doc` through this node (as `ACL SETUSER` or
-    /// `FUNCTION LOAD` does): a new version from its clock, kept here and pushed to every other
-    /// member.
-    /// Refused (`false`, nothing changed) before the node heard a member
+    /// Changes entry `name` of cluster-wide settings document `doc` through this node (as
+    /// `ACL SETUSER` sets a user or `FUNCTION LOAD` a library; `body` `None`: removed, as
+    /// `ACL DELUSER`): the machine compares the node's entries after the change with its copy
+    /// and the changed ones, with a new version from its clock, are pushed to every other
+    /// member. Refused (`false`, nothing changed) before the node heard a member
     /// ([`crate::settings::Settings::may_change`]).
-    pub fn set_settings(&mut self, doc: u8, body: Bytes, now: u64, out: &mut SimOutbox) -> bool {
+    pub fn set_settings(
+        &mut self,
+        doc: u8,
+        name: Bytes,
+        body: Option<Bytes>,
+        now: u64,
+        out: &mut SimOutbox,
+    ) -> bool {
         self.now = now;
         if !self.settings.may_change(self.live.len() <= 1) {
             return false;
         }
+        // The node's entries before and after the change: what it applied, then with this one
+        // changed.
+        let before = self.settings.live(doc);
+        let mut after = before.clone();
+        after.retain(|(n, _)| *n != name);
+        if let Some(body) = body {
+            after.push((name, body));
+        }
         let version = self.store.new_version(now);
-        self.settings.offer(doc, version, body.clone());
-        self.send_to_peers(&to_body(&Request::PutSettings { doc, version, body }), out);
+        let entries = self.settings.change(doc, &before, &after, version);
+        if !entries.is_empty() {
+            self.send_to_peers(&to_body(&Request::PutSettings { doc, entries }), out);
+        }
         true
     }
 
@@ -968,8 +986,8 @@ impl SimNode {
                 let now = self.now;
                 self.peer_tracking.announced(now);
             }
-            Served::Settings(doc, version, body) => {
-                self.settings.offer(doc, version, body);
+            Served::Settings(doc, entries) => {
+                self.settings.offer_all(doc, entries);
                 reply(out, self.placement.epoch, from, id, &Response::Done);
             }
             Served::Forget(member) => {
@@ -1263,8 +1281,8 @@ impl Machine for SimNode {
                         }
                     }
                     Ok(Response::Settings(docs)) => {
-                        for (doc, version, body) in docs {
-                            self.settings.offer(doc, version, body);
+                        for (doc, entries) in docs {
+                            self.settings.offer_all(doc, entries);
                         }
                         self.settings.pulled();
                     }
@@ -1493,13 +1511,15 @@ mod tests {
 
     /// Cluster-wide settings (the ACL users and the function libraries, [`crate::settings`]):
     /// a change reaches every member; a member cut off when it was made gets it once the
-    /// partition heals; of two changes of one document made on both sides of a partition, the
-    /// newer wins everywhere, while a change of the other document made meanwhile survives; a
-    /// restarted member (which holds nothing) pulls the settings at its first heartbeat, and
-    /// no change goes through a node before it heard a member.
+    /// partition heals; of two changes of one entry made on both sides of a partition, the
+    /// newer wins everywhere, while changes of other entries made meanwhile (on either side,
+    /// of either document) all survive; a removal reaches everyone; a restarted member (which
+    /// holds nothing) pulls the settings at its first heartbeat, and no change goes through a
+    /// node before it heard a member.
     #[test]
-    fn cluster_wide_settings_converge_on_the_newest_change() {
+    fn cluster_wide_settings_converge_on_the_newest_change_of_each_entry() {
         use crate::settings::{FUNCTIONS, USERS};
+        type Live = Vec<(&'static str, &'static str)>;
         for seed in [1, 2, 3] {
             let mut s = sim(4, 3, seed);
             s.set_delay(1, 8);
@@ -1509,58 +1529,108 @@ mod tests {
             for n in 0..4 {
                 s.input(n, |node, _now, out| node.start_heartbeat(out));
             }
-            let set = |s: &mut Sim<SimNode>, n: NodeId, doc: u8, body: &'static [u8]| -> bool {
+            let set = |s: &mut Sim<SimNode>,
+                       n: NodeId,
+                       doc: u8,
+                       name: &'static str,
+                       body: Option<&'static str>|
+             -> bool {
                 s.input(n, |node, now, out| {
-                    node.set_settings(doc, Bytes::from_static(body), now, out)
+                    let body = body.map(|b| Bytes::from_static(b.as_bytes()));
+                    node.set_settings(doc, Bytes::from_static(name.as_bytes()), body, now, out)
                 })
             };
-            let bodies = |s: &Sim<SimNode>, doc: u8| -> Vec<Bytes> {
-                s.nodes.iter().map(|n| n.settings.body(doc)).collect()
+            let live = |s: &Sim<SimNode>, n: usize, doc: u8| -> Vec<(String, String)> {
+                let text = |b: &Bytes| String::from_utf8_lossy(b).into_owned();
+                s.nodes[n]
+                    .settings
+                    .live(doc)
+                    .iter()
+                    .map(|(k, v)| (text(k), text(v)))
+                    .collect()
+            };
+            let want = |l: Live| -> Vec<(String, String)> {
+                l.into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect()
+            };
+            let everywhere = |s: &Sim<SimNode>, doc: u8, l: Live, why: &str| {
+                for n in 0..4 {
+                    assert_eq!(
+                        live(s, n, doc),
+                        want(l.clone()),
+                        "seed {seed}: node {n}: {why}"
+                    );
+                }
+                let d = s.nodes[0].settings.digest(doc);
+                assert!(
+                    s.nodes.iter().all(|x| x.settings.digest(doc) == d),
+                    "seed {seed}"
+                );
             };
             // Nothing changes through a node before it heard a member.
-            assert!(!set(&mut s, 0, USERS, b"early"), "seed {seed}");
+            assert!(
+                !set(&mut s, 0, USERS, "alice", Some("early")),
+                "seed {seed}"
+            );
             s.run_until(s.now() + 2 * HEARTBEAT_MS, STEPS);
             s.isolate(3);
-            assert!(set(&mut s, 0, USERS, b"a"), "seed {seed}");
+            assert!(set(&mut s, 0, USERS, "alice", Some("a")), "seed {seed}");
             s.run_until(s.now() + 100, STEPS);
-            assert_eq!(
-                bodies(&s, USERS)[..3],
-                [&b"a"[..]; 3],
-                "seed {seed}: pushed to every member"
-            );
+            for n in 0..3 {
+                assert_eq!(
+                    live(&s, n, USERS),
+                    want(vec![("alice", "a")]),
+                    "seed {seed}: pushed"
+                );
+            }
             assert!(!s.nodes[3].settings.is_set(USERS), "seed {seed}: cut off");
-            // One change of the users on each side of the partition, node 3's the later one;
-            // the functions change on the majority side after both.
-            assert!(set(&mut s, 1, USERS, b"b"));
+            // On each side of the partition: a change of alice (node 3's the later one), and a
+            // change of another entry (carol on the majority side, bob on node 3's); the
+            // libraries change on the majority side.
+            assert!(set(&mut s, 1, USERS, "alice", Some("b")));
+            assert!(set(&mut s, 0, USERS, "carol", Some("y")));
             s.run_until(s.now() + 50, STEPS);
             assert!(
-                set(&mut s, 3, USERS, b"c"),
+                set(&mut s, 3, USERS, "alice", Some("c")),
                 "seed {seed}: it heard before the cut"
             );
+            assert!(set(&mut s, 3, USERS, "bob", Some("x")));
             s.run_until(s.now() + 50, STEPS);
-            assert!(set(&mut s, 2, FUNCTIONS, b"f"));
+            assert!(set(&mut s, 2, FUNCTIONS, "lib", Some("f")));
             s.run_until(s.now() + 50, STEPS);
             assert_eq!(
-                bodies(&s, USERS),
-                [&b"b"[..], b"b", b"b", b"c"],
+                live(&s, 0, USERS),
+                want(vec![("alice", "b"), ("carol", "y")]),
+                "seed {seed}"
+            );
+            assert_eq!(
+                live(&s, 3, USERS),
+                want(vec![("alice", "c"), ("bob", "x")]),
                 "seed {seed}"
             );
             s.heal(3);
             s.run_until(s.now() + 3 * HEARTBEAT_MS, STEPS);
-            assert_eq!(
-                bodies(&s, USERS),
-                [&b"c"[..]; 4],
-                "seed {seed}: the newest wins everywhere"
+            everywhere(
+                &s,
+                USERS,
+                vec![("alice", "c"), ("bob", "x"), ("carol", "y")],
+                "the newest alice, and both sides' other entries",
             );
-            assert_eq!(
-                bodies(&s, FUNCTIONS),
-                [&b"f"[..]; 4],
-                "seed {seed}: the other document's change survives"
+            everywhere(
+                &s,
+                FUNCTIONS,
+                vec![("lib", "f")],
+                "the other document's change",
             );
-            let v = s.nodes[3].settings.version(USERS);
-            assert!(
-                s.nodes.iter().all(|n| n.settings.version(USERS) == v),
-                "seed {seed}"
+            // A removal reaches everyone.
+            assert!(set(&mut s, 1, USERS, "bob", None));
+            s.run_until(s.now() + 100, STEPS);
+            everywhere(
+                &s,
+                USERS,
+                vec![("alice", "c"), ("carol", "y")],
+                "bob removed",
             );
             // A restarted member starts with nothing and pulls at its first heartbeat.
             s.nodes[2] = s.nodes[2].restarted();
@@ -1568,15 +1638,21 @@ mod tests {
             assert!(!s.nodes[2].settings.is_set(USERS));
             assert!(!s.nodes[2].settings.is_set(FUNCTIONS));
             // Its own few users would replace the cluster's: refused until it heard.
-            assert!(!set(&mut s, 2, USERS, b"mine"), "seed {seed}");
+            assert!(!set(&mut s, 2, USERS, "mine", Some("m")), "seed {seed}");
             s.run_until(s.now() + 3 * HEARTBEAT_MS, STEPS);
-            assert_eq!(
-                bodies(&s, USERS),
-                [&b"c"[..]; 4],
-                "seed {seed}: the restarted member pulled"
+            everywhere(&s, USERS, vec![("alice", "c"), ("carol", "y")], "pulled");
+            everywhere(&s, FUNCTIONS, vec![("lib", "f")], "pulled");
+            assert!(
+                set(&mut s, 2, USERS, "dave", Some("d")),
+                "seed {seed}: heard"
             );
-            assert_eq!(bodies(&s, FUNCTIONS), [&b"f"[..]; 4], "seed {seed}");
-            assert!(set(&mut s, 2, USERS, b"d"), "seed {seed}: heard");
+            s.run_until(s.now() + 100, STEPS);
+            everywhere(
+                &s,
+                USERS,
+                vec![("alice", "c"), ("carol", "y"), ("dave", "d")],
+                "a change through the restarted member",
+            );
         }
     }
 

@@ -144,7 +144,7 @@ pub struct Cluster {
     /// at a time, and never under the settings lock (the Lua VM may be busy with a script).
     pub functions: parking_lot::Mutex<()>,
     /// The version of the cluster's libraries installed in this node's VM.
-    pub functions_applied: parking_lot::Mutex<hypercache_cluster::version::Version>,
+    pub functions_applied: parking_lot::Mutex<u64>,
     /// Set once the settings machine says this node heard a member
     /// ([`hypercache_cluster::settings::Settings::may_change`]): a copy of its answer for the
     /// client path, one atomic load per request ([`crate::session::Session::must_hear_settings`]).

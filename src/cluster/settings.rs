@@ -1,27 +1,27 @@
 //! The driver of the cluster-wide settings ([`hypercache_cluster::settings`], the machine both
-//! drivers run): the ACL users, as the text `ACL LIST` prints, and the function libraries, as
-//! `FUNCTION DUMP`'s payload.
+//! drivers run): the ACL users (an entry per user: its line of `ACL LIST`) and the function
+//! libraries (an entry per library: its code).
 //!
-//! - A change made through this node ([`change_users`], [`change_functions`]) gets a new
-//!   version from the node's clock and is pushed to every member (`PutSettings`, none
+//! - A change made through this node ([`change_users`], [`change_functions`]) gives the
+//!   machine the node's entries after it; the machine versions the ones that changed (set or
+//!   removed) from the node's clock, and they are pushed to every member (`PutSettings`, none
 //!   required to answer).
-//! - A peer's push ([`offer`], from the serving side) or a copy pulled after a heartbeat showed
-//!   a newer version ([`pull`]) replaces this node's users or libraries if it is newer than
-//!   what it holds. Connections of users that no longer exist are closed, as `ACL DELUSER`
-//!   closes them; libraries are restored with `FUNCTION RESTORE ... FLUSH`.
-//! - The users are changed and applied with the settings lock held, so changes apply in
-//!   version order and a local change cannot be overwritten half way. The libraries live in the
-//!   Lua VM, which a long script holds: they are changed and applied under a lock of their own
-//!   ([`super::Cluster::functions`]), never the settings lock, so that a heartbeat never waits
-//!   for a script. Applying always installs the newest document held, so concurrent applies
-//!   end on the newest.
+//! - A peer's push ([`offer`], from the serving side) or the entries pulled after a heartbeat
+//!   showed a different digest ([`pull`]) are kept where newer, and the document is applied:
+//!   this node's users become the live entries (connections of users that no longer exist are
+//!   closed, as `ACL DELUSER` closes them); its libraries are restored from them with
+//!   `FUNCTION RESTORE ... FLUSH`.
+//! - The users are changed and applied with the settings lock held, so a local change cannot
+//!   be overwritten half way. The libraries live in the Lua VM, which a long script holds: they
+//!   are changed and applied under a lock of their own ([`super::Cluster::functions`]), never
+//!   the settings lock, so that a heartbeat never waits for a script. Applying always installs
+//!   the entries held last, so concurrent applies end on the same libraries.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use hypercache_cluster::msg::{Request, Response};
-use hypercache_cluster::settings::{Doc, FUNCTIONS, HEARD_WAIT_MS, USERS};
-use hypercache_cluster::version::Version;
+use hypercache_cluster::settings::{Doc, Entry, FUNCTIONS, HEARD_WAIT_MS, USERS};
 use hypercache_cluster::wire;
 use hypercache_resp::Frame;
 
@@ -30,21 +30,23 @@ use super::Cluster;
 use crate::acl::Acl;
 use crate::state::{now_ms, Shared};
 
-/// The users as the cluster-wide document: `ACL LIST`'s lines.
-fn document(acl: &Acl) -> Bytes {
-    let mut out = Vec::new();
-    for line in acl.list() {
-        out.extend_from_slice(&line);
-        out.push(b'\n');
-    }
-    out.into()
+/// The users as the cluster-wide document's entries: each user's line of `ACL LIST`, named by
+/// the user.
+fn user_entries(acl: &Acl) -> Vec<(Bytes, Bytes)> {
+    acl.list()
+        .into_iter()
+        .filter_map(|line| {
+            let name = line.split(|&c| c == b' ').nth(1)?.to_vec();
+            Some((Bytes::from(name), Bytes::from(line)))
+        })
+        .collect()
 }
 
 /// Runs `change` on this node's users; when it reports a change (`true`) and the node is in a
-/// cluster, publishes the users as a new version to every member. In a cluster, refused
-/// (`Err`, the reply, nothing run) while the machine says this node may not change them yet
-/// ([`hypercache_cluster::settings::Settings::may_change`]): a connection waits for that
-/// first ([`wait_heard`]); a change run by `EXEC` cannot.
+/// cluster, publishes the users it changed (set, or removed) with a new version to every
+/// member. In a cluster, refused (`Err`, the reply, nothing run) while the machine says this
+/// node may not change them yet ([`hypercache_cluster::settings::Settings::may_change`]): a
+/// connection waits for that first ([`wait_heard`]); a change run by `EXEC` cannot.
 pub fn change_users<R>(
     shared: &Arc<Shared>,
     change: impl FnOnce(&Acl) -> (R, bool),
@@ -61,36 +63,41 @@ pub fn change_users<R>(
     if !held.may_change(alone) {
         return Err(Frame::error(NOT_HEARD));
     }
+    // Under the settings lock, peers' users are applied as they arrive: the node's users
+    // before the change are the cluster's plus its own configuration if nothing was set yet.
+    let before = user_entries(&shared.acl);
     let (r, changed) = change(&shared.acl);
     if !changed {
         return Ok(r);
     }
     shared.pubsub.enforce_acl(&shared.acl);
-    let body = document(&shared.acl);
     let version = shared.store.new_version(now_ms());
-    held.offer(USERS, version, body.clone());
+    let after = user_entries(&shared.acl);
+    let entries = held.change(USERS, &before, &after, version);
     drop(held);
-    tracing::info!(component = "acl", node_id = %cl.node_id, version = ?version, "users changed here; publishing them to every member");
-    publish(shared, &cl, USERS, version, body);
+    if !entries.is_empty() {
+        tracing::info!(component = "acl", node_id = %cl.node_id, version = ?version, users = entries.len(), "users changed here; publishing them to every member");
+        publish(shared, &cl, USERS, entries);
+    }
     Ok(r)
 }
 
-/// Pushes `doc` at `version` to every member, in the background.
-fn publish(shared: &Arc<Shared>, cl: &Arc<Cluster>, doc: Doc, version: Version, body: Bytes) {
+/// Pushes `entries` of `doc` to every member, in the background.
+fn publish(shared: &Arc<Shared>, cl: &Arc<Cluster>, doc: Doc, entries: Vec<Entry>) {
     cl.metrics
         .dist
         .settings_published
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let (sh, c) = (shared.clone(), cl.clone());
     shared.tasks.spawn(async move {
-        super::exec::put_settings(&sh, &c, doc, version, body).await;
+        super::exec::put_settings(&sh, &c, doc, entries).await;
     });
 }
 
 /// A `FUNCTION` subcommand that changes the libraries (`LOAD`, `DELETE`, `FLUSH`, `RESTORE`)
-/// through this node of a cluster: runs it, and if it succeeded publishes the node's libraries
-/// as a new version to every member. Its reply is the command's. Blocks (the Lua VM): call it
-/// on a blocking thread.
+/// through this node of a cluster: runs it, and if it succeeded publishes the libraries it
+/// changed (loaded, replaced or deleted) with a new version to every member. Its reply is the
+/// command's. Blocks (the Lua VM): call it on a blocking thread.
 pub fn change_functions(
     shared: &Arc<Shared>,
     cl: &Arc<Cluster>,
@@ -98,7 +105,7 @@ pub fn change_functions(
     runtime: &tokio::runtime::Handle,
 ) -> Frame {
     // A node that has not yet heard the cluster's libraries (just started) would publish its
-    // own few as the cluster's and undo the others'. The connection waited for that already
+    // own few as the cluster's and remove the others. The connection waited for that already
     // ([`crate::session::Session::must_hear_settings`]); a change queued in MULTI did not.
     if !heard(cl) {
         return Frame::error(NOT_HEARD);
@@ -107,23 +114,38 @@ pub fn change_functions(
     // A peer's newer libraries that arrived and wait to be installed go first: the change is
     // made on top of them.
     install_newest(shared, cl, runtime);
+    // What the command changes, from the libraries installed before and after it: a peer's
+    // library that arrives meanwhile is held but not yet installed, and must not read as one
+    // this command deleted.
+    let Some(before) = libraries(shared, cl, runtime) else {
+        return Frame::error("ERR cannot read this node's libraries");
+    };
     let reply = function_command(shared, runtime, args);
     if matches!(reply, Frame::Error(_)) {
         return reply;
     }
-    let Some(body) = dump(shared, cl, runtime) else {
+    let Some(after) = libraries(shared, cl, runtime) else {
         return reply;
     };
     let version = shared.store.new_version(now_ms());
-    if !cl.settings.lock().offer(FUNCTIONS, version, body.clone()) {
-        // A peer's change newer than this one arrived meanwhile: it wins (as two concurrent
-        // changes of the users do), and is applied once this lock is free.
-        tracing::info!(component = "functions", node_id = %cl.node_id, "a newer change of the libraries from a peer supersedes this one");
-        return reply;
+    let (entries, same) = {
+        let mut held = cl.settings.lock();
+        let entries = held.change(FUNCTIONS, &before, &after, version);
+        // What is installed is the cluster's copy, unless a peer's library arrived meanwhile
+        // (or a newer change of one of these): then it is installed below.
+        let same = held.live(FUNCTIONS) == after;
+        if same {
+            *cl.functions_applied.lock() = held.digest(FUNCTIONS);
+        }
+        (entries, same)
+    };
+    if !same {
+        install_newest(shared, cl, runtime);
     }
-    *cl.functions_applied.lock() = version;
-    tracing::info!(component = "functions", node_id = %cl.node_id, version = ?version, "libraries changed here; publishing them to every member");
-    publish(shared, cl, FUNCTIONS, version, body);
+    if !entries.is_empty() {
+        tracing::info!(component = "functions", node_id = %cl.node_id, version = ?version, libraries = entries.len(), "libraries changed here; publishing them to every member");
+        publish(shared, cl, FUNCTIONS, entries);
+    }
     reply
 }
 
@@ -179,57 +201,72 @@ fn function_command(
     crate::script::Scripts::run_job(shared, job, (None, None), runtime, false).0
 }
 
-/// This node's libraries as `FUNCTION DUMP` gives them.
-fn dump(shared: &Arc<Shared>, cl: &Cluster, runtime: &tokio::runtime::Handle) -> Option<Bytes> {
+/// This node's libraries, by name, with their code (from `FUNCTION DUMP`).
+fn libraries(
+    shared: &Arc<Shared>,
+    cl: &Cluster,
+    runtime: &tokio::runtime::Handle,
+) -> Option<Vec<(Bytes, Bytes)>> {
     let args = vec![Bytes::from_static(b"FUNCTION"), Bytes::from_static(b"DUMP")];
-    match function_command(shared, runtime, args) {
-        Frame::Bulk(b) => Some(b),
-        other => {
-            tracing::error!(component = "functions", node_id = %cl.node_id, reply = ?other, "FUNCTION DUMP failed; the libraries are not published");
-            None
-        }
+    let reply = function_command(shared, runtime, args);
+    let found = match &reply {
+        Frame::Bulk(b) => crate::script::functions::libraries_in(b),
+        _ => None,
+    };
+    if found.is_none() {
+        tracing::error!(component = "functions", node_id = %cl.node_id, reply = ?reply, "cannot read this node's libraries; the change is not published");
     }
+    let mut libs: Vec<(Bytes, Bytes)> = found?
+        .into_iter()
+        .map(|(name, code)| (Bytes::from(name), code))
+        .collect();
+    libs.sort();
+    Some(libs)
 }
 
-/// Installs the newest libraries this node holds as the cluster's, unless they are installed
-/// already. Blocks (the Lua VM): on a blocking thread.
+/// Installs the cluster's libraries (the live entries this node holds), unless they are
+/// installed already. Blocks (the Lua VM): on a blocking thread.
 fn install_functions(shared: &Arc<Shared>, cl: &Arc<Cluster>, runtime: &tokio::runtime::Handle) {
     let _functions = cl.functions.lock();
     install_newest(shared, cl, runtime);
 }
 
-/// [`install_functions`] with [`Cluster::functions`] held by the caller.
+/// [`install_functions`] with [`Cluster::functions`] held by the caller: replaces this node's
+/// libraries with the cluster's in one `FUNCTION RESTORE ... FLUSH`.
 fn install_newest(shared: &Arc<Shared>, cl: &Arc<Cluster>, runtime: &tokio::runtime::Handle) {
-    let (version, body) = {
+    let (digest, live) = {
         let held = cl.settings.lock();
-        (held.version(FUNCTIONS), held.body(FUNCTIONS))
+        (held.digest(FUNCTIONS), held.live(FUNCTIONS))
     };
-    if version <= *cl.functions_applied.lock() {
+    if digest == *cl.functions_applied.lock() {
         return;
     }
+    let payload = crate::script::functions::dump_payload(live.iter().map(|(_, code)| code));
     let args = vec![
         Bytes::from_static(b"FUNCTION"),
         Bytes::from_static(b"RESTORE"),
-        body,
+        Bytes::from(payload),
         Bytes::from_static(b"FLUSH"),
     ];
     match function_command(shared, runtime, args) {
         Frame::Error(e) => {
-            // A member of the same version dumps what this one restores: this is a bug, not
-            // an operator's mistake. The version is marked applied so it is not retried.
-            tracing::error!(component = "functions", node_id = %cl.node_id, version = ?version, error = %String::from_utf8_lossy(&e), "cannot install the cluster's libraries; keeping this node's");
+            // Libraries loaded at the same time through two nodes that register the same
+            // function name: the second in name order fails here, on every member alike.
+            // Marked applied so it is not retried until the libraries change again.
+            tracing::error!(component = "functions", node_id = %cl.node_id, libraries = live.len(), error = %String::from_utf8_lossy(&e), "cannot install all of the cluster's libraries");
         }
         _ => {
-            tracing::info!(component = "functions", node_id = %cl.node_id, version = ?version, "libraries changed by a peer; installed")
+            tracing::info!(component = "functions", node_id = %cl.node_id, libraries = live.len(), "libraries changed by a peer; installed")
         }
     }
-    *cl.functions_applied.lock() = version;
+    *cl.functions_applied.lock() = digest;
 }
 
-/// A peer's document `doc` at `version`: applied if newer than what this node holds.
-pub fn offer(shared: &Arc<Shared>, cl: &Arc<Cluster>, doc: Doc, version: Version, body: Bytes) {
+/// A peer's change to entries of document `doc`: the document is applied if one was newer
+/// than what this node holds.
+pub fn offer(shared: &Arc<Shared>, cl: &Arc<Cluster>, doc: Doc, entries: Vec<Entry>) {
     let mut held = cl.settings.lock();
-    if !held.offer(doc, version, body.clone()) {
+    if !held.offer_all(doc, entries) {
         return;
     }
     cl.metrics
@@ -237,7 +274,7 @@ pub fn offer(shared: &Arc<Shared>, cl: &Arc<Cluster>, doc: Doc, version: Version
         .settings_applied
         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     match doc {
-        USERS => apply_users(shared, cl, version, &body),
+        USERS => apply_users(shared, cl, &held.live(USERS)),
         FUNCTIONS => {
             drop(held);
             let (sh, c) = (shared.clone(), cl.clone());
@@ -252,20 +289,25 @@ pub fn offer(shared: &Arc<Shared>, cl: &Arc<Cluster>, doc: Doc, version: Version
     }
 }
 
-fn apply_users(shared: &Shared, cl: &Cluster, version: Version, body: &Bytes) {
-    let text = String::from_utf8_lossy(body);
+/// Makes this node's users the cluster's: the live entries, as the lines `ACL LIST` prints.
+fn apply_users(shared: &Shared, cl: &Cluster, live: &[(Bytes, Bytes)]) {
+    let mut text = Vec::new();
+    for (_, line) in live {
+        text.extend_from_slice(line);
+        text.push(b'\n');
+    }
+    let text = String::from_utf8_lossy(&text);
     match crate::acl::parse_file(&text, "cluster users") {
         Ok(users) => {
             let n = users.len();
             shared.acl.replace(users);
             close_orphans(shared);
             shared.pubsub.enforce_acl(&shared.acl);
-            tracing::info!(component = "acl", node_id = %cl.node_id, version = ?version, users = n, "users changed by a peer; applied");
+            tracing::info!(component = "acl", node_id = %cl.node_id, users = n, "users changed by a peer; applied");
         }
-        // A member of the same version writes what this one parses: this is a bug, not an
-        // operator's mistake. The version is kept, so the same document is not pulled again.
+        // A member writes what this one parses: this is a bug, not an operator's mistake.
         Err(e) => {
-            tracing::error!(component = "acl", node_id = %cl.node_id, version = ?version, error = %e, "cannot apply the cluster's users; keeping this node's")
+            tracing::error!(component = "acl", node_id = %cl.node_id, error = %e, "cannot apply the cluster's users; keeping this node's")
         }
     }
 }
@@ -281,8 +323,8 @@ fn close_orphans(shared: &Shared) {
     }
 }
 
-/// `peer`'s heartbeat reported the versions `theirs`: pulls its documents if one is newer.
-pub async fn pull(shared: &Arc<Shared>, cl: &Arc<Cluster>, peer: &Peer, theirs: &[(Doc, Version)]) {
+/// `peer`'s heartbeat reported the digests `theirs`: pulls its entries if a document differs.
+pub async fn pull(shared: &Arc<Shared>, cl: &Arc<Cluster>, peer: &Peer, theirs: &[(Doc, u64)]) {
     if !cl.settings.lock().should_pull(theirs) {
         return;
     }
@@ -294,8 +336,8 @@ pub async fn pull(shared: &Arc<Shared>, cl: &Arc<Cluster>, peer: &Peer, theirs: 
         return;
     };
     if let Ok(Response::Settings(docs)) = wire::from_body::<Response>(&body) {
-        for (doc, version, body) in docs {
-            offer(shared, cl, doc, version, body);
+        for (doc, entries) in docs {
+            offer(shared, cl, doc, entries);
         }
         cl.settings.lock().pulled();
         cl.settings_heard

@@ -477,15 +477,7 @@ impl Engine {
     /// `FUNCTION DUMP`: magic, version, then each library's code (length-prefixed), then an
     /// XXH3 checksum of all that.
     fn dump(&self) -> Vec<u8> {
-        let mut out = DUMP_MAGIC.to_vec();
-        out.push(DUMP_VERSION);
-        for lib in self.libraries.values() {
-            out.extend_from_slice(&(lib.code.len() as u32).to_be_bytes());
-            out.extend_from_slice(&lib.code);
-        }
-        let sum = xxhash_rust::xxh3::xxh3_64(&out);
-        out.extend_from_slice(&sum.to_be_bytes());
-        out
+        dump_payload(self.libraries.values().map(|l| &l.code))
     }
 
     /// `FUNCTION RESTORE payload [FLUSH|APPEND|REPLACE]`.
@@ -542,6 +534,29 @@ fn syntax_error(sub: &[u8]) -> Frame {
         )
         .into(),
     )
+}
+
+/// A `FUNCTION DUMP` payload of these libraries' code: magic, version, each code
+/// (length-prefixed), then an XXH3 checksum of all that.
+pub(crate) fn dump_payload<'a>(codes: impl Iterator<Item = &'a Bytes>) -> Vec<u8> {
+    let mut out = DUMP_MAGIC.to_vec();
+    out.push(DUMP_VERSION);
+    for code in codes {
+        out.extend_from_slice(&(code.len() as u32).to_be_bytes());
+        out.extend_from_slice(code);
+    }
+    let sum = xxhash_rust::xxh3::xxh3_64(&out);
+    out.extend_from_slice(&sum.to_be_bytes());
+    out
+}
+
+/// The libraries in a `FUNCTION DUMP` payload of ours, by name, with their code (`None`: not
+/// such a payload).
+pub(crate) fn libraries_in(payload: &[u8]) -> Option<Vec<(String, Bytes)>> {
+    parse_dump(payload)?
+        .into_iter()
+        .map(|code| Some((library_name(&code)?, code)))
+        .collect()
 }
 
 /// The libraries' code in a `FUNCTION DUMP` payload, or `None` if it is not one of ours.

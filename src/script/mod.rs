@@ -32,7 +32,7 @@
 //!   works) and `script-memory-limit` (per script, HyperCache's own).
 
 pub(crate) mod convert;
-mod functions;
+pub(crate) mod functions;
 pub(crate) mod libs;
 mod raw;
 

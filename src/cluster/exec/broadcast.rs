@@ -280,22 +280,20 @@ pub fn has_other_members(cl: &Cluster) -> bool {
     other_members(&cl.view()).next().is_some()
 }
 
-/// Pushes a change of cluster-wide settings document `doc` to every member. None is required to
-/// answer: a member that misses it pulls the settings after its next heartbeat with one that
-/// has them.
-pub async fn put_settings(shared: &Shared, cl: &Cluster, doc: u8, version: Version, body: Bytes) {
+/// Pushes a change of entries of cluster-wide settings document `doc` to every member. None is
+/// required to answer: a member that misses it pulls the settings after its next heartbeat
+/// with one that has them.
+pub async fn put_settings(
+    shared: &Shared,
+    cl: &Cluster,
+    doc: u8,
+    entries: Vec<hypercache_cluster::settings::Entry>,
+) {
     let view = cl.view();
     let calls = other_members(&view)
         .map(|m| {
-            (
-                m,
-                Call::PutSettings {
-                    doc,
-                    version,
-                    body: body.clone(),
-                },
-                false,
-            )
+            let entries = entries.clone();
+            (m, Call::PutSettings { doc, entries }, false)
         })
         .collect();
     let timeout = Duration::from_millis(shared.config.read().request_timeout_ms);

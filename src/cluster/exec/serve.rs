@@ -120,8 +120,8 @@ pub fn serve_request(
                 .pubsub
                 .publish(&channel, &message, &limits, crate::state::now_ms());
         }
-        Served::Settings(doc, version, body) => {
-            super::super::settings::offer(shared, cl, doc, version, body);
+        Served::Settings(doc, entries) => {
+            super::super::settings::offer(shared, cl, doc, entries);
             q.push_msg(Kind::Reply, id, &Response::Done);
         }
         Served::RandomKey(db) => {
