@@ -513,7 +513,6 @@ pub(super) unsafe fn invoke(
     ffi::lua_settop(l, 0);
 }
 
-/// A new array of `items` (KEYS, ARGV). May raise.
 /// The prelude's values a script's run uses, by their places in Lua's registry (held there by
 /// the keys kept here).
 ///
@@ -587,6 +586,7 @@ unsafe fn refill(l: *mut lua_State, t: c_int, items: &[Bytes]) {
     }
 }
 
+/// A new array of `items` (a function's KEYS and ARGV). May raise.
 unsafe fn push_array(l: *mut lua_State, items: &[Bytes]) {
     ffi::lua_createtable(l, items.len().min(c_int::MAX as usize) as c_int, 0);
     for (i, v) in items.iter().enumerate() {
