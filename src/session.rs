@@ -536,7 +536,12 @@ impl Session {
 
     /// Runs as `user` from now on (AUTH, a script's caller).
     pub fn set_user(&mut self, user: Arc<crate::acl::User>) {
-        self.acl_gen = self.shared.acl.generation();
+        let generation = self.shared.acl.generation();
+        if Arc::ptr_eq(&self.user, &user) && self.acl_gen == generation {
+            // The same user, the users unchanged (a script's session, run after run).
+            return;
+        }
+        self.acl_gen = generation;
         let mut m = self.handle.meta.lock();
         if m.user != user.name {
             m.user = user.name.clone();

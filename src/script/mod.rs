@@ -1249,10 +1249,12 @@ impl Engine {
                 "ERR Can not execute a script with write flag using *_ro command.",
             ));
         }
-        let oom = {
-            let max = shared.config.read().maxmemory;
-            max > 0 && crate::memory::used() > max
+        // One read of the settings a run needs.
+        let (maxmemory, memory_limit) = {
+            let c = shared.config.read();
+            (c.maxmemory, c.script_memory_limit as usize)
         };
+        let oom = maxmemory > 0 && crate::memory::used() > maxmemory;
         if oom && !flags.compat && !flags.allow_oom && !flags.no_writes {
             return plain(Frame::error(
                 "OOM allow-oom flag is not set on the script, can not run it when used memory > 'maxmemory'",
@@ -1313,7 +1315,14 @@ impl Engine {
         running.started_ms.store(started, Ordering::Release);
         let reply = {
             let _entered = raw::enter(&mut ctx);
-            self.call_function(shared, &name, &function, runner.as_deref(), call)
+            self.call_function(
+                shared,
+                &name,
+                &function,
+                runner.as_deref(),
+                call,
+                memory_limit,
+            )
         };
         running.started_ms.store(0, Ordering::Release);
         *running.current.lock() = None;
@@ -1332,6 +1341,7 @@ impl Engine {
         f: &Function,
         runner: Option<&Function>,
         call: &Call,
+        limit: usize,
     ) -> (Frame, bool) {
         let plain = |f: Frame| (f, false);
         let lua = &self.lua;
@@ -1369,7 +1379,6 @@ impl Engine {
             );
             self.hooked.set(true);
         }
-        let limit = shared.config.read().script_memory_limit as usize;
         let base = lua.used_memory();
         let _ = lua.set_memory_limit(if limit == 0 { 0 } else { base + limit });
         let mut done: raw::Outcome = None;
