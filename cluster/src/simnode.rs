@@ -1656,6 +1656,97 @@ mod tests {
         }
     }
 
+    /// Randomized: changes (sets and removals) of a handful of entries through random nodes
+    /// while nodes are cut off and healed at random; once every partition heals, every member
+    /// holds the same entries, and each is the change with the highest version made to it
+    /// anywhere (no acknowledged change of an entry lost to a concurrent change of another).
+    #[test]
+    fn random_settings_changes_under_partitions_keep_the_newest_of_every_entry() {
+        use crate::settings::USERS;
+        use std::collections::BTreeMap;
+        const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
+        for seed in 1..=30 {
+            let mut rng = SmallRng::seed_from_u64(seed);
+            let mut s = sim(4, 3, seed);
+            s.set_delay(1, 8);
+            for n in &mut s.nodes {
+                n.heartbeat = true;
+            }
+            for n in 0..4 {
+                s.input(n, |node, _now, out| node.start_heartbeat(out));
+            }
+            s.run_until(s.now() + 2 * HEARTBEAT_MS, STEPS);
+            // The newest change made to each entry: (version, body).
+            let mut newest: BTreeMap<&str, (Version, Option<Bytes>)> = BTreeMap::new();
+            let mut cut: Option<NodeId> = None;
+            for step in 0..80u32 {
+                match rng.random_range(0..10) {
+                    0 if cut.is_none() => {
+                        let n = rng.random_range(0..4);
+                        s.isolate(n);
+                        cut = Some(n);
+                    }
+                    1 => {
+                        if let Some(n) = cut.take() {
+                            s.heal(n);
+                        }
+                    }
+                    _ => {
+                        let n = rng.random_range(0..4);
+                        let name = NAMES[rng.random_range(0..NAMES.len())];
+                        let body = (rng.random_range(0..5) > 0)
+                            .then(|| Bytes::from(format!("{name}{seed}.{step}")));
+                        let changed = s.input(n, |node, now, out| {
+                            node.set_settings(
+                                USERS,
+                                Bytes::from_static(name.as_bytes()),
+                                body.clone(),
+                                now,
+                                out,
+                            )
+                        });
+                        assert!(changed, "seed {seed}: every node heard before");
+                        // The version the change got on that node, if it changed anything.
+                        let held = s.nodes[n].settings.entries();
+                        let entry = held
+                            .iter()
+                            .filter(|(d, _)| *d == USERS)
+                            .flat_map(|(_, e)| e.iter())
+                            .find(|(k, _, _)| k[..] == *name.as_bytes())
+                            .cloned();
+                        if let Some((_, v, b)) = entry {
+                            if b == body && newest.get(name).is_none_or(|(old, _)| v > *old) {
+                                newest.insert(name, (v, b));
+                            }
+                        }
+                    }
+                }
+                let wait = rng.random_range(0..60);
+                s.run_until(s.now() + wait, STEPS);
+            }
+            if let Some(n) = cut.take() {
+                s.heal(n);
+            }
+            s.run_until(s.now() + 4 * HEARTBEAT_MS, STEPS);
+            let want: Vec<(Bytes, Bytes)> = newest
+                .iter()
+                .filter_map(|(k, (_, b))| Some((Bytes::from_static(k.as_bytes()), b.clone()?)))
+                .collect();
+            for n in 0..4 {
+                assert_eq!(
+                    s.nodes[n].settings.live(USERS),
+                    want,
+                    "seed {seed}: node {n} lost the newest change of an entry"
+                );
+            }
+            let d = s.nodes[0].settings.digest(USERS);
+            assert!(
+                s.nodes.iter().all(|x| x.settings.digest(USERS) == d),
+                "seed {seed}"
+            );
+        }
+    }
+
     /// The deadline rule: a forward whose coordinator is connected but silent (paused) gets
     /// `NOREPLICAS` after `3T`, never earlier, and is not planned again (the coordinator may
     /// still apply it). The process twin is
