@@ -351,16 +351,19 @@ impl Session {
     /// Ends a batch: publishes the client's last command and activity time, and adds the local
     /// counters to the node's (one shared atomic add per batch instead of one per command).
     pub fn end_batch(&mut self) {
-        let queued = std::mem::take(&mut self.queued_changed)
-            .then(|| self.multi.as_ref().map(|m| m.queue.len()));
+        let queued = std::mem::take(&mut self.queued_changed).then(|| {
+            let len = self.multi.as_ref().map(|m| m.queue.len());
+            (len, self.multi_memory())
+        });
         if self.last_cmd.is_some() || queued.is_some() {
             let mut m = self.handle.meta.lock();
             if let Some(cmd) = self.last_cmd.take() {
                 m.last_cmd = cmd;
                 m.last_active = Some(self.clock);
             }
-            if let Some(queued) = queued {
-                m.multi = queued;
+            if let Some((len, mem)) = queued {
+                m.multi = len;
+                m.multi_mem = mem;
             }
         }
         if self.commands > 0 {
@@ -741,12 +744,14 @@ impl Session {
     /// The memory the session's own buffers hold: its output buffers and the commands queued in
     /// a transaction (the connection adds its read buffer: [`crate::state::Shared::account_client`]).
     pub fn held_memory(&self) -> usize {
-        self.out.capacity()
-            + self.spare.capacity()
-            + self
-                .multi
-                .as_ref()
-                .map_or(0, |m| m.bytes + 32 * m.queue.len())
+        self.out.capacity() + self.spare.capacity() + self.multi_memory()
+    }
+
+    /// What the commands queued in `MULTI` hold: their arguments and a slot each.
+    fn multi_memory(&self) -> usize {
+        self.multi
+            .as_ref()
+            .map_or(0, |m| m.bytes + 32 * m.queue.len())
     }
 
     /// In a cluster, whether `args` changes the cluster-wide settings (the ACL users, the
@@ -811,7 +816,9 @@ impl Session {
     /// Starts a transaction (`MULTI`).
     pub fn begin_transaction(&mut self) {
         self.multi = Some(Multi::default());
-        self.handle.meta.lock().multi = Some(0);
+        let mut m = self.handle.meta.lock();
+        m.multi = Some(0);
+        m.multi_mem = 0;
     }
 
     /// Ends the transaction being queued, if any, and forgets the watched keys (`DISCARD`, and
@@ -826,7 +833,9 @@ impl Session {
     pub fn take_transaction(&mut self) -> Option<Multi> {
         let m = self.multi.take();
         if m.is_some() {
-            self.handle.meta.lock().multi = None;
+            let mut meta = self.handle.meta.lock();
+            meta.multi = None;
+            meta.multi_mem = 0;
         }
         m
     }

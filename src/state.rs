@@ -53,6 +53,8 @@ pub struct ClientMeta {
     pub no_evict: bool,
     /// Commands queued in `MULTI`, or `None` outside a transaction.
     pub multi: Option<usize>,
+    /// What the queued commands hold (`CLIENT LIST`'s `multi-mem`).
+    pub multi_mem: usize,
     /// Channels and patterns it is subscribed to.
     pub subs: (usize, usize),
     /// The ACL user it runs as (empty: `default`).
@@ -186,6 +188,13 @@ impl ClientHandle {
 
     /// The CLIENT LIST / CLIENT INFO line (without the trailing newline).
     pub fn info_line(&self) -> String {
+        // Pub/Sub and tracking messages queued for it and not written yet (Redis's reply list:
+        // what grows when a subscriber does not keep up). Read before `meta` is locked.
+        let omem = self
+            .mailbox
+            .lock()
+            .as_ref()
+            .map_or(0, |mb| mb.queued.load(Ordering::Relaxed));
         let m = self.meta.lock();
         let now = Instant::now();
         let idle = m
@@ -194,7 +203,7 @@ impl ClientHandle {
             .as_secs();
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} \
-             qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=0 rbp=0 obl=0 oll=0 omem=0 tot-mem={} events=r \
+             qbuf={} qbuf-free=0 argv-mem=0 multi-mem={} rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r \
              cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
@@ -230,6 +239,8 @@ impl ClientHandle {
             m.subs.1,
             m.multi.map_or(-1, |n| n as i64),
             m.qbuf,
+            m.multi_mem,
+            omem,
             self.mem.load(Ordering::Relaxed),
             if m.last_cmd.is_empty() { "NULL" } else { m.last_cmd },
             if m.user.is_empty() {

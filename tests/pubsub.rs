@@ -111,6 +111,8 @@ fn a_message_reaches_subscribers_on_every_node_once_in_order() {
 
 /// A subscriber that does not read is disconnected once the bytes queued for it pass
 /// `client-output-buffer-limit pubsub`'s hard limit; the publisher and other subscribers go on.
+/// Until then, `CLIENT LIST` shows what is queued for it as `omem`, as Redis shows its reply
+/// list (what an operator looks at to find a subscriber that does not keep up).
 #[test]
 fn a_slow_subscriber_is_disconnected_at_its_output_buffer_limit() {
     let node = Server::start(&[]);
@@ -125,7 +127,23 @@ fn a_slow_subscriber_is_disconnected_at_its_output_buffer_limit() {
         b"+OK\r\n"
     );
     let mut slow = Conn::to(node.addr);
+    let id = String::from_utf8_lossy(&slow.call(&[b"CLIENT", b"ID"]))
+        .trim_start_matches(':')
+        .trim()
+        .to_string();
     slow.call(&[b"SUBSCRIBE", b"firehose"]);
+    // The slow client's `omem` in CLIENT LIST, while it is listed.
+    let omem = |admin: &mut Conn| -> Option<usize> {
+        let list = String::from_utf8_lossy(&admin.call(&[b"CLIENT", b"LIST"])).into_owned();
+        let line = list
+            .lines()
+            .find(|l| l.contains(&format!("id={id} ")))?
+            .to_string();
+        let field = line.split(' ').find_map(|f| f.strip_prefix("omem="))?;
+        field.parse().ok()
+    };
+    assert_eq!(omem(&mut admin), Some(0), "nothing queued yet");
+    let mut most = 0;
     let mut fast = Conn::to(node.addr);
     fast.call(&[b"SUBSCRIBE", b"firehose"]);
     // The slow one stops reading; its socket buffers fill, then its queue on the node.
@@ -136,6 +154,9 @@ fn a_slow_subscriber_is_disconnected_at_its_output_buffer_limit() {
     loop {
         let n = publisher.call(&[b"PUBLISH", b"firehose", &payload]);
         sent += 1;
+        if let Some(queued) = omem(&mut admin) {
+            most = most.max(queued);
+        }
         // Drain the fast subscriber as we go.
         fast.read();
         if n == b":1\r\n" {
@@ -146,6 +167,11 @@ fn a_slow_subscriber_is_disconnected_at_its_output_buffer_limit() {
             "the slow subscriber was never cut off"
         );
     }
+    // What was queued for it showed, up to about the limit (1 MB and a message).
+    assert!(
+        most >= 256 * 1024 && most <= (1 << 20) + 2 * payload.len(),
+        "omem peaked at {most}"
+    );
     // It leaves the client list (its connection task ends at once).
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {

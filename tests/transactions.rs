@@ -187,11 +187,29 @@ fn exec_replies_as_redis_does() {
         list.contains("flags=x") && list.contains("multi=1"),
         "{list}"
     );
+    // ... and what its queued commands hold (`multi-mem`), which a bigger queue raises.
+    let multi_mem = |list: &str| -> usize {
+        let line = list.lines().find(|l| l.contains("flags=x")).unwrap_or("");
+        line.split(' ')
+            .find_map(|f| f.strip_prefix("multi-mem="))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let one = multi_mem(&list);
+    assert!(one > 0, "{list}");
+    let big = "v".repeat(10_000);
+    let _: Value = redis::cmd("SET").arg("y").arg(&big).query(&mut c).unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut other).unwrap();
+    assert!(multi_mem(&list) >= one + 10_000, "{list}");
     let _: () = redis::cmd("DISCARD").query(&mut c).unwrap();
     let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut other).unwrap();
     assert!(
         !list.contains("flags=x") && !list.contains("multi=1"),
         "{list}"
+    );
+    assert!(
+        list.lines().all(|l| l.contains("multi-mem=0")),
+        "no client holds a transaction: {list}"
     );
 }
 
