@@ -279,8 +279,6 @@ struct Engine {
     /// What a script's run needs from the prelude: its error handler, its globals and its
     /// environment (a script runs from Rust: `raw::invoke`).
     direct: raw::ScriptRefs,
-    /// Runs a function's callback with (KEYS, ARGV) under the error handler.
-    fcall_runner: Arc<Function>,
     /// Runs a library's code at FUNCTION LOAD.
     load_runner: Function,
     /// Makes a library's environment: returns it and the function that opens it to the
@@ -340,16 +338,7 @@ struct RunCtx {
 }
 
 /// What the prelude returns (in its `return`'s order).
-type Prelude = (
-    Function,
-    Function,
-    Function,
-    Function,
-    Table,
-    Table,
-    Table,
-    Table,
-);
+type Prelude = (Function, Function, Function, Table, Table, Table, Table);
 
 /// The prelude run once in a new VM: Redis's API in Lua around the Rust functions, the error
 /// handler, and the sandbox. Returns the runners of functions and of libraries' code, and what
@@ -502,12 +491,8 @@ local script_env = lua_setmetatable({}, {
 })
 -- A script runs from Rust (`raw::invoke`, as Redis's C calls it): KEYS and ARGV refilled,
 -- `current[1]` and the function's environment set to `script_env`, called under `handler`.
-
--- Runs a function's callback: it keeps its library's environment.
-local function run_function(f, keys, argv)
-  current[1] = lua_getfenv(f)
-  return xpcall(function() return f(keys, argv) end, handler)
-end
+-- A function's callback too, with `current[1]` its library's environment and new KEYS and
+-- ARGV tables as its arguments.
 
 -- The load API's `redis` raises on a missing field, as Redis's does.
 lua_setmetatable(load_api.redis, {
@@ -561,8 +546,7 @@ end
 lua_rawset(script_globals, 'KEYS', script_keys)
 lua_rawset(script_globals, 'ARGV', script_argv)
 
-return run_function, load_library, library_env, handler, script_env, current, script_keys,
-  script_argv
+return load_library, library_env, handler, script_env, current, script_keys, script_argv
 "#;
 
 impl Engine {
@@ -590,16 +574,15 @@ impl Engine {
                 other => (format!("{other:?}"), false),
             })
         })?;
-        let (fcall_runner, load_runner, library_env, handler, env, current, keys, argv): Prelude =
-            lua.load(PRELUDE)
-                .set_name("@hc_prelude")
-                .set_mode(mlua::chunk::ChunkMode::Text)
-                .call((call, pcall, errtext, load_api.clone()))?;
+        let (load_runner, library_env, handler, env, current, keys, argv): Prelude = lua
+            .load(PRELUDE)
+            .set_name("@hc_prelude")
+            .set_mode(mlua::chunk::ChunkMode::Text)
+            .call((call, pcall, errtext, load_api.clone()))?;
         let direct = raw::ScriptRefs::new(&lua, handler, env, current, keys, argv)?;
         Ok(Engine {
             lua,
             direct,
-            fcall_runner: Arc::new(fcall_runner),
             load_runner,
             library_env,
             load_api,
@@ -1093,7 +1076,6 @@ impl Scripts {
                     sha,
                     flags,
                     f,
-                    None,
                     false,
                     &mut call,
                     caller_levels,
@@ -1112,14 +1094,12 @@ impl Scripts {
                     return plain(Frame::error("ERR Function not found"));
                 };
                 let (flags, f) = (def.flags, def.callback.clone());
-                let runner = Some(engine.fcall_runner.clone());
                 let name = Arc::from(call.sha.as_str());
                 engine.run(
                     shared,
                     name,
                     flags,
                     f,
-                    runner,
                     true,
                     &mut call,
                     caller_levels,
@@ -1155,14 +1135,13 @@ impl Scripts {
             }
         }
         let engine = guard.as_mut().expect("engine");
-        let (name, flags, f, runner) = if function {
+        let (name, flags, f) = if function {
             // FCALL: `call.sha` names the function, loaded on this node too.
             let Some(def) = engine.functions.get(&call.sha.to_ascii_lowercase()) else {
                 return (Frame::error("ERR Function not found"), overlay);
             };
             let (flags, f) = (def.flags, def.callback.clone());
-            let runner = Some(engine.fcall_runner.clone());
-            (Arc::from(call.sha.as_str()), flags, f, runner)
+            (Arc::from(call.sha.as_str()), flags, f)
         } else {
             let body = call.body.clone().unwrap_or_default();
             let sha = match engine.compile(scripts, &body) {
@@ -1173,7 +1152,7 @@ impl Scripts {
                 return (Frame::error(errors::NOSCRIPT), overlay);
             };
             let (flags, f) = (compiled.flags, compiled.function.clone());
-            (compiled.name.clone(), flags, f, None)
+            (compiled.name.clone(), flags, f)
         };
         engine.overlay = Some(overlay);
         let (reply, _) = engine.run(
@@ -1181,7 +1160,6 @@ impl Scripts {
             name,
             flags,
             f,
-            runner,
             function,
             &mut call,
             (None, None),
@@ -1220,8 +1198,7 @@ fn leave_worker() -> bool {
 }
 
 impl Engine {
-    /// Runs a script (`function == false`: `name` is its SHA1) or a function's callback, with
-    /// `runner` (the prelude's, for one or the other).
+    /// Runs a script (`is_function == false`: `name` is its SHA1) or a function's callback.
     #[allow(clippy::too_many_arguments)]
     fn run(
         &mut self,
@@ -1229,7 +1206,6 @@ impl Engine {
         name: Arc<str>,
         flags: Flags,
         function: Arc<Function>,
-        runner: Option<Arc<Function>>,
         is_function: bool,
         call: &mut Call,
         caller_levels: Levels,
@@ -1315,14 +1291,7 @@ impl Engine {
         running.started_ms.store(started, Ordering::Release);
         let reply = {
             let _entered = raw::enter(&mut ctx);
-            self.call_function(
-                shared,
-                &name,
-                &function,
-                runner.as_deref(),
-                call,
-                memory_limit,
-            )
+            self.call_function(shared, &name, &function, is_function, call, memory_limit)
         };
         running.started_ms.store(0, Ordering::Release);
         *running.current.lock() = None;
@@ -1339,7 +1308,7 @@ impl Engine {
         shared: &Arc<Shared>,
         sha: &str,
         f: &Function,
-        runner: Option<&Function>,
+        is_function: bool,
         call: &Call,
         limit: usize,
     ) -> (Frame, bool) {
@@ -1386,25 +1355,14 @@ impl Engine {
             let _ = lua.set_memory_limit(0);
         };
         // SAFETY: the closure owns nothing with a destructor (`raw`'s invariant 1), and the
-        // values exec_raw pushes are the ones `invoke` expects: the function alone (a script,
-        // run directly), or the runner and the function.
+        // value exec_raw pushes is the one `invoke` expects: the script's function or the
+        // function's callback.
         #[allow(unsafe_code)]
         let result = unsafe {
-            match runner {
-                None => lua.exec_raw::<MultiValue>(f, |l| {
-                    raw::invoke(
-                        l,
-                        Some(&self.direct),
-                        call.keys(),
-                        call.args(),
-                        &lift,
-                        &mut done,
-                    )
-                }),
-                Some(runner) => lua.exec_raw::<MultiValue>((runner, f), |l| {
-                    raw::invoke(l, None, call.keys(), call.args(), &lift, &mut done)
-                }),
-            }
+            lua.exec_raw::<MultiValue>(f, |l| {
+                let (keys, args) = (call.keys(), call.args());
+                raw::invoke(l, &self.direct, is_function, keys, args, &lift, &mut done)
+            })
         };
         lift();
         // Every run leaves its environment and KEYS/ARGV behind; Lua's incremental collector

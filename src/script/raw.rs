@@ -442,10 +442,9 @@ pub(super) fn functions(lua: &mlua::Lua) -> mlua::Result<(mlua::Function, mlua::
     unsafe { Ok((lua.create_c_function(call)?, lua.create_c_function(pcall)?)) }
 }
 
-/// Called by `Lua::exec_raw` with a script's compiled function at 1 (`direct`: the prelude's
-/// values a script's run uses), or with a runner and a function's callback at 1 and 2: makes
-/// KEYS and ARGV, runs the script (or the runner), lifts the memory limit (`lift`), and
-/// converts the reply if the script returned. Its reply's `ignore_error_stats_update` mark
+/// Called by `Lua::exec_raw` with a script's compiled function, or a function's callback
+/// (`function`), at 1: makes KEYS and ARGV, runs it under the prelude's error handler
+/// (`refs`), lifts the memory limit (`lift`), and converts the reply if it returned. Its reply's `ignore_error_stats_update` mark
 /// comes with it (a `return redis.pcall(...)` of an error counted already).
 ///
 /// # Safety
@@ -454,25 +453,36 @@ pub(super) fn functions(lua: &mlua::Lua) -> mlua::Result<(mlua::Function, mlua::
 /// ARGV may fail to allocate under the memory limit.
 pub(super) unsafe fn invoke(
     l: *mut lua_State,
-    direct: Option<&ScriptRefs>,
+    refs: &ScriptRefs,
+    function: bool,
     keys: &[Bytes],
     argv: &[Bytes],
     lift: &dyn Fn(),
     out: &mut Outcome,
 ) {
-    if let Some(refs) = direct {
-        // A script, as Redis's C runs one: the stack holds the compiled function. KEYS and
-        // ARGV are refilled, the function gets the scripts' environment (and `_G` answers
-        // it), and it is called under the error handler. What the runner did in Lua, without
-        // its Lua frame, its `xpcall` and four library calls.
-        room(l, 6);
-        ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.handler);
-        ffi::lua_insert(l, 1);
+    // As Redis's C runs a script or a function: the stack holds the compiled function (or the
+    // callback); `current[1]` (what `_G` answers) is the scripts' environment (or the
+    // callback's library's); a script gets that environment and its KEYS and ARGV refilled,
+    // a callback new KEYS and ARGV tables as its arguments; it is called under the error
+    // handler. No Lua frame around it, no `xpcall`, no closure per call.
+    room(l, 6);
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.handler);
+    ffi::lua_insert(l, 1);
+    if function {
+        ffi::lua_getfenv(l, 2);
+    } else {
         ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.env);
-        ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.current);
-        ffi::lua_pushvalue(l, 3);
-        ffi::lua_rawseti(l, 4, 1);
-        ffi::lua_settop(l, 3);
+    }
+    ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.current);
+    ffi::lua_pushvalue(l, 3);
+    ffi::lua_rawseti(l, 4, 1);
+    ffi::lua_settop(l, 3);
+    let nargs = if function {
+        ffi::lua_settop(l, 2);
+        push_array(l, keys);
+        push_array(l, argv);
+        2
+    } else {
         ffi::lua_setfenv(l, 2);
         ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.keys);
         refill(l, 3, keys);
@@ -480,22 +490,13 @@ pub(super) unsafe fn invoke(
         ffi::lua_rawgeti(l, ffi::LUA_REGISTRYINDEX, refs.argv);
         refill(l, 3, argv);
         ffi::lua_settop(l, 2);
-        let status = ffi::lua_pcall(l, 0, ffi::LUA_MULTRET, 1);
-        lift();
-        // As the runner returned: true and the script's values, or false and the error.
-        ffi::lua_pushboolean(l, c_int::from(status == 0));
-        ffi::lua_replace(l, 1);
-    } else {
-        push_array(l, keys);
-        push_array(l, argv);
-        let status = ffi::lua_pcall(l, 3, ffi::LUA_MULTRET, 0);
-        lift();
-        if status != 0 {
-            // An error outside the runner's handler (out of memory making the environment):
-            // raised again for exec_raw to report.
-            ffi::lua_error(l);
-        }
-    }
+        0
+    };
+    let status = ffi::lua_pcall(l, nargs, ffi::LUA_MULTRET, 1);
+    lift();
+    // True and the script's values, or false and the error (what the Lua runner returned).
+    ffi::lua_pushboolean(l, c_int::from(status == 0));
+    ffi::lua_replace(l, 1);
     let top = ffi::lua_gettop(l);
     if top == 0 || ffi::lua_toboolean(l, 1) == 0 {
         return;
