@@ -1418,6 +1418,19 @@ mod tests {
         Sim::new(SimNode::cluster(nodes, replicas), seed)
     }
 
+    /// `nodes` members (3 replicas), links of 1-8 ms, every member heartbeating from the start.
+    fn heartbeating_sim(nodes: usize, seed: u64) -> Sim<SimNode> {
+        let mut s = sim(nodes, 3, seed);
+        s.set_delay(1, 8);
+        for n in &mut s.nodes {
+            n.heartbeat = true;
+        }
+        for n in 0..nodes {
+            s.input(n, |node, _now, out| node.start_heartbeat(out));
+        }
+        s
+    }
+
     fn set(value: &[u8]) -> Op<'_> {
         Op::set(value)
     }
@@ -1521,14 +1534,7 @@ mod tests {
         use crate::settings::{FUNCTIONS, USERS};
         type Live = Vec<(&'static str, &'static str)>;
         for seed in [1, 2, 3] {
-            let mut s = sim(4, 3, seed);
-            s.set_delay(1, 8);
-            for n in &mut s.nodes {
-                n.heartbeat = true;
-            }
-            for n in 0..4 {
-                s.input(n, |node, _now, out| node.start_heartbeat(out));
-            }
+            let mut s = heartbeating_sim(4, seed);
             let set = |s: &mut Sim<SimNode>,
                        n: NodeId,
                        doc: u8,
@@ -1667,14 +1673,7 @@ mod tests {
         const NAMES: [&str; 5] = ["a", "b", "c", "d", "e"];
         for seed in 1..=30 {
             let mut rng = SmallRng::seed_from_u64(seed);
-            let mut s = sim(4, 3, seed);
-            s.set_delay(1, 8);
-            for n in &mut s.nodes {
-                n.heartbeat = true;
-            }
-            for n in 0..4 {
-                s.input(n, |node, _now, out| node.start_heartbeat(out));
-            }
+            let mut s = heartbeating_sim(4, seed);
             s.run_until(s.now() + 2 * HEARTBEAT_MS, STEPS);
             // The newest change made to each entry: (version, body).
             let mut newest: BTreeMap<&str, (Version, Option<Bytes>)> = BTreeMap::new();
