@@ -143,7 +143,8 @@ pub struct Cluster {
     /// Held while the function libraries change or a peer's are installed ([`settings`]): one
     /// at a time, and never under the settings lock (the Lua VM may be busy with a script).
     pub functions: parking_lot::Mutex<()>,
-    /// The version of the cluster's libraries installed in this node's VM.
+    /// The digest of the cluster's libraries installed in this node's VM (the machine's
+    /// [`hypercache_cluster::settings::Settings::digest`] when they were installed; 0: none).
     pub functions_applied: parking_lot::Mutex<u64>,
     /// Set once the settings machine says this node heard a member
     /// ([`hypercache_cluster::settings::Settings::may_change`]): a copy of its answer for the
