@@ -146,11 +146,27 @@ pub struct Config {
     /// clients' commands answer `-BUSY`, and `SCRIPT KILL` may stop it (0: never busy).
     pub busy_reply_threshold: u64,
     /// `min-replicas-to-write` (alias `min-slaves-to-write`): with it above 0 (and
-    /// `min-replicas-max-lag` above 0), Redis refuses writes while fewer replicas are connected.
-    /// HyperCache has no Redis replicas (its replication is the cluster's), so this node then
-    /// refuses every write with `-NOREPLICAS`, as a Redis primary without replicas does.
-    /// Default 0 (off).
+    /// `min-replicas-max-lag` above 0), writes are refused with `-NOREPLICAS` while fewer Redis
+    /// replicas ([`crate::repl`]) have acknowledged the stream within `min-replicas-max-lag`
+    /// seconds, as in Redis. Default 0 (off).
     pub min_replicas_to_write: u64,
+    /// `repl-ping-replica-period` (alias `repl-ping-slave-period`), seconds between the PINGs
+    /// a single node writes to its Redis replicas' stream. Default 10.
+    pub repl_ping_replica_period: u64,
+    /// `repl-timeout`, seconds: a replica attached with `PSYNC` that acknowledged nothing for
+    /// this long is dropped. Default 60.
+    pub repl_timeout: u64,
+    /// `repl-backlog-size`: the bytes of the replication stream kept for a replica that
+    /// reconnects to continue from (`PSYNC` with its offset) rather than load a new snapshot.
+    /// At least 16 KB, as in Redis. Default 1 MB.
+    pub repl_backlog_size: u64,
+    /// `repl-backlog-ttl`, seconds: how long after the last replica left the node keeps the
+    /// backlog (and keeps recording its writes, one command at a time) for a replica that
+    /// comes back to continue from; 0: for ever. Default 3600, as in Redis.
+    pub repl_backlog_ttl: u64,
+    /// `client-output-buffer-limit`'s `replica` class: a replica whose unsent stream grows past
+    /// it is dropped. Default `256mb 64mb 60`.
+    pub replica_output_buffer_limit: crate::pubsub::Limits,
     /// `min-replicas-max-lag` (alias `min-slaves-max-lag`), seconds: 0 turns the check above
     /// off, as in Redis. Default 10.
     pub min_replicas_max_lag: u64,
@@ -314,6 +330,15 @@ impl Default for Config {
             busy_reply_threshold: 5000,
             script_memory_limit: 256 * 1024 * 1024,
             min_replicas_to_write: 0,
+            repl_ping_replica_period: 10,
+            repl_timeout: 60,
+            repl_backlog_size: 1024 * 1024,
+            repl_backlog_ttl: 3600,
+            replica_output_buffer_limit: crate::pubsub::Limits {
+                hard: 256 * 1024 * 1024,
+                soft: 64 * 1024 * 1024,
+                soft_secs: 60,
+            },
             min_replicas_max_lag: 10,
             hz: 10,
             threads: 0,
@@ -496,11 +521,18 @@ pub static PARAMS: &[Param] = &[
         "client-output-buffer-limit",
         Kind::BufferLimit,
         true,
-        |c| crate::pubsub::render_limits(&c.client_output_buffer_limit),
+        |c| crate::pubsub::render_limits(
+            &c.client_output_buffer_limit,
+            &c.replica_output_buffer_limit
+        ),
         |c, v| {
             let current = c.client_output_buffer_limit;
+            let text = v.text();
             c.client_output_buffer_limit =
-                crate::pubsub::parse_limits(&v.text(), current).unwrap_or(current)
+                crate::pubsub::parse_limits(&text, current).unwrap_or(current);
+            let current = c.replica_output_buffer_limit;
+            c.replica_output_buffer_limit =
+                crate::pubsub::parse_replica_limits(&text, current).unwrap_or(current)
         }
     ),
     p!(
@@ -732,6 +764,41 @@ pub static PARAMS: &[Param] = &[
         true,
         |c| c.min_replicas_to_write.to_string(),
         |c, v| c.min_replicas_to_write = v.int() as u64
+    ),
+    p!(
+        "repl-ping-replica-period",
+        Kind::Int(1, 2147483647),
+        true,
+        |c| c.repl_ping_replica_period.to_string(),
+        |c, v| c.repl_ping_replica_period = v.int() as u64
+    ),
+    p!(
+        "repl-ping-slave-period",
+        Kind::Int(1, 2147483647),
+        true,
+        |c| c.repl_ping_replica_period.to_string(),
+        |c, v| c.repl_ping_replica_period = v.int() as u64
+    ),
+    p!(
+        "repl-timeout",
+        Kind::Int(1, 2147483647),
+        true,
+        |c| c.repl_timeout.to_string(),
+        |c, v| c.repl_timeout = v.int() as u64
+    ),
+    p!(
+        "repl-backlog-size",
+        Kind::Memory(1, i64::MAX as u64),
+        true,
+        |c| c.repl_backlog_size.to_string(),
+        |c, v| c.repl_backlog_size = (v.int() as u64).max(16 * 1024)
+    ),
+    p!(
+        "repl-backlog-ttl",
+        Kind::Int(0, 2147483647),
+        true,
+        |c| c.repl_backlog_ttl.to_string(),
+        |c, v| c.repl_backlog_ttl = v.int() as u64
     ),
     p!(
         "min-replicas-max-lag",

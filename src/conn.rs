@@ -172,6 +172,9 @@ async fn serve_stream<S: AsyncRead + AsyncWrite + Unpin>(
     if session.monitor.is_some() {
         shared.stop_monitor(id);
     }
+    if session.replica.is_some() {
+        shared.repl.detach(id);
+    }
     tracing::debug!(
         node_id = %shared.node_id,
         component = "server",
@@ -220,8 +223,9 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
         if rbuf.capacity() - rbuf.len() < want {
             rbuf.reserve(want);
         }
-        // As in Redis, a MONITOR client is never closed for being idle.
-        let idle = (s.timeout > 0 && s.monitor.is_none()).then(|| Duration::from_secs(s.timeout));
+        // As in Redis, a MONITOR client or a replica is never closed for being idle.
+        let idle = (s.timeout > 0 && s.monitor.is_none() && s.replica.is_none())
+            .then(|| Duration::from_secs(s.timeout));
         let read = tokio::select! {
             // A kill or shutdown that is already pending wins over input that arrived with it.
             biased;
@@ -238,6 +242,26 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 }
                 if let Err(why) = write_unless_killed(socket, &s.out, &s.handle).await {
                     return why;
+                }
+                Stats::add(&s.shared.metrics.server.net_output_bytes, s.out.len() as u64);
+                s.out.clear();
+                continue;
+            }
+            chunk = next_chunk(&mut s.replica) => {
+                // The replication stream: every chunk waiting goes out in one write.
+                let Some(first) = chunk else { return "replica dropped by the node" };
+                let r = s.replica.as_mut().expect("replica");
+                let mut bytes = first.len();
+                s.out.extend_from_slice(&first);
+                while let Ok(more) = r.rx.try_recv() {
+                    bytes += more.len();
+                    s.out.extend_from_slice(&more);
+                }
+                if let Err(why) = write_unless_killed(socket, &s.out, &s.handle).await {
+                    return why;
+                }
+                if let Some(r) = &s.replica {
+                    r.state.queued.fetch_sub(bytes as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 Stats::add(&s.shared.metrics.server.net_output_bytes, s.out.len() as u64);
                 s.out.clear();
@@ -337,6 +361,11 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                     if s.script_ready.is_some() {
                         held = None;
                         s.queue_script();
+                    }
+                    if s.sync_ready.is_some() {
+                        // The snapshot is taken with the gate held exclusive.
+                        held = None;
+                        s.start_replica().await;
                     }
                     if s.close_after {
                         close = true;
@@ -442,6 +471,15 @@ async fn monitor_line(
 ) -> Option<bytes::Bytes> {
     match rx {
         Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The next chunk of the replication stream (never, for a client that is not a replica; `None`
+/// once the node dropped it).
+async fn next_chunk(replica: &mut Option<crate::repl::ReplicaConn>) -> Option<bytes::Bytes> {
+    match replica {
+        Some(r) => r.rx.recv().await,
         None => std::future::pending().await,
     }
 }

@@ -37,6 +37,8 @@ pub mod memory;
 pub mod metrics;
 pub mod notify;
 pub mod pubsub;
+pub mod rdb;
+pub mod repl;
 pub mod script;
 pub mod server;
 pub mod session;

@@ -95,6 +95,9 @@ pub fn background_round(shared: &Shared) {
     }
     let started = Instant::now();
     let (ctx, policy, samples) = ctx(shared);
+    // With Redis replicas attached, evictions take a turn like a command: a key evicted between
+    // a command's write and its propagation would reach the replicas before that write.
+    let _turn = shared.repl.is_active().then(|| shared.repl.turn());
     while used() > max && started.elapsed() < BACKGROUND_BUDGET {
         let r = shared.store.expire_cycle(ctx.now, 2_000);
         if r.expired > 0 {

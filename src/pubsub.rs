@@ -340,10 +340,19 @@ impl PubSub {
 }
 
 /// Parses `client-output-buffer-limit` (Redis's `<class> <hard> <soft> <seconds>` groups; sizes
-/// take Redis's units) into the pubsub class, starting from `current`. The classes `normal` and
-/// `replica`/`slave` are accepted and checked but change nothing (HyperCache bounds normal
-/// clients by `client-query-buffer-limit` and has no replicas).
+/// take Redis's units) into the pubsub class, starting from `current`. The class `normal` is
+/// accepted and checked but changes nothing (HyperCache bounds normal clients by
+/// `client-query-buffer-limit`); `replica`/`slave` is [`parse_replica_limits`]'s.
 pub fn parse_limits(text: &str, current: Limits) -> Result<Limits, String> {
+    parse_class(text, current, &["pubsub"])
+}
+
+/// The `replica` (alias `slave`) class of a `client-output-buffer-limit` value.
+pub fn parse_replica_limits(text: &str, current: Limits) -> Result<Limits, String> {
+    parse_class(text, current, &["replica", "slave"])
+}
+
+fn parse_class(text: &str, current: Limits, classes: &[&str]) -> Result<Limits, String> {
     let words: Vec<&str> = text.split_whitespace().collect();
     if words.is_empty() || !words.len().is_multiple_of(4) {
         return Err("Wrong number of arguments in buffer limit configuration.".into());
@@ -362,7 +371,7 @@ pub fn parse_limits(text: &str, current: Limits) -> Result<Limits, String> {
                 "Error in hard, soft or soft_seconds setting in buffer limit configuration.".into(),
             );
         };
-        if class == "pubsub" {
+        if classes.contains(&class.as_str()) {
             out = Limits {
                 hard,
                 soft,
@@ -374,10 +383,10 @@ pub fn parse_limits(text: &str, current: Limits) -> Result<Limits, String> {
 }
 
 /// `client-output-buffer-limit` as `CONFIG GET` prints it (Redis's three classes, bytes).
-pub fn render_limits(l: &Limits) -> String {
+pub fn render_limits(l: &Limits, replica: &Limits) -> String {
     format!(
-        "normal 0 0 0 slave 268435456 67108864 60 pubsub {} {} {}",
-        l.hard, l.soft, l.soft_secs
+        "normal 0 0 0 slave {} {} {} pubsub {} {} {}",
+        replica.hard, replica.soft, replica.soft_secs, l.hard, l.soft, l.soft_secs
     )
 }
 
@@ -463,11 +472,21 @@ mod tests {
     #[test]
     fn buffer_limits_parse_as_redis_writes_them() {
         let d = Limits::default();
+        let r = crate::config::Config::default().replica_output_buffer_limit;
         assert_eq!(
-            render_limits(&d),
+            render_limits(&d, &r),
             "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"
         );
-        assert_eq!(parse_limits(&render_limits(&d), d), Ok(d));
+        assert_eq!(parse_limits(&render_limits(&d, &r), d), Ok(d));
+        assert_eq!(parse_replica_limits(&render_limits(&d, &r), d), Ok(r));
+        assert_eq!(
+            parse_replica_limits("replica 1mb 0 0", d),
+            Ok(Limits {
+                hard: 1 << 20,
+                soft: 0,
+                soft_secs: 0
+            })
+        );
         assert_eq!(
             parse_limits("pubsub 1mb 512kb 10", d),
             Ok(Limits {

@@ -145,6 +145,8 @@ pub async fn expiry_task(shared: Arc<Shared>) {
         crate::notify::refresh(&shared);
         crate::notify::publish_lost(&shared);
         shared.tracking.flush_bcast(&shared);
+        // Redis replicas: deletions of the keys expired above, PINGs, timeouts.
+        shared.repl.tick(&shared);
     }
 }
 

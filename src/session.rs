@@ -144,7 +144,7 @@ pub struct Session {
     /// ([`Session::run_transaction`]) before the next command.
     pub exec_ready: Option<(Multi, Vec<Bytes>)>,
     /// Running a transaction's commands (or a script's): `maxmemory` was checked once, before.
-    in_exec: bool,
+    pub(crate) in_exec: bool,
     /// A script or `SCRIPT LOAD` a command asked for: the connection runs it
     /// ([`Session::queue_script`], [`Session::flush_scripts`]).
     pub script_ready: Option<crate::script::Job>,
@@ -177,6 +177,21 @@ pub struct Session {
     scripts: Vec<QueuedScript>,
     /// Inside EXEC on a single node: the node's gate is already held exclusive.
     holding_exclusive: bool,
+    /// While Redis replicas are attached ([`crate::repl`]): what the current call (a command,
+    /// a transaction, a script) propagates, in order.
+    pub(crate) propagate: Vec<crate::repl::Effect>,
+    /// The command running propagates as this instead of as sent ([`crate::repl::rewrite`]).
+    pub(crate) repl_rewrite: Option<Vec<Bytes>>,
+    /// The command running propagates even though it changed no key (PUBLISH, FLUSHALL, ...).
+    pub(crate) repl_force: bool,
+    /// The stream offset just after this client's last propagated write (`WAIT`).
+    pub(crate) repl_woff: u64,
+    /// `REPLCONF listening-port`.
+    pub(crate) replconf_port: u16,
+    /// `SYNC`/`PSYNC` accepted: the connection attaches as a replica once the batch gets there.
+    pub sync_ready: Option<crate::repl::SyncAsk>,
+    /// Attached as a Redis replica: the stream to write to it.
+    pub replica: Option<crate::repl::ReplicaConn>,
 }
 
 /// A transaction being queued.
@@ -301,6 +316,13 @@ impl Session {
             tracking: None,
             tracking_id: 0,
             script_keys: Vec::new(),
+            propagate: Vec::new(),
+            repl_rewrite: None,
+            repl_force: false,
+            repl_woff: 0,
+            replconf_port: 0,
+            sync_ready: None,
+            replica: None,
         };
         s.rand_state
             .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -314,6 +336,10 @@ impl Session {
     pub fn refresh_config(&mut self) {
         let gen = self.shared.config_gen.load(Ordering::Acquire);
         if gen == self.config_gen {
+            if self.no_replicas {
+                // Replicas may have caught up (or attached) since the last batch.
+                self.no_replicas = self.wants_replicas(&self.shared.config.read());
+            }
             return;
         }
         let c = self.shared.config.read();
@@ -322,7 +348,7 @@ impl Session {
         self.timeout = c.timeout;
         self.slowlog_threshold = c.slowlog_log_slower_than;
         self.maxmemory = c.maxmemory;
-        self.no_replicas = c.writes_want_replicas();
+        self.no_replicas = self.wants_replicas(&c);
         self.policy = c.maxmemory_policy;
         self.samples = c.maxmemory_samples as usize;
         self.access_mode = c.access_mode();
@@ -332,6 +358,20 @@ impl Session {
             timeout: std::time::Duration::from_millis(c.request_timeout_ms),
         };
         self.config_gen = gen;
+    }
+
+    /// Propagates the command running even if it changed no key (PUBLISH, FLUSHALL, SWAPDB).
+    pub(crate) fn force_propagation(&mut self) {
+        if self.shared.repl.is_active() {
+            self.repl_force = true;
+        }
+    }
+
+    /// Whether writes are refused for want of replicas: `min-replicas-to-write` set and fewer
+    /// Redis replicas than it acknowledged within `min-replicas-max-lag` seconds.
+    fn wants_replicas(&self, c: &crate::config::Config) -> bool {
+        c.writes_want_replicas()
+            && self.shared.repl.good_replicas(c.min_replicas_max_lag) < c.min_replicas_to_write
     }
 
     /// Starts a batch of commands (those parsed from one read): takes the wall-clock time once.
@@ -672,7 +712,41 @@ impl Session {
             self.clock = Instant::now();
             self.clock_stale = false;
         }
+        // While Redis replicas are attached, a client's command holds the stream from before it
+        // runs until its effects are in it (crate::repl: the node runs one command at a time).
+        let repl = self.shared.repl.is_active();
+        let top = (repl && !self.in_exec && !self.script).then(|| self.shared.clone());
+        let turn = top.as_ref().map(|sh| {
+            let turn = sh.repl.turn();
+            // Keys expired in the background so far go first (and under the databases'
+            // numbers before this command, which may be SWAPDB).
+            sh.repl.lock().drain_lost(sh);
+            turn
+        });
+        let (dirty, db) = (repl.then(|| self.shared.store.changes()), self.db);
         let (mut frame, spec, disposition) = self.dispatch(args);
+        if let Some(dirty) = dirty {
+            let rewrite = self.repl_rewrite.take();
+            let force = std::mem::take(&mut self.repl_force);
+            if disposition == Disposition::Ran && (force || self.shared.store.changes() != dirty) {
+                let argv = rewrite.unwrap_or_else(|| args.clone());
+                self.propagate.push((db, argv));
+            }
+        } else {
+            // Set while the last replica went away.
+            self.repl_rewrite = None;
+            self.repl_force = false;
+        }
+        if let Some(turn) = turn {
+            let mut feed = self.shared.repl.lock();
+            feed.drain_lost(&self.shared);
+            if !self.propagate.is_empty() {
+                feed.write_block(&self.shared, &self.propagate);
+                self.propagate.clear();
+                self.repl_woff = feed.offset();
+            }
+            drop((feed, turn));
+        }
         if disposition == Disposition::Queued {
             // Queued: it runs (and is timed, counted, logged and monitored) at EXEC. No clock
             // read for it (a transaction of ten commands would read it ten times for nothing).
@@ -1010,6 +1084,7 @@ impl Session {
         if silent {
             self.reply_mode = after;
         }
+        self.write_effects();
         if self.shared.monitor_count.load(Ordering::Relaxed) > 0 {
             self.shared.feed_monitors(self.monitor_line(&exec_args));
         }
@@ -1272,8 +1347,10 @@ impl Session {
                 .any(|q| matches!(q.job, crate::script::Job::Function(_)));
         if on_worker {
             for q in queued.drain(..) {
+                let function = function_write(&q.job, sh.repl.is_active());
                 let (reply, counted) =
                     crate::script::Scripts::run_job(&sh, q.job, levels, &runtime, true);
+                self.script_effects(sh.scripts.take_effects(), function, &reply);
                 self.script_replied(q.at, q.spec, reply, counted);
             }
             self.scripts = queued;
@@ -1284,7 +1361,12 @@ impl Session {
             queued.into_iter().map(|q| (q.job, (q.at, q.spec))).unzip();
         let replies = tokio::task::spawn_blocking(move || {
             jobs.into_iter()
-                .map(|job| crate::script::Scripts::run_job(&sh, job, levels, &runtime, false))
+                .map(|job| {
+                    let function = function_write(&job, sh.repl.is_active());
+                    let (reply, counted) =
+                        crate::script::Scripts::run_job(&sh, job, levels, &runtime, false);
+                    (reply, counted, sh.scripts.take_effects(), function)
+                })
                 .collect::<Vec<_>>()
         })
         .await
@@ -1292,10 +1374,94 @@ impl Session {
         self.clock = Instant::now();
         let mut replies = replies.into_iter();
         for (at, spec) in rest {
-            let (reply, counted) = replies
+            let (reply, counted, effects, function) = replies
                 .next()
-                .unwrap_or_else(|| (Frame::error("ERR script failed"), false));
+                .unwrap_or_else(|| (Frame::error("ERR script failed"), false, Vec::new(), None));
+            self.script_effects(effects, function, &reply);
             self.script_replied(at, spec, reply, counted);
+        }
+    }
+
+    /// Puts what a transaction or a script propagates into the replication stream, as one block
+    /// (unless a transaction being run collects it).
+    fn write_effects(&mut self) {
+        if self.propagate.is_empty() {
+            return;
+        }
+        let mut feed = self.shared.repl.lock();
+        feed.drain_lost(&self.shared);
+        feed.write_block(&self.shared, &self.propagate);
+        self.propagate.clear();
+        self.repl_woff = feed.offset();
+    }
+
+    /// Attaches this connection as a Redis replica ([`Session::sync_ready`]): from the backlog
+    /// when `PSYNC` may continue, else with a snapshot taken while no command runs. Writes what
+    /// the replica reads first (`+FULLRESYNC`/`+CONTINUE`, the RDB file).
+    pub async fn start_replica(&mut self) {
+        let Some(ask) = self.sync_ready.take() else {
+            return;
+        };
+        self.resolve().await;
+        let shared = self.shared.clone();
+        let (id, ip, port) = (
+            self.handle.id,
+            self.handle.addr.ip().to_string(),
+            self.replconf_port,
+        );
+        if let crate::repl::SyncAsk::Psync { replid, offset } = &ask {
+            if let Some((first, conn)) =
+                shared
+                    .repl
+                    .attach_continue(replid, *offset, id, ip.clone(), port)
+            {
+                self.out.extend_from_slice(&first);
+                self.replica = Some(conn);
+                tracing::info!(node_id = %shared.node_id, component = "repl", client_id = id, offset, "replica continues from the backlog");
+                return;
+            }
+        }
+        let psync = ask != crate::repl::SyncAsk::Sync;
+        let _exclusive = shared.exclusive.exclusive().await;
+        let started = Instant::now();
+        let (offset, rdb, conn) = shared.repl.attach_full(&shared, id, ip, port, psync);
+        drop(_exclusive);
+        if psync {
+            let line = format!("+FULLRESYNC {} {offset}\r\n", shared.repl.replid());
+            self.out.extend_from_slice(line.as_bytes());
+        }
+        self.out
+            .extend_from_slice(format!("${}\r\n", rdb.len()).as_bytes());
+        self.out.extend_from_slice(&rdb);
+        self.replica = Some(conn);
+        tracing::info!(
+            node_id = %shared.node_id,
+            component = "repl",
+            client_id = id,
+            rdb_bytes = rdb.len(),
+            paused_ms = started.elapsed().as_millis() as u64,
+            "replica attached with a snapshot"
+        );
+    }
+
+    /// Propagates what a script job did: its commands' effects, or the `FUNCTION` command
+    /// that changed the libraries (`function`) if it succeeded. Inside a transaction they join
+    /// its block.
+    fn script_effects(
+        &mut self,
+        mut effects: Vec<crate::repl::Effect>,
+        function: Option<Vec<Bytes>>,
+        reply: &Frame,
+    ) {
+        if let Some(args) = function.filter(|_| !matches!(reply, Frame::Error(_))) {
+            effects.push((self.db, args));
+        }
+        if effects.is_empty() {
+            return;
+        }
+        self.propagate.append(&mut effects);
+        if !self.in_exec {
+            self.write_effects();
         }
     }
 
@@ -1672,6 +1838,19 @@ impl Session {
 }
 
 /// `SHUTDOWN NOSAVE`, which Redis lets through while a script is busy.
+/// A `FUNCTION` job that changes the libraries, while replicas are attached: its command, to
+/// propagate if it succeeds (Redis propagates LOAD, DELETE, FLUSH and RESTORE as sent).
+fn function_write(job: &crate::script::Job, active: bool) -> Option<Vec<Bytes>> {
+    match job {
+        crate::script::Job::Function(a) => {
+            let sub = a.get(1)?.to_ascii_lowercase();
+            let writes = matches!(&sub[..], b"load" | b"delete" | b"flush" | b"restore");
+            (writes && active).then(|| a.clone())
+        }
+        _ => None,
+    }
+}
+
 fn is_shutdown_nosave(args: &[Bytes]) -> bool {
     args[0].eq_ignore_ascii_case(b"shutdown")
         && args

@@ -298,6 +298,8 @@ pub struct Shared {
     pub notify_flags: std::sync::atomic::AtomicU32,
     /// Which physical database each logical one is (`SWAPDB`, [`crate::dbs`]).
     pub dbs: crate::dbs::DbMap,
+    /// Redis replication from this node (`SYNC`/`PSYNC`; a single node only).
+    pub repl: crate::repl::Repl,
     /// Connected clients by id.
     pub clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
     /// The memory all connected clients hold together ([`ClientHandle::mem`]).
@@ -406,6 +408,7 @@ impl Shared {
             config_gen: AtomicU64::new(0),
             notify_flags: Default::default(),
             dbs: Default::default(),
+            repl: Default::default(),
             tracking: Default::default(),
             tracking_on: Default::default(),
             clients: Mutex::new(HashMap::new()),

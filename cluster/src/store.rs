@@ -130,6 +130,12 @@ pub struct Store {
     journal_on: AtomicBool,
     /// Keys expired or evicted since the driver last took them ([`Store::take_journal`]).
     journal: Mutex<Vec<(Lost, Bytes)>>,
+    /// Whether keys expired or evicted are recorded in `repl_journal` (a Redis replica is
+    /// attached: their deletions go to its stream).
+    repl_journal_on: AtomicBool,
+    /// Keys expired or evicted since the replication stream last took them
+    /// ([`Store::take_repl_journal`]).
+    repl_journal: Mutex<Vec<Bytes>>,
     /// Bit per slot: the slot holds at least one key.
     occupied: Box<[AtomicU64]>,
     /// Bit per slot: the slot holds at least one key with an expiry.
@@ -225,6 +231,8 @@ impl Store {
             evicted: AtomicU64::new(0),
             journal_on: AtomicBool::new(false),
             journal: Mutex::new(Vec::new()),
+            repl_journal_on: AtomicBool::new(false),
+            repl_journal: Mutex::new(Vec::new()),
             pool: Mutex::new(Vec::with_capacity(POOL_SIZE)),
             hasher: ahash::RandomState::with_seeds(seed, !seed, seed.rotate_left(17), 0x9e37_79b9),
             clock: Hlc::new(),
@@ -342,6 +350,47 @@ impl Store {
     fn note(&self, why: Lost, key: &[u8]) {
         if self.journal_on.load(Ordering::Relaxed) {
             self.journal.lock().push((why, Bytes::copy_from_slice(key)));
+        }
+        if self.repl_journal_on.load(Ordering::Relaxed) {
+            self.repl_journal.lock().push(Bytes::copy_from_slice(key));
+        }
+    }
+
+    /// Starts (or stops, dropping what it holds) recording the keys this store expires or
+    /// evicts for the replication stream ([`Store::take_repl_journal`]).
+    pub fn set_repl_journal(&self, on: bool) {
+        self.repl_journal_on.store(on, Ordering::Relaxed);
+        if !on {
+            self.repl_journal.lock().clear();
+        }
+    }
+
+    /// The keys (stored form) expired or evicted since the last call, in order.
+    pub fn take_repl_journal(&self) -> Vec<Bytes> {
+        if !self.repl_journal_on.load(Ordering::Relaxed) {
+            return Vec::new();
+        }
+        std::mem::take(&mut *self.repl_journal.lock())
+    }
+
+    /// Keys changed by commands so far ([`StoreStats::changes`]), without the other counters.
+    pub fn changes(&self) -> u64 {
+        self.changes.load(Ordering::Relaxed)
+    }
+
+    /// Calls `f` with every live key (stored form), its value and its expiry (unix ms, 0: none)
+    /// at `now`, a slot at a time under its lock: a consistent copy only while no command runs.
+    pub fn for_each_live(&self, now: u64, mut f: impl FnMut(&[u8], &[u8], u64)) {
+        let mut next = self.next_occupied(0);
+        while let Some(slot) = next {
+            let s = self.lock(slot);
+            for e in s.map.iter() {
+                if !e.is_expired(now) {
+                    f(e.key(), e.value(), e.expire_at());
+                }
+            }
+            drop(s);
+            next = self.next_occupied(usize::from(slot) + 1);
         }
     }
 

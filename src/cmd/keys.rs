@@ -446,6 +446,7 @@ pub(super) fn swapdb(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     }
     if x != y {
         s.shared.dbs.swap(x as u8, y as u8);
+        s.force_propagation();
         s.shared.store.add_changes(1);
     }
     Some(Frame::ok())
@@ -506,6 +507,7 @@ pub(super) fn flush(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     } else {
         drop(dropped);
     }
+    s.force_propagation();
     Some(Frame::ok())
 }
 

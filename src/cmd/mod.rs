@@ -26,6 +26,7 @@ mod connection;
 pub(crate) mod hc;
 mod keys;
 mod pubsub;
+mod repl;
 mod scripting;
 mod server;
 mod strings;
@@ -87,6 +88,12 @@ fn handlers() -> &'static [(&'static str, Handler)] {
         ("copy", keys::copy),
         ("move", keys::move_),
         ("swapdb", keys::swapdb),
+        ("dump", repl::dump),
+        ("restore", repl::restore),
+        ("sync", repl::sync),
+        ("psync", repl::psync),
+        ("replconf", repl::replconf),
+        ("wait", repl::wait),
         ("dbsize", keys::dbsize),
         ("flushdb", keys::flush),
         ("flushall", keys::flush),
@@ -241,13 +248,22 @@ pub(crate) fn keyed(
 ) -> Option<Frame> {
     let ctx = s.ctx();
     let Some(cl) = s.shared.cluster.clone() else {
-        if !crate::notify::noting(&s.shared) {
+        let (noting, repl) = (crate::notify::noting(&s.shared), s.shared.repl.is_active());
+        if !noting && !repl {
             return Some(finish(s.shared.store.apply(key, &op, &ctx)));
         }
         let (o, change) = s.shared.store.apply_noting(key, &op, &ctx);
-        let events = notify::events(&op, change);
-        s.events_after_reply = events.after_reply;
-        crate::notify::after_write(&s.shared, key, events, s.tracking_id);
+        if repl {
+            // What Redis's replication stream gets for it (crate::repl).
+            s.repl_rewrite = change.and_then(|c| {
+                crate::repl::rewrite(hypercache_cluster::db::split(key).1, &op, c, &o)
+            });
+        }
+        if noting {
+            let events = notify::events(&op, change);
+            s.events_after_reply = events.after_reply;
+            crate::notify::after_write(&s.shared, key, events, s.tracking_id);
+        }
         return Some(finish(o));
     };
     if let Some(o) = s.overlay.as_mut().and_then(|ov| ov.apply(key, &op, &ctx)) {

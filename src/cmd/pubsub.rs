@@ -172,6 +172,8 @@ pub(super) fn publish(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     }
     // A subscriber that publishes gets its own messages before the reply.
     s.deliver_own_messages();
+    // Redis replicas get every message (their subscribers too).
+    s.force_propagation();
     Some(Frame::Integer(n as i64))
 }
 

@@ -513,6 +513,10 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("total_net_input_bytes", &load(&st.net_input_bytes));
                 line("total_net_output_bytes", &load(&st.net_output_bytes));
                 line("rejected_connections", &load(&st.rejected_connections));
+                let (full, partial_ok, partial_err) = shared.repl.sync_stats();
+                line("sync_full", &full);
+                line("sync_partial_ok", &partial_ok);
+                line("sync_partial_err", &partial_err);
                 line("expired_keys", &store.expired);
                 line("evicted_keys", &store.evicted);
                 line("evicted_clients", &load(&st.evicted_clients));
@@ -533,22 +537,12 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 line("protocol_errors", &load(&st.protocol_errors));
             }
             "replication" => {
-                // Redis 7's fields for a master with no replicas (HyperCache replicates in the
-                // cluster layer: see the cluster section).
-                line("role", &"master");
-                line("connected_slaves", &0);
-                line("master_failover_state", &"no-failover");
-                line("master_replid", &"0000000000000000000000000000000000000000");
-                line(
-                    "master_replid2",
-                    &"0000000000000000000000000000000000000000",
-                );
-                line("master_repl_offset", &0);
-                line("second_repl_offset", &-1);
-                line("repl_backlog_active", &0);
-                line("repl_backlog_size", &1048576);
-                line("repl_backlog_first_byte_offset", &0);
-                line("repl_backlog_histlen", &0);
+                // Redis 7's fields for a primary: its Redis replicas (crate::repl; a cluster's
+                // own replication is in the cluster section).
+                let backlog = shared.config.read().repl_backlog_size;
+                for (name, value) in shared.repl.info(backlog) {
+                    line(&name, &value);
+                }
             }
             "cpu" => {
                 let (sys, user) = cpu_seconds();

@@ -19,7 +19,7 @@ use super::{error_message, Engine, Flags, Scripts, CODED};
 /// A loaded library.
 pub(crate) struct Library {
     /// Its code, shebang included (`FUNCTION LIST WITHCODE`, `FUNCTION DUMP`).
-    code: Bytes,
+    pub(crate) code: Bytes,
     /// Its functions' names, in registration order.
     functions: Vec<String>,
 }

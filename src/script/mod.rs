@@ -62,6 +62,9 @@ pub struct Scripts {
     functions: std::sync::atomic::AtomicUsize,
     /// The script running now.
     pub running: Running,
+    /// What the last script run propagates to Redis replicas ([`crate::repl`]), taken by the
+    /// connection that ran it.
+    effects: Mutex<Vec<crate::repl::Effect>>,
 }
 
 impl std::fmt::Debug for Scripts {
@@ -961,6 +964,20 @@ fn command_args(a: &MultiValue) -> Option<Vec<Bytes>> {
 }
 
 impl Scripts {
+    /// The effects of the script that ran last, for the replication stream.
+    pub fn take_effects(&self) -> Vec<crate::repl::Effect> {
+        std::mem::take(&mut *self.effects.lock())
+    }
+
+    /// The code of every function library loaded (for a replica's snapshot).
+    pub fn library_codes(&self) -> Vec<Bytes> {
+        self.engine
+            .lock()
+            .as_ref()
+            .map(|e| e.libraries.values().map(|l| l.code.clone()).collect())
+            .unwrap_or_default()
+    }
+
     /// Whether a script with this SHA1 is cached (`SCRIPT EXISTS`, EVALSHA's check).
     pub fn exists(&self, sha: &str) -> bool {
         self.bodies.lock().contains_key(sha)
@@ -1298,6 +1315,9 @@ impl Engine {
         self.args = ctx.args;
         let mut session = ctx.session;
         self.overlay = session.overlay.take().map(|o| *o);
+        if !session.propagate.is_empty() {
+            shared.scripts.effects.lock().append(&mut session.propagate);
+        }
         session.end_batch();
         self.session = Some(session);
         reply

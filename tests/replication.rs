@@ -1,0 +1,470 @@
+//! Redis replication from a single node (`SYNC`/`PSYNC`, docs/replication.md): a real
+//! redis-server attached with `--replicaof` ends up holding exactly what the node holds, values
+//! and expiry times, after concurrent clients wrote through every kind of write; the stream is
+//! what Redis writes; a dropped link continues from the backlog; `WAIT` and
+//! `min-replicas-to-write` count the replicas that acknowledge.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::resp::Conn;
+use common::Server;
+use rand::{Rng, SeedableRng};
+use redis::Commands;
+
+/// A redis-server replicating from `primary`.
+fn redis_replica(primary: std::net::SocketAddr) -> Server {
+    common::start("redis-server", |port| {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args([
+                "--replicaof",
+                &primary.ip().to_string(),
+                &primary.port().to_string(),
+            ])
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cmd
+    })
+}
+
+fn info_field(c: &mut redis::Connection, section: &str, field: &str) -> String {
+    let info: String = redis::cmd("INFO").arg(section).query(c).unwrap();
+    info.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .unwrap_or_else(|| panic!("no {field} in INFO {section}:\n{info}"))
+        .trim()
+        .to_string()
+}
+
+/// Waits until the replica reports its link to the primary up.
+fn wait_linked(replica: &mut redis::Connection) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while info_field(replica, "replication", "master_link_status") != "up" {
+        assert!(Instant::now() < deadline, "the replica never synced");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Every key of every database with its value and absolute expiry (ms, -1: none).
+fn dataset(c: &mut redis::Connection) -> Vec<(u8, Vec<u8>, Vec<u8>, i64)> {
+    let mut out = Vec::new();
+    for db in 0..16u8 {
+        let _: () = redis::cmd("SELECT").arg(db).query(c).unwrap();
+        let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(c).unwrap();
+        keys.sort();
+        for k in keys {
+            let v: Option<Vec<u8>> = c.get(&k).unwrap();
+            let at: i64 = redis::cmd("PEXPIRETIME").arg(&k).query(c).unwrap();
+            // Gone between KEYS and GET (it expired): not part of the comparison.
+            if let Some(v) = v {
+                out.push((db, k, v, at));
+            }
+        }
+    }
+    let _: () = redis::cmd("SELECT").arg(0).query(c).unwrap();
+    out
+}
+
+/// One random write of the mix below, on one of a few keys of databases 0 and 1.
+fn random_write(c: &mut redis::Connection, rng: &mut rand::rngs::SmallRng) {
+    let k = |rng: &mut rand::rngs::SmallRng| format!("k{}", rng.random_range(0..24));
+    let key = k(rng);
+    let cmd = match rng.random_range(0..22) {
+        0 => redis::cmd("SET").arg(&key).arg(rng.random::<u32>()).clone(),
+        1 => redis::cmd("SET")
+            .arg(&key)
+            .arg("v")
+            .arg("EX")
+            .arg(1000)
+            .clone(),
+        // Short-lived: expires on the node (actively or when read) during the run.
+        2 => redis::cmd("SET")
+            .arg(&key)
+            .arg("brief")
+            .arg("PX")
+            .arg(rng.random_range(1..40))
+            .clone(),
+        3 => redis::cmd("INCR").arg(&key).clone(),
+        4 => redis::cmd("INCRBYFLOAT").arg(&key).arg("1.5").clone(),
+        5 => redis::cmd("APPEND").arg(&key).arg("x").clone(),
+        6 => redis::cmd("DEL").arg(&key).arg(k(rng)).clone(),
+        7 => redis::cmd("EXPIRE").arg(&key).arg(500).clone(),
+        8 => redis::cmd("PERSIST").arg(&key).clone(),
+        9 => redis::cmd("GETDEL").arg(&key).clone(),
+        10 => redis::cmd("GETEX").arg(&key).arg("PX").arg(60_000).clone(),
+        11 => redis::cmd("SETRANGE").arg(&key).arg(2).arg("zz").clone(),
+        12 => redis::cmd("MSET")
+            .arg(&key)
+            .arg("m1")
+            .arg(k(rng))
+            .arg("m2")
+            .clone(),
+        13 => redis::cmd("RENAME").arg(&key).arg(k(rng)).clone(),
+        14 => redis::cmd("SETBIT")
+            .arg(&key)
+            .arg(rng.random_range(0..64))
+            .arg(1)
+            .clone(),
+        15 => redis::cmd("GETSET").arg(&key).arg("gs").clone(),
+        16 => redis::cmd("EVAL")
+            .arg("redis.call('SET', KEYS[1], ARGV[1]); redis.call('INCR', KEYS[2]); return 1")
+            .arg(2)
+            .arg(&key)
+            .arg(k(rng))
+            .arg("lua")
+            .clone(),
+        17 => redis::cmd("SET")
+            .arg(&key)
+            .arg("kept")
+            .arg("KEEPTTL")
+            .arg("GET")
+            .clone(),
+        18 => redis::cmd("PEXPIREAT").arg(&key).arg(1).clone(),
+        19 => redis::cmd("COPY")
+            .arg(&key)
+            .arg(k(rng))
+            .arg("REPLACE")
+            .clone(),
+        20 => redis::cmd("MOVE").arg(&key).arg(1).clone(),
+        _ => {
+            // A transaction of several writes.
+            let mut p = redis::pipe();
+            p.atomic()
+                .set(&key, "t1")
+                .incr(k(rng), 2)
+                .append(k(rng), "t")
+                .expire(&key, 300);
+            let _: redis::RedisResult<redis::Value> = p.query(c);
+            return;
+        }
+    };
+    if rng.random_range(0..8) == 0 {
+        let _: redis::RedisResult<()> = redis::cmd("SELECT").arg(1).query(c);
+        let _: redis::RedisResult<redis::Value> = cmd.query(c);
+        let _: redis::RedisResult<()> = redis::cmd("SELECT").arg(0).query(c);
+        return;
+    }
+    // Errors (INCR of a word, RENAME of a missing key) are part of the mix.
+    let _: redis::RedisResult<redis::Value> = cmd.query(c);
+    // A read now and then expires a short-lived key when it finds it past its time.
+    if rng.random_range(0..4) == 0 {
+        let _: redis::RedisResult<Option<Vec<u8>>> = c.get(k(rng));
+    }
+}
+
+/// A redis-server replica of a node, attached while the node already held data (snapshot) and
+/// following four clients writing concurrently (stream): every key, value and expiry time ends
+/// up the same on both; `WAIT` sees the replica acknowledge it all.
+#[test]
+fn a_redis_replica_ends_up_with_exactly_what_the_node_holds() {
+    let node = Server::start(&[]);
+    let mut c = node.conn();
+    // Before the replica: what the snapshot carries.
+    for i in 0..200 {
+        let _: () = c.set(format!("pre{i}"), i).unwrap();
+    }
+    let _: () = c.set_ex("pre-ttl", "v", 10_000).unwrap();
+    let _: () = c.set("pre-big", vec![7u8; 100_000]).unwrap();
+    let _: () = c.set("pre-bin", b"a\x00\r\nb".to_vec()).unwrap();
+    let _: () = redis::cmd("SELECT").arg(5).query(&mut c).unwrap();
+    let _: () = c.set("in-db5", "five").unwrap();
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=lib\nredis.register_function('bump', function(k) return redis.call('INCR', k[1]) end)")
+        .query(&mut c)
+        .unwrap();
+
+    let replica = redis_replica(node.addr);
+    let mut r = replica.conn();
+    wait_linked(&mut r);
+
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let client = node.client();
+            std::thread::spawn(move || {
+                let mut c = client.get_connection().unwrap();
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
+                for _ in 0..600 {
+                    random_write(&mut c, &mut rng);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Administrative writes Redis propagates as sent.
+    let _: i64 = redis::cmd("FCALL")
+        .arg("bump")
+        .arg(1)
+        .arg("fcalled")
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("SWAPDB").arg(5).arg(6).query(&mut c).unwrap();
+    let _: () = redis::cmd("SELECT").arg(2).query(&mut c).unwrap();
+    let _: () = c.set("doomed", "x").unwrap();
+    let _: () = redis::cmd("FLUSHDB").query(&mut c).unwrap();
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut c).unwrap();
+    let payload: Vec<u8> = redis::cmd("DUMP").arg("pre1").query(&mut c).unwrap();
+    let _: () = redis::cmd("RESTORE")
+        .arg("restored")
+        .arg(100_000)
+        .arg(payload)
+        .query(&mut c)
+        .unwrap();
+    // Past the short-lived keys' times: the node expires them (and tells the replica).
+    std::thread::sleep(Duration::from_millis(300));
+
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut c).unwrap();
+    assert_eq!(
+        acked, 1,
+        "WAIT: the replica acknowledged this client's writes"
+    );
+    let ours = dataset(&mut c);
+    let theirs = dataset(&mut r);
+    assert!(ours.len() > 200, "{} keys", ours.len());
+    assert!(
+        ours.iter().any(|(db, k, ..)| *db == 6 && k == b"in-db5"),
+        "SWAPDB moved db 5 to 6"
+    );
+    let show = |(db, k, v, at): &(u8, Vec<u8>, Vec<u8>, i64)| {
+        let v = String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned();
+        format!(
+            "db{db} {} = {v:?} (expires {at})",
+            String::from_utf8_lossy(k)
+        )
+    };
+    let diff: Vec<_> = ours
+        .iter()
+        .filter(|x| !theirs.contains(x))
+        .map(|x| format!("node only: {}", show(x)))
+        .chain(
+            theirs
+                .iter()
+                .filter(|x| !ours.contains(x))
+                .map(|x| format!("replica only: {}", show(x))),
+        )
+        .take(20)
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "the replica differs from the node ({} vs {} keys): {diff:?}",
+        ours.len(),
+        theirs.len()
+    );
+    let libs: redis::Value = redis::cmd("FUNCTION").arg("LIST").query(&mut r).unwrap();
+    assert!(format!("{libs:?}").contains("bump"), "{libs:?}");
+    assert_eq!(
+        info_field(&mut c, "replication", "connected_slaves"),
+        "1",
+        "INFO replication"
+    );
+}
+
+/// The stream, read raw after `SYNC` as Redis's own tests read it: Redis's forms, byte for byte
+/// (rewritten TTLs, MULTI/EXEC around a transaction's or a script's writes, SELECT, nothing for
+/// reads or for writes that changed nothing).
+#[test]
+fn the_stream_is_what_redis_writes() {
+    let node = Server::start(&[]);
+    let mut c = Conn::to(node.addr);
+    c.call(&[b"SET", b"ro", b"1"]);
+    let mut repl = Conn::to(node.addr);
+    repl.send(&[b"SYNC"]);
+    // The snapshot: $<len>\r\n<RDB> (no CRLF after it).
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    while !line.ends_with(b"\r\n") {
+        repl.0.read_exact(&mut b).unwrap();
+        line.push(b[0]);
+    }
+    let len: usize = String::from_utf8_lossy(&line[1..line.len() - 2])
+        .parse()
+        .unwrap();
+    let mut rdb = vec![0u8; len];
+    repl.0.read_exact(&mut rdb).unwrap();
+    assert!(rdb.starts_with(b"REDIS0010"), "{:?}", &rdb[..9]);
+
+    let at_ms = 4_102_444_800_000u64.to_string();
+    for cmd in [
+        &[&b"SET"[..], b"a", b"1", b"EX", b"100"][..],
+        &[b"GET", b"a"],
+        &[b"DEL", b"missing"],
+        &[b"MULTI"],
+        &[b"SET", b"b", b"2"],
+        &[b"INCR", b"b"],
+        &[b"EXEC"],
+        &[b"MULTI"],
+        &[b"SET", b"c", b"3"],
+        &[b"GET", b"c"],
+        &[b"EXEC"],
+        &[b"INCRBYFLOAT", b"f", b"1.5"],
+        &[b"PEXPIREAT", b"b", at_ms.as_bytes()],
+        &[b"GETEX", b"b", b"PERSIST"],
+        &[b"EXPIRE", b"c", b"-1"],
+        &[
+            b"EVAL",
+            b"redis.call('SET','d','4') redis.call('SET','e','5')",
+            b"0",
+        ],
+        &[b"EVAL", b"return redis.call('GET','d')", b"0"],
+        &[b"SELECT", b"3"],
+        &[b"SETEX", b"g", b"100", b"7"],
+        &[b"PUBLISH", b"ch", b"hi"],
+    ] {
+        c.call(cmd);
+    }
+    let want = [
+        "SELECT 0",
+        "SET a 1 PXAT *",
+        "MULTI",
+        "SET b 2",
+        "INCR b",
+        "EXEC",
+        "SET c 3",
+        "SET f 1.5 KEEPTTL",
+        "PEXPIREAT b 4102444800000",
+        "PERSIST b",
+        "DEL c",
+        "MULTI",
+        "SET d 4",
+        "SET e 5",
+        "EXEC",
+        "SELECT 3",
+        "SET g 7 PXAT *",
+        "PUBLISH ch hi",
+    ];
+    let got: Vec<String> = read_stream(&mut repl, want.len())
+        .iter()
+        .map(|cmd| {
+            let words: Vec<String> = cmd
+                .iter()
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            words.join(" ")
+        })
+        .collect();
+    for (g, w) in got.iter().zip(want) {
+        // `*`: the absolute time of a relative TTL (now + 100 s).
+        let matches = match w.strip_suffix('*') {
+            Some(prefix) => g.starts_with(prefix) && g.len() == prefix.len() + 13,
+            None => g == w,
+        };
+        assert!(matches, "stream {got:#?}\nexpected {want:#?}");
+    }
+}
+
+/// Reads `n` commands of the replication stream, skipping the PINGs.
+fn read_stream(c: &mut Conn, n: usize) -> Vec<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let raw = c.read();
+        let cmd = parse_array(&raw);
+        if cmd.first().is_some_and(|a| a == b"PING") {
+            continue;
+        }
+        out.push(cmd);
+    }
+    out
+}
+
+fn parse_array(raw: &[u8]) -> Vec<Vec<u8>> {
+    let text = raw;
+    let mut out = Vec::new();
+    let mut i = text.iter().position(|&b| b == b'\n').unwrap() + 1;
+    while i < text.len() {
+        let nl = i + text[i..].iter().position(|&b| b == b'\n').unwrap();
+        let len: usize = String::from_utf8_lossy(&text[i + 1..nl - 1])
+            .parse()
+            .unwrap();
+        out.push(text[nl + 1..nl + 1 + len].to_vec());
+        i = nl + 1 + len + 2;
+    }
+    out
+}
+
+/// A replica whose link drops reconnects with `PSYNC` and continues from the backlog (no new
+/// snapshot), missing nothing written meanwhile.
+#[test]
+fn a_dropped_replica_continues_from_the_backlog() {
+    let node = Server::start(&[]);
+    let mut c = node.conn();
+    let replica = redis_replica(node.addr);
+    let mut r = replica.conn();
+    wait_linked(&mut r);
+    let _: () = c.set("before", "1").unwrap();
+    assert_eq!(info_field(&mut c, "stats", "sync_full"), "1");
+    // The replica's connection, by the command it sent last.
+    let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+    let id = list
+        .lines()
+        .find(|l| l.contains("cmd=replconf") || l.contains("cmd=psync"))
+        .and_then(|l| l.split(' ').find_map(|f| f.strip_prefix("id=")))
+        .unwrap_or_else(|| panic!("no replica in {list}"))
+        .to_string();
+    let _: () = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&id)
+        .query(&mut c)
+        .unwrap_or(());
+    for i in 0..50 {
+        let _: () = c.set(format!("during{i}"), i).unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while info_field(&mut c, "stats", "sync_partial_ok") != "1" {
+        assert!(Instant::now() < deadline, "the replica never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        info_field(&mut c, "stats", "sync_full"),
+        "1",
+        "no new snapshot"
+    );
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut c).unwrap();
+    assert_eq!(acked, 1);
+    let (ours, theirs) = (dataset(&mut c), dataset(&mut r));
+    assert_eq!(ours.len(), 51);
+    assert!(ours == theirs, "the replica differs from the node");
+}
+
+/// `min-replicas-to-write` refuses writes until a replica acknowledges; `WAIT` without replicas
+/// answers 0 (at once for 0 replicas, after its timeout otherwise).
+#[test]
+fn writes_wait_for_replicas_when_asked() {
+    let node = Server::start(&[]);
+    let mut c = node.conn();
+    let n: i64 = redis::cmd("WAIT").arg(0).arg(0).query(&mut c).unwrap();
+    assert_eq!(n, 0);
+    let started = Instant::now();
+    let n: i64 = redis::cmd("WAIT").arg(1).arg(200).query(&mut c).unwrap();
+    assert_eq!(n, 0);
+    assert!(started.elapsed() >= Duration::from_millis(190));
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("min-replicas-to-write")
+        .arg(1)
+        .query(&mut c)
+        .unwrap();
+    let e = c.set::<_, _, ()>("k", "v").unwrap_err();
+    assert_eq!(e.code(), Some("NOREPLICAS"), "{e}");
+    let replica = redis_replica(node.addr);
+    let mut r = replica.conn();
+    wait_linked(&mut r);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.set::<_, _, ()>("k", "v").is_err() {
+        assert!(Instant::now() < deadline, "writes stayed refused");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let acked: i64 = redis::cmd("WAIT").arg(1).arg(10_000).query(&mut c).unwrap();
+    assert_eq!(acked, 1);
+    let v: String = r.get("k").unwrap();
+    assert_eq!(v, "v");
+}
