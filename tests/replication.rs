@@ -163,7 +163,8 @@ fn random_write(c: &mut redis::Connection, rng: &mut rand::rngs::SmallRng) {
 /// up the same on both; `WAIT` sees the replica acknowledge it all.
 #[test]
 fn a_redis_replica_ends_up_with_exactly_what_the_node_holds() {
-    let node = Server::start(&[]);
+    // Four workers, so that commands really run at once (the default is one per core but one).
+    let node = Server::start(&["--threads", "4"]);
     let mut c = node.conn();
     // Before the replica: what the snapshot carries.
     for i in 0..200 {
@@ -193,6 +194,31 @@ fn a_redis_replica_ends_up_with_exactly_what_the_node_holds() {
                 let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
                 for _ in 0..600 {
                     random_write(&mut c, &mut rng);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    // Writers racing on three keys, pipelined: each append's place in the value is the order
+    // the node applied it, which the stream must keep.
+    let threads: Vec<_> = (0..4u8)
+        .map(|t| {
+            let client = node.client();
+            std::thread::spawn(move || {
+                let mut c = client.get_connection().unwrap();
+                for round in 0..100u32 {
+                    let mut p = redis::pipe();
+                    for i in 0..20u32 {
+                        let key = format!("race{}", (round + i) % 3);
+                        if i % 7 == 6 {
+                            p.set(&key, format!("{t}")).ignore();
+                        } else {
+                            p.append(&key, format!("{t}")).ignore();
+                        }
+                    }
+                    let _: () = p.query(&mut c).unwrap();
                 }
             })
         })
