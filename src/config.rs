@@ -164,6 +164,17 @@ pub struct Config {
     /// backlog (and keeps recording its writes, one command at a time) for a replica that
     /// comes back to continue from; 0: for ever. Default 3600, as in Redis.
     pub repl_backlog_ttl: u64,
+    /// `replica-read-only` (alias `slave-read-only`): while this node replicates a Redis
+    /// primary (`REPLICAOF`), clients' writes get `-READONLY`. Default yes.
+    pub replica_read_only: bool,
+    /// `replica-serve-stale-data` (alias `slave-serve-stale-data`): while the link to the
+    /// primary is down, serve what the node holds (yes) or answer `-MASTERDOWN` (no).
+    /// Default yes.
+    pub replica_serve_stale_data: bool,
+    /// `masterauth`: the password this node gives the primary it replicates (`AUTH`).
+    pub masterauth: String,
+    /// `masteruser`: the user `masterauth` is for (empty: `AUTH` with the password alone).
+    pub masteruser: String,
     /// `client-output-buffer-limit`'s `replica` class: a replica whose unsent stream grows past
     /// it is dropped. Default `256mb 64mb 60`.
     pub replica_output_buffer_limit: crate::pubsub::Limits,
@@ -334,6 +345,10 @@ impl Default for Config {
             repl_timeout: 60,
             repl_backlog_size: 1024 * 1024,
             repl_backlog_ttl: 3600,
+            replica_read_only: true,
+            replica_serve_stale_data: true,
+            masterauth: String::new(),
+            masteruser: String::new(),
             replica_output_buffer_limit: crate::pubsub::Limits {
                 hard: 256 * 1024 * 1024,
                 soft: 64 * 1024 * 1024,
@@ -792,6 +807,48 @@ pub static PARAMS: &[Param] = &[
         true,
         |c| c.repl_backlog_size.to_string(),
         |c, v| c.repl_backlog_size = (v.int() as u64).max(16 * 1024)
+    ),
+    p!(
+        "replica-read-only",
+        Kind::Bool,
+        true,
+        |c| yes_no(c.replica_read_only),
+        |c, v| c.replica_read_only = v.yes()
+    ),
+    p!(
+        "slave-read-only",
+        Kind::Bool,
+        true,
+        |c| yes_no(c.replica_read_only),
+        |c, v| c.replica_read_only = v.yes()
+    ),
+    p!(
+        "replica-serve-stale-data",
+        Kind::Bool,
+        true,
+        |c| yes_no(c.replica_serve_stale_data),
+        |c, v| c.replica_serve_stale_data = v.yes()
+    ),
+    p!(
+        "slave-serve-stale-data",
+        Kind::Bool,
+        true,
+        |c| yes_no(c.replica_serve_stale_data),
+        |c, v| c.replica_serve_stale_data = v.yes()
+    ),
+    p!(
+        "masterauth",
+        Kind::Str,
+        true,
+        |c| c.masterauth.clone(),
+        |c, v| c.masterauth = v.text()
+    ),
+    p!(
+        "masteruser",
+        Kind::Str,
+        true,
+        |c| c.masteruser.clone(),
+        |c, v| c.masteruser = v.text()
     ),
     p!(
         "repl-backlog-ttl",

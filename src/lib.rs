@@ -39,6 +39,7 @@ pub mod notify;
 pub mod pubsub;
 pub mod rdb;
 pub mod repl;
+pub mod replica;
 pub mod script;
 pub mod server;
 pub mod session;

@@ -16,6 +16,7 @@ const OPCODE_FUNCTION2: u8 = 245;
 const OPCODE_AUX: u8 = 250;
 const OPCODE_RESIZEDB: u8 = 251;
 const OPCODE_EXPIRETIME_MS: u8 = 252;
+const OPCODE_EXPIRETIME: u8 = 253;
 const OPCODE_SELECTDB: u8 = 254;
 const OPCODE_EOF: u8 = 255;
 
@@ -337,6 +338,177 @@ impl RdbWriter {
     }
 }
 
+/// What an RDB file holds, one item at a time ([`parse`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Item {
+    /// A string key of database `db`, with its expiry (unix ms) if it has one.
+    Key {
+        /// Its database.
+        db: u32,
+        /// The key.
+        key: Bytes,
+        /// Its value.
+        value: Bytes,
+        /// Its expiry, unix ms.
+        expire_at: Option<u64>,
+    },
+    /// A key of a type HyperCache does not store (a list, a hash, ...), passed over.
+    Skipped {
+        /// Its database.
+        db: u32,
+        /// The key.
+        key: Bytes,
+        /// Its RDB type byte.
+        rdb_type: u8,
+    },
+    /// A function library's code.
+    Library(Bytes),
+}
+
+/// Reads a whole RDB file (versions 1 to 12: what Redis 2.6 to 7.4 write), calling `each` for
+/// every key and function library in order. Keys of the other data types are reported as
+/// [`Item::Skipped`] (their encodings are read past); a stream, a module value or a module's
+/// auxiliary data cannot be, and end the read with an error.
+pub fn parse(rdb: &[u8], mut each: impl FnMut(Item)) -> Result<(), String> {
+    let bad = |what: &str| format!("bad RDB file: {what}");
+    if rdb.len() < 9 || &rdb[..5] != b"REDIS" {
+        return Err(bad("no REDIS header"));
+    }
+    let version: u32 = std::str::from_utf8(&rdb[5..9])
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| bad("no version"))?;
+    if !(1..=12).contains(&version) {
+        return Err(format!("RDB version {version} is not supported"));
+    }
+    let mut r = Reader::new(&rdb[9..]);
+    let mut db = 0u32;
+    let mut expire_at = None;
+    loop {
+        let op = r.byte().ok_or_else(|| bad("truncated"))?;
+        match op {
+            OPCODE_EOF => return Ok(()),
+            OPCODE_SELECTDB => {
+                db = u32::try_from(r.length().ok_or_else(|| bad("database"))?)
+                    .map_err(|_| bad("database"))?;
+            }
+            OPCODE_RESIZEDB => {
+                r.length()
+                    .and_then(|_| r.length())
+                    .ok_or_else(|| bad("sizes"))?;
+            }
+            OPCODE_AUX => {
+                r.string()
+                    .and_then(|_| r.string())
+                    .ok_or_else(|| bad("aux"))?;
+            }
+            OPCODE_EXPIRETIME_MS => {
+                let t = r.take(8).ok_or_else(|| bad("expiry"))?;
+                expire_at = Some(u64::from_le_bytes(t.try_into().expect("8 bytes")));
+            }
+            OPCODE_EXPIRETIME => {
+                let t = r.take(4).ok_or_else(|| bad("expiry"))?;
+                let secs = u32::from_le_bytes(t.try_into().expect("4 bytes"));
+                expire_at = Some(u64::from(secs) * 1000);
+            }
+            // LRU idle time and LFU frequency of the next key: not kept.
+            0xF8 => {
+                r.length().ok_or_else(|| bad("idle"))?;
+            }
+            0xF9 => {
+                r.byte().ok_or_else(|| bad("freq"))?;
+            }
+            OPCODE_FUNCTION2 => {
+                each(Item::Library(r.string().ok_or_else(|| bad("function"))?));
+            }
+            0xF6 => {
+                return Err("functions of a Redis 7.0 release candidate are not supported".into())
+            }
+            0xF7 => return Err("module data cannot be loaded into HyperCache".into()),
+            t => {
+                let key = r.string().ok_or_else(|| bad("key"))?;
+                if t == TYPE_STRING {
+                    let value = r.string().ok_or_else(|| bad("value"))?;
+                    each(Item::Key {
+                        db,
+                        key,
+                        value,
+                        expire_at: expire_at.take(),
+                    });
+                } else {
+                    skip_value(&mut r, t).ok_or_else(|| match t {
+                        6 | 7 => "module values cannot be loaded into HyperCache".to_string(),
+                        15 | 19 | 21 => "streams cannot be loaded into HyperCache".to_string(),
+                        _ => bad(&format!("value of type {t}")),
+                    })?;
+                    expire_at = None;
+                    each(Item::Skipped {
+                        db,
+                        key,
+                        rdb_type: t,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Reads past a value of RDB type `t` (not a string); `None` for a type it cannot pass over.
+fn skip_value(r: &mut Reader<'_>, t: u8) -> Option<()> {
+    let count = |r: &mut Reader<'_>| usize::try_from(r.length()?).ok();
+    match t {
+        // List, set: n strings.
+        1 | 2 => {
+            for _ in 0..count(r)? {
+                r.string()?;
+            }
+        }
+        // Sorted set (version 1): member and a double as text.
+        3 => {
+            for _ in 0..count(r)? {
+                r.string()?;
+                let n = r.byte()?;
+                if n < 253 {
+                    r.take(usize::from(n))?;
+                }
+            }
+        }
+        // Hash: n field/value pairs.
+        4 => {
+            for _ in 0..count(r)? {
+                r.string()?;
+                r.string()?;
+            }
+        }
+        // Sorted set (version 2): member and a binary double.
+        5 => {
+            for _ in 0..count(r)? {
+                r.string()?;
+                r.take(8)?;
+            }
+        }
+        // Zipmap, ziplists, intset, listpacks: one blob.
+        9..=13 | 16 | 17 | 20 => {
+            r.string()?;
+        }
+        // Quicklist: n ziplists.
+        14 => {
+            for _ in 0..count(r)? {
+                r.string()?;
+            }
+        }
+        // Quicklist 2: n (container, listpack).
+        18 => {
+            for _ in 0..count(r)? {
+                r.length()?;
+                r.string()?;
+            }
+        }
+        _ => return None,
+    }
+    Some(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -386,6 +558,40 @@ mod tests {
         p[n - 10] = 11; // a newer RDB version
         assert_eq!(undump(&p), Err(PayloadError::VersionOrChecksum));
         assert_eq!(undump(b"short"), Err(PayloadError::VersionOrChecksum));
+    }
+
+    #[test]
+    fn snapshots_written_here_read_back() {
+        let mut w = RdbWriter::new(&[("redis-ver", "7.0.15".to_string())]);
+        w.library(b"#!lua name=l\nredis.register_function('f', function() end)");
+        let mut recs = Vec::new();
+        for (k, v, at) in [(&b"a"[..], &b"1"[..], 0), (b"b", &[9u8; 300][..], 1_000)] {
+            let k = SnapshotKey {
+                key: k,
+                value: v,
+                expire_at: at,
+            };
+            RdbWriter::record(&mut recs, &k);
+        }
+        w.select(3, 2, 1);
+        w.records(&recs);
+        let file = w.finish();
+        let mut items = Vec::new();
+        parse(&file, |i| items.push(i)).unwrap();
+        assert!(matches!(&items[0], Item::Library(c) if c.starts_with(b"#!lua")));
+        assert_eq!(
+            items[1],
+            Item::Key {
+                db: 3,
+                key: Bytes::from_static(b"a"),
+                value: Bytes::from_static(b"1"),
+                expire_at: None
+            }
+        );
+        assert!(
+            matches!(&items[2], Item::Key { expire_at: Some(1000), value, .. } if value.len() == 300)
+        );
+        assert!(parse(&file[..file.len() - 9], |_| {}).is_err(), "truncated");
     }
 
     #[test]

@@ -272,6 +272,21 @@ impl Repl {
             .count() as u64
     }
 
+    /// `ROLE` of a primary: the stream's offset, and each replica's address and acknowledged
+    /// offset.
+    pub fn role(&self) -> (u64, Vec<(String, u16, u64)>) {
+        let feed = self.feed.lock();
+        let replicas = feed
+            .replicas
+            .iter()
+            .map(|l| {
+                let s = &l.state;
+                (s.ip.clone(), s.port, s.ack.load(Ordering::Relaxed))
+            })
+            .collect();
+        (feed.offset, replicas)
+    }
+
     /// Replicas that acknowledged at least `offset` (`WAIT`).
     pub fn acked_at_least(&self, offset: u64) -> u64 {
         let feed = self.feed.lock();

@@ -192,6 +192,9 @@ pub struct Session {
     pub sync_ready: Option<crate::repl::SyncAsk>,
     /// Attached as a Redis replica: the stream to write to it.
     pub replica: Option<crate::repl::ReplicaConn>,
+    /// The session of the Redis primary this node replicates ([`crate::replica`]): its writes
+    /// are not refused on a read-only replica.
+    pub(crate) from_master: bool,
 }
 
 /// A transaction being queued.
@@ -323,6 +326,7 @@ impl Session {
             replconf_port: 0,
             sync_ready: None,
             replica: None,
+            from_master: false,
         };
         s.rand_state
             .set(s.handle.id.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1);
@@ -365,6 +369,43 @@ impl Session {
         if self.shared.repl.is_active() {
             self.repl_force = true;
         }
+    }
+
+    /// Why a client's command is refused while this node replicates a Redis primary: a write
+    /// (`replica-read-only`), or a command that needs fresh data while the link is down
+    /// (`replica-serve-stale-data no`). EXEC answers for the commands it would run.
+    fn replica_refusal(&self, spec: &CommandSpec, args: &[Bytes]) -> Option<&'static str> {
+        let (read_only, serve_stale) = {
+            let c = self.shared.config.read();
+            (c.replica_read_only, c.replica_serve_stale_data)
+        };
+        let exec = spec.name == "exec";
+        let queued = |check: &dyn Fn(&CommandSpec) -> bool| {
+            self.multi.as_ref().is_some_and(|m| {
+                m.queue.iter().any(|a| {
+                    cmd::lookup(&a[0]).is_some_and(|(spec, _)| {
+                        let sub = (!spec.subcommands.is_empty() && a.len() > 1)
+                            .then(|| spec.subcommand(&a[1]))
+                            .flatten();
+                        check(sub.unwrap_or(spec))
+                    })
+                })
+            })
+        };
+        let _ = args;
+        if read_only
+            && (spec.has_flag("write") || (exec && queued(&|s: &CommandSpec| s.has_flag("write"))))
+        {
+            return Some(errors::READONLY);
+        }
+        if !serve_stale
+            && !self.shared.upstream.link_up()
+            && (!spec.has_flag("stale")
+                || (exec && queued(&|s: &CommandSpec| !s.has_flag("stale"))))
+        {
+            return Some(errors::MASTERDOWN);
+        }
+        None
     }
 
     /// Whether writes are refused for want of replicas: `min-replicas-to-write` set and fewer
@@ -1556,9 +1597,10 @@ impl Session {
         } else {
             usize::MAX
         };
+        let migrate = args[0].eq_ignore_ascii_case(b"migrate");
         for (i, a) in args.iter().enumerate() {
             line.extend_from_slice(b" \"");
-            if i >= redact_from {
+            if i >= redact_from || (migrate && migrate_secret(args, i)) {
                 line.extend_from_slice(b"(redacted)");
             } else {
                 for &c in a.iter() {
@@ -1594,12 +1636,13 @@ impl Session {
         for (j, a) in args.iter().take(argc).enumerate() {
             if argc == 32 && j == 31 && args.len() > 32 {
                 trimmed.push(format!("... ({} more arguments)", args.len() - 31).into());
-            } else if redact
+            } else if (redact
                 && match spec.fullname {
                     "config|set" => is_sensitive_config(args, j),
                     "acl|setuser" => j >= 2,
                     _ => j > 0,
-                }
+                })
+                || (spec.name == "migrate" && migrate_secret(args, j))
             {
                 trimmed.push(Bytes::from_static(b"(redacted)"));
             } else if a.len() > 128 {
@@ -1721,6 +1764,14 @@ impl Session {
                 Some(effective),
                 Rejected,
             );
+        }
+        // Checked for EXEC as a whole, not for the commands it runs (as Redis: a transaction that
+        // turns the node into a replica still runs its later writes); a script's writes are.
+        if self.shared.upstream.is_replica() && !self.from_master && (!self.in_exec || self.script)
+        {
+            if let Some(refusal) = self.replica_refusal(effective, args) {
+                return (Some(Frame::error(refusal)), Some(effective), Rejected);
+            }
         }
         if self.multi.is_some() && effective.has_flag("no_multi") {
             return (
@@ -1867,7 +1918,33 @@ fn controls_transaction(name: &str) -> bool {
     )
 }
 
+/// Whether argument `j` of a MIGRATE is a credential (the password after `AUTH`, the user and
+/// password after `AUTH2`), redacted from MONITOR and the slow log as Redis redacts it.
+fn migrate_secret(args: &[Bytes], j: usize) -> bool {
+    let mut i = 6;
+    while i < args.len() && i <= j {
+        let opt = &args[i];
+        if opt.eq_ignore_ascii_case(b"keys") {
+            return false;
+        }
+        let n = if opt.eq_ignore_ascii_case(b"auth") {
+            1
+        } else if opt.eq_ignore_ascii_case(b"auth2") {
+            2
+        } else {
+            0
+        };
+        if j > i && j <= i + n {
+            return true;
+        }
+        i += n + 1;
+    }
+    false
+}
+
 fn is_sensitive_config(args: &[Bytes], j: usize) -> bool {
     // CONFIG SET requirepass <secret>: redact the value after the name.
-    j >= 3 && args[j - 1].eq_ignore_ascii_case(b"requirepass")
+    j >= 3
+        && (args[j - 1].eq_ignore_ascii_case(b"requirepass")
+            || args[j - 1].eq_ignore_ascii_case(b"masterauth"))
 }

@@ -300,6 +300,8 @@ pub struct Shared {
     pub dbs: crate::dbs::DbMap,
     /// Redis replication from this node (`SYNC`/`PSYNC`; a single node only).
     pub repl: crate::repl::Repl,
+    /// The Redis primary this node replicates (`REPLICAOF`; a single node only).
+    pub upstream: crate::replica::Upstream,
     /// Connected clients by id.
     pub clients: Mutex<HashMap<u64, Arc<ClientHandle>>>,
     /// The memory all connected clients hold together ([`ClientHandle::mem`]).
@@ -409,6 +411,7 @@ impl Shared {
             notify_flags: Default::default(),
             dbs: Default::default(),
             repl: Default::default(),
+            upstream: Default::default(),
             tracking: Default::default(),
             tracking_on: Default::default(),
             clients: Mutex::new(HashMap::new()),

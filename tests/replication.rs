@@ -15,6 +15,20 @@ use common::Server;
 use rand::{Rng, SeedableRng};
 use redis::Commands;
 
+/// A redis-server primary (it starts a snapshot for a replica at once, not after 5 s).
+fn redis_primary() -> Server {
+    common::start("redis-server", |port| {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .args(["--repl-diskless-sync-delay", "0"])
+            .current_dir(std::env::temp_dir())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cmd
+    })
+}
+
 /// A redis-server replicating from `primary`.
 fn redis_replica(primary: std::net::SocketAddr) -> Server {
     common::start("redis-server", |port| {
@@ -59,6 +73,11 @@ fn dataset(c: &mut redis::Connection) -> Vec<(u8, Vec<u8>, Vec<u8>, i64)> {
         let mut keys: Vec<Vec<u8>> = redis::cmd("KEYS").arg("*").query(c).unwrap();
         keys.sort();
         for k in keys {
+            // Strings only: a Redis primary may hold other types, which a node passes over.
+            let t: String = redis::cmd("TYPE").arg(&k).query(c).unwrap();
+            if t != "string" {
+                continue;
+            }
             let v: Option<Vec<u8>> = c.get(&k).unwrap();
             let at: i64 = redis::cmd("PEXPIRETIME").arg(&k).query(c).unwrap();
             // Gone between KEYS and GET (it expired): not part of the comparison.
@@ -493,4 +512,275 @@ fn writes_wait_for_replicas_when_asked() {
     assert_eq!(acked, 1);
     let v: String = r.get("k").unwrap();
     assert_eq!(v, "v");
+}
+
+/// A node replicating a live redis-server (`REPLICAOF`): it loads the primary's strings and
+/// function libraries (other types passed over and counted), follows four concurrent writers
+/// to the same keys, values and expiry times, refuses clients' writes meanwhile, and after
+/// `REPLICAOF NO ONE` keeps everything and takes writes: a migration onto HyperCache.
+#[test]
+fn a_node_follows_a_redis_primary_then_takes_over() {
+    let primary = redis_primary();
+    let mut p = primary.conn();
+    for i in 0..300 {
+        let _: () = p.set(format!("pre{i}"), i).unwrap();
+    }
+    let _: () = p.set_ex("pre-ttl", "v", 10_000).unwrap();
+    let _: () = p.set("pre-big", vec![b'x'; 50_000]).unwrap();
+    let _: () = redis::cmd("SELECT").arg(3).query(&mut p).unwrap();
+    let _: () = p.set("in-db3", "three").unwrap();
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut p).unwrap();
+    let _: i64 = redis::cmd("RPUSH")
+        .arg("a-list")
+        .arg("x")
+        .query(&mut p)
+        .unwrap();
+    let _: i64 = redis::cmd("HSET")
+        .arg("a-hash")
+        .arg("f")
+        .arg("v")
+        .query(&mut p)
+        .unwrap();
+    let _: i64 = redis::cmd("SADD")
+        .arg("a-set")
+        .arg("m")
+        .query(&mut p)
+        .unwrap();
+    let _: String = redis::cmd("FUNCTION")
+        .arg("LOAD")
+        .arg("#!lua name=plib\nredis.register_function('pbump', function(k) return redis.call('INCR', k[1]) end)")
+        .query(&mut p)
+        .unwrap();
+
+    let node = Server::start(&["--threads", "4"]);
+    let mut c = node.conn();
+    let ok: String = redis::cmd("REPLICAOF")
+        .arg(primary.addr.ip().to_string())
+        .arg(primary.addr.port())
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    wait_linked(&mut c);
+    assert_eq!(info_field(&mut c, "replication", "role"), "slave");
+    assert_eq!(
+        info_field(&mut c, "replication", "master_sync_skipped_keys"),
+        "3",
+        "the list, the hash and the set"
+    );
+    let e = c.set::<_, _, ()>("mine", "1").unwrap_err();
+    assert_eq!(e.code(), Some("READONLY"), "{e}");
+
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let client = primary.client();
+            std::thread::spawn(move || {
+                let mut c = client.get_connection().unwrap();
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(100 + t);
+                for _ in 0..400 {
+                    random_write(&mut c, &mut rng);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let _: i64 = redis::cmd("FCALL")
+        .arg("pbump")
+        .arg(1)
+        .arg("fcalled")
+        .query(&mut p)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Caught up: the node applied the primary's whole stream.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let theirs = info_field(&mut p, "replication", "master_repl_offset");
+        if info_field(&mut c, "replication", "slave_repl_offset") == theirs {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the node never caught up");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let (ours, theirs) = (dataset(&mut c), dataset(&mut p));
+    assert!(ours.len() > 300, "{} keys", ours.len());
+    let diff: Vec<_> = ours
+        .iter()
+        .filter(|x| !theirs.contains(x))
+        .map(|x| format!("node only: {:?}", String::from_utf8_lossy(&x.1)))
+        .chain(
+            theirs
+                .iter()
+                .filter(|x| !ours.contains(x))
+                .map(|x| format!("primary only: {:?}", String::from_utf8_lossy(&x.1))),
+        )
+        .take(20)
+        .collect();
+    assert!(diff.is_empty(), "{diff:?}");
+    assert_eq!(
+        info_field(&mut c, "replication", "master_stream_errors"),
+        "0"
+    );
+    let libs: redis::Value = redis::cmd("FUNCTION").arg("LIST").query(&mut c).unwrap();
+    assert!(format!("{libs:?}").contains("pbump"), "{libs:?}");
+    let role: redis::Value = redis::cmd("ROLE").query(&mut c).unwrap();
+    assert!(format!("{role:?}").contains("connected"), "{role:?}");
+    assert!(redis::cmd("WAIT")
+        .arg(0)
+        .arg(0)
+        .query::<i64>(&mut c)
+        .is_err());
+
+    // Taking over: the data stays, writes are taken.
+    let ok: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let _: () = c.set("mine", "1").unwrap();
+    assert_eq!(info_field(&mut c, "replication", "role"), "master");
+    let before = ours.len();
+    assert_eq!(dataset(&mut c).len(), before + 1);
+}
+
+/// With `replica-serve-stale-data no`, a node whose primary cannot be reached answers
+/// `-MASTERDOWN` to data commands (INFO still works), and again serves once it stops
+/// replicating.
+#[test]
+fn a_replica_without_its_primary_refuses_stale_reads_when_asked() {
+    let node = Server::start(&[]);
+    let mut c = node.conn();
+    let _: () = c.set("k", "v").unwrap();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("replica-serve-stale-data")
+        .arg("no")
+        .query(&mut c)
+        .unwrap();
+    // Nothing listens there.
+    let closed = common::free_port();
+    let _: String = redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(closed)
+        .query(&mut c)
+        .unwrap();
+    let e = c.get::<_, Option<String>>("k").unwrap_err();
+    assert_eq!(e.code(), Some("MASTERDOWN"), "{e}");
+    assert_eq!(
+        info_field(&mut c, "replication", "master_link_status"),
+        "down"
+    );
+    let _: String = redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .query(&mut c)
+        .unwrap();
+    let v: String = c.get("k").unwrap();
+    assert_eq!(v, "v");
+}
+
+/// MIGRATE between a node and a redis-server, both ways: the keys move with their TTLs (KEYS
+/// form, COPY, REPLACE), the target's refusal and an unreachable target are reported in
+/// Redis's words, and MONITOR shows the credentials redacted.
+#[test]
+fn migrate_moves_keys_between_a_node_and_redis() {
+    let node = Server::start(&[]);
+    let redis = Server::redis();
+    let mut c = node.conn();
+    let mut r = redis.conn();
+    let (host, port) = (redis.addr.ip().to_string(), redis.addr.port());
+    let _: () = redis::cmd("MSET")
+        .arg(&["a", "1", "b", "2", "c", "3"])
+        .query(&mut c)
+        .unwrap();
+    let _: () = redis::cmd("PEXPIRE")
+        .arg("b")
+        .arg(100_000)
+        .query(&mut c)
+        .unwrap();
+    let migrate = |c: &mut redis::Connection, args: &[&str]| -> redis::RedisResult<String> {
+        let mut cmd = redis::cmd("MIGRATE");
+        cmd.arg(&host).arg(port);
+        for a in args {
+            cmd.arg(*a);
+        }
+        cmd.query(c)
+    };
+    assert_eq!(migrate(&mut c, &["a", "0", "1000"]).unwrap(), "OK");
+    assert_eq!(
+        migrate(&mut c, &["", "2", "1000", "KEYS", "b", "c", "gone"]).unwrap(),
+        "OK"
+    );
+    assert_eq!(migrate(&mut c, &["gone", "0", "1000"]).unwrap(), "NOKEY");
+    let v: String = r.get("a").unwrap();
+    assert_eq!(v, "1");
+    let _: () = redis::cmd("SELECT").arg(2).query(&mut r).unwrap();
+    let ttl: i64 = redis::cmd("PTTL").arg("b").query(&mut r).unwrap();
+    assert!((90_000..=100_000).contains(&ttl), "{ttl}");
+    let _: () = redis::cmd("SELECT").arg(0).query(&mut r).unwrap();
+    let left: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut c).unwrap();
+    assert!(left.is_empty(), "moved keys are deleted: {left:?}");
+
+    let _: () = c.set("a", "again").unwrap();
+    let e = migrate(&mut c, &["a", "0", "1000"]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("Target instance replied with error: BUSYKEY"),
+        "{e}"
+    );
+    assert_eq!(
+        migrate(&mut c, &["a", "0", "1000", "COPY", "REPLACE"]).unwrap(),
+        "OK"
+    );
+    let v: String = r.get("a").unwrap();
+    assert_eq!(v, "again");
+    let v: String = c.get("a").unwrap();
+    assert_eq!(v, "again", "COPY keeps the key");
+
+    // Into the node.
+    let _: () = r.set_ex("z", "zed", 500).unwrap();
+    let ok: String = redis::cmd("MIGRATE")
+        .arg(node.addr.ip().to_string())
+        .arg(node.addr.port())
+        .arg("z")
+        .arg(0)
+        .arg(1000)
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(ok, "OK");
+    let ttl: i64 = c.ttl("z").unwrap();
+    assert!((490..=500).contains(&ttl), "{ttl}");
+
+    let closed = common::free_port();
+    let e = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(closed)
+        .arg("a")
+        .arg(0)
+        .arg(200)
+        .query::<String>(&mut c)
+        .unwrap_err();
+    assert_eq!(e.code(), Some("IOERR"), "{e}");
+
+    // MONITOR redacts MIGRATE's credentials.
+    let mut mon = Conn::to(node.addr);
+    mon.call(&[b"MONITOR"]);
+    let mut c2 = Conn::to(node.addr);
+    c2.call(&[
+        b"MIGRATE",
+        b"127.0.0.1",
+        b"1",
+        b"nokey",
+        b"0",
+        b"100",
+        b"AUTH2",
+        b"user",
+        b"secret",
+    ]);
+    let line = String::from_utf8_lossy(&mon.read()).into_owned();
+    assert!(
+        line.contains("\"AUTH2\" \"(redacted)\" \"(redacted)\"") && !line.contains("secret"),
+        "{line}"
+    );
 }

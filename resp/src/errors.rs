@@ -42,6 +42,11 @@ pub const EXPIRE_NX_AND_OTHERS: &str =
 pub const EXPIRE_GT_AND_LT: &str = "ERR GT and LT options at the same time are not compatible";
 /// A quorum write that could not reach its consistency level.
 pub const NOREPLICAS: &str = "NOREPLICAS Not enough good replicas to write.";
+/// A client's write while this node replicates a Redis primary (`replica-read-only yes`).
+pub const READONLY: &str = "READONLY You can't write against a read only replica.";
+/// A command while the link to the primary is down and `replica-serve-stale-data` is `no`.
+pub const MASTERDOWN: &str =
+    "MASTERDOWN Link with MASTER is down and replica-serve-stale-data is set to 'no'.";
 /// Writes refused by a node that is draining (`HC.DRAIN`); other nodes take them.
 pub const DRAINING: &str =
     "DRAINING This node is draining and takes no writes; send them to another node.";

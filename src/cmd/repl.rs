@@ -184,6 +184,205 @@ fn busy_or(e: &'static str) -> fn(Outcome) -> Frame {
     }
 }
 
+/// # Format
+/// `MIGRATE host port key|"" destination-db timeout [COPY] [REPLACE] [AUTH password]
+/// [AUTH2 username password] [KEYS key [key ...]]`
+///
+/// As Redis does it: the keys go to the target as `RESTORE` commands (their TTLs relative),
+/// then those the target took are deleted here unless `COPY`. The node waits for the target
+/// (at most `timeout` ms per step), as Redis's MIGRATE blocks; here only this connection's
+/// worker waits, and the runtime moves its other connections elsewhere meanwhile. No
+/// connection is kept between calls (Redis keeps one for 10 s): each call connects. A single
+/// node only: a cluster refuses it.
+pub(super) fn migrate(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let (mut copy, mut replace) = (false, false);
+    let mut auth: Option<(Option<Bytes>, Bytes)> = None;
+    let mut keys: Vec<Bytes> = vec![a[3].clone()];
+    let mut j = 6;
+    while j < a.len() {
+        let more = a.len() - 1 - j;
+        let opt = a[j].to_ascii_lowercase();
+        match opt.as_slice() {
+            b"copy" => copy = true,
+            b"replace" => replace = true,
+            b"auth" if more >= 1 => {
+                auth = Some((None, a[j + 1].clone()));
+                j += 1;
+            }
+            b"auth2" if more >= 2 => {
+                auth = Some((Some(a[j + 1].clone()), a[j + 2].clone()));
+                j += 2;
+            }
+            b"keys" => {
+                if !a[3].is_empty() {
+                    return err("ERR When using MIGRATE KEYS option, the key argument must be set to the empty string");
+                }
+                keys = a[j + 1..].to_vec();
+                break;
+            }
+            _ => return err(errors::SYNTAX),
+        }
+        j += 1;
+    }
+    let timeout = match int_arg(&a[5]) {
+        Ok(t) if t <= 0 => 1000,
+        Ok(t) => t as u64,
+        Err(e) => return e,
+    };
+    let target_db = match int_arg(&a[4]) {
+        Ok(d) => d,
+        Err(e) => return e,
+    };
+    if s.shared.cluster.is_some() {
+        return err("ERR MIGRATE is not available in a HyperCache cluster");
+    }
+    let ctx = s.ctx();
+    let db = s.physical_db();
+    // The keys that exist, with their values and remaining TTLs (ms, 0: none).
+    let mut found = Vec::new();
+    for k in keys {
+        let stored = db::encode(db, &k);
+        let value = s
+            .shared
+            .store
+            .read_with(&stored, &ctx, |v| v.map(Bytes::copy_from_slice));
+        let Some(value) = value else { continue };
+        let ttl = match s
+            .shared
+            .store
+            .apply(&stored, &Op::ExpireTime { ms: true }, &ctx)
+        {
+            Outcome::Int(at) if at >= 0 => (at - ctx.now as i64).max(1),
+            _ => 0,
+        };
+        found.push((k, stored, value, ttl));
+    }
+    if found.is_empty() {
+        return Some(Frame::simple("NOKEY"));
+    }
+    let host = String::from_utf8_lossy(&a[1]).into_owned();
+    let port = String::from_utf8_lossy(&a[2]).into_owned();
+    let mut req = Vec::new();
+    let put = |req: &mut Vec<u8>, args: &[&[u8]]| {
+        req.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+        for x in args {
+            req.extend_from_slice(format!("${}\r\n", x.len()).as_bytes());
+            req.extend_from_slice(x);
+            req.extend_from_slice(b"\r\n");
+        }
+    };
+    if let Some((user, pass)) = &auth {
+        match user {
+            Some(u) => put(&mut req, &[b"AUTH", u, pass]),
+            None => put(&mut req, &[b"AUTH", pass]),
+        }
+    }
+    put(&mut req, &[b"SELECT", target_db.to_string().as_bytes()]);
+    for (k, _, v, ttl) in &found {
+        let payload = crate::rdb::dump(v);
+        let ttl = ttl.to_string();
+        let mut args: Vec<&[u8]> = vec![b"RESTORE", k, ttl.as_bytes(), &payload];
+        if replace {
+            args.push(b"REPLACE");
+        }
+        put(&mut req, &args);
+    }
+    let replies = (found.len() + 1 + usize::from(auth.is_some())) as u32;
+    let exchange = || migrate_exchange(&host, &port, &req, replies, timeout);
+    let lines = match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(exchange)
+        }
+        _ => exchange(),
+    };
+    let (lines, io_error) = match lines {
+        Ok(l) => (l, None),
+        Err((l, e)) => (l, Some(e)),
+    };
+    // Replies: AUTH's (if sent), SELECT's, then one per key.
+    let skip = 1 + usize::from(auth.is_some());
+    let mut first_error = lines[..skip.min(lines.len())]
+        .iter()
+        .find(|l| l.starts_with('-'))
+        .cloned();
+    let mut deleted = vec![Bytes::from_static(b"DEL")];
+    for (i, (k, stored, ..)) in found.iter().enumerate() {
+        let Some(line) = lines.get(skip + i) else {
+            break;
+        };
+        if line.starts_with('-') || first_error.is_some() {
+            first_error.get_or_insert_with(|| line.clone());
+            continue;
+        }
+        if !copy {
+            keyed(s, stored, Op::Del, |_| Frame::Null);
+            deleted.push(k.clone());
+        }
+    }
+    if s.shared.repl.is_active() {
+        // Propagated as the DEL of what moved (nothing for COPY), as Redis does.
+        s.repl_rewrite = (deleted.len() > 1).then_some(deleted);
+    }
+    if let Some(e) = first_error {
+        return err_owned(format!(
+            "ERR Target instance replied with error: {}",
+            &e[1..]
+        ));
+    }
+    if let Some(e) = io_error {
+        return Some(Frame::Error(Bytes::from(e)));
+    }
+    Some(Frame::ok())
+}
+
+/// Sends `req` to `host:port` and reads `replies` one-line replies, each step within
+/// `timeout` ms. On failure returns the lines read so far and the IOERR reply.
+fn migrate_exchange(
+    host: &str,
+    port: &str,
+    req: &[u8],
+    replies: u32,
+    timeout: u64,
+) -> Result<Vec<String>, (Vec<String>, String)> {
+    use std::io::{BufRead, Write};
+    let t = Duration::from_millis(timeout);
+    let connect_err = || {
+        (
+            Vec::new(),
+            "IOERR error or timeout connecting to the client".to_string(),
+        )
+    };
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&format!("{host}:{port}"))
+        .ok()
+        .and_then(|mut a| a.next())
+        .ok_or_else(connect_err)?;
+    let mut sock = std::net::TcpStream::connect_timeout(&addr, t).map_err(|_| connect_err())?;
+    let _ = sock.set_read_timeout(Some(t));
+    let _ = sock.set_write_timeout(Some(t));
+    let _ = sock.set_nodelay(true);
+    if sock.write_all(req).is_err() {
+        return Err((
+            Vec::new(),
+            "IOERR error or timeout writing to target instance".into(),
+        ));
+    }
+    let mut r = std::io::BufReader::new(sock);
+    let mut lines = Vec::new();
+    for _ in 0..replies {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(n) if n > 0 => lines.push(line.trim_end().to_string()),
+            _ => {
+                return Err((
+                    lines,
+                    "IOERR error or timeout reading to target instance".into(),
+                ))
+            }
+        }
+    }
+    Ok(lines)
+}
+
 /// Whether `key` (stored form) holds a live value on this node.
 fn exists_locally(s: &Session, key: &[u8]) -> bool {
     let ctx = s.ctx();
@@ -266,6 +465,66 @@ pub(super) fn replconf(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
 }
 
 /// # Format
+/// `REPLICAOF host port` | `REPLICAOF NO ONE` (and `SLAVEOF`): replicate a Redis primary
+/// ([`crate::replica`]), or stop and take writes again.
+pub(super) fn replicaof(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if s.shared.cluster.is_some() {
+        return err("ERR REPLICAOF not allowed in cluster mode.");
+    }
+    if a[1].eq_ignore_ascii_case(b"no") && a[2].eq_ignore_ascii_case(b"one") {
+        if s.shared.upstream.is_replica() {
+            s.shared.upstream.stop(&s.shared);
+        }
+        return Some(Frame::ok());
+    }
+    let port = match int_arg(&a[2]) {
+        Ok(p) => p,
+        Err(e) => return e,
+    };
+    let Ok(port) = u16::try_from(port) else {
+        return err("ERR Invalid master port");
+    };
+    let host = String::from_utf8_lossy(&a[1]).into_owned();
+    let shared = s.shared.clone();
+    if !shared.upstream.follow(&shared, host, port) {
+        return Some(Frame::simple("OK Already connected to specified master"));
+    }
+    Some(Frame::ok())
+}
+
+/// # Format
+/// `ROLE`: `master`, its offset and its replicas; or `slave`, its primary, the link's state and
+/// the offset applied.
+pub(super) fn role(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    let bulk = |t: String| Frame::Bulk(Bytes::from(t));
+    if let Some((host, port, state, offset)) = s.shared.upstream.role() {
+        return Some(Frame::Array(vec![
+            bulk("slave".into()),
+            bulk(host),
+            Frame::Integer(i64::from(port)),
+            bulk(state.into()),
+            Frame::Integer(offset as i64),
+        ]));
+    }
+    let (offset, replicas) = s.shared.repl.role();
+    let replicas = replicas
+        .into_iter()
+        .map(|(ip, port, ack)| {
+            Frame::Array(vec![
+                bulk(ip),
+                bulk(port.to_string()),
+                bulk(ack.to_string()),
+            ])
+        })
+        .collect();
+    Some(Frame::Array(vec![
+        bulk("master".into()),
+        Frame::Integer(offset as i64),
+        Frame::Array(replicas),
+    ]))
+}
+
+/// # Format
 /// `WAIT numreplicas timeout`: how many Redis replicas acknowledged this client's writes,
 /// waiting up to `timeout` ms (0: for ever) for `numreplicas` of them.
 pub(super) fn wait(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
@@ -273,6 +532,9 @@ pub(super) fn wait(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
         return err(
             "ERR WAIT is not available in a HyperCache cluster: a write is acknowledged by its replicas (HC.CONSISTENCY) before its reply",
         );
+    }
+    if s.shared.upstream.is_replica() {
+        return err("ERR WAIT cannot be used with replica instances. Please also note that since Redis 4.0 if a replica is configured to be writable (which is not the default) writes to replicas are just local and are not propagated.");
     }
     let want = match int_arg(&a[1]) {
         Ok(n) => n,

@@ -540,7 +540,16 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 // Redis 7's fields for a primary: its Redis replicas (crate::repl; a cluster's
                 // own replication is in the cluster section).
                 let backlog = shared.config.read().repl_backlog_size;
-                for (name, value) in shared.repl.info(backlog) {
+                let mut fields = shared.repl.info(backlog);
+                if let Some(upstream) = shared.upstream.info() {
+                    // A replica: its link first, then its own replicas (role comes from the
+                    // link's fields).
+                    fields.remove(0);
+                    let mut all = upstream;
+                    all.append(&mut fields);
+                    fields = all;
+                }
+                for (name, value) in fields {
                     line(&name, &value);
                 }
             }
