@@ -18,8 +18,7 @@ REDIS_TAG=7.0.15
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SRC=${REDIS_SRC:-$ROOT/target/redis-suite/redis-$REDIS_TAG}
 # The tags of tests left out: the issue's `-needs:debug` (DEBUG is refused, as in a default Redis).
-# `TAGS="-needs:debug -needs:repl"` also leaves out what needs Redis's replication (SYNC and its
-# command stream, MIGRATE), which HyperCache does not have: see docs/commands.md.
+# (`needs:repl` tests run: the node has Redis replication, docs/replication.md.)
 TAGS=${TAGS:--needs:debug}
 UNITS=${UNITS:-"unit/multi unit/scripting unit/pubsub unit/functions unit/info-command unit/type/string unit/type/incr unit/expire unit/keyspace unit/protocol unit/quit unit/introspection unit/bitops unit/bitfield unit/tracking"}
 

@@ -1,6 +1,7 @@
 //! Redis's RDB serialization, for what HyperCache holds (strings and function libraries): the
-//! payload of `DUMP`/`RESTORE`, and the snapshot a Redis replica loads when it attaches
-//! (`SYNC`/`PSYNC`, [`crate::repl`]).
+//! payload of `DUMP`/`RESTORE`, the snapshot a Redis replica loads when it attaches
+//! (`SYNC`/`PSYNC`, [`crate::repl`]), and the reading of a Redis primary's snapshot
+//! (`REPLICAOF`, [`crate::replica`]; [`parse`]).
 //!
 //! Written as Redis 7.0 writes it (RDB version 10, CRC-64/Jones), with one difference: strings
 //! are never LZF-compressed, so a `DUMP` of a long, compressible string is longer than Redis's
@@ -8,8 +9,12 @@
 
 use bytes::Bytes;
 
-/// The RDB version written (Redis 7.0's), and the newest one read.
+/// The RDB version written (Redis 7.0's).
 pub const RDB_VERSION: u16 = 10;
+/// The newest RDB version read (Redis 7.4's): a string is encoded the same way in all of them.
+/// Redis 7.0 refuses payloads newer than its own; HyperCache takes them, so that keys move
+/// from a newer Redis (`MIGRATE`, `RESTORE`) as they do from an older one.
+pub const RDB_VERSION_READ: u16 = 12;
 
 const TYPE_STRING: u8 = 0;
 const OPCODE_FUNCTION2: u8 = 245;
@@ -144,7 +149,7 @@ pub fn undump(payload: &[u8]) -> Result<Bytes, PayloadError> {
     let version = u16::from_le_bytes([footer[0], footer[1]]);
     let crc = u64::from_le_bytes(footer[2..10].try_into().expect("8 bytes"));
     // As Redis: a zero checksum is not checked (written with `rdbchecksum no`).
-    if version > RDB_VERSION || (crc != 0 && crc64(0, &payload[..body_len + 2]) != crc) {
+    if version > RDB_VERSION_READ || (crc != 0 && crc64(0, &payload[..body_len + 2]) != crc) {
         return Err(PayloadError::VersionOrChecksum);
     }
     let mut r = Reader::new(body);
@@ -555,8 +560,13 @@ mod tests {
         assert_eq!(undump(&p), Err(PayloadError::VersionOrChecksum));
         let mut p = dump(b"hello");
         let n = p.len();
-        p[n - 10] = 11; // a newer RDB version
+        p[n - 10] = 13; // a newer RDB version than any read
         assert_eq!(undump(&p), Err(PayloadError::VersionOrChecksum));
+        // Redis 7.2's (version 11) payload of "bar".
+        let mut p = b"\x00\x03bar\x0b\x00".to_vec();
+        let crc = crc64(0, &p);
+        p.extend_from_slice(&crc.to_le_bytes());
+        assert_eq!(undump(&p).unwrap(), &b"bar"[..]);
         assert_eq!(undump(b"short"), Err(PayloadError::VersionOrChecksum));
     }
 

@@ -97,6 +97,7 @@ impl Upstream {
         });
         self.link_up.store(false, Ordering::Release);
         self.replica.store(true, Ordering::Release);
+        shared.store.set_replica_mode(true);
         let task = tokio::spawn(run(shared.clone(), host.clone(), port, info.clone()));
         tracing::info!(node_id = %shared.node_id, component = "replica", host, port, "replicating a primary");
         *link = Some(Link {
@@ -116,6 +117,8 @@ impl Upstream {
         }
         self.link_up.store(false, Ordering::Release);
         self.replica.store(false, Ordering::Release);
+        // Keys past their time are expired here again (by the cycle, or when found).
+        shared.store.set_replica_mode(false);
     }
 
     /// The replication fields of INFO for a replica (`None`: this node is a primary).

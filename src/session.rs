@@ -742,6 +742,7 @@ impl Session {
             max_len: self.max_len,
             mode: self.access_mode,
             rand,
+            keep_expired: self.from_master,
         }
     }
 

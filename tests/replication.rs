@@ -15,32 +15,37 @@ use common::Server;
 use rand::{Rng, SeedableRng};
 use redis::Commands;
 
-/// A redis-server primary (it starts a snapshot for a replica at once, not after 5 s).
+/// A redis-server primary (it starts a snapshot for a replica at once, not after 5 s; DEBUG
+/// allowed, to stop its expiry cycle), in a directory of its own.
 fn redis_primary() -> Server {
     common::start("redis-server", |port| {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .args(["--repl-diskless-sync-delay", "0"])
-            .current_dir(std::env::temp_dir())
+            .args(["--enable-debug-command", "yes"])
+            .current_dir(common::scratch_dir(port))
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         cmd
     })
 }
 
-/// A redis-server replicating from `primary`.
+/// A redis-server replicating from `primary`. It loads the snapshot from the socket, in a
+/// directory of its own: a replica that loads from disk writes `dump.rdb` where it runs, and
+/// another redis-server started there would load it.
 fn redis_replica(primary: std::net::SocketAddr) -> Server {
     common::start("redis-server", |port| {
         let mut cmd = Command::new("redis-server");
         cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
+            .args(["--repl-diskless-load", "swapdb"])
             .args([
                 "--replicaof",
                 &primary.ip().to_string(),
                 &primary.port().to_string(),
             ])
-            .current_dir(std::env::temp_dir())
+            .current_dir(common::scratch_dir(port))
             .stdin(Stdio::null())
             .stdout(Stdio::null());
         cmd
@@ -783,4 +788,48 @@ fn migrate_moves_keys_between_a_node_and_redis() {
         line.contains("\"AUTH2\" \"(redacted)\" \"(redacted)\"") && !line.contains("secret"),
         "{line}"
     );
+}
+
+/// As on a Redis replica, a key the primary wrote with a TTL is not expired by the node itself:
+/// past its time clients do not see it, but it stays until the primary's `DEL` (so the
+/// primary's later commands find what they found on the primary).
+#[test]
+fn a_replica_leaves_expiry_to_its_primary() {
+    let primary = redis_primary();
+    let mut p = primary.conn();
+    let _: () = redis::cmd("DEBUG")
+        .arg("SET-ACTIVE-EXPIRE")
+        .arg(0)
+        .query(&mut p)
+        .unwrap();
+    let node = Server::start(&[]);
+    let mut c = node.conn();
+    let _: String = redis::cmd("REPLICAOF")
+        .arg(primary.addr.ip().to_string())
+        .arg(primary.addr.port())
+        .query(&mut c)
+        .unwrap();
+    wait_linked(&mut c);
+    let _: () = redis::cmd("SET")
+        .arg("brief")
+        .arg("v")
+        .arg("PX")
+        .arg(100)
+        .query(&mut p)
+        .unwrap();
+    let _: i64 = redis::cmd("WAIT").arg(1).arg(5000).query(&mut p).unwrap();
+    // Past its time, and past several of the node's expiry cycles (10 a second).
+    std::thread::sleep(Duration::from_millis(500));
+    let v: Option<String> = c.get("brief").unwrap();
+    assert_eq!(v, None, "clients do not see it");
+    let n: i64 = redis::cmd("DBSIZE").query(&mut c).unwrap();
+    assert_eq!(n, 1, "but the node keeps it for its primary");
+    // The primary finds it expired (a read), deletes it and tells the node.
+    let v: Option<String> = p.get("brief").unwrap();
+    assert_eq!(v, None);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while redis::cmd("DBSIZE").query::<i64>(&mut c).unwrap() != 0 {
+        assert!(Instant::now() < deadline, "the primary's DEL never arrived");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }

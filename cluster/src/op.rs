@@ -346,6 +346,9 @@ pub struct Ctx {
     pub mode: AccessMode,
     /// A random number for this operation (LFU's probabilistic counter increment).
     pub rand: u32,
+    /// Keys past their expiry count as live: the commands of the Redis primary a node
+    /// replicates see what the primary saw (the primary expires its keys and sends `DEL`).
+    pub keep_expired: bool,
 }
 
 /// What the 24-bit access field of an entry records, as in Redis: the LRU clock (seconds) under
@@ -377,6 +380,7 @@ impl Ctx {
             max_len: 512 * 1024 * 1024,
             mode: AccessMode::Lru,
             rand: 0,
+            keep_expired: false,
         }
     }
 

@@ -138,6 +138,8 @@ pub struct Store {
     repl_journal: Mutex<Vec<Bytes>>,
     /// Bit per slot: the slot holds at least one key.
     occupied: Box<[AtomicU64]>,
+    /// See [`Store::set_replica_mode`].
+    replica_mode: AtomicBool,
     /// Bit per slot: the slot holds at least one key with an expiry.
     volatile_slots: Box<[AtomicU64]>,
     /// Sum of the entries' footprints (`Entry::footprint`).
@@ -226,6 +228,7 @@ impl Store {
                 })
                 .collect(),
             occupied: bitmap(),
+            replica_mode: AtomicBool::new(false),
             volatile_slots: bitmap(),
             bytes: AtomicU64::new(0),
             evicted: AtomicU64::new(0),
@@ -315,16 +318,31 @@ impl Store {
         self.hasher.hash_one(key)
     }
 
-    /// Removes `key` if it has expired at `now`. Returns whether a live entry remains.
-    fn reap(&self, s: &mut SlotData, key: &[u8], hash: u64, now: u64) -> bool {
+    /// Removes `key` if it has expired (unless this store is a replica's, [`Store::set_replica_mode`]).
+    /// Returns whether a live entry remains (an expired one counts as live for `keep_expired`).
+    fn reap(&self, s: &mut SlotData, key: &[u8], hash: u64, ctx: &Ctx) -> bool {
         match s.map.find(hash, |e| e.key() == key) {
             None => false,
-            Some(e) if e.is_expired(now) => {
-                self.remove_expired(s, key, hash, now);
+            Some(_) if ctx.keep_expired => true,
+            Some(e) if e.is_expired(ctx.now) => {
+                if !self.is_replica() {
+                    self.remove_expired(s, key, hash, ctx.now);
+                }
                 false
             }
             Some(_) => true,
         }
+    }
+
+    /// While this node replicates a Redis primary: keys are never expired here (no expiry
+    /// cycle, no removal when a client finds one past its time: clients just do not see it),
+    /// as on a Redis replica; the primary expires them and sends their `DEL`.
+    pub fn set_replica_mode(&self, on: bool) {
+        self.replica_mode.store(on, Ordering::Release);
+    }
+
+    fn is_replica(&self) -> bool {
+        self.replica_mode.load(Ordering::Relaxed)
     }
 
     /// Removes an expired entry. With tombstones on (a cluster), it leaves one at the entry's
@@ -664,7 +682,7 @@ impl Store {
         let mut expired = false;
         let mut changed = None;
         let (effect, out) = match s.map.find_mut(hash, |e| e.key() == key) {
-            Some(e) if e.is_expired(ctx.now) => {
+            Some(e) if !ctx.keep_expired && e.is_expired(ctx.now) => {
                 expired = true;
                 apply(op, key, None, ctx)
             }
@@ -685,7 +703,8 @@ impl Store {
             }
             None => apply(op, key, None, ctx),
         };
-        if expired {
+        // A replica's expired key stays for its primary's DEL unless this write replaces it.
+        if expired && (!self.is_replica() || !matches!(effect, Effect::None)) {
             self.remove_expired(s, key, hash, ctx.now);
         }
         let change = match &effect {
@@ -1099,12 +1118,14 @@ impl Store {
         let mut guard = self.lock(key_slot(key));
         let s = &mut *guard;
         match s.map.find_mut(hash, |e| e.key() == key) {
-            Some(e) if !e.is_expired(ctx.now) => {
+            Some(e) if ctx.keep_expired || !e.is_expired(ctx.now) => {
                 e.set_access(ctx.touched(e.access()));
                 f(Some(e.value()))
             }
             Some(_) => {
-                self.remove_expired(s, key, hash, ctx.now);
+                if !self.is_replica() {
+                    self.remove_expired(s, key, hash, ctx.now);
+                }
                 f(None)
             }
             None => f(None),
@@ -1139,7 +1160,7 @@ impl Store {
         if nx {
             for k in &keys {
                 let s = Self::guard_for(&mut guards, k);
-                if self.reap(s, k, self.hash(k), ctx.now) {
+                if self.reap(s, k, self.hash(k), ctx) {
                     return false;
                 }
             }
@@ -1178,7 +1199,7 @@ impl Store {
         for k in srcs {
             let s = Self::guard_for(&mut guards, k);
             let hash = self.hash(k);
-            values.push(self.reap(s, k, hash, ctx.now).then(|| {
+            values.push(self.reap(s, k, hash, ctx).then(|| {
                 let e = s.map.find_mut(hash, |e| e.key() == *k).expect("live");
                 e.set_access(ctx.touched(e.access()));
                 e.value().to_vec()
@@ -1188,7 +1209,7 @@ impl Store {
         let result = f(&views);
         let d = Self::guard_for(&mut guards, dst);
         let hash = self.hash(dst);
-        let existed = self.reap(d, dst, hash, ctx.now);
+        let existed = self.reap(d, dst, hash, ctx);
         if existed || !result.is_empty() {
             self.add_changes(1);
         }
@@ -1207,14 +1228,14 @@ impl Store {
         let (hs, hd) = (self.hash(src), self.hash(dst));
         let mut guards = self.lock_many(&[src, dst]);
         let s = Self::guard_for(&mut guards, src);
-        if !self.reap(s, src, hs, ctx.now) {
+        if !self.reap(s, src, hs, ctx) {
             return Err(());
         }
         if src == dst {
             return Ok(!nx);
         }
         let d = Self::guard_for(&mut guards, dst);
-        if nx && self.reap(d, dst, hd, ctx.now) {
+        if nx && self.reap(d, dst, hd, ctx) {
             return Ok(false);
         }
         let s = Self::guard_for(&mut guards, src);
@@ -1233,13 +1254,13 @@ impl Store {
         let (hs, hd) = (self.hash(src), self.hash(dst));
         let mut guards = self.lock_many(&[src, dst]);
         let s = Self::guard_for(&mut guards, src);
-        if !self.reap(s, src, hs, ctx.now) {
+        if !self.reap(s, src, hs, ctx) {
             return false;
         }
         let e = s.map.find(hs, |e| e.key() == src).expect("live");
         let copy = Entry::new(dst, e.value(), e.expire_at(), ctx.initial_access(), e.enc());
         let d = Self::guard_for(&mut guards, dst);
-        if self.reap(d, dst, hd, ctx.now) && !replace {
+        if self.reap(d, dst, hd, ctx) && !replace {
             return false;
         }
         self.remove(d, dst, hd);
@@ -1480,6 +1501,10 @@ impl Store {
     /// previous cycle stopped, until `budget` entries have been examined or every slot was seen.
     pub fn expire_cycle(&self, now: u64, budget: usize) -> ExpireCycle {
         let mut r = ExpireCycle::default();
+        if self.is_replica() {
+            // A replica's keys expire when its primary says so (`set_replica_mode`).
+            return r;
+        }
         let mut from = self.expire_cursor.load(Ordering::Relaxed) % SLOTS;
         // Remaining times to live seen, by database: (database, sum ms, keys).
         let mut ttls: Vec<(u8, u64, u64)> = Vec::new();

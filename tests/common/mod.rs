@@ -113,6 +113,15 @@ pub(crate) fn start(name: &'static str, command: impl Fn(u16) -> Command) -> Ser
     panic!("{name} did not become ready: {last_error}");
 }
 
+/// An empty directory for the server on `port` to run in (under the system's temporary
+/// directory; emptied if it exists).
+pub(crate) fn scratch_dir(port: u16) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("hypercache-test-redis-{port}"));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("a scratch directory");
+    dir
+}
+
 /// Whether the server at `addr` answers PING (`-NOAUTH` counts: it is up, it wants a password).
 fn ping(addr: SocketAddr) -> bool {
     let Ok(mut conn) = TcpStream::connect_timeout(&addr, Duration::from_millis(500)) else {
@@ -159,13 +168,14 @@ impl Server {
         })
     }
 
-    /// A real `redis-server` 7 on a free port, no persistence.
+    /// A real `redis-server` 7 on a free port, no persistence, in a directory of its own (a
+    /// `dump.rdb` left elsewhere is not loaded).
     pub(crate) fn redis() -> Server {
         start("redis-server", |port| {
             let mut cmd = Command::new("redis-server");
             cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
                 .args(["--save", "", "--appendonly", "no"])
-                .current_dir(std::env::temp_dir())
+                .current_dir(scratch_dir(port))
                 .stdin(Stdio::null())
                 .stdout(Stdio::null());
             cmd

@@ -62,6 +62,7 @@ pub fn node_ctx(shared: &Shared) -> Ctx {
         max_len: c.proto_max_bulk_len,
         mode: c.access_mode(),
         rand: (now as u32).wrapping_mul(0x9E37_79B9),
+        keep_expired: false,
     }
 }
 
