@@ -247,21 +247,16 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 s.out.clear();
                 continue;
             }
-            chunk = next_chunk(&mut s.replica) => {
-                // The replication stream: every chunk waiting goes out in one write.
-                let Some(first) = chunk else { return "replica dropped by the node" };
-                let r = s.replica.as_mut().expect("replica");
-                let mut bytes = first.len();
-                s.out.extend_from_slice(&first);
-                while let Ok(more) = r.rx.try_recv() {
-                    bytes += more.len();
-                    s.out.extend_from_slice(&more);
+            ready = replica_ready(&s.replica) => {
+                // The replication stream: everything queued goes out in one write.
+                if !ready {
+                    return "replica dropped by the node";
+                }
+                if let Some(r) = &s.replica {
+                    r.take_into(&mut s.out);
                 }
                 if let Err(why) = write_unless_killed(socket, &s.out, &s.handle).await {
                     return why;
-                }
-                if let Some(r) = &s.replica {
-                    r.state.queued.fetch_sub(bytes as u64, std::sync::atomic::Ordering::Relaxed);
                 }
                 Stats::add(&s.shared.metrics.server.net_output_bytes, s.out.len() as u64);
                 s.out.clear();
@@ -475,11 +470,11 @@ async fn monitor_line(
     }
 }
 
-/// The next chunk of the replication stream (never, for a client that is not a replica; `None`
-/// once the node dropped it).
-async fn next_chunk(replica: &mut Option<crate::repl::ReplicaConn>) -> Option<bytes::Bytes> {
+/// Replication stream bytes to write (never, for a client that is not a replica; false once the
+/// node dropped it).
+async fn replica_ready(replica: &Option<crate::repl::ReplicaConn>) -> bool {
     match replica {
-        Some(r) => r.rx.recv().await,
+        Some(r) => r.ready().await,
         None => std::future::pending().await,
     }
 }

@@ -34,7 +34,6 @@ use hypercache_cluster::notify::Change;
 use hypercache_cluster::op::ExpiryChange;
 use hypercache_cluster::{Op, Outcome};
 use parking_lot::{Mutex, MutexGuard};
-use tokio::sync::mpsc;
 
 use crate::state::{now_ms, Shared};
 
@@ -86,6 +85,8 @@ impl Default for Repl {
                 replicas: Vec::new(),
                 backlog: VecDeque::new(),
                 backlog_valid: false,
+                limits: (1024 * 1024, 256 * 1024 * 1024),
+                scratch: Vec::new(),
                 last_ping: Instant::now(),
                 left: None,
             }),
@@ -128,24 +129,60 @@ pub struct ReplicaState {
     pub ack: AtomicU64,
     /// When (unix ms) it acknowledged last (its attach time until then).
     pub ack_ms: AtomicU64,
-    /// Stream bytes queued for it and not yet written.
-    pub queued: AtomicU64,
-    /// Since when (unix ms) `queued` has been over the soft limit (0: it is not).
+    /// Stream bytes not yet taken by its connection (appended by the feed, taken whole).
+    queue: Mutex<Vec<u8>>,
+    /// Wakes its connection when bytes arrive or the node drops it.
+    wake: tokio::sync::Notify,
+    /// The node dropped it (output limit, timeout): its connection closes.
+    dropped: AtomicBool,
+    /// Since when (unix ms) its queue has been over the soft limit (0: it is not).
     over_soft_since: AtomicU64,
+}
+
+impl ReplicaState {
+    fn drop_link(&self) {
+        self.dropped.store(true, Ordering::Release);
+        self.wake.notify_one();
+    }
 }
 
 /// The connection's side of an attached replica: the stream to write.
 #[derive(Debug)]
 pub struct ReplicaConn {
-    /// Stream chunks, in order; closed when the node drops the replica.
-    pub rx: mpsc::UnboundedReceiver<Bytes>,
     /// Its state.
     pub state: Arc<ReplicaState>,
 }
 
+impl ReplicaConn {
+    /// Waits until stream bytes are queued (true) or the node dropped the replica (false).
+    pub async fn ready(&self) -> bool {
+        loop {
+            if self.state.dropped.load(Ordering::Acquire) {
+                return false;
+            }
+            if !self.state.queue.lock().is_empty() {
+                return true;
+            }
+            // A permit stored by a notify_one that came before this wait ends it at once.
+            self.state.wake.notified().await;
+        }
+    }
+
+    /// Moves every queued byte to `out`; returns how many.
+    pub fn take_into(&self, out: &mut bytes::BytesMut) -> usize {
+        let mut q = self.state.queue.lock();
+        out.extend_from_slice(&q);
+        let n = q.len();
+        q.clear();
+        if q.capacity() > 1024 * 1024 {
+            q.shrink_to(64 * 1024);
+        }
+        n
+    }
+}
+
 struct Link {
     state: Arc<ReplicaState>,
-    tx: mpsc::UnboundedSender<Bytes>,
 }
 
 /// The stream (held under [`Repl::lock`]).
@@ -160,6 +197,10 @@ pub struct Feed {
     /// The backlog holds every byte since its first (false before the first replica and after
     /// the last one left: writes then went unrecorded).
     backlog_valid: bool,
+    /// `repl-backlog-size` and the replica output hard limit ([`Feed::refresh_limits`]).
+    limits: (usize, u64),
+    /// The encoding buffer, kept between blocks.
+    scratch: Vec<u8>,
     last_ping: Instant,
     /// When the last replica left (`None`: one is attached, or recording is off).
     left: Option<Instant>,
@@ -199,6 +240,7 @@ impl Repl {
         psync: bool,
     ) -> (u64, Vec<u8>, ReplicaConn) {
         let mut feed = self.feed.lock();
+        feed.refresh_limits(shared);
         // Deletions already recorded go to the replicas attached before this one.
         feed.drain_lost(shared);
         shared.store.set_repl_journal(true);
@@ -320,6 +362,7 @@ impl Repl {
             )
         };
         let mut feed = self.feed.lock();
+        feed.refresh_limits(shared);
         feed.drain_lost(shared);
         if let Some(left) = feed.left {
             if ttl > 0 && left.elapsed().as_secs() >= ttl {
@@ -341,7 +384,7 @@ impl Repl {
             feed.last_ping = Instant::now();
             let mut out = Vec::new();
             encode(&mut out, &[Bytes::from_static(b"PING")]);
-            feed.send(shared, out);
+            feed.send(shared, &out);
         }
         let now = now_ms();
         let before = feed.replicas.len();
@@ -354,9 +397,10 @@ impl Repl {
                     client_id = s.client,
                     "replica timed out: dropped"
                 );
+                s.drop_link();
                 return false;
             }
-            let queued = s.queued.load(Ordering::Relaxed);
+            let queued = s.queue.lock().len() as u64;
             if limits.soft > 0 && queued > limits.soft {
                 let since = s.over_soft_since.load(Ordering::Relaxed);
                 if since == 0 {
@@ -369,6 +413,7 @@ impl Repl {
                         queued,
                         "replica over its output buffer's soft limit: dropped"
                     );
+                    s.drop_link();
                     return false;
                 }
             } else {
@@ -387,7 +432,7 @@ impl Repl {
         let mut out = Vec::new();
         let getack = ["REPLCONF", "GETACK", "*"].map(|a| Bytes::from_static(a.as_bytes()));
         encode(&mut out, &getack);
-        feed.send(shared, out);
+        feed.send(shared, &out);
     }
 
     /// INFO's replication section for a primary: `(name, value)` lines.
@@ -446,7 +491,6 @@ impl Feed {
     }
 
     fn link(&mut self, client: u64, ip: String, port: u16, psync: bool) -> ReplicaConn {
-        let (tx, rx) = mpsc::unbounded_channel();
         let state = Arc::new(ReplicaState {
             client,
             ip,
@@ -454,14 +498,15 @@ impl Feed {
             psync,
             ack: AtomicU64::new(0),
             ack_ms: AtomicU64::new(now_ms()),
-            queued: AtomicU64::new(0),
+            queue: Mutex::new(Vec::new()),
+            wake: tokio::sync::Notify::new(),
+            dropped: AtomicBool::new(false),
             over_soft_since: AtomicU64::new(0),
         });
         self.replicas.push(Link {
             state: state.clone(),
-            tx,
         });
-        ReplicaConn { rx, state }
+        ReplicaConn { state }
     }
 
     /// After replicas were dropped: with none left, the backlog is kept (and fed) for
@@ -488,7 +533,9 @@ impl Feed {
         let Some(first) = effects.first() else {
             return;
         };
-        let mut out = Vec::new();
+        // The encoding buffer is kept between blocks.
+        let mut out = std::mem::take(&mut self.scratch);
+        out.clear();
         self.select(first.0, &mut out);
         let wrap = effects.len() > 1;
         if wrap {
@@ -501,7 +548,8 @@ impl Feed {
         if wrap {
             encode(&mut out, &[Bytes::from_static(b"EXEC")]);
         }
-        self.send(shared, out);
+        self.send(shared, &out);
+        self.scratch = out;
     }
 
     fn select(&mut self, db: u8, out: &mut Vec<u8>) {
@@ -514,26 +562,24 @@ impl Feed {
 
     /// Appends `bytes` to the stream: the backlog and every replica's queue (a replica over
     /// its hard output limit is dropped).
-    fn send(&mut self, shared: &Shared, bytes: Vec<u8>) {
+    fn send(&mut self, shared: &Shared, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
         }
         self.offset += bytes.len() as u64;
         if self.backlog_valid {
-            let max = shared.config.read().repl_backlog_size as usize;
-            self.backlog.extend(&bytes);
-            let excess = self.backlog.len().saturating_sub(max);
+            self.backlog.extend(bytes);
+            let excess = self.backlog.len().saturating_sub(self.limits.0);
             self.backlog.drain(..excess);
         }
-        let hard = shared.config.read().replica_output_buffer_limit.hard;
-        let chunk = Bytes::from(bytes);
+        let hard = self.limits.1;
         let before = self.replicas.len();
         self.replicas.retain(|l| {
-            let queued = l
-                .state
-                .queued
-                .fetch_add(chunk.len() as u64, Ordering::Relaxed)
-                + chunk.len() as u64;
+            let queued = {
+                let mut q = l.state.queue.lock();
+                q.extend_from_slice(bytes);
+                q.len() as u64
+            };
             if hard > 0 && queued > hard {
                 tracing::warn!(
                     node_id = %shared.node_id,
@@ -542,21 +588,34 @@ impl Feed {
                     queued,
                     "replica over its output buffer's hard limit: dropped"
                 );
+                l.state.drop_link();
                 return false;
             }
-            l.tx.send(chunk.clone()).is_ok()
+            l.state.wake.notify_one();
+            true
         });
         if self.replicas.len() != before {
             self.after_drop();
         }
     }
+
+    /// Reads the settings the stream uses on every write (`repl-backlog-size`, the replica
+    /// output hard limit): at attach and at every tick, not per command.
+    fn refresh_limits(&mut self, shared: &Shared) {
+        let c = shared.config.read();
+        self.limits = (
+            c.repl_backlog_size as usize,
+            c.replica_output_buffer_limit.hard,
+        );
+    }
 }
 
 /// Appends a command as a RESP array of bulk strings.
 fn encode(out: &mut Vec<u8>, argv: &[Bytes]) {
-    out.extend_from_slice(format!("*{}\r\n", argv.len()).as_bytes());
+    use std::io::Write;
+    let _ = write!(out, "*{}\r\n", argv.len());
     for a in argv {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+        let _ = write!(out, "${}\r\n", a.len());
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");
     }

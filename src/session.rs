@@ -762,7 +762,9 @@ impl Session {
             let turn = sh.repl.turn();
             // Keys expired in the background so far go first (and under the databases'
             // numbers before this command, which may be SWAPDB).
-            sh.repl.lock().drain_lost(sh);
+            if sh.store.repl_journal_pending() {
+                sh.repl.lock().drain_lost(sh);
+            }
             turn
         });
         let (dirty, db) = (repl.then(|| self.shared.store.changes()), self.db);
@@ -780,14 +782,16 @@ impl Session {
             self.repl_force = false;
         }
         if let Some(turn) = turn {
-            let mut feed = self.shared.repl.lock();
-            feed.drain_lost(&self.shared);
-            if !self.propagate.is_empty() {
-                feed.write_block(&self.shared, &self.propagate);
-                self.propagate.clear();
-                self.repl_woff = feed.offset();
+            if !self.propagate.is_empty() || self.shared.store.repl_journal_pending() {
+                let mut feed = self.shared.repl.lock();
+                feed.drain_lost(&self.shared);
+                if !self.propagate.is_empty() {
+                    feed.write_block(&self.shared, &self.propagate);
+                    self.propagate.clear();
+                    self.repl_woff = feed.offset();
+                }
             }
-            drop((feed, turn));
+            drop(turn);
         }
         if disposition == Disposition::Queued {
             // Queued: it runs (and is timed, counted, logged and monitored) at EXEC. No clock

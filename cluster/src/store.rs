@@ -136,6 +136,8 @@ pub struct Store {
     /// Keys expired or evicted since the replication stream last took them
     /// ([`Store::take_repl_journal`]).
     repl_journal: Mutex<Vec<Bytes>>,
+    /// `repl_journal` holds something (checked without its lock on every command).
+    repl_journal_pending: AtomicBool,
     /// Bit per slot: the slot holds at least one key.
     occupied: Box<[AtomicU64]>,
     /// See [`Store::set_replica_mode`].
@@ -236,6 +238,7 @@ impl Store {
             journal: Mutex::new(Vec::new()),
             repl_journal_on: AtomicBool::new(false),
             repl_journal: Mutex::new(Vec::new()),
+            repl_journal_pending: AtomicBool::new(false),
             pool: Mutex::new(Vec::with_capacity(POOL_SIZE)),
             hasher: ahash::RandomState::with_seeds(seed, !seed, seed.rotate_left(17), 0x9e37_79b9),
             clock: Hlc::new(),
@@ -371,6 +374,7 @@ impl Store {
         }
         if self.repl_journal_on.load(Ordering::Relaxed) {
             self.repl_journal.lock().push(Bytes::copy_from_slice(key));
+            self.repl_journal_pending.store(true, Ordering::Release);
         }
     }
 
@@ -380,15 +384,24 @@ impl Store {
         self.repl_journal_on.store(on, Ordering::Relaxed);
         if !on {
             self.repl_journal.lock().clear();
+            self.repl_journal_pending.store(false, Ordering::Release);
         }
     }
 
     /// The keys (stored form) expired or evicted since the last call, in order.
     pub fn take_repl_journal(&self) -> Vec<Bytes> {
-        if !self.repl_journal_on.load(Ordering::Relaxed) {
+        if !self.repl_journal_pending() {
             return Vec::new();
         }
-        std::mem::take(&mut *self.repl_journal.lock())
+        let mut j = self.repl_journal.lock();
+        self.repl_journal_pending.store(false, Ordering::Release);
+        std::mem::take(&mut *j)
+    }
+
+    /// Whether keys expired or evicted wait in the replication journal.
+    #[inline]
+    pub fn repl_journal_pending(&self) -> bool {
+        self.repl_journal_pending.load(Ordering::Acquire)
     }
 
     /// Keys changed by commands so far ([`StoreStats::changes`]), without the other counters.
