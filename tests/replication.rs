@@ -833,3 +833,47 @@ fn a_replica_leaves_expiry_to_its_primary() {
         std::thread::sleep(Duration::from_millis(20));
     }
 }
+
+/// A replica that reads nothing is dropped once its unsent stream passes the `replica` class
+/// of `client-output-buffer-limit`, and the node goes on serving.
+#[test]
+fn a_replica_that_falls_behind_is_dropped_at_its_output_limit() {
+    let node = Server::start(&[]);
+    let mut c = node.conn();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("client-output-buffer-limit")
+        .arg("replica 1mb 0 0")
+        .query(&mut c)
+        .unwrap();
+    // Attaches and never reads.
+    let mut stalled = Conn::to(node.addr);
+    stalled.send(&[b"SYNC"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while info_field(&mut c, "replication", "connected_slaves") != "1" {
+        assert!(Instant::now() < deadline, "the replica never attached");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // 64 MB of writes: far past what the socket buffers take, far past 1 MB.
+    let value = vec![b'v'; 64 * 1024];
+    let mut dropped = false;
+    for i in 0..1024 {
+        let _: () = c.set(format!("big{}", i % 16), &value).unwrap();
+        if i % 64 == 63 && info_field(&mut c, "replication", "connected_slaves") == "0" {
+            dropped = true;
+            break;
+        }
+    }
+    assert!(dropped, "the stalled replica is still attached");
+    let _: () = c.set("after", "1").unwrap();
+    // Its connection is closed (EOF after whatever was written before the drop).
+    stalled
+        .0
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut sink = Vec::new();
+    assert!(
+        stalled.0.read_to_end(&mut sink).is_ok(),
+        "the dropped replica's connection is closed"
+    );
+}
