@@ -71,7 +71,7 @@ fn wait_linked(replica: &mut redis::Connection) {
 }
 
 /// Every key of every database with its value and absolute expiry (ms, -1: none).
-fn dataset(c: &mut redis::Connection) -> Vec<(u8, Vec<u8>, Vec<u8>, i64)> {
+fn dataset(c: &mut redis::Connection) -> Vec<Key> {
     let mut out = Vec::new();
     for db in 0..16u8 {
         let _: () = redis::cmd("SELECT").arg(db).query(c).unwrap();
@@ -94,6 +94,58 @@ fn dataset(c: &mut redis::Connection) -> Vec<(u8, Vec<u8>, Vec<u8>, i64)> {
     let _: () = redis::cmd("SELECT").arg(0).query(c).unwrap();
     out
 }
+
+/// Four clients, each running `each` writes of [`random_write`]'s mix at once.
+fn write_concurrently(client: &redis::Client, seed: u64, each: usize) {
+    let threads: Vec<_> = (0..4u64)
+        .map(|t| {
+            let client = client.clone();
+            std::thread::spawn(move || {
+                let mut c = client.get_connection().unwrap();
+                let mut rng = rand::rngs::SmallRng::seed_from_u64(seed + t);
+                for _ in 0..each {
+                    random_write(&mut c, &mut rng);
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+/// Fails with the first differences between the node's data and `other`'s (a key, its value's
+/// start and its expiry).
+fn assert_same(ours: &[Key], theirs: &[Key], other: &str) {
+    let show = |(db, k, v, at): &Key| {
+        let v = String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned();
+        format!(
+            "db{db} {} = {v:?} (expires {at})",
+            String::from_utf8_lossy(k)
+        )
+    };
+    let diff: Vec<_> = ours
+        .iter()
+        .filter(|x| !theirs.contains(x))
+        .map(|x| format!("node only: {}", show(x)))
+        .chain(
+            theirs
+                .iter()
+                .filter(|x| !ours.contains(x))
+                .map(|x| format!("{other} only: {}", show(x))),
+        )
+        .take(20)
+        .collect();
+    assert!(
+        diff.is_empty(),
+        "the {other} differs from the node ({} vs {} keys): {diff:?}",
+        ours.len(),
+        theirs.len()
+    );
+}
+
+/// A key of [`dataset`]: database, key, value, absolute expiry (ms, -1: none).
+type Key = (u8, Vec<u8>, Vec<u8>, i64);
 
 /// One random write of the mix below, on one of a few keys of databases 0 and 1.
 fn random_write(c: &mut redis::Connection, rng: &mut rand::rngs::SmallRng) {
@@ -210,21 +262,7 @@ fn a_redis_replica_ends_up_with_exactly_what_the_node_holds() {
     let mut r = replica.conn();
     wait_linked(&mut r);
 
-    let threads: Vec<_> = (0..4u64)
-        .map(|t| {
-            let client = node.client();
-            std::thread::spawn(move || {
-                let mut c = client.get_connection().unwrap();
-                let mut rng = rand::rngs::SmallRng::seed_from_u64(t);
-                for _ in 0..600 {
-                    random_write(&mut c, &mut rng);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    write_concurrently(&node.client(), 0, 600);
     // Writers racing on three keys, pipelined: each append's place in the value is the order
     // the node applied it, which the stream must keep.
     let threads: Vec<_> = (0..4u8)
@@ -284,31 +322,7 @@ fn a_redis_replica_ends_up_with_exactly_what_the_node_holds() {
         ours.iter().any(|(db, k, ..)| *db == 6 && k == b"in-db5"),
         "SWAPDB moved db 5 to 6"
     );
-    let show = |(db, k, v, at): &(u8, Vec<u8>, Vec<u8>, i64)| {
-        let v = String::from_utf8_lossy(&v[..v.len().min(20)]).into_owned();
-        format!(
-            "db{db} {} = {v:?} (expires {at})",
-            String::from_utf8_lossy(k)
-        )
-    };
-    let diff: Vec<_> = ours
-        .iter()
-        .filter(|x| !theirs.contains(x))
-        .map(|x| format!("node only: {}", show(x)))
-        .chain(
-            theirs
-                .iter()
-                .filter(|x| !ours.contains(x))
-                .map(|x| format!("replica only: {}", show(x))),
-        )
-        .take(20)
-        .collect();
-    assert!(
-        diff.is_empty(),
-        "the replica differs from the node ({} vs {} keys): {diff:?}",
-        ours.len(),
-        theirs.len()
-    );
+    assert_same(&ours, &theirs, "replica");
     let libs: redis::Value = redis::cmd("FUNCTION").arg("LIST").query(&mut r).unwrap();
     assert!(format!("{libs:?}").contains("bump"), "{libs:?}");
     assert_eq!(
@@ -575,21 +589,7 @@ fn a_node_follows_a_redis_primary_then_takes_over() {
     let e = c.set::<_, _, ()>("mine", "1").unwrap_err();
     assert_eq!(e.code(), Some("READONLY"), "{e}");
 
-    let threads: Vec<_> = (0..4u64)
-        .map(|t| {
-            let client = primary.client();
-            std::thread::spawn(move || {
-                let mut c = client.get_connection().unwrap();
-                let mut rng = rand::rngs::SmallRng::seed_from_u64(100 + t);
-                for _ in 0..400 {
-                    random_write(&mut c, &mut rng);
-                }
-            })
-        })
-        .collect();
-    for t in threads {
-        t.join().unwrap();
-    }
+    write_concurrently(&primary.client(), 100, 400);
     let _: i64 = redis::cmd("FCALL")
         .arg("pbump")
         .arg(1)
@@ -609,19 +609,7 @@ fn a_node_follows_a_redis_primary_then_takes_over() {
     }
     let (ours, theirs) = (dataset(&mut c), dataset(&mut p));
     assert!(ours.len() > 300, "{} keys", ours.len());
-    let diff: Vec<_> = ours
-        .iter()
-        .filter(|x| !theirs.contains(x))
-        .map(|x| format!("node only: {:?}", String::from_utf8_lossy(&x.1)))
-        .chain(
-            theirs
-                .iter()
-                .filter(|x| !ours.contains(x))
-                .map(|x| format!("primary only: {:?}", String::from_utf8_lossy(&x.1))),
-        )
-        .take(20)
-        .collect();
-    assert!(diff.is_empty(), "{diff:?}");
+    assert_same(&ours, &theirs, "primary");
     assert_eq!(
         info_field(&mut c, "replication", "master_stream_errors"),
         "0"
