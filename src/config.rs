@@ -46,6 +46,9 @@ fn yes_no(b: bool) -> String {
     if b { "yes" } else { "no" }.into()
 }
 
+/// Settings `CONFIG GET` shows only when named, not for a pattern (Redis's hidden ones).
+pub const HIDDEN: [&str; 1] = ["key-load-delay"];
+
 /// The node's settings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -175,6 +178,16 @@ pub struct Config {
     pub masterauth: String,
     /// `masteruser`: the user `masterauth` is for (empty: `AUTH` with the password alone).
     pub masteruser: String,
+    /// `save`: snapshot points, `(seconds, changes)` ([`crate::persist`]). Empty by default
+    /// (a cache writes nothing unless asked); a single node only.
+    pub save_points: Vec<(u64, u64)>,
+    /// `dir`: where the snapshot file is written. Default `.`.
+    pub dir: String,
+    /// `dbfilename`: the snapshot file's name. Default `dump.rdb`.
+    pub dbfilename: String,
+    /// `key-load-delay` (hidden, as in Redis: for tests), microseconds to wait after each key
+    /// while a snapshot loads (a primary's, or the file at start); 0 or less: none.
+    pub key_load_delay: i64,
     /// `client-output-buffer-limit`'s `replica` class: a replica whose unsent stream grows past
     /// it is dropped. Default `256mb 64mb 60`.
     pub replica_output_buffer_limit: crate::pubsub::Limits,
@@ -349,6 +362,10 @@ impl Default for Config {
             replica_serve_stale_data: true,
             masterauth: String::new(),
             masteruser: String::new(),
+            save_points: Vec::new(),
+            dir: ".".into(),
+            dbfilename: "dump.rdb".into(),
+            key_load_delay: 0,
             replica_output_buffer_limit: crate::pubsub::Limits {
                 hard: 256 * 1024 * 1024,
                 soft: 64 * 1024 * 1024,
@@ -453,6 +470,8 @@ pub enum Kind {
     Version,
     /// A decimal number from 0 to 1.
     Ratio,
+    /// `save`'s pairs of seconds and changes.
+    SavePoints,
 }
 
 /// One setting: its name, kind, whether CONFIG SET may change it, and how to read and write it.
@@ -1215,7 +1234,35 @@ pub static PARAMS: &[Param] = &[
     ),
     // Read-only facts some clients ask for: no persistence, and never a Redis replica (a
     // primary answers `replicaof` empty; Redis makes it immutable in CONFIG SET too).
-    p!("save", Kind::Str, false, |_c| String::new(), |_c, _v| ()),
+    p!(
+        "save",
+        Kind::SavePoints,
+        true,
+        |c| crate::persist::render_points(&c.save_points),
+        |c, v| c.save_points = crate::persist::parse_points(&v.text()).unwrap_or_default()
+    ),
+    p!(
+        "dir",
+        Kind::Str,
+        true,
+        |c| std::fs::canonicalize(&c.dir)
+            .map_or_else(|_| c.dir.clone(), |p| p.display().to_string()),
+        |c, v| c.dir = v.text()
+    ),
+    p!(
+        "key-load-delay",
+        Kind::Int(i32::MIN as i64, i32::MAX as i64),
+        true,
+        |c| c.key_load_delay.to_string(),
+        |c, v| c.key_load_delay = v.int()
+    ),
+    p!(
+        "dbfilename",
+        Kind::Str,
+        true,
+        |c| c.dbfilename.clone(),
+        |c, v| c.dbfilename = v.text()
+    ),
     p!(
         "replicaof",
         Kind::Str,
@@ -1322,6 +1369,9 @@ impl Param {
                     .ok_or_else(|| Rejected("argument must be a memory or percent value".into())),
             },
             Kind::Str => Ok(Value::Str(raw.to_string())),
+            Kind::SavePoints => crate::persist::parse_points(raw)
+                .map(|_| Value::Str(raw.to_string()))
+                .map_err(Rejected),
             Kind::Ratio => match raw.parse::<f64>() {
                 Ok(v) if (0.0..=1.0).contains(&v) => Ok(Value::Str(raw.to_string())),
                 _ => Err(Rejected("argument must be a number from 0 to 1".into())),
@@ -1385,6 +1435,7 @@ impl Param {
             }
             Kind::Str => "text".into(),
             Kind::Ratio => "a number from 0 to 1".into(),
+            Kind::SavePoints => "pairs of seconds and changes (\"3600 1 300 100\")".into(),
             Kind::Enum(w) => format!("one of: {}", w.join(", ")),
             Kind::Bool => "yes or no".into(),
             Kind::BufferLimit => "<class> <hard> <soft> <seconds> groups".into(),
@@ -1491,10 +1542,7 @@ impl Config {
     /// Sets `name` from startup input (file, environment or flag).
     pub fn set(&mut self, name: &str, raw: &str) -> Result<(), ConfigError> {
         let p = param(name).ok_or_else(|| ConfigError::Unknown(name.to_string()))?;
-        if matches!(
-            p.name,
-            "save" | "appendonly" | "replicaof" | "slaveof" | "daemonize"
-        ) {
+        if matches!(p.name, "appendonly" | "replicaof" | "slaveof" | "daemonize") {
             return Err(ConfigError::Unknown(name.to_string()));
         }
         p.apply(self, raw)
@@ -1573,6 +1621,18 @@ impl Config {
         if self.port == 0 && self.tls_port == 0 {
             return Err("port and tls-port are both 0: the node would have no client port".into());
         }
+        if !self.save_points.is_empty() && !self.seed_list().is_empty() {
+            return Err(
+                "save points are not available in a cluster: its replicas are its durability (docs/persistence.md)"
+                    .into(),
+            );
+        }
+        if self.dbfilename.contains('/') {
+            return Err("dbfilename can't be a path, just a filename".into());
+        }
+        if !std::path::Path::new(&self.dir).is_dir() {
+            return Err(format!("dir '{}': No such directory", self.dir));
+        }
         if !self.otlp_endpoint.is_empty() && !self.otlp_endpoint.starts_with("http://") {
             return Err(format!(
                 "otlp-endpoint must be an http:// URL of an OTLP/HTTP receiver (such as http://127.0.0.1:4318), got {}",
@@ -1626,6 +1686,33 @@ mod tests {
 
     fn s(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn save_points_parse_as_redis_writes_them_and_a_cluster_refuses_them() {
+        let c = Config::load(&s(&["--save", "3600 1 300 100"]), &[]).unwrap();
+        assert_eq!(c.save_points, vec![(3600, 1), (300, 100)]);
+        assert_eq!(
+            crate::persist::render_points(&c.save_points),
+            "3600 1 300 100"
+        );
+        assert!(Config::load(&s(&["--save", "3600"]), &[]).is_err());
+        assert!(Config::load(&s(&["--save", "x 1"]), &[]).is_err());
+        assert_eq!(
+            Config::load(&s(&["--save", ""]), &[]).unwrap().save_points,
+            vec![]
+        );
+        let cluster = Config::load(
+            &s(&[
+                "--save",
+                "60 1",
+                "--seeds",
+                "127.0.0.1:17000,127.0.0.1:17001",
+            ]),
+            &[],
+        );
+        assert!(cluster.is_err(), "{cluster:?}");
+        assert!(Config::load(&s(&["--dbfilename", "a/b.rdb"]), &[]).is_err());
     }
 
     #[test]

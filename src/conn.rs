@@ -362,6 +362,10 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                         held = None;
                         s.start_replica().await;
                     }
+                    if s.save_ready.is_some() {
+                        held = None;
+                        s.run_save().await;
+                    }
                     if s.close_after {
                         close = true;
                         break;

@@ -36,6 +36,7 @@ pub mod http;
 pub mod memory;
 pub mod metrics;
 pub mod notify;
+pub mod persist;
 pub mod pubsub;
 pub mod rdb;
 pub mod repl;

@@ -22,7 +22,7 @@ fn usage() -> String {
     for p in PARAMS.iter().filter(|p| {
         !matches!(
             p.name,
-            "databases" | "save" | "appendonly" | "replicaof" | "slaveof" | "daemonize"
+            "databases" | "appendonly" | "replicaof" | "slaveof" | "daemonize"
         )
     }) {
         s.push_str(&format!("  --{:<28} default: {}\n", p.name, (p.get)(&d)));
@@ -129,6 +129,11 @@ fn main() -> ExitCode {
         let shared = Shared::new(config);
         if let Some(l) = &listener {
             shared.port.store(l.local_addr().map_or(0, |a| u64::from(a.port())), Ordering::Relaxed);
+        }
+        // A node with save points loads its snapshot file before it serves (hypercache::persist).
+        if let Err(e) = hypercache::persist::load_at_start(&shared).await {
+            tracing::error!(component = "persist", node_id = %shared.node_id, error = %e, "cannot load the snapshot file; move it away to start empty");
+            return ExitCode::FAILURE;
         }
         let aclfile = shared.config.read().aclfile.clone();
         if !aclfile.is_empty() {

@@ -623,7 +623,7 @@ fn encode(out: &mut Vec<u8>, argv: &[Bytes]) {
 
 /// The RDB file of everything the node holds now: its function libraries, then each
 /// database's keys under its logical number.
-fn snapshot(shared: &Shared, replid: &str, offset: u64) -> Vec<u8> {
+pub(crate) fn snapshot(shared: &Shared, replid: &str, offset: u64) -> Vec<u8> {
     let now = now_ms();
     let mut dbs: Vec<(Vec<u8>, u64, u64)> = vec![(Vec::new(), 0, 0); db::MAX_DATABASES];
     shared.store.for_each_live(now, |stored, value, expire_at| {

@@ -557,6 +557,7 @@ async fn load(shared: &Arc<Shared>, s: &mut Session, rdb: &[u8]) -> Result<(u64,
     let databases = shared.config.read().databases;
     let (mut keys, mut skipped) = (0u64, 0u64);
     let mut db = None;
+    let mut pacer = crate::persist::Pacer::new(shared);
     for (n, item) in items.into_iter().enumerate() {
         match item {
             crate::rdb::Item::Library(code) => {
@@ -598,6 +599,7 @@ async fn load(shared: &Arc<Shared>, s: &mut Session, rdb: &[u8]) -> Result<(u64,
             // A large snapshot: other clients get their turn.
             tokio::task::yield_now().await;
         }
+        pacer.key().await;
     }
     let mut select = vec![Bytes::from_static(b"SELECT"), Bytes::from_static(b"0")];
     apply(shared, s, &mut select, &info).await;

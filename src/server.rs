@@ -147,6 +147,10 @@ pub async fn expiry_task(shared: Arc<Shared>) {
         shared.tracking.flush_bcast(&shared);
         // Redis replicas: deletions of the keys expired above, PINGs, timeouts.
         shared.repl.tick(&shared);
+        // A save point reached: a snapshot to disk (crate::persist).
+        if shared.persist.due(&shared) {
+            crate::persist::background(&shared).await;
+        }
     }
 }
 

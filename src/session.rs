@@ -190,6 +190,9 @@ pub struct Session {
     pub(crate) replconf_port: u16,
     /// `SYNC`/`PSYNC` accepted: the connection attaches as a replica once the batch gets there.
     pub sync_ready: Option<crate::repl::SyncAsk>,
+    /// `SAVE`, `BGSAVE` or a saving `SHUTDOWN` accepted: the snapshot is taken once the batch
+    /// gets there ([`Session::run_save`]).
+    pub save_ready: Option<crate::persist::SaveAsk>,
     /// Attached as a Redis replica: the stream to write to it.
     pub replica: Option<crate::repl::ReplicaConn>,
     /// The session of the Redis primary this node replicates ([`crate::replica`]): its writes
@@ -325,6 +328,7 @@ impl Session {
             repl_woff: 0,
             replconf_port: 0,
             sync_ready: None,
+            save_ready: None,
             replica: None,
             from_master: false,
         };
@@ -1439,6 +1443,47 @@ impl Session {
         feed.write_block(&self.shared, &self.propagate);
         self.propagate.clear();
         self.repl_woff = feed.offset();
+    }
+
+    /// Takes the snapshot a `SAVE`, `BGSAVE` or saving `SHUTDOWN` asked for, with the node's gate
+    /// held exclusive, and writes it (SAVE and SHUTDOWN: here, then reply or stop; BGSAVE, whose
+    /// reply is out already: on a blocking thread).
+    pub async fn run_save(&mut self) {
+        use crate::persist::SaveAsk;
+        let Some(ask) = self.save_ready.take() else {
+            return;
+        };
+        self.resolve().await;
+        let shared = self.shared.clone();
+        if ask == SaveAsk::Background {
+            crate::persist::background(&shared).await;
+            return;
+        }
+        let (image, changes) = {
+            let _exclusive = shared.exclusive.exclusive().await;
+            crate::persist::snapshot(&shared)
+        };
+        let write = || crate::persist::write(&shared, &image, changes, false);
+        let written = match tokio::runtime::Handle::current().runtime_flavor() {
+            tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(write),
+            _ => write(),
+        };
+        let reply = match (ask, written) {
+            (SaveAsk::Save, Ok(())) => Frame::ok(),
+            (SaveAsk::Save, Err(_)) => Frame::error("ERR"),
+            (SaveAsk::Shutdown { force }, r) if r.is_ok() || force => {
+                drop(r);
+                tracing::warn!(node_id = %shared.node_id, component = "server", "SHUTDOWN requested by a client, stopping");
+                shared.trigger_shutdown();
+                self.close_after = true;
+                return;
+            }
+            (SaveAsk::Shutdown { .. }, _) => {
+                Frame::error("ERR Errors trying to SHUTDOWN. Check logs.")
+            }
+            (SaveAsk::Background, _) => unreachable!("handled above"),
+        };
+        self.emit(reply);
     }
 
     /// Attaches this connection as a Redis replica ([`Session::sync_ready`]): from the backlog

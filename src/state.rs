@@ -300,6 +300,8 @@ pub struct Shared {
     pub dbs: crate::dbs::DbMap,
     /// Redis replication from this node (`SYNC`/`PSYNC`; a single node only).
     pub repl: crate::repl::Repl,
+    /// Snapshots to disk (`SAVE`, `BGSAVE`, `save`; a single node only).
+    pub persist: crate::persist::Persist,
     /// The Redis primary this node replicates (`REPLICAOF`; a single node only).
     pub upstream: crate::replica::Upstream,
     /// Connected clients by id.
@@ -411,6 +413,7 @@ impl Shared {
             notify_flags: Default::default(),
             dbs: Default::default(),
             repl: Default::default(),
+            persist: Default::default(),
             upstream: Default::default(),
             tracking: Default::default(),
             tracking_on: Default::default(),

@@ -152,9 +152,9 @@ pub const NOT_IN_MULTI: &str = "ERR Command not allowed inside a transaction";
 /// `COPY ... DB`).
 pub const NOT_AN_INT: &str =
     "ERR value is out of range, value must between -2147483648 and 2147483647";
-/// `SAVE`/`BGSAVE`: HyperCache writes no snapshot.
+/// `SAVE`/`BGSAVE` in a cluster (a single node writes snapshots: `crate::persist`).
 pub const NO_PERSISTENCE: &str =
-    "ERR HyperCache keeps its data in memory only: SAVE and BGSAVE are not available (see docs/commands.md)";
+    "ERR SAVE and BGSAVE are not available in a HyperCache cluster: its replicas are its durability (see docs/persistence.md)";
 /// `COPY`/`MOVE` onto itself (Redis's `shared.sameobjecterr`).
 pub const SAME_OBJECT: &str = "ERR source and destination objects are the same";
 /// `SWAPDB` on a node of a cluster (Redis Cluster's text; HyperCache: the map of databases would

@@ -225,7 +225,11 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     }
                     continue;
                 }
-                for p in PARAMS {
+                // Hidden settings (Redis's HIDDEN_CONFIG) answer only when named.
+                for p in PARAMS
+                    .iter()
+                    .filter(|p| !crate::config::HIDDEN.contains(&p.name))
+                {
                     let lower = pat.to_ascii_lowercase();
                     if hypercache_cluster::glob::matches(&lower, p.name.as_bytes())
                         && seen.insert(p.name)
@@ -498,10 +502,9 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 );
             }
             "persistence" => {
-                line("loading", &0);
-                line("rdb_changes_since_last_save", &shared.store.stats().changes);
-                line("rdb_bgsave_in_progress", &0);
-                line("aof_enabled", &0);
+                for (name, value) in shared.persist.info(shared) {
+                    line(name, &value);
+                }
             }
             "stats" => {
                 let store = shared.store.stats();
@@ -557,7 +560,7 @@ pub(super) fn info_text(shared: &Shared, sections: &[String]) -> String {
                 let (sys, user) = cpu_seconds();
                 line("used_cpu_sys", &format!("{sys:.6}"));
                 line("used_cpu_user", &format!("{user:.6}"));
-                // No child processes (no fork: nothing is persisted).
+                // No child processes (snapshots are written by a thread, not a fork).
                 line("used_cpu_sys_children", &"0.000000");
                 line("used_cpu_user_children", &"0.000000");
             }
@@ -697,12 +700,22 @@ pub(super) fn time(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
 /// # Format
 /// `SHUTDOWN [NOSAVE | SAVE] [NOW] [FORCE] [ABORT]`
 pub(super) fn shutdown(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    let (mut save, mut nosave, mut force) = (false, false, false);
     for opt in &a[1..] {
         match opt.to_ascii_lowercase().as_slice() {
-            b"nosave" | b"save" | b"now" | b"force" => {}
+            b"nosave" => nosave = true,
+            b"save" => save = true,
+            b"force" => force = true,
+            b"now" => {}
             b"abort" => return err("ERR No shutdown in progress."),
             _ => return err(errors::SYNTAX),
         }
+    }
+    // As Redis: with save points (or SAVE), a snapshot first; the node stops once it is written.
+    let points = !s.shared.config.read().save_points.is_empty();
+    if s.shared.cluster.is_none() && !nosave && (save || points) {
+        s.save_ready = Some(crate::persist::SaveAsk::Shutdown { force });
+        return None;
     }
     tracing::warn!(
         node_id = %s.shared.node_id,
@@ -965,8 +978,45 @@ pub(super) fn debug(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
 ///
 /// HyperCache keeps its data in memory only (its replicas are its durability): known, so that a
 /// transaction or a script refuses them as Redis does, and refused with a clear error.
-pub(super) fn save(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
-    err(errors::NO_PERSISTENCE)
+/// # Format
+/// `SAVE`: writes the snapshot file now ([`crate::persist`]); the reply comes once it is
+/// written (`+OK`, or `-ERR` with the reason in the log).
+pub(super) fn save(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    if s.shared.cluster.is_some() {
+        return err(errors::NO_PERSISTENCE);
+    }
+    if s.shared.persist.in_progress() {
+        return err("ERR Background save already in progress");
+    }
+    s.save_ready = Some(crate::persist::SaveAsk::Save);
+    None
+}
+
+/// # Format
+/// `BGSAVE [SCHEDULE]`: snapshot now, written in the background.
+pub(super) fn bgsave(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
+    if s.shared.cluster.is_some() {
+        return err(errors::NO_PERSISTENCE);
+    }
+    let schedule = match a.get(1) {
+        None => false,
+        Some(o) if a.len() == 2 && o.eq_ignore_ascii_case(b"schedule") => true,
+        Some(_) => return err(errors::SYNTAX),
+    };
+    if s.shared.persist.in_progress() {
+        if schedule {
+            return Some(Frame::simple("Background saving scheduled"));
+        }
+        return err("ERR Background save already in progress");
+    }
+    s.save_ready = Some(crate::persist::SaveAsk::Background);
+    Some(Frame::simple("Background saving started"))
+}
+
+/// # Format
+/// `LASTSAVE`
+pub(super) fn lastsave(s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
+    Some(Frame::Integer(s.shared.persist.last_save() as i64))
 }
 
 pub(super) fn cluster(_s: &mut Session, _a: &[Bytes]) -> Option<Frame> {
