@@ -84,8 +84,11 @@ pub struct Session {
     slowlog_threshold: i64,
     /// `maxmemory` (0: no limit).
     maxmemory: u64,
-    /// `min-replicas-to-write` is set: writes are refused (this node has no Redis replicas).
+    /// Writes are refused for want of Redis replicas (`min-replicas-to-write`, checked at
+    /// every batch while it is set: [`Session::refresh_config`]).
     pub(crate) no_replicas: bool,
+    /// `min-replicas-to-write` is set.
+    min_replicas: bool,
     /// `maxmemory-policy`.
     policy: Policy,
     /// `maxmemory-samples`.
@@ -282,6 +285,7 @@ impl Session {
             commands: 0,
             maxmemory: 0,
             no_replicas: false,
+            min_replicas: false,
             policy: Policy::NoEviction,
             samples: 5,
             rng: SmallRng::seed_from_u64(0),
@@ -344,8 +348,9 @@ impl Session {
     pub fn refresh_config(&mut self) {
         let gen = self.shared.config_gen.load(Ordering::Acquire);
         if gen == self.config_gen {
-            if self.no_replicas {
-                // Replicas may have caught up (or attached) since the last batch.
+            if self.min_replicas {
+                // Replicas may have attached, caught up, fallen behind or left since the last
+                // batch.
                 self.no_replicas = self.wants_replicas(&self.shared.config.read());
             }
             return;
@@ -356,6 +361,7 @@ impl Session {
         self.timeout = c.timeout;
         self.slowlog_threshold = c.slowlog_log_slower_than;
         self.maxmemory = c.maxmemory;
+        self.min_replicas = c.writes_want_replicas();
         self.no_replicas = self.wants_replicas(&c);
         self.policy = c.maxmemory_policy;
         self.samples = c.maxmemory_samples as usize;
@@ -378,7 +384,7 @@ impl Session {
     /// Why a client's command is refused while this node replicates a Redis primary: a write
     /// (`replica-read-only`), or a command that needs fresh data while the link is down
     /// (`replica-serve-stale-data no`). EXEC answers for the commands it would run.
-    fn replica_refusal(&self, spec: &CommandSpec, args: &[Bytes]) -> Option<&'static str> {
+    fn replica_refusal(&self, spec: &CommandSpec) -> Option<&'static str> {
         let (read_only, serve_stale) = {
             let c = self.shared.config.read();
             (c.replica_read_only, c.replica_serve_stale_data)
@@ -396,7 +402,6 @@ impl Session {
                 })
             })
         };
-        let _ = args;
         if read_only
             && (spec.has_flag("write") || (exec && queued(&|s: &CommandSpec| s.has_flag("write"))))
         {
@@ -1819,7 +1824,7 @@ impl Session {
         // turns the node into a replica still runs its later writes); a script's writes are.
         if self.shared.upstream.is_replica() && !self.from_master && (!self.in_exec || self.script)
         {
-            if let Some(refusal) = self.replica_refusal(effective, args) {
+            if let Some(refusal) = self.replica_refusal(effective) {
                 return (Some(Frame::error(refusal)), Some(effective), Rejected);
             }
         }

@@ -531,6 +531,16 @@ fn writes_wait_for_replicas_when_asked() {
     assert_eq!(acked, 1);
     let v: String = r.get("k").unwrap();
     assert_eq!(v, "v");
+    // The replica goes away: writes are refused again.
+    drop((r, replica));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while c.set::<_, _, ()>("k", "v").is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "writes stayed accepted without a replica"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A node replicating a live redis-server (`REPLICAOF`): it loads the primary's strings and
