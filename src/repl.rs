@@ -202,8 +202,9 @@ pub struct Feed {
     /// The encoding buffer, kept between blocks.
     scratch: Vec<u8>,
     last_ping: Instant,
-    /// When the last replica left (`None`: one is attached, or recording is off).
-    left: Option<Instant>,
+    /// When the last replica left, and whether it may come back to continue (`None`: one is
+    /// attached, or recording is off).
+    left: Option<(Instant, bool)>,
 }
 
 impl Repl {
@@ -341,8 +342,12 @@ impl Repl {
     /// Drops the replica of client `client` (its connection closed).
     pub fn detach(&self, client: u64) {
         let mut feed = self.feed.lock();
+        let psync = feed
+            .replicas
+            .iter()
+            .any(|l| l.state.client == client && l.state.psync);
         feed.replicas.retain(|l| l.state.client != client);
-        feed.after_drop();
+        feed.after_drop(psync);
     }
 
     /// The periodic work (from the server's cycle): deletions of keys expired in the
@@ -364,8 +369,8 @@ impl Repl {
         let mut feed = self.feed.lock();
         feed.refresh_limits(shared);
         feed.drain_lost(shared);
-        if let Some(left) = feed.left {
-            if ttl > 0 && left.elapsed().as_secs() >= ttl {
+        if let Some((left, keep)) = feed.left {
+            if !keep || (ttl > 0 && left.elapsed().as_secs() >= ttl) {
                 // No replica came back: the node stops recording its writes.
                 feed.left = None;
                 feed.backlog_valid = false;
@@ -375,7 +380,7 @@ impl Repl {
                 tracing::info!(
                     node_id = %shared.node_id,
                     component = "repl",
-                    "no replica for repl-backlog-ttl: backlog freed"
+                    "no replica to continue the stream: the backlog is freed and writes are no longer recorded"
                 );
             }
             return;
@@ -422,7 +427,8 @@ impl Repl {
             true
         });
         if feed.replicas.len() != before {
-            feed.after_drop();
+            // Dropped for a timeout or a slow read: it may come back and continue.
+            feed.after_drop(true);
         }
     }
 
@@ -511,9 +517,11 @@ impl Feed {
 
     /// After replicas were dropped: with none left, the backlog is kept (and fed) for
     /// `repl-backlog-ttl` ([`Repl::tick`]) for a replica that comes back.
-    fn after_drop(&mut self) {
+    /// A replica that attached with `SYNC` (`redis-cli --rdb`, say) cannot continue: after
+    /// it (`psync_dropped` false), recording stops at the next tick.
+    fn after_drop(&mut self, psync_dropped: bool) {
         if self.replicas.is_empty() && self.left.is_none() {
-            self.left = Some(Instant::now());
+            self.left = Some((Instant::now(), psync_dropped));
         }
     }
 
@@ -595,7 +603,7 @@ impl Feed {
             true
         });
         if self.replicas.len() != before {
-            self.after_drop();
+            self.after_drop(true);
         }
     }
 

@@ -875,3 +875,35 @@ fn a_replica_that_falls_behind_is_dropped_at_its_output_limit() {
         "the dropped replica's connection is closed"
     );
 }
+
+/// A client that takes a snapshot with `SYNC` and leaves (as `redis-cli --rdb` does) cannot
+/// continue a stream: the node stops recording its writes (one command at a time) at once,
+/// rather than for `repl-backlog-ttl`.
+#[test]
+fn a_snapshot_taker_leaves_no_backlog_behind() {
+    let node = Server::start(&[]);
+    let mut c = node.conn();
+    let _: () = c.set("k", "v").unwrap();
+    {
+        let mut taker = Conn::to(node.addr);
+        taker.send(&[b"SYNC"]);
+        let mut b = [0u8; 1];
+        taker.0.read_exact(&mut b).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while info_field(&mut c, "replication", "repl_backlog_active") != "1" {
+            assert!(
+                Instant::now() < deadline,
+                "the snapshot taker never attached"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while info_field(&mut c, "replication", "repl_backlog_active") != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the node still records its writes"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
