@@ -113,6 +113,24 @@ impl Persist {
         self.last_save_s.load(Ordering::Relaxed)
     }
 
+    /// Successful saves.
+    pub fn saves(&self) -> u64 {
+        self.saves.load(Ordering::Relaxed)
+    }
+
+    /// Whether the last save succeeded.
+    pub fn last_ok(&self) -> bool {
+        self.last_ok.load(Ordering::Relaxed)
+    }
+
+    /// Changes since the last successful save's snapshot.
+    pub fn changes_since_save(&self, shared: &Shared) -> u64 {
+        shared
+            .store
+            .changes()
+            .saturating_sub(self.changes_at_save.load(Ordering::Relaxed))
+    }
+
     /// Whether a background save is writing.
     pub fn in_progress(&self) -> bool {
         self.in_progress.load(Ordering::Acquire)

@@ -176,6 +176,14 @@ impl Upstream {
         Some(out)
     }
 
+    /// Commands of the primary's stream refused here since the last `REPLICAOF`.
+    pub fn stream_errors(&self) -> u64 {
+        self.link
+            .lock()
+            .as_ref()
+            .map_or(0, |l| l.info.errors.load(Ordering::Relaxed))
+    }
+
     /// `ROLE` of a replica: primary's host and port, link state, offset.
     pub fn role(&self) -> Option<(String, u16, &'static str, u64)> {
         let link = self.link.lock();

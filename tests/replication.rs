@@ -330,6 +330,20 @@ fn a_redis_replica_ends_up_with_exactly_what_the_node_holds() {
         "1",
         "INFO replication"
     );
+    let metrics: Vec<(String, String)> = redis::cmd("HC.METRICS").query(&mut c).unwrap();
+    let metric = |name: &str| {
+        metrics
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name} in HC.METRICS"))
+    };
+    assert_eq!(metric("repl.replicas"), "1");
+    assert_eq!(metric("repl.sync_full"), "1");
+    assert_eq!(
+        metric("repl.offset"),
+        info_field(&mut c, "replication", "master_repl_offset")
+    );
 }
 
 /// The stream, read raw after `SYNC` as Redis's own tests read it: Redis's forms, byte for byte
