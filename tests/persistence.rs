@@ -24,6 +24,19 @@ fn saving_node(dir: &std::path::Path, points: &str) -> Server {
     Server::start(&["--save", points, "--dir", dir.to_str().unwrap()])
 }
 
+/// A redis-server whose snapshot file is `dir`/dump.rdb (loaded at start if there).
+fn redis_in(dir: &std::path::Path) -> Server {
+    common::start("redis-server", |port| {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--dir", dir.to_str().unwrap(), "--dbfilename", "dump.rdb"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null());
+        cmd
+    })
+}
+
 /// A node's data: strings in two databases with expiry times, and a function library.
 fn fill(c: &mut redis::Connection) {
     let _: () = c.set("plain", "v").unwrap();
@@ -93,15 +106,7 @@ fn a_saved_node_restarts_with_its_data_and_redis_reads_the_file() {
     drop(node);
 
     // Redis's own loader reads the file.
-    let redis = common::start("redis-server", |port| {
-        let mut cmd = Command::new("redis-server");
-        cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--dir", dir.to_str().unwrap(), "--dbfilename", "dump.rdb"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
-        cmd
-    });
+    let redis = redis_in(&dir);
     let mut r = redis.conn();
     check_filled(&mut r, "redis-server, loading the node's file");
 
@@ -153,15 +158,7 @@ fn save_points_and_bgsave_write_in_the_background() {
 fn a_node_loads_a_redis_dump() {
     let dir = common::scratch_dir(common::free_port());
     {
-        let redis = common::start("redis-server", |port| {
-            let mut cmd = Command::new("redis-server");
-            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--dir", dir.to_str().unwrap(), "--dbfilename", "dump.rdb"])
-                .args(["--save", "", "--appendonly", "no"])
-                .stdin(Stdio::null())
-                .stdout(Stdio::null());
-            cmd
-        });
+        let redis = redis_in(&dir);
         let mut r = redis.conn();
         fill(&mut r);
         let _: i64 = redis::cmd("RPUSH")
