@@ -618,11 +618,13 @@ impl Feed {
     }
 }
 
-/// Appends a command as a RESP array of bulk strings.
-fn encode(out: &mut Vec<u8>, argv: &[Bytes]) {
+/// Appends a command as a RESP array of bulk strings (the stream's commands, and the requests
+/// the node sends as a client: to its primary, to MIGRATE's target).
+pub(crate) fn encode<A: AsRef<[u8]>>(out: &mut Vec<u8>, argv: &[A]) {
     use std::io::Write;
     let _ = write!(out, "*{}\r\n", argv.len());
     for a in argv {
+        let a = a.as_ref();
         let _ = write!(out, "${}\r\n", a.len());
         out.extend_from_slice(a);
         out.extend_from_slice(b"\r\n");

@@ -229,12 +229,8 @@ struct Wire {
 
 impl Wire {
     async fn send(&mut self, args: &[&[u8]]) -> std::io::Result<()> {
-        let mut out = format!("*{}\r\n", args.len()).into_bytes();
-        for a in args {
-            out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-            out.extend_from_slice(a);
-            out.extend_from_slice(b"\r\n");
-        }
+        let mut out = Vec::new();
+        crate::repl::encode(&mut out, args);
         self.stream.write_all(&out).await
     }
 

@@ -391,16 +391,7 @@ impl Session {
         };
         let exec = spec.name == "exec";
         let queued = |check: &dyn Fn(&CommandSpec) -> bool| {
-            self.multi.as_ref().is_some_and(|m| {
-                m.queue.iter().any(|a| {
-                    cmd::lookup(&a[0]).is_some_and(|(spec, _)| {
-                        let sub = (!spec.subcommands.is_empty() && a.len() > 1)
-                            .then(|| spec.subcommand(&a[1]))
-                            .flatten();
-                        check(sub.unwrap_or(spec))
-                    })
-                })
-            })
+            self.multi.as_ref().is_some_and(|m| queued_any(m, check))
         };
         if read_only
             && (spec.has_flag("write") || (exec && queued(&|s: &CommandSpec| s.has_flag("write"))))
@@ -1588,16 +1579,7 @@ impl Session {
     /// Why `EXEC` must run nothing, as Redis checks before running a transaction: memory full
     /// with a command that needs memory, or (HyperCache) a draining node with a write queued.
     fn exec_refusal(&mut self, m: &Multi) -> Option<&'static str> {
-        let flagged = |flag: &str| {
-            m.queue.iter().any(|a| {
-                cmd::lookup(&a[0]).is_some_and(|(spec, _)| {
-                    let sub = (!spec.subcommands.is_empty() && a.len() > 1)
-                        .then(|| spec.subcommand(&a[1]))
-                        .flatten();
-                    sub.unwrap_or(spec).has_flag(flag)
-                })
-            })
-        };
+        let flagged = |flag: &str| queued_any(m, |spec| spec.has_flag(flag));
         if self.maxmemory > 0 && flagged("denyoom") {
             let ctx = self.ctx();
             let (max, policy, samples) = (self.maxmemory, self.policy, self.samples);
@@ -1944,6 +1926,18 @@ impl Session {
 }
 
 /// `SHUTDOWN NOSAVE`, which Redis lets through while a script is busy.
+/// Whether a command queued in `m` (its subcommand's spec where it has one) passes `check`.
+fn queued_any(m: &Multi, check: impl Fn(&CommandSpec) -> bool) -> bool {
+    m.queue.iter().any(|a| {
+        cmd::lookup(&a[0]).is_some_and(|(spec, _)| {
+            let sub = (!spec.subcommands.is_empty() && a.len() > 1)
+                .then(|| spec.subcommand(&a[1]))
+                .flatten();
+            check(sub.unwrap_or(spec))
+        })
+    })
+}
+
 /// A `FUNCTION` job that changes the libraries, while replicas are attached: its command, to
 /// propagate if it succeeds (Redis propagates LOAD, DELETE, FLUSH and RESTORE as sent).
 fn function_write(job: &crate::script::Job, active: bool) -> Option<Vec<Bytes>> {

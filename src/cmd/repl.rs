@@ -263,14 +263,9 @@ pub(super) fn migrate(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     let host = String::from_utf8_lossy(&a[1]).into_owned();
     let port = String::from_utf8_lossy(&a[2]).into_owned();
     let mut req = Vec::new();
-    let put = |req: &mut Vec<u8>, args: &[&[u8]]| {
-        req.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
-        for x in args {
-            req.extend_from_slice(format!("${}\r\n", x.len()).as_bytes());
-            req.extend_from_slice(x);
-            req.extend_from_slice(b"\r\n");
-        }
-    };
+    fn put(req: &mut Vec<u8>, args: &[&[u8]]) {
+        crate::repl::encode(req, args);
+    }
     if let Some((user, pass)) = &auth {
         match user {
             Some(u) => put(&mut req, &[b"AUTH", u, pass]),
