@@ -654,6 +654,10 @@ pub fn collect(shared: &crate::state::Shared) -> Collected {
     let s = &r.server;
     let st = shared.store.stats();
     let used = crate::memory::sample(shared);
+    // One look at the stream each (its lock), not one per field.
+    let (repl_offset, replicas) = shared.repl.role();
+    let repl_replicas = replicas.len() as u64;
+    let (sync_full, sync_partial_ok, _) = shared.repl.sync_stats();
     for (name, v) in [
         ("server.connections_received", g(&s.connections_received)),
         ("server.rejected_connections", g(&s.rejected_connections)),
@@ -682,10 +686,10 @@ pub fn collect(shared: &crate::state::Shared) -> Collected {
         ("pubsub.patterns", shared.pubsub.counts().1 as u64),
         ("pubsub.disconnected", g(&shared.pubsub.disconnected)),
         ("notify.events", g(&crate::notify::EVENTS)),
-        ("repl.replicas", shared.repl.role().1.len() as u64),
-        ("repl.offset", shared.repl.role().0),
-        ("repl.sync_full", shared.repl.sync_stats().0),
-        ("repl.sync_partial_ok", shared.repl.sync_stats().1),
+        ("repl.replicas", repl_replicas),
+        ("repl.offset", repl_offset),
+        ("repl.sync_full", sync_full),
+        ("repl.sync_partial_ok", sync_partial_ok),
         ("replica.link_up", u64::from(shared.upstream.link_up())),
         ("replica.stream_errors", shared.upstream.stream_errors()),
         ("persist.saves", shared.persist.saves()),

@@ -138,10 +138,7 @@ impl Persist {
 
     /// INFO's persistence fields.
     pub fn info(&self, shared: &Shared) -> Vec<(&'static str, String)> {
-        let changes = shared
-            .store
-            .changes()
-            .saturating_sub(self.changes_at_save.load(Ordering::Relaxed));
+        let changes = self.changes_since_save(shared);
         vec![
             ("loading", "0".into()),
             ("rdb_changes_since_last_save", changes.to_string()),
@@ -181,10 +178,7 @@ impl Persist {
         {
             return false;
         }
-        let changes = shared
-            .store
-            .changes()
-            .saturating_sub(self.changes_at_save.load(Ordering::Relaxed));
+        let changes = self.changes_since_save(shared);
         let elapsed = (now / 1000).saturating_sub(self.last_save());
         points
             .iter()

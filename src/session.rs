@@ -374,7 +374,7 @@ impl Session {
         self.config_gen = gen;
     }
 
-    /// Propagates the command running even if it changed no key (PUBLISH, FLUSHALL, SWAPDB).
+    /// Propagates the command running even if it changed no key (PUBLISH, FLUSHALL of nothing).
     pub(crate) fn force_propagation(&mut self) {
         if self.shared.repl.is_active() {
             self.repl_force = true;

@@ -446,7 +446,7 @@ pub(super) fn swapdb(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     }
     if x != y {
         s.shared.dbs.swap(x as u8, y as u8);
-        s.force_propagation();
+        // A change (INFO's dirty count): Redis replicas get it too.
         s.shared.store.add_changes(1);
     }
     Some(Frame::ok())
