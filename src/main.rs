@@ -70,7 +70,14 @@ fn main() -> ExitCode {
         0 => std::thread::available_parallelism().map_or(1, |n| n.get().saturating_sub(1).max(1)),
         n => n as usize,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    // Connections run in the order their input arrived, as in Redis's event loop: one poll of
+    // the sockets wakes their tasks in the kernel's order, and tokio's LIFO slot would run the
+    // last of them first (a PUBLISH sent after another client's UNSUBSCRIBE would still reach
+    // that client). Needs `--cfg tokio_unstable`, which .cargo/config.toml sets.
+    #[cfg(tokio_unstable)]
+    builder.disable_lifo_slot();
+    let runtime = match builder
         .worker_threads(threads)
         // Scripts run on the workers (a single node's) or on blocking threads (a cluster's),
         // and recurse with the data they convert (nested tables, JSON, MessagePack, each
