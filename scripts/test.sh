@@ -17,12 +17,18 @@ command -v redis-benchmark >/dev/null 2>&1 || need_install+=(redis-tools)
 /usr/bin/python3 -c 'import redis' >/dev/null 2>&1 || need_install+=(python3-redis)
 # pip, to fetch the pinned redis-py 5.2.1 below (client-side caching).
 /usr/bin/python3 -m pip --version >/dev/null 2>&1 || need_install+=(python3-pip)
+# Rails' cache store, phpredis with its session handler and go-redis, from Debian
+# (tests/libraries.rs).
+ruby -e 'require "redis"; require "active_support"' >/dev/null 2>&1 || need_install+=(ruby-activesupport)
+php -r 'exit(extension_loaded("redis") ? 0 : 1);' >/dev/null 2>&1 || need_install+=(php-redis)
+{ command -v go >/dev/null 2>&1 && [ -d /usr/share/gocode/src/gopkg.in/redis.v5 ]; } || need_install+=(golang-go)
 if [ ${#need_install[@]} -gt 0 ]; then
     echo "installing ${need_install[*]} (the tests compare against a real Redis)"
     sudo_cmd=()
     [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
     "${sudo_cmd[@]}" apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq redis-server redis-tools python3-prometheus-client python3-redis python3-pip >/dev/null
+    DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq redis-server redis-tools python3-prometheus-client python3-redis python3-pip \
+        ruby ruby-redis ruby-activesupport php-cli php-redis golang-go golang-gopkg-redis.v5-dev >/dev/null
 fi
 # ioredis, pinned in tests/libs/package.json (tests/libraries.rs).
 # The Node libraries (ioredis, node-redis, connect-redis, cache-manager with Keyv,

@@ -8,7 +8,8 @@
 //! `tests/libs/package.json` (`scripts/test.sh` installs it): `multi()`, pipelines, WATCH,
 //! `defineCommand` (EVALSHA, then EVAL on NOSCRIPT). Both also run over TLS with client
 //! certificates. redis-py 5.2.1 from PyPI (pinned; `scripts/test.sh` installs it into
-//! `tests/libs/pylib`) runs client-side caching, which Debian's 4.3.4 does not have.
+//! `tests/libs/pylib`) runs client-side caching, which Debian's 4.3.4 does not have. Rails'
+//! cache store, phpredis and go-redis are Debian's packages (`scripts/test.sh` installs them).
 
 mod common;
 
@@ -294,4 +295,101 @@ fn redis_py_and_ioredis_over_tls() {
         assert!(ok, "ioredis over TLS to {what}:\n{out}");
         assert_eq!(out.matches("ok ").count(), 9, "{out}");
     }
+}
+
+/// Runs a scenario program from Debian's packages against redis-server (databases 0 and 1), a
+/// node (0 and 1) and one node of a 3-node cluster (1): every scenario passes on each, `count`
+/// of them. `run(port, db)` returns whether all passed and what the program printed.
+fn on_redis_a_node_and_a_cluster(
+    what: &str,
+    count: usize,
+    run: impl Fn(u16, &str) -> (bool, String),
+) {
+    let check = |server: &str, port: u16, db: &str| {
+        let (ok, out) = run(port, db);
+        assert!(ok, "{what} on {server}, db {db}:\n{out}");
+        assert_eq!(
+            out.matches("ok ").count(),
+            count,
+            "{what} on {server}, db {db}:\n{out}"
+        );
+    };
+    let reference = Server::redis();
+    for db in ["0", "1"] {
+        check(
+            "redis-server (a failure here is a broken scenario)",
+            reference.addr.port(),
+            db,
+        );
+    }
+    let node = Server::start(&[]);
+    for db in ["0", "1"] {
+        check("a node", node.addr.port(), db);
+    }
+    let cluster = TestCluster::start(3, &[]);
+    check("a 3-node cluster", cluster.addr(0).port(), "1");
+}
+
+/// Rails' cache store (`ActiveSupport::Cache::RedisCacheStore` of Debian's ruby-activesupport
+/// 6.1) and redis-rb 4.8 under it, unchanged (`tests/libs/rails_cache.rb`): fetch, multi reads
+/// and writes, counters, `race_condition_ttl`, namespaces with `delete_matched` and `clear`
+/// (SCAN), compression, and redis-rb's pipelines, MULTI/WATCH and scripts.
+#[test]
+fn rails_cache_store_on_redis_a_node_and_a_cluster() {
+    on_redis_a_node_and_a_cluster("Rails' cache store", 14, |port, db| {
+        scenarios("ruby", "rails_cache.rb", port, &["--db", db])
+    });
+}
+
+/// phpredis (Debian's php-redis 5.3.7), unchanged (`tests/libs/php_redis.php`): strings,
+/// counters and expiry, MULTI and pipelines, WATCH, EVAL/EVALSHA with NOSCRIPT, SCAN, its
+/// serializers and prefix, Pub/Sub, and its session handler (`session.save_handler = redis`):
+/// sessions written, read, regenerated and destroyed, and its session locks (SET NX PX, released
+/// by a script).
+#[test]
+fn phpredis_and_its_sessions_on_redis_a_node_and_a_cluster() {
+    on_redis_a_node_and_a_cluster("phpredis", 15, |port, db| {
+        scenarios("php", "php_redis.php", port, &["--db", db])
+    });
+}
+
+/// go-redis v5 (Debian's golang-gopkg-redis.v5-dev 5.2.9), unchanged (`tests/libs/go_redis.go`,
+/// built here with Debian's Go in GOPATH mode): strings, counters and expiry, pipelines,
+/// `TxPipelined` (MULTI/EXEC), WATCH with `TxFailedErr` and an optimistic increment loop,
+/// scripts (`NewScript(...).Run`: EVALSHA, then EVAL on NOSCRIPT), SCAN, Pub/Sub and its pool
+/// under concurrency.
+#[test]
+fn go_redis_on_redis_a_node_and_a_cluster() {
+    let tmp = Path::new(env!("CARGO_TARGET_TMPDIR"));
+    let program = tmp.join("go_redis");
+    let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/libs/go_redis.go");
+    let out = Command::new("go")
+        .args(["build", "-o"])
+        .arg(&program)
+        .arg(&source)
+        .env("GO111MODULE", "off")
+        .env("GOPATH", "/usr/share/gocode")
+        .env("GOCACHE", tmp.join("gocache"))
+        .output()
+        .expect("go runs (scripts/test.sh installs golang-go)");
+    assert!(
+        out.status.success(),
+        "go build {}:\n{}",
+        source.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let program = program.to_str().expect("a UTF-8 path");
+    on_redis_a_node_and_a_cluster("go-redis", 14, |port, db| {
+        let out = Command::new(program)
+            .arg(port.to_string())
+            .args(["--db", db])
+            .output()
+            .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    });
 }
