@@ -307,9 +307,8 @@ enum Phase {
         /// The commands' keyspace events, reported when the write is acknowledged.
         events: Vec<(Bytes, Events)>,
         /// A blind transaction's write (no read round): stamped again above a version a
-        /// replica refused it with, as a blind write is, at most [`MAX_RESTAMPS`] times.
+        /// replica refused it with, as a blind write is, until its deadline.
         blind: bool,
-        restamps: u8,
     },
 }
 
@@ -512,12 +511,8 @@ impl GroupRequest {
             }
         }
         self.start_accept(env, outcome, entries, true, events, out);
-        if let Phase::Accept {
-            blind, restamps: r, ..
-        } = &mut self.phase
-        {
+        if let Phase::Accept { blind, .. } = &mut self.phase {
             *blind = true;
-            *r = restamps;
         }
     }
 
@@ -814,7 +809,6 @@ impl GroupRequest {
             kept: entries,
             events,
             blind: false,
-            restamps: 0,
         };
         self.settle_accept(out);
     }
@@ -939,11 +933,7 @@ impl GroupRequest {
                 }
             },
             Phase::Accept {
-                tally,
-                kept,
-                blind,
-                restamps,
-                ..
+                tally, kept, blind, ..
             } => {
                 let held = kept.first().and_then(|(_, s)| s.version());
                 match reply {
@@ -956,12 +946,11 @@ impl GroupRequest {
                     Some(Response::Refused(v))
                         if *blind
                             && !self.replied
-                            && *restamps < MAX_RESTAMPS
+                            && now() < self.deadline
                             && plausible(Some(v), now())
                             && Some(v) > held =>
                     {
                         let store = env.store();
-                        let restamps = *restamps + 1;
                         self.counts.restamps += 1;
                         store.clock().observe(v.hlc);
                         let version = store.new_version(now());
@@ -980,12 +969,8 @@ impl GroupRequest {
                             Offered::Stored | Offered::Duplicate
                         );
                         self.start_accept(env, outcome, kept, stored, events, out);
-                        if let Phase::Accept {
-                            blind, restamps: r, ..
-                        } = &mut self.phase
-                        {
+                        if let Phase::Accept { blind, .. } = &mut self.phase {
                             *blind = true;
-                            *r = restamps;
                         }
                         self.arm(out);
                         return;
