@@ -196,6 +196,10 @@ async fn close<S: AsyncWrite + Unpin>(socket: &mut S) {
 fn account(s: &Session, rbuf: &BytesMut) {
     let now = crate::state::CLIENT_BASE_MEMORY + rbuf.capacity() + s.held_memory();
     s.shared.account_client(&s.handle, now);
+    // A reply buffer given back (over KEEP_BUFFER) has no capacity: its peak starts again.
+    let out = (s.out.capacity(), s.out.len());
+    s.handle
+        .record_buffers(rbuf.capacity() - rbuf.len(), out.0, out.1, out.0 == 0);
 }
 
 async fn run<S: AsyncRead + AsyncWrite + Unpin>(

@@ -62,6 +62,9 @@ pub struct ClientMeta {
     /// Bytes in the query buffer, the running command's included (set only while the client
     /// lists itself: an idle client has none, as in Redis).
     pub qbuf: usize,
+    /// What the running command's arguments hold (`argv-mem`; set, as `qbuf`, while the client
+    /// lists itself).
+    pub argv_mem: usize,
     /// `CLIENT TRACKING`: on, BCAST, and the redirect target (-1: tracking off).
     pub tracking: Option<(bool, i64)>,
     /// The tracking redirect target has gone.
@@ -95,6 +98,23 @@ pub struct ClientHandle {
     /// The memory the connection holds (its buffers and queued transaction), as of its last
     /// read or reply: `CLIENT LIST`'s `tot-mem`, and what `maxmemory-clients` counts.
     pub mem: AtomicUsize,
+    /// Its buffers as of its last read or reply, for `CLIENT LIST`.
+    pub bufs: BufferFacts,
+}
+
+/// A connection's buffers as `CLIENT LIST` reports them, recorded by the connection after each
+/// read, batch and write ([`ClientHandle::record_buffers`]).
+#[derive(Debug, Default)]
+pub struct BufferFacts {
+    /// Free space in the read buffer (`qbuf-free`).
+    pub qbuf_free: AtomicUsize,
+    /// The reply buffer's size (`rbs`).
+    pub rbs: AtomicUsize,
+    /// The most the reply buffer held since it was last released (`rbp`; Redis's is the peak of
+    /// the last 5 seconds).
+    pub rbp: AtomicUsize,
+    /// Replies waiting to be written (`obl`).
+    pub obl: AtomicUsize,
 }
 
 /// What a connection holds besides its buffers and queued transaction (its task, session and
@@ -183,6 +203,28 @@ impl ClientHandle {
             kill_notify: Default::default(),
             mailbox: Default::default(),
             mem: Default::default(),
+            bufs: Default::default(),
+        }
+    }
+
+    /// Records the connection's buffers: the read buffer's free space, the reply buffer's size
+    /// and what it holds now; `released` when the reply buffer was just given back (its peak
+    /// starts again).
+    pub fn record_buffers(
+        &self,
+        read_free: usize,
+        out_size: usize,
+        out_len: usize,
+        released: bool,
+    ) {
+        let b = &self.bufs;
+        b.qbuf_free.store(read_free, Ordering::Relaxed);
+        b.rbs.store(out_size, Ordering::Relaxed);
+        b.obl.store(out_len, Ordering::Relaxed);
+        if released {
+            b.rbp.store(out_len, Ordering::Relaxed);
+        } else {
+            b.rbp.fetch_max(out_len, Ordering::Relaxed);
         }
     }
 
@@ -203,7 +245,7 @@ impl ClientHandle {
             .as_secs();
         format!(
             "id={} addr={} laddr={} fd={} name={} age={} idle={} flags={} db={} sub={} psub={} ssub=0 multi={} \
-             qbuf={} qbuf-free=0 argv-mem=0 multi-mem={} rbs=0 rbp=0 obl=0 oll=0 omem={} tot-mem={} events=r \
+             qbuf={} qbuf-free={} argv-mem={} multi-mem={} rbs={} rbp={} obl={} oll=0 omem={} tot-mem={} events=r \
              cmd={} user={} redir={} resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
@@ -239,7 +281,12 @@ impl ClientHandle {
             m.subs.1,
             m.multi.map_or(-1, |n| n as i64),
             m.qbuf,
+            self.bufs.qbuf_free.load(Ordering::Relaxed),
+            m.argv_mem,
             m.multi_mem,
+            self.bufs.rbs.load(Ordering::Relaxed),
+            self.bufs.rbp.load(Ordering::Relaxed),
+            self.bufs.obl.load(Ordering::Relaxed),
             omem,
             self.mem.load(Ordering::Relaxed),
             if m.last_cmd.is_empty() { "NULL" } else { m.last_cmd },

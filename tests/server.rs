@@ -687,6 +687,59 @@ fn client_info_names_the_running_command() {
     assert!(list.contains(" cmd=client|list "), "{list}");
 }
 
+/// CLIENT LIST's buffer fields: a client's own line counts its command's arguments (`argv-mem`)
+/// and its read buffer's free space, and a client that stops reading its replies shows them
+/// waiting (`obl`) in a reply buffer that grew to hold them (`rbs`, `rbp`).
+#[test]
+fn client_list_shows_replies_a_client_does_not_read() {
+    fn field(line: &str, name: &str) -> usize {
+        line.split(' ')
+            .find_map(|f| f.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name} in {line}"))
+            .parse()
+            .unwrap()
+    }
+    let s = Server::start(&[]);
+    let mut c = s.conn();
+    let own: String = redis::cmd("CLIENT").arg("INFO").query(&mut c).unwrap();
+    assert_eq!(field(&own, "argv-mem"), "clientinfo".len(), "{own}");
+    assert!(field(&own, "qbuf-free") > 0, "{own}");
+    let _: () = redis::cmd("SET")
+        .arg("big")
+        .arg(vec![b'v'; 1 << 20])
+        .query(&mut c)
+        .unwrap();
+    // 64 replies of 1 MB, never read: the kernel's socket buffers fill and the rest waits.
+    let mut slow = s.raw();
+    let gets = b"*2\r\n$3\r\nGET\r\n$3\r\nbig\r\n".repeat(64);
+    slow.write_all(&gets).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let line = loop {
+        let list: String = redis::cmd("CLIENT").arg("LIST").query(&mut c).unwrap();
+        let line = list
+            .lines()
+            .find(|l| l.contains(" cmd=get "))
+            .map(str::to_string);
+        if let Some(line) = line.filter(|l| field(l, "obl") > 0) {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no waiting replies: {list}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let (obl, rbs, rbp) = (
+        field(&line, "obl"),
+        field(&line, "rbs"),
+        field(&line, "rbp"),
+    );
+    assert!(obl >= 1 << 20, "{line}");
+    assert!(rbs >= obl && rbp >= obl, "{line}");
+    assert!(field(&line, "tot-mem") >= rbs, "{line}");
+    drop(slow);
+}
+
 /// MONITOR against a real Redis: the same commands give the same lines (time and client address
 /// aside): admin commands and refused commands left out, AUTH and HELLO secrets redacted,
 /// arguments quoted alike. Without the password, MONITOR itself is refused.

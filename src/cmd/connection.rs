@@ -229,9 +229,14 @@ pub(super) fn client(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 let mut m = s.handle.meta.lock();
                 m.last_cmd = "client|info";
                 m.qbuf = s.request_len;
+                m.argv_mem = a.iter().map(|x| x.len()).sum();
             }
             let line = s.handle.info_line();
-            s.handle.meta.lock().qbuf = 0;
+            {
+                let mut m = s.handle.meta.lock();
+                m.qbuf = 0;
+                m.argv_mem = 0;
+            }
             Some(verbatim(line + "\n"))
         }
         b"list" => {
@@ -239,9 +244,14 @@ pub(super) fn client(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                 let mut m = s.handle.meta.lock();
                 m.last_cmd = "client|list";
                 m.qbuf = s.request_len;
+                m.argv_mem = a.iter().map(|x| x.len()).sum();
             }
             let list = client_list(s, a);
-            s.handle.meta.lock().qbuf = 0;
+            {
+                let mut m = s.handle.meta.lock();
+                m.qbuf = 0;
+                m.argv_mem = 0;
+            }
             list
         }
         b"kill" => client_kill(s, a),
