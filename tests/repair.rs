@@ -146,6 +146,64 @@ fn a_node_restarted_empty_catches_up_and_never_misses_at_one() {
 /// A gray failure: one node is paused (SIGSTOP) during writes for longer than the request
 /// timeout and the heartbeat, so its peers' links to it break; then it resumes. No QUORUM write
 /// fails, and the cluster converges through hints and anti-entropy.
+/// A node paused (SIGSTOP) through a FLUSHALL kept the flushed keys and served them at ONE for
+/// good. The flush horizons ride on the heartbeat: once back, it runs the flush it missed, and
+/// keeps a write newer than the flush. Its peers' hints for the keys, written before the
+/// flush, are not replayed.
+#[test]
+fn a_node_paused_through_a_flushall_runs_it_when_it_is_back() {
+    let n = 200;
+    let c = TestCluster::start(3, &[]);
+    let mut all = c.conn_at(0, "quorum", "all");
+    set_range(&mut all, "f", 0..n / 2);
+    c.nodes[2].as_ref().unwrap().signal("STOP");
+    let mut q = c.conn_at(0, "quorum", "quorum");
+    // Written while node 2 is paused: hints for it.
+    set_range(&mut q, "f", n / 2..n);
+    c.wait_live(0, 2);
+    c.wait_live(1, 2);
+    let ok: String = redis::cmd("FLUSHALL").query(&mut c.conn(0)).unwrap();
+    assert_eq!(ok, "OK");
+    let _: () = redis::cmd("SET")
+        .arg("after")
+        .arg("1")
+        .query(&mut q)
+        .unwrap();
+    c.nodes[2].as_ref().unwrap().signal("CONT");
+    for i in 0..3 {
+        c.wait_live(i, 3);
+    }
+    let mut one = c.conn_at(2, "one", "one");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let kept = n - missing(&mut one, "f", n).len();
+        if kept == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node 2 still serves {kept} flushed keys"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let after: Option<String> = redis::cmd("GET")
+        .arg("after")
+        .query(&mut c.conn_at(2, "quorum", "quorum"))
+        .unwrap();
+    assert_eq!(after.as_deref(), Some("1"));
+    // Nothing brings them back later: not hints, not anti-entropy.
+    for i in [2, 0] {
+        for round in sync(&c, i) {
+            assert_eq!(field(&round, "status"), Value::BulkString(b"ok".to_vec()));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    for i in 0..3 {
+        let mut one = c.conn_at(i, "one", "one");
+        assert_eq!(missing(&mut one, "f", n).len(), n, "node {i}");
+    }
+}
+
 #[test]
 fn a_paused_node_converges_through_hints_and_sync() {
     let n = 3_000;

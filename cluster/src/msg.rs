@@ -1077,6 +1077,10 @@ pub enum Response {
         /// The digest of each cluster-wide settings document it holds
         /// ([`crate::settings`]): a node whose digest differs pulls the entries.
         settings: Vec<(u8, u64)>,
+        /// The flush horizons it holds ([`crate::store::Store::horizons`]: `None` for
+        /// FLUSHALL's, database n's FLUSHDB's; only those set): a node that missed a flush runs
+        /// it ([`crate::store::Store::missed_flushes`]).
+        horizons: Vec<(Option<u8>, u64)>,
     },
     /// To [`Request::Settings`]: every entry held (removals included), by document.
     Settings(Vec<(u8, Vec<crate::settings::Entry>)>),
@@ -1542,8 +1546,9 @@ mod tests {
                     catching_up: 300,
                     ring: 5,
                     settings: vec![(1, 5)],
+                    horizons: vec![(None, 7), (Some(3), 9)],
                 },
-                "000014ac0205010105",
+                "000014ac0205010105020007010309",
             ),
             (
                 Response::Settings(vec![(

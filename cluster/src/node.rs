@@ -1545,6 +1545,7 @@ pub fn serve(env: &impl Env, from: Option<MemberIdx>, token: u64, req: Request<'
             catching_up: env.catching_up() as u32,
             ring: env.ring_digest(),
             settings: env.settings().digests(),
+            horizons: store.horizons(),
         },
         Request::Settings => Response::Settings(env.settings().entries()),
         Request::PutSettings { ref entries, .. }

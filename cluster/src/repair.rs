@@ -1955,9 +1955,16 @@ impl Repair {
         if !env.live(target) || self.hints.due(now, |m| m == target).is_empty() {
             return;
         }
-        let Some(batch) = self.hints.take(target, now) else {
+        let Some(mut batch) = self.hints.take(target, now) else {
             return;
         };
+        // A hint written before a flush this node ran is not replayed: the target may have
+        // missed the flush (down or restarted since) and would take the key back.
+        batch.retain(|(k, s)| !env.store().is_flushed(k, s));
+        if batch.is_empty() {
+            self.hints.replayed(target, true);
+            return;
+        }
         self.next_tag += 1;
         let tag = REPLAY_TAG | self.next_tag;
         self.replays.insert(tag, target);

@@ -1258,9 +1258,14 @@ impl Machine for SimNode {
                         ring,
                         settings,
                         catching_up,
+                        horizons,
                     }) => {
                         if let Some(r) = self.peer_ring.get_mut(from) {
                             *r = ring;
+                        }
+                        // A flush this node missed: run it now.
+                        for (horizon, db) in self.store.missed_flushes(&horizons, now) {
+                            self.store.flush_at(horizon, db);
                         }
                         if let Some(c) = self.peer_catching.get_mut(from) {
                             *c = i64::from(catching_up);
@@ -3740,6 +3745,98 @@ mod tests {
             for n in 1..3 {
                 assert_eq!(s.nodes[n].held(KEY), v, "seed {seed}: node {n}");
             }
+        }
+    }
+
+    /// FLUSHALL as the driver runs it on the members it reaches: one horizon from `via`'s
+    /// clock, flushed on each of `on`.
+    fn flush_on(s: &mut Sim<SimNode>, via: NodeId, on: &[NodeId]) {
+        let hlc = s.nodes[via].store.clock().tick(s.now());
+        for &n in on {
+            s.nodes[n].store.flush_at(Version { hlc, origin: 0 }, None);
+        }
+    }
+
+    /// A member cut off during a FLUSHALL kept the flushed keys, served them, and could copy
+    /// them back to members that restarted since (a horizon is not kept across a restart). The
+    /// horizons ride on the heartbeat: once it hears a member that ran the flush it runs it too,
+    /// and a write newer than the flush survives.
+    #[test]
+    fn a_member_cut_off_during_a_flushall_runs_it_when_it_is_back() {
+        for seed in [60, 61, 62] {
+            let mut s = heartbeating_sim(3, seed);
+            let lv = (ALL, ALL);
+            assert_eq!(run(&mut s, 0, 1, b"old", set(b"v"), lv), Ok(Outcome::Ok));
+            s.isolate(2);
+            flush_on(&mut s, 0, &[0, 1]);
+            assert_eq!(
+                held(&s, 2, b"old").as_deref(),
+                Some(&b"v"[..]),
+                "seed {seed}"
+            );
+            // Written through the cut-off member after the flush: newer, it stays.
+            s.run_until(s.now() + 10, STEPS);
+            assert_eq!(
+                run(&mut s, 2, 2, b"new", set(b"n"), (ONE, ONE)),
+                Ok(Outcome::Ok)
+            );
+            s.heal(2);
+            s.run_until(s.now() + 5_000, STEPS);
+            for n in 0..3 {
+                assert_eq!(held(&s, n, b"old"), None, "seed {seed}: node {n}");
+            }
+            assert_eq!(
+                held(&s, 2, b"new").as_deref(),
+                Some(&b"n"[..]),
+                "seed {seed}"
+            );
+            assert_eq!(
+                run(&mut s, 2, 3, b"old", Op::Get, (ONE, ONE)),
+                Ok(Outcome::Nil)
+            );
+            // Every member now holds the horizon: a member restarted later cannot be given the
+            // keys back by this one.
+            let h = s.nodes[0].store.horizons();
+            assert!(!h.is_empty(), "seed {seed}");
+            assert_eq!(s.nodes[2].store.horizons(), h, "seed {seed}");
+        }
+    }
+
+    /// Keys written while a member was cut off, then flushed: when it is back, the hints for
+    /// them are not replayed to it (`Repair::replay` leaves out what its holder flushed) and it
+    /// learns the horizon from its first heartbeat answer. It never holds one of the keys, at
+    /// any step, and no hint is left.
+    #[test]
+    fn a_member_back_after_a_flushall_never_holds_a_flushed_hint() {
+        for seed in [63, 64, 65] {
+            let mut s = heartbeating_sim(3, seed);
+            kill(&mut s, 2);
+            let lv = (QUORUM, QUORUM);
+            for (i, k) in [&b"a"[..], b"b", b"c"].into_iter().enumerate() {
+                assert_eq!(run(&mut s, 0, i as u64, k, set(b"v"), lv), Ok(Outcome::Ok));
+            }
+            assert!(
+                s.nodes[0].hints_held() + s.nodes[1].hints_held() >= 3,
+                "seed {seed}"
+            );
+            flush_on(&mut s, 0, &[0, 1]);
+            s.heal(2);
+            let end = s.now() + 5_000;
+            while s.now() < end && s.step() {
+                for k in [&b"a"[..], b"b", b"c"] {
+                    assert_eq!(
+                        held(&s, 2, k),
+                        None,
+                        "seed {seed}: {k:?} came back at {}",
+                        s.now()
+                    );
+                }
+            }
+            assert_eq!(
+                s.nodes.iter().map(|n| n.hints_held()).sum::<usize>(),
+                0,
+                "seed {seed}"
+            );
         }
     }
 }

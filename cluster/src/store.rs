@@ -866,6 +866,54 @@ impl Store {
         dropped
     }
 
+    /// The flush horizons this node holds, as the heartbeat reports them: `(None, h)` for the
+    /// FLUSHALL horizon, `(Some(n), h)` for database n's FLUSHDB horizon; only those set.
+    pub fn horizons(&self) -> Vec<(Option<u8>, u64)> {
+        let dbs = self.db_horizons.iter().enumerate();
+        std::iter::once((None, &self.horizon))
+            .chain(dbs.map(|(d, h)| (u8::try_from(d).ok(), h)))
+            .filter_map(|(db, h)| {
+                let h = h.load(Ordering::Relaxed);
+                (h != 0).then_some((db, h))
+            })
+            .collect()
+    }
+
+    /// The flushes a peer ran that this node missed (down, partitioned or restarted when they
+    /// were sent), from the horizons the peer reports (`theirs`, as [`Store::horizons`]): each
+    /// horizon above this node's own, as [`Store::flush_at`]'s arguments. A horizon further
+    /// ahead of `now` than [`crate::node::MAX_AHEAD_MS`] (a broken clock or a hostile peer) and
+    /// a database this build does not have are left out. Without them, a member that missed a
+    /// FLUSHALL served the flushed keys again, and once the others restarted (their horizons
+    /// are not kept) it copied them back to them.
+    pub fn missed_flushes(
+        &self,
+        theirs: &[(Option<u8>, u64)],
+        now: u64,
+    ) -> Vec<(Version, Option<u8>)> {
+        theirs
+            .iter()
+            .filter_map(|&(only, hlc)| {
+                let mine = match only {
+                    None => &self.horizon,
+                    Some(d) => self.db_horizons.get(usize::from(d))?,
+                };
+                let v = Version { hlc, origin: 0 };
+                (hlc > mine.load(Ordering::Relaxed)
+                    && v.is_plausible(now, crate::node::MAX_AHEAD_MS))
+                .then_some((v, only))
+            })
+            .collect()
+    }
+
+    /// Whether `state` of `key` is older than a flush this node ran: it is not accepted here,
+    /// and is not passed on (a hint written before a FLUSHALL).
+    pub fn is_flushed(&self, key: &[u8], state: &State) -> bool {
+        state
+            .version()
+            .is_some_and(|v| v.hlc < self.horizon_of(key))
+    }
+
     /// The FLUSHALL or FLUSHDB horizon that applies to `key` (0: none).
     fn horizon_of(&self, key: &[u8]) -> u64 {
         let all = self.horizon.load(Ordering::Relaxed);
@@ -2625,6 +2673,42 @@ mod tests {
         );
         assert!(st.merge(&encode(3, b"j"), &live(b"old", 150 << 16, 1), &ctx));
         assert!(st.merge(&encode(2, b"j"), &live(b"new", 250 << 16, 1), &ctx));
+    }
+
+    /// The horizons a heartbeat reports, and which of a peer's this node missed: only higher
+    /// ones, of databases this build has, not too far ahead of `now`; a state older than a
+    /// horizon is flushed (a hint of it is not replayed).
+    #[test]
+    fn missed_flushes_are_the_higher_plausible_horizons() {
+        use crate::db::encode;
+        let st = store();
+        assert_eq!(st.horizons(), vec![]);
+        let v = |ms: u64| Version {
+            hlc: ms << 16,
+            origin: 0,
+        };
+        st.flush_at(v(200), None);
+        st.flush_at(v(300), Some(2));
+        assert_eq!(st.horizons(), vec![(None, 200 << 16), (Some(2), 300 << 16)]);
+        let now = 1_000;
+        let far = now + crate::node::MAX_AHEAD_MS + 1;
+        let theirs = [
+            (None, 100 << 16),
+            (Some(2), 400 << 16),
+            (Some(3), 150 << 16),
+            (Some(0), far << 16),
+            (Some(255), 500 << 16),
+        ];
+        assert_eq!(
+            st.missed_flushes(&theirs, now),
+            vec![(v(400), Some(2)), (v(150), Some(3)), (v(500), Some(255))]
+        );
+        assert_eq!(st.missed_flushes(&st.horizons(), now), vec![]);
+        assert!(st.is_flushed(b"k", &live(b"1", 150 << 16, 1)));
+        assert!(!st.is_flushed(b"k", &live(b"1", 250 << 16, 1)));
+        assert!(st.is_flushed(&encode(2, b"k"), &live(b"1", 250 << 16, 1)));
+        assert!(!st.is_flushed(&encode(3, b"k"), &live(b"1", 250 << 16, 1)));
+        assert!(!st.is_flushed(b"k", &State::Missing));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 /// First bytes of every frame.
 pub const MAGIC: [u8; 2] = *b"HC";
 /// Protocol version this build speaks.
-pub const VERSION: u8 = 13;
+pub const VERSION: u8 = 14;
 /// Header size in bytes.
 pub const HEADER_LEN: usize = 18;
 /// Bodies larger than this are compressed.

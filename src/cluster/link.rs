@@ -918,8 +918,15 @@ async fn heartbeat(shared: &Arc<Shared>, cl: &Arc<Cluster>, peer: &Arc<Peer>) ->
                     catching_up,
                     ring,
                     settings,
+                    horizons,
                 }) = wire::from_body(&body)
                 {
+                    let missed = shared
+                        .store
+                        .missed_flushes(&horizons, crate::state::now_ms());
+                    if !missed.is_empty() {
+                        super::exec::run_missed_flushes(shared, cl, &peer.id, missed).await;
+                    }
                     peer.catching_up
                         .store(i64::from(catching_up), Ordering::Relaxed);
                     peer.ring.store(ring, Ordering::Relaxed);

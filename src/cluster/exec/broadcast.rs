@@ -220,11 +220,35 @@ pub async fn randomkey(
     None
 }
 
+/// Runs the flushes a peer's heartbeat showed this node missed
+/// ([`hypercache_cluster::store::Store::missed_flushes`]): the node was down, partitioned or
+/// restarted when the FLUSHALL or FLUSHDB was sent. Off the link's task, as a received flush
+/// (it walks every key); the heartbeat waits for it, so the next one does not start it again.
+pub async fn run_missed_flushes(
+    shared: &Arc<Shared>,
+    cl: &Arc<Cluster>,
+    peer: &str,
+    missed: Vec<(Version, Option<u8>)>,
+) {
+    for (horizon, db) in &missed {
+        tracing::info!(component = "cluster", node_id = %cl.node_id, peer, horizon = horizon.hlc, db = ?db, "running a flush this node missed, reported by a peer's heartbeat");
+    }
+    let sh = shared.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        for (horizon, db) in missed {
+            sh.store.flush_at(horizon, db);
+        }
+        sh.tracking.flush_all(&sh);
+    })
+    .await;
+}
+
 /// Cluster-wide FLUSHALL (or FLUSHDB of database `only`): flushes here and on every live member
 /// at a new version (the horizon), below which no write (of that database) is accepted any more,
-/// so that a replica that missed the flush cannot bring keys back through repair. Members that
-/// are down keep their keys until they are repaired or flushed again (logged). A member that was
-/// live but did not confirm makes the command fail.
+/// so that a replica that missed the flush cannot bring keys back through repair. A member that
+/// is down runs the flush when it next hears a member that ran it (the horizons ride on the
+/// heartbeat: [`run_missed_flushes`]). A member that was live but did not confirm makes the
+/// command fail.
 pub async fn flushall(
     shared: Arc<Shared>,
     cl: Arc<Cluster>,
@@ -256,7 +280,7 @@ pub async fn flushall(
     };
     let _ = local.await;
     if down > 0 {
-        tracing::warn!(component = "cluster", node_id = %cl.node_id, down, "FLUSHALL did not reach members that are down; they keep their keys until repaired");
+        tracing::warn!(component = "cluster", node_id = %cl.node_id, down, "FLUSHALL did not reach members that are down; each runs it at its next heartbeat with a member that did");
     }
     if failed > 0 {
         count_failure(&cl, true);

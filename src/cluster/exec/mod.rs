@@ -220,7 +220,7 @@ mod serve;
 
 pub use broadcast::{
     dbsize, flushall, has_other_members, keys, publish_to_peers, put_settings, raises_expiry,
-    randomkey, scan,
+    randomkey, run_missed_flushes, scan,
 };
 pub use keyed::{run, start, start_group};
 pub use repair::{run as repair_task, settings as repair_settings, RepairCmd};
