@@ -259,6 +259,8 @@ pub struct DistMetrics {
     pub auth_failures: AtomicU64,
     /// Cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL) run from here.
     pub broadcasts: AtomicU64,
+    /// FLUSHALLs and FLUSHDBs this node missed and ran when a peer's heartbeat showed them.
+    pub missed_flushes: AtomicU64,
     /// Blind writes stamped again above a version a replica refused them with.
     pub restamps: AtomicU64,
     /// Prepare rounds of read-modify-writes retried after a refusal.
@@ -599,6 +601,7 @@ pub static CATALOGUE: &[Desc] = &[
     m("dist.link.handshake_failures", C, "", "Peer handshakes refused (other cluster, protocol or id, or no proof of `cluster-secret`)."),
     m("dist.link.auth_failures", C, "", "Peer links refused because the peer did not prove `cluster-secret` (none, or another one)."),
     m("dist.broadcasts", C, "", "Cluster-wide commands (KEYS, SCAN, DBSIZE, RANDOMKEY, FLUSHALL) run from here."),
+    m("dist.flush.missed", C, "", "FLUSHALLs and FLUSHDBs this node missed (down, cut off, restarted) and ran when a peer's heartbeat showed them."),
     m("dist.repair.skipped_full", C, "", "Repaired values not stored: no room under `maxmemory`."),
     labelled("source", m("dist.hinted.queued", C, "", "Hints queued, by source (`replication`, `migration`).")),
     labelled("source", m("dist.hinted.replayed", C, "", "Hints replayed and acknowledged.")),
@@ -754,6 +757,7 @@ pub fn collect(shared: &crate::state::Shared) -> Collected {
         ("dist.link.handshake_failures", g(&d.handshake_failures)),
         ("dist.link.auth_failures", g(&d.auth_failures)),
         ("dist.broadcasts", g(&d.broadcasts)),
+        ("dist.flush.missed", g(&d.missed_flushes)),
         ("dist.repair.skipped_full", g(&d.repair_skipped_full)),
     ] {
         c.push(name, v);

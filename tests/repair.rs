@@ -186,6 +186,8 @@ fn a_node_paused_through_a_flushall_runs_it_when_it_is_back() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert_eq!(metric(&c, 2, "dist.flush.missed"), 1);
+    assert_eq!(metric(&c, 0, "dist.flush.missed"), 0);
     let after: Option<String> = redis::cmd("GET")
         .arg("after")
         .query(&mut c.conn_at(2, "quorum", "quorum"))

@@ -1079,7 +1079,7 @@ pub enum Response {
         settings: Vec<(u8, u64)>,
         /// The flush horizons it holds ([`crate::store::Store::horizons`]: `None` for
         /// FLUSHALL's, database n's FLUSHDB's; only those set): a node that missed a flush runs
-        /// it ([`crate::store::Store::missed_flushes`]).
+        /// it ([`crate::store::Store::claim_missed_flushes`]).
         horizons: Vec<(Option<u8>, u64)>,
     },
     /// To [`Request::Settings`]: every entry held (removals included), by document.

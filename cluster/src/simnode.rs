@@ -1264,7 +1264,7 @@ impl Machine for SimNode {
                             *r = ring;
                         }
                         // A flush this node missed: run it now.
-                        for (horizon, db) in self.store.missed_flushes(&horizons, now) {
+                        for (horizon, db) in self.store.claim_missed_flushes(&horizons, now) {
                             self.store.flush_at(horizon, db);
                         }
                         if let Some(c) = self.peer_catching.get_mut(from) {

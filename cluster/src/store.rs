@@ -881,12 +881,14 @@ impl Store {
 
     /// The flushes a peer ran that this node missed (down, partitioned or restarted when they
     /// were sent), from the horizons the peer reports (`theirs`, as [`Store::horizons`]): each
-    /// horizon above this node's own, as [`Store::flush_at`]'s arguments. A horizon further
-    /// ahead of `now` than [`crate::node::MAX_AHEAD_MS`] (a broken clock or a hostile peer) and
-    /// a database this build does not have are left out. Without them, a member that missed a
-    /// FLUSHALL served the flushed keys again, and once the others restarted (their horizons
-    /// are not kept) it copied them back to them.
-    pub fn missed_flushes(
+    /// horizon above this node's own, as [`Store::flush_at`]'s arguments, for the caller to
+    /// run. Each is claimed at once (this node's horizon is raised to it: nothing older is
+    /// accepted from now on), so two peers' heartbeats that report one flush run it once. A
+    /// horizon further ahead of `now` than [`crate::node::MAX_AHEAD_MS`] (a broken clock or a
+    /// hostile peer) and a database this build does not have are left out. Without this, a
+    /// member that missed a FLUSHALL served the flushed keys again, and once the others
+    /// restarted (their horizons are not kept) it copied them back to them.
+    pub fn claim_missed_flushes(
         &self,
         theirs: &[(Option<u8>, u64)],
         now: u64,
@@ -899,9 +901,9 @@ impl Store {
                     Some(d) => self.db_horizons.get(usize::from(d))?,
                 };
                 let v = Version { hlc, origin: 0 };
-                (hlc > mine.load(Ordering::Relaxed)
-                    && v.is_plausible(now, crate::node::MAX_AHEAD_MS))
-                .then_some((v, only))
+                (v.is_plausible(now, crate::node::MAX_AHEAD_MS)
+                    && mine.fetch_max(hlc, Ordering::Relaxed) < hlc)
+                    .then_some((v, only))
             })
             .collect()
     }
@@ -2679,7 +2681,7 @@ mod tests {
     /// ones, of databases this build has, not too far ahead of `now`; a state older than a
     /// horizon is flushed (a hint of it is not replayed).
     #[test]
-    fn missed_flushes_are_the_higher_plausible_horizons() {
+    fn missed_flushes_are_the_higher_plausible_horizons_claimed_once() {
         use crate::db::encode;
         let st = store();
         assert_eq!(st.horizons(), vec![]);
@@ -2700,10 +2702,11 @@ mod tests {
             (Some(255), 500 << 16),
         ];
         assert_eq!(
-            st.missed_flushes(&theirs, now),
+            st.claim_missed_flushes(&theirs, now),
             vec![(v(400), Some(2)), (v(150), Some(3)), (v(500), Some(255))]
         );
-        assert_eq!(st.missed_flushes(&st.horizons(), now), vec![]);
+        // Claimed: another peer's report of the same flushes asks for nothing more.
+        assert_eq!(st.claim_missed_flushes(&theirs, now), vec![]);
         assert!(st.is_flushed(b"k", &live(b"1", 150 << 16, 1)));
         assert!(!st.is_flushed(b"k", &live(b"1", 250 << 16, 1)));
         assert!(st.is_flushed(&encode(2, b"k"), &live(b"1", 250 << 16, 1)));

@@ -923,7 +923,7 @@ async fn heartbeat(shared: &Arc<Shared>, cl: &Arc<Cluster>, peer: &Arc<Peer>) ->
                 {
                     let missed = shared
                         .store
-                        .missed_flushes(&horizons, crate::state::now_ms());
+                        .claim_missed_flushes(&horizons, crate::state::now_ms());
                     if !missed.is_empty() {
                         super::exec::run_missed_flushes(shared, cl, &peer.id, missed).await;
                     }

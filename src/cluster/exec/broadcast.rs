@@ -221,7 +221,7 @@ pub async fn randomkey(
 }
 
 /// Runs the flushes a peer's heartbeat showed this node missed
-/// ([`hypercache_cluster::store::Store::missed_flushes`]): the node was down, partitioned or
+/// ([`hypercache_cluster::store::Store::claim_missed_flushes`]): the node was down, partitioned or
 /// restarted when the FLUSHALL or FLUSHDB was sent. Off the link's task, as a received flush
 /// (it walks every key); the heartbeat waits for it, so the next one does not start it again.
 pub async fn run_missed_flushes(
@@ -231,6 +231,7 @@ pub async fn run_missed_flushes(
     missed: Vec<(Version, Option<u8>)>,
 ) {
     for (horizon, db) in &missed {
+        inc(&cl.metrics.dist.missed_flushes);
         tracing::info!(component = "cluster", node_id = %cl.node_id, peer, horizon = horizon.hlc, db = ?db, "running a flush this node missed, reported by a peer's heartbeat");
     }
     let sh = shared.clone();
