@@ -1012,7 +1012,9 @@ impl KeyRequest {
                     let mut to = Vec::new();
                     for m in stale {
                         if m == env.me() {
-                            env.store().merge(&self.key, &newest, &ctx);
+                            // A repair of its own copy as of any other: only if it has room
+                            // under `maxmemory` (else its stale copy goes).
+                            crate::repair::merge_one(env, &self.key, &newest);
                         } else {
                             to.push((m, None));
                         }

@@ -423,6 +423,55 @@ fn repair_fills_a_full_replica_only_up_to_its_budget() {
     assert_eq!(holding(&s, 1, 3_000, &value), 3_000);
 }
 
+/// QUORUM reads through a replica with a memory budget, after it missed writes worth more than
+/// it: each read repairs its own copy only while there is room (it used to store every one,
+/// past its budget), and every read answers the newest value all the same.
+#[test]
+fn read_repair_fills_the_coordinators_copy_only_up_to_its_budget() {
+    let seed = 71;
+    let mut s = cluster(seed, hints_capped(0), sync_every(0));
+    let budget = 200_000;
+    s.nodes[2].budget = Some(budget);
+    s.isolate(2);
+    let value = vec![b'x'; 200];
+    write_all(&mut s, 0, 3_000, &value, 1);
+    s.heal(2);
+    s.run_until(s.now() + 3_000, STEPS);
+    assert_eq!(
+        holding(&s, 2, 3_000, &value),
+        0,
+        "seed {seed}: no hints, no sync"
+    );
+    let mut peak = 0;
+    for i in 0..3_000 {
+        let k = key(i);
+        let id = 100_000 + i as u64;
+        s.input(2, |node, now, out| {
+            node.client(id, &k, Op::Get, QUORUM, QUORUM, now, out)
+        });
+        if i % 10 == 9 {
+            s.run_until(s.now() + 1, STEPS);
+            peak = peak.max(s.nodes[2].store.stats().bytes);
+        }
+    }
+    s.run_until(s.now() + 3_000, STEPS);
+    peak = peak.max(s.nodes[2].store.stats().bytes);
+    for i in 0..3_000 {
+        assert_eq!(
+            s.nodes[2].result(100_000 + i as u64),
+            Some(&Ok(Outcome::Value(value.clone().into()))),
+            "seed {seed}: key {i}"
+        );
+    }
+    let held = holding(&s, 2, 3_000, &value);
+    assert!(held > 100, "seed {seed}: it took back what fits ({held})");
+    assert!(held < 3_000, "seed {seed}: not everything fits");
+    assert!(
+        peak <= budget - budget / 8,
+        "seed {seed}: {peak} bytes, budget {budget} less its reserve"
+    );
+}
+
 /// With a page of a few hundred bytes, a round still converges: every list, copy, pull and push
 /// is paged, both ways.
 #[test]
