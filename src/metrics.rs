@@ -304,6 +304,7 @@ impl DistMetrics {
         a(&self.groups, c.groups);
         a(&self.programs, c.programs);
         a(&self.transport_errors, c.transport_errors);
+        a(&self.transport_timeouts, c.timeouts);
     }
 
     /// The latency histogram of `class` at `level`.
@@ -594,7 +595,7 @@ pub static CATALOGUE: &[Desc] = &[
     m("dist.forward.received", C, "", "Operations coordinated here for another node."),
     m("dist.replica.fanout", C, "", "Values sent to replicas."),
     m("dist.transport.errors", C, "", "Requests to peers that failed (link down, disconnected, timed out, malformed)."),
-    m("dist.transport.timeouts", C, "", "Requests to peers that timed out."),
+    m("dist.transport.timeouts", C, "", "Calls to peers with no answer by their command's deadline (each also counts in `dist.transport.errors`)."),
     labelled("peer", m("dist.transport.bytes_in", C, "bytes", "Bytes read from each peer's links (both directions' links).")),
     labelled("peer", m("dist.transport.bytes_out", C, "bytes", "Bytes written to each peer's links.")),
     m("dist.link.established", C, "", "Links to peers (re)established."),
@@ -645,7 +646,7 @@ pub static CATALOGUE: &[Desc] = &[
     m("dist.nodes.removed", C, "", "Members removed from the ring (left, forgotten, or down for `remove-after`)."),
     labelled("op", m("dist.latency", H, "seconds", "What clients of this node waited for their operations (those it forwarded included; an operation forwarded to it is booked where its client is), by `op` (`get`, `set`, `del`) and `level` (`one`, `quorum`, `all`; the read level for gets, the write level otherwise).")),
     m("dist.latency.forward", H, "seconds", "Round trip of operations forwarded to a coordinator."),
-    m("dist.latency.peer", H, "seconds", "Round trip of requests to peers."),
+    m("dist.latency.peer", H, "seconds", "Round trip of the calls commands make to peers (not repair's)."),
 ];
 
 /// Every metric of the node at one instant, in [`CATALOGUE`] order: what `HC.METRICS`, the

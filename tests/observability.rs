@@ -238,6 +238,40 @@ fn metrics_after_known_traffic_parse_and_count_exactly() {
         c.metric(0, "dist.latency.set.quorum.count") as f64,
         value(&after[0], "hypercache_dist_latency_seconds_count", &set_q)
     );
+    // An INCR runs at its slot's first replica: each one node 0 forwarded books one round trip
+    // to its coordinator, and every call to a peer one round trip.
+    let (sent, forward, peer) = (
+        c.metric(0, "dist.forward.sent"),
+        c.metric(0, "dist.latency.forward.count"),
+        c.metric(0, "dist.latency.peer.count"),
+    );
+    for i in 0..20 {
+        let n: i64 = redis::cmd("INCR")
+            .arg(format!("fw:{i}"))
+            .query(&mut conn)
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    // (A machine books its counters when it closes, just after its reply: read until both
+    // figures are in, bounded.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let (sent, forward) = loop {
+        let d = (
+            c.metric(0, "dist.forward.sent") - sent,
+            c.metric(0, "dist.latency.forward.count") - forward,
+        );
+        if (d.0 > 0 && d.0 == d.1) || Instant::now() > deadline {
+            break d;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(sent > 0, "none of 20 keys has another first replica");
+    assert_eq!(forward, sent);
+    assert!(c.metric(0, "dist.latency.peer.count") - peer >= sent);
+    // Every peer answered: no call timed out (a read's hedge is not a timeout).
+    for i in 0..3 {
+        assert_eq!(c.metric(i, "dist.transport.timeouts"), 0, "node {i}");
+    }
 }
 
 #[test]

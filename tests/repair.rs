@@ -221,6 +221,18 @@ fn a_paused_node_converges_through_hints_and_sync() {
     let mut q = c.conn_at(0, "quorum", "quorum");
     set_range(&mut q, "g", 0..n / 3);
     c.nodes[2].as_ref().unwrap().signal("STOP");
+    // A write at ALL waits for the paused node until its deadline: a call timed out.
+    let r: redis::RedisResult<()> = redis::cmd("SET")
+        .arg("probe")
+        .arg("1")
+        .query(&mut c.conn_at(0, "quorum", "all"));
+    assert!(r.is_err(), "{r:?}");
+    // (Booked when the write's machine closes, just after its reply.)
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while metric(&c, 0, "dist.transport.timeouts") == 0 {
+        assert!(Instant::now() < deadline, "no call timed out");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     set_range(&mut q, "g", n / 3..2 * n / 3);
     // Past the heartbeat's 2 s: the links to node 2 break.
     c.wait_live(0, 2);

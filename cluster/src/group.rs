@@ -1013,6 +1013,7 @@ impl GroupRequest {
         }
         let unanswered = self.waiting.take();
         self.counts.transport_errors += unanswered.len() as u64;
+        self.counts.timeouts += unanswered.len() as u64;
         self.release(env, out);
         if let Phase::Accept { kept, .. } = &self.phase {
             for m in unanswered {

@@ -566,6 +566,8 @@ pub struct Counts {
     pub prepare_retries: u64,
     /// Calls that failed (link down, error, no answer by the deadline).
     pub transport_errors: u64,
+    /// Of those, calls with no answer by the deadline.
+    pub timeouts: u64,
     /// Rounds on several keys of one slot coordinated here (a transaction's, or a script's).
     pub groups: u64,
     /// Of those, scripts (programs the driver ran over the keys' states).
@@ -1475,6 +1477,7 @@ impl KeyRequest {
         }
         let unanswered = self.waiting.take();
         self.counts.transport_errors += unanswered.len() as u64;
+        self.counts.timeouts += unanswered.len() as u64;
         self.release(env, out);
         match &self.phase {
             Phase::Idle => {}

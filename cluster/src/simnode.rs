@@ -1190,6 +1190,7 @@ fn add(to: &mut Counts, c: &Counts) {
     to.restamps += c.restamps;
     to.prepare_retries += c.prepare_retries;
     to.transport_errors += c.transport_errors;
+    to.timeouts += c.timeouts;
     to.groups += c.groups;
     to.programs += c.programs;
 }

@@ -22,6 +22,9 @@ pub(super) struct Driver<M> {
     /// Its deadline fired (calls may still be pending in the links).
     gave_up: bool,
     sent: Vec<(MemberIdx, u64)>,
+    /// Calls awaiting their answer: tag, when sent, and whether it forwards the command to its
+    /// coordinator (`dist.latency.peer`, `dist.latency.forward`).
+    in_flight: Vec<(u64, Instant, bool)>,
     wake_at: Option<u64>,
     timing: Timing,
     started: Instant,
@@ -111,6 +114,10 @@ impl<M: Machine + Send + 'static> Driver<M> {
             let mut failed = Vec::new();
             for send in o.sends.drain(..) {
                 let body = send.call.to_body();
+                let forward = matches!(
+                    hypercache_cluster::msg::request_name(&body),
+                    "exec" | "exec_group"
+                );
                 for (to, tag) in send.to {
                     let peer = cl.peer(&view, to);
                     let span = self.trace.as_ref().and_then(|t| {
@@ -130,6 +137,7 @@ impl<M: Machine + Send + 'static> Driver<M> {
                             .send_to_inbox(&body, &self.inbox, t as usize, wire.as_ref())
                             .map(|id| {
                                 self.sent.push((to, id));
+                                self.in_flight.push((t, Instant::now(), forward));
                             }),
                         (Some(p), None) => p.send_oneway(&body, wire.as_ref()),
                     };
@@ -186,9 +194,21 @@ impl<M: Machine + Send + 'static> Driver<M> {
                 if let Some(t) = self.trace.as_mut() {
                     t.answered(tag as u64, body.is_none().then_some("link down"));
                 }
+                let sent = self
+                    .in_flight
+                    .iter()
+                    .position(|(t, ..)| *t == tag as u64)
+                    .map(|i| self.in_flight.swap_remove(i));
                 let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
                     Some(Ok(r)) => {
-                        cl.metrics.dist.peer_latency.record(self.started.elapsed());
+                        // The call's round trip (it used to be the time since the command began).
+                        if let Some((_, at, forward)) = sent {
+                            let rtt = at.elapsed();
+                            cl.metrics.dist.peer_latency.record(rtt);
+                            if forward {
+                                cl.metrics.dist.forward_latency.record(rtt);
+                            }
+                        }
                         Answer::Reply(r)
                     }
                     Some(Err(_)) => Answer::Reply(Response::Error("malformed reply".into())),
@@ -225,9 +245,6 @@ impl<M: Machine + Send + 'static> Driver<M> {
             _ = sleep.as_mut() => {
                 let view = self.view.clone();
                 let env = self.env(shared, cl, &view);
-                if self.wake_at.is_some_and(|w| w <= env.now()) {
-                    inc(&cl.metrics.dist.transport_timeouts);
-                }
                 self.m.on_deadline(&env, &mut o);
                 self.gave_up = true;
                 // The timer has fired: set it again for whatever the machine asks next.
@@ -354,8 +371,10 @@ impl<M: Machine + Send + 'static> Driver<M> {
                 .latency(class, level)
                 .record(self.started.elapsed());
         }
-        if f.result.is_err() {
-            count_failure(cl, self.write);
+        // By the error's own kind: a forwarded write is driven here with `write` false (its
+        // forwarder books it), and was counted as a failed read.
+        if let Err(e) = &f.result {
+            count_failure(cl, e.write);
         }
     }
 }
@@ -371,6 +390,7 @@ impl<M> Driver<M> {
             view,
             gave_up: false,
             sent: Vec::new(),
+            in_flight: Vec::new(),
             wake_at: None,
             timing,
             started: Instant::now(),
