@@ -627,7 +627,7 @@ pub static CATALOGUE: &[Desc] = &[
     m("dist.rebalance.batches", C, "", "Requests of transfer rounds."),
     m("dist.rebalance.throttle", C, "", "Transfer requests held back by `rebalance-max-bytes-per-sec`."),
     m("dist.rebalance.last_ns", G, "nanoseconds", "Duration of the last rebalance, from the ring change to its last slot received."),
-    m("dist.migration.slots_received", C, "", "Slots received by transfers."),
+    m("dist.migration.slots_received", C, "", "Slots this node was given to receive by ring changes, counted when the transfer is planned (one that fails is retried by its round, not counted again)."),
     m("dist.migration.slots_released", C, "", "Slots dropped after `rebalance-grace`."),
     m("dist.migration.keys_released", C, "", "Entries dropped with them."),
     m("dist.migration.failures", C, "", "Transfer rounds failed (and started again)."),
