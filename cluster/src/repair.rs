@@ -298,6 +298,14 @@ impl Hints {
             if h.state.version() >= Some(version) {
                 return;
             }
+            if self.bytes - h.size + size > self.limits.bytes {
+                // The newer state does not fit under `hint-max-bytes`: the older hint goes too
+                // (it would only bring the target a stale value; anti-entropy brings the new).
+                let old = q.map.remove(&key).expect("held");
+                self.forget(target, &old);
+                self.counters.global_dropped[si] += 1;
+                return;
+            }
             // Replaces the older hint of the key.
             let old = std::mem::replace(
                 h,
@@ -2219,6 +2227,39 @@ mod tests {
         let q = h.queues(300);
         assert_eq!(q.iter().map(|q| q.count).collect::<Vec<_>>(), vec![3, 2]);
         assert_eq!(q[0].oldest_ms, 200);
+    }
+
+    /// `hint-max-bytes` holds when a hint is replaced by a bigger one: a newer state that does
+    /// not fit is dropped with the older one (which would only deliver a stale value).
+    #[test]
+    fn a_replacing_hint_stays_under_the_byte_cap() {
+        let small = hint_size(b"k0", &live("v", 100));
+        let mut h = Hints::new(HintLimits {
+            bytes: 3 * small + 100,
+            ..limits()
+        });
+        fill(&mut h, 1, 3, HintSource::Replication);
+        assert_eq!(h.bytes().0, 3 * small);
+        h.add(
+            1,
+            "k0".into(),
+            live(&"w".repeat(200), 200),
+            HintSource::Replication,
+            200,
+        );
+        assert_eq!(h.bytes().0, 2 * small, "dropped: over the cap");
+        assert_eq!(h.len(), 2, "k0's older hint went with it");
+        assert_eq!(h.counters().global_dropped, [1, 0]);
+        // One that fits replaces as before.
+        h.add(
+            1,
+            "k1".into(),
+            live("ww", 200),
+            HintSource::Replication,
+            200,
+        );
+        assert_eq!(h.len(), 2);
+        assert!(h.bytes().0 <= 3 * small + 100);
     }
 
     #[test]
