@@ -1621,6 +1621,17 @@ impl Config {
         if self.port == 0 && self.tls_port == 0 {
             return Err("port and tls-port are both 0: the node would have no client port".into());
         }
+        // A value travels between nodes in one frame (a forward, a replica's copy, a hint): one
+        // past the frame limit would close every link it is sent on, again at each replay.
+        let cluster_max =
+            u64::from(hypercache_cluster::wire::WireLimits::default().max_body) - (1 << 20);
+        if !self.seed_list().is_empty() && self.proto_max_bulk_len > cluster_max {
+            return Err(format!(
+                "proto-max-bulk-len ({} bytes) must be at most {} bytes (1023mb) in a cluster: a \
+                 value travels between nodes in one frame of at most 1 GiB",
+                self.proto_max_bulk_len, cluster_max
+            ));
+        }
         if !self.save_points.is_empty() && !self.seed_list().is_empty() {
             return Err(
                 "save points are not available in a cluster: its replicas are its durability (docs/persistence.md)"
@@ -1797,6 +1808,20 @@ mod tests {
             (c.port, c.requirepass.as_str(), c.proto_max_bulk_len),
             (7100, "s3cret", 2 << 20)
         );
+    }
+
+    /// In a cluster a value must fit in one inter-node frame (1 GiB); a single node takes any.
+    #[test]
+    fn a_clusters_bulk_limit_fits_in_a_frame() {
+        let seeds = ["--seeds", "127.0.0.1:17001"];
+        let big = |v: &str| s(&[seeds[0], seeds[1], "--proto-max-bulk-len", v]);
+        assert!(Config::load(&big("1023mb"), &[]).is_ok());
+        let e = Config::load(&big("1024mb"), &[]).unwrap_err().to_string();
+        assert!(
+            e.contains("must be at most 1072693248 bytes (1023mb) in a cluster"),
+            "{e}"
+        );
+        assert!(Config::load(&s(&["--proto-max-bulk-len", "4gb"]), &[]).is_ok());
     }
 
     #[test]
