@@ -39,13 +39,19 @@ fn scenarios_with(
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/libs")
         .join(script);
-    let out = Command::new(program)
-        .envs(env.iter().copied())
+    let mut cmd = Command::new(program);
+    cmd.envs(env.iter().copied())
         .arg(&path)
         .arg(port.to_string())
-        .args(extra)
+        .args(extra);
+    outcome(cmd)
+}
+
+/// Runs `cmd`: whether it exited 0 (every scenario passed), and what it printed.
+fn outcome(mut cmd: Command) -> (bool, String) {
+    let out = cmd
         .output()
-        .unwrap_or_else(|e| panic!("{program} runs: {e}"));
+        .unwrap_or_else(|e| panic!("{:?} runs: {e}", cmd.get_program()));
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -378,18 +384,9 @@ fn go_redis_on_redis_a_node_and_a_cluster() {
         source.display(),
         String::from_utf8_lossy(&out.stderr)
     );
-    let program = program.to_str().expect("a UTF-8 path");
     on_redis_a_node_and_a_cluster("go-redis", 14, |port, db| {
-        let out = Command::new(program)
-            .arg(port.to_string())
-            .args(["--db", db])
-            .output()
-            .unwrap_or_else(|e| panic!("{program} runs: {e}"));
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        (out.status.success(), text)
+        let mut cmd = Command::new(&program);
+        cmd.arg(port.to_string()).args(["--db", db]);
+        outcome(cmd)
     });
 }

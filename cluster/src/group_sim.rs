@@ -557,54 +557,25 @@ fn a_blind_transaction_keeps_its_level_and_a_reading_one_needs_a_quorum() {
 /// bounded by the deadline), and every replica ends with x equal to y.
 #[test]
 fn closed_loop_blind_transactions_through_every_node_all_succeed() {
+    const WRITES: u64 = 60;
     for seed in 40..46 {
         let mut s = sim(3, 3, seed);
         s.set_delay(1, 3);
-        const CLIENTS: u64 = 6;
-        const WRITES: u64 = 60;
-        let id = |c: u64, i: u64| c * 1_000 + i;
-        let send = |s: &mut Sim<SimNode>, c: u64, i: u64| {
-            let v = id(c, i).to_string();
+        let send = |s: &mut Sim<SimNode>, node: NodeId, id: u64| {
+            let v = id.to_string();
             let g = group(
                 &[X, Y],
                 &[(0, Op::set(v.as_bytes())), (1, Op::set(v.as_bytes()))],
                 vec![],
             );
-            s.input((c % 3) as NodeId, |n, now, out| {
-                n.client_group(id(c, i), g, QUORUM, now, out)
-            });
+            s.input(node, |n, now, out| n.client_group(id, g, QUORUM, now, out));
         };
-        let mut next = vec![0u64; CLIENTS as usize];
-        for c in 0..CLIENTS {
-            send(&mut s, c, 0);
-        }
-        let mut steps = 0;
-        while next.iter().any(|&i| i < WRITES) {
-            assert!(
-                s.step(),
-                "seed {seed}: the cluster went quiet with writes pending"
-            );
-            steps += 1;
-            assert!(steps < STEPS, "seed {seed}: no end");
-            for c in 0..CLIENTS {
-                let i = next[c as usize];
-                if i == WRITES {
-                    continue;
-                }
-                let node = (c % 3) as usize;
-                match s.nodes[node].result(id(c, i)) {
-                    None => continue,
-                    Some(Ok(Outcome::Batch(outs, _))) => {
-                        assert_eq!(outs, &vec![Outcome::Ok, Outcome::Ok], "seed {seed}")
-                    }
-                    other => panic!("seed {seed}: client {c}'s write {i} got {other:?}"),
-                }
-                next[c as usize] = i + 1;
-                if i + 1 < WRITES {
-                    send(&mut s, c, i + 1);
-                }
+        crate::simnode::closed_loop(&mut s, 6, WRITES, STEPS, send, |c, i, r| match r {
+            Ok(Outcome::Batch(outs, _)) => {
+                assert_eq!(outs, &vec![Outcome::Ok, Outcome::Ok], "seed {seed}")
             }
-        }
+            other => panic!("seed {seed}: client {c}'s write {i} got {other:?}"),
+        });
         s.run_until_quiet(STEPS);
         // The race this is about took place: writes were stamped again, many times.
         let restamps: u64 = s.nodes.iter().map(|n| n.counts.restamps).sum();

@@ -1400,6 +1400,49 @@ impl Machine for SimNode {
     }
 }
 
+/// Closed-loop clients for the simulator's tests: `clients` of them, client `c` on node
+/// `c % nodes`, each sending its next request as soon as its last one is answered, `requests`
+/// each. `send(s, node, id)` sends one (the id names its result); `check(c, i, result)` sees
+/// each client's `i`-th result. Bounded by `max_steps`; the cluster may not go quiet before the
+/// last answer.
+#[cfg(test)]
+pub(crate) fn closed_loop(
+    s: &mut crate::sim::Sim<SimNode>,
+    clients: u64,
+    requests: u64,
+    max_steps: usize,
+    mut send: impl FnMut(&mut crate::sim::Sim<SimNode>, NodeId, u64),
+    mut check: impl FnMut(u64, u64, &ClientResult),
+) {
+    let nodes = s.nodes.len() as u64;
+    let id = |c: u64, i: u64| c * 1_000_000 + i;
+    let node = |c: u64| (c % nodes) as NodeId;
+    let mut next = vec![0u64; clients as usize];
+    for c in 0..clients {
+        send(s, node(c), id(c, 0));
+    }
+    let mut steps = 0;
+    while next.iter().any(|&i| i < requests) {
+        assert!(s.step(), "seed {}: quiet with requests pending", s.seed());
+        steps += 1;
+        assert!(steps < max_steps, "seed {}: no end", s.seed());
+        for c in 0..clients {
+            let i = next[c as usize];
+            if i == requests {
+                continue;
+            }
+            let Some(r) = s.nodes[node(c)].result(id(c, i)).cloned() else {
+                continue;
+            };
+            check(c, i, &r);
+            next[c as usize] = i + 1;
+            if i + 1 < requests {
+                send(s, node(c), id(c, i + 1));
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::BTreeSet;
@@ -3701,43 +3744,19 @@ mod tests {
     #[test]
     fn closed_loop_sets_of_one_key_through_every_node_all_succeed() {
         const KEY: &[u8] = b"contended";
+        const WRITES: u64 = 60;
         for seed in 50..56 {
             let mut s = sim(3, 3, seed);
             s.set_delay(1, 3);
-            const CLIENTS: u64 = 6;
-            const WRITES: u64 = 60;
-            let id = |c: u64, i: u64| c * 1_000 + i;
-            let send = |s: &mut Sim<SimNode>, c: u64, i: u64| {
-                let v = id(c, i).to_string();
-                s.input((c % 3) as NodeId, |n, now, out| {
-                    n.client(id(c, i), KEY, set(v.as_bytes()), QUORUM, QUORUM, now, out)
+            let send = |s: &mut Sim<SimNode>, node: NodeId, id: u64| {
+                let v = id.to_string();
+                s.input(node, |n, now, out| {
+                    n.client(id, KEY, set(v.as_bytes()), QUORUM, QUORUM, now, out)
                 });
             };
-            let mut next = vec![0u64; CLIENTS as usize];
-            for c in 0..CLIENTS {
-                send(&mut s, c, 0);
-            }
-            let mut steps = 0;
-            while next.iter().any(|&i| i < WRITES) {
-                assert!(s.step(), "seed {seed}: quiet with writes pending");
-                steps += 1;
-                assert!(steps < STEPS, "seed {seed}: no end");
-                for c in 0..CLIENTS {
-                    let i = next[c as usize];
-                    if i == WRITES {
-                        continue;
-                    }
-                    match s.nodes[(c % 3) as usize].result(id(c, i)) {
-                        None => continue,
-                        Some(Ok(Outcome::Ok)) => {}
-                        other => panic!("seed {seed}: client {c}'s write {i} got {other:?}"),
-                    }
-                    next[c as usize] = i + 1;
-                    if i + 1 < WRITES {
-                        send(&mut s, c, i + 1);
-                    }
-                }
-            }
+            closed_loop(&mut s, 6, WRITES, STEPS, send, |c, i, r| {
+                assert_eq!(r, &Ok(Outcome::Ok), "seed {seed}: client {c}'s write {i}");
+            });
             s.run_until_quiet(STEPS);
             let restamps: u64 = s.nodes.iter().map(|n| n.counts.restamps).sum();
             assert!(restamps > WRITES, "seed {seed}: only {restamps} restamps");
