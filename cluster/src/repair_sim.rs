@@ -394,18 +394,29 @@ fn backoff_ramps_up_and_snaps_back() {
     assert!(counters(&s, 0).clean_ticks >= 3);
 }
 
+/// The budget of node 2 in the tests below, and the value of each of their 3,000 keys: 600 KB
+/// in all, three times the budget.
+const BUDGET: u64 = 200_000;
+const VALUE: [u8; 200] = [b'x'; 200];
+
+/// A cluster where node 2, with a memory budget of [`BUDGET`], was cut off while 3,000 keys of
+/// [`VALUE`] were written through node 0, and is back.
+fn full_replica_back(seed: u64, hints: HintLimits, sync: SyncSettings) -> Sim<SimNode> {
+    let mut s = cluster(seed, hints, sync);
+    s.nodes[2].budget = Some(BUDGET);
+    s.isolate(2);
+    write_all(&mut s, 0, 3_000, &VALUE, 1);
+    s.heal(2);
+    s
+}
+
 /// A replica with a memory budget that missed writes worth more than its budget takes back what
 /// fits through hints and anti-entropy, and never more.
 #[test]
 fn repair_fills_a_full_replica_only_up_to_its_budget() {
     let seed = 70;
-    let mut s = cluster(seed, hints_capped(100_000), sync_every(1_000));
-    let budget = 200_000;
-    s.nodes[2].budget = Some(budget);
-    s.isolate(2);
-    let value = vec![b'x'; 200];
-    write_all(&mut s, 0, 3_000, &value, 1);
-    s.heal(2);
+    let mut s = full_replica_back(seed, hints_capped(100_000), sync_every(1_000));
+    let (budget, value) = (BUDGET, VALUE.to_vec());
     let mut peak = 0;
     for _ in 0..100 {
         s.run_until(s.now() + 100, STEPS);
@@ -429,13 +440,8 @@ fn repair_fills_a_full_replica_only_up_to_its_budget() {
 #[test]
 fn read_repair_fills_the_coordinators_copy_only_up_to_its_budget() {
     let seed = 71;
-    let mut s = cluster(seed, hints_capped(0), sync_every(0));
-    let budget = 200_000;
-    s.nodes[2].budget = Some(budget);
-    s.isolate(2);
-    let value = vec![b'x'; 200];
-    write_all(&mut s, 0, 3_000, &value, 1);
-    s.heal(2);
+    let mut s = full_replica_back(seed, hints_capped(0), sync_every(0));
+    let (budget, value) = (BUDGET, VALUE.to_vec());
     s.run_until(s.now() + 3_000, STEPS);
     assert_eq!(
         holding(&s, 2, 3_000, &value),
