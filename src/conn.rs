@@ -270,23 +270,7 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
                 // Pub/Sub messages: every one waiting (up to a bound, to stay fair to this
                 // client's own commands) goes out in one write.
                 let Some(first) = got else { continue };
-                let mut bytes = 0;
-                let mut next = Some(first);
-                let mut n = 0;
-                while let Some(m) = next {
-                    bytes += m.size();
-                    let subscribed = s.subscribed();
-                    encode_message(s.proto, subscribed, m, &mut s.out);
-                    n += 1;
-                    next = if n < 1024 {
-                        s.subs.as_mut().and_then(|x| x.rx.try_recv().ok())
-                    } else {
-                        None
-                    };
-                }
-                if let Some(x) = &s.subs {
-                    x.mailbox.written(bytes);
-                }
+                queue_messages(s, Some(first));
                 if let Err(why) = write_unless_killed(socket, &s.out, &s.handle).await {
                     return why;
                 }
@@ -312,6 +296,12 @@ async fn run<S: AsyncRead + AsyncWrite + Unpin>(
             return "killed";
         }
         s.refresh_config();
+        // Messages published before this batch runs go out before its replies, as Redis writes
+        // a PUBLISH straight into its subscribers' buffers: a client that unsubscribes never
+        // gets a message after the reply that took it out of Pub/Sub mode.
+        if s.subs.is_some() {
+            queue_messages(s, None);
+        }
         s.begin_batch();
         let mut close = false;
         let mut held = None;
@@ -488,6 +478,28 @@ async fn replica_ready(replica: &Option<crate::repl::ReplicaConn>) -> bool {
 }
 
 /// The next Pub/Sub message for this connection (never, for one without subscriptions).
+/// Encodes the Pub/Sub messages waiting for this connection into its output, `first` (already
+/// received) and then every one queued, up to 1024 (to stay fair to its own commands).
+fn queue_messages(s: &mut Session, first: Option<crate::pubsub::Message>) {
+    let mut bytes = 0;
+    let mut n = 0;
+    let mut next = first.or_else(|| s.subs.as_mut().and_then(|x| x.rx.try_recv().ok()));
+    while let Some(m) = next {
+        bytes += m.size();
+        let subscribed = s.subscribed();
+        encode_message(s.proto, subscribed, m, &mut s.out);
+        n += 1;
+        next = if n < 1024 {
+            s.subs.as_mut().and_then(|x| x.rx.try_recv().ok())
+        } else {
+            None
+        };
+    }
+    if let Some(x) = &s.subs {
+        x.mailbox.written(bytes);
+    }
+}
+
 async fn next_message(
     subs: &mut Option<Box<crate::pubsub::Subscriptions>>,
 ) -> Option<crate::pubsub::Message> {
