@@ -121,6 +121,15 @@ impl Upstream {
         shared.store.set_replica_mode(false);
     }
 
+    /// `host port` of the primary this node follows (`REPLICAOF`), as `CONFIG GET replicaof`
+    /// answers it; empty for a primary.
+    pub fn primary(&self) -> String {
+        self.link
+            .lock()
+            .as_ref()
+            .map_or_else(String::new, |l| format!("{} {}", l.host, l.port))
+    }
+
     /// The replication fields of INFO for a replica (`None`: this node is a primary).
     pub fn info(&self) -> Option<Vec<(String, String)>> {
         let link = self.link.lock();

@@ -605,6 +605,16 @@ fn a_node_follows_a_redis_primary_then_takes_over() {
     assert_eq!(ok, "OK");
     wait_linked(&mut c);
     assert_eq!(info_field(&mut c, "replication", "role"), "slave");
+    // As Redis answers it: `host port` while following, empty after REPLICAOF NO ONE.
+    let following = format!("{} {}", primary.addr.ip(), primary.addr.port());
+    for name in ["replicaof", "slaveof"] {
+        let got: Vec<String> = redis::cmd("CONFIG")
+            .arg("GET")
+            .arg(name)
+            .query(&mut c)
+            .unwrap();
+        assert_eq!(got, vec![name.to_string(), following.clone()]);
+    }
     assert_eq!(
         info_field(&mut c, "replication", "master_sync_skipped_keys"),
         "3",
@@ -657,6 +667,12 @@ fn a_node_follows_a_redis_primary_then_takes_over() {
     assert_eq!(ok, "OK");
     let _: () = c.set("mine", "1").unwrap();
     assert_eq!(info_field(&mut c, "replication", "role"), "master");
+    let got: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("replicaof")
+        .query(&mut c)
+        .unwrap();
+    assert_eq!(got, vec!["replicaof".to_string(), String::new()]);
     let before = ours.len();
     assert_eq!(dataset(&mut c).len(), before + 1);
 }

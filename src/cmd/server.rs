@@ -212,6 +212,13 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
     match sub.as_slice() {
         b"get" => {
             let c = s.shared.config.read();
+            // `replicaof` is REPLICAOF's state, not a stored setting.
+            let get = |p: &crate::config::Param| -> String {
+                match p.name {
+                    "replicaof" | "slaveof" => s.shared.upstream.primary(),
+                    _ => (p.get)(&c),
+                }
+            };
             let mut out: Vec<(Frame, Frame)> = Vec::new();
             let mut seen = std::collections::HashSet::new();
             for pat in &a[2..] {
@@ -220,7 +227,7 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     let name = String::from_utf8_lossy(pat).to_ascii_lowercase();
                     if let Some(p) = param(&name).filter(|p| p.name == name) {
                         if seen.insert(p.name) {
-                            out.push((Frame::Bulk(pat.clone()), Frame::Bulk((p.get)(&c).into())));
+                            out.push((Frame::Bulk(pat.clone()), Frame::Bulk(get(p).into())));
                         }
                     }
                     continue;
@@ -234,10 +241,7 @@ pub(super) fn config(s: &mut Session, a: &[Bytes]) -> Option<Frame> {
                     if hypercache_cluster::glob::matches(&lower, p.name.as_bytes())
                         && seen.insert(p.name)
                     {
-                        out.push((
-                            Frame::bulk(p.name.as_bytes()),
-                            Frame::Bulk((p.get)(&c).into()),
-                        ));
+                        out.push((Frame::bulk(p.name.as_bytes()), Frame::Bulk(get(p).into())));
                     }
                 }
             }
