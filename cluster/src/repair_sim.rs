@@ -410,25 +410,31 @@ fn full_replica_back(seed: u64, hints: HintLimits, sync: SyncSettings) -> Sim<Si
     s
 }
 
+/// Node 2 of [`full_replica_back`] holds some of the keys again but not all, and its store
+/// never went past its budget less the reserve (`peak`, the most it held).
+fn took_back_only_what_fits(s: &Sim<SimNode>, seed: u64, peak: u64) {
+    let held = holding(s, 2, 3_000, &VALUE);
+    assert!(held > 100, "seed {seed}: it took back what fits ({held})");
+    assert!(held < 3_000, "seed {seed}: not everything fits");
+    assert!(
+        peak <= BUDGET - BUDGET / 8,
+        "seed {seed}: {peak} bytes, budget {BUDGET} less its reserve"
+    );
+}
+
 /// A replica with a memory budget that missed writes worth more than its budget takes back what
 /// fits through hints and anti-entropy, and never more.
 #[test]
 fn repair_fills_a_full_replica_only_up_to_its_budget() {
     let seed = 70;
     let mut s = full_replica_back(seed, hints_capped(100_000), sync_every(1_000));
-    let (budget, value) = (BUDGET, VALUE.to_vec());
+    let value = VALUE.to_vec();
     let mut peak = 0;
     for _ in 0..100 {
         s.run_until(s.now() + 100, STEPS);
         peak = peak.max(s.nodes[2].store.stats().bytes);
     }
-    let held = holding(&s, 2, 3_000, &value);
-    assert!(held > 100, "seed {seed}: it took back what fits ({held})");
-    assert!(held < 3_000, "seed {seed}: not everything fits");
-    assert!(
-        peak <= budget - budget / 8,
-        "seed {seed}: {peak} bytes, budget {budget} less its reserve"
-    );
+    took_back_only_what_fits(&s, seed, peak);
     // The others are whole.
     assert_eq!(holding(&s, 0, 3_000, &value), 3_000);
     assert_eq!(holding(&s, 1, 3_000, &value), 3_000);
@@ -441,7 +447,7 @@ fn repair_fills_a_full_replica_only_up_to_its_budget() {
 fn read_repair_fills_the_coordinators_copy_only_up_to_its_budget() {
     let seed = 71;
     let mut s = full_replica_back(seed, hints_capped(0), sync_every(0));
-    let (budget, value) = (BUDGET, VALUE.to_vec());
+    let value = VALUE.to_vec();
     s.run_until(s.now() + 3_000, STEPS);
     assert_eq!(
         holding(&s, 2, 3_000, &value),
@@ -469,13 +475,7 @@ fn read_repair_fills_the_coordinators_copy_only_up_to_its_budget() {
             "seed {seed}: key {i}"
         );
     }
-    let held = holding(&s, 2, 3_000, &value);
-    assert!(held > 100, "seed {seed}: it took back what fits ({held})");
-    assert!(held < 3_000, "seed {seed}: not everything fits");
-    assert!(
-        peak <= budget - budget / 8,
-        "seed {seed}: {peak} bytes, budget {budget} less its reserve"
-    );
+    took_back_only_what_fits(&s, seed, peak);
 }
 
 /// With a page of a few hundred bytes, a round still converges: every list, copy, pull and push
