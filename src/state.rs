@@ -221,10 +221,9 @@ impl ClientHandle {
         b.qbuf_free.store(read_free, Ordering::Relaxed);
         b.rbs.store(out_size, Ordering::Relaxed);
         b.obl.store(out_len, Ordering::Relaxed);
-        if released {
+        // Only the connection writes these: a load and a store, no read-modify-write.
+        if released || out_len > b.rbp.load(Ordering::Relaxed) {
             b.rbp.store(out_len, Ordering::Relaxed);
-        } else {
-            b.rbp.fetch_max(out_len, Ordering::Relaxed);
         }
     }
 

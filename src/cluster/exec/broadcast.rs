@@ -234,14 +234,22 @@ pub async fn run_missed_flushes(
         inc(&cl.metrics.dist.missed_flushes);
         tracing::info!(component = "cluster", node_id = %cl.node_id, peer, horizon = horizon.hlc, db = ?db, "running a flush this node missed, reported by a peer's heartbeat");
     }
+    let _ = flush_here(shared, missed).await;
+}
+
+/// Runs flushes (FLUSHALL's horizon, or a database's FLUSHDB) on this node's store and forgets
+/// every key its tracking clients read, on a blocking thread (a flush walks every key).
+pub(super) fn flush_here(
+    shared: &Arc<Shared>,
+    flushes: Vec<(Version, Option<u8>)>,
+) -> tokio::task::JoinHandle<()> {
     let sh = shared.clone();
-    let _ = tokio::task::spawn_blocking(move || {
-        for (horizon, db) in missed {
+    tokio::task::spawn_blocking(move || {
+        for (horizon, db) in flushes {
             sh.store.flush_at(horizon, db);
         }
         sh.tracking.flush_all(&sh);
     })
-    .await;
 }
 
 /// Cluster-wide FLUSHALL (or FLUSHDB of database `only`): flushes here and on every live member
@@ -261,11 +269,7 @@ pub async fn flushall(
         hlc: shared.store.clock().tick(now_ms()),
         origin: 0,
     };
-    let sh = shared.clone();
-    let local = tokio::task::spawn_blocking(move || {
-        sh.store.flush_at(horizon, only);
-        sh.tracking.flush_all(&sh);
-    });
+    let local = flush_here(&shared, vec![(horizon, only)]);
     let view = cl.view();
     // Every other member: a live one must confirm (else the command fails); one that is down
     // keeps its keys until it is repaired or flushed again.

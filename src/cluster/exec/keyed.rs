@@ -21,10 +21,9 @@ pub(super) struct Driver<M> {
     view: Arc<View>,
     /// Its deadline fired (calls may still be pending in the links).
     gave_up: bool,
-    sent: Vec<(MemberIdx, u64)>,
-    /// Calls awaiting their answer: tag, when sent, and whether it forwards the command to its
-    /// coordinator (`dist.latency.peer`, `dist.latency.forward`).
-    in_flight: Vec<(u64, Instant, bool)>,
+    /// Calls awaiting their answer (forgotten if the machine gives up on them), with when they
+    /// were sent (`dist.latency.peer`, and `dist.latency.forward` for a forward).
+    sent: Vec<Sent>,
     wake_at: Option<u64>,
     timing: Timing,
     started: Instant,
@@ -35,6 +34,18 @@ pub(super) struct Driver<M> {
     trace: Option<Box<Traced>>,
     /// The node, for a program the machine asks to run ([`Out::compute`]: a script).
     shared: Option<Arc<Shared>>,
+}
+
+/// A call the driver sent and awaits the answer of.
+struct Sent {
+    to: MemberIdx,
+    /// The link's request id (to forget it).
+    id: u64,
+    /// The machine's tag for it.
+    tag: u64,
+    at: Instant,
+    /// It forwards the command to its coordinator.
+    forward: bool,
 }
 
 /// A traced machine's spans: its own (a client operation's root, or the span serving a peer's
@@ -114,10 +125,14 @@ impl<M: Machine + Send + 'static> Driver<M> {
             let mut failed = Vec::new();
             for send in o.sends.drain(..) {
                 let body = send.call.to_body();
-                let forward = matches!(
-                    hypercache_cluster::msg::request_name(&body),
-                    "exec" | "exec_group"
-                );
+                // A forward to the coordinator: a keyed command, or a transaction (encoded).
+                let forward = match &send.call {
+                    Call::Exec { .. } => true,
+                    Call::Encoded(_) => {
+                        hypercache_cluster::msg::request_name(&body) == "exec_group"
+                    }
+                    _ => false,
+                };
                 for (to, tag) in send.to {
                     let peer = cl.peer(&view, to);
                     let span = self.trace.as_ref().and_then(|t| {
@@ -136,8 +151,13 @@ impl<M: Machine + Send + 'static> Driver<M> {
                         (Some(p), Some(t)) => p
                             .send_to_inbox(&body, &self.inbox, t as usize, wire.as_ref())
                             .map(|id| {
-                                self.sent.push((to, id));
-                                self.in_flight.push((t, Instant::now(), forward));
+                                self.sent.push(Sent {
+                                    to,
+                                    id,
+                                    tag: t,
+                                    at: Instant::now(),
+                                    forward,
+                                });
                             }),
                         (Some(p), None) => p.send_oneway(&body, wire.as_ref()),
                     };
@@ -195,17 +215,17 @@ impl<M: Machine + Send + 'static> Driver<M> {
                     t.answered(tag as u64, body.is_none().then_some("link down"));
                 }
                 let sent = self
-                    .in_flight
+                    .sent
                     .iter()
-                    .position(|(t, ..)| *t == tag as u64)
-                    .map(|i| self.in_flight.swap_remove(i));
+                    .position(|c| c.tag == tag as u64)
+                    .map(|i| self.sent.swap_remove(i));
                 let answer = match body.map(|b| wire::from_body::<Response>(&b)) {
                     Some(Ok(r)) => {
                         // The call's round trip (it used to be the time since the command began).
-                        if let Some((_, at, forward)) = sent {
-                            let rtt = at.elapsed();
+                        if let Some(c) = sent {
+                            let rtt = c.at.elapsed();
                             cl.metrics.dist.peer_latency.record(rtt);
-                            if forward {
+                            if c.forward {
                                 cl.metrics.dist.forward_latency.record(rtt);
                             }
                         }
@@ -338,9 +358,9 @@ impl<M: Machine + Send + 'static> Driver<M> {
         // done otherwise had every answer: nothing to forget).
         if self.gave_up && !self.sent.is_empty() {
             let view = self.view.clone();
-            for &(m, id) in &self.sent {
-                if let Some(p) = cl.peer(&view, m) {
-                    p.forget(id);
+            for c in &self.sent {
+                if let Some(p) = cl.peer(&view, c.to) {
+                    p.forget(c.id);
                 }
             }
             self.sent.clear();
@@ -390,7 +410,6 @@ impl<M> Driver<M> {
             view,
             gave_up: false,
             sent: Vec::new(),
-            in_flight: Vec::new(),
             wake_at: None,
             timing,
             started: Instant::now(),

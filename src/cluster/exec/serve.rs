@@ -92,10 +92,10 @@ pub fn serve_request(
         }
         Served::Flush(horizon, db) => {
             // Off the link's reader: a flush walks every key.
-            let (sh, q) = (shared.clone(), q.clone());
-            tokio::task::spawn_blocking(move || {
-                sh.store.flush_at(horizon, db);
-                sh.tracking.flush_all(&sh);
+            let flush = super::broadcast::flush_here(shared, vec![(horizon, db)]);
+            let q = q.clone();
+            shared.tasks.spawn(async move {
+                let _ = flush.await;
                 q.push_msg(Kind::Reply, id, &Response::Done);
             });
         }
